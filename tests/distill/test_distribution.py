@@ -1,0 +1,86 @@
+"""The Distiller under data parallelism: two replicas train exactly like one device.
+
+Each case runs in a fresh process, since devices must be configured before the
+backend starts.
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+_TRAIN = """
+import keras, numpy as np, tfkd
+from tests.helpers import random_images, small_cnn
+
+x, y = random_images(128)
+
+def train():
+    keras.utils.set_random_seed(0)
+    teacher = small_cnn(16, "teacher", batch_norm=True)
+    student = small_cnn(4, "student")
+    distiller = tfkd.Distiller(teacher, student, student_loss_weight=0.5, temperature=2.0)
+    distiller.compile(
+        keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    history = distiller.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0).history
+    return history, [keras.ops.convert_to_numpy(w) for w in student.weights]
+
+def assert_same(single, parallel):
+    (history_1, weights_1), (history_2, weights_2) = single, parallel
+    for key in ("loss", "student_loss", "logits_distillation_loss"):
+        np.testing.assert_allclose(history_2[key], history_1[key], rtol=1e-4, err_msg=key)
+    for a, b in zip(weights_1, weights_2):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+    print("SAME", history_2["logits_distillation_loss"])
+"""
+
+_MIRRORED = """
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+{train}
+single = train()
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+assert strategy.num_replicas_in_sync == 2
+with strategy.scope():
+    parallel = train()
+assert_same(single, parallel)
+"""
+
+_DATA_PARALLEL = """
+import jax
+{train}
+single = train()
+devices = jax.devices()
+assert len(devices) == 2, devices
+keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+parallel = train()
+assert_same(single, parallel)
+"""
+
+
+def _run(script, backend, **env):
+    environment = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(REPO), **env}
+    environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script).format(train=_TRAIN)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "SAME" in result.stdout
+
+
+def test_tf_mirrored_strategy_on_two_cpu_devices():
+    _run(_MIRRORED, "tensorflow")
+
+
+def test_jax_data_parallel_on_two_host_devices():
+    _run(_DATA_PARALLEL, "jax", XLA_FLAGS="--xla_force_host_platform_device_count=2")

@@ -1,0 +1,37 @@
+"""Examples run top to bottom in their `--smoke` mode and print what they claim."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def test_distill_fashion_mnist_smoke(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "examples/distill_fashion_mnist.py",
+            "--smoke",
+            "--output-dir",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "student, distilled" in result.stdout and "student, labels only" in result.stdout
+    metadata = json.loads(
+        (tmp_path / "fashion_mnist_student_distilled" / "metadata.json").read_text()
+    )
+    assert metadata["teacher_test_accuracy"] > 0.9
+    assert 0.3 < metadata["test_accuracy"] <= 1.0
+    assert (
+        metadata["bytes"]
+        == (tmp_path / "fashion_mnist_student_distilled" / "model.keras").stat().st_size
+    )

@@ -1,0 +1,37 @@
+"""Snapshot of the public API, so that any change to it shows in review."""
+
+import tfkd
+
+
+def test_top_level_api():
+    assert sorted(tfkd.__all__) == [
+        "DistillationLoss",
+        "Distiller",
+        "FeatureDistillation",
+        "LogitsDistillation",
+        "datasets",
+        "distill",
+    ]
+
+
+def test_distill_api():
+    assert sorted(tfkd.distill.__all__) == [
+        "DistillationLoss",
+        "Distiller",
+        "FeatureDistillation",
+        "LogitsDistillation",
+        "NonFiniteLossGuard",
+        "kl_divergence",
+        "mean_squared_error",
+        "with_teacher_outputs",
+    ]
+
+
+def test_datasets_api():
+    assert sorted(tfkd.datasets.__all__) == ["available", "info", "load", "write_tfds"]
+
+
+def test_every_public_name_exists():
+    for module in (tfkd, tfkd.distill, tfkd.datasets):
+        for name in module.__all__:
+            assert hasattr(module, name), f"{module.__name__}.{name}"

@@ -1,0 +1,24 @@
+"""tfkd: make Keras models small and fast for edge devices, and keep them accurate.
+
+The public API is declared here and in each subpackage's ``__init__``;
+everything else is private. Importing tfkd has no side effects.
+"""
+
+from tfkd import datasets, distill
+from tfkd.distill import (
+    DistillationLoss,
+    Distiller,
+    FeatureDistillation,
+    LogitsDistillation,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DistillationLoss",
+    "Distiller",
+    "FeatureDistillation",
+    "LogitsDistillation",
+    "datasets",
+    "distill",
+]

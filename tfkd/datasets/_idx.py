@@ -1,0 +1,63 @@
+"""Reads gzipped IDX files, the format of the MNIST and Fashion-MNIST files."""
+
+import gzip
+import math
+import struct
+
+import numpy as np
+
+# Type codes from the IDX specification; the MNIST family only uses uint8.
+_IDX_DTYPES = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+def _parse_idx(data, path="<bytes>"):
+    """Parses the bytes of an IDX file into an array shaped as its header says.
+
+    The header is two zero bytes, a type code, the number of dimensions, then
+    each dimension as a big-endian uint32.
+
+    Args:
+        data: the (decompressed) bytes of the file.
+        path: where the bytes came from, for error messages.
+            Defaults to `"<bytes>"`.
+
+    Returns:
+        A read-only numpy array in native byte order.
+
+    Raises:
+        ValueError: if the header is malformed or the payload size does not
+            match the dimensions.
+    """
+    if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] not in _IDX_DTYPES:
+        raise ValueError(
+            "Not an IDX file: bad magic number. Received: "
+            f"path={path!r}, first bytes={data[:4]!r}. Expected 0x0000 followed "
+            "by a type code and the number of dimensions."
+        )
+    dtype, num_dims = _IDX_DTYPES[data[2]], data[3]
+    header_size = 4 + 4 * num_dims
+    if len(data) < header_size:
+        raise ValueError(f"Truncated IDX header. Received: path={path!r}")
+    shape = struct.unpack(f">{num_dims}I", data[4:header_size])
+    expected_size = math.prod(shape) * dtype.itemsize
+    if len(data) - header_size != expected_size:
+        raise ValueError(
+            f"IDX payload does not match its header. Received: path={path!r} with "
+            f"{len(data) - header_size} bytes of data. Expected {expected_size} "
+            f"bytes for shape {shape}. The file is truncated or corrupt."
+        )
+    array = np.frombuffer(data, dtype=dtype, offset=header_size).reshape(shape)
+    return array.astype(dtype.newbyteorder("="), copy=False)
+
+
+def _read_idx_gz(path):
+    """Reads a gzipped IDX file; see `_parse_idx`."""
+    with gzip.open(path, "rb") as file:
+        return _parse_idx(file.read(), path=str(path))

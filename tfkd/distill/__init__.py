@@ -1,0 +1,21 @@
+"""Knowledge distillation: `Distiller` and its losses."""
+
+from tfkd.distill.distiller import Distiller, NonFiniteLossGuard, with_teacher_outputs
+from tfkd.distill.losses import (
+    DistillationLoss,
+    FeatureDistillation,
+    LogitsDistillation,
+    kl_divergence,
+    mean_squared_error,
+)
+
+__all__ = [
+    "DistillationLoss",
+    "Distiller",
+    "FeatureDistillation",
+    "LogitsDistillation",
+    "NonFiniteLossGuard",
+    "kl_divergence",
+    "mean_squared_error",
+    "with_teacher_outputs",
+]

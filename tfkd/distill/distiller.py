@@ -1,0 +1,481 @@
+"""`Distiller`: a `keras.Model` that trains a student from a frozen teacher."""
+
+import inspect
+import math
+import re
+
+import keras
+from keras import ops
+
+from tfkd.distill import _taps
+from tfkd.distill.losses import DistillationLoss, LogitsDistillation, validate_temperature
+
+_STUDENT_INPUTS = "student_inputs"
+_TEACHER_OUTPUTS = "teacher_outputs"
+# Keys of the structure `call` returns in training when feature losses need
+# intermediate student outputs: one forward pass yields both.
+_OUTPUTS = "__tfkd_outputs__"
+_FEATURES = "__tfkd_features__"
+
+
+@keras.saving.register_keras_serializable(package="tfkd")
+class Distiller(keras.Model):
+    """Trains a student model to match a frozen teacher, through `model.fit`.
+
+    The training loss is
+    `student_loss_weight * task_loss + (1 - student_loss_weight) *
+    sum(weight_i * distillation_loss_i)`, where the task loss is the one given
+    to `compile` (computed on the labels) and each distillation loss compares
+    teacher and student outputs. `evaluate` and `predict` are the student's:
+    they never run the teacher, so their numbers compare directly with a
+    student trained alone. Training logs show `student_loss` and one
+    `<name>_loss` entry per distillation loss next to the total `loss`.
+
+    The teacher is frozen: `teacher.trainable` is set to `False` (as
+    `keras.distillation.Distiller` does), it runs with `training=False`, and
+    its outputs go through `stop_gradient`, so its weights stay bit-identical.
+
+    Offline distillation: when the training inputs are not randomly augmented,
+    compute the teacher's outputs once with `predict_teacher` and pass them
+    with `with_teacher_outputs`; each step then runs the student only. Under
+    random augmentation do not cache: the teacher must see the same augmented
+    image as the student, and a cached output belongs to the un-augmented one.
+
+    Args:
+        teacher: A trained `keras.Model`.
+        student: The `keras.Model` to train; its output shape must be
+            comparable with the teacher's.
+        distillation_losses: A `DistillationLoss` or a list of them. Defaults
+            to `None`: one `LogitsDistillation(temperature=temperature)`.
+        distillation_loss_weights: One weight >= 0 per distillation loss.
+            Defaults to `None` (all 1).
+        student_loss_weight: Weight in [0, 1] of the task loss; the
+            distillation losses get `1 - student_loss_weight`. Defaults to
+            `0.1`.
+        temperature: Shortcut for the default logits loss; cannot be combined
+            with `distillation_losses`. Defaults to `None`, which means 1.0:
+            on the Fashion-MNIST benchmark (BENCHMARKS.md) a student 20x
+            smaller than its teacher gained most at T=1 and lost 2.8 points
+            at T=4. Larger students often prefer T=2 to 4.
+        name: Model name. Defaults to `"distiller"`.
+
+    Raises:
+        TypeError: If `teacher` or `student` is not a Keras model, or a loss is
+            not a `DistillationLoss`.
+        ValueError: For weights out of range, a non-positive temperature,
+            outputs that cannot be compared, or unknown layer names.
+
+    Example:
+
+    ```python
+    distiller = tfkd.Distiller(teacher=teacher, student=student, temperature=4.0)
+    distiller.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    distiller.fit(x_train, y_train, epochs=10)
+    distiller.student.save("student.keras")
+    ```
+    """
+
+    def __init__(
+        self,
+        teacher,
+        student,
+        distillation_losses=None,
+        distillation_loss_weights=None,
+        student_loss_weight=0.1,
+        temperature=None,
+        name="distiller",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        _validate_model("teacher", teacher)
+        _validate_model("student", student)
+        self._config = {
+            "distillation_losses": distillation_losses,
+            "distillation_loss_weights": distillation_loss_weights,
+            "student_loss_weight": student_loss_weight,
+            "temperature": temperature,
+        }
+        losses = _resolve_losses(distillation_losses, temperature)
+        self.distillation_loss_weights = _resolve_loss_weights(distillation_loss_weights, losses)
+        self.student_loss_weight = _validate_student_loss_weight(student_loss_weight)
+        self.teacher = teacher
+        self.student = student
+        self.teacher.trainable = False
+        self.distillation_losses = losses
+        self._teacher_taps = _taps.TapModel(
+            teacher, "teacher", [loss.teacher_layer for loss in losses]
+        )
+        self._student_taps = _taps.TapModel(
+            student, "student", [loss.student_layer for loss in losses]
+        )
+        for loss in losses:
+            _build_loss(loss, self._teacher_taps, self._student_taps)
+        self._loss_keys = _unique_log_keys(losses)
+        self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
+        self.distillation_loss_trackers = [keras.metrics.Mean(name=key) for key in self._loss_keys]
+        self.built = True  # Teacher, student and losses are built above.
+
+    # Forward pass and losses.
+
+    def call(self, inputs, training=None):
+        inputs = split_teacher_outputs(inputs)[0]
+        if training and self._student_taps.has_features:
+            outputs = self._student_taps(inputs, training=True)
+            return {_OUTPUTS: outputs.pop(_taps.OUTPUT), _FEATURES: outputs}
+        return self.student(inputs, training=training)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        student_outputs, student_features = _unpack_predictions(y_pred)
+        task_loss, regularization = self._task_loss(x, y, student_outputs, sample_weight, training)
+        if not training:
+            return task_loss + regularization
+        inputs, teacher_outputs = split_teacher_outputs(x)
+        if teacher_outputs is None:
+            teacher_outputs = self._teacher_taps(inputs, training=False)
+        teacher_outputs = {key: ops.stop_gradient(value) for key, value in teacher_outputs.items()}
+        student_features[_taps.OUTPUT] = student_outputs
+        self.student_loss_tracker.update_state(_unscale(task_loss))
+        total = task_loss * self.student_loss_weight + regularization
+        distillation_share = 1.0 - self.student_loss_weight
+        for loss, weight, tracker in zip(
+            self.distillation_losses,
+            self.distillation_loss_weights,
+            self.distillation_loss_trackers,
+        ):
+            value = _reduce(
+                loss(
+                    teacher_outputs[_taps.key(loss.teacher_layer)],
+                    student_features[_taps.key(loss.student_layer)],
+                ),
+                sample_weight,
+            )
+            tracker.update_state(_unscale(value))
+            total = total + value * (weight * distillation_share)
+        return total
+
+    def _task_loss(self, x, y, y_pred, sample_weight, training):
+        """Returns the compiled loss on the labels and the regularization losses, apart.
+
+        Only the first is weighted by `student_loss_weight`; regularizers keep
+        their own weight.
+        """
+        regularization = ops.zeros((), "float32")
+        if self.losses:
+            regularization = ops.sum([ops.cast(loss, "float32") for loss in self.losses])
+            regularization = regularization / _replica_count()
+        if self.loss is None:
+            return ops.zeros((), "float32"), regularization
+        combined = super().compute_loss(x, y, y_pred, sample_weight, training)
+        return ops.cast(combined, "float32") - regularization, regularization
+
+    @property
+    def losses(self):
+        # The teacher's regularizers are constants here: leave them out.
+        losses = list(self.student.losses)
+        for loss in self.distillation_losses:
+            losses.extend(loss.losses)
+        return losses
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        return super().compute_metrics(x, y, _unpack_predictions(y_pred)[0], sample_weight)
+
+    # Offline distillation.
+
+    def predict_teacher(self, x, batch_size=256, verbose=0):
+        """Computes the teacher outputs that training needs, once.
+
+        Pass the result to `with_teacher_outputs` to train without running
+        the teacher at every step. Only valid for inputs that are not
+        randomly augmented during training.
+
+        Args:
+            x: Inputs the student will be trained on (numpy array, dict of
+                arrays, or a `tf.data.Dataset` yielding inputs only).
+            batch_size: Batch size of the teacher's forward passes.
+                Defaults to `256`.
+            verbose: Progress bar, as for `keras.Model.predict`.
+                Defaults to `0`.
+
+        Returns:
+            A dict of numpy arrays, one per teacher output the distillation
+            losses read.
+        """
+        return self._teacher_taps.predict(x, batch_size=batch_size, verbose=verbose)
+
+    # Keras plumbing.
+
+    @property
+    def metrics(self):
+        return [*super().metrics, self.student_loss_tracker, *self.distillation_loss_trackers]
+
+    def evaluate(self, *args, **kwargs):
+        # Evaluation is the student's alone: the distillation entries would be
+        # zeros there, so they are left out of its logs.
+        self._evaluating = True
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            self._evaluating = False
+
+    def get_metrics_result(self):
+        result = super().get_metrics_result()
+        if getattr(self, "_evaluating", False):
+            for name in ("student_loss", *self._loss_keys):
+                result.pop(name, None)
+        return result
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
+        if loss is None and self.student_loss_weight > 0:
+            raise ValueError(
+                "Distiller.compile needs the student's task loss, since "
+                f"student_loss_weight={self.student_loss_weight} > 0. Received: loss=None. "
+                "Pass e.g. loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), "
+                "or build the Distiller with student_loss_weight=0.0 to train on teacher "
+                "outputs alone."
+            )
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
+    def fit(self, *args, **kwargs):
+        arguments = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs).arguments
+        arguments.pop("self")
+        extra = arguments.pop("kwargs", {})
+        callbacks = list(arguments.pop("callbacks", None) or [])
+        callbacks.append(NonFiniteLossGuard(["student_loss", *self._loss_keys, "loss"]))
+        return super().fit(callbacks=callbacks, **arguments, **extra)
+
+    def get_compile_config(self):
+        return super().get_compile_config()
+
+    def compile_from_config(self, config):
+        # Restores `compile` when a `.keras` file is loaded, through the
+        # validating `compile` above.
+        return super().compile_from_config(config)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            teacher=keras.saving.serialize_keras_object(self.teacher),
+            student=keras.saving.serialize_keras_object(self.student),
+            distillation_losses=keras.saving.serialize_keras_object(
+                self._config["distillation_losses"]
+            ),
+            distillation_loss_weights=self._config["distillation_loss_weights"],
+            student_loss_weight=self._config["student_loss_weight"],
+            temperature=self._config["temperature"],
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("teacher", "student", "distillation_losses"):
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
+
+
+def with_teacher_outputs(x, teacher_outputs):
+    """Packs inputs with cached teacher outputs for `Distiller.fit`.
+
+    Args:
+        x: The student's inputs.
+        teacher_outputs: What `Distiller.predict_teacher(x)` returned, for the
+            same examples in the same order.
+
+    Returns:
+        A dict that `Distiller.fit` accepts as `x`: the Distiller reads the
+        teacher outputs from it instead of running the teacher.
+
+    Example:
+
+    ```python
+    cached = distiller.predict_teacher(x_train)
+    distiller.fit(tfkd.distill.with_teacher_outputs(x_train, cached), y_train)
+    ```
+    """
+    if not isinstance(teacher_outputs, dict):
+        raise TypeError(
+            "`teacher_outputs` must be the dict returned by Distiller.predict_teacher. "
+            f"Received: teacher_outputs of type {type(teacher_outputs).__name__}."
+        )
+    return {_STUDENT_INPUTS: x, _TEACHER_OUTPUTS: teacher_outputs}
+
+
+def split_teacher_outputs(x):
+    """Returns `(student_inputs, cached_teacher_outputs or None)`."""
+    if isinstance(x, dict) and set(x) == {_STUDENT_INPUTS, _TEACHER_OUTPUTS}:
+        return x[_STUDENT_INPUTS], dict(x[_TEACHER_OUTPUTS])
+    return x, None
+
+
+class NonFiniteLossGuard(keras.callbacks.Callback):
+    """Stops training with an error naming the loss components that are NaN/inf.
+
+    `Distiller.fit` adds it by itself.
+
+    Args:
+        loss_names: Log keys to watch, in the order they are reported.
+    """
+
+    # Checked on Keras's callback thread, so the training loop never waits for
+    # the device to report the loss; an error surfaces a batch or two later.
+    async_safe = True
+
+    def __init__(self, loss_names):
+        super().__init__()
+        self.loss_names = list(loss_names)
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        bad = {
+            name: float(logs[name])
+            for name in self.loss_names
+            if name in logs and not math.isfinite(float(logs[name]))
+        }
+        if bad:
+            raise FloatingPointError(
+                f"Training stopped at epoch {self._epoch + 1}, batch {batch + 1}: non-finite "
+                f"loss component(s) {sorted(bad)}. Received: {bad}. Check the inputs for "
+                "NaN/inf, lower the learning rate, or lower the weight of that component."
+            )
+
+
+def _unpack_predictions(y_pred):
+    if isinstance(y_pred, dict) and _OUTPUTS in y_pred:
+        return y_pred[_OUTPUTS], dict(y_pred[_FEATURES])
+    return y_pred, {}
+
+
+def _reduce(per_example, sample_weight):
+    per_example = ops.cast(per_example, "float32")
+    if sample_weight is not None:
+        weights = ops.cast(ops.reshape(sample_weight, ops.shape(per_example)), "float32")
+        per_example = per_example * weights
+    return ops.mean(per_example) / _replica_count()
+
+
+def _unscale(value):
+    return value * _replica_count()
+
+
+def _replica_count():
+    # Under tf.distribute, Keras divides each replica's loss by the replica
+    # count; the distillation terms must be scaled the same way.
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def _validate_model(argument, model):
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"`{argument}` must be a Keras 3 model (keras.Model). Received: {argument} of type "
+            f"{type(model).__module__}.{type(model).__name__}. A tf_keras (Keras 2) model must be "
+            "rebuilt or re-saved with Keras 3."
+        )
+
+
+def _resolve_losses(distillation_losses, temperature):
+    if distillation_losses is None:
+        if temperature is not None:
+            validate_temperature(temperature)
+        return [LogitsDistillation(temperature=1.0 if temperature is None else temperature)]
+    if temperature is not None:
+        raise ValueError(
+            "Pass either `temperature` (for the default logits loss) or `distillation_losses`. "
+            f"Received: temperature={temperature} and distillation_losses="
+            f"{distillation_losses!r}. Set the temperature on LogitsDistillation instead."
+        )
+    losses = (
+        list(distillation_losses)
+        if isinstance(distillation_losses, (list, tuple))
+        else [distillation_losses]
+    )
+    for loss in losses:
+        if not isinstance(loss, DistillationLoss):
+            raise TypeError(
+                "Each distillation loss must be a tfkd.DistillationLoss. Received: "
+                f"{loss!r} of type {type(loss).__name__}. Subclass DistillationLoss to add one."
+            )
+    if not losses:
+        raise ValueError("`distillation_losses` is empty. Received: []. Pass at least one loss.")
+    return losses
+
+
+def _resolve_loss_weights(weights, losses):
+    if weights is None:
+        return [1.0] * len(losses)
+    weights = list(weights) if isinstance(weights, (list, tuple)) else [weights]
+    if len(weights) != len(losses):
+        raise ValueError(
+            f"`distillation_loss_weights` needs one weight per loss ({len(losses)}). "
+            f"Received: distillation_loss_weights={weights}."
+        )
+    for weight in weights:
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+            raise ValueError(
+                "Each distillation loss weight must be a number >= 0. Received: "
+                f"distillation_loss_weights={weights}."
+            )
+    return [float(weight) for weight in weights]
+
+
+def _validate_student_loss_weight(weight):
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
+        raise ValueError(
+            "`student_loss_weight` must be a number in [0, 1]. Received: "
+            f"student_loss_weight={weight!r}. 0 trains on the teacher alone, 1 on labels alone."
+        )
+    return float(weight)
+
+
+def _build_loss(loss, teacher_taps, student_taps):
+    teacher_shape = teacher_taps.shape(loss.teacher_layer)
+    student_shape = student_taps.shape(loss.student_layer)
+    if isinstance(loss, LogitsDistillation):
+        _check_logits(loss, teacher_taps, student_taps, teacher_shape, student_shape)
+    if not loss.built:  # A loss restored from a `.keras` file comes built.
+        loss.build(teacher_shape, student_shape)
+
+
+def _check_logits(loss, teacher_taps, student_taps, teacher_shape, student_shape):
+    if tuple(teacher_shape[1:]) != tuple(student_shape[1:]):
+        raise ValueError(
+            "LogitsDistillation compares outputs of the same shape, but the teacher's "
+            f"{teacher_taps.describe(loss.teacher_layer)} has shape {teacher_shape} and the "
+            f"student's {student_taps.describe(loss.student_layer)} has shape {student_shape}. "
+            "Both must predict the same classes."
+        )
+    for taps, layer in ((teacher_taps, loss.teacher_layer), (student_taps, loss.student_layer)):
+        if loss.from_logits and taps.ends_in_softmax(layer):
+            raise ValueError(
+                f"The {taps.role}'s {taps.describe(layer)} applies a softmax, but "
+                "LogitsDistillation has from_logits=True. Pass "
+                "LogitsDistillation(from_logits=False), or remove the final softmax."
+            )
+
+
+def _unique_log_keys(losses):
+    keys, counts = [], {}
+    for loss in losses:
+        base = _snake(loss)
+        # Keep a name the user chose; replace Keras's auto-numbered ones.
+        base = base if re.fullmatch(rf"{base}(_\d+)?", loss.name) else loss.name
+        counts[base] = counts.get(base, 0) + 1
+        suffix = "" if counts[base] == 1 else f"_{counts[base] - 1}"
+        keys.append(f"{base}{suffix}_loss")
+    return keys
+
+
+def _snake(loss):
+    name = type(loss).__name__
+    return "".join("_" + c.lower() if c.isupper() and i else c.lower() for i, c in enumerate(name))

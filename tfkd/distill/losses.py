@@ -1,0 +1,279 @@
+"""Distillation losses: pure functions of teacher and student outputs, and the
+thin `keras.layers.Layer` classes that configure them for `tfkd.Distiller`.
+
+The functions use `keras.ops` only and return one value per example, so they
+run on every backend and compose with sample weights and distribution.
+"""
+
+import keras
+from keras import ops
+
+_EPSILON = 1e-7
+
+
+def _log_probabilities(outputs, temperature, from_logits):
+    outputs = ops.cast(outputs, "float32")
+    if not from_logits:
+        # log(p) differs from the logits by a per-example constant, which the
+        # softmax below removes, so temperature scaling still applies.
+        outputs = ops.log(ops.clip(outputs, _EPSILON, 1.0))
+    return ops.log_softmax(outputs / temperature, axis=-1)
+
+
+def kl_divergence(teacher_outputs, student_outputs, *, temperature=1.0, from_logits=True):
+    """Per-example KL(teacher || student) of temperature-softened distributions.
+
+    Computes `T^2 * sum(p_t * (log p_t - log p_s))` with
+    `p = softmax(logits / T)` over the last axis. The `T^2` factor keeps the
+    gradient scale independent of the temperature (Hinton et al., 2015).
+
+    Args:
+        teacher_outputs: Teacher logits (or probabilities if
+            `from_logits=False`), shape `(batch, ..., classes)`.
+        student_outputs: Student logits or probabilities, same shape.
+        temperature: Softmax temperature, > 0. Defaults to `1.0`.
+        from_logits: Whether the outputs are logits. Defaults to `True`.
+
+    Returns:
+        A tensor of shape `(batch, ...)`: the divergence of each example,
+        always >= 0 and 0 where the two outputs agree.
+
+    Example:
+
+    >>> import numpy as np
+    >>> logits = np.array([[2.0, 0.5, -1.0]], dtype="float32")
+    >>> float(kl_divergence(logits, logits, temperature=4.0)[0])
+    0.0
+    """
+    teacher_log_probs = _log_probabilities(teacher_outputs, temperature, from_logits)
+    student_log_probs = _log_probabilities(student_outputs, temperature, from_logits)
+    teacher_probs = ops.exp(teacher_log_probs)
+    divergence = ops.sum(teacher_probs * (teacher_log_probs - student_log_probs), axis=-1)
+    # Rounding can make identical distributions give -1e-9; KL is never negative.
+    return ops.maximum(divergence, 0.0) * (temperature**2)
+
+
+def mean_squared_error(teacher_outputs, student_outputs):
+    """Per-example mean squared difference between two feature tensors.
+
+    Args:
+        teacher_outputs: Teacher features, shape `(batch, ...)`.
+        student_outputs: Student features of the same shape.
+
+    Returns:
+        A tensor of shape `(batch,)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> a = np.ones((2, 3), dtype="float32")
+    >>> keras.ops.convert_to_numpy(mean_squared_error(a, a * 3)).tolist()
+    [4.0, 4.0]
+    """
+    difference = ops.cast(student_outputs, "float32") - ops.cast(teacher_outputs, "float32")
+    squared = ops.reshape(ops.square(difference), (ops.shape(difference)[0], -1))
+    return ops.mean(squared, axis=-1)
+
+
+class DistillationLoss(keras.layers.Layer):
+    """Base class of the losses a `tfkd.Distiller` adds to the student's loss.
+
+    Subclass it and implement `call(teacher_outputs, student_outputs)`,
+    returning one loss value per example. Set `teacher_layer` and
+    `student_layer` to the names of the layers whose outputs the loss compares;
+    `None` means the model's final output. A loss with weights (a projection,
+    say) creates them in `build(teacher_outputs_shape, student_outputs_shape)`;
+    they train with the student and are dropped with the Distiller.
+
+    Args:
+        teacher_layer: Name of the teacher layer to read, or `None` for the
+            teacher's output. Defaults to `None`.
+        student_layer: Name of the student layer to read, or `None` for the
+            student's output. Defaults to `None`.
+        **kwargs: Base layer arguments, e.g. `name`.
+
+    Example:
+
+    >>> from keras import ops
+    >>> class CosineDistillation(DistillationLoss):
+    ...     def call(self, teacher_outputs, student_outputs):
+    ...         similarity = ops.sum(
+    ...             ops.normalize(teacher_outputs) * ops.normalize(student_outputs),
+    ...             axis=-1,
+    ...         )
+    ...         return 1.0 - similarity
+    """
+
+    def __init__(self, teacher_layer=None, student_layer=None, **kwargs):
+        super().__init__(**kwargs)
+        for argument, value in (("teacher_layer", teacher_layer), ("student_layer", student_layer)):
+            if value is not None and not isinstance(value, str):
+                raise TypeError(
+                    f"`{argument}` must be a layer name (str) or None. "
+                    f"Received: {argument}={value!r} of type {type(value).__name__}."
+                )
+        self.teacher_layer = teacher_layer
+        self.student_layer = student_layer
+
+    def build(self, teacher_outputs_shape, student_outputs_shape):
+        self.built = True
+
+    def call(self, teacher_outputs, student_outputs):
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement "
+            "`call(teacher_outputs, student_outputs)` returning per-example losses."
+        )
+
+    def compute_output_shape(self, teacher_outputs_shape, student_outputs_shape):
+        return tuple(teacher_outputs_shape[:1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(teacher_layer=self.teacher_layer, student_layer=self.student_layer)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfkd")
+class LogitsDistillation(DistillationLoss):
+    """Matches the student's softened class distribution to the teacher's.
+
+    The classic knowledge-distillation loss (Hinton et al., 2015): the KL
+    divergence between `softmax(teacher_logits / T)` and
+    `softmax(student_logits / T)`, multiplied by `T^2`. Unlike
+    `keras.distillation.LogitsDistillation` in Keras 3.15, the softmax and the
+    `T^2` factor are always applied, so the loss is never negative.
+
+    Args:
+        temperature: Softmax temperature, > 0. Higher values expose more of the
+            teacher's "dark knowledge" about similar classes. Defaults to `4.0`.
+        from_logits: Whether both models output logits (no final softmax).
+            Defaults to `True`.
+        teacher_layer: Teacher layer to read, `None` for its output.
+            Defaults to `None`.
+        student_layer: Student layer to read, `None` for its output.
+            Defaults to `None`.
+        **kwargs: Base layer arguments, e.g. `name`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> loss = LogitsDistillation(temperature=2.0)
+    >>> teacher = np.array([[3.0, 1.0, 0.0]], dtype="float32")
+    >>> student = np.array([[0.0, 1.0, 3.0]], dtype="float32")
+    >>> round(float(loss(teacher, student)[0]), 4)
+    2.9297
+    """
+
+    def __init__(
+        self,
+        temperature=4.0,
+        from_logits=True,
+        teacher_layer=None,
+        student_layer=None,
+        **kwargs,
+    ):
+        super().__init__(teacher_layer=teacher_layer, student_layer=student_layer, **kwargs)
+        validate_temperature(temperature)
+        self.temperature = float(temperature)
+        self.from_logits = bool(from_logits)
+
+    def call(self, teacher_outputs, student_outputs):
+        return kl_divergence(
+            teacher_outputs,
+            student_outputs,
+            temperature=self.temperature,
+            from_logits=self.from_logits,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(temperature=self.temperature, from_logits=self.from_logits)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfkd")
+class FeatureDistillation(DistillationLoss):
+    """Pulls a student layer's output towards a teacher layer's output (FitNets).
+
+    When the two layers differ in width (last axis), a learned linear
+    projection maps the student's features to the teacher's width; it trains
+    with the student and is not part of the student model. Other axes must
+    match (pick layers at the same spatial resolution).
+
+    Args:
+        teacher_layer: Name of the teacher layer to imitate.
+        student_layer: Name of the student layer that imitates it.
+        projection: `"auto"` adds a projection only when widths differ,
+            `"always"` adds one in every case, `"never"` requires equal widths.
+            Defaults to `"auto"`.
+        **kwargs: Base layer arguments, e.g. `name`.
+
+    Example:
+
+    >>> loss = FeatureDistillation(teacher_layer="conv_2", student_layer="conv_1")
+    >>> loss.projection
+    'auto'
+    """
+
+    def __init__(self, teacher_layer, student_layer, projection="auto", **kwargs):
+        if teacher_layer is None or student_layer is None:
+            raise ValueError(
+                "FeatureDistillation compares two named layers. Received: "
+                f"teacher_layer={teacher_layer!r}, student_layer={student_layer!r}. "
+                "Pass the names of a teacher layer and a student layer."
+            )
+        super().__init__(teacher_layer=teacher_layer, student_layer=student_layer, **kwargs)
+        if projection not in ("auto", "always", "never"):
+            raise ValueError(
+                f"Unknown projection. Received: projection={projection!r}. "
+                "Accepted: 'auto', 'always', 'never'."
+            )
+        self.projection = projection
+        self.projection_layer = None
+
+    def build(self, teacher_outputs_shape, student_outputs_shape):
+        teacher_shape, student_shape = tuple(teacher_outputs_shape), tuple(student_outputs_shape)
+        if len(teacher_shape) != len(student_shape) or teacher_shape[1:-1] != student_shape[1:-1]:
+            raise ValueError(
+                f"FeatureDistillation can project the last axis only, but the other axes "
+                f"differ. Received: teacher layer {self.teacher_layer!r} output shape "
+                f"{teacher_shape}, student layer {self.student_layer!r} output shape "
+                f"{student_shape}. Choose layers with the same rank and spatial size."
+            )
+        widths_differ = teacher_shape[-1] != student_shape[-1]
+        if widths_differ and self.projection == "never":
+            raise ValueError(
+                f"Teacher layer {self.teacher_layer!r} has width {teacher_shape[-1]} and "
+                f"student layer {self.student_layer!r} width {student_shape[-1]}, and "
+                "projection='never'. Use projection='auto' to learn a projection."
+            )
+        if self.projection == "always" or widths_differ:
+            self.projection_layer = keras.layers.Dense(
+                teacher_shape[-1], use_bias=False, name="projection"
+            )
+            self.projection_layer.build(student_shape)
+        self.built = True
+
+    def call(self, teacher_outputs, student_outputs):
+        if self.projection_layer is not None:
+            student_outputs = self.projection_layer(student_outputs)
+        return mean_squared_error(teacher_outputs, student_outputs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(projection=self.projection)
+        return config
+
+
+def validate_temperature(temperature):
+    """Raises a clear error unless `temperature` is a positive number."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise TypeError(
+            f"`temperature` must be a positive number. Received: temperature={temperature!r} "
+            f"of type {type(temperature).__name__}."
+        )
+    if not temperature > 0:
+        raise ValueError(
+            f"`temperature` must be > 0. Received: temperature={temperature}. "
+            "Typical values are 1 to 10."
+        )
