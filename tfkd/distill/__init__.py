@@ -1,6 +1,7 @@
 """Knowledge distillation: `Distiller` and its losses."""
 
-from tfkd.distill.distiller import Distiller, NonFiniteLossGuard, with_teacher_outputs
+from tfkd.distill.callbacks import NonFiniteLossGuard
+from tfkd.distill.distiller import Distiller, with_teacher_outputs
 from tfkd.distill.losses import (
     DistillationLoss,
     FeatureDistillation,

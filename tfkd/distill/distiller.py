@@ -1,14 +1,12 @@
 """`Distiller`: a `keras.Model` that trains a student from a frozen teacher."""
 
 import inspect
-import math
-import re
 
 import keras
 from keras import ops
 
-from tfkd.distill import _taps
-from tfkd.distill.losses import DistillationLoss, LogitsDistillation, validate_temperature
+from tfkd.distill import _taps, _validation
+from tfkd.distill.callbacks import NonFiniteLossGuard
 
 _STUDENT_INPUTS = "student_inputs"
 _TEACHER_OUTPUTS = "teacher_outputs"
@@ -91,17 +89,19 @@ class Distiller(keras.Model):
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
-        _validate_model("teacher", teacher)
-        _validate_model("student", student)
+        _validation.validate_model("teacher", teacher)
+        _validation.validate_model("student", student)
         self._config = {
             "distillation_losses": distillation_losses,
             "distillation_loss_weights": distillation_loss_weights,
             "student_loss_weight": student_loss_weight,
             "temperature": temperature,
         }
-        losses = _resolve_losses(distillation_losses, temperature)
-        self.distillation_loss_weights = _resolve_loss_weights(distillation_loss_weights, losses)
-        self.student_loss_weight = _validate_student_loss_weight(student_loss_weight)
+        losses = _validation.resolve_losses(distillation_losses, temperature)
+        self.distillation_loss_weights = _validation.resolve_loss_weights(
+            distillation_loss_weights, losses
+        )
+        self.student_loss_weight = _validation.validate_student_loss_weight(student_loss_weight)
         self.teacher = teacher
         self.student = student
         self.teacher.trainable = False
@@ -113,8 +113,8 @@ class Distiller(keras.Model):
             student, "student", [loss.student_layer for loss in losses]
         )
         for loss in losses:
-            _build_loss(loss, self._teacher_taps, self._student_taps)
-        self._loss_keys = _unique_log_keys(losses)
+            _validation.build_loss(loss, self._teacher_taps, self._student_taps)
+        self._loss_keys = _validation.unique_log_keys(losses)
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_trackers = [keras.metrics.Mean(name=key) for key in self._loss_keys]
         self.built = True  # Teacher, student and losses are built above.
@@ -311,42 +311,6 @@ def split_teacher_outputs(x):
     return x, None
 
 
-class NonFiniteLossGuard(keras.callbacks.Callback):
-    """Stops training with an error naming the loss components that are NaN/inf.
-
-    `Distiller.fit` adds it by itself.
-
-    Args:
-        loss_names: Log keys to watch, in the order they are reported.
-    """
-
-    # Checked on Keras's callback thread, so the training loop never waits for
-    # the device to report the loss; an error surfaces a batch or two later.
-    async_safe = True
-
-    def __init__(self, loss_names):
-        super().__init__()
-        self.loss_names = list(loss_names)
-        self._epoch = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        logs = logs or {}
-        bad = {
-            name: float(logs[name])
-            for name in self.loss_names
-            if name in logs and not math.isfinite(float(logs[name]))
-        }
-        if bad:
-            raise FloatingPointError(
-                f"Training stopped at epoch {self._epoch + 1}, batch {batch + 1}: non-finite "
-                f"loss component(s) {sorted(bad)}. Received: {bad}. Check the inputs for "
-                "NaN/inf, lower the learning rate, or lower the weight of that component."
-            )
-
-
 def _unpack_predictions(y_pred):
     if isinstance(y_pred, dict) and _OUTPUTS in y_pred:
         return y_pred[_OUTPUTS], dict(y_pred[_FEATURES])
@@ -373,109 +337,3 @@ def _replica_count():
     import tensorflow as tf
 
     return tf.distribute.get_strategy().num_replicas_in_sync
-
-
-def _validate_model(argument, model):
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"`{argument}` must be a Keras 3 model (keras.Model). Received: {argument} of type "
-            f"{type(model).__module__}.{type(model).__name__}. A tf_keras (Keras 2) model must be "
-            "rebuilt or re-saved with Keras 3."
-        )
-
-
-def _resolve_losses(distillation_losses, temperature):
-    if distillation_losses is None:
-        if temperature is not None:
-            validate_temperature(temperature)
-        return [LogitsDistillation(temperature=1.0 if temperature is None else temperature)]
-    if temperature is not None:
-        raise ValueError(
-            "Pass either `temperature` (for the default logits loss) or `distillation_losses`. "
-            f"Received: temperature={temperature} and distillation_losses="
-            f"{distillation_losses!r}. Set the temperature on LogitsDistillation instead."
-        )
-    losses = (
-        list(distillation_losses)
-        if isinstance(distillation_losses, (list, tuple))
-        else [distillation_losses]
-    )
-    for loss in losses:
-        if not isinstance(loss, DistillationLoss):
-            raise TypeError(
-                "Each distillation loss must be a tfkd.DistillationLoss. Received: "
-                f"{loss!r} of type {type(loss).__name__}. Subclass DistillationLoss to add one."
-            )
-    if not losses:
-        raise ValueError("`distillation_losses` is empty. Received: []. Pass at least one loss.")
-    return losses
-
-
-def _resolve_loss_weights(weights, losses):
-    if weights is None:
-        return [1.0] * len(losses)
-    weights = list(weights) if isinstance(weights, (list, tuple)) else [weights]
-    if len(weights) != len(losses):
-        raise ValueError(
-            f"`distillation_loss_weights` needs one weight per loss ({len(losses)}). "
-            f"Received: distillation_loss_weights={weights}."
-        )
-    for weight in weights:
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
-            raise ValueError(
-                "Each distillation loss weight must be a number >= 0. Received: "
-                f"distillation_loss_weights={weights}."
-            )
-    return [float(weight) for weight in weights]
-
-
-def _validate_student_loss_weight(weight):
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
-        raise ValueError(
-            "`student_loss_weight` must be a number in [0, 1]. Received: "
-            f"student_loss_weight={weight!r}. 0 trains on the teacher alone, 1 on labels alone."
-        )
-    return float(weight)
-
-
-def _build_loss(loss, teacher_taps, student_taps):
-    teacher_shape = teacher_taps.shape(loss.teacher_layer)
-    student_shape = student_taps.shape(loss.student_layer)
-    if isinstance(loss, LogitsDistillation):
-        _check_logits(loss, teacher_taps, student_taps, teacher_shape, student_shape)
-    if not loss.built:  # A loss restored from a `.keras` file comes built.
-        loss.build(teacher_shape, student_shape)
-
-
-def _check_logits(loss, teacher_taps, student_taps, teacher_shape, student_shape):
-    if tuple(teacher_shape[1:]) != tuple(student_shape[1:]):
-        raise ValueError(
-            "LogitsDistillation compares outputs of the same shape, but the teacher's "
-            f"{teacher_taps.describe(loss.teacher_layer)} has shape {teacher_shape} and the "
-            f"student's {student_taps.describe(loss.student_layer)} has shape {student_shape}. "
-            "Both must predict the same classes."
-        )
-    for taps, layer in ((teacher_taps, loss.teacher_layer), (student_taps, loss.student_layer)):
-        if loss.from_logits and taps.ends_in_softmax(layer):
-            raise ValueError(
-                f"The {taps.role}'s {taps.describe(layer)} applies a softmax, but "
-                "LogitsDistillation has from_logits=True. Pass "
-                "LogitsDistillation(from_logits=False), or remove the final softmax."
-            )
-
-
-def _unique_log_keys(losses):
-    keys, counts = [], {}
-    for loss in losses:
-        base = _snake(loss)
-        # Keep a name the user chose; replace Keras's auto-numbered ones.
-        base = base if re.fullmatch(rf"{base}(_\d+)?", loss.name) else loss.name
-        counts[base] = counts.get(base, 0) + 1
-        suffix = "" if counts[base] == 1 else f"_{counts[base] - 1}"
-        keys.append(f"{base}{suffix}_loss")
-    return keys
-
-
-def _snake(loss):
-    name = type(loss).__name__
-    return "".join("_" + c.lower() if c.isupper() and i else c.lower() for i, c in enumerate(name))
