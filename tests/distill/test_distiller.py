@@ -35,8 +35,16 @@ def _weights(model):
 def test_fit_logs_each_loss_component_and_their_weighted_sum():
     x, y = random_images()
     distiller = _distiller(student_loss_weight=0.3, temperature=2.0)
-    history = distiller.fit(x, y, batch_size=32, epochs=2, verbose=0).history
-    assert set(history) == {"loss", "student_loss", "logits_distillation_loss", "accuracy"}
+    history = distiller.fit(x, y, batch_size=32, epochs=2, validation_data=(x, y), verbose=0)
+    history = history.history
+    assert set(history) == {
+        "loss",
+        "student_loss",
+        "logits_distillation_loss",
+        "accuracy",
+        "val_loss",  # validation is the student's alone
+        "val_accuracy",
+    }
     for epoch in range(2):
         expected = (
             0.3 * history["student_loss"][epoch] + 0.7 * history["logits_distillation_loss"][epoch]
