@@ -170,6 +170,9 @@ def test_student_and_distiller_save_as_keras_files(tmp_path):
         keras.ops.convert_to_numpy(loaded.distillation_losses[1].projection_layer.kernel),
         keras.ops.convert_to_numpy(distiller.distillation_losses[1].projection_layer.kernel),
     )
+    assert loaded.compiled and isinstance(loaded.optimizer, keras.optimizers.Adam)
+    history = loaded.fit(x, y, epochs=1, verbose=0).history  # training resumes
+    assert np.isfinite(history["loss"][0])
 
 
 def test_config_round_trip():

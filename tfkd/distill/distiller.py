@@ -247,13 +247,11 @@ class Distiller(keras.Model):
         callbacks.append(NonFiniteLossGuard(["student_loss", *self._loss_keys, "loss"]))
         return super().fit(callbacks=callbacks, **arguments, **extra)
 
-    def get_compile_config(self):
-        return super().get_compile_config()
-
     def compile_from_config(self, config):
-        # Restores `compile` when a `.keras` file is loaded, through the
-        # validating `compile` above.
-        return super().compile_from_config(config)
+        # Keras skips this for models that override `compile`; restore the
+        # compiled state of a loaded `.keras` file through the checks above.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        self.optimizer.build(self.trainable_variables)
 
     def get_config(self):
         config = super().get_config()
