@@ -53,8 +53,8 @@ class Distiller(keras.Model):
         temperature: Shortcut for the default logits loss; cannot be combined
             with `distillation_losses`. Defaults to `None`, which means 1.0:
             on the Fashion-MNIST benchmark (BENCHMARKS.md) a student 20x
-            smaller than its teacher gained most at T=1 and lost 2.8 points
-            at T=4. Larger students often prefer T=2 to 4.
+            smaller than its teacher did best at T=1 and lost 2.8 points at
+            T=4. Larger students often prefer T=2 to 4.
         name: Model name. Defaults to `"distiller"`.
 
     Raises:
