@@ -130,6 +130,20 @@ def test_sample_weights_apply_to_distillation_losses():
     assert history["student_loss"] == [0.0]
 
 
+def test_sample_weights_weigh_examples():
+    x, y = random_images(64)
+    weights = np.zeros(len(x), dtype="float32")
+    weights[:32] = 2.0
+    distiller = _distiller()
+    teacher = distiller.teacher.predict(x, verbose=0)
+    student = distiller.student.predict(x, verbose=0)
+    per_example = keras.ops.convert_to_numpy(tfkd.distill.kl_divergence(teacher, student))
+    # One batch: the logged loss is computed on the initial student, before the update.
+    history = distiller.fit(x, y, sample_weight=weights, batch_size=64, epochs=1, verbose=0).history
+    expected = float(np.mean(weights * per_example))  # Keras's sum_over_batch_size
+    assert history["logits_distillation_loss"][0] == pytest.approx(expected, rel=1e-4)
+
+
 def test_pure_distillation_without_labels():
     x, _ = random_images()
     distiller = tfkd.Distiller(

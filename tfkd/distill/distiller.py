@@ -318,8 +318,9 @@ def _unpack_predictions(y_pred):
 def _reduce(per_example, sample_weight):
     per_example = ops.cast(per_example, "float32")
     if sample_weight is not None:
-        weights = ops.cast(ops.reshape(sample_weight, ops.shape(per_example)), "float32")
-        per_example = per_example * weights
+        # One weight per example, broadcast over any further axes (e.g. tokens).
+        weights = ops.reshape(sample_weight, (-1,) + (1,) * (len(per_example.shape) - 1))
+        per_example = per_example * ops.cast(weights, "float32")
     return ops.mean(per_example) / _replica_count()
 
 
