@@ -144,6 +144,25 @@ def test_sample_weights_weigh_examples():
     assert history["logits_distillation_loss"][0] == pytest.approx(expected, rel=1e-4)
 
 
+def test_regularizers_keep_their_own_weight():
+    x, y = random_images()
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    regularizer = keras.regularizers.L2(0.1)
+    student = keras.Model(inputs, keras.layers.Dense(3, kernel_regularizer=regularizer)(h))
+    distiller = _distiller(student=student, student_loss_weight=0.5)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0), loss=_task_loss())  # weights fixed
+    history = distiller.fit(x, y, batch_size=256, epochs=1, verbose=0).history
+    kernel = keras.ops.convert_to_numpy(student.layers[-1].kernel)
+    penalty = 0.1 * float(np.sum(kernel**2))
+    weighted = 0.5 * history["student_loss"][0] + 0.5 * history["logits_distillation_loss"][0]
+    assert history["loss"][0] == pytest.approx(weighted + penalty, rel=1e-4)
+    student.compile(loss=_task_loss())
+    assert history["student_loss"][0] == pytest.approx(
+        student.evaluate(x, y, batch_size=256, verbose=0) - penalty, rel=1e-4
+    )
+
+
 def test_pure_distillation_without_labels():
     x, _ = random_images()
     distiller = tfkd.Distiller(

@@ -161,7 +161,8 @@ class Distiller(keras.Model):
         """Returns the compiled loss on the labels and the regularization losses, apart.
 
         Only the first is weighted by `student_loss_weight`; regularizers keep
-        their own weight.
+        their own weight. (A regularized teacher adds a constant here, which
+        changes the logged loss but no gradient.)
         """
         regularization = ops.zeros((), "float32")
         if self.losses:
@@ -171,14 +172,6 @@ class Distiller(keras.Model):
             return ops.zeros((), "float32"), regularization
         combined = super().compute_loss(x, y, y_pred, sample_weight, training)
         return ops.cast(combined, "float32") - regularization, regularization
-
-    @property
-    def losses(self):
-        # The teacher's regularizers are constants here: leave them out.
-        losses = list(self.student.losses)
-        for loss in self.distillation_losses:
-            losses.extend(loss.losses)
-        return losses
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         return super().compute_metrics(x, y, _unpack_predictions(y_pred)[0], sample_weight)
