@@ -107,6 +107,26 @@ def test_cached_teacher_outputs_train_exactly_like_the_online_teacher():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+def test_tf_data_pipelines_with_and_without_cached_outputs():
+    import tensorflow as tf
+
+    x, y = random_images()
+    distiller = _distiller(
+        distillation_losses=[
+            tfkd.LogitsDistillation(),
+            tfkd.FeatureDistillation("features", "features"),
+        ]
+    )
+    online = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    assert np.isfinite(distiller.fit(online, epochs=1, verbose=0).history["loss"][0])
+    cached = distiller.predict_teacher(tf.data.Dataset.from_tensor_slices(x).batch(64))
+    packed = tfkd.distill.with_teacher_outputs(x, cached)
+    offline = tf.data.Dataset.from_tensor_slices((packed, y)).shuffle(256, seed=0).batch(32)
+    history = distiller.fit(offline, epochs=2, verbose=0).history
+    assert history["feature_distillation_loss"][1] < history["feature_distillation_loss"][0]
+    assert set(distiller.evaluate(online, verbose=0, return_dict=True)) == {"loss", "accuracy"}
+
+
 def test_feature_distillation_with_a_learned_projection():
     x, y = random_images()
     loss = tfkd.FeatureDistillation(teacher_layer="features", student_layer="features")
