@@ -122,7 +122,7 @@ class Distiller(keras.Model):
     # Forward pass and losses.
 
     def call(self, inputs, training=None):
-        inputs = split_teacher_outputs(inputs)[0]
+        inputs = _split_teacher_outputs(inputs)[0]
         if training and self._student_taps.has_features:
             outputs = self._student_taps(inputs, training=True)
             return {_OUTPUTS: outputs.pop(_taps.OUTPUT), _FEATURES: outputs}
@@ -133,7 +133,7 @@ class Distiller(keras.Model):
         task_loss, regularization = self._task_loss(x, y, student_outputs, sample_weight, training)
         if not training:
             return task_loss + regularization
-        inputs, teacher_outputs = split_teacher_outputs(x)
+        inputs, teacher_outputs = _split_teacher_outputs(x)
         if teacher_outputs is None:
             teacher_outputs = self._teacher_taps(inputs, training=False)
         teacher_outputs = {key: ops.stop_gradient(value) for key, value in teacher_outputs.items()}
@@ -295,7 +295,7 @@ def with_teacher_outputs(x, teacher_outputs):
     return {_STUDENT_INPUTS: x, _TEACHER_OUTPUTS: teacher_outputs}
 
 
-def split_teacher_outputs(x):
+def _split_teacher_outputs(x):
     """Returns `(student_inputs, cached_teacher_outputs or None)`."""
     if isinstance(x, dict) and set(x) == {_STUDENT_INPUTS, _TEACHER_OUTPUTS}:
         return x[_STUDENT_INPUTS], dict(x[_TEACHER_OUTPUTS])
