@@ -5,7 +5,6 @@ import math
 import keras
 
 
-@keras.saving.register_keras_serializable(package="tfkd")
 class NonFiniteLossGuard(keras.callbacks.Callback):
     """Stops training with an error naming the loss components that are NaN/inf.
 
@@ -40,6 +39,3 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
                 f"loss component(s) {sorted(bad)}. Received: {bad}. Check the inputs for "
                 "NaN/inf, lower the learning rate, or lower the weight of that component."
             )
-
-    def get_config(self):
-        return {"loss_names": self.loss_names}
