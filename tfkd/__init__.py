@@ -4,13 +4,14 @@ The public API is declared here and in each subpackage's ``__init__``;
 everything else is private. Importing tfkd has no side effects.
 """
 
-from tfkd import datasets, distill
+from tfkd import datasets, distill, export, prune
 from tfkd.distill import (
     DistillationLoss,
     Distiller,
     FeatureDistillation,
     LogitsDistillation,
 )
+from tfkd.export import TFLiteModel, export_tflite
 
 __version__ = "0.1.0"
 
@@ -19,6 +20,10 @@ __all__ = [
     "Distiller",
     "FeatureDistillation",
     "LogitsDistillation",
+    "TFLiteModel",
     "datasets",
     "distill",
+    "export",
+    "export_tflite",
+    "prune",
 ]

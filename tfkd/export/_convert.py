@@ -1,0 +1,109 @@
+"""The TensorFlow side of export (TensorFlow backend only); also runs as a subprocess.
+
+`python -m tfkd.export._convert MODEL.keras OUT.tflite --options "{...}" [--samples S.npz]`
+"""
+
+import argparse
+import ast
+import re
+
+import numpy as np
+
+
+def convert(model, samples, *, quantization, io_dtype, sparsity, select_tf_ops):
+    """Returns the `.tflite` bytes of `model` (a Keras model on the TensorFlow backend)."""
+    import tensorflow as tf
+
+    # Freeze the variables into constants: the converter then sees one plain graph.
+    from tensorflow.python.framework import convert_to_constants
+
+    frozen = convert_to_constants.convert_variables_to_constants_v2(_concrete_function(model))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    optimizations = []
+    if quantization is not None:
+        optimizations.append(tf.lite.Optimize.DEFAULT)
+    if sparsity:
+        optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+    converter.optimizations = optimizations
+    ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantization == "int8":
+        ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if quantization == "int16x8":
+        ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    if select_tf_ops:
+        ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
+    converter.target_spec.supported_ops = ops
+    if samples is not None and quantization in ("int8", "int16x8"):
+        converter.representative_dataset = _feeder(samples)
+    if io_dtype != "float32":
+        converter.inference_input_type = tf.as_dtype(io_dtype)
+        converter.inference_output_type = tf.as_dtype(io_dtype)
+    try:
+        return converter.convert()
+    except Exception as error:  # the converter raises several private error types
+        raise ValueError(_conversion_message(error, select_tf_ops)) from error
+
+
+def _concrete_function(model):
+    import tensorflow as tf
+
+    specs = [
+        tf.TensorSpec((None, *tensor.shape[1:]), tensor.dtype, name=tensor.name)
+        for tensor in model.inputs
+    ]
+
+    @tf.function
+    def serve(*inputs):
+        return model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
+
+    return serve.get_concrete_function(*specs)
+
+
+def _feeder(samples):
+    def representative_dataset():
+        for index in range(len(samples[0])):
+            yield [np.asarray(array[index : index + 1], dtype=np.float32) for array in samples]
+
+    return representative_dataset
+
+
+def _conversion_message(error, select_tf_ops):
+    text = str(error)
+    ops = sorted(set(re.findall(r"'(tf\.[A-Za-z0-9_]+)' op", text)))
+    message = "TFLite conversion failed"
+    if ops:
+        message += f" on op(s) {', '.join(ops)}"
+        if not select_tf_ops:
+            message += (
+                ", which have no builtin TFLite kernel. Replace the layers that use them, or "
+                "pass select_tf_ops=True (the file then needs the Flex delegate)"
+            )
+    return f"{message}. Converter said:\n{text[-3000:]}"
+
+
+def _main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model")
+    parser.add_argument("output")
+    parser.add_argument("--options", required=True)
+    parser.add_argument("--samples")
+    arguments = parser.parse_args()
+
+    import keras
+
+    import tfkd  # noqa: F401  (registers tfkd's layers for loading)
+    from tfkd import _atomic
+
+    model = keras.saving.load_model(arguments.model, compile=False)
+    samples = None
+    if arguments.samples:
+        archive = np.load(arguments.samples)
+        samples = [archive[f"arr_{index}"] for index in range(len(archive.files))]
+    options = ast.literal_eval(arguments.options)
+    _atomic.write_bytes(arguments.output, convert(model, samples, **options))
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,230 @@
+"""`export_tflite`: Keras model -> `.tflite` file, in every quantization mode the converter has."""
+
+import os
+import subprocess
+import sys
+import tempfile
+
+import keras
+import numpy as np
+
+from tfkd import _atomic
+from tfkd.export import _representative
+from tfkd.export.report import ExportReport, load_interpreter
+
+QUANTIZATIONS = (None, "dynamic", "float16", "int8", "int16x8")
+_IO_DTYPES = {
+    None: ("float32",),
+    "dynamic": ("float32",),
+    "float16": ("float32",),
+    "int8": ("float32", "int8", "uint8"),
+    "int16x8": ("float32", "int16"),
+}
+_SPARSITY = ("auto", True, False)
+# The converter's sparse encoding pays off from about this fraction of zeros.
+_AUTO_SPARSITY = 0.5
+_CHECK_SAMPLES = 32
+_FLOAT_TOLERANCE = 1e-3
+
+
+def export_tflite(
+    model,
+    path,
+    quantization=None,
+    representative_data=None,
+    *,
+    io_dtype="float32",
+    sparsity="auto",
+    select_tf_ops=False,
+    calibration_samples=500,
+):
+    """Converts `model` to a TFLite (LiteRT) flatbuffer at `path` and reports what it holds.
+
+    Pruning wrappers are stripped first. The file is written atomically: a crash leaves
+    either the old file or the new one, never half of one. Works from any Keras backend;
+    off TensorFlow the conversion runs in a TensorFlow subprocess.
+
+    Args:
+        model: a Keras model (Sequential or functional for pruned models).
+        path: where to write the `.tflite` file.
+        quantization: `None` (float32), `"dynamic"` (int8 weights, float activations),
+            `"float16"` (float16 weights), `"int8"` (full integer, calibrated) or
+            `"int16x8"` (int16 activations, int8 weights, calibrated). Defaults to `None`.
+        representative_data: calibration inputs for `"int8"` and `"int16x8"`: a numpy
+            array (or list/dict of arrays), a `tf.data.Dataset` of inputs or of
+            `(inputs, targets)` batches, or an iterable of them. Defaults to `None`.
+        io_dtype: dtype of the model's inputs and outputs: `"float32"`, or `"int8"` /
+            `"uint8"` for `"int8"` and `"int16"` for `"int16x8"`. Defaults to `"float32"`.
+        sparsity: `True` to store kernels in the converter's sparse format, `False` not
+            to. `"auto"` does it for float32 and float16 files when at least half of a
+            prunable kernel's weights are zero. Sparse integer files are smaller still,
+            but LiteRT's default XNNPACK delegate rejects their sparse layers, so they run
+            on the slower builtin kernels (`TFLiteModel` falls back by itself).
+            Defaults to `"auto"`.
+        select_tf_ops: allow TensorFlow ops that have no builtin TFLite kernel (the file
+            then needs the Flex delegate). Defaults to `False`.
+        calibration_samples: at most this many samples of `representative_data` are used.
+            Defaults to `500`.
+
+    Returns:
+        An `ExportReport`: bytes, op counts by type and dtype, ops left in float.
+
+    Raises:
+        ValueError: a bad quantization, io_dtype or missing calibration data, or a
+            conversion that fails (the message names the op).
+
+    Example:
+
+    >>> report = tfkd.export_tflite(model, "model.tflite", quantization="int8",
+    ...                             representative_data=x_train[:200])
+    >>> report.float_ops
+    []
+    """
+    _validate(model, quantization, representative_data, io_dtype, sparsity, select_tf_ops)
+    model = _strip_if_pruned(model)
+    use_sparsity = _want_sparsity(model, sparsity, quantization)
+    samples = None
+    if representative_data is not None:
+        samples = _representative.collect(representative_data, model, calibration_samples)
+    options = dict(
+        quantization=quantization,
+        io_dtype=io_dtype,
+        sparsity=use_sparsity,
+        select_tf_ops=select_tf_ops,
+    )
+    if keras.backend.backend() == "tensorflow":
+        from tfkd.export import _convert
+
+        content = _convert.convert(model, samples, **options)
+    else:
+        content = _convert_in_subprocess(model, samples, options)
+    path = os.fspath(path)
+    agreement = _check_against_keras(model, content, samples, quantization)
+    _atomic.write_bytes(path, content)
+    report = ExportReport.from_file(path, quantization=quantization)
+    report.keras_agreement = agreement
+    return report
+
+
+def _check_against_keras(model, content, samples, quantization):
+    """Runs the converted file next to `model`; a float file must match it.
+
+    Quantized files are expected to differ a little: their agreement goes in the report.
+    """
+    if len(model.inputs) != 1:
+        return None
+    if samples is None:
+        shape = (_CHECK_SAMPLES, *model.inputs[0].shape[1:])
+        samples = [np.random.default_rng(0).normal(size=shape).astype("float32")]
+    x = samples[0][:_CHECK_SAMPLES]
+    expected = np.asarray(model.predict(x, verbose=0), dtype=np.float32)
+    interpreter, _ = load_interpreter(content)
+    received = _run_float_io(interpreter, x)
+    difference = float(np.max(np.abs(expected - received)))
+    tolerance = _FLOAT_TOLERANCE * max(1.0, float(np.max(np.abs(expected))))
+    if quantization is None and not difference <= tolerance:
+        raise ValueError(
+            "The exported float32 model disagrees with the Keras model: max absolute "
+            f"difference {difference:.3g} on {len(x)} samples (tolerance {tolerance:.3g}). "
+            "The file was not written. This is a converter problem with one of the model's "
+            "layers; export the layers separately to find it."
+        )
+    return {
+        "samples": len(x),
+        "top1_agreement": float(np.mean(expected.argmax(-1) == received.argmax(-1))),
+        "max_abs_diff": difference,
+    }
+
+
+def _run_float_io(interpreter, x):
+    from tfkd.export.model import dequantize_output, quantize_input
+
+    input_details = interpreter.get_input_details()[0]
+    output_details = interpreter.get_output_details()[0]
+    interpreter.resize_tensor_input(input_details["index"], list(x.shape))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(input_details["index"], quantize_input(x, input_details))
+    interpreter.invoke()
+    return dequantize_output(interpreter.get_tensor(output_details["index"]), output_details)
+
+
+def _validate(model, quantization, representative_data, io_dtype, sparsity, select_tf_ops):
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"`model` must be a Keras 3 model. Received: model of type {type(model).__name__}. "
+            "For a Distiller, export its student: export_tflite(distiller.student, ...)."
+        )
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(
+            f"`quantization` must be one of {QUANTIZATIONS}. "
+            f"Received: quantization={quantization!r}."
+        )
+    if quantization in ("int8", "int16x8") and representative_data is None and not _is_qat(model):
+        raise ValueError(
+            f"quantization={quantization!r} calibrates activation ranges on "
+            "`representative_data`. Received: representative_data=None. Pass a few hundred "
+            "training inputs (numpy array, tf.data.Dataset or generator)."
+        )
+    if io_dtype not in _IO_DTYPES[quantization]:
+        raise ValueError(
+            f"`io_dtype` must be one of {_IO_DTYPES[quantization]} for quantization="
+            f"{quantization!r}. Received: io_dtype={io_dtype!r}."
+        )
+    if sparsity not in _SPARSITY:
+        raise ValueError(f"`sparsity` must be 'auto', True or False. Received: {sparsity!r}.")
+    if not isinstance(select_tf_ops, bool):
+        raise TypeError(f"`select_tf_ops` must be a bool. Received: {select_tf_ops!r}.")
+
+
+def _is_qat(model):
+    return any(getattr(layer, "_tfkd_quantize_aware", False) for layer in _layers(model))
+
+
+def _layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _layers(layer)
+
+
+def _strip_if_pruned(model):
+    from tfkd import prune
+
+    if any(isinstance(layer, prune.PrunedLayer) for layer in _layers(model)):
+        return prune.strip(model)
+    return model
+
+
+def _want_sparsity(model, sparsity, quantization):
+    if sparsity != "auto":
+        return sparsity
+    if quantization not in (None, "float16"):
+        return False
+    from tfkd import prune
+
+    return any(row["sparsity"] >= _AUTO_SPARSITY for row in prune.summary(model).layers)
+
+
+def _convert_in_subprocess(model, samples, options):
+    with tempfile.TemporaryDirectory(prefix="tfkd-export-") as directory:
+        model_path = os.path.join(directory, "model.keras")
+        model.save(model_path)
+        data_path = None
+        if samples is not None:
+            data_path = os.path.join(directory, "samples.npz")
+            np.savez(data_path, *samples)
+        output_path = os.path.join(directory, "model.tflite")
+        command = [sys.executable, "-m", "tfkd.export._convert", model_path, output_path]
+        command += ["--options", repr(options)]
+        if data_path:
+            command += ["--samples", data_path]
+        environment = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+        result = subprocess.run(command, env=environment, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ValueError(
+                "TFLite conversion failed (it ran with the TensorFlow backend in a subprocess "
+                f"because this process uses {keras.backend.backend()!r}):\n"
+                f"{result.stderr[-4000:]}"
+            )
+        with open(output_path, "rb") as file:
+            return file.read()

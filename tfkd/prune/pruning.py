@@ -1,0 +1,279 @@
+"""`prune`, `strip` and `summary`: pruning whole Keras models."""
+
+import keras
+import numpy as np
+
+from tfkd import _graph, _kernels
+from tfkd.prune import masks, schedules
+from tfkd.prune.wrapper import PrunedLayer, PruningGroup, check_pattern_fits
+
+_SCOPES = ("layer", "global")
+_SUBCLASSED_FIX = (
+    "Wrap the layers to prune with tfkd.prune.PrunedLayer(layer, schedule) inside the "
+    "model's __init__, or build the model with the functional API."
+)
+
+
+def prune(model, schedule, *, pattern="unstructured", scope="layer", include=None, exclude=None):
+    """Returns a copy of `model` whose kernels are pruned by magnitude during training.
+
+    Each selected layer is wrapped in a `PrunedLayer` that masks its kernel and updates
+    the mask by itself in training calls, following `schedule`; train the result with
+    `fit`, or as the student of a `tfkd.Distiller`. `model` itself is not changed. Call
+    `strip` on the trained model to get plain Keras layers with the zeros in place.
+
+    Args:
+        model: a Sequential or functional Keras model; nested models are descended into.
+        schedule: a `tfkd.prune.PruningSchedule`, or a target sparsity in [0, 1) for
+            `ConstantSparsity(sparsity)`.
+        pattern: `"unstructured"`, or `"N:M"` to keep N of every M weights along each
+            kernel's input channels (`"2:4"` for XNNPACK and sparse tensor cores).
+            Defaults to `"unstructured"`.
+        scope: `"layer"` gives every layer the schedule's sparsity; `"global"` uses one
+            magnitude threshold over all selected layers, so layers with many small
+            weights lose more. Defaults to `"layer"`.
+        include: which layers to prune: a list of layer names and/or layer classes, or a
+            function `layer -> bool`. Defaults to every Dense, convolution and Embedding.
+        exclude: layers to leave dense, in the same forms. Defaults to none.
+
+    Returns:
+        A new, uncompiled Keras model with `PrunedLayer`s.
+
+    Raises:
+        TypeError: `model` is not a Sequential or functional model, or an included layer
+            cannot be pruned.
+        ValueError: a bad schedule, pattern or scope, a layer name that does not exist,
+            a pattern that does not fit a layer, or nothing to prune.
+
+    Example:
+
+    >>> pruned = tfkd.prune.prune(model, tfkd.prune.ConstantSparsity(0.5, frequency=1))
+    >>> pruned.compile(optimizer="adam", loss="mse")
+    >>> _ = pruned.fit(x, y, epochs=1, verbose=0)
+    >>> round(tfkd.prune.summary(pruned).sparsity, 2)
+    0.5
+    """
+    _graph.require_graph_model(model, "tfkd.prune.prune", _SUBCLASSED_FIX)
+    schedule = schedules.get(schedule)
+    n_of_m = masks.parse_pattern(pattern)
+    if scope not in _SCOPES:
+        raise ValueError(f"`scope` must be one of {_SCOPES}. Received: scope={scope!r}.")
+    if scope == "global" and n_of_m is not None:
+        raise ValueError(
+            f"An N:M pattern fixes the sparsity of each group, so it has no global threshold. "
+            f"Received: pattern={pattern!r}, scope='global'. Use scope='layer'."
+        )
+    layers = list(_graph.leaf_layers(model))
+    if any(isinstance(layer, PrunedLayer) for layer in layers):
+        raise ValueError(
+            f"Model {model.name!r} is already pruned. Call tfkd.prune.strip(model) first "
+            "to prune it again with a new schedule."
+        )
+    selected = _select(layers, include, exclude)
+    for layer in selected:
+        check_pattern_fits(layer, pattern)
+    group = PruningGroup() if scope == "global" else None
+    selected_ids = {id(layer) for layer in selected}
+
+    def transform(layer):
+        if id(layer) not in selected_ids:
+            return None
+        wrapper = PrunedLayer(_graph.copy_layer(layer), schedule, pattern=pattern, group=group)
+        return wrapper, lambda new, old=layer: new.layer.set_weights(old.get_weights())
+
+    return _graph.rebuild(model, transform)
+
+
+def strip(model):
+    """Returns a copy of `model` with every `PrunedLayer` replaced by its plain layer.
+
+    The kernels hold the pruned zeros, so the result saves, loads and exports without
+    tfkd; `tfkd.export_tflite` calls this itself. A model without pruned layers comes
+    back as a copy.
+
+    Args:
+        model: a Sequential or functional Keras model.
+
+    Returns:
+        A new Keras model.
+
+    Example:
+
+    >>> plain = tfkd.prune.strip(pruned)
+    >>> any(isinstance(layer, tfkd.prune.PrunedLayer) for layer in plain.layers)
+    False
+    """
+    _graph.require_graph_model(
+        model,
+        "tfkd.prune.strip",
+        "Read each PrunedLayer's `pruned_kernel()` into a dense copy of the model instead.",
+    )
+
+    def transform(layer):
+        if not isinstance(layer, PrunedLayer):
+            return None
+        return _graph.copy_layer(layer.layer), lambda new, old=layer: _set_stripped(new, old)
+
+    return _graph.rebuild(model, transform)
+
+
+def _set_stripped(new_layer, wrapper):
+    kernel_name = _kernels.kernel_name(wrapper.layer)
+    pruned = keras.ops.convert_to_numpy(wrapper.pruned_kernel())
+    weights = [
+        pruned
+        if variable is getattr(wrapper.layer, kernel_name)
+        else keras.ops.convert_to_numpy(variable)
+        for variable in wrapper.layer.weights
+    ]
+    new_layer.set_weights(weights)
+
+
+class PruningSummary:
+    """Sparsity of each prunable layer and overall; `str()` gives a table.
+
+    Attributes:
+        layers: one dict per layer: `name`, `type`, `parameters`, `zeros`, `sparsity`,
+            and `pattern_ok` when an N:M pattern was checked.
+        sparsity: zeros / parameters over all rows.
+    """
+
+    def __init__(self, layers):
+        self.layers = layers
+        parameters = sum(row["parameters"] for row in layers)
+        self.sparsity = sum(row["zeros"] for row in layers) / parameters if parameters else 0.0
+
+    def __str__(self):
+        lines = [f"{'layer':<24}{'type':<18}{'parameters':>12}{'zeros':>10}{'sparsity':>10}"]
+        for row in self.layers:
+            lines.append(
+                f"{row['name']:<24}{row['type']:<18}{row['parameters']:>12}"
+                f"{row['zeros']:>10}{row['sparsity']:>10.3f}"
+                + ("" if "pattern_ok" not in row else f"  pattern ok: {row['pattern_ok']}")
+            )
+        lines.append(f"overall sparsity of prunable kernels: {self.sparsity:.3f}")
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return f"PruningSummary(sparsity={self.sparsity:.4f}, layers={len(self.layers)})"
+
+
+def summary(model, pattern=None):
+    """Reports the sparsity of every prunable kernel in `model`, pruned or stripped.
+
+    Args:
+        model: a Keras model.
+        pattern: an `"N:M"` pattern to verify on every kernel, or `None` to verify each
+            `PrunedLayer`'s own N:M pattern (if it has one). Defaults to `None`.
+
+    Returns:
+        A `PruningSummary`.
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"`model` must be a Keras model. Received: model of type {type(model).__name__}."
+        )
+    rows = []
+    for layer in _all_layers(model):
+        row = _summary_row(layer, pattern)
+        if row is not None:
+            rows.append(row)
+    return PruningSummary(rows)
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+        else:
+            yield layer
+
+
+def _summary_row(layer, pattern):
+    if isinstance(layer, PrunedLayer):
+        inner, kernel = layer.layer, keras.ops.convert_to_numpy(layer.pruned_kernel())
+        pattern = pattern or layer.pattern
+    elif _kernels.kernel_name(layer) is not None and layer.built:
+        inner = layer
+        kernel = keras.ops.convert_to_numpy(getattr(layer, _kernels.kernel_name(layer)))
+    else:
+        return None
+    zeros = int(np.sum(kernel == 0))
+    row = {
+        "name": layer.name,
+        "type": type(inner).__name__,
+        "parameters": int(kernel.size),
+        "zeros": zeros,
+        "sparsity": zeros / kernel.size,
+    }
+    n_of_m = masks.parse_pattern(pattern) if pattern else None
+    if n_of_m is not None and _kernels.input_channel_axis(inner) is not None:
+        row["pattern_ok"] = follows_pattern(kernel, *n_of_m)
+    return row
+
+
+def follows_pattern(kernel, n, m, axis=-2):
+    """Whether every group of `m` consecutive input channels of `kernel` has <= `n` nonzeros."""
+    moved = np.moveaxis(np.asarray(kernel), axis, -1)
+    if moved.shape[-1] % m:
+        return False
+    groups = moved.reshape(*moved.shape[:-1], moved.shape[-1] // m, m)
+    return bool(np.all(np.count_nonzero(groups, axis=-1) <= n))
+
+
+def _select(layers, include, exclude):
+    names = {layer.name for layer in layers}
+    include_test = _selector("include", include, names)
+    exclude_test = _selector("exclude", exclude, names)
+    selected = []
+    for layer in layers:
+        if exclude_test is not None and exclude_test(layer):
+            continue
+        if include_test is None:
+            if _kernels.unsupported_reason(layer) is None:
+                selected.append(layer)
+            continue
+        if include_test(layer):
+            reason = _kernels.unsupported_reason(layer)
+            if reason is not None:
+                raise TypeError(
+                    f"Layer {layer.name!r} was selected by `include` but cannot be pruned: "
+                    f"{reason}. Remove it from `include`."
+                )
+            selected.append(layer)
+    if not selected:
+        raise ValueError(
+            "Nothing to prune: no selected layer has a kernel tfkd can prune. Received: "
+            f"include={include!r}, exclude={exclude!r}; the model's layers are "
+            f"{sorted(names)}. Supported types: "
+            f"{', '.join(sorted({t.__name__ for t in _kernels.SUPPORTED_TYPES}))}."
+        )
+    return selected
+
+
+def _selector(argument, value, names):
+    """A predicate `layer -> bool` from names, classes or a function; None for None."""
+    if value is None:
+        return None
+    if callable(value) and not isinstance(value, type):
+        return value
+    items = [value] if isinstance(value, (str, type)) else list(value)
+    wanted_names = set()
+    wanted_types = []
+    for item in items:
+        if isinstance(item, str):
+            wanted_names.add(item)
+        elif isinstance(item, type):
+            wanted_types.append(item)
+        else:
+            raise TypeError(
+                f"`{argument}` must be layer names, layer classes, or a function layer -> bool. "
+                f"Received: {argument} containing {item!r} of type {type(item).__name__}."
+            )
+    unknown = sorted(wanted_names - names)
+    if unknown:
+        raise ValueError(
+            f"`{argument}` names layers that are not in the model. Received: {unknown}. "
+            f"The model's layers are {sorted(names)}."
+        )
+    return lambda layer: layer.name in wanted_names or isinstance(layer, tuple(wanted_types))

@@ -1,0 +1,182 @@
+"""Pruning schedules: callables `schedule(step) -> sparsity`, and when masks are updated."""
+
+import keras
+from keras import ops
+
+
+def _check_sparsity(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(
+            f"`{name}` must be a number in [0, 1): the fraction of weights set to zero. "
+            f"Received: {name}={value!r}."
+        )
+    return float(value)
+
+
+def _check_step(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}.")
+    return value
+
+
+@keras.saving.register_keras_serializable(package="tfkd")
+class PruningSchedule:
+    """Base class of pruning schedules.
+
+    A schedule maps the training step to the target sparsity, and says at which steps
+    the masks are recomputed: every `frequency` steps from `begin_step` to `end_step`
+    (inclusive; `end_step=-1` means for ever). Subclasses implement `__call__(step)`
+    with `keras.ops`, returning the target sparsity as a float tensor.
+
+    Args:
+        begin_step: first step at which masks are computed. Defaults to `0`.
+        end_step: last step at which masks are updated, or `-1` for no end. Defaults to `-1`.
+        frequency: steps between mask updates. Defaults to `100`.
+
+    Example:
+
+    >>> class Step(tfkd.prune.PruningSchedule):
+    ...     def __call__(self, step):
+    ...         return keras.ops.where(step < 500, 0.5, 0.8)
+    """
+
+    def __init__(self, begin_step=0, end_step=-1, frequency=100):
+        self.begin_step = _check_step("begin_step", begin_step, 0)
+        self.end_step = _check_step("end_step", end_step, -1)
+        self.frequency = _check_step("frequency", frequency, 1)
+        if end_step != -1 and end_step < begin_step:
+            raise ValueError(
+                "`end_step` must be -1 or >= `begin_step`. "
+                f"Received: begin_step={begin_step}, end_step={end_step}."
+            )
+
+    def __call__(self, step):
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement `__call__(step)` returning the sparsity."
+        )
+
+    def should_update(self, step):
+        """Whether masks are recomputed at `step` (a boolean tensor)."""
+        step = ops.convert_to_tensor(step, "int32")
+        on_beat = ops.equal(ops.mod(step - self.begin_step, self.frequency), 0)
+        started = ops.greater_equal(step, self.begin_step)
+        if self.end_step == -1:
+            return ops.logical_and(started, on_beat)
+        in_range = ops.logical_and(started, ops.less_equal(step, self.end_step))
+        return ops.logical_and(in_range, ops.logical_or(on_beat, ops.equal(step, self.end_step)))
+
+    def get_config(self):
+        return {
+            "begin_step": self.begin_step,
+            "end_step": self.end_step,
+            "frequency": self.frequency,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        arguments = ", ".join(f"{key}={value!r}" for key, value in self.get_config().items())
+        return f"{type(self).__name__}({arguments})"
+
+
+@keras.saving.register_keras_serializable(package="tfkd")
+class ConstantSparsity(PruningSchedule):
+    """Prunes to `target_sparsity` at `begin_step` and keeps the masks up to date after.
+
+    Args:
+        target_sparsity: fraction of weights set to zero, in [0, 1).
+        begin_step: first step at which masks are computed. Defaults to `0`.
+        end_step: last step at which masks are updated, or `-1`. Defaults to `-1`.
+        frequency: steps between mask updates. Defaults to `100`.
+
+    Example:
+
+    >>> schedule = tfkd.prune.ConstantSparsity(0.8)
+    >>> float(schedule(0))
+    0.8
+    """
+
+    def __init__(self, target_sparsity, begin_step=0, end_step=-1, frequency=100):
+        super().__init__(begin_step=begin_step, end_step=end_step, frequency=frequency)
+        self.target_sparsity = _check_sparsity("target_sparsity", target_sparsity)
+
+    def __call__(self, step):
+        return ops.convert_to_tensor(self.target_sparsity, "float32")
+
+    def get_config(self):
+        return {"target_sparsity": self.target_sparsity, **super().get_config()}
+
+
+@keras.saving.register_keras_serializable(package="tfkd")
+class PolynomialDecay(PruningSchedule):
+    """Raises sparsity from `initial_sparsity` to `final_sparsity` between two steps.
+
+    Gradual magnitude pruning (Zhu & Gupta, 2017): the sparsity at step `t` is
+    `final + (initial - final) * (1 - p) ** power` with `p` the fraction of
+    `[begin_step, end_step]` elapsed, so most weights go early while the network
+    can still recover, and few near the end.
+
+    Args:
+        initial_sparsity: sparsity at `begin_step`, in [0, 1).
+        final_sparsity: sparsity at and after `end_step`, in [0, 1).
+        begin_step: step at which pruning starts.
+        end_step: step at which `final_sparsity` is reached; must be > `begin_step`.
+        power: exponent of the decay. Defaults to `3`.
+        frequency: steps between mask updates. Defaults to `100`.
+
+    Example:
+
+    >>> schedule = tfkd.prune.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=1000)
+    >>> round(float(schedule(1000)), 3)
+    0.8
+    """
+
+    def __init__(
+        self, initial_sparsity, final_sparsity, begin_step, end_step, power=3, frequency=100
+    ):
+        super().__init__(begin_step=begin_step, end_step=end_step, frequency=frequency)
+        if end_step <= begin_step:
+            raise ValueError(
+                "PolynomialDecay needs `end_step` > `begin_step`. "
+                f"Received: begin_step={begin_step}, end_step={end_step}."
+            )
+        self.initial_sparsity = _check_sparsity("initial_sparsity", initial_sparsity)
+        self.final_sparsity = _check_sparsity("final_sparsity", final_sparsity)
+        if isinstance(power, bool) or not isinstance(power, (int, float)) or power <= 0:
+            raise ValueError(f"`power` must be a positive number. Received: power={power!r}.")
+        self.power = power
+
+    def __call__(self, step):
+        step = ops.cast(ops.convert_to_tensor(step), "float32")
+        progress = (step - self.begin_step) / float(self.end_step - self.begin_step)
+        remaining = 1.0 - ops.clip(progress, 0.0, 1.0)
+        span = self.initial_sparsity - self.final_sparsity
+        return self.final_sparsity + span * ops.power(remaining, self.power)
+
+    def get_config(self):
+        config = super().get_config()
+        return {
+            "initial_sparsity": self.initial_sparsity,
+            "final_sparsity": self.final_sparsity,
+            "begin_step": config["begin_step"],
+            "end_step": config["end_step"],
+            "power": self.power,
+            "frequency": config["frequency"],
+        }
+
+
+def get(identifier):
+    """A schedule from a schedule, its serialized config, or a sparsity number."""
+    if isinstance(identifier, PruningSchedule):
+        return identifier
+    if isinstance(identifier, dict):
+        return keras.saving.deserialize_keras_object(identifier)
+    if isinstance(identifier, (int, float)) and not isinstance(identifier, bool):
+        return ConstantSparsity(identifier)
+    raise TypeError(
+        "`schedule` must be a tfkd.prune.PruningSchedule (e.g. ConstantSparsity(0.8) or "
+        "PolynomialDecay(...)) or a target sparsity in [0, 1). "
+        f"Received: schedule={identifier!r} of type {type(identifier).__name__}."
+    )

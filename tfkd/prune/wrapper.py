@@ -1,0 +1,186 @@
+"""`PrunedLayer`: a layer whose kernel is multiplied by a mask that follows a schedule."""
+
+import uuid
+
+import keras
+from keras import ops
+
+from tfkd import _kernels
+from tfkd.prune import masks, schedules
+
+
+class PruningGroup:
+    """Layers pruned together with one magnitude threshold (`scope="global"`).
+
+    A model's `PrunedLayer`s share one group. Its config is a name and a size, and
+    layers deserialized with the same name join the same group until it is complete,
+    so a loaded or cloned model prunes globally too.
+    """
+
+    def __init__(self, name=None, size=None):
+        self.name = name or uuid.uuid4().hex
+        self.size = size
+        self.members = []
+
+    def threshold(self, sparsity):
+        magnitudes = [
+            ops.reshape(ops.abs(member.pruned_kernel()), (-1,)) for member in self.members
+        ]
+        return masks.magnitude_threshold(ops.concatenate(magnitudes, axis=0), sparsity)
+
+    def get_config(self):
+        return {"name": self.name, "size": len(self.members)}
+
+
+# Groups whose layers are being deserialized, by name, until all their members have joined.
+_ASSEMBLING = {}
+
+
+def _join_group(config, layer_name):
+    group = _ASSEMBLING.get(config["name"])
+    if group is None or any(member.name == layer_name for member in group.members):
+        group = PruningGroup(**config)
+        _ASSEMBLING[config["name"]] = group
+    return group
+
+
+def _group_joined(group):
+    if group is not None and group.size is not None and len(group.members) >= group.size:
+        _ASSEMBLING.pop(group.name, None)
+
+
+@keras.saving.register_keras_serializable(package="tfkd")
+class PrunedLayer(keras.layers.Wrapper):
+    """Prunes the kernel of `layer` by magnitude while the model trains.
+
+    In every training call the layer advances its `pruning_step` and, at the steps its
+    schedule names, recomputes its mask from the magnitudes of the kept weights; pruned
+    weights never come back. Inference calls leave the mask alone. The update runs
+    inside the layer, so `fit` (plain, or as a `tfkd.Distiller` student) needs no
+    callback. Use `tfkd.prune.prune` to wrap the layers of a whole model; wrap layers
+    directly only inside a subclassed model.
+
+    Args:
+        layer: a Dense, Conv1D/2D/3D, DepthwiseConv1D/2D, SeparableConv1D/2D or
+            Embedding layer.
+        schedule: a `tfkd.prune.PruningSchedule`, or a target sparsity for
+            `ConstantSparsity`.
+        pattern: `"unstructured"` or `"N:M"` (keep N of every M weights along the input
+            channels). Defaults to `"unstructured"`.
+        group: a `PruningGroup` shared with other layers for one global threshold, or
+            `None` to prune this layer on its own. Defaults to `None`.
+        **kwargs: passed to `keras.layers.Layer`; the name defaults to the layer's.
+
+    Example:
+
+    >>> dense = tfkd.prune.PrunedLayer(keras.layers.Dense(4), schedule=0.5)
+    >>> dense(np.ones((2, 8)), training=True).shape
+    (2, 4)
+    """
+
+    def __init__(self, layer, schedule, pattern="unstructured", group=None, **kwargs):
+        reason = _kernels.unsupported_reason(layer)
+        if reason is not None:
+            raise TypeError(f"Layer {layer.name!r} cannot be pruned: {reason}.")
+        kwargs.setdefault("name", layer.name)
+        super().__init__(layer, **kwargs)
+        self.schedule = schedules.get(schedule)
+        self.pattern = pattern
+        self._n_of_m = masks.parse_pattern(pattern)
+        self._kernel_name = _kernels.kernel_name(layer)
+        self.group = group
+        if group is not None:
+            group.members.append(self)
+
+    def build(self, input_shape=None):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        kernel = getattr(self.layer, self._kernel_name)
+        check_pattern_fits(self.layer, self.pattern)
+        self.mask = self.add_weight(
+            name="mask",
+            shape=kernel.shape,
+            initializer="ones",
+            trainable=False,
+            dtype=kernel.dtype,
+        )
+        self.pruning_step = self.add_weight(
+            name="pruning_step", shape=(), initializer="zeros", trainable=False, dtype="int32"
+        )
+        self.built = True
+
+    def pruned_kernel(self):
+        """The kernel with the mask applied: what the layer computes with."""
+        return ops.multiply(getattr(self.layer, self._kernel_name), self.mask)
+
+    def call(self, inputs, training=False):
+        if training:
+            self._update_mask()
+        return _kernels.forward(self.layer, inputs, self.pruned_kernel())
+
+    def _update_mask(self):
+        step = ops.convert_to_tensor(self.pruning_step)
+        mask = ops.cond(
+            self.schedule.should_update(step),
+            lambda: self._new_mask(self.schedule(step)),
+            lambda: ops.convert_to_tensor(self.mask),
+        )
+        self.mask.assign(mask)
+        self.pruning_step.assign(step + 1)
+
+    def _new_mask(self, sparsity):
+        magnitudes = ops.abs(self.pruned_kernel())
+        if self._n_of_m is not None:
+            n, m = self._n_of_m
+            structured = masks.n_of_m_mask(magnitudes, n, m)
+            return ops.where(sparsity > 0, structured, ops.convert_to_tensor(self.mask))
+        if self.group is not None:
+            threshold = self.group.threshold(sparsity)
+            return ops.cast(ops.greater(magnitudes, threshold), magnitudes.dtype)
+        return masks.magnitude_mask(magnitudes, sparsity)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def compute_mask(self, inputs, mask=None):
+        return self.layer.compute_mask(inputs, mask)
+
+    def get_config(self):
+        config = super().get_config()
+        config["schedule"] = keras.saving.serialize_keras_object(self.schedule)
+        config["pattern"] = self.pattern
+        config["group"] = None if self.group is None else self.group.get_config()
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        layer = keras.saving.deserialize_keras_object(config.pop("layer"))
+        schedule = keras.saving.deserialize_keras_object(config.pop("schedule"))
+        group = config.pop("group", None)
+        group = None if group is None else _join_group(group, config.get("name", layer.name))
+        wrapper = cls(layer, schedule, group=group, **config)
+        _group_joined(group)
+        return wrapper
+
+
+def check_pattern_fits(layer, pattern):
+    """Raises when an N:M `pattern` cannot apply to `layer`'s kernel."""
+    n_of_m = masks.parse_pattern(pattern)
+    if n_of_m is None:
+        return
+    axis = _kernels.input_channel_axis(layer)
+    if axis is None:
+        raise ValueError(
+            f"Pattern {pattern!r} cannot apply to layer {layer.name!r} "
+            f"({type(layer).__name__}): it has no input-channel axis to group. "
+            "Exclude it with `exclude=[...]` or use pattern='unstructured'."
+        )
+    kernel = getattr(layer, _kernels.kernel_name(layer))
+    channels = kernel.shape[axis]
+    if channels % n_of_m[1]:
+        raise ValueError(
+            f"Pattern {pattern!r} needs the input channels of layer {layer.name!r} to be a "
+            f"multiple of {n_of_m[1]}. Received: a kernel of shape {tuple(kernel.shape)} with "
+            f"{channels} input channels. Exclude the layer with `exclude=[{layer.name!r}]`."
+        )
