@@ -9,8 +9,12 @@ def test_top_level_api():
         "Distiller",
         "FeatureDistillation",
         "LogitsDistillation",
+        "TFLiteModel",
         "datasets",
         "distill",
+        "export",
+        "export_tflite",
+        "prune",
     ]
 
 
@@ -31,7 +35,31 @@ def test_datasets_api():
     assert sorted(tfkd.datasets.__all__) == ["available", "info", "load", "write_tfds"]
 
 
+def test_prune_api():
+    assert sorted(tfkd.prune.__all__) == [
+        "ConstantSparsity",
+        "PolynomialDecay",
+        "PrunedLayer",
+        "PruningGroup",
+        "PruningSchedule",
+        "PruningSummary",
+        "follows_pattern",
+        "prune",
+        "strip",
+        "summary",
+    ]
+
+
+def test_export_api():
+    assert sorted(tfkd.export.__all__) == [
+        "ExportReport",
+        "QUANTIZATIONS",
+        "TFLiteModel",
+        "export_tflite",
+    ]
+
+
 def test_every_public_name_exists():
-    for module in (tfkd, tfkd.distill, tfkd.datasets):
+    for module in (tfkd, tfkd.distill, tfkd.datasets, tfkd.prune, tfkd.export):
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.{name}"

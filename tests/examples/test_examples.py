@@ -35,3 +35,28 @@ def test_distill_fashion_mnist_smoke(tmp_path):
         metadata["bytes"]
         == (tmp_path / "fashion_mnist_student_distilled" / "model.keras").stat().st_size
     )
+
+
+def test_prune_fashion_mnist_smoke(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "examples/prune_fashion_mnist.py",
+            "--smoke",
+            "--output-dir",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "overall sparsity of prunable kernels: 0.80" in result.stdout
+    for name in ("student_pruned_float32.tflite", "student_pruned_int8.tflite"):
+        assert name in result.stdout and (tmp_path / name).stat().st_size > 0
+    report = json.loads((tmp_path / "prune_report.json").read_text())
+    assert report["student_pruned_int8.tflite"]["float_ops"] == []
+    sparse = (tmp_path / "student_pruned_float32.tflite").stat().st_size
+    assert sparse < 0.6 * (tmp_path / "student_dense_float32.tflite").stat().st_size

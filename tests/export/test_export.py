@@ -1,0 +1,187 @@
+"""`export_tflite` and `TFLiteModel`, checked against the Keras models they came from."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import tfkd
+from tests.helpers import random_images, small_cnn
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+TEACHER = REPO / "saved_models" / "fashion_mnist_cnn_teacher" / "model.keras"
+
+
+@pytest.fixture(scope="module")
+def fashion_mnist():
+    (x_train, _), (x_test, y_test) = tfkd.datasets.load("fashion_mnist")
+    return (
+        x_train[:300, ..., None].astype("float32"),
+        x_test[:2000, ..., None].astype("float32"),
+        y_test[:2000],
+    )
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return keras.saving.load_model(TEACHER)
+
+
+def test_float_export_matches_keras_on_fashion_mnist(tmp_path, teacher, fashion_mnist):
+    _, x_test, y_test = fashion_mnist
+    report = tfkd.export_tflite(teacher, tmp_path / "teacher.tflite")
+    lite = tfkd.TFLiteModel(report.path)
+    comparison = lite.compare(teacher, x_test[:500])
+    assert comparison["top1_agreement"] == 1.0
+    assert comparison["max_abs_diff"] < 1e-3
+    keras_accuracy = np.mean(teacher.predict(x_test, verbose=0).argmax(-1) == y_test)
+    assert lite.evaluate(x_test, y_test)["accuracy"] == pytest.approx(keras_accuracy, abs=1e-3)
+    assert report.keras_agreement["top1_agreement"] == 1.0
+    assert report.ops["CONV_2D[float32]"] == 5
+
+
+def test_int8_export_is_fully_integer_and_keeps_accuracy(tmp_path, teacher, fashion_mnist):
+    x_train, x_test, y_test = fashion_mnist
+    float_report = tfkd.export_tflite(teacher, tmp_path / "float.tflite")
+    report = tfkd.export_tflite(
+        teacher, tmp_path / "int8.tflite", quantization="int8", representative_data=x_train
+    )
+    assert report.float_ops == []
+    assert report.ops["CONV_2D[int8]"] == 5 and report.ops["FULLY_CONNECTED[int8]"] == 1
+    assert report.bytes < 0.3 * float_report.bytes
+    float_accuracy = tfkd.TFLiteModel(float_report.path).evaluate(x_test, y_test)["accuracy"]
+    int8_accuracy = tfkd.TFLiteModel(report.path).evaluate(x_test, y_test)["accuracy"]
+    assert int8_accuracy >= float_accuracy - 0.01
+
+
+def test_int8_inputs_and_outputs(tmp_path, teacher, fashion_mnist):
+    x_train, x_test, y_test = fashion_mnist
+    report = tfkd.export_tflite(
+        teacher, tmp_path / "io.tflite", "int8", representative_data=x_train, io_dtype="int8"
+    )
+    lite = tfkd.TFLiteModel(report.path)
+    assert lite.input_dtype == "int8"
+    assert "QUANTIZE[float32]" not in report.ops
+    assert lite.evaluate(x_test[:500], y_test[:500])["accuracy"] > 0.88
+
+
+def test_every_mode_converts_and_shrinks_as_expected(tmp_path):
+    x, _ = random_images(64, shape=(16, 16, 3))
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(32, 3, activation="relu"),
+            keras.layers.Conv2D(64, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(10),
+        ]
+    )
+    sizes = {}
+    for quantization in tfkd.export.QUANTIZATIONS:
+        report = tfkd.export_tflite(
+            model, tmp_path / f"{quantization}.tflite", quantization, representative_data=x
+        )
+        sizes[quantization] = report.bytes
+        agreement = report.keras_agreement
+        assert agreement["top1_agreement"] >= 0.9, (quantization, agreement)
+    assert sizes["float16"] < 0.6 * sizes[None]
+    assert sizes["dynamic"] < 0.4 * sizes[None]
+    assert sizes["int8"] < 0.4 * sizes[None]
+    assert sizes["int16x8"] < 0.4 * sizes[None]
+    assert sorted(os.listdir(tmp_path)) == sorted(f"{q}.tflite" for q in tfkd.export.QUANTIZATIONS)
+
+
+def test_representative_data_forms_give_the_same_file(tmp_path):
+    import tensorflow as tf
+
+    model = small_cnn(8, "calibrate")
+    x, y = random_images(64)
+
+    def generator():
+        for start in range(0, 64, 16):
+            yield x[start : start + 16]
+
+    forms = {
+        "numpy": x,
+        "dataset": tf.data.Dataset.from_tensor_slices((x, y)).batch(16),
+        "generator": generator(),
+        "unbatched": tf.data.Dataset.from_tensor_slices(x),
+    }
+    contents = {}
+    for name, data in forms.items():
+        path = tmp_path / f"{name}.tflite"
+        tfkd.export_tflite(model, path, "int8", representative_data=data)
+        contents[name] = path.read_bytes()
+    assert len(set(contents.values())) == 1
+
+
+def test_pruned_models_export_stripped_and_sparse(tmp_path):
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(256), keras.layers.Dense(10)])
+    pruned = tfkd.prune.prune(model, tfkd.prune.ConstantSparsity(0.9, frequency=1))
+    x = np.random.default_rng(0).normal(size=(32, 64)).astype("float32")
+    pruned.compile(optimizer="sgd", loss="mse")
+    pruned.fit(x, np.zeros((32, 10)), epochs=1, verbose=0)
+    sparse = tfkd.export_tflite(pruned, tmp_path / "sparse.tflite")
+    dense_format = tfkd.export_tflite(pruned, tmp_path / "dense.tflite", sparsity=False)
+    assert sparse.bytes < 0.5 * dense_format.bytes
+    assert "DENSIFY[float32]" in sparse.ops or any(op.startswith("DENSIFY") for op in sparse.ops)
+    stripped = tfkd.prune.strip(pruned)
+    for path in (sparse.path, dense_format.path):
+        np.testing.assert_allclose(
+            tfkd.TFLiteModel(path).predict(x), stripped.predict(x, verbose=0), atol=1e-4
+        )
+    int8 = tfkd.export_tflite(pruned, tmp_path / "int8.tflite", "int8", representative_data=x)
+    assert int8.float_ops == []
+
+
+def test_export_from_the_jax_backend_runs_the_converter_in_a_subprocess(tmp_path):
+    script = f"""
+import numpy as np, keras, tfkd
+assert keras.backend.backend() == "jax"
+model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"),
+                          keras.layers.Dense(3)])
+x = np.random.default_rng(0).normal(size=(40, 6)).astype("float32")
+report = tfkd.export_tflite(model, {str(tmp_path / "jax.tflite")!r})
+difference = tfkd.TFLiteModel(report.path).predict(x) - np.asarray(model.predict(x, verbose=0))
+print("DIFF", np.abs(difference).max())
+"""
+    environment = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    difference = float(result.stdout.split("DIFF")[-1])
+    assert difference < 1e-4
+
+
+def test_bad_arguments_fail_early_with_clear_messages(tmp_path):
+    model = small_cnn(4, "bad")
+    with pytest.raises(ValueError, match=r"quantization.*Received: quantization='int4'"):
+        tfkd.export_tflite(model, tmp_path / "m.tflite", quantization="int4")
+    with pytest.raises(ValueError, match="representative_data=None"):
+        tfkd.export_tflite(model, tmp_path / "m.tflite", quantization="int8")
+    with pytest.raises(ValueError, match=r"io_dtype.*'float32'.*Received: io_dtype='int8'"):
+        tfkd.export_tflite(model, tmp_path / "m.tflite", io_dtype="int8")
+    with pytest.raises(TypeError, match="Keras 3 model"):
+        tfkd.export_tflite("model.keras", tmp_path / "m.tflite")
+    with pytest.raises(FileNotFoundError, match="missing.tflite"):
+        tfkd.TFLiteModel(tmp_path / "missing.tflite")
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_layer_without_a_builtin_kernel_is_named(tmp_path):
+    import tensorflow as tf
+
+    class Unsupported(keras.layers.Layer):
+        def call(self, inputs):
+            return tf.strings.to_number(tf.strings.as_string(inputs))
+
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, Unsupported()(inputs))
+    with pytest.raises(ValueError, match=r"tf\.(AsString|StringToNumber).*select_tf_ops=True"):
+        tfkd.export_tflite(model, tmp_path / "m.tflite")
+    assert not (tmp_path / "m.tflite").exists()

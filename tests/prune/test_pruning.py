@@ -1,0 +1,245 @@
+import keras
+import numpy as np
+import pytest
+
+from tests.helpers import random_images, small_cnn
+from tfkd import _kernels, prune
+
+
+def _trained_copy(model, x, y, epochs=2, batch_size=32):
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0)
+    return model
+
+
+def _kernels_of(model):
+    return {row["name"]: row for row in prune.summary(model).layers}
+
+
+def test_prune_returns_a_new_model_and_leaves_the_input_untouched():
+    model = small_cnn(8, "dense")
+    before = [keras.ops.convert_to_numpy(w).copy() for w in model.weights]
+    pruned = prune.prune(model, prune.ConstantSparsity(0.75, frequency=1))
+    x, y = random_images()
+    _trained_copy(pruned, x, y)
+    for old, new in zip(before, model.weights, strict=True):
+        np.testing.assert_array_equal(old, keras.ops.convert_to_numpy(new))
+    assert prune.summary(model).sparsity == 0.0
+    assert prune.summary(pruned).sparsity == pytest.approx(0.75, abs=0.01)
+    assert [type(layer).__name__ for layer in pruned.layers].count("PrunedLayer") == 2
+
+
+def test_unpruned_wrapper_computes_what_the_layer_computes():
+    rng = np.random.default_rng(0)
+    cases = [
+        (keras.layers.Dense(5, activation="relu"), rng.normal(size=(4, 3, 6))),
+        (keras.layers.Conv1D(4, 3, padding="causal", dilation_rate=2), rng.normal(size=(2, 9, 3))),
+        (keras.layers.Conv2D(4, 3, strides=2, padding="same"), rng.normal(size=(2, 9, 9, 3))),
+        (keras.layers.DepthwiseConv2D(3, depth_multiplier=2), rng.normal(size=(2, 7, 7, 3))),
+        (keras.layers.SeparableConv2D(4, 3, activation="tanh"), rng.normal(size=(2, 7, 7, 3))),
+        (keras.layers.Conv3D(2, 2), rng.normal(size=(1, 4, 4, 4, 2))),
+        (keras.layers.Embedding(11, 4), rng.integers(0, 11, size=(3, 5))),
+    ]
+    for layer, inputs in cases:
+        inputs = inputs.astype("float32" if inputs.dtype.kind == "f" else "int32")
+        expected = keras.ops.convert_to_numpy(layer(inputs))
+        wrapper = prune.PrunedLayer(layer, 0.5)
+        received = keras.ops.convert_to_numpy(wrapper(inputs, training=False))
+        np.testing.assert_allclose(received, expected, rtol=1e-5, atol=1e-5, err_msg=layer.name)
+
+
+def test_masks_update_by_themselves_and_pruned_weights_stay_zero():
+    x, y = random_images()
+    schedule = prune.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=16, frequency=4)
+    pruned = _trained_copy(prune.prune(small_cnn(8, "student"), schedule), x, y, epochs=1)
+    middle = prune.summary(pruned)
+    conv = pruned.get_layer("conv")
+    assert int(keras.ops.convert_to_numpy(conv.pruning_step)) == 8
+    zeros_before = keras.ops.convert_to_numpy(conv.pruned_kernel()) == 0
+    _trained_copy(pruned, x, y, epochs=2)
+    zeros_after = keras.ops.convert_to_numpy(conv.pruned_kernel()) == 0
+    assert np.all(zeros_after[zeros_before])
+    assert 0 < middle.sparsity < prune.summary(pruned).sparsity
+    assert prune.summary(pruned).sparsity == pytest.approx(0.8, abs=0.01)
+
+
+def test_inference_leaves_masks_and_step_alone():
+    x, _ = random_images(64)
+    pruned = prune.prune(small_cnn(8, "student"), prune.ConstantSparsity(0.5, frequency=1))
+    pruned.predict(x, verbose=0)
+    pruned.compile(loss="mse")
+    pruned.evaluate(x, np.zeros((64, 3)), verbose=0)
+    assert int(keras.ops.convert_to_numpy(pruned.get_layer("conv").pruning_step)) == 0
+    assert prune.summary(pruned).sparsity == 0.0
+
+
+def test_global_scope_uses_one_threshold_across_layers():
+    pruned = prune.prune(
+        small_cnn(8, "g"), prune.ConstantSparsity(0.7, frequency=1), scope="global"
+    )
+    layers = [pruned.get_layer("conv"), pruned.get_layer("logits")]
+    rng = np.random.default_rng(3)
+    # Give the two layers very different scales: a global threshold prunes the small one more.
+    kernels = [
+        rng.normal(scale=scale, size=layer.layer.kernel.shape).astype("float32")
+        for layer, scale in zip(layers, (0.1, 1.0), strict=True)
+    ]
+    for layer, kernel in zip(layers, kernels, strict=True):
+        layer.layer.kernel.assign(kernel)
+    pruned(random_images(4)[0], training=True)
+    everything = np.sort(np.concatenate([np.abs(k).reshape(-1) for k in kernels]))
+    threshold = everything[int(np.floor(0.7 * everything.size)) - 1]
+    for layer, kernel in zip(layers, kernels, strict=True):
+        expected = (np.abs(kernel) > threshold).astype("float32")
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.mask), expected)
+    sparsities = [row["sparsity"] for row in prune.summary(pruned).layers]
+    assert sparsities[0] > 0.9 and sparsities[1] < 0.5
+    assert prune.summary(pruned).sparsity == pytest.approx(0.7, abs=0.005)
+
+
+def test_two_of_four_pattern_holds_on_every_pruned_kernel():
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 4)),
+            keras.layers.Conv2D(8, 3, name="conv_a"),
+            keras.layers.Conv2D(8, 1, name="conv_b"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(4, name="logits"),
+        ]
+    )
+    pruned = prune.prune(model, prune.ConstantSparsity(0.5, frequency=1), pattern="2:4")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 6, 6, 4)).astype("float32"), rng.integers(0, 4, 64)
+    _trained_copy(pruned, x, y, epochs=1)
+    summary = prune.summary(pruned)
+    assert [row["pattern_ok"] for row in summary.layers] == [True, True, True]
+    assert summary.sparsity == pytest.approx(0.5)
+    stripped = prune.strip(pruned)
+    assert all(row["pattern_ok"] for row in prune.summary(stripped, pattern="2:4").layers)
+
+
+def test_strip_gives_plain_layers_with_the_same_outputs(tmp_path):
+    x, y = random_images()
+    pruned = _trained_copy(prune.prune(small_cnn(8, "s"), 0.6), x, y, epochs=1)
+    stripped = prune.strip(pruned)
+    assert not any(isinstance(layer, prune.PrunedLayer) for layer in stripped.layers)
+    np.testing.assert_allclose(
+        stripped.predict(x, verbose=0), pruned.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+    )
+    assert prune.summary(stripped).sparsity == pytest.approx(prune.summary(pruned).sparsity)
+    stripped.save(tmp_path / "plain.keras")
+    assert "PrunedLayer" not in (tmp_path / "plain.keras").read_bytes().decode("latin-1")
+
+
+def test_nested_models_and_layer_selection():
+    inner = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(8, name="inner_a"),
+            keras.layers.Dense(8, name="inner_b"),
+        ],
+        name="block",
+    )
+    inputs = keras.Input((8,))
+    outputs = keras.layers.Dense(2, name="head")(inner(inputs))
+    model = keras.Model(inputs, outputs)
+    by_name = prune.prune(model, 0.5, include=["inner_b", "head"])
+    wrapped = {
+        layer.name
+        for layer in by_name.get_layer("block").layers + by_name.layers
+        if isinstance(layer, prune.PrunedLayer)
+    }
+    assert wrapped == {"inner_b", "head"}
+    by_function = prune.prune(model, 0.5, exclude=lambda layer: layer.name.startswith("inner"))
+    assert [row["name"] for row in prune.summary(by_function).layers if row["type"]] == [
+        "inner_a",
+        "inner_b",
+        "head",
+    ]
+    assert isinstance(by_function.layers[-1], prune.PrunedLayer)
+    assert not isinstance(by_function.get_layer("block").layers[0], prune.PrunedLayer)
+    by_type = prune.prune(model, 0.5, include=[keras.layers.Dense], exclude=["head"])
+    assert isinstance(by_type.get_layer("block").layers[0], prune.PrunedLayer)
+
+
+def test_save_mid_training_and_resume_keeps_masks_and_step(tmp_path):
+    x, y = random_images()
+    schedule = prune.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=24, frequency=2)
+    pruned = _trained_copy(prune.prune(small_cnn(8, "resume"), schedule), x, y, epochs=1)
+    pruned.save(tmp_path / "mid.keras")
+    loaded = keras.saving.load_model(tmp_path / "mid.keras")
+    for name in ("conv", "logits"):
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(loaded.get_layer(name).mask),
+            keras.ops.convert_to_numpy(pruned.get_layer(name).mask),
+        )
+        assert int(keras.ops.convert_to_numpy(loaded.get_layer(name).pruning_step)) == 8
+    assert loaded.get_layer("conv").schedule.get_config() == schedule.get_config()
+    loaded.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    assert int(keras.ops.convert_to_numpy(loaded.get_layer("conv").pruning_step)) == 24
+    assert prune.summary(loaded).sparsity == pytest.approx(0.8, abs=0.01)
+
+
+def test_global_group_survives_save_and_load(tmp_path):
+    pruned = prune.prune(small_cnn(8, "g"), 0.5, scope="global")
+    pruned.save(tmp_path / "g.keras")
+    loaded = keras.saving.load_model(tmp_path / "g.keras")
+    groups = {id(layer.group) for layer in loaded.layers if isinstance(layer, prune.PrunedLayer)}
+    assert len(groups) == 1
+    assert len(loaded.get_layer("conv").group.members) == 2
+
+
+def test_subclassed_model_error_says_what_to_do():
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(2)
+
+        def call(self, inputs):
+            return self.dense(inputs)
+
+    model = Subclassed()
+    model(np.ones((1, 3)))
+    with pytest.raises(TypeError, match="subclassed.*PrunedLayer"):
+        prune.prune(model, 0.5)
+
+
+def test_bad_input_errors_name_the_problem():
+    model = small_cnn(8, "m")
+    with pytest.raises(ValueError, match="Received: include.*conv.*logits"):
+        prune.prune(model, 0.5, include=lambda layer: False)
+    with pytest.raises(ValueError, match=r"not in the model\. Received: \['nope'\]"):
+        prune.prune(model, 0.5, exclude=["nope"])
+    with pytest.raises(TypeError, match="'features'.*cannot be pruned.*GlobalAveragePooling2D"):
+        prune.prune(model, 0.5, include=["features"])
+    with pytest.raises(ValueError, match="'conv'.*multiple of 4.*1 input channels"):
+        prune.prune(model, 0.5, pattern="2:4")
+    with pytest.raises(ValueError, match="scope"):
+        prune.prune(model, 0.5, scope="model")
+    with pytest.raises(ValueError, match="global threshold"):
+        prune.prune(model, 0.5, scope="global", pattern="2:4", exclude=["conv"])
+    with pytest.raises(TypeError, match="schedule"):
+        prune.prune(model, "0.5")
+    with pytest.raises(ValueError, match=r"target_sparsity.*Received: target_sparsity=1\.0"):
+        prune.prune(model, 1.0)
+    with pytest.raises(ValueError, match="already pruned"):
+        prune.prune(prune.prune(model, 0.5), 0.5)
+    no_kernels = keras.Sequential([keras.Input((4,)), keras.layers.ReLU()])
+    with pytest.raises(ValueError, match="Nothing to prune"):
+        prune.prune(no_kernels, 0.5)
+    depthwise = keras.Sequential(
+        [keras.Input((5, 5, 4)), keras.layers.DepthwiseConv2D(3, name="dw")]
+    )
+    with pytest.raises(ValueError, match="'dw'.*no input-channel axis"):
+        prune.prune(depthwise, 0.5, pattern="2:4")
+    with pytest.raises(TypeError, match="'up' cannot be pruned.*Conv2DTranspose"):
+        prune.PrunedLayer(keras.layers.Conv2DTranspose(2, 3, name="up"), 0.5)
+
+
+def test_supported_types_cover_the_issue_list():
+    names = {layer_type.__name__ for layer_type in _kernels.SUPPORTED_TYPES}
+    assert {"Dense", "Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Embedding"} <= names
