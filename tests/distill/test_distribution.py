@@ -1,4 +1,4 @@
-"""The Distiller under data parallelism: two replicas train exactly like one device.
+"""The Distiller and pruning under data parallelism: two replicas train exactly like one device.
 
 Each case runs in a fresh process, since devices must be configured before the
 backend starts.
@@ -38,6 +38,30 @@ def assert_same(single, parallel):
     print("SAME", history_2["logits_distillation_loss"])
 """
 
+_PRUNE_TRAIN = """
+import keras, numpy as np, tfkd
+from tests.helpers import random_images, small_cnn
+
+x, y = random_images(128)
+
+def train():
+    keras.utils.set_random_seed(0)
+    schedule = tfkd.prune.ConstantSparsity(0.6, frequency=2)
+    student = tfkd.prune.prune(small_cnn(8, "student"), schedule)
+    student.compile(
+        keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    student.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0)
+    weights = [keras.ops.convert_to_numpy(w) for w in student.weights]
+    return tfkd.prune.summary(student).sparsity, weights
+
+def assert_same(single, parallel):
+    assert abs(single[0] - 0.6) < 0.01 and parallel[0] == single[0], (single[0], parallel[0])
+    for a, b in zip(single[1], parallel[1]):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+    print("SAME", parallel[0])
+"""
+
 _MIRRORED = """
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
@@ -63,11 +87,11 @@ assert_same(single, parallel)
 """
 
 
-def _run(script, backend, **env):
+def _run(script, backend, train=_TRAIN, **env):
     environment = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(REPO), **env}
     environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script).format(train=_TRAIN)],
+        [sys.executable, "-c", textwrap.dedent(script).format(train=train)],
         env=environment,
         capture_output=True,
         text=True,
@@ -84,3 +108,16 @@ def test_tf_mirrored_strategy_on_two_cpu_devices():
 
 def test_jax_data_parallel_on_two_host_devices():
     _run(_DATA_PARALLEL, "jax", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+
+
+def test_pruning_under_tf_mirrored_strategy():
+    _run(_MIRRORED, "tensorflow", train=_PRUNE_TRAIN)
+
+
+def test_pruning_under_jax_data_parallel():
+    _run(
+        _DATA_PARALLEL,
+        "jax",
+        train=_PRUNE_TRAIN,
+        XLA_FLAGS="--xla_force_host_platform_device_count=2",
+    )

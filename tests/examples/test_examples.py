@@ -9,15 +9,9 @@ import sys
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
-def test_distill_fashion_mnist_smoke(tmp_path):
+def _run_smoke(script, output_dir):
     result = subprocess.run(
-        [
-            sys.executable,
-            "examples/distill_fashion_mnist.py",
-            "--smoke",
-            "--output-dir",
-            str(tmp_path),
-        ],
+        [sys.executable, f"examples/{script}", "--smoke", "--output-dir", str(output_dir)],
         cwd=REPO,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
         capture_output=True,
@@ -25,6 +19,11 @@ def test_distill_fashion_mnist_smoke(tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_distill_fashion_mnist_smoke(tmp_path):
+    result = _run_smoke("distill_fashion_mnist.py", tmp_path)
     assert "student, distilled" in result.stdout and "student, labels only" in result.stdout
     metadata = json.loads(
         (tmp_path / "fashion_mnist_student_distilled" / "metadata.json").read_text()
@@ -38,21 +37,7 @@ def test_distill_fashion_mnist_smoke(tmp_path):
 
 
 def test_prune_fashion_mnist_smoke(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "examples/prune_fashion_mnist.py",
-            "--smoke",
-            "--output-dir",
-            str(tmp_path),
-        ],
-        cwd=REPO,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = _run_smoke("prune_fashion_mnist.py", tmp_path)
     assert "overall sparsity of prunable kernels: 0.80" in result.stdout
     for name in ("student_pruned_float32.tflite", "student_pruned_int8.tflite"):
         assert name in result.stdout and (tmp_path / name).stat().st_size > 0
