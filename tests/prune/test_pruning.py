@@ -16,10 +16,6 @@ def _trained_copy(model, x, y, epochs=2, batch_size=32):
     return model
 
 
-def _kernels_of(model):
-    return {row["name"]: row for row in prune.summary(model).layers}
-
-
 def test_prune_returns_a_new_model_and_leaves_the_input_untouched():
     model = small_cnn(8, "dense")
     before = [keras.ops.convert_to_numpy(w).copy() for w in model.weights]
