@@ -159,7 +159,7 @@ def _validate(model, quantization, representative_data, io_dtype, sparsity, sele
             f"`quantization` must be one of {QUANTIZATIONS}. "
             f"Received: quantization={quantization!r}."
         )
-    if quantization in ("int8", "int16x8") and representative_data is None and not _is_qat(model):
+    if quantization in ("int8", "int16x8") and representative_data is None:
         raise ValueError(
             f"quantization={quantization!r} calibrates activation ranges on "
             "`representative_data`. Received: representative_data=None. Pass a few hundred "
@@ -174,10 +174,6 @@ def _validate(model, quantization, representative_data, io_dtype, sparsity, sele
         raise ValueError(f"`sparsity` must be 'auto', True or False. Received: {sparsity!r}.")
     if not isinstance(select_tf_ops, bool):
         raise TypeError(f"`select_tf_ops` must be a bool. Received: {select_tf_ops!r}.")
-
-
-def _is_qat(model):
-    return any(getattr(layer, "_tfkd_quantize_aware", False) for layer in _layers(model))
 
 
 def _layers(model):
