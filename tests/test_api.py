@@ -15,6 +15,7 @@ def test_top_level_api():
         "export",
         "export_tflite",
         "prune",
+        "quantize",
     ]
 
 
@@ -59,7 +60,19 @@ def test_export_api():
     ]
 
 
+def test_quantize_api():
+    assert sorted(tfkd.quantize.__all__) == [
+        "ActivationQuantizer",
+        "FoldedBatchNormalization",
+        "QuantizeWrapper",
+        "fake_quant",
+        "is_quantized",
+        "quantize_aware",
+    ]
+
+
 def test_every_public_name_exists():
-    for module in (tfkd, tfkd.distill, tfkd.datasets, tfkd.prune, tfkd.export):
+    modules = (tfkd, tfkd.distill, tfkd.datasets, tfkd.prune, tfkd.export, tfkd.quantize)
+    for module in modules:
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.{name}"

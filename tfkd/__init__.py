@@ -4,7 +4,7 @@ The public API is declared here and in each subpackage's ``__init__``;
 everything else is private. Importing tfkd has no side effects.
 """
 
-from tfkd import datasets, distill, export, prune
+from tfkd import datasets, distill, export, prune, quantize
 from tfkd.distill import (
     DistillationLoss,
     Distiller,
@@ -26,4 +26,5 @@ __all__ = [
     "export",
     "export_tflite",
     "prune",
+    "quantize",
 ]

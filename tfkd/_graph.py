@@ -59,3 +59,71 @@ def rebuild(model, transform):
     for new_layer, set_weights in pending:
         set_weights(new_layer)
     return new_model
+
+
+def consumers(model):
+    """`{layer: [layers that take its output]}` over `model` and its nested graph models.
+
+    Read from the models' configs. A nested model's outputs, and the model's own
+    outputs, have no consumers listed.
+    """
+    found = {}
+    for layer, users in _own_consumers(model).items():
+        found[layer] = users
+        if isinstance(layer, keras.Model) and is_graph_model(layer):
+            found.update(consumers(layer))
+    return found
+
+
+def input_consumers(model):
+    """The leaf layers that read `model`'s inputs, descending into nested graph models."""
+    readers = []
+    for layer in _own_consumers(model, inputs=True):
+        if isinstance(layer, keras.Model) and is_graph_model(layer):
+            readers.extend(input_consumers(layer))
+        else:
+            readers.append(layer)
+    return readers
+
+
+def _own_consumers(model, inputs=False):
+    if isinstance(model, keras.Sequential):
+        layers = list(model.layers)
+        if inputs:
+            return layers[:1]
+        return {layer: layers[index + 1 : index + 2] for index, layer in enumerate(layers)}
+    config = model.get_config()
+    by_name = {layer.name: layer for layer in model.layers}
+    input_names = {entry[0] for entry in _flatten_names(config["input_layers"])}
+    users = {layer: [] for layer in model.layers}
+    readers = []
+    for entry in config["layers"]:
+        layer = by_name.get(entry["name"])
+        if layer is None:  # an InputLayer
+            continue
+        for producer in _history_names(entry.get("inbound_nodes", [])):
+            if producer in input_names:
+                readers.append(layer)
+            elif layer not in users[by_name[producer]]:
+                users[by_name[producer]].append(layer)
+    if inputs:
+        return list(dict.fromkeys(readers))
+    return users
+
+
+def _flatten_names(structure):
+    if isinstance(structure, (list, tuple)) and structure and isinstance(structure[0], str):
+        return [structure]
+    if isinstance(structure, dict):
+        structure = list(structure.values())
+    return [entry for item in structure for entry in _flatten_names(item)]
+
+
+def _history_names(structure):
+    if isinstance(structure, dict):
+        if "keras_history" in structure.get("config", {}):
+            return [structure["config"]["keras_history"][0]]
+        structure = list(structure.values())
+    if isinstance(structure, (list, tuple)):
+        return [name for item in structure for name in _history_names(item)]
+    return []

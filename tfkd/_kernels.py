@@ -64,16 +64,19 @@ def input_channel_axis(layer):
     return -2
 
 
-def forward(layer, inputs, kernel):
-    """Runs `layer` on `inputs` as if its kernel were `kernel`."""
+def forward(layer, inputs, kernel, bias=None, activation=True):
+    """Runs `layer` on `inputs` as if its kernel were `kernel` (and its bias `bias`, if given).
+
+    With `activation=False` the layer's activation is left out.
+    """
     if isinstance(layer, keras.layers.Embedding):
         if inputs.dtype not in ("int32", "int64"):
             inputs = ops.cast(inputs, "int32")
         return ops.cast(ops.take(kernel, inputs, axis=0), layer.compute_dtype)
     if isinstance(layer, keras.layers.Dense):
         outputs = ops.matmul(inputs, kernel)
-        return _finish(layer, outputs, rank=None)
-    return _finish(layer, _convolve(layer, inputs, kernel), rank=layer.rank)
+        return _finish(layer, outputs, bias, None, activation)
+    return _finish(layer, _convolve(layer, inputs, kernel), bias, layer.rank, activation)
 
 
 def _convolve(layer, inputs, kernel):
@@ -98,12 +101,13 @@ def _convolve(layer, inputs, kernel):
     return ops.conv(inputs, kernel, **{**common, "strides": list(layer.strides)})
 
 
-def _finish(layer, outputs, rank):
-    bias = getattr(layer, "bias", None)
+def _finish(layer, outputs, bias, rank, activation):
+    if bias is None:
+        bias = getattr(layer, "bias", None)
     if bias is not None:
         if rank is not None and layer.data_format == "channels_first":
             bias = ops.reshape(bias, (1, -1) + (1,) * rank)
         outputs = ops.add(outputs, bias)
-    if layer.activation is not None:
+    if activation and layer.activation is not None:
         outputs = layer.activation(outputs)
     return outputs

@@ -5,6 +5,7 @@
 
 import argparse
 import ast
+import contextlib
 import re
 
 import numpy as np
@@ -17,7 +18,12 @@ def convert(model, samples, *, quantization, io_dtype, sparsity, select_tf_ops):
     # Freeze the variables into constants: the converter then sees one plain graph.
     from tensorflow.python.framework import convert_to_constants
 
-    frozen = convert_to_constants.convert_variables_to_constants_v2(_concrete_function(model))
+    from tfkd.quantize import _fake_quant, is_quantized
+
+    quantization_aware = is_quantized(model)
+    with _fake_quant.export_mode() if quantization_aware else contextlib.nullcontext():
+        function = _concrete_function(model)
+    frozen = convert_to_constants.convert_variables_to_constants_v2(function)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
     optimizations = []
     if quantization is not None:
@@ -28,14 +34,14 @@ def convert(model, samples, *, quantization, io_dtype, sparsity, select_tf_ops):
     ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantization == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    if quantization == "int8":
+    if quantization == "int8" and not quantization_aware:
         ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     if quantization == "int16x8":
         ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     if select_tf_ops:
         ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
     converter.target_spec.supported_ops = ops
-    if samples is not None and quantization in ("int8", "int16x8"):
+    if samples is not None and quantization in ("int8", "int16x8") and not quantization_aware:
         converter.representative_dataset = _feeder(samples)
     if io_dtype != "float32":
         converter.inference_input_type = tf.as_dtype(io_dtype)

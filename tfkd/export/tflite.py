@@ -11,6 +11,7 @@ import numpy as np
 from tfkd import _atomic
 from tfkd.export import _representative
 from tfkd.export.report import ExportReport, load_interpreter
+from tfkd.quantize.qat import is_quantized, untrained_quantizers
 
 QUANTIZATIONS = (None, "dynamic", "float16", "int8", "int16x8")
 _IO_DTYPES = {
@@ -25,6 +26,7 @@ _SPARSITY = ("auto", True, False)
 _AUTO_SPARSITY = 0.5
 _CHECK_SAMPLES = 32
 _FLOAT_TOLERANCE = 1e-3
+_QAT_MIN_AGREEMENT = 0.9
 
 
 def export_tflite(
@@ -52,7 +54,9 @@ def export_tflite(
             `"int16x8"` (int16 activations, int8 weights, calibrated). Defaults to `None`.
         representative_data: calibration inputs for `"int8"` and `"int16x8"`: a numpy
             array (or list/dict of arrays), a `tf.data.Dataset` of inputs or of
-            `(inputs, targets)` batches, or an iterable of them. Defaults to `None`.
+            `(inputs, targets)` batches, or an iterable of them. A quantization-aware
+            model (`tfkd.quantize.quantize_aware`) needs none: its trained ranges are
+            used, and these inputs only feed the check against Keras. Defaults to `None`.
         io_dtype: dtype of the model's inputs and outputs: `"float32"`, or `"int8"` /
             `"uint8"` for `"int8"` and `"int16"` for `"int16x8"`. Defaults to `"float32"`.
         sparsity: `True` to store kernels in the converter's sparse format, `False` not
@@ -99,17 +103,21 @@ def export_tflite(
     else:
         content = _convert_in_subprocess(model, samples, options)
     path = os.fspath(path)
-    agreement = _check_against_keras(model, content, samples, quantization)
+    agreement = _check_against_keras(
+        model, content, samples, quantization, quantization_aware=is_quantized(model)
+    )
     _atomic.write_bytes(path, content)
     report = ExportReport.from_file(path, quantization=quantization)
     report.keras_agreement = agreement
     return report
 
 
-def _check_against_keras(model, content, samples, quantization):
+def _check_against_keras(model, content, samples, quantization, quantization_aware):
     """Runs the converted file next to `model`; a float file must match it.
 
-    Quantized files are expected to differ a little: their agreement goes in the report.
+    Post-training quantized files are expected to differ a little: their agreement goes
+    in the report. A quantization-aware model already computes in int8 steps, so its
+    file must give the same top-1 class on nearly every sample.
     """
     if len(model.inputs) != 1:
         return None
@@ -129,11 +137,15 @@ def _check_against_keras(model, content, samples, quantization):
             "The file was not written. This is a converter problem with one of the model's "
             "layers; export the layers separately to find it."
         )
-    return {
-        "samples": len(x),
-        "top1_agreement": float(np.mean(expected.argmax(-1) == received.argmax(-1))),
-        "max_abs_diff": difference,
-    }
+    agreement = float(np.mean(expected.argmax(-1) == received.argmax(-1)))
+    if quantization_aware and agreement < _QAT_MIN_AGREEMENT:
+        raise ValueError(
+            "The exported int8 model disagrees with the quantization-aware Keras model: "
+            f"top-1 agreement {agreement:.3f} on {len(x)} samples (expected at least "
+            f"{_QAT_MIN_AGREEMENT}). The file was not written. Please report this with the "
+            "model's summary."
+        )
+    return {"samples": len(x), "top1_agreement": agreement, "max_abs_diff": difference}
 
 
 def _run_float_io(interpreter, x):
@@ -159,7 +171,9 @@ def _validate(model, quantization, representative_data, io_dtype, sparsity, sele
             f"`quantization` must be one of {QUANTIZATIONS}. "
             f"Received: quantization={quantization!r}."
         )
-    if quantization in ("int8", "int16x8") and representative_data is None:
+    quantization_aware = _check_quantization_aware(model, quantization)
+    needs_data = quantization in ("int8", "int16x8") and not quantization_aware
+    if needs_data and representative_data is None:
         raise ValueError(
             f"quantization={quantization!r} calibrates activation ranges on "
             "`representative_data`. Received: representative_data=None. Pass a few hundred "
@@ -174,6 +188,26 @@ def _validate(model, quantization, representative_data, io_dtype, sparsity, sele
         raise ValueError(f"`sparsity` must be 'auto', True or False. Received: {sparsity!r}.")
     if not isinstance(select_tf_ops, bool):
         raise TypeError(f"`select_tf_ops` must be a bool. Received: {select_tf_ops!r}.")
+
+
+def _check_quantization_aware(model, quantization):
+    """Whether `model` is quantization-aware; raises if it cannot export as asked."""
+    if not is_quantized(model):
+        return False
+    if quantization != "int8":
+        raise ValueError(
+            "A quantization-aware model (from tfkd.quantize.quantize_aware) exports as "
+            f"int8 only. Received: quantization={quantization!r}. Pass quantization='int8', "
+            "or export the float model it was made from."
+        )
+    untrained = untrained_quantizers(model)
+    if untrained:
+        raise ValueError(
+            "The quantization-aware model has activation ranges that no training step has "
+            f"tracked yet, in layers {untrained}. Train it (fit, at least a few batches) "
+            "before exporting."
+        )
+    return True
 
 
 def _layers(model):

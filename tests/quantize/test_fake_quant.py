@@ -1,0 +1,95 @@
+"""`fake_quant` against TensorFlow's FakeQuantWithMinMaxVars, and `ActivationQuantizer`."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfkd
+from tests.helpers import assert_config_round_trip
+
+
+def _numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+@pytest.mark.parametrize("narrow_range", [False, True])
+def test_matches_tensorflow_per_tensor(narrow_range):
+    x = np.random.default_rng(0).normal(scale=2.0, size=(64, 33)).astype("float32")
+    # An asymmetric range whose zero point must be nudged onto the grid.
+    expected = tf.quantization.fake_quant_with_min_max_vars(
+        x, -1.3, 2.9, num_bits=8, narrow_range=narrow_range
+    )
+    received = tfkd.quantize.fake_quant(
+        x, np.float32(-1.3), np.float32(2.9), narrow_range=narrow_range
+    )
+    np.testing.assert_allclose(_numpy(received), expected.numpy(), atol=1e-6)
+
+
+def test_matches_tensorflow_per_channel():
+    x = np.random.default_rng(1).normal(size=(3, 3, 4, 5)).astype("float32")
+    largest = np.abs(x).max(axis=(0, 1, 2))
+    expected = tf.quantization.fake_quant_with_min_max_vars_per_channel(
+        x, -largest, largest, narrow_range=True
+    )
+    received = tfkd.quantize.fake_quant(x, -largest, largest, narrow_range=True)
+    np.testing.assert_allclose(_numpy(received), expected.numpy(), atol=1e-6)
+    # Symmetric narrow range: exactly the int8 grid [-127, 127] * largest / 127.
+    steps = _numpy(received) / (largest / 127.0)
+    np.testing.assert_allclose(steps, np.round(steps), atol=1e-4)
+    assert np.abs(np.round(steps)).max() == 127
+
+
+def test_zero_is_exact_and_values_outside_are_clipped():
+    x = np.array([-5.0, 0.0, 0.3, 9.0], dtype="float32")
+    received = _numpy(tfkd.quantize.fake_quant(x, np.float32(-1.0), np.float32(2.0)))
+    assert received[1] == 0.0
+    assert received[0] == pytest.approx(-1.0, abs=0.02)
+    assert received[3] == pytest.approx(2.0, abs=0.02)
+
+
+def _gradient(function, x):
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        x = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = keras.ops.sum(function(x))
+        return tape.gradient(y, x).numpy()
+    if backend == "jax":
+        import jax
+
+        return np.asarray(jax.grad(lambda v: keras.ops.sum(function(v)))(x))
+    import torch
+
+    x = torch.tensor(x, requires_grad=True)
+    keras.ops.sum(function(x)).backward()
+    return x.grad.numpy()
+
+
+def test_gradient_is_straight_through_inside_and_zero_outside():
+    x = np.array([-3.0, -0.5, 0.1, 0.77, 4.0], dtype="float32")
+    gradient = _gradient(
+        lambda v: tfkd.quantize.fake_quant(v, np.float32(-1.0), np.float32(1.0)), x
+    )
+    np.testing.assert_array_equal(gradient, [0.0, 1.0, 1.0, 1.0, 0.0])
+
+
+def test_activation_quantizer_tracks_a_moving_range():
+    quantizer = tfkd.quantize.ActivationQuantizer(decay=0.5)
+    quantizer(np.array([[0.0, 4.0]], "float32"), training=True)
+    assert float(_numpy(quantizer.max_value)) == pytest.approx(4.0)
+    quantizer(np.array([[-2.0, 2.0]], "float32"), training=True)
+    assert float(_numpy(quantizer.max_value)) == pytest.approx(3.0)
+    assert float(_numpy(quantizer.min_value)) == pytest.approx(-1.0)
+    # Inference reads the range and leaves it alone.
+    outputs = quantizer(np.array([[10.0, -10.0]], "float32"), training=False)
+    assert float(_numpy(quantizer.max_value)) == pytest.approx(3.0)
+    np.testing.assert_allclose(_numpy(outputs), [[3.0, -1.0]], atol=0.02)
+    assert int(_numpy(quantizer.tracked_steps)) == 2
+
+
+def test_activation_quantizer_validates_and_round_trips():
+    with pytest.raises(ValueError, match="decay=1.5"):
+        tfkd.quantize.ActivationQuantizer(decay=1.5)
+    assert_config_round_trip(tfkd.quantize.ActivationQuantizer(decay=0.9))

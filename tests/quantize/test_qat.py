@@ -1,0 +1,176 @@
+"""`quantize_aware`: training with int8 in the loop, and the int8 file it exports."""
+
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+
+import tfkd
+from tests.helpers import assert_keras_round_trip, random_images, small_cnn
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+TEACHER = REPO / "saved_models" / "fashion_mnist_cnn_teacher" / "model.keras"
+
+
+def _numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def _mobile_block_model():
+    """Conv+BN+ReLU6, a depthwise block with BN, a residual Add, and a softmax head."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 12, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(inputs)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.ReLU(6.0, name="stem_relu")(x)
+    y = keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2, use_bias=False)(x)
+    y = keras.layers.BatchNormalization(name="depthwise_bn")(y)
+    y = keras.layers.ReLU(name="depthwise_relu")(y)
+    y = keras.layers.Conv2D(8, 1, name="project")(y)
+    x = keras.layers.Add(name="residual")([x, y])
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(3, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="mobile_block")
+
+
+def _fit(model, x, y, epochs=1, loss="sparse_categorical_crossentropy"):
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
+    model.fit(x, y, batch_size=32, epochs=epochs, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def trained_mobile_block():
+    x, y = random_images(192, shape=(12, 12, 3))
+    return _fit(_mobile_block_model(), x, y, epochs=2), x, y
+
+
+def test_export_is_fully_int8_and_computes_what_keras_computed(tmp_path, trained_mobile_block):
+    model, x, y = trained_mobile_block
+    qat_model = _fit(tfkd.quantize.quantize_aware(model), x, y)
+    report = tfkd.export_tflite(qat_model, tmp_path / "qat.tflite", "int8", io_dtype="int8")
+    assert report.float_ops == []
+    for op in ("CONV_2D[int8]", "DEPTHWISE_CONV_2D[int8]", "FULLY_CONNECTED[int8]"):
+        assert report.ops[op] >= 1, report.ops
+    assert report.ops["SOFTMAX[int8]"] == 1
+    lite = tfkd.TFLiteModel(report.path)
+    comparison = lite.compare(qat_model, x[:64])
+    # Same integer arithmetic on both sides: at most one step of the 1/256 output grid.
+    assert comparison["max_abs_diff"] <= 1 / 256 + 1e-6
+    assert comparison["top1_agreement"] >= 0.98
+
+
+def test_batch_norm_is_folded_with_frozen_statistics(trained_mobile_block):
+    model, x, y = trained_mobile_block
+    qat_model = tfkd.quantize.quantize_aware(model)
+    wrapped = qat_model.get_layer("stem")
+    assert wrapped.batch_norm is not None
+    assert isinstance(qat_model.get_layer("stem_bn"), tfkd.quantize.FoldedBatchNormalization)
+    moving_mean = _numpy(wrapped.batch_norm.moving_mean).copy()
+    # Before any training, the quantized model already computes the float model's outputs
+    # up to int8 rounding (ranges come from this first training-mode batch).
+    qat_outputs = _numpy(qat_model(x[:64], training=True))
+    float_outputs = _numpy(model(x[:64], training=False))
+    assert np.abs(qat_outputs - float_outputs).max() < 0.05
+    _fit(qat_model, x, y)
+    np.testing.assert_array_equal(_numpy(wrapped.batch_norm.moving_mean), moving_mean)
+
+
+def test_input_model_is_not_modified(trained_mobile_block):
+    model, x, y = trained_mobile_block
+    before = [w.copy() for w in model.get_weights()]
+    _fit(tfkd.quantize.quantize_aware(model), x, y)
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_save_and_load_keeps_ranges_and_folding(tmp_path, trained_mobile_block):
+    model, x, y = trained_mobile_block
+    qat_model = _fit(tfkd.quantize.quantize_aware(model), x, y)
+    loaded = assert_keras_round_trip(qat_model, x[:32], tmp_path)
+    assert loaded.get_layer("stem").batch_norm is not None
+    assert tfkd.quantize.is_quantized(loaded)
+
+
+def test_qat_student_in_a_distiller_exports_int8(tmp_path):
+    x, y = random_images(192)
+    teacher = _fit(small_cnn(16, "teacher"), x, y, loss=_logits_loss())
+    student = tfkd.quantize.quantize_aware(_fit(small_cnn(4, "student"), x, y, loss=_logits_loss()))
+    distiller = tfkd.Distiller(teacher=teacher, student=student)
+    distiller.compile(optimizer="adam", loss=_logits_loss())
+    history = distiller.fit(x, y, batch_size=32, epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    tracked = _numpy(student.get_layer("logits").output_quantizer.tracked_steps)
+    assert int(tracked) == 2 * 6
+    report = tfkd.export_tflite(student, tmp_path / "student.tflite", "int8")
+    assert report.float_ops == []
+    assert report.keras_agreement["top1_agreement"] >= 0.9
+
+
+def test_pruned_model_keeps_its_sparsity(tmp_path):
+    x, y = random_images(192)
+    model = small_cnn(16, "pruned", num_classes=3)
+    pruned = tfkd.prune.prune(model, tfkd.prune.ConstantSparsity(0.75, frequency=1))
+    _fit(pruned, x, y, loss=_logits_loss())
+    qat_model = _fit(tfkd.quantize.quantize_aware(pruned), x, y, loss=_logits_loss())
+    for name in ("conv", "logits"):
+        kernel, _ = qat_model.get_layer(name).quantized_kernel_and_bias()
+        assert np.mean(_numpy(kernel) == 0) >= 0.75
+    report = tfkd.export_tflite(qat_model, tmp_path / "pruned.tflite", "int8")
+    assert report.float_ops == []
+
+
+def test_int8_of_the_fashion_mnist_teacher_keeps_its_accuracy(tmp_path):
+    (x_train, y_train), (x_test, y_test) = tfkd.datasets.load("fashion_mnist")
+    x_train, y_train = x_train[:2048, ..., None].astype("float32"), y_train[:2048]
+    x_test, y_test = x_test[:1000, ..., None].astype("float32"), y_test[:1000]
+    teacher = keras.saving.load_model(TEACHER)
+    float_accuracy = np.mean(teacher.predict(x_test, verbose=0).argmax(-1) == y_test)
+    qat_model = tfkd.quantize.quantize_aware(teacher)
+    qat_model.compile(optimizer=keras.optimizers.Adam(1e-5), loss=_logits_loss())
+    qat_model.fit(x_train, y_train, batch_size=64, epochs=1, verbose=0)
+    keras_accuracy = np.mean(qat_model.predict(x_test, verbose=0).argmax(-1) == y_test)
+    report = tfkd.export_tflite(qat_model, tmp_path / "teacher.tflite", "int8")
+    assert report.float_ops == []
+    assert report.ops["CONV_2D[int8]"] == 5
+    lite_accuracy = tfkd.TFLiteModel(report.path).evaluate(x_test, y_test)["accuracy"]
+    assert lite_accuracy == pytest.approx(keras_accuracy, abs=0.003)
+    assert lite_accuracy >= float_accuracy - 0.01
+
+
+def _logits_loss():
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def test_rejects_models_it_cannot_quantize():
+    class Subclassed(keras.Model):
+        def call(self, inputs):
+            return inputs
+
+    with pytest.raises(TypeError, match="subclassed"):
+        tfkd.quantize.quantize_aware(Subclassed())
+    recurrent = keras.Sequential(
+        [keras.Input((5, 4)), keras.layers.LSTM(3, name="lstm"), keras.layers.Dense(2)]
+    )
+    with pytest.raises(TypeError, match="'lstm'.*LSTM"):
+        tfkd.quantize.quantize_aware(recurrent)
+    separable = keras.Sequential(
+        [keras.Input((8, 8, 3)), keras.layers.SeparableConv2D(4, 3, name="separable")]
+    )
+    with pytest.raises(TypeError, match="'separable'.*DepthwiseConv2D"):
+        tfkd.quantize.quantize_aware(separable)
+    with pytest.raises(ValueError, match="decay=2"):
+        tfkd.quantize.quantize_aware(small_cnn(4, "m"), decay=2)
+    qat_model = tfkd.quantize.quantize_aware(small_cnn(4, "m"))
+    with pytest.raises(ValueError, match="already quantization-aware"):
+        tfkd.quantize.quantize_aware(qat_model)
+
+
+def test_export_refuses_float_modes_and_untrained_ranges(tmp_path):
+    qat_model = tfkd.quantize.quantize_aware(small_cnn(4, "m"))
+    with pytest.raises(ValueError, match="untracked|tracked yet.*'conv_relu'"):
+        tfkd.export_tflite(qat_model, tmp_path / "m.tflite", "int8")
+    with pytest.raises(ValueError, match="int8 only.*quantization='float16'"):
+        tfkd.export_tflite(qat_model, tmp_path / "m.tflite", "float16")
+    assert not (tmp_path / "m.tflite").exists()

@@ -1,0 +1,81 @@
+"""Fake quantization: round to the int8 grid TFLite will use, and back, in `keras.ops`.
+
+`fake_quant` reproduces TensorFlow's `FakeQuantWithMinMaxVars` bit for bit (the
+range is nudged so that 0.0 is exactly representable, values round half up), with
+its gradient: straight through inside the range, zero outside. Training with it on
+any backend therefore sees the numbers the integer model will compute. While a
+model is exported, `export_mode()` makes the same call emit TensorFlow's own
+fake-quant ops instead, which the TFLite converter reads as quantization
+parameters.
+"""
+
+import contextlib
+
+from keras import ops
+
+# Guards against a zero-width range (an all-zero channel, a constant activation).
+MIN_RANGE = 1e-6
+
+_EXPORTING = [False]
+
+
+@contextlib.contextmanager
+def export_mode():
+    """Within this context `fake_quant` emits TensorFlow fake-quant ops (TF backend only)."""
+    _EXPORTING.append(True)
+    try:
+        yield
+    finally:
+        _EXPORTING.pop()
+
+
+def fake_quant(x, min_value, max_value, *, num_bits=8, narrow_range=False):
+    """Quantizes `x` to `num_bits` over `[min_value, max_value]` and dequantizes it.
+
+    Args:
+        x: a tensor.
+        min_value, max_value: scalars for one range, or vectors for one range per
+            entry of the last axis of `x`.
+        num_bits: bits of the integer grid. Defaults to `8`.
+        narrow_range: use `[1, 2**num_bits - 1]`, symmetric around 0 when the range
+            is, as TFLite wants for weights. Defaults to `False`.
+
+    Returns:
+        A tensor like `x` holding only values of the integer grid.
+    """
+    if _EXPORTING[-1]:
+        return _tensorflow_fake_quant(x, min_value, max_value, num_bits, narrow_range)
+    quant_min = 1.0 if narrow_range else 0.0
+    quant_max = 2.0**num_bits - 1.0
+    scale = (max_value - min_value) / (quant_max - quant_min)
+    zero_point = ops.clip(quant_min - min_value / scale, quant_min, quant_max)
+    zero_point = ops.floor(zero_point + 0.5)
+    nudged_min = (quant_min - zero_point) * scale
+    nudged_max = (quant_max - zero_point) * scale
+    clipped = ops.minimum(ops.maximum(x, nudged_min), nudged_max)
+    steps = ops.floor((clipped - nudged_min) * (1.0 / scale) + 0.5)
+    quantized = steps * scale + nudged_min
+    return clipped + ops.stop_gradient(quantized - clipped)
+
+
+def _tensorflow_fake_quant(x, min_value, max_value, num_bits, narrow_range):
+    import tensorflow as tf
+
+    options = dict(num_bits=num_bits, narrow_range=narrow_range)
+    if len(min_value.shape) == 0:
+        return tf.quantization.fake_quant_with_min_max_vars(x, min_value, max_value, **options)
+    return tf.quantization.fake_quant_with_min_max_vars_per_channel(
+        x, min_value, max_value, **options
+    )
+
+
+def symmetric_range(weights, axis=None):
+    """`(-a, a)` with `a` the largest magnitude of `weights`, per entry of `axis` if given."""
+    magnitudes = ops.abs(weights)
+    if axis is None:
+        largest = ops.max(magnitudes)
+    else:
+        reduce = [dim for dim in range(len(weights.shape)) if dim != axis % len(weights.shape)]
+        largest = ops.max(magnitudes, axis=reduce)
+    largest = ops.maximum(largest, MIN_RANGE)
+    return -largest, largest

@@ -1,0 +1,315 @@
+"""The layers of a quantization-aware model: activation quantizers and the layer wrapper."""
+
+import inspect
+
+import keras
+from keras import ops
+
+from tfkd import _kernels
+from tfkd.quantize._fake_quant import MIN_RANGE, fake_quant, symmetric_range
+
+# Kernels quantized with one range per output channel, as TFLite's int8 kernels expect.
+_PER_CHANNEL = (
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    keras.layers.DepthwiseConv1D,
+    keras.layers.DepthwiseConv2D,
+)
+# TFLite's int8 softmax writes its outputs with scale 1/256 and zero point -128.
+_SOFTMAX_RANGE = (0.0, 255.0 / 256.0)
+_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+# Their depthwise kernel would stay float; TFLite runs them as two ops anyway.
+_SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
+
+
+@keras.saving.register_keras_serializable(package="tfkd")
+class ActivationQuantizer(keras.layers.Layer):
+    """Fake-quantizes a tensor to int8 over a range tracked while training.
+
+    In training calls the range moves towards each batch's minimum and maximum
+    (an exponential moving average, started from the first batch, always containing
+    0); inference calls use it as it is.
+
+    Args:
+        decay: weight of the old range in the moving average. Defaults to `0.999`.
+        **kwargs: passed to `keras.layers.Layer`.
+
+    Example:
+
+    >>> quantizer = tfkd.quantize.ActivationQuantizer()
+    >>> y = quantizer(np.linspace(-1.0, 1.0, 5)[None], training=True)
+    >>> len(np.unique(np.round(keras.ops.convert_to_numpy(y) * 127.5, 3))) <= 5
+    True
+    """
+
+    def __init__(self, decay=0.999, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"`decay` must be in [0, 1). Received: decay={decay!r}.")
+        self.decay = decay
+
+    def build(self, input_shape=None):
+        self.min_value = self.add_weight(
+            name="min_value", shape=(), initializer="zeros", trainable=False
+        )
+        self.max_value = self.add_weight(
+            name="max_value", shape=(), initializer="zeros", trainable=False
+        )
+        self.tracked_steps = self.add_weight(
+            name="tracked_steps", shape=(), initializer="zeros", trainable=False, dtype="int32"
+        )
+        self.built = True
+
+    def call(self, inputs, training=False):
+        if training:
+            self._track(inputs)
+        min_value = ops.convert_to_tensor(self.min_value)
+        max_value = ops.maximum(ops.convert_to_tensor(self.max_value), min_value + MIN_RANGE)
+        return fake_quant(inputs, min_value, max_value)
+
+    def _track(self, inputs):
+        values = ops.cast(inputs, "float32")
+        batch_min = ops.minimum(ops.min(values), 0.0)
+        batch_max = ops.maximum(ops.max(values), 0.0)
+        first = ops.equal(self.tracked_steps, 0)
+        decay = ops.where(first, 0.0, self.decay)
+        self.min_value.assign(decay * self.min_value + (1.0 - decay) * batch_min)
+        self.max_value.assign(decay * self.max_value + (1.0 - decay) * batch_max)
+        self.tracked_steps.assign(self.tracked_steps + 1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "decay": self.decay}
+
+
+@keras.saving.register_keras_serializable(package="tfkd")
+class QuantizeWrapper(keras.layers.Wrapper):
+    """Runs `layer` as its int8 TFLite counterpart will: quantized weights and activations.
+
+    For a layer with a kernel (Dense, Conv1D/2D/3D, DepthwiseConv1D/2D, Embedding), the
+    kernel is fake-quantized, per output channel for convolutions, symmetric over
+    [-127, 127] as TFLite stores it. A BatchNormalization that follows the layer is
+    folded into its kernel and bias with the moving statistics, which stay frozen, so
+    training computes exactly what inference will. `tfkd.quantize.quantize_aware`
+    wraps a whole model; use this class directly only in a subclassed model.
+
+    Args:
+        layer: the Keras layer to run.
+        batch_norm: a built BatchNormalization to fold into `layer`, or `None`.
+            Defaults to `None`.
+        quantize_inputs: fake-quantize the inputs (for layers that read the model's
+            float inputs). Defaults to `False`.
+        quantize_outputs: fake-quantize the outputs. Defaults to `True`.
+        preserve_sparsity: keep the kernel's zeros at zero (for pruned models).
+            Defaults to `False`.
+        decay: moving-average decay of the activation ranges. Defaults to `0.999`.
+        **kwargs: passed to `keras.layers.Layer`; the name defaults to the layer's.
+
+    Example:
+
+    >>> dense = tfkd.quantize.QuantizeWrapper(keras.layers.Dense(4))
+    >>> dense(np.ones((2, 8)), training=True).shape
+    (2, 4)
+    """
+
+    def __init__(
+        self,
+        layer,
+        batch_norm=None,
+        quantize_inputs=False,
+        quantize_outputs=True,
+        preserve_sparsity=False,
+        decay=0.999,
+        **kwargs,
+    ):
+        kwargs.setdefault("name", layer.name)
+        super().__init__(layer, **kwargs)
+        self._kernel_name = _kernels.kernel_name(layer)
+        self._takes_mask = "mask" in inspect.signature(layer.call).parameters
+        self._softmax = activation_name(layer) == "softmax"
+        if self._kernel_name is not None:
+            reason = _kernels.unsupported_reason(layer)
+            if isinstance(layer, _SEPARABLE):
+                reason = (
+                    "separable convolutions are not supported; build them as a "
+                    "DepthwiseConv2D followed by a 1x1 Conv2D"
+                )
+            if reason is not None:
+                raise TypeError(f"Layer {layer.name!r} cannot be quantized: {reason}.")
+        if batch_norm is not None:
+            check_foldable(layer, batch_norm)
+        self.batch_norm = batch_norm
+        self.quantize_inputs = quantize_inputs
+        self.quantize_outputs = quantize_outputs
+        self.preserve_sparsity = preserve_sparsity
+        self.decay = decay
+        self.input_quantizer = ActivationQuantizer(decay) if quantize_inputs else None
+        self.output_quantizer = ActivationQuantizer(decay) if quantize_outputs else None
+
+    def build(self, input_shape=None):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        if self.batch_norm is not None and not self.batch_norm.built:
+            self.batch_norm.build(self.layer.compute_output_shape(input_shape))
+        if self.preserve_sparsity:
+            self.sparsity_mask = self.add_weight(
+                name="sparsity_mask",
+                shape=self._raw_kernel().shape,
+                initializer="ones",
+                trainable=False,
+            )
+        for quantizer in (self.input_quantizer, self.output_quantizer):
+            if quantizer is not None:
+                quantizer.build()
+        self.built = True
+
+    def keep_zeros(self):
+        """Fixes the sparsity mask to the kernel's current zeros."""
+        kernel = ops.convert_to_tensor(self._raw_kernel())
+        self.sparsity_mask.assign(ops.cast(ops.not_equal(kernel, 0.0), kernel.dtype))
+
+    def _raw_kernel(self):
+        return getattr(self.layer, self._kernel_name)
+
+    def quantized_kernel_and_bias(self):
+        """The fake-quantized (and BatchNorm-folded) kernel, and the bias, used in `call`."""
+        kernel = ops.convert_to_tensor(self._raw_kernel())
+        if self.preserve_sparsity:
+            kernel = ops.multiply(kernel, self.sparsity_mask)
+        bias = None
+        if self.batch_norm is not None:
+            kernel, bias = self._fold(kernel)
+        return self._quantize_kernel(kernel), bias
+
+    def _fold(self, kernel):
+        norm = self.batch_norm
+        factor = ops.rsqrt(ops.add(norm.moving_variance, norm.epsilon))
+        if norm.gamma is not None:
+            factor = ops.multiply(factor, norm.gamma)
+        bias = ops.negative(norm.moving_mean)
+        if getattr(self.layer, "bias", None) is not None:
+            bias = ops.add(bias, self.layer.bias)
+        bias = ops.multiply(bias, factor)
+        if norm.beta is not None:
+            bias = ops.add(bias, norm.beta)
+        if isinstance(self.layer, _DEPTHWISE):
+            factor = ops.reshape(factor, kernel.shape[-2:])
+        return ops.multiply(kernel, factor), bias
+
+    def _quantize_kernel(self, kernel):
+        if not isinstance(self.layer, _PER_CHANNEL):
+            min_value, max_value = symmetric_range(kernel)
+            return fake_quant(kernel, min_value, max_value, narrow_range=True)
+        shape = kernel.shape
+        if isinstance(self.layer, _DEPTHWISE):
+            # TFLite's depthwise filter has one channel per (input channel, multiplier).
+            kernel = ops.reshape(kernel, (*shape[:-2], 1, shape[-2] * shape[-1]))
+        min_value, max_value = symmetric_range(kernel, axis=-1)
+        quantized = fake_quant(kernel, min_value, max_value, narrow_range=True)
+        return ops.reshape(quantized, shape)
+
+    def call(self, inputs, training=False, mask=None):
+        if self.input_quantizer is not None:
+            inputs = self.input_quantizer(inputs, training=training)
+        if self._kernel_name is None:
+            extra = {} if mask is None or not self._takes_mask else {"mask": mask}
+            outputs = self.layer(inputs, training=training, **extra)
+            if self.output_quantizer is not None:
+                outputs = self.output_quantizer(outputs, training=training)
+        else:
+            kernel, bias = self.quantized_kernel_and_bias()
+            # A softmax's input (the logits) is quantized too: TFLite runs it as its own op.
+            outputs = _kernels.forward(
+                self.layer, inputs, kernel, bias, activation=not self._softmax
+            )
+            if self.output_quantizer is not None:
+                outputs = self.output_quantizer(outputs, training=training)
+            if self._softmax:
+                outputs = self.layer.activation(outputs)
+        if self._softmax:
+            outputs = fake_quant(outputs, *(ops.convert_to_tensor(v) for v in _SOFTMAX_RANGE))
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def compute_mask(self, inputs, mask=None):
+        return self.layer.compute_mask(inputs, mask)
+
+    def get_config(self):
+        config = super().get_config()
+        batch_norm = self.batch_norm
+        if batch_norm is not None:
+            batch_norm = keras.saving.serialize_keras_object(batch_norm)
+        config.update(
+            batch_norm=batch_norm,
+            quantize_inputs=self.quantize_inputs,
+            quantize_outputs=self.quantize_outputs,
+            preserve_sparsity=self.preserve_sparsity,
+            decay=self.decay,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        layer = keras.saving.deserialize_keras_object(config.pop("layer"))
+        batch_norm = config.pop("batch_norm", None)
+        if batch_norm is not None:
+            batch_norm = keras.saving.deserialize_keras_object(batch_norm)
+        return cls(layer, batch_norm=batch_norm, **config)
+
+
+@keras.saving.register_keras_serializable(package="tfkd")
+class FoldedBatchNormalization(keras.layers.Layer):
+    """Stands where a BatchNormalization was folded into the layer before it: returns its input."""
+
+    def call(self, inputs, training=None, mask=None):
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def activation_name(layer):
+    """What `layer` ends with: `"relu"`, `"relu6"`, `"softmax"`, `"other"` or `None` (linear)."""
+    if isinstance(layer, keras.layers.ReLU):
+        plain = layer.negative_slope == 0 and layer.threshold == 0
+        if plain and layer.max_value is None:
+            return "relu"
+        return "relu6" if plain and layer.max_value == 6 else "other"
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
+    activation = getattr(layer, "activation", None)
+    if activation is None:
+        return None
+    name = getattr(activation, "__name__", "")
+    if isinstance(layer, keras.layers.Activation):
+        return name if name in ("relu", "relu6", "softmax") else "other"
+    return "softmax" if name == "softmax" else None
+
+
+def check_foldable(layer, batch_norm):
+    """Raises when `batch_norm` cannot be folded into `layer`'s kernel."""
+    if _kernels.kernel_name(layer) is None or isinstance(layer, keras.layers.Embedding):
+        raise ValueError(
+            f"BatchNormalization {batch_norm.name!r} can only be folded into a Dense or "
+            f"convolution layer. Received: layer {layer.name!r} ({type(layer).__name__})."
+        )
+    activation = getattr(layer, "activation", None)
+    if activation is not None and activation is not keras.activations.linear:
+        raise ValueError(
+            f"BatchNormalization {batch_norm.name!r} cannot be folded into layer "
+            f"{layer.name!r}: that layer applies an activation before the normalization."
+        )
+    channels_last = getattr(layer, "data_format", "channels_last") == "channels_last"
+    last_axis = {-1} | ({layer.rank + 1} if hasattr(layer, "rank") else set())
+    if batch_norm.axis not in last_axis or not channels_last:
+        raise ValueError(
+            f"BatchNormalization {batch_norm.name!r} cannot be folded into layer "
+            f"{layer.name!r}: it must normalize the channels-last axis. Received: "
+            f"axis={batch_norm.axis!r}, data_format={getattr(layer, 'data_format', None)!r}."
+        )

@@ -1,0 +1,223 @@
+"""`quantize_aware`: a Keras 3 model that trains with the int8 arithmetic TFLite will run."""
+
+import keras
+
+from tfkd import _graph, _kernels
+from tfkd.quantize.layers import (
+    FoldedBatchNormalization,
+    QuantizeWrapper,
+    activation_name,
+    check_foldable,
+)
+
+# Layers whose int8 TFLite ops keep their input's scale: no quantizer after them.
+_SAME_SCALE = (
+    keras.layers.InputLayer,
+    keras.layers.MaxPooling1D,
+    keras.layers.MaxPooling2D,
+    keras.layers.MaxPooling3D,
+    keras.layers.Flatten,
+    keras.layers.Reshape,
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.SpatialDropout3D,
+    keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout,
+    keras.layers.Identity,
+    keras.layers.ZeroPadding1D,
+    keras.layers.ZeroPadding2D,
+    keras.layers.Cropping1D,
+    keras.layers.Cropping2D,
+    keras.layers.Permute,
+    keras.layers.UpSampling1D,
+    keras.layers.UpSampling2D,
+    keras.layers.Resizing,
+    keras.layers.RandomFlip,
+    keras.layers.RandomTranslation,
+    keras.layers.RandomRotation,
+    keras.layers.RandomZoom,
+    keras.layers.RandomCrop,
+)
+# Layers with weights that `quantize_aware` handles without a kernel.
+_WEIGHTED_OK = (keras.layers.BatchNormalization, keras.layers.Normalization)
+_FUSED_ACTIVATIONS = ("relu", "relu6")
+
+
+def quantize_aware(model, *, fold_batch_norm=True, decay=0.999):
+    """Returns a copy of `model` that trains with int8 quantization in the loop (QAT).
+
+    Every kernel is fake-quantized as TFLite stores it (per output channel, symmetric,
+    for convolutions), the model's float inputs and the outputs of every layer that
+    computes new values are fake-quantized over ranges tracked while training, and a
+    BatchNormalization that follows a Dense or convolution is folded into it using its
+    moving statistics (frozen, so training computes what inference will). Activations
+    that TFLite fuses (ReLU, ReLU6) share the quantizer of the layer before them.
+
+    Train the result with plain `fit`, or as the student of a `tfkd.Distiller`; then
+    `tfkd.export_tflite(qat_model, path, quantization="int8")` writes a fully int8
+    model from the learned ranges (no calibration data needed). A pruned model (with
+    `tfkd.prune` wrappers, or already stripped) keeps its zeros: pruning stops, the
+    sparsity stays. The input model is not modified.
+
+    Args:
+        model: a Sequential or functional Keras 3 model.
+        fold_batch_norm: fold BatchNormalization layers into the preceding Dense or
+            convolution. Defaults to `True`.
+        decay: moving-average decay of the activation ranges. Defaults to `0.999`.
+
+    Returns:
+        A new, uncompiled Keras model.
+
+    Raises:
+        TypeError: `model` is not a graph model, or has layers QAT cannot quantize
+            (they are listed).
+
+    Example:
+
+    >>> qat_model = tfkd.quantize.quantize_aware(model)
+    >>> qat_model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    >>> _ = qat_model.fit(x_train, y_train, epochs=1, verbose=0)
+    >>> report = tfkd.export_tflite(qat_model, "qat.tflite", quantization="int8")
+    >>> report.float_ops
+    []
+    """
+    _graph.require_graph_model(
+        model,
+        "quantize_aware",
+        "Wrap the layers of a subclassed model in tfkd.quantize.QuantizeWrapper yourself.",
+    )
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"`decay` must be in [0, 1). Received: decay={decay!r}.")
+    if is_quantized(model):
+        raise ValueError(
+            f"Model {model.name!r} is already quantization-aware; quantize the float model."
+        )
+    model = _strip_pruning(model)
+    _check_supported(model)
+    plan = _Plan(model, fold_batch_norm, decay)
+    return _graph.rebuild(model, plan.transform)
+
+
+def is_quantized(model):
+    """Whether `model` contains `QuantizeWrapper` layers (it is quantization-aware)."""
+    return any(isinstance(layer, QuantizeWrapper) for layer in _graph.leaf_layers(model))
+
+
+def untrained_quantizers(model):
+    """Names of the layers whose activation ranges have not been tracked by training yet."""
+    names = []
+    for layer in _graph.leaf_layers(model):
+        if not isinstance(layer, QuantizeWrapper):
+            continue
+        quantizers = [q for q in (layer.input_quantizer, layer.output_quantizer) if q is not None]
+        if any(int(keras.ops.convert_to_numpy(q.tracked_steps)) == 0 for q in quantizers):
+            names.append(layer.name)
+    return names
+
+
+def _strip_pruning(model):
+    from tfkd import prune
+
+    if any(isinstance(layer, prune.PrunedLayer) for layer in _graph.leaf_layers(model)):
+        return prune.strip(model)
+    return model
+
+
+def _check_supported(model):
+    problems = []
+    for layer in _graph.leaf_layers(model):
+        if _kernels.kernel_name(layer) is not None:
+            try:
+                QuantizeWrapper(_graph.copy_layer(layer))
+            except TypeError as error:
+                problems.append(str(error))
+        elif layer.weights and not isinstance(layer, _WEIGHTED_OK):
+            problems.append(
+                f"Layer {layer.name!r} ({type(layer).__name__}) has weights tfkd cannot "
+                "quantize-aware train."
+            )
+    if problems:
+        raise TypeError(
+            "quantize_aware cannot quantize every layer of the model, so the exported file "
+            "would not be fully int8:\n  " + "\n  ".join(problems) + "\nReplace these "
+            "layers, or use post-training quantization: export_tflite(model, path, "
+            "quantization='int8', representative_data=...)."
+        )
+
+
+class _Plan:
+    """Decides, from the model's graph, how each layer is wrapped."""
+
+    def __init__(self, model, fold_batch_norm, decay):
+        self.decay = decay
+        self.consumers = _graph.consumers(model)
+        self.input_readers = {
+            layer
+            for layer in _graph.input_consumers(model)
+            if all(_is_float(tensor) for tensor in _as_list(model.inputs))
+        }
+        self.folded = {}  # producer -> BatchNormalization folded into it
+        if fold_batch_norm:
+            for layer, users in self.consumers.items():
+                norm = users[0] if len(users) == 1 else None
+                if isinstance(norm, keras.layers.BatchNormalization) and _foldable(layer, norm):
+                    self.folded[layer] = norm
+        self.folded_norms = set(self.folded.values())
+
+    def transform(self, layer):
+        if layer in self.folded_norms:
+            return FoldedBatchNormalization(name=layer.name), lambda new: None
+        has_kernel = _kernels.kernel_name(layer) is not None
+        quantize_outputs = self._quantize_outputs(layer)
+        quantize_inputs = layer in self.input_readers
+        softmax = activation_name(layer) == "softmax"
+        if not (has_kernel or quantize_outputs or quantize_inputs or softmax):
+            return None
+        norm = self.folded.get(layer)
+        wrapper = QuantizeWrapper(
+            _graph.copy_layer(layer),
+            batch_norm=None if norm is None else _graph.copy_layer(norm),
+            quantize_inputs=quantize_inputs,
+            quantize_outputs=quantize_outputs,
+            preserve_sparsity=has_kernel and _has_zeros(layer),
+            decay=self.decay,
+        )
+        return wrapper, lambda new: _copy_weights(new, layer, norm)
+
+    def _quantize_outputs(self, layer):
+        if isinstance(layer, _SAME_SCALE) or isinstance(layer, keras.layers.Embedding):
+            return False
+        if activation_name(layer) == "softmax" and _kernels.kernel_name(layer) is None:
+            return False  # The wrapper gives softmax outputs TFLite's fixed range.
+        users = self.consumers.get(self.folded.get(layer, layer), [])
+        return not (users and all(activation_name(user) in _FUSED_ACTIVATIONS for user in users))
+
+
+def _foldable(layer, norm):
+    try:
+        check_foldable(layer, norm)
+    except ValueError:
+        return False
+    return True
+
+
+def _has_zeros(layer):
+    kernel = keras.ops.convert_to_numpy(getattr(layer, _kernels.kernel_name(layer)))
+    return bool((kernel == 0).any())
+
+
+def _copy_weights(wrapper, layer, norm):
+    wrapper.layer.set_weights(layer.get_weights())
+    if norm is not None:
+        wrapper.batch_norm.set_weights(norm.get_weights())
+    if wrapper.preserve_sparsity:
+        wrapper.keep_zeros()
+
+
+def _is_float(tensor):
+    return "float" in str(tensor.dtype)
+
+
+def _as_list(structure):
+    return keras.tree.flatten(structure)
