@@ -51,14 +51,6 @@ BATCH_SIZE = 128
 FIT_OPTIONS = {"shuffle": True}
 
 
-def load_data():
-    (x_train, y_train), (x_test, y_test) = tfkd.datasets.load("fashion_mnist")
-    return (x_train[..., None].astype("float32"), y_train), (
-        x_test[..., None].astype("float32"),
-        y_test,
-    )
-
-
 def _loss():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -113,29 +105,6 @@ def run_tfkd(
     return stripped, accuracy
 
 
-def tf_keras_student(dense):
-    """`models.student_cnn` rebuilt layer for layer in tf_keras, with the same weights.
-
-    tfmot cannot wrap a model that holds a `Rescaling` layer, so the tf_keras model
-    leaves it out and is fed images already divided by 255 (the same computation).
-    """
-    import tf_keras
-
-    inputs = tf_keras.Input(models.INPUT_SHAPE, name="image")
-    x = inputs
-    for index, filters in enumerate((12, 24, 24)):
-        name = f"conv{index + 1}"
-        x = tf_keras.layers.Conv2D(filters, 3, padding="same", name=name)(x)
-        x = tf_keras.layers.ReLU(name=f"{name}_relu")(x)
-        if index < 2:
-            x = tf_keras.layers.MaxPooling2D(name=f"pool{index + 1}")(x)
-    x = tf_keras.layers.GlobalAveragePooling2D(name="features")(x)
-    outputs = tf_keras.layers.Dense(models.NUM_CLASSES, name="logits")(x)
-    model = tf_keras.Model(inputs, outputs)
-    model.set_weights([keras.ops.convert_to_numpy(w) for w in dense.weights])
-    return model
-
-
 def _compile_tf_keras(model, learning_rate):
     import tf_keras
 
@@ -152,7 +121,7 @@ def run_tfmot(dense, data, target, epochs, learning_rate):
 
     (x_train, y_train), (x_test, y_test) = data
     x_train, x_test = x_train / 255.0, x_test / 255.0
-    reference = tf_keras_student(dense)
+    reference = models.tf_keras_student(dense)
     schedule = tfmot.sparsity.keras.PolynomialDecay(
         **schedule_arguments(target, _steps(x_train, epochs))
     )
@@ -222,10 +191,10 @@ def step_time_ratios(dense, data, repeats, learning_rate):
         "tfkd_pruned": _compile(
             tfkd.prune.prune(dense, tfkd.prune.ConstantSparsity(**schedule)), learning_rate
         ),
-        "tfmot_dense": _compile_tf_keras(tf_keras_student(dense), learning_rate),
+        "tfmot_dense": _compile_tf_keras(models.tf_keras_student(dense), learning_rate),
         "tfmot_pruned": _compile_tf_keras(
             tfmot.sparsity.keras.prune_low_magnitude(
-                tf_keras_student(dense),
+                models.tf_keras_student(dense),
                 pruning_schedule=tfmot.sparsity.keras.ConstantSparsity(**schedule),
             ),
             learning_rate,
@@ -275,7 +244,7 @@ def main():
     args = parser.parse_args()
     FIT_OPTIONS["shuffle"] = args.shuffle
 
-    data = load_data()
+    data = models.load_fashion_mnist()
     dense, dense_accuracy = train_dense(data, args.dense_epochs, args.seed)
     print(f"dense student: test accuracy {dense_accuracy:.4f}", flush=True)
     if args.timing_only:

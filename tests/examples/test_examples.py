@@ -45,3 +45,16 @@ def test_prune_fashion_mnist_smoke(tmp_path):
     assert report["student_pruned_int8.tflite"]["float_ops"] == []
     sparse = (tmp_path / "student_pruned_float32.tflite").stat().st_size
     assert sparse < 0.6 * (tmp_path / "student_dense_float32.tflite").stat().st_size
+
+
+def test_quantize_fashion_mnist_smoke(tmp_path):
+    result = _run_smoke("quantize_fashion_mnist.py", tmp_path)
+    report = json.loads((tmp_path / "quantize_report.json").read_text())
+    for name in ("student_ptq_int8.tflite", "student_qat_int8.tflite"):
+        assert name in result.stdout
+        assert report[name]["float_ops"] == []
+        assert report[name]["bytes"] < 0.5 * report["student_float32.tflite"]["bytes"]
+    # Both int8 files stay close to the float file on the same 1,000 test images.
+    float_accuracy = report["student_float32.tflite"]["accuracy"]
+    assert report["student_ptq_int8.tflite"]["accuracy"] > float_accuracy - 0.02
+    assert report["student_qat_int8.tflite"]["accuracy"] > float_accuracy - 0.02
