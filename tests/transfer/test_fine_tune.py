@@ -1,0 +1,164 @@
+"""`fine_tune`, `build_classifier` and `feature_extractor` on small backbones and real data."""
+
+import json
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+
+import tfkd
+from tests.helpers import assert_keras_round_trip, random_images
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+TEACHER = REPO / "saved_models" / "fashion_mnist_cnn_teacher" / "model.keras"
+
+
+def _backbone(input_shape=(8, 8, 3), name="backbone"):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv_a")(inputs)
+    x = keras.layers.BatchNormalization(name="bn_a")(x)
+    x = keras.layers.ReLU(name="relu_a")(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv_b")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def _numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def test_phases_freeze_then_unfreeze_from_a_named_layer():
+    x, y = random_images(96, shape=(8, 8, 3))
+    base = _backbone()
+    original = {w.path: _numpy(w).copy() for w in base.weights}
+    model, history = tfkd.transfer.fine_tune(
+        base, 3, (x, y), head_epochs=2, fine_tune_epochs=2, unfreeze="conv_b", verbose=0
+    )
+    assert len(history.history["loss"]) == 4 and history.head_epochs == 2
+    assert history.unfrozen_layers == ["conv_b"]
+    tuned = model.get_layer("backbone")
+    # The passed backbone is untouched; in the copy, layers below `conv_b` kept their weights
+    # and BatchNormalization kept its statistics (inference mode throughout).
+    for weight in base.weights:
+        np.testing.assert_array_equal(_numpy(weight), original[weight.path])
+    for name in ("conv_a", "bn_a"):
+        for old, new in zip(base.get_layer(name).weights, tuned.get_layer(name).weights):
+            np.testing.assert_array_equal(_numpy(old), _numpy(new))
+    assert not np.allclose(
+        _numpy(tuned.get_layer("conv_b").kernel), _numpy(base.get_layer("conv_b").kernel)
+    )
+
+
+def test_feature_extraction_mode_keeps_the_backbone_frozen():
+    x, y = random_images(64, shape=(8, 8, 3))
+    base = _backbone()
+    model, history = tfkd.transfer.fine_tune(
+        base, 3, (x, y), head_epochs=1, fine_tune_epochs=0, verbose=0
+    )
+    assert history.unfrozen_layers == []
+    for old, new in zip(base.weights, model.get_layer("backbone").weights):
+        np.testing.assert_array_equal(_numpy(old), _numpy(new))
+    features = tfkd.transfer.extract_features(base, x)
+    assert features.shape == (64, 8)
+
+
+@pytest.mark.parametrize("unfreeze, expected", [(1, 1), (0.5, 2), ("all", 4)])
+def test_unfreeze_by_count_fraction_or_all(unfreeze, expected):
+    x, y = random_images(32, shape=(8, 8, 3))
+    _, history = tfkd.transfer.fine_tune(
+        _backbone(), 3, (x, y), head_epochs=0, fine_tune_epochs=1, unfreeze=unfreeze, verbose=0
+    )
+    assert len(history.unfrozen_layers) == expected  # of 4 layers
+
+
+def test_small_grey_images_into_an_rgb_backbone(tmp_path):
+    x, y = random_images(32, shape=(6, 6, 1))
+    model = tfkd.transfer.build_classifier(
+        _backbone((12, 12, 3)), 3, input_shape=(6, 6, 1), preprocessing=keras.layers.Rescaling(0.5)
+    )
+    assert model.input_shape == (None, 6, 6, 1)
+    assert model.get_layer("resize").output.shape[1:3] == (12, 12)
+    assert model.get_layer("grayscale_to_rgb").output.shape[-1] == 3
+    assert model.output_shape == (None, 3)
+    assert_keras_round_trip(model, x[:8], tmp_path)
+
+
+def test_errors_name_the_argument_and_candidates():
+    x, y = random_images(16, shape=(8, 8, 3))
+    with pytest.raises(ValueError, match="labels outside.*max 2.*num_classes=2"):
+        tfkd.transfer.fine_tune(_backbone(), 2, (x, y), verbose=0)
+    with pytest.raises(ValueError, match="unfreeze='conv_c'.*'conv_a'"):
+        tfkd.transfer.fine_tune(_backbone(), 3, (x, y), unfreeze="conv_c", verbose=0)
+    with pytest.raises(ValueError, match=r"unfreeze=7"):
+        tfkd.transfer.fine_tune(_backbone(), 3, (x, y), unfreeze=7, verbose=0)
+    inputs = keras.Input((8, 8, 3))
+    flat = keras.Model(inputs, keras.ops.sum(inputs, axis=(1, 2, 3)), name="scalar")
+    with pytest.raises(ValueError, match="cannot take a classification head"):
+        tfkd.transfer.build_classifier(flat, 3)
+    with pytest.raises(TypeError, match="`base` must be a Keras 3 model"):
+        tfkd.transfer.fine_tune("mobilenet", 3, (x, y))
+    with pytest.raises(ValueError, match="num_classes=0"):
+        tfkd.transfer.build_classifier(_backbone(), 0)
+
+
+def test_fashion_mnist_features_transfer_to_animal_mnist():
+    """50 Animal-MNIST images per class, frozen backbone: pretrained features beat random ones."""
+    (x_train, y_train), (x_test, y_test) = tfkd.datasets.load("animal_mnist")
+    rng = np.random.default_rng(0)
+    index = np.concatenate([rng.choice(np.flatnonzero(y_train == c), 50, False) for c in range(10)])
+    train = (x_train[index, ..., None].astype("float32"), y_train[index])
+    x_test, y_test = x_test[:1000, ..., None].astype("float32"), y_test[:1000]
+    teacher = keras.saving.load_model(TEACHER)
+    base = keras.Model(teacher.inputs, teacher.get_layer("features").output, name="fashion")
+    accuracies = []
+    for backbone in (base, keras.models.clone_model(base)):  # pretrained, then random weights
+        keras.utils.set_random_seed(0)
+        model, _ = tfkd.transfer.fine_tune(
+            backbone,
+            10,
+            train,
+            head_epochs=15,
+            head_learning_rate=1e-2,
+            fine_tune_epochs=0,
+            batch_size=32,
+            verbose=0,
+        )
+        accuracies.append(np.mean(model.predict(x_test, verbose=0).argmax(-1) == y_test))
+    assert accuracies[0] > 0.5
+    assert accuracies[0] > accuracies[1] + 0.15
+
+
+def test_saved_mobilenet_teacher_matches_its_metadata():
+    directory = REPO / "saved_models" / "fashion_mnist_mobilenet_v2_teacher"
+    metadata = json.loads((directory / "metadata.json").read_text())
+    assert metadata["bytes"] == (directory / "model.keras").stat().st_size
+    teacher = keras.saving.load_model(directory / "model.keras")
+    assert teacher.input_shape == (None, 28, 28, 1)
+    _, (x_test, y_test) = tfkd.datasets.load("fashion_mnist")
+    predictions = teacher.predict(x_test[:1000, ..., None].astype("float32"), verbose=0)
+    assert np.mean(predictions.argmax(-1) == y_test[:1000]) == pytest.approx(
+        metadata["test_accuracy"], abs=0.02
+    )
+
+
+def test_keras_applications_backbone_takes_the_same_path():
+    """Users with internet pass weights="imagenet"; weights=None exercises the same code."""
+    base = keras.applications.MobileNetV2(
+        input_shape=(32, 32, 3), alpha=0.35, include_top=False, weights=None
+    )
+    x, y = random_images(32, shape=(16, 16, 1), num_classes=4)
+    model, history = tfkd.transfer.fine_tune(
+        base,
+        4,
+        (x, y),
+        head_epochs=1,
+        fine_tune_epochs=1,
+        unfreeze="block_16_expand",
+        input_shape=(16, 16, 1),
+        preprocessing=keras.layers.Rescaling(1 / 127.5, offset=-1),
+        verbose=0,
+    )
+    assert model.output_shape == (None, 4)
+    unfrozen = set(history.unfrozen_layers)
+    assert {"block_16_expand", "Conv_1"} <= unfrozen and "block_15_add" not in unfrozen

@@ -1,0 +1,276 @@
+"""Reads a PyTorch state dict into numpy arrays, without torch and without running code.
+
+`torch.save` writes one of two layouts:
+
+- the zip layout (torch >= 1.6): `<folder>/data.pkl` pickles the dict and names each
+  tensor's storage by key; the storage's raw bytes are in `<folder>/data/<key>`;
+- the legacy layout (torch < 1.6, e.g. torchvision's 2018 checkpoints): four pickles in a
+  row (magic number, protocol version, system info, the dict), a pickled list of storage
+  keys, then each storage as an int64 element count followed by its raw bytes.
+
+Either way the dict is a pickle, which can call any importable function while it loads
+(`os.system`, ...). So every global it names is checked against the few that a state
+dict of tensors needs, and tensors are rebuilt here from their storage, offset, size and
+stride instead of by torch.
+"""
+
+import collections
+import os
+import pickle
+import struct
+import zipfile
+from typing import NamedTuple
+
+import numpy as np
+
+_LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
+_LEGACY_PROTOCOL_VERSION = 1001
+
+# torch's typed storages, by the name the pickle gives them (`torch.FloatStorage`, ...).
+_STORAGE_DTYPES = {
+    "DoubleStorage": np.float64,
+    "FloatStorage": np.float32,
+    "HalfStorage": np.float16,
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
+}
+
+
+class _StorageType(NamedTuple):
+    name: str
+    dtype: np.dtype
+
+
+class _StorageRef(NamedTuple):
+    """`numel` elements of the root storage `key`, from element `offset` on."""
+
+    key: str
+    dtype: np.dtype
+    offset: int
+    numel: int
+
+
+class _TensorRecord(NamedTuple):
+    storage: _StorageRef
+    storage_offset: int
+    size: tuple
+    stride: tuple
+
+
+def _rebuild_tensor_v2(
+    storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None
+):
+    # Storages of the legacy layout are read after the pickle, so tensors are built later.
+    return _TensorRecord(storage, int(storage_offset), tuple(size), tuple(stride))
+
+
+def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
+    return data
+
+
+_ALLOWED_GLOBALS = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    **{
+        ("torch", name): _StorageType(name, np.dtype(dtype))
+        for name, dtype in _STORAGE_DTYPES.items()
+    },
+}
+
+
+class _RefusedPickle(pickle.UnpicklingError):
+    """A pickle that names something a state dict of tensors never needs."""
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Admits only the globals of a state dict of tensors; storages come from `load_storage`."""
+
+    def __init__(self, file, path, load_storage=None):
+        super().__init__(file)
+        self._path = path
+        self._load_storage = load_storage
+
+    def find_class(self, module, name):
+        target = _ALLOWED_GLOBALS.get((module, name))
+        if target is None:
+            raise _RefusedPickle(
+                f"Refused to unpickle the global '{module}.{name}' in {self._path}: a "
+                f"checkpoint may hold a state dict of tensors only. Received: "
+                f"global='{module}.{name}'. Accepted: "
+                f"{sorted('.'.join(key) for key in _ALLOWED_GLOBALS)}. Load only "
+                "checkpoints you trust; save the model's `state_dict()`, not the model."
+            )
+        return target
+
+    def persistent_load(self, saved_id):
+        valid = isinstance(saved_id, tuple) and len(saved_id) >= 5
+        if self._load_storage is None or not valid or not isinstance(saved_id[1], _StorageType):
+            raise _RefusedPickle(
+                f"Unexpected persistent id in {self._path}. Received: saved_id={saved_id!r}"
+            )
+        typename = _text(saved_id[0])
+        if typename != "storage":
+            raise _RefusedPickle(
+                f"{self._path} refers to a '{typename}', not a tensor storage; only state "
+                f"dicts of tensors are read. Received: saved_id={saved_id!r}"
+            )
+        return self._load_storage(saved_id[1].dtype, _text(saved_id[2]), int(saved_id[4]), saved_id)
+
+
+def _unpickle(file, path, load_storage=None):
+    try:
+        return _RestrictedUnpickler(file, path, load_storage).load()
+    except (_RefusedPickle, ValueError):
+        raise
+    except Exception as e:  # a corrupt pickle fails in many ways: EOFError, KeyError, ...
+        raise _not_a_checkpoint(path, f"its pickle is corrupt ({type(e).__name__}: {e})") from e
+
+
+def _text(value):
+    return value.decode("ascii") if isinstance(value, bytes) else str(value)
+
+
+def read_state_dict(path) -> dict[str, np.ndarray]:
+    """Reads a PyTorch checkpoint of a state dict into numpy arrays, without torch.
+
+    Both layouts that `torch.save` writes are read: the zip layout (torch >= 1.6) and
+    the legacy one. Only the globals a state dict of tensors needs are unpickled, so a
+    checkpoint cannot run code.
+
+    Args:
+        path: path of a `.pth`/`.pt` file written by `torch.save(model.state_dict(), path)`.
+
+    Returns:
+        A dict from the state dict's names (e.g. `"features.0.0.weight"`) to new
+        C-contiguous numpy arrays, in the checkpoint's order and dtypes (int64 for
+        BatchNorm's `num_batches_tracked`).
+
+    Raises:
+        ValueError: if the file is not a PyTorch checkpoint, is corrupt, or holds
+            anything but a dict of tensors.
+        pickle.UnpicklingError: if the pickle names a global outside the allow-list.
+    """
+    path = os.fspath(path)
+    if zipfile.is_zipfile(path):
+        records, buffers, byteorder = _read_zip(path)
+    else:
+        records, buffers, byteorder = _read_legacy(path)
+    return {name: _to_array(path, name, record, buffers, byteorder) for name, record in records}
+
+
+def _not_a_checkpoint(path, reason):
+    return ValueError(
+        f"{path} is not a PyTorch checkpoint of a state dict: {reason}. Received: "
+        f"path={path!r}. Accepted: a file written by `torch.save(model.state_dict(), path)`."
+    )
+
+
+def _read_zip(path):
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+        pickles = [name for name in names if name.endswith("data.pkl") and name.count("/") == 1]
+        if len(pickles) != 1:
+            raise _not_a_checkpoint(path, "the zip has no `<folder>/data.pkl`")
+        folder = pickles[0][: -len("data.pkl")]
+        buffers = {}
+
+        def load_storage(dtype, key, numel, saved_id):
+            member = f"{folder}data/{key}"
+            if member not in names:
+                raise _not_a_checkpoint(path, f"the storage '{member}' is missing")
+            buffers[key] = archive.read(member)
+            return _StorageRef(key, dtype, 0, numel)
+
+        byteorder = "little"
+        if f"{folder}byteorder" in names:
+            byteorder = archive.read(f"{folder}byteorder").decode("ascii").strip()
+        with archive.open(pickles[0]) as file:
+            state = _unpickle(file, path, load_storage)
+    return _tensor_records(path, state), buffers, byteorder
+
+
+def _read_legacy(path):
+    with open(path, "rb") as file:
+        byteorder = _legacy_byteorder(path, file)
+        roots = {}
+
+        def load_storage(dtype, key, numel, saved_id):
+            view = saved_id[5] if len(saved_id) > 5 else None
+            roots.setdefault(key, (dtype, numel))
+            if view is None:
+                return _StorageRef(key, dtype, 0, numel)
+            _, offset, view_numel = view
+            return _StorageRef(key, dtype, int(offset), int(view_numel))
+
+        state = _unpickle(file, path, load_storage)
+        keys = _unpickle(file, path)
+        if not isinstance(keys, list):
+            raise _not_a_checkpoint(path, "the list of storages is missing")
+        buffers = {_text(key): _read_legacy_storage(path, file, roots, _text(key)) for key in keys}
+    return _tensor_records(path, state), buffers, byteorder
+
+
+def _legacy_byteorder(path, file):
+    """Checks the magic number and protocol; returns the byte order the file was written in."""
+    not_torch = "it is neither a zip nor a legacy torch file"
+    try:
+        magic_number = _unpickle(file, path)
+    except _RefusedPickle:
+        raise
+    except ValueError as e:
+        raise _not_a_checkpoint(path, not_torch) from e
+    if magic_number != _LEGACY_MAGIC_NUMBER:
+        raise _not_a_checkpoint(path, not_torch)
+    protocol_version = _unpickle(file, path)
+    if protocol_version != _LEGACY_PROTOCOL_VERSION:
+        raise _not_a_checkpoint(path, f"unknown legacy protocol version {protocol_version}")
+    system_info = _unpickle(file, path)
+    little_endian = isinstance(system_info, dict) and system_info.get("little_endian", True)
+    return "little" if little_endian else "big"
+
+
+def _read_legacy_storage(path, file, roots, key):
+    if key not in roots:
+        raise _not_a_checkpoint(path, f"the storage '{key}' is listed but never used")
+    dtype, numel = roots[key]
+    count = file.read(8)
+    if len(count) != 8 or struct.unpack("<q", count)[0] != numel:
+        raise _not_a_checkpoint(path, f"the storage '{key}' is truncated or corrupt")
+    data = file.read(numel * dtype.itemsize)
+    if len(data) != numel * dtype.itemsize:
+        raise _not_a_checkpoint(path, f"the storage '{key}' is truncated")
+    return data
+
+
+def _tensor_records(path, state):
+    if not isinstance(state, dict):
+        raise _not_a_checkpoint(path, f"it holds a {type(state).__name__}, not a dict")
+    not_tensors = [name for name, value in state.items() if not isinstance(value, _TensorRecord)]
+    if not_tensors:
+        raise _not_a_checkpoint(path, f"the entries {not_tensors[:5]} are not tensors")
+    return list(state.items())
+
+
+def _to_array(path, name, record, buffers, byteorder):
+    storage = record.storage
+    if storage.key not in buffers:
+        raise _not_a_checkpoint(path, f"the storage of '{name}' is missing")
+    dtype = storage.dtype.newbyteorder("<" if byteorder == "little" else ">")
+    flat = np.frombuffer(buffers[storage.key], dtype=dtype)
+    flat = flat[storage.offset : storage.offset + storage.numel]
+    size, stride = record.size, record.stride
+    if len(size) != len(stride):
+        raise _not_a_checkpoint(path, f"the tensor '{name}' has a size and stride that disagree")
+    if any(n == 0 for n in size):
+        return np.zeros(size, dtype=storage.dtype)
+    last = record.storage_offset + sum((n - 1) * s for n, s in zip(size, stride))
+    if record.storage_offset < 0 or min(stride, default=0) < 0 or last >= len(flat):
+        raise _not_a_checkpoint(path, f"the tensor '{name}' reaches past its storage")
+    strides = [s * dtype.itemsize for s in stride]
+    view = np.lib.stride_tricks.as_strided(flat[record.storage_offset :], size, strides)
+    return np.array(view, dtype=storage.dtype, order="C")  # ascontiguousarray makes 0-d 1-d

@@ -1,0 +1,373 @@
+"""`fine_tune`: adapt a pretrained backbone to a new task (train a head, then unfreeze the top)."""
+
+import difflib
+import numbers
+
+import keras
+import numpy as np
+
+from tfkd.transfer.layers import GrayscaleToRGB
+
+POOLINGS = ("avg", "max")
+
+
+class TransferHistory:
+    """The training history of both phases of `fine_tune`.
+
+    Attributes:
+        history: `{metric: [value per epoch]}` over both phases, head epochs first,
+            like `keras.callbacks.History.history`.
+        head_epochs: how many of the epochs trained the head alone.
+        unfrozen_layers: names of the backbone layers trained in the second phase.
+    """
+
+    def __init__(self, history, head_epochs, unfrozen_layers):
+        self.history = history
+        self.head_epochs = head_epochs
+        self.unfrozen_layers = unfrozen_layers
+
+    def __repr__(self):
+        metrics = {name: round(values[-1], 4) for name, values in self.history.items() if values}
+        return (
+            f"TransferHistory(head_epochs={self.head_epochs}, "
+            f"unfrozen_layers={len(self.unfrozen_layers)}, last={metrics})"
+        )
+
+
+def build_classifier(
+    base,
+    num_classes,
+    *,
+    input_shape=None,
+    image_size=None,
+    preprocessing=None,
+    pooling="avg",
+    dropout=0.2,
+    frozen_batch_norm=True,
+    name=None,
+):
+    """A new model: the user's raw inputs -> resize/channels -> `base` -> pooled head -> logits.
+
+    `base` runs with `training=False`, so its BatchNormalization layers stay in
+    inference mode whether it is frozen or not, as Keras's transfer-learning guide
+    prescribes (unless `frozen_batch_norm=False`, for training from scratch). The
+    head is pooling (for a feature-map output), dropout and a Dense layer that
+    outputs logits.
+
+    Args:
+        base: a Keras model (backbone) without its classifier, e.g.
+            `keras.applications.MobileNetV2(include_top=False, weights="imagenet")` or
+            `tfkd.transfer.pretrained_mobilenet_v2(include_top=False)`, or a `.keras`
+            model cut at a feature layer.
+        num_classes: number of classes of the new task.
+        input_shape: shape of one raw input, e.g. `(28, 28, 1)`. Defaults to the
+            backbone's input shape.
+        image_size: `(height, width)` the images are resized to before the backbone.
+            Defaults to the backbone's input size when it is fixed and differs from
+            `input_shape`, else no resizing.
+        preprocessing: a Keras layer, or a list of layers, applied after resizing and
+            before the backbone (the backbone's own input scaling, e.g.
+            `keras.layers.Rescaling(1 / 127.5, offset=-1)`). Defaults to `None`.
+        pooling: `"avg"` or `"max"` for a backbone that outputs a feature map.
+            Defaults to `"avg"`.
+        dropout: dropout rate before the classifier. Defaults to `0.2`.
+        frozen_batch_norm: keep the backbone's BatchNormalization layers in inference
+            mode. `False` lets them normalize with batch statistics while training,
+            which a backbone trained from random weights needs. Defaults to `True`.
+        name: the model's name. Defaults to `"<base name>_classifier"`.
+
+    Returns:
+        An uncompiled Keras model whose outputs are logits.
+
+    Raises:
+        ValueError: the backbone's output cannot take a head, or a bad argument.
+    """
+    _check_base(base)
+    _check_positive_int(num_classes, "num_classes")
+    if pooling not in POOLINGS:
+        raise ValueError(f"`pooling` must be one of {POOLINGS}. Received: pooling={pooling!r}.")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}.")
+    inputs, x = _prepare_inputs(base, input_shape, image_size, preprocessing)
+    features = base(x, training=False) if frozen_batch_norm else base(x)
+    features = _pool(features, base, pooling)
+    if dropout:
+        features = keras.layers.Dropout(dropout, name="head_dropout")(features)
+    outputs = keras.layers.Dense(num_classes, name="head_logits")(features)
+    return keras.Model(inputs, outputs, name=name or f"{base.name}_classifier")
+
+
+def fine_tune(
+    base,
+    num_classes,
+    train_data,
+    validation_data=None,
+    *,
+    head_epochs=5,
+    fine_tune_epochs=5,
+    unfreeze="all",
+    head_learning_rate=1e-3,
+    fine_tune_learning_rate=1e-5,
+    batch_size=64,
+    callbacks=None,
+    verbose="auto",
+    **classifier_options,
+):
+    """Fine-tunes a pretrained backbone on a new task; returns `(model, history)`.
+
+    Phase 1 trains a new head (see `build_classifier`) with the backbone frozen.
+    Phase 2 unfreezes the top of the backbone (`unfreeze`) and trains on with a lower
+    learning rate. BatchNormalization layers stay in inference mode throughout.
+    `fine_tune_epochs=0` is the feature-extraction mode: the backbone stays frozen.
+    The backbone passed in is not modified: it is cloned with its weights.
+
+    Args:
+        base: the pretrained backbone, without its classifier (see `build_classifier`).
+        num_classes: number of classes of the new task.
+        train_data: `(x, y)` numpy arrays with integer labels, or a `tf.data.Dataset`
+            of `(x, y)` batches.
+        validation_data: the same, for validation. Defaults to `None`.
+        head_epochs: epochs of phase 1. Defaults to `5`.
+        fine_tune_epochs: epochs of phase 2; 0 keeps the backbone frozen. Defaults to `5`.
+        unfreeze: which backbone layers phase 2 trains: `"all"`, the number of top
+            layers (int), a fraction of the layers (float in (0, 1]), or the name of the
+            first layer to train (it and every layer after it). Defaults to `"all"`.
+        head_learning_rate: Adam learning rate of phase 1. Defaults to `1e-3`.
+        fine_tune_learning_rate: Adam learning rate of phase 2. Defaults to `1e-5`.
+        batch_size: batch size for numpy data. Defaults to `64`.
+        callbacks: Keras callbacks for both phases. Defaults to `None`.
+        verbose: passed to `fit`. Defaults to `"auto"`.
+        **classifier_options: `input_shape`, `image_size`, `preprocessing`,
+            `pooling`, `dropout`, `frozen_batch_norm`, `name`, passed to
+            `build_classifier`.
+
+    Returns:
+        `(model, history)`: the fine-tuned Keras model (outputs are logits, compiled
+        with sparse categorical cross-entropy and accuracy) and a `TransferHistory`.
+
+    Raises:
+        ValueError: labels outside `[0, num_classes)`, an unfreeze point that does not
+            exist (the error lists candidates), or a backbone that cannot take a head.
+
+    Example:
+
+    >>> base = tfkd.transfer.pretrained_mobilenet_v2((96, 96, 3), include_top=False)
+    >>> model, history = tfkd.transfer.fine_tune(
+    ...     base, 10, (x_train, y_train), input_shape=(28, 28, 1),
+    ...     preprocessing=tfkd.transfer.torchvision_normalization(),
+    ...     head_epochs=2, fine_tune_epochs=2, unfreeze="block_13_expand")
+    """
+    _check_base(base)
+    _check_positive_int(num_classes, "num_classes")
+    for value, name in ((head_epochs, "head_epochs"), (fine_tune_epochs, "fine_tune_epochs")):
+        if not isinstance(value, numbers.Integral) or value < 0:
+            raise ValueError(f"`{name}` must be an integer >= 0. Received: {name}={value!r}.")
+    _check_labels(train_data, num_classes, "train_data")
+    if validation_data is not None:
+        _check_labels(validation_data, num_classes, "validation_data")
+    base = _clone(base)
+    unfrozen = _unfreeze_names(base, unfreeze)
+    model = build_classifier(base, num_classes, **classifier_options)
+    fit = dict(validation_data=validation_data, callbacks=callbacks, verbose=verbose)
+    if not _is_dataset(train_data):
+        train_data, fit["batch_size"] = (train_data[0], train_data[1]), batch_size
+    merged = {}
+    base.trainable = False
+    _compile(model, head_learning_rate)
+    _fit(model, train_data, head_epochs, fit, merged)
+    if fine_tune_epochs:
+        base.trainable = True
+        for layer in base.layers:
+            layer.trainable = layer.name in unfrozen
+        _compile(model, fine_tune_learning_rate)
+        _fit(model, train_data, fine_tune_epochs, fit, merged)
+    else:
+        unfrozen = []
+    return model, TransferHistory(merged, head_epochs, sorted(unfrozen))
+
+
+def feature_extractor(base, *, pooling="avg", **classifier_options):
+    """The frozen backbone with the same input handling as `build_classifier`, pooled.
+
+    Its outputs are the features a linear probe (e.g. scikit-learn's
+    `LogisticRegression`) is fitted on. Takes `input_shape`, `image_size` and
+    `preprocessing` like `build_classifier`.
+
+    Returns:
+        A Keras model from raw inputs to pooled features, `(batch, channels)`.
+    """
+    _check_base(base)
+    if pooling not in POOLINGS:
+        raise ValueError(f"`pooling` must be one of {POOLINGS}. Received: pooling={pooling!r}.")
+    inputs, x = _prepare_inputs(
+        base,
+        classifier_options.pop("input_shape", None),
+        classifier_options.pop("image_size", None),
+        classifier_options.pop("preprocessing", None),
+    )
+    if classifier_options:
+        raise TypeError(f"Unexpected arguments: {sorted(classifier_options)}.")
+    features = _pool(base(x, training=False), base, pooling)
+    extractor = keras.Model(inputs, features, name=f"{base.name}_features")
+    extractor.trainable = False
+    return extractor
+
+
+def extract_features(base, x, *, batch_size=128, **options):
+    """`feature_extractor(base, **options).predict(x)`: features for a linear probe."""
+    return feature_extractor(base, **options).predict(x, batch_size=batch_size, verbose=0)
+
+
+def _check_base(base):
+    if not isinstance(base, keras.Model):
+        raise TypeError(
+            "`base` must be a Keras 3 model (a backbone without its classifier). "
+            f"Received: base of type {type(base).__name__}."
+        )
+
+
+def _check_positive_int(value, name):
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}.")
+
+
+def _prepare_inputs(base, input_shape, image_size, preprocessing):
+    base_shape = tuple(base.inputs[0].shape[1:])
+    input_shape = tuple(input_shape) if input_shape is not None else base_shape
+    if None in input_shape:
+        raise ValueError(
+            "The input shape must be known: pass `input_shape`, e.g. (28, 28, 1). "
+            f"Received: input_shape={input_shape!r} (backbone input {base_shape})."
+        )
+    inputs = keras.Input(input_shape, name="inputs")
+    x = inputs
+    if len(input_shape) == 3:
+        if image_size is None and None not in base_shape[:2] and base_shape[:2] != input_shape[:2]:
+            image_size = base_shape[:2]
+        if image_size is not None:
+            x = keras.layers.Resizing(*image_size, name="resize")(x)
+        if input_shape[-1] == 1 and base_shape[-1] == 3:
+            x = GrayscaleToRGB(name="grayscale_to_rgb")(x)
+    for layer in _as_layers(preprocessing):
+        x = layer(x)
+    return inputs, x
+
+
+def _as_layers(preprocessing):
+    if preprocessing is None:
+        return []
+    layers = preprocessing if isinstance(preprocessing, (list, tuple)) else [preprocessing]
+    for layer in layers:
+        if not isinstance(layer, keras.layers.Layer):
+            raise TypeError(
+                "`preprocessing` must be a Keras layer or a list of them (so the model "
+                f"saves and exports). Received: an element of type {type(layer).__name__}."
+            )
+    return layers
+
+
+def _pool(features, base, pooling):
+    rank = len(features.shape)
+    if rank == 2:
+        return features
+    if rank in (3, 4, 5):
+        layer = {
+            ("avg", 3): keras.layers.GlobalAveragePooling1D,
+            ("max", 3): keras.layers.GlobalMaxPooling1D,
+            ("avg", 4): keras.layers.GlobalAveragePooling2D,
+            ("max", 4): keras.layers.GlobalMaxPooling2D,
+            ("avg", 5): keras.layers.GlobalAveragePooling3D,
+            ("max", 5): keras.layers.GlobalMaxPooling3D,
+        }[(pooling, rank)]
+        return layer(name="head_pooling")(features)
+    raise ValueError(
+        f"The backbone {base.name!r} outputs a tensor of shape {tuple(features.shape)}, which "
+        "cannot take a classification head: a head needs features (batch, channels) or a "
+        "feature map (batch, ..., channels). Cut the backbone at a feature layer, e.g. "
+        "keras.Model(model.input, model.get_layer(NAME).output)."
+    )
+
+
+def _clone(base):
+    clone = keras.models.clone_model(base)
+    clone.set_weights(base.get_weights())
+    return clone
+
+
+def _unfreeze_names(base, unfreeze):
+    names = [layer.name for layer in base.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if unfreeze == "all":
+        return set(names)
+    if isinstance(unfreeze, bool):
+        raise TypeError(f"`unfreeze` cannot be a bool. Received: unfreeze={unfreeze!r}.")
+    if isinstance(unfreeze, numbers.Integral):
+        if not 0 < unfreeze <= len(names):
+            raise ValueError(
+                f"`unfreeze` as a number of top layers must be in [1, {len(names)}] for "
+                f"backbone {base.name!r}. Received: unfreeze={unfreeze!r}."
+            )
+        return set(names[-unfreeze:])
+    if isinstance(unfreeze, float):
+        if not 0.0 < unfreeze <= 1.0:
+            raise ValueError(
+                f"`unfreeze` as a fraction must be in (0, 1]. Received: unfreeze={unfreeze!r}."
+            )
+        return set(names[-max(1, round(unfreeze * len(names))) :])
+    if isinstance(unfreeze, str):
+        if unfreeze not in names:
+            close = difflib.get_close_matches(unfreeze, names, n=8, cutoff=0.4)
+            candidates = close or [layer.name for layer in base.layers if layer.weights][-8:]
+            raise ValueError(
+                f"`unfreeze` names no layer of backbone {base.name!r}. Received: "
+                f"unfreeze={unfreeze!r}. Candidates: {candidates}."
+            )
+        return set(names[names.index(unfreeze) :])
+    raise TypeError(
+        "`unfreeze` must be 'all', an int, a float or a layer name. "
+        f"Received: unfreeze={unfreeze!r}."
+    )
+
+
+def _is_dataset(data):
+    return not isinstance(data, (tuple, list))
+
+
+def _check_labels(data, num_classes, name):
+    if _is_dataset(data):
+        return  # checked by the loss on the first batch
+    if len(data) != 2:
+        raise ValueError(
+            f"`{name}` must be (x, y) or a tf.data.Dataset of (x, y) batches. "
+            f"Received: a {type(data).__name__} of length {len(data)}."
+        )
+    labels = np.asarray(data[1])
+    if labels.ndim > 1 and labels.shape[-1] != 1:
+        raise ValueError(
+            f"`{name}` labels must be integer class ids, shape (n,). Received: shape "
+            f"{labels.shape}. For one-hot labels pass labels.argmax(-1)."
+        )
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(
+            f"`{name}` has labels outside [0, num_classes): min {labels.min()}, max "
+            f"{labels.max()}, with num_classes={num_classes}. Pass the number of classes of "
+            "your task."
+        )
+
+
+def _compile(model, learning_rate):
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+
+
+def _fit(model, train_data, epochs, options, merged):
+    if not epochs:
+        return
+    if isinstance(train_data, tuple):
+        history = model.fit(train_data[0], train_data[1], epochs=epochs, **options)
+    else:
+        history = model.fit(train_data, epochs=epochs, **options)
+    for metric, values in history.history.items():
+        merged.setdefault(metric, []).extend(float(value) for value in values)
