@@ -55,6 +55,19 @@ def student_cnn(seed=0):
     return keras.Model(inputs, outputs, name="student_cnn")
 
 
+def logits_loss():
+    """The task loss of every benchmark model: cross-entropy on logits."""
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def compile_classifier(model, learning_rate):
+    """Compiles `model` (or a Distiller) with Adam, `logits_loss` and accuracy; returns it."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate), loss=logits_loss(), metrics=["accuracy"]
+    )
+    return model
+
+
 def load_fashion_mnist():
     """`((x_train, y_train), (x_test, y_test))`, images as float32 of shape (28, 28, 1)."""
     (x_train, y_train), (x_test, y_test) = tfkd.datasets.load("fashion_mnist")

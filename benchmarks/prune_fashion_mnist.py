@@ -51,20 +51,9 @@ BATCH_SIZE = 128
 FIT_OPTIONS = {"shuffle": True}
 
 
-def _loss():
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-def _compile(model, learning_rate):
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate), loss=_loss(), metrics=["accuracy"]
-    )
-    return model
-
-
 def train_dense(data, epochs, seed):
     (x_train, y_train), (x_test, y_test) = data
-    model = _compile(models.student_cnn(seed=seed), 1e-3)
+    model = models.compile_classifier(models.student_cnn(seed=seed), 1e-3)
     model.fit(x_train, y_train, batch_size=BATCH_SIZE, epochs=epochs, verbose=0)
     return model, model.evaluate(x_test, y_test, batch_size=1024, verbose=0)[1]
 
@@ -93,14 +82,14 @@ def run_tfkd(
     exclude = ["conv1"] if pattern != "unstructured" else None  # 1 input channel
     student = tfkd.prune.prune(dense, schedule, pattern=pattern, exclude=exclude)
     if teacher_logits is None:
-        model, inputs = _compile(student, learning_rate), x_train
+        model, inputs = models.compile_classifier(student, learning_rate), x_train
     else:
         model = tfkd.Distiller(teacher=keras.saving.load_model(TEACHER), student=student)
-        _compile(model, learning_rate)
+        models.compile_classifier(model, learning_rate)
         inputs = tfkd.distill.with_teacher_outputs(x_train, teacher_logits)
     model.fit(inputs, y_train, batch_size=BATCH_SIZE, epochs=epochs, verbose=0, **FIT_OPTIONS)
     stripped = tfkd.prune.strip(student)
-    _compile(stripped, learning_rate)
+    models.compile_classifier(stripped, learning_rate)
     accuracy = stripped.evaluate(x_test, y_test, batch_size=1024, verbose=0)[1]
     return stripped, accuracy
 
@@ -187,8 +176,10 @@ def step_time_ratios(dense, data, repeats, learning_rate):
     inputs = {"tfkd": x, "tfmot": x / 255.0}
     schedule = dict(target_sparsity=0.8, begin_step=0, frequency=100)
     candidates = {
-        "tfkd_dense": _compile(tfkd.prune.strip(tfkd.prune.prune(dense, 0.0)), learning_rate),
-        "tfkd_pruned": _compile(
+        "tfkd_dense": models.compile_classifier(
+            tfkd.prune.strip(tfkd.prune.prune(dense, 0.0)), learning_rate
+        ),
+        "tfkd_pruned": models.compile_classifier(
             tfkd.prune.prune(dense, tfkd.prune.ConstantSparsity(**schedule)), learning_rate
         ),
         "tfmot_dense": _compile_tf_keras(models.tf_keras_student(dense), learning_rate),

@@ -49,23 +49,12 @@ BATCH_SIZE = 128
 CALIBRATION_SAMPLES = 500
 
 
-def _loss():
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-def _compile(model, learning_rate):
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate), loss=_loss(), metrics=["accuracy"]
-    )
-    return model
-
-
 def distill_student(data, teacher_logits, epochs, seed):
     (x_train, y_train), _ = data
     keras.utils.set_random_seed(seed)
     student = models.student_cnn(seed=seed)
     distiller = tfkd.Distiller(teacher=keras.saving.load_model(TEACHER), student=student)
-    _compile(distiller, 1e-3)
+    models.compile_classifier(distiller, 1e-3)
     inputs = tfkd.distill.with_teacher_outputs(x_train, teacher_logits)
     distiller.fit(inputs, y_train, batch_size=BATCH_SIZE, epochs=epochs, verbose=0)
     return student
@@ -74,10 +63,10 @@ def distill_student(data, teacher_logits, epochs, seed):
 def fine_tune(model, data, epochs, learning_rate, teacher_logits=None, shuffle=False):
     """Trains `model` (float or QAT) for `epochs`, on labels or as a Distiller student."""
     (x_train, y_train), _ = data
-    trainer, inputs = _compile(model, learning_rate), x_train
+    trainer, inputs = models.compile_classifier(model, learning_rate), x_train
     if teacher_logits is not None:
         trainer = tfkd.Distiller(teacher=keras.saving.load_model(TEACHER), student=model)
-        _compile(trainer, learning_rate)
+        models.compile_classifier(trainer, learning_rate)
         inputs = tfkd.distill.with_teacher_outputs(x_train, teacher_logits)
     trainer.fit(inputs, y_train, batch_size=BATCH_SIZE, epochs=epochs, shuffle=shuffle, verbose=0)
     return model
