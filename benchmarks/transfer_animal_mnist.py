@@ -4,8 +4,10 @@ The backbone is the bundled Fashion-MNIST teacher (`models.teacher_cnn`, trained
 `saved_models/build_teachers.py`) cut at its pooled features. For 10, 50 and 200
 training images per class (drawn per seed from Animal-MNIST's 8,000-image train
 split), and 3 seeds:
-- `pretrained`: `tfkd.transfer.fine_tune`, head alone at 1e-3 for half of the
+- `fine_tune`: `tfkd.transfer.fine_tune`, head alone at 1e-3 for half of the
   `--steps` training steps, then the whole backbone at 1e-4 for the other half;
+- `pretrained_all_layers`: the pretrained weights with a new Dense head, trained
+  exactly like `scratch` (below): only the starting weights differ;
 - `scratch`: the same network and head (`models.teacher_cnn`) from random weights,
   trained as usual (BatchNormalization in training mode) for the same `--steps`
   at 1e-3. On 100 images BatchNormalization's moving statistics (momentum 0.99)
@@ -37,6 +39,7 @@ import tfkd  # noqa: E402
 
 TEACHER = ROOT / "saved_models" / "fashion_mnist_cnn_teacher" / "model.keras"
 NUM_CLASSES = 10
+ARMS = ("fine_tune", "pretrained_all_layers", "scratch")
 
 
 def pretrained_backbone():
@@ -53,11 +56,11 @@ def sample(x, y, per_class, seed):
     return x[index], y[index]
 
 
-def run(pretrained, train, test, seed, args):
+def run(arm, train, test, seed, args):
     keras.utils.set_random_seed(seed)
     steps_per_epoch = int(np.ceil(len(train[0]) / 32))
     half = max(1, round(args.steps / 2 / steps_per_epoch))
-    if pretrained:
+    if arm == "fine_tune":
         model, _ = tfkd.transfer.fine_tune(
             pretrained_backbone(),
             NUM_CLASSES,
@@ -71,6 +74,11 @@ def run(pretrained, train, test, seed, args):
         )
     else:
         model = models.teacher_cnn(seed=seed)
+        if arm == "pretrained_all_layers":
+            teacher = keras.saving.load_model(TEACHER)
+            for layer in model.layers:
+                if layer.weights and layer.name != "logits":
+                    layer.set_weights(teacher.get_layer(layer.name).get_weights())
         model.compile(
             optimizer=keras.optimizers.Adam(1e-3),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -106,6 +114,14 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=1000, help="training steps per run")
     parser.add_argument(
+        "--arms",
+        nargs="+",
+        choices=ARMS,
+        default=list(ARMS),
+        help="fine_tune: tfkd.transfer.fine_tune from the Fashion-MNIST backbone; "
+        "pretrained_all_layers: those weights trained like scratch; scratch: random weights",
+    )
+    parser.add_argument(
         "--output", default=str(ROOT / "benchmarks" / "results" / "transfer_animal_mnist.json")
     )
     args = parser.parse_args()
@@ -113,24 +129,24 @@ def main():
     x_train, x_test = x_train[..., None].astype("float32"), x_test[..., None].astype("float32")
     results = {"arguments": vars(args), "rows": []}
     for per_class in args.per_class:
-        for pretrained in (True, False):
+        for arm in args.arms:
             runs = []
             for seed in args.seeds:
                 train = sample(x_train, y_train, per_class, seed)
-                runs.append(run(pretrained, train, (x_test, y_test), seed, args))
+                runs.append(run(arm, train, (x_test, y_test), seed, args))
             accuracies = [entry["accuracy"] for entry in runs]
             row = {
                 "per_class": per_class,
-                "weights": "fashion_mnist" if pretrained else "random",
+                "arm": arm,
                 "accuracies": accuracies,
                 "mean": statistics.fmean(accuracies),
                 "std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
             }
-            if not pretrained:
+            if "raw" in runs[0]:
                 row["raw_accuracies"] = [entry["raw"] for entry in runs]
             results["rows"].append(row)
             print(
-                f"{per_class:>4} per class, {row['weights']:<13} "
+                f"{per_class:>4} per class, {arm:<22} "
                 f"{row['mean']:.4f} +- {row['std']:.4f}  {accuracies}",
                 flush=True,
             )

@@ -12,7 +12,7 @@ What it shows:
 
 Fine-tuning MobileNetV2 is slow on a CPU, so this script uses `--train-size` images
 (5,000 by default) and unfreezes only the blocks from `--unfreeze` on. Expected
-result (TF backend, 2 CPU cores, about 6 minutes):
+result (TF backend, 2 CPU cores, about 7 minutes, estimated from the smoke run):
 - the frozen backbone reaches about 0.8 test accuracy, and fine-tuning adds a few
   points;
 - the distilled student is about 300x smaller than teacher 2's file.
