@@ -121,6 +121,11 @@ def fine_tune(
     `fine_tune_epochs=0` is the feature-extraction mode: the backbone stays frozen.
     The backbone passed in is not modified: it is cloned with its weights.
 
+    The two phases protect a large pretrained backbone (e.g. MobileNetV2) from a
+    random head's first gradients. A small backbone, with enough steps, can do
+    better trained whole from the start: `head_epochs=0` and a
+    `fine_tune_learning_rate` of about 1e-3 (BENCHMARKS.md, issue 5).
+
     Args:
         base: the pretrained backbone, without its classifier (see `build_classifier`).
         num_classes: number of classes of the new task.
