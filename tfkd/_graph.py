@@ -61,11 +61,15 @@ def rebuild(model, transform):
     return new_model
 
 
+# Stands, in `consumers`, for "this tensor leaves the model".
+MODEL_OUTPUT = "model output"
+
+
 def consumers(model):
     """`{layer: [layers that take its output]}` over `model` and its nested graph models.
 
-    Read from the models' configs. A nested model's outputs, and the model's own
-    outputs, have no consumers listed.
+    Read from the models' configs. A layer whose output is also an output of its
+    (nested) model lists `MODEL_OUTPUT` among its consumers.
     """
     found = {}
     for layer, users in _own_consumers(model).items():
@@ -91,7 +95,10 @@ def _own_consumers(model, inputs=False):
         layers = list(model.layers)
         if inputs:
             return layers[:1]
-        return {layer: layers[index + 1 : index + 2] for index, layer in enumerate(layers)}
+        users = {layer: layers[index + 1 : index + 2] for index, layer in enumerate(layers)}
+        if layers:
+            users[layers[-1]] = [MODEL_OUTPUT]
+        return users
     config = model.get_config()
     by_name = {layer.name: layer for layer in model.layers}
     input_names = {entry[0] for entry in _flatten_names(config["input_layers"])}
@@ -108,6 +115,9 @@ def _own_consumers(model, inputs=False):
                 users[by_name[producer]].append(layer)
     if inputs:
         return list(dict.fromkeys(readers))
+    for name, *_ in _flatten_names(config["output_layers"]):
+        if name in by_name:
+            users[by_name[name]].append(MODEL_OUTPUT)
     return users
 
 

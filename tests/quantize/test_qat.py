@@ -174,3 +174,49 @@ def test_export_refuses_float_modes_and_untrained_ranges(tmp_path):
     with pytest.raises(ValueError, match="int8 only.*quantization='float16'"):
         tfkd.export_tflite(qat_model, tmp_path / "m.tflite", "float16")
     assert not (tmp_path / "m.tflite").exists()
+
+
+def test_graph_corner_cases():
+    # A BatchNorm whose input is also a model output is not folded (that output would change).
+    inputs = keras.Input((8,))
+    dense = keras.layers.Dense(3, name="dense")(inputs)
+    both = keras.Model(inputs, [dense, keras.layers.BatchNormalization()(dense)])
+    assert tfkd.quantize.quantize_aware(both).get_layer("dense").batch_norm is None
+    # Token ids reaching an Embedding are never fake-quantized, even from a float input.
+    ids = keras.Sequential(
+        [keras.Input((5,)), keras.layers.Embedding(1000, 4), keras.layers.GlobalAveragePooling1D()]
+    )
+    qat_ids = tfkd.quantize.quantize_aware(ids)
+    tokens = np.array([[1, 500, 999, 301, 2]], "float32")
+    np.testing.assert_allclose(
+        _numpy(qat_ids(tokens, training=True)), _numpy(ids(tokens)), atol=0.05
+    )
+    # A merge layer reading two model inputs quantizes each.
+    a, b = keras.Input((4,)), keras.Input((4,))
+    merged = keras.Model([a, b], keras.layers.Dense(2)(keras.layers.Concatenate()([a, b])))
+    outputs = tfkd.quantize.quantize_aware(merged)(
+        [np.ones((2, 4)), np.ones((2, 4))], training=True
+    )
+    assert outputs.shape == (2, 2)
+
+
+def test_conv1d_exports_fully_int8(tmp_path):
+    x = np.random.default_rng(0).normal(size=(64, 10, 4)).astype("float32")
+    inputs = keras.Input((10, 4))
+    hidden = keras.layers.GlobalAveragePooling1D()(keras.layers.Conv1D(4, 3)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2)(hidden))
+    qat_model = _fit(tfkd.quantize.quantize_aware(model), x, np.arange(64) % 2, loss=_logits_loss())
+    report = tfkd.export_tflite(qat_model, tmp_path / "conv1d.tflite", "int8")
+    assert report.float_ops == []
+    assert report.keras_agreement["top1_agreement"] >= 0.9
+
+
+def test_layers_the_int8_file_would_run_in_float_are_refused():
+    inputs = keras.Input((8,))
+    tanh = keras.Model(inputs, keras.layers.Dense(2, activation="tanh", name="squash")(inputs))
+    with pytest.raises(TypeError, match="'squash'.*'tanh'.*Activation layer"):
+        tfkd.quantize.quantize_aware(tanh)
+    sequence = keras.Input((6, 8))
+    per_step = keras.Model(sequence, keras.layers.Dense(2, name="per_step")(sequence))
+    with pytest.raises(TypeError, match="'per_step'.*rank-3"):
+        tfkd.quantize.quantize_aware(per_step)

@@ -9,13 +9,9 @@ from tfkd import _kernels
 from tfkd.quantize._fake_quant import MIN_RANGE, fake_quant, symmetric_range
 
 # Kernels quantized with one range per output channel, as TFLite's int8 kernels expect.
-_PER_CHANNEL = (
-    keras.layers.Conv1D,
-    keras.layers.Conv2D,
-    keras.layers.Conv3D,
-    keras.layers.DepthwiseConv1D,
-    keras.layers.DepthwiseConv2D,
-)
+# 1D convolutions become 2D ops in TFLite, whose per-channel axis the converter cannot
+# carry through the reshape: they are quantized per tensor.
+_PER_CHANNEL = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 # TFLite's int8 softmax writes its outputs with scale 1/256 and zero point -128.
 _SOFTMAX_RANGE = (0.0, 255.0 / 256.0)
 _DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
@@ -213,7 +209,10 @@ class QuantizeWrapper(keras.layers.Wrapper):
 
     def call(self, inputs, training=False, mask=None):
         if self.input_quantizer is not None:
-            inputs = self.input_quantizer(inputs, training=training)
+            if isinstance(inputs, (list, tuple)):  # a merge layer reading several model inputs
+                inputs = [self.input_quantizer(item, training=training) for item in inputs]
+            else:
+                inputs = self.input_quantizer(inputs, training=training)
         if self._kernel_name is None:
             extra = {} if mask is None or not self._takes_mask else {"mask": mask}
             outputs = self.layer(inputs, training=training, **extra)
@@ -287,9 +286,9 @@ def activation_name(layer):
     if activation is None:
         return None
     name = getattr(activation, "__name__", "")
-    if isinstance(layer, keras.layers.Activation):
-        return name if name in ("relu", "relu6", "softmax") else "other"
-    return "softmax" if name == "softmax" else None
+    if name == "linear" and not isinstance(layer, keras.layers.Activation):
+        return None
+    return name if name in ("relu", "relu6", "softmax") else "other"
 
 
 def check_foldable(layer, batch_norm):

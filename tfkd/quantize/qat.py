@@ -42,6 +42,8 @@ _SAME_SCALE = (
 # Layers with weights that `quantize_aware` handles without a kernel.
 _WEIGHTED_OK = (keras.layers.BatchNormalization, keras.layers.Normalization)
 _FUSED_ACTIVATIONS = ("relu", "relu6")
+# Besides kernel layers, the layers whose TFLite ops take a fused ReLU.
+_FUSING = (keras.layers.Add, keras.layers.Subtract, keras.layers.Multiply)
 
 
 def quantize_aware(model, *, fold_batch_norm=True, decay=0.999):
@@ -132,6 +134,9 @@ def _check_supported(model):
                 QuantizeWrapper(_graph.copy_layer(layer))
             except TypeError as error:
                 problems.append(str(error))
+            reason = _int8_gap(layer)
+            if reason:
+                problems.append(f"Layer {layer.name!r} ({type(layer).__name__}) {reason}.")
         elif layer.weights and not isinstance(layer, _WEIGHTED_OK):
             problems.append(
                 f"Layer {layer.name!r} ({type(layer).__name__}) has weights tfkd cannot "
@@ -146,16 +151,41 @@ def _check_supported(model):
         )
 
 
+def _int8_gap(layer):
+    """Why the int8 file would run `layer` in float, or None."""
+    if isinstance(layer, keras.layers.Conv3D):
+        return "has no int8 TFLite kernel (CONV_3D runs in float)"
+    name = activation_name(layer)
+    if name not in (None, "relu", "relu6", "softmax"):
+        return (
+            f"applies activation {layer.activation.__name__!r} inside the layer, which the int8 "
+            "file would run in float; move it to its own keras.layers.Activation layer"
+        )
+    if isinstance(layer, keras.layers.Dense):
+        try:
+            rank = len(layer.input.shape)
+        except (AttributeError, ValueError):  # shared layer: several inputs
+            rank = 2
+        if rank > 2:
+            return (
+                f"reads a rank-{rank} input, which TFLite runs as a float FULLY_CONNECTED "
+                "with reshapes; flatten or pool before it"
+            )
+    return None
+
+
 class _Plan:
     """Decides, from the model's graph, how each layer is wrapped."""
 
     def __init__(self, model, fold_batch_norm, decay):
         self.decay = decay
         self.consumers = _graph.consumers(model)
+        # Integer inputs (token ids) are not quantized, nor is what an Embedding reads.
         self.input_readers = {
             layer
             for layer in _graph.input_consumers(model)
             if all(_is_float(tensor) for tensor in _as_list(model.inputs))
+            and not isinstance(layer, keras.layers.Embedding)
         }
         self.folded = {}  # producer -> BatchNormalization folded into it
         if fold_batch_norm:
@@ -191,7 +221,14 @@ class _Plan:
         if activation_name(layer) == "softmax" and _kernels.kernel_name(layer) is None:
             return False  # The wrapper gives softmax outputs TFLite's fixed range.
         users = self.consumers.get(self.folded.get(layer, layer), [])
-        return not (users and all(activation_name(user) in _FUSED_ACTIVATIONS for user in users))
+        fusable = isinstance(layer, _FUSING) or _kernels.kernel_name(layer) is not None
+        fused = users and all(_is_fused_activation(user) for user in users)
+        return not (fusable and fused)
+
+
+def _is_fused_activation(layer):
+    activation_layers = (keras.layers.ReLU, keras.layers.Activation)
+    return isinstance(layer, activation_layers) and activation_name(layer) in _FUSED_ACTIVATIONS
 
 
 def _foldable(layer, norm):

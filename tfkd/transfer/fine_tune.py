@@ -334,7 +334,15 @@ def _unfreeze_names(base, unfreeze):
 
 
 def _is_dataset(data):
-    return not isinstance(data, (tuple, list))
+    if isinstance(data, (tuple, list)):
+        return False
+    if not hasattr(data, "element_spec") and not isinstance(data, keras.utils.PyDataset):
+        raise TypeError(
+            "`train_data` and `validation_data` must be (x, y) arrays, a tf.data.Dataset or "
+            "a keras.utils.PyDataset: both training phases iterate over them, which a "
+            f"generator cannot do twice. Received: {type(data).__name__}."
+        )
+    return True
 
 
 def _check_labels(data, num_classes, name):
