@@ -124,7 +124,12 @@ def distill_part(args, data):
             student = models.student_cnn(seed=seed)
             trainer, inputs = student, x_train
             if name == "distilled":
-                trainer = tfkd.Distiller(teacher=teacher, student=student)
+                trainer = tfkd.Distiller(
+                    teacher=teacher,
+                    student=student,
+                    temperature=args.temperature,
+                    student_loss_weight=args.student_loss_weight,
+                )
                 inputs = tfkd.distill.with_teacher_outputs(x_train, logits)
             trainer.compile(
                 optimizer=keras.optimizers.Adam(1e-3),
@@ -154,6 +159,8 @@ def main():
     parser.add_argument("--head-epochs", type=int, default=2)
     parser.add_argument("--fine-tune-epochs", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=8, help="student epochs (distill part)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="distill part")
+    parser.add_argument("--student-loss-weight", type=float, default=0.1, help="distill part")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--teacher-logits", help=".npy of teacher 2's logits on the train set")

@@ -162,3 +162,28 @@ def test_keras_applications_backbone_takes_the_same_path():
     assert model.output_shape == (None, 4)
     unfrozen = set(history.unfrozen_layers)
     assert {"block_16_expand", "Conv_1"} <= unfrozen and "block_15_add" not in unfrozen
+
+
+def test_epochs_are_numbered_across_both_phases():
+    class Epochs(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.seen.append(epoch)
+
+    epochs = Epochs()
+    x, y = random_images(32, shape=(8, 8, 3))
+    tfkd.transfer.fine_tune(
+        _backbone(), 3, (x, y), head_epochs=2, fine_tune_epochs=2, callbacks=[epochs], verbose=0
+    )
+    assert epochs.seen == [0, 1, 2, 3]
+
+
+def test_one_shot_generators_are_refused():
+    def batches():
+        yield random_images(8, shape=(8, 8, 3))
+
+    with pytest.raises(TypeError, match="generator cannot do twice.*Received: generator"):
+        tfkd.transfer.fine_tune(_backbone(), 3, batches(), verbose=0)

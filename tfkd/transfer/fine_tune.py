@@ -179,13 +179,13 @@ def fine_tune(
     merged = {}
     base.trainable = False
     _compile(model, head_learning_rate)
-    _fit(model, train_data, head_epochs, fit, merged)
+    _fit(model, train_data, 0, head_epochs, fit, merged)
     if fine_tune_epochs:
         base.trainable = True
         for layer in base.layers:
             layer.trainable = layer.name in unfrozen
         _compile(model, fine_tune_learning_rate)
-        _fit(model, train_data, fine_tune_epochs, fit, merged)
+        _fit(model, train_data, head_epochs, fine_tune_epochs, fit, merged)
     else:
         unfrozen = []
     return model, TransferHistory(merged, head_epochs, sorted(unfrozen))
@@ -375,12 +375,15 @@ def _compile(model, learning_rate):
     )
 
 
-def _fit(model, train_data, epochs, options, merged):
+def _fit(model, train_data, initial_epoch, epochs, options, merged):
+    """Runs `epochs` more epochs; numbering goes on from `initial_epoch`, so callbacks
+    (TensorBoard, CSVLogger, checkpoints) see one run across both phases."""
     if not epochs:
         return
+    options = dict(options, initial_epoch=initial_epoch, epochs=initial_epoch + epochs)
     if isinstance(train_data, tuple):
-        history = model.fit(train_data[0], train_data[1], epochs=epochs, **options)
+        history = model.fit(train_data[0], train_data[1], **options)
     else:
-        history = model.fit(train_data, epochs=epochs, **options)
+        history = model.fit(train_data, **options)
     for metric, values in history.history.items():
         merged.setdefault(metric, []).extend(float(value) for value in values)
