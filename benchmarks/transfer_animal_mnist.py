@@ -42,8 +42,8 @@ NUM_CLASSES = 10
 ARMS = ("fine_tune", "pretrained_all_layers", "scratch")
 
 
-def pretrained_backbone():
-    model = keras.saving.load_model(TEACHER)
+def pretrained_backbone(path=TEACHER):
+    model = keras.saving.load_model(path)
     return keras.Model(model.inputs, model.get_layer("features").output, name="fashion_backbone")
 
 
@@ -62,7 +62,7 @@ def run(arm, train, test, seed, args):
     half = max(1, round(args.steps / 2 / steps_per_epoch))
     if arm == "fine_tune":
         model, _ = tfkd.transfer.fine_tune(
-            pretrained_backbone(),
+            pretrained_backbone(args.backbone),
             NUM_CLASSES,
             train,
             head_epochs=half,
@@ -75,7 +75,7 @@ def run(arm, train, test, seed, args):
     else:
         model = models.teacher_cnn(seed=seed)
         if arm == "pretrained_all_layers":
-            teacher = keras.saving.load_model(TEACHER)
+            teacher = keras.saving.load_model(args.backbone)
             for layer in model.layers:
                 if layer.weights and layer.name != "logits":
                     layer.set_weights(teacher.get_layer(layer.name).get_weights())
@@ -113,6 +113,9 @@ def main():
     parser.add_argument("--per-class", type=int, nargs="+", default=[10, 50, 200])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=1000, help="training steps per run")
+    parser.add_argument(
+        "--backbone", default=str(TEACHER), help="pretrained `teacher_cnn` .keras file"
+    )
     parser.add_argument(
         "--arms",
         nargs="+",
