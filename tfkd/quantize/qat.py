@@ -181,11 +181,13 @@ class _Plan:
         self.decay = decay
         self.consumers = _graph.consumers(model)
         # Integer inputs (token ids) are not quantized, nor is what an Embedding reads.
+        float_inputs = all(
+            "float" in str(tensor.dtype) for tensor in keras.tree.flatten(model.inputs)
+        )
         self.input_readers = {
             layer
             for layer in _graph.input_consumers(model)
-            if all(_is_float(tensor) for tensor in _as_list(model.inputs))
-            and not isinstance(layer, keras.layers.Embedding)
+            if float_inputs and not isinstance(layer, keras.layers.Embedding)
         }
         self.folded = {}  # producer -> BatchNormalization folded into it
         if fold_batch_norm:
@@ -250,11 +252,3 @@ def _copy_weights(wrapper, layer, norm):
         wrapper.batch_norm.set_weights(norm.get_weights())
     if wrapper.preserve_sparsity:
         wrapper.keep_zeros()
-
-
-def _is_float(tensor):
-    return "float" in str(tensor.dtype)
-
-
-def _as_list(structure):
-    return keras.tree.flatten(structure)
