@@ -9,11 +9,13 @@ def test_top_level_api():
         "Distiller",
         "FeatureDistillation",
         "LogitsDistillation",
+        "Pipeline",
         "TFLiteModel",
         "datasets",
         "distill",
         "export",
         "export_tflite",
+        "pipeline",
         "prune",
         "quantize",
         "transfer",
@@ -102,3 +104,27 @@ def test_every_public_name_exists():
     for module in modules:
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.{name}"
+
+
+def test_pipeline_api():
+    assert sorted(tfkd.pipeline.__all__) == [
+        "ConfigError",
+        "Context",
+        "Data",
+        "Distill",
+        "Export",
+        "Load",
+        "Pipeline",
+        "PipelineConfig",
+        "Prune",
+        "QuantizeAware",
+        "Report",
+        "Stage",
+        "Train",
+        "Transfer",
+        "get_stage",
+        "load_config",
+        "register_stage",
+        "registered_stages",
+        "run_config",
+    ]

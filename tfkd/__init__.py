@@ -4,7 +4,7 @@ The public API is declared here and in each subpackage's ``__init__``;
 everything else is private. Importing tfkd has no side effects.
 """
 
-from tfkd import datasets, distill, export, prune, quantize, transfer
+from tfkd import datasets, distill, export, pipeline, prune, quantize, transfer
 from tfkd.distill import (
     DistillationLoss,
     Distiller,
@@ -12,6 +12,7 @@ from tfkd.distill import (
     LogitsDistillation,
 )
 from tfkd.export import TFLiteModel, export_tflite
+from tfkd.pipeline import Pipeline
 
 __version__ = "0.1.0"
 
@@ -20,11 +21,13 @@ __all__ = [
     "Distiller",
     "FeatureDistillation",
     "LogitsDistillation",
+    "Pipeline",
     "TFLiteModel",
     "datasets",
     "distill",
     "export",
     "export_tflite",
+    "pipeline",
     "prune",
     "quantize",
     "transfer",

@@ -1,0 +1,187 @@
+"""The pipeline from Python: every stage, the report, resume, invalidation, custom stages."""
+
+import json
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+
+import tfkd
+from tfkd.pipeline import Data, Distill, Export, Load, Prune, QuantizeAware, Train
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+TEACHER = REPO / "saved_models" / "fashion_mnist_cnn_teacher" / "model.keras"
+STUDENT = {"architecture": "cnn", "filters": [8, 16]}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return Data.load("fashion_mnist", train_size=1024, test_size=256)
+
+
+def _stages(sparsity=0.5):
+    return [
+        Load(TEACHER, name="teacher"),
+        Train(STUDENT, epochs=1, name="scratch"),
+        Distill("teacher", student=STUDENT, epochs=1, name="distilled"),
+        Prune(sparsity=sparsity, epochs=1, teacher="teacher", name="pruned"),
+        QuantizeAware(epochs=1, teacher="teacher", name="qat"),
+        Export(quantization="int8", name="int8"),
+    ]
+
+
+def _execute(pipeline, data, directory):
+    lines = []
+    report = pipeline.execute(data, directory, tensorboard=False, verbose=0, log=lines.append)
+    return report, lines
+
+
+def test_full_chain_writes_models_report_and_agrees_with_keras(data, tmp_path):
+    report, lines = _execute(tfkd.Pipeline(_stages()), data, tmp_path)
+    rows = {row["name"]: row for row in report.rows}
+    assert list(rows) == ["teacher", "scratch", "distilled", "pruned", "qat", "int8"]
+    assert rows["teacher"]["accuracy"] > 0.9  # the bundled teacher on real test images
+    assert rows["int8"]["format"] == "tflite" and rows["qat"]["format"] == "keras"
+    # the int8 file, run by LiteRT, scores what the QAT Keras model scores
+    assert abs(rows["int8"]["accuracy"] - rows["qat"]["accuracy"]) <= 0.02
+    assert (
+        rows["int8"]["parameters"] == rows["qat"]["parameters"] == rows["distilled"]["parameters"]
+    )
+    assert rows["pruned"]["nonzero_parameters"] < 0.75 * rows["distilled"]["nonzero_parameters"]
+    assert rows["int8"]["bytes"] < rows["distilled"]["bytes"] / 4
+    for name in rows:
+        entry = json.loads((tmp_path / "stages" / name / "entry.json").read_text())
+        assert (tmp_path / "stages" / name / entry["artifact"]).stat().st_size == entry["bytes"]
+    pruned = keras.saving.load_model(tmp_path / "stages" / "pruned" / "model.keras")
+    kernel = keras.ops.convert_to_numpy(pruned.get_layer("conv2").kernel)
+    assert np.mean(kernel == 0) == pytest.approx(0.5, abs=0.01)
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert [row["name"] for row in saved["rows"]] == list(rows)
+    assert "| int8 | export | tflite |" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    stage_lines = [line for line in lines if line.startswith("[")]
+    assert len(stage_lines) == 12 and all(
+        "started" in line or "done in" in line for line in stage_lines
+    )
+    assert any("computing teacher's outputs on 1,024 examples" in line for line in lines)
+
+
+def test_rerun_reuses_everything_and_a_change_reruns_only_what_depends_on_it(data, tmp_path):
+    _execute(tfkd.Pipeline(_stages()), data, tmp_path)
+    stamps = {path: path.stat().st_mtime_ns for path in (tmp_path / "stages").glob("*/*")}
+    report, lines = _execute(tfkd.Pipeline(_stages()), data, tmp_path)
+    assert sum("finished earlier, reused" in line for line in lines) == 6
+    assert stamps == {path: path.stat().st_mtime_ns for path in (tmp_path / "stages").glob("*/*")}
+
+    report, lines = _execute(tfkd.Pipeline(_stages(sparsity=0.25)), data, tmp_path)
+    reused = [line.split()[1][:-1] for line in lines if "reused" in line]
+    rerun = [line.split()[1][:-1] for line in lines if "done in" in line]
+    assert reused == ["teacher", "scratch", "distilled"]
+    assert rerun == ["pruned", "qat", "int8"]
+    assert report.rows[3]["nonzero_parameters"] > 0.6 * report.rows[2]["nonzero_parameters"]
+
+
+def test_a_corrupted_artifact_is_redone(data, tmp_path):
+    stages = [Load(TEACHER, name="teacher"), Train(STUDENT, epochs=1, name="scratch")]
+    _execute(tfkd.Pipeline(stages), data, tmp_path)
+    (tmp_path / "stages" / "scratch" / "model.keras").write_bytes(b"half a file")
+    _, lines = _execute(tfkd.Pipeline(stages), data, tmp_path)
+    assert "teacher: finished earlier, reused" in lines[1]
+    assert "scratch (train): started" in lines[2]
+
+
+def test_nested_pipeline_and_from_stage(data, tmp_path):
+    compress = tfkd.Pipeline(
+        [Prune(sparsity=0.5, epochs=1, name="pruned"), Export(name="float_file")],
+        name="compress",
+    )
+    stages = [
+        Load(TEACHER, name="teacher"),
+        Train(STUDENT, epochs=1, name="scratch"),
+        compress,
+        Export(quantization="dynamic", from_stage="scratch", name="dynamic_file"),
+    ]
+    report, _ = _execute(tfkd.Pipeline(stages), data, tmp_path)
+    entries = {
+        row["name"]: json.loads((tmp_path / "stages" / row["name"] / "entry.json").read_text())
+        for row in report.rows
+    }
+    assert list(entries) == ["teacher", "scratch", "pruned", "float_file", "dynamic_file"]
+    assert entries["pruned"]["input"] == "scratch"
+    assert entries["dynamic_file"]["input"] == "scratch"
+
+
+@tfkd.pipeline.register_stage("test_halve_logits")
+class HalveLogits(tfkd.pipeline.Stage):
+    """A custom stage: divides the logits by `factor` (accuracy unchanged)."""
+
+    def __init__(self, factor: float = 2.0, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = factor
+
+    def run(self, model, context):
+        outputs = keras.layers.Rescaling(1.0 / self.factor)(model.output)
+        return keras.Model(model.input, outputs), {"factor": self.factor}
+
+
+def test_custom_stage_from_a_config(data, tmp_path):
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        "data: {name: fashion_mnist, train_size: 512, test_size: 256}\n"
+        f"stages:\n  - {{stage: load, path: {TEACHER}}}\n"
+        "  - {stage: test_halve_logits, factor: 4}\n"
+    )
+    report = tfkd.pipeline.run_config(
+        config, tmp_path / "out", tensorboard=False, log=lambda _: None
+    )
+    assert report.rows[1]["name"] == "test_halve_logits"
+    assert report.rows[1]["accuracy"] == report.rows[0]["accuracy"]
+    entry = json.loads((tmp_path / "out/stages/test_halve_logits/entry.json").read_text())
+    assert entry["details"] == {"factor": 4}
+    with pytest.raises(ValueError, match="already registered as 'load'"):
+        tfkd.pipeline.register_stage("load")(HalveLogits)
+
+
+def test_nan_loss_stops_the_stage_and_keeps_the_finished_ones(tmp_path):
+    x = np.random.default_rng(0).uniform(0, 255, (256, 28, 28, 1)).astype("float32")
+    x[5, 3, 3, 0] = np.nan
+    data = Data(x, np.arange(256) % 10, x[:64], np.arange(64) % 10)
+    stages = [Load(TEACHER, name="teacher"), Train(STUDENT, epochs=1, name="scratch")]
+    with pytest.raises(RuntimeError, match="Stage 'scratch' .* non-finite loss") as info:
+        _execute(tfkd.Pipeline(stages), data, tmp_path)
+    assert isinstance(info.value.__cause__, FloatingPointError)
+    assert (tmp_path / "stages" / "teacher" / "entry.json").is_file()
+    assert not (tmp_path / "stages" / "scratch" / "entry.json").exists()
+
+
+def test_python_api_validates_early(data, tmp_path):
+    with pytest.raises(ValueError, match="Model file not found. Received: path='nope.keras'"):
+        Load("nope.keras")
+    with pytest.raises(ValueError, match=r"`sparsity` must be in \[0, 1\). Received: sparsity=1.5"):
+        Prune(sparsity=1.5)
+    with pytest.raises(TypeError, match="must be a `tfkd.pipeline.Stage`"):
+        tfkd.Pipeline(["load"])
+    pipeline = tfkd.Pipeline([Train(STUDENT, epochs=1), Distill("teacher", epochs=1)])
+    with pytest.raises(
+        ValueError, match=r"`teacher` must name an earlier stage. Received: teacher='teacher'"
+    ):
+        pipeline.execute(data, tmp_path)
+    assert not (tmp_path / "stages").exists()
+
+
+def test_transfer_stage_fine_tunes_the_pretrained_backbone(tmp_path):
+    data = Data.load("fashion_mnist", train_size=512, test_size=256)
+    stages = [
+        tfkd.pipeline.Transfer(
+            image_size=32, head_epochs=2, head_learning_rate=3e-3, fine_tune_epochs=1, batch_size=64
+        ),
+        Export(quantization="dynamic", name="teacher_file"),
+    ]
+    report, _ = _execute(tfkd.Pipeline(stages), data, tmp_path)
+    transfer_row, file_row = report.rows
+    assert transfer_row["parameters"] > 2_000_000  # MobileNetV2 and a 10-class head
+    entry = json.loads((tmp_path / "stages" / "transfer" / "entry.json").read_text())
+    assert len(entry["details"]["train_accuracy"]) == 3  # head epochs, then fine-tune epoch
+    assert transfer_row["accuracy"] > 0.25  # 24 steps at 32x32 pixels; chance is 0.1
+    assert abs(file_row["accuracy"] - transfer_row["accuracy"]) <= 0.02

@@ -1,0 +1,45 @@
+"""The pipeline: transfer, distill, prune, quantize and export in one resumable run, with a report.
+
+```python
+pipeline = tfkd.Pipeline([
+    tfkd.pipeline.Load("teacher.keras", name="teacher"),
+    tfkd.pipeline.Distill("teacher", student={"architecture": "cnn"}, epochs=8),
+    tfkd.pipeline.Prune(sparsity=0.5, teacher="teacher"),
+    tfkd.pipeline.QuantizeAware(teacher="teacher"),
+    tfkd.pipeline.Export(quantization="int8"),
+])
+report = pipeline.execute("fashion_mnist", "runs/fashion_mnist")
+```
+
+Or from a config file: `tfkd run pipeline.yaml` (see `load_config`).
+"""
+
+from tfkd.pipeline.config import ConfigError, PipelineConfig, load_config, run_config
+from tfkd.pipeline.context import Context
+from tfkd.pipeline.data import Data
+from tfkd.pipeline.pipeline import Pipeline
+from tfkd.pipeline.report import Report
+from tfkd.pipeline.stage import Stage, get_stage, register_stage, registered_stages
+from tfkd.pipeline.stages import Distill, Export, Load, Prune, QuantizeAware, Train, Transfer
+
+__all__ = [
+    "ConfigError",
+    "Context",
+    "Data",
+    "Distill",
+    "Export",
+    "Load",
+    "Pipeline",
+    "PipelineConfig",
+    "Prune",
+    "QuantizeAware",
+    "Report",
+    "Stage",
+    "Train",
+    "Transfer",
+    "get_stage",
+    "load_config",
+    "register_stage",
+    "registered_stages",
+    "run_config",
+]

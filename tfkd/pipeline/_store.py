@@ -1,0 +1,118 @@
+"""The output directory: each stage's model and entry, written atomically, found again on rerun.
+
+A stage is finished when `stages/<name>/entry.json` exists, holds the stage's current
+fingerprint, and the model file it names has the checksum recorded in it. The entry
+is written last, after the model file, so a run killed at any point leaves either a
+finished stage or one that reruns; never one that is trusted half-written.
+"""
+
+import hashlib
+import json
+import os
+import pathlib
+
+import keras
+
+from tfkd import _atomic
+from tfkd.export import TFLiteModel
+
+ENTRY = "entry.json"
+
+
+class Store:
+    def __init__(self, directory):
+        self.directory = pathlib.Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def stage_directory(self, name):
+        return self.directory / "stages" / name
+
+    def log_directory(self, name):
+        return self.directory / "logs" / name
+
+    def finished(self, name, fingerprint):
+        """The stage's entry if it finished with this fingerprint and its file is intact."""
+        path = self.stage_directory(name) / ENTRY
+        try:
+            entry = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        if entry.get("fingerprint") != fingerprint:
+            return None
+        model_path = self.stage_directory(name) / entry.get("artifact", "")
+        if not model_path.is_file() or sha256(model_path) != entry.get("sha256"):
+            return None
+        return entry
+
+    def begin(self, name):
+        """Forgets a stage's old entry, so that a crash in its rerun is never mistaken for done."""
+        directory = self.stage_directory(name)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / ENTRY).unlink(missing_ok=True)
+        for leftover in directory.glob(".tmp-*"):
+            leftover.unlink()
+        return directory
+
+    def save_model(self, name, model):
+        """Writes a Keras model as `model.keras` (atomically); returns the file name."""
+        if isinstance(model, TFLiteModel):  # the export stage wrote its file already
+            return os.path.relpath(model.path, self.stage_directory(name))
+        path = self.stage_directory(name) / "model.keras"
+        temporary = path.with_name(".tmp-model.keras")
+        inference_copy(model).save(temporary)
+        os.replace(temporary, path)
+        return path.name
+
+    def finish(self, name, entry):
+        """Records the stage as finished: the entry, with the model file's checksum, last."""
+        entry = dict(entry, sha256=sha256(self.stage_directory(name) / entry["artifact"]))
+        write_json(self.stage_directory(name) / ENTRY, entry)
+        return entry
+
+    def load_model(self, name, entry):
+        path = self.stage_directory(name) / entry["artifact"]
+        if path.suffix == ".tflite":
+            return TFLiteModel(path)
+        return keras.saving.load_model(path)
+
+    def entries(self, names):
+        """The entries of the named stages that finished, in that order."""
+        entries = []
+        for name in names:
+            try:
+                entries.append(json.loads((self.stage_directory(name) / ENTRY).read_text()))
+            except (OSError, ValueError):
+                continue
+        return entries
+
+
+def inference_copy(model):
+    """An uncompiled copy with the same weights: no optimizer state in the saved file."""
+    return copy_model(model) if model.compiled else model
+
+
+def copy_model(model):
+    """A new, uncompiled model with `model`'s architecture and weights."""
+    copy = type(model).from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def write_json(path, value):
+    _atomic.write_bytes(path, (json.dumps(value, indent=2, default=_plain) + "\n").encode())
+
+
+def sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _plain(value):
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)

@@ -1,0 +1,96 @@
+"""Models a config can ask for by name: `{"architecture": "cnn", ...}` or `{"path": "x.keras"}`."""
+
+import os
+
+import keras
+
+from tfkd.pipeline.stage import invalid_argument
+
+ARCHITECTURES = ("cnn",)
+
+
+def cnn(input_shape, num_classes, *, filters=(24, 48, 96), batch_norm=True, dropout=0.0, seed=0):
+    """A small image classifier that exports fully int8: conv blocks, max pooling, logits.
+
+    Each entry of `filters` is a 3x3 convolution (+ BatchNormalization) + ReLU block,
+    followed by 2x2 max pooling except after the last; then global average pooling,
+    dropout and a Dense layer with `num_classes` logits. Pixels are divided by 255
+    inside the model.
+    """
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(input_shape, name="image")
+    x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    for index, width in enumerate(filters):
+        name = f"conv{index + 1}"
+        x = keras.layers.Conv2D(width, 3, padding="same", use_bias=not batch_norm, name=name)(x)
+        if batch_norm:
+            x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = keras.layers.ReLU(name=f"{name}_relu")(x)
+        if index < len(filters) - 1:
+            x = keras.layers.MaxPooling2D(name=f"pool{index + 1}")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="features")(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="dropout")(x)
+    outputs = keras.layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name="cnn")
+
+
+def check_spec(spec, argument):
+    """Validates a model spec before any work; raises naming `argument`."""
+    if isinstance(spec, keras.Model):
+        return
+    if not isinstance(spec, dict) or ("architecture" in spec) == ("path" in spec):
+        raise invalid_argument(
+            argument,
+            f"`{argument}` must be a mapping with either `architecture` (one of "
+            f"{list(ARCHITECTURES)}, plus its options) or `path` (a `.keras` file), or a Keras "
+            f"model. Received: {argument}={spec!r}",
+        )
+    if "path" in spec:
+        if set(spec) != {"path"}:
+            raise invalid_argument(
+                argument, f"A `path` spec takes no other keys. Received: {argument}={spec!r}"
+            )
+        check_model_file(spec["path"], f"{argument}.path")
+        return
+    if spec["architecture"] not in ARCHITECTURES:
+        raise invalid_argument(
+            argument,
+            f"Unknown architecture. Received: {argument}.architecture={spec['architecture']!r}. "
+            f"Available: {list(ARCHITECTURES)}",
+        )
+    unknown = set(spec) - {"architecture", "filters", "batch_norm", "dropout"}
+    if unknown:
+        raise invalid_argument(
+            argument,
+            f"Unknown option(s) {sorted(unknown)} for architecture {spec['architecture']!r}. "
+            "Accepted: filters (list of ints), batch_norm (bool), dropout (float).",
+        )
+
+
+def build(spec, data, seed):
+    """A new model from a spec, for `data`'s input shape and classes."""
+    if isinstance(spec, keras.Model):
+        return keras.models.clone_model(spec)
+    if "path" in spec:
+        return keras.saving.load_model(spec["path"])
+    options = {key: value for key, value in spec.items() if key != "architecture"}
+    return cnn(data.input_shape, data.num_classes, seed=seed, **options)
+
+
+def check_model_file(path, argument, suffixes=(".keras",)):
+    if not isinstance(path, str | os.PathLike):
+        raise invalid_argument(
+            argument, f"`{argument}` must be a file path. Received: {argument}={path!r}", TypeError
+        )
+    if not os.fspath(path).endswith(suffixes):
+        raise invalid_argument(
+            argument, f"`{argument}` must be a {' or '.join(suffixes)} file. Received: {path!r}"
+        )
+    if not os.path.isfile(path):
+        raise invalid_argument(
+            argument,
+            f"Model file not found. Received: {argument}={os.fspath(path)!r} (absolute: "
+            f"{os.path.abspath(path)!r}). Relative paths in a config are relative to the config "
+            "file's directory.",
+        )

@@ -1,0 +1,318 @@
+"""`Pipeline`: stages run in order into an output directory, resumable, with a report."""
+
+import hashlib
+import json
+import pathlib
+import time
+
+import keras
+import numpy as np
+
+from tfkd.export import TFLiteModel
+from tfkd.pipeline import _measure, _store, report
+from tfkd.pipeline.context import Context, save_array
+from tfkd.pipeline.data import Data
+from tfkd.pipeline.stage import Stage, invalid_argument, register_stage
+
+
+@register_stage("pipeline")
+class Pipeline(Stage):
+    """Stages run in order, each on the previous one's model; itself a stage, so they nest.
+
+    `execute` runs it into an output directory. Every stage's model (`.keras`, or the
+    `.tflite` an `export` stage writes), metrics and metadata are written there
+    atomically, the stage's entry last. Executing again into the same directory
+    resumes: a stage whose arguments, input and data are unchanged is loaded, not
+    rerun; a stage that was interrupted (crash, Ctrl-C, `kill -9`) reruns, and so
+    does every stage downstream of a changed one.
+
+    Args:
+        stages: `Stage` instances, in order. Names must be unique (nested pipelines
+            included).
+        name: the pipeline's name. Defaults to `"pipeline"`.
+
+    Example:
+
+    >>> pipeline = tfkd.Pipeline([
+    ...     tfkd.pipeline.Load("teacher.keras", name="teacher"),
+    ...     tfkd.pipeline.Distill("teacher", student={"architecture": "cnn"}, epochs=8),
+    ...     tfkd.pipeline.Prune(sparsity=0.5, teacher="teacher"),
+    ...     tfkd.pipeline.QuantizeAware(teacher="teacher"),
+    ...     tfkd.pipeline.Export(quantization="int8"),
+    ... ])
+    >>> result = pipeline.execute("fashion_mnist", "runs/fashion_mnist")
+    >>> print(result.markdown())
+    """
+
+    def __init__(self, stages: list, **kwargs):
+        super().__init__(**kwargs)
+        self.stages = list(stages)
+        _check_types(self.stages)
+
+    def run(self, model, context):
+        for stage in self.stages:
+            model = context.run_stage(stage, model)
+        return model, {}
+
+    def leaves(self):
+        """The non-pipeline stages, depth first: what runs and gets a directory."""
+        for stage in self.stages:
+            yield from stage.leaves() if isinstance(stage, Pipeline) else [stage]
+
+    def get_config(self):
+        config = super().get_config()
+        config["stages"] = [{"stage": stage.kind, **stage.get_config()} for stage in self.stages]
+        return config
+
+    def execute(
+        self, data, output_dir, *, quick=False, seed=0, tensorboard=True, verbose="auto", log=print
+    ):
+        """Runs every stage not finished in `output_dir` yet; returns the `Report`.
+
+        Args:
+            data: a `tfkd.pipeline.Data`, or the name of a `tfkd.datasets` data set.
+            output_dir: where models, entries, TensorBoard logs and the report go.
+            quick: a smoke run: a few thousand examples, one epoch per training stage.
+                Defaults to `False`.
+            seed: seeds every stage's initialisation and batch order. Defaults to `0`.
+            tensorboard: write TensorBoard logs under `output_dir/logs/<stage>`.
+                Defaults to `True`.
+            verbose: Keras's `verbose` for training; `"auto"` shows progress bars on
+                a terminal and a line per epoch otherwise. Defaults to `"auto"`.
+            log: called with one line per stage. Defaults to `print`.
+
+        Returns:
+            The `tfkd.pipeline.Report`, also written as `report.md`, `report.json`
+            and `report.png` in `output_dir`.
+        """
+        check_references(self)
+        data = Data.load(data) if isinstance(data, str) else data
+        if not isinstance(data, Data):
+            raise TypeError(
+                "`data` must be a `tfkd.pipeline.Data` or a data set name. "
+                f"Received: data of type {type(data).__name__}"
+            )
+        data = data.quick() if quick else data
+        runner = _Runner(self, data, _store.Store(output_dir), log)
+        context = Context(
+            data, runner, quick=quick, seed=seed, tensorboard=tensorboard, verbose=verbose
+        )
+        runner.context = context
+        runner.start(config=self.get_config(), quick=quick, seed=seed)
+        self.run(None, context)
+        return runner.finish()
+
+
+class _Runner:
+    """Runs leaf stages with resume; tracks models, fingerprints and entries."""
+
+    def __init__(self, pipeline, data, store, log):
+        self.data = data
+        self.store = store
+        self.log = log
+        self.order = [stage.name for stage in pipeline.leaves()]
+        self.total = len(self.order)
+        self.models, self.fingerprints, self.entries = {}, {}, []
+        self.last = None
+        self.context = None
+        self._teacher_outputs = {}
+
+    def start(self, config, quick, seed):
+        self.options = {"quick": quick, "seed": seed, "data": self.data.fingerprint}
+        _store.write_json(
+            self.store.directory / "config.json",
+            {
+                "pipeline": config,
+                "stages": self.order,
+                "data": self.data.describe(),
+                "quick": quick,
+                "seed": seed,
+            },
+        )
+        self.log(
+            f"tfkd pipeline: {self.total} stages, data {self.data.name} "
+            f"({len(self.data.x_train):,} train / {len(self.data.x_test):,} test)"
+            f"{', quick' if quick else ''}, output {self.store.directory}"
+        )
+
+    def model(self, name):
+        if name not in self.models:
+            raise ValueError(
+                f"No stage named {name!r} has run before this one. Finished: {sorted(self.models)}"
+            )
+        return self.models[name]
+
+    def run_stage(self, stage, model):
+        if isinstance(stage, Pipeline):
+            model, _ = stage.run(model, self.context)
+            self.models[stage.name] = model
+            self.fingerprints[stage.name] = self.fingerprints.get(self.last)
+            return model
+        source = stage.from_stage or self.last
+        model = self.models.get(source) if stage.takes_input() else None
+        fingerprint = self._fingerprint(stage, source)
+        entry = self.store.finished(stage.name, fingerprint)
+        index = len(self.entries) + 1
+        if entry is not None:
+            model = self.store.load_model(stage.name, entry)
+            self.log(
+                f"[{index}/{self.total}] {stage.name}: finished earlier, reused. {_line(entry)}"
+            )
+        else:
+            model, entry = self._run_leaf(stage, model, source, fingerprint, index)
+        self.entries.append(entry)
+        self.models[stage.name], self.fingerprints[stage.name] = model, fingerprint
+        self.last = stage.name
+        return model
+
+    def _run_leaf(self, stage, model, source, fingerprint, index):
+        self.log(f"[{index}/{self.total}] {stage.name} ({stage.kind}): started")
+        self.context.directory = self.store.begin(stage.name)
+        self.context.log_directory = self.store.log_directory(stage.name)
+        start = time.perf_counter()
+        try:
+            output = stage.run(model, self.context)
+        except Exception as error:
+            raise RuntimeError(
+                f"Stage {stage.name!r} ({stage.kind}) failed: {error}. Finished stages are kept "
+                f"in {self.store.directory}; fix the cause and rerun to resume from this stage."
+            ) from error
+        seconds = time.perf_counter() - start
+        model, details = output if isinstance(output, tuple) else (output, {})
+        _check_output(stage, model)
+        artifact = self.store.save_model(stage.name, model)
+        metrics = _measure.measure(
+            model, self.data, self.store.stage_directory(stage.name) / artifact
+        )
+        entry = {
+            "name": stage.name,
+            "stage": stage.kind,
+            "input": source if stage.takes_input() else None,
+            "fingerprint": fingerprint,
+            "artifact": artifact,
+            "format": "tflite" if isinstance(model, TFLiteModel) else "keras",
+            "seconds": round(seconds, 2),
+            **metrics,
+            "details": details,
+        }
+        # A stage may know better (QAT's extra variables are no parameters); a .tflite
+        # has the parameters of the model it was exported from.
+        source_entry = next((e for e in self.entries if e["name"] == source), {})
+        entry["parameters"] = details.pop("parameters", None) or entry["parameters"]
+        entry["parameters"] = entry["parameters"] or source_entry.get("parameters")
+        entry = self.store.finish(stage.name, entry)
+        self.log(f"[{index}/{self.total}] {stage.name}: done in {seconds:.1f} s. {_line(entry)}")
+        return model, entry
+
+    def teacher_outputs(self, name):
+        key = f"{name}-{self.fingerprints[name]}"
+        if key not in self._teacher_outputs:
+            path = self.store.directory / "cache" / f"outputs-{key}.npy"
+            if path.is_file():
+                logits = np.load(path)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.log(f"    computing {name}'s outputs on {len(self.data.x_train):,} examples")
+                logits = self.context.predict(self.model(name), self.data.x_train)
+                save_array(path, logits)
+            self._teacher_outputs[key] = {"output": logits}
+        return self._teacher_outputs[key]
+
+    def _fingerprint(self, stage, source):
+        description = {
+            "stage": stage.kind,
+            "config": {k: v for k, v in stage.fingerprint().items() if k != "name"},
+            "input": self.fingerprints.get(source) if stage.takes_input() else None,
+            "references": {name: self.fingerprints.get(name) for name in stage.references()},
+            **self.options,
+        }
+        text = json.dumps(description, sort_keys=True, default=_fingerprint_value)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def finish(self):
+        result = report.Report(self.entries, self.data.describe())
+        result.write(self.store.directory)
+        self.log(f"Report: {self.store.directory / 'report.md'}")
+        return result
+
+
+def _fingerprint_value(value):
+    """Keras models (Python API) are fingerprinted by architecture and weights."""
+    if isinstance(value, keras.Model):
+        digest = hashlib.sha256(json.dumps(value.get_config(), default=str).encode())
+        for weight in value.weights:
+            digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).data)
+        return digest.hexdigest()
+    if isinstance(value, Stage):
+        return {"stage": value.kind, **value.get_config()}
+    if isinstance(value, pathlib.PurePath):
+        return str(value)
+    return repr(value)
+
+
+def _line(entry):
+    parts = [f"accuracy {entry['accuracy']:.4f}", f"{entry['bytes']:,} bytes"]
+    if entry.get("parameters"):
+        parts.append(f"{entry['parameters']:,} parameters")
+    parts.append(f"{entry['latency_ms']:.3f} ms/example")
+    return ", ".join(parts)
+
+
+def _check_output(stage, model):
+    if not isinstance(model, keras.Model | TFLiteModel):
+        raise TypeError(
+            f"Stage {stage.name!r} must return a Keras model or a `tfkd.TFLiteModel` (and "
+            f"optionally a dict of details). Received: {type(model).__name__}"
+        )
+
+
+def _check_types(stages):
+    for stage in stages:
+        if not isinstance(stage, Stage):
+            raise invalid_argument(
+                "stages",
+                f"Every element of `stages` must be a `tfkd.pipeline.Stage`. Received: {stage!r}",
+                TypeError,
+            )
+
+
+def check_references(pipeline):
+    """Unique names; `from_stage` and teachers name earlier stages (of any nesting level).
+
+    Raises:
+        ValueError: with `stage` and `argument` attributes naming the culprit.
+    """
+    seen = set()
+    for stage in _walk(pipeline):
+        for argument, name in _references(stage):
+            if name not in seen:
+                error = invalid_argument(
+                    argument,
+                    f"Stage {stage.name!r}: `{argument}` must name an earlier stage. "
+                    f"Received: {argument}={name!r}. Earlier stages: {sorted(seen)}",
+                )
+                error.stage = stage.name
+                raise error
+        if stage.name in seen:
+            error = invalid_argument(
+                "name", f"Two stages are named {stage.name!r}; names must be unique."
+            )
+            error.stage = stage.name
+            raise error
+        seen.add(stage.name)
+
+
+def _walk(pipeline):
+    for stage in pipeline.stages:
+        yield stage
+        if isinstance(stage, Pipeline):
+            yield from _walk(stage)
+
+
+def _references(stage):
+    references = [("from_stage", stage.from_stage)] if stage.from_stage else []
+    config = stage.get_config()
+    for name in stage.references():
+        argument = next((key for key, value in config.items() if value == name), "teacher")
+        references.append((argument, name))
+    return references

@@ -1,0 +1,153 @@
+"""`Report`: one row per stage's model; written as report.md, report.json and report.png."""
+
+import json
+import os
+import pathlib
+
+from tfkd import _atomic
+from tfkd.pipeline import _store
+
+
+class Report:
+    """The rows of a pipeline run: what each stage's model costs and how accurate it is.
+
+    Attributes:
+        rows: one dict per finished stage, in pipeline order: `name`, `stage`,
+            `format` (`"keras"` or `"tflite"`), `parameters`, `bytes` (the file on
+            disk), `accuracy` (test split; `.tflite` files through `tfkd.TFLiteModel`),
+            `latency_ms` (batch 1, median), `seconds` (the stage's own run time).
+        data: what the rows were measured on.
+    """
+
+    def __init__(self, rows, data):
+        self.rows = _with_comparisons([_summary(row) for row in rows])
+        self.data = data
+
+    @classmethod
+    def load(cls, directory):
+        """The report of a run directory, from its finished stages (also of a partial run)."""
+        directory = pathlib.Path(directory)
+        config_path = directory / "config.json"
+        if not config_path.is_file():
+            raise ValueError(
+                f"Not a tfkd pipeline output directory (no config.json). Received: {directory}"
+            )
+        config = json.loads(config_path.read_text())
+        store = _store.Store(directory)
+        return cls(store.entries(config["stages"]), config["data"])
+
+    def markdown(self):
+        lines = [
+            "# tfkd pipeline report",
+            "",
+            f"Data: {self.data['name']}, {self.data['train_examples']:,} training and "
+            f"{self.data['test_examples']:,} test examples. Accuracy is top-1 on the test "
+            "examples; `.tflite` rows are measured through the LiteRT interpreter "
+            "(`tfkd.TFLiteModel`). Latency: one example (batch 1), median, this machine.",
+            "",
+            "| model | stage | format | parameters | bytes | x smaller | accuracy | vs first | "
+            "latency ms | stage s |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in self.rows:
+            lines.append(
+                f"| {row['name']} | {row['stage']} | {row['format']} | "
+                f"{_parameters(row)} | {row['bytes']:,} | {_ratio(row['size_ratio'])} | "
+                f"{row['accuracy']:.4f} | {_points(row['accuracy_delta'])} | "
+                f"{row['latency_ms']:.3f} | {row['seconds']:.1f} |"
+            )
+        lines += [
+            "",
+            "*x smaller*: bytes of the largest file of the same format divided by this file's. "
+            "*vs first*: accuracy points against the first row.",
+            "",
+            "![accuracy vs size](report.png)",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def to_dict(self):
+        return {"data": self.data, "rows": self.rows}
+
+    def write(self, directory):
+        """Writes report.md, report.json and report.png into `directory` (atomically)."""
+        directory = pathlib.Path(directory)
+        _atomic.write_bytes(directory / "report.md", self.markdown().encode())
+        _store.write_json(directory / "report.json", self.to_dict())
+        if self.rows:
+            self.plot(directory / "report.png")
+
+    def plot(self, path):
+        """Accuracy against bytes on disk (log scale), each point labelled with its latency."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot
+
+        figure, axes = pyplot.subplots(figsize=(8, 5), dpi=120)
+        for file_format, marker in (("keras", "o"), ("tflite", "s")):
+            rows = [row for row in self.rows if row["format"] == file_format]
+            axes.scatter(
+                [row["bytes"] for row in rows],
+                [row["accuracy"] for row in rows],
+                marker=marker,
+                s=60,
+                label=f".{file_format}",
+            )
+            for row in rows:
+                axes.annotate(
+                    f"{row['name']}\n{row['latency_ms']:.3g} ms",
+                    (row["bytes"], row["accuracy"]),
+                    textcoords="offset points",
+                    xytext=(6, 4),
+                    fontsize=8,
+                )
+        axes.set_xscale("log")
+        axes.set_xlabel("bytes on disk (log scale)")
+        axes.set_ylabel(f"test accuracy ({self.data['name']})")
+        axes.set_title("Accuracy vs size; labels: latency per example (batch 1)")
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend(loc="lower right")
+        figure.tight_layout()
+        temporary = path.with_name(f".tmp-{path.name}")
+        figure.savefig(temporary, format="png")
+        pyplot.close(figure)
+        os.replace(temporary, path)
+
+
+def _summary(entry):
+    keys = ("name", "stage", "format", "parameters", "nonzero_parameters", "bytes", "accuracy")
+    return {key: entry.get(key) for key in keys} | {
+        "latency_ms": entry.get("latency_ms"),
+        "seconds": entry.get("seconds"),
+        "artifact": f"stages/{entry['name']}/{entry['artifact']}",
+    }
+
+
+def _with_comparisons(rows):
+    if not rows:
+        return rows
+    largest = {}
+    for row in rows:
+        largest[row["format"]] = max(largest.get(row["format"], 0), row["bytes"])
+    first = rows[0]["accuracy"]
+    for row in rows:
+        row["size_ratio"] = largest[row["format"]] / row["bytes"]
+        row["accuracy_delta"] = row["accuracy"] - first
+    return rows
+
+
+def _parameters(row):
+    total, nonzero = row["parameters"], row["nonzero_parameters"]
+    if total is None:
+        return ""
+    if nonzero is not None and nonzero < 0.9 * total:
+        return f"{total:,} ({nonzero:,} nonzero)"
+    return f"{total:,}"
+
+
+def _ratio(value):
+    return f"{value:.1f}x"
+
+
+def _points(value):
+    return f"{100 * value:+.2f}"

@@ -1,0 +1,154 @@
+"""`Stage`: one step of a pipeline, and the registry that finds stages by name."""
+
+import difflib
+import inspect
+
+_REGISTRY = {}
+
+
+def register_stage(name):
+    """Class decorator: makes a `Stage` subclass available to configs as `stage: name`.
+
+    Args:
+        name: the name configs use. It must not be taken already.
+
+    Example:
+
+    >>> @tfkd.pipeline.register_stage("halve_learning_rate")
+    ... class HalveLearningRate(tfkd.pipeline.Stage):
+    ...     def run(self, model, context):
+    ...         ...
+    """
+
+    def decorator(cls):
+        if not (isinstance(cls, type) and issubclass(cls, Stage)):
+            raise TypeError(
+                f"`register_stage` decorates subclasses of `tfkd.pipeline.Stage`. Received: {cls!r}"
+            )
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(
+                f"A stage is already registered as {name!r}: {_REGISTRY[name].__name__}. "
+                "Choose another name."
+            )
+        _REGISTRY[name] = cls
+        cls.kind = name
+        return cls
+
+    return decorator
+
+
+def get_stage(name):
+    """The `Stage` class registered as `name`; the error lists the registered names."""
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(str(name), _REGISTRY, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(
+            f"Unknown stage. Received: stage={name!r}. Registered stages: "
+            f"{sorted(_REGISTRY)}.{hint}"
+        )
+    return _REGISTRY[name]
+
+
+def registered_stages():
+    """`{name: Stage subclass}` of every registered stage."""
+    return dict(sorted(_REGISTRY.items()))
+
+
+def invalid_argument(argument, message, error=ValueError):
+    """An error about one constructor argument; configs point at that key's line."""
+    exception = error(message)
+    exception.argument = argument
+    return exception
+
+
+class Stage:
+    """One step of a pipeline: takes the previous stage's model, returns a new one.
+
+    Subclass it, implement `run`, and register it with `register_stage` to use it
+    from configs. The constructor's keyword arguments are the stage's config: they
+    are recorded by themselves (`get_config`), fingerprinted so that a changed
+    argument reruns the stage, and type-checked against the constructor's
+    annotations when they come from a config file. Never modify the incoming model:
+    return a new one (tfkd's `prune`, `quantize_aware` and `Distiller` already do).
+
+    Args:
+        name: the stage's name in the report and the output directory. Defaults
+            to the registered name (`kind`).
+        from_stage: name of an earlier stage whose model this stage takes,
+            instead of the previous stage's. Defaults to `None`.
+
+    Example:
+
+    >>> @tfkd.pipeline.register_stage("fine_tune_more")
+    ... class FineTuneMore(tfkd.pipeline.Stage):
+    ...     def __init__(self, epochs: int = 1, **kwargs):
+    ...         super().__init__(**kwargs)
+    ...         self.epochs = epochs
+    ...     def run(self, model, context):
+    ...         model = context.copy_model(model)
+    ...         context.compile(model, learning_rate=1e-4)
+    ...         context.fit(model, epochs=self.epochs)
+    ...         return model, {"epochs": self.epochs}
+    """
+
+    kind = None
+
+    def __new__(cls, *args, **kwargs):
+        instance = super().__new__(cls)
+        bound = inspect.signature(cls.__init__).bind(instance, *args, **kwargs)
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        arguments.pop(next(iter(arguments)))  # self
+        extra = arguments.pop("kwargs", {}) if _has_var_keyword(cls) else {}
+        instance._config = {**arguments, **extra}
+        return instance
+
+    def __init__(self, name: str | None = None, from_stage: str | None = None):
+        name = self.kind if name is None else name
+        if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+            raise invalid_argument(
+                "name",
+                "A stage name must be letters, digits, '_' or '-' (it names a directory). "
+                f"Received: name={name!r}",
+            )
+        self.name = name
+        self.from_stage = from_stage
+
+    def run(self, model, context):
+        """Returns `(new_model, details)`: a Keras model or `tfkd.TFLiteModel`, and a dict.
+
+        Args:
+            model: the previous stage's model (or `from_stage`'s); `None` for the first.
+            context: a `tfkd.pipeline.Context`: data, other stages' models, training helpers.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement `run(model, context)`.")
+
+    def references(self):
+        """Names of earlier stages whose models `run` reads (besides its input)."""
+        return []
+
+    def takes_input(self):
+        """Whether `run` uses the incoming model (if not, its changes don't rerun this stage)."""
+        return True
+
+    def fingerprint(self):
+        """What decides whether a finished run of this stage can be reused (with its
+        input's and references' fingerprints, the data and the seed). Defaults to
+        `get_config()`; override to add what the arguments don't show (a file's hash)."""
+        return self.get_config()
+
+    def get_config(self):
+        """The constructor's arguments, which also fingerprint the stage for resuming."""
+        return dict(self._config)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+def _has_var_keyword(cls):
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    return any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters)

@@ -1,0 +1,478 @@
+"""The built-in stages: load, train, transfer, distill, prune, quantize_aware, export."""
+
+import math
+import os
+
+import keras
+
+from tfkd import prune as prune_lib
+from tfkd import quantize, transfer
+from tfkd.distill import Distiller, with_teacher_outputs
+from tfkd.export import QUANTIZATIONS, TFLiteModel, export_tflite
+from tfkd.pipeline import _store, architectures
+from tfkd.pipeline.stage import Stage, invalid_argument, register_stage
+
+
+@register_stage("load")
+class Load(Stage):
+    """Loads a model file: `.keras`, or `.tflite` (as a `tfkd.TFLiteModel`).
+
+    Args:
+        path: the file. The stage reruns when the file's contents change.
+        **kwargs: `name`, `from_stage` (see `Stage`).
+    """
+
+    def __init__(self, path: str, **kwargs):
+        super().__init__(**kwargs)
+        architectures.check_model_file(path, "path", suffixes=(".keras", ".tflite"))
+        self.path = os.fspath(path)
+
+    def takes_input(self):
+        return False
+
+    def fingerprint(self):
+        return {**self.get_config(), "sha256": _store.sha256(self.path)}
+
+    def run(self, model, context):
+        if self.path.endswith(".tflite"):
+            return TFLiteModel(self.path), {"path": self.path}
+        return keras.saving.load_model(self.path), {"path": self.path}
+
+
+class _Training(Stage):
+    """Arguments and training loop shared by the stages that train (with or without a teacher)."""
+
+    def __init__(
+        self,
+        epochs,
+        learning_rate,
+        batch_size,
+        teacher=None,
+        temperature=1.0,
+        student_loss_weight=0.1,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        _check_positive("epochs", epochs, int, allow_zero=True)
+        _check_positive("learning_rate", learning_rate, float)
+        _check_positive("batch_size", batch_size, int)
+        _check_positive("temperature", temperature, float)
+        if isinstance(student_loss_weight, bool) or not 0.0 <= student_loss_weight <= 1.0:
+            raise invalid_argument(
+                "student_loss_weight",
+                "`student_loss_weight` must be in [0, 1]. "
+                f"Received: student_loss_weight={student_loss_weight!r}",
+            )
+        if teacher is not None and not isinstance(teacher, str):
+            raise invalid_argument(
+                "teacher", f"`teacher` must be a stage name. Received: {teacher!r}", TypeError
+            )
+        self.epochs, self.learning_rate, self.batch_size = epochs, learning_rate, batch_size
+        self.teacher, self.temperature = teacher, temperature
+        self.student_loss_weight = student_loss_weight
+
+    def references(self):
+        return [self.teacher] if self.teacher else []
+
+    def train(self, model, context):
+        """Trains `model` in place: distilled from `teacher` when given, else on labels."""
+        epochs = context.epochs(self.epochs)
+        if epochs == 0:
+            return {"epochs": 0}
+        if not self.teacher:
+            _compile(context, model, self.learning_rate, epochs, self.batch_size)
+            history = context.fit(model, epochs=epochs, batch_size=self.batch_size)
+            return _history_details(history, epochs)
+        teacher = context.model(self.teacher)
+        if not isinstance(teacher, keras.Model):
+            raise TypeError(
+                f"`teacher` must be a stage that returns a Keras model. Received: "
+                f"teacher={self.teacher!r}, a {type(teacher).__name__}"
+            )
+        distiller = Distiller(
+            teacher=teacher,
+            student=model,
+            temperature=self.temperature,
+            student_loss_weight=self.student_loss_weight,
+        )
+        _compile(context, distiller, self.learning_rate, epochs, self.batch_size)
+        inputs = with_teacher_outputs(context.data.x_train, context.teacher_outputs(self.teacher))
+        history = context.fit(distiller, inputs, epochs=epochs, batch_size=self.batch_size)
+        return _history_details(history, epochs)
+
+
+@register_stage("train")
+class Train(_Training):
+    """Trains a model on the labels alone: a new one from `model`, or the incoming one.
+
+    Args:
+        model: `{"architecture": "cnn", ...}` or `{"path": "file.keras"}` (or, from
+            Python, a Keras model to clone). `None` trains a copy of the incoming
+            model. Defaults to `None`.
+        epochs: training epochs. Defaults to `8`.
+        learning_rate: Adam's initial learning rate, decayed to 0 on a cosine.
+            Defaults to `2e-3`.
+        batch_size: Defaults to `128`.
+        **kwargs: `name`, `from_stage` (see `Stage`).
+    """
+
+    def __init__(
+        self,
+        model: dict | keras.Model | None = None,
+        epochs: int = 8,
+        learning_rate: float = 2e-3,
+        batch_size: int = 128,
+        **kwargs,
+    ):
+        super().__init__(epochs, learning_rate, batch_size, **kwargs)
+        if model is not None:
+            architectures.check_spec(model, "model")
+        self.model = model
+
+    def takes_input(self):
+        return self.model is None
+
+    def run(self, model, context):
+        model = _new_or_copy(self.model, model, context, "model")
+        return model, self.train(model, context)
+
+
+@register_stage("distill")
+class Distill(_Training):
+    """Trains a student with `tfkd.Distiller` from a frozen teacher's cached logits.
+
+    Args:
+        teacher: name of the earlier stage whose model teaches.
+        student: `{"architecture": "cnn", ...}`, `{"path": "file.keras"}` or a Keras
+            model; `None` distils into a copy of the incoming model. Defaults to `None`.
+        epochs: Defaults to `8`.
+        temperature: softmax temperature of the logits distillation. Defaults to `1.0`.
+        student_loss_weight: weight of the label loss; the distillation loss gets
+            the rest. Defaults to `0.1`.
+        learning_rate: Adam's initial learning rate (cosine decay). Defaults to `2e-3`.
+        batch_size: Defaults to `128`.
+        **kwargs: `name`, `from_stage` (see `Stage`).
+    """
+
+    def __init__(
+        self,
+        teacher: str,
+        student: dict | keras.Model | None = None,
+        epochs: int = 8,
+        temperature: float = 1.0,
+        student_loss_weight: float = 0.1,
+        learning_rate: float = 2e-3,
+        batch_size: int = 128,
+        **kwargs,
+    ):
+        if not isinstance(teacher, str):
+            raise invalid_argument(
+                "teacher", f"`teacher` must be a stage name. Received: {teacher!r}", TypeError
+            )
+        super().__init__(
+            epochs,
+            learning_rate,
+            batch_size,
+            teacher=teacher,
+            temperature=temperature,
+            student_loss_weight=student_loss_weight,
+            **kwargs,
+        )
+        if student is not None:
+            architectures.check_spec(student, "student")
+        self.student = student
+
+    def takes_input(self):
+        return self.student is None
+
+    def run(self, model, context):
+        student = _new_or_copy(self.student, model, context, "student")
+        return student, self.train(student, context)
+
+
+@register_stage("prune")
+class Prune(_Training):
+    """Prunes the incoming model by magnitude while it trains, then strips the wrappers.
+
+    Sparsity rises from 0 to `sparsity` over the first 70% of the steps (polynomial
+    decay), then holds while the model recovers. With `teacher`, training is
+    distillation, as in `Distill`.
+
+    Args:
+        sparsity: fraction of each pruned kernel set to zero. Defaults to `0.5`.
+        pattern: `"unstructured"` or `"N:M"` (see `tfkd.prune.prune`).
+            Defaults to `"unstructured"`.
+        epochs: Defaults to `2`.
+        teacher: an earlier stage to distil from, or `None` for labels only.
+            Defaults to `None`.
+        learning_rate: Defaults to `5e-4`.
+        **kwargs: `temperature`, `student_loss_weight`, `batch_size`, `name`, `from_stage`.
+    """
+
+    def __init__(
+        self,
+        sparsity: float = 0.5,
+        pattern: str = "unstructured",
+        epochs: int = 2,
+        teacher: str | None = None,
+        learning_rate: float = 5e-4,
+        batch_size: int = 128,
+        temperature: float = 1.0,
+        student_loss_weight: float = 0.1,
+        **kwargs,
+    ):
+        super().__init__(
+            epochs,
+            learning_rate,
+            batch_size,
+            teacher=teacher,
+            temperature=temperature,
+            student_loss_weight=student_loss_weight,
+            **kwargs,
+        )
+        if (
+            isinstance(sparsity, bool)
+            or not isinstance(sparsity, int | float)
+            or not 0 <= sparsity < 1
+        ):
+            raise invalid_argument(
+                "sparsity", f"`sparsity` must be in [0, 1). Received: sparsity={sparsity!r}"
+            )
+        self.sparsity, self.pattern = float(sparsity), pattern
+
+    def run(self, model, context):
+        _check_keras_input(self, model)
+        steps = context.epochs(self.epochs) * _steps_per_epoch(context, self.batch_size)
+        schedule = prune_lib.PolynomialDecay(
+            0.0, self.sparsity, begin_step=0, end_step=max(1, int(0.7 * steps))
+        )
+        pruned = prune_lib.prune(model, schedule, pattern=self.pattern)
+        details = self.train(pruned, context)
+        summary = prune_lib.summary(pruned)
+        details["sparsity"] = round(float(summary.sparsity), 4)
+        return prune_lib.strip(pruned), details
+
+
+@register_stage("quantize_aware")
+class QuantizeAware(_Training):
+    """Quantization-aware training of the incoming model (`tfkd.quantize.quantize_aware`).
+
+    The result exports to a fully int8 `.tflite` with `Export(quantization="int8")`,
+    no calibration needed. With `teacher`, training is distillation.
+
+    Args:
+        epochs: Defaults to `2`.
+        teacher: an earlier stage to distil from, or `None`. Defaults to `None`.
+        learning_rate: Defaults to `1e-4`.
+        **kwargs: `temperature`, `student_loss_weight`, `batch_size`, `name`, `from_stage`.
+    """
+
+    def __init__(
+        self,
+        epochs: int = 2,
+        teacher: str | None = None,
+        learning_rate: float = 1e-4,
+        batch_size: int = 128,
+        temperature: float = 1.0,
+        student_loss_weight: float = 0.1,
+        **kwargs,
+    ):
+        super().__init__(
+            epochs,
+            learning_rate,
+            batch_size,
+            teacher=teacher,
+            temperature=temperature,
+            student_loss_weight=student_loss_weight,
+            **kwargs,
+        )
+
+    def run(self, model, context):
+        _check_keras_input(self, model)
+        quantized = quantize.quantize_aware(model)
+        details = self.train(quantized, context)
+        details["parameters"] = int(model.count_params())  # without the quantizers' ranges
+        return quantized, details
+
+
+@register_stage("export")
+class Export(Stage):
+    """Exports the incoming Keras model to `model.tflite` and measures the file.
+
+    Uses `tfkd.export_tflite`, which raises instead of writing a file that disagrees
+    with the Keras model. Calibration (for `"int8"` / `"int16x8"` without QAT) and
+    the agreement check use the first `calibration_samples` training inputs.
+
+    Args:
+        quantization: `None` (float32), `"dynamic"`, `"float16"`, `"int8"` or
+            `"int16x8"`. Defaults to `None`.
+        io_dtype: the file's input/output dtype (see `tfkd.export_tflite`).
+            Defaults to `"float32"`.
+        calibration_samples: Defaults to `500`.
+        **kwargs: `name`, `from_stage` (see `Stage`).
+    """
+
+    def __init__(
+        self,
+        quantization: str | None = None,
+        io_dtype: str = "float32",
+        calibration_samples: int = 500,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if quantization not in QUANTIZATIONS:
+            raise invalid_argument(
+                "quantization",
+                f"Unknown quantization. Received: quantization={quantization!r}. "
+                f"Accepted: {list(QUANTIZATIONS)}",
+            )
+        _check_positive("calibration_samples", calibration_samples, int)
+        self.quantization, self.io_dtype = quantization, io_dtype
+        self.calibration_samples = calibration_samples
+
+    def run(self, model, context):
+        _check_keras_input(self, model)
+        path = context.directory / "model.tflite"
+        report = export_tflite(
+            model,
+            path,
+            self.quantization,
+            representative_data=context.data.x_train[: self.calibration_samples],
+            io_dtype=self.io_dtype,
+        )
+        details = report.to_dict()
+        details["path"] = os.fspath(path)
+        return TFLiteModel(path), details
+
+
+@register_stage("transfer")
+class Transfer(Stage):
+    """Fine-tunes a pretrained backbone to the data (`tfkd.transfer.fine_tune`).
+
+    Args:
+        backbone: `"mobilenet_v2"` (torchvision's ImageNet weights, offline) or a
+            `.keras` backbone without its classifier. Defaults to `"mobilenet_v2"`.
+        image_size: inputs are resized to `image_size` x `image_size` inside the
+            model. Defaults to `96`.
+        head_epochs: epochs training the new head, backbone frozen. Defaults to `2`.
+        fine_tune_epochs: epochs training with `unfreeze`d layers. Defaults to `4`.
+        unfreeze: `"all"`, or the number of top backbone layers. Defaults to `"all"`.
+        head_learning_rate: Defaults to `1e-3`.
+        fine_tune_learning_rate: Defaults to `1e-4`.
+        batch_size: Defaults to `128`.
+        **kwargs: `name`, `from_stage` (see `Stage`).
+    """
+
+    def __init__(
+        self,
+        backbone: str = "mobilenet_v2",
+        image_size: int = 96,
+        head_epochs: int = 2,
+        fine_tune_epochs: int = 4,
+        unfreeze: str | int = "all",
+        head_learning_rate: float = 1e-3,
+        fine_tune_learning_rate: float = 1e-4,
+        batch_size: int = 128,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if backbone != "mobilenet_v2":
+            architectures.check_model_file(backbone, "backbone")
+        _check_positive("image_size", image_size, int)
+        _check_positive("head_epochs", head_epochs, int, allow_zero=True)
+        _check_positive("fine_tune_epochs", fine_tune_epochs, int, allow_zero=True)
+        _check_positive("head_learning_rate", head_learning_rate, float)
+        _check_positive("fine_tune_learning_rate", fine_tune_learning_rate, float)
+        _check_positive("batch_size", batch_size, int)
+        self.backbone, self.image_size, self.unfreeze = backbone, image_size, unfreeze
+        self.head_epochs, self.fine_tune_epochs = head_epochs, fine_tune_epochs
+        self.head_learning_rate = head_learning_rate
+        self.fine_tune_learning_rate = fine_tune_learning_rate
+        self.batch_size = batch_size
+
+    def takes_input(self):
+        return False
+
+    def run(self, model, context):
+        options = {}
+        if self.backbone == "mobilenet_v2":
+            shape = (self.image_size, self.image_size, 3)
+            base = transfer.pretrained_mobilenet_v2(shape, include_top=False)
+            options["preprocessing"] = transfer.torchvision_normalization()
+        else:
+            base = keras.saving.load_model(self.backbone)
+            options["image_size"] = self.image_size
+        keras.utils.set_random_seed(context.seed)
+        model, history = transfer.fine_tune(
+            base,
+            context.data.num_classes,
+            (context.data.x_train, context.data.y_train),
+            head_epochs=context.epochs(self.head_epochs),
+            fine_tune_epochs=context.epochs(self.fine_tune_epochs),
+            unfreeze=self.unfreeze,
+            head_learning_rate=self.head_learning_rate,
+            fine_tune_learning_rate=self.fine_tune_learning_rate,
+            batch_size=self.batch_size,
+            callbacks=context.callbacks(),
+            verbose=context.keras_verbose(),
+            input_shape=context.data.input_shape,
+            **options,
+        )
+        return model, {
+            "train_accuracy": [round(value, 4) for value in history.history.get("accuracy", [])]
+        }
+
+
+def _compile(context, model, learning_rate, epochs, batch_size):
+    steps = epochs * _steps_per_epoch(context, batch_size)
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, steps))
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+
+
+def _steps_per_epoch(context, batch_size):
+    return math.ceil(len(context.data.x_train) / batch_size)
+
+
+def _history_details(history, epochs):
+    accuracy = history.history.get("accuracy") or history.history.get("student_accuracy") or []
+    loss = history.history.get("loss", [])
+    return {
+        "epochs": epochs,
+        "train_accuracy": [round(float(value), 4) for value in accuracy],
+        "train_loss": [round(float(value), 4) for value in loss],
+    }
+
+
+def _new_or_copy(spec, model, context, argument):
+    if spec is not None:
+        return architectures.build(spec, context.data, context.seed)
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"`{argument}` is not given, so this stage trains the incoming model, but there is "
+            f"none (or it is a {type(model).__name__}). Give `{argument}` or put a stage that "
+            "returns a Keras model before it."
+        )
+    return context.copy_model(model)
+
+
+def _check_keras_input(stage, model):
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"Stage {stage.name!r} ({stage.kind}) needs a Keras model as input. Received: "
+            f"{type(model).__name__}. Set `from_stage` to a stage that returns a Keras model."
+        )
+
+
+def _check_positive(argument, value, kind, allow_zero=False):
+    valid_type = isinstance(value, int | float) if kind is float else isinstance(value, int)
+    if isinstance(value, bool) or not valid_type or value < 0 or (value == 0 and not allow_zero):
+        accepted = "a non-negative" if allow_zero else "a positive"
+        raise invalid_argument(
+            argument,
+            f"`{argument}` must be {accepted} {'number' if kind is float else 'integer'}. "
+            f"Received: {argument}={value!r}",
+        )
