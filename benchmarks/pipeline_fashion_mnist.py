@@ -7,7 +7,8 @@ prints the test accuracy of each. Point --output at a finished default run
 (`tfkd run examples/pipeline_fashion_mnist.yaml`) to reuse its stages.
 
     python benchmarks/pipeline_fashion_mnist.py --output runs/pipeline_fashion_mnist \
-        --settings 1:0.1 2:0.1 4:0.1 2:0.5 4:0.5 [--epochs 8] [--filters 24 48 96]
+        --settings 1:0.1 2:0.1 4:0.1 2:0.5 4:0.5 [--epochs 8] [--filters 24 48 96] \
+        [--dense-units 128] [--dropout 0.3]   # the default config's student
 """
 
 import argparse
@@ -26,12 +27,30 @@ def main(argv=None):
     parser.add_argument("--settings", nargs="+", default=["1:0.1", "2:0.1", "4:0.1"])
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--filters", type=int, nargs="+", default=[24, 48, 96])
+    parser.add_argument("--dense-units", type=int, default=128)
+    parser.add_argument("--dropout", type=float, default=0.3)
+    parser.add_argument(
+        "--augmented-copies",
+        type=int,
+        default=0,
+        help="distil on that many teacher-labelled shifted/flipped copies too, and add a "
+        "scratch control trained on the same copies with their labels",
+    )
     args = parser.parse_args(argv)
     student = {"architecture": "cnn", "filters": args.filters}
+    if args.dense_units:
+        student |= {"dense_units": args.dense_units, "dropout": args.dropout}
     stages = [Load(TEACHER, name="teacher"), Train(student, epochs=args.epochs, name="scratch")]
+    copies = args.augmented_copies
+    suffix = f"_aug{copies}_e{args.epochs}" if copies else ""
+    if copies:
+        stages.append(
+            Train(student, epochs=args.epochs, augmented_copies=copies, name=f"scratch{suffix}")
+        )
     for setting in args.settings:
         temperature, weight = (float(value) for value in setting.split(":"))
         name = "distilled" if (temperature, weight) == (1.0, 0.1) else f"distilled_t{setting}"
+        name += suffix
         stages.append(
             Distill(
                 "teacher",
@@ -39,6 +58,7 @@ def main(argv=None):
                 epochs=args.epochs,
                 temperature=temperature,
                 student_loss_weight=weight,
+                augmented_copies=copies,
                 name=name.replace(":", "_w").replace(".", ""),
             )
         )

@@ -9,13 +9,23 @@ from tfkd.pipeline.stage import invalid_argument
 ARCHITECTURES = ("cnn",)
 
 
-def cnn(input_shape, num_classes, *, filters=(24, 48, 96), batch_norm=True, dropout=0.0, seed=0):
+def cnn(
+    input_shape,
+    num_classes,
+    *,
+    filters=(24, 48, 96),
+    batch_norm=True,
+    dense_units=None,
+    dropout=0.0,
+    seed=0,
+):
     """A small image classifier that exports fully int8: conv blocks, max pooling, logits.
 
     Each entry of `filters` is a 3x3 convolution (+ BatchNormalization) + ReLU block,
-    followed by 2x2 max pooling except after the last; then global average pooling,
-    dropout and a Dense layer with `num_classes` logits. Pixels are divided by 255
-    inside the model.
+    followed by 2x2 max pooling except after the last. Then, without `dense_units`,
+    global average pooling; with it, 2x2 max pooling, flattening (the classifier keeps
+    where features are) and a ReLU Dense layer of `dense_units`. Then dropout and a
+    Dense layer with `num_classes` logits. Pixels are divided by 255 inside the model.
     """
     keras.utils.set_random_seed(seed)
     inputs = keras.Input(input_shape, name="image")
@@ -28,7 +38,12 @@ def cnn(input_shape, num_classes, *, filters=(24, 48, 96), batch_norm=True, drop
         x = keras.layers.ReLU(name=f"{name}_relu")(x)
         if index < len(filters) - 1:
             x = keras.layers.MaxPooling2D(name=f"pool{index + 1}")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="features")(x)
+    if dense_units:
+        x = keras.layers.MaxPooling2D(name=f"pool{len(filters)}")(x)
+        x = keras.layers.Flatten(name="flatten")(x)
+        x = keras.layers.Dense(dense_units, activation="relu", name="features")(x)
+    else:
+        x = keras.layers.GlobalAveragePooling2D(name="features")(x)
     if dropout:
         x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = keras.layers.Dense(num_classes, name="logits")(x)
@@ -59,12 +74,13 @@ def check_spec(spec, argument):
             f"Unknown architecture. Received: {argument}.architecture={spec['architecture']!r}. "
             f"Available: {list(ARCHITECTURES)}",
         )
-    unknown = set(spec) - {"architecture", "filters", "batch_norm", "dropout"}
+    unknown = set(spec) - {"architecture", "filters", "batch_norm", "dense_units", "dropout"}
     if unknown:
         raise invalid_argument(
             argument,
             f"Unknown option(s) {sorted(unknown)} for architecture {spec['architecture']!r}. "
-            "Accepted: filters (list of ints), batch_norm (bool), dropout (float).",
+            "Accepted: filters (list of ints), batch_norm (bool), dense_units (int), "
+            "dropout (float).",
         )
 
 

@@ -36,10 +36,12 @@ class Context:
         """The model an earlier stage returned."""
         return self._runner.model(name)
 
-    def teacher_outputs(self, name):
-        """The outputs of stage `name`'s model on the training inputs, computed once per run
-        directory (offline distillation: tfkd's stages do not augment their inputs)."""
-        return self._runner.teacher_outputs(name)
+    def teacher_outputs(self, name, inputs=None, inputs_key="train"):
+        """`{"output": logits}` of stage `name`'s model on `inputs` (the training inputs by
+        default), computed once per run directory and cached under `inputs_key`, which
+        must identify the inputs. This is offline distillation: valid for inputs that
+        are fixed, not augmented anew at every epoch."""
+        return self._runner.teacher_outputs(name, inputs, inputs_key)
 
     def run_stage(self, stage, model):
         """Runs a child stage (for pipelines within pipelines); returns its model."""

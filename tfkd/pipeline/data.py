@@ -72,6 +72,36 @@ class Data:
         """A few thousand examples, for a smoke run."""
         return self.subset(QUICK_TRAIN_SIZE, QUICK_TEST_SIZE)
 
+    def augmented_copies(self, copies, seed=0, shift=2, flip=True):
+        """`copies` fixed, randomly shifted (and flipped) copies of the training images.
+
+        Each copy shifts every image by up to `shift` pixels in each direction (zero
+        fill) and flips half of them left-right. Fixed by `seed`, so a teacher's outputs
+        on them can be computed once and cached. Returns `(x, y)`.
+        """
+        if self.x_train.ndim != 4:
+            raise ValueError(
+                "Augmented copies need images of shape (n, height, width, channels). "
+                f"Received: x_train of shape {self.x_train.shape}"
+            )
+        rng = np.random.default_rng(seed)
+        n, height, width, _ = self.x_train.shape
+        padded = np.pad(self.x_train, ((0, 0), (shift, shift), (shift, shift), (0, 0)))
+        images = []
+        for _ in range(copies):
+            rows = rng.integers(0, 2 * shift + 1, n)
+            columns = rng.integers(0, 2 * shift + 1, n)
+            copy = np.stack(
+                [
+                    padded[i, r : r + height, c : c + width]
+                    for i, (r, c) in enumerate(zip(rows, columns))
+                ]
+            )
+            flipped = rng.random(n) < 0.5 if flip else np.zeros(n, bool)
+            copy[flipped] = copy[flipped, :, ::-1]
+            images.append(copy)
+        return np.concatenate(images), np.tile(self.y_train, copies)
+
     @property
     def input_shape(self):
         return tuple(self.x_train.shape[1:])

@@ -12,7 +12,7 @@ from tfkd.export import TFLiteModel
 from tfkd.pipeline import _measure, _store, report
 from tfkd.pipeline.context import Context, save_array
 from tfkd.pipeline.data import Data
-from tfkd.pipeline.stage import Stage, invalid_argument, register_stage
+from tfkd.pipeline.stage import Stage, get_stage, invalid_argument, register_stage
 
 
 @register_stage("pipeline")
@@ -63,6 +63,12 @@ class Pipeline(Stage):
         config = super().get_config()
         config["stages"] = [{"stage": stage.kind, **stage.get_config()} for stage in self.stages]
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["stages"] = [_stage_from_config(stage) for stage in config["stages"]]
+        return cls(**config)
 
     def execute(
         self, data, output_dir, *, quick=False, seed=0, tensorboard=True, verbose="auto", log=print
@@ -172,6 +178,7 @@ class _Runner:
         start = time.perf_counter()
         try:
             output = stage.run(model, self.context)
+            _check_finite(output[0] if isinstance(output, tuple) else output)
         except Exception as error:
             raise RuntimeError(
                 f"Stage {stage.name!r} ({stage.kind}) failed: {error}. Finished stages are kept "
@@ -204,16 +211,16 @@ class _Runner:
         self.log(f"[{index}/{self.total}] {stage.name}: done in {seconds:.1f} s. {_line(entry)}")
         return model, entry
 
-    def teacher_outputs(self, name):
-        key = f"{name}-{self.fingerprints[name]}"
+    def teacher_outputs(self, name, inputs=None, inputs_key="train"):
+        key = f"{name}-{self.fingerprints[name]}-{inputs_key}"
         if key not in self._teacher_outputs:
+            inputs = self.data.x_train if inputs is None else inputs
             path = self.store.directory / "cache" / f"outputs-{key}.npy"
-            if path.is_file():
-                logits = np.load(path)
-            else:
+            logits = np.load(path) if path.is_file() else None
+            if logits is None or len(logits) != len(inputs):
                 path.parent.mkdir(parents=True, exist_ok=True)
-                self.log(f"    computing {name}'s outputs on {len(self.data.x_train):,} examples")
-                logits = self.context.predict(self.model(name), self.data.x_train)
+                self.log(f"    computing {name}'s outputs on {len(inputs):,} examples")
+                logits = self.context.predict(self.model(name), inputs)
                 save_array(path, logits)
             self._teacher_outputs[key] = {"output": logits}
         return self._teacher_outputs[key]
@@ -236,6 +243,11 @@ class _Runner:
         return result
 
 
+def _stage_from_config(config):
+    config = dict(config)
+    return get_stage(config.pop("stage")).from_config(config)
+
+
 def _fingerprint_value(value):
     """Keras models (Python API) are fingerprinted by architecture and weights."""
     if isinstance(value, keras.Model):
@@ -256,6 +268,25 @@ def _line(entry):
         parts.append(f"{entry['parameters']:,} parameters")
     parts.append(f"{entry['latency_ms']:.3f} ms/example")
     return ", ".join(parts)
+
+
+def _check_finite(model):
+    """NaN weights are an error even when the loss hid them (Keras's JAX sparse
+    cross-entropy reports a finite loss for NaN logits)."""
+    if not isinstance(model, keras.Model):
+        return
+    bad = sorted(
+        {
+            weight.path.split("/")[0]
+            for weight in model.weights
+            if not np.all(np.isfinite(keras.ops.convert_to_numpy(weight)))
+        }
+    )
+    if bad:
+        raise FloatingPointError(
+            f"Training produced non-finite weights in layer(s) {bad}. Check the inputs for "
+            "NaN/inf and lower the learning rate."
+        )
 
 
 def _check_output(stage, model):

@@ -4,6 +4,7 @@ import math
 import os
 
 import keras
+import numpy as np
 
 from tfkd import prune as prune_lib
 from tfkd import quantize, transfer
@@ -74,14 +75,22 @@ class _Training(Stage):
     def references(self):
         return [self.teacher] if self.teacher else []
 
-    def train(self, model, context):
-        """Trains `model` in place: distilled from `teacher` when given, else on labels."""
+    def train(self, model, context, augmented_copies=0):
+        """Trains `model` in place: distilled from `teacher` when given, else on labels.
+
+        With `augmented_copies`, the teacher also labels that many fixed, shifted and
+        flipped copies of the training images, and the student trains on all of them.
+        """
         epochs = context.epochs(self.epochs)
         if epochs == 0:
             return {"epochs": 0}
         if not self.teacher:
-            _compile(context, model, self.learning_rate, epochs, self.batch_size)
-            history = context.fit(model, epochs=epochs, batch_size=self.batch_size)
+            x, y = context.data.x_train, context.data.y_train
+            if augmented_copies:
+                x_more, y_more = context.data.augmented_copies(augmented_copies, context.seed)
+                x, y = np.concatenate([x, x_more]), np.concatenate([y, y_more])
+            _compile(context, model, self.learning_rate, epochs, self.batch_size, len(x))
+            history = context.fit(model, x, y, epochs=epochs, batch_size=self.batch_size)
             return _history_details(history, epochs)
         teacher = context.model(self.teacher)
         if not isinstance(teacher, keras.Model):
@@ -95,9 +104,17 @@ class _Training(Stage):
             temperature=self.temperature,
             student_loss_weight=self.student_loss_weight,
         )
-        _compile(context, distiller, self.learning_rate, epochs, self.batch_size)
-        inputs = with_teacher_outputs(context.data.x_train, context.teacher_outputs(self.teacher))
-        history = context.fit(distiller, inputs, epochs=epochs, batch_size=self.batch_size)
+        x, y = context.data.x_train, context.data.y_train
+        outputs = context.teacher_outputs(self.teacher)["output"]
+        if augmented_copies:
+            x_more, y_more = context.data.augmented_copies(augmented_copies, seed=context.seed)
+            key = f"augmented{augmented_copies}-seed{context.seed}"
+            more = context.teacher_outputs(self.teacher, x_more, key)["output"]
+            x, y = np.concatenate([x, x_more]), np.concatenate([y, y_more])
+            outputs = np.concatenate([outputs, more])
+        _compile(context, distiller, self.learning_rate, epochs, self.batch_size, len(x))
+        inputs = with_teacher_outputs(x, {"output": outputs})
+        history = context.fit(distiller, inputs, y, epochs=epochs, batch_size=self.batch_size)
         return _history_details(history, epochs)
 
 
@@ -113,6 +130,8 @@ class Train(_Training):
         learning_rate: Adam's initial learning rate, decayed to 0 on a cosine.
             Defaults to `2e-3`.
         batch_size: Defaults to `128`.
+        augmented_copies: train on that many fixed, shifted and flipped copies of
+            the training images too, with their labels (see `Distill`). Defaults to `0`.
         **kwargs: `name`, `from_stage` (see `Stage`).
     """
 
@@ -122,19 +141,22 @@ class Train(_Training):
         epochs: int = 8,
         learning_rate: float = 2e-3,
         batch_size: int = 128,
+        augmented_copies: int = 0,
         **kwargs,
     ):
         super().__init__(epochs, learning_rate, batch_size, **kwargs)
         if model is not None:
             architectures.check_spec(model, "model")
+        _check_positive("augmented_copies", augmented_copies, int, allow_zero=True)
         self.model = model
+        self.augmented_copies = augmented_copies
 
     def takes_input(self):
         return self.model is None
 
     def run(self, model, context):
         model = _new_or_copy(self.model, model, context, "model")
-        return model, self.train(model, context)
+        return model, self.train(model, context, self.augmented_copies)
 
 
 @register_stage("distill")
@@ -151,6 +173,12 @@ class Distill(_Training):
             the rest. Defaults to `0.1`.
         learning_rate: Adam's initial learning rate (cosine decay). Defaults to `2e-3`.
         batch_size: Defaults to `128`.
+        augmented_copies: how many fixed copies of the training images, randomly
+            shifted by up to 2 pixels and half of them flipped left-right, the teacher
+            labels for the student to train on too (the teacher's outputs on them are
+            computed once and cached). More inputs carry more of what the teacher
+            knows; an epoch then covers `1 + augmented_copies` times the data.
+            Images only. Defaults to `0`.
         **kwargs: `name`, `from_stage` (see `Stage`).
     """
 
@@ -163,6 +191,7 @@ class Distill(_Training):
         student_loss_weight: float = 0.1,
         learning_rate: float = 2e-3,
         batch_size: int = 128,
+        augmented_copies: int = 0,
         **kwargs,
     ):
         if not isinstance(teacher, str):
@@ -180,14 +209,16 @@ class Distill(_Training):
         )
         if student is not None:
             architectures.check_spec(student, "student")
+        _check_positive("augmented_copies", augmented_copies, int, allow_zero=True)
         self.student = student
+        self.augmented_copies = augmented_copies
 
     def takes_input(self):
         return self.student is None
 
     def run(self, model, context):
         student = _new_or_copy(self.student, model, context, "student")
-        return student, self.train(student, context)
+        return student, self.train(student, context, self.augmented_copies)
 
 
 @register_stage("prune")
@@ -423,8 +454,9 @@ class Transfer(Stage):
         }
 
 
-def _compile(context, model, learning_rate, epochs, batch_size):
-    steps = epochs * _steps_per_epoch(context, batch_size)
+def _compile(context, model, learning_rate, epochs, batch_size, examples=None):
+    examples = len(context.data.x_train) if examples is None else examples
+    steps = epochs * math.ceil(examples / batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, steps))
     model.compile(
         optimizer=keras.optimizers.Adam(schedule),

@@ -1,0 +1,53 @@
+"""`Data`: arrays, subsets, fingerprints and the teacher-labelled augmented copies."""
+
+import numpy as np
+import pytest
+
+from tfkd.pipeline import Data
+
+
+@pytest.fixture(scope="module")
+def data():
+    return Data.load("fashion_mnist", train_size=300, test_size=50)
+
+
+def test_load_adds_channels_and_counts_classes(data):
+    assert data.x_train.shape == (300, 28, 28, 1) and data.x_train.dtype == np.float32
+    assert data.x_test.shape == (50, 28, 28, 1) and data.num_classes == 10
+    assert data.quick().x_train.shape[0] == 300  # already below the quick size
+
+
+def test_fingerprint_follows_the_arrays(data):
+    same = Data.load("fashion_mnist", train_size=300, test_size=50)
+    assert same.fingerprint == data.fingerprint
+    assert data.subset(299).fingerprint != data.fingerprint
+
+
+def test_augmented_copies_are_fixed_shifted_and_flipped(data):
+    x, y = data.augmented_copies(2, seed=0)
+    assert x.shape == (600, 28, 28, 1) and np.array_equal(y, np.tile(data.y_train, 2))
+    again, _ = data.augmented_copies(2, seed=0)
+    np.testing.assert_array_equal(x, again)
+    original = data.x_train[:, :, :, 0]
+    for index in range(50):  # every copy is the image moved by at most 2 pixels, maybe flipped
+        copy = x[index, :, :, 0]
+        candidates = [original[index], original[index, :, ::-1]]
+        best = min(
+            np.abs(np.roll(image, (dy, dx), axis=(0, 1))[2:-2, 2:-2] - copy[2:-2, 2:-2]).max()
+            for image in candidates
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+        )
+        assert best == 0
+    assert not np.array_equal(x[:300], data.x_train)
+
+
+def test_bad_arguments(data):
+    with pytest.raises(ValueError, match="`x_train` and `y_train` differ in length"):
+        Data(np.zeros((3, 4, 4)), np.zeros(2, int), np.zeros((1, 4, 4)), np.zeros(1, int))
+    with pytest.raises(TypeError, match="`y_train` must hold integer class ids"):
+        Data(np.zeros((2, 4, 4)), np.zeros(2), np.zeros((1, 4, 4)), np.zeros(1, int))
+    with pytest.raises(ValueError, match="Unknown data set. Received: name='cifar'"):
+        Data.load("cifar")
+    with pytest.raises(ValueError, match="`train_size` must be a positive integer"):
+        Data.load("fashion_mnist", train_size=0)
