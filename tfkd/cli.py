@@ -6,7 +6,7 @@ import sys
 
 EPILOG = """\
 examples:
-  tfkd run examples/pipeline_fashion_mnist.yaml          # the default pipeline (~13 min, 2 cores)
+  tfkd run examples/pipeline_fashion_mnist.yaml          # the default pipeline (~11 min, 2 cores)
   tfkd run examples/pipeline_fashion_mnist.yaml --quick  # a one-minute smoke run
   tfkd report runs/pipeline_fashion_mnist                # the report of a (partial) run
 
@@ -63,7 +63,11 @@ def main(argv=None):
                 args.config, args.output, quick=args.quick, tensorboard=not args.no_tensorboard
             )
         else:
-            report = pipeline.Report.load(args.directory)
+            try:
+                report = pipeline.Report.load(args.directory)
+            except ValueError as error:
+                print(f"tfkd: {error}", file=sys.stderr)
+                return 2
             report.write(args.directory)
             print(f"Report: {args.directory / 'report.md'}")
     except pipeline.ConfigError as error:

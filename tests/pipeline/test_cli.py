@@ -45,6 +45,14 @@ def test_config_error_exits_2_with_the_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_report_of_a_directory_that_is_no_run(tmp_path):
+    result = _tfkd("report", tmp_path)
+    assert result.returncode == 2
+    assert f"Not a tfkd pipeline output directory (no config.json). Received: {tmp_path}" in (
+        result.stderr
+    )
+
+
 def test_default_config_quick_run_and_report_command(tmp_path):
     output = tmp_path / "quick"
     result = _tfkd("run", "examples/pipeline_fashion_mnist.yaml", "--quick", "--output", output)

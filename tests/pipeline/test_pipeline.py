@@ -221,3 +221,61 @@ def test_distill_on_teacher_labelled_augmented_copies(data, tmp_path):
     assert len(cached) == 2 and cached[0].endswith("-augmented2-seed0.npy")
     entry = json.loads((tmp_path / "stages" / "distill" / "entry.json").read_text())
     assert entry["details"]["epochs"] == 1 and len(report.rows) == 2
+
+
+def test_a_redone_stage_reruns_its_dependents_and_the_report_drops_stale_rows(data, tmp_path):
+    stages = [
+        Load(TEACHER, name="teacher"),
+        Train(STUDENT, epochs=1, name="scratch"),
+        Export(name="scratch_file"),
+    ]
+    _execute(tfkd.Pipeline(stages), data, tmp_path)
+    # scratch is redone with the same arguments (as after a kill, then a revert of a change)
+    (tmp_path / "stages" / "scratch" / "entry.json").unlink()
+    report = tfkd.pipeline.Report.load(tmp_path)
+    assert [row["name"] for row in report.rows] == ["teacher"]  # scratch_file is stale now
+    _, lines = _execute(tfkd.Pipeline(stages), data, tmp_path)
+    assert "scratch (train): started" in lines[2] and "scratch_file (export): started" in lines[4]
+
+
+def test_a_changed_model_file_reruns_the_stage(data, tmp_path):
+    student_file = tmp_path / "student.keras"
+    tfkd.pipeline.architectures.cnn((28, 28, 1), 10, filters=(8,)).save(student_file)
+    stages = [Train({"path": str(student_file)}, epochs=1, name="trained")]
+    _execute(tfkd.Pipeline(stages), data, tmp_path / "out")
+    _, lines = _execute(tfkd.Pipeline(stages), data, tmp_path / "out")
+    assert "reused" in lines[1]
+    tfkd.pipeline.architectures.cnn((28, 28, 1), 10, filters=(8,), seed=1).save(student_file)
+    _, lines = _execute(tfkd.Pipeline(stages), data, tmp_path / "out")
+    assert "trained (train): started" in lines[1]
+
+
+def test_nested_pipeline_from_stage_and_its_name_as_a_reference(data, tmp_path):
+    inner = tfkd.Pipeline([Export(name="inner_file")], name="inner", from_stage="teacher")
+    stages = [
+        Load(TEACHER, name="teacher"),
+        Train(STUDENT, epochs=1, name="scratch"),
+        inner,
+        Export(quantization="dynamic", from_stage="inner", name="after"),
+    ]
+    with pytest.raises(RuntimeError, match="Stage 'after' .* needs a Keras model as input"):
+        _execute(tfkd.Pipeline(stages), data, tmp_path)  # inner's output is a .tflite
+    entry = json.loads((tmp_path / "stages" / "inner_file" / "entry.json").read_text())
+    assert entry["input"] == "teacher"
+    bad = tfkd.Pipeline(
+        [Load(TEACHER, name="teacher"), tfkd.Pipeline([Export(from_stage="inner")], name="inner")]
+    )
+    with pytest.raises(ValueError, match="`from_stage` must name an earlier stage"):
+        bad.execute(data, tmp_path / "bad")
+
+
+@tfkd.pipeline.register_stage("test_bad_details")
+class BadDetails(tfkd.pipeline.Stage):
+    def run(self, model, context):
+        return model, None
+
+
+def test_a_stage_returning_bad_details_fails_clearly(data, tmp_path):
+    stages = [Load(TEACHER, name="teacher"), BadDetails()]
+    with pytest.raises(RuntimeError, match="must return a Keras model .* Received: tuple"):
+        _execute(tfkd.Pipeline(stages), data, tmp_path)

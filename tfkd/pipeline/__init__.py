@@ -20,7 +20,8 @@ from tfkd.pipeline.data import Data
 from tfkd.pipeline.pipeline import Pipeline
 from tfkd.pipeline.report import Report
 from tfkd.pipeline.stage import Stage, get_stage, register_stage, registered_stages
-from tfkd.pipeline.stages import Distill, Export, Load, Prune, QuantizeAware, Train, Transfer
+from tfkd.pipeline.stages import Export, Load, Transfer
+from tfkd.pipeline.training import Distill, Prune, QuantizeAware, Train
 
 __all__ = [
     "ConfigError",

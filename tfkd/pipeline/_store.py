@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import pathlib
+import shutil
 
 import keras
 
@@ -51,6 +52,8 @@ class Store:
         (directory / ENTRY).unlink(missing_ok=True)
         for leftover in directory.glob(".tmp-*"):
             leftover.unlink()
+        # TensorBoard would show the old run's curves with the new ones.
+        shutil.rmtree(self.log_directory(name), ignore_errors=True)
         return directory
 
     def save_model(self, name, model):
@@ -84,6 +87,11 @@ class Store:
             except (OSError, ValueError):
                 continue
         return entries
+
+
+def output_id(entry):
+    """What identifies a finished stage's output: its fingerprint and its file's checksum."""
+    return f"{entry['fingerprint']}:{entry['sha256'][:16]}"
 
 
 def inference_copy(model):

@@ -50,6 +50,24 @@ def cnn(
     return keras.Model(inputs, outputs, name="cnn")
 
 
+def _positive_int(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+_CNN_OPTIONS = {
+    "filters": (
+        "a non-empty list of positive integers",
+        lambda value: isinstance(value, list | tuple) and value and all(map(_positive_int, value)),
+    ),
+    "batch_norm": ("true or false", lambda value: isinstance(value, bool)),
+    "dense_units": ("a positive integer or null", lambda v: v is None or _positive_int(v)),
+    "dropout": (
+        "a number in [0, 1)",
+        lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < 1,
+    ),
+}
+
+
 def check_spec(spec, argument):
     """Validates a model spec before any work; raises naming `argument`."""
     if isinstance(spec, keras.Model):
@@ -74,14 +92,20 @@ def check_spec(spec, argument):
             f"Unknown architecture. Received: {argument}.architecture={spec['architecture']!r}. "
             f"Available: {list(ARCHITECTURES)}",
         )
-    unknown = set(spec) - {"architecture", "filters", "batch_norm", "dense_units", "dropout"}
+    unknown = set(spec) - {"architecture", *_CNN_OPTIONS}
     if unknown:
         raise invalid_argument(
             argument,
             f"Unknown option(s) {sorted(unknown)} for architecture {spec['architecture']!r}. "
-            "Accepted: filters (list of ints), batch_norm (bool), dense_units (int), "
-            "dropout (float).",
+            "Accepted: "
+            + ", ".join(f"{name} ({kind})" for name, (kind, _) in _CNN_OPTIONS.items()),
         )
+    for name, (kind, valid) in _CNN_OPTIONS.items():
+        if name in spec and not valid(spec[name]):
+            raise invalid_argument(
+                argument,
+                f"`{argument}.{name}` must be {kind}. Received: {name}={spec[name]!r}",
+            )
 
 
 def build(spec, data, seed):

@@ -21,6 +21,7 @@ import inspect
 import json
 import os
 import pathlib
+import re
 import types
 import typing
 
@@ -33,6 +34,29 @@ from tfkd.pipeline.stage import Stage, get_stage, registered_stages
 
 TOP_LEVEL_KEYS = ("name", "seed", "data", "stages")
 DATA_KEYS = ("name", "train_size", "test_size")
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's numbers: `1e-3` is a float (YAML 1.1 wants
+    `1.0e-3`) and `2:4` a string (YAML 1.1 reads it as the base-60 integer 124)."""
+
+
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _NUMBER_TAGS]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^[-+]?[0-9]+$"), list("-+0123456789")
+)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
 
 
 class ConfigError(ValueError):
@@ -64,6 +88,7 @@ def load_config(path):
             json.loads(text)
         except json.JSONDecodeError as error:
             raise ConfigError(f"{path}:{error.lineno}: invalid JSON: {error.msg}") from None
+        text = text.expandtabs()  # JSON allows tabs where YAML does not
     reader = _Reader(path)
     config = reader.parse(text)
     return reader.build(config)
@@ -76,6 +101,7 @@ class _Reader:
         self.path = path
         self.lines = {}
         self.stage_keys = {}
+        self.nodes = set()
 
     def error(self, key, message):
         line = self.lines.get(key) or self.lines.get(key[:-1], 1) if key else 1
@@ -83,7 +109,7 @@ class _Reader:
 
     def parse(self, text):
         try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            node = yaml.compose(text, Loader=_Loader)
         except yaml.MarkedYAMLError as error:
             mark = error.problem_mark or error.context_mark
             line = mark.line + 1 if mark else 1
@@ -94,6 +120,9 @@ class _Reader:
 
     def value(self, node, key):
         self.lines.setdefault(key, node.start_mark.line + 1)
+        if id(node) in self.nodes:  # an alias: refused, as a self-reference would never end
+            raise self.error(key, "YAML aliases (*name) are not supported in configs.")
+        self.nodes.add(id(node))
         if node.tag not in _PLAIN_TAGS:
             raise self.error(
                 key,
@@ -104,7 +133,7 @@ class _Reader:
             return self.mapping(node, key)
         if isinstance(node, yaml.SequenceNode):
             return [self.value(item, (*key, index)) for index, item in enumerate(node.value)]
-        return yaml.SafeLoader("").construct_object(node)
+        return _Loader("").construct_object(node)
 
     def mapping(self, node, key):
         result = {}
@@ -127,11 +156,19 @@ class _Reader:
         for required in ("data", "stages"):
             if required not in config:
                 raise self.error((), f"missing the required key `{required}`.")
+        name = config.get("name", "pipeline")
+        if not isinstance(name, str):
+            raise self.error(("name",), f"`name` must be a string. Received: {name!r}")
         seed = config.get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise self.error(("seed",), f"`seed` must be an integer. Received: {seed!r}")
         data = self.data(config["data"])
-        pipeline = Pipeline(self.stages(config["stages"], ("stages",)), name=config.get("name"))
+        try:
+            pipeline = Pipeline(self.stages(config["stages"], ("stages",)), name=name)
+        except (ValueError, TypeError) as error:
+            if isinstance(error, ConfigError):
+                raise
+            raise self.error(("name",), str(error)) from None
         try:
             check_references(pipeline)
         except ValueError as error:
@@ -169,6 +206,10 @@ class _Reader:
         if not isinstance(mapping, dict) or "stage" not in mapping:
             raise self.error(
                 key, f"each stage must be a mapping with a `stage` key. Received: {mapping!r}"
+            )
+        if not isinstance(mapping["stage"], str):
+            raise self.error(
+                (*key, "stage"), f"`stage` must be a stage name. Received: {mapping['stage']!r}"
             )
         try:
             cls = get_stage(mapping["stage"])

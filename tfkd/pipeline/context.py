@@ -1,11 +1,13 @@
 """`Context`: what a running stage sees: data, earlier models, and the training helpers."""
 
+import io
 import os
 import sys
 
 import keras
 import numpy as np
 
+from tfkd import _atomic
 from tfkd.distill.callbacks import NonFiniteLossGuard
 from tfkd.pipeline import _store
 
@@ -95,8 +97,7 @@ class Context:
 
 
 def save_array(path, array):
-    """`np.save`, atomically."""
-    temporary = path.with_name(f".tmp-{path.name}")
-    with open(temporary, "wb") as file:
-        np.save(file, array)
-    os.replace(temporary, path)
+    """`np.save`, atomically (a crash leaves the old file or none)."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    _atomic.write_bytes(path, buffer.getvalue())

@@ -150,6 +150,8 @@ class _Runner:
 
     def run_stage(self, stage, model):
         if isinstance(stage, Pipeline):
+            if stage.from_stage:
+                self.last, model = stage.from_stage, self.models[stage.from_stage]
             model, _ = stage.run(model, self.context)
             self.models[stage.name] = model
             self.fingerprints[stage.name] = self.fingerprints.get(self.last)
@@ -167,7 +169,9 @@ class _Runner:
         else:
             model, entry = self._run_leaf(stage, model, source, fingerprint, index)
         self.entries.append(entry)
-        self.models[stage.name], self.fingerprints[stage.name] = model, fingerprint
+        # Downstream stages depend on this stage's output file itself, not only on its
+        # arguments: a stage rerun (even with the same arguments) reruns what uses it.
+        self.models[stage.name], self.fingerprints[stage.name] = model, _store.output_id(entry)
         self.last = stage.name
         return model
 
@@ -177,16 +181,15 @@ class _Runner:
         self.context.log_directory = self.store.log_directory(stage.name)
         start = time.perf_counter()
         try:
-            output = stage.run(model, self.context)
-            _check_finite(output[0] if isinstance(output, tuple) else output)
+            model, details = _unpack(stage, stage.run(model, self.context))
+            _check_finite(model)
         except Exception as error:
             raise RuntimeError(
-                f"Stage {stage.name!r} ({stage.kind}) failed: {error}. Finished stages are kept "
+                f"Stage {stage.name!r} ({stage.kind}) failed: {str(error).rstrip('.')}. "
+                "Finished stages are kept "
                 f"in {self.store.directory}; fix the cause and rerun to resume from this stage."
             ) from error
         seconds = time.perf_counter() - start
-        model, details = output if isinstance(output, tuple) else (output, {})
-        _check_output(stage, model)
         artifact = self.store.save_model(stage.name, model)
         metrics = _measure.measure(
             model, self.data, self.store.stage_directory(stage.name) / artifact
@@ -196,6 +199,7 @@ class _Runner:
             "stage": stage.kind,
             "input": source if stage.takes_input() else None,
             "fingerprint": fingerprint,
+            "upstream": self._upstream(stage, source),
             "artifact": artifact,
             "format": "tflite" if isinstance(model, TFLiteModel) else "keras",
             "seconds": round(seconds, 2),
@@ -216,7 +220,7 @@ class _Runner:
         if key not in self._teacher_outputs:
             inputs = self.data.x_train if inputs is None else inputs
             path = self.store.directory / "cache" / f"outputs-{key}.npy"
-            logits = np.load(path) if path.is_file() else None
+            logits = _load_array(path)
             if logits is None or len(logits) != len(inputs):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self.log(f"    computing {name}'s outputs on {len(inputs):,} examples")
@@ -225,12 +229,16 @@ class _Runner:
             self._teacher_outputs[key] = {"output": logits}
         return self._teacher_outputs[key]
 
+    def _upstream(self, stage, source):
+        """`{stage name: output id}` of the stages whose models this one read."""
+        names = ([source] if stage.takes_input() and source else []) + stage.references()
+        return {name: self.fingerprints.get(name) for name in names}
+
     def _fingerprint(self, stage, source):
         description = {
             "stage": stage.kind,
             "config": {k: v for k, v in stage.fingerprint().items() if k != "name"},
-            "input": self.fingerprints.get(source) if stage.takes_input() else None,
-            "references": {name: self.fingerprints.get(name) for name in stage.references()},
+            "upstream": self._upstream(stage, source),
             **self.options,
         }
         text = json.dumps(description, sort_keys=True, default=_fingerprint_value)
@@ -248,8 +256,28 @@ def _stage_from_config(config):
     return get_stage(config.pop("stage")).from_config(config)
 
 
+def _load_array(path):
+    try:
+        return np.load(path)
+    except (OSError, ValueError):  # missing, or cut short by a crash: compute again
+        return None
+
+
+def _unpack(stage, output):
+    model, details = output if isinstance(output, tuple) else (output, {})
+    if not isinstance(model, keras.Model | TFLiteModel) or not isinstance(details, dict):
+        raise TypeError(
+            f"Stage {stage.name!r} must return a Keras model or a `tfkd.TFLiteModel`, or a "
+            f"`(model, details_dict)` tuple. Received: {type(output).__name__} "
+            f"({type(model).__name__}, {type(details).__name__})"
+        )
+    return model, details
+
+
 def _fingerprint_value(value):
-    """Keras models (Python API) are fingerprinted by architecture and weights."""
+    """Keras models and arrays (Python API) are fingerprinted by their contents."""
+    if isinstance(value, np.ndarray):
+        return hashlib.sha256(np.ascontiguousarray(value).data).hexdigest()
     if isinstance(value, keras.Model):
         digest = hashlib.sha256(json.dumps(value.get_config(), default=str).encode())
         for weight in value.weights:
@@ -289,14 +317,6 @@ def _check_finite(model):
         )
 
 
-def _check_output(stage, model):
-    if not isinstance(model, keras.Model | TFLiteModel):
-        raise TypeError(
-            f"Stage {stage.name!r} must return a Keras model or a `tfkd.TFLiteModel` (and "
-            f"optionally a dict of details). Received: {type(model).__name__}"
-        )
-
-
 def _check_types(stages):
     for stage in stages:
         if not isinstance(stage, Stage):
@@ -310,34 +330,57 @@ def _check_types(stages):
 def check_references(pipeline):
     """Unique names; `from_stage` and teachers name earlier stages (of any nesting level).
 
+    A nested pipeline's name can be referenced once all its stages have run.
+
     Raises:
         ValueError: with `stage` and `argument` attributes naming the culprit.
     """
-    seen = set()
+    seen, names = set(), set()
     for stage in _walk(pipeline):
+        if isinstance(stage, tuple):  # the end of a nested pipeline: its output exists now
+            seen.add(stage[1].name)
+            continue
+        if stage.from_stage and not stage.takes_input():
+            _reference_error(
+                stage,
+                "from_stage",
+                f"Stage {stage.name!r} ({stage.kind}) builds or loads its own model, so "
+                f"`from_stage` would have no effect. Received: from_stage={stage.from_stage!r}. "
+                "Remove it.",
+            )
         for argument, name in _references(stage):
             if name not in seen:
-                error = invalid_argument(
+                _reference_error(
+                    stage,
                     argument,
                     f"Stage {stage.name!r}: `{argument}` must name an earlier stage. "
                     f"Received: {argument}={name!r}. Earlier stages: {sorted(seen)}",
                 )
-                error.stage = stage.name
-                raise error
-        if stage.name in seen:
-            error = invalid_argument(
-                "name", f"Two stages are named {stage.name!r}; names must be unique."
+        if stage.name.lower() in names:
+            _reference_error(
+                stage,
+                "name",
+                f"Two stages are named {stage.name!r} (ignoring case: names become directory "
+                "names); names must be unique.",
             )
-            error.stage = stage.name
-            raise error
-        seen.add(stage.name)
+        names.add(stage.name.lower())
+        if not isinstance(stage, Pipeline):
+            seen.add(stage.name)
+
+
+def _reference_error(stage, argument, message):
+    error = invalid_argument(argument, message)
+    error.stage = stage.name
+    raise error
 
 
 def _walk(pipeline):
+    """Every stage depth first; a nested pipeline is followed by `("end", pipeline)`."""
     for stage in pipeline.stages:
         yield stage
         if isinstance(stage, Pipeline):
             yield from _walk(stage)
+            yield ("end", stage)
 
 
 def _references(stage):

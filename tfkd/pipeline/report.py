@@ -34,7 +34,7 @@ class Report:
             )
         config = json.loads(config_path.read_text())
         store = _store.Store(directory)
-        return cls(store.entries(config["stages"]), config["data"])
+        return cls(_current(store.entries(config["stages"])), config["data"])
 
     def markdown(self):
         lines = [
@@ -117,6 +117,17 @@ class Report:
         figure.savefig(temporary, format="png")
         pyplot.close(figure)
         os.replace(temporary, path)
+
+
+def _current(entries):
+    """Drops entries left from an earlier run whose inputs have been redone since."""
+    outputs, current = {}, []
+    for entry in entries:
+        upstream = entry.get("upstream", {})
+        if all(outputs.get(name) == identity for name, identity in upstream.items()):
+            current.append(entry)
+            outputs[entry["name"]] = _store.output_id(entry)
+    return current
 
 
 def _summary(entry):

@@ -2,6 +2,10 @@
 
 import difflib
 import inspect
+import math
+import re
+
+import keras
 
 _REGISTRY = {}
 
@@ -105,11 +109,23 @@ class Stage:
 
     def __init__(self, name: str | None = None, from_stage: str | None = None):
         name = self.kind if name is None else name
-        if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+        if name is None:
             raise invalid_argument(
                 "name",
-                "A stage name must be letters, digits, '_' or '-' (it names a directory). "
+                f"{type(self).__name__} is not registered, so it has no default name. Pass "
+                "`name=` or decorate the class with `@tfkd.pipeline.register_stage(...)`.",
+            )
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            raise invalid_argument(
+                "name",
+                "A stage name must be ASCII letters, digits, '_' or '-' (it names a directory). "
                 f"Received: name={name!r}",
+            )
+        if from_stage is not None and not isinstance(from_stage, str):
+            raise invalid_argument(
+                "from_stage",
+                f"`from_stage` must be a stage name. Received: from_stage={from_stage!r}",
+                TypeError,
             )
         self.name = name
         self.from_stage = from_stage
@@ -152,3 +168,24 @@ class Stage:
 def _has_var_keyword(cls):
     parameters = inspect.signature(cls.__init__).parameters.values()
     return any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters)
+
+
+def check_keras_input(stage, model):
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"Stage {stage.name!r} ({stage.kind}) needs a Keras model as input. Received: "
+            f"{type(model).__name__}. Set `from_stage` to a stage that returns a Keras model."
+        )
+
+
+def check_positive(argument, value, kind, allow_zero=False):
+    """Raises unless `value` is a finite positive (or non-negative) int, or number for float."""
+    valid_type = isinstance(value, int | float) if kind is float else isinstance(value, int)
+    valid_type = valid_type and not isinstance(value, bool) and math.isfinite(value)
+    if not valid_type or value < 0 or (value == 0 and not allow_zero):
+        accepted = "a non-negative" if allow_zero else "a positive"
+        raise invalid_argument(
+            argument,
+            f"`{argument}` must be {accepted} {'number' if kind is float else 'integer'}. "
+            f"Received: {argument}={value!r}",
+        )

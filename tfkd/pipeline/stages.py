@@ -1,17 +1,20 @@
-"""The built-in stages: load, train, transfer, distill, prune, quantize_aware, export."""
+"""The stages that do not train: load, export and transfer (which trains through fine_tune)."""
 
-import math
 import os
 
 import keras
-import numpy as np
 
-from tfkd import prune as prune_lib
-from tfkd import quantize, transfer
-from tfkd.distill import Distiller, with_teacher_outputs
+from tfkd import transfer
 from tfkd.export import QUANTIZATIONS, TFLiteModel, export_tflite
+from tfkd.export.tflite import _IO_DTYPES
 from tfkd.pipeline import _store, architectures
-from tfkd.pipeline.stage import Stage, invalid_argument, register_stage
+from tfkd.pipeline.stage import (
+    Stage,
+    check_keras_input,
+    check_positive,
+    invalid_argument,
+    register_stage,
+)
 
 
 @register_stage("load")
@@ -38,292 +41,6 @@ class Load(Stage):
         if self.path.endswith(".tflite"):
             return TFLiteModel(self.path), {"path": self.path}
         return keras.saving.load_model(self.path), {"path": self.path}
-
-
-class _Training(Stage):
-    """Arguments and training loop shared by the stages that train (with or without a teacher)."""
-
-    def __init__(
-        self,
-        epochs,
-        learning_rate,
-        batch_size,
-        teacher=None,
-        temperature=1.0,
-        student_loss_weight=0.1,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        _check_positive("epochs", epochs, int, allow_zero=True)
-        _check_positive("learning_rate", learning_rate, float)
-        _check_positive("batch_size", batch_size, int)
-        _check_positive("temperature", temperature, float)
-        if isinstance(student_loss_weight, bool) or not 0.0 <= student_loss_weight <= 1.0:
-            raise invalid_argument(
-                "student_loss_weight",
-                "`student_loss_weight` must be in [0, 1]. "
-                f"Received: student_loss_weight={student_loss_weight!r}",
-            )
-        if teacher is not None and not isinstance(teacher, str):
-            raise invalid_argument(
-                "teacher", f"`teacher` must be a stage name. Received: {teacher!r}", TypeError
-            )
-        self.epochs, self.learning_rate, self.batch_size = epochs, learning_rate, batch_size
-        self.teacher, self.temperature = teacher, temperature
-        self.student_loss_weight = student_loss_weight
-
-    def references(self):
-        return [self.teacher] if self.teacher else []
-
-    def train(self, model, context, augmented_copies=0):
-        """Trains `model` in place: distilled from `teacher` when given, else on labels.
-
-        With `augmented_copies`, the teacher also labels that many fixed, shifted and
-        flipped copies of the training images, and the student trains on all of them.
-        """
-        epochs = context.epochs(self.epochs)
-        if epochs == 0:
-            return {"epochs": 0}
-        if not self.teacher:
-            x, y = context.data.x_train, context.data.y_train
-            if augmented_copies:
-                x_more, y_more = context.data.augmented_copies(augmented_copies, context.seed)
-                x, y = np.concatenate([x, x_more]), np.concatenate([y, y_more])
-            _compile(context, model, self.learning_rate, epochs, self.batch_size, len(x))
-            history = context.fit(model, x, y, epochs=epochs, batch_size=self.batch_size)
-            return _history_details(history, epochs)
-        teacher = context.model(self.teacher)
-        if not isinstance(teacher, keras.Model):
-            raise TypeError(
-                f"`teacher` must be a stage that returns a Keras model. Received: "
-                f"teacher={self.teacher!r}, a {type(teacher).__name__}"
-            )
-        distiller = Distiller(
-            teacher=teacher,
-            student=model,
-            temperature=self.temperature,
-            student_loss_weight=self.student_loss_weight,
-        )
-        x, y = context.data.x_train, context.data.y_train
-        outputs = context.teacher_outputs(self.teacher)["output"]
-        if augmented_copies:
-            x_more, y_more = context.data.augmented_copies(augmented_copies, seed=context.seed)
-            key = f"augmented{augmented_copies}-seed{context.seed}"
-            more = context.teacher_outputs(self.teacher, x_more, key)["output"]
-            x, y = np.concatenate([x, x_more]), np.concatenate([y, y_more])
-            outputs = np.concatenate([outputs, more])
-        _compile(context, distiller, self.learning_rate, epochs, self.batch_size, len(x))
-        inputs = with_teacher_outputs(x, {"output": outputs})
-        history = context.fit(distiller, inputs, y, epochs=epochs, batch_size=self.batch_size)
-        return _history_details(history, epochs)
-
-
-@register_stage("train")
-class Train(_Training):
-    """Trains a model on the labels alone: a new one from `model`, or the incoming one.
-
-    Args:
-        model: `{"architecture": "cnn", ...}` or `{"path": "file.keras"}` (or, from
-            Python, a Keras model to clone). `None` trains a copy of the incoming
-            model. Defaults to `None`.
-        epochs: training epochs. Defaults to `8`.
-        learning_rate: Adam's initial learning rate, decayed to 0 on a cosine.
-            Defaults to `2e-3`.
-        batch_size: Defaults to `128`.
-        augmented_copies: train on that many fixed, shifted and flipped copies of
-            the training images too, with their labels (see `Distill`). Defaults to `0`.
-        **kwargs: `name`, `from_stage` (see `Stage`).
-    """
-
-    def __init__(
-        self,
-        model: dict | keras.Model | None = None,
-        epochs: int = 8,
-        learning_rate: float = 2e-3,
-        batch_size: int = 128,
-        augmented_copies: int = 0,
-        **kwargs,
-    ):
-        super().__init__(epochs, learning_rate, batch_size, **kwargs)
-        if model is not None:
-            architectures.check_spec(model, "model")
-        _check_positive("augmented_copies", augmented_copies, int, allow_zero=True)
-        self.model = model
-        self.augmented_copies = augmented_copies
-
-    def takes_input(self):
-        return self.model is None
-
-    def run(self, model, context):
-        model = _new_or_copy(self.model, model, context, "model")
-        return model, self.train(model, context, self.augmented_copies)
-
-
-@register_stage("distill")
-class Distill(_Training):
-    """Trains a student with `tfkd.Distiller` from a frozen teacher's cached logits.
-
-    Args:
-        teacher: name of the earlier stage whose model teaches.
-        student: `{"architecture": "cnn", ...}`, `{"path": "file.keras"}` or a Keras
-            model; `None` distils into a copy of the incoming model. Defaults to `None`.
-        epochs: Defaults to `8`.
-        temperature: softmax temperature of the logits distillation. Defaults to `1.0`.
-        student_loss_weight: weight of the label loss; the distillation loss gets
-            the rest. Defaults to `0.1`.
-        learning_rate: Adam's initial learning rate (cosine decay). Defaults to `2e-3`.
-        batch_size: Defaults to `128`.
-        augmented_copies: how many fixed copies of the training images, randomly
-            shifted by up to 2 pixels and half of them flipped left-right, the teacher
-            labels for the student to train on too (the teacher's outputs on them are
-            computed once and cached). More inputs carry more of what the teacher
-            knows; an epoch then covers `1 + augmented_copies` times the data.
-            Images only. Defaults to `0`.
-        **kwargs: `name`, `from_stage` (see `Stage`).
-    """
-
-    def __init__(
-        self,
-        teacher: str,
-        student: dict | keras.Model | None = None,
-        epochs: int = 8,
-        temperature: float = 1.0,
-        student_loss_weight: float = 0.1,
-        learning_rate: float = 2e-3,
-        batch_size: int = 128,
-        augmented_copies: int = 0,
-        **kwargs,
-    ):
-        if not isinstance(teacher, str):
-            raise invalid_argument(
-                "teacher", f"`teacher` must be a stage name. Received: {teacher!r}", TypeError
-            )
-        super().__init__(
-            epochs,
-            learning_rate,
-            batch_size,
-            teacher=teacher,
-            temperature=temperature,
-            student_loss_weight=student_loss_weight,
-            **kwargs,
-        )
-        if student is not None:
-            architectures.check_spec(student, "student")
-        _check_positive("augmented_copies", augmented_copies, int, allow_zero=True)
-        self.student = student
-        self.augmented_copies = augmented_copies
-
-    def takes_input(self):
-        return self.student is None
-
-    def run(self, model, context):
-        student = _new_or_copy(self.student, model, context, "student")
-        return student, self.train(student, context, self.augmented_copies)
-
-
-@register_stage("prune")
-class Prune(_Training):
-    """Prunes the incoming model by magnitude while it trains, then strips the wrappers.
-
-    Sparsity rises from 0 to `sparsity` over the first 70% of the steps (polynomial
-    decay), then holds while the model recovers. With `teacher`, training is
-    distillation, as in `Distill`.
-
-    Args:
-        sparsity: fraction of each pruned kernel set to zero. Defaults to `0.5`.
-        pattern: `"unstructured"` or `"N:M"` (see `tfkd.prune.prune`).
-            Defaults to `"unstructured"`.
-        epochs: Defaults to `2`.
-        teacher: an earlier stage to distil from, or `None` for labels only.
-            Defaults to `None`.
-        learning_rate: Defaults to `5e-4`.
-        **kwargs: `temperature`, `student_loss_weight`, `batch_size`, `name`, `from_stage`.
-    """
-
-    def __init__(
-        self,
-        sparsity: float = 0.5,
-        pattern: str = "unstructured",
-        epochs: int = 2,
-        teacher: str | None = None,
-        learning_rate: float = 5e-4,
-        batch_size: int = 128,
-        temperature: float = 1.0,
-        student_loss_weight: float = 0.1,
-        **kwargs,
-    ):
-        super().__init__(
-            epochs,
-            learning_rate,
-            batch_size,
-            teacher=teacher,
-            temperature=temperature,
-            student_loss_weight=student_loss_weight,
-            **kwargs,
-        )
-        if (
-            isinstance(sparsity, bool)
-            or not isinstance(sparsity, int | float)
-            or not 0 <= sparsity < 1
-        ):
-            raise invalid_argument(
-                "sparsity", f"`sparsity` must be in [0, 1). Received: sparsity={sparsity!r}"
-            )
-        self.sparsity, self.pattern = float(sparsity), pattern
-
-    def run(self, model, context):
-        _check_keras_input(self, model)
-        steps = context.epochs(self.epochs) * _steps_per_epoch(context, self.batch_size)
-        schedule = prune_lib.PolynomialDecay(
-            0.0, self.sparsity, begin_step=0, end_step=max(1, int(0.7 * steps))
-        )
-        pruned = prune_lib.prune(model, schedule, pattern=self.pattern)
-        details = self.train(pruned, context)
-        summary = prune_lib.summary(pruned)
-        details["sparsity"] = round(float(summary.sparsity), 4)
-        return prune_lib.strip(pruned), details
-
-
-@register_stage("quantize_aware")
-class QuantizeAware(_Training):
-    """Quantization-aware training of the incoming model (`tfkd.quantize.quantize_aware`).
-
-    The result exports to a fully int8 `.tflite` with `Export(quantization="int8")`,
-    no calibration needed. With `teacher`, training is distillation.
-
-    Args:
-        epochs: Defaults to `2`.
-        teacher: an earlier stage to distil from, or `None`. Defaults to `None`.
-        learning_rate: Defaults to `1e-4`.
-        **kwargs: `temperature`, `student_loss_weight`, `batch_size`, `name`, `from_stage`.
-    """
-
-    def __init__(
-        self,
-        epochs: int = 2,
-        teacher: str | None = None,
-        learning_rate: float = 1e-4,
-        batch_size: int = 128,
-        temperature: float = 1.0,
-        student_loss_weight: float = 0.1,
-        **kwargs,
-    ):
-        super().__init__(
-            epochs,
-            learning_rate,
-            batch_size,
-            teacher=teacher,
-            temperature=temperature,
-            student_loss_weight=student_loss_weight,
-            **kwargs,
-        )
-
-    def run(self, model, context):
-        _check_keras_input(self, model)
-        quantized = quantize.quantize_aware(model)
-        details = self.train(quantized, context)
-        details["parameters"] = int(model.count_params())  # without the quantizers' ranges
-        return quantized, details
 
 
 @register_stage("export")
@@ -357,12 +74,18 @@ class Export(Stage):
                 f"Unknown quantization. Received: quantization={quantization!r}. "
                 f"Accepted: {list(QUANTIZATIONS)}",
             )
-        _check_positive("calibration_samples", calibration_samples, int)
+        if io_dtype not in _IO_DTYPES[quantization]:
+            raise invalid_argument(
+                "io_dtype",
+                f"`io_dtype` {io_dtype!r} does not go with quantization={quantization!r}. "
+                f"Received: io_dtype={io_dtype!r}. Accepted: {list(_IO_DTYPES[quantization])}",
+            )
+        check_positive("calibration_samples", calibration_samples, int)
         self.quantization, self.io_dtype = quantization, io_dtype
         self.calibration_samples = calibration_samples
 
     def run(self, model, context):
-        _check_keras_input(self, model)
+        check_keras_input(self, model)
         path = context.directory / "model.tflite"
         report = export_tflite(
             model,
@@ -400,7 +123,7 @@ class Transfer(Stage):
         image_size: int = 96,
         head_epochs: int = 2,
         fine_tune_epochs: int = 4,
-        unfreeze: str | int = "all",
+        unfreeze: str | int | float = "all",
         head_learning_rate: float = 1e-3,
         fine_tune_learning_rate: float = 1e-4,
         batch_size: int = 128,
@@ -409,12 +132,13 @@ class Transfer(Stage):
         super().__init__(**kwargs)
         if backbone != "mobilenet_v2":
             architectures.check_model_file(backbone, "backbone")
-        _check_positive("image_size", image_size, int)
-        _check_positive("head_epochs", head_epochs, int, allow_zero=True)
-        _check_positive("fine_tune_epochs", fine_tune_epochs, int, allow_zero=True)
-        _check_positive("head_learning_rate", head_learning_rate, float)
-        _check_positive("fine_tune_learning_rate", fine_tune_learning_rate, float)
-        _check_positive("batch_size", batch_size, int)
+        check_positive("image_size", image_size, int)
+        check_positive("head_epochs", head_epochs, int, allow_zero=True)
+        check_positive("fine_tune_epochs", fine_tune_epochs, int, allow_zero=True)
+        check_positive("head_learning_rate", head_learning_rate, float)
+        check_positive("fine_tune_learning_rate", fine_tune_learning_rate, float)
+        check_positive("batch_size", batch_size, int)
+        _check_unfreeze(unfreeze)
         self.backbone, self.image_size, self.unfreeze = backbone, image_size, unfreeze
         self.head_epochs, self.fine_tune_epochs = head_epochs, fine_tune_epochs
         self.head_learning_rate = head_learning_rate
@@ -423,6 +147,11 @@ class Transfer(Stage):
 
     def takes_input(self):
         return False
+
+    def fingerprint(self):
+        if self.backbone == "mobilenet_v2":
+            return self.get_config()
+        return {**self.get_config(), "backbone_sha256": _store.sha256(self.backbone)}
 
     def run(self, model, context):
         options = {}
@@ -454,57 +183,23 @@ class Transfer(Stage):
         }
 
 
-def _compile(context, model, learning_rate, epochs, batch_size, examples=None):
-    examples = len(context.data.x_train) if examples is None else examples
-    steps = epochs * math.ceil(examples / batch_size)
-    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, steps))
-    model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-
-
-def _steps_per_epoch(context, batch_size):
-    return math.ceil(len(context.data.x_train) / batch_size)
-
-
-def _history_details(history, epochs):
-    accuracy = history.history.get("accuracy") or history.history.get("student_accuracy") or []
-    loss = history.history.get("loss", [])
-    return {
-        "epochs": epochs,
-        "train_accuracy": [round(float(value), 4) for value in accuracy],
-        "train_loss": [round(float(value), 4) for value in loss],
-    }
-
-
-def _new_or_copy(spec, model, context, argument):
-    if spec is not None:
-        return architectures.build(spec, context.data, context.seed)
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            f"`{argument}` is not given, so this stage trains the incoming model, but there is "
-            f"none (or it is a {type(model).__name__}). Give `{argument}` or put a stage that "
-            "returns a Keras model before it."
-        )
-    return context.copy_model(model)
-
-
-def _check_keras_input(stage, model):
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"Stage {stage.name!r} ({stage.kind}) needs a Keras model as input. Received: "
-            f"{type(model).__name__}. Set `from_stage` to a stage that returns a Keras model."
-        )
-
-
-def _check_positive(argument, value, kind, allow_zero=False):
-    valid_type = isinstance(value, int | float) if kind is float else isinstance(value, int)
-    if isinstance(value, bool) or not valid_type or value < 0 or (value == 0 and not allow_zero):
-        accepted = "a non-negative" if allow_zero else "a positive"
+def _check_unfreeze(unfreeze):
+    """What `fine_tune` accepts, checked before any work (layer names: when it runs)."""
+    if isinstance(unfreeze, bool) or not isinstance(unfreeze, str | int | float):
         raise invalid_argument(
-            argument,
-            f"`{argument}` must be {accepted} {'number' if kind is float else 'integer'}. "
-            f"Received: {argument}={value!r}",
+            "unfreeze",
+            "`unfreeze` must be 'all', a number of top layers, a fraction in (0, 1] or a layer "
+            f"name. Received: unfreeze={unfreeze!r}",
+            TypeError,
+        )
+    if (
+        isinstance(unfreeze, int)
+        and unfreeze < 1
+        or isinstance(unfreeze, float)
+        and not (0.0 < unfreeze <= 1.0)
+    ):
+        raise invalid_argument(
+            "unfreeze",
+            "`unfreeze` as a number of layers must be >= 1, as a fraction in (0, 1]. "
+            f"Received: unfreeze={unfreeze!r}",
         )
