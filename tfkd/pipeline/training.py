@@ -109,8 +109,29 @@ class _Training(Stage):
         return _history_details(history, epochs)
 
 
+class _NewModelTraining(_Training):
+    """A training stage that can build its own model from a spec (`new_model_argument`)."""
+
+    new_model_argument = None
+
+    def _check_new_model(self, spec, augmented_copies):
+        if spec is not None:
+            architectures.check_spec(spec, self.new_model_argument)
+        check_positive("augmented_copies", augmented_copies, int, allow_zero=True)
+        self.augmented_copies = augmented_copies
+        return spec
+
+    def takes_input(self):
+        return getattr(self, self.new_model_argument) is None
+
+    def run(self, model, context):
+        spec = getattr(self, self.new_model_argument)
+        model = _new_or_copy(spec, model, context, self.new_model_argument)
+        return model, self.train(model, context, self.augmented_copies)
+
+
 @register_stage("train")
-class Train(_Training):
+class Train(_NewModelTraining):
     """Trains a model on the labels alone: a new one from `model`, or the incoming one.
 
     Args:
@@ -126,6 +147,8 @@ class Train(_Training):
         **kwargs: `name`, `from_stage` (see `Stage`).
     """
 
+    new_model_argument = "model"
+
     def __init__(
         self,
         model: dict | keras.Model | None = None,
@@ -136,22 +159,11 @@ class Train(_Training):
         **kwargs,
     ):
         super().__init__(epochs, learning_rate, batch_size, **kwargs)
-        if model is not None:
-            architectures.check_spec(model, "model")
-        check_positive("augmented_copies", augmented_copies, int, allow_zero=True)
-        self.model = model
-        self.augmented_copies = augmented_copies
-
-    def takes_input(self):
-        return self.model is None
-
-    def run(self, model, context):
-        model = _new_or_copy(self.model, model, context, "model")
-        return model, self.train(model, context, self.augmented_copies)
+        self.model = self._check_new_model(model, augmented_copies)
 
 
 @register_stage("distill")
-class Distill(_Training):
+class Distill(_NewModelTraining):
     """Trains a student with `tfkd.Distiller` from a frozen teacher's cached logits.
 
     Args:
@@ -172,6 +184,8 @@ class Distill(_Training):
             Images only. Defaults to `0`.
         **kwargs: `name`, `from_stage` (see `Stage`).
     """
+
+    new_model_argument = "student"
 
     def __init__(
         self,
@@ -198,18 +212,7 @@ class Distill(_Training):
             student_loss_weight=student_loss_weight,
             **kwargs,
         )
-        if student is not None:
-            architectures.check_spec(student, "student")
-        check_positive("augmented_copies", augmented_copies, int, allow_zero=True)
-        self.student = student
-        self.augmented_copies = augmented_copies
-
-    def takes_input(self):
-        return self.student is None
-
-    def run(self, model, context):
-        student = _new_or_copy(self.student, model, context, "student")
-        return student, self.train(student, context, self.augmented_copies)
+        self.student = self._check_new_model(student, augmented_copies)
 
 
 @register_stage("prune")
