@@ -81,7 +81,7 @@ class Report:
         import matplotlib
 
         matplotlib.use("Agg")
-        from matplotlib import pyplot
+        from matplotlib import pyplot, ticker
 
         figure, axes = pyplot.subplots(figsize=(8, 5), dpi=120)
         # .keras labels above their points and .tflite labels below, so that a model and
@@ -106,8 +106,13 @@ class Report:
                     fontsize=8,
                 )
         axes.set_xscale("log")
+        # Plain-text ticks: the log axis's default labels go through mathtext, which
+        # recursed without end in a fresh environment's font fallback (CI).
+        axes.xaxis.set_major_formatter(ticker.FuncFormatter(_bytes_label))
+        axes.xaxis.set_minor_formatter(ticker.NullFormatter())
+        axes.yaxis.set_major_formatter(ticker.FormatStrFormatter("%.3f"))
         axes.margins(x=0.2, y=0.12)
-        axes.set_xlabel("bytes on disk (log scale)")
+        axes.set_xlabel("size on disk (log scale)")
         axes.set_ylabel(f"test accuracy ({self.data['name']})")
         axes.set_title("Accuracy vs size; labels: latency per example (batch 1)")
         axes.grid(True, which="both", alpha=0.3)
@@ -117,6 +122,13 @@ class Report:
         figure.savefig(temporary, format="png")
         pyplot.close(figure)
         os.replace(temporary, path)
+
+
+def _bytes_label(value, _=None):
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if value >= size:
+            return f"{value / size:g} {unit}"
+    return f"{value:g} B"
 
 
 def _current(entries):
