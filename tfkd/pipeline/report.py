@@ -106,8 +106,7 @@ class Report:
                     fontsize=8,
                 )
         axes.set_xscale("log")
-        # Plain-text ticks: the log axis's default labels go through mathtext, which
-        # recursed without end in a fresh environment's font fallback (CI).
+        # Sizes as "100 KB" / "1 MB", in plain text (no mathtext exponents).
         axes.xaxis.set_major_formatter(ticker.FuncFormatter(_bytes_label))
         axes.xaxis.set_minor_formatter(ticker.NullFormatter())
         axes.yaxis.set_major_formatter(ticker.FormatStrFormatter("%.3f"))
