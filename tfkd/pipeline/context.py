@@ -57,7 +57,8 @@ class Context:
         return _store.copy_model(model)
 
     def compile(self, model, learning_rate, from_logits=True):
-        """Adam, sparse categorical cross-entropy and accuracy, as every built-in stage trains."""
+        """Adam (`learning_rate`: a float or a schedule), sparse categorical cross-entropy
+        and accuracy, as every built-in stage trains."""
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),

@@ -69,20 +69,24 @@ class _Training(Stage):
     def train(self, model, context, augmented_copies=0):
         """Trains `model` in place: distilled from `teacher` when given, else on labels.
 
-        With `augmented_copies`, the teacher also labels that many fixed, shifted and
-        flipped copies of the training images, and the student trains on all of them.
+        With `augmented_copies`, it also trains on that many fixed, shifted and flipped
+        copies of the training images (labelled by the teacher when there is one).
         """
         epochs = context.epochs(self.epochs)
         if epochs == 0:
             return {"epochs": 0}
-        if not self.teacher:
-            x, y = context.data.x_train, context.data.y_train
-            if augmented_copies:
-                x_more, y_more = context.data.augmented_copies(augmented_copies, context.seed)
-                x, y = np.concatenate([x, x_more]), np.concatenate([y, y_more])
-            _compile(context, model, self.learning_rate, epochs, self.batch_size, len(x))
-            history = context.fit(model, x, y, epochs=epochs, batch_size=self.batch_size)
-            return _history_details(history, epochs)
+        x, y = context.data.x_train, context.data.y_train
+        if augmented_copies:
+            x_more, y_more = context.data.augmented_copies(augmented_copies, context.seed)
+            x, y = np.concatenate([x, x_more]), np.concatenate([y, y_more])
+        if self.teacher:
+            model, x = self._distiller(model, context, x, augmented_copies)
+        _compile(context, model, self.learning_rate, epochs, self.batch_size, len(y))
+        history = context.fit(model, x, y, epochs=epochs, batch_size=self.batch_size)
+        return _history_details(history, epochs)
+
+    def _distiller(self, student, context, x, augmented_copies):
+        """The `Distiller` that trains `student`, and `x` packed with the cached teacher logits."""
         teacher = context.model(self.teacher)
         if not isinstance(teacher, keras.Model):
             raise TypeError(
@@ -91,22 +95,16 @@ class _Training(Stage):
             )
         distiller = Distiller(
             teacher=teacher,
-            student=model,
+            student=student,
             temperature=self.temperature,
             student_loss_weight=self.student_loss_weight,
         )
-        x, y = context.data.x_train, context.data.y_train
-        outputs = context.teacher_outputs(self.teacher)["output"]
+        outputs = [context.teacher_outputs(self.teacher)["output"]]
         if augmented_copies:
-            x_more, y_more = context.data.augmented_copies(augmented_copies, seed=context.seed)
             key = f"augmented{augmented_copies}-seed{context.seed}"
-            more = context.teacher_outputs(self.teacher, x_more, key)["output"]
-            x, y = np.concatenate([x, x_more]), np.concatenate([y, y_more])
-            outputs = np.concatenate([outputs, more])
-        _compile(context, distiller, self.learning_rate, epochs, self.batch_size, len(x))
-        inputs = with_teacher_outputs(x, {"output": outputs})
-        history = context.fit(distiller, inputs, y, epochs=epochs, batch_size=self.batch_size)
-        return _history_details(history, epochs)
+            copies = x[len(context.data.x_train) :]
+            outputs.append(context.teacher_outputs(self.teacher, copies, key)["output"])
+        return distiller, with_teacher_outputs(x, {"output": np.concatenate(outputs)})
 
 
 class _NewModelTraining(_Training):
@@ -322,18 +320,15 @@ class QuantizeAware(_Training):
 
 
 def _compile(context, model, learning_rate, epochs, batch_size, examples=None):
-    examples = len(context.data.x_train) if examples is None else examples
-    steps = epochs * math.ceil(examples / batch_size)
+    """`context.compile` with Adam's learning rate decayed to 0 on a cosine over training."""
+    steps = epochs * _steps_per_epoch(context, batch_size, examples)
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, steps))
-    model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
+    context.compile(model, schedule)
 
 
-def _steps_per_epoch(context, batch_size):
-    return math.ceil(len(context.data.x_train) / batch_size)
+def _steps_per_epoch(context, batch_size, examples=None):
+    examples = len(context.data.x_train) if examples is None else examples
+    return math.ceil(examples / batch_size)
 
 
 def _history_details(history, epochs):
