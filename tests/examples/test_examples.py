@@ -69,3 +69,39 @@ def test_transfer_fashion_mnist_smoke(tmp_path):
     assert report["MobileNetV2, fine-tuned (this run)"]["accuracy"] > 0.5
     assert report["unfrozen_layers"] > 0
     assert (tmp_path / "student_distilled_int8.tflite").stat().st_size > 0
+
+
+def test_distill_minilm_tweets_smoke(tmp_path):
+    result = _run_smoke("distill_minilm_tweets.py", tmp_path)
+    assert "TF-IDF + logistic regression" in result.stdout
+    results = json.loads((tmp_path / "results.json").read_text())
+    teacher, (seed,) = results["teacher"], results["seeds"]
+    assert (
+        teacher["parameters"] > 22_000_000 and teacher["keras_agreement"]["top1_agreement"] == 1.0
+    )
+    for key in ("scratch", "distilled", "distilled_unlabeled"):
+        assert 0.3 < seed[key] <= 1.0
+    for key in ("int8_ptq", "int8_qat"):
+        assert seed[key]["float_ops"] == []
+        assert seed[key]["bytes"] * 20 < teacher["bytes"]
+    # The teacher's outputs were cached: a second run reads them instead of running it.
+    for split in ("train", "unlabeled", "test"):
+        assert (tmp_path / f"teacher_outputs_{split}.npz").is_file()
+    # The exported student runs with the vocabulary file and LiteRT only (no TensorFlow).
+    check = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, runpy; script = runpy.run_path('examples/tweets_tflite_predict.py');"
+            "script['main']([sys.argv[1], sys.argv[2], 'thanks so much!']);"
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'imported TF'",
+            str(tmp_path / "student_int8.tflite"),
+            str(tmp_path / "vocab.txt"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert check.returncode == 0, check.stderr[-2000:]
+    assert check.stdout.split()[0] in ("negative", "neutral", "positive")

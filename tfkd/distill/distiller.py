@@ -1,11 +1,12 @@
 """`Distiller`: a `keras.Model` that trains a student from a frozen teacher."""
 
 import inspect
+import os
 
 import keras
 from keras import ops
 
-from tfkd.distill import _taps, _validation
+from tfkd.distill import _cache, _taps, _validation
 from tfkd.distill.callbacks import NonFiniteLossGuard
 
 _STUDENT_INPUTS = "student_inputs"
@@ -178,26 +179,56 @@ class Distiller(keras.Model):
 
     # Offline distillation.
 
-    def predict_teacher(self, x, batch_size=256, verbose=0):
+    def predict_teacher(self, x, batch_size=256, verbose=0, cache=None):
         """Computes the teacher outputs that training needs, once.
 
         Pass the result to `with_teacher_outputs` to train without running
         the teacher at every step. Only valid for inputs that are not
         randomly augmented during training.
 
+        With `cache`, the outputs are also kept in a file: a later call (in this
+        process or another) with the same inputs, the same teacher weights and
+        the same distillation taps loads them instead of running the teacher.
+        Any change recomputes and overwrites the file, which is written
+        atomically. Worth it for a slow teacher, e.g. a BERT on CPU.
+
         Args:
-            x: Inputs the student will be trained on (numpy array, dict of
-                arrays, or a `tf.data.Dataset` yielding inputs only).
+            x: Inputs the student will be trained on (numpy array, dict or list
+                of arrays, or a `tf.data.Dataset` yielding inputs only; a
+                dataset cannot be cached).
             batch_size: Batch size of the teacher's forward passes.
                 Defaults to `256`.
             verbose: Progress bar, as for `keras.Model.predict`.
                 Defaults to `0`.
+            cache: Path of a `.npz` file to keep the outputs in. Defaults to
+                `None` (no file).
 
         Returns:
             A dict of numpy arrays, one per teacher output the distillation
             losses read.
+
+        Example:
+
+        ```python
+        cached = distiller.predict_teacher(ids_train, cache="cache/teacher.npz")
+        distiller.fit(tfkd.distill.with_teacher_outputs(ids_train, cached), y_train)
+        ```
         """
-        return self._teacher_taps.predict(x, batch_size=batch_size, verbose=verbose)
+        if cache is None:
+            return self._teacher_taps.predict(x, batch_size=batch_size, verbose=verbose)
+        if hasattr(x, "element_spec") or not isinstance(cache, (str, os.PathLike)):
+            raise TypeError(
+                "`cache` must be a file path, and `x` arrays (a dataset cannot be "
+                f"fingerprinted). Received: cache={cache!r}, x of type {type(x).__name__}."
+            )
+        cache = os.fspath(cache)
+        keys = [_taps.key(name) for name in self._teacher_taps.layer_names] + [_taps.OUTPUT]
+        stamp = _cache.fingerprint(x, self.teacher, keys)
+        outputs = _cache.load(cache, stamp)
+        if outputs is None:
+            outputs = self._teacher_taps.predict(x, batch_size=batch_size, verbose=verbose)
+            _cache.save(cache, outputs, stamp)
+        return outputs
 
     # Keras plumbing.
 

@@ -75,9 +75,15 @@ def _concrete_function(model):
 def _feeder(samples):
     def representative_dataset():
         for index in range(len(samples[0])):
-            yield [np.asarray(array[index : index + 1], dtype=np.float32) for array in samples]
+            yield [_as_input(array[index : index + 1]) for array in samples]
 
     return representative_dataset
+
+
+def _as_input(array):
+    """Float samples as float32; integer ones (token ids) as int32, as the model takes them."""
+    array = np.asarray(array)
+    return array.astype(np.int32 if array.dtype.kind in "iu" else np.float32)
 
 
 def _conversion_message(error, select_tf_ops):

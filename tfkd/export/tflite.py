@@ -126,7 +126,12 @@ def _check_against_keras(model, content, samples, quantization, quantization_awa
         return None
     if samples is None:
         shape = (_CHECK_SAMPLES, *model.inputs[0].shape[1:])
-        samples = [np.random.default_rng(0).normal(size=shape).astype("float32")]
+        if np.dtype(model.inputs[0].dtype).kind in "iub":
+            # Integer inputs (token ids) have no random stand-in that is always valid: 0
+            # is (padding); pass representative_data for a real check.
+            samples = [np.zeros(shape, model.inputs[0].dtype)]
+        else:
+            samples = [np.random.default_rng(0).normal(size=shape).astype("float32")]
     x = samples[0][:_CHECK_SAMPLES]
     expected = np.asarray(model.predict(x, verbose=0), dtype=np.float32)
     interpreter, _ = load_interpreter(content)

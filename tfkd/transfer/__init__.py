@@ -4,7 +4,8 @@
 Pretrained weights that need no network: torchvision's ImageNet MobileNetV2, read
 from a checkpoint file that a pip package ships, without torch (only tensors are
 unpickled). Any `keras.applications` model with `weights="imagenet"` goes through
-the same code.
+the same code. Text: the pretrained all-MiniLM-L6-v2 (BERT) from a pip package,
+through keras-hub, with a classifier that takes token ids.
 """
 
 from tfkd.transfer.fine_tune import (
@@ -22,9 +23,12 @@ from tfkd.transfer.mobilenet_v2 import (
     preprocess_input,
     pretrained_mobilenet_v2,
 )
+from tfkd.transfer.text import BertInputs, MaskedAveragePooling, minilm_dir, pretrained_minilm
 
 __all__ = [
+    "BertInputs",
     "GrayscaleToRGB",
+    "MaskedAveragePooling",
     "TransferHistory",
     "build_classifier",
     "extract_features",
@@ -32,8 +36,10 @@ __all__ = [
     "fine_tune",
     "imagenet_class_names",
     "load_torchvision_weights",
+    "minilm_dir",
     "mobilenet_v2",
     "preprocess_input",
+    "pretrained_minilm",
     "pretrained_mobilenet_v2",
     "torchvision_normalization",
 ]

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 
 from tfkd.transfer.layers import GrayscaleToRGB
+from tfkd.transfer.text import is_text_backbone, text_classifier_body, unused_layers
 
 POOLINGS = ("avg", "max")
 
@@ -61,7 +62,9 @@ def build_classifier(
             model cut at a feature layer.
         num_classes: number of classes of the new task.
         input_shape: shape of one raw input, e.g. `(28, 28, 1)`. Defaults to the
-            backbone's input shape.
+            backbone's input shape. A text backbone's classifier takes padded token
+            ids (0 = padding) of shape `(sequence_length,)`; the default `None` lets
+            the length vary.
         image_size: `(height, width)` the images are resized to before the backbone.
             Defaults to the backbone's input size when it is fixed and differs from
             `input_shape`, else no resizing.
@@ -69,7 +72,9 @@ def build_classifier(
             before the backbone (the backbone's own input scaling, e.g.
             `keras.layers.Rescaling(1 / 127.5, offset=-1)`). Defaults to `None`.
         pooling: `"avg"` or `"max"` for a backbone that outputs a feature map.
-            Defaults to `"avg"`.
+            Defaults to `"avg"`. For a text backbone (a keras-hub BERT-style model,
+            e.g. `pretrained_minilm()`): `"avg"` (mean of the token vectors, padding
+            excluded) or `"cls"` (the backbone's pooled output).
         dropout: dropout rate before the classifier. Defaults to `0.2`.
         frozen_batch_norm: keep the backbone's BatchNormalization layers in inference
             mode. `False` lets them normalize with batch statistics while training,
@@ -84,6 +89,13 @@ def build_classifier(
     """
     _check_base(base)
     _check_positive_int(num_classes, "num_classes")
+    if is_text_backbone(base):
+        sequence_length = None if input_shape is None else tuple(input_shape)[0]
+        inputs, features = text_classifier_body(base, sequence_length, pooling)
+        if dropout:
+            features = keras.layers.Dropout(dropout, name="head_dropout")(features)
+        outputs = keras.layers.Dense(num_classes, name="head_logits")(features)
+        return keras.Model(inputs, outputs, name=name or f"{base.name}_classifier")
     if pooling not in POOLINGS:
         raise ValueError(f"`pooling` must be one of {POOLINGS}. Received: pooling={pooling!r}.")
     if not 0.0 <= dropout < 1.0:
@@ -171,7 +183,7 @@ def fine_tune(
     if validation_data is not None:
         _check_labels(validation_data, num_classes, "validation_data")
     base = _clone(base)
-    unfrozen = _unfreeze_names(base, unfreeze)
+    unfrozen = _unfreeze_names(base, unfreeze) - unused_layers(base, classifier_options)
     model = build_classifier(base, num_classes, **classifier_options)
     fit = dict(validation_data=validation_data, callbacks=callbacks, verbose=verbose)
     if not _is_dataset(train_data):

@@ -1,0 +1,63 @@
+"""`Distiller.predict_teacher(cache=...)`: computed once, reused, recomputed on any change."""
+
+import keras
+import numpy as np
+import pytest
+
+import tfkd
+from tests.helpers import small_cnn
+
+
+@pytest.fixture
+def setup():
+    x = np.random.RandomState(0).rand(40, 8, 8, 1).astype("float32")
+    teacher = small_cnn(8, "teacher")
+    distiller = tfkd.Distiller(teacher, small_cnn(4, "student"))
+    return distiller, teacher, x
+
+
+def test_second_call_reads_the_file_and_matches(setup, tmp_path, monkeypatch):
+    distiller, teacher, x = setup
+    path = tmp_path / "cache" / "teacher.npz"
+    first = distiller.predict_teacher(x, cache=path)
+    np.testing.assert_allclose(first["output"], teacher.predict(x, verbose=0), atol=1e-6)
+    assert path.is_file()
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the teacher ran although its outputs are cached")
+
+    monkeypatch.setattr(distiller._teacher_taps, "predict", fail)
+    second = distiller.predict_teacher(x, cache=path)
+    np.testing.assert_array_equal(second["output"], first["output"])
+
+
+def test_changed_inputs_weights_or_a_broken_file_recompute(setup, tmp_path):
+    distiller, teacher, x = setup
+    path = tmp_path / "teacher.npz"
+    distiller.predict_teacher(x, cache=path)
+    other = distiller.predict_teacher(x[:10] + 1.0, cache=path)
+    np.testing.assert_allclose(other["output"], teacher.predict(x[:10] + 1.0, verbose=0), atol=1e-6)
+    teacher.layers[-1].kernel.assign(teacher.layers[-1].kernel * 2.0)
+    changed = distiller.predict_teacher(x[:10] + 1.0, cache=path)
+    assert not np.allclose(changed["output"], other["output"])
+    path.write_bytes(b"not an npz")
+    np.testing.assert_allclose(
+        distiller.predict_teacher(x, cache=path)["output"], teacher.predict(x, verbose=0), atol=1e-6
+    )
+
+
+def test_cached_outputs_train_like_live_ones(setup, tmp_path):
+    distiller, _, x = setup
+    y = np.arange(40) % 3
+    cached = distiller.predict_teacher(x, cache=tmp_path / "t.npz")
+    distiller.compile(
+        optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    history = distiller.fit(tfkd.distill.with_teacher_outputs(x, cached), y, epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+
+
+def test_rejects_a_dataset_or_bad_path(setup):
+    distiller, _, x = setup
+    with pytest.raises(TypeError, match="cache="):
+        distiller.predict_teacher(x, cache=3)

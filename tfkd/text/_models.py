@@ -1,0 +1,70 @@
+"""Small text classifiers that export to `.tflite` with builtin ops only."""
+
+import numbers
+
+import keras
+
+
+def conv_classifier(
+    vocabulary_size,
+    num_classes,
+    *,
+    sequence_length=64,
+    embedding_dim=64,
+    filters=128,
+    kernel_size=3,
+    hidden_units=64,
+    dropout=0.3,
+    name="text_cnn",
+):
+    """Token ids -> embedding -> Conv1D -> global max pooling -> Dense -> logits.
+
+    A student for a BERT teacher: it takes the same padded token ids (e.g. from
+    `tfkd.text.WordPieceTokenizer`), and every layer maps to a builtin TFLite op
+    (GATHER, CONV_2D, MAX/REDUCE, FULLY_CONNECTED), so int8 export and
+    quantization-aware training (`tfkd.quantize.quantize_aware`) apply.
+
+    Args:
+        vocabulary_size: number of token ids (e.g. `tokenizer.vocabulary_size`).
+        num_classes: number of classes.
+        sequence_length: length of the padded inputs. Defaults to `64`.
+        embedding_dim: size of the token vectors. Defaults to `64`.
+        filters: convolution filters. Defaults to `128`.
+        kernel_size: convolution width in tokens. Defaults to `3`.
+        hidden_units: Dense units before the classifier; 0 for none. Defaults to `64`.
+        dropout: dropout before the Dense layers. Defaults to `0.3`.
+        name: the model's name. Defaults to `"text_cnn"`.
+
+    Returns:
+        An uncompiled Keras model whose outputs are logits.
+
+    Example:
+
+    >>> student = tfkd.text.conv_classifier(tokenizer.vocabulary_size, 3)
+    """
+    for value, argument in (
+        (vocabulary_size, "vocabulary_size"),
+        (num_classes, "num_classes"),
+        (sequence_length, "sequence_length"),
+        (embedding_dim, "embedding_dim"),
+        (filters, "filters"),
+        (kernel_size, "kernel_size"),
+    ):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            raise ValueError(
+                f"`{argument}` must be a positive integer. Received: {argument}={value!r}."
+            )
+    if not isinstance(hidden_units, numbers.Integral) or hidden_units < 0:
+        raise ValueError(f"`hidden_units` must be an integer >= 0. Received: {hidden_units!r}.")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}.")
+    inputs = keras.Input((sequence_length,), dtype="int32", name="token_ids")
+    x = keras.layers.Embedding(vocabulary_size, embedding_dim, name="embedding")(inputs)
+    x = keras.layers.Conv1D(filters, kernel_size, padding="same", activation="relu", name="conv")(x)
+    x = keras.layers.GlobalMaxPooling1D(name="pool")(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="dropout")(x)
+    if hidden_units:
+        x = keras.layers.Dense(hidden_units, activation="relu", name="hidden")(x)
+    outputs = keras.layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name=name)

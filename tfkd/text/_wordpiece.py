@@ -1,0 +1,180 @@
+"""BERT's uncased WordPiece tokenizer in pure Python: only the vocabulary file is needed.
+
+It reproduces the Hugging Face `BertTokenizer` (and the `tokenizer.json` of BERT-style
+checkpoints): clean, split off CJK characters, lowercase and strip accents, split on
+whitespace and punctuation, then greedy longest-match-first WordPiece.
+"""
+
+import os
+import unicodedata
+
+import numpy as np
+
+_MAX_WORD_CHARS = 100
+
+
+class WordPieceTokenizer:
+    """Text -> padded int32 token ids `[CLS] ... [SEP] 0 0 ...` for BERT-style models.
+
+    The student models of tfkd take these ids as their only input, so a `.tflite`
+    export runs from a script that has this tokenizer (or any BERT WordPiece
+    tokenizer) and the vocabulary file.
+
+    Args:
+        vocabulary: path of a `vocab.txt` (one token per line, id = line number), or a
+            list of tokens.
+        sequence_length: length of every output row; longer texts are truncated
+            (keeping `[SEP]` last). Defaults to `64`.
+        lowercase: lowercase and strip accents, for uncased models. Defaults to `True`.
+
+    Example:
+
+    >>> tokenizer = tfkd.text.WordPieceTokenizer("vocab.txt", sequence_length=64)
+    >>> ids = tokenizer(["@united thanks!", "worst flight ever"])   # (2, 64) int32
+    """
+
+    def __init__(self, vocabulary, sequence_length=64, lowercase=True):
+        if isinstance(vocabulary, (str, os.PathLike)):
+            path = os.fspath(vocabulary)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(
+                    f"No vocabulary file at `vocabulary`. Received: vocabulary={path!r}."
+                )
+            with open(path, encoding="utf-8") as file:
+                tokens = [line.rstrip("\n") for line in file]
+        else:
+            tokens = list(vocabulary)
+        if not isinstance(sequence_length, int) or isinstance(sequence_length, bool):
+            raise TypeError(
+                f"`sequence_length` must be an int >= 3. Received: {sequence_length!r}."
+            )
+        if sequence_length < 3:
+            raise ValueError(
+                f"`sequence_length` must be an int >= 3 ([CLS], a token, [SEP]). "
+                f"Received: sequence_length={sequence_length!r}."
+            )
+        self.vocabulary = {token: index for index, token in enumerate(tokens)}
+        missing = [t for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]") if t not in self.vocabulary]
+        if missing:
+            raise ValueError(
+                f"`vocabulary` lacks the special tokens {missing}; a BERT WordPiece vocabulary "
+                "has [PAD], [UNK], [CLS] and [SEP]."
+            )
+        self.sequence_length = sequence_length
+        self.lowercase = lowercase
+        self.pad_id = self.vocabulary["[PAD]"]
+        self.unk_id = self.vocabulary["[UNK]"]
+        self.cls_id = self.vocabulary["[CLS]"]
+        self.sep_id = self.vocabulary["[SEP]"]
+
+    @property
+    def vocabulary_size(self):
+        return len(self.vocabulary)
+
+    def __call__(self, texts):
+        """Token ids of `texts` (a string or a list of strings), shape (n, sequence_length)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        ids = np.full((len(texts), self.sequence_length), self.pad_id, np.int32)
+        for row, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(
+                    f"`texts` must be strings. Received: element {row} of type "
+                    f"{type(text).__name__}: {text!r}."
+                )
+            pieces = self.encode(text)[: self.sequence_length - 2]
+            ids[row, : len(pieces) + 2] = [self.cls_id, *pieces, self.sep_id]
+        return ids
+
+    def encode(self, text):
+        """WordPiece ids of one text, without special tokens or truncation."""
+        ids = []
+        for word in self.split_words(text):
+            ids.extend(self._word_pieces(word))
+        return ids
+
+    def split_words(self, text):
+        """BERT's basic tokenization: the words and punctuation marks of `text`."""
+        text = _clean(text)
+        if self.lowercase:
+            text = unicodedata.normalize("NFD", text.lower())
+            text = "".join(char for char in text if unicodedata.category(char) != "Mn")
+        words = []
+        for chunk in text.split():
+            word = []
+            for char in chunk:
+                if _is_punctuation(char):
+                    if word:
+                        words.append("".join(word))
+                        word = []
+                    words.append(char)
+                else:
+                    word.append(char)
+            if word:
+                words.append("".join(word))
+        return words
+
+    def _word_pieces(self, word):
+        if len(word) > _MAX_WORD_CHARS:
+            return [self.unk_id]
+        pieces, start = [], 0
+        while start < len(word):
+            end = len(word)
+            while end > start:
+                piece = word[start:end] if start == 0 else "##" + word[start:end]
+                if piece in self.vocabulary:
+                    pieces.append(self.vocabulary[piece])
+                    break
+                end -= 1
+            if end == start:
+                return [self.unk_id]
+            start = end
+        return pieces
+
+    def __repr__(self):
+        return (
+            f"WordPieceTokenizer(vocabulary_size={self.vocabulary_size}, "
+            f"sequence_length={self.sequence_length}, lowercase={self.lowercase})"
+        )
+
+
+def _clean(text):
+    """Drops control characters, maps whitespace to spaces and pads CJK characters."""
+    out = []
+    for char in text:
+        code = ord(char)
+        if code == 0 or code == 0xFFFD or _is_control(char):
+            continue
+        if _is_cjk(code):
+            out.extend((" ", char, " "))
+        elif char.isspace() or unicodedata.category(char) == "Zs":
+            out.append(" ")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _is_control(char):
+    if char in "\t\n\r":
+        return False
+    return unicodedata.category(char) in ("Cc", "Cf")
+
+
+def _is_punctuation(char):
+    code = ord(char)
+    if 33 <= code <= 47 or 58 <= code <= 64 or 91 <= code <= 96 or 123 <= code <= 126:
+        return True
+    return unicodedata.category(char).startswith("P")
+
+
+def _is_cjk(code):
+    return (
+        0x4E00 <= code <= 0x9FFF
+        or 0x3400 <= code <= 0x4DBF
+        or 0x20000 <= code <= 0x2A6DF
+        or 0x2A700 <= code <= 0x2B73F
+        or 0x2B740 <= code <= 0x2B81F
+        or 0x2B820 <= code <= 0x2CEAF
+        or 0xF900 <= code <= 0xFAFF
+        or 0x2F800 <= code <= 0x2FA1F
+    )

