@@ -6,9 +6,10 @@ What it shows, offline, end to end:
 2. a TF-IDF + logistic regression baseline, fitted in the same run;
 3. the teacher: the pretrained all-MiniLM-L6-v2 fine-tuned with
    `tfkd.transfer.fine_tune` (kept in `saved_models/minilm_tweets_teacher/`,
-   fine-tuned here if missing: about 15 minutes on 2 CPU cores);
+   fine-tuned here if missing: about 10 minutes on 2 CPU cores; the 91 MB file is
+   not in git, its `metadata.json` is);
 4. the teacher's logits computed once by `Distiller.predict_teacher(cache=...)`
-   and reused by every later run;
+   (about 6.5 minutes for 37k tweets) and read back by every later run;
 5. a small student (embedding + convolution, `tfkd.text.conv_classifier`) trained
    from scratch, distilled, and distilled on the unlabeled tweets too (teacher
    labels);
@@ -20,7 +21,11 @@ What it shows, offline, end to end:
     python examples/distill_minilm_tweets.py [--seeds 0 1 2] [--output-dir DIR]
     python examples/distill_minilm_tweets.py --smoke   # about a minute: tests
 
-`--smoke` uses 600 labeled tweets and a teacher fine-tuned for one short epoch.
+Seed 0 (TF backend, 2 CPU cores): TF-IDF 0.7405, teacher 0.7950, student from
+scratch 0.7449, distilled 0.7643, distilled with the teacher-labelled tweets 0.7742,
+its int8 QAT `.tflite` 0.7731 at 45x fewer bytes than the teacher's `.tflite`; each
+student seed takes about 2 minutes once the teacher's outputs are cached.
+`--smoke` uses 500 labeled tweets and a teacher fine-tuned for one short epoch.
 Writes `DIR/` (default `examples/output/minilm_tweets[_smoke]/`): `results.json`,
 `student_int8.tflite`, `vocab.txt`, the teacher-output cache.
 """
@@ -56,10 +61,10 @@ def load_data(smoke):
     if not smoke:
         return data
     return tfkd.datasets.TextSplits(
-        train=(data.train[0][:600], data.train[1][:600]),
-        test=(data.test[0][:400], data.test[1][:400]),
-        unlabeled=data.unlabeled[:600],
-        unlabeled_labels=data.unlabeled_labels[:600],
+        train=(data.train[0][:500], data.train[1][:500]),
+        test=(data.test[0][:300], data.test[1][:300]),
+        unlabeled=data.unlabeled[:300],
+        unlabeled_labels=data.unlabeled_labels[:300],
         class_names=data.class_names,
     )
 
@@ -257,6 +262,14 @@ def run_seed(seed, args, data, ids, logits, teacher_model, tokenizer, output_dir
     )
     row["distilled_unlabeled"] = keras_accuracy(distilled_all, test_x, test_y)
     calibration = x_all[:: max(1, len(x_all) // 500)]
+    row["float32"] = export_and_measure(
+        distilled_all,
+        output_dir / f"student_float32_seed{seed}.tflite",
+        test_x,
+        test_y,
+        calibration,
+        quantization=None,
+    )
     row["int8_ptq"] = export_and_measure(
         distilled_all,
         output_dir / f"student_int8_ptq_seed{seed}.tflite",
@@ -349,7 +362,7 @@ def print_table(results):
     )
     for key in ("scratch", "distilled", "distilled_unlabeled", "qat"):
         print(f"{key:22s} {mean([row[key] for row in seeds])}")
-    for key in ("int8_ptq", "int8_qat"):
+    for key in ("float32", "int8_ptq", "int8_qat"):
         rows = [row[key] for row in seeds]
         print(
             f"{key:22s} {mean([r['accuracy'] for r in rows])}  {rows[0]['bytes']:,} B  "
