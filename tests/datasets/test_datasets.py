@@ -41,7 +41,14 @@ def _link_fashion_files(directory):
 
 
 def test_public_api_snapshot():
-    assert datasets.__all__ == ["available", "info", "load", "write_tfds"]
+    assert datasets.__all__ == [
+        "TextSplits",
+        "available",
+        "info",
+        "load",
+        "load_tweets",
+        "write_tfds",
+    ]
 
 
 def test_available():
