@@ -40,17 +40,6 @@ def _link_fashion_files(directory):
     return directory
 
 
-def test_public_api_snapshot():
-    assert datasets.__all__ == [
-        "TextSplits",
-        "available",
-        "info",
-        "load",
-        "load_tweets",
-        "write_tfds",
-    ]
-
-
 def test_available():
     assert datasets.available() == ["animal_mnist", "fashion_mnist", "mnist"]
 
