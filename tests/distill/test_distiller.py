@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import re
 
 import keras
 import numpy as np
@@ -201,7 +202,9 @@ def test_nan_loss_stops_training_and_names_the_component():
     with pytest.raises(FloatingPointError, match="logits_distillation_loss") as error:
         distiller.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
     message = str(error.value)
-    assert "epoch 1, batch 1" in message and "Received: {" in message
+    # The guard runs on Keras's callback thread (async), so under load it may report the
+    # NaN of a later batch of the same epoch; every batch here is NaN.
+    assert re.search(r"epoch 1, batch \d+:", message) and "Received: {" in message
     assert "student_loss" not in message  # the labels part is fine: only the culprit is named
 
 
