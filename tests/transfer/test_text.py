@@ -93,6 +93,8 @@ def test_cls_pooling_and_bad_pooling(minilm):
     assert tuple(model.input.shape) == (None, 24) and tuple(model.output.shape) == (None, 3)
     with pytest.raises(ValueError, match="pooling='max'"):
         tfkd.transfer.build_classifier(minilm, 3, pooling="max")
+    with pytest.raises(ValueError, match="dropout=1.5"):
+        tfkd.transfer.build_classifier(minilm, 3, dropout=1.5)
 
 
 def test_fine_tune_learns_tweets_and_round_trips(minilm, tokenizer, tmp_path):

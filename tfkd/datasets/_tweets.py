@@ -72,20 +72,8 @@ def load_tweets(path=None, *, test_fraction=0.2, unlabeled_fraction=0.0, seed=0)
     >>> data = tfkd.datasets.load_tweets(unlabeled_fraction=0.5)
     >>> texts, labels = data.train
     """
-    for value, name, high in (
-        (test_fraction, "test_fraction", 1.0),
-        (unlabeled_fraction, "unlabeled_fraction", 1.0),
-    ):
-        low_ok = value > 0 if name == "test_fraction" else value >= 0
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not (low_ok and value < high)
-        ):
-            accepted = "(0, 1)" if name == "test_fraction" else "[0, 1)"
-            raise ValueError(
-                f"`{name}` must be a number in {accepted}. Received: {name}={value!r}."
-            )
+    _check_fraction(test_fraction, "test_fraction", allow_zero=False)
+    _check_fraction(unlabeled_fraction, "unlabeled_fraction", allow_zero=True)
     texts, labels = _read_csv(_locate(path))
     rng = np.random.RandomState(seed)
     test, train, unlabeled = [], [], []
@@ -107,6 +95,13 @@ def load_tweets(path=None, *, test_fraction=0.2, unlabeled_fraction=0.0, seed=0)
         unlabeled_labels=labels[unlabeled],
         class_names=TWEETS_CLASS_NAMES,
     )
+
+
+def _check_fraction(value, name, allow_zero):
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not is_number or not (0 <= value < 1) or (value == 0 and not allow_zero):
+        accepted = "[0, 1)" if allow_zero else "(0, 1)"
+        raise ValueError(f"`{name}` must be a number in {accepted}. Received: {name}={value!r}.")
 
 
 def _locate(path):

@@ -89,13 +89,21 @@ def build_classifier(
     """
     _check_base(base)
     _check_positive_int(num_classes, "num_classes")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}.")
     if is_text_backbone(base):
         sequence_length = None if input_shape is None else tuple(input_shape)[0]
         inputs, features = text_classifier_body(base, sequence_length, pooling)
-        if dropout:
-            features = keras.layers.Dropout(dropout, name="head_dropout")(features)
-        outputs = keras.layers.Dense(num_classes, name="head_logits")(features)
-        return keras.Model(inputs, outputs, name=name or f"{base.name}_classifier")
+    else:
+        if pooling not in POOLINGS:
+            raise ValueError(f"`pooling` must be one of {POOLINGS}. Received: pooling={pooling!r}.")
+        inputs, x = _prepare_inputs(base, input_shape, image_size, preprocessing)
+        features = base(x, training=False) if frozen_batch_norm else base(x)
+        features = _pool(features, base, pooling)
+    if dropout:
+        features = keras.layers.Dropout(dropout, name="head_dropout")(features)
+    outputs = keras.layers.Dense(num_classes, name="head_logits")(features)
+    return keras.Model(inputs, outputs, name=name or f"{base.name}_classifier")
     if pooling not in POOLINGS:
         raise ValueError(f"`pooling` must be one of {POOLINGS}. Received: pooling={pooling!r}.")
     if not 0.0 <= dropout < 1.0:
