@@ -25,6 +25,20 @@ def assert_keras_round_trip(model, inputs, directory, atol=1e-6):
     return loaded
 
 
+def assert_tflite_agrees(model, path, inputs, tolerance=1e-3):
+    """The `.tflite` file at `path` computes what the Keras `model` computes on `inputs`.
+
+    The tolerance is relative to the largest output (at least 1), as in `export_tflite`'s
+    own check of float files.
+    """
+    import tfkd
+
+    expected = np.asarray(keras.ops.convert_to_numpy(model.predict(inputs, verbose=0)))
+    received = np.asarray(tfkd.TFLiteModel(path).predict(inputs))
+    atol = tolerance * max(1.0, float(np.max(np.abs(expected))))
+    np.testing.assert_allclose(received, expected, rtol=0, atol=atol)
+
+
 def small_cnn(width, name, num_classes=3, input_shape=(8, 8, 1), batch_norm=False, softmax=False):
     """A functional CNN with named layers `conv`, `features` and `logits`."""
     inputs = keras.Input(input_shape, name="image")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import tfkd
-from tests.helpers import assert_config_round_trip
+from tests.helpers import assert_config_round_trip, assert_tflite_agrees
 from tfkd.pipeline import Data, Distill, Export, Load, Prune, QuantizeAware, Train
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -179,15 +179,19 @@ def test_transfer_stage_fine_tunes_the_pretrained_backbone(tmp_path):
         tfkd.pipeline.Transfer(
             image_size=32, head_epochs=2, head_learning_rate=3e-3, fine_tune_epochs=1, batch_size=64
         ),
-        Export(quantization="dynamic", name="teacher_file"),
+        Export(name="teacher_file"),
     ]
     report, _ = _execute(tfkd.Pipeline(stages), data, tmp_path)
-    transfer_row, file_row = report.rows
+    transfer_row, _ = report.rows
     assert transfer_row["parameters"] > 2_000_000  # MobileNetV2 and a 10-class head
     entry = json.loads((tmp_path / "stages" / "transfer" / "entry.json").read_text())
     assert len(entry["details"]["train_accuracy"]) == 3  # head epochs, then fine-tune epoch
     assert transfer_row["accuracy"] > 0.25  # 24 steps at 32x32 pixels; chance is 0.1
-    assert abs(file_row["accuracy"] - transfer_row["accuracy"]) <= 0.02
+    # The model is barely past chance, so its top-1 flips on tiny differences: compare the
+    # float file's outputs with the stage's model, not two accuracies.
+    model = keras.saving.load_model(tmp_path / "stages" / "transfer" / "model.keras")
+    tflite_path = tmp_path / "stages" / "teacher_file" / "model.tflite"
+    assert_tflite_agrees(model, tflite_path, data.x_test)
 
 
 def test_config_round_trip_of_stages_and_nested_pipelines():
