@@ -30,6 +30,7 @@ def test_distill_api():
         "FeatureDistillation",
         "LogitsDistillation",
         "NonFiniteLossGuard",
+        "StudentCheckpoint",
         "kl_divergence",
         "mean_squared_error",
         "with_teacher_outputs",

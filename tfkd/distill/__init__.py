@@ -1,6 +1,6 @@
 """Knowledge distillation: `Distiller` and its losses."""
 
-from tfkd.distill.callbacks import NonFiniteLossGuard
+from tfkd.distill.callbacks import NonFiniteLossGuard, StudentCheckpoint
 from tfkd.distill.distiller import Distiller, with_teacher_outputs
 from tfkd.distill.losses import (
     DistillationLoss,
@@ -16,6 +16,7 @@ __all__ = [
     "FeatureDistillation",
     "LogitsDistillation",
     "NonFiniteLossGuard",
+    "StudentCheckpoint",
     "kl_divergence",
     "mean_squared_error",
     "with_teacher_outputs",

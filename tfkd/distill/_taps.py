@@ -1,6 +1,13 @@
-"""Reads a model's final output and named intermediate outputs in one pass."""
+"""Reads a model's final output and named intermediate outputs in one pass.
+
+Works for every kind of model users write: functional (also `keras.Model([i], [o])`),
+Sequential (also never called: it is built on the other model's input shape), nested and
+subclassed models (outputs only: their intermediate layers cannot be read).
+"""
 
 import keras
+
+from tfkd.quantize.layers import activation_name
 
 OUTPUT = "output"
 
@@ -10,6 +17,32 @@ def key(layer_name):
     return OUTPUT if layer_name is None else f"layer:{layer_name}"
 
 
+def input_shapes(model):
+    """The per-example shapes of `model`'s inputs (a list), or None when not yet known.
+
+    Read from `model.inputs` (functional models, Sequential models with an `Input`
+    or called once), else from the shape a subclassed model was built with.
+    """
+    try:
+        return [tuple(tensor.shape[1:]) for tensor in model.inputs]
+    except (AttributeError, ValueError, TypeError):
+        pass
+    try:
+        shape = model.get_build_config()["input_shape"]
+    except (AttributeError, KeyError, TypeError, NotImplementedError):
+        return None
+    if isinstance(shape, (list, tuple)) and shape and isinstance(shape[0], (list, tuple)):
+        return [tuple(item[1:]) for item in shape]
+    return [tuple(shape[1:])] if isinstance(shape, (list, tuple)) else None
+
+
+def single(outputs):
+    """A one-element list or tuple of outputs (`keras.Model([i], [o])`) as its element."""
+    if isinstance(outputs, (list, tuple)) and len(outputs) == 1:
+        return outputs[0]
+    return outputs
+
+
 class TapModel:
     """Wraps `model` so one forward pass returns `{key(name): output}`.
 
@@ -17,46 +50,49 @@ class TapModel:
         model: A Keras model.
         role: `"teacher"` or `"student"`, for error messages.
         layer_names: Names of layers to read; `None` entries mean the output.
+        shapes: Per-example input shapes (a list, one per input) that build the model if
+            it has never been called.
     """
 
-    def __init__(self, model, role, layer_names):
+    def __init__(self, model, role, layer_names, shapes):
         self.model = model
         self.role = role
         self.layer_names = sorted({name for name in layer_names if name is not None})
         self.has_features = bool(self.layer_names)
+        self.output_shape = _output_shape(model, role, shapes)
         self._layers = {name: self._get_layer(name) for name in self.layer_names}
         self._tapped = self._build_tapped() if self.has_features else None
 
     def __call__(self, inputs, training=False):
         if self._tapped is None:
-            return {OUTPUT: self.model(inputs, training=training)}
+            return {OUTPUT: single(self.model(inputs, training=training))}
         return dict(self._tapped(inputs, training=training))
 
     def predict(self, x, batch_size=256, verbose=0):
         if self._tapped is None:
-            return {OUTPUT: self.model.predict(x, batch_size=batch_size, verbose=verbose)}
+            outputs = self.model.predict(x, batch_size=batch_size, verbose=verbose)
+            return {OUTPUT: single(outputs)}
         return dict(self._tapped.predict(x, batch_size=batch_size, verbose=verbose))
 
     def shape(self, layer_name):
-        """Output shape of the model (`None`) or of a named layer, or None if unknown."""
+        """Output shape of the model (`None`) or of a named layer."""
         if layer_name is not None:
             return tuple(self._layers[layer_name].output.shape)
-        try:
-            return tuple(self.model.output.shape)
-        except (AttributeError, ValueError):
-            return None
+        if self.output_shape is None:
+            raise ValueError(
+                f"The {self.role} {self.model.name!r} has several outputs, so a loss cannot "
+                f"compare its output. Received: {self.role} with outputs "
+                f"{[tuple(t.shape) for t in self.model.outputs]}. Name the logits layer with "
+                f"`{self.role}_layer=` on the loss, or distil a single-output model."
+            )
+        return self.output_shape
 
     def ends_in_softmax(self, layer_name):
+        """Whether the output (`None`) or the named layer applies a softmax; None if unknown."""
         if layer_name is not None:
-            layer = self._layers[layer_name]
-        elif self.model.layers:
-            layer = self.model.layers[-1]
-        else:
-            return False
-        if isinstance(layer, keras.layers.Softmax):
-            return True
-        activation = getattr(layer, "activation", None)
-        return activation is keras.activations.softmax
+            return _applies_softmax(self._layers[layer_name])
+        layer = _output_layer(self.model)
+        return None if layer is None else _applies_softmax(layer)
 
     def describe(self, layer_name):
         return "output" if layer_name is None else f"layer {layer_name!r}"
@@ -73,13 +109,59 @@ class TapModel:
     def _build_tapped(self):
         try:
             inputs = self.model.inputs
-            outputs = {OUTPUT: self.model.output}
+            outputs = {OUTPUT: self.model.outputs[0]}
             outputs.update({key(name): layer.output for name, layer in self._layers.items()})
         except (AttributeError, ValueError) as error:
             raise ValueError(
                 f"Feature distillation reads intermediate layers of the {self.role}, which "
-                f"needs a Sequential or functional model with defined inputs. Received: "
-                f"{self.role} {self.model.name!r} of type {type(self.model).__name__}. Build it "
+                f"needs a Sequential or functional model. Received: {self.role} "
+                f"{self.model.name!r} of type {type(self.model).__name__}. Rebuild it "
                 "with keras.Input, or distill its outputs only (LogitsDistillation)."
             ) from error
         return keras.Model(inputs, outputs, name=f"{self.model.name}_taps")
+
+
+def _output_shape(model, role, shapes):
+    """The per-batch output shape, or None for a model with several outputs."""
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        outputs = None
+    if outputs is None:
+        # Sequential never called, or subclassed: a symbolic call builds it and gives
+        # its outputs, without running any computation.
+        if shapes is None:
+            raise ValueError(
+                f"The {role} {model.name!r} has never been called, so its input shape is "
+                f"unknown, and the other model's is unknown too. Received: {role} of type "
+                f"{type(model).__name__} that was never built. Start it with "
+                "keras.Input(shape), or call it once on a batch."
+            )
+        symbolic = [keras.KerasTensor((None, *shape)) for shape in shapes]
+        outputs = model(symbolic[0] if len(symbolic) == 1 else symbolic)
+        outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+    if len(outputs) != 1:
+        return None
+    return (None, *tuple(outputs[0].shape[1:]))
+
+
+def _output_layer(model):
+    """The layer that computes `model`'s single output, or None (subclassed models)."""
+    if isinstance(model, keras.Sequential):
+        layer = model.layers[-1] if model.layers else None
+    else:
+        try:
+            layer = model.outputs[0]._keras_history[0]
+        except (AttributeError, ValueError, IndexError, TypeError):
+            return None
+    if isinstance(layer, keras.Model):
+        return _output_layer(layer)
+    return layer
+
+
+def _applies_softmax(layer):
+    # Pruning and QAT wrappers keep the layer they wrap in `.layer`.
+    inner = getattr(layer, "layer", None)
+    if isinstance(inner, keras.layers.Layer):
+        layer = inner
+    return activation_name(layer) == "softmax"

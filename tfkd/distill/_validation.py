@@ -1,6 +1,7 @@
 """Argument checks of `Distiller`: each fails early, naming the argument and value."""
 
 import re
+import warnings
 
 import keras
 
@@ -20,7 +21,7 @@ def resolve_losses(distillation_losses, temperature):
     if distillation_losses is None:
         if temperature is not None:
             validate_temperature(temperature)
-        return [LogitsDistillation(temperature=1.0 if temperature is None else temperature)]
+        return [LogitsDistillation() if temperature is None else LogitsDistillation(temperature)]
     if temperature is not None:
         raise ValueError(
             "Pass either `temperature` (for the default logits loss) or `distillation_losses`. "
@@ -70,13 +71,54 @@ def validate_student_loss_weight(weight):
     return float(weight)
 
 
+def check_input_shapes(teacher_shapes, student_shapes):
+    """Raises unless teacher and student take inputs of the same shapes (None matches any)."""
+    if teacher_shapes is None or student_shapes is None:
+        return
+    same = len(teacher_shapes) == len(student_shapes) and all(
+        len(t) == len(s) and all(a is None or b is None or a == b for a, b in zip(t, s))
+        for t, s in zip(teacher_shapes, student_shapes)
+    )
+    if not same:
+        raise ValueError(
+            "The teacher and the student must take the same inputs, since each training "
+            f"batch feeds both. Received: teacher input shapes {teacher_shapes}, student "
+            f"input shapes {student_shapes} (per example). Give the student the teacher's "
+            "input shape; a teacher that needs another size can resize inside (e.g. a "
+            "keras.layers.Resizing layer first)."
+        )
+
+
 def build_loss(loss, teacher_taps, student_taps):
+    """Checks `loss` against the models and builds it.
+
+    Returns which of `(teacher, student)` outputs the Distiller turns from
+    probabilities into log-probabilities before `loss` sees them.
+    """
     teacher_shape = teacher_taps.shape(loss.teacher_layer)
     student_shape = student_taps.shape(loss.student_layer)
+    convert = (False, False)
     if isinstance(loss, LogitsDistillation):
         check_logits(loss, teacher_taps, student_taps, teacher_shape, student_shape)
+    if loss.reads_logits:
+        convert = tuple(
+            bool(taps.ends_in_softmax(layer))
+            for taps, layer in (
+                (teacher_taps, loss.teacher_layer),
+                (student_taps, loss.student_layer),
+            )
+        )
+        for taps, converted in zip((teacher_taps, student_taps), convert):
+            if converted:
+                warnings.warn(
+                    f"The {taps.role} {taps.model.name!r} ends in a softmax; tfkd distils "
+                    "the log of its probabilities, which equal its logits up to a constant "
+                    "per example, so the softened distributions are the same.",
+                    stacklevel=4,
+                )
     if not loss.built:  # A loss restored from a `.keras` file comes built.
         loss.build(teacher_shape, student_shape)
+    return convert
 
 
 def check_logits(loss, teacher_taps, student_taps, teacher_shape, student_shape):
@@ -87,12 +129,17 @@ def check_logits(loss, teacher_taps, student_taps, teacher_shape, student_shape)
             f"student's {student_taps.describe(loss.student_layer)} has shape {student_shape}. "
             "Both must predict the same classes."
         )
+    if loss.from_logits:
+        return
     for taps, layer in ((teacher_taps, loss.teacher_layer), (student_taps, loss.student_layer)):
-        if loss.from_logits and taps.ends_in_softmax(layer):
+        if taps.ends_in_softmax(layer) is False:
             raise ValueError(
-                f"The {taps.role}'s {taps.describe(layer)} applies a softmax, but "
-                "LogitsDistillation has from_logits=True. Pass "
-                "LogitsDistillation(from_logits=False), or remove the final softmax."
+                f"LogitsDistillation(from_logits=False) reads both outputs as probabilities, "
+                f"but the {taps.role}'s {taps.describe(layer)} applies no softmax: its logits "
+                "would be clipped to [1e-7, 1] and training ruined. Received: "
+                f"from_logits=False and a {taps.role} that outputs logits. Use the default "
+                "from_logits=True: tfkd turns the output of a model that ends in a softmax "
+                "into log-probabilities by itself, on each side separately."
             )
 
 

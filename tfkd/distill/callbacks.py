@@ -1,6 +1,7 @@
 """Callbacks that `tfkd` adds to training by itself."""
 
 import math
+import threading
 
 import keras
 
@@ -8,20 +9,26 @@ import keras
 class NonFiniteLossGuard(keras.callbacks.Callback):
     """Stops training with an error naming the loss components that are NaN/inf.
 
-    `Distiller.fit` adds it by itself.
+    `Distiller.fit` adds it by itself. The error names the first batch whose
+    loss was not finite and only the components that were not finite there (once
+    the weights are NaN, every later batch's components are NaN too).
 
     Args:
         loss_names: Log keys to watch, in the order they are reported.
     """
 
-    # Checked on Keras's callback thread, so the training loop never waits for
-    # the device to report the loss; an error surfaces a batch or two later.
+    # Checked on Keras's callback threads, so the training loop never waits for the
+    # device to report the loss. Those threads finish in any order: a bad batch only
+    # asks training to stop, and the earliest one is raised once Keras has waited for
+    # them all, at the end of the epoch.
     async_safe = True
 
     def __init__(self, loss_names):
         super().__init__()
         self.loss_names = list(loss_names)
         self._epoch = 0
+        self._lock = threading.Lock()
+        self._bad_batches = []
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -34,8 +41,53 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
             if name in logs and not math.isfinite(float(logs[name]))
         }
         if bad:
-            raise FloatingPointError(
-                f"Training stopped at epoch {self._epoch + 1}, batch {batch + 1}: non-finite "
-                f"loss component(s) {sorted(bad)}. Received: {bad}. Check the inputs for "
-                "NaN/inf, lower the learning rate, or lower the weight of that component."
-            )
+            with self._lock:
+                self._bad_batches.append((batch, bad))
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._raise_first()
+
+    def on_train_end(self, logs=None):
+        self._raise_first()
+
+    def _raise_first(self):
+        with self._lock:
+            found, self._bad_batches = self._bad_batches, []
+        if not found:
+            return
+        batch, bad = min(found, key=lambda item: item[0])
+        raise FloatingPointError(
+            f"Training stopped at epoch {self._epoch + 1}, batch {batch + 1}: non-finite "
+            f"loss component(s) {sorted(bad)}. Received: {bad}. Check the inputs for "
+            "NaN/inf, lower the learning rate, or lower the weight of that component."
+        )
+
+
+class StudentCheckpoint(keras.callbacks.ModelCheckpoint):
+    """`keras.callbacks.ModelCheckpoint` that saves a Distiller's student alone.
+
+    Keras's `ModelCheckpoint` saves the model `fit` trains: for a `tfkd.Distiller`,
+    the teacher and the distillation losses too. This saves `distiller.student`,
+    the model to ship, with every `ModelCheckpoint` option (`monitor`,
+    `save_best_only`, `save_weights_only`, `save_freq`). On a model that is not
+    a Distiller it behaves exactly as `ModelCheckpoint`.
+
+    Args:
+        filepath: Where to save, as for `ModelCheckpoint` (`.keras`, or
+            `.weights.h5` with `save_weights_only=True`).
+        **kwargs: `ModelCheckpoint`'s other arguments.
+
+    Example:
+
+    ```python
+    checkpoint = tfkd.distill.StudentCheckpoint(
+        "student.keras", monitor="val_accuracy", save_best_only=True
+    )
+    distiller.fit(x, y, validation_data=(x_val, y_val), callbacks=[checkpoint])
+    student = keras.saving.load_model("student.keras")
+    ```
+    """
+
+    def set_model(self, model):
+        super().set_model(getattr(model, "student", model))

@@ -8,6 +8,7 @@ from keras import ops
 
 from tfkd.distill import _cache, _taps, _validation
 from tfkd.distill.callbacks import NonFiniteLossGuard
+from tfkd.distill.losses import log_of_probabilities
 
 _STUDENT_INPUTS = "student_inputs"
 _TEACHER_OUTPUTS = "teacher_outputs"
@@ -34,6 +35,14 @@ class Distiller(keras.Model):
     `keras.distillation.Distiller` does), it runs with `training=False`, and
     its outputs go through `stop_gradient`, so its weights stay bit-identical.
 
+    Teacher and student may be Sequential (also never called: the student is
+    built on the teacher's input shape), functional, nested or subclassed
+    models; both must take inputs of the same shape, checked here. A model
+    that ends in a softmax distils through the log of its probabilities,
+    which a softmax treats exactly as logits (a warning says so). To save the
+    student alone during `fit`, use `tfkd.distill.StudentCheckpoint`: Keras's
+    `ModelCheckpoint` would save the whole Distiller, teacher included.
+
     Offline distillation: when the training inputs are not randomly augmented,
     compute the teacher's outputs once with `predict_teacher` and pass them
     with `with_teacher_outputs`; each step then runs the student only. Under
@@ -52,17 +61,21 @@ class Distiller(keras.Model):
             distillation losses get `1 - student_loss_weight`. Defaults to
             `0.1`.
         temperature: Shortcut for the default logits loss; cannot be combined
-            with `distillation_losses`. Defaults to `None`, which means 1.0:
-            on the Fashion-MNIST benchmark (BENCHMARKS.md) a student 20x
-            smaller than its teacher did best at T=1 and lost 2.8 points at
-            T=4. Larger students often prefer T=2 to 4.
+            with `distillation_losses`. Defaults to `None`, which means
+            `LogitsDistillation()`'s default, 1.0: on the Fashion-MNIST
+            benchmark (BENCHMARKS.md) a student 20x smaller than its teacher
+            did best at T=1 and lost 2.8 points at T=4. Larger students often
+            prefer T=2 to 4.
         name: Model name. Defaults to `"distiller"`.
 
     Raises:
         TypeError: If `teacher` or `student` is not a Keras model, or a loss is
             not a `DistillationLoss`.
         ValueError: For weights out of range, a non-positive temperature,
-            outputs that cannot be compared, or unknown layer names.
+            inputs or outputs that cannot be compared, unknown layer names, a
+            model that was never built while the other's input shape is unknown,
+            or `LogitsDistillation(from_logits=False)` with a model that outputs
+            logits.
 
     Example:
 
@@ -103,18 +116,24 @@ class Distiller(keras.Model):
             distillation_loss_weights, losses
         )
         self.student_loss_weight = _validation.validate_student_loss_weight(student_loss_weight)
+        teacher_shapes, student_shapes = _taps.input_shapes(teacher), _taps.input_shapes(student)
+        _validation.check_input_shapes(teacher_shapes, student_shapes)
+        shapes = teacher_shapes or student_shapes
         self.teacher = teacher
         self.student = student
         self.teacher.trainable = False
         self.distillation_losses = losses
         self._teacher_taps = _taps.TapModel(
-            teacher, "teacher", [loss.teacher_layer for loss in losses]
+            teacher, "teacher", [loss.teacher_layer for loss in losses], shapes
         )
         self._student_taps = _taps.TapModel(
-            student, "student", [loss.student_layer for loss in losses]
+            student, "student", [loss.student_layer for loss in losses], shapes
         )
-        for loss in losses:
-            _validation.build_loss(loss, self._teacher_taps, self._student_taps)
+        # Per loss, whether (teacher, student) outputs are softmax probabilities to
+        # turn into log-probabilities for a loss that reads logits.
+        self._probability_outputs = [
+            _validation.build_loss(loss, self._teacher_taps, self._student_taps) for loss in losses
+        ]
         self._loss_keys = _validation.unique_log_keys(losses)
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_trackers = [keras.metrics.Mean(name=key) for key in self._loss_keys]
@@ -127,7 +146,7 @@ class Distiller(keras.Model):
         if training and self._student_taps.has_features:
             outputs = self._student_taps(inputs, training=True)
             return {_OUTPUTS: outputs.pop(_taps.OUTPUT), _FEATURES: outputs}
-        return self.student(inputs, training=training)
+        return _taps.single(self.student(inputs, training=training))
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         student_outputs, student_features = _unpack_predictions(y_pred)
@@ -142,18 +161,18 @@ class Distiller(keras.Model):
         self.student_loss_tracker.update_state(_unscale(task_loss))
         total = task_loss * self.student_loss_weight + regularization
         distillation_share = 1.0 - self.student_loss_weight
-        for loss, weight, tracker in zip(
+        for loss, weight, tracker, probabilities in zip(
             self.distillation_losses,
             self.distillation_loss_weights,
             self.distillation_loss_trackers,
+            self._probability_outputs,
         ):
-            value = _reduce(
-                loss(
-                    teacher_outputs[_taps.key(loss.teacher_layer)],
-                    student_features[_taps.key(loss.student_layer)],
-                ),
-                sample_weight,
+            pair = (
+                teacher_outputs[_taps.key(loss.teacher_layer)],
+                student_features[_taps.key(loss.student_layer)],
             )
+            pair = [log_of_probabilities(v) if p else v for v, p in zip(pair, probabilities)]
+            value = _reduce(loss(*pair), sample_weight)
             tracker.update_state(_unscale(value))
             total = total + value * (weight * distillation_share)
         return total

@@ -1,0 +1,235 @@
+"""`tfkd.Distiller` with every kind of model users write, softmax outputs, and checkpoints.
+
+Each model kind is built with the weights of one functional reference, so the training
+loss the Distiller computes must equal the one computed in numpy from the reference's
+outputs, whatever the kind.
+"""
+
+import pathlib
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+import tfkd
+from tests.helpers import random_images, small_cnn
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+TEMPERATURE = 2.0
+STUDENT_LOSS_WEIGHT = 0.3
+
+
+def _softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _expected_loss(teacher_logits, student_logits, y):
+    """0.3 * cross-entropy + 0.7 * T^2 KL(teacher || student), in numpy."""
+    cross_entropy = -np.log(_softmax(student_logits)[np.arange(len(y)), y]).mean()
+    p_t = _softmax(teacher_logits / TEMPERATURE)
+    p_s = _softmax(student_logits / TEMPERATURE)
+    kl = (p_t * (np.log(p_t) - np.log(p_s))).sum(-1).mean() * TEMPERATURE**2
+    return STUDENT_LOSS_WEIGHT * cross_entropy + (1 - STUDENT_LOSS_WEIGHT) * kl
+
+
+def _layers(width, num_classes=3):
+    return [
+        keras.layers.Conv2D(width, 3, padding="same", activation="relu", name="conv"),
+        keras.layers.GlobalAveragePooling2D(name="features"),
+        keras.layers.Dense(num_classes, name="logits"),
+    ]
+
+
+class SubclassedCNN(keras.Model):
+    def __init__(self, width, **kwargs):
+        super().__init__(**kwargs)
+        self.blocks = _layers(width)
+
+    def call(self, inputs, training=None):
+        for layer in self.blocks:
+            inputs = layer(inputs)
+        return inputs
+
+
+def _functional_list(width):
+    inputs = keras.Input((8, 8, 1))
+    x = inputs
+    for layer in _layers(width):
+        x = layer(x)
+    return keras.Model([inputs], [x])
+
+
+def _nested(width):
+    inner = keras.Sequential(_layers(width), name="inner")
+    inputs = keras.Input((8, 8, 1))
+    return keras.Model(inputs, inner(inputs))
+
+
+def _called_sequential(width):
+    model = keras.Sequential(_layers(width))
+    model(np.zeros((2, 8, 8, 1), "float32"))
+    return model
+
+
+def _loaded(width, directory):
+    path = directory / f"model_{width}.keras"
+    small_cnn(width, f"saved_{width}").save(path)
+    return keras.saving.load_model(path)
+
+
+KINDS = {
+    "sequential_with_input": lambda w, d: keras.Sequential([keras.Input((8, 8, 1)), *_layers(w)]),
+    "sequential_never_called": lambda w, d: keras.Sequential(_layers(w)),
+    "sequential_called": lambda w, d: _called_sequential(w),
+    "functional": lambda w, d: small_cnn(w, f"functional_{w}"),
+    "functional_lists": lambda w, d: _functional_list(w),
+    "nested": lambda w, d: _nested(w),
+    "subclassed": lambda w, d: SubclassedCNN(w),
+    "loaded_keras_file": _loaded,
+}
+
+
+def _with_weights_of(model, reference, x):
+    """Builds `model` if needed and gives it `reference`'s weights, layer by layer."""
+    if not model.built:
+        model(x[:1])
+    weights = reference.get_weights()
+    model.set_weights(weights)
+    return model
+
+
+PAIRS = [("functional", kind) for kind in sorted(KINDS)] + [
+    (kind, "functional") for kind in ("sequential_with_input", "subclassed", "loaded_keras_file")
+]
+
+
+@pytest.mark.parametrize("teacher_kind, student_kind", PAIRS)
+def test_every_model_kind_distills_with_the_exact_loss(teacher_kind, student_kind, tmp_path):
+    x, y = random_images(64)
+    reference_teacher = small_cnn(16, "reference_teacher")
+    reference_student = small_cnn(4, "reference_student")
+    teacher = _with_weights_of(KINDS[teacher_kind](16, tmp_path), reference_teacher, x)
+    student = KINDS[student_kind](4, tmp_path)
+    if student_kind != "sequential_never_called":
+        student = _with_weights_of(student, reference_student, x)
+    distiller = tfkd.Distiller(
+        teacher, student, student_loss_weight=STUDENT_LOSS_WEIGHT, temperature=TEMPERATURE
+    )
+    if student_kind == "sequential_never_called":  # built by the Distiller, on x's shape
+        student.set_weights(reference_student.get_weights())
+    distiller.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    y_pred = distiller(x, training=True)
+    loss = distiller.compute_loss(x=x, y=y, y_pred=y_pred, training=True)
+    expected = _expected_loss(
+        np.asarray(reference_teacher.predict(x, verbose=0)),
+        np.asarray(reference_student.predict(x, verbose=0)),
+        y,
+    )
+    assert float(keras.ops.convert_to_numpy(loss)) == pytest.approx(expected, rel=1e-4)
+    history = distiller.fit(x, y, batch_size=32, epochs=2, verbose=0).history
+    assert history["logits_distillation_loss"][1] < history["logits_distillation_loss"][0]
+
+
+def _with_softmax(model):
+    """The same model with a softmax on its logits (shares the weights)."""
+    return keras.Model(model.inputs, keras.layers.Softmax()(model.outputs[0]))
+
+
+@pytest.mark.parametrize("softmax_side", ["teacher", "student", "both"])
+def test_softmax_outputs_distill_as_their_logits(softmax_side):
+    x, y = random_images(64)
+    teacher, student = small_cnn(16, "teacher"), small_cnn(4, "student")
+    reference = tfkd.Distiller(teacher, student, temperature=TEMPERATURE)
+    expected = reference.distillation_losses[0](teacher(x), student(x))
+    models = {"teacher": teacher, "student": student}
+    for side in ("teacher", "student") if softmax_side == "both" else (softmax_side,):
+        models[side] = _with_softmax(models[side])
+    with pytest.warns(UserWarning, match="ends in a softmax; tfkd distils the log"):
+        distiller = tfkd.Distiller(**models, temperature=TEMPERATURE)
+    loss = distiller.compute_loss(x=x, y=y, y_pred=distiller(x, training=True), training=True)
+    # Task loss unweighted away: student_loss_weight=0.1 of a loss compiled as None is 0.
+    assert float(keras.ops.convert_to_numpy(loss)) == pytest.approx(
+        0.9 * float(np.mean(keras.ops.convert_to_numpy(expected))), rel=1e-4
+    )
+
+
+def test_softmax_teacher_trains_a_logits_student_as_well_as_a_logits_teacher():
+    """The case that today's advice (from_logits=False) ruined: same training, same student."""
+    (x, y), (x_test, y_test) = tfkd.datasets.load("fashion_mnist")
+    x, y = x[:2048, ..., None].astype("float32"), y[:2048]
+    x_test, y_test = x_test[:1000, ..., None].astype("float32"), y_test[:1000]
+    teacher = keras.saving.load_model(
+        REPO / "saved_models" / "fashion_mnist_cnn_teacher" / "model.keras"
+    )
+    accuracies = {}
+    for name, distilled_teacher in (("logits", teacher), ("softmax", _with_softmax(teacher))):
+        keras.utils.set_random_seed(0)
+        student = keras.Sequential(
+            [
+                keras.layers.Rescaling(1 / 255),
+                keras.layers.Flatten(),
+                keras.layers.Dense(32, activation="relu"),
+                keras.layers.Dense(10),
+            ]
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            distiller = tfkd.Distiller(distilled_teacher, student, temperature=TEMPERATURE)
+        distiller.compile(
+            keras.optimizers.Adam(3e-3),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        distiller.fit(x, y, batch_size=64, epochs=3, shuffle=False, verbose=0)
+        accuracies[name] = float(np.mean(student.predict(x_test, verbose=0).argmax(-1) == y_test))
+    assert accuracies["logits"] > 0.7, accuracies
+    assert accuracies["softmax"] == pytest.approx(accuracies["logits"], abs=0.01), accuracies
+
+
+def test_one_default_temperature():
+    distiller = tfkd.Distiller(small_cnn(16, "teacher"), small_cnn(4, "student"))
+    assert tfkd.LogitsDistillation().temperature == 1.0
+    assert distiller.distillation_losses[0].temperature == 1.0
+
+
+@pytest.mark.parametrize("teacher_outputs", [1, 2])
+def test_several_outputs_are_refused_with_the_fix(teacher_outputs):
+    inputs = keras.Input((8, 8, 1))
+    features = keras.layers.GlobalAveragePooling2D()(inputs)
+    outputs = [keras.layers.Dense(3, name=f"head_{i}")(features) for i in range(2)]
+    two_heads = keras.Model(inputs, outputs)
+    models = {"teacher": small_cnn(16, "teacher"), "student": small_cnn(4, "student")}
+    models["teacher" if teacher_outputs == 2 else "student"] = two_heads
+    with pytest.raises(ValueError, match=r"several outputs.*Received: .* outputs .*_layer="):
+        tfkd.Distiller(**models)
+
+
+def test_never_called_models_on_both_sides_are_refused_with_the_fix():
+    with pytest.raises(ValueError, match=r"never been called.*keras.Input"):
+        tfkd.Distiller(keras.Sequential(_layers(16)), keras.Sequential(_layers(4)))
+
+
+@pytest.mark.parametrize("weights_only", [False, True])
+def test_student_checkpoint_saves_the_student_alone(tmp_path, weights_only):
+    x, y = random_images(64)
+    teacher = small_cnn(16, "teacher")
+    student = keras.Sequential(_layers(4))
+    distiller = tfkd.Distiller(teacher, student)
+    distiller.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    path = tmp_path / ("student.weights.h5" if weights_only else "student.keras")
+    checkpoint = tfkd.distill.StudentCheckpoint(
+        path, monitor="loss", save_best_only=True, save_weights_only=weights_only
+    )
+    distiller.fit(x, y, epochs=2, verbose=0, callbacks=[checkpoint])
+    if weights_only:
+        restored = keras.Sequential([keras.Input((8, 8, 1)), *_layers(4)])
+        restored.load_weights(path)
+    else:
+        restored = keras.saving.load_model(path)
+        assert not isinstance(restored, tfkd.Distiller)
+    assert restored.count_params() == student.count_params()
+    np.testing.assert_allclose(
+        restored.predict(x, verbose=0), student.predict(x, verbose=0), atol=1e-6
+    )
