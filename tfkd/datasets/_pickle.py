@@ -1,67 +1,169 @@
-"""Reads pickled numpy arrays without letting the file run code."""
+"""Reads pickled numpy arrays without letting the file run code or forge objects.
 
-import codecs
+A pickle can call any importable function while it loads (`os.system`, `eval`), and
+even numpy's own reconstruction functions are unsafe on hostile input: pickle's BUILD
+hands the file's state to `dtype.__setstate__`, which can turn an object dtype into one
+that numpy no longer treats as holding objects, so an array then reads the file's bytes
+as pointers. So numpy never sees the file's state here. Every global the file names is
+mapped to a small stand-in of ours that records what the file asks for; the arrays are
+then built with `np.frombuffer` from plain numeric dtypes only (bool, integers, floats,
+complex), after checking that the bytes match the shape.
+"""
+
 import gzip
-import importlib
+import math
 import pickle
 
 import numpy as np
 
-# Globals that pickles of numpy arrays name, by (module, name). Pickles written
-# by numpy 1.x say `numpy.core`; numpy 2 moved it to `numpy._core` (the old
-# path still imports, with a warning), so both spellings map to the new one.
+# Dtype kinds an array may have: no objects, strings, structured or void types.
+_NUMERIC_KINDS = "biufc"
+_BYTE_ORDERS = ("<", ">", "|", "=")
+
+
+class PickleError(pickle.UnpicklingError):
+    """A data file that is not a pickle of plain numeric numpy arrays."""
+
+
+class _Refused(PickleError):
+    """Raised inside the stand-ins; re-raised with the file's path."""
+
+
+class _DtypeRequest:
+    """What the file's `numpy.dtype(code, align, copy)` and its BUILD state ask for."""
+
+    def __init__(self, code, align=False, copy=False):
+        if not isinstance(code, str):
+            raise _Refused(f"a dtype code must be a string. Received: {code!r}")
+        self.code, self.byte_order = code, "="
+
+    def __setstate__(self, state):
+        # (version, byte order, subarray, names, fields, itemsize, alignment, flags[, meta])
+        if not isinstance(state, tuple) or len(state) < 5:
+            raise _Refused(f"unexpected dtype state. Received: {state!r:.80}")
+        byte_order, subarray, names, fields = state[1:5]
+        if subarray is not None or names is not None or fields is not None:
+            raise _Refused("structured and subarray dtypes are refused")
+        if byte_order not in _BYTE_ORDERS:
+            raise _Refused(f"unknown byte order. Received: {byte_order!r}")
+        self.byte_order = byte_order
+
+    def numpy(self):
+        try:
+            dtype = np.dtype(self.code)
+        except TypeError as error:
+            raise _Refused(f"unknown dtype code. Received: {self.code!r}") from error
+        if dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None or dtype.hasobject:
+            raise _Refused(
+                f"only numeric dtypes ({_NUMERIC_KINDS}) are read. Received: dtype {dtype}"
+            )
+        if self.byte_order in "<>":
+            dtype = dtype.newbyteorder(self.byte_order)
+        return dtype
+
+
+class _ArrayRequest:
+    """What the file's `_reconstruct(ndarray, ...)` and its BUILD state ask for."""
+
+    def __init__(self, cls=None, *args):
+        if cls is not _NDARRAY:
+            raise _Refused("only plain numpy.ndarray arrays are read")
+        self.array = None
+
+    def __setstate__(self, state):
+        # (version, shape, dtype, is_fortran, raw bytes)
+        if not isinstance(state, tuple) or len(state) != 5:
+            raise _Refused(f"unexpected array state. Received: {state!r:.80}")
+        _, shape, dtype, fortran, raw = state
+        order = "F" if fortran else "C"
+        self.array = _array_from_bytes(raw, dtype, shape, order)
+
+
+def _array_from_bytes(raw, dtype, shape, order="C"):
+    if isinstance(raw, str):  # Python 2 pickles, read with encoding="latin1"
+        raw = raw.encode("latin1")
+    if isinstance(raw, pickle.PickleBuffer):
+        raw = raw.raw()
+    if not isinstance(raw, (bytes, bytearray, memoryview)):
+        raise _Refused(f"array data must be bytes. Received: {type(raw).__name__}")
+    if not isinstance(dtype, _DtypeRequest):
+        raise _Refused(f"an array needs a dtype. Received: {type(dtype).__name__}")
+    dtype = dtype.numpy()
+    if not isinstance(shape, tuple) or not all(
+        isinstance(size, int) and not isinstance(size, bool) and size >= 0 for size in shape
+    ):
+        raise _Refused(f"an array shape is a tuple of sizes >= 0. Received: {shape!r:.80}")
+    if math.prod(shape) * dtype.itemsize != len(raw):
+        raise _Refused(
+            f"the array's data does not fit its shape. Received: shape {shape}, dtype "
+            f"{dtype}, {len(raw)} bytes"
+        )
+    return np.frombuffer(bytes(raw), dtype=dtype).reshape(shape, order=order).copy()
+
+
+def _scalar(dtype, raw):
+    return _array_from_bytes(raw, dtype, ())[()]
+
+
+def _frombuffer(buffer, dtype, shape, order):
+    if isinstance(dtype, np.dtype):
+        raise _Refused("a dtype must come from the file")
+    return _array_from_bytes(buffer, dtype, shape, order)
+
+
+def _encode(text, encoding="latin1"):
+    if not isinstance(text, str) or encoding != "latin1":
+        raise _Refused(f"unexpected bytes encoding. Received: {encoding!r}")
+    return text.encode("latin1")
+
+
+_NDARRAY = object()  # The class argument of `_reconstruct`; never called.
+
+# Globals that pickles of numpy arrays name, by (module, name), and our stand-ins.
+# Pickles written by numpy 1.x say `numpy.core`; numpy 2 says `numpy._core`.
 _ALLOWED_GLOBALS = {
-    ("numpy", "ndarray"): ("numpy", "ndarray"),
-    ("numpy", "dtype"): ("numpy", "dtype"),
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy", "dtype"): _DtypeRequest,
     **{
-        (f"numpy.{core}.multiarray", name): ("multiarray", name)
+        (f"numpy.{core}.multiarray", name): function
         for core in ("core", "_core")
-        for name in ("_reconstruct", "scalar")
+        for name, function in (("_reconstruct", _ArrayRequest), ("scalar", _scalar))
     },
-    # Python 3 writes bytes in protocol 2 as `_codecs.encode(str, "latin1")`.
-    ("_codecs", "encode"): ("_codecs", "encode"),
     # Protocol 5 pickles of contiguous arrays.
-    **{
-        (f"numpy.{core}.numeric", "_frombuffer"): ("numeric", "_frombuffer")
-        for core in ("core", "_core")
-    },
+    **{(f"numpy.{core}.numeric", "_frombuffer"): _frombuffer for core in ("core", "_core")},
+    # Python 3 writes bytes in protocol 2 as `_codecs.encode(str, "latin1")`.
+    ("_codecs", "encode"): _encode,
 }
 
 
-def _numpy_core_module(name):
-    try:
-        return importlib.import_module(f"numpy._core.{name}")
-    except ImportError:  # numpy < 2
-        return importlib.import_module(f"numpy.core.{name}")
-
-
 class _NumpyUnpickler(pickle.Unpickler):
-    """An unpickler that only admits the globals numpy arrays need.
-
-    A pickle can call any importable function while it loads (`os.system`,
-    `builtins.eval`, ...), so a data file from a package is not trusted: every
-    global it names is checked against a short allow-list.
-    """
+    """An unpickler that maps the few globals numpy arrays need to safe stand-ins."""
 
     def find_class(self, module, name):
         if (module, name) not in _ALLOWED_GLOBALS:
-            raise pickle.UnpicklingError(
+            raise _Refused(
                 f"Refused to unpickle the global '{module}.{name}': a data file "
                 f"may hold numpy arrays only. Received: global='{module}.{name}'. "
-                f"Accepted: {sorted('.'.join(key) for key in _ALLOWED_GLOBALS)}. "
-                "The file is corrupt or not what it claims to be; reinstall the "
-                "package that provides it."
+                f"Accepted: {sorted('.'.join(key) for key in _ALLOWED_GLOBALS)}"
             )
-        target_module, target_name = _ALLOWED_GLOBALS[(module, name)]
-        if target_module == "numpy":
-            return getattr(np, target_name)
-        if target_module == "_codecs":
-            return codecs.encode
-        return getattr(_numpy_core_module(target_module), target_name)
+        return _ALLOWED_GLOBALS[(module, name)]
+
+
+def _arrays(value):
+    """`value` with every array request replaced by its array; anything else refused."""
+    if isinstance(value, _ArrayRequest):
+        if value.array is None:
+            raise _Refused("an array was named but never given its data")
+        return value.array
+    if isinstance(value, (list, tuple)):
+        return type(value)(_arrays(item) for item in value)
+    if isinstance(value, (np.ndarray, np.generic, int, float, bytes, str, type(None))):
+        return value
+    raise _Refused(f"a data file holds arrays only. Received: {type(value).__name__}")
 
 
 def _load_gzipped_pickle(path):
-    """Loads a gzipped pickle of numpy arrays (Python 2 pickles included).
+    """Loads a gzipped pickle of numeric numpy arrays (Python 2 pickles included).
 
     Args:
         path: path of the `.gz` file.
@@ -70,8 +172,28 @@ def _load_gzipped_pickle(path):
         The unpickled object: numpy arrays, possibly nested in tuples/lists.
 
     Raises:
-        pickle.UnpicklingError: if the pickle names anything but numpy arrays.
+        PickleError: (a `pickle.UnpicklingError`) naming the file, if it is not a
+            gzipped pickle of numeric numpy arrays: it names another global, an
+            object, string or structured dtype, data that does not fit its shape,
+            or is truncated or corrupt.
     """
-    with gzip.open(path, "rb") as file:
-        # latin1 is how numpy recommends reading Python 2 pickles of arrays.
-        return _NumpyUnpickler(file, encoding="latin1").load()
+    try:
+        with gzip.open(path, "rb") as file:
+            # latin1 is how numpy recommends reading Python 2 pickles of arrays.
+            return _arrays(_NumpyUnpickler(file, encoding="latin1").load())
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        OSError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        MemoryError,
+        RecursionError,
+    ) as error:
+        raise PickleError(
+            f"Cannot read {str(path)!r}: {error}. The file is corrupt or not what it "
+            "claims to be; reinstall the package that provides it."
+        ) from error
