@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import tfkd
-from tests.helpers import assert_keras_round_trip, random_images
+from tests.helpers import assert_keras_round_trip, random_images, small_cnn
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TEACHER = REPO / "saved_models" / "fashion_mnist_cnn_teacher" / "model.keras"
@@ -63,13 +63,123 @@ def test_feature_extraction_mode_keeps_the_backbone_frozen():
     assert features.shape == (64, 8)
 
 
-@pytest.mark.parametrize("unfreeze, expected", [(1, 1), (0.5, 2), ("all", 4)])
+@pytest.mark.parametrize("unfreeze, expected", [(1, 1), (0.5, 2), ("all", 3)])
 def test_unfreeze_by_count_fraction_or_all(unfreeze, expected):
     x, y = random_images(32, shape=(8, 8, 3))
     _, history = tfkd.transfer.fine_tune(
         _backbone(), 3, (x, y), head_epochs=0, fine_tune_epochs=1, unfreeze=unfreeze, verbose=0
     )
-    assert len(history.unfrozen_layers) == expected  # of 4 layers
+    assert len(history.unfrozen_layers) == expected  # of 4 layers; `bn_a` stays frozen
+
+
+def _nested_backbone():
+    inner = _backbone(name="block")
+    inputs = keras.Input((8, 8, 3))
+    outputs = keras.layers.Conv2D(8, 1, name="conv_top")(inner(inputs))
+    return keras.Model(inputs, outputs, name="backbone")
+
+
+def _find(model, name):
+    """The layer `name` of `model` or of a model nested in it."""
+    for layer in model.layers:
+        if layer.name == name:
+            return layer
+        if isinstance(layer, keras.Model) and name in [sub.name for sub in layer.layers]:
+            return layer.get_layer(name)
+    raise KeyError(name)
+
+
+@pytest.mark.parametrize("make", [_backbone, _nested_backbone])
+def test_default_unfreeze_keeps_batch_norm_statistics(make):
+    """fit's training=True overrides the backbone's training=False (keras-team/keras#20285)."""
+    x, y = random_images(64, shape=(8, 8, 3))
+    x = 2 * x + 3  # far from the initial moving statistics (0, 1): any update shows
+    base = make()
+    model, history = tfkd.transfer.fine_tune(
+        base, 3, (x, y), head_epochs=1, fine_tune_epochs=2, verbose=0
+    )
+    tuned = model.get_layer("backbone")
+    for old, new in zip(_find(base, "bn_a").weights, _find(tuned, "bn_a").weights):
+        np.testing.assert_array_equal(_numpy(new), _numpy(old), err_msg=new.path)
+    kernel = _find(tuned, "conv_a").kernel  # the rest of the backbone did train
+    assert not np.allclose(_numpy(kernel), _numpy(_find(base, "conv_a").kernel))
+    assert "bn_a" not in history.unfrozen_layers
+
+
+def test_batch_norm_trains_when_asked():
+    x, y = random_images(64, shape=(8, 8, 3))
+    base = _backbone()
+    model, _ = tfkd.transfer.fine_tune(
+        base,
+        3,
+        (2 * x + 3, y),
+        head_epochs=0,
+        fine_tune_epochs=1,
+        frozen_batch_norm=False,
+        verbose=0,
+    )
+    old, new = base.get_layer("bn_a"), model.get_layer("backbone").get_layer("bn_a")
+    for name in ("moving_mean", "gamma"):
+        assert not np.allclose(_numpy(getattr(new, name)), _numpy(getattr(old, name)))
+    with pytest.raises(TypeError, match="frozen_batch_norm='no'"):
+        tfkd.transfer.fine_tune(base, 3, (x, y), frozen_batch_norm="no", verbose=0)
+
+
+def _sequential_softmax():
+    return keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Conv2D(4, 3, name="conv"),
+            keras.layers.GlobalAveragePooling2D(name="pool"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+
+
+CLASSIFIERS = {
+    "applications_softmax": lambda: keras.applications.MobileNetV2(
+        input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=10
+    ),
+    "applications_logits": lambda: keras.applications.MobileNetV3Small(
+        input_shape=(32, 32, 3),
+        weights=None,
+        classes=10,
+        minimalistic=True,
+        classifier_activation=None,
+    ),
+    "tfkd_mobilenet_v2": lambda: tfkd.transfer.mobilenet_v2((32, 32, 3), num_classes=10),
+    "functional_logits": lambda: small_cnn(4, "cnn", input_shape=(32, 32, 3)),
+    "sequential_softmax": _sequential_softmax,
+    "nested_softmax": lambda: keras.Sequential([_sequential_softmax()]),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CLASSIFIERS))
+def test_a_backbone_with_its_classifier_is_refused(kind):
+    base = CLASSIFIERS[kind]()
+    x, y = random_images(8, shape=(32, 32, 3))
+    fix = r"`base` ends in a classifier.*Received: base=.*include_top=False.*get_layer\('"
+    with pytest.raises(ValueError, match=fix):
+        tfkd.transfer.fine_tune(base, 3, (x, y), verbose=0)
+    with pytest.raises(ValueError, match=fix):
+        tfkd.transfer.build_classifier(base, 3)
+    with pytest.raises(ValueError, match=fix):
+        tfkd.transfer.feature_extractor(base)
+
+
+def test_features_of_rank_2_are_not_mistaken_for_a_classifier():
+    pooled = keras.applications.MobileNetV2(
+        input_shape=(32, 32, 3), alpha=0.35, weights=None, include_top=False, pooling="avg"
+    )
+    cnn = small_cnn(4, "cnn", input_shape=(32, 32, 3))
+    cut = keras.Model(cnn.inputs, cnn.get_layer("features").output)
+    inputs = keras.Input((32, 32, 3))
+    embedding = keras.layers.Dense(16, activation="relu", name="embedding")(
+        keras.layers.GlobalAveragePooling2D()(inputs)
+    )
+    for base in (pooled, cut, keras.Model(inputs, embedding)):
+        model = tfkd.transfer.build_classifier(base, 3)
+        assert model.output_shape == (None, 3)
 
 
 def test_small_grey_images_into_an_rgb_backbone(tmp_path):
@@ -162,6 +272,10 @@ def test_keras_applications_backbone_takes_the_same_path():
     assert model.output_shape == (None, 4)
     unfrozen = set(history.unfrozen_layers)
     assert {"block_16_expand", "Conv_1"} <= unfrozen and "block_15_add" not in unfrozen
+    assert "Conv_1_bn" not in unfrozen
+    tuned = model.get_layer(base.name)
+    for old, new in zip(base.get_layer("Conv_1_bn").weights, tuned.get_layer("Conv_1_bn").weights):
+        np.testing.assert_array_equal(_numpy(new), _numpy(old))
 
 
 def test_epochs_are_numbered_across_both_phases():

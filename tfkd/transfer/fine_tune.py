@@ -1,11 +1,11 @@
 """`fine_tune`: adapt a pretrained backbone to a new task (train a head, then unfreeze the top)."""
 
-import difflib
 import numbers
 
 import keras
 import numpy as np
 
+from tfkd.transfer import _backbone
 from tfkd.transfer.layers import GrayscaleToRGB
 from tfkd.transfer.text import is_text_backbone, text_classifier_body, unused_layers
 
@@ -49,22 +49,30 @@ def build_classifier(
 ):
     """A new model: the user's raw inputs -> resize/channels -> `base` -> pooled head -> logits.
 
-    `base` runs with `training=False`, so its BatchNormalization layers stay in
-    inference mode whether it is frozen or not, as Keras's transfer-learning guide
-    prescribes (unless `frozen_batch_norm=False`, for training from scratch). The
-    head is pooling (for a feature-map output), dropout and a Dense layer that
-    outputs logits.
+    `base` is called with `training=False` (unless `frozen_batch_norm=False`, for
+    training from scratch), as Keras's transfer-learning guide prescribes. The head
+    is pooling (for a feature-map output), dropout and a Dense layer that outputs
+    logits. `base` becomes a layer of the new model (no copy: `fine_tune` copies).
+
+    In Keras 3, `fit` calls the model with `training=True`, which reaches the
+    backbone's layers despite that `training=False` (keras-team/keras#20285): a
+    frozen BatchNormalization layer still runs in inference mode, but once you set
+    `base.trainable = True` its statistics move. When you unfreeze the backbone
+    yourself, set its BatchNormalization layers back to `trainable = False` (Keras runs
+    those in inference mode), as `fine_tune` does.
 
     Args:
         base: a Keras model (backbone) without its classifier, e.g.
             `keras.applications.MobileNetV2(include_top=False, weights="imagenet")` or
             `tfkd.transfer.pretrained_mobilenet_v2(include_top=False)`, or a `.keras`
-            model cut at a feature layer.
+            model cut at a feature layer. Functional, Sequential, nested and
+            subclassed models all work; a model that records no input shape (a
+            subclassed one, or a Sequential never called) needs `input_shape`.
         num_classes: number of classes of the new task.
         input_shape: shape of one raw input, e.g. `(28, 28, 1)`. Defaults to the
-            backbone's input shape. A text backbone's classifier takes padded token
-            ids (0 = padding) of shape `(sequence_length,)`; the default `None` lets
-            the length vary.
+            backbone's input shape (required when the backbone records none). A text
+            backbone's classifier takes padded token ids (0 = padding) of shape
+            `(sequence_length,)`; the default `None` lets the length vary.
         image_size: `(height, width)` the images are resized to before the backbone.
             Defaults to the backbone's input size when it is fixed and differs from
             `input_shape`, else no resizing.
@@ -76,8 +84,8 @@ def build_classifier(
             e.g. `pretrained_minilm()`): `"avg"` (mean of the token vectors, padding
             excluded) or `"cls"` (the backbone's pooled output).
         dropout: dropout rate before the classifier. Defaults to `0.2`.
-        frozen_batch_norm: keep the backbone's BatchNormalization layers in inference
-            mode. `False` lets them normalize with batch statistics while training,
+        frozen_batch_norm: call the backbone with `training=False`. `False` lets its
+            BatchNormalization layers normalize with batch statistics while training,
             which a backbone trained from random weights needs. Defaults to `True`.
         name: the model's name. Defaults to `"<base name>_classifier"`.
 
@@ -85,10 +93,13 @@ def build_classifier(
         An uncompiled Keras model whose outputs are logits.
 
     Raises:
-        ValueError: the backbone's output cannot take a head, or a bad argument.
+        ValueError: the backbone still has its classifier (`include_top=True`), its
+            output cannot take a head, or a bad argument.
+        TypeError: `base` is not a Keras model, or `frozen_batch_norm` is not a bool.
     """
-    _check_base(base)
+    _backbone.check_backbone(base)
     _check_positive_int(num_classes, "num_classes")
+    _check_bool(frozen_batch_norm, "frozen_batch_norm")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}.")
     if is_text_backbone(base):
@@ -99,18 +110,7 @@ def build_classifier(
             raise ValueError(f"`pooling` must be one of {POOLINGS}. Received: pooling={pooling!r}.")
         inputs, x = _prepare_inputs(base, input_shape, image_size, preprocessing)
         features = base(x, training=False) if frozen_batch_norm else base(x)
-        features = _pool(features, base, pooling)
-    if dropout:
-        features = keras.layers.Dropout(dropout, name="head_dropout")(features)
-    outputs = keras.layers.Dense(num_classes, name="head_logits")(features)
-    return keras.Model(inputs, outputs, name=name or f"{base.name}_classifier")
-    if pooling not in POOLINGS:
-        raise ValueError(f"`pooling` must be one of {POOLINGS}. Received: pooling={pooling!r}.")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}.")
-    inputs, x = _prepare_inputs(base, input_shape, image_size, preprocessing)
-    features = base(x, training=False) if frozen_batch_norm else base(x)
-    features = _pool(features, base, pooling)
+        features = _pool(_backbone.single_output(features, base), base, pooling)
     if dropout:
         features = keras.layers.Dropout(dropout, name="head_dropout")(features)
     outputs = keras.layers.Dense(num_classes, name="head_logits")(features)
@@ -128,6 +128,7 @@ def fine_tune(
     unfreeze="all",
     head_learning_rate=1e-3,
     fine_tune_learning_rate=1e-5,
+    frozen_batch_norm=True,
     batch_size=64,
     callbacks=None,
     verbose="auto",
@@ -137,7 +138,9 @@ def fine_tune(
 
     Phase 1 trains a new head (see `build_classifier`) with the backbone frozen.
     Phase 2 unfreezes the top of the backbone (`unfreeze`) and trains on with a lower
-    learning rate. BatchNormalization layers stay in inference mode throughout.
+    learning rate. BatchNormalization layers stay frozen, in inference mode, in both
+    phases (`frozen_batch_norm`): their moving statistics, scale and offset are the
+    pretrained ones, which a small new dataset would otherwise overwrite.
     `fine_tune_epochs=0` is the feature-extraction mode: the backbone stays frozen.
     The backbone passed in is not modified: it is cloned with its weights.
 
@@ -159,11 +162,16 @@ def fine_tune(
             first layer to train (it and every layer after it). Defaults to `"all"`.
         head_learning_rate: Adam learning rate of phase 1. Defaults to `1e-3`.
         fine_tune_learning_rate: Adam learning rate of phase 2. Defaults to `1e-5`.
+        frozen_batch_norm: keep the backbone's BatchNormalization layers frozen and in
+            inference mode in phase 2 too (they are not counted in `unfrozen_layers`).
+            `False` trains them with the unfrozen layers and normalizes with batch
+            statistics, which a backbone trained from random weights needs. Defaults
+            to `True`.
         batch_size: batch size for numpy data. Defaults to `64`.
         callbacks: Keras callbacks for both phases. Defaults to `None`.
         verbose: passed to `fit`. Defaults to `"auto"`.
         **classifier_options: `input_shape`, `image_size`, `preprocessing`,
-            `pooling`, `dropout`, `frozen_batch_norm`, `name`, passed to
+            `pooling`, `dropout`, `name`, passed to
             `build_classifier`.
 
     Returns:
@@ -172,7 +180,9 @@ def fine_tune(
 
     Raises:
         ValueError: labels outside `[0, num_classes)`, an unfreeze point that does not
-            exist (the error lists candidates), or a backbone that cannot take a head.
+            exist (the error lists candidates), a backbone that still has its
+            classifier (`include_top=True`) or cannot take a head.
+        TypeError: `base` is not a Keras model or cannot be copied, or a bad type.
 
     Example:
 
@@ -182,17 +192,20 @@ def fine_tune(
     ...     preprocessing=tfkd.transfer.torchvision_normalization(),
     ...     head_epochs=2, fine_tune_epochs=2, unfreeze="block_13_expand")
     """
-    _check_base(base)
+    _backbone.check_backbone(base)
     _check_positive_int(num_classes, "num_classes")
+    _check_bool(frozen_batch_norm, "frozen_batch_norm")
     for value, name in ((head_epochs, "head_epochs"), (fine_tune_epochs, "fine_tune_epochs")):
         if not isinstance(value, numbers.Integral) or value < 0:
             raise ValueError(f"`{name}` must be an integer >= 0. Received: {name}={value!r}.")
     _check_labels(train_data, num_classes, "train_data")
     if validation_data is not None:
         _check_labels(validation_data, num_classes, "validation_data")
-    base = _clone(base)
-    unfrozen = _unfreeze_names(base, unfreeze) - unused_layers(base, classifier_options)
-    model = build_classifier(base, num_classes, **classifier_options)
+    base = _backbone.copy(base)
+    unfrozen = _backbone.unfreeze_names(base, unfreeze) - unused_layers(base, classifier_options)
+    model = build_classifier(
+        base, num_classes, frozen_batch_norm=frozen_batch_norm, **classifier_options
+    )
     fit = dict(validation_data=validation_data, callbacks=callbacks, verbose=verbose)
     if not _is_dataset(train_data):
         train_data, fit["batch_size"] = (train_data[0], train_data[1]), batch_size
@@ -201,9 +214,7 @@ def fine_tune(
     _compile(model, head_learning_rate)
     _fit(model, train_data, 0, head_epochs, fit, merged)
     if fine_tune_epochs:
-        base.trainable = True
-        for layer in base.layers:
-            layer.trainable = layer.name in unfrozen
+        unfrozen = _backbone.unfreeze(base, unfrozen, frozen_batch_norm)
         _compile(model, fine_tune_learning_rate)
         _fit(model, train_data, head_epochs, fine_tune_epochs, fit, merged)
     else:
@@ -221,7 +232,7 @@ def feature_extractor(base, *, pooling="avg", **classifier_options):
     Returns:
         A Keras model from raw inputs to pooled features, `(batch, channels)`.
     """
-    _check_base(base)
+    _backbone.check_backbone(base)
     if pooling not in POOLINGS:
         raise ValueError(f"`pooling` must be one of {POOLINGS}. Received: pooling={pooling!r}.")
     inputs, x = _prepare_inputs(
@@ -232,7 +243,7 @@ def feature_extractor(base, *, pooling="avg", **classifier_options):
     )
     if classifier_options:
         raise TypeError(f"Unexpected arguments: {sorted(classifier_options)}.")
-    features = _pool(base(x, training=False), base, pooling)
+    features = _pool(_backbone.single_output(base(x, training=False), base), base, pooling)
     extractor = keras.Model(inputs, features, name=f"{base.name}_features")
     extractor.trainable = False
     return extractor
@@ -243,12 +254,9 @@ def extract_features(base, x, *, batch_size=128, **options):
     return feature_extractor(base, **options).predict(x, batch_size=batch_size, verbose=0)
 
 
-def _check_base(base):
-    if not isinstance(base, keras.Model):
-        raise TypeError(
-            "`base` must be a Keras 3 model (a backbone without its classifier). "
-            f"Received: base of type {type(base).__name__}."
-        )
+def _check_bool(value, name):
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be True or False. Received: {name}={value!r}.")
 
 
 def _check_positive_int(value, name):
@@ -257,8 +265,16 @@ def _check_positive_int(value, name):
 
 
 def _prepare_inputs(base, input_shape, image_size, preprocessing):
-    base_shape = tuple(base.inputs[0].shape[1:])
+    base_shape = _backbone.input_shape(base)
+    if base_shape is None and input_shape is None:
+        raise ValueError(
+            f"The backbone {base.name!r} records no input shape (a subclassed model, or a "
+            "Sequential never called or built without keras.Input). "
+            "Received: input_shape=None. Pass `input_shape`, the shape of one example, "
+            "e.g. input_shape=(96, 96, 3)."
+        )
     input_shape = tuple(input_shape) if input_shape is not None else base_shape
+    base_shape = input_shape if base_shape is None else base_shape
     if None in input_shape:
         raise ValueError(
             "The input shape must be known: pass `input_shape`, e.g. (28, 28, 1). "
@@ -310,46 +326,6 @@ def _pool(features, base, pooling):
         "cannot take a classification head: a head needs features (batch, channels) or a "
         "feature map (batch, ..., channels). Cut the backbone at a feature layer, e.g. "
         "keras.Model(model.input, model.get_layer(NAME).output)."
-    )
-
-
-def _clone(base):
-    clone = keras.models.clone_model(base)
-    clone.set_weights(base.get_weights())
-    return clone
-
-
-def _unfreeze_names(base, unfreeze):
-    names = [layer.name for layer in base.layers if not isinstance(layer, keras.layers.InputLayer)]
-    if unfreeze == "all":
-        return set(names)
-    if isinstance(unfreeze, bool):
-        raise TypeError(f"`unfreeze` cannot be a bool. Received: unfreeze={unfreeze!r}.")
-    if isinstance(unfreeze, numbers.Integral):
-        if not 0 < unfreeze <= len(names):
-            raise ValueError(
-                f"`unfreeze` as a number of top layers must be in [1, {len(names)}] for "
-                f"backbone {base.name!r}. Received: unfreeze={unfreeze!r}."
-            )
-        return set(names[-unfreeze:])
-    if isinstance(unfreeze, float):
-        if not 0.0 < unfreeze <= 1.0:
-            raise ValueError(
-                f"`unfreeze` as a fraction must be in (0, 1]. Received: unfreeze={unfreeze!r}."
-            )
-        return set(names[-max(1, round(unfreeze * len(names))) :])
-    if isinstance(unfreeze, str):
-        if unfreeze not in names:
-            close = difflib.get_close_matches(unfreeze, names, n=8, cutoff=0.4)
-            candidates = close or [layer.name for layer in base.layers if layer.weights][-8:]
-            raise ValueError(
-                f"`unfreeze` names no layer of backbone {base.name!r}. Received: "
-                f"unfreeze={unfreeze!r}. Candidates: {candidates}."
-            )
-        return set(names[names.index(unfreeze) :])
-    raise TypeError(
-        "`unfreeze` must be 'all', an int, a float or a layer name. "
-        f"Received: unfreeze={unfreeze!r}."
     )
 
 

@@ -70,7 +70,11 @@ class MaskedAveragePooling(keras.layers.Layer):
 
 def is_text_backbone(base):
     """Whether `base` takes a dict with `token_ids` (a keras-hub BERT-style backbone)."""
-    return isinstance(base.input, dict) and "token_ids" in base.input
+    try:
+        inputs = base.input
+    except AttributeError:  # Sequential and subclassed models: no `input`, so no dict of ids
+        return False
+    return isinstance(inputs, dict) and "token_ids" in inputs
 
 
 def text_classifier_body(base, sequence_length, pooling):
