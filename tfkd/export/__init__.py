@@ -1,7 +1,17 @@
 """Export to TFLite (LiteRT) and what the exported file holds."""
 
+from tfkd.export._options import QUANTIZATIONS
 from tfkd.export.model import TFLiteModel
 from tfkd.export.report import ExportReport
-from tfkd.export.tflite import QUANTIZATIONS, export_tflite
 
 __all__ = ["QUANTIZATIONS", "ExportReport", "TFLiteModel", "export_tflite"]
+
+
+def __getattr__(name):
+    # The exporter imports Keras (and TensorFlow): loaded on first use, so that reading
+    # `.tflite` files and checking pipeline configs start fast.
+    if name == "export_tflite":
+        from tfkd.export.tflite import export_tflite
+
+        return export_tflite
+    raise AttributeError(f"module 'tfkd.export' has no attribute {name!r}")

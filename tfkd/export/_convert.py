@@ -60,30 +60,35 @@ def convert(model, samples, *, quantization, io_dtype, sparsity, select_tf_ops):
 def _concrete_function(model):
     import tensorflow as tf
 
-    specs = [
-        tf.TensorSpec((None, *tensor.shape[1:]), tensor.dtype, name=tensor.name)
-        for tensor in model.inputs
-    ]
+    from tfkd.export._signature import model_inputs
+
+    inputs = model_inputs(model)
+    specs = [tf.TensorSpec((None, *item.shape), item.dtype, name=item.name) for item in inputs]
 
     @tf.function
-    def serve(*inputs):
-        return model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
+    def serve(*tensors):
+        return model(list(tensors) if len(tensors) > 1 else tensors[0], training=False)
 
-    return serve.get_concrete_function(*specs)
+    try:
+        return serve.get_concrete_function(*specs)
+    except Exception as error:  # whatever the model's own `call` raises while tracing
+        raise ValueError(
+            f"Cannot trace model {model.name!r} ({type(model).__name__}) on its inputs "
+            f"{[(item.name, (None, *item.shape), item.dtype) for item in inputs]}: "
+            f"{type(error).__name__}: {error}. Export calls the model on one tensor, or on "
+            "a list of tensors for several inputs; wrap other signatures in a functional "
+            "model: `inputs = keras.Input(shape); keras.Model(inputs, model(inputs))`."
+        ) from error
 
 
 def _feeder(samples):
+    # The samples are already in the dtypes of the model's inputs
+    # (`_representative.as_model_inputs`).
     def representative_dataset():
         for index in range(len(samples[0])):
-            yield [_as_input(array[index : index + 1]) for array in samples]
+            yield [array[index : index + 1] for array in samples]
 
     return representative_dataset
-
-
-def _as_input(array):
-    """Float samples as float32; integer ones (token ids) as int32, as the model takes them."""
-    array = np.asarray(array)
-    return array.astype(np.int32 if array.dtype.kind in "iu" else np.float32)
 
 
 def _conversion_message(error, select_tf_ops):

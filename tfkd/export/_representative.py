@@ -2,12 +2,20 @@
 
 import numpy as np
 
+# Stands for the one input of a model that has none yet (never called): its data must
+# come in batches.
+_UNKNOWN_INPUT = None
 
-def collect(data, model, limit):
-    """Up to `limit` samples of `data` as a list with one array per model input."""
-    input_shapes = [tuple(tensor.shape) for tensor in model.inputs]
-    if isinstance(data, np.ndarray) or _is_arrays(data, len(input_shapes)):
-        return [np.asarray(array)[:limit] for array in _per_input(data, model)]
+
+def collect(data, inputs, limit):
+    """Up to `limit` samples of `data` as a list with one array per model input.
+
+    `inputs` are the model's `_signature.ModelInput`s, or `None` for a model that has
+    no input shape yet (taken to have one input).
+    """
+    names = [_UNKNOWN_INPUT] if inputs is None else [model_input.name for model_input in inputs]
+    if isinstance(data, np.ndarray) or _is_arrays(data, len(names)):
+        return [np.asarray(array)[:limit] for array in _per_input(data, names)]
     elements = data() if callable(data) and not hasattr(data, "__iter__") else data
     if not hasattr(elements, "__iter__"):
         raise TypeError(
@@ -17,11 +25,12 @@ def collect(data, model, limit):
         )
     batches, count = [], 0
     for element in elements:
-        arrays = [np.asarray(array) for array in _per_input(_inputs_of(element, model), model)]
-        arrays = [
-            array if array.ndim == len(shape) else array[None]
-            for array, shape in zip(arrays, input_shapes, strict=True)
-        ]
+        arrays = [np.asarray(array) for array in _per_input(_inputs_of(element, names), names)]
+        if inputs is not None:  # unbatched elements (one sample each) get a batch axis
+            arrays = [
+                array if array.ndim == len(model_input.shape) + 1 else array[None]
+                for array, model_input in zip(arrays, inputs, strict=True)
+            ]
         batches.append(arrays)
         count += len(arrays[0])
         if count >= limit:
@@ -41,19 +50,24 @@ def _is_arrays(data, count):
     )
 
 
-def _inputs_of(element, model):
+def _inputs_of(element, names):
     """Drops targets and sample weights from `(x, y)` / `(x, y, w)` elements."""
-    if isinstance(element, (list, tuple)) and len(model.inputs) == 1 and len(element) in (1, 2, 3):
+    if isinstance(element, (list, tuple)) and len(names) == 1 and len(element) in (1, 2, 3):
         return element[0]
     if isinstance(element, (list, tuple)) and len(element) in (2, 3):
         first = element[0]
-        if isinstance(first, (list, tuple, dict)) and len(first) == len(model.inputs):
+        if isinstance(first, (list, tuple, dict)) and len(first) == len(names):
             return first
     return element
 
 
-def _per_input(data, model):
-    names = [tensor.name for tensor in model.inputs]
+def _per_input(data, names):
+    if isinstance(data, dict) and names == [_UNKNOWN_INPUT]:
+        raise ValueError(
+            "The model has no inputs yet (never called), so `representative_data` cannot "
+            f"be given by input name. Received keys: {sorted(data)}. Pass an array, or call "
+            "the model once on a batch first."
+        )
     if isinstance(data, dict):
         missing = [name for name in names if name not in data]
         if missing:
@@ -70,3 +84,30 @@ def _per_input(data, model):
             f"array per input. Received: an element of type {type(data).__name__}."
         )
     return list(data)
+
+
+def as_model_inputs(samples, inputs):
+    """`samples` in the dtype and shape each model input takes.
+
+    The dtype comes from the model, not the data: uint8 images calibrate a float32
+    input with the float32 values Keras computes on, and token ids stay integers. A
+    missing trailing axis of size 1 (`(N, 28, 28)` images for a `(28, 28, 1)` input)
+    is added, as Keras adds it.
+    """
+    return [_fit(array, model_input) for array, model_input in zip(samples, inputs, strict=True)]
+
+
+def _fit(array, model_input):
+    expected = (None, *model_input.shape)
+    if array.ndim == len(expected) - 1 and expected[-1] == 1:
+        array = array[..., None]
+    compatible = array.ndim == len(expected) and all(
+        want is None or want == got for want, got in zip(expected, array.shape, strict=True)
+    )
+    if not compatible:
+        raise ValueError(
+            f"`representative_data` does not fit model input {model_input.name!r} of shape "
+            f"{expected}. Received: samples of shape {array.shape}. Pass inputs shaped like "
+            "the model's: an array of samples, or a dataset of batches."
+        )
+    return array.astype(model_input.dtype)

@@ -6,7 +6,10 @@ import time
 
 import numpy as np
 
-from tfkd.export.report import load_interpreter
+from tfkd.export._interpreter import Runner, quantize_input, softmax_outputs
+
+# As Keras's cross-entropy on probabilities: rows renormalised, then clipped.
+_EPSILON = 1e-7
 
 
 class TFLiteModel:
@@ -15,7 +18,8 @@ class TFLiteModel:
     Quantized inputs and outputs are handled here: float inputs are quantized with the
     file's scale and zero point, and integer outputs dequantized, so `predict` takes
     and returns what the Keras model did. Batches of any size are run by resizing the
-    input tensor.
+    input tensor. Files with several outputs give a list of arrays, in the order of the
+    Keras model's outputs.
 
     Args:
         path: the `.tflite` file.
@@ -23,7 +27,8 @@ class TFLiteModel:
 
     Attributes:
         xnnpack: whether LiteRT's default XNNPACK delegate runs the file; `False` when
-            it rejected a layer and the builtin kernels run it instead.
+            it cannot (integer kernels in the sparse format) and the builtin kernels run
+            it instead.
 
     Example:
 
@@ -42,15 +47,17 @@ class TFLiteModel:
             )
         self.path = path
         self.num_threads = num_threads
-        self._interpreter, self.xnnpack = load_interpreter(path, num_threads=num_threads)
-        self._input = self._interpreter.get_input_details()[0]
-        self._output = self._interpreter.get_output_details()[0]
-        if len(self._interpreter.get_input_details()) != 1:
+        self._runner = Runner(path, num_threads=num_threads)
+        if len(self._runner.inputs) != 1:
             raise ValueError(
                 "TFLiteModel runs single-input models. Received a file with "
-                f"{len(self._interpreter.get_input_details())} inputs: {path!r}."
+                f"{len(self._runner.inputs)} inputs: {path!r}."
             )
-        self._batch = None
+        self._input = self._runner.inputs[0]
+
+    @property
+    def xnnpack(self):
+        return self._runner.xnnpack
 
     @property
     def bytes(self):
@@ -60,31 +67,59 @@ class TFLiteModel:
     def input_dtype(self):
         return np.dtype(self._input["dtype"]).name
 
+    @property
+    def num_outputs(self):
+        return len(self._runner.outputs)
+
     def predict(self, x, batch_size=256):
-        """Runs the model on `x` in batches; returns float outputs."""
-        x = np.asarray(x)
-        outputs = [
-            self._run(x[start : start + batch_size]) for start in range(0, len(x), batch_size)
+        """Runs the model on `x` in batches.
+
+        Returns:
+            The float outputs: one array, or a list with one array per output for files
+            with several outputs.
+        """
+        x = self._fit_rank(np.asarray(x))
+        batches = [
+            self._runner.run(x[start : start + batch_size])
+            for start in range(0, len(x), batch_size)
         ]
-        return np.concatenate(outputs)
+        outputs = [np.concatenate(parts) for parts in zip(*batches, strict=True)]
+        return outputs[0] if len(outputs) == 1 else outputs
 
     def evaluate(self, x, y, batch_size=256, from_logits=None):
         """Top-1 accuracy and cross-entropy of the file on `(x, y)` with integer labels.
 
-        `from_logits=None` treats outputs as probabilities when every row sums to 1.
+        Args:
+            x: inputs, as for `predict`.
+            y: integer class labels, one per sample of `x`.
+            batch_size: samples per interpreter call. Defaults to `256`.
+            from_logits: whether the outputs are logits. `None` reads it from the file:
+                probabilities when a softmax computes the output (also an int8 one, whose
+                dequantized rows sum to 1 only roughly), or when every row sums to 1.
+                Defaults to `None`.
+
+        Returns:
+            `{"accuracy": ..., "loss": ...}`, the loss computed as Keras's sparse
+            categorical cross-entropy.
+
+        Raises:
+            ValueError: `y` does not hold one integer label per sample, or the file has
+                several outputs.
         """
+        if self.num_outputs != 1:
+            raise ValueError(
+                "`evaluate` scores a classifier with one output. Received: a file with "
+                f"{self.num_outputs} outputs: {self.path!r}. Call `predict(x)`, which returns "
+                "one array per output, and score the outputs you need."
+            )
+        labels = _labels(y, len(x))
         outputs = self.predict(x, batch_size=batch_size).astype(np.float64)
-        y = np.asarray(y).reshape(-1).astype(np.int64)
         if from_logits is None:
-            from_logits = not np.allclose(outputs.sum(axis=-1), 1.0, atol=1e-3)
-        if from_logits:
-            shifted = outputs - outputs.max(axis=-1, keepdims=True)
-            log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-        else:
-            log_probs = np.log(np.clip(outputs, 1e-7, 1.0))
+            from_logits = not (softmax_outputs(self.path)[0] or _sums_to_one(outputs))
+        log_probabilities = _log_probabilities(outputs, from_logits)
         return {
-            "accuracy": float(np.mean(outputs.argmax(axis=-1) == y)),
-            "loss": float(-np.mean(log_probs[np.arange(len(y)), y])),
+            "accuracy": float(np.mean(outputs.argmax(axis=-1) == labels)),
+            "loss": float(-np.mean(log_probabilities[np.arange(len(labels)), labels])),
         }
 
     def benchmark(self, num_runs=200, warmup_runs=20, sample=None):
@@ -92,14 +127,17 @@ class TFLiteModel:
         shape = [1, *self._input["shape_signature"][1:]]
         if sample is None:
             sample = np.zeros(shape, self._input["dtype"])
-        sample = self._quantize(np.asarray(sample).reshape(shape))
-        self._resize(1)
+        sample = np.asarray(sample).reshape(shape)
+        self._runner.run(sample)  # settles the interpreter (batch 1, delegate or not)
+        sample = quantize_input(sample, self._input)
+        interpreter = self._runner.interpreter
         timings = []
         for run in range(warmup_runs + num_runs):
             start = time.perf_counter()
-            self._interpreter.set_tensor(self._input["index"], sample)
-            self._interpreter.invoke()
-            self._interpreter.get_tensor(self._output["index"])
+            interpreter.set_tensor(self._input["index"], sample)
+            interpreter.invoke()
+            for details in self._runner.outputs:
+                interpreter.get_tensor(details["index"])
             if run >= warmup_runs:
                 timings.append((time.perf_counter() - start) * 1000.0)
         return {
@@ -111,50 +149,58 @@ class TFLiteModel:
         }
 
     def compare(self, keras_model, x, batch_size=256):
-        """Agreement with `keras_model` on `x`: top-1 agreement and max absolute difference."""
-        expected = np.asarray(keras_model.predict(x, batch_size=batch_size, verbose=0))
+        """Agreement with `keras_model` on `x`: top-1 agreement and max absolute difference.
+
+        For several outputs, the lowest agreement and largest difference over them.
+        """
+        import keras
+
+        expected = keras.tree.flatten(keras_model.predict(x, batch_size=batch_size, verbose=0))
         received = self.predict(x, batch_size=batch_size)
+        received = received if isinstance(received, list) else [received]
+        if len(expected) != len(received):
+            raise ValueError(
+                f"The Keras model has {len(expected)} outputs and the file {len(received)}. "
+                f"Received: keras_model={keras_model.name!r}, file {self.path!r}."
+            )
+        pairs = [(np.asarray(a), b) for a, b in zip(expected, received, strict=True)]
         return {
-            "top1_agreement": float(np.mean(expected.argmax(-1) == received.argmax(-1))),
-            "max_abs_diff": float(np.max(np.abs(expected - received))),
+            "top1_agreement": min(float(np.mean(a.argmax(-1) == b.argmax(-1))) for a, b in pairs),
+            "max_abs_diff": max(float(np.max(np.abs(a - b))) for a, b in pairs),
         }
 
-    def _run(self, batch):
-        self._resize(len(batch))
-        self._interpreter.set_tensor(self._input["index"], self._quantize(batch))
-        self._interpreter.invoke()
-        return self._dequantize(self._interpreter.get_tensor(self._output["index"]))
-
-    def _resize(self, batch):
-        if batch != self._batch:
-            shape = [batch, *self._input["shape_signature"][1:]]
-            self._interpreter.resize_tensor_input(self._input["index"], shape)
-            self._interpreter.allocate_tensors()
-            self._batch = batch
-
-    def _quantize(self, x):
-        return quantize_input(x, self._input)
-
-    def _dequantize(self, y):
-        return dequantize_output(y, self._output)
+    def _fit_rank(self, x):
+        # As Keras does: `(N, 28, 28)` images feed a `(28, 28, 1)` input.
+        expected = self._input["shape_signature"]
+        if x.ndim == len(expected) - 1 and expected[-1] == 1:
+            return x[..., None]
+        return x
 
     def __repr__(self):
         return f"TFLiteModel({self.path!r}, bytes={self.bytes}, input_dtype={self.input_dtype!r})"
 
 
-def quantize_input(x, details):
-    """Float `x` in the dtype of an interpreter input, quantized if that input is integer."""
-    dtype = np.dtype(details["dtype"])
-    scale, zero_point = details["quantization"]
-    if dtype.kind == "f" or scale == 0:
-        return np.asarray(x).astype(dtype)
-    info = np.iinfo(dtype)
-    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+def _labels(y, count):
+    labels = np.asarray(y)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1 or len(labels) != count:
+        raise ValueError(
+            "`y` must hold one integer class label per sample of `x`. Received: y of shape "
+            f"{labels.shape} for {count} samples of x. Pass labels of shape ({count},) "
+            "(for one-hot labels, `y.argmax(-1)`)."
+        )
+    return labels.astype(np.int64)
 
 
-def dequantize_output(y, details):
-    """An interpreter output as float32, dequantized if it is integer."""
-    scale, zero_point = details["quantization"]
-    if np.dtype(y.dtype).kind == "f" or scale == 0:
-        return y.astype(np.float32)
-    return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
+def _sums_to_one(outputs):
+    rows = outputs.sum(axis=-1)
+    return bool(np.all(outputs >= 0) and np.allclose(rows, 1.0, atol=1e-3))
+
+
+def _log_probabilities(outputs, from_logits):
+    if from_logits:
+        shifted = outputs - outputs.max(axis=-1, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    probabilities = outputs / outputs.sum(axis=-1, keepdims=True)
+    return np.log(np.clip(probabilities, _EPSILON, 1.0 - _EPSILON))

@@ -3,57 +3,11 @@
 import collections
 import os
 
+from tfkd.export._interpreter import list_ops
+
 # Ops that only move data between float and integer, or decode sparse weights.
 _CONVERSION_OPS = frozenset({"QUANTIZE", "DEQUANTIZE", "DENSIFY"})
 _FLOAT_DTYPES = ("float32", "float16")
-
-
-def make_interpreter(path_or_content, num_threads=None, delegates=True):
-    """A LiteRT interpreter (ai-edge-litert), with an install hint when it is missing."""
-    try:
-        from ai_edge_litert import interpreter as litert
-    except ImportError as error:
-        raise ImportError(
-            "Running .tflite files needs the LiteRT interpreter: pip install ai-edge-litert "
-            "(or pip install 'tfkd[litert]')."
-        ) from error
-    kwargs = {"num_threads": num_threads}
-    if not delegates:
-        kwargs["experimental_op_resolver_type"] = (
-            litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        )
-    if isinstance(path_or_content, (bytes, bytearray)):
-        return litert.Interpreter(model_content=bytes(path_or_content), **kwargs)
-    return litert.Interpreter(model_path=os.fspath(path_or_content), **kwargs)
-
-
-def load_interpreter(path_or_content, num_threads=None):
-    """An allocated interpreter, and whether LiteRT's default XNNPACK delegate runs it.
-
-    XNNPACK rejects some layers (sparse integer weights); the file then runs on the
-    builtin kernels instead of failing.
-    """
-    try:
-        interpreter = make_interpreter(path_or_content, num_threads=num_threads)
-        interpreter.allocate_tensors()
-        return interpreter, True
-    except RuntimeError as error:
-        if "XNNPack" not in str(error):
-            raise
-    interpreter = make_interpreter(path_or_content, num_threads=num_threads, delegates=False)
-    interpreter.allocate_tensors()
-    return interpreter, False
-
-
-def list_ops(path_or_content):
-    """`[(op_name, operand dtypes)]` for every op of the main graph, before delegation."""
-    interpreter = make_interpreter(path_or_content, delegates=False)
-    # The interpreter has no public op listing; `_get_ops_details` is what LiteRT's own
-    # tools use.
-    return [
-        (op["op_name"], [str(getattr(dtype, "__name__", dtype)) for dtype in op["operand_types"]])
-        for op in interpreter._get_ops_details()
-    ]
 
 
 class ExportReport:
@@ -68,7 +22,8 @@ class ExportReport:
         float_ops: names of the ops that compute in float, other than the QUANTIZE /
             DEQUANTIZE / DENSIFY ops at the edges. Empty for a fully integer model.
         keras_agreement: `top1_agreement` and `max_abs_diff` of the file against the
-            Keras model on up to 32 calibration (or random) inputs; `None` for
+            Keras model on up to 32 calibration (or random) inputs (over several
+            outputs: the lowest agreement, the largest difference); `None` for
             multi-input models.
     """
 

@@ -9,18 +9,13 @@ import keras
 import numpy as np
 
 from tfkd import _atomic
-from tfkd.export import _representative
-from tfkd.export.report import ExportReport, load_interpreter
+from tfkd.export import _representative, _signature
+from tfkd.export._interpreter import Runner
+from tfkd.export._options import IO_DTYPES as _IO_DTYPES
+from tfkd.export._options import QUANTIZATIONS
+from tfkd.export.report import ExportReport
 from tfkd.quantize.qat import is_quantized, untrained_quantizers
 
-QUANTIZATIONS = (None, "dynamic", "float16", "int8", "int16x8")
-_IO_DTYPES = {
-    None: ("float32",),
-    "dynamic": ("float32",),
-    "float16": ("float32",),
-    "int8": ("float32", "int8", "uint8"),
-    "int16x8": ("float32", "int16"),
-}
 _SPARSITY = ("auto", True, False)
 # The converter's sparse encoding pays off from about this fraction of zeros.
 _AUTO_SPARSITY = 0.5
@@ -47,16 +42,23 @@ def export_tflite(
     off TensorFlow the conversion runs in a TensorFlow subprocess.
 
     Args:
-        model: a Keras model (Sequential or functional for pruned models).
+        model: a Keras model: functional, Sequential or subclassed, with a known input
+            shape (`keras.Input`, or called once on a batch). A model never called is
+            built on the first batch of `representative_data`. To export what a
+            `tfkd.Distiller` trained, pass `distiller.student`. Off the TensorFlow
+            backend, subclassed models need the TensorFlow backend to export (the
+            subprocess cannot import their class).
         path: where to write the `.tflite` file.
         quantization: `None` (float32), `"dynamic"` (int8 weights, float activations),
             `"float16"` (float16 weights), `"int8"` (full integer, calibrated) or
             `"int16x8"` (int16 activations, int8 weights, calibrated). Defaults to `None`.
         representative_data: calibration inputs for `"int8"` and `"int16x8"`: a numpy
             array (or list/dict of arrays), a `tf.data.Dataset` of inputs or of
-            `(inputs, targets)` batches, or an iterable of them. A quantization-aware
-            model (`tfkd.quantize.quantize_aware`) needs none: its trained ranges are
-            used, and these inputs only feed the check against Keras. Defaults to `None`.
+            `(inputs, targets)` batches, or an iterable of them. They are cast to the
+            dtype of the model's inputs, as Keras casts them: uint8 images calibrate a
+            float32 model. A quantization-aware model (`tfkd.quantize.quantize_aware`)
+            needs none: its trained ranges are used, and these inputs only feed the
+            check against Keras. Defaults to `None`.
         io_dtype: dtype of the model's inputs and outputs: `"float32"`, or `"int8"` /
             `"uint8"` for `"int8"` and `"int16"` for `"int16x8"`. Defaults to `"float32"`.
         sparsity: `True` to store kernels in the converter's sparse format, `False` not
@@ -74,8 +76,10 @@ def export_tflite(
         An `ExportReport`: bytes, op counts by type and dtype, ops left in float.
 
     Raises:
-        ValueError: a bad quantization, io_dtype or missing calibration data, or a
-            conversion that fails (the message names the op).
+        TypeError: `model` is not a Keras model (or is a `Distiller`).
+        ValueError: a bad quantization, io_dtype or missing calibration data, a model
+            with no input shape and no data to build it on, or a conversion that fails
+            (the message names the op).
 
     Example:
 
@@ -86,10 +90,8 @@ def export_tflite(
     """
     _validate(model, quantization, representative_data, io_dtype, sparsity, select_tf_ops)
     model = _strip_if_pruned(model)
+    inputs, samples = _inputs_and_samples(model, representative_data, calibration_samples)
     use_sparsity = _want_sparsity(model, sparsity, quantization)
-    samples = None
-    if representative_data is not None:
-        samples = _representative.collect(representative_data, model, calibration_samples)
     options = dict(
         quantization=quantization,
         io_dtype=io_dtype,
@@ -104,7 +106,7 @@ def export_tflite(
         content = _convert_in_subprocess(model, samples, options)
     path = os.fspath(path)
     agreement = _check_against_keras(
-        model, content, samples, quantization, quantization_aware=is_quantized(model)
+        model, inputs, content, samples, quantization, quantization_aware=is_quantized(model)
     )
     _atomic.write_bytes(path, content)
     report = ExportReport.from_file(path, quantization=quantization)
@@ -112,32 +114,43 @@ def export_tflite(
     return report
 
 
-def _check_against_keras(model, content, samples, quantization, quantization_aware):
+def _inputs_and_samples(model, representative_data, limit):
+    """The model's inputs, and the calibration samples cast to them (or `None`).
+
+    A model that has no input shape yet (a Sequential never called) is built on the
+    first calibration batch.
+    """
+    inputs = _signature.model_inputs(model)
+    samples = None
+    if representative_data is not None:
+        samples = _representative.collect(representative_data, inputs, limit)
+    if inputs is None:
+        inputs = _signature.require_inputs(model, None if samples is None else samples[0][:1])
+    if samples is not None:
+        samples = _representative.as_model_inputs(samples, inputs)
+    return inputs, samples
+
+
+def _check_against_keras(model, inputs, content, samples, quantization, quantization_aware):
     """Runs the converted file next to `model`; a float file must match it.
 
     Post-training quantized files are expected to differ a little: their agreement goes
     in the report. A quantization-aware model already computes in int8 steps, so its
     file must give the same top-1 class on nearly every sample.
     """
-    # The check covers single-input, single-output models with a known input shape.
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
+    # The check covers single-input models with a known input shape.
+    if len(inputs) != 1 or (samples is None and None in inputs[0].shape):
         return None
-    if samples is None and None in tuple(model.inputs[0].shape[1:]):
-        return None
-    if samples is None:
-        shape = (_CHECK_SAMPLES, *model.inputs[0].shape[1:])
-        if np.dtype(model.inputs[0].dtype).kind in "iub":
-            # Integer inputs (token ids) have no random stand-in that is always valid: 0
-            # is (padding); pass representative_data for a real check.
-            samples = [np.zeros(shape, model.inputs[0].dtype)]
-        else:
-            samples = [np.random.default_rng(0).normal(size=shape).astype("float32")]
-    x = samples[0][:_CHECK_SAMPLES]
-    expected = np.asarray(model.predict(x, verbose=0), dtype=np.float32)
-    interpreter, _ = load_interpreter(content)
-    received = _run_float_io(interpreter, x)
-    difference = float(np.max(np.abs(expected - received)))
-    tolerance = _FLOAT_TOLERANCE * max(1.0, float(np.max(np.abs(expected))))
+    x = _check_samples(inputs[0]) if samples is None else samples[0][:_CHECK_SAMPLES]
+    expected = [
+        np.asarray(output, np.float32) for output in keras.tree.flatten(model.predict(x, verbose=0))
+    ]
+    received = Runner(content).run(x)
+    if [a.shape for a in expected] != [b.shape for b in received]:
+        return None  # outputs the file orders differently: nothing to compare them by
+    difference = max(float(np.max(np.abs(a - b))) for a, b in zip(expected, received))
+    largest = max(float(np.max(np.abs(a))) for a in expected)
+    tolerance = _FLOAT_TOLERANCE * max(1.0, largest)
     if quantization is None and not difference <= tolerance:
         raise ValueError(
             "The exported float32 model disagrees with the Keras model: max absolute "
@@ -145,7 +158,9 @@ def _check_against_keras(model, content, samples, quantization, quantization_awa
             "The file was not written. This is a converter problem with one of the model's "
             "layers; export the layers separately to find it."
         )
-    agreement = float(np.mean(expected.argmax(-1) == received.argmax(-1)))
+    agreement = min(
+        float(np.mean(a.argmax(-1) == b.argmax(-1))) for a, b in zip(expected, received)
+    )
     if quantization_aware and agreement < _QAT_MIN_AGREEMENT:
         raise ValueError(
             "The exported int8 model disagrees with the quantization-aware Keras model: "
@@ -156,23 +171,28 @@ def _check_against_keras(model, content, samples, quantization, quantization_awa
     return {"samples": len(x), "top1_agreement": agreement, "max_abs_diff": difference}
 
 
-def _run_float_io(interpreter, x):
-    from tfkd.export.model import dequantize_output, quantize_input
-
-    input_details = interpreter.get_input_details()[0]
-    output_details = interpreter.get_output_details()[0]
-    interpreter.resize_tensor_input(input_details["index"], list(x.shape))
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(input_details["index"], quantize_input(x, input_details))
-    interpreter.invoke()
-    return dequantize_output(interpreter.get_tensor(output_details["index"]), output_details)
+def _check_samples(model_input):
+    shape = (_CHECK_SAMPLES, *model_input.shape)
+    if np.dtype(model_input.dtype).kind in "iub":
+        # Integer inputs (token ids) have no random stand-in that is always valid: 0
+        # is (padding); pass representative_data for a real check.
+        return np.zeros(shape, model_input.dtype)
+    return np.random.default_rng(0).normal(size=shape).astype(model_input.dtype)
 
 
 def _validate(model, quantization, representative_data, io_dtype, sparsity, select_tf_ops):
+    from tfkd.distill import Distiller
+
+    if isinstance(model, Distiller):
+        raise TypeError(
+            "`model` must be the model to deploy, not the Distiller that trains it. "
+            f"Received: model of type {type(model).__name__}. Export `distiller.student`: "
+            "export_tflite(distiller.student, ...)."
+        )
     if not isinstance(model, keras.Model):
         raise TypeError(
             f"`model` must be a Keras 3 model. Received: model of type {type(model).__name__}. "
-            "For a Distiller, export its student: export_tflite(distiller.student, ...)."
+            "Pass a keras.Model (load a saved one with keras.saving.load_model)."
         )
     if quantization not in QUANTIZATIONS:
         raise ValueError(
@@ -262,7 +282,18 @@ def _convert_in_subprocess(model, samples, options):
             raise ValueError(
                 "TFLite conversion failed (it ran with the TensorFlow backend in a subprocess "
                 f"because this process uses {keras.backend.backend()!r}):\n"
-                f"{result.stderr[-4000:]}"
+                f"{result.stderr[-4000:]}{_subprocess_hint(model)}"
             )
         with open(output_path, "rb") as file:
             return file.read()
+
+
+def _subprocess_hint(model):
+    module = type(model).__module__
+    if module.startswith(("keras", "tfkd")):
+        return ""
+    return (
+        f"\nThe subprocess loads the model from a .keras file, and {type(model).__name__} "
+        f"(defined in {module}) is a class it cannot import. Export it from a process with "
+        "KERAS_BACKEND=tensorflow, or rebuild it as a functional or Sequential model."
+    )

@@ -1,0 +1,213 @@
+"""`export_tflite` and `TFLiteModel` on the models and data a new user passes (issue 14)."""
+
+import keras
+import numpy as np
+import pytest
+
+import tfkd
+from tests.helpers import assert_tflite_agrees, random_images, small_cnn
+
+
+class Classifier(keras.Model):
+    """A subclassed model, as Keras's guides write them."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = keras.layers.Conv2D(4, 3, activation="relu")
+        self.pool = keras.layers.GlobalAveragePooling2D()
+        self.dense = keras.layers.Dense(3)
+
+    def call(self, inputs):
+        return self.dense(self.pool(self.conv(inputs)))
+
+
+def _layers():
+    return [
+        keras.layers.Conv2D(4, 3, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(3),
+    ]
+
+
+def _list_form():
+    inputs = keras.Input((8, 8, 1))
+    outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(inputs))
+    return keras.Model([inputs], [outputs])
+
+
+def _called(model, x):
+    model(x[:2])
+    return model
+
+
+# Every kind is also in tests/test_model_kinds.py; these are the ones whose inputs or
+# outputs export reads differently (no `.inputs`, a list of outputs).
+MODEL_KINDS = {
+    "sequential_called_once": lambda x: _called(keras.Sequential(_layers()), x),
+    "functional_list_form": lambda x: _list_form(),
+    "subclassed_called_once": lambda x: _called(Classifier(), x),
+}
+
+
+def _subclassed_off_tensorflow(model, tmp_path):
+    """Off TensorFlow, export converts in a subprocess that cannot import a user's class."""
+    if not isinstance(model, Classifier) or keras.backend.backend() == "tensorflow":
+        return False
+    with pytest.raises(ValueError, match="Classifier.*KERAS_BACKEND=tensorflow"):
+        tfkd.export_tflite(
+            model, tmp_path / "m.tflite", "int8", representative_data=np.zeros((1, 8, 8, 1))
+        )
+    return True
+
+
+@pytest.mark.parametrize("kind", sorted(MODEL_KINDS))
+def test_every_model_kind_exports_and_runs_like_keras(tmp_path, kind):
+    x, _ = random_images(32)
+    model = MODEL_KINDS[kind](x)
+    if _subclassed_off_tensorflow(model, tmp_path):
+        return
+    report = tfkd.export_tflite(model, tmp_path / "model.tflite")
+    assert report.keras_agreement["top1_agreement"] == 1.0
+    assert_tflite_agrees(model, report.path, x)
+
+
+@pytest.mark.parametrize("kind", ["sequential", "subclassed"])
+def test_a_never_called_model_is_built_on_the_calibration_data(tmp_path, kind):
+    x, _ = random_images(64)
+    model = keras.Sequential(_layers()) if kind == "sequential" else Classifier()
+    if _subclassed_off_tensorflow(model, tmp_path):
+        return
+    report = tfkd.export_tflite(model, tmp_path / "m.tflite", "int8", representative_data=x)
+    assert report.keras_agreement["top1_agreement"] >= 0.9
+    lite = tfkd.TFLiteModel(report.path)
+    agreement = np.mean(lite.predict(x).argmax(-1) == model.predict(x, verbose=0).argmax(-1))
+    assert agreement >= 0.9
+
+
+@pytest.mark.parametrize("kind", ["sequential", "subclassed"])
+def test_a_never_called_model_without_data_is_refused_with_the_fix(tmp_path, kind):
+    model = keras.Sequential(_layers()) if kind == "sequential" else Classifier()
+    with pytest.raises(ValueError, match=r"no input shape yet.*keras\.Input.*model\(x\[:1\]\)"):
+        tfkd.export_tflite(model, tmp_path / "m.tflite")
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_a_distiller_is_refused_with_export_its_student(tmp_path):
+    distiller = tfkd.Distiller(teacher=small_cnn(8, "teacher"), student=small_cnn(4, "student"))
+    with pytest.raises(TypeError, match=r"Received: model of type Distiller.*distiller\.student"):
+        tfkd.export_tflite(distiller, tmp_path / "m.tflite")
+
+
+@pytest.mark.parametrize("channel_axis", [True, False])
+def test_int8_calibrates_a_float_model_on_uint8_images(tmp_path, channel_axis):
+    # What `tfkd.datasets.load` returns: uint8 images, (N, 28, 28) without a channel axis.
+    images = np.random.default_rng(0).integers(0, 256, size=(64, 8, 8), dtype=np.uint8)
+    x = images[..., None] if channel_axis else images
+    model = small_cnn(8, "uint8")
+    report = tfkd.export_tflite(model, tmp_path / "m.tflite", "int8", representative_data=x)
+    assert report.float_ops == []
+    lite = tfkd.TFLiteModel(report.path)
+    expected = model.predict(images[..., None].astype("float32"), verbose=0).argmax(-1)
+    assert np.mean(lite.predict(x).argmax(-1) == expected) >= 0.95
+
+
+def test_int8_calibration_keeps_token_ids_integer(tmp_path):
+    inputs = keras.Input((6,), dtype="int32")
+    hidden = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(20, 4)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3)(hidden))
+    ids = np.random.default_rng(0).integers(0, 20, size=(64, 6))  # int64, as numpy makes them
+    report = tfkd.export_tflite(model, tmp_path / "ids.tflite", "int8", representative_data=ids)
+    lite = tfkd.TFLiteModel(report.path)
+    assert lite.input_dtype == "int32"
+    expected = model.predict(ids, verbose=0)
+    assert np.mean(lite.predict(ids).argmax(-1) == expected.argmax(-1)) >= 0.9
+
+
+def _pruned_cnn():
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(3),
+        ]
+    )
+    pruned = tfkd.prune.prune(model, tfkd.prune.ConstantSparsity(0.8, 0))
+    x, y = random_images(32)
+    pruned.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(True))
+    pruned.fit(x, y, epochs=1, verbose=0)
+    return tfkd.prune.strip(pruned)
+
+
+def test_a_sparse_int8_file_runs_on_the_builtin_kernels(tmp_path):
+    model = _pruned_cnn()
+    x, _ = random_images(64)
+    report = tfkd.export_tflite(
+        model, tmp_path / "sparse.tflite", "int8", representative_data=x, sparsity=True
+    )
+    lite = tfkd.TFLiteModel(report.path)
+    assert lite.xnnpack is False  # XNNPACK cannot run sparse int8 kernels
+    expected = model.predict(x, verbose=0)
+    received = lite.predict(x)
+    assert np.mean(received.argmax(-1) == expected.argmax(-1)) >= 0.9
+    np.testing.assert_allclose(received, expected, atol=0.05 * np.abs(expected).max())
+    assert lite.benchmark(num_runs=3, warmup_runs=1)["median_ms"] > 0
+
+
+def test_evaluate_refuses_labels_of_another_length(tmp_path):
+    x, y = random_images(64)
+    report = tfkd.export_tflite(small_cnn(4, "lengths"), tmp_path / "m.tflite")
+    lite = tfkd.TFLiteModel(report.path)
+    with pytest.raises(ValueError, match=r"Received: y of shape \(10,\) for 64 samples"):
+        lite.evaluate(x, y[:10])
+    with pytest.raises(ValueError, match=r"y of shape \(64, 3\)"):
+        lite.evaluate(x, np.eye(3)[y])
+
+
+def _confident_softmax_model():
+    model = small_cnn(8, "confident", softmax=True)
+    layer = model.get_layer("logits")
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel * 30, bias])
+    return model
+
+
+@pytest.mark.parametrize("io_dtype", ["float32", "int8"])
+def test_evaluate_reads_an_int8_softmax_as_probabilities(tmp_path, io_dtype):
+    x, _ = random_images(64)
+    model = _confident_softmax_model()
+    keras_probabilities = model.predict(x, verbose=0)
+    labels = keras_probabilities.argmax(-1)
+    report = tfkd.export_tflite(
+        model, tmp_path / "m.tflite", "int8", representative_data=x, io_dtype=io_dtype
+    )
+    lite = tfkd.TFLiteModel(report.path)
+    probabilities = lite.predict(x).astype(np.float64)
+    # int8 probabilities are multiples of 1/256: rows sum to 1 only roughly.
+    assert np.abs(probabilities.sum(-1) - 1).max() > 1e-3
+    normalised = probabilities / probabilities.sum(-1, keepdims=True)
+    picked = np.clip(normalised[np.arange(len(labels)), labels], 1e-7, 1 - 1e-7)
+    result = lite.evaluate(x, labels)
+    assert result["loss"] == pytest.approx(-np.mean(np.log(picked)), rel=1e-9)
+    keras_loss = np.mean(-np.log(keras_probabilities[np.arange(len(labels)), labels]))
+    assert result["loss"] == pytest.approx(keras_loss, abs=0.03)
+    assert result["accuracy"] >= 0.9
+
+
+def test_a_file_with_several_outputs_gives_them_all(tmp_path):
+    inputs = keras.Input((5,))
+    hidden = keras.layers.Dense(8, activation="relu")(inputs)
+    outputs = [keras.layers.Dense(3)(hidden), keras.layers.Dense(4, activation="softmax")(hidden)]
+    model = keras.Model(inputs, outputs)
+    x = np.random.default_rng(0).normal(size=(20, 5)).astype("float32")
+    report = tfkd.export_tflite(model, tmp_path / "two.tflite")
+    lite = tfkd.TFLiteModel(report.path)
+    received = lite.predict(x, batch_size=8)
+    expected = model.predict(x, verbose=0)
+    assert len(received) == 2
+    for got, want in zip(received, expected, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    assert lite.compare(model, x)["max_abs_diff"] < 1e-5
+    with pytest.raises(ValueError, match="2 outputs.*predict"):
+        lite.evaluate(x, np.zeros(20, int))

@@ -1,0 +1,152 @@
+"""Running `.tflite` files with LiteRT: one home for the interpreter and its quirks.
+
+LiteRT applies its XNNPACK delegate to every file by default, and XNNPACK refuses some
+layers (integer kernels in the sparse format): the file then runs on LiteRT's builtin
+kernels instead of failing, whether the refusal comes at load time or at the first
+`invoke` (where a resized input makes XNNPACK prepare its nodes again).
+"""
+
+import os
+
+import numpy as np
+
+# Ops that only convert between float and integer: a softmax behind them is still the
+# op that computes the output.
+_CONVERSION_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
+
+
+def make_interpreter(path_or_content, num_threads=None, delegates=True):
+    """A LiteRT interpreter (ai-edge-litert), with an install hint when it is missing."""
+    try:
+        from ai_edge_litert import interpreter as litert
+    except ImportError as error:
+        raise ImportError(
+            "Running .tflite files needs the LiteRT interpreter: pip install ai-edge-litert "
+            "(or pip install 'tfkd[litert]')."
+        ) from error
+    kwargs = {"num_threads": num_threads}
+    if not delegates:
+        kwargs["experimental_op_resolver_type"] = (
+            litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        )
+    if isinstance(path_or_content, (bytes, bytearray)):
+        return litert.Interpreter(model_content=bytes(path_or_content), **kwargs)
+    return litert.Interpreter(model_path=os.fspath(path_or_content), **kwargs)
+
+
+def load_interpreter(path_or_content, num_threads=None):
+    """An allocated interpreter, and whether LiteRT's default XNNPACK delegate runs it."""
+    interpreter = make_interpreter(path_or_content, num_threads=num_threads)
+    if not has_sparse_integer_weights(interpreter):
+        try:
+            interpreter.allocate_tensors()
+            return interpreter, True
+        except RuntimeError as error:
+            if not is_delegate_failure(error):
+                raise
+    interpreter = make_interpreter(path_or_content, num_threads=num_threads, delegates=False)
+    interpreter.allocate_tensors()
+    return interpreter, False
+
+
+def has_sparse_integer_weights(interpreter):
+    """Whether the file stores integer tensors in the sparse format (XNNPACK cannot run them)."""
+    return any(
+        details.get("sparsity_parameters") and np.dtype(details["dtype"]).kind in "iu"
+        for details in interpreter.get_tensor_details()
+    )
+
+
+def is_delegate_failure(error):
+    return "XNNPack" in str(error) or "failed to delegate" in str(error)
+
+
+def list_ops(path_or_content):
+    """`[(op_name, operand dtypes)]` for every op of the main graph, before delegation."""
+    return [
+        (op["op_name"], [str(getattr(dtype, "__name__", dtype)) for dtype in op["operand_types"]])
+        for op in _ops_details(make_interpreter(path_or_content, delegates=False))
+    ]
+
+
+def softmax_outputs(path_or_content):
+    """For each output of the file, whether a SOFTMAX op computes it (through (de)quantize)."""
+    interpreter = make_interpreter(path_or_content, delegates=False)
+    producers = {}
+    for op in _ops_details(interpreter):
+        for index in op["outputs"]:
+            producers[int(index)] = op
+    flags = []
+    for details in interpreter.get_output_details():
+        op = producers.get(int(details["index"]))
+        while op is not None and op["op_name"] in _CONVERSION_OPS:
+            op = producers.get(int(op["inputs"][0]))
+        flags.append(op is not None and op["op_name"] == "SOFTMAX")
+    return flags
+
+
+def _ops_details(interpreter):
+    # The interpreter has no public op listing; `_get_ops_details` is what LiteRT's own
+    # tools use.
+    return interpreter._get_ops_details()
+
+
+def quantize_input(x, details):
+    """Float `x` in the dtype of an interpreter input, quantized if that input is integer."""
+    dtype = np.dtype(details["dtype"])
+    scale, zero_point = details["quantization"]
+    if dtype.kind == "f" or scale == 0:
+        return np.asarray(x).astype(dtype)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def dequantize_output(y, details):
+    """An interpreter output as float32, dequantized if it is integer."""
+    scale, zero_point = details["quantization"]
+    if np.dtype(y.dtype).kind == "f" or scale == 0:
+        return y.astype(np.float32)
+    return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+class Runner:
+    """Runs batches of one input through a file; returns every output, dequantized."""
+
+    def __init__(self, path_or_content, num_threads=None):
+        self._source = path_or_content
+        self._num_threads = num_threads
+        self.interpreter, self.xnnpack = load_interpreter(path_or_content, num_threads)
+        self.inputs = self.interpreter.get_input_details()
+        self.outputs = self.interpreter.get_output_details()
+        self._batch = None
+
+    def run(self, batch):
+        """`batch` (float or integer, shaped like the input) -> a list of float32 outputs."""
+        try:
+            self.resize(len(batch))
+            self.interpreter.set_tensor(
+                self.inputs[0]["index"], quantize_input(batch, self.inputs[0])
+            )
+            self.interpreter.invoke()
+        except RuntimeError as error:
+            if not (self.xnnpack and is_delegate_failure(error)):
+                raise
+            self._without_delegates()
+            return self.run(batch)
+        return [
+            dequantize_output(self.interpreter.get_tensor(details["index"]), details)
+            for details in self.outputs
+        ]
+
+    def resize(self, batch):
+        if batch != self._batch:
+            shape = [batch, *self.inputs[0]["shape_signature"][1:]]
+            self.interpreter.resize_tensor_input(self.inputs[0]["index"], shape)
+            self.interpreter.allocate_tensors()
+            self._batch = batch
+
+    def _without_delegates(self):
+        self.interpreter = make_interpreter(self._source, self._num_threads, delegates=False)
+        self.interpreter.allocate_tensors()
+        self.xnnpack = False
+        self._batch = None
