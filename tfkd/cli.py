@@ -1,4 +1,8 @@
-"""The `tfkd` command: run a pipeline config, or print the report of a run directory."""
+"""The `tfkd` command: run a pipeline config, check one, or print the report of a run directory.
+
+Only `run` (and `run --help`, which lists the stages) imports Keras and TensorFlow, which
+takes seconds: `--help`, `check` and `report` answer at once.
+"""
 
 import argparse
 import pathlib
@@ -6,6 +10,7 @@ import sys
 
 EPILOG = """\
 examples:
+  tfkd check examples/pipeline_fashion_mnist.yaml        # every config error at once, no run
   tfkd run examples/pipeline_fashion_mnist.yaml          # the default pipeline (~11 min, 2 cores)
   tfkd run examples/pipeline_fashion_mnist.yaml --quick  # a one-minute smoke run
   tfkd report runs/pipeline_fashion_mnist                # the report of a (partial) run
@@ -15,19 +20,37 @@ config changed reruns, with the stages after it that depend on it.
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose description can be computed when help is shown."""
+
+    def __init__(self, *args, describe=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._describe = describe
+
+    def format_help(self):
+        if self._describe is not None:
+            self.description = self._describe()
+        return super().format_help()
+
+
 def _parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tfkd",
         description="Make Keras models small and fast for edge devices: transfer, distill, "
         "prune, quantize and export to TFLite in one resumable pipeline, with a report.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument(
+        "--debug", action="store_true", help="on an error, show the full Python traceback"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser(
         "run",
         help="run a pipeline config (YAML or JSON); resumes an interrupted run",
-        description="Run a pipeline config. Stages: " + _stage_list(),
+        describe=_run_description,
+        parents=[debug],
     )
     run.add_argument("config", type=pathlib.Path, help="the pipeline config, .yaml or .json")
     run.add_argument(
@@ -42,36 +65,73 @@ def _parser():
         help="smoke run: 2,000 training and 500 test examples, one epoch per training stage",
     )
     run.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard logs")
-    report = commands.add_parser("report", help="print (and rewrite) the report of a run directory")
+    check = commands.add_parser(
+        "check",
+        help="check a pipeline config and list every error, without running anything",
+        parents=[debug],
+    )
+    check.add_argument("config", type=pathlib.Path, help="the pipeline config, .yaml or .json")
+    report = commands.add_parser(
+        "report", help="print (and rewrite) the report of a run directory", parents=[debug]
+    )
     report.add_argument("directory", type=pathlib.Path)
     return parser
 
 
-def _stage_list():
+def _run_description():
     from tfkd.pipeline.config import available_stages
 
-    return "; ".join(f"{name}: {summary}" for name, summary in available_stages().items())
+    stages = "; ".join(f"{name}: {summary}" for name, summary in available_stages().items())
+    return "Run a pipeline config. Stages: " + stages
+
+
+def _run(args):
+    from tfkd.pipeline.config import run_config
+
+    report = run_config(
+        args.config, args.output, quick=args.quick, tensorboard=not args.no_tensorboard
+    )
+    print(report.markdown())
+    return 0
+
+
+def _check(args):
+    from tfkd.pipeline.config import load_config
+
+    config = load_config(args.config)
+    stages = ", ".join(f"{stage.name} ({stage.kind})" for stage in config.pipeline.leaves())
+    print(f"{args.config}: no errors. Data: {config.data['name']}. Stages: {stages}.")
+    return 0
+
+
+def _report(args):
+    from tfkd.pipeline.report import Report
+
+    try:
+        report = Report.load(args.directory)
+    except ValueError as error:
+        print(f"tfkd: {error}", file=sys.stderr)
+        return 2
+    report.write(args.directory)
+    print(f"Report: {args.directory / 'report.md'}")
+    print(report.markdown())
+    return 0
+
+
+_COMMANDS = {"run": _run, "check": _check, "report": _report}
 
 
 def main(argv=None):
     args = _parser().parse_args(argv)
-    from tfkd import pipeline
+    from tfkd.pipeline.config import ConfigError
 
     try:
-        if args.command == "run":
-            report = pipeline.run_config(
-                args.config, args.output, quick=args.quick, tensorboard=not args.no_tensorboard
-            )
-        else:
-            try:
-                report = pipeline.Report.load(args.directory)
-            except ValueError as error:
-                print(f"tfkd: {error}", file=sys.stderr)
-                return 2
-            report.write(args.directory)
-            print(f"Report: {args.directory / 'report.md'}")
-    except pipeline.ConfigError as error:
-        print(f"tfkd: config error: {error}", file=sys.stderr)
+        return _COMMANDS[args.command](args)
+    except ConfigError as error:
+        for message in error.errors:
+            print(f"tfkd: config error: {message}", file=sys.stderr)
+        if len(error.errors) > 1:
+            print(f"tfkd: {len(error.errors)} errors in {args.config}.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(
@@ -79,8 +139,21 @@ def main(argv=None):
             file=sys.stderr,
         )
         return 130
-    print(report.markdown())
-    return 0
+    except Exception as error:
+        if args.debug:
+            raise
+        print(f"tfkd: {_one_line(error)}", file=sys.stderr)
+        print("tfkd: add --debug to see the traceback.", file=sys.stderr)
+        return 1
+
+
+def _one_line(error):
+    """A stage failure already names the stage and what it raised; anything else, its type."""
+    from tfkd.pipeline.stage import StageError
+
+    if isinstance(error, StageError):
+        return str(error)
+    return f"error: {type(error).__name__}: {error}"
 
 
 if __name__ == "__main__":

@@ -175,3 +175,24 @@ def test_values_that_fail_only_later_are_caught_now(tmp_path):
         tmp_path, GOOD.replace("name: teacher\n", "name: teacher\n    from_stage: x\n")
     )
     assert "stages[0].from_stage: Stage 'teacher' (load) builds or loads its own model" in message
+
+
+def test_every_error_is_reported_at_once_without_knock_on_errors(tmp_path):
+    text = (
+        GOOD.replace("name: fashion_mnist", "name: fashion_mnist, seed: 3")
+        .replace("stage: distill", "stage: distil")  # a later stage still names it
+        .replace("quantization: int8", "quantization: !!python/name:os.system ''")
+        + "  - {stage: prune, from_stage: distilled, sparsity: 2, epochs: 1, epochs: 2}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, text))
+    errors = info.value.errors
+    assert [error.split(": ")[1] for error in errors] == [
+        "data.seed",
+        "stages[1].stage",
+        "stages[2].quantization",
+        "stages[3].epochs",
+        "stages[3].sparsity",
+    ]
+    assert "this key appears twice" in errors[3]
+    assert str(info.value) == "\n".join(errors)

@@ -14,14 +14,16 @@ report = pipeline.execute("fashion_mnist", "runs/fashion_mnist")
 Or from a config file: `tfkd run pipeline.yaml` (see `load_config`).
 """
 
+# These modules import no Keras (nor TensorFlow): `tfkd check` and `tfkd report` start in
+# a fraction of a second. Keras loads when a stage runs, or with `Context`.
 from tfkd.pipeline.config import ConfigError, PipelineConfig, load_config, run_config
-from tfkd.pipeline.context import Context
 from tfkd.pipeline.data import Data
 from tfkd.pipeline.pipeline import Pipeline
+from tfkd.pipeline.pruning import Prune
 from tfkd.pipeline.report import Report
 from tfkd.pipeline.stage import Stage, get_stage, register_stage, registered_stages
 from tfkd.pipeline.stages import Export, Load, Transfer
-from tfkd.pipeline.training import Distill, Prune, QuantizeAware, Train
+from tfkd.pipeline.training import Distill, QuantizeAware, Train
 
 __all__ = [
     "ConfigError",
@@ -44,3 +46,11 @@ __all__ = [
     "registered_stages",
     "run_config",
 ]
+
+
+def __getattr__(name):
+    if name == "Context":
+        from tfkd.pipeline.context import Context
+
+        return Context
+    raise AttributeError(f"module 'tfkd.pipeline' has no attribute {name!r}")

@@ -4,6 +4,9 @@ A stage is finished when `stages/<name>/entry.json` exists, holds the stage's cu
 fingerprint, and the model file it names has the checksum recorded in it. The entry
 is written last, after the model file, so a run killed at any point leaves either a
 finished stage or one that reruns; never one that is trusted half-written.
+
+Keras is imported inside the functions that load models: `tfkd report` reads entries
+without it.
 """
 
 import hashlib
@@ -12,10 +15,7 @@ import os
 import pathlib
 import shutil
 
-import keras
-
 from tfkd import _atomic
-from tfkd.export import TFLiteModel
 
 ENTRY = "entry.json"
 
@@ -58,6 +58,8 @@ class Store:
 
     def save_model(self, name, model):
         """Writes a Keras model as `model.keras` (atomically); returns the file name."""
+        from tfkd.export import TFLiteModel
+
         if isinstance(model, TFLiteModel):  # the export stage wrote its file already
             return os.path.relpath(model.path, self.stage_directory(name))
         path = self.stage_directory(name) / "model.keras"
@@ -73,10 +75,12 @@ class Store:
         return entry
 
     def load_model(self, name, entry):
+        from tfkd.export import TFLiteModel
+
         path = self.stage_directory(name) / entry["artifact"]
         if path.suffix == ".tflite":
             return TFLiteModel(path)
-        return keras.saving.load_model(path)
+        return load_keras(path)
 
     def entries(self, names):
         """The entries of the named stages that finished, in that order."""
@@ -89,6 +93,18 @@ class Store:
         return entries
 
 
+def load_keras(path):
+    """`keras.saving.load_model`, with tfkd's layers registered first: the `tfkd` command
+    imports tfkd's subpackages only when they are used, and a file (a QAT model, say)
+    may hold layers of one that this run has not used yet."""
+    import keras
+
+    import tfkd
+
+    tfkd._import_all()
+    return keras.saving.load_model(path)
+
+
 def output_id(entry):
     """What identifies a finished stage's output: its fingerprint and its file's checksum."""
     return f"{entry['fingerprint']}:{entry['sha256'][:16]}"
@@ -99,10 +115,17 @@ def inference_copy(model):
     return copy_model(model) if model.compiled else model
 
 
-def copy_model(model):
-    """A new, uncompiled model with `model`'s architecture and weights."""
+def copy_model(model, input_shape=None):
+    """A new, uncompiled model with `model`'s architecture and weights; `model` is untouched.
+
+    A Sequential model that was never built (no `keras.Input`, never called) has no
+    weights yet: its copy is built for `input_shape` (without the batch axis) if given.
+    """
     copy = type(model).from_config(model.get_config())
-    copy.set_weights(model.get_weights())
+    if model.built:
+        copy.set_weights(model.get_weights())
+    elif input_shape is not None:
+        copy.build((None, *input_shape))
     return copy
 
 

@@ -2,9 +2,8 @@
 
 import os
 
-import keras
-
-from tfkd.pipeline.stage import invalid_argument
+from tfkd.pipeline import _store
+from tfkd.pipeline.stage import KerasModel, invalid_argument
 
 ARCHITECTURES = ("cnn",)
 
@@ -27,6 +26,8 @@ def cnn(
     where features are) and a ReLU Dense layer of `dense_units`. Then dropout and a
     Dense layer with `num_classes` logits. Pixels are divided by 255 inside the model.
     """
+    import keras  # here, so that configs are checked without loading TensorFlow
+
     keras.utils.set_random_seed(seed)
     inputs = keras.Input(input_shape, name="image")
     x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
@@ -70,7 +71,8 @@ _CNN_OPTIONS = {
 
 def check_spec(spec, argument):
     """Validates a model spec before any work; raises naming `argument`."""
-    if isinstance(spec, keras.Model):
+    if isinstance(spec, KerasModel):
+        _check_copyable(spec, argument)
         return
     if not isinstance(spec, dict) or ("architecture" in spec) == ("path" in spec):
         raise invalid_argument(
@@ -109,13 +111,32 @@ def check_spec(spec, argument):
 
 
 def build(spec, data, seed):
-    """A new model from a spec, for `data`'s input shape and classes."""
-    if isinstance(spec, keras.Model):
-        return keras.models.clone_model(spec)
+    """A new model from a spec, for `data`'s input shape and classes.
+
+    A Keras model is copied with its weights (a pretrained model stays pretrained), and
+    the caller's model is left as it was.
+    """
+    if isinstance(spec, KerasModel):
+        return _store.copy_model(spec, data.input_shape)
     if "path" in spec:
-        return keras.saving.load_model(spec["path"])
+        return _store.load_keras(spec["path"])
     options = {key: value for key, value in spec.items() if key != "architecture"}
     return cnn(data.input_shape, data.num_classes, seed=seed, **options)
+
+
+def _check_copyable(model, argument):
+    """Stages train a copy of a given model, so it must be one Keras can rebuild from its config."""
+    from tfkd import _graph
+
+    if not _graph.is_graph_model(model):
+        raise invalid_argument(
+            argument,
+            f"`{argument}` must be a Sequential or functional Keras model: a stage trains a copy "
+            f"with the same weights, and a subclassed model cannot be rebuilt from its config. "
+            f"Received: {argument}={model.name!r} of type {type(model).__name__}. Build it "
+            "with keras.Sequential([...]) or keras.Model(inputs, outputs).",
+            TypeError,
+        )
 
 
 def check_model_file(path, argument, suffixes=(".keras",)):

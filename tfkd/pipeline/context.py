@@ -45,6 +45,10 @@ class Context:
         are fixed, not augmented anew at every epoch."""
         return self._runner.teacher_outputs(name, inputs, inputs_key)
 
+    def log(self, message):
+        """Writes a line to the pipeline's log, under the running stage's."""
+        self._runner.log(f"    {message}")
+
     def run_stage(self, stage, model):
         """Runs a child stage (for pipelines within pipelines); returns its model."""
         return self._runner.run_stage(stage, model)
@@ -53,8 +57,9 @@ class Context:
         return min(epochs, QUICK_EPOCHS) if self.quick else epochs
 
     def copy_model(self, model):
-        """A new model with `model`'s architecture and weights, uncompiled."""
-        return _store.copy_model(model)
+        """A new model with `model`'s architecture and weights, uncompiled; a Sequential
+        model that was never built is built for the data's inputs."""
+        return _store.copy_model(model, self.data.input_shape)
 
     def compile(self, model, learning_rate, from_logits=True):
         """Adam (`learning_rate`: a float or a schedule), sparse categorical cross-entropy

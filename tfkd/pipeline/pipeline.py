@@ -1,17 +1,5 @@
 """`Pipeline`: stages run in order into an output directory, resumable, with a report."""
 
-import hashlib
-import json
-import pathlib
-import time
-
-import keras
-import numpy as np
-
-from tfkd.export import TFLiteModel
-from tfkd.pipeline import _measure, _store, report
-from tfkd.pipeline.context import Context, save_array
-from tfkd.pipeline.data import Data
 from tfkd.pipeline.stage import Stage, get_stage, invalid_argument, register_stage
 
 
@@ -92,229 +80,23 @@ class Pipeline(Stage):
             and `report.png` in `output_dir`.
         """
         check_references(self)
-        data = Data.load(data) if isinstance(data, str) else data
-        if not isinstance(data, Data):
-            raise TypeError(
-                "`data` must be a `tfkd.pipeline.Data` or a data set name. "
-                f"Received: data of type {type(data).__name__}"
-            )
-        data = data.quick() if quick else data
-        runner = _Runner(self, data, _store.Store(output_dir), log)
-        context = Context(
-            data, runner, quick=quick, seed=seed, tensorboard=tensorboard, verbose=verbose
+        from tfkd.pipeline import _runner  # Keras and TensorFlow load when a pipeline runs
+
+        return _runner.execute(
+            self,
+            data,
+            output_dir,
+            quick=quick,
+            seed=seed,
+            tensorboard=tensorboard,
+            verbose=verbose,
+            log=log,
         )
-        runner.context = context
-        runner.start(config=self.get_config(), quick=quick, seed=seed)
-        self.run(None, context)
-        return runner.finish()
-
-
-class _Runner:
-    """Runs leaf stages with resume; tracks models, fingerprints and entries."""
-
-    def __init__(self, pipeline, data, store, log):
-        self.data = data
-        self.store = store
-        self.log = log
-        self.order = [stage.name for stage in pipeline.leaves()]
-        self.total = len(self.order)
-        self.models, self.fingerprints, self.entries = {}, {}, []
-        self.last = None
-        self.context = None
-        self._teacher_outputs = {}
-
-    def start(self, config, quick, seed):
-        self.options = {"quick": quick, "seed": seed, "data": self.data.fingerprint}
-        _store.write_json(
-            self.store.directory / "config.json",
-            {
-                "pipeline": config,
-                "stages": self.order,
-                "data": self.data.describe(),
-                "quick": quick,
-                "seed": seed,
-            },
-        )
-        self.log(
-            f"tfkd pipeline: {self.total} stages, data {self.data.name} "
-            f"({len(self.data.x_train):,} train / {len(self.data.x_test):,} test)"
-            f"{', quick' if quick else ''}, output {self.store.directory}"
-        )
-
-    def model(self, name):
-        if name not in self.models:
-            raise ValueError(
-                f"No stage named {name!r} has run before this one. Finished: {sorted(self.models)}"
-            )
-        return self.models[name]
-
-    def run_stage(self, stage, model):
-        if isinstance(stage, Pipeline):
-            if stage.from_stage:
-                self.last, model = stage.from_stage, self.models[stage.from_stage]
-            model, _ = stage.run(model, self.context)
-            self.models[stage.name] = model
-            self.fingerprints[stage.name] = self.fingerprints.get(self.last)
-            return model
-        source = stage.from_stage or self.last
-        model = self.models.get(source) if stage.takes_input() else None
-        fingerprint = self._fingerprint(stage, source)
-        entry = self.store.finished(stage.name, fingerprint)
-        index = len(self.entries) + 1
-        if entry is not None:
-            model = self.store.load_model(stage.name, entry)
-            self.log(
-                f"[{index}/{self.total}] {stage.name}: finished earlier, reused. {_line(entry)}"
-            )
-        else:
-            model, entry = self._run_leaf(stage, model, source, fingerprint, index)
-        self.entries.append(entry)
-        # Downstream stages depend on this stage's output file itself, not only on its
-        # arguments: a stage rerun (even with the same arguments) reruns what uses it.
-        self.models[stage.name], self.fingerprints[stage.name] = model, _store.output_id(entry)
-        self.last = stage.name
-        return model
-
-    def _run_leaf(self, stage, model, source, fingerprint, index):
-        self.log(f"[{index}/{self.total}] {stage.name} ({stage.kind}): started")
-        self.context.directory = self.store.begin(stage.name)
-        self.context.log_directory = self.store.log_directory(stage.name)
-        start = time.perf_counter()
-        try:
-            model, details = _unpack(stage, stage.run(model, self.context))
-            _check_finite(model)
-        except Exception as error:
-            raise RuntimeError(
-                f"Stage {stage.name!r} ({stage.kind}) failed: {str(error).rstrip('.')}. "
-                "Finished stages are kept "
-                f"in {self.store.directory}; fix the cause and rerun to resume from this stage."
-            ) from error
-        seconds = time.perf_counter() - start
-        artifact = self.store.save_model(stage.name, model)
-        metrics = _measure.measure(
-            model, self.data, self.store.stage_directory(stage.name) / artifact
-        )
-        entry = {
-            "name": stage.name,
-            "stage": stage.kind,
-            "input": source if stage.takes_input() else None,
-            "fingerprint": fingerprint,
-            "upstream": self._upstream(stage, source),
-            "artifact": artifact,
-            "format": "tflite" if isinstance(model, TFLiteModel) else "keras",
-            "seconds": round(seconds, 2),
-            **metrics,
-            "details": details,
-        }
-        # A stage may know better (QAT's extra variables are no parameters); a .tflite
-        # has the parameters of the model it was exported from.
-        source_entry = next((e for e in self.entries if e["name"] == source), {})
-        entry["parameters"] = details.pop("parameters", None) or entry["parameters"]
-        entry["parameters"] = entry["parameters"] or source_entry.get("parameters")
-        entry = self.store.finish(stage.name, entry)
-        self.log(f"[{index}/{self.total}] {stage.name}: done in {seconds:.1f} s. {_line(entry)}")
-        return model, entry
-
-    def teacher_outputs(self, name, inputs=None, inputs_key="train"):
-        key = f"{name}-{self.fingerprints[name]}-{inputs_key}"
-        if key not in self._teacher_outputs:
-            inputs = self.data.x_train if inputs is None else inputs
-            path = self.store.directory / "cache" / f"outputs-{key}.npy"
-            logits = _load_array(path)
-            if logits is None or len(logits) != len(inputs):
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self.log(f"    computing {name}'s outputs on {len(inputs):,} examples")
-                logits = self.context.predict(self.model(name), inputs)
-                save_array(path, logits)
-            self._teacher_outputs[key] = {"output": logits}
-        return self._teacher_outputs[key]
-
-    def _upstream(self, stage, source):
-        """`{stage name: output id}` of the stages whose models this one read."""
-        names = ([source] if stage.takes_input() and source else []) + stage.references()
-        return {name: self.fingerprints.get(name) for name in names}
-
-    def _fingerprint(self, stage, source):
-        description = {
-            "stage": stage.kind,
-            "config": {k: v for k, v in stage.fingerprint().items() if k != "name"},
-            "upstream": self._upstream(stage, source),
-            **self.options,
-        }
-        text = json.dumps(description, sort_keys=True, default=_fingerprint_value)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-    def finish(self):
-        result = report.Report(self.entries, self.data.describe())
-        result.write(self.store.directory)
-        self.log(f"Report: {self.store.directory / 'report.md'}")
-        return result
 
 
 def _stage_from_config(config):
     config = dict(config)
     return get_stage(config.pop("stage")).from_config(config)
-
-
-def _load_array(path):
-    try:
-        return np.load(path)
-    except (OSError, ValueError):  # missing, or cut short by a crash: compute again
-        return None
-
-
-def _unpack(stage, output):
-    model, details = output if isinstance(output, tuple) else (output, {})
-    if not isinstance(model, keras.Model | TFLiteModel) or not isinstance(details, dict):
-        raise TypeError(
-            f"Stage {stage.name!r} must return a Keras model or a `tfkd.TFLiteModel`, or a "
-            f"`(model, details_dict)` tuple. Received: {type(output).__name__} "
-            f"({type(model).__name__}, {type(details).__name__})"
-        )
-    return model, details
-
-
-def _fingerprint_value(value):
-    """Keras models and arrays (Python API) are fingerprinted by their contents."""
-    if isinstance(value, np.ndarray):
-        return hashlib.sha256(np.ascontiguousarray(value).data).hexdigest()
-    if isinstance(value, keras.Model):
-        digest = hashlib.sha256(json.dumps(value.get_config(), default=str).encode())
-        for weight in value.weights:
-            digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).data)
-        return digest.hexdigest()
-    if isinstance(value, Stage):
-        return {"stage": value.kind, **value.get_config()}
-    if isinstance(value, pathlib.PurePath):
-        return str(value)
-    return repr(value)
-
-
-def _line(entry):
-    parts = [f"accuracy {entry['accuracy']:.4f}", f"{entry['bytes']:,} bytes"]
-    if entry.get("parameters"):
-        parts.append(f"{entry['parameters']:,} parameters")
-    parts.append(f"{entry['latency_ms']:.3f} ms/example")
-    return ", ".join(parts)
-
-
-def _check_finite(model):
-    """NaN weights are an error even when the loss hid them (Keras's JAX sparse
-    cross-entropy reports a finite loss for NaN logits)."""
-    if not isinstance(model, keras.Model):
-        return
-    bad = sorted(
-        {
-            weight.path.split("/")[0]
-            for weight in model.weights
-            if not np.all(np.isfinite(keras.ops.convert_to_numpy(weight)))
-        }
-    )
-    if bad:
-        raise FloatingPointError(
-            f"Training produced non-finite weights in layer(s) {bad}. Check the inputs for "
-            "NaN/inf and lower the learning rate."
-        )
 
 
 def _check_types(stages):
@@ -333,15 +115,21 @@ def check_references(pipeline):
     A nested pipeline's name can be referenced once all its stages have run.
 
     Raises:
-        ValueError: with `stage` and `argument` attributes naming the culprit.
+        ValueError: the first of `reference_errors`.
     """
+    for error in reference_errors(pipeline):
+        raise error
+
+
+def reference_errors(pipeline):
+    """Yields a ValueError, with `stage` and `argument` attributes, for each bad reference."""
     seen, names = set(), set()
     for stage in _walk(pipeline):
         if isinstance(stage, tuple):  # the end of a nested pipeline: its output exists now
             seen.add(stage[1].name)
             continue
         if stage.from_stage and not stage.takes_input():
-            _reference_error(
+            yield _reference_error(
                 stage,
                 "from_stage",
                 f"Stage {stage.name!r} ({stage.kind}) builds or loads its own model, so "
@@ -350,14 +138,14 @@ def check_references(pipeline):
             )
         for argument, name in _references(stage):
             if name not in seen:
-                _reference_error(
+                yield _reference_error(
                     stage,
                     argument,
                     f"Stage {stage.name!r}: `{argument}` must name an earlier stage. "
                     f"Received: {argument}={name!r}. Earlier stages: {sorted(seen)}",
                 )
         if stage.name.lower() in names:
-            _reference_error(
+            yield _reference_error(
                 stage,
                 "name",
                 f"Two stages are named {stage.name!r} (ignoring case: names become directory "
@@ -371,7 +159,7 @@ def check_references(pipeline):
 def _reference_error(stage, argument, message):
     error = invalid_argument(argument, message)
     error.stage = stage.name
-    raise error
+    return error
 
 
 def _walk(pipeline):

@@ -17,11 +17,18 @@ class Report:
             disk), `accuracy` (test split; `.tflite` files through `tfkd.TFLiteModel`),
             `latency_ms` (batch 1, median), `seconds` (the stage's own run time).
         data: what the rows were measured on.
+        notes: what stages reported besides their figures (layers an N:M pattern
+            left dense), as `"stage: note"` lines.
     """
 
     def __init__(self, rows, data):
         self.rows = _with_comparisons([_summary(row) for row in rows])
         self.data = data
+        self.notes = [
+            f"{row['name']}: {note}"
+            for row in rows
+            for note in (row.get("details") or {}).get("notes", [])
+        ]
 
     @classmethod
     def load(cls, directory):
@@ -61,12 +68,13 @@ class Report:
             "*x smaller*: bytes of the largest file of the same format divided by this file's. "
             "*vs first*: accuracy points against the first row.",
             "",
+            *(["Notes:", "", *[f"- {note}" for note in self.notes], ""] if self.notes else []),
             "![accuracy vs size](report.png)",
         ]
         return "\n".join(lines) + "\n"
 
     def to_dict(self):
-        return {"data": self.data, "rows": self.rows}
+        return {"data": self.data, "rows": self.rows, "notes": self.notes}
 
     def write(self, directory):
         """Writes report.md, report.json and report.png into `directory` (atomically)."""

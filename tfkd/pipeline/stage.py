@@ -1,13 +1,32 @@
 """`Stage`: one step of a pipeline, and the registry that finds stages by name."""
 
 import difflib
+import importlib
 import inspect
 import math
 import re
-
-import keras
+import sys
 
 _REGISTRY = {}
+# The modules that register tfkd's own stages; imported when the registry is first read.
+_BUILT_IN_MODULES = (
+    "tfkd.pipeline.stages",
+    "tfkd.pipeline.training",
+    "tfkd.pipeline.pruning",
+    "tfkd.pipeline.pipeline",
+)
+
+
+class _KerasModelType(type):
+    def __instancecheck__(cls, value):
+        # A Keras model can only exist once Keras is imported, so there is no need to import it.
+        keras = sys.modules.get("keras")
+        return keras is not None and isinstance(value, keras.Model)
+
+
+class KerasModel(metaclass=_KerasModelType):
+    """`keras.Model` in stage signatures and checks, without importing Keras (and TensorFlow):
+    configs are read and checked before, and without, any training."""
 
 
 def register_stage(name):
@@ -41,8 +60,14 @@ def register_stage(name):
     return decorator
 
 
+def _load_built_in_stages():
+    for module in _BUILT_IN_MODULES:
+        importlib.import_module(module)
+
+
 def get_stage(name):
     """The `Stage` class registered as `name`; the error lists the registered names."""
+    _load_built_in_stages()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(str(name), _REGISTRY, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -55,6 +80,7 @@ def get_stage(name):
 
 def registered_stages():
     """`{name: Stage subclass}` of every registered stage."""
+    _load_built_in_stages()
     return dict(sorted(_REGISTRY.items()))
 
 
@@ -147,6 +173,17 @@ class Stage:
         """Whether `run` uses the incoming model (if not, its changes don't rerun this stage)."""
         return True
 
+    def _output_spec(self, incoming):
+        """What the returned model is built from, when that is known before anything runs:
+        a spec (`{"architecture": ...}`, `{"path": ...}`, a Keras model), or None when
+        unknown (the default). `incoming`: the same for the model this stage receives."""
+        return None
+
+    def _check_input_model(self, build):
+        """Checks the arguments against the model this stage will receive, before any stage
+        runs. `build()` returns an untrained model of that architecture (call it only if
+        needed). Raises `invalid_argument` errors, which configs report at the key."""
+
     def fingerprint(self):
         """What decides whether a finished run of this stage can be reused (with its
         input's and references' fingerprints, the data and the seed). Defaults to
@@ -165,13 +202,29 @@ class Stage:
         return f"{type(self).__name__}(name={self.name!r})"
 
 
+class StageError(RuntimeError):
+    """A stage failed; the message names it and says that rerunning resumes.
+
+    Attributes:
+        stage: the stage's name; `kind`: its registered kind; `error`: what it raised.
+    """
+
+    def __init__(self, stage, error, directory):
+        super().__init__(
+            f"Stage {stage.name!r} ({stage.kind}) failed: {type(error).__name__}: "
+            f"{str(error).rstrip('.')}. Finished stages are kept in {directory}; fix the cause "
+            "and rerun to resume from this stage."
+        )
+        self.stage, self.kind, self.error = stage.name, stage.kind, error
+
+
 def _has_var_keyword(cls):
     parameters = inspect.signature(cls.__init__).parameters.values()
     return any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters)
 
 
 def check_keras_input(stage, model):
-    if not isinstance(model, keras.Model):
+    if not isinstance(model, KerasModel):
         raise TypeError(
             f"Stage {stage.name!r} ({stage.kind}) needs a Keras model as input. Received: "
             f"{type(model).__name__}. Set `from_stage` to a stage that returns a Keras model."

@@ -2,11 +2,7 @@
 
 import os
 
-import keras
-
-from tfkd import transfer
-from tfkd.export import QUANTIZATIONS, TFLiteModel, export_tflite
-from tfkd.export.tflite import _IO_DTYPES
+from tfkd.export._options import IO_DTYPES, QUANTIZATIONS
 from tfkd.pipeline import _store, architectures
 from tfkd.pipeline.stage import (
     Stage,
@@ -37,10 +33,15 @@ class Load(Stage):
     def fingerprint(self):
         return {**self.get_config(), "sha256": _store.sha256(self.path)}
 
+    def _output_spec(self, incoming):
+        return {"path": self.path} if self.path.endswith(".keras") else None
+
     def run(self, model, context):
+        from tfkd.export import TFLiteModel
+
         if self.path.endswith(".tflite"):
             return TFLiteModel(self.path), {"path": self.path}
-        return keras.saving.load_model(self.path), {"path": self.path}
+        return _store.load_keras(self.path), {"path": self.path}
 
 
 @register_stage("export")
@@ -74,17 +75,19 @@ class Export(Stage):
                 f"Unknown quantization. Received: quantization={quantization!r}. "
                 f"Accepted: {list(QUANTIZATIONS)}",
             )
-        if io_dtype not in _IO_DTYPES[quantization]:
+        if io_dtype not in IO_DTYPES[quantization]:
             raise invalid_argument(
                 "io_dtype",
                 f"`io_dtype` {io_dtype!r} does not go with quantization={quantization!r}. "
-                f"Received: io_dtype={io_dtype!r}. Accepted: {list(_IO_DTYPES[quantization])}",
+                f"Received: io_dtype={io_dtype!r}. Accepted: {list(IO_DTYPES[quantization])}",
             )
         check_positive("calibration_samples", calibration_samples, int)
         self.quantization, self.io_dtype = quantization, io_dtype
         self.calibration_samples = calibration_samples
 
     def run(self, model, context):
+        from tfkd.export import TFLiteModel, export_tflite
+
         check_keras_input(self, model)
         path = context.directory / "model.tflite"
         report = export_tflite(
@@ -154,13 +157,17 @@ class Transfer(Stage):
         return {**self.get_config(), "backbone_sha256": _store.sha256(self.backbone)}
 
     def run(self, model, context):
+        import keras
+
+        from tfkd import transfer
+
         options = {}
         if self.backbone == "mobilenet_v2":
             shape = (self.image_size, self.image_size, 3)
             base = transfer.pretrained_mobilenet_v2(shape, include_top=False)
             options["preprocessing"] = transfer.torchvision_normalization()
         else:
-            base = keras.saving.load_model(self.backbone)
+            base = _store.load_keras(self.backbone)
             options["image_size"] = self.image_size
         keras.utils.set_random_seed(context.seed)
         model, history = transfer.fine_tune(

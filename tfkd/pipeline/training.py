@@ -1,22 +1,22 @@
-"""The stages that train: train (labels), distill, prune and quantize_aware."""
+"""The stages that train: train (labels), distill and quantize_aware (prune: `pruning.py`)."""
 
+import contextlib
 import math
-import re
 
-import keras
 import numpy as np
 
-from tfkd import prune as prune_lib
-from tfkd import quantize
-from tfkd.distill import Distiller, with_teacher_outputs
 from tfkd.pipeline import _store, architectures
 from tfkd.pipeline.stage import (
+    KerasModel,
     Stage,
     check_keras_input,
     check_positive,
     invalid_argument,
     register_stage,
 )
+
+# Keras, tfkd.distill, tfkd.quantize and TensorFlow are imported inside `run` and the
+# helpers it calls: reading and checking a config needs only the constructors.
 
 
 class _Training(Stage):
@@ -79,16 +79,22 @@ class _Training(Stage):
         if augmented_copies:
             x_more, y_more = context.data.augmented_copies(augmented_copies, context.seed)
             x, y = np.concatenate([x, x_more]), np.concatenate([y, y_more])
+        student = model
         if self.teacher:
             model, x = self._distiller(model, context, x, augmented_copies)
-        _compile(context, model, self.learning_rate, epochs, self.batch_size, len(y))
-        history = context.fit(model, x, y, epochs=epochs, batch_size=self.batch_size)
+        from_logits = not _ends_in_softmax(student)
+        _compile(context, model, self.learning_rate, epochs, self.batch_size, len(y), from_logits)
+        steps = epochs * _steps_per_epoch(context, self.batch_size, len(y))
+        with _moving_statistics_within(student, steps):
+            history = context.fit(model, x, y, epochs=epochs, batch_size=self.batch_size)
         return _history_details(history, epochs)
 
     def _distiller(self, student, context, x, augmented_copies):
         """The `Distiller` that trains `student`, and `x` packed with the cached teacher logits."""
+        from tfkd.distill import Distiller, with_teacher_outputs
+
         teacher = context.model(self.teacher)
-        if not isinstance(teacher, keras.Model):
+        if not isinstance(teacher, KerasModel):
             raise TypeError(
                 f"`teacher` must be a stage that returns a Keras model. Received: "
                 f"teacher={self.teacher!r}, a {type(teacher).__name__}"
@@ -122,6 +128,10 @@ class _NewModelTraining(_Training):
     def takes_input(self):
         return getattr(self, self.new_model_argument) is None
 
+    def _output_spec(self, incoming):
+        spec = getattr(self, self.new_model_argument)
+        return incoming if spec is None else spec
+
     def run(self, model, context):
         spec = getattr(self, self.new_model_argument)
         model = _new_or_copy(spec, model, context, self.new_model_argument)
@@ -133,9 +143,10 @@ class Train(_NewModelTraining):
     """Trains a model on the labels alone: a new one from `model`, or the incoming one.
 
     Args:
-        model: `{"architecture": "cnn", ...}` or `{"path": "file.keras"}` (or, from
-            Python, a Keras model to clone). `None` trains a copy of the incoming
-            model. Defaults to `None`.
+        model: `{"architecture": "cnn", ...}` or `{"path": "file.keras"}`, or from
+            Python a Sequential or functional Keras model: a copy of it trains, from
+            its current weights (the model itself is not changed). `None` trains a
+            copy of the incoming model. Defaults to `None`.
         epochs: training epochs. Defaults to `8`.
         learning_rate: Adam's initial learning rate, decayed to 0 on a cosine.
             Defaults to `2e-3`.
@@ -149,7 +160,7 @@ class Train(_NewModelTraining):
 
     def __init__(
         self,
-        model: dict | keras.Model | None = None,
+        model: dict | KerasModel | None = None,
         epochs: int = 8,
         learning_rate: float = 2e-3,
         batch_size: int = 128,
@@ -166,8 +177,9 @@ class Distill(_NewModelTraining):
 
     Args:
         teacher: name of the earlier stage whose model teaches.
-        student: `{"architecture": "cnn", ...}`, `{"path": "file.keras"}` or a Keras
-            model; `None` distils into a copy of the incoming model. Defaults to `None`.
+        student: `{"architecture": "cnn", ...}`, `{"path": "file.keras"}` or a
+            Sequential or functional Keras model (a copy, with its weights, trains);
+            `None` distils into a copy of the incoming model. Defaults to `None`.
         epochs: Defaults to `8`.
         temperature: softmax temperature of the logits distillation. Defaults to `1.0`.
         student_loss_weight: weight of the label loss; the distillation loss gets
@@ -188,7 +200,7 @@ class Distill(_NewModelTraining):
     def __init__(
         self,
         teacher: str,
-        student: dict | keras.Model | None = None,
+        student: dict | KerasModel | None = None,
         epochs: int = 8,
         temperature: float = 1.0,
         student_loss_weight: float = 0.1,
@@ -211,70 +223,6 @@ class Distill(_NewModelTraining):
             **kwargs,
         )
         self.student = self._check_new_model(student, augmented_copies)
-
-
-@register_stage("prune")
-class Prune(_Training):
-    """Prunes the incoming model by magnitude while it trains, then strips the wrappers.
-
-    Sparsity rises from 0 to `sparsity` over the first 70% of the steps (polynomial
-    decay), then holds while the model recovers. With `teacher`, training is
-    distillation, as in `Distill`.
-
-    Args:
-        sparsity: fraction of each pruned kernel set to zero. Defaults to `0.5`.
-        pattern: `"unstructured"` or `"N:M"` (see `tfkd.prune.prune`).
-            Defaults to `"unstructured"`.
-        epochs: Defaults to `2`.
-        teacher: an earlier stage to distil from, or `None` for labels only.
-            Defaults to `None`.
-        learning_rate: Defaults to `5e-4`.
-        **kwargs: `temperature`, `student_loss_weight`, `batch_size`, `name`, `from_stage`.
-    """
-
-    def __init__(
-        self,
-        sparsity: float = 0.5,
-        pattern: str = "unstructured",
-        epochs: int = 2,
-        teacher: str | None = None,
-        learning_rate: float = 5e-4,
-        batch_size: int = 128,
-        temperature: float = 1.0,
-        student_loss_weight: float = 0.1,
-        **kwargs,
-    ):
-        super().__init__(
-            epochs,
-            learning_rate,
-            batch_size,
-            teacher=teacher,
-            temperature=temperature,
-            student_loss_weight=student_loss_weight,
-            **kwargs,
-        )
-        if (
-            isinstance(sparsity, bool)
-            or not isinstance(sparsity, int | float)
-            or not 0 <= sparsity < 1
-        ):
-            raise invalid_argument(
-                "sparsity", f"`sparsity` must be in [0, 1). Received: sparsity={sparsity!r}"
-            )
-        _check_pattern(pattern)
-        self.sparsity, self.pattern = float(sparsity), pattern
-
-    def run(self, model, context):
-        check_keras_input(self, model)
-        steps = context.epochs(self.epochs) * _steps_per_epoch(context, self.batch_size)
-        schedule = prune_lib.PolynomialDecay(
-            0.0, self.sparsity, begin_step=0, end_step=max(1, int(0.7 * steps))
-        )
-        pruned = prune_lib.prune(model, schedule, pattern=self.pattern)
-        details = self.train(pruned, context)
-        summary = prune_lib.summary(pruned)
-        details["sparsity"] = round(float(summary.sparsity), 4)
-        return prune_lib.strip(pruned), details
 
 
 @register_stage("quantize_aware")
@@ -312,6 +260,8 @@ class QuantizeAware(_Training):
         )
 
     def run(self, model, context):
+        from tfkd import quantize
+
         check_keras_input(self, model)
         quantized = quantize.quantize_aware(model)
         details = self.train(quantized, context)
@@ -319,11 +269,22 @@ class QuantizeAware(_Training):
         return quantized, details
 
 
-def _compile(context, model, learning_rate, epochs, batch_size, examples=None):
+def _compile(context, model, learning_rate, epochs, batch_size, examples, from_logits):
     """`context.compile` with Adam's learning rate decayed to 0 on a cosine over training."""
+    import keras
+
     steps = epochs * _steps_per_epoch(context, batch_size, examples)
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, steps))
-    context.compile(model, schedule)
+    context.compile(model, schedule, from_logits=from_logits)
+
+
+def _ends_in_softmax(model):
+    """Whether `model` outputs probabilities (saved models and keras.applications often
+    do), so that the label loss reads them as such; the Distiller's rule."""
+    from tfkd.distill._taps import _applies_softmax, _output_layer
+
+    layer = _output_layer(model)
+    return layer is not None and _applies_softmax(layer)
 
 
 def _steps_per_epoch(context, batch_size, examples=None):
@@ -341,24 +302,53 @@ def _history_details(history, epochs):
     }
 
 
+@contextlib.contextmanager
+def _moving_statistics_within(model, steps):
+    """Lowers BatchNormalization momentum, while training, so that the moving statistics
+    leave their initial values within `steps` steps.
+
+    With Keras's momentum of 0.99 the moving mean and variance need several hundred steps
+    to forget their initial 0 and 1; a short run (`--quick`, a small data set) would
+    leave a model that scores near chance in inference. The momentum drops only as far
+    as needed for the initial values to keep at most 1% of their weight after `steps`,
+    and comes back afterwards, so the model's config is unchanged; long runs are not
+    affected at all (0.99 is enough from about 460 steps).
+    """
+    momentum = 0.01 ** (1.0 / max(1, steps))
+    layers = [
+        layer
+        for layer in _batch_norm_layers(model)
+        if isinstance(layer.momentum, float | int) and layer.momentum > momentum
+    ]
+    saved = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = momentum
+    try:
+        yield
+    finally:
+        for layer, value in zip(layers, saved):
+            layer.momentum = value
+
+
+def _batch_norm_layers(layer):
+    """The BatchNormalization layers in `layer`, inside nested models and wrappers too."""
+    import keras
+
+    if isinstance(layer, keras.layers.BatchNormalization):
+        yield layer
+    for child in getattr(layer, "layers", None) or []:
+        yield from _batch_norm_layers(child)
+    if isinstance(layer, keras.layers.Wrapper):
+        yield from _batch_norm_layers(layer.layer)
+
+
 def _new_or_copy(spec, model, context, argument):
     if spec is not None:
         return architectures.build(spec, context.data, context.seed)
-    if not isinstance(model, keras.Model):
+    if not isinstance(model, KerasModel):
         raise ValueError(
             f"`{argument}` is not given, so this stage trains the incoming model, but there is "
             f"none (or it is a {type(model).__name__}). Give `{argument}` or put a stage that "
             "returns a Keras model before it."
         )
     return context.copy_model(model)
-
-
-def _check_pattern(pattern):
-    match = isinstance(pattern, str) and re.fullmatch(r"(\d+):(\d+)", pattern)
-    if pattern == "unstructured" or (match and 0 < int(match[1]) < int(match[2])):
-        return
-    raise invalid_argument(
-        "pattern",
-        "`pattern` must be 'unstructured' or 'N:M' with 0 < N < M (e.g. '2:4'). "
-        f"Received: pattern={pattern!r}",
-    )

@@ -1,0 +1,126 @@
+"""The prune stage: N:M patterns on models where some layers cannot follow them, `exclude`,
+errors before any stage runs, and a schedule that prunes gradually in short runs too."""
+
+import json
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import tfkd
+from tfkd.pipeline import ConfigError, Data, Prune, Train
+
+STUDENT = {"architecture": "cnn", "filters": [8, 16]}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return Data.load("fashion_mnist", train_size=512, test_size=128)
+
+
+def _execute(stages, data, directory):
+    return tfkd.Pipeline(stages).execute(
+        data, directory, tensorboard=False, verbose=0, log=lambda _: None
+    )
+
+
+def _kernel(directory, stage, layer):
+    model = keras.saving.load_model(directory / "stages" / stage / "model.keras")
+    return keras.ops.convert_to_numpy(model.get_layer(layer).kernel)
+
+
+def test_2_4_on_the_built_in_cnn_leaves_the_first_conv_dense_and_says_so(data, tmp_path):
+    stages = [
+        Train(STUDENT, epochs=1, name="scratch"),
+        Prune(pattern="2:4", epochs=1, batch_size=64, name="pruned"),
+    ]
+    report = _execute(stages, data, tmp_path)  # before: ValueError from conv1, mid-run
+    entry = json.loads((tmp_path / "stages" / "pruned" / "entry.json").read_text())
+    assert entry["details"]["left_dense"] == {"conv1": "1 input channels, not a multiple of 4"}
+    assert report.notes == [
+        "pruned: pattern 2:4 does not fit, left dense: conv1 (1 input channels, not a multiple "
+        "of 4)"
+    ]
+    assert "- pruned: pattern 2:4 does not fit, left dense: conv1" in report.markdown()
+    assert np.count_nonzero(_kernel(tmp_path, "pruned", "conv1") == 0) == 0
+    for layer in ("conv2", "logits"):
+        kernel = _kernel(tmp_path, "pruned", layer)
+        assert tfkd.prune.follows_pattern(kernel, 2, 4)
+        assert np.mean(kernel == 0) == pytest.approx(0.5, abs=0.01)
+
+
+def test_exclude_takes_names_and_regular_expressions(data, tmp_path):
+    stages = [
+        Train(STUDENT, epochs=0, name="scratch"),
+        Prune(sparsity=0.5, exclude=["conv.*"], epochs=1, batch_size=64, name="pruned"),
+    ]
+    _execute(stages, data, tmp_path)
+    assert np.mean(_kernel(tmp_path, "pruned", "logits") == 0) == pytest.approx(0.5, abs=0.01)
+    for layer in ("conv1", "conv2"):
+        assert np.count_nonzero(_kernel(tmp_path, "pruned", layer) == 0) == 0
+
+
+@pytest.mark.parametrize(
+    "prune, argument, message",
+    [
+        (Prune(pattern="1:3"), "pattern", "Nothing to prune: pattern '1:3' fits none"),
+        (Prune(exclude=["conv9"]), "exclude", "`exclude` matches no layer"),
+        (Prune(exclude=[".*"]), "exclude", "Nothing to prune"),
+    ],
+    ids=["pattern_fits_no_layer", "exclude_matches_no_layer", "exclude_leaves_nothing"],
+)
+def test_a_prune_stage_that_cannot_apply_fails_before_any_stage_runs(
+    prune, argument, message, data, tmp_path
+):
+    # conv1 has 1 input channel, conv2 8 and logits 16: no multiple of 3
+    stages = [Train(STUDENT, epochs=1, name="scratch"), prune]
+    with pytest.raises(ValueError, match=message) as info:
+        _execute(stages, data, tmp_path)
+    assert (info.value.stage, info.value.argument) == ("prune", argument)
+    assert not tmp_path.joinpath("stages").exists()  # nothing was trained
+
+
+def test_from_a_config_it_is_a_config_error_at_the_key(tmp_path):
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        textwrap.dedent(
+            """\
+            data: {name: fashion_mnist, train_size: 256, test_size: 64}
+            stages:
+              - {stage: train, name: scratch, model: {architecture: cnn, filters: [8, 16]}}
+              - stage: prune
+                pattern: "1:3"
+            """
+        )
+    )
+    with pytest.raises(ConfigError, match=r"pipeline.yaml:5: stages\[1\].pattern: Nothing"):
+        tfkd.pipeline.run_config(config, tmp_path / "out", log=lambda _: None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_exclude_is_checked_when_the_stage_is_made():
+    with pytest.raises(TypeError, match="`exclude` must be a list of layer names"):
+        Prune(exclude="conv1")
+    with pytest.raises(ValueError, match="invalid regular expression"):
+        Prune(exclude=["conv("])
+
+
+def _updates(schedule, steps):
+    """`{step: sparsity}` at the steps where masks are recomputed."""
+    return {
+        step: round(float(schedule(step)), 4)
+        for step in range(steps)
+        if bool(schedule.should_update(step))
+    }
+
+
+def test_a_short_run_prunes_gradually_and_a_long_one_as_before():
+    # --quick: 2,000 examples, batch 128, one epoch: 16 steps (before: updates at 0 and 11
+    # only, i.e. from 0 to the full sparsity in one step)
+    updates = _updates(Prune(sparsity=0.5).schedule(16), 16)
+    levels = sorted(set(updates.values()))
+    assert len(levels) >= 8 and levels[0] == 0.0 and levels[-1] == 0.5
+    assert list(updates.values()) == sorted(updates.values())
+    # the default run (60,000 examples, 3 epochs): every 100 steps, as before
+    assert Prune(sparsity=0.5).schedule(3 * 469).frequency == 100

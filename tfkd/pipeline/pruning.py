@@ -1,0 +1,211 @@
+"""The prune stage, and which layers of a model an N:M pattern can apply to."""
+
+import re
+
+from tfkd.pipeline.stage import check_keras_input, invalid_argument, register_stage
+from tfkd.pipeline.training import _steps_per_epoch, _Training
+
+# Masks are updated at least this many times while sparsity rises, so that a short run
+# (`--quick`) prunes gradually too, and at most every 100 steps (tfmot's default).
+_MASK_UPDATES = 8
+_MAX_FREQUENCY = 100
+
+
+@register_stage("prune")
+class Prune(_Training):
+    """Prunes the incoming model by magnitude while it trains, then strips the wrappers.
+
+    Sparsity rises from 0 to `sparsity` over the first 70% of the steps (polynomial
+    decay, masks updated at least 8 times on the way), then holds while the model
+    recovers. With `teacher`, training is distillation, as in `Distill`.
+
+    With an N:M `pattern`, layers whose input channels are not a multiple of M (a
+    first convolution on grayscale images has one) are left dense and listed in the
+    stage's details and the report. It is an error, raised before any stage runs, when
+    the pattern fits no layer of the model the stage will receive.
+
+    Args:
+        sparsity: fraction of each pruned kernel set to zero. Defaults to `0.5`.
+        pattern: `"unstructured"` or `"N:M"` (see `tfkd.prune.prune`).
+            Defaults to `"unstructured"`.
+        exclude: layers to leave dense: a list of layer names or regular expressions
+            that match whole names (`"conv1"`, `"conv.*"`). Defaults to `None`.
+        epochs: Defaults to `2`.
+        teacher: an earlier stage to distil from, or `None` for labels only.
+            Defaults to `None`.
+        learning_rate: Defaults to `5e-4`.
+        **kwargs: `temperature`, `student_loss_weight`, `batch_size`, `name`, `from_stage`.
+    """
+
+    def __init__(
+        self,
+        sparsity: float = 0.5,
+        pattern: str = "unstructured",
+        epochs: int = 2,
+        teacher: str | None = None,
+        learning_rate: float = 5e-4,
+        batch_size: int = 128,
+        temperature: float = 1.0,
+        student_loss_weight: float = 0.1,
+        exclude: list | None = None,
+        **kwargs,
+    ):
+        super().__init__(
+            epochs,
+            learning_rate,
+            batch_size,
+            teacher=teacher,
+            temperature=temperature,
+            student_loss_weight=student_loss_weight,
+            **kwargs,
+        )
+        if (
+            isinstance(sparsity, bool)
+            or not isinstance(sparsity, int | float)
+            or not 0 <= sparsity < 1
+        ):
+            raise invalid_argument(
+                "sparsity", f"`sparsity` must be in [0, 1). Received: sparsity={sparsity!r}"
+            )
+        _check_pattern(pattern)
+        _check_exclude(exclude)
+        self.sparsity, self.pattern = float(sparsity), pattern
+        self.exclude = None if exclude is None else list(exclude)
+
+    def schedule(self, steps):
+        """The `tfkd.prune.PolynomialDecay` this stage uses for `steps` training steps."""
+        from tfkd import prune as prune_lib
+
+        end_step = max(1, int(0.7 * steps))
+        frequency = max(1, min(_MAX_FREQUENCY, end_step // _MASK_UPDATES))
+        return prune_lib.PolynomialDecay(
+            0.0, self.sparsity, begin_step=0, end_step=end_step, frequency=frequency
+        )
+
+    def _output_spec(self, incoming):
+        return incoming  # the stripped model has the incoming model's layers
+
+    def _check_input_model(self, build):
+        if self.pattern != "unstructured" or self.exclude:
+            self.layers_left_dense(build())
+
+    def layers_left_dense(self, model):
+        """`{layer name: why}` of the prunable layers `pattern` cannot apply to.
+
+        Raises:
+            ValueError: `exclude` names no layer of `model`, or nothing is left to prune.
+        """
+        candidates = _prunable_layers(model)
+        names = [layer.name for layer in candidates]
+        for expression in self.exclude or []:
+            if not any(_matches(expression, layer.name) for layer in _leaf_layers(model)):
+                raise invalid_argument(
+                    "exclude",
+                    f"`exclude` matches no layer of the incoming model. Received: "
+                    f"exclude={expression!r}. Prunable layers: {names}",
+                )
+        kept = [layer for layer in candidates if not self._excluded(layer)]
+        unfit = {layer.name: _unfit_reason(layer, self.pattern) for layer in kept}
+        unfit = {name: reason for name, reason in unfit.items() if reason}
+        if not kept or len(unfit) == len(kept):
+            raise invalid_argument(
+                "pattern" if kept else "exclude",
+                f"Nothing to prune: pattern {self.pattern!r} fits none of the incoming model's "
+                f"prunable layers. Received: pattern={self.pattern!r}, exclude={self.exclude!r}; "
+                f"layers: {unfit or names}. Use "
+                "pattern='unstructured' or exclude fewer layers.",
+            )
+        return unfit
+
+    def _excluded(self, layer):
+        return any(_matches(expression, layer.name) for expression in self.exclude or [])
+
+    def run(self, model, context):
+        from tfkd import prune as prune_lib
+
+        check_keras_input(self, model)
+        left_dense = self.layers_left_dense(model)
+        exclude = [*(self.exclude or []), *map(re.escape, left_dense)]
+        steps = context.epochs(self.epochs) * _steps_per_epoch(context, self.batch_size)
+        pruned = prune_lib.prune(
+            model, self.schedule(steps), pattern=self.pattern, exclude=exclude or None
+        )
+        details = self.train(pruned, context)
+        details["sparsity"] = round(float(prune_lib.summary(pruned).sparsity), 4)
+        if left_dense:
+            details["left_dense"] = left_dense
+            details["notes"] = [
+                f"pattern {self.pattern} does not fit, left dense: "
+                + "; ".join(f"{name} ({reason})" for name, reason in left_dense.items())
+            ]
+            context.log(details["notes"][0])
+        return prune_lib.strip(pruned), details
+
+
+def _leaf_layers(model):
+    from tfkd import _graph
+
+    return list(_graph.leaf_layers(model))
+
+
+def _prunable_layers(model):
+    """The layers `tfkd.prune.prune` selects by default."""
+    from tfkd import _kernels
+
+    return [layer for layer in _leaf_layers(model) if _kernels.unsupported_reason(layer) is None]
+
+
+def _unfit_reason(layer, pattern):
+    """Why an N:M `pattern` cannot apply to `layer`, or None when it can."""
+    from tfkd import _kernels
+    from tfkd.prune import masks
+
+    n_of_m = masks.parse_pattern(pattern)
+    if n_of_m is None:
+        return None
+    axis = _kernels.input_channel_axis(layer)
+    if axis is None:
+        return f"{type(layer).__name__}, no input-channel axis"
+    channels = getattr(layer, _kernels.kernel_name(layer)).shape[axis]
+    if channels % n_of_m[1]:
+        return f"{channels} input channels, not a multiple of {n_of_m[1]}"
+    return None
+
+
+def _matches(expression, name):
+    """`tfkd.prune.prune`'s rule: a layer name, or a regular expression matching whole names."""
+    from tfkd.prune.pruning import _name_matches
+
+    return _name_matches(expression, name)
+
+
+def _check_exclude(exclude):
+    if exclude is None:
+        return
+    if not isinstance(exclude, list | tuple) or not all(isinstance(x, str) for x in exclude):
+        raise invalid_argument(
+            "exclude",
+            "`exclude` must be a list of layer names or regular expressions. "
+            f"Received: exclude={exclude!r}",
+            TypeError,
+        )
+    for expression in exclude:
+        try:
+            re.compile(expression)
+        except re.error as error:
+            raise invalid_argument(
+                "exclude",
+                f"`exclude` holds an invalid regular expression ({error}). Received: "
+                f"{expression!r}. Escape special characters, e.g. 'block\\\\.1'.",
+            ) from None
+
+
+def _check_pattern(pattern):
+    match = isinstance(pattern, str) and re.fullmatch(r"(\d+):(\d+)", pattern)
+    if pattern == "unstructured" or (match and 0 < int(match[1]) < int(match[2])):
+        return
+    raise invalid_argument(
+        "pattern",
+        "`pattern` must be 'unstructured' or 'N:M' with 0 < N < M (e.g. '2:4'). "
+        f"Received: pattern={pattern!r}",
+    )
