@@ -15,13 +15,23 @@ def require_graph_model(model, action, fix):
     if not isinstance(model, keras.Model):
         raise TypeError(
             f"{action} needs a Keras 3 model (keras.Model). Received: model of type "
-            f"{type(model).__module__}.{type(model).__name__}."
+            f"{type(model).__module__}.{type(model).__name__}. Pass a keras.Sequential, a "
+            "functional keras.Model, or a model loaded with keras.saving.load_model."
         )
     if not is_graph_model(model):
         raise TypeError(
-            f"{action} rebuilds Sequential and functional models; {type(model).__name__!r} "
-            f"is a subclassed model, whose layers it cannot rewire. {fix}"
+            f"{action} cannot rewire a subclassed model: its layers are connected by its "
+            f"Python `call`. Received: model {model.name!r} of type {type(model).__name__}, "
+            f"a subclass of keras.Model. {action} rebuilds Sequential or functional models. "
+            f"{fix}"
         )
+
+
+def model_inputs(model):
+    """`model`'s input tensors, flat; `[]` for a Sequential model never built or called."""
+    if isinstance(model, keras.Sequential) and not model.built:
+        return []
+    return keras.tree.flatten(model.inputs)
 
 
 def leaf_layers(model):
@@ -31,6 +41,39 @@ def leaf_layers(model):
             yield from leaf_layers(layer)
         else:
             yield layer
+
+
+def parameters(model):
+    """The values `model` computes with, as numpy arrays: kernels, biases, BatchNorm statistics.
+
+    For parameter counts. Layers with an `effective_weights()` method (tfkd's wrappers)
+    give their weights as they use them (a pruned kernel masked) and leave out their
+    bookkeeping: pruning masks and steps, activation ranges.
+    """
+    return [keras.ops.convert_to_numpy(value) for value in _parameters(model)]
+
+
+def _parameters(model):
+    for layer in model.layers:
+        if hasattr(layer, "effective_weights"):
+            yield from layer.effective_weights()
+        elif isinstance(layer, keras.Model):
+            yield from _parameters(layer)
+        else:
+            yield from layer.weights
+
+
+def plain_operations(model):
+    """The `keras.ops` calls in `model`'s graph that are not layers (`x + 3.0`), nested too."""
+    if isinstance(model, keras.Sequential):
+        return []
+    found = []
+    for operation in model.operations:
+        if isinstance(operation, keras.Model) and is_graph_model(operation):
+            found.extend(plain_operations(operation))
+        elif not isinstance(operation, keras.layers.Layer):
+            found.append(operation)
+    return found
 
 
 def copy_layer(layer):
@@ -48,6 +91,8 @@ def rebuild(model, transform):
     pending = []
 
     def clone_function(layer):
+        if not isinstance(layer, keras.layers.Layer):  # a keras.ops call such as `x + 3.0`
+            return copy_layer(layer)
         replaced = transform(layer)
         if replaced is None:
             new_layer = copy_layer(layer)
@@ -100,9 +145,10 @@ def _own_consumers(model, inputs=False):
             users[layers[-1]] = [MODEL_OUTPUT]
         return users
     config = model.get_config()
-    by_name = {layer.name: layer for layer in model.layers}
+    # `operations` also holds the keras.ops calls (`x + 3.0`) that `layers` leaves out.
+    by_name = {layer.name: layer for layer in model.operations}
     input_names = {entry[0] for entry in _flatten_names(config["input_layers"])}
-    users = {layer: [] for layer in model.layers}
+    users = {layer: [] for layer in model.operations}
     readers = []
     for entry in config["layers"]:
         layer = by_name.get(entry["name"])

@@ -239,3 +239,35 @@ def test_bad_input_errors_name_the_problem():
 def test_supported_types_cover_the_issue_list():
     names = {layer_type.__name__ for layer_type in _kernels.SUPPORTED_TYPES}
     assert {"Dense", "Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Embedding"} <= names
+
+
+def test_summary_reads_kernels_inside_a_quantization_aware_model():
+    # Issue 14, item 10: the summary of a QAT model had no rows (sparsity 0.0).
+    from tfkd import quantize
+
+    x, y = random_images(64)
+    schedule = prune.ConstantSparsity(0.5, frequency=1)
+    pruned = prune.prune(small_cnn(4, "m", batch_norm=True), schedule)
+    _trained_copy(pruned, x, y, epochs=1)
+    qat_model = _trained_copy(quantize.quantize_aware(pruned), x, y, epochs=1)
+    report = prune.summary(qat_model)
+    rows = [(row["name"], row["type"], row["parameters"], row["zeros"]) for row in report.layers]
+    assert rows == [("conv", "Conv2D", 36, 18), ("logits", "Dense", 12, 6)]
+    assert report.sparsity == 0.5
+
+
+def test_keras_ops_calls_in_a_functional_model_are_copied():
+    # `x + 3.0` on Keras tensors is an operation, not a layer: copying it raised
+    # `AttributeError: 'Add' object has no attribute 'set_weights'`.
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.ReLU(6.0)(x + 3.0) * (1.0 / 6.0)
+    outputs = keras.layers.Dense(3, name="logits")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    x, y = random_images(64)
+    pruned = _trained_copy(prune.prune(model, prune.ConstantSparsity(0.5, frequency=1)), x, y)
+    stripped = prune.strip(pruned)
+    np.testing.assert_allclose(
+        stripped.predict(x, verbose=0), pruned.predict(x, verbose=0), atol=1e-6
+    )
+    assert prune.summary(stripped).sparsity == 0.5

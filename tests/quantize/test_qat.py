@@ -169,7 +169,7 @@ def test_rejects_models_it_cannot_quantize():
 
 def test_export_refuses_float_modes_and_untrained_ranges(tmp_path):
     qat_model = tfkd.quantize.quantize_aware(small_cnn(4, "m"))
-    with pytest.raises(ValueError, match="tracked yet.*'conv_relu'"):
+    with pytest.raises(ValueError, match="set yet.*'conv_relu'"):
         tfkd.export_tflite(qat_model, tmp_path / "m.tflite", "int8")
     with pytest.raises(ValueError, match="int8 only.*quantization='float16'"):
         tfkd.export_tflite(qat_model, tmp_path / "m.tflite", "float16")
@@ -220,3 +220,119 @@ def test_layers_the_int8_file_would_run_in_float_are_refused():
     per_step = keras.Model(sequence, keras.layers.Dense(2, name="per_step")(sequence))
     with pytest.raises(TypeError, match="'per_step'.*rank-3"):
         tfkd.quantize.quantize_aware(per_step)
+
+
+def test_untrained_qat_model_computes_what_the_float_model_computes_on_fashion_mnist():
+    # Issue 14, item 9: the ranges started at [0, 0], so before its first training step a
+    # QAT model predicted one class for every image (top-1 agreement 0.1 with its float model).
+    _, (x_test, _) = tfkd.datasets.load("fashion_mnist")
+    x = x_test[:256, ..., None].astype("float32")
+    teacher = keras.saving.load_model(TEACHER)
+    qat_model = tfkd.quantize.quantize_aware(teacher)
+    float_top1 = teacher.predict(x, verbose=0).argmax(-1)
+    qat_top1 = qat_model.predict(x, batch_size=64, verbose=0).argmax(-1)
+    assert np.mean(qat_top1 == float_top1) >= 0.95
+    assert tfkd.quantize.qat.untrained_quantizers(qat_model) == []
+
+
+def test_first_call_sets_the_range_and_training_continues_from_it():
+    quantizer = tfkd.quantize.ActivationQuantizer(decay=0.5)
+    first = np.array([[-1.0, 3.0]], "float32")
+    quantizer(first)  # inference: sets the range, once
+    quantizer(np.array([[-8.0, 8.0]], "float32"))
+    assert (float(_numpy(quantizer.min_value)), float(_numpy(quantizer.max_value))) == (-1.0, 3.0)
+    assert int(_numpy(quantizer.tracked_steps)) == 0
+    # Training moves from the set range: halfway (decay 0.5) towards [-3, 1] gives [-2, 2].
+    quantizer(np.array([[-3.0, 1.0]], "float32"), training=True)
+    assert (float(_numpy(quantizer.min_value)), float(_numpy(quantizer.max_value))) == (-2.0, 2.0)
+    assert int(_numpy(quantizer.tracked_steps)) == 1
+
+
+def test_first_training_batch_of_a_fresh_quantizer_sets_the_range():
+    quantizer = tfkd.quantize.ActivationQuantizer(decay=0.5)
+    quantizer(np.array([[0.5, 4.0]], "float32"), training=True)
+    assert (float(_numpy(quantizer.min_value)), float(_numpy(quantizer.max_value))) == (0.0, 4.0)
+
+
+def test_compiled_predict_sets_the_ranges_once_and_the_model_exports(tmp_path):
+    keras.utils.set_random_seed(0)
+    x, _ = random_images(64)
+    model = small_cnn(4, "m")
+    expected = _numpy(model.predict(x, verbose=0))
+    qat_model = tfkd.quantize.quantize_aware(model)
+    # `predict` runs compiled (tf.function or jax.jit): the first batch sets the ranges
+    # (here the only one; later batches are clipped to them). Unset ranges gave outputs of
+    # about 0, an error of 100% of the largest output.
+    received = _numpy(qat_model.predict(x, batch_size=64, verbose=0))
+    assert np.abs(received - expected).max() <= 0.1 * np.abs(expected).max()
+    ranges = [_numpy(v).copy() for v in qat_model.non_trainable_weights]
+    qat_model.predict(3.0 * x, batch_size=32, verbose=0)
+    for old, new in zip(ranges, qat_model.non_trainable_weights, strict=True):
+        np.testing.assert_array_equal(old, _numpy(new))
+    # A QAT model that has seen data exports without training; its ranges make the file.
+    report = tfkd.export_tflite(qat_model, tmp_path / "called.tflite", "int8")
+    assert report.float_ops == []
+    assert report.keras_agreement["top1_agreement"] >= 0.95
+
+
+def test_report_counts_parameters_not_masks_or_ranges(tmp_path):
+    # Issue 14, item 10: a QAT row counted its sparsity masks and activation ranges, so it
+    # reported more nonzero parameters than the pruned model it came from.
+    from tfkd.pipeline import _measure
+
+    x, y = random_images(64)
+    pruned = tfkd.prune.prune(
+        small_cnn(4, "m", batch_norm=True), tfkd.prune.ConstantSparsity(0.5, frequency=1)
+    )
+    _fit(pruned, x, y, loss=_logits_loss())
+    qat_model = _fit(tfkd.quantize.quantize_aware(pruned), x, y, loss=_logits_loss())
+    data = tfkd.pipeline.Data(x, y, x[:8], y[:8])
+    path = tmp_path / "model.keras"
+    path.write_bytes(b"")
+    rows = {
+        name: _measure.measure(model, data, path)
+        for name, model in (
+            ("pruned", pruned),
+            ("stripped", tfkd.prune.strip(pruned)),
+            ("qat", qat_model),
+        )
+    }
+    # conv 3*3*1*4 + 4, its BatchNorm 4 * 4, logits 4*3 + 3; half of each kernel is zero.
+    for row in rows.values():
+        assert (row["parameters"], row["nonzero_parameters"]) == (71, 71 - 18 - 6)
+
+
+def test_sequential_model_never_called_is_quantized_when_first_called(tmp_path):
+    # It has no inputs yet (`model.inputs` raised AttributeError); its layers build on the
+    # QAT model's first call, as the float model's would have.
+    x, y = random_images(64)
+    model = keras.Sequential(
+        [
+            keras.layers.Conv2D(4, 3, use_bias=False, name="conv"),
+            keras.layers.BatchNormalization(name="conv_bn"),
+            keras.layers.ReLU(name="conv_relu"),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(3, name="logits"),
+        ]
+    )
+    qat_model = tfkd.quantize.quantize_aware(model)
+    with pytest.raises(
+        ValueError, match=r"set yet, in layers \['conv', 'conv_relu', 'logits'\]"
+    ):
+        tfkd.export_tflite(qat_model, tmp_path / "unbuilt.tflite", "int8")
+    _fit(qat_model, x, y, loss=_logits_loss())
+    assert qat_model.get_layer("conv").batch_norm is not None
+    report = tfkd.export_tflite(qat_model, tmp_path / "sequential.tflite", "int8")
+    assert report.float_ops == []
+    assert report.keras_agreement["top1_agreement"] >= 0.95
+
+
+def test_keras_ops_calls_in_a_functional_model_are_named_in_the_refusal():
+    # They are not layers; reading the graph raised `KeyError: 'add'` on MobileNetV3Small.
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.ReLU(6.0)(x + 3.0) * (1.0 / 6.0)
+    outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    with pytest.raises(TypeError, match=r"Received:\n.*\['add', 'multiply'\].*keras.ops calls"):
+        tfkd.quantize.quantize_aware(model)

@@ -231,9 +231,10 @@ def _check_quantization_aware(model, quantization):
     untrained = untrained_quantizers(model)
     if untrained:
         raise ValueError(
-            "The quantization-aware model has activation ranges that no training step has "
-            f"tracked yet, in layers {untrained}. Train it (fit, at least a few batches) "
-            "before exporting."
+            "The quantization-aware model has activation ranges that no call or training "
+            f"step has set yet, in layers {untrained}. Received: a model never run on data. "
+            "Train it (fit, at least a few batches), or call it once on a batch of real "
+            "inputs, before exporting."
         )
     return True
 

@@ -3,9 +3,9 @@
 import statistics
 import time
 
-import keras
 import numpy as np
 
+from tfkd import _graph
 from tfkd.export import TFLiteModel
 
 LATENCY_RUNS = 50
@@ -24,7 +24,8 @@ def measure(model, data, path):
         return _row(accuracy, path, latency, parameters=None, nonzero=None)
     outputs = np.asarray(model.predict(data.x_test, batch_size=256, verbose=0))
     accuracy = float(np.mean(outputs.argmax(axis=-1) == data.y_test))
-    weights = [keras.ops.convert_to_numpy(weight) for weight in model.weights]
+    # Masks and activation ranges of pruned or QAT models are not parameters.
+    weights = _graph.parameters(model)
     return _row(
         accuracy,
         path,

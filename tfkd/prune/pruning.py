@@ -1,11 +1,14 @@
 """`prune`, `strip` and `summary`: pruning whole Keras models."""
 
+import re
+
 import keras
 import numpy as np
 
 from tfkd import _graph, _kernels
 from tfkd.prune import masks, schedules
 from tfkd.prune.wrapper import PrunedLayer, PruningGroup, check_pattern_fits
+from tfkd.quantize.layers import QuantizeWrapper
 
 _SCOPES = ("layer", "global")
 _SUBCLASSED_FIX = (
@@ -32,8 +35,9 @@ def prune(model, schedule, *, pattern="unstructured", scope="layer", include=Non
         scope: `"layer"` gives every layer the schedule's sparsity; `"global"` uses one
             magnitude threshold over all selected layers, so layers with many small
             weights lose more. Defaults to `"layer"`.
-        include: which layers to prune: a list of layer names and/or layer classes, or a
-            function `layer -> bool`. Defaults to every Dense, convolution and Embedding.
+        include: which layers to prune: a list of layer names (or regular expressions
+            matching whole names, e.g. `"conv.*"`) and/or layer classes, or a function
+            `layer -> bool`. Defaults to every Dense, convolution and Embedding.
         exclude: layers to leave dense, in the same forms. Defaults to none.
 
     Returns:
@@ -118,15 +122,7 @@ def strip(model):
 
 
 def _set_stripped(new_layer, wrapper):
-    kernel_name = _kernels.kernel_name(wrapper.layer)
-    pruned = keras.ops.convert_to_numpy(wrapper.pruned_kernel())
-    weights = [
-        pruned
-        if variable is getattr(wrapper.layer, kernel_name)
-        else keras.ops.convert_to_numpy(variable)
-        for variable in wrapper.layer.weights
-    ]
-    new_layer.set_weights(weights)
+    new_layer.set_weights([keras.ops.convert_to_numpy(w) for w in wrapper.effective_weights()])
 
 
 class PruningSummary:
@@ -159,7 +155,10 @@ class PruningSummary:
 
 
 def summary(model, pattern=None):
-    """Reports the sparsity of every prunable kernel in `model`, pruned or stripped.
+    """Reports the sparsity of every prunable kernel in `model`.
+
+    Reads pruned (`PrunedLayer`), stripped and quantization-aware (`QuantizeWrapper`)
+    layers, in nested and subclassed models too.
 
     Args:
         model: a Keras model.
@@ -171,7 +170,8 @@ def summary(model, pattern=None):
     """
     if not isinstance(model, keras.Model):
         raise TypeError(
-            f"`model` must be a Keras model. Received: model of type {type(model).__name__}."
+            f"`model` must be a Keras model. Received: model of type {type(model).__name__}. "
+            "Pass a keras.Model (Sequential, functional or subclassed)."
         )
     rows = []
     for layer in _all_layers(model):
@@ -193,6 +193,8 @@ def _summary_row(layer, pattern):
     if isinstance(layer, PrunedLayer):
         inner, kernel = layer.layer, keras.ops.convert_to_numpy(layer.pruned_kernel())
         pattern = pattern or layer.pattern
+    elif isinstance(layer, QuantizeWrapper) and layer.built and _kernels.kernel_name(layer.layer):
+        inner, kernel = layer.layer, keras.ops.convert_to_numpy(layer.float_kernel())
     elif _kernels.kernel_name(layer) is not None and layer.built:
         inner = layer
         kernel = keras.ops.convert_to_numpy(getattr(layer, _kernels.kernel_name(layer)))
@@ -270,10 +272,25 @@ def _selector(argument, value, names):
                 f"`{argument}` must be layer names, layer classes, or a function layer -> bool. "
                 f"Received: {argument} containing {item!r} of type {type(item).__name__}."
             )
-    unknown = sorted(wanted_names - names)
+    unknown = sorted(
+        item for item in wanted_names if not any(_name_matches(item, n) for n in names)
+    )
     if unknown:
         raise ValueError(
             f"`{argument}` names layers that are not in the model. Received: {unknown}. "
             f"The model's layers are {sorted(names)}."
         )
-    return lambda layer: layer.name in wanted_names or isinstance(layer, tuple(wanted_types))
+    return lambda layer: (
+        any(_name_matches(item, layer.name) for item in wanted_names)
+        or isinstance(layer, tuple(wanted_types))
+    )
+
+
+def _name_matches(expression, name):
+    """Whether `expression`, a layer name or a regular expression, matches all of `name`."""
+    if expression == name:
+        return True
+    try:
+        return re.fullmatch(expression, name) is not None
+    except re.error:
+        return False

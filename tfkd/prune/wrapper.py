@@ -113,6 +113,15 @@ class PrunedLayer(keras.layers.Wrapper):
         """The kernel with the mask applied: what the layer computes with."""
         return ops.multiply(getattr(self.layer, self._kernel_name), self.mask)
 
+    def effective_weights(self):
+        """The wrapped layer's weights as this layer computes with them (kernel masked).
+
+        Leaves out the mask and step counter, which are bookkeeping, not parameters.
+        """
+        kernel = getattr(self.layer, self._kernel_name)
+        pruned = self.pruned_kernel()
+        return [pruned if weight is kernel else weight for weight in self.layer.weights]
+
     def call(self, inputs, training=False):
         if training:
             self._update_mask()

@@ -19,6 +19,11 @@ MIN_RANGE = 1e-6
 _EXPORTING = [False]
 
 
+def exporting():
+    """Whether a model is being traced for export (inside `export_mode()`)."""
+    return _EXPORTING[-1]
+
+
 @contextlib.contextmanager
 def export_mode():
     """Within this context `fake_quant` emits TensorFlow fake-quant ops (TF backend only)."""

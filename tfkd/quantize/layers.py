@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from tfkd import _kernels
-from tfkd.quantize._fake_quant import MIN_RANGE, fake_quant, symmetric_range
+from tfkd.quantize._fake_quant import MIN_RANGE, exporting, fake_quant, symmetric_range
 
 # Kernels quantized with one range per output channel, as TFLite's int8 kernels expect.
 # 1D convolutions become 2D ops in TFLite, whose per-channel axis the converter cannot
@@ -23,9 +23,11 @@ _SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
 class ActivationQuantizer(keras.layers.Layer):
     """Fake-quantizes a tensor to int8 over a range tracked while training.
 
-    In training calls the range moves towards each batch's minimum and maximum
-    (an exponential moving average, started from the first batch, always containing
-    0); inference calls use it as it is.
+    The first call, training or inference, sets the range to its batch's minimum and
+    maximum (always containing 0), so a quantization-aware model computes what its
+    float model computes, up to int8 rounding, before any training. Later training
+    calls move the range towards each batch's (an exponential moving average);
+    later inference calls use it as it is.
 
     Args:
         decay: weight of the old range in the moving average. Defaults to `0.999`.
@@ -60,18 +62,39 @@ class ActivationQuantizer(keras.layers.Layer):
     def call(self, inputs, training=False):
         if training:
             self._track(inputs)
+        elif not exporting():  # an exported graph must not assign variables
+            self._initialize(inputs)
         min_value = ops.convert_to_tensor(self.min_value)
         max_value = ops.maximum(ops.convert_to_tensor(self.max_value), min_value + MIN_RANGE)
         return fake_quant(inputs, min_value, max_value)
 
+    def is_set(self):
+        """Whether a call (or a loaded model) has set the range: a boolean tensor."""
+        # The range starts as [0, 0] and always contains 0 afterwards, so its width says
+        # whether it was set; a flag variable would change the weights of saved models.
+        min_value, max_value = self._range()
+        return ops.greater(max_value - min_value, 0.0)
+
+    def _range(self):
+        return ops.convert_to_tensor(self.min_value), ops.convert_to_tensor(self.max_value)
+
+    def effective_weights(self):
+        """No weights: the range and step counter are bookkeeping, not parameters."""
+        return []
+
+    def _initialize(self, inputs):
+        batch_min, batch_max = _batch_range(inputs)
+        min_value, max_value = self._range()
+        is_set = self.is_set()
+        self.min_value.assign(ops.where(is_set, min_value, batch_min))
+        self.max_value.assign(ops.where(is_set, max_value, batch_max))
+
     def _track(self, inputs):
-        values = ops.cast(inputs, "float32")
-        batch_min = ops.minimum(ops.min(values), 0.0)
-        batch_max = ops.maximum(ops.max(values), 0.0)
-        first = ops.equal(self.tracked_steps, 0)
-        decay = ops.where(first, 0.0, self.decay)
-        self.min_value.assign(decay * self.min_value + (1.0 - decay) * batch_min)
-        self.max_value.assign(decay * self.max_value + (1.0 - decay) * batch_max)
+        batch_min, batch_max = _batch_range(inputs)
+        min_value, max_value = self._range()
+        decay = ops.where(self.is_set(), self.decay, 0.0)
+        self.min_value.assign(decay * min_value + (1.0 - decay) * batch_min)
+        self.max_value.assign(decay * max_value + (1.0 - decay) * batch_max)
         self.tracked_steps.assign(self.tracked_steps + 1)
 
     def compute_output_shape(self, input_shape):
@@ -79,6 +102,11 @@ class ActivationQuantizer(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "decay": self.decay}
+
+
+def _batch_range(inputs):
+    values = ops.cast(inputs, "float32")
+    return ops.minimum(ops.min(values), 0.0), ops.maximum(ops.max(values), 0.0)
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -170,11 +198,27 @@ class QuantizeWrapper(keras.layers.Wrapper):
     def _raw_kernel(self):
         return getattr(self.layer, self._kernel_name)
 
-    def quantized_kernel_and_bias(self):
-        """The fake-quantized (and BatchNorm-folded) kernel, and the bias, used in `call`."""
+    def float_kernel(self):
+        """The kernel before folding and quantization, its pruned zeros kept."""
         kernel = ops.convert_to_tensor(self._raw_kernel())
         if self.preserve_sparsity:
             kernel = ops.multiply(kernel, self.sparsity_mask)
+        return kernel
+
+    def effective_weights(self):
+        """The weights of the layer and its folded BatchNormalization, kernel as in `float_kernel`.
+
+        Leaves out the sparsity mask and the activation ranges, which are bookkeeping.
+        """
+        weights = list(self.layer.weights)
+        if self._kernel_name is not None:
+            kernel = self._raw_kernel()
+            weights = [self.float_kernel() if w is kernel else w for w in weights]
+        return weights + ([] if self.batch_norm is None else list(self.batch_norm.weights))
+
+    def quantized_kernel_and_bias(self):
+        """The fake-quantized (and BatchNorm-folded) kernel, and the bias, used in `call`."""
+        kernel = self.float_kernel()
         bias = None
         if self.batch_norm is not None:
             kernel, bias = self._fold(kernel)

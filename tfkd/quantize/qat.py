@@ -56,6 +56,11 @@ def quantize_aware(model, *, fold_batch_norm=True, decay=0.999):
     moving statistics (frozen, so training computes what inference will). Activations
     that TFLite fuses (ReLU, ReLU6) share the quantizer of the layer before them.
 
+    Each activation range is set by the first batch the model sees, in training or
+    inference, so before any training the model computes what `model` computes, up to
+    int8 rounding; training then tracks the ranges. Make that first batch a
+    representative one (not a single image).
+
     Train the result with plain `fit`, or as the student of a `tfkd.Distiller`; then
     `tfkd.export_tflite(qat_model, path, quantization="int8")` writes a fully int8
     model from the learned ranges (no calibration data needed). A pruned model (with
@@ -63,7 +68,8 @@ def quantize_aware(model, *, fold_batch_norm=True, decay=0.999):
     sparsity stays. The input model is not modified.
 
     Args:
-        model: a Sequential or functional Keras 3 model.
+        model: a Sequential (also one never called, whose layers then build on the
+            first call) or functional Keras 3 model; nested models are descended into.
         fold_batch_norm: fold BatchNormalization layers into the preceding Dense or
             convolution. Defaults to `True`.
         decay: moving-average decay of the activation ranges. Defaults to `0.999`.
@@ -72,8 +78,8 @@ def quantize_aware(model, *, fold_batch_norm=True, decay=0.999):
         A new, uncompiled Keras model.
 
     Raises:
-        TypeError: `model` is not a graph model, or has layers QAT cannot quantize
-            (they are listed).
+        TypeError: `model` is subclassed, or has layers (or `keras.ops` calls such as
+            `x + 3.0`) QAT cannot quantize; they are listed.
 
     Example:
 
@@ -93,7 +99,8 @@ def quantize_aware(model, *, fold_batch_norm=True, decay=0.999):
         raise ValueError(f"`decay` must be in [0, 1). Received: decay={decay!r}.")
     if is_quantized(model):
         raise ValueError(
-            f"Model {model.name!r} is already quantization-aware; quantize the float model."
+            f"Model {model.name!r} is already quantization-aware. Received: a model with "
+            "QuantizeWrapper layers. Call quantize_aware on the float model it came from."
         )
     model = _strip_pruning(model)
     _check_supported(model)
@@ -107,15 +114,22 @@ def is_quantized(model):
 
 
 def untrained_quantizers(model):
-    """Names of the layers whose activation ranges have not been tracked by training yet."""
+    """Names of the layers whose activation ranges no call or training step has set yet."""
     names = []
     for layer in _graph.leaf_layers(model):
         if not isinstance(layer, QuantizeWrapper):
             continue
         quantizers = [q for q in (layer.input_quantizer, layer.output_quantizer) if q is not None]
-        if any(int(keras.ops.convert_to_numpy(q.tracked_steps)) == 0 for q in quantizers):
+        if any(_unset(quantizer) for quantizer in quantizers):
             names.append(layer.name)
     return names
+
+
+def _unset(quantizer):
+    if not quantizer.built:  # in a Sequential model never called
+        return True
+    trained = int(keras.ops.convert_to_numpy(quantizer.tracked_steps)) > 0
+    return not trained and not bool(keras.ops.convert_to_numpy(quantizer.is_set()))
 
 
 def _strip_pruning(model):
@@ -127,28 +141,40 @@ def _strip_pruning(model):
 
 
 def _check_supported(model):
-    problems = []
-    for layer in _graph.leaf_layers(model):
-        if _kernels.kernel_name(layer) is not None:
-            try:
-                QuantizeWrapper(_graph.copy_layer(layer))
-            except TypeError as error:
-                problems.append(str(error))
-            reason = _int8_gap(layer)
-            if reason:
-                problems.append(f"Layer {layer.name!r} ({type(layer).__name__}) {reason}.")
-        elif layer.weights and not isinstance(layer, _WEIGHTED_OK):
-            problems.append(
-                f"Layer {layer.name!r} ({type(layer).__name__}) has weights tfkd cannot "
-                "quantize-aware train."
-            )
+    problems = [problem for layer in _graph.leaf_layers(model) for problem in _problems(layer)]
+    operations = [operation.name for operation in _graph.plain_operations(model)]
+    if operations:
+        problems.append(
+            f"Operations {operations} are keras.ops calls on Keras tensors (such as "
+            "`x + 3.0`), not layers, so they get no quantized range; write them as layers "
+            "(keras.layers.Add, Multiply, Rescaling or Activation)."
+        )
     if problems:
         raise TypeError(
-            "quantize_aware cannot quantize every layer of the model, so the exported file "
-            "would not be fully int8:\n  " + "\n  ".join(problems) + "\nReplace these "
-            "layers, or use post-training quantization: export_tflite(model, path, "
-            "quantization='int8', representative_data=...)."
+            f"quantize_aware cannot quantize every layer of model {model.name!r}, so the "
+            "exported file would not be fully int8. Received:\n  "
+            + "\n  ".join(problems)
+            + "\nReplace these layers, or use post-training quantization: "
+            "export_tflite(model, path, quantization='int8', representative_data=...)."
         )
+
+
+def _problems(layer):
+    """Why `quantize_aware` cannot quantize `layer` for a fully int8 file (a list)."""
+    if _kernels.kernel_name(layer) is None:
+        if layer.weights and not isinstance(layer, _WEIGHTED_OK):
+            name = type(layer).__name__
+            return [f"Layer {layer.name!r} ({name}) has weights tfkd cannot quantize-aware train."]
+        return []
+    problems = []
+    try:
+        QuantizeWrapper(_graph.copy_layer(layer))
+    except TypeError as error:
+        problems.append(str(error))
+    reason = _int8_gap(layer)
+    if reason:
+        problems.append(f"Layer {layer.name!r} ({type(layer).__name__}) {reason}.")
+    return problems
 
 
 def _int8_gap(layer):
@@ -181,9 +207,7 @@ class _Plan:
         self.decay = decay
         self.consumers = _graph.consumers(model)
         # Integer inputs (token ids) are not quantized, nor is what an Embedding reads.
-        float_inputs = all(
-            "float" in str(tensor.dtype) for tensor in keras.tree.flatten(model.inputs)
-        )
+        float_inputs = all("float" in str(tensor.dtype) for tensor in _graph.model_inputs(model))
         self.input_readers = {
             layer
             for layer in _graph.input_consumers(model)
@@ -242,6 +266,8 @@ def _foldable(layer, norm):
 
 
 def _has_zeros(layer):
+    if not layer.built:  # a Sequential model never called: no weights yet
+        return False
     kernel = keras.ops.convert_to_numpy(getattr(layer, _kernels.kernel_name(layer)))
     return bool((kernel == 0).any())
 
