@@ -25,14 +25,23 @@ def test_top_level_api():
 
 def test_distill_api():
     assert sorted(tfkd.distill.__all__) == [
+        "AttentionTransfer",
+        "CorrelationDistillation",
+        "DecoupledDistillation",
         "DistillationLoss",
         "Distiller",
         "FeatureDistillation",
         "LogitsDistillation",
         "NonFiniteLossGuard",
+        "RelationalDistillation",
         "StudentCheckpoint",
+        "attention_map_distance",
+        "correlation_distance",
+        "decoupled_kl_divergence",
         "kl_divergence",
         "mean_squared_error",
+        "relational_distance",
+        "standardize_logits",
         "with_teacher_outputs",
     ]
 

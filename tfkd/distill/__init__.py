@@ -2,22 +2,44 @@
 
 from tfkd.distill.callbacks import NonFiniteLossGuard, StudentCheckpoint
 from tfkd.distill.distiller import Distiller, with_teacher_outputs
+from tfkd.distill.features import (
+    AttentionTransfer,
+    RelationalDistillation,
+    attention_map_distance,
+    relational_distance,
+)
+from tfkd.distill.logits import (
+    CorrelationDistillation,
+    DecoupledDistillation,
+    correlation_distance,
+    decoupled_kl_divergence,
+)
 from tfkd.distill.losses import (
     DistillationLoss,
     FeatureDistillation,
     LogitsDistillation,
     kl_divergence,
     mean_squared_error,
+    standardize_logits,
 )
 
 __all__ = [
+    "AttentionTransfer",
+    "CorrelationDistillation",
+    "DecoupledDistillation",
     "DistillationLoss",
     "Distiller",
     "FeatureDistillation",
     "LogitsDistillation",
     "NonFiniteLossGuard",
+    "RelationalDistillation",
     "StudentCheckpoint",
+    "attention_map_distance",
+    "correlation_distance",
+    "decoupled_kl_divergence",
     "kl_divergence",
     "mean_squared_error",
+    "relational_distance",
+    "standardize_logits",
     "with_teacher_outputs",
 ]

@@ -98,7 +98,9 @@ def build_loss(loss, teacher_taps, student_taps):
     teacher_shape = teacher_taps.shape(loss.teacher_layer)
     student_shape = student_taps.shape(loss.student_layer)
     convert = (False, False)
-    if isinstance(loss, LogitsDistillation):
+    # A loss that reads logits compares class distributions (LogitsDistillation
+    # with from_logits=False reads probabilities, with the same constraint).
+    if loss.reads_logits or isinstance(loss, LogitsDistillation):
         check_logits(loss, teacher_taps, student_taps, teacher_shape, student_shape)
     if loss.reads_logits:
         convert = tuple(
@@ -124,12 +126,12 @@ def build_loss(loss, teacher_taps, student_taps):
 def check_logits(loss, teacher_taps, student_taps, teacher_shape, student_shape):
     if tuple(teacher_shape[1:]) != tuple(student_shape[1:]):
         raise ValueError(
-            "LogitsDistillation compares outputs of the same shape, but the teacher's "
+            f"{type(loss).__name__} compares outputs of the same shape, but the teacher's "
             f"{teacher_taps.describe(loss.teacher_layer)} has shape {teacher_shape} and the "
             f"student's {student_taps.describe(loss.student_layer)} has shape {student_shape}. "
             "Both must predict the same classes."
         )
-    if loss.from_logits:
+    if not isinstance(loss, LogitsDistillation) or loss.from_logits:
         return
     for taps, layer in ((teacher_taps, loss.teacher_layer), (student_taps, loss.student_layer)):
         if taps.ends_in_softmax(layer) is False:

@@ -28,21 +28,57 @@ def log_of_probabilities(probabilities):
     return ops.log(ops.clip(ops.cast(probabilities, "float32"), _EPSILON, 1.0))
 
 
-def _log_probabilities(outputs, temperature, from_logits):
+def standardize_logits(logits):
+    """Z-scores each example's logits over the classes (last axis).
+
+    Logit standardisation (Sun et al., CVPR 2024): `(z - mean(z)) / (std(z) + 1e-7)`,
+    with the population standard deviation. The result ignores any shift and any
+    positive scale of an example's logits, so a student is asked to match the
+    teacher's ranking and relative gaps, not the size of its logits.
+
+    Args:
+        logits: Logits, shape `(batch, ..., classes)`.
+
+    Returns:
+        A float32 tensor of the same shape with mean 0 and standard deviation 1
+        (up to the epsilon) over the last axis.
+
+    Example:
+
+    >>> import numpy as np
+    >>> z = standardize_logits(np.array([[1.0, 2.0, 3.0]], dtype="float32"))
+    >>> [round(v, 4) for v in keras.ops.convert_to_numpy(z)[0].tolist()]
+    [-1.2247, 0.0, 1.2247]
+    """
+    logits = ops.cast(logits, "float32")
+    centred = logits - ops.mean(logits, axis=-1, keepdims=True)
+    variance = ops.mean(ops.square(centred), axis=-1, keepdims=True)
+    # The floor keeps the square root's gradient finite for all-equal logits.
+    deviation = ops.sqrt(ops.maximum(variance, 1e-24))
+    return centred / (deviation + _EPSILON)
+
+
+def _log_probabilities(outputs, temperature, from_logits, standardize=False):
     outputs = ops.cast(outputs, "float32")
     if not from_logits:
         # log(p) differs from the logits by a per-example constant, which the
         # softmax below removes, so temperature scaling still applies.
         outputs = log_of_probabilities(outputs)
+    if standardize:
+        outputs = standardize_logits(outputs)
     return ops.log_softmax(outputs / temperature, axis=-1)
 
 
-def kl_divergence(teacher_outputs, student_outputs, *, temperature=1.0, from_logits=True):
+def kl_divergence(
+    teacher_outputs, student_outputs, *, temperature=1.0, from_logits=True, standardize=False
+):
     """Per-example KL(teacher || student) of temperature-softened distributions.
 
     Computes `T^2 * sum(p_t * (log p_t - log p_s))` with
     `p = softmax(logits / T)` over the last axis. The `T^2` factor keeps the
     gradient scale independent of the temperature (Hinton et al., 2015).
+    With `standardize=True` each side's logits are z-scored first
+    (`standardize_logits`), as in logit standardisation (Sun et al., 2024).
 
     Args:
         teacher_outputs: Teacher logits (or probabilities if
@@ -50,6 +86,9 @@ def kl_divergence(teacher_outputs, student_outputs, *, temperature=1.0, from_log
         student_outputs: Student logits or probabilities, same shape.
         temperature: Softmax temperature, > 0. Defaults to `1.0`.
         from_logits: Whether the outputs are logits. Defaults to `True`.
+        standardize: Whether to z-score each example's logits (teacher and
+            student separately) before dividing by the temperature. Defaults
+            to `False`.
 
     Returns:
         A tensor of shape `(batch, ...)`: the divergence of each example,
@@ -62,8 +101,8 @@ def kl_divergence(teacher_outputs, student_outputs, *, temperature=1.0, from_log
     >>> float(kl_divergence(logits, logits, temperature=4.0)[0])
     0.0
     """
-    teacher_log_probs = _log_probabilities(teacher_outputs, temperature, from_logits)
-    student_log_probs = _log_probabilities(student_outputs, temperature, from_logits)
+    teacher_log_probs = _log_probabilities(teacher_outputs, temperature, from_logits, standardize)
+    student_log_probs = _log_probabilities(student_outputs, temperature, from_logits, standardize)
     teacher_probs = ops.exp(teacher_log_probs)
     divergence = ops.sum(teacher_probs * (teacher_log_probs - student_log_probs), axis=-1)
     # Rounding can make identical distributions give -1e-9; KL is never negative.
@@ -179,6 +218,12 @@ class LogitsDistillation(DistillationLoss):
             Defaults to `None`.
         student_layer: Student layer to read, `None` for its output.
             Defaults to `None`.
+        standardize: Whether to z-score each example's logits, on each side,
+            before the temperature (logit standardisation, Sun et al., CVPR
+            2024). The student then matches the shape of the teacher's logits
+            and not their size, which a small student may not reach; every
+            example gets the same softness, set by the temperature alone.
+            Defaults to `False`.
         **kwargs: Base layer arguments, e.g. `name`.
 
     Example:
@@ -197,12 +242,16 @@ class LogitsDistillation(DistillationLoss):
         from_logits=True,
         teacher_layer=None,
         student_layer=None,
+        standardize=False,
         **kwargs,
     ):
         super().__init__(teacher_layer=teacher_layer, student_layer=student_layer, **kwargs)
         validate_temperature(temperature)
+        validate_flag("from_logits", from_logits)
+        validate_flag("standardize", standardize)
         self.temperature = float(temperature)
-        self.from_logits = bool(from_logits)
+        self.from_logits = from_logits
+        self.standardize = standardize
 
     @property
     def reads_logits(self):
@@ -214,11 +263,16 @@ class LogitsDistillation(DistillationLoss):
             student_outputs,
             temperature=self.temperature,
             from_logits=self.from_logits,
+            standardize=self.standardize,
         )
 
     def get_config(self):
         config = super().get_config()
-        config.update(temperature=self.temperature, from_logits=self.from_logits)
+        config.update(
+            temperature=self.temperature,
+            from_logits=self.from_logits,
+            standardize=self.standardize,
+        )
         return config
 
 
@@ -307,4 +361,26 @@ def validate_temperature(temperature):
         raise ValueError(
             f"`temperature` must be > 0. Received: temperature={temperature}. "
             "Typical values are 1 to 10."
+        )
+
+
+def validate_weight(name, weight):
+    """Raises a clear error unless `weight` (argument `name`) is a number >= 0."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+        raise TypeError(
+            f"`{name}` must be a number >= 0. Received: {name}={weight!r} "
+            f"of type {type(weight).__name__}."
+        )
+    if not weight >= 0:
+        raise ValueError(
+            f"`{name}` must be >= 0. Received: {name}={weight}. Use 0 to switch the term off."
+        )
+
+
+def validate_flag(name, value):
+    """Raises a clear error unless `value` (argument `name`) is a bool."""
+    if not isinstance(value, bool):
+        raise TypeError(
+            f"`{name}` must be True or False. Received: {name}={value!r} "
+            f"of type {type(value).__name__}."
         )

@@ -1,0 +1,322 @@
+"""Logits losses beyond classic KD: decoupled KD and DIST (correlation of predictions).
+
+Both read the class logits of teacher and student (a `tfkd.Distiller` gives them the
+log-probabilities of a model that ends in a softmax, which softmax treats exactly as
+logits), so the two outputs must have the same shape.
+"""
+
+import keras
+from keras import ops
+
+from tfkd.distill.losses import (
+    DEFAULT_TEMPERATURE,
+    DistillationLoss,
+    validate_temperature,
+    validate_weight,
+)
+
+# Pushes the target class out of a softmax: exp(-1e9) is exactly 0 in float32.
+_MASKED = -1e9
+# Pearson correlation of a constant vector: the denominator's floor (as the authors'
+# 1e-8), and a square-root argument floor that keeps its gradient finite.
+_CORRELATION_EPSILON = 1e-8
+
+
+def decoupled_kl_divergence(
+    teacher_outputs,
+    student_outputs,
+    *,
+    temperature=1.0,
+    target_weight=1.0,
+    non_target_weight=8.0,
+):
+    """Per-example decoupled KD (Zhao et al., CVPR 2022), target = teacher's top class.
+
+    Splits the KL divergence of `softmax(logits / T)` into two terms and weighs
+    them separately: TCKD, the KL of the binary distributions
+    `(p_target, 1 - p_target)`, and NCKD, the KL of the distributions over the
+    other classes (renormalised without the target). Classic KD equals
+    `TCKD + (1 - p_target_teacher) * NCKD`, so the teacher's confident examples
+    teach little about the non-target classes; DKD removes that factor:
+    `T^2 * (target_weight * TCKD + non_target_weight * NCKD)`.
+
+    The paper takes the labelled class as the target. tfkd losses see only the
+    two models' outputs, so the target is the teacher's top class: DKD then
+    needs no labels and works on unlabelled data too. Where the teacher is
+    right the two agree.
+
+    Args:
+        teacher_outputs: Teacher logits, shape `(batch, ..., classes)`,
+            at least 2 classes.
+        student_outputs: Student logits, same shape.
+        temperature: Softmax temperature, > 0. Defaults to `1.0`.
+        target_weight: Weight of TCKD (the paper's alpha), >= 0.
+            Defaults to `1.0`.
+        non_target_weight: Weight of NCKD (the paper's beta), >= 0.
+            Defaults to `8.0`.
+
+    Returns:
+        A tensor of shape `(batch, ...)`: >= 0, and 0 where the outputs agree
+        up to a constant per example.
+
+    Example:
+
+    >>> import numpy as np
+    >>> teacher = np.array([[3.0, 1.0, 0.0]], dtype="float32")
+    >>> student = np.array([[0.0, 1.0, 3.0]], dtype="float32")
+    >>> round(float(decoupled_kl_divergence(teacher, student, temperature=2.0)[0]), 4)
+    11.2562
+    """
+    teacher = ops.cast(teacher_outputs, "float32") / temperature
+    student = ops.cast(student_outputs, "float32") / temperature
+    target = ops.one_hot(ops.argmax(teacher, axis=-1), teacher.shape[-1]) > 0.5
+    target_part = _binary_kl(teacher, student, target)
+    teacher_rest = ops.log_softmax(ops.where(target, _MASKED, teacher), axis=-1)
+    student_rest = ops.log_softmax(ops.where(target, _MASKED, student), axis=-1)
+    terms = ops.exp(teacher_rest) * (teacher_rest - student_rest)
+    non_target_part = ops.maximum(ops.sum(ops.where(target, 0.0, terms), axis=-1), 0.0)
+    return (target_weight * target_part + non_target_weight * non_target_part) * temperature**2
+
+
+def _binary_kl(teacher, student, target):
+    """KL((p_t, 1 - p_t) || (p_s, 1 - p_s)) of the target class, from log-probabilities.
+
+    `log(1 - p)` comes from a log-sum-exp over the other classes, so a teacher
+    certain of its class (p = 1 - 1e-9) gives a finite value, unlike `log(1 - p)`.
+    """
+
+    def log_target_and_rest(logits):
+        total = ops.logsumexp(logits, axis=-1)
+        target_logit = ops.sum(ops.where(target, logits, 0.0), axis=-1)
+        rest = ops.logsumexp(ops.where(target, _MASKED, logits), axis=-1)
+        return target_logit - total, rest - total
+
+    teacher_target, teacher_rest = log_target_and_rest(teacher)
+    student_target, student_rest = log_target_and_rest(student)
+    divergence = ops.exp(teacher_target) * (teacher_target - student_target) + ops.exp(
+        teacher_rest
+    ) * (teacher_rest - student_rest)
+    return ops.maximum(divergence, 0.0)
+
+
+def correlation_distance(
+    teacher_outputs,
+    student_outputs,
+    *,
+    temperature=1.0,
+    inter_class_weight=1.0,
+    intra_class_weight=1.0,
+):
+    """DIST (Huang et al., NeurIPS 2022): one minus Pearson correlations of predictions.
+
+    With `p = softmax(logits / T)`, the inter-class term is `1 - pearson(p_t, p_s)`
+    over the classes of each example, and the intra-class term is `1 - mean over
+    classes of pearson(p_t[:, c], p_s[:, c])` over the batch. The loss is
+    `T^2 * (inter_class_weight * inter + intra_class_weight * intra)`. Correlation
+    ignores the scale and offset of the predictions, so a student far weaker
+    than its teacher is asked to rank classes (and examples) as the teacher
+    does, not to match its confidence as KL does.
+
+    The intra-class term is a property of the batch: each example gets an equal
+    share, so the per-example values average to the paper's batch loss. It
+    needs batches of at least 2 examples (one example has no correlation over
+    the batch; its intra-class term is 1 and has no gradient).
+
+    Args:
+        teacher_outputs: Teacher logits, shape `(batch, ..., classes)`.
+        student_outputs: Student logits, same shape.
+        temperature: Softmax temperature, > 0. Defaults to `1.0`.
+        inter_class_weight: Weight of the per-example term (the paper's beta),
+            >= 0. Defaults to `1.0`.
+        intra_class_weight: Weight of the per-class term over the batch (the
+            paper's gamma), >= 0. Defaults to `1.0`.
+
+    Returns:
+        A tensor of shape `(batch, ...)`, in `[0, 2 * T^2 * (sum of weights)]`;
+        0 where the predictions are equal.
+
+    Example:
+
+    >>> import numpy as np
+    >>> teacher = np.array([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0]], dtype="float32")
+    >>> values = correlation_distance(teacher, teacher * 2.0)
+    >>> [round(v, 4) for v in keras.ops.convert_to_numpy(values).tolist()]
+    [0.0023, 0.0118]
+    """
+    teacher = ops.softmax(ops.cast(teacher_outputs, "float32") / temperature, axis=-1)
+    student = ops.softmax(ops.cast(student_outputs, "float32") / temperature, axis=-1)
+    inter_class = 1.0 - _pearson(teacher, student, axis=-1)
+    classes = teacher.shape[-1]
+    intra_class = 1.0 - ops.mean(
+        _pearson(ops.reshape(teacher, (-1, classes)), ops.reshape(student, (-1, classes)), axis=0)
+    )
+    combined = inter_class_weight * inter_class + intra_class_weight * intra_class
+    return combined * temperature**2
+
+
+def _pearson(a, b, axis):
+    a = a - ops.mean(a, axis=axis, keepdims=True)
+    b = b - ops.mean(b, axis=axis, keepdims=True)
+    norms = _norm(a, axis) * _norm(b, axis)
+    return ops.sum(a * b, axis=axis) / (norms + _CORRELATION_EPSILON)
+
+
+def _norm(x, axis):
+    # sqrt has an infinite gradient at 0 (a student whose predictions are all equal).
+    squared = ops.sum(ops.square(x), axis=axis)
+    return ops.sqrt(ops.maximum(squared, _CORRELATION_EPSILON**2))
+
+
+class _LogitsLoss(DistillationLoss):
+    """A loss that reads class logits: the Distiller checks shapes and converts softmax outputs."""
+
+    def __init__(self, temperature, teacher_layer, student_layer, **kwargs):
+        super().__init__(teacher_layer=teacher_layer, student_layer=student_layer, **kwargs)
+        validate_temperature(temperature)
+        self.temperature = float(temperature)
+
+    @property
+    def reads_logits(self):
+        return True
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(temperature=self.temperature)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfkd")
+class DecoupledDistillation(_LogitsLoss):
+    """Decoupled knowledge distillation (DKD, Zhao et al., CVPR 2022).
+
+    Weighs the target-class and non-target-class parts of the KD loss
+    separately (see `decoupled_kl_divergence`). The target is the teacher's top
+    class, so no labels are needed and unlabelled examples can be used.
+    The paper's CIFAR-100 setting is these weights with `temperature=4.0`;
+    on ImageNet it used `temperature=1.0` and weights 0.5 and 0.5.
+
+    Args:
+        temperature: Softmax temperature, > 0. Defaults to `1.0`, as
+            `LogitsDistillation`.
+        target_weight: Weight of the target-class term (alpha), >= 0.
+            Defaults to `1.0`.
+        non_target_weight: Weight of the non-target-class term (beta), >= 0.
+            Defaults to `8.0`.
+        teacher_layer: Teacher layer to read, `None` for its output.
+            Defaults to `None`.
+        student_layer: Student layer to read, `None` for its output.
+            Defaults to `None`.
+        **kwargs: Base layer arguments, e.g. `name`.
+
+    Example:
+
+    ```python
+    loss = tfkd.distill.DecoupledDistillation(temperature=4.0)
+    distiller = tfkd.Distiller(teacher, student, distillation_losses=loss)
+    ```
+    """
+
+    def __init__(
+        self,
+        temperature=DEFAULT_TEMPERATURE,
+        target_weight=1.0,
+        non_target_weight=8.0,
+        teacher_layer=None,
+        student_layer=None,
+        **kwargs,
+    ):
+        super().__init__(temperature, teacher_layer, student_layer, **kwargs)
+        validate_weight("target_weight", target_weight)
+        validate_weight("non_target_weight", non_target_weight)
+        self.target_weight = float(target_weight)
+        self.non_target_weight = float(non_target_weight)
+
+    def build(self, teacher_outputs_shape, student_outputs_shape):
+        classes = teacher_outputs_shape[-1]
+        if classes is not None and classes < 2:
+            raise ValueError(
+                "DecoupledDistillation separates the target class from the others, so "
+                f"it needs at least 2 classes. Received: teacher outputs of shape "
+                f"{tuple(teacher_outputs_shape)}. Use LogitsDistillation for this output."
+            )
+        self.built = True
+
+    def call(self, teacher_outputs, student_outputs):
+        return decoupled_kl_divergence(
+            teacher_outputs,
+            student_outputs,
+            temperature=self.temperature,
+            target_weight=self.target_weight,
+            non_target_weight=self.non_target_weight,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(target_weight=self.target_weight, non_target_weight=self.non_target_weight)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfkd")
+class CorrelationDistillation(_LogitsLoss):
+    """DIST (Huang et al., NeurIPS 2022): correlation of predictions, within and across examples.
+
+    Asks the student to rank the classes of each example as the teacher does
+    (inter-class Pearson correlation) and to rank the examples of the batch for
+    each class as the teacher does (intra-class correlation); see
+    `correlation_distance`. Meant for a teacher much stronger than its student.
+    The intra-class term uses the whole batch: prefer batches of 32 or more,
+    and note that per-example sample weights do not weigh it.
+
+    Args:
+        temperature: Softmax temperature, > 0. Defaults to `1.0`, as
+            `LogitsDistillation` (the paper's ImageNet setting; on CIFAR-100 it
+            used 4.0 with both weights 2.0).
+        inter_class_weight: Weight of the per-example term (beta), >= 0.
+            Defaults to `1.0`.
+        intra_class_weight: Weight of the per-class term (gamma), >= 0.
+            Defaults to `1.0`.
+        teacher_layer: Teacher layer to read, `None` for its output.
+            Defaults to `None`.
+        student_layer: Student layer to read, `None` for its output.
+            Defaults to `None`.
+        **kwargs: Base layer arguments, e.g. `name`.
+
+    Example:
+
+    ```python
+    loss = tfkd.distill.CorrelationDistillation(temperature=1.0)
+    distiller = tfkd.Distiller(teacher, student, distillation_losses=loss)
+    ```
+    """
+
+    def __init__(
+        self,
+        temperature=DEFAULT_TEMPERATURE,
+        inter_class_weight=1.0,
+        intra_class_weight=1.0,
+        teacher_layer=None,
+        student_layer=None,
+        **kwargs,
+    ):
+        super().__init__(temperature, teacher_layer, student_layer, **kwargs)
+        validate_weight("inter_class_weight", inter_class_weight)
+        validate_weight("intra_class_weight", intra_class_weight)
+        self.inter_class_weight = float(inter_class_weight)
+        self.intra_class_weight = float(intra_class_weight)
+
+    def call(self, teacher_outputs, student_outputs):
+        return correlation_distance(
+            teacher_outputs,
+            student_outputs,
+            temperature=self.temperature,
+            inter_class_weight=self.inter_class_weight,
+            intra_class_weight=self.intra_class_weight,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            inter_class_weight=self.inter_class_weight,
+            intra_class_weight=self.intra_class_weight,
+        )
+        return config
