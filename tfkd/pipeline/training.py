@@ -264,9 +264,7 @@ class QuantizeAware(_Training):
 
         check_keras_input(self, model)
         quantized = quantize.quantize_aware(model)
-        details = self.train(quantized, context)
-        details["parameters"] = int(model.count_params())  # without the quantizers' ranges
-        return quantized, details
+        return quantized, self.train(quantized, context)
 
 
 def _compile(context, model, learning_rate, epochs, batch_size, examples, from_logits):
