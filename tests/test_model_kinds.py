@@ -208,8 +208,29 @@ ENTRY_POINTS = {
 }
 
 
-@pytest.mark.parametrize("kind", MODEL_KINDS)
-@pytest.mark.parametrize("entry_point", sorted(ENTRY_POINTS))
+# MobileNetV3Small costs 8-25 s a cell on 2 CPU cores: the cells that rebuild or train it
+# run with the slow tests (`pytest -m slow tests/test_model_kinds.py`).
+_SLOW = {
+    "prune",
+    "strip",
+    "summary",
+    "quantize_aware",
+    "pipeline_train",
+    "pipeline_distill",
+    "pipeline_prune",
+}
+CELLS = [
+    pytest.param(
+        entry_point,
+        kind,
+        marks=[pytest.mark.slow] if kind == "applications" and entry_point in _SLOW else [],
+    )
+    for entry_point in sorted(ENTRY_POINTS)
+    for kind in MODEL_KINDS
+]
+
+
+@pytest.mark.parametrize("entry_point, kind", CELLS)
 def test_entry_point_handles_model_kind(entry_point, kind, tmp_path):
     check = ENTRY_POINTS[entry_point]
     error = EXPECTED_ERRORS.get((entry_point, kind))
