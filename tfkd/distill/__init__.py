@@ -1,5 +1,7 @@
 """Knowledge distillation: `Distiller` and its losses."""
 
+from tfkd.distill import mixing
+from tfkd.distill._task import UNLABELED
 from tfkd.distill.callbacks import NonFiniteLossGuard, StudentCheckpoint
 from tfkd.distill.distiller import Distiller, with_teacher_outputs
 from tfkd.distill.features import (
@@ -24,6 +26,7 @@ from tfkd.distill.losses import (
 )
 
 __all__ = [
+    "UNLABELED",
     "AttentionTransfer",
     "CorrelationDistillation",
     "DecoupledDistillation",
@@ -39,6 +42,7 @@ __all__ = [
     "decoupled_kl_divergence",
     "kl_divergence",
     "mean_squared_error",
+    "mixing",
     "relational_distance",
     "standardize_logits",
     "with_teacher_outputs",

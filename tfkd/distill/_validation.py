@@ -160,3 +160,32 @@ def unique_log_keys(losses):
 def _snake(loss):
     name = type(loss).__name__
     return "".join("_" + c.lower() if c.isupper() and i else c.lower() for i, c in enumerate(name))
+
+
+def validate_augmentation(augmentation):
+    if augmentation is not None and not isinstance(augmentation, keras.layers.Layer):
+        raise TypeError(
+            "`augmentation` must be a Keras layer applied to each training batch, e.g. "
+            "keras.Sequential([keras.layers.RandomFlip('horizontal'), "
+            "keras.layers.RandomTranslation(0.1, 0.1)]), or None. Received: augmentation "
+            f"of type {type(augmentation).__name__}."
+        )
+    return augmentation
+
+
+def check_augmentable(inputs, cached_teacher_outputs):
+    """Raises unless a batch can be augmented in the step: one tensor, no cached outputs."""
+    if cached_teacher_outputs is not None:
+        raise ValueError(
+            "The Distiller augments or mixes each batch (augmentation, mixup or cutmix), so "
+            "the teacher must see the augmented batch, but the inputs carry cached teacher "
+            "outputs (with_teacher_outputs), which belong to the un-augmented images. "
+            "Received: cached teacher outputs with in-step augmentation. Pass the plain "
+            "inputs (the teacher then runs at every step), or drop the augmentation."
+        )
+    if isinstance(inputs, (dict, list, tuple)):
+        raise ValueError(
+            "In-step augmentation and mixing apply to a single input tensor (a batch of "
+            f"images). Received: inputs of type {type(inputs).__name__}. Augment such "
+            "inputs in the input pipeline instead, with the teacher run online."
+        )

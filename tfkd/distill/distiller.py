@@ -6,7 +6,7 @@ import os
 import keras
 from keras import ops
 
-from tfkd.distill import _cache, _taps, _validation
+from tfkd.distill import _cache, _taps, _task, _validation, mixing
 from tfkd.distill.callbacks import NonFiniteLossGuard
 from tfkd.distill.losses import log_of_probabilities
 
@@ -16,6 +16,10 @@ _TEACHER_OUTPUTS = "teacher_outputs"
 # intermediate student outputs: one forward pass yields both.
 _OUTPUTS = "__tfkd_outputs__"
 _FEATURES = "__tfkd_features__"
+# ... and, under in-step augmentation, the batch both models saw and how it was mixed.
+_INPUTS = "__tfkd_inputs__"
+_PARTNERS = "__tfkd_partners__"
+_MIX_RATIO = "__tfkd_mix_ratio__"
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -43,6 +47,20 @@ class Distiller(keras.Model):
     student alone during `fit`, use `tfkd.distill.StudentCheckpoint`: Keras's
     `ModelCheckpoint` would save the whole Distiller, teacher included.
 
+    Unlabelled examples: give them the integer label `tfkd.distill.UNLABELED`
+    (-1), in numpy arrays, a `tf.data.Dataset` or a `keras.utils.PyDataset`
+    alike. They get the distillation losses only; the task loss and the
+    metrics are the mean over the labelled examples of each batch. (To skip
+    them, `compile` passes `metrics` to Keras as `weighted_metrics`: with
+    sample weights, every metric is weighted.)
+
+    Consistent teaching (function matching, Beyer et al., CVPR 2022): with
+    `augmentation`, `mixup` or `cutmix`, each training step augments and mixes
+    the batch once and feeds the result to both models, so the student matches
+    the teacher on the very images it sees. The teacher then runs at every
+    step (no cached outputs); a mixed example's task loss weighs its label and
+    its partner's by their shares.
+
     Offline distillation: when the training inputs are not randomly augmented,
     compute the teacher's outputs once with `predict_teacher` and pass them
     with `with_teacher_outputs`; each step then runs the student only. Under
@@ -66,6 +84,15 @@ class Distiller(keras.Model):
             benchmark (BENCHMARKS.md) a student 20x smaller than its teacher
             did best at T=1 and lost 2.8 points at T=4. Larger students often
             prefer T=2 to 4.
+        augmentation: A Keras layer (e.g. a `keras.Sequential` of
+            `RandomFlip`, `RandomTranslation`...) applied with `training=True`
+            to each training batch, before mixing. Defaults to `None`.
+        mixup: Alpha of mixup's Beta distribution (each example blended with
+            another of the batch), or `None` for none. Defaults to `None`.
+        cutmix: Alpha of CutMix (a box of another image pasted in), or `None`.
+            With `mixup` too, each batch uses one of them at random.
+            Defaults to `None`.
+        seed: Seed of the mixing draws. Defaults to `None`.
         name: Model name. Defaults to `"distiller"`.
 
     Raises:
@@ -99,6 +126,10 @@ class Distiller(keras.Model):
         distillation_loss_weights=None,
         student_loss_weight=0.1,
         temperature=None,
+        augmentation=None,
+        mixup=None,
+        cutmix=None,
+        seed=None,
         name="distiller",
         **kwargs,
     ):
@@ -110,7 +141,17 @@ class Distiller(keras.Model):
             "distillation_loss_weights": distillation_loss_weights,
             "student_loss_weight": student_loss_weight,
             "temperature": temperature,
+            "mixup": mixup,
+            "cutmix": cutmix,
+            "seed": seed,
         }
+        self.augmentation = _validation.validate_augmentation(augmentation)
+        self._mixing = {
+            "mixup_alpha": mixing.validate_alpha("mixup", mixup),
+            "cutmix_alpha": mixing.validate_alpha("cutmix", cutmix),
+        }
+        if mixup is not None or cutmix is not None:
+            self._seed_generator = keras.random.SeedGenerator(seed, name="mixing_seed")
         losses = _validation.resolve_losses(distillation_losses, temperature)
         self.distillation_loss_weights = _validation.resolve_loss_weights(
             distillation_loss_weights, losses
@@ -141,19 +182,40 @@ class Distiller(keras.Model):
 
     # Forward pass and losses.
 
+    @property
+    def augments(self):
+        """Whether training steps augment or mix their batch (the teacher runs online)."""
+        return self.augmentation is not None or any(self._mixing.values())
+
     def call(self, inputs, training=None):
-        inputs = _split_teacher_outputs(inputs)[0]
-        if training and self._student_taps.has_features:
-            outputs = self._student_taps(inputs, training=True)
-            return {_OUTPUTS: outputs.pop(_taps.OUTPUT), _FEATURES: outputs}
-        return _taps.single(self.student(inputs, training=training))
+        inputs, cached = _split_teacher_outputs(inputs)
+        if not training or not (self.augments or self._student_taps.has_features):
+            return _taps.single(self.student(inputs, training=training))
+        extra = {}
+        if self.augments:
+            _validation.check_augmentable(inputs, cached)
+            extra[_INPUTS], extra[_PARTNERS], extra[_MIX_RATIO] = self._augment(inputs)
+        outputs = self._student_taps(inputs if not extra else extra[_INPUTS], training=True)
+        return {_OUTPUTS: outputs.pop(_taps.OUTPUT), _FEATURES: outputs, **extra}
+
+    def _augment(self, inputs):
+        """The batch both models train on: augmented, then mixed (partners, ratios or None)."""
+        if self.augmentation is not None:
+            inputs = self.augmentation(inputs, training=True)
+        if not any(self._mixing.values()):
+            return inputs, None, None
+        return mixing.sample_mixing(inputs, self._seed_generator, **self._mixing)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        student_outputs, student_features = _unpack_predictions(y_pred)
-        task_loss, regularization = self._task_loss(x, y, student_outputs, sample_weight, training)
+        student_outputs, student_features, seen = _unpack_predictions(y_pred)
+        task_loss, regularization = self._task_loss(
+            x, y, student_outputs, sample_weight, training, seen
+        )
         if not training:
             return task_loss + regularization
         inputs, teacher_outputs = _split_teacher_outputs(x)
+        if seen.get(_INPUTS) is not None:
+            inputs = seen[_INPUTS]
         if teacher_outputs is None:
             teacher_outputs = self._teacher_taps(inputs, training=False)
         teacher_outputs = {key: ops.stop_gradient(value) for key, value in teacher_outputs.items()}
@@ -177,12 +239,13 @@ class Distiller(keras.Model):
             total = total + value * (weight * distillation_share)
         return total
 
-    def _task_loss(self, x, y, y_pred, sample_weight, training):
+    def _task_loss(self, x, y, y_pred, sample_weight, training, seen):
         """Returns the compiled loss on the labels and the regularization losses, apart.
 
         Only the first is weighted by `student_loss_weight`; regularizers keep
         their own weight. (A regularized teacher adds a constant here, which
-        changes the logged loss but no gradient.)
+        changes the logged loss but no gradient.) Unlabelled examples and mixed
+        labels are handled by `_task.task_terms`.
         """
         regularization = ops.zeros((), "float32")
         if self.losses:
@@ -190,11 +253,16 @@ class Distiller(keras.Model):
             regularization = regularization / _replica_count()
         if self.loss is None:
             return ops.zeros((), "float32"), regularization
-        combined = super().compute_loss(x, y, y_pred, sample_weight, training)
-        return ops.cast(combined, "float32") - regularization, regularization
+        terms, scale = _task.task_terms(y, sample_weight, seen.get(_PARTNERS), seen.get(_MIX_RATIO))
+        task_loss = ops.zeros((), "float32")
+        for labels, weights in terms:
+            combined = super().compute_loss(x, labels, y_pred, weights, training)
+            task_loss = task_loss + ops.cast(combined, "float32") - regularization
+        return task_loss * scale, regularization
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        return super().compute_metrics(x, y, _unpack_predictions(y_pred)[0], sample_weight)
+        labels, weights = _task.metric_labels(y, sample_weight)
+        return super().compute_metrics(x, labels, _unpack_predictions(y_pred)[0], weights)
 
     # Offline distillation.
 
@@ -280,6 +348,11 @@ class Distiller(keras.Model):
                 "or build the Distiller with student_loss_weight=0.0 to train on teacher "
                 "outputs alone."
             )
+        if isinstance(metrics, (list, tuple)):
+            # Keras gives sample weights to `weighted_metrics` only; unlabelled
+            # examples reach the metrics as weights of 0, so every metric takes them.
+            kwargs["weighted_metrics"] = [*metrics, *(kwargs.get("weighted_metrics") or [])]
+            metrics = None
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
     def fit(self, *args, **kwargs):
@@ -307,13 +380,17 @@ class Distiller(keras.Model):
             distillation_loss_weights=self._config["distillation_loss_weights"],
             student_loss_weight=self._config["student_loss_weight"],
             temperature=self._config["temperature"],
+            augmentation=keras.saving.serialize_keras_object(self.augmentation),
+            mixup=self._config["mixup"],
+            cutmix=self._config["cutmix"],
+            seed=self._config["seed"],
         )
         return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        for key in ("teacher", "student", "distillation_losses"):
+        for key in ("teacher", "student", "distillation_losses", "augmentation"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
 
@@ -353,9 +430,11 @@ def _split_teacher_outputs(x):
 
 
 def _unpack_predictions(y_pred):
+    """`(student outputs, student features, {augmented inputs, partners, ratios})`."""
     if isinstance(y_pred, dict) and _OUTPUTS in y_pred:
-        return y_pred[_OUTPUTS], dict(y_pred[_FEATURES])
-    return y_pred, {}
+        seen = {key: y_pred.get(key) for key in (_INPUTS, _PARTNERS, _MIX_RATIO)}
+        return y_pred[_OUTPUTS], dict(y_pred[_FEATURES]), seen
+    return y_pred, {}, {}
 
 
 def _reduce(per_example, sample_weight):

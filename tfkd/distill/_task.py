@@ -1,0 +1,67 @@
+"""The labels side of a Distiller step: unlabelled examples and mixed labels.
+
+Integer labels equal to `UNLABELED` mark examples without a label: they get
+the distillation losses only. A mixed batch (mixup, CutMix) weighs each
+example's label by its share and its partner's label by the rest.
+"""
+
+import keras
+from keras import ops
+
+# Label of an example that has none. Integer class labels only; float targets
+# (one-hot rows, regression) are never read as missing.
+UNLABELED = -1
+
+
+def task_terms(y, sample_weight, partner_index=None, mix_ratio=None):
+    """The task loss as weighted terms on clean labels.
+
+    Returns `[(labels, weights), ...]` and a `scale`: the task loss is
+    `scale * sum(compiled_loss(labels, y_pred, weights))`, the mean over the
+    labelled (share of each) example, whatever the batch's unlabelled count.
+    With no unlabelled label and no mixing, it is `[(y, sample_weight)]`, 1.
+    """
+    if _labelled_mask(y) is None and partner_index is None:
+        return [(y, sample_weight)], 1.0
+    labels, weights = metric_labels(y, sample_weight)
+    labelled = _labelled_mask(y)
+    if labelled is None:
+        labelled = ops.ones((ops.shape(y)[0],), "float32")
+        weights = labelled if sample_weight is None else _flat(sample_weight)
+    if partner_index is None:
+        terms = [(labels, weights)]
+        shares = labelled
+    else:
+        ratio = ops.cast(mix_ratio, "float32")
+        partner_labels = ops.take(labels, partner_index, axis=0)
+        partner_weights = ops.take(weights, partner_index, axis=0)
+        terms = [(labels, ratio * weights), (partner_labels, (1.0 - ratio) * partner_weights)]
+        shares = ratio * labelled + (1.0 - ratio) * ops.take(labelled, partner_index, axis=0)
+    count = ops.cast(ops.shape(labelled)[0], "float32")
+    scale = count / ops.maximum(ops.sum(shares), 1e-6)
+    return terms, scale
+
+
+def metric_labels(y, sample_weight):
+    """Labels and weights for the compiled metrics: unlabelled examples weigh 0."""
+    labelled = _labelled_mask(y)
+    if labelled is None:
+        return y, sample_weight
+    labels = ops.where(y == UNLABELED, ops.zeros_like(y), y)
+    weights = labelled if sample_weight is None else labelled * _flat(sample_weight)
+    return labels, weights
+
+
+def _labelled_mask(y):
+    """Float mask `(batch,)` of labelled examples, or `None` for float or nested targets."""
+    if y is None or isinstance(y, (dict, list, tuple)):
+        return None
+    y = ops.convert_to_tensor(y)
+    integer = "int" in keras.backend.standardize_dtype(y.dtype)
+    if not integer or len(y.shape) > 2 or (len(y.shape) == 2 and y.shape[1] != 1):
+        return None
+    return ops.cast(ops.reshape(y, (-1,)) != UNLABELED, "float32")
+
+
+def _flat(sample_weight):
+    return ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
