@@ -12,11 +12,12 @@ import typing
 
 from tfkd import datasets
 from tfkd.pipeline import _yaml
+from tfkd.pipeline.data import _check_labelled_per_class
 from tfkd.pipeline.pipeline import Pipeline, reference_errors
 from tfkd.pipeline.stage import Stage, get_stage
 
 TOP_LEVEL_KEYS = ("name", "seed", "data", "stages")
-DATA_KEYS = ("name", "train_size", "test_size")
+DATA_KEYS = ("name", "train_size", "test_size", "labelled_per_class")
 
 
 class _Unchecked(Stage):
@@ -115,7 +116,34 @@ class Reader:
                 self.fail(
                     ("data", size), f"`{size}` must be a positive integer. Received: {value!r}"
                 )
+        valid = self.labelled_per_class(data) and valid
         return data if valid else None
+
+    def labelled_per_class(self, data):
+        """Checks `labelled_per_class` against the data set's size, without reading it
+        (each class's count is checked when the data loads, before any stage runs)."""
+        value = data.get("labelled_per_class")
+        try:
+            _check_labelled_per_class(value)
+        except ValueError as error:
+            self.fail(("data", "labelled_per_class"), str(error))
+            return False
+        if value is None or data["name"] not in datasets.available():
+            return True
+        info = datasets.info(data["name"])
+        examples, size = info["num_train_examples"], data.get("train_size")
+        if isinstance(size, int) and not isinstance(size, bool) and 0 < size < examples:
+            examples = size
+        if value * info["num_classes"] <= examples:
+            return True
+        self.fail(
+            ("data", "labelled_per_class"),
+            f"`labelled_per_class` asks for more labels than there are training examples: "
+            f"{value} per class x {info['num_classes']} classes > {examples:,}. Received: "
+            f"labelled_per_class={value}. Use at most {examples // info['num_classes']}, or "
+            "more training data (`train_size`).",
+        )
+        return False
 
     def stages(self, stages, key):
         if isinstance(stages, _yaml.Invalid):

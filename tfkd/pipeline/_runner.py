@@ -27,7 +27,7 @@ def execute(pipeline, data, output_dir, *, quick, seed, tensorboard, verbose, lo
             "`data` must be a `tfkd.pipeline.Data` or a data set name. "
             f"Received: data of type {type(data).__name__}"
         )
-    data = data.quick() if quick else data
+    data = (data.quick() if quick else data).with_labels_hidden(seed)
     _check_against_models(pipeline, data, seed)
     runner = _Runner(pipeline, data, _store.Store(output_dir), log)
     context = Context(
@@ -42,7 +42,8 @@ def execute(pipeline, data, output_dir, *, quick, seed, tensorboard, verbose, lo
 def _check_against_models(pipeline, data, seed):
     """Before any stage runs, each stage checks its arguments against the model it will
     receive, where the stages before it tell what that model is built from (an N:M
-    pattern that fits no layer fails here, not after an hour of training).
+    pattern that fits no layer fails here, not after an hour of training), and
+    against what needs Keras or the data (a distillation loss's arguments).
 
     Raises:
         ValueError: from a stage, with `stage` and `argument` attributes.
@@ -62,12 +63,13 @@ def _check_against_models(pipeline, data, seed):
             specs[stage.name] = specs.get(last)
             return last
         incoming = specs.get(stage.from_stage or last) if stage.takes_input() else None
-        if incoming is not None:
-            try:
+        try:
+            stage._check_before_run(data)
+            if incoming is not None:
                 stage._check_input_model(lambda: build(incoming))
-            except ValueError as error:
-                error.stage = stage.name
-                raise
+        except (ValueError, TypeError) as error:
+            error.stage = stage.name
+            raise
         specs[stage.name] = stage._output_spec(incoming)
         return stage.name
 
@@ -102,11 +104,19 @@ class _Runner:
                 "seed": seed,
             },
         )
+        described = self.data.describe()
+        labelled = (
+            f" ({described['labelled_examples']:,} labelled)"
+            if "labelled_examples" in described
+            else ""
+        )
         self.log(
             f"tfkd pipeline: {self.total} stages, data {self.data.name} "
-            f"({len(self.data.x_train):,} train / {len(self.data.x_test):,} test)"
+            f"({len(self.data.x_train):,} train{labelled} / {len(self.data.x_test):,} test)"
             f"{', quick' if quick else ''}, output {self.store.directory}"
         )
+        for note in described.get("notes", []):
+            self.log(f"    note: {note}")
 
     def model(self, name):
         if name not in self.models:

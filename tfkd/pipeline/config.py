@@ -3,7 +3,8 @@
 A config is a mapping:
 
 ```yaml
-data: {name: fashion_mnist}          # a tfkd.datasets name; optional train_size, test_size
+data: {name: fashion_mnist}          # a tfkd.datasets name; optional train_size, test_size,
+                                     # labelled_per_class (keep N labels a class, seeded)
 seed: 0                              # optional
 stages:                              # each: `stage` (a registered name) and its arguments
   - {stage: load, name: teacher, path: ../saved_models/teacher/model.keras}
@@ -62,6 +63,12 @@ class PipelineConfig:
         key = (*key, argument) if (*key, argument) in self._lines else key
         line = self._lines.get(key, 1)
         return ConfigError(f"{self.path}:{line}: {_reader.dotted(key) or '(top level)'}: {message}")
+
+    def data_error(self, argument, message):
+        """A `ConfigError` at the line of `data`'s `argument` (or of `data`)."""
+        key = ("data", argument) if ("data", argument) in self._lines else ("data",)
+        line = self._lines.get(key, 1)
+        return ConfigError(f"{self.path}:{line}: {_reader.dotted(key)}: {message}")
 
 
 def load_config(path):
@@ -127,7 +134,12 @@ def run_config(path, output_dir=None, *, quick=False, tensorboard=True, log=prin
     config = load_config(path)
     if output_dir is None:
         output_dir = pathlib.Path("runs") / (config.path.stem + ("-quick" if quick else ""))
-    data = Data.load(**config.data)
+    try:
+        data = Data.load(**config.data)
+    except ValueError as error:
+        if not hasattr(error, "argument"):
+            raise
+        raise config.data_error(error.argument, str(error)) from None
     try:
         return config.pipeline.execute(
             data, output_dir, quick=quick, seed=config.seed, tensorboard=tensorboard, log=log

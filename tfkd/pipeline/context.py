@@ -72,8 +72,10 @@ class Context:
         return model
 
     def fit(self, model, x=None, y=None, *, epochs, batch_size=128, loss_names=("loss",)):
-        """`model.fit` on the training split (or `x`, `y`) with TensorBoard logs, progress
-        bars, and an error (not a silent stop) on a NaN or infinite loss."""
+        """`model.fit` on the labelled training examples (or `x`, `y`) with TensorBoard
+        logs, progress bars, and an error (not a silent stop) on a NaN or infinite loss."""
+        if x is None and y is None:
+            x, y = self.data.labelled()
         x = self.data.x_train if x is None else x
         y = self.data.y_train if y is None else y
         keras.utils.set_random_seed(self.seed)

@@ -9,6 +9,9 @@ from tfkd.pipeline.stage import invalid_argument
 
 QUICK_TRAIN_SIZE = 2000
 QUICK_TEST_SIZE = 500
+# The label of a training example whose label is hidden: `tfkd.distill.UNLABELED`, which
+# the Distiller reads. Written out because reading a config must not import Keras.
+UNLABELED = -1
 
 
 class Data:
@@ -17,13 +20,38 @@ class Data:
     Images of shape `(n, height, width)` get a channel axis. Every stage trains on
     the train split and is measured on the test split.
 
+    Training labels equal to `tfkd.distill.UNLABELED` (-1) mark unlabelled images:
+    stages that train on labels alone (`train`, `transfer`, `prune` and
+    `quantize_aware` without a teacher) skip them; stages with a teacher train on
+    every image, with the task loss on the labelled ones only. `labelled_per_class`
+    makes them: the pipeline then keeps every training image but the labels of `N`
+    per class only, drawn with its seed (`with_labels_hidden`).
+
     Args:
         x_train, y_train, x_test, y_test: numpy arrays; labels are class ids.
         name: a name for reports. Defaults to `"data"`.
         num_classes: the number of classes. Defaults to `max(label) + 1`.
+        labelled_per_class: `N`, the training labels to keep per class when the
+            pipeline runs; every class needs `N` labelled examples. Defaults to
+            `None` (keep every label).
+
+    Example:
+
+    >>> data = tfkd.pipeline.Data.load("fashion_mnist", labelled_per_class=100)
+    >>> data.with_labels_hidden(seed=0).describe()["labelled_examples"]
+    1000
     """
 
-    def __init__(self, x_train, y_train, x_test, y_test, name="data", num_classes=None):
+    def __init__(
+        self,
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        name="data",
+        num_classes=None,
+        labelled_per_class=None,
+    ):
         self.x_train, self.x_test = _as_inputs(x_train), _as_inputs(x_test)
         self.y_train, self.y_test = _as_labels(y_train, "y_train"), _as_labels(y_test, "y_test")
         for x, y, split in (
@@ -36,11 +64,14 @@ class Data:
                 )
         self.name = name
         self.num_classes = int(num_classes or max(self.y_train.max(), self.y_test.max()) + 1)
+        self.labelled_per_class = _check_labelled_per_class(labelled_per_class, self.y_train)
+        self.notes = []
         self._fingerprint = None
 
     @classmethod
-    def load(cls, name, train_size=None, test_size=None):
-        """A data set of `tfkd.datasets` by name, optionally its first examples only."""
+    def load(cls, name, train_size=None, test_size=None, labelled_per_class=None):
+        """A data set of `tfkd.datasets` by name, optionally its first examples only
+        (`labelled_per_class`: see the class)."""
         if name not in datasets.available():
             raise invalid_argument(
                 "name",
@@ -53,24 +84,79 @@ class Data:
                 raise invalid_argument(
                     argument, f"`{argument}` must be a positive integer. Received: {value!r}"
                 )
+        _check_labelled_per_class(labelled_per_class)
         (x_train, y_train), (x_test, y_test) = datasets.load(name)
         data = cls(x_train, y_train, x_test, y_test, name=name)
-        return data.subset(train_size, test_size)
+        data = data.subset(train_size, test_size)
+        return data.subset(labelled_per_class=labelled_per_class)
 
-    def subset(self, train_size=None, test_size=None):
-        """The first `train_size` / `test_size` examples (all when `None`)."""
-        return Data(
+    def subset(self, train_size=None, test_size=None, labelled_per_class="same"):
+        """The first `train_size` / `test_size` examples (all when `None`), keeping
+        `labelled_per_class` unless another is given."""
+        if labelled_per_class == "same":
+            labelled_per_class = self.labelled_per_class
+        data = Data(
             self.x_train[:train_size],
             self.y_train[:train_size],
             self.x_test[:test_size],
             self.y_test[:test_size],
             name=self.name,
             num_classes=self.num_classes,
+            labelled_per_class=labelled_per_class,
         )
+        data.notes = list(self.notes)
+        return data
 
     def quick(self):
-        """A few thousand examples, for a smoke run."""
-        return self.subset(QUICK_TRAIN_SIZE, QUICK_TEST_SIZE)
+        """A few thousand examples, for a smoke run.
+
+        Labels are hidden after the subset is taken; when a class of the subset has
+        fewer than `labelled_per_class` examples, the quick run keeps that many per
+        class instead, and `notes` says so.
+        """
+        data = self.subset(QUICK_TRAIN_SIZE, QUICK_TEST_SIZE, labelled_per_class=None)
+        if self.labelled_per_class is None:
+            return data
+        fewest = int(_class_counts(data.y_train).min())
+        if fewest >= self.labelled_per_class:
+            return data.subset(labelled_per_class=self.labelled_per_class)
+        data = data.subset(labelled_per_class=fewest)
+        data.notes.append(
+            f"quick run: labelled_per_class={self.labelled_per_class} lowered to {fewest}, "
+            f"the fewest examples of a class among the first {len(data.y_train):,}"
+        )
+        return data
+
+    def with_labels_hidden(self, seed=0):
+        """This data with all but `labelled_per_class` training labels per class set to
+        `UNLABELED`, the kept ones drawn at random per class with `seed`. The images
+        and the test split are unchanged; without `labelled_per_class`, returns `self`.
+        """
+        if self.labelled_per_class is None:
+            return self
+        rng = np.random.default_rng(seed)
+        y_train = np.full_like(self.y_train, UNLABELED)
+        for label in np.unique(self.y_train[self.y_train != UNLABELED]):
+            members = np.flatnonzero(self.y_train == label)
+            kept = rng.choice(members, self.labelled_per_class, replace=False)
+            y_train[kept] = label
+        data = Data(
+            self.x_train,
+            y_train,
+            self.x_test,
+            self.y_test,
+            name=self.name,
+            num_classes=self.num_classes,
+        )
+        data.labelled_per_class, data.notes = self.labelled_per_class, list(self.notes)
+        return data
+
+    def labelled(self):
+        """`(x_train, y_train)` of the training examples that have a label."""
+        if not np.any(self.y_train == UNLABELED):
+            return self.x_train, self.y_train
+        mask = self.y_train != UNLABELED
+        return self.x_train[mask], self.y_train[mask]
 
     def augmented_copies(self, copies, seed=0, shift=2, flip=True):
         """`copies` fixed, randomly shifted (and flipped) copies of the training images.
@@ -118,13 +204,19 @@ class Data:
         return self._fingerprint
 
     def describe(self):
-        return {
+        description = {
             "name": self.name,
             "train_examples": len(self.x_train),
             "test_examples": len(self.x_test),
             "input_shape": list(self.input_shape),
             "num_classes": self.num_classes,
         }
+        if self.labelled_per_class is not None or np.any(self.y_train == UNLABELED):
+            description["labelled_per_class"] = self.labelled_per_class
+            description["labelled_examples"] = int(np.sum(self.y_train != UNLABELED))
+        if self.notes:
+            description["notes"] = list(self.notes)
+        return description
 
 
 def _as_inputs(x):
@@ -133,6 +225,33 @@ def _as_inputs(x):
         x = x[..., None]
     # Images become float32; integer token ids (2D) stay as they are.
     return x.astype("float32") if x.ndim >= 3 and x.dtype != np.float32 else x
+
+
+def _class_counts(y):
+    return np.bincount(y[y != UNLABELED])
+
+
+def _check_labelled_per_class(value, y_train=None):
+    """`value` when it is None, or a positive int that every class of `y_train` has."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise invalid_argument(
+            "labelled_per_class",
+            "`labelled_per_class` must be a positive integer, the labels to keep per class. "
+            f"Received: labelled_per_class={value!r}",
+        )
+    if y_train is not None:
+        counts = _class_counts(y_train)
+        short = {label: int(count) for label, count in enumerate(counts) if count < value}
+        if short:
+            raise invalid_argument(
+                "labelled_per_class",
+                f"`labelled_per_class` exceeds the training examples of {len(short)} "
+                f"class(es). Received: labelled_per_class={value!r}; examples of those "
+                f"classes: {short}. Use at most {min(short.values())} or more training data.",
+            )
+    return int(value)
 
 
 def _as_labels(y, name):

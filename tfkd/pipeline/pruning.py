@@ -17,7 +17,9 @@ class Prune(_Training):
 
     Sparsity rises from 0 to `sparsity` over the first 70% of the steps (polynomial
     decay, masks updated at least 8 times on the way), then holds while the model
-    recovers. With `teacher`, training is distillation, as in `Distill`.
+    recovers. With `teacher`, training is distillation, as in `Distill` (every
+    training image, the distillation keys below); without, it trains on the labelled
+    examples only.
 
     With an N:M `pattern`, layers whose input channels are not a multiple of M (a
     first convolution on grayscale images has one) are left dense and listed in the
@@ -34,6 +36,8 @@ class Prune(_Training):
         teacher: an earlier stage to distil from, or `None` for labels only.
             Defaults to `None`.
         learning_rate: Defaults to `5e-4`.
+        method, method_arguments, augmentation, mixup, cutmix: as in `Distill`;
+            they need `teacher`. Default to `"kd"` and `None`.
         **kwargs: `temperature`, `student_loss_weight`, `batch_size`, `name`, `from_stage`.
     """
 
@@ -48,6 +52,11 @@ class Prune(_Training):
         temperature: float = 1.0,
         student_loss_weight: float = 0.1,
         exclude: list | None = None,
+        method: str = "kd",
+        method_arguments: dict | None = None,
+        augmentation: dict | None = None,
+        mixup: float | None = None,
+        cutmix: float | None = None,
         **kwargs,
     ):
         super().__init__(
@@ -57,6 +66,11 @@ class Prune(_Training):
             teacher=teacher,
             temperature=temperature,
             student_loss_weight=student_loss_weight,
+            method=method,
+            method_arguments=method_arguments,
+            augmentation=augmentation,
+            mixup=mixup,
+            cutmix=cutmix,
             **kwargs,
         )
         if (
@@ -126,7 +140,8 @@ class Prune(_Training):
         check_keras_input(self, model)
         left_dense = self.layers_left_dense(model)
         exclude = [*(self.exclude or []), *map(re.escape, left_dense)]
-        steps = context.epochs(self.epochs) * _steps_per_epoch(context, self.batch_size)
+        examples = self._training_examples(context)
+        steps = context.epochs(self.epochs) * _steps_per_epoch(context, self.batch_size, examples)
         pruned = prune_lib.prune(
             model, self.schedule(steps), pattern=self.pattern, exclude=exclude or None
         )

@@ -18,13 +18,14 @@ class Report:
             `latency_ms` (batch 1, median), `seconds` (the stage's own run time).
         data: what the rows were measured on.
         notes: what stages reported besides their figures (layers an N:M pattern
-            left dense), as `"stage: note"` lines.
+            left dense), as `"stage: note"` lines, after the data's (`"data: note"`,
+            e.g. a quick run that kept fewer labels per class).
     """
 
     def __init__(self, rows, data):
         self.rows = _with_comparisons([_summary(row) for row in rows])
         self.data = data
-        self.notes = [
+        self.notes = [f"data: {note}" for note in data.get("notes", [])] + [
             f"{row['name']}: {note}"
             for row in rows
             for note in (row.get("details") or {}).get("notes", [])
@@ -47,8 +48,9 @@ class Report:
         lines = [
             "# tfkd pipeline report",
             "",
-            f"Data: {self.data['name']}, {self.data['train_examples']:,} training and "
-            f"{self.data['test_examples']:,} test examples. Accuracy is top-1 on the test "
+            f"Data: {self.data['name']}, {self.data['train_examples']:,} training"
+            f"{_labelled(self.data)} and {self.data['test_examples']:,} test examples. "
+            "Accuracy is top-1 on the test "
             "examples; `.tflite` rows are measured through the LiteRT interpreter "
             "(`tfkd.TFLiteModel`). Latency: one example (batch 1), median, this machine.",
             "",
@@ -129,6 +131,17 @@ class Report:
         figure.savefig(temporary, format="png")
         pyplot.close(figure)
         os.replace(temporary, path)
+
+
+def _labelled(data):
+    """`" (1,000 labelled: 100 per class)"` when labels were hidden, else nothing."""
+    if "labelled_examples" not in data:
+        return ""
+    per_class = data.get("labelled_per_class")
+    per_class = f": {per_class:,} per class" if per_class else ""
+    return (
+        f" ({data['labelled_examples']:,} labelled{per_class}; stages without a teacher use those)"
+    )
 
 
 def _bytes_label(value, _=None):

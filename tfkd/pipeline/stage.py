@@ -184,6 +184,11 @@ class Stage:
         runs. `build()` returns an untrained model of that architecture (call it only if
         needed). Raises `invalid_argument` errors, which configs report at the key."""
 
+    def _check_before_run(self, data):
+        """Checks the arguments against what needs Keras or the data (`tfkd.pipeline.Data`),
+        before any stage runs. Raises `invalid_argument` errors, which configs report at
+        the key."""
+
     def fingerprint(self):
         """What decides whether a finished run of this stage can be reused (with its
         input's and references' fingerprints, the data and the seed). Defaults to

@@ -106,6 +106,9 @@ class Export(Stage):
 class Transfer(Stage):
     """Fine-tunes a pretrained backbone to the data (`tfkd.transfer.fine_tune`).
 
+    It trains on the labelled training examples only (all of them, unless the data
+    has `labelled_per_class`).
+
     Args:
         backbone: `"mobilenet_v2"` (torchvision's ImageNet weights, offline) or a
             `.keras` backbone without its classifier. Defaults to `"mobilenet_v2"`.
@@ -173,7 +176,7 @@ class Transfer(Stage):
         model, history = transfer.fine_tune(
             base,
             context.data.num_classes,
-            (context.data.x_train, context.data.y_train),
+            context.data.labelled(),
             head_epochs=context.epochs(self.head_epochs),
             fine_tune_epochs=context.epochs(self.fine_tune_epochs),
             unfreeze=self.unfreeze,

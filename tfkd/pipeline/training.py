@@ -5,7 +5,8 @@ import math
 
 import numpy as np
 
-from tfkd.pipeline import _store, architectures
+from tfkd.pipeline import _distillation, _store, architectures
+from tfkd.pipeline.data import UNLABELED
 from tfkd.pipeline.stage import (
     KerasModel,
     Stage,
@@ -30,6 +31,11 @@ class _Training(Stage):
         teacher=None,
         temperature=1.0,
         student_loss_weight=0.1,
+        method="kd",
+        method_arguments=None,
+        augmentation=None,
+        mixup=None,
+        cutmix=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -50,9 +56,15 @@ class _Training(Stage):
             raise invalid_argument(
                 "teacher", f"`teacher` must be a stage name. Received: {teacher!r}", TypeError
             )
+        _distillation.check_method(method, method_arguments)
+        _distillation.check_augmentation(augmentation)
+        _distillation.check_mixing(mixup, cutmix)
         self.epochs, self.learning_rate, self.batch_size = epochs, learning_rate, batch_size
         self.teacher, self.temperature = teacher, temperature
         self.student_loss_weight = student_loss_weight
+        self.method, self.method_arguments = method, method_arguments
+        self.augmentation, self.mixup, self.cutmix = augmentation, mixup, cutmix
+        _distillation.check_needs_teacher(self)
 
     def references(self):
         return [self.teacher] if self.teacher else []
@@ -64,21 +76,48 @@ class _Training(Stage):
             spec = fingerprint.get(argument)
             if isinstance(spec, dict) and "path" in spec:
                 fingerprint[f"{argument}_sha256"] = _store.sha256(spec["path"])
+        # The distillation keys at their defaults are left out, so that runs made before
+        # these keys existed are reused.
+        for key, default in _distillation.DEFAULTS.items():
+            if fingerprint.get(key, default) == default:
+                fingerprint.pop(key, None)
         return fingerprint
+
+    def _check_before_run(self, data):
+        """Builds the distillation loss (its class checks the values of `method_arguments`)
+        and checks that in-step augmentation gets images, before any stage runs."""
+        if not self.teacher:
+            return
+        try:
+            _distillation.build_loss(self)
+        except (ValueError, TypeError) as error:
+            raise invalid_argument("method_arguments", str(error), type(error)) from None
+        if self.augmentation is not None and data.x_train.ndim != 4:
+            raise invalid_argument(
+                "augmentation",
+                "`augmentation` applies to images of shape (height, width, channels). Received: "
+                f"augmentation={self.augmentation!r} for inputs of shape {data.input_shape}. "
+                "Remove it for this data.",
+            )
+
+    def _training_examples(self, context):
+        """How many examples an epoch covers (without augmented copies): every training
+        image with a teacher, the labelled ones only without."""
+        y_train = context.data.y_train
+        return len(y_train) if self.teacher else int(np.sum(y_train != UNLABELED))
 
     def train(self, model, context, augmented_copies=0):
         """Trains `model` in place: distilled from `teacher` when given, else on labels.
 
-        With `augmented_copies`, it also trains on that many fixed, shifted and flipped
-        copies of the training images (labelled by the teacher when there is one).
+        Without a teacher it trains on the labelled examples only; with one, on every
+        training image, the hidden labels passed on as `UNLABELED` (the Distiller's
+        task loss skips them). With `augmented_copies`, it also trains on that many
+        fixed, shifted and flipped copies of those images.
         """
         epochs = context.epochs(self.epochs)
         if epochs == 0:
             return {"epochs": 0}
-        x, y = context.data.x_train, context.data.y_train
-        if augmented_copies:
-            x_more, y_more = context.data.augmented_copies(augmented_copies, context.seed)
-            x, y = np.concatenate([x, x_more]), np.concatenate([y, y_more])
+        x, y = self._training_data(context, augmented_copies)
         student = model
         if self.teacher:
             model, x = self._distiller(model, context, x, augmented_copies)
@@ -87,10 +126,25 @@ class _Training(Stage):
         steps = epochs * _steps_per_epoch(context, self.batch_size, len(y))
         with _moving_statistics_within(student, steps):
             history = context.fit(model, x, y, epochs=epochs, batch_size=self.batch_size)
-        return _history_details(history, epochs)
+        details = _history_details(history, epochs)
+        details["train_examples"] = len(y)
+        details["labelled_examples"] = int(np.sum(y != UNLABELED))
+        return details
+
+    def _training_data(self, context, augmented_copies):
+        data = context.data
+        x, y = (data.x_train, data.y_train) if self.teacher else data.labelled()
+        if augmented_copies:
+            x_more, y_more = data.augmented_copies(augmented_copies, context.seed)
+            if not self.teacher:
+                labelled = y_more != UNLABELED
+                x_more, y_more = x_more[labelled], y_more[labelled]
+            x, y = np.concatenate([x, x_more]), np.concatenate([y, y_more])
+        return x, y
 
     def _distiller(self, student, context, x, augmented_copies):
-        """The `Distiller` that trains `student`, and `x` packed with the cached teacher logits."""
+        """The `Distiller` that trains `student`, and `x`: packed with the cached teacher
+        logits, or as it is when the teacher runs at every step."""
         from tfkd.distill import Distiller, with_teacher_outputs
 
         teacher = context.model(self.teacher)
@@ -102,15 +156,28 @@ class _Training(Stage):
         distiller = Distiller(
             teacher=teacher,
             student=student,
-            temperature=self.temperature,
+            distillation_losses=_distillation.build_loss(self),
             student_loss_weight=self.student_loss_weight,
+            **self._mixing(context),
         )
+        if _distillation.teacher_runs_online(self):
+            return distiller, x
         outputs = [context.teacher_outputs(self.teacher)["output"]]
         if augmented_copies:
             key = f"augmented{augmented_copies}-seed{context.seed}"
             copies = x[len(context.data.x_train) :]
             outputs.append(context.teacher_outputs(self.teacher, copies, key)["output"])
         return distiller, with_teacher_outputs(x, {"output": np.concatenate(outputs)})
+
+    def _mixing(self, context):
+        """The Distiller's `augmentation`, `mixup` and `cutmix` arguments that are set."""
+        augmentation = None
+        if self.augmentation:
+            augmentation = _distillation.build_augmentation(
+                self.augmentation, context.data.input_shape, context.seed
+            )
+        arguments = {"augmentation": augmentation, "mixup": self.mixup, "cutmix": self.cutmix}
+        return {name: value for name, value in arguments.items() if value is not None}
 
 
 class _NewModelTraining(_Training):
@@ -122,6 +189,15 @@ class _NewModelTraining(_Training):
         if spec is not None:
             architectures.check_spec(spec, self.new_model_argument)
         check_positive("augmented_copies", augmented_copies, int, allow_zero=True)
+        if augmented_copies and _distillation.mixes_online(self):
+            argument = next(a for a in ("augmentation", "mixup", "cutmix") if getattr(self, a))
+            raise invalid_argument(
+                argument,
+                f"`{argument}` changes every batch inside the training step, and "
+                "`augmented_copies` adds fixed copies the teacher labels once: use one of the "
+                f"two. Received: {argument}={getattr(self, argument)!r}, "
+                f"augmented_copies={augmented_copies!r}",
+            )
         self.augmented_copies = augmented_copies
         return spec
 
@@ -141,6 +217,9 @@ class _NewModelTraining(_Training):
 @register_stage("train")
 class Train(_NewModelTraining):
     """Trains a model on the labels alone: a new one from `model`, or the incoming one.
+
+    It trains on the labelled training examples only: all of them, or, with
+    `data: {labelled_per_class: N}`, the `N` per class the pipeline kept.
 
     Args:
         model: `{"architecture": "cnn", ...}` or `{"path": "file.keras"}`, or from
@@ -173,7 +252,14 @@ class Train(_NewModelTraining):
 
 @register_stage("distill")
 class Distill(_NewModelTraining):
-    """Trains a student with `tfkd.Distiller` from a frozen teacher's cached logits.
+    """Trains a student with `tfkd.Distiller` from a frozen teacher.
+
+    The teacher's outputs on the training images are computed once and cached; the
+    teacher runs at every step instead when the batch changes inside the step
+    (`augmentation`, `mixup`, `cutmix`: the teacher and the student then see the same
+    augmented images) or when `method_arguments` name a teacher layer. With
+    `labelled_per_class` data, the student trains on every training image: the task
+    loss on the labelled ones, the distillation loss on all.
 
     Args:
         teacher: name of the earlier stage whose model teaches.
@@ -181,7 +267,8 @@ class Distill(_NewModelTraining):
             Sequential or functional Keras model (a copy, with its weights, trains);
             `None` distils into a copy of the incoming model. Defaults to `None`.
         epochs: Defaults to `8`.
-        temperature: softmax temperature of the logits distillation. Defaults to `1.0`.
+        temperature: softmax temperature of the methods that soften logits (`kd`,
+            `decoupled`, `dist`). Defaults to `1.0`.
         student_loss_weight: weight of the label loss; the distillation loss gets
             the rest. Defaults to `0.1`.
         learning_rate: Adam's initial learning rate (cosine decay). Defaults to `2e-3`.
@@ -191,7 +278,30 @@ class Distill(_NewModelTraining):
             labels for the student to train on too (the teacher's outputs on them are
             computed once and cached). More inputs carry more of what the teacher
             knows; an epoch then covers `1 + augmented_copies` times the data.
-            Images only. Defaults to `0`.
+            Images only; not with `augmentation`, `mixup` or `cutmix`. Defaults to `0`.
+        method: the distillation loss: `"kd"` (`tfkd.distill.LogitsDistillation`),
+            `"decoupled"` (`DecoupledDistillation`), `"dist"`
+            (`CorrelationDistillation`), `"feature"` (`FeatureDistillation`),
+            `"attention"` (`AttentionTransfer`) or `"relational"`
+            (`RelationalDistillation`). The loss replaces KD: with `feature` or
+            `attention` the student's logits learn from the labels alone.
+            Defaults to `"kd"`.
+        method_arguments: keyword arguments of that loss, e.g. `{standardize: true}`
+            for `kd`, `{non_target_weight: 8.0}` for `decoupled`, and for `feature`
+            and `attention` (required) `{teacher_layer: ..., student_layer: ...}`.
+            `tfkd check` checks names and types; the loss checks values when the
+            pipeline starts. Defaults to `None`.
+        augmentation: random changes applied to each batch in the training step,
+            the same for teacher and student: `{flip: true}` (left-right),
+            `shift: 2` (up to that many pixels), `rotation: 0.05` (up to that
+            fraction of a turn), `zoom: 0.1` (in or out by up to that fraction).
+            Images only; the teacher runs at every step. Defaults to `None`.
+        mixup: alpha of mixup inside the step (each image blended with another of
+            its batch, the ratio drawn from Beta(alpha, alpha)), e.g. `0.2`. The
+            teacher runs at every step. Defaults to `None`.
+        cutmix: alpha of CutMix inside the step (a box pasted from another image
+            of the batch); with `mixup` too, each batch uses one of the two.
+            Defaults to `None`.
         **kwargs: `name`, `from_stage` (see `Stage`).
     """
 
@@ -207,6 +317,11 @@ class Distill(_NewModelTraining):
         learning_rate: float = 2e-3,
         batch_size: int = 128,
         augmented_copies: int = 0,
+        method: str = "kd",
+        method_arguments: dict | None = None,
+        augmentation: dict | None = None,
+        mixup: float | None = None,
+        cutmix: float | None = None,
         **kwargs,
     ):
         if not isinstance(teacher, str):
@@ -220,6 +335,11 @@ class Distill(_NewModelTraining):
             teacher=teacher,
             temperature=temperature,
             student_loss_weight=student_loss_weight,
+            method=method,
+            method_arguments=method_arguments,
+            augmentation=augmentation,
+            mixup=mixup,
+            cutmix=cutmix,
             **kwargs,
         )
         self.student = self._check_new_model(student, augmented_copies)
@@ -230,12 +350,16 @@ class QuantizeAware(_Training):
     """Quantization-aware training of the incoming model (`tfkd.quantize.quantize_aware`).
 
     The result exports to a fully int8 `.tflite` with `Export(quantization="int8")`,
-    no calibration needed. With `teacher`, training is distillation.
+    no calibration needed. With `teacher`, training is distillation, as in `Distill`
+    (every training image, the distillation keys below); without, it trains on the
+    labelled examples only.
 
     Args:
         epochs: Defaults to `2`.
         teacher: an earlier stage to distil from, or `None`. Defaults to `None`.
         learning_rate: Defaults to `1e-4`.
+        method, method_arguments, augmentation, mixup, cutmix: as in `Distill`;
+            they need `teacher`. Default to `"kd"` and `None`.
         **kwargs: `temperature`, `student_loss_weight`, `batch_size`, `name`, `from_stage`.
     """
 
@@ -247,6 +371,11 @@ class QuantizeAware(_Training):
         batch_size: int = 128,
         temperature: float = 1.0,
         student_loss_weight: float = 0.1,
+        method: str = "kd",
+        method_arguments: dict | None = None,
+        augmentation: dict | None = None,
+        mixup: float | None = None,
+        cutmix: float | None = None,
         **kwargs,
     ):
         super().__init__(
@@ -256,6 +385,11 @@ class QuantizeAware(_Training):
             teacher=teacher,
             temperature=temperature,
             student_loss_weight=student_loss_weight,
+            method=method,
+            method_arguments=method_arguments,
+            augmentation=augmentation,
+            mixup=mixup,
+            cutmix=cutmix,
             **kwargs,
         )
 
@@ -293,11 +427,14 @@ def _steps_per_epoch(context, batch_size, examples=None):
 def _history_details(history, epochs):
     accuracy = history.history.get("accuracy") or history.history.get("student_accuracy") or []
     loss = history.history.get("loss", [])
-    return {
+    details = {
         "epochs": epochs,
         "train_accuracy": [round(float(value), 4) for value in accuracy],
         "train_loss": [round(float(value), 4) for value in loss],
     }
+    if "student_loss" in history.history:  # a Distiller's task loss, on the labelled examples
+        details["student_loss"] = [round(float(v), 4) for v in history.history["student_loss"]]
+    return details
 
 
 @contextlib.contextmanager

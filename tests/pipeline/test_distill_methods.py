@@ -1,0 +1,257 @@
+"""`method`, `method_arguments`, `augmentation`, `mixup` and `cutmix` on the distilling stages:
+checked like every key, and each runs end to end."""
+
+import inspect
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import tfkd
+from tfkd.pipeline import ConfigError, Data, Distill, Load, Prune, QuantizeAware, run_config
+from tfkd.pipeline._distillation import METHODS
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+TEACHER = REPO / "saved_models" / "fashion_mnist_cnn_teacher" / "model.keras"
+STUDENT = {"architecture": "cnn", "filters": [8, 16]}
+# Teacher conv3_relu and student conv2_relu are both 14 x 14 (64 and 16 channels).
+LAYERS = {"teacher_layer": "conv3_relu", "student_layer": "conv2_relu"}
+
+BAD = f"""\
+data: {{name: fashion_mnist, train_size: 100, labelled_per_class: 20}}
+stages:
+  - {{stage: load, name: teacher, path: {TEACHER}}}
+  - stage: distill
+    name: unknown_method
+    teacher: teacher
+    method: dkd
+  - stage: distill
+    name: unknown_argument
+    teacher: teacher
+    method: decoupled
+    method_arguments: {{non_target_weight: 2.0, beta: 8.0}}
+  - stage: distill
+    name: wrong_type
+    teacher: teacher
+    method_arguments: {{standardize: 'yes'}}
+  - stage: distill
+    name: no_layers
+    teacher: teacher
+    method: attention
+  - stage: distill
+    name: bad_mixing
+    teacher: teacher
+    mixup: 0
+    cutmix: -1.0
+  - stage: distill
+    name: copies
+    teacher: teacher
+    augmented_copies: 1
+    augmentation: {{flip: true}}
+  - stage: prune
+    name: no_teacher
+    augmentation: {{flip: true, zoom: 2.0}}
+"""
+
+
+@pytest.fixture(scope="module")
+def data():
+    return Data.load("fashion_mnist", train_size=256, test_size=64)
+
+
+@pytest.fixture
+def distillers(monkeypatch):
+    """The keyword arguments of every Distiller the stages build."""
+    built = []
+    original = tfkd.distill.Distiller
+
+    def spy(*args, **kwargs):
+        built.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tfkd.distill, "Distiller", spy)
+    return built
+
+
+def _execute(stages, data, directory):
+    lines = []
+    report = tfkd.Pipeline(stages).execute(
+        data, directory, tensorboard=False, verbose=0, log=lines.append
+    )
+    return report, lines
+
+
+def test_the_method_table_is_the_loss_classes_signatures():
+    for method, (class_name, accepted, required) in METHODS.items():
+        signature = inspect.signature(getattr(tfkd.distill, class_name).__init__)
+        parameters = {
+            name: parameter
+            for name, parameter in signature.parameters.items()
+            if name not in ("self", "temperature") and parameter.kind is not parameter.VAR_KEYWORD
+        }
+        assert set(parameters) == set(accepted), method
+        assert {n for n, p in parameters.items() if p.default is p.empty} == set(required)
+        for name, parameter in parameters.items():
+            if parameter.default not in (parameter.empty, None):
+                assert isinstance(parameter.default, accepted[name]), (method, name)
+        takes_temperature = "temperature" in signature.parameters
+        assert takes_temperature == (method in ("kd", "decoupled", "dist")), method
+
+
+def test_every_error_is_listed_by_tfkd_check(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD)
+    result = subprocess.run(
+        [sys.executable, "-m", "tfkd", "check", path],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        timeout=60,
+    )
+    assert result.returncode == 2
+    errors = result.stderr.splitlines()
+    expected = [
+        ("1: data.labelled_per_class:", "20 per class x 10 classes > 100"),
+        ("7: stages[1].method:", "Unknown distillation method. Received: method='dkd'."),
+        ("12: stages[2].method_arguments:", "unknown `method_arguments.beta`; Decoupled"),
+        ("16: stages[3].method_arguments:", "`method_arguments.standardize` must be true or"),
+        ("20: stages[4].method:", "method='attention' compares a teacher layer with a student"),
+        ("24: stages[5].mixup:", "`mixup` must be a positive number. Received: mixup=0"),
+        ("25: stages[5].cutmix:", "`cutmix` must be a positive number. Received: cutmix=-1.0"),
+        ("30: stages[6].augmentation:", "use one of the two. Received: augmentation="),
+        ("33: stages[7].augmentation:", "`augmentation.zoom` must be a fraction in [0, 0.9]"),
+    ]
+    for (where, what), error in zip(expected, errors):
+        assert f"tfkd: config error: {path}:{where} " in error and what in error, error
+    assert errors[-1] == f"tfkd: {len(expected)} errors in {path}."
+    # Fixed, the prune stage's augmentation still needs a teacher.
+    text = BAD.replace("zoom: 2.0", "zoom: 0.1")
+    path.write_text(text)
+    stderr = subprocess.run(
+        [sys.executable, "-m", "tfkd", "check", path], capture_output=True, text=True
+    ).stderr
+    assert f"{path}:33: stages[7].augmentation: `augmentation` belongs to distillation, so it " in (
+        stderr
+    )
+
+
+def test_values_are_checked_by_the_loss_before_any_stage_runs(tmp_path):
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            data: {{name: fashion_mnist, train_size: 100, test_size: 50}}
+            stages:
+              - {{stage: load, name: teacher, path: {TEACHER}}}
+              - stage: distill
+                teacher: teacher
+                method: decoupled
+                method_arguments: {{non_target_weight: -1.0}}
+            """
+        )
+    )
+    assert tfkd.pipeline.config.check_config(path) == []  # a value: the loss checks it
+    with pytest.raises(ConfigError) as info:
+        run_config(path, tmp_path / "out", tensorboard=False, log=lambda _: None)
+    assert str(info.value).startswith(
+        f"{path}:7: stages[1].method_arguments: `non_target_weight` must be >= 0. "
+        "Received: non_target_weight=-1.0"
+    )
+    assert not (tmp_path / "out" / "stages").exists()
+
+
+def test_python_arguments_are_checked_too():
+    with pytest.raises(ValueError, match="Unknown distillation method. Received: method='DKD'"):
+        Distill("teacher", method="DKD")
+    with pytest.raises(ValueError, match=r"unknown `method_arguments.temperature`.*stage's own"):
+        Distill("teacher", method_arguments={"temperature": 4.0})
+    with pytest.raises(ValueError, match="needs `teacher`. Received: mixup=0.2, teacher=None"):
+        QuantizeAware(mixup=0.2)
+    with pytest.raises(ValueError, match="`augmentation.shift` must be an integer, not 1.5"):
+        Prune(teacher="teacher", augmentation={"shift": 1.5})
+
+
+def test_the_defaults_leave_the_fingerprint_as_it_was():
+    assert "method" not in Distill("teacher").fingerprint()
+    assert "mixup" not in Prune(teacher="teacher").fingerprint()
+    changed = Distill("teacher", method="dist", mixup=0.2).fingerprint()
+    assert changed["method"] == "dist" and changed["mixup"] == 0.2
+
+
+def test_each_method_distils_one_epoch_and_writes_its_row(data, tmp_path, distillers):
+    methods = {
+        "kd": {"standardize": True},
+        "decoupled": {"non_target_weight": 2.0},
+        "dist": None,
+        "feature": LAYERS,
+        "attention": LAYERS,
+        "relational": {"teacher_layer": "features", "student_layer": "features"},
+    }
+    stages = [Load(TEACHER, name="teacher")] + [
+        Distill(
+            "teacher",
+            student=STUDENT,
+            epochs=1,
+            batch_size=64,
+            temperature=2.0,
+            method=method,
+            method_arguments=arguments,
+            name=method,
+        )
+        for method, arguments in methods.items()
+    ]
+    report, lines = _execute(stages, data, tmp_path)
+    assert [row["name"] for row in report.rows] == ["teacher", *methods]
+    for row in report.rows:
+        assert 0.0 <= row["accuracy"] <= 1.0
+    losses = [kwargs["distillation_losses"] for kwargs in distillers]
+    assert [type(loss).__name__ for loss in losses] == [METHODS[method][0] for method in methods]
+    assert losses[0].standardize and losses[0].temperature == 2.0
+    assert losses[1].non_target_weight == 2.0 and losses[2].temperature == 2.0
+    assert losses[3].teacher_layer == "conv3_relu" and losses[4].student_layer == "conv2_relu"
+    # Cached once for the logits methods; the feature methods read a teacher layer online.
+    assert sum("computing teacher's outputs" in line for line in lines) == 1
+    for method in methods:
+        entry = json.loads((tmp_path / "stages" / method / "entry.json").read_text())
+        assert np.isfinite(entry["details"]["train_loss"]).all(), method
+
+
+def test_augmentation_and_mixing_run_with_the_teacher_online(data, tmp_path, distillers):
+    augmentation = {"flip": True, "shift": 2, "rotation": 0.05, "zoom": 0.1}
+    stages = [
+        Load(TEACHER, name="teacher"),
+        Distill(
+            "teacher",
+            student=STUDENT,
+            epochs=1,
+            batch_size=64,
+            augmentation=augmentation,
+            mixup=0.2,
+            cutmix=1.0,
+            name="mixed",
+        ),
+        Prune(teacher="teacher", epochs=1, batch_size=64, method="dist", mixup=0.4, name="pruned"),
+    ]
+    report, lines = _execute(stages, data, tmp_path)
+    assert [row["name"] for row in report.rows] == ["teacher", "mixed", "pruned"]
+    mixed, pruned = distillers
+    layers = mixed["augmentation"].layers
+    assert [type(layer).__name__ for layer in layers] == [
+        "RandomFlip",
+        "RandomTranslation",
+        "RandomRotation",
+        "RandomZoom",
+    ]
+    assert isinstance(mixed["augmentation"], keras.Sequential)
+    assert layers[1].height_factor == layers[1].width_factor == 2 / 28  # 2 pixels
+    assert mixed["mixup"] == 0.2 and mixed["cutmix"] == 1.0
+    assert pruned["mixup"] == 0.4 and "augmentation" not in pruned
+    assert not any("computing teacher's outputs" in line for line in lines)
+    entry = json.loads((tmp_path / "stages" / "mixed" / "entry.json").read_text())
+    assert np.isfinite(entry["details"]["student_loss"]).all()

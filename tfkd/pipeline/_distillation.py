@@ -1,0 +1,240 @@
+"""How a stage distils: the loss (`method`, `method_arguments`), in-step augmentation, mixing.
+
+The checks here import no Keras, so that `tfkd check` lists these keys' errors in well
+under a second: `METHODS` spells out each loss class's keyword arguments, and a test
+holds it equal to the classes' signatures. Values (a negative weight, say) are checked
+by the loss class itself, which the pipeline builds before any stage runs.
+"""
+
+from tfkd.pipeline._reader import _describe, _matches
+from tfkd.pipeline.stage import check_positive, invalid_argument
+
+_LAYER = str | None
+# method: (class in tfkd.distill, {keyword argument: type}, required arguments). The
+# stage's own `temperature` goes to the classes that take one; it is no method argument.
+METHODS = {
+    "kd": (
+        "LogitsDistillation",
+        {
+            "from_logits": bool,
+            "standardize": bool,
+            "teacher_layer": _LAYER,
+            "student_layer": _LAYER,
+        },
+        (),
+    ),
+    "decoupled": (
+        "DecoupledDistillation",
+        {
+            "target_weight": float,
+            "non_target_weight": float,
+            "teacher_layer": _LAYER,
+            "student_layer": _LAYER,
+        },
+        (),
+    ),
+    "dist": (
+        "CorrelationDistillation",
+        {
+            "inter_class_weight": float,
+            "intra_class_weight": float,
+            "teacher_layer": _LAYER,
+            "student_layer": _LAYER,
+        },
+        (),
+    ),
+    "feature": (
+        "FeatureDistillation",
+        {"teacher_layer": str, "student_layer": str, "projection": str},
+        ("teacher_layer", "student_layer"),
+    ),
+    "attention": (
+        "AttentionTransfer",
+        {"teacher_layer": str, "student_layer": str, "exponent": float},
+        ("teacher_layer", "student_layer"),
+    ),
+    "relational": (
+        "RelationalDistillation",
+        {
+            "distance_weight": float,
+            "angle_weight": float,
+            "teacher_layer": _LAYER,
+            "student_layer": _LAYER,
+        },
+        (),
+    ),
+}
+_TAKES_TEMPERATURE = ("kd", "decoupled", "dist")
+# The distillation keys of a training stage and their defaults.
+DEFAULTS = {
+    "method": "kd",
+    "method_arguments": None,
+    "augmentation": None,
+    "mixup": None,
+    "cutmix": None,
+}
+AUGMENTATION_KEYS = {"flip": bool, "shift": int, "rotation": float, "zoom": float}
+_RANGES = {
+    "shift": (0, float("inf"), "a number of pixels >= 0"),
+    "rotation": (0, 0.5, "a fraction of a turn in [0, 0.5] (0.5: any angle)"),
+    "zoom": (0, 0.9, "a fraction in [0, 0.9]"),
+}
+
+
+def check_method(method, method_arguments):
+    """Raises `invalid_argument` unless `method` is known and `method_arguments` are
+    keyword arguments of its loss class, of the right types, the required ones given.
+    One error lists every problem of `method_arguments`."""
+    if method not in METHODS:
+        raise invalid_argument(
+            "method",
+            f"Unknown distillation method. Received: method={method!r}. Accepted: {list(METHODS)}",
+        )
+    if method_arguments is not None and not isinstance(method_arguments, dict):
+        raise invalid_argument(
+            "method_arguments",
+            "`method_arguments` must be a mapping of keyword arguments of the method's loss. "
+            f"Received: method_arguments={method_arguments!r}",
+            TypeError,
+        )
+    class_name, accepted, required = METHODS[method]
+    missing = [name for name in required if (method_arguments or {}).get(name) is None]
+    if method_arguments is None and missing:
+        # Blamed on `method`, so that a config check drops it and goes on to the other keys.
+        raise invalid_argument(
+            "method",
+            f"method={method!r} compares a teacher layer with a student layer, so it needs "
+            f"`method_arguments` with {missing}. Received: method={method!r}, "
+            "method_arguments=None. Add "
+            "`method_arguments: {teacher_layer: <teacher layer>, student_layer: <student layer>}`.",
+        )
+    problems = _argument_problems(method_arguments or {}, accepted, "method_arguments")
+    if any(name not in accepted for name in method_arguments or {}):
+        hint = (
+            " (`temperature` is the stage's own key)" if "temperature" in method_arguments else ""
+        )
+        problems.append(f"{class_name} (method={method!r}) takes {sorted(accepted)}{hint}")
+    if missing:
+        problems.append(f"method={method!r} compares two named layers, so it needs {missing}")
+    if problems:
+        raise invalid_argument(
+            "method_arguments",
+            f"Bad `method_arguments`: {'; '.join(problems)}. Received: "
+            f"method_arguments={method_arguments!r}",
+        )
+
+
+def check_augmentation(augmentation):
+    """Raises `invalid_argument` unless `augmentation` is None or a mapping of
+    `flip` (bool), `shift` (pixels, >= 0), `rotation` (a fraction of a turn, in [0, 0.5])
+    and `zoom` (a fraction, in [0, 0.9]). One error lists every problem."""
+    if augmentation is None:
+        return
+    if not isinstance(augmentation, dict):
+        raise invalid_argument(
+            "augmentation",
+            f"`augmentation` must be a mapping with any of {list(AUGMENTATION_KEYS)}. "
+            f"Received: augmentation={augmentation!r}",
+            TypeError,
+        )
+    problems = _argument_problems(augmentation, AUGMENTATION_KEYS, "augmentation")
+    if any(name not in AUGMENTATION_KEYS for name in augmentation):
+        problems.append(f"accepted: {list(AUGMENTATION_KEYS)}")
+    for name, (low, high, accepted) in _RANGES.items():
+        value = augmentation.get(name, 0)
+        if _matches(value, AUGMENTATION_KEYS[name]) and not low <= value <= high:
+            problems.append(f"`augmentation.{name}` must be {accepted}")
+    if problems:
+        raise invalid_argument(
+            "augmentation",
+            f"Bad `augmentation`: {'; '.join(problems)}. Received: augmentation={augmentation!r}",
+        )
+
+
+def _argument_problems(mapping, accepted, key):
+    """What is wrong with the names and types of `mapping` (`{name: type}` in `accepted`)."""
+    problems = []
+    for name, value in mapping.items():
+        if name not in accepted:
+            problems.append(f"unknown `{key}.{name}`")
+        elif not _matches(value, accepted[name]):
+            problems.append(
+                f"`{key}.{name}` must be {_describe(accepted[name])}, not "
+                f"{value!r} ({type(value).__name__})"
+            )
+    return problems
+
+
+def check_mixing(mixup, cutmix):
+    """Raises `invalid_argument` unless each of `mixup`, `cutmix` is None or an alpha > 0."""
+    for argument, alpha in (("mixup", mixup), ("cutmix", cutmix)):
+        if alpha is not None:
+            check_positive(argument, alpha, float)
+
+
+def check_needs_teacher(stage):
+    """Raises unless the distillation keys that are set have a `teacher` to go with."""
+    if stage.teacher:
+        return
+    for argument, default in DEFAULTS.items():
+        value = getattr(stage, argument)
+        if value != default:
+            raise invalid_argument(
+                argument,
+                f"`{argument}` belongs to distillation, so it needs `teacher`. Received: "
+                f"{argument}={value!r}, teacher=None. Add `teacher: <an earlier stage>`, or "
+                f"remove `{argument}`.",
+            )
+
+
+def mixes_online(stage):
+    """Whether the stage changes each batch inside the training step (augmentation, mixup,
+    CutMix): then the teacher must see that batch, so its outputs cannot be cached."""
+    return bool(_enabled(stage.augmentation) or stage.mixup or stage.cutmix)
+
+
+def teacher_runs_online(stage):
+    """Whether the teacher runs at every step: mixing online, or a loss that reads a
+    teacher layer (cached outputs hold the teacher's final output only)."""
+    return mixes_online(stage) or (stage.method_arguments or {}).get("teacher_layer") is not None
+
+
+def build_loss(stage):
+    """The `tfkd.distill` loss of `stage.method`, with its arguments and temperature."""
+    from tfkd import distill
+
+    arguments = dict(stage.method_arguments or {})
+    if stage.method in _TAKES_TEMPERATURE:
+        arguments["temperature"] = stage.temperature
+    return getattr(distill, METHODS[stage.method][0])(**arguments)
+
+
+def build_augmentation(augmentation, input_shape, seed):
+    """A `keras.Sequential` of the preprocessing layers `augmentation` asks for (each
+    seeded from `seed`), or None when it asks for none."""
+    import keras
+
+    height, width = input_shape[0], input_shape[1]
+    shift = augmentation.get("shift", 0) if augmentation else 0
+    layers = {
+        "flip": lambda: keras.layers.RandomFlip("horizontal", seed=seed),
+        "shift": lambda: keras.layers.RandomTranslation(
+            shift / height, shift / width, fill_mode="constant", seed=seed + 1
+        ),
+        "rotation": lambda: keras.layers.RandomRotation(
+            augmentation["rotation"], fill_mode="constant", seed=seed + 2
+        ),
+        "zoom": lambda: keras.layers.RandomZoom(
+            augmentation["zoom"], fill_mode="constant", seed=seed + 3
+        ),
+    }
+    names = _enabled(augmentation)
+    if not names:
+        return None
+    return keras.Sequential([layers[name]() for name in names], name="augmentation")
+
+
+def _enabled(augmentation):
+    """The augmentations a mapping switches on (`flip: false`, `shift: 0` are off)."""
+    augmentation = augmentation or {}
+    return [name for name in AUGMENTATION_KEYS if augmentation.get(name) not in (None, False, 0)]
