@@ -5,7 +5,8 @@ import warnings
 
 import keras
 
-from tfkd.distill.losses import DistillationLoss, LogitsDistillation, validate_temperature
+from tfkd.distill import schedules
+from tfkd.distill.losses import DistillationLoss, LogitsDistillation, validate_weight
 
 
 def validate_model(argument, model):
@@ -19,8 +20,6 @@ def validate_model(argument, model):
 
 def resolve_losses(distillation_losses, temperature):
     if distillation_losses is None:
-        if temperature is not None:
-            validate_temperature(temperature)
         return [LogitsDistillation() if temperature is None else LogitsDistillation(temperature)]
     if temperature is not None:
         raise ValueError(
@@ -45,6 +44,7 @@ def resolve_losses(distillation_losses, temperature):
 
 
 def resolve_loss_weights(weights, losses):
+    """One weight per loss: numbers >= 0 or schedules of the step."""
     if weights is None:
         return [1.0] * len(losses)
     weights = list(weights) if isinstance(weights, (list, tuple)) else [weights]
@@ -53,22 +53,24 @@ def resolve_loss_weights(weights, losses):
             f"`distillation_loss_weights` needs one weight per loss ({len(losses)}). "
             f"Received: distillation_loss_weights={weights}."
         )
-    for weight in weights:
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
-            raise ValueError(
-                "Each distillation loss weight must be a number >= 0. Received: "
-                f"distillation_loss_weights={weights}."
-            )
-    return [float(weight) for weight in weights]
+    checked = [
+        schedules.validate(f"distillation_loss_weights[{i}]", weight, validate_weight)
+        for i, weight in enumerate(weights)
+    ]
+    return [weight if callable(weight) else float(weight) for weight in checked]
 
 
 def validate_student_loss_weight(weight):
+    weight = schedules.validate("student_loss_weight", weight, _check_share)
+    return weight if callable(weight) else float(weight)
+
+
+def _check_share(name, weight):
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
         raise ValueError(
-            "`student_loss_weight` must be a number in [0, 1]. Received: "
-            f"student_loss_weight={weight!r}. 0 trains on the teacher alone, 1 on labels alone."
+            f"`{name}` must be a number in [0, 1] or a schedule. Received: "
+            f"{name}={weight!r}. 0 trains on the teacher alone, 1 on labels alone."
         )
-    return float(weight)
 
 
 def check_input_shapes(teacher_shapes, student_shapes):

@@ -6,7 +6,7 @@ import os
 import keras
 from keras import ops
 
-from tfkd.distill import _cache, _taps, _task, _validation, mixing
+from tfkd.distill import _cache, _taps, _task, _validation, mixing, schedules
 from tfkd.distill.callbacks import NonFiniteLossGuard
 from tfkd.distill.losses import log_of_probabilities
 
@@ -178,9 +178,26 @@ class Distiller(keras.Model):
         self._loss_keys = _validation.unique_log_keys(losses)
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_trackers = [keras.metrics.Mean(name=key) for key in self._loss_keys]
+        # The training step the schedules read (0 first). The Distiller counts it
+        # itself: the JAX trainer computes the loss without the optimizer's state,
+        # where `optimizer.iterations` would be frozen.
+        self._step = None
+        if self._scheduled():
+            self._step = self.add_weight(
+                name="distillation_step",
+                shape=(),
+                initializer="zeros",
+                dtype="int32",
+                trainable=False,
+            )
         self.built = True  # Teacher, student and losses are built above.
 
     # Forward pass and losses.
+
+    def _scheduled(self):
+        values = [self.student_loss_weight, *self.distillation_loss_weights]
+        values += [getattr(loss, "temperature", None) for loss in self.distillation_losses]
+        return any(callable(value) for value in values)
 
     @property
     def augments(self):
@@ -221,8 +238,19 @@ class Distiller(keras.Model):
         teacher_outputs = {key: ops.stop_gradient(value) for key, value in teacher_outputs.items()}
         student_features[_taps.OUTPUT] = student_outputs
         self.student_loss_tracker.update_state(_unscale(task_loss))
-        total = task_loss * self.student_loss_weight + regularization
-        distillation_share = 1.0 - self.student_loss_weight
+        with schedules.at_step(self._step):
+            student_loss_weight = schedules.value_at_current_step(self.student_loss_weight)
+            distillation = self._distillation_loss(teacher_outputs, student_features, sample_weight)
+            total = task_loss * student_loss_weight + regularization
+            total = total + distillation * (1.0 - student_loss_weight)
+        if self._step is not None:
+            # After every read above (TensorFlow orders the ops as written).
+            self._step.assign_add(1)
+        return total
+
+    def _distillation_loss(self, teacher_outputs, student_features, sample_weight):
+        """The weighted sum of the distillation losses (each logged on its own)."""
+        total = ops.zeros((), "float32")
         for loss, weight, tracker, probabilities in zip(
             self.distillation_losses,
             self.distillation_loss_weights,
@@ -236,7 +264,7 @@ class Distiller(keras.Model):
             pair = [log_of_probabilities(v) if p else v for v, p in zip(pair, probabilities)]
             value = _reduce(loss(*pair), sample_weight)
             tracker.update_state(_unscale(value))
-            total = total + value * (weight * distillation_share)
+            total = total + value * schedules.value_at_current_step(weight)
         return total
 
     def _task_loss(self, x, y, y_pred, sample_weight, training, seen):
@@ -340,7 +368,7 @@ class Distiller(keras.Model):
         return result
 
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
-        if loss is None and self.student_loss_weight > 0:
+        if loss is None and (callable(self.student_loss_weight) or self.student_loss_weight > 0):
             raise ValueError(
                 "Distiller.compile needs the student's task loss, since "
                 f"student_loss_weight={self.student_loss_weight} > 0. Received: loss=None. "
@@ -377,9 +405,9 @@ class Distiller(keras.Model):
             distillation_losses=keras.saving.serialize_keras_object(
                 self._config["distillation_losses"]
             ),
-            distillation_loss_weights=self._config["distillation_loss_weights"],
-            student_loss_weight=self._config["student_loss_weight"],
-            temperature=self._config["temperature"],
+            distillation_loss_weights=_serialize_weights(self._config["distillation_loss_weights"]),
+            student_loss_weight=schedules.serialize(self._config["student_loss_weight"]),
+            temperature=schedules.serialize(self._config["temperature"]),
             augmentation=keras.saving.serialize_keras_object(self.augmentation),
             mixup=self._config["mixup"],
             cutmix=self._config["cutmix"],
@@ -392,6 +420,11 @@ class Distiller(keras.Model):
         config = dict(config)
         for key in ("teacher", "student", "distillation_losses", "augmentation"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
+        for key in ("student_loss_weight", "temperature"):
+            config[key] = schedules.deserialize(config[key])
+        weights = config["distillation_loss_weights"]
+        if isinstance(weights, (list, tuple)):
+            config["distillation_loss_weights"] = [schedules.deserialize(w) for w in weights]
         return cls(**config)
 
 
@@ -420,6 +453,12 @@ def with_teacher_outputs(x, teacher_outputs):
             f"Received: teacher_outputs of type {type(teacher_outputs).__name__}."
         )
     return {_STUDENT_INPUTS: x, _TEACHER_OUTPUTS: teacher_outputs}
+
+
+def _serialize_weights(weights):
+    if isinstance(weights, (list, tuple)):
+        return [schedules.serialize(weight) for weight in weights]
+    return schedules.serialize(weights)
 
 
 def _split_teacher_outputs(x):

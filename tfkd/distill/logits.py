@@ -8,10 +8,11 @@ logits), so the two outputs must have the same shape.
 import keras
 from keras import ops
 
+from tfkd.distill import schedules
 from tfkd.distill.losses import (
     DEFAULT_TEMPERATURE,
     DistillationLoss,
-    validate_temperature,
+    scheduled_temperature,
     validate_weight,
 )
 
@@ -172,8 +173,7 @@ class _LogitsLoss(DistillationLoss):
 
     def __init__(self, temperature, teacher_layer, student_layer, **kwargs):
         super().__init__(teacher_layer=teacher_layer, student_layer=student_layer, **kwargs)
-        validate_temperature(temperature)
-        self.temperature = float(temperature)
+        self.temperature = scheduled_temperature(temperature)
 
     @property
     def reads_logits(self):
@@ -181,8 +181,12 @@ class _LogitsLoss(DistillationLoss):
 
     def get_config(self):
         config = super().get_config()
-        config.update(temperature=self.temperature)
+        config.update(temperature=schedules.serialize(self.temperature))
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{**config, "temperature": schedules.deserialize(config["temperature"])})
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -196,7 +200,8 @@ class DecoupledDistillation(_LogitsLoss):
     on ImageNet it used `temperature=1.0` and weights 0.5 and 0.5.
 
     Args:
-        temperature: Softmax temperature, > 0. Defaults to `1.0`, as
+        temperature: Softmax temperature, > 0, or a schedule of the step
+            (`tfkd.distill.schedules`). Defaults to `1.0`, as
             `LogitsDistillation`.
         target_weight: Weight of the target-class term (alpha), >= 0.
             Defaults to `1.0`.
@@ -245,7 +250,7 @@ class DecoupledDistillation(_LogitsLoss):
         return decoupled_kl_divergence(
             teacher_outputs,
             student_outputs,
-            temperature=self.temperature,
+            temperature=schedules.value_at_current_step(self.temperature),
             target_weight=self.target_weight,
             non_target_weight=self.non_target_weight,
         )
@@ -268,7 +273,8 @@ class CorrelationDistillation(_LogitsLoss):
     and note that per-example sample weights do not weigh it.
 
     Args:
-        temperature: Softmax temperature, > 0. Defaults to `1.0`, as
+        temperature: Softmax temperature, > 0, or a schedule of the step
+            (`tfkd.distill.schedules`). Defaults to `1.0`, as
             `LogitsDistillation` (the paper's ImageNet setting; on CIFAR-100 it
             used 4.0 with both weights 2.0).
         inter_class_weight: Weight of the per-example term (beta), >= 0.
@@ -308,7 +314,7 @@ class CorrelationDistillation(_LogitsLoss):
         return correlation_distance(
             teacher_outputs,
             student_outputs,
-            temperature=self.temperature,
+            temperature=schedules.value_at_current_step(self.temperature),
             inter_class_weight=self.inter_class_weight,
             intra_class_weight=self.intra_class_weight,
         )

@@ -8,6 +8,8 @@ run on every backend and compose with sample weights and distribution.
 import keras
 from keras import ops
 
+from tfkd.distill import schedules
+
 _EPSILON = 1e-7
 # One default for `Distiller(temperature=None)` and `LogitsDistillation()`: on the
 # Fashion-MNIST benchmark (BENCHMARKS.md) a student 20x smaller than its teacher did
@@ -206,7 +208,8 @@ class LogitsDistillation(DistillationLoss):
     `T^2` factor are always applied, so the loss is never negative.
 
     Args:
-        temperature: Softmax temperature, > 0. Higher values expose more of the
+        temperature: Softmax temperature, > 0, or a schedule of the step
+            (`tfkd.distill.schedules`). Higher values expose more of the
             teacher's "dark knowledge" about similar classes; small students often
             prefer low ones. Defaults to `1.0`, as `Distiller(temperature=None)`.
         from_logits: Whether the loss receives logits. With `True`, a
@@ -246,10 +249,9 @@ class LogitsDistillation(DistillationLoss):
         **kwargs,
     ):
         super().__init__(teacher_layer=teacher_layer, student_layer=student_layer, **kwargs)
-        validate_temperature(temperature)
         validate_flag("from_logits", from_logits)
         validate_flag("standardize", standardize)
-        self.temperature = float(temperature)
+        self.temperature = scheduled_temperature(temperature)
         self.from_logits = from_logits
         self.standardize = standardize
 
@@ -261,7 +263,7 @@ class LogitsDistillation(DistillationLoss):
         return kl_divergence(
             teacher_outputs,
             student_outputs,
-            temperature=self.temperature,
+            temperature=schedules.value_at_current_step(self.temperature),
             from_logits=self.from_logits,
             standardize=self.standardize,
         )
@@ -269,11 +271,15 @@ class LogitsDistillation(DistillationLoss):
     def get_config(self):
         config = super().get_config()
         config.update(
-            temperature=self.temperature,
+            temperature=schedules.serialize(self.temperature),
             from_logits=self.from_logits,
             standardize=self.standardize,
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{**config, "temperature": schedules.deserialize(config["temperature"])})
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -350,18 +356,25 @@ class FeatureDistillation(DistillationLoss):
         return config
 
 
-def validate_temperature(temperature):
+def validate_temperature(temperature, name="temperature"):
     """Raises a clear error unless `temperature` is a positive number."""
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
         raise TypeError(
-            f"`temperature` must be a positive number. Received: temperature={temperature!r} "
-            f"of type {type(temperature).__name__}."
+            f"`{name}` must be a positive number or a schedule. Received: "
+            f"{name}={temperature!r} of type {type(temperature).__name__}."
         )
     if not temperature > 0:
         raise ValueError(
-            f"`temperature` must be > 0. Received: temperature={temperature}. "
-            "Typical values are 1 to 10."
+            f"`{name}` must be > 0. Received: {name}={temperature}. Typical values are 1 to 10."
         )
+
+
+def scheduled_temperature(temperature):
+    """A checked temperature: a float, or a schedule whose value at step 0 is > 0."""
+    temperature = schedules.validate(
+        "temperature", temperature, lambda name, value: validate_temperature(value, name)
+    )
+    return temperature if callable(temperature) else float(temperature)
 
 
 def validate_weight(name, weight):
