@@ -34,7 +34,9 @@ def test_distill_api():
         "LogitsDistillation",
         "NonFiniteLossGuard",
         "RelationalDistillation",
+        "SoftenedAverage",
         "StudentCheckpoint",
+        "TeacherLogits",
         "UNLABELED",
         "attention_map_distance",
         "correlation_distance",
@@ -43,7 +45,10 @@ def test_distill_api():
         "mean_squared_error",
         "mixing",
         "relational_distance",
+        "schedules",
+        "softened_average",
         "standardize_logits",
+        "teacher_ensemble",
         "with_teacher_outputs",
     ]
 

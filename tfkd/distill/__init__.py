@@ -1,9 +1,15 @@
 """Knowledge distillation: `Distiller` and its losses."""
 
-from tfkd.distill import mixing
+from tfkd.distill import mixing, schedules
 from tfkd.distill._task import UNLABELED
 from tfkd.distill.callbacks import NonFiniteLossGuard, StudentCheckpoint
 from tfkd.distill.distiller import Distiller, with_teacher_outputs
+from tfkd.distill.ensemble import (
+    SoftenedAverage,
+    TeacherLogits,
+    softened_average,
+    teacher_ensemble,
+)
 from tfkd.distill.features import (
     AttentionTransfer,
     RelationalDistillation,
@@ -36,7 +42,9 @@ __all__ = [
     "LogitsDistillation",
     "NonFiniteLossGuard",
     "RelationalDistillation",
+    "SoftenedAverage",
     "StudentCheckpoint",
+    "TeacherLogits",
     "attention_map_distance",
     "correlation_distance",
     "decoupled_kl_divergence",
@@ -44,6 +52,9 @@ __all__ = [
     "mean_squared_error",
     "mixing",
     "relational_distance",
+    "schedules",
+    "softened_average",
     "standardize_logits",
+    "teacher_ensemble",
     "with_teacher_outputs",
 ]

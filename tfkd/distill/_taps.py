@@ -91,8 +91,7 @@ class TapModel:
         """Whether the output (`None`) or the named layer applies a softmax; None if unknown."""
         if layer_name is not None:
             return _applies_softmax(self._layers[layer_name])
-        layer = _output_layer(self.model)
-        return None if layer is None else _applies_softmax(layer)
+        return model_ends_in_softmax(self.model)
 
     def describe(self, layer_name):
         return "output" if layer_name is None else f"layer {layer_name!r}"
@@ -157,6 +156,12 @@ def _output_layer(model):
     if isinstance(layer, keras.Model):
         return _output_layer(layer)
     return layer
+
+
+def model_ends_in_softmax(model):
+    """Whether `model`'s single output comes from a softmax; None if unknown (subclassed)."""
+    layer = _output_layer(model)
+    return None if layer is None else _applies_softmax(layer)
 
 
 def _applies_softmax(layer):

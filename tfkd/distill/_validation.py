@@ -191,3 +191,22 @@ def check_augmentable(inputs, cached_teacher_outputs):
             f"images). Received: inputs of type {type(inputs).__name__}. Augment such "
             "inputs in the input pipeline instead, with the teacher run online."
         )
+
+
+def shared_temperature(losses):
+    """The one constant temperature of the losses that read the teacher's output logits."""
+    temperatures = {
+        getattr(loss, "temperature", None)
+        for loss in losses
+        if loss.reads_logits and loss.teacher_layer is None
+    }
+    if not temperatures:
+        return 1.0
+    if len(temperatures) > 1 or callable(next(iter(temperatures))):
+        raise ValueError(
+            "A list of teachers is averaged at the temperature of the logits losses, so they "
+            "must share one constant temperature. Received: temperatures "
+            f"{sorted(map(repr, temperatures))}. Build the ensemble yourself with "
+            "tfkd.distill.teacher_ensemble(teachers, temperature=...) and pass it as teacher."
+        )
+    return next(iter(temperatures))

@@ -6,7 +6,7 @@ import os
 import keras
 from keras import ops
 
-from tfkd.distill import _cache, _taps, _task, _validation, mixing, schedules
+from tfkd.distill import _cache, _taps, _task, _validation, ensemble, mixing, schedules
 from tfkd.distill.callbacks import NonFiniteLossGuard
 from tfkd.distill.losses import log_of_probabilities
 
@@ -68,7 +68,10 @@ class Distiller(keras.Model):
     image as the student, and a cached output belongs to the un-augmented one.
 
     Args:
-        teacher: A trained `keras.Model`.
+        teacher: A trained `keras.Model`, or a list of them: several teachers
+            whose softened outputs are averaged with equal weights at the
+            logits losses' temperature (`tfkd.distill.teacher_ensemble`; build
+            it yourself for other weights or one loss per teacher).
         student: The `keras.Model` to train; its output shape must be
             comparable with the teacher's.
         distillation_losses: A `DistillationLoss` or a list of them. Defaults
@@ -134,6 +137,10 @@ class Distiller(keras.Model):
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
+        losses = _validation.resolve_losses(distillation_losses, temperature)
+        if isinstance(teacher, (list, tuple)):
+            temperature_of_losses = _validation.shared_temperature(losses)
+            teacher = ensemble.teacher_ensemble(teacher, temperature=temperature_of_losses)
         _validation.validate_model("teacher", teacher)
         _validation.validate_model("student", student)
         self._config = {
@@ -152,7 +159,6 @@ class Distiller(keras.Model):
         }
         if mixup is not None or cutmix is not None:
             self._seed_generator = keras.random.SeedGenerator(seed, name="mixing_seed")
-        losses = _validation.resolve_losses(distillation_losses, temperature)
         self.distillation_loss_weights = _validation.resolve_loss_weights(
             distillation_loss_weights, losses
         )

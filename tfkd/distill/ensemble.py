@@ -1,0 +1,183 @@
+"""Several teachers at once: one model whose logits soften into their weighted average.
+
+`teacher_ensemble([a, b])` is a functional model that runs every teacher on the same
+inputs and outputs `T * log(sum_i w_i * softmax(z_i / T))`. Softened at the same
+temperature `T` (as any logits loss does), these logits give exactly the weighted
+average of the teachers' softened distributions, so every logits loss distils the
+ensemble unchanged. Each teacher's logits stay reachable by name inside it: a loss
+with `teacher_layer="a_logits"` reads teacher `a` alone, which gives one loss per
+teacher.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from tfkd.distill import _taps
+from tfkd.distill.losses import log_of_probabilities, validate_temperature
+
+
+def softened_average(teacher_logits, weights, *, temperature=1.0):
+    """Logits whose softmax at `temperature` is the weighted mean of the teachers' softened outputs.
+
+    Args:
+        teacher_logits: A list of `(batch, classes)` logits, one per teacher
+            (for a softmax teacher, the log of its probabilities).
+        weights: One weight per teacher, >= 0, summing to 1.
+        temperature: The temperature the distillation loss softens with, > 0.
+
+    Returns:
+        `T * log(sum_i w_i * softmax(z_i / T))`, shape `(batch, classes)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> a = np.log(np.array([[0.8, 0.2]], dtype="float32"))
+    >>> b = np.log(np.array([[0.4, 0.6]], dtype="float32"))
+    >>> z = softened_average([a, b], [0.5, 0.5])
+    >>> [round(v, 4) for v in keras.ops.convert_to_numpy(keras.ops.softmax(z))[0].tolist()]
+    [0.6, 0.4]
+    """
+    logs = [
+        # log(w * p) = log(w) + log(p), summed over teachers in log space.
+        ops.log_softmax(ops.cast(logits, "float32") / temperature, axis=-1) + math.log(weight)
+        for logits, weight in zip(teacher_logits, weights)
+        if weight > 0
+    ]
+    return temperature * ops.logsumexp(ops.stack(logs, axis=0), axis=0)
+
+
+@keras.saving.register_keras_serializable(package="tfkd")
+class TeacherLogits(keras.layers.Layer):
+    """A teacher's logits inside an ensemble: its output, or the log of its probabilities."""
+
+    def __init__(self, from_probabilities=False, **kwargs):
+        super().__init__(**kwargs)
+        self.from_probabilities = bool(from_probabilities)
+
+    def call(self, outputs):
+        return log_of_probabilities(outputs) if self.from_probabilities else outputs
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "from_probabilities": self.from_probabilities}
+
+
+@keras.saving.register_keras_serializable(package="tfkd")
+class SoftenedAverage(keras.layers.Layer):
+    """The layer of `teacher_ensemble`: `softened_average` of its inputs (no weights to train)."""
+
+    def __init__(self, weights, temperature=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.teacher_weights = [float(weight) for weight in weights]
+        self.temperature = float(temperature)
+
+    def call(self, teacher_logits):
+        return softened_average(
+            list(teacher_logits), self.teacher_weights, temperature=self.temperature
+        )
+
+    def compute_output_shape(self, input_shapes):
+        return tuple(input_shapes[0])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(weights=self.teacher_weights, temperature=self.temperature)
+        return config
+
+
+def teacher_ensemble(teachers, weights=None, temperature=1.0, name="teacher_ensemble"):
+    """Joins teachers into one teacher whose softened output is their weighted average.
+
+    Args:
+        teachers: Two or more trained Keras models that take the same inputs and
+            predict the same classes (logits, or probabilities from a final softmax).
+        weights: One weight per teacher, >= 0, normalised to sum to 1.
+            Defaults to `None` (equal weights).
+        temperature: The temperature of the distillation loss that will read
+            the ensemble; the average is taken at this temperature. Defaults to
+            `1.0`, `LogitsDistillation`'s default.
+        name: Model name. Defaults to `"teacher_ensemble"`.
+
+    Returns:
+        A functional `keras.Model` to pass as a `Distiller`'s teacher. Its layer
+        `"<teacher name>_logits"` gives that teacher's logits alone.
+
+    Raises:
+        TypeError, ValueError: For fewer than two models, models whose input or
+            output shapes differ, or bad weights or temperature.
+
+    Example:
+
+    ```python
+    teacher = tfkd.distill.teacher_ensemble([cnn_teacher, mobilenet_teacher], temperature=2.0)
+    distiller = tfkd.Distiller(teacher, student, temperature=2.0)
+    ```
+    """
+    teachers = _check_teachers(teachers)
+    weights = _check_weights(weights, len(teachers))
+    validate_temperature(temperature)
+    shapes = _taps.input_shapes(teachers[0])
+    inputs = [keras.Input(shape) for shape in shapes]
+    logits = []
+    for teacher in teachers:
+        outputs = _taps.single(teacher(_taps.single(inputs)))
+        if len(outputs.shape) != 2:
+            raise ValueError(
+                "The teachers of an ensemble must each output one (batch, classes) tensor. "
+                f"Received: {teacher.name!r} with outputs {outputs!r}."
+            )
+        from_probabilities = bool(_taps.model_ends_in_softmax(teacher))
+        logits.append(TeacherLogits(from_probabilities, name=f"{teacher.name}_logits")(outputs))
+    if len({tuple(tensor.shape[1:]) for tensor in logits}) != 1:
+        raise ValueError(
+            "The teachers of an ensemble must predict the same classes. Received: output "
+            f"shapes {[tuple(tensor.shape) for tensor in logits]}."
+        )
+    average = SoftenedAverage(weights, temperature, name="softened_average")
+    return keras.Model(_taps.single(inputs), average(logits), name=name)
+
+
+def _check_teachers(teachers):
+    if not isinstance(teachers, (list, tuple)) or len(teachers) < 2:
+        raise ValueError(
+            "`teachers` must be a list of two or more Keras models. Received: "
+            f"teachers={teachers!r}."
+        )
+    for index, teacher in enumerate(teachers):
+        if not isinstance(teacher, keras.Model):
+            raise TypeError(
+                f"`teachers[{index}]` must be a Keras model. Received: a {type(teacher).__name__}."
+            )
+    shapes = [_taps.input_shapes(teacher) for teacher in teachers]
+    if shapes[0] is None or any(shape != shapes[0] for shape in shapes):
+        raise ValueError(
+            "The teachers of an ensemble must take inputs of the same, known shape. Received: "
+            f"input shapes {shapes} (None: never called; call it once or give it a keras.Input)."
+        )
+    names = [teacher.name for teacher in teachers]
+    if len(set(names)) != len(names):
+        raise ValueError(
+            f"The teachers must have distinct names, so that each can be read by name. "
+            f"Received: names {names}. Pass `name=` when building or loading them."
+        )
+    return list(teachers)
+
+
+def _check_weights(weights, count):
+    if weights is None:
+        return [1.0 / count] * count
+    weights = list(weights) if isinstance(weights, (list, tuple)) else None
+    valid = weights is not None and len(weights) == count
+    valid = valid and all(
+        isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights
+    )
+    if not valid or not sum(weights) > 0:
+        raise ValueError(
+            f"`weights` must be {count} numbers >= 0, one per teacher, not all 0. "
+            f"Received: weights={weights!r}."
+        )
+    return [float(w) / sum(weights) for w in weights]
