@@ -1,0 +1,403 @@
+"""Few labels on Fashion-MNIST: distilling with the unlabelled images (issue 15, item 1).
+
+Per seed, 100 labels per class are kept (seeded, stratified); the other 59,000
+training images keep their pixels but lose their labels. Then:
+
+1. teacher: torchvision's ImageNet MobileNetV2 (`tfkd.transfer.pretrained_mobilenet_v2`)
+   fine-tuned by `tfkd.transfer.fine_tune` on the 1,000 labelled images only
+   (28x28x1 resized to `--image-size` inside the model, torchvision normalization,
+   random shifts and horizontal flips);
+2. student: the default pipeline's CNN (`tfkd.pipeline.architectures.cnn`, filters
+   24/48/96, dense 128, dropout 0.3; 164,738 parameters), trained
+   - on the 1,000 labels alone (`scratch`, with and without the same augmentation;
+     the better of the two is the baseline), and
+   - by `tfkd.Distiller` on all 60,000 images, the hidden labels being
+     `tfkd.distill.UNLABELED`: cross-entropy on the labelled examples, distillation
+     on all, from cached teacher logits (`predict_teacher(..., cache=...)`);
+3. the distilled student exported to a full-integer `.tflite`
+   (`tfkd.export_tflite(..., quantization="int8")`) and scored by `tfkd.TFLiteModel`.
+
+Every accuracy is on the full 10,000 test images. TensorFlow backend, CPU:
+about 12 minutes a seed on 2 shared cores; `--smoke` runs tiny sizes in about a minute.
+
+    python benchmarks/distill_few_labels.py --seeds 0 1 2
+    python benchmarks/distill_few_labels.py --smoke --output /tmp/smoke.json
+
+A rerun with the same `--output` and settings reuses the seeds it already holds, so
+`--seeds 0` then `--seeds 0 1 2` runs each seed once. `"seconds"` in the JSON is the
+last invocation's wall time; each seed records its own parts.
+"""
+
+import argparse
+import json
+import math
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import keras
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import tfkd  # noqa: E402
+
+NUM_CLASSES = 10
+STUDENT = {"filters": (24, 48, 96), "dense_units": 128, "dropout": 0.3}
+TARGETS = {"gain_over_scratch": 0.03, "gap_to_teacher": 0.01, "int8_drop": 0.005}
+START = time.perf_counter()
+
+
+def log(message):
+    print(f"[{time.perf_counter() - START:7.1f} s] {message}", flush=True)
+
+
+def load_data(smoke):
+    (x_train, y_train), (x_test, y_test) = tfkd.datasets.load("fashion_mnist")
+    x_train, x_test = x_train[..., None], x_test[..., None]
+    if smoke:
+        x_train, y_train, x_test, y_test = (
+            x_train[:3000],
+            y_train[:3000],
+            x_test[:500],
+            y_test[:500],
+        )
+    return (x_train, y_train.astype("int64")), (x_test, y_test.astype("int64"))
+
+
+def hide_labels(y_train, per_class, seed):
+    """Keeps `per_class` labels of each class (seeded); the others become UNLABELED."""
+    rng = np.random.default_rng(seed)
+    keep = np.concatenate(
+        [rng.choice(np.flatnonzero(y_train == c), per_class, replace=False) for c in range(10)]
+    )
+    hidden = np.full_like(y_train, tfkd.distill.UNLABELED)
+    hidden[keep] = y_train[keep]
+    return np.sort(keep), hidden
+
+
+def augmentation(seed):
+    """Light augmentation for the labelled images: shifts of up to 10% and horizontal flips."""
+    return keras.Sequential(
+        [
+            keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed),
+            keras.layers.RandomFlip("horizontal", seed=seed + 1),
+        ],
+        name="augmentation",
+    )
+
+
+def labelled_batches(x, y, batch_size, seed, augment):
+    """A tf.data pipeline over the labelled images, reshuffled (and re-augmented) each epoch."""
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices((x.astype("float32"), y))
+    dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    if augment:
+        layers = augmentation(seed)
+        dataset = dataset.map(lambda images, labels: (layers(images, training=True), labels))
+    return dataset.prefetch(2)
+
+
+def accuracy(model, x, y):
+    logits = model.predict(x.astype("float32"), batch_size=512, verbose=0)
+    return float(np.mean(logits.argmax(-1) == y))
+
+
+def train_teacher(args, x, y, seed):
+    keras.utils.set_random_seed(seed)
+    size = (args.image_size, args.image_size)
+    base = tfkd.transfer.pretrained_mobilenet_v2((*size, 3), include_top=False)
+    teacher, history = tfkd.transfer.fine_tune(
+        base,
+        NUM_CLASSES,
+        labelled_batches(x, y, args.teacher_batch_size, seed, augment=True),
+        head_epochs=args.head_epochs,
+        fine_tune_epochs=args.fine_tune_epochs,
+        head_learning_rate=1e-3,
+        fine_tune_learning_rate=args.fine_tune_learning_rate,
+        input_shape=(28, 28, 1),
+        image_size=size,
+        preprocessing=tfkd.transfer.torchvision_normalization(),
+        name="mobilenet_v2_few_labels",
+        verbose=0,
+    )
+    return teacher, [round(v, 4) for v in history.history["accuracy"]]
+
+
+def student(seed):
+    return tfkd.pipeline.architectures.cnn((28, 28, 1), NUM_CLASSES, seed=seed, **STUDENT)
+
+
+def adam(steps):
+    return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(1e-3, steps))
+
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def train_scratch(args, x, y, seed, augment):
+    model = student(seed)
+    keras.utils.set_random_seed(seed)
+    steps = args.scratch_epochs * math.ceil(len(x) / args.scratch_batch_size)
+    model.compile(optimizer=adam(steps), loss=LOSS)
+    data = labelled_batches(x, y, args.scratch_batch_size, seed, augment)
+    model.fit(data, epochs=args.scratch_epochs, verbose=0)
+    return model
+
+
+def train_distilled(args, teacher, x_train, hidden, seed, cache):
+    model = student(seed)
+    keras.utils.set_random_seed(seed)
+    distiller = tfkd.Distiller(
+        teacher,
+        model,
+        student_loss_weight=args.student_loss_weight,
+        temperature=args.temperature,
+    )
+    start = time.perf_counter()
+    logits = distiller.predict_teacher(x_train, batch_size=512, cache=cache)
+    teacher_seconds = time.perf_counter() - start
+    log(f"  teacher logits on {len(x_train)} training images: {teacher_seconds:.1f} s")
+    steps = args.distill_epochs * math.ceil(len(x_train) / args.batch_size)
+    distiller.compile(optimizer=adam(steps), loss=LOSS)
+    distiller.fit(
+        tfkd.distill.with_teacher_outputs(x_train, logits),
+        hidden,
+        batch_size=args.batch_size,
+        epochs=args.distill_epochs,
+        verbose=2,
+    )
+    return model, teacher_seconds
+
+
+def export_int8(model, x_train, x_test, y_test, path):
+    report = tfkd.export_tflite(
+        model, path, quantization="int8", representative_data=x_train.astype("float32")
+    )
+    scores = tfkd.TFLiteModel(path).evaluate(x_test.astype("float32"), y_test)
+    return scores["accuracy"], int(os.path.getsize(path)), report
+
+
+def run_seed(args, data, seed, work_dir):
+    seed_start = time.perf_counter()
+    (x_train, y_train), (x_test, y_test) = data
+    keep, hidden = hide_labels(y_train, args.labelled_per_class, seed)
+    x_labelled, y_labelled = x_train[keep], y_train[keep]
+    row, seconds = {"labelled": int(len(keep)), "unlabelled": int(len(x_train) - len(keep))}, {}
+
+    start = time.perf_counter()
+    teacher, history = train_teacher(args, x_labelled, y_labelled, seed)
+    seconds["teacher_fine_tune"] = time.perf_counter() - start
+    row["teacher"] = accuracy(teacher, x_test, y_test)
+    row["teacher_train_accuracy_per_epoch"] = history
+    log(f"seed {seed}: teacher {row['teacher']:.4f} ({seconds['teacher_fine_tune']:.0f} s)")
+
+    for name, augment in (("scratch_augmented", True), ("scratch_plain", False)):
+        start = time.perf_counter()
+        model = train_scratch(args, x_labelled, y_labelled, seed, augment)
+        seconds[name] = time.perf_counter() - start
+        row[name] = accuracy(model, x_test, y_test)
+        log(f"seed {seed}: {name} {row[name]:.4f} ({seconds[name]:.0f} s)")
+    row["scratch"] = max(row["scratch_augmented"], row["scratch_plain"])
+
+    start = time.perf_counter()
+    cache = work_dir / f"teacher_logits_seed{seed}.npz"
+    distilled, seconds["teacher_logits"] = train_distilled(
+        args, teacher, x_train, hidden, seed, cache
+    )
+    seconds["distill"] = time.perf_counter() - start - seconds["teacher_logits"]
+    row["distilled"] = accuracy(distilled, x_test, y_test)
+    log(f"seed {seed}: distilled {row['distilled']:.4f} ({seconds['distill']:.0f} s)")
+
+    start = time.perf_counter()
+    path = work_dir / f"distilled_seed{seed}_int8.tflite"
+    row["int8"], row["int8_bytes"], report = export_int8(distilled, x_train, x_test, y_test, path)
+    seconds["export_int8"] = time.perf_counter() - start
+    row["int8_float_ops"] = getattr(report, "float_ops", None)
+    log(f"seed {seed}: int8 {row['int8']:.4f}, {row['int8_bytes']} bytes")
+
+    row["gain_over_scratch"] = row["distilled"] - row["scratch"]
+    row["gap_to_teacher"] = row["teacher"] - row["distilled"]
+    row["int8_drop"] = row["distilled"] - row["int8"]
+    seconds["total"] = time.perf_counter() - seed_start
+    row["seconds"] = {key: round(value, 1) for key, value in seconds.items()}
+    row["parameters"] = {"teacher": teacher.count_params(), "student": distilled.count_params()}
+    return row
+
+
+def summarise(rows):
+    keys = [
+        "teacher",
+        "scratch_augmented",
+        "scratch_plain",
+        "scratch",
+        "distilled",
+        "int8",
+        "gain_over_scratch",
+        "gap_to_teacher",
+        "int8_drop",
+    ]
+    summary = {}
+    for key in keys:
+        values = [row[key] for row in rows]
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        summary[key] = {"mean": statistics.fmean(values), "std": std, "values": values}
+    summary["targets"] = {
+        "distilled >= scratch + 3 points, every seed": all(
+            row["gain_over_scratch"] >= TARGETS["gain_over_scratch"] for row in rows
+        ),
+        "distilled within 1 point of its teacher, every seed": all(
+            row["gap_to_teacher"] <= TARGETS["gap_to_teacher"] for row in rows
+        ),
+        "int8 within 0.5 points of the float student, every seed": all(
+            abs(row["int8_drop"]) <= TARGETS["int8_drop"] for row in rows
+        ),
+    }
+    return summary
+
+
+def write_json(path, results):
+    """Atomic: a crash leaves the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(handle, "w") as file:
+        file.write(json.dumps(results, indent=2) + "\n")
+    os.replace(temporary, path)
+
+
+def finished_seeds(path, current_settings):
+    """Seeds already in `path` from a run with the same settings: a rerun adds seeds."""
+    if not path.exists():
+        return {}
+    previous = json.loads(path.read_text())
+    same = json.dumps(previous.get("settings"), sort_keys=True) == json.dumps(
+        json.loads(json.dumps(current_settings)), sort_keys=True
+    )
+    return previous.get("seeds", {}) if same else {}
+
+
+def git_commit():
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def settings(args):
+    return {
+        "smoke": args.smoke,
+        "labelled_per_class": args.labelled_per_class,
+        "teacher": {
+            "backbone": "tfkd.transfer.pretrained_mobilenet_v2 (torchvision ImageNet weights)",
+            "image_size": args.image_size,
+            "preprocessing": "resize inside the model, grayscale to RGB, torchvision normalization",
+            "head_epochs": args.head_epochs,
+            "head_learning_rate": 1e-3,
+            "fine_tune_epochs": args.fine_tune_epochs,
+            "fine_tune_learning_rate": args.fine_tune_learning_rate,
+            "unfreeze": "all (BatchNormalization frozen)",
+            "batch_size": args.teacher_batch_size,
+            "augmentation": "RandomTranslation(0.1, 0.1, fill_mode='constant') + "
+            "RandomFlip('horizontal'), on the labelled images",
+            "data": "the 1,000 labelled training images only",
+        },
+        "student": {"builder": "tfkd.pipeline.architectures.cnn", **STUDENT},
+        "scratch": {
+            "epochs": args.scratch_epochs,
+            "batch_size": args.scratch_batch_size,
+            "optimizer": "Adam, cosine decay from 1e-3",
+            "variants": "with the teacher's augmentation and without; baseline = the better",
+            "data": "the 1,000 labelled training images only",
+        },
+        "distill": {
+            "epochs": args.distill_epochs,
+            "batch_size": args.batch_size,
+            "optimizer": "Adam, cosine decay from 1e-3",
+            "temperature": args.temperature,
+            "student_loss_weight": args.student_loss_weight,
+            "teacher_outputs": "cached (Distiller.predict_teacher(cache=...)), no augmentation",
+            "data": "all training images; labels hidden as tfkd.distill.UNLABELED except 1,000",
+        },
+        "int8": "tfkd.export_tflite(quantization='int8', representative_data=training "
+        "images, 500 calibration samples), scored by tfkd.TFLiteModel.evaluate",
+        "test_images": "all 10,000 (--smoke: 500)",
+    }
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--labelled-per-class", type=int, default=100)
+    parser.add_argument("--image-size", type=int, default=128, help="teacher input size")
+    parser.add_argument("--head-epochs", type=int, default=5)
+    parser.add_argument("--fine-tune-epochs", type=int, default=30)
+    parser.add_argument("--fine-tune-learning-rate", type=float, default=1e-4)
+    parser.add_argument("--teacher-batch-size", type=int, default=32)
+    parser.add_argument("--scratch-epochs", type=int, default=200)
+    parser.add_argument("--scratch-batch-size", type=int, default=32)
+    parser.add_argument("--distill-epochs", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=128, help="distillation batch")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--student-loss-weight", type=float, default=0.1)
+    parser.add_argument("--work-dir", type=pathlib.Path, help="teacher logits cache, .tflite")
+    parser.add_argument(
+        "--output",
+        type=pathlib.Path,
+        default=ROOT / "benchmarks" / "results" / "distill_few_labels.json",
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, about a minute")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.labelled_per_class, args.image_size = 5, 32
+        args.head_epochs = args.fine_tune_epochs = args.distill_epochs = 1
+        args.scratch_epochs = 2
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    work_dir = args.work_dir or pathlib.Path(tempfile.gettempdir()) / "tfkd_distill_few_labels"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    data = load_data(args.smoke)
+    results = {
+        "command": "python benchmarks/distill_few_labels.py " + " ".join(sys.argv[1:]),
+        "backend": keras.backend.backend(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        "git_commit": git_commit(),
+        "settings": settings(args),
+        "seeds": {},
+    }
+    log(f"{len(data[0][0])} training images, {len(data[1][0])} test images")
+    finished = finished_seeds(args.output, results["settings"])
+    rows = []
+    for seed in args.seeds:
+        if str(seed) in finished:
+            log(f"seed {seed}: reusing the finished run in {args.output} (same settings)")
+            rows.append(finished[str(seed)])
+            results.setdefault("reused_seeds", []).append(seed)
+        else:
+            rows.append(run_seed(args, data, seed, work_dir))
+        results["seeds"][str(seed)] = rows[-1]
+        results.update(summarise(rows))
+        results["seconds"] = round(time.perf_counter() - START, 1)
+        write_json(args.output, results)
+        log(f"seed {seed} done, wrote {args.output}")
+    for key in ("teacher", "scratch", "distilled", "int8", "gain_over_scratch"):
+        log(f"{key}: {results[key]['mean']:.4f} +- {results[key]['std']:.4f}")
+    for target, met in results["targets"].items():
+        log(f"{target}: {'met' if met else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()
