@@ -21,7 +21,7 @@ Every accuracy is on the full 10,000 test images. TensorFlow backend, CPU:
 about 12 minutes a seed on 2 shared cores; `--smoke` runs tiny sizes in about a minute.
 
     python benchmarks/distill_few_labels.py --seeds 0 1 2
-    python benchmarks/distill_few_labels.py --smoke --output /tmp/smoke.json
+    python benchmarks/distill_few_labels.py --smoke
 
 A rerun with the same `--output` and settings reuses the seeds it already holds, so
 `--seeds 0` then `--seeds 0 1 2` runs each seed once. `"seconds"` in the JSON is the
@@ -354,10 +354,17 @@ def parse_args(argv):
     parser.add_argument(
         "--output",
         type=pathlib.Path,
-        default=ROOT / "benchmarks" / "results" / "distill_few_labels.json",
+        help="JSON results. Defaults to benchmarks/results/distill_few_labels.json, and "
+        "with --smoke to a file in the temporary directory (never the committed results)",
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, about a minute")
     args = parser.parse_args(argv)
+    if args.output is None:
+        name = "distill_few_labels_smoke.json" if args.smoke else "distill_few_labels.json"
+        folder = (
+            pathlib.Path(tempfile.gettempdir()) if args.smoke else ROOT / "benchmarks" / "results"
+        )
+        args.output = folder / name
     if args.smoke:
         args.labelled_per_class, args.image_size = 5, 32
         args.head_epochs = args.fine_tune_epochs = args.distill_epochs = 1
