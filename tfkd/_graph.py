@@ -76,6 +76,16 @@ def plain_operations(model):
     return found
 
 
+def behind_augmentation(model, augmentation, input_shape):
+    """A model that trains `model` on batches `augmentation` changes in each training
+    step (its random layers are inactive in inference); the weights are `model`'s own,
+    so fitting it trains `model`, which is left unchanged in structure."""
+    if augmentation is None:
+        return model
+    inputs = keras.Input(tuple(input_shape), name="inputs")
+    return keras.Model(inputs, model(augmentation(inputs)), name=f"{model.name}_augmented")
+
+
 def copy_layer(layer):
     """A new, unbuilt layer with `layer`'s configuration."""
     return layer.__class__.from_config(layer.get_config())

@@ -130,15 +130,15 @@ def test_every_error_is_listed_by_tfkd_check(tmp_path):
     for (where, what), error in zip(expected, errors):
         assert f"tfkd: config error: {path}:{where} " in error and what in error, error
     assert errors[-1] == f"tfkd: {len(expected)} errors in {path}."
-    # Fixed, the prune stage's augmentation still needs a teacher.
-    text = BAD.replace("zoom: 2.0", "zoom: 0.1")
+    # Fixed, the prune stage's augmentation is accepted without a teacher (it augments the
+    # labelled images), but mixup there still needs one.
+    text = BAD.replace("zoom: 2.0}", "zoom: 0.1}\n    mixup: 0.2")
     path.write_text(text)
     stderr = subprocess.run(
         [sys.executable, "-m", "tfkd", "check", path], capture_output=True, text=True
     ).stderr
-    assert f"{path}:33: stages[7].augmentation: `augmentation` belongs to distillation, so it " in (
-        stderr
-    )
+    assert "stages[7].augmentation" not in stderr
+    assert f"{path}:34: stages[7].mixup: `mixup` belongs to distillation, so it needs " in stderr
 
 
 def test_values_are_checked_by_the_loss_before_any_stage_runs(tmp_path):

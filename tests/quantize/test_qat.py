@@ -316,9 +316,7 @@ def test_sequential_model_never_called_is_quantized_when_first_called(tmp_path):
         ]
     )
     qat_model = tfkd.quantize.quantize_aware(model)
-    with pytest.raises(
-        ValueError, match=r"set yet, in layers \['conv', 'conv_relu', 'logits'\]"
-    ):
+    with pytest.raises(ValueError, match=r"set yet, in layers \['conv', 'conv_relu', 'logits'\]"):
         tfkd.export_tflite(qat_model, tmp_path / "unbuilt.tflite", "int8")
     _fit(qat_model, x, y, loss=_logits_loss())
     assert qat_model.get_layer("conv").batch_norm is not None

@@ -301,3 +301,34 @@ def test_one_shot_generators_are_refused():
 
     with pytest.raises(TypeError, match="generator cannot do twice.*Received: generator"):
         tfkd.transfer.fine_tune(_backbone(), 3, batches(), verbose=0)
+
+
+def test_augmentation_runs_in_the_training_step_and_is_not_kept():
+    """The class is the bright side of the image: flipping half of each batch in the
+    step keeps the training accuracy at chance, and the classifier holds no random layer."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 256)
+    x = rng.uniform(0.0, 0.2, (256, 8, 8, 3)).astype("float32")
+    x[y == 1, :, 4:] += 0.8
+    x[y == 0, :, :4] += 0.8
+    keras.utils.set_random_seed(0)
+    base = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten()], name="flat")
+    accuracy = {}
+    for augmentation in (None, keras.layers.RandomFlip("horizontal", seed=0)):
+        model, history = tfkd.transfer.fine_tune(
+            base,
+            2,
+            (x, y),
+            head_epochs=6,
+            head_learning_rate=1e-2,
+            fine_tune_epochs=0,
+            augmentation=augmentation,
+            verbose=0,
+        )
+        assert not any(isinstance(layer, keras.layers.RandomFlip) for layer in model.layers)
+        assert model.compiled
+        accuracy[augmentation is None] = history.history["accuracy"][-1]
+    assert accuracy[True] == 1.0
+    assert accuracy[False] < 0.65, accuracy
+    with pytest.raises(TypeError, match="`augmentation` must be a Keras layer.*type str"):
+        tfkd.transfer.fine_tune(base, 2, (x, y), augmentation="flip")

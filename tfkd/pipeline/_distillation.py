@@ -165,6 +165,17 @@ def _argument_problems(mapping, accepted, key):
     return problems
 
 
+def check_augmentation_data(augmentation, data):
+    """Raises `invalid_argument` when `augmentation` is set but the inputs are not images."""
+    if augmentation is not None and data.x_train.ndim != 4:
+        raise invalid_argument(
+            "augmentation",
+            "`augmentation` applies to images of shape (height, width, channels). Received: "
+            f"augmentation={augmentation!r} for inputs of shape {data.input_shape}. "
+            "Remove it for this data.",
+        )
+
+
 def check_mixing(mixup, cutmix):
     """Raises `invalid_argument` unless each of `mixup`, `cutmix` is None or an alpha > 0."""
     for argument, alpha in (("mixup", mixup), ("cutmix", cutmix)):
@@ -177,6 +188,8 @@ def check_needs_teacher(stage):
     if stage.teacher:
         return
     for argument, default in DEFAULTS.items():
+        if argument == "augmentation":  # without a teacher, it augments the labelled images
+            continue
         value = getattr(stage, argument)
         if value != default:
             raise invalid_argument(

@@ -37,7 +37,7 @@ class Prune(_Training):
             Defaults to `None`.
         learning_rate: Defaults to `5e-4`.
         method, method_arguments, augmentation, mixup, cutmix: as in `Distill`;
-            they need `teacher`. Default to `"kd"` and `None`.
+            all but `augmentation` need `teacher`. Default to `"kd"` and `None`.
         **kwargs: `temperature`, `student_loss_weight`, `batch_size`, `name`, `from_stage`.
     """
 

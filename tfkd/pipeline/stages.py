@@ -3,7 +3,7 @@
 import os
 
 from tfkd.export._options import IO_DTYPES, QUANTIZATIONS
-from tfkd.pipeline import _store, architectures
+from tfkd.pipeline import _distillation, _store, architectures
 from tfkd.pipeline.stage import (
     Stage,
     check_keras_input,
@@ -120,6 +120,11 @@ class Transfer(Stage):
         head_learning_rate: Defaults to `1e-3`.
         fine_tune_learning_rate: Defaults to `1e-4`.
         batch_size: Defaults to `128`.
+        augmentation: random changes applied to each training batch in the step, as
+            in `Distill` (`{flip: true, shift: 2, rotation: 0.05, zoom: 0.1}`, in
+            pixels of the data's images); the model returned does not contain them.
+            With few labels, they keep the head from memorising the images.
+            Defaults to `None`.
         **kwargs: `name`, `from_stage` (see `Stage`).
     """
 
@@ -133,6 +138,7 @@ class Transfer(Stage):
         head_learning_rate: float = 1e-3,
         fine_tune_learning_rate: float = 1e-4,
         batch_size: int = 128,
+        augmentation: dict | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -145,6 +151,8 @@ class Transfer(Stage):
         check_positive("fine_tune_learning_rate", fine_tune_learning_rate, float)
         check_positive("batch_size", batch_size, int)
         _check_unfreeze(unfreeze)
+        _distillation.check_augmentation(augmentation)
+        self.augmentation = augmentation
         self.backbone, self.image_size, self.unfreeze = backbone, image_size, unfreeze
         self.head_epochs, self.fine_tune_epochs = head_epochs, fine_tune_epochs
         self.head_learning_rate = head_learning_rate
@@ -154,10 +162,16 @@ class Transfer(Stage):
     def takes_input(self):
         return False
 
+    def _check_before_run(self, data):
+        _distillation.check_augmentation_data(self.augmentation, data)
+
     def fingerprint(self):
-        if self.backbone == "mobilenet_v2":
-            return self.get_config()
-        return {**self.get_config(), "backbone_sha256": _store.sha256(self.backbone)}
+        fingerprint = self.get_config()
+        if fingerprint.get("augmentation") is None:  # runs made before the key are reused
+            fingerprint.pop("augmentation", None)
+        if self.backbone != "mobilenet_v2":
+            fingerprint["backbone_sha256"] = _store.sha256(self.backbone)
+        return fingerprint
 
     def run(self, model, context):
         import keras
@@ -171,7 +185,7 @@ class Transfer(Stage):
             options["preprocessing"] = transfer.torchvision_normalization()
         else:
             base = _store.load_keras(self.backbone)
-            options["image_size"] = self.image_size
+            options["image_size"] = (self.image_size, self.image_size)
         keras.utils.set_random_seed(context.seed)
         model, history = transfer.fine_tune(
             base,
@@ -183,6 +197,9 @@ class Transfer(Stage):
             head_learning_rate=self.head_learning_rate,
             fine_tune_learning_rate=self.fine_tune_learning_rate,
             batch_size=self.batch_size,
+            augmentation=_distillation.build_augmentation(
+                self.augmentation, context.data.input_shape, context.seed
+            ),
             callbacks=context.callbacks(),
             verbose=context.keras_verbose(),
             input_shape=context.data.input_shape,

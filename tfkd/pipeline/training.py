@@ -86,19 +86,13 @@ class _Training(Stage):
     def _check_before_run(self, data):
         """Builds the distillation loss (its class checks the values of `method_arguments`)
         and checks that in-step augmentation gets images, before any stage runs."""
+        _distillation.check_augmentation_data(self.augmentation, data)
         if not self.teacher:
             return
         try:
             _distillation.build_loss(self)
         except (ValueError, TypeError) as error:
             raise invalid_argument("method_arguments", str(error), type(error)) from None
-        if self.augmentation is not None and data.x_train.ndim != 4:
-            raise invalid_argument(
-                "augmentation",
-                "`augmentation` applies to images of shape (height, width, channels). Received: "
-                f"augmentation={self.augmentation!r} for inputs of shape {data.input_shape}. "
-                "Remove it for this data.",
-            )
 
     def _training_examples(self, context):
         """How many examples an epoch covers (without augmented copies): every training
@@ -109,11 +103,14 @@ class _Training(Stage):
     def train(self, model, context, augmented_copies=0):
         """Trains `model` in place: distilled from `teacher` when given, else on labels.
 
-        Without a teacher it trains on the labelled examples only; with one, on every
-        training image, the hidden labels passed on as `UNLABELED` (the Distiller's
-        task loss skips them). With `augmented_copies`, it also trains on that many
-        fixed, shifted and flipped copies of those images.
+        Without a teacher it trains on the labelled examples only (each batch
+        augmented in the step with `augmentation`); with one, on every training
+        image, the hidden labels passed on as `UNLABELED` (the Distiller's task loss
+        skips them). With `augmented_copies`, it also trains on that many fixed,
+        shifted and flipped copies of those images.
         """
+        from tfkd import _graph
+
         epochs = context.epochs(self.epochs)
         if epochs == 0:
             return {"epochs": 0}
@@ -121,6 +118,9 @@ class _Training(Stage):
         student = model
         if self.teacher:
             model, x = self._distiller(model, context, x, augmented_copies)
+        else:
+            augmentation = self._augmentation(context)
+            model = _graph.behind_augmentation(model, augmentation, context.data.input_shape)
         from_logits = not _ends_in_softmax(student)
         _compile(context, model, self.learning_rate, epochs, self.batch_size, len(y), from_logits)
         steps = epochs * _steps_per_epoch(context, self.batch_size, len(y))
@@ -169,14 +169,19 @@ class _Training(Stage):
             outputs.append(context.teacher_outputs(self.teacher, copies, key)["output"])
         return distiller, with_teacher_outputs(x, {"output": np.concatenate(outputs)})
 
+    def _augmentation(self, context):
+        """The Keras layers `augmentation` asks for, or None."""
+        return _distillation.build_augmentation(
+            self.augmentation, context.data.input_shape, context.seed
+        )
+
     def _mixing(self, context):
         """The Distiller's `augmentation`, `mixup` and `cutmix` arguments that are set."""
-        augmentation = None
-        if self.augmentation:
-            augmentation = _distillation.build_augmentation(
-                self.augmentation, context.data.input_shape, context.seed
-            )
-        arguments = {"augmentation": augmentation, "mixup": self.mixup, "cutmix": self.cutmix}
+        arguments = {
+            "augmentation": self._augmentation(context),
+            "mixup": self.mixup,
+            "cutmix": self.cutmix,
+        }
         return {name: value for name, value in arguments.items() if value is not None}
 
 
@@ -232,6 +237,10 @@ class Train(_NewModelTraining):
         batch_size: Defaults to `128`.
         augmented_copies: train on that many fixed, shifted and flipped copies of
             the training images too, with their labels (see `Distill`). Defaults to `0`.
+        augmentation: random changes applied to each batch in the training step, as
+            in `Distill` (`{flip: true, shift: 2, rotation: 0.05, zoom: 0.1}`); the
+            model trained does not contain them. Images only; not with
+            `augmented_copies`. Defaults to `None`.
         **kwargs: `name`, `from_stage` (see `Stage`).
     """
 
@@ -244,9 +253,10 @@ class Train(_NewModelTraining):
         learning_rate: float = 2e-3,
         batch_size: int = 128,
         augmented_copies: int = 0,
+        augmentation: dict | None = None,
         **kwargs,
     ):
-        super().__init__(epochs, learning_rate, batch_size, **kwargs)
+        super().__init__(epochs, learning_rate, batch_size, augmentation=augmentation, **kwargs)
         self.model = self._check_new_model(model, augmented_copies)
 
 
@@ -359,7 +369,7 @@ class QuantizeAware(_Training):
         teacher: an earlier stage to distil from, or `None`. Defaults to `None`.
         learning_rate: Defaults to `1e-4`.
         method, method_arguments, augmentation, mixup, cutmix: as in `Distill`;
-            they need `teacher`. Default to `"kd"` and `None`.
+            all but `augmentation` need `teacher`. Default to `"kd"` and `None`.
         **kwargs: `temperature`, `student_loss_weight`, `batch_size`, `name`, `from_stage`.
     """
 

@@ -5,6 +5,7 @@ import numbers
 import keras
 import numpy as np
 
+from tfkd import _graph
 from tfkd.transfer import _backbone
 from tfkd.transfer.layers import GrayscaleToRGB
 from tfkd.transfer.text import is_text_backbone, text_classifier_body, unused_layers
@@ -129,6 +130,7 @@ def fine_tune(
     head_learning_rate=1e-3,
     fine_tune_learning_rate=1e-5,
     frozen_batch_norm=True,
+    augmentation=None,
     batch_size=64,
     callbacks=None,
     verbose="auto",
@@ -167,6 +169,11 @@ def fine_tune(
             `False` trains them with the unfrozen layers and normalizes with batch
             statistics, which a backbone trained from random weights needs. Defaults
             to `True`.
+        augmentation: a Keras layer (e.g. a `keras.Sequential` of `RandomFlip` and
+            `RandomTranslation`) applied to each training batch inside the training
+            step, on the raw inputs; the returned model does not contain it. With
+            few labelled images it is what keeps the new head from memorising them.
+            Defaults to `None`.
         batch_size: batch size for numpy data. Defaults to `64`.
         callbacks: Keras callbacks for both phases. Defaults to `None`.
         verbose: passed to `fit`. Defaults to `"auto"`.
@@ -195,6 +202,12 @@ def fine_tune(
     _backbone.check_backbone(base)
     _check_positive_int(num_classes, "num_classes")
     _check_bool(frozen_batch_norm, "frozen_batch_norm")
+    if augmentation is not None and not isinstance(augmentation, keras.layers.Layer):
+        raise TypeError(
+            "`augmentation` must be a Keras layer applied to each training batch, e.g. "
+            "keras.Sequential([keras.layers.RandomFlip('horizontal')]), or None. Received: "
+            f"augmentation of type {type(augmentation).__name__}."
+        )
     for value, name in ((head_epochs, "head_epochs"), (fine_tune_epochs, "fine_tune_epochs")):
         if not isinstance(value, numbers.Integral) or value < 0:
             raise ValueError(f"`{name}` must be an integer >= 0. Received: {name}={value!r}.")
@@ -210,15 +223,18 @@ def fine_tune(
     if not _is_dataset(train_data):
         train_data, fit["batch_size"] = (train_data[0], train_data[1]), batch_size
     merged = {}
+    trained = _graph.behind_augmentation(model, augmentation, model.inputs[0].shape[1:])
     base.trainable = False
-    _compile(model, head_learning_rate)
-    _fit(model, train_data, 0, head_epochs, fit, merged)
+    _compile(trained, head_learning_rate)
+    _fit(trained, train_data, 0, head_epochs, fit, merged)
     if fine_tune_epochs:
         unfrozen = _backbone.unfreeze(base, unfrozen, frozen_batch_norm)
-        _compile(model, fine_tune_learning_rate)
-        _fit(model, train_data, head_epochs, fine_tune_epochs, fit, merged)
+        _compile(trained, fine_tune_learning_rate)
+        _fit(trained, train_data, head_epochs, fine_tune_epochs, fit, merged)
     else:
         unfrozen = []
+    if trained is not model:
+        _compile(model, fine_tune_learning_rate if fine_tune_epochs else head_learning_rate)
     return model, TransferHistory(merged, head_epochs, sorted(unfrozen))
 
 
