@@ -33,8 +33,8 @@ class Prune(_Training):
         exclude: layers to leave dense: a list of layer names or regular expressions
             that match whole names (`"conv1"`, `"conv.*"`). Defaults to `None`.
         epochs: Defaults to `2`.
-        teacher: an earlier stage to distil from, or `None` for labels only.
-            Defaults to `None`.
+        teacher: an earlier stage to distil from (or a list of them, as in
+            `Distill`), or `None` for labels only. Defaults to `None`.
         learning_rate: Defaults to `5e-4`.
         method, method_arguments, augmentation, mixup, cutmix: as in `Distill`;
             all but `augmentation` need `teacher`. Default to `"kd"` and `None`.
@@ -46,7 +46,7 @@ class Prune(_Training):
         sparsity: float = 0.5,
         pattern: str = "unstructured",
         epochs: int = 2,
-        teacher: str | None = None,
+        teacher: str | list | None = None,
         learning_rate: float = 5e-4,
         batch_size: int = 128,
         temperature: float = 1.0,

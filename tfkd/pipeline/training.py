@@ -52,10 +52,7 @@ class _Training(Stage):
                 "`student_loss_weight` must be in [0, 1]. "
                 f"Received: student_loss_weight={student_loss_weight!r}",
             )
-        if teacher is not None and not isinstance(teacher, str):
-            raise invalid_argument(
-                "teacher", f"`teacher` must be a stage name. Received: {teacher!r}", TypeError
-            )
+        _check_teacher(teacher)
         _distillation.check_method(method, method_arguments)
         _distillation.check_augmentation(augmentation)
         _distillation.check_mixing(mixup, cutmix)
@@ -65,9 +62,17 @@ class _Training(Stage):
         self.method, self.method_arguments = method, method_arguments
         self.augmentation, self.mixup, self.cutmix = augmentation, mixup, cutmix
         _distillation.check_needs_teacher(self)
+        if isinstance(teacher, list) and (method_arguments or {}).get("teacher_layer"):
+            raise invalid_argument(
+                "teacher",
+                "Several teachers are joined into one ensemble, which has no layer "
+                f"{method_arguments['teacher_layer']!r} to read. Received: teacher={teacher!r} "
+                f"with method_arguments={method_arguments!r}. Use one teacher for a method "
+                "that reads a teacher layer.",
+            )
 
     def references(self):
-        return [self.teacher] if self.teacher else []
+        return list(_teacher_names(self.teacher))
 
     def fingerprint(self):
         """The config, plus the contents of a model file given as `{"path": ...}`."""
@@ -145,16 +150,24 @@ class _Training(Stage):
     def _distiller(self, student, context, x, augmented_copies):
         """The `Distiller` that trains `student`, and `x`: packed with the cached teacher
         logits, or as it is when the teacher runs at every step."""
-        from tfkd.distill import Distiller, with_teacher_outputs
+        from tfkd.distill import Distiller, teacher_ensemble, with_teacher_outputs
 
-        teacher = context.model(self.teacher)
-        if not isinstance(teacher, KerasModel):
-            raise TypeError(
-                f"`teacher` must be a stage that returns a Keras model. Received: "
-                f"teacher={self.teacher!r}, a {type(teacher).__name__}"
-            )
+        names = _teacher_names(self.teacher)
+        teachers = []
+        for name in names:
+            teacher = context.model(name)
+            if not isinstance(teacher, KerasModel):
+                raise TypeError(
+                    f"`teacher` must name stages that return a Keras model. Received: "
+                    f"teacher={self.teacher!r}, {name!r} a {type(teacher).__name__}"
+                )
+            teachers.append(teacher)
+        if len(teachers) > 1:
+            teachers = [_named(teacher, name) for teacher, name in zip(teachers, names)]
         distiller = Distiller(
-            teacher=teacher,
+            teacher=teachers[0]
+            if len(teachers) == 1
+            else teacher_ensemble(teachers, temperature=self.temperature),
             student=student,
             distillation_losses=_distillation.build_loss(self),
             student_loss_weight=self.student_loss_weight,
@@ -162,12 +175,31 @@ class _Training(Stage):
         )
         if _distillation.teacher_runs_online(self):
             return distiller, x
-        outputs = [context.teacher_outputs(self.teacher)["output"]]
+        outputs = [self._cached_outputs(context, names)]
         if augmented_copies:
             key = f"augmented{augmented_copies}-seed{context.seed}"
             copies = x[len(context.data.x_train) :]
-            outputs.append(context.teacher_outputs(self.teacher, copies, key)["output"])
+            outputs.append(self._cached_outputs(context, names, copies, key))
         return distiller, with_teacher_outputs(x, {"output": np.concatenate(outputs)})
+
+    def _cached_outputs(self, context, names, inputs=None, key="train"):
+        """The teacher's logits on `inputs`, each teacher's computed once per run; several
+        teachers' joined as `teacher_ensemble` joins them, at the stage's temperature."""
+        import keras
+
+        from tfkd.distill import softened_average
+        from tfkd.distill.losses import log_of_probabilities
+
+        logits = [context.teacher_outputs(name, inputs, key)["output"] for name in names]
+        if len(logits) == 1:
+            return logits[0]
+        logits = [
+            log_of_probabilities(outputs) if _ends_in_softmax(context.model(name)) else outputs
+            for outputs, name in zip(logits, names)
+        ]
+        weights = [1.0 / len(logits)] * len(logits)
+        joined = softened_average(logits, weights, temperature=self.temperature)
+        return keras.ops.convert_to_numpy(joined)
 
     def _augmentation(self, context):
         """The Keras layers `augmentation` asks for, or None."""
@@ -272,7 +304,12 @@ class Distill(_NewModelTraining):
     loss on the labelled ones, the distillation loss on all.
 
     Args:
-        teacher: name of the earlier stage whose model teaches.
+        teacher: name of the earlier stage whose model teaches, or a list of two or
+            more names: their softened outputs, averaged with equal weights at
+            `temperature`, teach (`tfkd.distill.teacher_ensemble`; each one's outputs
+            are computed once and cached). Teachers that were trained differently
+            (a fine-tuned backbone and a student trained on the labels) make
+            different mistakes, so their average is often better than either.
         student: `{"architecture": "cnn", ...}`, `{"path": "file.keras"}` or a
             Sequential or functional Keras model (a copy, with its weights, trains);
             `None` distils into a copy of the incoming model. Defaults to `None`.
@@ -319,7 +356,7 @@ class Distill(_NewModelTraining):
 
     def __init__(
         self,
-        teacher: str,
+        teacher: str | list,
         student: dict | KerasModel | None = None,
         epochs: int = 8,
         temperature: float = 1.0,
@@ -334,9 +371,9 @@ class Distill(_NewModelTraining):
         cutmix: float | None = None,
         **kwargs,
     ):
-        if not isinstance(teacher, str):
+        if teacher is None:
             raise invalid_argument(
-                "teacher", f"`teacher` must be a stage name. Received: {teacher!r}", TypeError
+                "teacher", "`teacher` must be a stage name. Received: None", TypeError
             )
         super().__init__(
             epochs,
@@ -366,7 +403,8 @@ class QuantizeAware(_Training):
 
     Args:
         epochs: Defaults to `2`.
-        teacher: an earlier stage to distil from, or `None`. Defaults to `None`.
+        teacher: an earlier stage to distil from (or a list of them, as in
+            `Distill`), or `None`. Defaults to `None`.
         learning_rate: Defaults to `1e-4`.
         method, method_arguments, augmentation, mixup, cutmix: as in `Distill`;
             all but `augmentation` need `teacher`. Default to `"kd"` and `None`.
@@ -376,7 +414,7 @@ class QuantizeAware(_Training):
     def __init__(
         self,
         epochs: int = 2,
-        teacher: str | None = None,
+        teacher: str | list | None = None,
         learning_rate: float = 1e-4,
         batch_size: int = 128,
         temperature: float = 1.0,
@@ -409,6 +447,39 @@ class QuantizeAware(_Training):
         check_keras_input(self, model)
         quantized = quantize.quantize_aware(model)
         return quantized, self.train(quantized, context)
+
+
+def _check_teacher(teacher):
+    """`teacher` is None, a stage name, or a list of two or more distinct names."""
+    names = teacher if isinstance(teacher, list) else [teacher]
+    valid = teacher is None or (
+        all(isinstance(name, str) for name in names)
+        and (isinstance(teacher, str) or len(set(names)) == len(names) >= 2)
+    )
+    if not valid:
+        raise invalid_argument(
+            "teacher",
+            "`teacher` must be the name of an earlier stage, or a list of two or more distinct "
+            f"names (their softened outputs averaged). Received: teacher={teacher!r}",
+            TypeError if not isinstance(teacher, str | list) else ValueError,
+        )
+
+
+def _teacher_names(teacher):
+    if teacher is None:
+        return []
+    return list(teacher) if isinstance(teacher, list) else [teacher]
+
+
+def _named(model, name):
+    """`model` under the stage's `name`, so that an ensemble can read each by name (two
+    stages may build models of the same name); the weights are shared, not copied."""
+    import keras
+
+    if model.name == name:
+        return model
+    inputs = keras.Input(tuple(model.inputs[0].shape[1:]), name=f"{name}_inputs")
+    return keras.Model(inputs, model(inputs), name=name)
 
 
 def _compile(context, model, learning_rate, epochs, batch_size, examples, from_logits):
