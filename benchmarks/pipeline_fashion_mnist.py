@@ -1,14 +1,14 @@
 """Distillation settings for the default pipeline's student, measured with the pipeline itself.
 
 Runs, into one output directory (so the teacher's logits are computed once and every
-finished variant is reused on a rerun), the default config's teacher and scratch
+finished variant is reused on a rerun), the all-labels config's teacher and scratch
 student and a distilled student per (temperature, student_loss_weight) pair, then
-prints the test accuracy of each. Point --output at a finished default run
-(`tfkd run examples/pipeline_fashion_mnist.yaml`) to reuse its stages.
+prints the test accuracy of each. Point --output at a finished run of that config
+(`tfkd run examples/pipeline_fashion_mnist_all_labels.yaml`) to reuse its stages.
 
-    python benchmarks/pipeline_fashion_mnist.py --output runs/pipeline_fashion_mnist \
+    python benchmarks/pipeline_fashion_mnist.py --output runs/pipeline_fashion_mnist_all_labels \
         --settings 1:0.1 2:0.1 4:0.1 2:0.5 4:0.5 [--epochs 8] [--filters 24 48 96] \
-        [--dense-units 128] [--dropout 0.3]   # the default config's student
+        [--dense-units 128] [--dropout 0.3]   # the all-labels config's student
 """
 
 import argparse

@@ -11,7 +11,7 @@ import sys
 EPILOG = """\
 examples:
   tfkd check examples/pipeline_fashion_mnist.yaml        # every config error at once, no run
-  tfkd run examples/pipeline_fashion_mnist.yaml          # the default pipeline (~11 min, 2 cores)
+  tfkd run examples/pipeline_fashion_mnist.yaml          # the default pipeline (~13 min, 2 cores)
   tfkd run examples/pipeline_fashion_mnist.yaml --quick  # a one-minute smoke run
   tfkd report runs/pipeline_fashion_mnist                # the report of a (partial) run
 

@@ -10,14 +10,13 @@ from tfkd.pipeline import Data, Distill, Export, Load, Prune, QuantizeAware, Tra
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TEACHER = REPO / "saved_models" / "fashion_mnist_cnn_teacher" / "model.keras"
-# The student of examples/pipeline_fashion_mnist.yaml (the README's main config).
+# The student of examples/pipeline_fashion_mnist_all_labels.yaml (every label, a loaded teacher).
 STUDENT = {"architecture": "cnn", "filters": [24, 48, 96], "dense_units": 128, "dropout": 0.3}
 
 
-# About 25 s (90 s on JAX); test_cli.py's quick run of the config itself checks the same
-# figures in the default selection.
+# About 25 s (90 s on JAX); test_cli.py's quick run checks the default (few-labels) config.
 @pytest.mark.slow
-def test_a_quick_run_of_the_main_config_scores_well_above_chance(tmp_path):
+def test_a_quick_run_of_the_all_labels_config_scores_well_above_chance(tmp_path):
     data = Data.load("fashion_mnist", train_size=2000, test_size=500)
     stages = [
         Load(TEACHER, name="teacher"),

@@ -93,6 +93,7 @@ class _Runner:
         self._teacher_outputs = {}
 
     def start(self, config, quick, seed):
+        self.started = time.perf_counter()
         self.options = {"quick": quick, "seed": seed, "data": self.data.fingerprint}
         _store.write_json(
             self.store.directory / "config.json",
@@ -220,6 +221,8 @@ class _Runner:
     def finish(self):
         result = report.Report(self.entries, self.data.describe())
         result.write(self.store.directory)
+        elapsed = time.perf_counter() - self.started
+        self.log(f"Finished in {elapsed:.0f} s ({elapsed / 60:.1f} min).")
         self.log(f"Report: {self.store.directory / 'report.md'}")
         return result
 
