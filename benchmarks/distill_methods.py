@@ -1,10 +1,13 @@
-"""Distillation methods side by side: one setting, Fashion-MNIST, the 8k-parameter student.
+"""Distillation methods side by side: one setting, Fashion-MNIST, the 8k or the 165k student.
 
-Every arm trains the same `models.student_cnn` (8,194 parameters; the same initial
-weights per seed) with the same optimizer (Adam 1e-3), batch size and number of
-epochs, on the same training images, and reports test accuracy on the full 10,000
-test images and its epoch seconds. The teacher is the bundled CNN
-(`saved_models/fashion_mnist_cnn_teacher`, 0.9332). Arms (issue 15):
+Every arm trains the same student (the same initial weights per seed) with the same
+optimizer (Adam 1e-3), batch size and number of epochs, on the same training images,
+and reports test accuracy on the full 10,000 test images and its epoch seconds.
+`--student 8k` (the default) is `models.student_cnn` (8,194 parameters); `--student
+165k` is the default pipeline's student, `tfkd.pipeline.architectures.cnn((28, 28, 1),
+10, filters=(24, 48, 96), dense_units=128, dropout=0.3)` (164,738 parameters; its
+`pool2` is 7x7x48 and its `features` the Dense 128 before dropout). The teacher is the
+bundled CNN (`saved_models/fashion_mnist_cnn_teacher`, 0.9332). Arms (issue 15):
 
 - `labels`: the student trained on the labels alone, plain `model.fit`;
 - `keras_distiller`: `keras.distillation.Distiller` with
@@ -15,11 +18,12 @@ test images and its epoch seconds. The teacher is the bundled CNN
 - `decoupled`: `DecoupledDistillation()` (T=1, target_weight=1, non_target_weight=8);
 - `dist`: `CorrelationDistillation()` (T=1, both weights 1);
 - `feature`: KD + `FeatureDistillation("pool2", "pool2")` (7x7x64 teacher, 7x7x24
-  student, learned projection), loss weights 1 and 1;
+  or 7x7x48 student, learned projection), loss weights 1 and 1;
 - `attention`: KD + `AttentionTransfer("pool2", "pool2")`, loss weights 1 and 500
   (the authors' beta/2);
 - `relational`: KD + `RelationalDistillation("features", "features")` on the
-  pooled penultimate features (160 and 24 wide), loss weights 1 and 1;
+  penultimate features (teacher 160 wide; student 24, or 128 for 165k), loss weights
+  1 and 1;
 - `two_teachers`: `tfkd.Distiller([cnn, mobilenet_v2], student, temperature=T)`
   with the bundled MobileNetV2 teacher (0.9283); its ensemble's outputs are
   computed once with `predict_teacher(cache=...)` into `--cache-dir`;
@@ -31,7 +35,14 @@ Distiller. Offline tfkd arms train on teacher outputs computed once per teacher 
 set of layers (`Distiller.predict_teacher` + `tfkd.distill.with_teacher_outputs`).
 
     python benchmarks/distill_methods.py --seeds 0 1 2 --epochs 7 --train-size 60000
+    python benchmarks/distill_methods.py --student 165k --seeds 0 1 2 --epochs 7 \
+        --train-size 60000 --arms labels keras_distiller kd kd_standardized dist
     python benchmarks/distill_methods.py --smoke   # < 2 minutes, writes to the temp directory
+    python benchmarks/distill_methods.py --student 165k --smoke
+
+`--output` defaults to `benchmarks/results/distill_methods.json` for the 8k student and
+`benchmarks/results/distill_methods_165k.json` for the 165k one; with `--smoke`, to the
+temporary directory.
 
 Prints elapsed time as it goes; writes the JSON to `--output` (atomically) after
 every finished arm, with the command, settings, per-seed results, mean +- std and
@@ -57,6 +68,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 import models  # noqa: E402
 
 import tfkd  # noqa: E402
+from tfkd.pipeline import architectures  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 CNN_TEACHER = ROOT / "saved_models" / "fashion_mnist_cnn_teacher" / "model.keras"
@@ -114,7 +126,38 @@ ARMS = (
 ONLINE_ARMS = ("keras_distiller", "consistent_mixup")
 
 
-def settings(args):
+def _pipeline_student(seed=0):
+    """The default pipeline's student (examples/pipeline_fashion_mnist*.yaml)."""
+    return architectures.cnn(
+        models.INPUT_SHAPE,
+        models.NUM_CLASSES,
+        filters=(24, 48, 96),
+        dense_units=128,
+        dropout=0.3,
+        seed=seed,
+    )
+
+
+STUDENTS = {
+    "8k": (models.student_cnn, "benchmarks/models.py student_cnn"),
+    "165k": (
+        _pipeline_student,
+        "tfkd.pipeline.architectures.cnn((28, 28, 1), 10, filters=(24, 48, 96), "
+        "dense_units=128, dropout=0.3): the default pipeline's student",
+    ),
+}
+RESULT_NAMES = {"8k": "distill_methods.json", "165k": "distill_methods_165k.json"}
+
+
+def student_layers(arm):
+    """The student layers `arm` reads besides the output (none for the logits-only arms)."""
+    if arm not in TFKD_ARMS:
+        return []
+    losses, _ = TFKD_ARMS[arm]()
+    return [loss.student_layer for loss in losses if loss.student_layer is not None]
+
+
+def settings(args, student):
     return {
         "data": "Fashion-MNIST",
         "train_size": args.train_size,
@@ -122,7 +165,9 @@ def settings(args):
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "optimizer": f"Adam({LEARNING_RATE})",
-        "student": "benchmarks/models.py student_cnn (8,194 parameters)",
+        "student": f"{STUDENTS[args.student][1]} ({student.count_params():,} parameters)",
+        "student_option": args.student,
+        "student_parameters": student.count_params(),
         "teacher": str(CNN_TEACHER.relative_to(ROOT)),
         "second_teacher": str(MOBILENET_TEACHER.relative_to(ROOT)),
         "temperature": TEMPERATURE,
@@ -138,7 +183,8 @@ def settings(args):
             "non_target_weight=8)",
             "dist": "CorrelationDistillation(temperature=1, inter_class_weight=1, "
             "intra_class_weight=1)",
-            "feature": "KD(T=1) + FeatureDistillation('pool2', 'pool2'), weights [1, 1]",
+            "feature": "KD(T=1) + FeatureDistillation('pool2', 'pool2'), learned "
+            "projection, weights [1, 1]",
             "attention": "KD(T=1) + AttentionTransfer('pool2', 'pool2'), weights [1, 500]",
             "relational": "KD(T=1) + RelationalDistillation('features', 'features'), "
             "weights [1, 1]",
@@ -255,7 +301,7 @@ class TeacherOutputs:
 
 def run_arm(arm, seed, teachers, data, cached, args):
     (x_train, y_train), (x_test, y_test) = data
-    student = models.student_cnn(seed=seed)
+    student = STUDENTS[args.student][0](seed=seed)
     model = build(arm, teachers, student, seed)
     models.compile_classifier(model, LEARNING_RATE)
     offline = isinstance(model, tfkd.Distiller) and not model.augments
@@ -304,7 +350,7 @@ def summarize(runs, arms):
 
 
 def targets(summary):
-    """Issue 15, item 2 for the 8k student: the best tfkd arm against labels and Keras."""
+    """Issue 15, must-show 2 (either student): the best tfkd arm against labels and Keras."""
     tfkd_arms = [arm for arm in summary if arm not in ("labels", "keras_distiller")]
     if not tfkd_arms or "labels" not in summary:
         return {}
@@ -362,13 +408,19 @@ def parse_args(argv):
     parser.add_argument("--train-size", type=int, default=60000, help="First N training images.")
     parser.add_argument("--test-size", type=int, default=10000)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=None)
+    parser.add_argument(
+        "--student",
+        choices=sorted(STUDENTS),
+        default="8k",
+        help="8k: benchmarks/models.py student_cnn; 165k: the default pipeline's student.",
+    )
     parser.add_argument(
         "--output",
         type=pathlib.Path,
         default=None,
-        help="Defaults to benchmarks/results/distill_methods.json (with --smoke, a temporary "
-        "file, never the committed results).",
+        help="Defaults to benchmarks/results/distill_methods.json, or distill_methods_165k.json "
+        "with --student 165k (with --smoke, a temporary file, never the committed results).",
     )
     parser.add_argument(
         "--cache-dir",
@@ -378,11 +430,24 @@ def parse_args(argv):
     )
     parser.add_argument("--smoke", action="store_true", help="1 epoch, 1,000 images, seed 0.")
     args = parser.parse_args(argv)
+    if args.arms is None:
+        args.arms = list(ARMS)
+    layers = {layer.name for layer in STUDENTS[args.student][0]().layers}
+    missing = {
+        arm: sorted(set(student_layers(arm)) - layers)
+        for arm in args.arms
+        if set(student_layers(arm)) - layers
+    }
+    if missing:
+        parser.error(
+            f"--student {args.student} has no layer "
+            + "; ".join(f"{', '.join(names)} (arm {arm})" for arm, names in missing.items())
+        )
     if args.smoke:
         args.seeds, args.epochs, args.train_size, args.test_size = [0], 1, 1000, 1000
     if args.output is None:
         results = pathlib.Path(tempfile.gettempdir()) if args.smoke else RESULTS
-        args.output = results / "distill_methods.json"
+        args.output = results / RESULT_NAMES[args.student]
     return args
 
 
@@ -398,10 +463,13 @@ def main(argv=None):
         "backend": keras.backend.backend(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
         "git_commit": git_commit(),
-        "settings": settings(args),
+        "settings": settings(args, STUDENTS[args.student][0]()),
         "runs": [],
     }
-    log(f"{len(data[0][0])} training images, {len(data[1][0])} test images, arms {args.arms}")
+    log(
+        f"{len(data[0][0])} training images, {len(data[1][0])} test images, student "
+        f"{args.student}, arms {args.arms}"
+    )
     for seed in args.seeds:
         for arm in args.arms:
             run = run_arm(arm, seed, teachers, data, cached, args)
