@@ -201,8 +201,11 @@ def test_nan_loss_stops_training_and_names_the_component():
     with pytest.raises(FloatingPointError, match="logits_distillation_loss") as error:
         distiller.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
     message = str(error.value)
-    # The guard runs on Keras's callback threads, which finish in any order; the error
-    # still names the first bad batch, where the student's own loss was finite.
+    # On Keras's callback threads the guard made JAX's epoch-end metrics read donated
+    # buffers in about 1 run of 9 under load (see NonFiniteLossGuard): it stays on the
+    # training thread.
+    assert not tfkd.distill.NonFiniteLossGuard.async_safe
+    # The error names the first bad batch, where the student's own loss was finite.
     assert "epoch 1, batch 1:" in message and "Received: {" in message
     assert "student_loss" not in message  # the labels part is fine: only the culprit is named
 
