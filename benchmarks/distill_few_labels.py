@@ -13,8 +13,13 @@ training images keep their pixels but lose their labels. Then:
      the better of the two is the baseline), and
    - by `tfkd.Distiller` on all 60,000 images, the hidden labels being
      `tfkd.distill.UNLABELED`: cross-entropy on the labelled examples, distillation
-     on all, from cached teacher logits (`predict_teacher(..., cache=...)`);
-3. the distilled student exported to a full-integer `.tflite`
+     on all, from cached teacher logits (`predict_teacher(..., cache=...)`)
+     (`distilled`), and
+   - the same way from two teachers (`distilled_two_teachers`): the softened
+     average (`tfkd.distill.softened_average`, equal weights, at the distillation
+     temperature) of the MobileNetV2 teacher's cached logits and the logits of the
+     `scratch` baseline student (the better of augmented and plain), computed once;
+3. both distilled students exported to a full-integer `.tflite`
    (`tfkd.export_tflite(..., quantization="int8")`) and scored by `tfkd.TFLiteModel`.
 
 Every accuracy is on the full 10,000 test images. TensorFlow backend, CPU:
@@ -24,11 +29,17 @@ about 12 minutes a seed on 2 shared cores; `--smoke` runs tiny sizes in about a 
     python benchmarks/distill_few_labels.py --smoke
 
 A rerun with the same `--output` and settings reuses the seeds it already holds, so
-`--seeds 0` then `--seeds 0 1 2` runs each seed once. `"seconds"` in the JSON is the
-last invocation's wall time; each seed records its own parts.
+`--seeds 0` then `--seeds 0 1 2` runs each seed once. The fine-tuned teacher and the
+two scratch students of each seed are also saved in `--models-dir` (default: in the
+temporary directory), under a key of the settings that train them, and loaded from
+there when present, so a rerun that must redo a seed (say, after a new arm) retrains
+only the distilled students; a seed lists what it loaded in `"reused_models"`, and
+its `"seconds"` then gives those models' original training time. `"seconds"` in the
+JSON is the last invocation's wall time; each seed records its own parts.
 """
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -105,9 +116,53 @@ def labelled_batches(x, y, batch_size, seed, augment):
     return dataset.prefetch(2)
 
 
-def accuracy(model, x, y):
-    logits = model.predict(x.astype("float32"), batch_size=512, verbose=0)
+def predict(model, x):
+    return model.predict(x.astype("float32"), batch_size=512, verbose=0)
+
+
+def accuracy(model, x, y, logits=None):
+    logits = predict(model, x) if logits is None else logits
     return float(np.mean(logits.argmax(-1) == y))
+
+
+def average_of_two(teacher_logits, scratch_logits, temperature):
+    """Equal-weight softened average of the two teachers' logits, as numpy."""
+    averaged = tfkd.distill.softened_average(
+        [teacher_logits, scratch_logits], [0.5, 0.5], temperature=temperature
+    )
+    return keras.ops.convert_to_numpy(averaged)
+
+
+def model_key(args, part):
+    """A short hash of what trains `part` ("teacher" or "scratch"): a saved model is reused
+    only by a run that would train it the same way."""
+    current = settings(args)
+    trained_by = {
+        "smoke": args.smoke,
+        "labelled_per_class": args.labelled_per_class,
+        part: current[part],
+        "student": current["student"] if part == "scratch" else None,
+    }
+    return hashlib.sha256(json.dumps(trained_by, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def saved_or_trained(args, name, part, seed, train):
+    """`train()` -> (model, extra); saved in `--models-dir`, or loaded from it when present.
+
+    Returns (model, extra, training seconds, whether it was loaded)."""
+    stem = args.models_dir / f"{name}_seed{seed}_{model_key(args, part)}"
+    path, meta = stem.with_suffix(".keras"), stem.with_suffix(".json")
+    if path.exists() and meta.exists():
+        info = json.loads(meta.read_text())
+        log(f"seed {seed}: {name} loaded from {path}")
+        return keras.saving.load_model(path), info["extra"], info["seconds"], True
+    start = time.perf_counter()
+    model, extra = train()
+    seconds = time.perf_counter() - start
+    args.models_dir.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    meta.write_text(json.dumps({"extra": extra, "seconds": seconds}) + "\n")
+    return model, extra, seconds, False
 
 
 def train_teacher(args, x, y, seed):
@@ -174,7 +229,42 @@ def train_distilled(args, teacher, x_train, hidden, seed, cache):
         epochs=args.distill_epochs,
         verbose=2,
     )
-    return model, teacher_seconds
+    return model, teacher_seconds, logits
+
+
+def train_distilled_two_teachers(args, teacher, scratch, teacher_logits, x_train, hidden, seed):
+    """The `distilled` recipe, its cached teacher logits replaced by the softened average
+    (equal weights) of the MobileNetV2 teacher's logits and the scratch student's logits."""
+    start = time.perf_counter()
+    (key,) = teacher_logits  # the logits alone: {"output": array}
+    averaged = average_of_two(teacher_logits[key], predict(scratch, x_train), args.temperature)
+    outputs = {key: averaged}
+    ensemble = tfkd.distill.teacher_ensemble(
+        [teacher, scratch], weights=[0.5, 0.5], temperature=args.temperature
+    )
+    # The cached outputs are what the two-teacher model computes (checked on a few images).
+    check = ensemble.predict(x_train[:64].astype("float32"), verbose=0)
+    np.testing.assert_allclose(check, outputs[key][:64], atol=1e-3, rtol=1e-3)
+    averaging_seconds = time.perf_counter() - start
+    log(f"  softened average of the two teachers' logits: {averaging_seconds:.1f} s")
+    model = student(seed)
+    keras.utils.set_random_seed(seed)
+    distiller = tfkd.Distiller(
+        ensemble,
+        model,
+        student_loss_weight=args.student_loss_weight,
+        temperature=args.temperature,
+    )
+    steps = args.distill_epochs * math.ceil(len(x_train) / args.batch_size)
+    distiller.compile(optimizer=adam(steps), loss=LOSS)
+    distiller.fit(
+        tfkd.distill.with_teacher_outputs(x_train, outputs),
+        hidden,
+        batch_size=args.batch_size,
+        epochs=args.distill_epochs,
+        verbose=2,
+    )
+    return model, averaging_seconds
 
 
 def export_int8(model, x_train, x_test, y_test, path):
@@ -192,24 +282,36 @@ def run_seed(args, data, seed, work_dir):
     x_labelled, y_labelled = x_train[keep], y_train[keep]
     row, seconds = {"labelled": int(len(keep)), "unlabelled": int(len(x_train) - len(keep))}, {}
 
-    start = time.perf_counter()
-    teacher, history = train_teacher(args, x_labelled, y_labelled, seed)
-    seconds["teacher_fine_tune"] = time.perf_counter() - start
-    row["teacher"] = accuracy(teacher, x_test, y_test)
+    reused = []
+    teacher, history, seconds["teacher_fine_tune"], loaded = saved_or_trained(
+        args, "teacher", "teacher", seed, lambda: train_teacher(args, x_labelled, y_labelled, seed)
+    )
+    reused += ["teacher"] if loaded else []
+    teacher_test_logits = predict(teacher, x_test)
+    row["teacher"] = accuracy(teacher, x_test, y_test, teacher_test_logits)
     row["teacher_train_accuracy_per_epoch"] = history
     log(f"seed {seed}: teacher {row['teacher']:.4f} ({seconds['teacher_fine_tune']:.0f} s)")
 
+    scratch_models = {}
     for name, augment in (("scratch_augmented", True), ("scratch_plain", False)):
-        start = time.perf_counter()
-        model = train_scratch(args, x_labelled, y_labelled, seed, augment)
-        seconds[name] = time.perf_counter() - start
+
+        def train(augment=augment):
+            return train_scratch(args, x_labelled, y_labelled, seed, augment), None
+
+        model, _, seconds[name], loaded = saved_or_trained(args, name, "scratch", seed, train)
+        reused += [name] if loaded else []
+        scratch_models[name] = model
         row[name] = accuracy(model, x_test, y_test)
         log(f"seed {seed}: {name} {row[name]:.4f} ({seconds[name]:.0f} s)")
     row["scratch"] = max(row["scratch_augmented"], row["scratch_plain"])
+    # The baseline model, also the second teacher of `distilled_two_teachers` (a tie: augmented).
+    row["scratch_model"] = (
+        "scratch_augmented" if row["scratch_augmented"] >= row["scratch_plain"] else "scratch_plain"
+    )
 
     start = time.perf_counter()
     cache = work_dir / f"teacher_logits_seed{seed}.npz"
-    distilled, seconds["teacher_logits"] = train_distilled(
+    distilled, seconds["teacher_logits"], teacher_logits = train_distilled(
         args, teacher, x_train, hidden, seed, cache
     )
     seconds["distill"] = time.perf_counter() - start - seconds["teacher_logits"]
@@ -226,8 +328,40 @@ def run_seed(args, data, seed, work_dir):
     row["gain_over_scratch"] = row["distilled"] - row["scratch"]
     row["gap_to_teacher"] = row["teacher"] - row["distilled"]
     row["int8_drop"] = row["distilled"] - row["int8"]
+
+    arm = "distilled_two_teachers"
+    second = scratch_models[row["scratch_model"]]
+    # The two teachers' own average, scored on the test images (argmax of the average).
+    row["two_teachers_average"] = accuracy(
+        None,
+        x_test,
+        y_test,
+        average_of_two(teacher_test_logits, predict(second, x_test), args.temperature),
+    )
+    log(f"seed {seed}: the two teachers' softened average {row['two_teachers_average']:.4f}")
+    start = time.perf_counter()
+    two, seconds[f"{arm}_averaging"] = train_distilled_two_teachers(
+        args, teacher, second, teacher_logits, x_train, hidden, seed
+    )
+    seconds[arm] = time.perf_counter() - start - seconds[f"{arm}_averaging"]
+    row[arm] = accuracy(two, x_test, y_test)
+    log(f"seed {seed}: {arm} {row[arm]:.4f} ({seconds[arm]:.0f} s)")
+
+    start = time.perf_counter()
+    path = work_dir / f"{arm}_seed{seed}_int8.tflite"
+    row[f"{arm}_int8"], row[f"{arm}_int8_bytes"], report = export_int8(
+        two, x_train, x_test, y_test, path
+    )
+    seconds[f"{arm}_export_int8"] = time.perf_counter() - start
+    row[f"{arm}_int8_float_ops"] = getattr(report, "float_ops", None)
+    log(f"seed {seed}: {arm} int8 {row[f'{arm}_int8']:.4f}, {row[f'{arm}_int8_bytes']} bytes")
+    row[f"{arm}_gain_over_scratch"] = row[arm] - row["scratch"]
+    row[f"{arm}_gap_to_teacher"] = row["teacher"] - row[arm]
+    row[f"{arm}_int8_drop"] = row[arm] - row[f"{arm}_int8"]
+
     seconds["total"] = time.perf_counter() - seed_start
     row["seconds"] = {key: round(value, 1) for key, value in seconds.items()}
+    row["reused_models"] = reused
     row["parameters"] = {"teacher": teacher.count_params(), "student": distilled.count_params()}
     return row
 
@@ -243,6 +377,12 @@ def summarise(rows):
         "gain_over_scratch",
         "gap_to_teacher",
         "int8_drop",
+        "two_teachers_average",
+        "distilled_two_teachers",
+        "distilled_two_teachers_int8",
+        "distilled_two_teachers_gain_over_scratch",
+        "distilled_two_teachers_gap_to_teacher",
+        "distilled_two_teachers_int8_drop",
     ]
     summary = {}
     for key in keys:
@@ -258,6 +398,17 @@ def summarise(rows):
         ),
         "int8 within 0.5 points of the float student, every seed": all(
             abs(row["int8_drop"]) <= TARGETS["int8_drop"] for row in rows
+        ),
+        "distilled_two_teachers >= scratch + 3 points, every seed": all(
+            row["distilled_two_teachers_gain_over_scratch"] >= TARGETS["gain_over_scratch"]
+            for row in rows
+        ),
+        "distilled_two_teachers within 1 point of the MobileNetV2 teacher, every seed": all(
+            row["distilled_two_teachers_gap_to_teacher"] <= TARGETS["gap_to_teacher"]
+            for row in rows
+        ),
+        "distilled_two_teachers int8 within 0.5 points of its float student, every seed": all(
+            abs(row["distilled_two_teachers_int8_drop"]) <= TARGETS["int8_drop"] for row in rows
         ),
     }
     return summary
@@ -327,6 +478,16 @@ def settings(args):
             "teacher_outputs": "cached (Distiller.predict_teacher(cache=...)), no augmentation",
             "data": "all training images; labels hidden as tfkd.distill.UNLABELED except 1,000",
         },
+        "distilled_two_teachers": {
+            "recipe": "the distill settings above (same student, epochs, optimizer, temperature, "
+            "student_loss_weight, data)",
+            "teacher_outputs": "tfkd.distill.softened_average([MobileNetV2 teacher logits, scratch "
+            "student logits], weights [0.5, 0.5], temperature=distill temperature) on the "
+            "training images, computed once from the cached teacher logits; Distiller teacher "
+            "= tfkd.distill.teacher_ensemble of the same two models",
+            "second_teacher": "the scratch baseline model of the seed: the better of "
+            "scratch_augmented and scratch_plain on the test images (per seed: scratch_model)",
+        },
         "int8": "tfkd.export_tflite(quantization='int8', representative_data=training "
         "images, 500 calibration samples), scored by tfkd.TFLiteModel.evaluate",
         "test_images": "all 10,000 (--smoke: 500)",
@@ -352,6 +513,13 @@ def parse_args(argv):
     parser.add_argument("--student-loss-weight", type=float, default=0.1)
     parser.add_argument("--work-dir", type=pathlib.Path, help="teacher logits cache, .tflite")
     parser.add_argument(
+        "--models-dir",
+        type=pathlib.Path,
+        default=pathlib.Path(tempfile.gettempdir()) / "tfkd_distill_few_labels_models",
+        help="the fine-tuned teacher and scratch students per seed, saved and reused when "
+        "present (keyed by the settings that train them)",
+    )
+    parser.add_argument(
         "--output",
         type=pathlib.Path,
         help="JSON results. Defaults to benchmarks/results/distill_few_labels.json, and "
@@ -374,7 +542,9 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    work_dir = args.work_dir or pathlib.Path(tempfile.gettempdir()) / "tfkd_distill_few_labels"
+    # --smoke keeps its own folder: its small logits caches would replace a full run's.
+    default = "tfkd_distill_few_labels_smoke" if args.smoke else "tfkd_distill_few_labels"
+    work_dir = args.work_dir or pathlib.Path(tempfile.gettempdir()) / default
     work_dir.mkdir(parents=True, exist_ok=True)
     data = load_data(args.smoke)
     results = {
@@ -400,7 +570,16 @@ def main(argv=None):
         results["seconds"] = round(time.perf_counter() - START, 1)
         write_json(args.output, results)
         log(f"seed {seed} done, wrote {args.output}")
-    for key in ("teacher", "scratch", "distilled", "int8", "gain_over_scratch"):
+    for key in (
+        "teacher",
+        "scratch",
+        "distilled",
+        "int8",
+        "gain_over_scratch",
+        "distilled_two_teachers",
+        "distilled_two_teachers_int8",
+        "distilled_two_teachers_gain_over_scratch",
+    ):
         log(f"{key}: {results[key]['mean']:.4f} +- {results[key]['std']:.4f}")
     for target, met in results["targets"].items():
         log(f"{target}: {'met' if met else 'MISSED'}")
