@@ -208,27 +208,12 @@ def train_scratch(args, x, y, seed, augment):
 
 
 def train_distilled(args, teacher, x_train, hidden, seed, cache):
-    model = student(seed)
-    keras.utils.set_random_seed(seed)
-    distiller = tfkd.Distiller(
-        teacher,
-        model,
-        student_loss_weight=args.student_loss_weight,
-        temperature=args.temperature,
-    )
+    model, distiller = new_distiller(args, teacher, seed)
     start = time.perf_counter()
     logits = distiller.predict_teacher(x_train, batch_size=512, cache=cache)
     teacher_seconds = time.perf_counter() - start
     log(f"  teacher logits on {len(x_train)} training images: {teacher_seconds:.1f} s")
-    steps = args.distill_epochs * math.ceil(len(x_train) / args.batch_size)
-    distiller.compile(optimizer=adam(steps), loss=LOSS)
-    distiller.fit(
-        tfkd.distill.with_teacher_outputs(x_train, logits),
-        hidden,
-        batch_size=args.batch_size,
-        epochs=args.distill_epochs,
-        verbose=2,
-    )
+    fit_on_teacher_outputs(distiller, args, x_train, hidden, logits)
     return model, teacher_seconds, logits
 
 
@@ -247,14 +232,26 @@ def train_distilled_two_teachers(args, teacher, scratch, teacher_logits, x_train
     np.testing.assert_allclose(check, outputs[key][:64], atol=1e-3, rtol=1e-3)
     averaging_seconds = time.perf_counter() - start
     log(f"  softened average of the two teachers' logits: {averaging_seconds:.1f} s")
+    model, distiller = new_distiller(args, ensemble, seed)
+    fit_on_teacher_outputs(distiller, args, x_train, hidden, outputs)
+    return model, averaging_seconds
+
+
+def new_distiller(args, teacher, seed):
+    """The seed's fresh student and the Distiller that trains it from `teacher`."""
     model = student(seed)
     keras.utils.set_random_seed(seed)
     distiller = tfkd.Distiller(
-        ensemble,
+        teacher,
         model,
         student_loss_weight=args.student_loss_weight,
         temperature=args.temperature,
     )
+    return model, distiller
+
+
+def fit_on_teacher_outputs(distiller, args, x_train, hidden, outputs):
+    """Trains the distiller's student on cached teacher `outputs` (Adam, cosine decay)."""
     steps = args.distill_epochs * math.ceil(len(x_train) / args.batch_size)
     distiller.compile(optimizer=adam(steps), loss=LOSS)
     distiller.fit(
@@ -264,7 +261,6 @@ def train_distilled_two_teachers(args, teacher, scratch, teacher_logits, x_train
         epochs=args.distill_epochs,
         verbose=2,
     )
-    return model, averaging_seconds
 
 
 def export_int8(model, x_train, x_test, y_test, path):
