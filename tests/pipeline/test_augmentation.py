@@ -32,11 +32,12 @@ def data():
     return Data(x_train, y_train, x_test, y_test, name="sides", num_classes=2)
 
 
-def _flat(name="flat"):
+def _flat(name="flat", called=True):
+    """Flatten and Dense; with `called=False` a Sequential that was never called, as users
+    often write it (the stage builds its copy on the data's images)."""
     keras.utils.set_random_seed(0)
-    return keras.Sequential(
-        [keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(2)], name=name
-    )
+    layers = [keras.layers.Flatten(), keras.layers.Dense(2)]
+    return keras.Sequential([keras.Input((28, 28, 1)), *layers] if called else layers, name=name)
 
 
 def _train_accuracy(stages, data, directory):
@@ -53,7 +54,7 @@ def _train_accuracy(stages, data, directory):
 def test_train_augments_each_batch_and_keeps_no_augmentation_layer(data, tmp_path):
     stages = [
         Train(_flat(), epochs=4, name="plain"),
-        Train(_flat(), epochs=4, augmentation={"flip": True}, name="flipped"),
+        Train(_flat(called=False), epochs=4, augmentation={"flip": True}, name="flipped"),
     ]
     accuracy = _train_accuracy(stages, data, tmp_path)
     assert accuracy["plain"] == 1.0
