@@ -370,3 +370,35 @@ def test_compile_requires_a_task_loss_when_it_is_weighted():
     distiller = tfkd.Distiller(small_cnn(16, "teacher"), small_cnn(4, "student"))
     with pytest.raises(ValueError, match="student_loss_weight=0.1 > 0"):
         distiller.compile(optimizer="adam")
+
+
+def test_the_callers_teacher_is_left_trainable_and_still_trains_nothing():
+    # Issue 16.7: setting `teacher.trainable = False` changed the caller's model (and
+    # every layer in it), so a later stage that copied the teacher trained or not
+    # depending on whether the Distiller had been built in this run.
+    x, y = random_images()
+    teacher = small_cnn(16, "teacher", batch_norm=True)
+    flags = [layer.trainable for layer in teacher._flatten_layers()]
+    trainable = len(teacher.trainable_weights)
+    before = _weights(teacher)
+    distiller = _distiller(teacher=teacher)
+    distiller.fit(x, y, batch_size=32, epochs=2, verbose=0)
+    assert [layer.trainable for layer in teacher._flatten_layers()] == flags
+    assert teacher.trainable and len(teacher.trainable_weights) == trainable > 0
+    for old, new in zip(before, _weights(teacher)):
+        np.testing.assert_array_equal(old, new)
+    teacher_ids = {id(v) for v in teacher.variables}
+    assert teacher_ids <= {id(v) for v in distiller.non_trainable_variables}
+    assert len(distiller.trainable_weights) + len(distiller.non_trainable_weights) == len(
+        distiller.weights
+    )
+
+
+def test_a_student_that_is_or_shares_the_teacher_is_refused():
+    teacher = small_cnn(8, "teacher")
+    with pytest.raises(ValueError, match="separate models.*'teacher'.*the same model"):
+        tfkd.Distiller(teacher, teacher)
+    shared = keras.Sequential([teacher.layers[1], keras.layers.Flatten(), keras.layers.Dense(3)])
+    shared.build((None, 8, 8, 1))
+    with pytest.raises(ValueError, match="separate models.*shared variables"):
+        tfkd.Distiller(teacher, shared)

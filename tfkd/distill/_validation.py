@@ -18,6 +18,21 @@ def validate_model(argument, model):
         )
 
 
+def check_separate_models(teacher, student):
+    """A student that shares variables with its teacher would be frozen with it."""
+    frozen = {id(variable) for variable in teacher.variables}
+    shared = sorted(variable.path for variable in student.variables if id(variable) in frozen)
+    if teacher is student or shared:
+        received = "the same model" if teacher is student else f"shared variables {shared[:5]}"
+        raise ValueError(
+            "`teacher` and `student` must be separate models: the teacher is frozen, so a "
+            f"student that is the teacher, or shares its layers, trains nothing. Received: "
+            f"teacher {teacher.name!r} and student {student.name!r}, {received}. Give the "
+            "student its own copy, e.g. `keras.models.clone_model(teacher)` with the teacher's "
+            "weights set on it."
+        )
+
+
 def resolve_losses(distillation_losses, temperature):
     if distillation_losses is None:
         return [LogitsDistillation() if temperature is None else LogitsDistillation(temperature)]

@@ -35,9 +35,12 @@ class Distiller(keras.Model):
     student trained alone. Training logs show `student_loss` and one
     `<name>_loss` entry per distillation loss next to the total `loss`.
 
-    The teacher is frozen: `teacher.trainable` is set to `False` (as
-    `keras.distillation.Distiller` does), it runs with `training=False`, and
-    its outputs go through `stop_gradient`, so its weights stay bit-identical.
+    The teacher is frozen: its variables are left out of the Distiller's
+    trainable ones, it runs with `training=False`, and its outputs go through
+    `stop_gradient`, so its weights stay bit-identical. The teacher given is
+    not changed (`keras.distillation.Distiller` sets `teacher.trainable =
+    False` on the caller's model; this one does not): the same model can be
+    fine-tuned afterwards as it was before.
 
     Teacher and student may be Sequential (also never called: the student is
     built on the teacher's input shape), functional, nested or subclassed
@@ -143,6 +146,7 @@ class Distiller(keras.Model):
             teacher = ensemble.teacher_ensemble(teacher, temperature=temperature_of_losses)
         _validation.validate_model("teacher", teacher)
         _validation.validate_model("student", student)
+        _validation.check_separate_models(teacher, student)
         self._config = {
             "distillation_losses": distillation_losses,
             "distillation_loss_weights": distillation_loss_weights,
@@ -168,7 +172,6 @@ class Distiller(keras.Model):
         shapes = teacher_shapes or student_shapes
         self.teacher = teacher
         self.student = student
-        self.teacher.trainable = False
         self.distillation_losses = losses
         self._teacher_taps = _taps.TapModel(
             teacher, "teacher", [loss.teacher_layer for loss in losses], shapes
@@ -352,6 +355,34 @@ class Distiller(keras.Model):
         return outputs
 
     # Keras plumbing.
+
+    # The teacher is frozen here, in what the Distiller trains, rather than by
+    # `teacher.trainable = False`: that would change the caller's model and every
+    # layer in it, for good.
+    @property
+    def trainable_weights(self):
+        return self._without_teacher(super().trainable_weights)
+
+    @property
+    def trainable_variables(self):
+        return self._without_teacher(super().trainable_variables)
+
+    @property
+    def non_trainable_weights(self):
+        return self._rest(self.weights, self.trainable_weights)
+
+    @property
+    def non_trainable_variables(self):
+        return self._rest(self.variables, self.trainable_variables)
+
+    def _without_teacher(self, variables):
+        teacher = {id(variable) for variable in self.teacher.variables}
+        return [variable for variable in variables if id(variable) not in teacher]
+
+    @staticmethod
+    def _rest(variables, trained):
+        trained = {id(variable) for variable in trained}
+        return [variable for variable in variables if id(variable) not in trained]
 
     @property
     def metrics(self):
