@@ -8,6 +8,7 @@ import pytest
 
 import tfkd
 from tfkd.pipeline import ConfigError, load_config
+from tfkd.pipeline.config import check_config
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TEACHER = REPO / "saved_models" / "fashion_mnist_cnn_teacher" / "model.keras"
@@ -196,3 +197,21 @@ def test_every_error_is_reported_at_once_without_knock_on_errors(tmp_path):
     ]
     assert "this key appears twice" in errors[3]
     assert str(info.value) == "\n".join(errors)
+
+
+@pytest.mark.parametrize("depth", [40, 5000])
+@pytest.mark.parametrize("kind", ["yaml flow", "yaml block", "json"])
+def test_deep_nesting_is_a_config_error_not_a_recursion_error(tmp_path, kind, depth):
+    # Issue 16.3: PyYAML, json and the reader recurse once a level; 5,000 levels
+    # raised RecursionError. 40 levels parse, and are refused by the reader.
+    if kind == "yaml flow":
+        text, name = "data: fashion_mnist\nstages: " + "[" * depth + "]" * depth + "\n", "c.yaml"
+    elif kind == "yaml block":
+        lines = [" " * level + "- " for level in range(depth)]
+        text, name = "data: fashion_mnist\nstages:\n" + "\n".join(lines) + "1\n", "c.yaml"
+    else:
+        text, name = '{"data": "fashion_mnist", "stages": ' + "[" * depth + "]" * depth + "}", "c.json"
+    message = _error(tmp_path, text, name)
+    assert f"{name}:" in message and "nested more than 32 levels deep" in message
+    assert len(message) < 2000
+    assert check_config(tmp_path / name)

@@ -38,6 +38,12 @@ _PLAIN_TAGS = (
 )
 
 
+# A config needs a few levels (stages, a stage, its arguments, a list in them); deeper
+# nesting is refused before anything recurses through it (Python's recursion limit).
+MAX_DEPTH = 32
+TOO_DEEP = f"the config is nested more than {MAX_DEPTH} levels deep; a config needs a few."
+
+
 class Invalid:
     """Stands for a value that was refused (and reported), so that it is not checked again."""
 
@@ -70,6 +76,8 @@ class PlainData:
     def read(self, text):
         try:
             node = yaml.compose(text, Loader=_Loader)
+        except RecursionError:  # PyYAML composes nested nodes recursively
+            raise SyntaxProblem(1, TOO_DEEP) from None
         except yaml.MarkedYAMLError as error:
             mark = error.problem_mark or error.context_mark
             raise SyntaxProblem(
@@ -81,6 +89,8 @@ class PlainData:
 
     def _value(self, node, key):
         self.lines.setdefault(key, node.start_mark.line + 1)
+        if len(key) > MAX_DEPTH:
+            return self._refuse(key, TOO_DEEP)
         if id(node) in self._nodes:  # an alias: refused, as a self-reference would never end
             return self._refuse(key, "YAML aliases (*name) are not supported in configs.")
         self._nodes.add(id(node))

@@ -28,7 +28,7 @@ import json
 import os
 import pathlib
 
-from tfkd.pipeline import _reader
+from tfkd.pipeline import _reader, _yaml
 from tfkd.pipeline.data import Data
 from tfkd.pipeline.pipeline import Pipeline
 from tfkd.pipeline.stage import registered_stages
@@ -103,6 +103,8 @@ def _read(path):
             json.loads(text)
         except json.JSONDecodeError as error:
             return None, [f"{path}:{error.lineno}: invalid JSON: {error.msg}"]
+        except RecursionError:
+            return None, [f"{path}:1: {_yaml.TOO_DEEP}"]
         text = text.expandtabs()  # JSON allows tabs where YAML does not
     reader = _reader.Reader(path)
     pipeline, data, seed = reader.read(text)
