@@ -210,7 +210,8 @@ def test_deep_nesting_is_a_config_error_not_a_recursion_error(tmp_path, kind, de
         lines = [" " * level + "- " for level in range(depth)]
         text, name = "data: fashion_mnist\nstages:\n" + "\n".join(lines) + "1\n", "c.yaml"
     else:
-        text, name = '{"data": "fashion_mnist", "stages": ' + "[" * depth + "]" * depth + "}", "c.json"
+        nested = "[" * depth + "]" * depth
+        text, name = '{"data": "fashion_mnist", "stages": ' + nested + "}", "c.json"
     message = _error(tmp_path, text, name)
     assert f"{name}:" in message and "nested more than 32 levels deep" in message
     assert len(message) < 2000
