@@ -61,3 +61,46 @@ def test_rejects_a_dataset_or_bad_path(setup):
     distiller, _, x = setup
     with pytest.raises(TypeError, match="cache="):
         distiller.predict_teacher(x, cache=3)
+
+
+def _rescaling_teacher(scale):
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Rescaling(scale, name="preprocess"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3, kernel_initializer="ones", name="logits"),
+        ],
+        name="teacher",
+    )
+
+
+def test_a_changed_layer_without_weights_recomputes(tmp_path):
+    # Issue 16.4: the key held the weights and inputs, not the architecture, so a
+    # changed preprocessing layer (no weights) reused the old teacher's outputs.
+    x = np.random.RandomState(0).rand(40, 8, 8, 1).astype("float32")
+    path = tmp_path / "teacher.npz"
+    old = tfkd.Distiller(_rescaling_teacher(1 / 255), small_cnn(4, "student"))
+    old.predict_teacher(x, cache=path)
+    teacher = _rescaling_teacher(2.0)
+    new = tfkd.Distiller(teacher, small_cnn(4, "student")).predict_teacher(x, cache=path)
+    np.testing.assert_allclose(new["output"], teacher.predict(x, verbose=0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("damage", ["rows", "nan", "integers"])
+def test_a_file_with_the_right_key_but_bad_contents_recomputes(setup, tmp_path, damage):
+    distiller, teacher, x = setup
+    path = tmp_path / "teacher.npz"
+    distiller.predict_teacher(x, cache=path)
+    with np.load(path) as stored:
+        stored = dict(stored)
+    output = stored["output"]
+    stored["output"] = {
+        "rows": output[:-1],
+        "nan": np.where(np.arange(len(output))[:, None] == 3, np.nan, output),
+        "integers": np.zeros(output.shape, "int32"),
+    }[damage]
+    np.savez(path, **stored)
+    np.testing.assert_allclose(
+        distiller.predict_teacher(x, cache=path)["output"], teacher.predict(x, verbose=0), atol=1e-6
+    )

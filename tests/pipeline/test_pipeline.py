@@ -222,7 +222,7 @@ def test_distill_on_teacher_labelled_augmented_copies(data, tmp_path):
         "computing teacher's outputs on 2,048 examples",
     ]
     cached = sorted(path.name for path in (tmp_path / "cache").iterdir())
-    assert len(cached) == 2 and cached[0].endswith("-augmented2-seed0.npy")
+    assert len(cached) == 2 and cached[0].endswith("-augmented2-seed0.npz")
     entry = json.loads((tmp_path / "stages" / "distill" / "entry.json").read_text())
     assert entry["details"]["epochs"] == 1 and len(report.rows) == 2
 
@@ -283,3 +283,22 @@ def test_a_stage_returning_bad_details_fails_clearly(data, tmp_path):
     stages = [Load(TEACHER, name="teacher"), BadDetails()]
     with pytest.raises(RuntimeError, match="must return a Keras model .* Received: tuple"):
         _execute(tfkd.Pipeline(stages), data, tmp_path)
+
+
+def test_the_teacher_cache_is_checked_before_it_is_used(data, tmp_path):
+    # Issue 16.4: a cache file of the right length was used whatever it held.
+    stages = [Load(TEACHER, name="teacher"), Distill("teacher", student=STUDENT, epochs=1)]
+    _execute(tfkd.Pipeline(stages), data, tmp_path)
+    (path,) = (tmp_path / "cache").iterdir()
+    with np.load(path) as stored:
+        stored = dict(stored)
+    expected = stored["output"].copy()
+    stored["output"] = np.full_like(expected, np.nan)
+    np.savez(path, **stored)
+    stages[1] = Distill("teacher", student=STUDENT, epochs=2)  # reruns the stage only
+    _, lines = _execute(tfkd.Pipeline(stages), data, tmp_path)
+    assert [line.strip() for line in lines if "computing" in line] == [
+        "computing teacher's outputs on 1,024 examples"
+    ]
+    with np.load(path) as stored:
+        np.testing.assert_allclose(stored["output"], expected, atol=1e-4)

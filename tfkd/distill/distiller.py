@@ -311,8 +311,10 @@ class Distiller(keras.Model):
         randomly augmented during training.
 
         With `cache`, the outputs are also kept in a file: a later call (in this
-        process or another) with the same inputs, the same teacher weights and
-        the same distillation taps loads them instead of running the teacher.
+        process or another) with the same inputs, the same teacher (architecture,
+        layer configs and weights) and the same distillation taps loads them
+        instead of running the teacher, once the file is checked (one finite
+        row per input).
         Any change recomputes and overwrites the file, which is written
         atomically. Worth it for a slow teacher, e.g. a BERT on CPU.
 
@@ -348,7 +350,7 @@ class Distiller(keras.Model):
         cache = os.fspath(cache)
         keys = [_taps.key(name) for name in self._teacher_taps.layer_names] + [_taps.OUTPUT]
         stamp = _cache.fingerprint(x, self.teacher, keys)
-        outputs = _cache.load(cache, stamp)
+        outputs = _cache.load(cache, stamp, rows=_cache.rows(x))
         if outputs is None:
             outputs = self._teacher_taps.predict(x, batch_size=batch_size, verbose=verbose)
             _cache.save(cache, outputs, stamp)

@@ -4,6 +4,7 @@ Kept apart from `pipeline.py` so that reading and checking configs imports no Ke
 """
 
 import hashlib
+import importlib.metadata
 import json
 import pathlib
 import time
@@ -11,9 +12,10 @@ import time
 import keras
 import numpy as np
 
+from tfkd.distill import _cache
 from tfkd.export import TFLiteModel
 from tfkd.pipeline import _measure, _store, architectures, report
-from tfkd.pipeline.context import Context, save_array
+from tfkd.pipeline.context import Context
 from tfkd.pipeline.data import Data
 from tfkd.pipeline.pipeline import Pipeline
 from tfkd.pipeline.stage import Stage, StageError
@@ -29,14 +31,16 @@ def execute(pipeline, data, output_dir, *, quick, seed, tensorboard, verbose, lo
         )
     data = (data.quick() if quick else data).with_labels_hidden(seed)
     _check_against_models(pipeline, data, seed)
-    runner = _Runner(pipeline, data, _store.Store(output_dir), log)
-    context = Context(
-        data, runner, quick=quick, seed=seed, tensorboard=tensorboard, verbose=verbose
-    )
-    runner.context = context
-    runner.start(config=pipeline.get_config(), quick=quick, seed=seed)
-    pipeline.run(None, context)
-    return runner.finish()
+    store = _store.Store(output_dir)
+    with store.locked():
+        runner = _Runner(pipeline, data, store, log)
+        context = Context(
+            data, runner, quick=quick, seed=seed, tensorboard=tensorboard, verbose=verbose
+        )
+        runner.context = context
+        runner.start(pipeline, quick=quick, seed=seed)
+        pipeline.run(None, context)
+        return runner.finish()
 
 
 def _check_against_models(pipeline, data, seed):
@@ -92,17 +96,31 @@ class _Runner:
         self.context = None
         self._teacher_outputs = {}
 
-    def start(self, config, quick, seed):
+    def start(self, pipeline, quick, seed):
         self.started = time.perf_counter()
-        self.options = {"quick": quick, "seed": seed, "data": self.data.fingerprint}
+        # What every stage's fingerprint holds besides its own arguments and inputs: a
+        # stage finished under other data, seed or library versions is redone.
+        self.options = {
+            "quick": quick,
+            "seed": seed,
+            "data": self.data.fingerprint,
+            "versions": _versions(),
+        }
+        self.config_digests = {
+            stage.name: _store.config_digest(stage.fingerprint(), _fingerprint_value)
+            for stage in pipeline.leaves()
+        }
         _store.write_json(
             self.store.directory / "config.json",
             {
-                "pipeline": config,
+                "pipeline": pipeline.get_config(),
                 "stages": self.order,
                 "data": self.data.describe(),
                 "quick": quick,
                 "seed": seed,
+                # For `tfkd report`, which recomputes each entry's fingerprint.
+                "options": self.options,
+                "config_digests": self.config_digests,
             },
         )
         described = self.data.describe()
@@ -190,17 +208,22 @@ class _Runner:
         return model, entry
 
     def teacher_outputs(self, name, inputs=None, inputs_key="train"):
+        """A stage's outputs on `inputs`, computed once per run and kept in `cache/`; a file
+        there is used only if it was written for this model (architecture and weights)
+        and these inputs, and holds one finite row per input."""
         key = f"{name}-{self.fingerprints[name]}-{inputs_key}"
         if key not in self._teacher_outputs:
             inputs = self.data.x_train if inputs is None else inputs
-            path = self.store.directory / "cache" / f"outputs-{key}.npy"
-            logits = _load_array(path)
-            if logits is None or len(logits) != len(inputs):
+            model = self.model(name)
+            path = self.store.directory / "cache" / f"outputs-{key}.npz"
+            stamp = _cache.fingerprint(inputs, model, [key])
+            outputs = _cache.load(path, stamp, rows=len(inputs))
+            if outputs is None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self.log(f"    computing {name}'s outputs on {len(inputs):,} examples")
-                logits = self.context.predict(self.model(name), inputs)
-                save_array(path, logits)
-            self._teacher_outputs[key] = {"output": logits}
+                outputs = {"output": self.context.predict(model, inputs)}
+                _cache.save(path, outputs, stamp)
+            self._teacher_outputs[key] = outputs
         return self._teacher_outputs[key]
 
     def _upstream(self, stage, source):
@@ -209,14 +232,12 @@ class _Runner:
         return {name: self.fingerprints.get(name) for name in names}
 
     def _fingerprint(self, stage, source):
-        description = {
-            "stage": stage.kind,
-            "config": {k: v for k, v in stage.fingerprint().items() if k != "name"},
-            "upstream": self._upstream(stage, source),
-            **self.options,
-        }
-        text = json.dumps(description, sort_keys=True, default=_fingerprint_value)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return _store.fingerprint(
+            stage.kind,
+            self.config_digests[stage.name],
+            self._upstream(stage, source),
+            self.options,
+        )
 
     def finish(self):
         result = report.Report(self.entries, self.data.describe())
@@ -227,11 +248,19 @@ class _Runner:
         return result
 
 
-def _load_array(path):
+def _versions():
+    import tfkd
+
     try:
-        return np.load(path)
-    except (OSError, ValueError):  # missing, or cut short by a crash: compute again
-        return None
+        tensorflow = importlib.metadata.version("tensorflow")
+    except importlib.metadata.PackageNotFoundError:
+        tensorflow = None
+    return {
+        "tfkd": tfkd.__version__,
+        "keras": keras.__version__,
+        "tensorflow": tensorflow,
+        "backend": keras.backend.backend(),
+    }
 
 
 def _unpack(stage, output):

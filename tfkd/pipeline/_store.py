@@ -9,6 +9,7 @@ Keras is imported inside the functions that load models: `tfkd report` reads ent
 without it.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -18,12 +19,43 @@ import shutil
 from tfkd import _atomic
 
 ENTRY = "entry.json"
+LOCK = ".lock"
+
+
+class DirectoryInUse(RuntimeError):
+    """Another `tfkd run` (or `Pipeline.execute`) writes into this output directory."""
 
 
 class Store:
     def __init__(self, directory):
         self.directory = pathlib.Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def locked(self):
+        """Holds the directory for one run: two runs writing into it would share temporary
+        files and could record one run's metrics against the other's model. The lock is
+        the operating system's, so a run that crashed or was killed leaves none behind.
+
+        Raises:
+            DirectoryInUse: if another process (or another run in this one) holds it.
+        """
+        with open(self.directory / LOCK, "a+") as file:
+            try:
+                _lock_file(file)
+            except OSError:
+                file.seek(0)
+                holder = file.read().strip() or "unknown"
+                raise DirectoryInUse(
+                    f"Output directory {os.fspath(self.directory)!r} is in use by another run "
+                    f"(process {holder}). Wait for it to finish, or give another output "
+                    "directory (`tfkd run --output`, `Pipeline.execute(output_dir=...)`)."
+                ) from None
+            file.seek(0)
+            file.truncate()
+            file.write(f"{os.getpid()}\n")
+            file.flush()
+            yield  # closing the file releases the lock
 
     def stage_directory(self, name):
         return self.directory / "stages" / name
@@ -127,6 +159,35 @@ def copy_model(model, input_shape=None):
     elif input_shape is not None:
         copy.build((None, *input_shape))
     return copy
+
+
+def _lock_file(file):
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        msvcrt.locking(file.fileno(), msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def fingerprint(kind, config_digest, upstream, options):
+    """What decides whether a finished stage can be reused: its kind, its arguments (as
+    `config_digest`), the outputs it read (`upstream`) and the run's options (data,
+    seed, quick, library versions). `tfkd report` recomputes it from `config.json`."""
+    description = {"stage": kind, "config": config_digest, "upstream": upstream, **options}
+    return _digest(description)
+
+
+def _digest(value, default=None):
+    text = json.dumps(value, sort_keys=True, default=default)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def config_digest(stage_config, default):
+    """A stage's arguments (its `fingerprint()`, without its name), digested."""
+    return _digest({k: v for k, v in stage_config.items() if k != "name"}, default)
 
 
 def write_json(path, value):

@@ -97,7 +97,12 @@ def _read(path):
     path = pathlib.Path(path)
     if not path.is_file():
         return None, [f"Config file not found. Received: {os.fspath(path)!r}"]
-    text = path.read_text()
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        return None, [f"{path}:{line}: the config is not UTF-8 text: {error.reason}."]
     if path.suffix == ".json":
         try:
             json.loads(text)

@@ -1,13 +1,11 @@
 """`Context`: what a running stage sees: data, earlier models, and the training helpers."""
 
-import io
 import os
 import sys
 
 import keras
 import numpy as np
 
-from tfkd import _atomic
 from tfkd.distill.callbacks import NonFiniteLossGuard
 from tfkd.pipeline import _store
 
@@ -102,10 +100,3 @@ class Context:
 
     def predict(self, model, x, batch_size=256):
         return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
-
-
-def save_array(path, array):
-    """`np.save`, atomically (a crash leaves the old file or none)."""
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    _atomic.write_bytes(path, buffer.getvalue())

@@ -22,7 +22,7 @@ class Report:
             e.g. a quick run that kept fewer labels per class).
     """
 
-    def __init__(self, rows, data):
+    def __init__(self, rows, data, notes=()):
         self.rows = _with_comparisons([_summary(row) for row in rows])
         self.data = data
         self.notes = [f"data: {note}" for note in data.get("notes", [])] + [
@@ -30,6 +30,7 @@ class Report:
             for row in rows
             for note in (row.get("details") or {}).get("notes", [])
         ]
+        self.notes += list(notes)
 
     @classmethod
     def load(cls, directory):
@@ -42,7 +43,8 @@ class Report:
             )
         config = json.loads(config_path.read_text())
         store = _store.Store(directory)
-        return cls(_current(store.entries(config["stages"])), config["data"])
+        entries, notes = _verified(store, store.entries(config["stages"]), config)
+        return cls(_current(entries), config["data"], notes)
 
     def markdown(self):
         lines = [
@@ -149,6 +151,36 @@ def _bytes_label(value, _=None):
         if value >= size:
             return f"{value / size:g} {unit}"
     return f"{value:g} B"
+
+
+def _verified(store, entries, config):
+    """The entries whose file still has the checksum measured, and whose fingerprint is the
+    one the directory's config (`config.json`, the last run's) gives them; a note for each
+    entry left out."""
+    kept, notes = [], []
+    digests, options = config.get("config_digests"), config.get("options")
+    for entry in entries:
+        name = entry["name"]
+        path = store.stage_directory(name) / entry.get("artifact", "")
+        if not path.is_file() or _store.sha256(path) != entry.get("sha256"):
+            notes.append(
+                f"{name}: left out: its file {path.name} is missing or changed since it was "
+                "measured. Rerun the pipeline to measure it again."
+            )
+            continue
+        if digests is not None and options is not None:
+            expected = _store.fingerprint(
+                entry["stage"], digests.get(name), entry.get("upstream", {}), options
+            )
+            if entry.get("fingerprint") != expected:
+                notes.append(
+                    f"{name}: left out: it finished under other arguments, data, seed or "
+                    "library versions than the last run's (config.json). Rerun the pipeline "
+                    "to redo it."
+                )
+                continue
+        kept.append(entry)
+    return kept, notes
 
 
 def _current(entries):

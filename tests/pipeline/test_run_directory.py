@@ -1,0 +1,107 @@
+"""The output directory: one run at a time, resume keyed on library versions, and a report
+that checks what it reads (issue 16, items 5 and 6)."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+import tfkd
+from tfkd.pipeline import Data, Export, Load, Train, _store
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+TEACHER = REPO / "saved_models" / "fashion_mnist_cnn_teacher" / "model.keras"
+STUDENT = {"architecture": "cnn", "filters": [4]}
+
+# Holds the directory's lock as a run would, until its standard input closes.
+_HOLDER = """
+import sys
+sys.path.insert(0, sys.argv[2])
+from tfkd.pipeline import _store
+with _store.Store(sys.argv[1]).locked():
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+@pytest.fixture(scope="module")
+def data():
+    return Data.load("fashion_mnist", train_size=256, test_size=128)
+
+
+def _execute(stages, data, directory):
+    lines = []
+    report = tfkd.Pipeline(stages).execute(
+        data, directory, tensorboard=False, verbose=0, log=lines.append
+    )
+    return report, lines
+
+
+def test_a_second_run_into_a_directory_in_use_is_refused(data, tmp_path):
+    stages = [Load(TEACHER, name="teacher")]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(tmp_path), str(REPO)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(_store.DirectoryInUse) as info:
+            _execute(stages, data, tmp_path)
+        message = str(info.value)
+        assert str(tmp_path) in message and f"process {holder.pid}" in message
+        assert "--output" in message
+        assert not (tmp_path / "stages").exists()  # refused before any stage ran
+    finally:
+        holder.communicate("", timeout=60)
+    assert holder.returncode == 0
+    report, _ = _execute(stages, data, tmp_path)  # the lock went with its process
+    assert [row["name"] for row in report.rows] == ["teacher"]
+
+
+def test_the_same_process_cannot_run_twice_into_one_directory(data, tmp_path):
+    with _store.Store(tmp_path).locked():
+        with pytest.raises(_store.DirectoryInUse, match="is in use by another run"):
+            _execute([Load(TEACHER, name="teacher")], data, tmp_path)
+
+
+def test_other_library_versions_redo_the_stages(data, tmp_path, monkeypatch):
+    stages = [Load(TEACHER, name="teacher"), Train(STUDENT, epochs=1, name="scratch")]
+    _execute(stages, data, tmp_path)
+    _, lines = _execute(stages, data, tmp_path)
+    assert all("reused" in line for line in lines[1:3])
+    recorded = json.loads((tmp_path / "config.json").read_text())["options"]["versions"]
+    assert recorded["tfkd"] == tfkd.__version__ and recorded["keras"]
+    monkeypatch.setattr(tfkd, "__version__", tfkd.__version__ + ".post1")
+    _, lines = _execute(stages, data, tmp_path)
+    started = [line for line in lines if line.endswith(": started")]
+    assert started == ["[1/2] teacher (load): started", "[2/2] scratch (train): started"]
+
+
+def test_report_leaves_out_changed_files_and_entries_of_another_config(data, tmp_path):
+    stages = [
+        Load(TEACHER, name="teacher"),
+        Train(STUDENT, epochs=1, name="scratch"),
+        Export(name="scratch_file"),
+    ]
+    _execute(stages, data, tmp_path)
+    assert len(tfkd.pipeline.Report.load(tmp_path).rows) == 3
+    # A file changed after it was measured: its figures no longer describe it.
+    artifact = tmp_path / "stages" / "scratch_file" / "model.tflite"
+    artifact.write_bytes(artifact.read_bytes() + b"\0")
+    report = tfkd.pipeline.Report.load(tmp_path)
+    assert [row["name"] for row in report.rows] == ["teacher", "scratch"]
+    assert any(note.startswith("scratch_file: left out: its file") for note in report.notes)
+    # A run with other arguments for scratch that stopped before scratch finished: the
+    # entry left is from the earlier arguments.
+    _execute(stages, data, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    changed = [stages[0], Train(STUDENT, epochs=2, name="scratch"), stages[2]]
+    config["config_digests"]["scratch"] = _store.config_digest(changed[1].fingerprint(), str)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    report = tfkd.pipeline.Report.load(tmp_path)
+    assert [row["name"] for row in report.rows] == ["teacher"]  # scratch_file read scratch
+    assert any("scratch: left out: it finished under other arguments" in n for n in report.notes)
