@@ -4,6 +4,7 @@ Golden values were computed once with torch 2.13 + torchvision 0.28's `mobilenet
 loaded from the same checkpoint; the Keras model matched them within 1.4e-5.
 """
 
+import hashlib
 import importlib
 import pickle
 import struct
@@ -83,7 +84,10 @@ def _tuple(*items):
 
 
 def _int(value):
-    return b"J" + struct.pack("<i", value)
+    if -(2**31) <= value < 2**31:
+        return b"J" + struct.pack("<i", value)
+    data = value.to_bytes(8, "little", signed=True)
+    return b"\x8a" + bytes([len(data)]) + data  # LONG1
 
 
 def _tensor(key, storage_type, numel, offset, size, stride):
@@ -260,3 +264,50 @@ def test_docstring_examples():
     globs = {"tfkd": tfkd, "np": np}
     result = doctest.testmod(mobilenet_module, extraglobs=globs, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 8 and result.failed == 0
+
+
+def _state_pickle(*entries):
+    body = b"".join(_text(name) + tensor for name, tensor in entries)
+    return b"\x80\x02" + _global("collections", "OrderedDict") + b")R(" + body + b"u."
+
+
+def test_reader_bounds_what_a_file_can_claim(tmp_path):
+    # Issue 16.2: a stride-0 view could claim any size, and a storage any length.
+    one = {"0": np.float32(1).tobytes()}
+    broadcast = _state_pickle(("huge", _tensor("0", "FloatStorage", 1, 0, (1 << 40,), (0,))))
+    with pytest.raises(ValueError, match="claims 1099511627776 elements from a storage of 1"):
+        read_state_dict(_write_zip(tmp_path / "broadcast.pth", broadcast, one))
+    claimed = _state_pickle(("w", _tensor("0", "FloatStorage", 1 << 40, 0, (2,), (1,))))
+    with pytest.raises(ValueError, match="holds 4 bytes where 1099511627776 elements"):
+        read_state_dict(_write_zip(tmp_path / "claimed.pth", claimed, one))
+    odd = _state_pickle(("w", _tensor("0", "FloatStorage", 1, 0, (1,), (1,))))
+    odd = odd.replace(_tuple(_int(1)) + _tuple(_int(1)), _tuple(_text("1")) + _tuple(_int(1)))
+    with pytest.raises(ValueError, match="integer offset, sizes and strides"):
+        read_state_dict(_write_zip(tmp_path / "odd.pth", odd, one))
+
+
+def test_a_changed_byte_in_a_zip_checkpoint_is_an_error_naming_the_file(tmp_path):
+    weights = np.arange(12, dtype="<f4")
+    pickled = _state_pickle(("weight", _tensor("0", "FloatStorage", 12, 0, (12,), (1,))))
+    path = _write_zip(tmp_path / "model.pth", pickled, {"0": weights.tobytes()})
+    original = path.read_bytes()
+    np.testing.assert_array_equal(read_state_dict(path)["weight"], weights)
+    for changed in (weights.tobytes(), b"weight"):  # in a storage, in data.pkl
+        data = bytearray(original)
+        data[data.find(changed) + 2] ^= 0x01
+        path.write_bytes(bytes(data))
+        with pytest.raises(ValueError, match="model.pth is not a PyTorch checkpoint.*CRC"):
+            read_state_dict(path)
+
+
+def test_a_torchvision_name_is_checked_against_the_files_hash(tmp_path):
+    pickled = _state_pickle(("w", _tensor("0", "FloatStorage", 1, 0, (1,), (1,))))
+    data = _write_zip(tmp_path / "model.pth", pickled, {"0": np.float32(3).tobytes()}).read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    good = tmp_path / f"model-{digest[:8]}.pth"
+    good.write_bytes(data)
+    assert read_state_dict(good)["w"] == 3
+    bad = tmp_path / f"model-{'0' if digest[0] != '0' else '1'}{digest[1:8]}.pth"
+    bad.write_bytes(data)
+    with pytest.raises(ValueError, match="does not start with"):
+        read_state_dict(bad)

@@ -3,6 +3,7 @@
 import gzip
 import math
 import struct
+import zlib
 
 import numpy as np
 
@@ -59,5 +60,14 @@ def _parse_idx(data, path="<bytes>"):
 
 def _read_idx_gz(path):
     """Reads a gzipped IDX file; see `_parse_idx`."""
-    with gzip.open(path, "rb") as file:
-        return _parse_idx(file.read(), path=str(path))
+    try:
+        with gzip.open(path, "rb") as file:
+            data = file.read()
+    except FileNotFoundError:
+        raise
+    except (OSError, EOFError, zlib.error) as error:  # bad gzip stream or CRC
+        raise ValueError(
+            f"Cannot read {str(path)!r}: {error}. The file is corrupt or truncated; "
+            "reinstall the package that provides it."
+        ) from error
+    return _parse_idx(data, path=str(path))

@@ -13,6 +13,7 @@ complex), after checking that the bytes match the shape.
 import gzip
 import math
 import pickle
+import zlib
 
 import numpy as np
 
@@ -180,11 +181,17 @@ def _load_gzipped_pickle(path):
     try:
         with gzip.open(path, "rb") as file:
             # latin1 is how numpy recommends reading Python 2 pickles of arrays.
-            return _arrays(_NumpyUnpickler(file, encoding="latin1").load())
+            value = _arrays(_NumpyUnpickler(file, encoding="latin1").load())
+            # The unpickler stops at the pickle's end; gzip checks its CRC only at the
+            # stream's, so read to it: a changed byte is an error, not changed data.
+            if file.read(1):
+                raise _Refused("data follows the pickle")
+        return value
     except (
         pickle.UnpicklingError,
         EOFError,
         OSError,
+        zlib.error,
         ValueError,
         TypeError,
         AttributeError,

@@ -15,14 +15,23 @@ stride instead of by torch.
 """
 
 import collections
+import hashlib
+import math
 import os
 import pickle
+import re
 import struct
 import zipfile
+import zlib
 from typing import NamedTuple
 
 import numpy as np
 
+# What a zip checkpoint's members may claim in all, decompressed: torch stores them
+# uncompressed, so this only stops a file that claims far more than it holds.
+_ZIP_EXPANSION = 4
+_ZIP_MINIMUM_BUDGET = 1 << 26
+_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.pth?$")
 _LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL_VERSION = 1001
 
@@ -65,7 +74,18 @@ def _rebuild_tensor_v2(
     storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None
 ):
     # Storages of the legacy layout are read after the pickle, so tensors are built later.
-    return _TensorRecord(storage, int(storage_offset), tuple(size), tuple(stride))
+    size, stride = tuple(size), tuple(stride)
+    numbers = (storage_offset, *size, *stride)
+    if not isinstance(storage, _StorageRef) or not all(
+        isinstance(n, int) and not isinstance(n, bool) for n in numbers
+    ):
+        raise TypeError(
+            "a tensor needs a storage and integer offset, sizes and strides. Received: "
+            f"{type(storage).__name__}, {storage_offset!r:.40}, {size!r:.80}, {stride!r:.80}"
+        )
+    if min(size, default=0) < 0:
+        raise TypeError(f"a tensor's sizes are >= 0. Received: {size!r:.80}")
+    return _TensorRecord(storage, storage_offset, size, stride)
 
 
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
@@ -156,11 +176,32 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
         pickle.UnpicklingError: if the pickle names a global outside the allow-list.
     """
     path = os.fspath(path)
+    _check_hash_in_name(path)
     if zipfile.is_zipfile(path):
         records, buffers, byteorder = _read_zip(path)
     else:
         records, buffers, byteorder = _read_legacy(path)
     return {name: _to_array(path, name, record, buffers, byteorder) for name, record in records}
+
+
+def _check_hash_in_name(path):
+    """A file named as torchvision names its checkpoints, `<name>-<hex>.pth` with the
+    first hex digits of its SHA-256, must have that hash: the legacy layout has no
+    checksum of its own, so this is what tells a changed byte from a changed weight."""
+    match = _HASH_IN_NAME.search(os.path.basename(path))
+    if match is None:
+        return
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    if not digest.hexdigest().startswith(match.group(1)):
+        raise _not_a_checkpoint(
+            path,
+            f"its SHA-256 {digest.hexdigest()[:16]}... does not start with the "
+            f"{match.group(1)!r} its name gives (torchvision's convention): it is corrupt "
+            "or was changed",
+        )
 
 
 def _not_a_checkpoint(path, reason):
@@ -171,6 +212,19 @@ def _not_a_checkpoint(path, reason):
 
 
 def _read_zip(path):
+    try:
+        return _read_zip_members(path)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError) as error:
+        if isinstance(error, FileNotFoundError):
+            raise
+        # A changed byte fails the zip's CRC check; a bad header, its parsing.
+        raise _not_a_checkpoint(path, f"the zip is corrupt ({error})") from error
+
+
+def _read_zip_members(path):
+    # Members are read whole, so what they may claim is bounded first: each storage as
+    # many bytes as its tensor elements need, all of them at most this much.
+    budget = max(_ZIP_EXPANSION * os.path.getsize(path), _ZIP_MINIMUM_BUDGET)
     with zipfile.ZipFile(path) as archive:
         names = set(archive.namelist())
         pickles = [name for name in names if name.endswith("data.pkl") and name.count("/") == 1]
@@ -180,17 +234,31 @@ def _read_zip(path):
         buffers = {}
 
         def load_storage(dtype, key, numel, saved_id):
+            nonlocal budget
             member = f"{folder}data/{key}"
             if member not in names:
                 raise _not_a_checkpoint(path, f"the storage '{member}' is missing")
+            if key in buffers:
+                return _StorageRef(key, dtype, 0, numel)
+            size = archive.getinfo(member).file_size
+            if numel < 0 or size != numel * dtype.itemsize or size > budget:
+                raise _not_a_checkpoint(
+                    path,
+                    f"the storage '{member}' holds {size} bytes where {numel} elements of "
+                    f"{dtype} are declared (or more than the file can hold)",
+                )
+            budget -= size
             buffers[key] = archive.read(member)
             return _StorageRef(key, dtype, 0, numel)
 
         byteorder = "little"
         if f"{folder}byteorder" in names:
-            byteorder = archive.read(f"{folder}byteorder").decode("ascii").strip()
+            byteorder = archive.read(f"{folder}byteorder")[:16].decode("ascii").strip()
+        if archive.getinfo(pickles[0]).file_size > budget:
+            raise _not_a_checkpoint(path, "its data.pkl is larger than the file can hold")
         with archive.open(pickles[0]) as file:
             state = _unpickle(file, path, load_storage)
+            file.read()  # to the member's end, where the zip checks its CRC
     return _tensor_records(path, state), buffers, byteorder
 
 
@@ -238,6 +306,9 @@ def _read_legacy_storage(path, file, roots, key):
     if key not in roots:
         raise _not_a_checkpoint(path, f"the storage '{key}' is listed but never used")
     dtype, numel = roots[key]
+    left = os.fstat(file.fileno()).st_size - file.tell()
+    if not 0 <= numel * dtype.itemsize <= left:
+        raise _not_a_checkpoint(path, f"the storage '{key}' claims more bytes than the file has")
     count = file.read(8)
     if len(count) != 8 or struct.unpack("<q", count)[0] != numel:
         raise _not_a_checkpoint(path, f"the storage '{key}' is truncated or corrupt")
@@ -268,6 +339,12 @@ def _to_array(path, name, record, buffers, byteorder):
         raise _not_a_checkpoint(path, f"the tensor '{name}' has a size and stride that disagree")
     if any(n == 0 for n in size):
         return np.zeros(size, dtype=storage.dtype)
+    if math.prod(size) > len(flat):  # a stride-0 view can claim any size
+        raise _not_a_checkpoint(
+            path,
+            f"the tensor '{name}' claims {math.prod(size)} elements from a storage of "
+            f"{len(flat)}; broadcast (stride-0) tensors are not read",
+        )
     last = record.storage_offset + sum((n - 1) * s for n, s in zip(size, stride))
     if record.storage_offset < 0 or min(stride, default=0) < 0 or last >= len(flat):
         raise _not_a_checkpoint(path, f"the tensor '{name}' reaches past its storage")

@@ -1,0 +1,61 @@
+"""Corrupt data files (issue 16.2): every change is an error naming the file, of the type
+the reader documents, never changed data or another exception."""
+
+import gzip
+import pickle
+
+import numpy as np
+import pytest
+
+from tfkd.datasets import _idx, _pickle
+
+
+def _with_bad_crc(compressed):
+    """The gzip stream with its CRC-32 trailer changed: the data itself is intact."""
+    crc = int.from_bytes(compressed[-8:-4], "little") ^ 1
+    return compressed[:-8] + crc.to_bytes(4, "little") + compressed[-4:]
+
+
+def test_a_pickle_whose_gzip_crc_fails_is_refused(tmp_path):
+    # The unpickler stops at the pickle's end, before gzip checks its CRC: the changed
+    # data loaded as if intact.
+    array = np.random.default_rng(0).integers(0, 255, (300, 28, 28), dtype=np.uint8)
+    path = tmp_path / "images.gz"
+    path.write_bytes(gzip.compress(pickle.dumps(array, protocol=2)))
+    np.testing.assert_array_equal(_pickle._load_gzipped_pickle(path), array)
+    path.write_bytes(_with_bad_crc(path.read_bytes()))
+    with pytest.raises(pickle.UnpicklingError, match="images.gz"):
+        _pickle._load_gzipped_pickle(path)
+
+
+def test_a_pickle_with_data_after_it_or_a_broken_stream_is_refused(tmp_path):
+    path = tmp_path / "labels.gz"
+    path.write_bytes(gzip.compress(pickle.dumps(np.arange(5), protocol=2) + b"extra"))
+    with pytest.raises(pickle.UnpicklingError, match="data follows the pickle"):
+        _pickle._load_gzipped_pickle(path)
+    compressed = bytearray(gzip.compress(pickle.dumps(np.arange(5000), protocol=2)))
+    compressed[20] ^= 0xFF  # inside the deflate stream
+    path.write_bytes(bytes(compressed))
+    with pytest.raises(pickle.UnpicklingError, match="labels.gz"):
+        _pickle._load_gzipped_pickle(path)
+
+
+@pytest.mark.parametrize("damage", ["crc", "stream", "truncated"])
+def test_a_corrupt_idx_gzip_is_a_value_error_naming_the_file(tmp_path, damage):
+    labels = np.arange(256, dtype=np.uint8)
+    raw = b"\x00\x00\x08\x01" + len(labels).to_bytes(4, "big") + labels.tobytes()
+    compressed = gzip.compress(raw)
+    path = tmp_path / "labels-idx1-ubyte.gz"
+    path.write_bytes(compressed)
+    np.testing.assert_array_equal(_idx._read_idx_gz(path), labels)
+    if damage == "crc":
+        compressed = _with_bad_crc(compressed)
+    elif damage == "stream":
+        stream = bytearray(compressed)
+        stream[12] ^= 0xFF
+        compressed = bytes(stream)
+    else:
+        compressed = compressed[: len(compressed) // 2]
+    path.write_bytes(compressed)
+    with pytest.raises(ValueError, match="labels-idx1-ubyte.gz"):
+        _idx._read_idx_gz(path)
