@@ -216,3 +216,13 @@ def test_deep_nesting_is_a_config_error_not_a_recursion_error(tmp_path, kind, de
     assert f"{name}:" in message and "nested more than 32 levels deep" in message
     assert len(message) < 2000
     assert check_config(tmp_path / name)
+
+
+def test_a_control_character_is_a_config_error_at_its_line(tmp_path):
+    # Found by benchmarks/fuzz_inputs.py: PyYAML's ReaderError got through as itself.
+    message = _error(tmp_path, GOOD.replace("epochs: 1", "epochs: 1\x00"))
+    assert "pipeline.yaml:10: invalid YAML: special characters are not allowed" in message
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(GOOD.replace("stage: load", "stage: l\xf6ad").encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.yaml:3: the config is not UTF-8 text"):
+        load_config(path)

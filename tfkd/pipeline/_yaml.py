@@ -83,6 +83,9 @@ class PlainData:
             raise SyntaxProblem(
                 mark.line + 1 if mark else 1, f"invalid YAML: {error.problem}"
             ) from None
+        except yaml.reader.ReaderError as error:  # a control character, say
+            line = text[: error.position].count("\n") + 1
+            raise SyntaxProblem(line, f"invalid YAML: {error.reason}") from None
         if node is None:
             raise SyntaxProblem(1, "the config is empty.")
         return self._value(node, ())
