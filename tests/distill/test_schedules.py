@@ -71,7 +71,11 @@ def test_loss_weight_schedules_weigh_each_step():
 @pytest.mark.parametrize(
     ("options", "error", "match"),
     [
-        ({"temperature": lambda step: -1.0}, ValueError, r"temperature\(0\)` must be > 0"),
+        (
+            {"temperature": lambda step: -1.0},
+            ValueError,
+            r"temperature\(0\)` must be a finite number > 0",
+        ),
         ({"temperature": lambda: 2.0}, TypeError, "schedule `temperature\\(step\\)"),
         ({"student_loss_weight": lambda step: 1.5}, ValueError, r"student_loss_weight\(0\)"),
         (

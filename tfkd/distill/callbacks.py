@@ -27,6 +27,11 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
 
     def __init__(self, loss_names):
         super().__init__()
+        if isinstance(loss_names, str) or not all(isinstance(n, str) for n in loss_names):
+            raise TypeError(
+                "`loss_names` must be a list of log keys, e.g. ['loss']. Received: "
+                f"loss_names={loss_names!r} (a string would be read letter by letter)."
+            )
         self.loss_names = list(loss_names)
         self._epoch = 0
         self._lock = threading.Lock()

@@ -12,6 +12,7 @@ from tfkd.distill import schedules
 from tfkd.distill.losses import (
     DEFAULT_TEMPERATURE,
     DistillationLoss,
+    check_same_shape,
     scheduled_temperature,
     validate_weight,
 )
@@ -68,6 +69,7 @@ def decoupled_kl_divergence(
     >>> round(float(decoupled_kl_divergence(teacher, student, temperature=2.0)[0]), 4)
     11.2562
     """
+    check_same_shape(teacher_outputs, student_outputs, "decoupled_kl_divergence")
     teacher = ops.cast(teacher_outputs, "float32") / temperature
     student = ops.cast(student_outputs, "float32") / temperature
     target = ops.one_hot(ops.argmax(teacher, axis=-1), teacher.shape[-1]) > 0.5
@@ -144,6 +146,7 @@ def correlation_distance(
     >>> [round(v, 4) for v in keras.ops.convert_to_numpy(values).tolist()]
     [0.0023, 0.0118]
     """
+    check_same_shape(teacher_outputs, student_outputs, "correlation_distance")
     teacher = ops.softmax(ops.cast(teacher_outputs, "float32") / temperature, axis=-1)
     student = ops.softmax(ops.cast(student_outputs, "float32") / temperature, axis=-1)
     inter_class = 1.0 - _pearson(teacher, student, axis=-1)

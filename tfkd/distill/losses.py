@@ -5,7 +5,11 @@ The functions use `keras.ops` only and return one value per example, so they
 run on every backend and compose with sample weights and distribution.
 """
 
+import math
+import numbers
+
 import keras
+import numpy as np
 from keras import ops
 
 from tfkd.distill import schedules
@@ -103,6 +107,7 @@ def kl_divergence(
     >>> float(kl_divergence(logits, logits, temperature=4.0)[0])
     0.0
     """
+    check_same_shape(teacher_outputs, student_outputs, "kl_divergence")
     teacher_log_probs = _log_probabilities(teacher_outputs, temperature, from_logits, standardize)
     student_log_probs = _log_probabilities(student_outputs, temperature, from_logits, standardize)
     teacher_probs = ops.exp(teacher_log_probs)
@@ -128,6 +133,7 @@ def mean_squared_error(teacher_outputs, student_outputs):
     >>> keras.ops.convert_to_numpy(mean_squared_error(a, a * 3)).tolist()
     [4.0, 4.0]
     """
+    check_same_shape(teacher_outputs, student_outputs, "mean_squared_error")
     difference = ops.cast(student_outputs, "float32") - ops.cast(teacher_outputs, "float32")
     squared = ops.reshape(ops.square(difference), (ops.shape(difference)[0], -1))
     return ops.mean(squared, axis=-1)
@@ -358,14 +364,15 @@ class FeatureDistillation(DistillationLoss):
 
 def validate_temperature(temperature, name="temperature"):
     """Raises a clear error unless `temperature` is a positive number."""
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+    if not is_number(temperature):
         raise TypeError(
             f"`{name}` must be a positive number or a schedule. Received: "
             f"{name}={temperature!r} of type {type(temperature).__name__}."
         )
-    if not temperature > 0:
+    if not 0 < temperature < math.inf:
         raise ValueError(
-            f"`{name}` must be > 0. Received: {name}={temperature}. Typical values are 1 to 10."
+            f"`{name}` must be a finite number > 0. Received: {name}={temperature}. "
+            "Typical values are 1 to 10."
         )
 
 
@@ -379,15 +386,35 @@ def scheduled_temperature(temperature):
 
 def validate_weight(name, weight):
     """Raises a clear error unless `weight` (argument `name`) is a number >= 0."""
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+    if not is_number(weight):
         raise TypeError(
             f"`{name}` must be a number >= 0. Received: {name}={weight!r} "
             f"of type {type(weight).__name__}."
         )
-    if not weight >= 0:
+    if not 0 <= weight < math.inf:
         raise ValueError(
-            f"`{name}` must be >= 0. Received: {name}={weight}. Use 0 to switch the term off."
+            f"`{name}` must be a finite number >= 0. Received: {name}={weight}. Use 0 to "
+            "switch the term off."
         )
+
+
+def check_same_shape(teacher_outputs, student_outputs, name):
+    """Raises a clear error where two outputs' known dimensions differ: the maths would
+    broadcast them into a wrong, finite loss."""
+    teacher_shape, student_shape = tuple(teacher_outputs.shape), tuple(student_outputs.shape)
+    clash = len(teacher_shape) != len(student_shape) or any(
+        a is not None and b is not None and a != b for a, b in zip(teacher_shape, student_shape)
+    )
+    if clash:
+        raise ValueError(
+            f"`{name}` compares outputs of the same shape. Received: teacher_outputs of "
+            f"shape {teacher_shape} and student_outputs of shape {student_shape}."
+        )
+
+
+def is_number(value):
+    """A real number, numpy's included (`np.float32(2.0)`), but not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 def validate_flag(name, value):

@@ -1,5 +1,6 @@
 """`TFLiteModel`: runs an exported `.tflite` file on numpy data and measures it."""
 
+import numbers
 import os
 import statistics
 import time
@@ -123,7 +124,17 @@ class TFLiteModel:
         }
 
     def benchmark(self, num_runs=200, warmup_runs=20, sample=None):
-        """Latency of one inference (batch 1) in milliseconds: median, mean, p90."""
+        """Latency of one inference (batch 1) in milliseconds: median, mean, p90.
+
+        Raises:
+            TypeError, ValueError: unless `num_runs` is an int >= 1 and `warmup_runs`
+                an int >= 0.
+        """
+        for name, value, least in (("num_runs", num_runs, 1), ("warmup_runs", warmup_runs, 0)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"`{name}` must be an int. Received: {name}={value!r}.")
+            if value < least:
+                raise ValueError(f"`{name}` must be >= {least}. Received: {name}={value}.")
         shape = [1, *self._input["shape_signature"][1:]]
         if sample is None:
             sample = np.zeros(shape, self._input["dtype"])

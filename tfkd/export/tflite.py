@@ -1,5 +1,6 @@
 """`export_tflite`: Keras model -> `.tflite` file, in every quantization mode the converter has."""
 
+import numbers
 import os
 import subprocess
 import sys
@@ -89,6 +90,18 @@ def export_tflite(
     []
     """
     _validate(model, quantization, representative_data, io_dtype, sparsity, select_tf_ops)
+    if isinstance(calibration_samples, bool) or not isinstance(
+        calibration_samples, numbers.Integral
+    ):
+        raise TypeError(
+            "`calibration_samples` must be an int >= 1. Received: "
+            f"calibration_samples={calibration_samples!r}."
+        )
+    if calibration_samples < 1:
+        raise ValueError(
+            "`calibration_samples` must be an int >= 1. Received: "
+            f"calibration_samples={calibration_samples}."
+        )
     model = _strip_if_pruned(model)
     inputs, samples = _inputs_and_samples(model, representative_data, calibration_samples)
     use_sparsity = _want_sparsity(model, sparsity, quantization)

@@ -73,6 +73,9 @@ class Reader:
             self.fail(("name",), f"`name` must be a string. Received: {name!r}")
         if isinstance(seed, bool) or not isinstance(seed, int | _yaml.Invalid):
             self.fail(("seed",), f"`seed` must be an integer. Received: {seed!r}")
+        elif isinstance(seed, int) and not 0 <= seed < 2**32:
+            # numpy's and Keras's seeds: a negative one failed after earlier stages ran.
+            self.fail(("seed",), f"`seed` must be in 0..2**32-1. Received: {seed}")
         return (name if isinstance(name, str) else "pipeline"), (
             seed if isinstance(seed, int) else 0
         )

@@ -62,8 +62,10 @@ class Data:
                 raise ValueError(
                     f"`x_{split}` and `y_{split}` differ in length. Received: {len(x)} and {len(y)}"
                 )
+            if not len(x):
+                raise ValueError(f"`x_{split}` is empty: the {split} split needs examples.")
         self.name = name
-        self.num_classes = int(num_classes or max(self.y_train.max(), self.y_test.max()) + 1)
+        self.num_classes = _check_classes(num_classes, self.y_train, self.y_test)
         self.labelled_per_class = _check_labelled_per_class(labelled_per_class, self.y_train)
         self.notes = []
         self._fingerprint = None
@@ -252,6 +254,31 @@ def _check_labelled_per_class(value, y_train=None):
                 f"classes: {short}. Use at most {min(short.values())} or more training data.",
             )
     return int(value)
+
+
+def _check_classes(num_classes, y_train, y_test):
+    """`num_classes` (or the labels' count), checked against the labels: JAX trains on a
+    zero loss where a label is out of range, instead of failing."""
+    if num_classes is not None and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer)
+    ):
+        raise TypeError(f"`num_classes` must be an int >= 2. Received: {num_classes!r}")
+    for y, name, hidden in ((y_train, "y_train", UNLABELED), (y_test, "y_test", None)):
+        bad = y[(y < 0) & (y != hidden)] if hidden is not None else y[y < 0]
+        if bad.size:
+            raise ValueError(
+                f"`{name}` holds negative labels ({sorted(set(bad.tolist()))[:5]}). Labels are "
+                f"class ids 0..num_classes-1"
+                + (f"; {UNLABELED} marks an unlabelled training example." if hidden else ".")
+            )
+    largest = int(max(y_train.max(), y_test.max()))
+    count = int(num_classes) if num_classes is not None else largest + 1
+    if count < 2 or largest >= count:
+        raise ValueError(
+            f"`num_classes` must be >= 2 and above every label. Received: num_classes="
+            f"{num_classes!r} with labels up to {largest}."
+        )
+    return count
 
 
 def _as_labels(y, name):

@@ -42,6 +42,11 @@ def register_stage(name):
     ...     def run(self, model, context):
     ...         ...
     """
+    if not isinstance(name, str) or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) is None:
+        raise ValueError(
+            "`name` must be a stage name configs can use: letters, digits and underscores, "
+            f"not starting with a digit, e.g. 'halve_learning_rate'. Received: name={name!r}."
+        )
 
     def decorator(cls):
         if not (isinstance(cls, type) and issubclass(cls, Stage)):

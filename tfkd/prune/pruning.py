@@ -1,5 +1,6 @@
 """`prune`, `strip` and `summary`: pruning whole Keras models."""
 
+import numbers
 import re
 
 import keras
@@ -215,8 +216,23 @@ def _summary_row(layer, pattern):
 
 
 def follows_pattern(kernel, n, m, axis=-2):
-    """Whether every group of `m` consecutive input channels of `kernel` has <= `n` nonzeros."""
-    moved = np.moveaxis(np.asarray(kernel), axis, -1)
+    """Whether every group of `m` consecutive input channels of `kernel` has <= `n` nonzeros.
+
+    Raises:
+        TypeError, ValueError: unless `n` and `m` are ints with 0 < n < m, and `axis` an
+            axis of `kernel`.
+    """
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (n, m)):
+        raise TypeError(f"`n` and `m` must be ints. Received: n={n!r}, m={m!r}.")
+    if not 0 < n < m:
+        raise ValueError(f"`n` and `m` must satisfy 0 < n < m. Received: n={n}, m={m}.")
+    kernel = np.asarray(kernel)
+    if not isinstance(axis, numbers.Integral) or not -kernel.ndim <= axis < kernel.ndim:
+        raise ValueError(
+            f"`axis` must be an axis of `kernel` (of shape {kernel.shape}). Received: "
+            f"axis={axis!r}."
+        )
+    moved = np.moveaxis(kernel, axis, -1)
     if moved.shape[-1] % m:
         return False
     groups = moved.reshape(*moved.shape[:-1], moved.shape[-1] // m, m)

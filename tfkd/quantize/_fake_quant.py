@@ -10,7 +10,9 @@ parameters.
 """
 
 import contextlib
+import numbers
 
+import numpy as np
 from keras import ops
 
 # Guards against a zero-width range (an all-zero channel, a constant activation).
@@ -47,7 +49,14 @@ def fake_quant(x, min_value, max_value, *, num_bits=8, narrow_range=False):
 
     Returns:
         A tensor like `x` holding only values of the integer grid.
+
+    Raises:
+        TypeError, ValueError: for `num_bits` outside 2..16, a `narrow_range` that is
+            not a bool, or a range given as numbers whose minimum is not below its
+            maximum (tensors, e.g. a layer's range variables, are not checked).
     """
+    _check_bits(num_bits, narrow_range)
+    min_value, max_value = _checked_range(min_value, max_value)
     if _EXPORTING[-1]:
         return _tensorflow_fake_quant(x, min_value, max_value, num_bits, narrow_range)
     quant_min = 1.0 if narrow_range else 0.0
@@ -61,6 +70,31 @@ def fake_quant(x, min_value, max_value, *, num_bits=8, narrow_range=False):
     steps = ops.floor((clipped - nudged_min) * (1.0 / scale) + 0.5)
     quantized = steps * scale + nudged_min
     return clipped + ops.stop_gradient(quantized - clipped)
+
+
+def _check_bits(num_bits, narrow_range):
+    if isinstance(num_bits, (bool, np.bool_)) or not isinstance(num_bits, numbers.Integral):
+        raise TypeError(f"`num_bits` must be an int. Received: num_bits={num_bits!r}.")
+    if not 2 <= num_bits <= 16:
+        raise ValueError(f"`num_bits` must be in 2..16. Received: num_bits={num_bits}.")
+    if not isinstance(narrow_range, (bool, np.bool_)):
+        raise TypeError(
+            f"`narrow_range` must be True or False. Received: narrow_range={narrow_range!r}."
+        )
+
+
+def _checked_range(min_value, max_value):
+    """Numbers and numpy arrays as float32 arrays, checked; tensors as they are."""
+    concrete = (numbers.Real, np.ndarray, list, tuple)
+    if not (isinstance(min_value, concrete) and isinstance(max_value, concrete)):
+        return min_value, max_value
+    low, high = np.asarray(min_value, "float32"), np.asarray(max_value, "float32")
+    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(low < high)):
+        raise ValueError(
+            "`min_value` must be below `max_value`, both finite. Received: "
+            f"min_value={min_value!r:.80}, max_value={max_value!r:.80}."
+        )
+    return low, high
 
 
 def _tensorflow_fake_quant(x, min_value, max_value, num_bits, narrow_range):

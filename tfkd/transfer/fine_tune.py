@@ -366,6 +366,15 @@ def _check_labels(data, num_classes, name):
             f"Received: a {type(data).__name__} of length {len(data)}."
         )
     labels = np.asarray(data[1])
+    if labels.size == 0 or len(data[0]) != len(labels):
+        raise ValueError(
+            f"`{name}` needs as many inputs as labels, at least one. Received: "
+            f"{len(data[0])} inputs and {labels.size} labels."
+        )
+    if labels.dtype.kind not in "iu":
+        raise TypeError(
+            f"`{name}` labels must be integer class ids. Received: dtype {labels.dtype}."
+        )
     if labels.ndim > 1 and labels.shape[-1] != 1:
         raise ValueError(
             f"`{name}` labels must be integer class ids, shape (n,). Received: shape "
