@@ -1,0 +1,28 @@
+"""A small run of `benchmarks/fuzz_inputs.py` (issue 16.2): mutated copies of the real input
+files load as before, load changed (formats without a checksum only), or raise the
+reader's documented error; no crash, hang or other exception. The full run (1,000
+mutations a file) is the script's default: `python benchmarks/fuzz_inputs.py`."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+TARGETS = ["config", "idx", "animal_mnist_pickle", "checkpoint_unnamed", "csv", "vocabulary"]
+
+
+def test_mutated_input_files_are_read_or_refused_cleanly(tmp_path):
+    output = tmp_path / "fuzz.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "fuzz_inputs.py"), "--mutations", "12"]
+    command += ["--targets", *TARGETS, "--output", str(output)]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    results = json.loads(output.read_text())["targets"]
+    assert sorted(results) == sorted(TARGETS)
+    for name, result in results.items():
+        outcomes = result["outcomes"]
+        assert result["failures"] == [], name
+        assert sum(outcomes.get(kind, 0) for kind in ("same", "changed", "error")) == 12, name
+        assert outcomes.get("error", 0) > 0, name  # the mutations reach the checks
+        assert 0 < result["peak_rss_mb"] < 3072, name
