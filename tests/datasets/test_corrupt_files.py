@@ -59,3 +59,13 @@ def test_a_corrupt_idx_gzip_is_a_value_error_naming_the_file(tmp_path, damage):
     path.write_bytes(compressed)
     with pytest.raises(ValueError, match="labels-idx1-ubyte.gz"):
         _idx._read_idx_gz(path)
+
+
+def test_a_vocabulary_that_is_not_utf8_is_a_value_error_naming_the_file(tmp_path):
+    from tfkd.text import WordPieceTokenizer
+
+    path = tmp_path / "vocab.txt"
+    path.write_bytes(b"[PAD]\n[UNK]\n[CLS]\n[SEP]\ncaf\xe9\n")
+    with pytest.raises(ValueError, match=r"not UTF-8 text.*vocab.txt") as info:
+        WordPieceTokenizer(path)
+    assert not isinstance(info.value, UnicodeDecodeError)

@@ -40,8 +40,14 @@ class WordPieceTokenizer:
                 raise FileNotFoundError(
                     f"No vocabulary file at `vocabulary`. Received: vocabulary={path!r}."
                 )
-            with open(path, encoding="utf-8") as file:
-                tokens = [line.rstrip("\n") for line in file]
+            try:
+                with open(path, encoding="utf-8") as file:
+                    tokens = [line.rstrip("\n") for line in file]
+            except UnicodeDecodeError as error:
+                raise ValueError(
+                    f"The vocabulary file is not UTF-8 text ({error.reason} at byte "
+                    f"{error.start}). Received: vocabulary={path!r}."
+                ) from error
         else:
             tokens = list(vocabulary)
         if not isinstance(sequence_length, int) or isinstance(sequence_length, bool):

@@ -145,6 +145,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
 def _unpickle(file, path, load_storage=None):
     try:
         return _RestrictedUnpickler(file, path, load_storage).load()
+    except UnicodeDecodeError as e:  # a storage key or name that is not ASCII
+        raise _not_a_checkpoint(path, f"its pickle is corrupt ({e})") from e
     except (_RefusedPickle, ValueError):
         raise
     except Exception as e:  # a corrupt pickle fails in many ways: EOFError, KeyError, ...
@@ -152,7 +154,7 @@ def _unpickle(file, path, load_storage=None):
 
 
 def _text(value):
-    return value.decode("ascii") if isinstance(value, bytes) else str(value)
+    return value.decode("ascii", errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def read_state_dict(path) -> dict[str, np.ndarray]:
@@ -214,7 +216,14 @@ def _not_a_checkpoint(path, reason):
 def _read_zip(path):
     try:
         return _read_zip_members(path)
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError) as error:
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        EOFError,
+        NotImplementedError,
+        OSError,
+        UnicodeError,
+    ) as error:
         if isinstance(error, FileNotFoundError):
             raise
         # A changed byte fails the zip's CRC check; a bad header, its parsing.
