@@ -7,12 +7,17 @@ kernels instead of failing, whether the refusal comes at load time or at the fir
 """
 
 import os
+import re
 
 import numpy as np
 
 # Ops that only convert between float and integer: a softmax behind them is still the
 # op that computes the output.
 _CONVERSION_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
+
+
+# The size an input dimension left open (None, -1) takes until a batch sets it.
+OPEN_SIZE = 32
 
 
 def make_interpreter(path_or_content, num_threads=None, delegates=True):
@@ -39,14 +44,38 @@ def load_interpreter(path_or_content, num_threads=None):
     interpreter = make_interpreter(path_or_content, num_threads=num_threads)
     if not has_sparse_integer_weights(interpreter):
         try:
-            interpreter.allocate_tensors()
+            _allocate(interpreter)
             return interpreter, True
         except RuntimeError as error:
             if not is_delegate_failure(error):
                 raise
     interpreter = make_interpreter(path_or_content, num_threads=num_threads, delegates=False)
-    interpreter.allocate_tensors()
+    _allocate(interpreter)
     return interpreter, False
+
+
+def _in_returned_order(outputs):
+    """The converter names a function's outputs `Identity`, `Identity_1`, ... in the order
+    it returned them, but may list them in another; sorted back here (file order when the
+    names say nothing)."""
+    positions = []
+    for details in outputs:
+        match = re.fullmatch(r"Identity(?:_(\d+))?", details["name"])
+        if match is None:
+            return list(outputs)
+        positions.append(int(match.group(1) or 0))
+    return [details for _, details in sorted(zip(positions, outputs), key=lambda p: p[0])]
+
+
+def _allocate(interpreter):
+    """Allocates tensors; an input size the file leaves open (-1) first takes `OPEN_SIZE`:
+    LiteRT would take 1, which a 3x3 convolution without padding cannot prepare."""
+    for details in interpreter.get_input_details():
+        signature = list(details["shape_signature"])
+        if -1 in signature[1:]:
+            shape = [1, *(OPEN_SIZE if size == -1 else size for size in signature[1:])]
+            interpreter.resize_tensor_input(details["index"], shape)
+    interpreter.allocate_tensors()
 
 
 def has_sparse_integer_weights(interpreter):
@@ -110,23 +139,29 @@ def dequantize_output(y, details):
 
 
 class Runner:
-    """Runs batches of one input through a file; returns every output, dequantized."""
+    """Runs batches through a file; returns every output, dequantized, in the order the
+    exported model returned them."""
 
     def __init__(self, path_or_content, num_threads=None):
         self._source = path_or_content
         self._num_threads = num_threads
         self.interpreter, self.xnnpack = load_interpreter(path_or_content, num_threads)
         self.inputs = self.interpreter.get_input_details()
-        self.outputs = self.interpreter.get_output_details()
+        self.outputs = _in_returned_order(self.interpreter.get_output_details())
         self._batch = None
 
     def run(self, batch):
-        """`batch` (float or integer, shaped like the input) -> a list of float32 outputs."""
-        try:
-            self.resize(len(batch))
-            self.interpreter.set_tensor(
-                self.inputs[0]["index"], quantize_input(batch, self.inputs[0])
+        """`batch` (float or integer, shaped like the input; a list of arrays, one per
+        input in the file's order, for several inputs) -> a list of float32 outputs."""
+        arrays = list(batch) if len(self.inputs) > 1 else [batch]
+        if len(arrays) != len(self.inputs):
+            raise ValueError(
+                f"The file has {len(self.inputs)} inputs. Received: {len(arrays)} arrays."
             )
+        try:
+            self.resize([np.shape(array) for array in arrays])
+            for details, array in zip(self.inputs, arrays):
+                self.interpreter.set_tensor(details["index"], quantize_input(array, details))
             self.interpreter.invoke()
         except RuntimeError as error:
             if not (self.xnnpack and is_delegate_failure(error)):
@@ -138,15 +173,25 @@ class Runner:
             for details in self.outputs
         ]
 
-    def resize(self, batch):
-        if batch != self._batch:
-            shape = [batch, *self.inputs[0]["shape_signature"][1:]]
-            self.interpreter.resize_tensor_input(self.inputs[0]["index"], shape)
+    def resize(self, shapes):
+        """Sizes each input for a batch of its shape in `shapes`: its length, and the sizes
+        the file leaves open (-1 in its signature) from the batch itself."""
+        if not isinstance(shapes, list):
+            shapes = [shapes]
+        sized = []
+        for details, shape in zip(self.inputs, shapes):
+            signature = details["shape_signature"]
+            sized.append(
+                [shape[0], *(s if s != -1 else b for s, b in zip(signature[1:], shape[1:]))]
+            )
+        if sized != self._batch:
+            for details, shape in zip(self.inputs, sized):
+                self.interpreter.resize_tensor_input(details["index"], shape)
             self.interpreter.allocate_tensors()
-            self._batch = batch
+            self._batch = sized
 
     def _without_delegates(self):
         self.interpreter = make_interpreter(self._source, self._num_threads, delegates=False)
-        self.interpreter.allocate_tensors()
+        _allocate(self.interpreter)
         self.xnnpack = False
         self._batch = None

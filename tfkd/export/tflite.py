@@ -11,7 +11,7 @@ import numpy as np
 
 from tfkd import _atomic
 from tfkd.export import _representative, _signature
-from tfkd.export._interpreter import Runner
+from tfkd.export._interpreter import OPEN_SIZE, Runner
 from tfkd.export._options import IO_DTYPES as _IO_DTYPES
 from tfkd.export._options import QUANTIZATIONS
 from tfkd.export.report import ExportReport
@@ -151,23 +151,31 @@ def _check_against_keras(model, inputs, content, samples, quantization, quantiza
     in the report. A quantization-aware model already computes in int8 steps, so its
     file must give the same top-1 class on nearly every sample.
     """
-    # The check covers single-input models with a known input shape.
-    if len(inputs) != 1 or (samples is None and None in inputs[0].shape):
-        return None
-    x = _check_samples(inputs[0]) if samples is None else samples[0][:_CHECK_SAMPLES]
-    expected = [
-        np.asarray(output, np.float32) for output in keras.tree.flatten(model.predict(x, verbose=0))
-    ]
-    received = Runner(content).run(x)
+    # Without samples, stand-in inputs: sizes the model leaves open (a sequence's length,
+    # an image's height and width) take a stand-in size.
+    if samples is None:
+        x = [_check_samples(item) for item in inputs]
+    else:
+        x = [array[:_CHECK_SAMPLES] for array in samples]
+    count = len(x[0])
+    outputs = model.predict(x[0] if len(x) == 1 else x, verbose=0)
+    expected = [np.asarray(output, np.float32) for output in keras.tree.flatten(outputs)]
+    runner = Runner(content)
+    in_file_order = _in_file_order(x, inputs, runner.inputs)
+    received = runner.run(in_file_order[0] if len(x) == 1 else in_file_order)
     if [a.shape for a in expected] != [b.shape for b in received]:
-        return None  # outputs the file orders differently: nothing to compare them by
+        raise ValueError(
+            "The exported model's outputs do not have the Keras model's shapes: "
+            f"{[b.shape for b in received]} vs {[a.shape for a in expected]} on {count} "
+            "samples. The file was not written. Please report this with the model's summary."
+        )
     difference = max(float(np.max(np.abs(a - b))) for a, b in zip(expected, received))
     largest = max(float(np.max(np.abs(a))) for a in expected)
     tolerance = _FLOAT_TOLERANCE * max(1.0, largest)
     if quantization is None and not difference <= tolerance:
         raise ValueError(
             "The exported float32 model disagrees with the Keras model: max absolute "
-            f"difference {difference:.3g} on {len(x)} samples (tolerance {tolerance:.3g}). "
+            f"difference {difference:.3g} on {count} samples (tolerance {tolerance:.3g}). "
             "The file was not written. This is a converter problem with one of the model's "
             "layers; export the layers separately to find it."
         )
@@ -177,15 +185,25 @@ def _check_against_keras(model, inputs, content, samples, quantization, quantiza
     if quantization_aware and agreement < _QAT_MIN_AGREEMENT:
         raise ValueError(
             "The exported int8 model disagrees with the quantization-aware Keras model: "
-            f"top-1 agreement {agreement:.3f} on {len(x)} samples (expected at least "
+            f"top-1 agreement {agreement:.3f} on {count} samples (expected at least "
             f"{_QAT_MIN_AGREEMENT}). The file was not written. Please report this with the "
             "model's summary."
         )
-    return {"samples": len(x), "top1_agreement": agreement, "max_abs_diff": difference}
+    return {"samples": count, "top1_agreement": agreement, "max_abs_diff": difference}
+
+
+def _in_file_order(arrays, inputs, file_inputs):
+    """`arrays` (in the model's input order) in the file's, matched by name; the model's
+    order where the names do not all match."""
+    position = {item.name: index for index, item in enumerate(inputs)}
+    names = [details["name"] for details in file_inputs]
+    if sorted(names) != sorted(position):
+        return arrays
+    return [arrays[position[name]] for name in names]
 
 
 def _check_samples(model_input):
-    shape = (_CHECK_SAMPLES, *model_input.shape)
+    shape = (_CHECK_SAMPLES, *(OPEN_SIZE if n is None else n for n in model_input.shape))
     if np.dtype(model_input.dtype).kind in "iub":
         # Integer inputs (token ids) have no random stand-in that is always valid: 0
         # is (padding); pass representative_data for a real check.

@@ -1,0 +1,116 @@
+"""`export_tflite` checks the file it made against the Keras model before writing it
+(issue 16.11): every refusal is tested with a forced mismatch, and models whose input
+sizes are left open are checked on stand-in inputs."""
+
+import importlib
+
+import keras
+import numpy as np
+import pytest
+
+import tfkd
+from tests.helpers import random_images, small_cnn
+
+tflite_module = importlib.import_module("tfkd.export.tflite")
+
+
+def _disagreeing(monkeypatch, change):
+    """Makes the file's outputs, as the check reads them, `change(outputs)`."""
+    run = tflite_module.Runner.run
+
+    def changed(self, batch):
+        return [change(output) for output in run(self, batch)]
+
+    monkeypatch.setattr(tflite_module.Runner, "run", changed)
+
+
+def test_a_float_file_that_disagrees_is_not_written(tmp_path, monkeypatch):
+    model = small_cnn(4, "model")
+    path = tmp_path / "model.tflite"
+    assert tfkd.export_tflite(model, path).keras_agreement["max_abs_diff"] < 1e-4
+    path.unlink()
+    _disagreeing(monkeypatch, lambda output: output + 0.01)
+    with pytest.raises(ValueError, match="float32 model disagrees with the Keras model"):
+        tfkd.export_tflite(model, path)
+    assert not path.exists()
+
+
+def test_a_quantization_aware_file_that_disagrees_is_not_written(tmp_path, monkeypatch):
+    x, y = random_images(64)
+    model = tfkd.quantize.quantize_aware(small_cnn(4, "model"))
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(True))
+    model.fit(x, y, epochs=1, verbose=0)
+    path = tmp_path / "qat.tflite"
+    assert tfkd.export_tflite(model, path, "int8").keras_agreement["top1_agreement"] >= 0.9
+    path.unlink()
+    _disagreeing(monkeypatch, lambda output: -output)  # every top-1 class changes
+    with pytest.raises(ValueError, match="int8 model disagrees with the quantization-aware"):
+        tfkd.export_tflite(model, path, "int8")
+    assert not path.exists()
+
+
+def test_post_training_quantization_reports_its_agreement_without_refusing(tmp_path):
+    model = small_cnn(4, "model")
+    x, _ = random_images(64)
+    report = tfkd.export_tflite(model, tmp_path / "int8.tflite", "int8", representative_data=x)
+    agreement = report.keras_agreement
+    assert agreement["samples"] == 32 and 0.5 <= agreement["top1_agreement"] <= 1.0
+
+
+def test_open_input_sizes_are_checked_on_stand_in_inputs(tmp_path, monkeypatch):
+    # Before: a model with an input size left open (None) was exported unchecked.
+    inputs = keras.Input((None, None, 1))
+    features = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3)(features))
+    report = tfkd.export_tflite(model, tmp_path / "open.tflite")
+    assert report.keras_agreement["samples"] == 32
+    assert report.keras_agreement["max_abs_diff"] < 1e-4
+    lite = tfkd.TFLiteModel(report.path)
+    images = np.random.default_rng(1).random((2, 20, 24, 1), dtype=np.float32)
+    np.testing.assert_allclose(lite.predict(images), model.predict(images, verbose=0), atol=1e-4)
+    _disagreeing(monkeypatch, lambda output: output * 2.0 + 1.0)
+    with pytest.raises(ValueError, match="float32 model disagrees"):
+        tfkd.export_tflite(model, tmp_path / "open_bad.tflite")
+    assert not (tmp_path / "open_bad.tflite").exists()
+
+
+def test_open_sequence_length_of_token_ids_is_checked(tmp_path):
+    inputs = keras.Input((None,), dtype="int32")
+    embedded = keras.layers.Embedding(50, 8)(inputs)
+    model = keras.Model(
+        inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling1D()(embedded))
+    )
+    report = tfkd.export_tflite(model, tmp_path / "text.tflite")
+    assert report.keras_agreement is not None and report.keras_agreement["max_abs_diff"] < 1e-4
+
+
+def _two_in_three_out():
+    """Inputs named out of alphabetical order; outputs the converter lists in another order."""
+    first, second = keras.Input((4,), name="zeta"), keras.Input((3,), name="alpha")
+    joined = keras.layers.Concatenate()([first, second])
+    outputs = [
+        keras.layers.Dense(2, name="second_head")(joined),
+        keras.layers.Dense(5, name="a_head")(joined),
+        keras.layers.Dense(2, name="third")(joined),
+    ]
+    return keras.Model([first, second], outputs)
+
+
+def test_several_inputs_and_outputs_are_checked_in_the_models_order(tmp_path, monkeypatch):
+    # Before: skipped for several inputs; several outputs were compared in the file's
+    # order, which is not always the model's.
+    model = _two_in_three_out()
+    report = tfkd.export_tflite(model, tmp_path / "multi.tflite")
+    assert report.keras_agreement["samples"] == 32
+    assert report.keras_agreement["max_abs_diff"] < 1e-4
+    runner = tflite_module.Runner(tmp_path / "multi.tflite")
+    x = {"zeta": np.ones((2, 4), "float32"), "alpha": np.full((2, 3), 2.0, "float32")}
+    received = runner.run([x[details["name"]] for details in runner.inputs])
+    expected = model.predict([x["zeta"], x["alpha"]], verbose=0)
+    assert [r.shape for r in received] == [(2, 2), (2, 5), (2, 2)]
+    for got, want in zip(received, expected):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    _disagreeing(monkeypatch, lambda output: output + 0.5)
+    with pytest.raises(ValueError, match="float32 model disagrees"):
+        tfkd.export_tflite(model, tmp_path / "multi_bad.tflite")
+    assert not (tmp_path / "multi_bad.tflite").exists()
