@@ -160,7 +160,7 @@ def test_values_are_checked_by_the_loss_before_any_stage_runs(tmp_path):
     with pytest.raises(ConfigError) as info:
         run_config(path, tmp_path / "out", tensorboard=False, log=lambda _: None)
     assert str(info.value).startswith(
-        f"{path}:7: stages[1].method_arguments: `non_target_weight` must be >= 0. "
+        f"{path}:7: stages[1].method_arguments: `non_target_weight` must be a finite number >= 0. "
         "Received: non_target_weight=-1.0"
     )
     assert not (tmp_path / "out" / "stages").exists()
