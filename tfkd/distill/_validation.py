@@ -1,12 +1,14 @@
 """Argument checks of `Distiller`: each fails early, naming the argument and value."""
 
+import numbers
 import re
 import warnings
 
 import keras
 
 from tfkd.distill import schedules
-from tfkd.distill.losses import DistillationLoss, LogitsDistillation, validate_weight
+from tfkd.distill._checks import is_number, shown, tensor_shape, validate_weight
+from tfkd.distill.losses import DistillationLoss, LogitsDistillation
 
 
 def validate_model(argument, model):
@@ -47,11 +49,13 @@ def resolve_losses(distillation_losses, temperature):
         if isinstance(distillation_losses, (list, tuple))
         else [distillation_losses]
     )
-    for loss in losses:
+    for index, loss in enumerate(losses):
         if not isinstance(loss, DistillationLoss):
+            received = "distillation_losses" + (f"[{index}]" if len(losses) > 1 else "")
             raise TypeError(
-                "Each distillation loss must be a tfkd.DistillationLoss. Received: "
-                f"{loss!r} of type {type(loss).__name__}. Subclass DistillationLoss to add one."
+                "Each of `distillation_losses` must be a tfkd.DistillationLoss. Received: "
+                f"{received}={shown(loss)} of type {type(loss).__name__}. Subclass "
+                "DistillationLoss to add one."
             )
     if not losses:
         raise ValueError("`distillation_losses` is empty. Received: []. Pass at least one loss.")
@@ -81,10 +85,10 @@ def validate_student_loss_weight(weight):
 
 
 def _check_share(name, weight):
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
+    if not is_number(weight) or not 0 <= weight <= 1:
         raise ValueError(
             f"`{name}` must be a number in [0, 1] or a schedule. Received: "
-            f"{name}={weight!r}. 0 trains on the teacher alone, 1 on labels alone."
+            f"{name}={shown(weight)}. 0 trains on the teacher alone, 1 on labels alone."
         )
 
 
@@ -179,6 +183,15 @@ def _snake(loss):
     return "".join("_" + c.lower() if c.isupper() and i else c.lower() for i, c in enumerate(name))
 
 
+def validate_seed(seed):
+    if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool)):
+        raise TypeError(
+            f"`seed` must be an int or None. Received: seed={shown(seed)} of type "
+            f"{type(seed).__name__}."
+        )
+    return seed
+
+
 def validate_augmentation(augmentation):
     if augmentation is not None and not isinstance(augmentation, keras.layers.Layer):
         raise TypeError(
@@ -206,6 +219,44 @@ def check_augmentable(inputs, cached_teacher_outputs):
             f"images). Received: inputs of type {type(inputs).__name__}. Augment such "
             "inputs in the input pipeline instead, with the teacher run online."
         )
+
+
+def check_cached_outputs(x, teacher_outputs):
+    """`teacher_outputs`: a non-empty dict of arrays with one row per example of `x`."""
+    if x is None:
+        raise TypeError("`x` must be the student's inputs. Received: x=None.")
+    if not isinstance(teacher_outputs, dict):
+        raise TypeError(
+            "`teacher_outputs` must be the dict returned by Distiller.predict_teacher. "
+            f"Received: teacher_outputs={shown(teacher_outputs)} of type "
+            f"{type(teacher_outputs).__name__}."
+        )
+    if not teacher_outputs:
+        raise ValueError(
+            "`teacher_outputs` is empty. Received: teacher_outputs={}. Pass what "
+            "Distiller.predict_teacher(x) returned."
+        )
+    rows = _rows(x)
+    for key, value in teacher_outputs.items():
+        shape = tensor_shape(f"teacher_outputs[{key!r}]", value)
+        if rows is not None and shape is not None and shape[0] not in (None, rows):
+            raise ValueError(
+                f"`teacher_outputs` must hold one row per example of `x` ({rows}). Received: "
+                f"teacher_outputs[{key!r}] of shape {shape}. Compute them with "
+                "Distiller.predict_teacher(x) on the same inputs."
+            )
+
+
+def _rows(x):
+    """The number of examples in arrays `x` (or a dict or list of them), else None."""
+    first = next(iter(x.values()), None) if isinstance(x, dict) else x
+    if isinstance(first, (list, tuple)) and first and hasattr(first[0], "shape"):
+        first = first[0]
+    shape = getattr(first, "shape", None)
+    try:
+        return int(shape[0]) if shape is not None and len(shape) and shape[0] is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def shared_temperature(losses):

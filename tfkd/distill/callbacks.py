@@ -1,6 +1,8 @@
 """Callbacks that `tfkd` adds to training by itself."""
 
+import inspect
 import math
+import os
 import threading
 
 import keras
@@ -27,12 +29,7 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
 
     def __init__(self, loss_names):
         super().__init__()
-        if isinstance(loss_names, str) or not all(isinstance(n, str) for n in loss_names):
-            raise TypeError(
-                "`loss_names` must be a list of log keys, e.g. ['loss']. Received: "
-                f"loss_names={loss_names!r} (a string would be read letter by letter)."
-            )
-        self.loss_names = list(loss_names)
+        self.loss_names = _check_loss_names(loss_names)
         self._epoch = 0
         self._lock = threading.Lock()
         self._bad_batches = []
@@ -71,6 +68,24 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
         )
 
 
+def _check_loss_names(loss_names):
+    try:
+        names = None if isinstance(loss_names, (str, bytes)) else list(loss_names)
+    except TypeError:
+        names = None
+    if names is None or not all(isinstance(name, str) for name in names):
+        raise TypeError(
+            "`loss_names` must be a list of log keys, e.g. ['loss']. Received: "
+            f"loss_names={loss_names!r} (a string would be read letter by letter)."
+        )
+    if not names:
+        raise ValueError(
+            "`loss_names` must name at least one log key to watch, e.g. ['loss']. "
+            "Received: loss_names=[]."
+        )
+    return names
+
+
 class StudentCheckpoint(keras.callbacks.ModelCheckpoint):
     """`keras.callbacks.ModelCheckpoint` that saves a Distiller's student alone.
 
@@ -95,6 +110,21 @@ class StudentCheckpoint(keras.callbacks.ModelCheckpoint):
     student = keras.saving.load_model("student.keras")
     ```
     """
+
+    def __init__(self, filepath, *args, **kwargs):
+        if not isinstance(filepath, (str, os.PathLike)):
+            raise TypeError(
+                "`filepath` must be a file path (str or os.PathLike), e.g. 'student.keras'. "
+                f"Received: filepath={filepath!r} of type {type(filepath).__name__}."
+            )
+        signature = inspect.signature(keras.callbacks.ModelCheckpoint.__init__)
+        mode = signature.bind(self, filepath, *args, **kwargs).arguments.get("mode", "auto")
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(
+                f"`mode` must be 'auto', 'min' or 'max'. Received: mode={mode!r}. 'auto' "
+                "picks 'max' for accuracies and 'min' for losses."
+            )
+        super().__init__(filepath, *args, **kwargs)
 
     def set_model(self, model):
         super().set_model(getattr(model, "student", model))

@@ -157,6 +157,7 @@ class Distiller(keras.Model):
             "seed": seed,
         }
         self.augmentation = _validation.validate_augmentation(augmentation)
+        _validation.validate_seed(seed)
         self._mixing = {
             "mixup_alpha": mixing.validate_alpha("mixup", mixup),
             "cutmix_alpha": mixing.validate_alpha("cutmix", cutmix),
@@ -486,11 +487,7 @@ def with_teacher_outputs(x, teacher_outputs):
     distiller.fit(tfkd.distill.with_teacher_outputs(x_train, cached), y_train)
     ```
     """
-    if not isinstance(teacher_outputs, dict):
-        raise TypeError(
-            "`teacher_outputs` must be the dict returned by Distiller.predict_teacher. "
-            f"Received: teacher_outputs of type {type(teacher_outputs).__name__}."
-        )
+    _validation.check_cached_outputs(x, teacher_outputs)
     return {_STUDENT_INPUTS: x, _TEACHER_OUTPUTS: teacher_outputs}
 
 

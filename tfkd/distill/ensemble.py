@@ -12,10 +12,20 @@ teacher.
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from tfkd.distill import _taps
-from tfkd.distill.losses import log_of_probabilities, validate_temperature
+from tfkd.distill._checks import (
+    check_temperature,
+    is_number,
+    same_known_dimensions,
+    shown,
+    tensor_shape,
+    validate_flag,
+    validate_temperature,
+)
+from tfkd.distill.losses import log_of_probabilities
 
 
 def softened_average(teacher_logits, weights, *, temperature=1.0):
@@ -39,6 +49,9 @@ def softened_average(teacher_logits, weights, *, temperature=1.0):
     >>> [round(v, 4) for v in keras.ops.convert_to_numpy(keras.ops.softmax(z))[0].tolist()]
     [0.6, 0.4]
     """
+    _check_logits(teacher_logits)
+    weights = _check_weights(weights, len(teacher_logits), normalize=False)
+    check_temperature(temperature)
     logs = [
         # log(w * p) = log(w) + log(p), summed over teachers in log space.
         ops.log_softmax(ops.cast(logits, "float32") / temperature, axis=-1) + math.log(weight)
@@ -54,7 +67,8 @@ class TeacherLogits(keras.layers.Layer):
 
     def __init__(self, from_probabilities=False, **kwargs):
         super().__init__(**kwargs)
-        self.from_probabilities = bool(from_probabilities)
+        validate_flag("from_probabilities", from_probabilities)
+        self.from_probabilities = from_probabilities
 
     def call(self, outputs):
         return log_of_probabilities(outputs) if self.from_probabilities else outputs
@@ -72,7 +86,8 @@ class SoftenedAverage(keras.layers.Layer):
 
     def __init__(self, weights, temperature=1.0, **kwargs):
         super().__init__(**kwargs)
-        self.teacher_weights = [float(weight) for weight in weights]
+        self.teacher_weights = _check_weights(weights, None, normalize=False)
+        validate_temperature(temperature)
         self.temperature = float(temperature)
 
     def call(self, teacher_logits):
@@ -142,15 +157,21 @@ def teacher_ensemble(teachers, weights=None, temperature=1.0, name="teacher_ense
 
 
 def _check_teachers(teachers):
-    if not isinstance(teachers, (list, tuple)) or len(teachers) < 2:
+    if not isinstance(teachers, (list, tuple)):
+        raise TypeError(
+            "`teachers` must be a list of two or more Keras models. Received: "
+            f"teachers={shown(teachers)} of type {type(teachers).__name__}."
+        )
+    if len(teachers) < 2:
         raise ValueError(
             "`teachers` must be a list of two or more Keras models. Received: "
-            f"teachers={teachers!r}."
+            f"teachers={shown(teachers)}. Pass a single teacher to the Distiller directly."
         )
     for index, teacher in enumerate(teachers):
         if not isinstance(teacher, keras.Model):
             raise TypeError(
-                f"`teachers[{index}]` must be a Keras model. Received: a {type(teacher).__name__}."
+                f"`teachers[{index}]` must be a Keras model. Received: teachers[{index}]="
+                f"{shown(teacher)} of type {type(teacher).__name__}."
             )
     shapes = [_taps.input_shapes(teacher) for teacher in teachers]
     if shapes[0] is None or any(shape != shapes[0] for shape in shapes):
@@ -167,17 +188,43 @@ def _check_teachers(teachers):
     return list(teachers)
 
 
-def _check_weights(weights, count):
-    if weights is None:
+def _check_weights(weights, count, normalize=True):
+    """One float per teacher (`count` of them, any number if None), >= 0 and not all 0,
+    scaled to sum to 1 if `normalize`."""
+    if weights is None and normalize:
         return [1.0 / count] * count
-    weights = list(weights) if isinstance(weights, (list, tuple)) else None
-    valid = weights is not None and len(weights) == count
-    valid = valid and all(
-        isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights
-    )
-    if not valid or not sum(weights) > 0:
-        raise ValueError(
-            f"`weights` must be {count} numbers >= 0, one per teacher, not all 0. "
-            f"Received: weights={weights!r}."
+    values = list(weights) if isinstance(weights, (list, tuple, np.ndarray)) else None
+    if values is None or not all(is_number(w) for w in values):
+        raise TypeError(
+            f"`weights` must be a list of numbers, one per teacher. Received: "
+            f"weights={shown(weights)} of type {type(weights).__name__}."
         )
-    return [float(w) / sum(weights) for w in weights]
+    count = len(values) if count is None else count
+    if len(values) != count or not all(0 <= w < math.inf for w in values) or not sum(values) > 0:
+        raise ValueError(
+            f"`weights` must be {count} finite numbers >= 0, one per teacher, not all 0. "
+            f"Received: weights={shown(weights)}."
+        )
+    total = sum(values) if normalize else 1.0
+    return [float(w) / total for w in values]
+
+
+def _check_logits(teacher_logits):
+    if not isinstance(teacher_logits, (list, tuple)):
+        raise TypeError(
+            "`teacher_logits` must be a list of (batch, classes) logits, one per teacher. "
+            f"Received: teacher_logits={shown(teacher_logits)} of type "
+            f"{type(teacher_logits).__name__}."
+        )
+    if not teacher_logits:
+        raise ValueError(
+            "`teacher_logits` needs the logits of one teacher or more. Received: "
+            f"teacher_logits={teacher_logits!r}."
+        )
+    shapes = [tensor_shape(f"teacher_logits[{i}]", z) for i, z in enumerate(teacher_logits)]
+    known = [shape for shape in shapes if shape is not None]
+    if any(not same_known_dimensions(shape, known[0]) for shape in known):
+        raise ValueError(
+            "The teachers' logits must have the same shape. Received: teacher_logits of "
+            f"shapes {shapes}."
+        )

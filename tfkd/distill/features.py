@@ -6,10 +6,20 @@ compares where each network's activations are large, relational KD compares how
 the examples of a batch lie relative to each other.
 """
 
+import math
+
 import keras
 from keras import ops
 
-from tfkd.distill.losses import DistillationLoss, validate_weight
+from tfkd.distill._checks import (
+    check_scalar,
+    is_number,
+    same_known_dimensions,
+    shown,
+    tensor_shape,
+    validate_weight,
+)
+from tfkd.distill.losses import DistillationLoss
 
 _NORM_FLOOR = 1e-12
 # Pairs of examples closer than this fraction of the batch's mean squared distance
@@ -49,6 +59,19 @@ def attention_map_distance(teacher_features, student_features, *, exponent=2.0):
     >>> float(attention_map_distance(teacher, student)[0])
     0.25
     """
+    teacher_shape = tensor_shape("teacher_features", teacher_features, min_rank=3)
+    student_shape = tensor_shape("student_features", student_features, min_rank=3)
+    if (
+        teacher_shape
+        and student_shape
+        and not same_known_dimensions(teacher_shape[:-1], student_shape[:-1])
+    ):
+        raise ValueError(
+            "`attention_map_distance` compares features of the same batch and spatial "
+            f"size (channels may differ). Received: teacher_features of shape "
+            f"{teacher_shape} and student_features of shape {student_shape}."
+        )
+    check_scalar("exponent", exponent, lambda name, value: _validate_exponent(value))
     difference = _attention_map(teacher_features, exponent) - _attention_map(
         student_features, exponent
     )
@@ -104,6 +127,20 @@ def relational_distance(teacher_outputs, student_outputs, *, distance_weight=1.0
     >>> round(float(keras.ops.max(values)), 6)
     0.0
     """
+    teacher_shape = tensor_shape("teacher_outputs", teacher_outputs)
+    student_shape = tensor_shape("student_outputs", student_outputs)
+    if (
+        teacher_shape
+        and student_shape
+        and not same_known_dimensions(teacher_shape[:1], student_shape[:1])
+    ):
+        raise ValueError(
+            "`relational_distance` compares two batches of the same examples. Received: "
+            f"teacher_outputs of shape {teacher_shape} and student_outputs of shape "
+            f"{student_shape}: the batch sizes differ."
+        )
+    check_scalar("distance_weight", distance_weight, validate_weight)
+    check_scalar("angle_weight", angle_weight, validate_weight)
     teacher, student = _gram(teacher_outputs), _gram(student_outputs)
     total = ops.zeros((ops.shape(teacher[0])[0],), "float32")
     if distance_weight:
@@ -172,15 +209,16 @@ def _angle_term(teacher, student):
 
 
 def _validate_exponent(exponent):
-    if isinstance(exponent, bool) or not isinstance(exponent, (int, float)):
+    if not is_number(exponent):
         raise TypeError(
-            f"`exponent` must be a number >= 1. Received: exponent={exponent!r} "
+            f"`exponent` must be a number >= 1. Received: exponent={shown(exponent)} "
             f"of type {type(exponent).__name__}."
         )
-    if not exponent >= 1:
+    if not 1 <= exponent < math.inf:
         raise ValueError(
-            f"`exponent` must be >= 1. Received: exponent={exponent}. Below 1 the "
-            "gradient of |f| ** p is infinite at the zeros a ReLU leaves; the paper uses 2."
+            f"`exponent` must be a finite number >= 1. Received: exponent={exponent}. Below "
+            "1 the gradient of |f| ** p is infinite at the zeros a ReLU leaves; the paper "
+            "uses 2."
         )
 
 

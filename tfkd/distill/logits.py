@@ -9,13 +9,13 @@ import keras
 from keras import ops
 
 from tfkd.distill import schedules
-from tfkd.distill.losses import (
-    DEFAULT_TEMPERATURE,
-    DistillationLoss,
+from tfkd.distill._checks import (
     check_same_shape,
-    scheduled_temperature,
+    check_scalar,
+    check_temperature,
     validate_weight,
 )
+from tfkd.distill.losses import DEFAULT_TEMPERATURE, DistillationLoss, scheduled_temperature
 
 # Pushes the target class out of a softmax: exp(-1e9) is exactly 0 in float32.
 _MASKED = -1e9
@@ -70,6 +70,7 @@ def decoupled_kl_divergence(
     11.2562
     """
     check_same_shape(teacher_outputs, student_outputs, "decoupled_kl_divergence")
+    _check_numbers(temperature, target_weight=target_weight, non_target_weight=non_target_weight)
     teacher = ops.cast(teacher_outputs, "float32") / temperature
     student = ops.cast(student_outputs, "float32") / temperature
     target = ops.one_hot(ops.argmax(teacher, axis=-1), teacher.shape[-1]) > 0.5
@@ -147,6 +148,9 @@ def correlation_distance(
     [0.0023, 0.0118]
     """
     check_same_shape(teacher_outputs, student_outputs, "correlation_distance")
+    _check_numbers(
+        temperature, inter_class_weight=inter_class_weight, intra_class_weight=intra_class_weight
+    )
     teacher = ops.softmax(ops.cast(teacher_outputs, "float32") / temperature, axis=-1)
     student = ops.softmax(ops.cast(student_outputs, "float32") / temperature, axis=-1)
     inter_class = 1.0 - _pearson(teacher, student, axis=-1)
@@ -156,6 +160,12 @@ def correlation_distance(
     )
     combined = inter_class_weight * inter_class + intra_class_weight * intra_class
     return combined * temperature**2
+
+
+def _check_numbers(temperature, **weights):
+    check_temperature(temperature)
+    for name, weight in weights.items():
+        check_scalar(name, weight, validate_weight)
 
 
 def _pearson(a, b, axis):

@@ -5,14 +5,18 @@ The functions use `keras.ops` only and return one value per example, so they
 run on every backend and compose with sample weights and distribution.
 """
 
-import math
-import numbers
-
 import keras
-import numpy as np
 from keras import ops
 
 from tfkd.distill import schedules
+from tfkd.distill._checks import (
+    check_same_shape,
+    check_temperature,
+    shown,
+    tensor_shape,
+    validate_flag,
+    validate_temperature,
+)
 
 _EPSILON = 1e-7
 # One default for `Distiller(temperature=None)` and `LogitsDistillation()`: on the
@@ -56,6 +60,12 @@ def standardize_logits(logits):
     >>> [round(v, 4) for v in keras.ops.convert_to_numpy(z)[0].tolist()]
     [-1.2247, 0.0, 1.2247]
     """
+    shape = tensor_shape("logits", logits)
+    if shape is not None and shape[-1] == 0:
+        raise ValueError(
+            "`logits` needs at least one class on its last axis. Received: logits of "
+            f"shape {shape}."
+        )
     logits = ops.cast(logits, "float32")
     centred = logits - ops.mean(logits, axis=-1, keepdims=True)
     variance = ops.mean(ops.square(centred), axis=-1, keepdims=True)
@@ -108,6 +118,9 @@ def kl_divergence(
     0.0
     """
     check_same_shape(teacher_outputs, student_outputs, "kl_divergence")
+    check_temperature(temperature)
+    validate_flag("from_logits", from_logits)
+    validate_flag("standardize", standardize)
     teacher_log_probs = _log_probabilities(teacher_outputs, temperature, from_logits, standardize)
     student_log_probs = _log_probabilities(student_outputs, temperature, from_logits, standardize)
     teacher_probs = ops.exp(teacher_log_probs)
@@ -174,7 +187,12 @@ class DistillationLoss(keras.layers.Layer):
             if value is not None and not isinstance(value, str):
                 raise TypeError(
                     f"`{argument}` must be a layer name (str) or None. "
-                    f"Received: {argument}={value!r} of type {type(value).__name__}."
+                    f"Received: {argument}={shown(value)} of type {type(value).__name__}."
+                )
+            if value == "":
+                raise ValueError(
+                    f"`{argument}` must be a layer name or None (the model's output). "
+                    f"Received: {argument}=''."
                 )
         self.teacher_layer = teacher_layer
         self.student_layer = student_layer
@@ -362,65 +380,9 @@ class FeatureDistillation(DistillationLoss):
         return config
 
 
-def validate_temperature(temperature, name="temperature"):
-    """Raises a clear error unless `temperature` is a positive number."""
-    if not is_number(temperature):
-        raise TypeError(
-            f"`{name}` must be a positive number or a schedule. Received: "
-            f"{name}={temperature!r} of type {type(temperature).__name__}."
-        )
-    if not 0 < temperature < math.inf:
-        raise ValueError(
-            f"`{name}` must be a finite number > 0. Received: {name}={temperature}. "
-            "Typical values are 1 to 10."
-        )
-
-
 def scheduled_temperature(temperature):
     """A checked temperature: a float, or a schedule whose value at step 0 is > 0."""
     temperature = schedules.validate(
         "temperature", temperature, lambda name, value: validate_temperature(value, name)
     )
     return temperature if callable(temperature) else float(temperature)
-
-
-def validate_weight(name, weight):
-    """Raises a clear error unless `weight` (argument `name`) is a number >= 0."""
-    if not is_number(weight):
-        raise TypeError(
-            f"`{name}` must be a number >= 0. Received: {name}={weight!r} "
-            f"of type {type(weight).__name__}."
-        )
-    if not 0 <= weight < math.inf:
-        raise ValueError(
-            f"`{name}` must be a finite number >= 0. Received: {name}={weight}. Use 0 to "
-            "switch the term off."
-        )
-
-
-def check_same_shape(teacher_outputs, student_outputs, name):
-    """Raises a clear error where two outputs' known dimensions differ: the maths would
-    broadcast them into a wrong, finite loss."""
-    teacher_shape, student_shape = tuple(teacher_outputs.shape), tuple(student_outputs.shape)
-    clash = len(teacher_shape) != len(student_shape) or any(
-        a is not None and b is not None and a != b for a, b in zip(teacher_shape, student_shape)
-    )
-    if clash:
-        raise ValueError(
-            f"`{name}` compares outputs of the same shape. Received: teacher_outputs of "
-            f"shape {teacher_shape} and student_outputs of shape {student_shape}."
-        )
-
-
-def is_number(value):
-    """A real number, numpy's included (`np.float32(2.0)`), but not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-
-
-def validate_flag(name, value):
-    """Raises a clear error unless `value` (argument `name`) is a bool."""
-    if not isinstance(value, bool):
-        raise TypeError(
-            f"`{name}` must be True or False. Received: {name}={value!r} "
-            f"of type {type(value).__name__}."
-        )

@@ -7,8 +7,15 @@ same batch; `mix_ratio[i]` is the share of example `i` in the result, which also
 weighs its label against the partner's in the task loss.
 """
 
+import math
+
 import keras
+import numpy as np
 from keras import ops
+
+from tfkd.distill._checks import is_number, is_tensor, shown, tensor_shape
+
+__all__ = ["cutmix", "mixup", "sample_mixing"]
 
 
 def mixup(images, partner_index, mix_ratio):
@@ -30,6 +37,9 @@ def mixup(images, partner_index, mix_ratio):
     >>> keras.ops.convert_to_numpy(mixed).tolist()
     [[0.25, 0.25], [0.5, 0.5]]
     """
+    batch = _batch_size(tensor_shape("images", images))
+    _check_partners(partner_index, batch)
+    _check_per_example("mix_ratio", mix_ratio, batch, (), low=0.0, high=1.0)
     images = ops.convert_to_tensor(images)
     ratio = _per_example(ops.cast(mix_ratio, images.dtype), images)
     partners = ops.take(images, partner_index, axis=0)
@@ -60,6 +70,14 @@ def cutmix(images, partner_index, box):
     >>> keras.ops.convert_to_numpy(ratio).tolist()
     [0.5, 0.5]
     """
+    shape = tensor_shape("images", images, min_rank=4)
+    if shape is not None and len(shape) != 4:
+        raise ValueError(
+            "`images` must be a batch of images, shape (batch, height, width, channels). "
+            f"Received: images of shape {shape}."
+        )
+    _check_partners(partner_index, _batch_size(shape))
+    _check_per_example("box", box, _batch_size(shape), (4,))
     images = ops.convert_to_tensor(images)
     height, width = images.shape[1], images.shape[2]
     box = ops.cast(box, "float32")
@@ -91,6 +109,20 @@ def sample_mixing(images, seed_generator, mixup_alpha=None, cutmix_alpha=None):
     Returns:
         `(mixed, partner_index, mix_ratio)`.
     """
+    tensor_shape("images", images, min_rank=1 if cutmix_alpha is None else 4)
+    if not isinstance(seed_generator, keras.random.SeedGenerator):
+        raise TypeError(
+            "`seed_generator` must be a keras.random.SeedGenerator, so that the draws change "
+            f"at every step. Received: seed_generator={shown(seed_generator)} of type "
+            f"{type(seed_generator).__name__}. Pass keras.random.SeedGenerator(seed)."
+        )
+    mixup_alpha = validate_alpha("mixup_alpha", mixup_alpha)
+    cutmix_alpha = validate_alpha("cutmix_alpha", cutmix_alpha)
+    if mixup_alpha is None and cutmix_alpha is None:
+        raise ValueError(
+            "`sample_mixing` needs `mixup_alpha`, `cutmix_alpha` or both. Received: "
+            "mixup_alpha=None and cutmix_alpha=None."
+        )
     batch = ops.shape(images)[0]
     partner_index = keras.random.shuffle(ops.arange(batch), seed=seed_generator)
     results = []
@@ -130,9 +162,57 @@ def validate_alpha(name, alpha):
     """Raises a clear error unless `alpha` (argument `name`) is `None` or a number > 0."""
     if alpha is None:
         return None
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
+    if not is_number(alpha) or not 0 < alpha < math.inf:
         raise ValueError(
-            f"`{name}` must be None (off) or the Beta distribution's alpha, a number > 0. "
-            f"Received: {name}={alpha!r}. Typical values: 0.2 to 1.0."
+            f"`{name}` must be None (off) or the Beta distribution's alpha, a finite number "
+            f"> 0. Received: {name}={shown(alpha)}. Typical values: 0.2 to 1.0."
         )
     return float(alpha)
+
+
+def _check_partners(partner_index, batch):
+    """`partner_index`: integers, one per example, each an index of the batch."""
+    last = None if batch is None else batch - 1
+    _check_per_example("partner_index", partner_index, batch, (), low=0, high=last)
+    dtype = keras.backend.standardize_dtype(
+        partner_index.dtype if is_tensor(partner_index) else np.asarray(partner_index).dtype
+    )
+    if "int" not in dtype:
+        raise TypeError(
+            "`partner_index` must hold integers, the index of each example's partner. "
+            f"Received: partner_index of dtype {dtype}."
+        )
+
+
+def _check_per_example(name, values, batch, rest, low=None, high=None):
+    """`values` of shape `(batch, *rest)`; when they are known, each in [low, high]."""
+    shape = tensor_shape(name, values)
+    if shape is not None:
+        batch_differs = None not in (batch, shape[0]) and shape[0] != batch
+        if batch_differs or tuple(shape[1:]) != rest:
+            raise ValueError(
+                f"`{name}` must have shape {(batch, *rest)}, one row per example of `images`. "
+                f"Received: {name} of shape {shape}."
+            )
+    known = _known_values(values)
+    if known is None or low is None:
+        return
+    inside = np.isfinite(known) & (known >= low)
+    if high is not None:
+        inside &= known <= high
+    if not inside.all():
+        bounds = f"[{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(
+            f"`{name}` must hold values in {bounds}. Received: {name}={shown(known.tolist())}."
+        )
+
+
+def _batch_size(shape):
+    return None if shape is None else shape[0]
+
+
+def _known_values(values):
+    """The values of numpy or Python input as an array, else None (a tensor, maybe traced)."""
+    if isinstance(values, (np.ndarray, np.generic, list, tuple)):
+        return np.asarray(values)
+    return None

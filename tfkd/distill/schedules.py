@@ -15,16 +15,34 @@ from 0) inside each training step; a loss called on its own reads step 0.
 
 import contextlib
 import contextvars
+import numbers
 
 import keras
 from keras import ops
 
+from tfkd.distill._checks import is_number, is_tensor, shown
+
+__all__ = ["at_step", "value_at_current_step"]
+
 _STEP = contextvars.ContextVar("tfkd_distillation_step", default=None)
 
 
-@contextlib.contextmanager
 def at_step(step):
-    """Evaluates every schedule read inside the block at `step` (a scalar tensor)."""
+    """Evaluates every schedule read inside the block at `step`.
+
+    Args:
+        step: The training step, an int >= 0 or a scalar integer tensor or
+            variable; `None` reads step 0.
+
+    Returns:
+        A context manager.
+    """
+    _check_step(step)
+    return _at_step(step)
+
+
+@contextlib.contextmanager
+def _at_step(step):
     token = _STEP.set(step)
     try:
         yield
@@ -33,12 +51,55 @@ def at_step(step):
 
 
 def value_at_current_step(value):
-    """`value` itself, or a schedule's value at the current step, as float32."""
+    """`value` itself, or a schedule's value at the current step, as float32.
+
+    Args:
+        value: A number, a scalar tensor, or a schedule `value(step) -> number`.
+
+    Returns:
+        `value` itself, or the schedule's value as a float32 tensor.
+    """
     if not callable(value):
+        if not (is_number(value) or is_tensor(value)):
+            raise TypeError(
+                "`value` must be a number, a tensor or a schedule `value(step) -> number`. "
+                f"Received: value={shown(value)} of type {type(value).__name__}."
+            )
         return value
     step = _STEP.get()
     step = ops.zeros((), "int64") if step is None else step
-    return ops.cast(value(step), "float32")
+    try:
+        result = value(step)
+    except TypeError as error:
+        raise TypeError(
+            "`value` is callable, so it is read as a schedule `value(step) -> number`, but "
+            f"calling it with the step failed ({error}). Received: value={shown(value)}."
+        ) from error
+    if not (is_number(result) or is_tensor(result)):
+        raise TypeError(
+            "`value` is a schedule, which must return a number. Received: value="
+            f"{shown(value)}, which returned {shown(result)} of type {type(result).__name__}."
+        )
+    return ops.cast(result, "float32")
+
+
+def _check_step(step):
+    if step is None:
+        return
+    if is_tensor(step):
+        dtype, shape = keras.backend.standardize_dtype(step.dtype), tuple(step.shape)
+        if "int" not in dtype:
+            raise TypeError(f"`step` must be an integer tensor. Received: step of dtype {dtype}.")
+        if shape:
+            raise ValueError(f"`step` must be a scalar. Received: step of shape {shape}.")
+        return
+    if not isinstance(step, numbers.Integral) or isinstance(step, bool):
+        raise TypeError(
+            f"`step` must be an int >= 0, a scalar integer tensor or None. Received: "
+            f"step={shown(step)} of type {type(step).__name__}."
+        )
+    if step < 0:
+        raise ValueError(f"`step` must be >= 0 (the first step is 0). Received: step={step}.")
 
 
 def validate(name, value, check):

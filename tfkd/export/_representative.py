@@ -15,7 +15,8 @@ def collect(data, inputs, limit):
     """
     names = [_UNKNOWN_INPUT] if inputs is None else [model_input.name for model_input in inputs]
     if isinstance(data, np.ndarray) or _is_arrays(data, len(names)):
-        return [np.asarray(array)[:limit] for array in _per_input(data, names)]
+        arrays = _checked([np.asarray(array) for array in _per_input(data, names)])
+        return [array[:limit] for array in arrays]
     elements = data() if callable(data) and not hasattr(data, "__iter__") else data
     if not hasattr(elements, "__iter__"):
         raise TypeError(
@@ -37,7 +38,26 @@ def collect(data, inputs, limit):
             break
     if not batches:
         raise ValueError("`representative_data` is empty. Received: no elements.")
-    return [np.concatenate(parts)[:limit] for parts in zip(*batches, strict=True)]
+    return _checked([np.concatenate(parts)[:limit] for parts in zip(*batches, strict=True)])
+
+
+def _checked(arrays):
+    """`arrays`, refused when they hold no sample, or NaN or infinite values (the converter
+    would calibrate on them without complaint, and leave the layers in float)."""
+    for array in arrays:
+        if array.ndim == 0 or len(array) == 0:
+            raise ValueError(
+                "`representative_data` holds no samples. Received: representative_data of "
+                f"shape {array.shape}. Pass a few hundred training inputs."
+            )
+        if array.dtype.kind in "fc" and not np.all(np.isfinite(array)):
+            bad = array[~np.isfinite(array)]
+            raise ValueError(
+                f"`representative_data` holds {bad.size} NaN or infinite values, which "
+                f"calibration cannot use. Received: representative_data with {bad[0]!r} "
+                f"among {array.size} values. Pass finite inputs."
+            )
+    return arrays
 
 
 def _is_arrays(data, count):

@@ -31,6 +31,12 @@ class TFLiteModel:
             it cannot (integer kernels in the sparse format) and the builtin kernels run
             it instead.
 
+    Raises:
+        TypeError: `path` is not a path, or `num_threads` not an integer.
+        FileNotFoundError: there is no file at `path`.
+        ValueError: the file is no `.tflite` model or has several inputs, or
+            `num_threads` < 1.
+
     Example:
 
     >>> lite = tfkd.TFLiteModel("model.tflite")
@@ -39,16 +45,24 @@ class TFLiteModel:
     """
 
     def __init__(self, path, num_threads=None):
+        if not isinstance(path, str | os.PathLike):
+            raise TypeError(
+                "`path` must be the path of a .tflite file. "
+                f"Received: path={path!r} of type {type(path).__name__}."
+            )
         path = os.fspath(path)
+        num_threads = _check_num_threads(num_threads)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"No .tflite file at `path`. Received: path={path!r}.")
-        if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
-            raise ValueError(
-                f"`num_threads` must be a positive integer or None. Received: {num_threads!r}."
-            )
         self.path = path
         self.num_threads = num_threads
-        self._runner = Runner(path, num_threads=num_threads)
+        try:
+            self._runner = Runner(path, num_threads=num_threads)
+        except ValueError as error:  # LiteRT's words for a file that is no flatbuffer
+            raise ValueError(
+                f"`path` is not a .tflite (LiteRT) model file: {error}. Received: path={path!r} "
+                f"({os.path.getsize(path)} bytes). Write it with `tfkd.export_tflite`."
+            ) from error
         if len(self._runner.inputs) != 1:
             raise ValueError(
                 "TFLiteModel runs single-input models. Received a file with "
@@ -189,6 +203,23 @@ class TFLiteModel:
 
     def __repr__(self):
         return f"TFLiteModel({self.path!r}, bytes={self.bytes}, input_dtype={self.input_dtype!r})"
+
+
+def _check_num_threads(num_threads):
+    """`num_threads` as an int (numpy integers too), or None."""
+    if num_threads is None:
+        return None
+    if isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral):
+        raise TypeError(
+            "`num_threads` must be a positive integer or None. "
+            f"Received: num_threads={num_threads!r} of type {type(num_threads).__name__}."
+        )
+    if num_threads < 1:
+        raise ValueError(
+            "`num_threads` must be a positive integer or None. "
+            f"Received: num_threads={num_threads}."
+        )
+    return int(num_threads)
 
 
 def _labels(y, count):

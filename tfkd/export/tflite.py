@@ -77,8 +77,9 @@ def export_tflite(
         An `ExportReport`: bytes, op counts by type and dtype, ops left in float.
 
     Raises:
-        TypeError: `model` is not a Keras model (or is a `Distiller`).
-        ValueError: a bad quantization, io_dtype or missing calibration data, a model
+        TypeError: `model` is not a Keras model (or is a `Distiller`), or `path` not a path.
+        ValueError: a bad quantization, io_dtype, `path` (a directory) or calibration data
+            (missing, empty, misshapen or not finite), a model
             with no input shape and no data to build it on, or a conversion that fails
             (the message names the op).
 
@@ -90,6 +91,7 @@ def export_tflite(
     []
     """
     _validate(model, quantization, representative_data, io_dtype, sparsity, select_tf_ops)
+    path = _checked_path(path)
     if isinstance(calibration_samples, bool) or not isinstance(
         calibration_samples, numbers.Integral
     ):
@@ -117,7 +119,6 @@ def export_tflite(
         content = _convert.convert(model, samples, **options)
     else:
         content = _convert_in_subprocess(model, samples, options)
-    path = os.fspath(path)
     agreement = _check_against_keras(
         model, inputs, content, samples, quantization, quantization_aware=is_quantized(model)
     )
@@ -244,9 +245,37 @@ def _validate(model, quantization, representative_data, io_dtype, sparsity, sele
             f"{quantization!r}. Received: io_dtype={io_dtype!r}."
         )
     if sparsity not in _SPARSITY:
-        raise ValueError(f"`sparsity` must be 'auto', True or False. Received: {sparsity!r}.")
+        raise ValueError(
+            f"`sparsity` must be 'auto', True or False. Received: sparsity={sparsity!r}."
+        )
     if not isinstance(select_tf_ops, bool):
-        raise TypeError(f"`select_tf_ops` must be a bool. Received: {select_tf_ops!r}.")
+        raise TypeError(
+            f"`select_tf_ops` must be a bool. Received: select_tf_ops={select_tf_ops!r}."
+        )
+
+
+def _checked_path(path):
+    """`path` as a string, refused before any conversion unless a file can be written there."""
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(
+            "`path` must be the path of the .tflite file to write. "
+            f"Received: path={path!r} of type {type(path).__name__}."
+        )
+    path = os.fspath(path)
+    if not path or os.path.isdir(path):
+        raise ValueError(
+            "`path` must name a file to write, such as 'model.tflite'. Received: "
+            f"path={path!r}{', a directory' if path else ''}."
+        )
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise ValueError(
+            f"`path` cannot be written: {folder!r} is a file, not a directory. "
+            f"Received: path={path!r}."
+        )
+    return path
 
 
 def _check_quantization_aware(model, quantization):

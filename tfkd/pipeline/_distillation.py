@@ -85,10 +85,11 @@ def check_method(method, method_arguments):
     """Raises `invalid_argument` unless `method` is known and `method_arguments` are
     keyword arguments of its loss class, of the right types, the required ones given.
     One error lists every problem of `method_arguments`."""
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise invalid_argument(
             "method",
             f"Unknown distillation method. Received: method={method!r}. Accepted: {list(METHODS)}",
+            ValueError if isinstance(method, str) else TypeError,
         )
     if method_arguments is not None and not isinstance(method_arguments, dict):
         raise invalid_argument(

@@ -202,6 +202,8 @@ class Reader:
             return None
         if cls is Pipeline:
             arguments["stages"] = self.stages(arguments["stages"], (*key, "stages"))
+            if not arguments["stages"]:
+                return None  # `stages` reported its errors
         arguments = {name: self.resolve_paths(value, name) for name, value in arguments.items()}
         return self.construct(cls, arguments, key, required)
 

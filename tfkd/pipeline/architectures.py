@@ -80,6 +80,7 @@ def check_spec(spec, argument):
             f"`{argument}` must be a mapping with either `architecture` (one of "
             f"{list(ARCHITECTURES)}, plus its options) or `path` (a `.keras` file), or a Keras "
             f"model. Received: {argument}={spec!r}",
+            ValueError if isinstance(spec, dict) else TypeError,
         )
     if "path" in spec:
         if set(spec) != {"path"}:
@@ -146,7 +147,9 @@ def check_model_file(path, argument, suffixes=(".keras",)):
         )
     if not os.fspath(path).endswith(suffixes):
         raise invalid_argument(
-            argument, f"`{argument}` must be a {' or '.join(suffixes)} file. Received: {path!r}"
+            argument,
+            f"`{argument}` must be a {' or '.join(suffixes)} file. "
+            f"Received: {argument}={os.fspath(path)!r}",
         )
     if not os.path.isfile(path):
         raise invalid_argument(

@@ -30,7 +30,7 @@ import pathlib
 
 from tfkd.pipeline import _reader, _yaml
 from tfkd.pipeline.data import Data
-from tfkd.pipeline.pipeline import Pipeline
+from tfkd.pipeline.pipeline import Pipeline, check_run_options
 from tfkd.pipeline.stage import registered_stages
 
 
@@ -77,6 +77,7 @@ def load_config(path):
     Raises:
         ConfigError: listing every error found, one a line, each starting with
             `file:line: key:`, e.g. `pipeline.yaml:12: stages[2].epochs: ...`.
+        TypeError: `path` is not a path.
     """
     config, errors = _read(path)
     if errors:
@@ -94,9 +95,17 @@ def check_config(path):
 
 
 def _read(path):
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(
+            "`path` must be the path of a YAML or JSON config file. "
+            f"Received: path={path!r} of type {type(path).__name__}"
+        )
     path = pathlib.Path(path)
     if not path.is_file():
-        return None, [f"Config file not found. Received: {os.fspath(path)!r}"]
+        what = (
+            "Config path is a directory, not a file" if path.is_dir() else "Config file not found"
+        )
+        return None, [f"{what}. Received: path={os.fspath(path)!r}"]
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")
@@ -138,6 +147,8 @@ def run_config(path, output_dir=None, *, quick=False, tensorboard=True, log=prin
         tensorboard: write TensorBoard logs. Defaults to `True`.
         log: called with one line per stage. Defaults to `print`.
     """
+    output = "." if output_dir is None else output_dir
+    check_run_options(output, quick=quick, tensorboard=tensorboard, log=log)
     config = load_config(path)
     if output_dir is None:
         output_dir = pathlib.Path("runs") / (config.path.stem + ("-quick" if quick else ""))

@@ -52,7 +52,7 @@ class Data:
         num_classes=None,
         labelled_per_class=None,
     ):
-        self.x_train, self.x_test = _as_inputs(x_train), _as_inputs(x_test)
+        self.x_train, self.x_test = _as_inputs(x_train, "x_train"), _as_inputs(x_test, "x_test")
         self.y_train, self.y_test = _as_labels(y_train, "y_train"), _as_labels(y_test, "y_test")
         for x, y, split in (
             (self.x_train, self.y_train, "train"),
@@ -60,7 +60,8 @@ class Data:
         ):
             if len(x) != len(y):
                 raise ValueError(
-                    f"`x_{split}` and `y_{split}` differ in length. Received: {len(x)} and {len(y)}"
+                    f"`x_{split}` and `y_{split}` differ in length. Received: x_{split} of "
+                    f"length {len(x)} and y_{split} of length {len(y)}"
                 )
             if not len(x):
                 raise ValueError(f"`x_{split}` is empty: the {split} split needs examples.")
@@ -81,10 +82,11 @@ class Data:
             )
         for argument, value in (("train_size", train_size), ("test_size", test_size)):
             if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 1
+                isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1
             ):
                 raise invalid_argument(
-                    argument, f"`{argument}` must be a positive integer. Received: {value!r}"
+                    argument,
+                    f"`{argument}` must be a positive integer. Received: {argument}={value!r}",
                 )
         _check_labelled_per_class(labelled_per_class)
         (x_train, y_train), (x_test, y_test) = datasets.load(name)
@@ -221,8 +223,13 @@ class Data:
         return description
 
 
-def _as_inputs(x):
+def _as_inputs(x, name):
     x = np.asarray(x)
+    if x.ndim == 0:
+        raise TypeError(
+            f"`{name}` must be an array of examples (numpy, or a list). "
+            f"Received: {name}={x.item()!r} of type {type(x.item()).__name__}"
+        )
     if x.ndim == 3:  # grayscale images: add the channel axis that Conv2D wants
         x = x[..., None]
     # Images become float32; integer token ids (2D) stay as they are.

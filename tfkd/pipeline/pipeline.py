@@ -1,5 +1,11 @@
 """`Pipeline`: stages run in order into an output directory, resumable, with a report."""
 
+import numbers
+import os
+from collections.abc import Iterable
+
+import numpy as np
+
 from tfkd.pipeline.stage import Stage, get_stage, invalid_argument, register_stage
 
 
@@ -34,8 +40,7 @@ class Pipeline(Stage):
 
     def __init__(self, stages: list, **kwargs):
         super().__init__(**kwargs)
-        self.stages = list(stages)
-        _check_types(self.stages)
+        self.stages = _checked_stages(stages)
 
     def run(self, model, context):
         for stage in self.stages:
@@ -78,7 +83,15 @@ class Pipeline(Stage):
         Returns:
             The `tfkd.pipeline.Report`, also written as `report.md`, `report.json`
             and `report.png` in `output_dir`.
+
+        Raises:
+            TypeError, ValueError: a bad argument or stage reference, before any stage runs.
         """
+        _check_data(data)
+        check_run_options(
+            output_dir, quick=quick, tensorboard=tensorboard, log=log, seed=seed, verbose=verbose
+        )
+        seed = int(seed)
         check_references(self)
         from tfkd.pipeline import _runner  # Keras and TensorFlow load when a pipeline runs
 
@@ -99,14 +112,92 @@ def _stage_from_config(config):
     return get_stage(config.pop("stage")).from_config(config)
 
 
-def _check_types(stages):
-    for stage in stages:
+def _checked_stages(stages):
+    """`stages` as a list, refused unless it is a non-empty sequence of `Stage`s."""
+    if isinstance(stages, str | bytes | dict | Stage) or not isinstance(stages, Iterable):
+        raise invalid_argument(
+            "stages",
+            "`stages` must be a list of `tfkd.pipeline.Stage`s. Received: "
+            f"stages={stages!r} of type {type(stages).__name__}. Wrap a single stage in a "
+            "list: Pipeline([stage]).",
+            TypeError,
+        )
+    stages = list(stages)
+    if not stages:
+        raise invalid_argument(
+            "stages", "`stages` must hold at least one stage. Received: stages=[]"
+        )
+    for index, stage in enumerate(stages):
         if not isinstance(stage, Stage):
             raise invalid_argument(
                 "stages",
-                f"Every element of `stages` must be a `tfkd.pipeline.Stage`. Received: {stage!r}",
+                "Every element of `stages` must be a `tfkd.pipeline.Stage`. Received: "
+                f"stages[{index}]={stage!r} of type {type(stage).__name__}",
                 TypeError,
             )
+    return stages
+
+
+def check_run_options(output_dir, *, quick, tensorboard, log, seed=0, verbose="auto"):
+    """Checks the options of `Pipeline.execute` (and `run_config`) before any work."""
+    if not isinstance(output_dir, str | os.PathLike):
+        raise TypeError(
+            "`output_dir` must be a directory path. "
+            f"Received: output_dir={output_dir!r} of type {type(output_dir).__name__}"
+        )
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ValueError(
+            "`output_dir` is a file, not a directory. "
+            f"Received: output_dir={os.fspath(output_dir)!r}. Give a new or existing directory."
+        )
+    for argument, value in (("quick", quick), ("tensorboard", tensorboard)):
+        if not isinstance(value, bool | np.bool_):
+            raise TypeError(f"`{argument}` must be True or False. Received: {argument}={value!r}")
+    if not callable(log):
+        raise TypeError(
+            "`log` must be a function called with each line, such as `print`. "
+            f"Received: log={log!r}"
+        )
+    _check_seed(seed)
+    if not _is_verbose(verbose):
+        raise ValueError(
+            f"`verbose` must be 'auto', 0, 1 or 2 (as Keras's). Received: verbose={verbose!r}"
+        )
+
+
+def _check_data(data):
+    from tfkd import datasets
+    from tfkd.pipeline.data import Data
+
+    if isinstance(data, str):
+        if data not in datasets.available():
+            raise ValueError(
+                f"Unknown data set. Received: data={data!r}. Available: {datasets.available()}, "
+                "or pass a `tfkd.pipeline.Data`."
+            )
+    elif not isinstance(data, Data):
+        raise TypeError(
+            "`data` must be a `tfkd.pipeline.Data` or a data set name. "
+            f"Received: data={data!r} of type {type(data).__name__}"
+        )
+
+
+def _check_seed(seed):
+    if isinstance(seed, bool | np.bool_) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"`seed` must be an integer. Received: seed={seed!r}")
+    if not 0 <= seed < 2**32:
+        # numpy's and Keras's seeds: a negative one would fail after earlier stages ran.
+        raise ValueError(f"`seed` must be in 0..2**32-1. Received: seed={seed!r}")
+
+
+def _is_verbose(verbose):
+    if isinstance(verbose, str):
+        return verbose == "auto"
+    return (
+        isinstance(verbose, numbers.Integral)
+        and not isinstance(verbose, bool)
+        and (verbose in (0, 1, 2))
+    )
 
 
 def check_references(pipeline):
@@ -149,7 +240,7 @@ def reference_errors(pipeline):
                 stage,
                 "name",
                 f"Two stages are named {stage.name!r} (ignoring case: names become directory "
-                "names); names must be unique.",
+                f"names); names must be unique. Received: name={stage.name!r} again.",
             )
         names.add(stage.name.lower())
         if not isinstance(stage, Pipeline):

@@ -1,5 +1,6 @@
 """The prune stage, and which layers of a model an N:M pattern can apply to."""
 
+import numbers
 import re
 
 from tfkd.pipeline.stage import check_keras_input, invalid_argument, register_stage
@@ -73,13 +74,12 @@ class Prune(_Training):
             cutmix=cutmix,
             **kwargs,
         )
-        if (
-            isinstance(sparsity, bool)
-            or not isinstance(sparsity, int | float)
-            or not 0 <= sparsity < 1
-        ):
+        valid = isinstance(sparsity, numbers.Real) and not isinstance(sparsity, bool)
+        if not valid or not 0 <= sparsity < 1:
             raise invalid_argument(
-                "sparsity", f"`sparsity` must be in [0, 1). Received: sparsity={sparsity!r}"
+                "sparsity",
+                f"`sparsity` must be in [0, 1). Received: sparsity={sparsity!r}",
+                ValueError if valid else TypeError,
             )
         _check_pattern(pattern)
         _check_exclude(exclude)

@@ -34,17 +34,36 @@ class Report:
 
     @classmethod
     def load(cls, directory):
-        """The report of a run directory, from its finished stages (also of a partial run)."""
+        """The report of a run directory, from its finished stages (also of a partial run).
+
+        Raises:
+            TypeError: `directory` is not a path.
+            ValueError: `directory` holds no run (no readable `config.json`).
+        """
+        if not isinstance(directory, str | os.PathLike):
+            raise TypeError(
+                "`directory` must be the output directory of a pipeline run. "
+                f"Received: directory={directory!r} of type {type(directory).__name__}"
+            )
         directory = pathlib.Path(directory)
         config_path = directory / "config.json"
         if not config_path.is_file():
             raise ValueError(
-                f"Not a tfkd pipeline output directory (no config.json). Received: {directory}"
+                f"Not a tfkd pipeline output directory (no config.json). Received: {directory}. "
+                "Pass the `output_dir` of a run (`tfkd run --output`)."
             )
-        config = json.loads(config_path.read_text())
+        try:
+            config = json.loads(config_path.read_text())
+            stages, data = config["stages"], config["data"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(
+                f"The run's config.json is damaged ({type(error).__name__}: {error}). "
+                f"Received: directory={os.fspath(directory)!r}. Rerun the pipeline into it "
+                "to write it again."
+            ) from None
         store = _store.Store(directory)
-        entries, notes = _verified(store, store.entries(config["stages"]), config)
-        return cls(_current(entries), config["data"], notes)
+        entries, notes = _verified(store, store.entries(stages), config)
+        return cls(_current(entries), data, notes)
 
     def markdown(self):
         lines = [

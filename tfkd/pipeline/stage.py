@@ -4,6 +4,7 @@ import difflib
 import importlib
 import inspect
 import math
+import numbers
 import re
 import sys
 
@@ -51,12 +52,13 @@ def register_stage(name):
     def decorator(cls):
         if not (isinstance(cls, type) and issubclass(cls, Stage)):
             raise TypeError(
-                f"`register_stage` decorates subclasses of `tfkd.pipeline.Stage`. Received: {cls!r}"
+                "`register_stage` decorates a class `cls` that subclasses `tfkd.pipeline.Stage`. "
+                f"Received: cls={cls!r}"
             )
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise ValueError(
                 f"A stage is already registered as {name!r}: {_REGISTRY[name].__name__}. "
-                "Choose another name."
+                f"Received: name={name!r} for {cls.__name__}. Choose another name."
             )
         _REGISTRY[name] = cls
         cls.kind = name
@@ -72,6 +74,11 @@ def _load_built_in_stages():
 
 def get_stage(name):
     """The `Stage` class registered as `name`; the error lists the registered names."""
+    if not isinstance(name, str):
+        raise TypeError(
+            "`name` must be a string: the name a stage is registered under. "
+            f"Received: name={name!r} of type {type(name).__name__}"
+        )
     _load_built_in_stages()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(str(name), _REGISTRY, n=1)
@@ -143,14 +150,16 @@ class Stage:
         if name is None:
             raise invalid_argument(
                 "name",
-                f"{type(self).__name__} is not registered, so it has no default name. Pass "
-                "`name=` or decorate the class with `@tfkd.pipeline.register_stage(...)`.",
+                f"{type(self).__name__} is not registered, so it has no default name. "
+                "Received: name=None. Pass `name=` or decorate the class with "
+                "`@tfkd.pipeline.register_stage(...)`.",
             )
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
             raise invalid_argument(
                 "name",
                 "A stage name must be ASCII letters, digits, '_' or '-' (it names a directory). "
                 f"Received: name={name!r}",
+                ValueError if isinstance(name, str) else TypeError,
             )
         if from_stage is not None and not isinstance(from_stage, str):
             raise invalid_argument(
@@ -242,13 +251,16 @@ def check_keras_input(stage, model):
 
 
 def check_positive(argument, value, kind, allow_zero=False):
-    """Raises unless `value` is a finite positive (or non-negative) int, or number for float."""
-    valid_type = isinstance(value, int | float) if kind is float else isinstance(value, int)
-    valid_type = valid_type and not isinstance(value, bool) and math.isfinite(value)
-    if not valid_type or value < 0 or (value == 0 and not allow_zero):
+    """Raises unless `value` is a finite positive (or non-negative) int, or number for float:
+    a `TypeError` for another type, a `ValueError` for a value out of range. Numpy scalars
+    count as numbers."""
+    valid_type = isinstance(value, numbers.Real if kind is float else numbers.Integral)
+    valid_type = valid_type and not isinstance(value, bool)
+    if not valid_type or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         accepted = "a non-negative" if allow_zero else "a positive"
         raise invalid_argument(
             argument,
             f"`{argument}` must be {accepted} {'number' if kind is float else 'integer'}. "
             f"Received: {argument}={value!r}",
+            ValueError if valid_type else TypeError,
         )

@@ -2,6 +2,7 @@
 
 import contextlib
 import math
+import numbers
 
 import numpy as np
 
@@ -43,14 +44,15 @@ class _Training(Stage):
         check_positive("learning_rate", learning_rate, float)
         check_positive("batch_size", batch_size, int)
         check_positive("temperature", temperature, float)
-        valid = isinstance(student_loss_weight, int | float) and not isinstance(
+        valid = isinstance(student_loss_weight, numbers.Real) and not isinstance(
             student_loss_weight, bool
         )
         if not valid or not 0.0 <= student_loss_weight <= 1.0:
             raise invalid_argument(
                 "student_loss_weight",
-                "`student_loss_weight` must be in [0, 1]. "
+                "`student_loss_weight` must be a number in [0, 1]. "
                 f"Received: student_loss_weight={student_loss_weight!r}",
+                ValueError if valid else TypeError,
             )
         _check_teacher(teacher)
         _distillation.check_method(method, method_arguments)
@@ -373,7 +375,7 @@ class Distill(_NewModelTraining):
     ):
         if teacher is None:
             raise invalid_argument(
-                "teacher", "`teacher` must be a stage name. Received: None", TypeError
+                "teacher", "`teacher` must be a stage name. Received: teacher=None", TypeError
             )
         super().__init__(
             epochs,

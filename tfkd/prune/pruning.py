@@ -168,12 +168,18 @@ def summary(model, pattern=None):
 
     Returns:
         A `PruningSummary`.
+
+    Raises:
+        TypeError: `model` is not a Keras model.
+        ValueError: `pattern` is not `None`, `"unstructured"` or `"N:M"`.
     """
     if not isinstance(model, keras.Model):
         raise TypeError(
             f"`model` must be a Keras model. Received: model of type {type(model).__name__}. "
             "Pass a keras.Model (Sequential, functional or subclassed)."
         )
+    if pattern is not None:
+        masks.parse_pattern(pattern)
     rows = []
     for layer in _all_layers(model):
         row = _summary_row(layer, pattern)
@@ -219,15 +225,23 @@ def follows_pattern(kernel, n, m, axis=-2):
     """Whether every group of `m` consecutive input channels of `kernel` has <= `n` nonzeros.
 
     Raises:
-        TypeError, ValueError: unless `n` and `m` are ints with 0 < n < m, and `axis` an
-            axis of `kernel`.
+        TypeError, ValueError: unless `kernel` is an array of numbers, `n` and `m` are
+            ints with 0 < n < m, and `axis` an axis of `kernel`.
     """
     if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (n, m)):
         raise TypeError(f"`n` and `m` must be ints. Received: n={n!r}, m={m!r}.")
     if not 0 < n < m:
         raise ValueError(f"`n` and `m` must satisfy 0 < n < m. Received: n={n}, m={m}.")
-    kernel = np.asarray(kernel)
-    if not isinstance(axis, numbers.Integral) or not -kernel.ndim <= axis < kernel.ndim:
+    array = np.asarray(kernel)
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise TypeError(
+            "`kernel` must be an array of numbers (a layer's kernel). "
+            f"Received: kernel={kernel!r:.80} of type {type(kernel).__name__}."
+        )
+    kernel = array
+    if not isinstance(axis, numbers.Integral) or isinstance(axis, (bool, np.bool_)):
+        raise TypeError(f"`axis` must be an int. Received: axis={axis!r}.")
+    if not -kernel.ndim <= axis < kernel.ndim:
         raise ValueError(
             f"`axis` must be an axis of `kernel` (of shape {kernel.shape}). Received: "
             f"axis={axis!r}."
@@ -275,7 +289,17 @@ def _selector(argument, value, names):
         return None
     if callable(value) and not isinstance(value, type):
         return value
-    items = [value] if isinstance(value, (str, type)) else list(value)
+    if isinstance(value, (str, type)):
+        items = [value]
+    else:
+        try:
+            items = list(value)
+        except TypeError:
+            raise TypeError(
+                f"`{argument}` must be layer names, layer classes, or a function "
+                f"layer -> bool. Received: {argument}={value!r:.80} of type "
+                f"{type(value).__name__}."
+            ) from None
     wanted_names = set()
     wanted_types = []
     for item in items:

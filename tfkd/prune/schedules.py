@@ -1,11 +1,20 @@
 """Pruning schedules: callables `schedule(step) -> sparsity`, and when masks are updated."""
 
+import math
+import numbers
+
 import keras
+import numpy as np
 from keras import ops
 
 
+def _is_number(value):
+    """A real number (numpy scalars included) that is not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
 def _check_sparsity(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+    if not _is_number(value) or not 0 <= value < 1:
         raise ValueError(
             f"`{name}` must be a number in [0, 1): the fraction of weights set to zero. "
             f"Received: {name}={value!r}."
@@ -14,9 +23,10 @@ def _check_sparsity(name, value):
 
 
 def _check_step(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    integral = isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    if not integral or value < minimum:
         raise ValueError(f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}.")
-    return value
+    return int(value)
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -144,9 +154,9 @@ class PolynomialDecay(PruningSchedule):
             )
         self.initial_sparsity = _check_sparsity("initial_sparsity", initial_sparsity)
         self.final_sparsity = _check_sparsity("final_sparsity", final_sparsity)
-        if isinstance(power, bool) or not isinstance(power, (int, float)) or power <= 0:
-            raise ValueError(f"`power` must be a positive number. Received: power={power!r}.")
-        self.power = power
+        if not _is_number(power) or not math.isfinite(power) or power <= 0:
+            raise ValueError(f"`power` must be a finite number > 0. Received: power={power!r}.")
+        self.power = int(power) if isinstance(power, numbers.Integral) else float(power)
 
     def __call__(self, step):
         step = ops.cast(ops.convert_to_tensor(step), "float32")
@@ -172,11 +182,40 @@ def get(identifier):
     if isinstance(identifier, PruningSchedule):
         return identifier
     if isinstance(identifier, dict):
-        return keras.saving.deserialize_keras_object(identifier)
-    if isinstance(identifier, (int, float)) and not isinstance(identifier, bool):
-        return ConstantSparsity(identifier)
+        return _deserialize(identifier)
+    if _is_number(identifier):
+        try:
+            return ConstantSparsity(identifier)
+        except ValueError as error:
+            raise ValueError(
+                f"A number given as `schedule` is the target sparsity of ConstantSparsity: {error}"
+            ) from error
     raise TypeError(
         "`schedule` must be a tfkd.prune.PruningSchedule (e.g. ConstantSparsity(0.8) or "
         "PolynomialDecay(...)) or a target sparsity in [0, 1). "
         f"Received: schedule={identifier!r} of type {type(identifier).__name__}."
+    )
+
+
+def _deserialize(config):
+    """A schedule from its serialized config; a TypeError naming `schedule` otherwise."""
+    try:
+        schedule = keras.saving.deserialize_keras_object(config)
+    except ValueError as error:
+        raise ValueError(
+            f"`schedule` is a schedule config with a bad value: {error} "
+            f"Received: schedule={config!r:.200}."
+        ) from error
+    except (TypeError, KeyError) as error:
+        raise _not_a_schedule_config(config) from error
+    if not isinstance(schedule, PruningSchedule):
+        raise _not_a_schedule_config(config)
+    return schedule
+
+
+def _not_a_schedule_config(config):
+    return TypeError(
+        "`schedule` given as a dict must be the serialized config of a "
+        "tfkd.prune.PruningSchedule (keras.saving.serialize_keras_object(schedule)). "
+        f"Received: schedule={config!r:.200}."
     )

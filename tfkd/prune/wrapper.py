@@ -1,8 +1,10 @@
 """`PrunedLayer`: a layer whose kernel is multiplied by a mask that follows a schedule."""
 
+import numbers
 import uuid
 
 import keras
+import numpy as np
 from keras import ops
 
 from tfkd import _kernels
@@ -18,8 +20,19 @@ class PruningGroup:
     """
 
     def __init__(self, name=None, size=None):
+        if name is not None and (not isinstance(name, str) or not name):
+            raise TypeError(
+                "`name` must be a non-empty string, or None for a unique name. "
+                f"Received: name={name!r} of type {type(name).__name__}."
+            )
+        integral = isinstance(size, numbers.Integral) and not isinstance(size, (bool, np.bool_))
+        if size is not None and (not integral or size < 1):
+            raise ValueError(
+                "`size` must be an integer >= 1 (the number of layers in the group), or None. "
+                f"Received: size={size!r}."
+            )
         self.name = name or uuid.uuid4().hex
-        self.size = size
+        self.size = None if size is None else int(size)
         self.members = []
 
     def threshold(self, sparsity):
@@ -79,9 +92,20 @@ class PrunedLayer(keras.layers.Wrapper):
     """
 
     def __init__(self, layer, schedule, pattern="unstructured", group=None, **kwargs):
+        if not isinstance(layer, keras.layers.Layer):
+            raise TypeError(
+                "`layer` must be a Keras layer (Dense, a convolution or Embedding). "
+                f"Received: layer={layer!r:.80} of type {type(layer).__name__}."
+            )
         reason = _kernels.unsupported_reason(layer)
         if reason is not None:
             raise TypeError(f"Layer {layer.name!r} cannot be pruned: {reason}.")
+        if group is not None and not isinstance(group, PruningGroup):
+            raise TypeError(
+                "`group` must be a tfkd.prune.PruningGroup shared by the layers pruned "
+                f"together, or None. Received: group={group!r:.80} of type "
+                f"{type(group).__name__}."
+            )
         kwargs.setdefault("name", layer.name)
         super().__init__(layer, **kwargs)
         self.schedule = schedules.get(schedule)

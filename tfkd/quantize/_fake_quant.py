@@ -51,10 +51,15 @@ def fake_quant(x, min_value, max_value, *, num_bits=8, narrow_range=False):
         A tensor like `x` holding only values of the integer grid.
 
     Raises:
-        TypeError, ValueError: for `num_bits` outside 2..16, a `narrow_range` that is
-            not a bool, or a range given as numbers whose minimum is not below its
+        TypeError, ValueError: for an `x` that is not a tensor (a string, `None`),
+            `num_bits` outside 2..16, a `narrow_range` that is not a bool, a range that is
+            not numbers, or a range given as numbers whose minimum is not below its
             maximum (tensors, e.g. a layer's range variables, are not checked).
     """
+    if x is None or isinstance(x, (str, bytes)):
+        raise TypeError(
+            f"`x` must be a tensor of floats. Received: x={x!r:.80} of type {type(x).__name__}."
+        )
     _check_bits(num_bits, narrow_range)
     min_value, max_value = _checked_range(min_value, max_value)
     if _EXPORTING[-1]:
@@ -85,16 +90,32 @@ def _check_bits(num_bits, narrow_range):
 
 def _checked_range(min_value, max_value):
     """Numbers and numpy arrays as float32 arrays, checked; tensors as they are."""
+    for name, value in (("min_value", min_value), ("max_value", max_value)):
+        if value is None or isinstance(value, (str, bytes, bool, np.bool_)):
+            raise TypeError(
+                f"`{name}` must be a number, or a vector of numbers for one range per channel. "
+                f"Received: {name}={value!r:.80} of type {type(value).__name__}."
+            )
     concrete = (numbers.Real, np.ndarray, list, tuple)
     if not (isinstance(min_value, concrete) and isinstance(max_value, concrete)):
         return min_value, max_value
-    low, high = np.asarray(min_value, "float32"), np.asarray(max_value, "float32")
+    low, high = _float_array("min_value", min_value), _float_array("max_value", max_value)
     if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(low < high)):
         raise ValueError(
             "`min_value` must be below `max_value`, both finite. Received: "
             f"min_value={min_value!r:.80}, max_value={max_value!r:.80}."
         )
     return low, high
+
+
+def _float_array(name, value):
+    try:
+        return np.asarray(value, "float32")
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"`{name}` must be a number, or a vector of numbers for one range per channel. "
+            f"Received: {name}={value!r:.80}."
+        ) from error
 
 
 def _tensorflow_fake_quant(x, min_value, max_value, num_bits, narrow_range):

@@ -1,8 +1,11 @@
 """The layers of a quantization-aware model: activation quantizers and the layer wrapper."""
 
 import inspect
+import math
+import numbers
 
 import keras
+import numpy as np
 from keras import ops
 
 from tfkd import _kernels
@@ -43,9 +46,7 @@ class ActivationQuantizer(keras.layers.Layer):
 
     def __init__(self, decay=0.999, **kwargs):
         super().__init__(**kwargs)
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"`decay` must be in [0, 1). Received: decay={decay!r}.")
-        self.decay = decay
+        self.decay = check_decay(decay)
 
     def build(self, input_shape=None):
         self.min_value = self.add_weight(
@@ -149,6 +150,21 @@ class QuantizeWrapper(keras.layers.Wrapper):
         decay=0.999,
         **kwargs,
     ):
+        if not isinstance(layer, keras.layers.Layer):
+            raise TypeError(
+                "`layer` must be a Keras layer. "
+                f"Received: layer={layer!r:.80} of type {type(layer).__name__}."
+            )
+        if batch_norm is not None and not isinstance(batch_norm, keras.layers.BatchNormalization):
+            raise TypeError(
+                "`batch_norm` must be a keras.layers.BatchNormalization to fold into `layer`, "
+                f"or None. Received: batch_norm={batch_norm!r:.80} of type "
+                f"{type(batch_norm).__name__}."
+            )
+        quantize_inputs = check_flag("quantize_inputs", quantize_inputs)
+        quantize_outputs = check_flag("quantize_outputs", quantize_outputs)
+        preserve_sparsity = check_flag("preserve_sparsity", preserve_sparsity)
+        decay = check_decay(decay)
         kwargs.setdefault("name", layer.name)
         super().__init__(layer, **kwargs)
         self._kernel_name = _kernels.kernel_name(layer)
@@ -356,3 +372,25 @@ def check_foldable(layer, batch_norm):
             f"{layer.name!r}: it must normalize the channels-last axis. Received: "
             f"axis={batch_norm.axis!r}, data_format={getattr(layer, 'data_format', None)!r}."
         )
+
+
+def check_decay(decay):
+    """`decay` as a float in [0, 1), or a TypeError/ValueError naming it."""
+    if not isinstance(decay, numbers.Real) or isinstance(decay, (bool, np.bool_)):
+        raise TypeError(
+            "`decay` must be a number in [0, 1): the weight of the old range in the moving "
+            f"average. Received: decay={decay!r:.80} of type {type(decay).__name__}."
+        )
+    if not (math.isfinite(decay) and 0.0 <= decay < 1.0):
+        raise ValueError(f"`decay` must be in [0, 1). Received: decay={decay!r}.")
+    return float(decay)
+
+
+def check_flag(name, value):
+    """`value` as a bool, or a TypeError naming `name`; numpy bools pass."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"`{name}` must be True or False. Received: {name}={value!r:.80} of type "
+            f"{type(value).__name__}."
+        )
+    return bool(value)

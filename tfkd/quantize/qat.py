@@ -7,6 +7,8 @@ from tfkd.quantize.layers import (
     FoldedBatchNormalization,
     QuantizeWrapper,
     activation_name,
+    check_decay,
+    check_flag,
     check_foldable,
 )
 
@@ -79,7 +81,9 @@ def quantize_aware(model, *, fold_batch_norm=True, decay=0.999):
 
     Raises:
         TypeError: `model` is subclassed, or has layers (or `keras.ops` calls such as
-            `x + 3.0`) QAT cannot quantize; they are listed.
+            `x + 3.0`) QAT cannot quantize; they are listed. Also for a `fold_batch_norm`
+            that is not a bool, or a `decay` that is not a number.
+        ValueError: `decay` is outside [0, 1), or `model` is already quantization-aware.
 
     Example:
 
@@ -95,8 +99,8 @@ def quantize_aware(model, *, fold_batch_norm=True, decay=0.999):
         "quantize_aware",
         "Wrap the layers of a subclassed model in tfkd.quantize.QuantizeWrapper yourself.",
     )
-    if not 0.0 <= decay < 1.0:
-        raise ValueError(f"`decay` must be in [0, 1). Received: decay={decay!r}.")
+    fold_batch_norm = check_flag("fold_batch_norm", fold_batch_norm)
+    decay = check_decay(decay)
     if is_quantized(model):
         raise ValueError(
             f"Model {model.name!r} is already quantization-aware. Received: a model with "
@@ -109,7 +113,16 @@ def quantize_aware(model, *, fold_batch_norm=True, decay=0.999):
 
 
 def is_quantized(model):
-    """Whether `model` contains `QuantizeWrapper` layers (it is quantization-aware)."""
+    """Whether `model` contains `QuantizeWrapper` layers (it is quantization-aware).
+
+    Raises:
+        TypeError: `model` is not a Keras model.
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"`model` must be a Keras model. Received: model of type {type(model).__name__}. "
+            "Pass a keras.Model (Sequential, functional or subclassed)."
+        )
     return any(isinstance(layer, QuantizeWrapper) for layer in _graph.leaf_layers(model))
 
 

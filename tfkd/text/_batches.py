@@ -1,6 +1,7 @@
 """Batches of token ids cut to their longest row: a BERT costs about 2x less per tweet."""
 
 import math
+import numbers
 
 import keras
 import numpy as np
@@ -25,6 +26,11 @@ class LengthBuckets(keras.utils.PyDataset):
         length_multiple: defaults to `8`.
         pad_id: defaults to `0`.
 
+    Raises:
+        ValueError: `token_ids` not 2-D, `labels` of another length, or a size or
+            `seed` out of range.
+        TypeError: `token_ids` that are not numbers, or a bad `shuffle` or `pad_id`.
+
     Example:
 
     >>> model.fit(tfkd.text.LengthBuckets(ids, labels, batch_size=32), epochs=2)
@@ -46,7 +52,12 @@ class LengthBuckets(keras.utils.PyDataset):
         if self.token_ids.ndim != 2:
             raise ValueError(
                 "`token_ids` must be a 2-D array (examples, sequence_length). Received: "
-                f"shape {self.token_ids.shape}."
+                f"token_ids.shape={self.token_ids.shape}."
+            )
+        if self.token_ids.dtype.kind not in "iuf":
+            raise TypeError(
+                "`token_ids` must be integer token ids (e.g. from WordPieceTokenizer). "
+                f"Received: token_ids of dtype {self.token_ids.dtype}."
             )
         self.labels = None if labels is None else np.asarray(labels)
         if self.labels is not None and len(self.labels) != len(self.token_ids):
@@ -54,11 +65,10 @@ class LengthBuckets(keras.utils.PyDataset):
                 f"`labels` must have one entry per row of `token_ids`. Received: "
                 f"{len(self.labels)} labels for {len(self.token_ids)} rows."
             )
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"`batch_size` must be a positive int. Received: {batch_size!r}.")
-        self.batch_size = batch_size
+        _check_options(batch_size, shuffle, seed, length_multiple, pad_id)
+        self.batch_size = int(batch_size)
         self.shuffle = shuffle
-        self.length_multiple = length_multiple
+        self.length_multiple = int(length_multiple)
         self.lengths = (self.token_ids != pad_id).sum(axis=1)
         self._rng = np.random.RandomState(seed)
         self._batches = self._make_batches()
@@ -107,3 +117,17 @@ class LengthBuckets(keras.utils.PyDataset):
         if self.shuffle:
             raise ValueError("predict_order needs LengthBuckets(..., shuffle=False).")
         return np.concatenate(self._batches)
+
+
+def _check_options(batch_size, shuffle, seed, length_multiple, pad_id):
+    for value, name in ((batch_size, "batch_size"), (length_multiple, "length_multiple")):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}.")
+    if not isinstance(shuffle, bool):
+        raise TypeError(f"`shuffle` must be True or False. Received: shuffle={shuffle!r}.")
+    if seed is not None and (
+        not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not 0 <= seed < 2**32
+    ):
+        raise ValueError(f"`seed` must be an int in [0, 2**32) or None. Received: seed={seed!r}.")
+    if not isinstance(pad_id, numbers.Integral) or isinstance(pad_id, bool):
+        raise TypeError(f"`pad_id` must be the integer id of padding. Received: pad_id={pad_id!r}.")

