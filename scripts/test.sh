@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # Installs tfkd with its test dependencies and runs the test suite: everything on
 # the TensorFlow backend, and, side by side with it, the backend-agnostic distillation,
-# pruning, QAT, transfer and pipeline tests on JAX. Much of a test's time is
-# single-threaded Python, so the TensorFlow pass runs as two processes over disjoint
-# folders, next to the JAX pass: three processes keep two cores busy to the end.
+# pruning, QAT, transfer and pipeline tests on JAX, and the distillation, pruning and QAT
+# tests on PyTorch. Much of a test's time is single-threaded Python, so the TensorFlow
+# pass runs as two processes over disjoint folders, next to the JAX and PyTorch passes:
+# four processes keep two cores busy to the end. The data-parallel tests start their own
+# TensorFlow and JAX processes, so only the TensorFlow pass runs them.
 # Arguments go to every pytest (e.g. `-m slow` for the slow tests, `-x`). Prints each
 # pass's log and the elapsed time; exits non-zero if any pass fails.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh" test
+# PyTorch for the PyTorch pass: 2.13.0 is the CPU build that pip finds on this project's
+# machines (elsewhere pip downloads PyPI's build of it).
+python -m pip install -q "torch==2.13.0"
 start=$SECONDS
-jax_tests=(tests/distill tests/prune tests/quantize tests/transfer tests/pipeline/test_pipeline.py)
+only_tf=(--ignore=tests/distill/test_distribution.py)  # starts its own TF and JAX processes
+jax_tests=(tests/distill tests/prune tests/quantize tests/transfer tests/pipeline/test_pipeline.py "${only_tf[@]}")
+torch_tests=(tests/distill tests/prune tests/quantize "${only_tf[@]}")
 tf_first=(tests/pipeline tests/export tests/text tests/examples tests/datasets)
 # The second TensorFlow process runs every other test, so a new test file cannot be missed.
 tf_second=(tests "${tf_first[@]/#/--ignore=}")
@@ -29,6 +36,8 @@ run_pass() {  # run_pass NAME BACKEND PYTEST_ARGS...
 
 run_pass jax jax "${jax_tests[@]}" "$@" &
 jax_pid=$!
+run_pass torch torch "${torch_tests[@]}" "$@" &
+torch_pid=$!
 run_pass tensorflow_2 tensorflow "${tf_second[@]}" "$@" &
 tf_second_pid=$!
 echo "== pytest, KERAS_BACKEND=tensorflow: ${tf_first[*]}"
@@ -39,12 +48,18 @@ tf_second_status=0
 wait "$tf_second_pid" || tf_second_status=$?
 jax_status=0
 wait "$jax_pid" || jax_status=$?
+torch_status=0
+wait "$torch_pid" || torch_status=$?
 echo "== pytest, KERAS_BACKEND=tensorflow: tests except ${tf_first[*]} (ran alongside)"
 cat "$logs/tensorflow_2"
 echo "== pytest, KERAS_BACKEND=jax: ${jax_tests[*]} (ran alongside)"
 cat "$logs/jax"
+echo "== pytest, KERAS_BACKEND=torch: ${torch_tests[*]} (ran alongside)"
+cat "$logs/torch"
 echo "== test passes took $((SECONDS - start)) s"
-if [ "$tf_first_status" -ne 0 ] || [ "$tf_second_status" -ne 0 ] || [ "$jax_status" -ne 0 ]; then
-  echo "FAILED: TensorFlow passes exit $tf_first_status and $tf_second_status, JAX pass exit $jax_status"
+statuses=("$tf_first_status" "$tf_second_status" "$jax_status" "$torch_status")
+if [ "${statuses[*]}" != "0 0 0 0" ]; then
+  echo "FAILED: TensorFlow passes exit $tf_first_status and $tf_second_status," \
+    "JAX pass exit $jax_status, PyTorch pass exit $torch_status"
   exit 1
 fi

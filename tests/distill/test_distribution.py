@@ -62,6 +62,45 @@ def assert_same(single, parallel):
     print("SAME", parallel[0])
 """
 
+# A QAT student distilled from cached teacher outputs: the weights, and the activation
+# ranges the quantizers track, must match one device's.
+_QAT_CACHED_TRAIN = """
+import keras, numpy as np, tfkd
+from tests.helpers import random_images, small_cnn
+
+x, y = random_images(128)
+
+def train():
+    keras.utils.set_random_seed(0)
+    teacher = small_cnn(16, "teacher", batch_norm=True)
+    student = tfkd.quantize.quantize_aware(small_cnn(4, "student"))
+    distiller = tfkd.Distiller(teacher, student, student_loss_weight=0.5, temperature=2.0)
+    distiller.compile(
+        keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    cached = tfkd.distill.with_teacher_outputs(x, distiller.predict_teacher(x, batch_size=32))
+    history = distiller.fit(cached, y, batch_size=32, epochs=2, shuffle=False, verbose=0).history
+    ranges = [
+        keras.ops.convert_to_numpy(w)
+        for w in student.weights
+        if w.path.endswith(("/min_value", "/max_value"))
+    ]
+    return history, [keras.ops.convert_to_numpy(w) for w in student.weights], ranges
+
+def assert_same(single, parallel):
+    (history_1, weights_1, ranges_1), (history_2, weights_2, ranges_2) = single, parallel
+    assert len(ranges_1) == len(ranges_2) == 8, len(ranges_1)
+    minima, maxima = ranges_1[0::2], ranges_1[1::2]
+    assert all(np.all(low < high) for low, high in zip(minima, maxima)), "ranges not tracked"
+    for a, b in zip(ranges_1, ranges_2):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+    for key in ("loss", "student_loss", "logits_distillation_loss"):
+        np.testing.assert_allclose(history_2[key], history_1[key], rtol=1e-4, err_msg=key)
+    for a, b in zip(weights_1, weights_2):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+    print("SAME", [float(value) for value in ranges_2[:2]])
+"""
+
 _MIRRORED = """
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
@@ -119,5 +158,18 @@ def test_pruning_under_jax_data_parallel():
         _DATA_PARALLEL,
         "jax",
         train=_PRUNE_TRAIN,
+        XLA_FLAGS="--xla_force_host_platform_device_count=2",
+    )
+
+
+def test_qat_with_cached_teacher_outputs_under_tf_mirrored_strategy():
+    _run(_MIRRORED, "tensorflow", train=_QAT_CACHED_TRAIN)
+
+
+def test_qat_with_cached_teacher_outputs_under_jax_data_parallel():
+    _run(
+        _DATA_PARALLEL,
+        "jax",
+        train=_QAT_CACHED_TRAIN,
         XLA_FLAGS="--xla_force_host_platform_device_count=2",
     )

@@ -330,6 +330,12 @@ def _gradient(function, teacher, student):
         import jax
 
         return np.asarray(jax.grad(lambda s: keras.ops.sum(function(teacher, s)))(student))
+    if backend == "torch":
+        import torch
+
+        student = torch.tensor(student, requires_grad=True)
+        torch.sum(function(teacher, student)).backward()
+        return student.grad.numpy()
     import tensorflow as tf
 
     student = tf.constant(student)
@@ -362,6 +368,12 @@ def _compiled(function, teacher, student):
         import jax
 
         return np.asarray(jax.jit(function)(teacher, student))
+    if keras.backend.backend() == "torch":
+        import torch
+
+        # Dynamo traces the function with symbolic shapes; "eager" skips code generation.
+        compiled = torch.compile(function, dynamic=True, backend="eager")
+        return compiled(torch.tensor(teacher), torch.tensor(student)).detach().numpy()
     import tensorflow as tf
 
     signature = [tf.TensorSpec((None, *x.shape[1:]), "float32") for x in (teacher, student)]
@@ -447,6 +459,22 @@ def _teacher_gradients(distiller, x, y):
                 return loss()
 
         return [np.asarray(g) for g in jax.grad(loss_of)([v.value for v in weights])]
+    if keras.backend.backend() == "torch":
+        import torch
+
+        values = [v.value for v in weights]
+        flags = [value.requires_grad for value in values]
+        for value in values:  # frozen teacher weights do not ask for gradients: make them
+            value.requires_grad_(True)
+        try:
+            gradients = torch.autograd.grad(loss(), values, allow_unused=True)
+        finally:
+            for value, flag in zip(values, flags):
+                value.requires_grad_(flag)
+        return [
+            np.zeros(v.shape) if g is None else g.detach().numpy()
+            for v, g in zip(weights, gradients)
+        ]
     import tensorflow as tf
 
     with tf.GradientTape() as tape:

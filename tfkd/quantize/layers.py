@@ -107,7 +107,22 @@ class ActivationQuantizer(keras.layers.Layer):
 
 def _batch_range(inputs):
     values = ops.cast(inputs, "float32")
-    return ops.minimum(ops.min(values), 0.0), ops.maximum(ops.max(values), 0.0)
+    low, high = _whole_batch(ops.min(values), ops.max(values))
+    return ops.minimum(low, 0.0), ops.maximum(high, 0.0)
+
+
+def _whole_batch(low, high):
+    """The range of the whole batch when a TensorFlow distribution strategy gives each
+    replica a share of it (JAX and PyTorch compute on the whole batch already)."""
+    if keras.backend.backend() != "tensorflow":
+        return low, high
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return low, high
+    extremes = tf.reduce_max(context.all_gather(tf.stack([-low, high])[None], axis=0), axis=0)
+    return -extremes[0], extremes[1]
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
