@@ -137,9 +137,13 @@ def test_feature_distillation_with_a_learned_projection():
     assert not projection & {id(v) for v in distiller.student.weights}
     cached = distiller.predict_teacher(x)
     assert cached["layer:features"].shape == (len(x), 16)
+    before = keras.ops.convert_to_numpy(loss.projection_layer.kernel).copy()
     history = distiller.fit(x, y, batch_size=32, epochs=3, verbose=0).history
     assert {"feature_distillation_loss", "logits_distillation_loss"} <= set(history)
     assert history["feature_distillation_loss"][-1] < history["feature_distillation_loss"][0]
+    # The projection trains with the student (its kernel moved by more than rounding).
+    after = keras.ops.convert_to_numpy(loss.projection_layer.kernel)
+    assert np.abs(after - before).max() > 1e-3
 
 
 def test_sample_weights_apply_to_distillation_losses():

@@ -79,8 +79,10 @@ def test_distill_minilm_tweets_smoke(tmp_path):
     assert (
         teacher["parameters"] > 22_000_000 and teacher["keras_agreement"]["top1_agreement"] == 1.0
     )
-    for key in ("scratch", "distilled", "distilled_unlabeled"):
-        assert 0.3 < seed[key] <= 1.0
+    # Every student beats always answering the most common class (0.44 of the smoke test split).
+    assert results["majority_class_rate"] > 0.4
+    for key in ("scratch", "distilled", "distilled_unlabeled", "qat"):
+        assert results["majority_class_rate"] + 0.05 < seed[key] <= 1.0, (key, seed[key])
     for key in ("int8_ptq", "int8_qat"):
         assert seed[key]["float_ops"] == []
         assert seed[key]["bytes"] * 20 < teacher["bytes"]

@@ -18,16 +18,29 @@ def tweets():
     return tfkd.datasets.load_tweets().train[0]
 
 
-def test_matches_hugging_face_tokenizers_on_real_tweets(vocabulary, tweets):
+def _assert_matches_hugging_face(vocabulary, texts):
     from tokenizers import Tokenizer
 
     reference = Tokenizer.from_file(os.path.join(tfkd.transfer.minilm_dir(), "tokenizer.json"))
     reference.no_padding()
     reference.no_truncation()
     tokenizer = tfkd.text.WordPieceTokenizer(vocabulary)
-    texts = tweets[:3000] + ["Café naïve ÉCOLE", "日本語 text", "a\u200bb\tc\x00d", "x" * 150]
     for text in texts:
         assert tokenizer.encode(text) == reference.encode(text).ids[1:-1], text
+
+
+def test_matches_hugging_face_tokenizers_on_real_tweets(vocabulary, tweets):
+    texts = tweets[:3000] + ["Café naïve ÉCOLE", "日本語 text", "a\u200bb\tc\x00d", "x" * 150]
+    _assert_matches_hugging_face(vocabulary, texts)
+
+
+@pytest.mark.slow
+def test_matches_hugging_face_tokenizers_on_every_tweet(vocabulary):
+    # The 37,243 distinct texts of the CSV's 38,158 rows (the rest repeat one of them).
+    splits = tfkd.datasets.load_tweets()
+    texts = splits.train[0] + splits.test[0]
+    assert len(set(texts)) == len(texts) == 37_243
+    _assert_matches_hugging_face(vocabulary, texts)
 
 
 def test_pads_truncates_and_keeps_sep_last(vocabulary):
