@@ -4,8 +4,7 @@
 # pruning, QAT, transfer and pipeline tests on JAX, and the distillation, pruning and QAT
 # tests on PyTorch. Much of a test's time is single-threaded Python, so the TensorFlow
 # pass runs as two processes over disjoint folders, next to the JAX and PyTorch passes:
-# four processes keep two cores busy to the end. The data-parallel tests start their own
-# TensorFlow and JAX processes, so only the TensorFlow pass runs them.
+# four processes keep two cores busy to the end.
 # Arguments go to every pytest (e.g. `-m slow` for the slow tests, `-x`). Prints each
 # pass's log and the elapsed time; exits non-zero if any pass fails.
 set -euo pipefail
@@ -14,9 +13,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh" test
 # machines (elsewhere pip downloads PyPI's build of it).
 python -m pip install -q "torch==2.13.0"
 start=$SECONDS
-only_tf=(--ignore=tests/distill/test_distribution.py)  # starts its own TF and JAX processes
-jax_tests=(tests/distill tests/prune tests/quantize tests/transfer tests/pipeline/test_pipeline.py "${only_tf[@]}")
-torch_tests=(tests/distill tests/prune tests/quantize "${only_tf[@]}")
+# On JAX and PyTorch: not the data-parallel tests (they start their own TensorFlow and JAX
+# processes) nor those marked heavy (real-data accuracy, whole pipelines), which the
+# TensorFlow pass runs; `-m heavy` from the caller runs those on every backend.
+left_to_tf=(--ignore=tests/distill/test_distribution.py -m "not slow and not heavy")
+jax_tests=(tests/distill tests/prune tests/quantize tests/transfer tests/pipeline/test_pipeline.py "${left_to_tf[@]}")
+torch_tests=(tests/distill tests/prune tests/quantize "${left_to_tf[@]}")
 tf_first=(tests/pipeline tests/export tests/text tests/examples tests/datasets)
 # The second TensorFlow process runs every other test, so a new test file cannot be missed.
 tf_second=(tests "${tf_first[@]/#/--ignore=}")
@@ -30,7 +32,8 @@ extra_args=$#
 run_pass() {  # run_pass NAME BACKEND PYTEST_ARGS...
   local name=$1 backend=$2 status=0
   shift 2
-  KERAS_BACKEND=$backend python -m pytest -q -p no:cacheprovider "$@" >"$logs/$name" 2>&1 || status=$?
+  KERAS_BACKEND=$backend python -m pytest -q -p no:cacheprovider --durations=15 "$@" \
+    >"$logs/$name" 2>&1 || status=$?
   no_tests_ok "$status"
 }
 
@@ -42,7 +45,7 @@ run_pass tensorflow_2 tensorflow "${tf_second[@]}" "$@" &
 tf_second_pid=$!
 echo "== pytest, KERAS_BACKEND=tensorflow: ${tf_first[*]}"
 tf_first_status=0
-KERAS_BACKEND=tensorflow python -m pytest -q -p no:cacheprovider "${tf_first[@]}" "$@" \
+KERAS_BACKEND=tensorflow python -m pytest -q -p no:cacheprovider --durations=15 "${tf_first[@]}" "$@" \
   || no_tests_ok $? || tf_first_status=$?
 tf_second_status=0
 wait "$tf_second_pid" || tf_second_status=$?

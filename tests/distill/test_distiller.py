@@ -259,6 +259,7 @@ def test_config_round_trip():
     assert rebuilt.distillation_losses[0].temperature == 3.0
 
 
+@pytest.mark.heavy
 def test_distillation_transfers_the_teacher_on_fashion_mnist():
     (x_train, y_train), (x_test, y_test) = tfkd.datasets.load("fashion_mnist")
     x_train, y_train = x_train[:6000, ..., None], y_train[:6000]

@@ -103,6 +103,7 @@ def test_a_batch_without_labels_trains_on_the_teacher_alone():
     assert logs["loss"][0] == pytest.approx(0.5 * kd, rel=1e-4)
 
 
+@pytest.mark.heavy
 def test_unlabelled_images_lift_a_student_trained_on_few_labels():
     """Real data: 20 labels per class, plus 3,000 Fashion-MNIST images the teacher labels."""
     (x_train, y_train), (x_test, y_test) = tfkd.datasets.load("fashion_mnist")

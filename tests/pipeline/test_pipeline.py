@@ -68,6 +68,7 @@ def test_full_chain_writes_models_report_and_agrees_with_keras(data, tmp_path):
     assert any("computing teacher's outputs on 1,024 examples" in line for line in lines)
 
 
+@pytest.mark.heavy
 def test_rerun_reuses_everything_and_a_change_reruns_only_what_depends_on_it(data, tmp_path):
     _execute(tfkd.Pipeline(_stages()), data, tmp_path)
     stamps = {path: path.stat().st_mtime_ns for path in (tmp_path / "stages").glob("*/*")}
@@ -92,6 +93,7 @@ def test_a_corrupted_artifact_is_redone(data, tmp_path):
     assert "scratch (train): started" in lines[2]
 
 
+@pytest.mark.heavy
 def test_nested_pipeline_and_from_stage(data, tmp_path):
     compress = tfkd.Pipeline(
         [Prune(sparsity=0.5, epochs=1, name="pruned"), Export(name="float_file")],
@@ -173,6 +175,7 @@ def test_python_api_validates_early(data, tmp_path):
     assert not (tmp_path / "stages").exists()
 
 
+@pytest.mark.heavy
 def test_transfer_stage_fine_tunes_the_pretrained_backbone(tmp_path):
     data = Data.load("fashion_mnist", train_size=512, test_size=256)
     stages = [
@@ -227,6 +230,7 @@ def test_distill_on_teacher_labelled_augmented_copies(data, tmp_path):
     assert entry["details"]["epochs"] == 1 and len(report.rows) == 2
 
 
+@pytest.mark.heavy
 def test_a_redone_stage_reruns_its_dependents_and_the_report_drops_stale_rows(data, tmp_path):
     stages = [
         Load(TEACHER, name="teacher"),

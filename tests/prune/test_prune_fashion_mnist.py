@@ -35,6 +35,7 @@ def test_distiller_prunes_its_student_without_a_callback():
     assert tfkd.prune.summary(teacher).sparsity == 0.0
 
 
+@pytest.mark.heavy
 def test_pruning_to_half_keeps_accuracy_on_fashion_mnist():
     (x_train, y_train), (x_test, y_test) = tfkd.datasets.load("fashion_mnist")
     x_train, y_train = x_train[:12000, ..., None].astype("float32"), y_train[:12000]

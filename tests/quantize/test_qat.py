@@ -121,6 +121,7 @@ def test_pruned_model_keeps_its_sparsity(tmp_path):
     assert report.float_ops == []
 
 
+@pytest.mark.heavy
 def test_int8_of_the_fashion_mnist_teacher_keeps_its_accuracy(tmp_path):
     (x_train, y_train), (x_test, y_test) = tfkd.datasets.load("fashion_mnist")
     x_train, y_train = x_train[:2048, ..., None].astype("float32"), y_train[:2048]
@@ -222,6 +223,7 @@ def test_layers_the_int8_file_would_run_in_float_are_refused():
         tfkd.quantize.quantize_aware(per_step)
 
 
+@pytest.mark.heavy
 def test_untrained_qat_model_computes_what_the_float_model_computes_on_fashion_mnist():
     # Issue 14, item 9: the ranges started at [0, 0], so before its first training step a
     # QAT model predicted one class for every image (top-1 agreement 0.1 with its float model).

@@ -212,6 +212,7 @@ def test_errors_name_the_argument_and_candidates():
         tfkd.transfer.build_classifier(_backbone(), 0)
 
 
+@pytest.mark.heavy
 def test_fashion_mnist_features_transfer_to_animal_mnist():
     """50 Animal-MNIST images per class, frozen backbone: pretrained features beat random ones."""
     (x_train, y_train), (x_test, y_test) = tfkd.datasets.load("animal_mnist")
@@ -239,6 +240,7 @@ def test_fashion_mnist_features_transfer_to_animal_mnist():
     assert accuracies[0] > accuracies[1] + 0.15
 
 
+@pytest.mark.heavy
 def test_saved_mobilenet_teacher_matches_its_metadata():
     directory = REPO / "saved_models" / "fashion_mnist_mobilenet_v2_teacher"
     metadata = json.loads((directory / "metadata.json").read_text())

@@ -97,6 +97,7 @@ def test_cls_pooling_and_bad_pooling(minilm):
         tfkd.transfer.build_classifier(minilm, 3, dropout=1.5)
 
 
+@pytest.mark.heavy
 def test_fine_tune_learns_tweets_and_round_trips(minilm, tokenizer, tmp_path):
     data = tfkd.datasets.load_tweets()
     texts, labels = data.train[0][:96], data.train[1][:96]
