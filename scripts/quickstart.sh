@@ -4,7 +4,7 @@
 # distilled with the 59,000 unlabelled images into a CNN with 14x fewer parameters, pruned,
 # trained quantization-aware and exported to a fully int8 .tflite; every model and file is
 # measured, and the report's path is printed at the end.
-# Arguments go to `tfkd run`: `--quick` is a one-minute smoke run; `--output DIR`.
+# Arguments go to `tfkd run`: `--quick` is a short smoke run; `--output DIR`.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh" litert
 tfkd run examples/pipeline_fashion_mnist.yaml "$@"
