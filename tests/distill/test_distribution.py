@@ -141,12 +141,16 @@ def _run(script, backend, train=_TRAIN, **env):
     assert "SAME" in result.stdout
 
 
+def _run_on_two_jax_devices(train=_TRAIN):
+    _run(_DATA_PARALLEL, "jax", train=train, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+
+
 def test_tf_mirrored_strategy_on_two_cpu_devices():
     _run(_MIRRORED, "tensorflow")
 
 
 def test_jax_data_parallel_on_two_host_devices():
-    _run(_DATA_PARALLEL, "jax", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    _run_on_two_jax_devices()
 
 
 def test_pruning_under_tf_mirrored_strategy():
@@ -154,12 +158,7 @@ def test_pruning_under_tf_mirrored_strategy():
 
 
 def test_pruning_under_jax_data_parallel():
-    _run(
-        _DATA_PARALLEL,
-        "jax",
-        train=_PRUNE_TRAIN,
-        XLA_FLAGS="--xla_force_host_platform_device_count=2",
-    )
+    _run_on_two_jax_devices(_PRUNE_TRAIN)
 
 
 def test_qat_with_cached_teacher_outputs_under_tf_mirrored_strategy():
@@ -167,9 +166,4 @@ def test_qat_with_cached_teacher_outputs_under_tf_mirrored_strategy():
 
 
 def test_qat_with_cached_teacher_outputs_under_jax_data_parallel():
-    _run(
-        _DATA_PARALLEL,
-        "jax",
-        train=_QAT_CACHED_TRAIN,
-        XLA_FLAGS="--xla_force_host_platform_device_count=2",
-    )
+    _run_on_two_jax_devices(_QAT_CACHED_TRAIN)
