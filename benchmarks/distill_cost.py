@@ -30,13 +30,12 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 import models  # noqa: E402
 
 import tfkd  # noqa: E402
-from tfkd.pipeline import architectures  # noqa: E402
 
 TEACHER = ROOT / "saved_models" / "fashion_mnist_cnn_teacher" / "model.keras"
 
 
 def student():
-    return architectures.cnn(
+    return tfkd.models.cnn(
         (28, 28, 1), 10, filters=(24, 48, 96), dense_units=128, dropout=0.3, seed=0
     )
 

@@ -7,7 +7,7 @@ training images keep their pixels but lose their labels. Then:
    fine-tuned by `tfkd.transfer.fine_tune` on the 1,000 labelled images only
    (28x28x1 resized to `--image-size` inside the model, torchvision normalization,
    random shifts and horizontal flips);
-2. student: the default pipeline's CNN (`tfkd.pipeline.architectures.cnn`, filters
+2. student: the default pipeline's CNN (`tfkd.models.cnn`, filters
    24/48/96, dense 128, dropout 0.3; 164,738 parameters), trained
    - on the 1,000 labels alone (`scratch`, with and without the same augmentation;
      the better of the two is the baseline), and
@@ -187,7 +187,7 @@ def train_teacher(args, x, y, seed):
 
 
 def student(seed):
-    return tfkd.pipeline.architectures.cnn((28, 28, 1), NUM_CLASSES, seed=seed, **STUDENT)
+    return tfkd.models.cnn((28, 28, 1), NUM_CLASSES, seed=seed, **STUDENT)
 
 
 def adam(steps):
@@ -457,7 +457,7 @@ def settings(args):
             "RandomFlip('horizontal'), on the labelled images",
             "data": "the 1,000 labelled training images only",
         },
-        "student": {"builder": "tfkd.pipeline.architectures.cnn", **STUDENT},
+        "student": {"builder": "tfkd.models.cnn", **STUDENT},
         "scratch": {
             "epochs": args.scratch_epochs,
             "batch_size": args.scratch_batch_size,

@@ -4,7 +4,7 @@ Every arm trains the same student (the same initial weights per seed) with the s
 optimizer (Adam 1e-3), batch size and number of epochs, on the same training images,
 and reports test accuracy on the full 10,000 test images and its epoch seconds.
 `--student 8k` (the default) is `models.student_cnn` (8,194 parameters); `--student
-165k` is the default pipeline's student, `tfkd.pipeline.architectures.cnn((28, 28, 1),
+165k` is the default pipeline's student, `tfkd.models.cnn((28, 28, 1),
 10, filters=(24, 48, 96), dense_units=128, dropout=0.3)` (164,738 parameters; its
 `pool2` is 7x7x48 and its `features` the Dense 128 before dropout). The teacher is the
 bundled CNN (`saved_models/fashion_mnist_cnn_teacher`, 0.9332). Arms (issue 15):
@@ -68,7 +68,6 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 import models  # noqa: E402
 
 import tfkd  # noqa: E402
-from tfkd.pipeline import architectures  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 CNN_TEACHER = ROOT / "saved_models" / "fashion_mnist_cnn_teacher" / "model.keras"
@@ -128,7 +127,7 @@ ONLINE_ARMS = ("keras_distiller", "consistent_mixup")
 
 def _pipeline_student(seed=0):
     """The default pipeline's student (examples/pipeline_fashion_mnist*.yaml)."""
-    return architectures.cnn(
+    return tfkd.models.cnn(
         models.INPUT_SHAPE,
         models.NUM_CLASSES,
         filters=(24, 48, 96),
@@ -142,7 +141,7 @@ STUDENTS = {
     "8k": (models.student_cnn, "benchmarks/models.py student_cnn"),
     "165k": (
         _pipeline_student,
-        "tfkd.pipeline.architectures.cnn((28, 28, 1), 10, filters=(24, 48, 96), "
+        "tfkd.models.cnn((28, 28, 1), 10, filters=(24, 48, 96), "
         "dense_units=128, dropout=0.3): the default pipeline's student",
     ),
 }

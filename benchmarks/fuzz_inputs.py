@@ -68,7 +68,7 @@ def _idx():
 
 def _checkpoint():
     # `tfkd.transfer.mobilenet_v2` is the builder function; the module holds the path.
-    module = importlib.import_module("tfkd.transfer.mobilenet_v2")
+    module = importlib.import_module("tfkd.transfer.torchvision_weights")
     return module._default_weights_path()
 
 

@@ -13,46 +13,29 @@ INPUT_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
 
 
-def _conv_block(x, filters, name, batch_norm):
-    x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=not batch_norm, name=name)(x)
-    if batch_norm:
-        x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
-    return keras.layers.ReLU(name=f"{name}_relu")(x)
-
-
-def _rescale(inputs):
-    return keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
-
-
 def teacher_cnn(seed=0):
     """VGG-style CNN, about 160k parameters, ~0.92 test accuracy on Fashion-MNIST."""
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input(INPUT_SHAPE, name="image")
-    x = _rescale(inputs)
-    for index, filters in enumerate((32, 32, 64, 64)):
-        x = _conv_block(x, filters, f"conv{index + 1}", batch_norm=True)
-        if index % 2:
-            x = keras.layers.MaxPooling2D(name=f"pool{index // 2 + 1}")(x)
-    x = _conv_block(x, 160, "conv5", batch_norm=True)
-    x = keras.layers.GlobalAveragePooling2D(name="features")(x)
-    x = keras.layers.Dropout(0.3, name="dropout")(x)
-    outputs = keras.layers.Dense(NUM_CLASSES, name="logits")(x)
-    return keras.Model(inputs, outputs, name="teacher_cnn")
+    return tfkd.models.cnn(
+        INPUT_SHAPE,
+        NUM_CLASSES,
+        filters=(32, 32, 64, 64, 160),
+        pool_every=2,
+        dropout=0.3,
+        seed=seed,
+        name="teacher_cnn",
+    )
 
 
 def student_cnn(seed=0):
     """The teacher's shape at a fraction of its width: about 8k parameters."""
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input(INPUT_SHAPE, name="image")
-    x = _rescale(inputs)
-    x = _conv_block(x, 12, "conv1", batch_norm=False)
-    x = keras.layers.MaxPooling2D(name="pool1")(x)
-    x = _conv_block(x, 24, "conv2", batch_norm=False)
-    x = keras.layers.MaxPooling2D(name="pool2")(x)
-    x = _conv_block(x, 24, "conv3", batch_norm=False)
-    x = keras.layers.GlobalAveragePooling2D(name="features")(x)
-    outputs = keras.layers.Dense(NUM_CLASSES, name="logits")(x)
-    return keras.Model(inputs, outputs, name="student_cnn")
+    return tfkd.models.cnn(
+        INPUT_SHAPE,
+        NUM_CLASSES,
+        filters=(12, 24, 24),
+        batch_norm=False,
+        seed=seed,
+        name="student_cnn",
+    )
 
 
 def logits_loss():
@@ -62,10 +45,7 @@ def logits_loss():
 
 def compile_classifier(model, learning_rate):
     """Compiles `model` (or a Distiller) with Adam, `logits_loss` and accuracy; returns it."""
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate), loss=logits_loss(), metrics=["accuracy"]
-    )
-    return model
+    return tfkd.models.compile_classifier(model, learning_rate)
 
 
 def load_fashion_mnist():

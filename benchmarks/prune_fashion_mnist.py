@@ -244,9 +244,7 @@ def main():
         _write({"arguments": vars(args), "step_time": timing}, args.output)
         return
     teacher = keras.saving.load_model(TEACHER)
-    teacher_logits = tfkd.Distiller(teacher=teacher, student=models.student_cnn()).predict_teacher(
-        data[0][0], batch_size=512
-    )
+    teacher_logits = tfkd.distill.teacher_outputs(teacher, data[0][0], batch_size=512)
     results = {"dense_accuracy": dense_accuracy, "arguments": vars(args), "sparsity": {}}
     pruned_80 = None
     for target in args.sparsities:

@@ -167,9 +167,7 @@ def main():
 
     data = models.load_fashion_mnist()
     teacher = keras.saving.load_model(TEACHER)
-    teacher_logits = tfkd.Distiller(teacher=teacher, student=models.student_cnn()).predict_teacher(
-        data[0][0], batch_size=512
-    )
+    teacher_logits = tfkd.distill.teacher_outputs(teacher, data[0][0], batch_size=512)
     student = distill_student(data, teacher_logits, args.distill_epochs, args.seed)
     results = {"arguments": vars(args)}
     with tempfile.TemporaryDirectory() as directory:

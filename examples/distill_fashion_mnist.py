@@ -28,13 +28,18 @@ import time
 import keras
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
-
-import models  # noqa: E402  (benchmarks/models.py: the shared student architecture)
+sys.path.insert(0, str(ROOT))
 
 import tfkd  # noqa: E402
 
 TEACHER = ROOT / "saved_models" / "fashion_mnist_cnn_teacher" / "model.keras"
+
+
+def student_cnn(seed=0):
+    """The shared 8k-parameter student (benchmarks/models.py builds the same)."""
+    return tfkd.models.cnn(
+        (28, 28, 1), 10, filters=(12, 24, 24), batch_norm=False, seed=seed, name="student_cnn"
+    )
 
 
 def load_data(smoke):
@@ -55,7 +60,7 @@ def compile_args():
 
 def train_from_scratch(data, epochs, seed):
     (x_train, y_train), _ = data
-    student = models.student_cnn(seed=seed)
+    student = student_cnn(seed=seed)
     student.compile(**compile_args())
     keras.utils.set_random_seed(seed)
     start = time.perf_counter()
@@ -65,7 +70,7 @@ def train_from_scratch(data, epochs, seed):
 
 def distill(teacher, data, epochs, seed):
     (x_train, y_train), _ = data
-    distiller = tfkd.Distiller(teacher=teacher, student=models.student_cnn(seed=seed))
+    distiller = tfkd.Distiller(teacher=teacher, student=student_cnn(seed=seed))
     distiller.compile(**compile_args())
     start = time.perf_counter()
     # No augmentation here, so the teacher's outputs can be computed once.

@@ -8,7 +8,7 @@ What it shows, offline, end to end:
    `tfkd.transfer.fine_tune` (kept in `saved_models/minilm_tweets_teacher/`,
    fine-tuned here if missing: about 10 minutes on 2 CPU cores; the 91 MB file is
    not in git, its `metadata.json` is);
-4. the teacher's logits computed once by `Distiller.predict_teacher(cache=...)`
+4. the teacher's logits computed once by `tfkd.distill.teacher_outputs(cache=...)`
    (about 6.5 minutes for 37k tweets) and read back by every later run;
 5. a small student (embedding + convolution, `tfkd.text.conv_classifier`) trained
    from scratch, distilled, and distilled on the unlabeled tweets too (teacher
@@ -228,11 +228,10 @@ def export_and_measure(model, path, ids_test, labels, calibration, quantization=
 
 
 def teacher_outputs(teacher_model, tokenizer, ids, output_dir):
-    """The teacher's logits per split, computed once by `Distiller.predict_teacher(cache=)`."""
-    distiller = tfkd.Distiller(teacher_model, student_model(tokenizer, 0))
+    """The teacher's logits per split, computed once by `tfkd.distill.teacher_outputs`."""
     return {
-        split: distiller.predict_teacher(
-            array, batch_size=128, cache=output_dir / f"teacher_outputs_{split}.npz"
+        split: tfkd.distill.teacher_outputs(
+            teacher_model, array, batch_size=128, cache=output_dir / f"teacher_outputs_{split}.npz"
         )["output"]
         for split, array in ids.items()
     }

@@ -29,14 +29,19 @@ import keras
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
-
-import models  # noqa: E402  (benchmarks/models.py: the shared student architecture)
+sys.path.insert(0, str(ROOT))
 
 import tfkd  # noqa: E402
 
 TEACHER = ROOT / "saved_models" / "fashion_mnist_cnn_teacher" / "model.keras"
 BATCH_SIZE = 128
+
+
+def student_cnn(seed=0):
+    """The shared 8k-parameter student (benchmarks/models.py builds the same)."""
+    return tfkd.models.cnn(
+        (28, 28, 1), 10, filters=(12, 24, 24), batch_norm=False, seed=seed, name="student_cnn"
+    )
 
 
 def load_data(smoke):
@@ -79,11 +84,11 @@ def main(argv=None):
     (x_train, _), (x_test, y_test) = data
     teacher = keras.saving.load_model(TEACHER)
     # No augmentation, so the teacher's outputs are computed once and reused.
-    cached = tfkd.Distiller(teacher=teacher, student=models.student_cnn()).predict_teacher(x_train)
+    cached = tfkd.distill.teacher_outputs(teacher, x_train)
 
     keras.utils.set_random_seed(args.seed)
     print(f"== distil the dense student for {dense_epochs} epoch(s)")
-    dense = distill(teacher, models.student_cnn(seed=args.seed), data, cached, dense_epochs)
+    dense = distill(teacher, student_cnn(seed=args.seed), data, cached, dense_epochs)
 
     prune_epochs = epochs - dense_epochs
     steps = int(np.ceil(len(x_train) / BATCH_SIZE)) * prune_epochs

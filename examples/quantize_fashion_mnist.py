@@ -31,9 +31,7 @@ import sys
 import keras
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
-
-import models  # noqa: E402  (benchmarks/models.py: the shared student architecture)
+sys.path.insert(0, str(ROOT))
 
 import tfkd  # noqa: E402
 
@@ -41,8 +39,16 @@ TEACHER = ROOT / "saved_models" / "fashion_mnist_cnn_teacher" / "model.keras"
 BATCH_SIZE = 128
 
 
+def student_cnn(seed=0):
+    """The shared 8k-parameter student (benchmarks/models.py builds the same)."""
+    return tfkd.models.cnn(
+        (28, 28, 1), 10, filters=(12, 24, 24), batch_norm=False, seed=seed, name="student_cnn"
+    )
+
+
 def load_data(smoke):
-    (x_train, y_train), (x_test, y_test) = models.load_fashion_mnist()
+    (x_train, y_train), (x_test, y_test) = tfkd.datasets.load("fashion_mnist")
+    x_train, x_test = x_train[..., None].astype("float32"), x_test[..., None].astype("float32")
     if smoke:
         return (x_train[:6000], y_train[:6000]), (x_test[:1000], y_test[:1000])
     return (x_train, y_train), (x_test, y_test)
@@ -75,11 +81,11 @@ def main(argv=None):
     (x_train, _), (x_test, y_test) = data
     teacher = keras.saving.load_model(TEACHER)
     # No augmentation, so the teacher's outputs are computed once and reused.
-    cached = tfkd.Distiller(teacher=teacher, student=models.student_cnn()).predict_teacher(x_train)
+    cached = tfkd.distill.teacher_outputs(teacher, x_train)
 
     keras.utils.set_random_seed(args.seed)
     print(f"== distil the float student for {epochs} epoch(s)")
-    student = distill(teacher, models.student_cnn(seed=args.seed), data, cached, epochs, 1e-3)
+    student = distill(teacher, student_cnn(seed=args.seed), data, cached, epochs, 1e-3)
 
     print(f"== quantization-aware training, distilled, for {qat_epochs} epoch(s)")
     qat_student = tfkd.quantize.quantize_aware(student)

@@ -34,13 +34,18 @@ import keras
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
-
-import models  # noqa: E402  (benchmarks/models.py: the shared student architecture)
+sys.path.insert(0, str(ROOT))
 
 import tfkd  # noqa: E402
 
 TEACHER = ROOT / "saved_models" / "fashion_mnist_mobilenet_v2_teacher" / "model.keras"
+
+
+def student_cnn(seed=0):
+    """The shared 8k-parameter student (benchmarks/models.py builds the same)."""
+    return tfkd.models.cnn(
+        (28, 28, 1), 10, filters=(12, 24, 24), batch_norm=False, seed=seed, name="student_cnn"
+    )
 
 
 def accuracy(model, x, y):
@@ -62,7 +67,8 @@ def main(argv=None):
     if args.smoke:
         args.train_size, args.test_size = 512, 500
         args.head_epochs, args.fine_tune_epochs, args.student_epochs = 1, 1, 1
-    (x_train, y_train), (x_test, y_test) = models.load_fashion_mnist()
+    (x_train, y_train), (x_test, y_test) = tfkd.datasets.load("fashion_mnist")
+    x_train, x_test = x_train[..., None].astype("float32"), x_test[..., None].astype("float32")
     x_train, y_train = x_train[: args.train_size], y_train[: args.train_size]
     x_test, y_test = x_test[: args.test_size], y_test[: args.test_size]
     keras.utils.set_random_seed(args.seed)
@@ -89,7 +95,7 @@ def main(argv=None):
 
     print("== distil teacher 2 (bundled, fine-tuned on all 60,000 images) into the student")
     teacher = keras.saving.load_model(TEACHER)
-    distiller = tfkd.Distiller(teacher=teacher, student=models.student_cnn(seed=args.seed))
+    distiller = tfkd.Distiller(teacher=teacher, student=student_cnn(seed=args.seed))
     distiller.compile(
         optimizer=keras.optimizers.Adam(1e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

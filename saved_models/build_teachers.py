@@ -8,7 +8,7 @@ size and the command that built it.
     python saved_models/build_teachers.py --teachers cnn --epochs 1 # quick check
 
 Teachers:
-1. `fashion_mnist_cnn_teacher`: `benchmarks/models.py:teacher_cnn` trained on
+1. `fashion_mnist_cnn_teacher`: `TEACHER_CNN` below (`tfkd.models.cnn`) trained on
    Fashion-MNIST. `KERAS_BACKEND=jax` on a GPU takes about a minute, the
    TensorFlow backend on 2 CPU cores about 15 minutes.
 2. `fashion_mnist_mobilenet_v2_teacher`: torchvision's ImageNet MobileNetV2
@@ -30,11 +30,14 @@ import keras
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parent
-sys.path[:0] = [str(ROOT.parent), str(ROOT.parent / "benchmarks")]
-
-import models  # noqa: E402
+sys.path.insert(0, str(ROOT.parent))
 
 import tfkd  # noqa: E402
+
+INPUT_SHAPE = (28, 28, 1)
+# The Fashion-MNIST teacher: a VGG-style CNN, about 160k parameters (benchmarks/models.py's
+# `teacher_cnn` builds the same model).
+TEACHER_CNN = dict(filters=(32, 32, 64, 64, 160), pool_every=2, dropout=0.3, name="teacher_cnn")
 
 
 def _schedule(steps, learning_rate):
@@ -42,10 +45,10 @@ def _schedule(steps, learning_rate):
 
 
 def build_fashion_mnist_cnn_teacher(epochs, seed, output_dir):
-    """Trains `benchmarks/models.py:teacher_cnn` on Fashion-MNIST's 60k training images."""
+    """Trains `TEACHER_CNN` on Fashion-MNIST's 60k training images."""
     (x_train, y_train), (x_test, y_test) = tfkd.datasets.load("fashion_mnist")
     x_train, x_test = x_train[..., None], x_test[..., None]
-    model = models.teacher_cnn(seed=seed)
+    model = tfkd.models.cnn(INPUT_SHAPE, 10, seed=seed, **TEACHER_CNN)
     batch_size = 128
     steps = epochs * int(np.ceil(len(x_train) / batch_size))
     model.compile(
@@ -61,7 +64,7 @@ def build_fashion_mnist_cnn_teacher(epochs, seed, output_dir):
     metadata = {
         "name": "fashion_mnist_cnn_teacher",
         "description": "VGG-style CNN teacher for the Distiller benchmark (logits output).",
-        "architecture": "benchmarks/models.py:teacher_cnn",
+        "architecture": f"tfkd.models.cnn({INPUT_SHAPE}, 10, **{TEACHER_CNN})",
         "data": "Fashion-MNIST, 60,000 training images (tfkd.datasets.load('fashion_mnist'))",
         "training": {
             "epochs": epochs,
@@ -74,7 +77,7 @@ def build_fashion_mnist_cnn_teacher(epochs, seed, output_dir):
         },
         "test_accuracy": round(float(accuracy), 4),
         "parameters": int(model.count_params()),
-        "input_shape": list(models.INPUT_SHAPE),
+        "input_shape": list(INPUT_SHAPE),
         "command": f"KERAS_BACKEND={keras.backend.backend()} python saved_models/build_teachers.py "
         f"--teachers cnn --epochs {epochs} --seed {seed}",
     }

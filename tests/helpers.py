@@ -25,18 +25,84 @@ def assert_keras_round_trip(model, inputs, directory, atol=1e-6):
     return loaded
 
 
-def assert_tflite_agrees(model, path, inputs, tolerance=1e-3):
-    """The `.tflite` file at `path` computes what the Keras `model` computes on `inputs`.
+def assert_tflite_agrees(
+    model,
+    lite,
+    inputs,
+    tolerance=1e-3,
+    *,
+    atol=None,
+    floor=1.0,
+    top1=None,
+    keras_inputs=None,
+    batch_size=256,
+):
+    """The `.tflite` file `lite` computes what the Keras `model` computes on `inputs`.
 
-    The tolerance is relative to the largest output (at least 1), as in `export_tflite`'s
-    own check of float files.
+    Every output is compared, in the Keras model's order.
+
+    Args:
+        model: the Keras model the file should agree with.
+        lite: the file: its path, or a `tfkd.TFLiteModel` of it.
+        inputs: the batch, as the file takes it. For a file with several inputs, a dict
+            from input name to array: the file is fed by its inputs' names, the model in
+            the order of `model.inputs`.
+        tolerance: the largest absolute difference allowed, relative to the largest
+            absolute Keras output or `floor`, whichever is larger (as `export_tflite`'s
+            own check of float files), or `None` not to compare values (an int8 file
+            checked by `top1` only). Defaults to `1e-3`.
+        atol: an absolute bound on the difference, used instead of `tolerance`.
+        floor: the least scale `tolerance` is relative to; `0.0` makes it relative to
+            the largest output alone. Defaults to `1.0`.
+        top1: the least fraction of samples on which the file and the model give the
+            same top-1 class (argmax over the last axis), on every output; `None` not to
+            check it.
+        keras_inputs: what `model` is fed, where the file takes the same data in another
+            form (uint8 images without a channel axis). Defaults to `inputs`.
+        batch_size: samples per interpreter call. Defaults to `256`.
+
+    Returns:
+        The file's outputs: an array, or a list of arrays for several outputs.
     """
     import tfkd
 
-    expected = np.asarray(keras.ops.convert_to_numpy(model.predict(inputs, verbose=0)))
-    received = np.asarray(tfkd.TFLiteModel(path).predict(inputs))
-    atol = tolerance * max(1.0, float(np.max(np.abs(expected))))
-    np.testing.assert_allclose(received, expected, rtol=0, atol=atol)
+    if tolerance is None and atol is None and top1 is None:
+        raise ValueError("Nothing to check: pass `tolerance`, `atol` or `top1`.")
+    if keras_inputs is None:
+        keras_inputs = inputs
+    if isinstance(keras_inputs, dict):
+        keras_inputs = [keras_inputs[tensor.name] for tensor in model.inputs]
+    outputs = model.predict(keras_inputs, verbose=0)
+    expected = [np.asarray(keras.ops.convert_to_numpy(y)) for y in keras.tree.flatten(outputs)]
+    if isinstance(inputs, dict):  # several inputs: TFLiteModel runs single-input files
+        from tfkd.export._interpreter import Runner
+
+        runner = Runner(lite.path if isinstance(lite, tfkd.TFLiteModel) else lite)
+        batch = [inputs[details["name"]] for details in runner.inputs]
+        received = runner.run(batch if len(batch) > 1 else batch[0])
+        returned = received if len(received) > 1 else received[0]
+    else:
+        if not isinstance(lite, tfkd.TFLiteModel):
+            lite = tfkd.TFLiteModel(lite)
+        returned = lite.predict(inputs, batch_size=batch_size)
+        received = returned if isinstance(returned, list) else [returned]
+    assert len(received) == len(expected), (len(received), len(expected))
+    if atol is None and tolerance is not None:
+        largest = max(float(np.max(np.abs(y))) for y in expected)
+        atol = tolerance * max(floor, largest)
+    for index, (got, want) in enumerate(zip(received, expected, strict=True)):
+        got = np.asarray(got)
+        if atol is not None:
+            np.testing.assert_allclose(
+                got, want, rtol=0, atol=atol, err_msg=f"output {index} of {len(expected)}"
+            )
+        if top1 is not None:
+            assert got.shape == want.shape, (index, got.shape, want.shape)
+            agreement = float(np.mean(got.argmax(-1) == want.argmax(-1)))
+            assert agreement >= top1, (
+                f"output {index}: top-1 agreement {agreement:.4f} < {top1} on {len(want)} samples"
+            )
+    return returned
 
 
 def small_cnn(width, name, num_classes=3, input_shape=(8, 8, 1), batch_norm=False, softmax=False):

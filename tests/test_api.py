@@ -15,12 +15,17 @@ def test_top_level_api():
         "distill",
         "export",
         "export_tflite",
+        "models",
         "pipeline",
         "prune",
         "quantize",
         "text",
         "transfer",
     ]
+
+
+def test_models_api():
+    assert tfkd.models.__all__ == ["cnn", "compile_classifier"]
 
 
 def test_distill_api():
@@ -49,6 +54,7 @@ def test_distill_api():
         "softened_average",
         "standardize_logits",
         "teacher_ensemble",
+        "teacher_outputs",
         "with_teacher_outputs",
     ]
 

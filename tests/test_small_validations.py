@@ -100,9 +100,13 @@ def test_benchmark_and_calibration_counts(tmp_path):
     assert not path.exists()
     tfkd.export_tflite(model, path)
     exported = tfkd.TFLiteModel(path)
-    with pytest.raises(ValueError, match=r"`num_runs` must be >= 1. Received: num_runs=0"):
+    with pytest.raises(
+        ValueError, match=r"`num_runs` must be a positive integer. Received: num_runs=0"
+    ):
         exported.benchmark(num_runs=0)
-    with pytest.raises(TypeError, match=r"`warmup_runs` must be an int. Received: warmup_runs=1.5"):
+    with pytest.raises(
+        TypeError, match=r"`warmup_runs` must be a non-negative integer. Received: warmup_runs=1.5"
+    ):
         exported.benchmark(warmup_runs=1.5)
     assert exported.benchmark(num_runs=3, warmup_runs=0)["num_runs"] == 3
 

@@ -1,4 +1,6 @@
-"""Rebuilding Sequential and functional models layer by layer (shared by prune and quantize)."""
+"""Model surgery, in one place: walking a model's layers, reading what its output layer
+computes, copying and rebuilding Sequential and functional models layer by layer, and
+stripping tfkd's wrappers (shared by prune, quantize, distill, export and the pipeline)."""
 
 import keras
 
@@ -34,13 +36,66 @@ def model_inputs(model):
     return keras.tree.flatten(model.inputs)
 
 
-def leaf_layers(model):
-    """The layers of `model`, descending into nested models."""
+def leaf_layers(model, subclassed=False):
+    """The layers of `model`, descending into nested Sequential and functional models.
+
+    With `subclassed=True`, into nested subclassed models too: their layers can be read
+    (a summary), but not rebuilt, so surgery leaves them out.
+    """
     for layer in model.layers:
-        if isinstance(layer, keras.Model) and is_graph_model(layer):
-            yield from leaf_layers(layer)
+        nested = isinstance(layer, keras.Model) and (subclassed or is_graph_model(layer))
+        if nested:
+            yield from leaf_layers(layer, subclassed)
         else:
             yield layer
+
+
+def output_layer(model):
+    """The layer that computes `model`'s single output, inside nested models too; None
+    where the graph does not say (a subclassed model)."""
+    if isinstance(model, keras.Sequential):
+        layer = model.layers[-1] if model.layers else None
+    else:
+        try:
+            layer = model.outputs[0]._keras_history[0]
+        except (AttributeError, ValueError, IndexError, TypeError):
+            return None
+    if isinstance(layer, keras.Model):
+        return output_layer(layer)
+    return layer
+
+
+def activation_name(layer):
+    """What `layer` ends with: `"relu"`, `"relu6"`, `"softmax"`, `"other"` or `None` (linear)."""
+    if isinstance(layer, keras.layers.ReLU):
+        plain = layer.negative_slope == 0 and layer.threshold == 0
+        if plain and layer.max_value is None:
+            return "relu"
+        return "relu6" if plain and layer.max_value == 6 else "other"
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
+    activation = getattr(layer, "activation", None)
+    if activation is None:
+        return None
+    name = getattr(activation, "__name__", "")
+    if name == "linear" and not isinstance(layer, keras.layers.Activation):
+        return None
+    return name if name in ("relu", "relu6", "softmax") else "other"
+
+
+def applies_softmax(layer):
+    """Whether `layer` (or the layer a tfkd wrapper holds in `.layer`) ends in a softmax."""
+    inner = getattr(layer, "layer", None)
+    if isinstance(inner, keras.layers.Layer):
+        layer = inner
+    return activation_name(layer) == "softmax"
+
+
+def ends_in_softmax(model):
+    """Whether `model`'s single output comes from a softmax (saved models and
+    keras.applications often output probabilities); None if unknown (subclassed)."""
+    layer = output_layer(model)
+    return None if layer is None else applies_softmax(layer)
 
 
 def parameters(model):
@@ -86,9 +141,56 @@ def behind_augmentation(model, augmentation, input_shape):
     return keras.Model(inputs, model(augmentation(inputs)), name=f"{model.name}_augmented")
 
 
+def copy_model(model, input_shape=None):
+    """A new, uncompiled model with `model`'s architecture and weights; `model` is untouched.
+
+    A Sequential model that was never built (no `keras.Input`, never called) has no
+    weights yet: its copy is built for `input_shape` (without the batch axis) if given.
+    Raises what `get_config` raises for a subclassed model that cannot serialize its
+    arguments (`NotImplementedError`).
+    """
+    copy = type(model).from_config(model.get_config())
+    if model.built:
+        if not copy.built:  # a subclassed model: built on the shape the original was
+            copy.build_from_config(model.get_build_config())
+        copy.set_weights(model.get_weights())
+    elif input_shape is not None:
+        copy.build((None, *input_shape))
+    return copy
+
+
 def copy_layer(layer):
     """A new, unbuilt layer with `layer`'s configuration."""
     return layer.__class__.from_config(layer.get_config())
+
+
+def strip(model):
+    """A copy of `model` with each tfkd wrapper that marks itself `strippable` (pruning's)
+    replaced by a plain copy of the layer it wraps, holding the weights the wrapper
+    computes with (`effective_weights()`: the pruned kernel with its zeros)."""
+    require_graph_model(
+        model,
+        "tfkd.prune.strip",
+        "Read each PrunedLayer's `pruned_kernel()` into a dense copy of the model instead.",
+    )
+
+    def transform(layer):
+        if not getattr(layer, "strippable", False):
+            return None
+        return copy_layer(layer.layer), lambda new, old=layer: _set_effective_weights(new, old)
+
+    return rebuild(model, transform)
+
+
+def strip_if_wrapped(model):
+    """`strip(model)` when it holds a strippable wrapper, else `model` itself."""
+    if any(getattr(layer, "strippable", False) for layer in leaf_layers(model)):
+        return strip(model)
+    return model
+
+
+def _set_effective_weights(new_layer, wrapper):
+    new_layer.set_weights([keras.ops.convert_to_numpy(w) for w in wrapper.effective_weights()])
 
 
 def rebuild(model, transform):

@@ -40,6 +40,23 @@ def kernel_name(layer):
     return None
 
 
+def kernel(layer):
+    """`layer`'s kernel variable (the weight `kernel_name` names)."""
+    return getattr(layer, kernel_name(layer))
+
+
+def kernel_in_use(layer):
+    """`(layer, kernel)`: the layer that computes and the kernel it computes with, before
+    any fake quantization; a tfkd wrapper answers for itself (`kernel_in_use()`: its inner
+    layer, the kernel with its pruned zeros). None for a layer with no kernel tfkd
+    transforms, or not built yet."""
+    if hasattr(layer, "kernel_in_use"):
+        return layer.kernel_in_use()
+    if kernel_name(layer) is None or not layer.built:
+        return None
+    return layer, kernel(layer)
+
+
 def unsupported_reason(layer):
     """Why `layer` cannot run with a replacement kernel, or None when it can."""
     if kernel_name(layer) is None:

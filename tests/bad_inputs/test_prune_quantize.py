@@ -395,7 +395,7 @@ def test_numpy_scalars_pass_where_numbers_do():
     assert schedule.get_config() == {
         "target_sparsity": 0.5,
         "begin_step": 2,
-        "end_step": -1,
+        "end_step": None,
         "frequency": 3,
     }
     assert type(schedule.begin_step) is int and type(schedule.frequency) is int

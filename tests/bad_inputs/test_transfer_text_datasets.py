@@ -571,7 +571,7 @@ _TEXT_CASES = [
     Case(
         text.conv_classifier,
         lambda: text.conv_classifier(100, "3"),
-        ValueError,
+        TypeError,
         "num_classes",
         "'3'",
     ),

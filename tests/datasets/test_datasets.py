@@ -14,7 +14,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from tfkd import datasets
+from tfkd import _packages, datasets
 from tfkd.datasets import _load, _pickle, _sources, _tfds
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -203,16 +203,16 @@ def test_missing_package_says_what_to_install(
     monkeypatch, tmp_path, name, install_command, installed
 ):
     package_dir = tmp_path if installed else None
-    monkeypatch.setattr(_sources, "_package_dir", lambda package: package_dir)
+    monkeypatch.setattr(_packages, "package_dir", lambda package: package_dir)
     with pytest.raises(FileNotFoundError, match=re.escape(install_command)):
         datasets.load(name)
 
 
 def test_package_dir_does_not_import_the_package():
     sys.modules.pop("mnist", None)
-    assert (_sources._package_dir("mnist") / "data" / "mnist.pkl.gz").is_file()
+    assert (_packages.package_dir("mnist") / "data" / "mnist.pkl.gz").is_file()
     assert "mnist" not in sys.modules
-    assert _sources._package_dir("tfkd_no_such_package") is None
+    assert _packages.package_dir("tfkd_no_such_package") is None
 
 
 def _write_gzip(path, data):

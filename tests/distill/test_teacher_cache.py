@@ -104,3 +104,30 @@ def test_a_file_with_the_right_key_but_bad_contents_recomputes(setup, tmp_path, 
     np.testing.assert_allclose(
         distiller.predict_teacher(x, cache=path)["output"], teacher.predict(x, verbose=0), atol=1e-6
     )
+
+
+def test_teacher_outputs_without_a_distiller_share_its_file(setup, tmp_path, monkeypatch):
+    distiller, teacher, x = setup
+    path = tmp_path / "teacher.npz"
+    alone = tfkd.distill.teacher_outputs(teacher, x, cache=path)
+    np.testing.assert_allclose(alone["output"], teacher.predict(x, verbose=0), atol=1e-6)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the teacher ran although its outputs are cached")
+
+    monkeypatch.setattr(distiller._teacher_taps, "predict", fail)
+    np.testing.assert_array_equal(
+        distiller.predict_teacher(x, cache=path)["output"], alone["output"]
+    )
+
+
+def test_teacher_outputs_read_layers_and_build_a_sequential_never_called(setup):
+    _, teacher, x = setup
+    features = teacher.layers[-2].name
+    both = tfkd.distill.teacher_outputs(teacher, x, layers=[features])
+    reader = keras.Model(teacher.inputs, teacher.layers[-2].output)
+    np.testing.assert_allclose(both[f"layer:{features}"], reader.predict(x, verbose=0), atol=1e-6)
+    never_called = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(3)])
+    outputs = tfkd.distill.teacher_outputs(never_called, x)
+    assert outputs["output"].shape == (40, 3)
+    np.testing.assert_allclose(outputs["output"], never_called.predict(x, verbose=0), atol=1e-6)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import tfkd
-from tests.helpers import random_images, small_cnn
+from tests.helpers import assert_tflite_agrees, random_images, small_cnn
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TEACHER = REPO / "saved_models" / "fashion_mnist_cnn_teacher" / "model.keras"
@@ -35,9 +35,7 @@ def test_float_export_matches_keras_on_fashion_mnist(tmp_path, teacher, fashion_
     _, x_test, y_test = fashion_mnist
     report = tfkd.export_tflite(teacher, tmp_path / "teacher.tflite")
     lite = tfkd.TFLiteModel(report.path)
-    comparison = lite.compare(teacher, x_test[:500])
-    assert comparison["top1_agreement"] == 1.0
-    assert comparison["max_abs_diff"] < 1e-3
+    assert_tflite_agrees(teacher, lite, x_test[:500], atol=1e-3, top1=1.0)
     keras_accuracy = np.mean(teacher.predict(x_test, verbose=0).argmax(-1) == y_test)
     assert lite.evaluate(x_test, y_test)["accuracy"] == pytest.approx(keras_accuracy, abs=1e-3)
     assert report.keras_agreement["top1_agreement"] == 1.0
@@ -131,9 +129,7 @@ def test_pruned_models_export_stripped_and_sparse(tmp_path):
     assert "DENSIFY[float32]" in sparse.ops or any(op.startswith("DENSIFY") for op in sparse.ops)
     stripped = tfkd.prune.strip(pruned)
     for path in (sparse.path, dense_format.path):
-        np.testing.assert_allclose(
-            tfkd.TFLiteModel(path).predict(x), stripped.predict(x, verbose=0), atol=1e-4
-        )
+        assert_tflite_agrees(stripped, path, x, atol=1e-4)
     int8 = tfkd.export_tflite(pruned, tmp_path / "int8.tflite", "int8", representative_data=x)
     assert int8.float_ops == []
 
@@ -141,21 +137,21 @@ def test_pruned_models_export_stripped_and_sparse(tmp_path):
 def test_export_from_the_jax_backend_runs_the_converter_in_a_subprocess(tmp_path):
     script = f"""
 import numpy as np, keras, tfkd
+from tests.helpers import assert_tflite_agrees
 assert keras.backend.backend() == "jax"
 model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"),
                           keras.layers.Dense(3)])
 x = np.random.default_rng(0).normal(size=(40, 6)).astype("float32")
 report = tfkd.export_tflite(model, {str(tmp_path / "jax.tflite")!r})
-difference = tfkd.TFLiteModel(report.path).predict(x) - np.asarray(model.predict(x, verbose=0))
-print("DIFF", np.abs(difference).max())
+assert_tflite_agrees(model, report.path, x, atol=1e-4)
+print("AGREES")
 """
     environment = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(REPO)}
     result = subprocess.run(
         [sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    difference = float(result.stdout.split("DIFF")[-1])
-    assert difference < 1e-4
+    assert "AGREES" in result.stdout
 
 
 def test_bad_arguments_fail_early_with_clear_messages(tmp_path):

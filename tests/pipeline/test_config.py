@@ -156,13 +156,13 @@ def test_aliases_and_odd_types_are_config_errors(tmp_path):
     message = _error(tmp_path, GOOD.replace("stage: distill", "stage: [distill]"))
     assert "pipeline.yaml:6: stages[1].stage: `stage` must be a stage name." in message
     message = _error(tmp_path, GOOD.replace("epochs: 1", "epochs: 1\n    learning_rate: .nan"))
-    assert "stages[1].learning_rate: `learning_rate` must be a positive number." in message
+    assert "stages[1].learning_rate: `learning_rate` must be a finite number > 0." in message
 
 
 def test_values_that_fail_only_later_are_caught_now(tmp_path):
     prune = "  - {stage: prune, teacher: teacher, pattern: 4:2}\n"
     message = _error(tmp_path, GOOD.replace("  - stage: export\n", prune + "  - stage: export\n"))
-    assert "stages[2].pattern: `pattern` must be 'unstructured' or 'N:M' with 0 < N < M" in message
+    assert "stages[2].pattern: `pattern` must be 'unstructured' or 'N:M'" in message
     message = _error(tmp_path, GOOD + "    io_dtype: int16\n")
     assert "stages[2].io_dtype: `io_dtype` 'int16' does not go with quantization='int8'" in message
     message = _error(tmp_path, GOOD.replace("filters: [8, 16]", "filters: abc"))

@@ -122,8 +122,8 @@ def test_every_error_is_listed_by_tfkd_check(tmp_path):
         ("12: stages[2].method_arguments:", "unknown `method_arguments.beta`; Decoupled"),
         ("16: stages[3].method_arguments:", "`method_arguments.standardize` must be true or"),
         ("20: stages[4].method:", "method='attention' compares a teacher layer with a student"),
-        ("24: stages[5].mixup:", "`mixup` must be a positive number. Received: mixup=0"),
-        ("25: stages[5].cutmix:", "`cutmix` must be a positive number. Received: cutmix=-1.0"),
+        ("24: stages[5].mixup:", "`mixup` must be a finite number > 0. Received: mixup=0"),
+        ("25: stages[5].cutmix:", "`cutmix` must be a finite number > 0. Received: cutmix=-1.0"),
         ("30: stages[6].augmentation:", "use one of the two. Received: augmentation="),
         ("33: stages[7].augmentation:", "`augmentation.zoom` must be a fraction in [0, 0.9]"),
     ]

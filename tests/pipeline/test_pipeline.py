@@ -248,12 +248,12 @@ def test_a_redone_stage_reruns_its_dependents_and_the_report_drops_stale_rows(da
 
 def test_a_changed_model_file_reruns_the_stage(data, tmp_path):
     student_file = tmp_path / "student.keras"
-    tfkd.pipeline.architectures.cnn((28, 28, 1), 10, filters=(8,)).save(student_file)
+    tfkd.models.cnn((28, 28, 1), 10, filters=(8,)).save(student_file)
     stages = [Train({"path": str(student_file)}, epochs=1, name="trained")]
     _execute(tfkd.Pipeline(stages), data, tmp_path / "out")
     _, lines = _execute(tfkd.Pipeline(stages), data, tmp_path / "out")
     assert "reused" in lines[1]
-    tfkd.pipeline.architectures.cnn((28, 28, 1), 10, filters=(8,), seed=1).save(student_file)
+    tfkd.models.cnn((28, 28, 1), 10, filters=(8,), seed=1).save(student_file)
     _, lines = _execute(tfkd.Pipeline(stages), data, tmp_path / "out")
     assert "trained (train): started" in lines[1]
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import assert_config_round_trip
-from tfkd import prune
+from tfkd import _checks, prune
 from tfkd.prune import masks
 
 
@@ -78,4 +78,17 @@ def test_n_of_m_mask_keeps_the_largest_in_each_group_of_input_channels():
 @pytest.mark.parametrize("pattern", ["4:2", "2:2", "0:4", "2-4", 24, "two:four"])
 def test_bad_patterns_are_rejected(pattern):
     with pytest.raises(ValueError, match="pattern"):
-        masks.parse_pattern(pattern)
+        _checks.parse_pattern(pattern)
+
+
+def test_end_step_none_means_no_end_and_the_old_minus_one_still_reads():
+    schedule = prune.ConstantSparsity(0.5, begin_step=0, frequency=10)
+    assert schedule.end_step is None
+    assert bool(schedule.should_update(10_000)) and not bool(schedule.should_update(10_001))
+    with pytest.warns(DeprecationWarning, match="end_step=None"):
+        old = prune.ConstantSparsity(0.5, end_step=-1)
+    assert old.end_step is None
+    saved = {"target_sparsity": 0.5, "begin_step": 0, "end_step": -1, "frequency": 10}
+    assert prune.ConstantSparsity.from_config(saved).get_config() == dict(saved, end_step=None)
+    with pytest.raises(ValueError, match="PolynomialDecay needs `end_step`"):
+        prune.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=None)

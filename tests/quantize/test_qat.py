@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import tfkd
-from tests.helpers import assert_keras_round_trip, random_images, small_cnn
+from tests.helpers import assert_keras_round_trip, assert_tflite_agrees, random_images, small_cnn
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TEACHER = REPO / "saved_models" / "fashion_mnist_cnn_teacher" / "model.keras"
@@ -54,11 +54,8 @@ def test_export_is_fully_int8_and_computes_what_keras_computed(tmp_path, trained
     for op in ("CONV_2D[int8]", "DEPTHWISE_CONV_2D[int8]", "FULLY_CONNECTED[int8]"):
         assert report.ops[op] >= 1, report.ops
     assert report.ops["SOFTMAX[int8]"] == 1
-    lite = tfkd.TFLiteModel(report.path)
-    comparison = lite.compare(qat_model, x[:64])
     # Same integer arithmetic on both sides: at most one step of the 1/256 output grid.
-    assert comparison["max_abs_diff"] <= 1 / 256 + 1e-6
-    assert comparison["top1_agreement"] >= 0.98
+    assert_tflite_agrees(qat_model, report.path, x[:64], atol=1 / 256 + 1e-6, top1=0.98)
 
 
 def test_batch_norm_is_folded_with_frozen_statistics(trained_mobile_block):

@@ -5,13 +5,13 @@ raises `FileNotFoundError` saying what to install) and a `decode(paths)` that
 returns `(x_train, y_train, x_test, y_test)` as numpy arrays.
 """
 
-import importlib.util
 import os
 import pathlib
 import typing
 
 import numpy as np
 
+from tfkd import _packages
 from tfkd.datasets._idx import _read_idx_gz
 from tfkd.datasets._pickle import _load_gzipped_pickle
 
@@ -61,37 +61,8 @@ def _locate_fashion_mnist():
     )
 
 
-def _package_dir(package):
-    """Returns the folder of an installed package without importing it.
-
-    Importing is avoided on purpose: these data packages pin old dependencies
-    (numpy<2, TF 2.15) and are installed with `--no-deps`.
-    """
-    try:
-        spec = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return pathlib.Path(list(spec.submodule_search_locations)[0])
-
-
-def _locate_package_files(package, relative_paths, install_command):
-    package_dir = _package_dir(package)
-    if package_dir is not None:
-        paths = tuple(package_dir / path for path in relative_paths)
-        if all(path.is_file() for path in paths):
-            return paths
-        problem = f"{list(relative_paths)} missing from {str(package_dir)!r}"
-    else:
-        problem = f"the package {package!r} is not installed"
-    raise FileNotFoundError(
-        f"Data files not found: {problem}. Install them with `{install_command}`."
-    )
-
-
 def _locate_mnist():
-    return _locate_package_files("mnist", ["data/mnist.pkl.gz"], _MNIST_INSTALL)
+    return _packages.package_files("mnist", ["data/mnist.pkl.gz"], _MNIST_INSTALL)
 
 
 def _locate_animal_mnist():
@@ -99,7 +70,7 @@ def _locate_animal_mnist():
         f"{_ANIMAL_MNIST_DIR}/animal_data_version_3.gz",
         f"{_ANIMAL_MNIST_DIR}/animal_label_version_3.gz",
     ]
-    return _locate_package_files("animal_mnist", files, _ANIMAL_MNIST_INSTALL)
+    return _packages.package_files("animal_mnist", files, _ANIMAL_MNIST_INSTALL)
 
 
 def _decode_fashion_mnist(paths):

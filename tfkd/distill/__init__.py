@@ -3,7 +3,7 @@
 from tfkd.distill import mixing, schedules
 from tfkd.distill._task import UNLABELED
 from tfkd.distill.callbacks import NonFiniteLossGuard, StudentCheckpoint
-from tfkd.distill.distiller import Distiller, with_teacher_outputs
+from tfkd.distill.distiller import Distiller
 from tfkd.distill.ensemble import (
     SoftenedAverage,
     TeacherLogits,
@@ -30,6 +30,7 @@ from tfkd.distill.losses import (
     mean_squared_error,
     standardize_logits,
 )
+from tfkd.distill.teacher_cache import teacher_outputs, with_teacher_outputs
 
 __all__ = [
     "UNLABELED",
@@ -56,5 +57,6 @@ __all__ = [
     "softened_average",
     "standardize_logits",
     "teacher_ensemble",
+    "teacher_outputs",
     "with_teacher_outputs",
 ]

@@ -6,18 +6,14 @@ value inside a training step) passes the value checks, which cannot read it
 while tracing.
 """
 
-import math
 import numbers
 
 import keras
 import numpy as np
 
+from tfkd._checks import check_number, shown
+
 _NUMERIC_DTYPES = ("float", "bfloat", "int", "uint")
-
-
-def is_number(value):
-    """A real number, numpy's included (`np.float32(2.0)`), but not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 def is_tensor(value):
@@ -25,47 +21,14 @@ def is_tensor(value):
     return hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, np.generic)
 
 
-def shown(value, limit=80):
-    """`repr(value)`, cut to `limit` characters for an error message."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def validate_flag(name, value):
-    """Raises a clear error unless `value` (argument `name`) is a bool."""
-    if not isinstance(value, bool):
-        raise TypeError(
-            f"`{name}` must be True or False. Received: {name}={shown(value)} "
-            f"of type {type(value).__name__}."
-        )
-
-
 def validate_temperature(temperature, name="temperature"):
     """Raises a clear error unless `temperature` is a positive number."""
-    if not is_number(temperature):
-        raise TypeError(
-            f"`{name}` must be a positive number or a schedule. Received: "
-            f"{name}={shown(temperature)} of type {type(temperature).__name__}."
-        )
-    if not 0 < temperature < math.inf:
-        raise ValueError(
-            f"`{name}` must be a finite number > 0. Received: {name}={temperature}. "
-            "Typical values are 1 to 10."
-        )
+    check_number(name, temperature, low=0, low_open=True, hint="Typical values are 1 to 10.")
 
 
 def validate_weight(name, weight):
     """Raises a clear error unless `weight` (argument `name`) is a number >= 0."""
-    if not is_number(weight):
-        raise TypeError(
-            f"`{name}` must be a number >= 0. Received: {name}={shown(weight)} "
-            f"of type {type(weight).__name__}."
-        )
-    if not 0 <= weight < math.inf:
-        raise ValueError(
-            f"`{name}` must be a finite number >= 0. Received: {name}={weight}. Use 0 to "
-            "switch the term off."
-        )
+    check_number(name, weight, low=0, hint="Use 0 to switch the term off.")
 
 
 def check_scalar(name, value, check):

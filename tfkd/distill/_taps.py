@@ -7,7 +7,7 @@ subclassed models (outputs only: their intermediate layers cannot be read).
 
 import keras
 
-from tfkd.quantize.layers import activation_name
+from tfkd import _graph
 
 OUTPUT = "output"
 
@@ -90,8 +90,8 @@ class TapModel:
     def ends_in_softmax(self, layer_name):
         """Whether the output (`None`) or the named layer applies a softmax; None if unknown."""
         if layer_name is not None:
-            return _applies_softmax(self._layers[layer_name])
-        return model_ends_in_softmax(self.model)
+            return _graph.applies_softmax(self._layers[layer_name])
+        return _graph.ends_in_softmax(self.model)
 
     def describe(self, layer_name):
         return "output" if layer_name is None else f"layer {layer_name!r}"
@@ -142,31 +142,3 @@ def _output_shape(model, role, shapes):
     if len(outputs) != 1:
         return None
     return (None, *tuple(outputs[0].shape[1:]))
-
-
-def _output_layer(model):
-    """The layer that computes `model`'s single output, or None (subclassed models)."""
-    if isinstance(model, keras.Sequential):
-        layer = model.layers[-1] if model.layers else None
-    else:
-        try:
-            layer = model.outputs[0]._keras_history[0]
-        except (AttributeError, ValueError, IndexError, TypeError):
-            return None
-    if isinstance(layer, keras.Model):
-        return _output_layer(layer)
-    return layer
-
-
-def model_ends_in_softmax(model):
-    """Whether `model`'s single output comes from a softmax; None if unknown (subclassed)."""
-    layer = _output_layer(model)
-    return None if layer is None else _applies_softmax(layer)
-
-
-def _applies_softmax(layer):
-    # Pruning and QAT wrappers keep the layer they wrap in `.layer`.
-    inner = getattr(layer, "layer", None)
-    if isinstance(inner, keras.layers.Layer):
-        layer = inner
-    return activation_name(layer) == "softmax"

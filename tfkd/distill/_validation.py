@@ -1,13 +1,13 @@
 """Argument checks of `Distiller`: each fails early, naming the argument and value."""
 
-import numbers
 import re
 import warnings
 
 import keras
 
+from tfkd._checks import is_number, shown
 from tfkd.distill import schedules
-from tfkd.distill._checks import is_number, shown, tensor_shape, validate_weight
+from tfkd.distill._checks import tensor_shape, validate_weight
 from tfkd.distill.losses import DistillationLoss, LogitsDistillation
 
 
@@ -181,15 +181,6 @@ def unique_log_keys(losses):
 def _snake(loss):
     name = type(loss).__name__
     return "".join("_" + c.lower() if c.isupper() and i else c.lower() for i, c in enumerate(name))
-
-
-def validate_seed(seed):
-    if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool)):
-        raise TypeError(
-            f"`seed` must be an int or None. Received: seed={shown(seed)} of type "
-            f"{type(seed).__name__}."
-        )
-    return seed
 
 
 def validate_augmentation(augmentation):

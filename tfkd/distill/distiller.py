@@ -1,17 +1,15 @@
 """`Distiller`: a `keras.Model` that trains a student from a frozen teacher."""
 
 import inspect
-import os
 
 import keras
 from keras import ops
 
-from tfkd.distill import _cache, _taps, _task, _validation, ensemble, mixing, schedules
+from tfkd import _checks
+from tfkd.distill import _taps, _task, _validation, ensemble, mixing, schedules, teacher_cache
 from tfkd.distill.callbacks import NonFiniteLossGuard
 from tfkd.distill.losses import log_of_probabilities
 
-_STUDENT_INPUTS = "student_inputs"
-_TEACHER_OUTPUTS = "teacher_outputs"
 # Keys of the structure `call` returns in training when feature losses need
 # intermediate student outputs: one forward pass yields both.
 _OUTPUTS = "__tfkd_outputs__"
@@ -157,7 +155,7 @@ class Distiller(keras.Model):
             "seed": seed,
         }
         self.augmentation = _validation.validate_augmentation(augmentation)
-        _validation.validate_seed(seed)
+        _checks.check_number("seed", seed, integer=True, allow_none=True)
         self._mixing = {
             "mixup_alpha": mixing.validate_alpha("mixup", mixup),
             "cutmix_alpha": mixing.validate_alpha("cutmix", cutmix),
@@ -215,7 +213,7 @@ class Distiller(keras.Model):
         return self.augmentation is not None or any(self._mixing.values())
 
     def call(self, inputs, training=None):
-        inputs, cached = _split_teacher_outputs(inputs)
+        inputs, cached = teacher_cache.split_teacher_outputs(inputs)
         if not training or not (self.augments or self._student_taps.has_features):
             return _taps.single(self.student(inputs, training=training))
         extra = {}
@@ -240,7 +238,7 @@ class Distiller(keras.Model):
         )
         if not training:
             return task_loss + regularization
-        inputs, teacher_outputs = _split_teacher_outputs(x)
+        inputs, teacher_outputs = teacher_cache.split_teacher_outputs(x)
         if seen.get(_INPUTS) is not None:
             inputs = seen[_INPUTS]
         if teacher_outputs is None:
@@ -341,21 +339,7 @@ class Distiller(keras.Model):
         distiller.fit(tfkd.distill.with_teacher_outputs(ids_train, cached), y_train)
         ```
         """
-        if cache is None:
-            return self._teacher_taps.predict(x, batch_size=batch_size, verbose=verbose)
-        if hasattr(x, "element_spec") or not isinstance(cache, (str, os.PathLike)):
-            raise TypeError(
-                "`cache` must be a file path, and `x` arrays (a dataset cannot be "
-                f"fingerprinted). Received: cache={cache!r}, x of type {type(x).__name__}."
-            )
-        cache = os.fspath(cache)
-        keys = [_taps.key(name) for name in self._teacher_taps.layer_names] + [_taps.OUTPUT]
-        stamp = _cache.fingerprint(x, self.teacher, keys)
-        outputs = _cache.load(cache, stamp, rows=_cache.rows(x))
-        if outputs is None:
-            outputs = self._teacher_taps.predict(x, batch_size=batch_size, verbose=verbose)
-            _cache.save(cache, outputs, stamp)
-        return outputs
+        return teacher_cache.predict(self._teacher_taps, x, batch_size, verbose, cache)
 
     # Keras plumbing.
 
@@ -468,40 +452,10 @@ class Distiller(keras.Model):
         return cls(**config)
 
 
-def with_teacher_outputs(x, teacher_outputs):
-    """Packs inputs with cached teacher outputs for `Distiller.fit`.
-
-    Args:
-        x: The student's inputs.
-        teacher_outputs: What `Distiller.predict_teacher(x)` returned, for the
-            same examples in the same order.
-
-    Returns:
-        A dict that `Distiller.fit` accepts as `x`: the Distiller reads the
-        teacher outputs from it instead of running the teacher.
-
-    Example:
-
-    ```python
-    cached = distiller.predict_teacher(x_train)
-    distiller.fit(tfkd.distill.with_teacher_outputs(x_train, cached), y_train)
-    ```
-    """
-    _validation.check_cached_outputs(x, teacher_outputs)
-    return {_STUDENT_INPUTS: x, _TEACHER_OUTPUTS: teacher_outputs}
-
-
 def _serialize_weights(weights):
     if isinstance(weights, (list, tuple)):
         return [schedules.serialize(weight) for weight in weights]
     return schedules.serialize(weights)
-
-
-def _split_teacher_outputs(x):
-    """Returns `(student_inputs, cached_teacher_outputs or None)`."""
-    if isinstance(x, dict) and set(x) == {_STUDENT_INPUTS, _TEACHER_OUTPUTS}:
-        return x[_STUDENT_INPUTS], dict(x[_TEACHER_OUTPUTS])
-    return x, None
 
 
 def _unpack_predictions(y_pred):

@@ -15,14 +15,13 @@ import keras
 import numpy as np
 from keras import ops
 
+from tfkd import _graph
+from tfkd._checks import check_flag, is_number, shown
 from tfkd.distill import _taps
 from tfkd.distill._checks import (
     check_temperature,
-    is_number,
     same_known_dimensions,
-    shown,
     tensor_shape,
-    validate_flag,
     validate_temperature,
 )
 from tfkd.distill.losses import log_of_probabilities
@@ -67,7 +66,7 @@ class TeacherLogits(keras.layers.Layer):
 
     def __init__(self, from_probabilities=False, **kwargs):
         super().__init__(**kwargs)
-        validate_flag("from_probabilities", from_probabilities)
+        check_flag("from_probabilities", from_probabilities)
         self.from_probabilities = from_probabilities
 
     def call(self, outputs):
@@ -145,7 +144,7 @@ def teacher_ensemble(teachers, weights=None, temperature=1.0, name="teacher_ense
                 "The teachers of an ensemble must each output one (batch, classes) tensor. "
                 f"Received: {teacher.name!r} with outputs {outputs!r}."
             )
-        from_probabilities = bool(_taps.model_ends_in_softmax(teacher))
+        from_probabilities = bool(_graph.ends_in_softmax(teacher))
         logits.append(TeacherLogits(from_probabilities, name=f"{teacher.name}_logits")(outputs))
     if len({tuple(tensor.shape[1:]) for tensor in logits}) != 1:
         raise ValueError(

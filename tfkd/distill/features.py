@@ -11,14 +11,8 @@ import math
 import keras
 from keras import ops
 
-from tfkd.distill._checks import (
-    check_scalar,
-    is_number,
-    same_known_dimensions,
-    shown,
-    tensor_shape,
-    validate_weight,
-)
+from tfkd._checks import is_number, shown
+from tfkd.distill._checks import check_scalar, same_known_dimensions, tensor_shape, validate_weight
 from tfkd.distill.losses import DistillationLoss
 
 _NORM_FLOOR = 1e-12

@@ -9,12 +9,7 @@ import keras
 from keras import ops
 
 from tfkd.distill import schedules
-from tfkd.distill._checks import (
-    check_same_shape,
-    check_scalar,
-    check_temperature,
-    validate_weight,
-)
+from tfkd.distill._checks import check_same_shape, check_scalar, check_temperature, validate_weight
 from tfkd.distill.losses import DEFAULT_TEMPERATURE, DistillationLoss, scheduled_temperature
 
 # Pushes the target class out of a softmax: exp(-1e9) is exactly 0 in float32.

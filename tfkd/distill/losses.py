@@ -8,13 +8,12 @@ run on every backend and compose with sample weights and distribution.
 import keras
 from keras import ops
 
+from tfkd._checks import check_flag, shown
 from tfkd.distill import schedules
 from tfkd.distill._checks import (
     check_same_shape,
     check_temperature,
-    shown,
     tensor_shape,
-    validate_flag,
     validate_temperature,
 )
 
@@ -119,8 +118,8 @@ def kl_divergence(
     """
     check_same_shape(teacher_outputs, student_outputs, "kl_divergence")
     check_temperature(temperature)
-    validate_flag("from_logits", from_logits)
-    validate_flag("standardize", standardize)
+    check_flag("from_logits", from_logits)
+    check_flag("standardize", standardize)
     teacher_log_probs = _log_probabilities(teacher_outputs, temperature, from_logits, standardize)
     student_log_probs = _log_probabilities(student_outputs, temperature, from_logits, standardize)
     teacher_probs = ops.exp(teacher_log_probs)
@@ -273,8 +272,8 @@ class LogitsDistillation(DistillationLoss):
         **kwargs,
     ):
         super().__init__(teacher_layer=teacher_layer, student_layer=student_layer, **kwargs)
-        validate_flag("from_logits", from_logits)
-        validate_flag("standardize", standardize)
+        check_flag("from_logits", from_logits)
+        check_flag("standardize", standardize)
         self.temperature = scheduled_temperature(temperature)
         self.from_logits = from_logits
         self.standardize = standardize

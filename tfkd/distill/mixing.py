@@ -13,7 +13,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfkd.distill._checks import is_number, is_tensor, shown, tensor_shape
+from tfkd._checks import is_number, shown
+from tfkd.distill._checks import is_tensor, tensor_shape
 
 __all__ = ["cutmix", "mixup", "sample_mixing"]
 

@@ -20,7 +20,8 @@ import numbers
 import keras
 from keras import ops
 
-from tfkd.distill._checks import is_number, is_tensor, shown
+from tfkd._checks import is_number, shown
+from tfkd.distill._checks import is_tensor
 
 __all__ = ["at_step", "value_at_current_step"]
 

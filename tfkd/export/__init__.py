@@ -1,6 +1,6 @@
 """Export to TFLite (LiteRT) and what the exported file holds."""
 
-from tfkd.export._options import QUANTIZATIONS
+from tfkd._export_options import QUANTIZATIONS
 from tfkd.export.model import TFLiteModel
 from tfkd.export.report import ExportReport
 

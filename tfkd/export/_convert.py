@@ -12,19 +12,40 @@ import warnings
 import numpy as np
 
 
+def freeze(function):
+    """`function` (a `tf.function`'s concrete function) with its variables frozen into
+    constants, so that the converter sees one plain graph.
+
+    TensorFlow's only way to do this is private (`tensorflow.python.framework.
+    convert_to_constants`, which its own converter uses); this is the one place tfkd
+    reaches it, and `tests/export/test_private_apis.py` fails when a release moves it.
+    """
+    import tensorflow as tf
+
+    try:
+        from tensorflow.python.framework.convert_to_constants import (
+            convert_variables_to_constants_v2,
+        )
+    except ImportError as error:
+        raise ImportError(
+            f"TensorFlow {tf.__version__} no longer has the private "
+            "`tensorflow.python.framework.convert_to_constants.convert_variables_to_constants_v2` "
+            "that tfkd's export freezes models with. Install a TensorFlow version tfkd supports "
+            "(see setup.cfg)."
+        ) from error
+    return convert_variables_to_constants_v2(function)
+
+
 def convert(model, samples, *, quantization, io_dtype, sparsity, select_tf_ops):
     """Returns the `.tflite` bytes of `model` (a Keras model on the TensorFlow backend)."""
     import tensorflow as tf
 
-    # Freeze the variables into constants: the converter then sees one plain graph.
-    from tensorflow.python.framework import convert_to_constants
-
-    from tfkd.quantize import _fake_quant, is_quantized
+    from tfkd.quantize.qat import export_mode, is_quantized
 
     quantization_aware = is_quantized(model)
-    with _fake_quant.export_mode() if quantization_aware else contextlib.nullcontext():
+    with export_mode() if quantization_aware else contextlib.nullcontext():
         function = _concrete_function(model)
-    frozen = convert_to_constants.convert_variables_to_constants_v2(function)
+    frozen = freeze(function)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
     optimizations = []
     if quantization is not None:

@@ -94,7 +94,7 @@ def list_ops(path_or_content):
     """`[(op_name, operand dtypes)]` for every op of the main graph, before delegation."""
     return [
         (op["op_name"], [str(getattr(dtype, "__name__", dtype)) for dtype in op["operand_types"]])
-        for op in _ops_details(make_interpreter(path_or_content, delegates=False))
+        for op in ops_details(make_interpreter(path_or_content, delegates=False))
     ]
 
 
@@ -102,7 +102,7 @@ def softmax_outputs(path_or_content):
     """For each output of the file, whether a SOFTMAX op computes it (through (de)quantize)."""
     interpreter = make_interpreter(path_or_content, delegates=False)
     producers = {}
-    for op in _ops_details(interpreter):
+    for op in ops_details(interpreter):
         for index in op["outputs"]:
             producers[int(index)] = op
     flags = []
@@ -114,9 +114,20 @@ def softmax_outputs(path_or_content):
     return flags
 
 
-def _ops_details(interpreter):
-    # The interpreter has no public op listing; `_get_ops_details` is what LiteRT's own
-    # tools use.
+def ops_details(interpreter):
+    """The interpreter's ops in execution order, each a dict with `op_name`, `inputs` and
+    `outputs` (tensor indices).
+
+    LiteRT has no public op listing; its private `_get_ops_details` is what its own tools
+    use. This is the one place tfkd reaches it, and `tests/export/test_private_apis.py`
+    fails when a release moves it.
+    """
+    if not hasattr(interpreter, "_get_ops_details"):
+        raise RuntimeError(
+            f"This LiteRT interpreter ({type(interpreter).__module__}) no longer has the private "
+            "`_get_ops_details` that tfkd lists a file's ops with. Install a LiteRT version "
+            "tfkd supports (see setup.cfg)."
+        )
     return interpreter._get_ops_details()
 
 

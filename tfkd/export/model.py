@@ -1,12 +1,11 @@
 """`TFLiteModel`: runs an exported `.tflite` file on numpy data and measures it."""
 
-import numbers
 import os
 import statistics
-import time
 
 import numpy as np
 
+from tfkd import _checks, _timing
 from tfkd.export._interpreter import Runner, quantize_input, softmax_outputs
 
 # As Keras's cross-entropy on probabilities: rows renormalised, then clipped.
@@ -39,9 +38,10 @@ class TFLiteModel:
 
     Example:
 
-    >>> lite = tfkd.TFLiteModel("model.tflite")
-    >>> lite.evaluate(x_test, y_test)["accuracy"] > 0.8
-    True
+    ```python
+    lite = tfkd.TFLiteModel("model.tflite")
+    lite.evaluate(x_test, y_test)["accuracy"] > 0.8  # True
+    ```
     """
 
     def __init__(self, path, num_threads=None):
@@ -144,11 +144,8 @@ class TFLiteModel:
             TypeError, ValueError: unless `num_runs` is an int >= 1 and `warmup_runs`
                 an int >= 0.
         """
-        for name, value, least in (("num_runs", num_runs, 1), ("warmup_runs", warmup_runs, 0)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                raise TypeError(f"`{name}` must be an int. Received: {name}={value!r}.")
-            if value < least:
-                raise ValueError(f"`{name}` must be >= {least}. Received: {name}={value}.")
+        _checks.check_number("num_runs", num_runs, low=1, integer=True)
+        _checks.check_number("warmup_runs", warmup_runs, low=0, integer=True)
         shape = [1, *self._input["shape_signature"][1:]]
         if sample is None:
             sample = np.zeros(shape, self._input["dtype"])
@@ -156,15 +153,14 @@ class TFLiteModel:
         self._runner.run(sample)  # settles the interpreter (batch 1, delegate or not)
         sample = quantize_input(sample, self._input)
         interpreter = self._runner.interpreter
-        timings = []
-        for run in range(warmup_runs + num_runs):
-            start = time.perf_counter()
+
+        def one_inference():
             interpreter.set_tensor(self._input["index"], sample)
             interpreter.invoke()
             for details in self._runner.outputs:
                 interpreter.get_tensor(details["index"])
-            if run >= warmup_runs:
-                timings.append((time.perf_counter() - start) * 1000.0)
+
+        timings = _timing.milliseconds(one_inference, num_runs, warmup_runs)
         return {
             "median_ms": statistics.median(timings),
             "mean_ms": statistics.fmean(timings),
@@ -207,19 +203,7 @@ class TFLiteModel:
 
 def _check_num_threads(num_threads):
     """`num_threads` as an int (numpy integers too), or None."""
-    if num_threads is None:
-        return None
-    if isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral):
-        raise TypeError(
-            "`num_threads` must be a positive integer or None. "
-            f"Received: num_threads={num_threads!r} of type {type(num_threads).__name__}."
-        )
-    if num_threads < 1:
-        raise ValueError(
-            "`num_threads` must be a positive integer or None. "
-            f"Received: num_threads={num_threads}."
-        )
-    return int(num_threads)
+    return _checks.check_number("num_threads", num_threads, low=1, integer=True, allow_none=True)
 
 
 def _labels(y, count):

@@ -9,11 +9,11 @@ import tempfile
 import keras
 import numpy as np
 
-from tfkd import _atomic
+from tfkd import _atomic, _graph, _kernels
+from tfkd._export_options import IO_DTYPES as _IO_DTYPES
+from tfkd._export_options import QUANTIZATIONS
 from tfkd.export import _representative, _signature
 from tfkd.export._interpreter import OPEN_SIZE, Runner
-from tfkd.export._options import IO_DTYPES as _IO_DTYPES
-from tfkd.export._options import QUANTIZATIONS
 from tfkd.export.report import ExportReport
 from tfkd.quantize.qat import is_quantized, untrained_quantizers
 
@@ -85,10 +85,11 @@ def export_tflite(
 
     Example:
 
-    >>> report = tfkd.export_tflite(model, "model.tflite", quantization="int8",
-    ...                             representative_data=x_train[:200])
-    >>> report.float_ops
-    []
+    ```python
+    report = tfkd.export_tflite(model, "model.tflite", quantization="int8",
+                                representative_data=x_train[:200])
+    report.float_ops  # []
+    ```
     """
     _validate(model, quantization, representative_data, io_dtype, sparsity, select_tf_ops)
     path = _checked_path(path)
@@ -104,7 +105,7 @@ def export_tflite(
             "`calibration_samples` must be an int >= 1. Received: "
             f"calibration_samples={calibration_samples}."
         )
-    model = _strip_if_pruned(model)
+    model = _graph.strip_if_wrapped(model)
     inputs, samples = _inputs_and_samples(model, representative_data, calibration_samples)
     use_sparsity = _want_sparsity(model, sparsity, quantization)
     options = dict(
@@ -299,29 +300,18 @@ def _check_quantization_aware(model, quantization):
     return True
 
 
-def _layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _layers(layer)
-
-
-def _strip_if_pruned(model):
-    from tfkd import prune
-
-    if any(isinstance(layer, prune.PrunedLayer) for layer in _layers(model)):
-        return prune.strip(model)
-    return model
-
-
 def _want_sparsity(model, sparsity, quantization):
     if sparsity != "auto":
         return sparsity
     if quantization not in (None, "float16"):
         return False
-    from tfkd import prune
-
-    return any(row["sparsity"] >= _AUTO_SPARSITY for row in prune.summary(model).layers)
+    for layer in _graph.leaf_layers(model, subclassed=True):
+        in_use = _kernels.kernel_in_use(layer)
+        if in_use is not None:
+            kernel = keras.ops.convert_to_numpy(in_use[1])
+            if np.mean(kernel == 0) >= _AUTO_SPARSITY:
+                return True
+    return False
 
 
 def _convert_in_subprocess(model, samples, options):

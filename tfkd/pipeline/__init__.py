@@ -18,12 +18,14 @@ Or from a config file: `tfkd run pipeline.yaml` (see `load_config`).
 # a fraction of a second. Keras loads when a stage runs, or with `Context`.
 from tfkd.pipeline.config import ConfigError, PipelineConfig, load_config, run_config
 from tfkd.pipeline.data import Data
+from tfkd.pipeline.distilling import Distill
 from tfkd.pipeline.pipeline import Pipeline
 from tfkd.pipeline.pruning import Prune
+from tfkd.pipeline.quantizing import QuantizeAware
 from tfkd.pipeline.report import Report
 from tfkd.pipeline.stage import Stage, get_stage, register_stage, registered_stages
 from tfkd.pipeline.stages import Export, Load, Transfer
-from tfkd.pipeline.training import Distill, QuantizeAware, Train
+from tfkd.pipeline.training import Train
 
 __all__ = [
     "ConfigError",

@@ -1,11 +1,10 @@
 """A report row's measurements: accuracy on the test split, bytes on disk, latency, parameters."""
 
 import statistics
-import time
 
 import numpy as np
 
-from tfkd import _graph
+from tfkd import _graph, _timing
 from tfkd.export import TFLiteModel
 
 LATENCY_RUNS = 50
@@ -46,10 +45,7 @@ def _row(accuracy, path, latency, parameters, nonzero):
 
 
 def _keras_latency(model, sample):
-    timings = []
-    for run in range(WARMUP_RUNS + LATENCY_RUNS):
-        start = time.perf_counter()
-        model.predict_on_batch(sample)
-        if run >= WARMUP_RUNS:
-            timings.append((time.perf_counter() - start) * 1000.0)
+    timings = _timing.milliseconds(
+        lambda: model.predict_on_batch(sample), LATENCY_RUNS, WARMUP_RUNS
+    )
     return statistics.median(timings)

@@ -12,7 +12,7 @@ import time
 import keras
 import numpy as np
 
-from tfkd.distill import _cache
+from tfkd.distill import teacher_cache
 from tfkd.export import TFLiteModel
 from tfkd.pipeline import _measure, _store, architectures, report
 from tfkd.pipeline.context import Context
@@ -216,13 +216,14 @@ class _Runner:
             inputs = self.data.x_train if inputs is None else inputs
             model = self.model(name)
             path = self.store.directory / "cache" / f"outputs-{key}.npz"
-            stamp = _cache.fingerprint(inputs, model, [key])
-            outputs = _cache.load(path, stamp, rows=len(inputs))
-            if outputs is None:
-                path.parent.mkdir(parents=True, exist_ok=True)
+
+            def compute():
                 self.log(f"    computing {name}'s outputs on {len(inputs):,} examples")
-                outputs = {"output": self.context.predict(model, inputs)}
-                _cache.save(path, outputs, stamp)
+                return teacher_cache.teacher_outputs(model, inputs)
+
+            # The stamp `teacher_outputs(model, inputs, cache=path)` would write.
+            stamp = teacher_cache.fingerprint(inputs, model, [teacher_cache.OUTPUT])
+            outputs = teacher_cache.load_or_compute(path, stamp, len(inputs), compute)
             self._teacher_outputs[key] = outputs
         return self._teacher_outputs[key]
 

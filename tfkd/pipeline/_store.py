@@ -10,13 +10,12 @@ without it.
 """
 
 import contextlib
-import hashlib
 import json
 import os
 import pathlib
 import shutil
 
-from tfkd import _atomic
+from tfkd import _atomic, _hashing
 
 ENTRY = "entry.json"
 LOCK = ".lock"
@@ -73,7 +72,7 @@ class Store:
         if entry.get("fingerprint") != fingerprint:
             return None
         model_path = self.stage_directory(name) / entry.get("artifact", "")
-        if not model_path.is_file() or sha256(model_path) != entry.get("sha256"):
+        if not model_path.is_file() or _hashing.file_sha256(model_path) != entry.get("sha256"):
             return None
         return entry
 
@@ -95,14 +94,15 @@ class Store:
         if isinstance(model, TFLiteModel):  # the export stage wrote its file already
             return os.path.relpath(model.path, self.stage_directory(name))
         path = self.stage_directory(name) / "model.keras"
-        temporary = path.with_name(".tmp-model.keras")
-        inference_copy(model).save(temporary)
-        os.replace(temporary, path)
+        with _atomic.writing(path, suffix=".keras") as temporary:
+            inference_copy(model).save(temporary)
         return path.name
 
     def finish(self, name, entry):
         """Records the stage as finished: the entry, with the model file's checksum, last."""
-        entry = dict(entry, sha256=sha256(self.stage_directory(name) / entry["artifact"]))
+        entry = dict(
+            entry, sha256=_hashing.file_sha256(self.stage_directory(name) / entry["artifact"])
+        )
         write_json(self.stage_directory(name) / ENTRY, entry)
         return entry
 
@@ -144,21 +144,9 @@ def output_id(entry):
 
 def inference_copy(model):
     """An uncompiled copy with the same weights: no optimizer state in the saved file."""
-    return copy_model(model) if model.compiled else model
+    from tfkd import _graph
 
-
-def copy_model(model, input_shape=None):
-    """A new, uncompiled model with `model`'s architecture and weights; `model` is untouched.
-
-    A Sequential model that was never built (no `keras.Input`, never called) has no
-    weights yet: its copy is built for `input_shape` (without the batch axis) if given.
-    """
-    copy = type(model).from_config(model.get_config())
-    if model.built:
-        copy.set_weights(model.get_weights())
-    elif input_shape is not None:
-        copy.build((None, *input_shape))
-    return copy
+    return _graph.copy_model(model) if model.compiled else model
 
 
 def _lock_file(file):
@@ -181,8 +169,7 @@ def fingerprint(kind, config_digest, upstream, options):
 
 
 def _digest(value, default=None):
-    text = json.dumps(value, sort_keys=True, default=default)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return _hashing.json_sha256(value, default)[:16]
 
 
 def config_digest(stage_config, default):
@@ -192,14 +179,6 @@ def config_digest(stage_config, default):
 
 def write_json(path, value):
     _atomic.write_bytes(path, (json.dumps(value, indent=2, default=_plain) + "\n").encode())
-
-
-def sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _plain(value):

@@ -6,8 +6,8 @@ import sys
 import keras
 import numpy as np
 
+from tfkd import _graph, models
 from tfkd.distill.callbacks import NonFiniteLossGuard
-from tfkd.pipeline import _store
 
 QUICK_EPOCHS = 1
 
@@ -57,17 +57,12 @@ class Context:
     def copy_model(self, model):
         """A new model with `model`'s architecture and weights, uncompiled; a Sequential
         model that was never built is built for the data's inputs."""
-        return _store.copy_model(model, self.data.input_shape)
+        return _graph.copy_model(model, self.data.input_shape)
 
     def compile(self, model, learning_rate, from_logits=True):
         """Adam (`learning_rate`: a float or a schedule), sparse categorical cross-entropy
         and accuracy, as every built-in stage trains."""
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
-            metrics=["accuracy"],
-        )
-        return model
+        return models.compile_classifier(model, learning_rate, from_logits)
 
     def fit(self, model, x=None, y=None, *, epochs, batch_size=128, loss_names=("loss",)):
         """`model.fit` on the labelled training examples (or `x`, `y`) with TensorBoard

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from tfkd import _checks
 from tfkd.pipeline.stage import Stage, get_stage, invalid_argument, register_stage
 
 
@@ -27,15 +28,17 @@ class Pipeline(Stage):
 
     Example:
 
-    >>> pipeline = tfkd.Pipeline([
-    ...     tfkd.pipeline.Load("teacher.keras", name="teacher"),
-    ...     tfkd.pipeline.Distill("teacher", student={"architecture": "cnn"}, epochs=8),
-    ...     tfkd.pipeline.Prune(sparsity=0.5, teacher="teacher"),
-    ...     tfkd.pipeline.QuantizeAware(teacher="teacher"),
-    ...     tfkd.pipeline.Export(quantization="int8"),
-    ... ])
-    >>> result = pipeline.execute("fashion_mnist", "runs/fashion_mnist")
-    >>> print(result.markdown())
+    ```python
+    pipeline = tfkd.Pipeline([
+        tfkd.pipeline.Load("teacher.keras", name="teacher"),
+        tfkd.pipeline.Distill("teacher", student={"architecture": "cnn"}, epochs=8),
+        tfkd.pipeline.Prune(sparsity=0.5, teacher="teacher"),
+        tfkd.pipeline.QuantizeAware(teacher="teacher"),
+        tfkd.pipeline.Export(quantization="int8"),
+    ])
+    result = pipeline.execute("fashion_mnist", "runs/fashion_mnist")
+    print(result.markdown())
+    ```
     """
 
     def __init__(self, stages: list, **kwargs):
@@ -158,7 +161,7 @@ def check_run_options(output_dir, *, quick, tensorboard, log, seed=0, verbose="a
             "`log` must be a function called with each line, such as `print`. "
             f"Received: log={log!r}"
         )
-    _check_seed(seed)
+    _checks.check_seed(seed)
     if not _is_verbose(verbose):
         raise ValueError(
             f"`verbose` must be 'auto', 0, 1 or 2 (as Keras's). Received: verbose={verbose!r}"
@@ -180,14 +183,6 @@ def _check_data(data):
             "`data` must be a `tfkd.pipeline.Data` or a data set name. "
             f"Received: data={data!r} of type {type(data).__name__}"
         )
-
-
-def _check_seed(seed):
-    if isinstance(seed, bool | np.bool_) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"`seed` must be an integer. Received: seed={seed!r}")
-    if not 0 <= seed < 2**32:
-        # numpy's and Keras's seeds: a negative one would fail after earlier stages ran.
-        raise ValueError(f"`seed` must be in 0..2**32-1. Received: seed={seed!r}")
 
 
 def _is_verbose(verbose):

@@ -3,8 +3,9 @@
 import numbers
 import re
 
+from tfkd import _checks
 from tfkd.pipeline.stage import check_keras_input, invalid_argument, register_stage
-from tfkd.pipeline.training import _steps_per_epoch, _Training
+from tfkd.pipeline.training import _steps_per_epoch, _Training, training_arguments
 
 # Masks are updated at least this many times while sparsity rises, so that a short run
 # (`--quick`) prunes gradually too, and at most every 100 steps (tfmot's default).
@@ -13,6 +14,7 @@ _MAX_FREQUENCY = 100
 
 
 @register_stage("prune")
+@training_arguments(epochs=2, learning_rate=5e-4)
 class Prune(_Training):
     """Prunes the incoming model by magnitude while it trains, then strips the wrappers.
 
@@ -46,34 +48,10 @@ class Prune(_Training):
         self,
         sparsity: float = 0.5,
         pattern: str = "unstructured",
-        epochs: int = 2,
-        teacher: str | list | None = None,
-        learning_rate: float = 5e-4,
-        batch_size: int = 128,
-        temperature: float = 1.0,
-        student_loss_weight: float = 0.1,
         exclude: list | None = None,
-        method: str = "kd",
-        method_arguments: dict | None = None,
-        augmentation: dict | None = None,
-        mixup: float | None = None,
-        cutmix: float | None = None,
         **kwargs,
     ):
-        super().__init__(
-            epochs,
-            learning_rate,
-            batch_size,
-            teacher=teacher,
-            temperature=temperature,
-            student_loss_weight=student_loss_weight,
-            method=method,
-            method_arguments=method_arguments,
-            augmentation=augmentation,
-            mixup=mixup,
-            cutmix=cutmix,
-            **kwargs,
-        )
+        super().__init__(**kwargs)
         valid = isinstance(sparsity, numbers.Real) and not isinstance(sparsity, bool)
         if not valid or not 0 <= sparsity < 1:
             raise invalid_argument(
@@ -173,15 +151,14 @@ def _prunable_layers(model):
 def _unfit_reason(layer, pattern):
     """Why an N:M `pattern` cannot apply to `layer`, or None when it can."""
     from tfkd import _kernels
-    from tfkd.prune import masks
 
-    n_of_m = masks.parse_pattern(pattern)
+    n_of_m = _checks.parse_pattern(pattern)
     if n_of_m is None:
         return None
     axis = _kernels.input_channel_axis(layer)
     if axis is None:
         return f"{type(layer).__name__}, no input-channel axis"
-    channels = getattr(layer, _kernels.kernel_name(layer)).shape[axis]
+    channels = _kernels.kernel(layer).shape[axis]
     if channels % n_of_m[1]:
         return f"{channels} input channels, not a multiple of {n_of_m[1]}"
     return None
@@ -216,11 +193,7 @@ def _check_exclude(exclude):
 
 
 def _check_pattern(pattern):
-    match = isinstance(pattern, str) and re.fullmatch(r"(\d+):(\d+)", pattern)
-    if pattern == "unstructured" or (match and 0 < int(match[1]) < int(match[2])):
-        return
-    raise invalid_argument(
-        "pattern",
-        "`pattern` must be 'unstructured' or 'N:M' with 0 < N < M (e.g. '2:4'). "
-        f"Received: pattern={pattern!r}",
-    )
+    try:
+        _checks.parse_pattern(pattern)
+    except ValueError as error:
+        raise invalid_argument("pattern", str(error)) from None

@@ -4,7 +4,7 @@ import json
 import os
 import pathlib
 
-from tfkd import _atomic
+from tfkd import _atomic, _hashing
 from tfkd.pipeline import _store
 
 
@@ -148,10 +148,9 @@ class Report:
         axes.grid(True, which="both", alpha=0.3)
         axes.legend(loc="lower right")
         figure.tight_layout()
-        temporary = path.with_name(f".tmp-{path.name}")
-        figure.savefig(temporary, format="png")
+        with _atomic.writing(path) as temporary:
+            figure.savefig(temporary, format="png")
         pyplot.close(figure)
-        os.replace(temporary, path)
 
 
 def _labelled(data):
@@ -181,7 +180,7 @@ def _verified(store, entries, config):
     for entry in entries:
         name = entry["name"]
         path = store.stage_directory(name) / entry.get("artifact", "")
-        if not path.is_file() or _store.sha256(path) != entry.get("sha256"):
+        if not path.is_file() or _hashing.file_sha256(path) != entry.get("sha256"):
             notes.append(
                 f"{name}: left out: its file {path.name} is missing or changed since it was "
                 "measured. Rerun the pipeline to measure it again."

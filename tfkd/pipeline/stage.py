@@ -3,16 +3,18 @@
 import difflib
 import importlib
 import inspect
-import math
-import numbers
 import re
 import sys
+
+from tfkd import _checks
 
 _REGISTRY = {}
 # The modules that register tfkd's own stages; imported when the registry is first read.
 _BUILT_IN_MODULES = (
     "tfkd.pipeline.stages",
     "tfkd.pipeline.training",
+    "tfkd.pipeline.distilling",
+    "tfkd.pipeline.quantizing",
     "tfkd.pipeline.pruning",
     "tfkd.pipeline.pipeline",
 )
@@ -254,13 +256,8 @@ def check_positive(argument, value, kind, allow_zero=False):
     """Raises unless `value` is a finite positive (or non-negative) int, or number for float:
     a `TypeError` for another type, a `ValueError` for a value out of range. Numpy scalars
     count as numbers."""
-    valid_type = isinstance(value, numbers.Real if kind is float else numbers.Integral)
-    valid_type = valid_type and not isinstance(value, bool)
-    if not valid_type or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        accepted = "a non-negative" if allow_zero else "a positive"
-        raise invalid_argument(
-            argument,
-            f"`{argument}` must be {accepted} {'number' if kind is float else 'integer'}. "
-            f"Received: {argument}={value!r}",
-            ValueError if valid_type else TypeError,
-        )
+    try:
+        _checks.check_number(argument, value, low=0, low_open=not allow_zero, integer=kind is int)
+    except (TypeError, ValueError) as error:
+        error.argument = argument
+        raise

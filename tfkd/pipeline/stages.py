@@ -2,7 +2,8 @@
 
 import os
 
-from tfkd.export._options import IO_DTYPES, QUANTIZATIONS
+from tfkd import _hashing
+from tfkd._export_options import IO_DTYPES, QUANTIZATIONS
 from tfkd.pipeline import _distillation, _store, architectures
 from tfkd.pipeline.stage import (
     Stage,
@@ -31,7 +32,7 @@ class Load(Stage):
         return False
 
     def fingerprint(self):
-        return {**self.get_config(), "sha256": _store.sha256(self.path)}
+        return {**self.get_config(), "sha256": _hashing.file_sha256(self.path)}
 
     def _output_spec(self, incoming):
         return {"path": self.path} if self.path.endswith(".keras") else None
@@ -170,7 +171,7 @@ class Transfer(Stage):
         if fingerprint.get("augmentation") is None:  # runs made before the key are reused
             fingerprint.pop("augmentation", None)
         if self.backbone != "mobilenet_v2":
-            fingerprint["backbone_sha256"] = _store.sha256(self.backbone)
+            fingerprint["backbone_sha256"] = _hashing.file_sha256(self.backbone)
         return fingerprint
 
     def run(self, model, context):

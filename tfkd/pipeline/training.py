@@ -1,17 +1,18 @@
 """The stages that train: train (labels), distill and quantize_aware (prune: `pruning.py`)."""
 
 import contextlib
+import inspect
 import math
 import numbers
 
 import numpy as np
 
-from tfkd.pipeline import _distillation, _store, architectures
+from tfkd import _hashing
+from tfkd.pipeline import _distillation, architectures
 from tfkd.pipeline.data import UNLABELED
 from tfkd.pipeline.stage import (
     KerasModel,
     Stage,
-    check_keras_input,
     check_positive,
     invalid_argument,
     register_stage,
@@ -21,25 +22,83 @@ from tfkd.pipeline.stage import (
 # helpers it calls: reading and checking a config needs only the constructors.
 
 
-class _Training(Stage):
-    """Arguments and training loop shared by the stages that train (with or without a teacher)."""
+# The arguments the training stages share, declared once: `training_arguments` adds them
+# to each stage's signature (which configs are checked against, and `get_config` and the
+# fingerprints read), and `_Training.__init__` checks them.
+TRAINING_ARGUMENTS = {
+    "epochs": int,
+    "teacher": str | list | None,
+    "learning_rate": float,
+    "batch_size": int,
+    "temperature": float,
+    "student_loss_weight": float,
+    "method": str,
+    "method_arguments": dict | None,
+    "augmentation": dict | None,
+    "mixup": float | None,
+    "cutmix": float | None,
+}
+_DEFAULTS = {
+    "teacher": None,
+    "batch_size": 128,
+    "temperature": 1.0,
+    "student_loss_weight": 0.1,
+    **_distillation.DEFAULTS,
+}
 
-    def __init__(
-        self,
-        epochs,
-        learning_rate,
-        batch_size,
-        teacher=None,
-        temperature=1.0,
-        student_loss_weight=0.1,
-        method="kd",
-        method_arguments=None,
-        augmentation=None,
-        mixup=None,
-        cutmix=None,
-        **kwargs,
-    ):
+
+def training_arguments(epochs, learning_rate, only=None):
+    """Class decorator of a training stage: its constructor also takes the arguments of
+    `TRAINING_ARGUMENTS` (or those named in `only`), keyword-only, with this stage's
+    default `epochs` and `learning_rate`. The constructor itself takes them as
+    `**kwargs` and hands them to `_Training.__init__`."""
+
+    def decorate(cls):
+        if "__init__" not in cls.__dict__:  # its own, so that the parent's keeps its signature
+
+            def __init__(self, **kwargs):
+                super(cls, self).__init__(**kwargs)
+
+            cls.__init__ = __init__
+        signature = inspect.signature(cls.__init__)
+        own = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        rest = [p for p in signature.parameters.values() if p.kind is p.VAR_KEYWORD]
+        defaults = {**_DEFAULTS, "epochs": epochs, "learning_rate": learning_rate}
+        taken = {p.name for p in own}
+        shared = [
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=defaults[name], annotation=annotation
+            )
+            for name, annotation in TRAINING_ARGUMENTS.items()
+            if name not in taken and (only is None or name in only)
+        ]
+        cls.__init__.__signature__ = signature.replace(parameters=own + shared + rest)
+        return cls
+
+    return decorate
+
+
+class _Training(Stage):
+    """Arguments and training loop shared by the stages that train (with or without a teacher).
+
+    Subclasses declare the shared arguments with `training_arguments`; their values are
+    read from the stage's recorded config, where the signature put them, with defaults.
+    """
+
+    def __init__(self, **kwargs):
+        for name in TRAINING_ARGUMENTS:
+            kwargs.pop(name, None)
         super().__init__(**kwargs)
+        values = {name: self._config.get(name, _DEFAULTS.get(name)) for name in TRAINING_ARGUMENTS}
+        epochs, learning_rate, batch_size = (
+            values["epochs"],
+            values["learning_rate"],
+            values["batch_size"],
+        )
+        teacher, temperature = values["teacher"], values["temperature"]
+        student_loss_weight = values["student_loss_weight"]
+        method, method_arguments = values["method"], values["method_arguments"]
+        augmentation, mixup, cutmix = values["augmentation"], values["mixup"], values["cutmix"]
         check_positive("epochs", epochs, int, allow_zero=True)
         check_positive("learning_rate", learning_rate, float)
         check_positive("batch_size", batch_size, int)
@@ -82,7 +141,7 @@ class _Training(Stage):
         for argument in ("model", "student"):
             spec = fingerprint.get(argument)
             if isinstance(spec, dict) and "path" in spec:
-                fingerprint[f"{argument}_sha256"] = _store.sha256(spec["path"])
+                fingerprint[f"{argument}_sha256"] = _hashing.file_sha256(spec["path"])
         # The distillation keys at their defaults are left out, so that runs made before
         # these keys existed are reused.
         for key, default in _distillation.DEFAULTS.items():
@@ -128,7 +187,7 @@ class _Training(Stage):
         else:
             augmentation = self._augmentation(context)
             model = _graph.behind_augmentation(model, augmentation, context.data.input_shape)
-        from_logits = not _ends_in_softmax(student)
+        from_logits = not _graph.ends_in_softmax(student)
         _compile(context, model, self.learning_rate, epochs, self.batch_size, len(y), from_logits)
         steps = epochs * _steps_per_epoch(context, self.batch_size, len(y))
         with _moving_statistics_within(student, steps):
@@ -189,6 +248,7 @@ class _Training(Stage):
         teachers' joined as `teacher_ensemble` joins them, at the stage's temperature."""
         import keras
 
+        from tfkd import _graph
         from tfkd.distill import softened_average
         from tfkd.distill.losses import log_of_probabilities
 
@@ -196,7 +256,9 @@ class _Training(Stage):
         if len(logits) == 1:
             return logits[0]
         logits = [
-            log_of_probabilities(outputs) if _ends_in_softmax(context.model(name)) else outputs
+            log_of_probabilities(outputs)
+            if _graph.ends_in_softmax(context.model(name))
+            else outputs
             for outputs, name in zip(logits, names)
         ]
         weights = [1.0 / len(logits)] * len(logits)
@@ -254,6 +316,9 @@ class _NewModelTraining(_Training):
 
 
 @register_stage("train")
+@training_arguments(
+    epochs=8, learning_rate=2e-3, only=("epochs", "learning_rate", "batch_size", "augmentation")
+)
 class Train(_NewModelTraining):
     """Trains a model on the labels alone: a new one from `model`, or the incoming one.
 
@@ -283,172 +348,11 @@ class Train(_NewModelTraining):
     def __init__(
         self,
         model: dict | KerasModel | None = None,
-        epochs: int = 8,
-        learning_rate: float = 2e-3,
-        batch_size: int = 128,
         augmented_copies: int = 0,
-        augmentation: dict | None = None,
         **kwargs,
     ):
-        super().__init__(epochs, learning_rate, batch_size, augmentation=augmentation, **kwargs)
+        super().__init__(**kwargs)
         self.model = self._check_new_model(model, augmented_copies)
-
-
-@register_stage("distill")
-class Distill(_NewModelTraining):
-    """Trains a student with `tfkd.Distiller` from a frozen teacher.
-
-    The teacher's outputs on the training images are computed once and cached; the
-    teacher runs at every step instead when the batch changes inside the step
-    (`augmentation`, `mixup`, `cutmix`: the teacher and the student then see the same
-    augmented images) or when `method_arguments` name a teacher layer. With
-    `labelled_per_class` data, the student trains on every training image: the task
-    loss on the labelled ones, the distillation loss on all.
-
-    Args:
-        teacher: name of the earlier stage whose model teaches, or a list of two or
-            more names: their softened outputs, averaged with equal weights at
-            `temperature`, teach (`tfkd.distill.teacher_ensemble`; each one's outputs
-            are computed once and cached). Teachers that were trained differently
-            (a fine-tuned backbone and a student trained on the labels) make
-            different mistakes, so their average is often better than either.
-        student: `{"architecture": "cnn", ...}`, `{"path": "file.keras"}` or a
-            Sequential or functional Keras model (a copy, with its weights, trains);
-            `None` distils into a copy of the incoming model. Defaults to `None`.
-        epochs: Defaults to `8`.
-        temperature: softmax temperature of the methods that soften logits (`kd`,
-            `decoupled`, `dist`). Defaults to `1.0`.
-        student_loss_weight: weight of the label loss; the distillation loss gets
-            the rest. Defaults to `0.1`.
-        learning_rate: Adam's initial learning rate (cosine decay). Defaults to `2e-3`.
-        batch_size: Defaults to `128`.
-        augmented_copies: how many fixed copies of the training images, randomly
-            shifted by up to 2 pixels and half of them flipped left-right, the teacher
-            labels for the student to train on too (the teacher's outputs on them are
-            computed once and cached). More inputs carry more of what the teacher
-            knows; an epoch then covers `1 + augmented_copies` times the data.
-            Images only; not with `augmentation`, `mixup` or `cutmix`. Defaults to `0`.
-        method: the distillation loss: `"kd"` (`tfkd.distill.LogitsDistillation`),
-            `"decoupled"` (`DecoupledDistillation`), `"dist"`
-            (`CorrelationDistillation`), `"feature"` (`FeatureDistillation`),
-            `"attention"` (`AttentionTransfer`) or `"relational"`
-            (`RelationalDistillation`). The loss replaces KD: with `feature` or
-            `attention` the student's logits learn from the labels alone.
-            Defaults to `"kd"`.
-        method_arguments: keyword arguments of that loss, e.g. `{standardize: true}`
-            for `kd`, `{non_target_weight: 8.0}` for `decoupled`, and for `feature`
-            and `attention` (required) `{teacher_layer: ..., student_layer: ...}`.
-            `tfkd check` checks names and types; the loss checks values when the
-            pipeline starts. Defaults to `None`.
-        augmentation: random changes applied to each batch in the training step,
-            the same for teacher and student: `{flip: true}` (left-right),
-            `shift: 2` (up to that many pixels), `rotation: 0.05` (up to that
-            fraction of a turn), `zoom: 0.1` (in or out by up to that fraction).
-            Images only; the teacher runs at every step. Defaults to `None`.
-        mixup: alpha of mixup inside the step (each image blended with another of
-            its batch, the ratio drawn from Beta(alpha, alpha)), e.g. `0.2`. The
-            teacher runs at every step. Defaults to `None`.
-        cutmix: alpha of CutMix inside the step (a box pasted from another image
-            of the batch); with `mixup` too, each batch uses one of the two.
-            Defaults to `None`.
-        **kwargs: `name`, `from_stage` (see `Stage`).
-    """
-
-    new_model_argument = "student"
-
-    def __init__(
-        self,
-        teacher: str | list,
-        student: dict | KerasModel | None = None,
-        epochs: int = 8,
-        temperature: float = 1.0,
-        student_loss_weight: float = 0.1,
-        learning_rate: float = 2e-3,
-        batch_size: int = 128,
-        augmented_copies: int = 0,
-        method: str = "kd",
-        method_arguments: dict | None = None,
-        augmentation: dict | None = None,
-        mixup: float | None = None,
-        cutmix: float | None = None,
-        **kwargs,
-    ):
-        if teacher is None:
-            raise invalid_argument(
-                "teacher", "`teacher` must be a stage name. Received: teacher=None", TypeError
-            )
-        super().__init__(
-            epochs,
-            learning_rate,
-            batch_size,
-            teacher=teacher,
-            temperature=temperature,
-            student_loss_weight=student_loss_weight,
-            method=method,
-            method_arguments=method_arguments,
-            augmentation=augmentation,
-            mixup=mixup,
-            cutmix=cutmix,
-            **kwargs,
-        )
-        self.student = self._check_new_model(student, augmented_copies)
-
-
-@register_stage("quantize_aware")
-class QuantizeAware(_Training):
-    """Quantization-aware training of the incoming model (`tfkd.quantize.quantize_aware`).
-
-    The result exports to a fully int8 `.tflite` with `Export(quantization="int8")`,
-    no calibration needed. With `teacher`, training is distillation, as in `Distill`
-    (every training image, the distillation keys below); without, it trains on the
-    labelled examples only.
-
-    Args:
-        epochs: Defaults to `2`.
-        teacher: an earlier stage to distil from (or a list of them, as in
-            `Distill`), or `None`. Defaults to `None`.
-        learning_rate: Defaults to `1e-4`.
-        method, method_arguments, augmentation, mixup, cutmix: as in `Distill`;
-            all but `augmentation` need `teacher`. Default to `"kd"` and `None`.
-        **kwargs: `temperature`, `student_loss_weight`, `batch_size`, `name`, `from_stage`.
-    """
-
-    def __init__(
-        self,
-        epochs: int = 2,
-        teacher: str | list | None = None,
-        learning_rate: float = 1e-4,
-        batch_size: int = 128,
-        temperature: float = 1.0,
-        student_loss_weight: float = 0.1,
-        method: str = "kd",
-        method_arguments: dict | None = None,
-        augmentation: dict | None = None,
-        mixup: float | None = None,
-        cutmix: float | None = None,
-        **kwargs,
-    ):
-        super().__init__(
-            epochs,
-            learning_rate,
-            batch_size,
-            teacher=teacher,
-            temperature=temperature,
-            student_loss_weight=student_loss_weight,
-            method=method,
-            method_arguments=method_arguments,
-            augmentation=augmentation,
-            mixup=mixup,
-            cutmix=cutmix,
-            **kwargs,
-        )
-
-    def run(self, model, context):
-        from tfkd import quantize
-
-        check_keras_input(self, model)
-        quantized = quantize.quantize_aware(model)
-        return quantized, self.train(quantized, context)
 
 
 def _check_teacher(teacher):
@@ -491,15 +395,6 @@ def _compile(context, model, learning_rate, epochs, batch_size, examples, from_l
     steps = epochs * _steps_per_epoch(context, batch_size, examples)
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, steps))
     context.compile(model, schedule, from_logits=from_logits)
-
-
-def _ends_in_softmax(model):
-    """Whether `model` outputs probabilities (saved models and keras.applications often
-    do), so that the label loss reads them as such; the Distiller's rule."""
-    from tfkd.distill._taps import _applies_softmax, _output_layer
-
-    layer = _output_layer(model)
-    return layer is not None and _applies_softmax(layer)
 
 
 def _steps_per_epoch(context, batch_size, examples=None):

@@ -4,8 +4,6 @@ A mask is 1 where a weight is kept and 0 where it is pruned. Ties at the thresho
 are pruned, so weights that are already zero never come back.
 """
 
-import re
-
 from keras import ops
 
 
@@ -42,16 +40,3 @@ def n_of_m_mask(magnitudes, n, m, axis=-2):
     ranks = ops.argsort(ops.argsort(-grouped, axis=-1), axis=-1)
     keep = ops.cast(ops.less(ranks, n), magnitudes.dtype)
     return ops.moveaxis(ops.reshape(keep, shape), -1, axis)
-
-
-def parse_pattern(pattern):
-    """`"unstructured"` -> None; `"2:4"` -> (2, 4). Raises on anything else."""
-    if pattern == "unstructured":
-        return None
-    match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", pattern) if isinstance(pattern, str) else None
-    if match is None or not 0 < int(match.group(1)) < int(match.group(2)):
-        raise ValueError(
-            "`pattern` must be 'unstructured' or 'N:M' (keep N of every M weights along "
-            f"the input channels, 0 < N < M, e.g. '2:4'). Received: pattern={pattern!r}."
-        )
-    return int(match.group(1)), int(match.group(2))

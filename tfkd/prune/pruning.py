@@ -6,10 +6,9 @@ import re
 import keras
 import numpy as np
 
-from tfkd import _graph, _kernels
-from tfkd.prune import masks, schedules
+from tfkd import _checks, _graph, _kernels
+from tfkd.prune import schedules
 from tfkd.prune.wrapper import PrunedLayer, PruningGroup, check_pattern_fits
-from tfkd.quantize.layers import QuantizeWrapper
 
 _SCOPES = ("layer", "global")
 _SUBCLASSED_FIX = (
@@ -52,6 +51,8 @@ def prune(model, schedule, *, pattern="unstructured", scope="layer", include=Non
 
     Example:
 
+    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    >>> x, y = np.random.rand(64, 8), np.random.rand(64, 4)
     >>> pruned = tfkd.prune.prune(model, tfkd.prune.ConstantSparsity(0.5, frequency=1))
     >>> pruned.compile(optimizer="adam", loss="mse")
     >>> _ = pruned.fit(x, y, epochs=1, verbose=0)
@@ -60,7 +61,7 @@ def prune(model, schedule, *, pattern="unstructured", scope="layer", include=Non
     """
     _graph.require_graph_model(model, "tfkd.prune.prune", _SUBCLASSED_FIX)
     schedule = schedules.get(schedule)
-    n_of_m = masks.parse_pattern(pattern)
+    n_of_m = _checks.parse_pattern(pattern)
     if scope not in _SCOPES:
         raise ValueError(f"`scope` must be one of {_SCOPES}. Received: scope={scope!r}.")
     if scope == "global" and n_of_m is not None:
@@ -104,26 +105,12 @@ def strip(model):
 
     Example:
 
-    >>> plain = tfkd.prune.strip(pruned)
-    >>> any(isinstance(layer, tfkd.prune.PrunedLayer) for layer in plain.layers)
-    False
+    ```python
+    plain = tfkd.prune.strip(pruned)
+    any(isinstance(layer, tfkd.prune.PrunedLayer) for layer in plain.layers)  # False
+    ```
     """
-    _graph.require_graph_model(
-        model,
-        "tfkd.prune.strip",
-        "Read each PrunedLayer's `pruned_kernel()` into a dense copy of the model instead.",
-    )
-
-    def transform(layer):
-        if not isinstance(layer, PrunedLayer):
-            return None
-        return _graph.copy_layer(layer.layer), lambda new, old=layer: _set_stripped(new, old)
-
-    return _graph.rebuild(model, transform)
-
-
-def _set_stripped(new_layer, wrapper):
-    new_layer.set_weights([keras.ops.convert_to_numpy(w) for w in wrapper.effective_weights()])
+    return _graph.strip(model)
 
 
 class PruningSummary:
@@ -179,34 +166,22 @@ def summary(model, pattern=None):
             "Pass a keras.Model (Sequential, functional or subclassed)."
         )
     if pattern is not None:
-        masks.parse_pattern(pattern)
+        _checks.parse_pattern(pattern)
     rows = []
-    for layer in _all_layers(model):
+    for layer in _graph.leaf_layers(model, subclassed=True):
         row = _summary_row(layer, pattern)
         if row is not None:
             rows.append(row)
     return PruningSummary(rows)
 
 
-def _all_layers(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
-        else:
-            yield layer
-
-
 def _summary_row(layer, pattern):
-    if isinstance(layer, PrunedLayer):
-        inner, kernel = layer.layer, keras.ops.convert_to_numpy(layer.pruned_kernel())
-        pattern = pattern or layer.pattern
-    elif isinstance(layer, QuantizeWrapper) and layer.built and _kernels.kernel_name(layer.layer):
-        inner, kernel = layer.layer, keras.ops.convert_to_numpy(layer.float_kernel())
-    elif _kernels.kernel_name(layer) is not None and layer.built:
-        inner = layer
-        kernel = keras.ops.convert_to_numpy(getattr(layer, _kernels.kernel_name(layer)))
-    else:
+    in_use = _kernels.kernel_in_use(layer)
+    if in_use is None:
         return None
+    inner, kernel = in_use[0], keras.ops.convert_to_numpy(in_use[1])
+    if isinstance(layer, PrunedLayer):
+        pattern = pattern or layer.pattern
     zeros = int(np.sum(kernel == 0))
     row = {
         "name": layer.name,
@@ -215,7 +190,7 @@ def _summary_row(layer, pattern):
         "zeros": zeros,
         "sparsity": zeros / kernel.size,
     }
-    n_of_m = masks.parse_pattern(pattern) if pattern else None
+    n_of_m = _checks.parse_pattern(pattern) if pattern else None
     if n_of_m is not None and _kernels.input_channel_axis(inner) is not None:
         row["pattern_ok"] = follows_pattern(kernel, *n_of_m)
     return row

@@ -2,19 +2,16 @@
 
 import math
 import numbers
+import warnings
 
 import keras
-import numpy as np
 from keras import ops
 
-
-def _is_number(value):
-    """A real number (numpy scalars included) that is not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+from tfkd import _checks
 
 
 def _check_sparsity(name, value):
-    if not _is_number(value) or not 0 <= value < 1:
+    if not _checks.is_number(value) or not 0 <= value < 1:
         raise ValueError(
             f"`{name}` must be a number in [0, 1): the fraction of weights set to zero. "
             f"Received: {name}={value!r}."
@@ -23,8 +20,7 @@ def _check_sparsity(name, value):
 
 
 def _check_step(name, value, minimum):
-    integral = isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-    if not integral or value < minimum:
+    if not _checks.is_integer(value) or value < minimum:
         raise ValueError(f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}.")
     return int(value)
 
@@ -35,12 +31,14 @@ class PruningSchedule:
 
     A schedule maps the training step to the target sparsity, and says at which steps
     the masks are recomputed: every `frequency` steps from `begin_step` to `end_step`
-    (inclusive; `end_step=-1` means for ever). Subclasses implement `__call__(step)`
+    (inclusive; `end_step=None` means for ever). Subclasses implement `__call__(step)`
     with `keras.ops`, returning the target sparsity as a float tensor.
 
     Args:
         begin_step: first step at which masks are computed. Defaults to `0`.
-        end_step: last step at which masks are updated, or `-1` for no end. Defaults to `-1`.
+        end_step: last step at which masks are updated, or `None` for no end. `-1`, tfmot's
+            "no end", is still read (saved configs hold it) but deprecated. Defaults to
+            `None`.
         frequency: steps between mask updates. Defaults to `100`.
 
     Example:
@@ -50,13 +48,20 @@ class PruningSchedule:
     ...         return keras.ops.where(step < 500, 0.5, 0.8)
     """
 
-    def __init__(self, begin_step=0, end_step=-1, frequency=100):
+    def __init__(self, begin_step=0, end_step=None, frequency=100):
         self.begin_step = _check_step("begin_step", begin_step, 0)
-        self.end_step = _check_step("end_step", end_step, -1)
+        if _checks.is_integer(end_step) and end_step == -1:
+            warnings.warn(
+                "`end_step=-1` (tfmot's 'no end') is deprecated: pass `end_step=None`.",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            end_step = None
+        self.end_step = None if end_step is None else _check_step("end_step", end_step, 0)
         self.frequency = _check_step("frequency", frequency, 1)
-        if end_step != -1 and end_step < begin_step:
+        if self.end_step is not None and self.end_step < self.begin_step:
             raise ValueError(
-                "`end_step` must be -1 or >= `begin_step`. "
+                "`end_step` must be None (no end) or >= `begin_step`. "
                 f"Received: begin_step={begin_step}, end_step={end_step}."
             )
 
@@ -70,7 +75,7 @@ class PruningSchedule:
         step = ops.convert_to_tensor(step, "int32")
         on_beat = ops.equal(ops.mod(step - self.begin_step, self.frequency), 0)
         started = ops.greater_equal(step, self.begin_step)
-        if self.end_step == -1:
+        if self.end_step is None:
             return ops.logical_and(started, on_beat)
         in_range = ops.logical_and(started, ops.less_equal(step, self.end_step))
         return ops.logical_and(in_range, ops.logical_or(on_beat, ops.equal(step, self.end_step)))
@@ -84,6 +89,8 @@ class PruningSchedule:
 
     @classmethod
     def from_config(cls, config):
+        if config.get("end_step") == -1:  # written before `None` meant no end
+            config = dict(config, end_step=None)
         return cls(**config)
 
     def __repr__(self):
@@ -98,17 +105,18 @@ class ConstantSparsity(PruningSchedule):
     Args:
         target_sparsity: fraction of weights set to zero, in [0, 1).
         begin_step: first step at which masks are computed. Defaults to `0`.
-        end_step: last step at which masks are updated, or `-1`. Defaults to `-1`.
+        end_step: last step at which masks are updated, or `None` for no end.
+            Defaults to `None`.
         frequency: steps between mask updates. Defaults to `100`.
 
     Example:
 
     >>> schedule = tfkd.prune.ConstantSparsity(0.8)
-    >>> float(schedule(0))
+    >>> round(float(schedule(0)), 4)
     0.8
     """
 
-    def __init__(self, target_sparsity, begin_step=0, end_step=-1, frequency=100):
+    def __init__(self, target_sparsity, begin_step=0, end_step=None, frequency=100):
         super().__init__(begin_step=begin_step, end_step=end_step, frequency=frequency)
         self.target_sparsity = _check_sparsity("target_sparsity", target_sparsity)
 
@@ -147,14 +155,14 @@ class PolynomialDecay(PruningSchedule):
         self, initial_sparsity, final_sparsity, begin_step, end_step, power=3, frequency=100
     ):
         super().__init__(begin_step=begin_step, end_step=end_step, frequency=frequency)
-        if end_step <= begin_step:
+        if self.end_step is None or self.end_step <= self.begin_step:
             raise ValueError(
                 "PolynomialDecay needs `end_step` > `begin_step`. "
                 f"Received: begin_step={begin_step}, end_step={end_step}."
             )
         self.initial_sparsity = _check_sparsity("initial_sparsity", initial_sparsity)
         self.final_sparsity = _check_sparsity("final_sparsity", final_sparsity)
-        if not _is_number(power) or not math.isfinite(power) or power <= 0:
+        if not _checks.is_number(power) or not math.isfinite(power) or power <= 0:
             raise ValueError(f"`power` must be a finite number > 0. Received: power={power!r}.")
         self.power = int(power) if isinstance(power, numbers.Integral) else float(power)
 
@@ -183,7 +191,7 @@ def get(identifier):
         return identifier
     if isinstance(identifier, dict):
         return _deserialize(identifier)
-    if _is_number(identifier):
+    if _checks.is_number(identifier):
         try:
             return ConstantSparsity(identifier)
         except ValueError as error:

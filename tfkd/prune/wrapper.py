@@ -7,7 +7,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfkd import _kernels
+from tfkd import _checks, _kernels
+from tfkd._wrapper import KernelWrapper
 from tfkd.prune import masks, schedules
 
 
@@ -63,7 +64,7 @@ def _group_joined(group):
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
-class PrunedLayer(keras.layers.Wrapper):
+class PrunedLayer(KernelWrapper):
     """Prunes the kernel of `layer` by magnitude while the model trains.
 
     In every training call the layer advances its `pruning_step` and, at the steps its
@@ -87,39 +88,32 @@ class PrunedLayer(keras.layers.Wrapper):
     Example:
 
     >>> dense = tfkd.prune.PrunedLayer(keras.layers.Dense(4), schedule=0.5)
-    >>> dense(np.ones((2, 8)), training=True).shape
+    >>> tuple(dense(np.ones((2, 8)), training=True).shape)
     (2, 4)
     """
 
+    # `_graph.strip` replaces the wrapper by its layer, holding `effective_weights()`.
+    strippable = True
+    action = "pruned"
+    layer_kinds = " (Dense, a convolution or Embedding)"
+
     def __init__(self, layer, schedule, pattern="unstructured", group=None, **kwargs):
-        if not isinstance(layer, keras.layers.Layer):
-            raise TypeError(
-                "`layer` must be a Keras layer (Dense, a convolution or Embedding). "
-                f"Received: layer={layer!r:.80} of type {type(layer).__name__}."
-            )
-        reason = _kernels.unsupported_reason(layer)
-        if reason is not None:
-            raise TypeError(f"Layer {layer.name!r} cannot be pruned: {reason}.")
         if group is not None and not isinstance(group, PruningGroup):
             raise TypeError(
                 "`group` must be a tfkd.prune.PruningGroup shared by the layers pruned "
                 f"together, or None. Received: group={group!r:.80} of type "
                 f"{type(group).__name__}."
             )
-        kwargs.setdefault("name", layer.name)
         super().__init__(layer, **kwargs)
         self.schedule = schedules.get(schedule)
         self.pattern = pattern
-        self._n_of_m = masks.parse_pattern(pattern)
-        self._kernel_name = _kernels.kernel_name(layer)
+        self._n_of_m = _checks.parse_pattern(pattern)
         self.group = group
         if group is not None:
             group.members.append(self)
 
-    def build(self, input_shape=None):
-        if not self.layer.built:
-            self.layer.build(input_shape)
-        kernel = getattr(self.layer, self._kernel_name)
+    def build_state(self, input_shape):
+        kernel = self.raw_kernel()
         check_pattern_fits(self.layer, self.pattern)
         self.mask = self.add_weight(
             name="mask",
@@ -131,20 +125,13 @@ class PrunedLayer(keras.layers.Wrapper):
         self.pruning_step = self.add_weight(
             name="pruning_step", shape=(), initializer="zeros", trainable=False, dtype="int32"
         )
-        self.built = True
+
+    def kernel_mask(self):
+        return self.mask
 
     def pruned_kernel(self):
         """The kernel with the mask applied: what the layer computes with."""
-        return ops.multiply(getattr(self.layer, self._kernel_name), self.mask)
-
-    def effective_weights(self):
-        """The wrapped layer's weights as this layer computes with them (kernel masked).
-
-        Leaves out the mask and step counter, which are bookkeeping, not parameters.
-        """
-        kernel = getattr(self.layer, self._kernel_name)
-        pruned = self.pruned_kernel()
-        return [pruned if weight is kernel else weight for weight in self.layer.weights]
+        return self.masked_kernel()
 
     def call(self, inputs, training=False):
         if training:
@@ -172,12 +159,6 @@ class PrunedLayer(keras.layers.Wrapper):
             return ops.cast(ops.greater(magnitudes, threshold), magnitudes.dtype)
         return masks.magnitude_mask(magnitudes, sparsity)
 
-    def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
-
-    def compute_mask(self, inputs, mask=None):
-        return self.layer.compute_mask(inputs, mask)
-
     def get_config(self):
         config = super().get_config()
         config["schedule"] = keras.saving.serialize_keras_object(self.schedule)
@@ -187,19 +168,21 @@ class PrunedLayer(keras.layers.Wrapper):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        layer = keras.saving.deserialize_keras_object(config.pop("layer"))
+        wrapper = super().from_config(config)
+        _group_joined(wrapper.group)
+        return wrapper
+
+    @classmethod
+    def from_config_arguments(cls, config, layer):
         schedule = keras.saving.deserialize_keras_object(config.pop("schedule"))
         group = config.pop("group", None)
         group = None if group is None else _join_group(group, config.get("name", layer.name))
-        wrapper = cls(layer, schedule, group=group, **config)
-        _group_joined(group)
-        return wrapper
+        return dict(config, schedule=schedule, group=group)
 
 
 def check_pattern_fits(layer, pattern):
     """Raises when an N:M `pattern` cannot apply to `layer`'s kernel."""
-    n_of_m = masks.parse_pattern(pattern)
+    n_of_m = _checks.parse_pattern(pattern)
     if n_of_m is None:
         return
     axis = _kernels.input_channel_axis(layer)
@@ -209,7 +192,7 @@ def check_pattern_fits(layer, pattern):
             f"({type(layer).__name__}): it has no input-channel axis to group. "
             "Exclude it with `exclude=[...]` or use pattern='unstructured'."
         )
-    kernel = getattr(layer, _kernels.kernel_name(layer))
+    kernel = _kernels.kernel(layer)
     channels = kernel.shape[axis]
     if channels % n_of_m[1]:
         raise ValueError(

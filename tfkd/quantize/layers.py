@@ -1,14 +1,12 @@
 """The layers of a quantization-aware model: activation quantizers and the layer wrapper."""
 
 import inspect
-import math
-import numbers
 
 import keras
-import numpy as np
 from keras import ops
 
-from tfkd import _kernels
+from tfkd import _checks, _graph, _kernels
+from tfkd._wrapper import KernelWrapper
 from tfkd.quantize._fake_quant import MIN_RANGE, exporting, fake_quant, symmetric_range
 
 # Kernels quantized with one range per output channel, as TFLite's int8 kernels expect.
@@ -126,7 +124,7 @@ def _whole_batch(low, high):
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
-class QuantizeWrapper(keras.layers.Wrapper):
+class QuantizeWrapper(KernelWrapper):
     """Runs `layer` as its int8 TFLite counterpart will: quantized weights and activations.
 
     For a layer with a kernel (Dense, Conv1D/2D/3D, DepthwiseConv1D/2D, Embedding), the
@@ -151,9 +149,12 @@ class QuantizeWrapper(keras.layers.Wrapper):
     Example:
 
     >>> dense = tfkd.quantize.QuantizeWrapper(keras.layers.Dense(4))
-    >>> dense(np.ones((2, 8)), training=True).shape
+    >>> tuple(dense(np.ones((2, 8)), training=True).shape)
     (2, 4)
     """
+
+    action = "quantized"
+    requires_kernel = False  # activations, pooling, merges run as they are
 
     def __init__(
         self,
@@ -165,35 +166,19 @@ class QuantizeWrapper(keras.layers.Wrapper):
         decay=0.999,
         **kwargs,
     ):
-        if not isinstance(layer, keras.layers.Layer):
-            raise TypeError(
-                "`layer` must be a Keras layer. "
-                f"Received: layer={layer!r:.80} of type {type(layer).__name__}."
-            )
         if batch_norm is not None and not isinstance(batch_norm, keras.layers.BatchNormalization):
             raise TypeError(
                 "`batch_norm` must be a keras.layers.BatchNormalization to fold into `layer`, "
                 f"or None. Received: batch_norm={batch_norm!r:.80} of type "
                 f"{type(batch_norm).__name__}."
             )
-        quantize_inputs = check_flag("quantize_inputs", quantize_inputs)
-        quantize_outputs = check_flag("quantize_outputs", quantize_outputs)
-        preserve_sparsity = check_flag("preserve_sparsity", preserve_sparsity)
+        quantize_inputs = _checks.check_flag("quantize_inputs", quantize_inputs)
+        quantize_outputs = _checks.check_flag("quantize_outputs", quantize_outputs)
+        preserve_sparsity = _checks.check_flag("preserve_sparsity", preserve_sparsity)
         decay = check_decay(decay)
-        kwargs.setdefault("name", layer.name)
         super().__init__(layer, **kwargs)
-        self._kernel_name = _kernels.kernel_name(layer)
         self._takes_mask = "mask" in inspect.signature(layer.call).parameters
-        self._softmax = activation_name(layer) == "softmax"
-        if self._kernel_name is not None:
-            reason = _kernels.unsupported_reason(layer)
-            if isinstance(layer, _SEPARABLE):
-                reason = (
-                    "separable convolutions are not supported; build them as a "
-                    "DepthwiseConv2D followed by a 1x1 Conv2D"
-                )
-            if reason is not None:
-                raise TypeError(f"Layer {layer.name!r} cannot be quantized: {reason}.")
+        self._softmax = _graph.activation_name(layer) == "softmax"
         if batch_norm is not None:
             check_foldable(layer, batch_norm)
         self.batch_norm = batch_norm
@@ -204,48 +189,43 @@ class QuantizeWrapper(keras.layers.Wrapper):
         self.input_quantizer = ActivationQuantizer(decay) if quantize_inputs else None
         self.output_quantizer = ActivationQuantizer(decay) if quantize_outputs else None
 
-    def build(self, input_shape=None):
-        if not self.layer.built:
-            self.layer.build(input_shape)
+    def unsupported_reason(self, layer):
+        if isinstance(layer, _SEPARABLE):
+            return (
+                "separable convolutions are not supported; build them as a "
+                "DepthwiseConv2D followed by a 1x1 Conv2D"
+            )
+        return super().unsupported_reason(layer)
+
+    def build_state(self, input_shape):
         if self.batch_norm is not None and not self.batch_norm.built:
             self.batch_norm.build(self.layer.compute_output_shape(input_shape))
         if self.preserve_sparsity:
             self.sparsity_mask = self.add_weight(
                 name="sparsity_mask",
-                shape=self._raw_kernel().shape,
+                shape=self.raw_kernel().shape,
                 initializer="ones",
                 trainable=False,
             )
         for quantizer in (self.input_quantizer, self.output_quantizer):
             if quantizer is not None:
                 quantizer.build()
-        self.built = True
 
     def keep_zeros(self):
         """Fixes the sparsity mask to the kernel's current zeros."""
-        kernel = ops.convert_to_tensor(self._raw_kernel())
+        kernel = ops.convert_to_tensor(self.raw_kernel())
         self.sparsity_mask.assign(ops.cast(ops.not_equal(kernel, 0.0), kernel.dtype))
 
-    def _raw_kernel(self):
-        return getattr(self.layer, self._kernel_name)
+    def kernel_mask(self):
+        return self.sparsity_mask if self.preserve_sparsity else None
 
     def float_kernel(self):
         """The kernel before folding and quantization, its pruned zeros kept."""
-        kernel = ops.convert_to_tensor(self._raw_kernel())
-        if self.preserve_sparsity:
-            kernel = ops.multiply(kernel, self.sparsity_mask)
-        return kernel
+        return ops.convert_to_tensor(self.masked_kernel())
 
-    def effective_weights(self):
-        """The weights of the layer and its folded BatchNormalization, kernel as in `float_kernel`.
-
-        Leaves out the sparsity mask and the activation ranges, which are bookkeeping.
-        """
-        weights = list(self.layer.weights)
-        if self._kernel_name is not None:
-            kernel = self._raw_kernel()
-            weights = [self.float_kernel() if w is kernel else w for w in weights]
-        return weights + ([] if self.batch_norm is None else list(self.batch_norm.weights))
+    def more_weights(self):
+        """The folded BatchNormalization's weights."""
+        return [] if self.batch_norm is None else list(self.batch_norm.weights)
 
     def quantized_kernel_and_bias(self):
         """The fake-quantized (and BatchNorm-folded) kernel, and the bias, used in `call`."""
@@ -307,12 +287,6 @@ class QuantizeWrapper(keras.layers.Wrapper):
             outputs = fake_quant(outputs, *(ops.convert_to_tensor(v) for v in _SOFTMAX_RANGE))
         return outputs
 
-    def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
-
-    def compute_mask(self, inputs, mask=None):
-        return self.layer.compute_mask(inputs, mask)
-
     def get_config(self):
         config = super().get_config()
         batch_norm = self.batch_norm
@@ -328,13 +302,11 @@ class QuantizeWrapper(keras.layers.Wrapper):
         return config
 
     @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        layer = keras.saving.deserialize_keras_object(config.pop("layer"))
+    def from_config_arguments(cls, config, layer):
         batch_norm = config.pop("batch_norm", None)
         if batch_norm is not None:
             batch_norm = keras.saving.deserialize_keras_object(batch_norm)
-        return cls(layer, batch_norm=batch_norm, **config)
+        return dict(config, batch_norm=batch_norm)
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -346,24 +318,6 @@ class FoldedBatchNormalization(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
-
-
-def activation_name(layer):
-    """What `layer` ends with: `"relu"`, `"relu6"`, `"softmax"`, `"other"` or `None` (linear)."""
-    if isinstance(layer, keras.layers.ReLU):
-        plain = layer.negative_slope == 0 and layer.threshold == 0
-        if plain and layer.max_value is None:
-            return "relu"
-        return "relu6" if plain and layer.max_value == 6 else "other"
-    if isinstance(layer, keras.layers.Softmax):
-        return "softmax"
-    activation = getattr(layer, "activation", None)
-    if activation is None:
-        return None
-    name = getattr(activation, "__name__", "")
-    if name == "linear" and not isinstance(layer, keras.layers.Activation):
-        return None
-    return name if name in ("relu", "relu6", "softmax") else "other"
 
 
 def check_foldable(layer, batch_norm):
@@ -391,21 +345,4 @@ def check_foldable(layer, batch_norm):
 
 def check_decay(decay):
     """`decay` as a float in [0, 1), or a TypeError/ValueError naming it."""
-    if not isinstance(decay, numbers.Real) or isinstance(decay, (bool, np.bool_)):
-        raise TypeError(
-            "`decay` must be a number in [0, 1): the weight of the old range in the moving "
-            f"average. Received: decay={decay!r:.80} of type {type(decay).__name__}."
-        )
-    if not (math.isfinite(decay) and 0.0 <= decay < 1.0):
-        raise ValueError(f"`decay` must be in [0, 1). Received: decay={decay!r}.")
-    return float(decay)
-
-
-def check_flag(name, value):
-    """`value` as a bool, or a TypeError naming `name`; numpy bools pass."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(
-            f"`{name}` must be True or False. Received: {name}={value!r:.80} of type "
-            f"{type(value).__name__}."
-        )
-    return bool(value)
+    return float(_checks.check_number("decay", decay, low=0, high=1, high_open=True))

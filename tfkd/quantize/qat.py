@@ -2,13 +2,12 @@
 
 import keras
 
-from tfkd import _graph, _kernels
+from tfkd import _checks, _graph, _kernels
+from tfkd.quantize._fake_quant import export_mode  # noqa: F401  (what export traces QAT models in)
 from tfkd.quantize.layers import (
     FoldedBatchNormalization,
     QuantizeWrapper,
-    activation_name,
     check_decay,
-    check_flag,
     check_foldable,
 )
 
@@ -87,26 +86,27 @@ def quantize_aware(model, *, fold_batch_norm=True, decay=0.999):
 
     Example:
 
-    >>> qat_model = tfkd.quantize.quantize_aware(model)
-    >>> qat_model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    >>> _ = qat_model.fit(x_train, y_train, epochs=1, verbose=0)
-    >>> report = tfkd.export_tflite(qat_model, "qat.tflite", quantization="int8")
-    >>> report.float_ops
-    []
+    ```python
+    qat_model = tfkd.quantize.quantize_aware(model)
+    qat_model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    _ = qat_model.fit(x_train, y_train, epochs=1, verbose=0)
+    report = tfkd.export_tflite(qat_model, "qat.tflite", quantization="int8")
+    report.float_ops  # []
+    ```
     """
     _graph.require_graph_model(
         model,
         "quantize_aware",
         "Wrap the layers of a subclassed model in tfkd.quantize.QuantizeWrapper yourself.",
     )
-    fold_batch_norm = check_flag("fold_batch_norm", fold_batch_norm)
+    fold_batch_norm = _checks.check_flag("fold_batch_norm", fold_batch_norm)
     decay = check_decay(decay)
     if is_quantized(model):
         raise ValueError(
             f"Model {model.name!r} is already quantization-aware. Received: a model with "
             "QuantizeWrapper layers. Call quantize_aware on the float model it came from."
         )
-    model = _strip_pruning(model)
+    model = _graph.strip_if_wrapped(model)
     _check_supported(model)
     plan = _Plan(model, fold_batch_norm, decay)
     return _graph.rebuild(model, plan.transform)
@@ -143,14 +143,6 @@ def _unset(quantizer):
         return True
     trained = int(keras.ops.convert_to_numpy(quantizer.tracked_steps)) > 0
     return not trained and not bool(keras.ops.convert_to_numpy(quantizer.is_set()))
-
-
-def _strip_pruning(model):
-    from tfkd import prune
-
-    if any(isinstance(layer, prune.PrunedLayer) for layer in _graph.leaf_layers(model)):
-        return prune.strip(model)
-    return model
 
 
 def _check_supported(model):
@@ -194,7 +186,7 @@ def _int8_gap(layer):
     """Why the int8 file would run `layer` in float, or None."""
     if isinstance(layer, keras.layers.Conv3D):
         return "has no int8 TFLite kernel (CONV_3D runs in float)"
-    name = activation_name(layer)
+    name = _graph.activation_name(layer)
     if name not in (None, "relu", "relu6", "softmax"):
         return (
             f"applies activation {layer.activation.__name__!r} inside the layer, which the int8 "
@@ -240,7 +232,7 @@ class _Plan:
         has_kernel = _kernels.kernel_name(layer) is not None
         quantize_outputs = self._quantize_outputs(layer)
         quantize_inputs = layer in self.input_readers
-        softmax = activation_name(layer) == "softmax"
+        softmax = _graph.activation_name(layer) == "softmax"
         if not (has_kernel or quantize_outputs or quantize_inputs or softmax):
             return None
         norm = self.folded.get(layer)
@@ -257,7 +249,7 @@ class _Plan:
     def _quantize_outputs(self, layer):
         if isinstance(layer, _SAME_SCALE) or isinstance(layer, keras.layers.Embedding):
             return False
-        if activation_name(layer) == "softmax" and _kernels.kernel_name(layer) is None:
+        if _graph.activation_name(layer) == "softmax" and _kernels.kernel_name(layer) is None:
             return False  # The wrapper gives softmax outputs TFLite's fixed range.
         users = self.consumers.get(self.folded.get(layer, layer), [])
         fusable = isinstance(layer, _FUSING) or _kernels.kernel_name(layer) is not None
@@ -267,7 +259,8 @@ class _Plan:
 
 def _is_fused_activation(layer):
     activation_layers = (keras.layers.ReLU, keras.layers.Activation)
-    return isinstance(layer, activation_layers) and activation_name(layer) in _FUSED_ACTIVATIONS
+    fused = _graph.activation_name(layer) in _FUSED_ACTIVATIONS
+    return isinstance(layer, activation_layers) and fused
 
 
 def _foldable(layer, norm):
@@ -281,7 +274,7 @@ def _foldable(layer, norm):
 def _has_zeros(layer):
     if not layer.built:  # a Sequential model never called: no weights yet
         return False
-    kernel = keras.ops.convert_to_numpy(getattr(layer, _kernels.kernel_name(layer)))
+    kernel = keras.ops.convert_to_numpy(_kernels.kernel(layer))
     return bool((kernel == 0).any())
 
 

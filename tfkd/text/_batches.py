@@ -33,7 +33,9 @@ class LengthBuckets(keras.utils.PyDataset):
 
     Example:
 
-    >>> model.fit(tfkd.text.LengthBuckets(ids, labels, batch_size=32), epochs=2)
+    ```python
+    model.fit(tfkd.text.LengthBuckets(ids, labels, batch_size=32), epochs=2)
+    ```
     """
 
     def __init__(

@@ -1,8 +1,8 @@
 """Small text classifiers that export to `.tflite` with builtin ops only."""
 
-import numbers
-
 import keras
+
+from tfkd import _checks
 
 
 def conv_classifier(
@@ -39,15 +39,17 @@ def conv_classifier(
         An uncompiled Keras model whose outputs are logits.
 
     Raises:
-        ValueError: a size that is not a positive integer, `hidden_units` < 0, or a
-            `dropout` outside [0, 1).
-        TypeError: `dropout` is not a number or `name` not a string.
+        ValueError: a size < 1, `hidden_units` < 0, or a `dropout` outside [0, 1).
+        TypeError: a size or `hidden_units` that is not an integer, a `dropout` that is
+            not a number, or a `name` that is not a string.
 
     Example:
 
-    >>> student = tfkd.text.conv_classifier(tokenizer.vocabulary_size, 3)
+    ```python
+    student = tfkd.text.conv_classifier(tokenizer.vocabulary_size, 3)
+    ```
     """
-    size = _positive_ints(
+    sizes = dict(
         vocabulary_size=vocabulary_size,
         num_classes=num_classes,
         sequence_length=sequence_length,
@@ -55,7 +57,11 @@ def conv_classifier(
         filters=filters,
         kernel_size=kernel_size,
     )
-    hidden_units = _check_options(hidden_units, dropout, name)
+    size = {key: _checks.check_number(key, v, low=1, integer=True) for key, v in sizes.items()}
+    hidden_units = _checks.check_number("hidden_units", hidden_units, low=0, integer=True)
+    _checks.check_number("dropout", dropout, low=0, high=1, high_open=True)
+    if not isinstance(name, str):
+        raise TypeError(f"`name` must be a string. Received: name={name!r}.")
     inputs = keras.Input((size["sequence_length"],), dtype="int32", name="token_ids")
     x = keras.layers.Embedding(size["vocabulary_size"], size["embedding_dim"], name="embedding")(
         inputs
@@ -70,35 +76,3 @@ def conv_classifier(
         x = keras.layers.Dense(hidden_units, activation="relu", name="hidden")(x)
     outputs = keras.layers.Dense(size["num_classes"], name="logits")(x)
     return keras.Model(inputs, outputs, name=name)
-
-
-def _positive_ints(**values):
-    """The values as ints (Keras layers refuse numpy integers), each checked."""
-    for argument, value in values.items():
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-            raise ValueError(
-                f"`{argument}` must be a positive integer. Received: {argument}={value!r}."
-            )
-    return {argument: int(value) for argument, value in values.items()}
-
-
-def _check_options(hidden_units, dropout, name):
-    """Checks the other arguments; returns `hidden_units` as an int."""
-    if (
-        not isinstance(hidden_units, numbers.Integral)
-        or isinstance(hidden_units, bool)
-        or hidden_units < 0
-    ):
-        raise ValueError(
-            f"`hidden_units` must be an integer >= 0. Received: hidden_units={hidden_units!r}."
-        )
-    if not isinstance(dropout, numbers.Real) or isinstance(dropout, bool):
-        raise TypeError(
-            f"`dropout` must be a number in [0, 1). Received: dropout={dropout!r} of type "
-            f"{type(dropout).__name__}."
-        )
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}.")
-    if not isinstance(name, str):
-        raise TypeError(f"`name` must be a string. Received: name={name!r}.")
-    return int(hidden_units)

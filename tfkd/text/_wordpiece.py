@@ -36,8 +36,10 @@ class WordPieceTokenizer:
 
     Example:
 
-    >>> tokenizer = tfkd.text.WordPieceTokenizer("vocab.txt", sequence_length=64)
-    >>> ids = tokenizer(["@united thanks!", "worst flight ever"])   # (2, 64) int32
+    ```python
+    tokenizer = tfkd.text.WordPieceTokenizer("vocab.txt", sequence_length=64)
+    ids = tokenizer(["@united thanks!", "worst flight ever"])   # (2, 64) int32
+    ```
     """
 
     def __init__(self, vocabulary, sequence_length=64, lowercase=True):

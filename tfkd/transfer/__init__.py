@@ -8,22 +8,16 @@ the same code. Text: the pretrained all-MiniLM-L6-v2 (BERT) from a pip package,
 through keras-hub, with a classifier that takes token ids.
 """
 
-from tfkd.transfer.fine_tune import (
-    TransferHistory,
-    build_classifier,
-    extract_features,
-    feature_extractor,
-    fine_tune,
-)
+from tfkd.transfer.classifier import build_classifier, extract_features, feature_extractor
+from tfkd.transfer.fine_tune import TransferHistory, fine_tune
 from tfkd.transfer.layers import GrayscaleToRGB, torchvision_normalization
-from tfkd.transfer.mobilenet_v2 import (
+from tfkd.transfer.mobilenet_v2 import mobilenet_v2, preprocess_input
+from tfkd.transfer.text import BertInputs, MaskedAveragePooling, minilm_dir, pretrained_minilm
+from tfkd.transfer.torchvision_weights import (
     imagenet_class_names,
     load_torchvision_weights,
-    mobilenet_v2,
-    preprocess_input,
     pretrained_mobilenet_v2,
 )
-from tfkd.transfer.text import BertInputs, MaskedAveragePooling, minilm_dir, pretrained_minilm
 
 __all__ = [
     "BertInputs",

@@ -14,7 +14,7 @@ import re
 
 import keras
 
-from tfkd._graph import is_graph_model
+from tfkd import _graph
 
 # Layers that only reshape, regularise or squash what the classifier computed.
 _PASSTHROUGH = (
@@ -62,7 +62,7 @@ def classifier_layers(base):
     classifier (`predictions`, `logits`, `classifier`). Pooled features (`pooling="avg"`,
     a Dense embedding) are rank 2 too, and pass.
     """
-    if not is_graph_model(base) or not base.layers:
+    if not _graph.is_graph_model(base) or not base.layers:
         return None  # a subclassed model's tracked layers are not in call order
     layers = list(base.layers)
     if isinstance(layers[-1], keras.Model):
@@ -133,7 +133,7 @@ def batch_norm_layers(model):
 def copy(base):
     """A copy of `base` with its weights, so that fine-tuning leaves the user's model alone."""
     try:
-        clone = keras.models.clone_model(base)
+        return _graph.copy_model(base)
     except NotImplementedError as error:
         raise TypeError(
             f"`fine_tune` trains a copy of `base` so that yours stays untouched, and "
@@ -142,8 +142,6 @@ def copy(base):
             "Implement `get_config()` (and `from_config` for non-basic arguments), or build "
             "the classifier with `build_classifier(base, ...)` and train it yourself."
         ) from error
-    clone.set_weights(base.get_weights())
-    return clone
 
 
 def unfreeze_names(base, unfreeze):

@@ -15,7 +15,6 @@ stride instead of by torch.
 """
 
 import collections
-import hashlib
 import math
 import os
 import pickle
@@ -26,6 +25,8 @@ import zlib
 from typing import NamedTuple
 
 import numpy as np
+
+from tfkd import _hashing
 
 # What a zip checkpoint's members may claim in all, decompressed: torch stores them
 # uncompressed, so this only stops a file that claims far more than it holds.
@@ -193,14 +194,11 @@ def _check_hash_in_name(path):
     match = _HASH_IN_NAME.search(os.path.basename(path))
     if match is None:
         return
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    if not digest.hexdigest().startswith(match.group(1)):
+    digest = _hashing.file_sha256(path)
+    if not digest.startswith(match.group(1)):
         raise _not_a_checkpoint(
             path,
-            f"its SHA-256 {digest.hexdigest()[:16]}... does not start with the "
+            f"its SHA-256 {digest[:16]}... does not start with the "
             f"{match.group(1)!r} its name gives (torchvision's convention): it is corrupt "
             "or was changed",
         )

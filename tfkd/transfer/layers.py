@@ -17,7 +17,7 @@ class GrayscaleToRGB(keras.layers.Layer):
 
     Example:
 
-    >>> tfkd.transfer.GrayscaleToRGB()(np.ones((2, 4, 4, 1))).shape
+    >>> tuple(tfkd.transfer.GrayscaleToRGB()(np.ones((2, 4, 4, 1))).shape)
     (2, 4, 4, 3)
     """
 

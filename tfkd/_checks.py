@@ -1,0 +1,171 @@
+"""Argument checks that every subpackage shares: flags, numbers in a range, seeds.
+
+Each fails early with the Keras template: what is wrong, `Received: name=value`, and
+what is accepted; a `TypeError` for a value of the wrong type, a `ValueError` for one
+out of range. Numbers are Python's or numpy's (`np.float32(2.0)`), never bools. No
+Keras or numpy import here: configs are checked before TensorFlow loads.
+"""
+
+import math
+import numbers
+import os
+import re
+
+SEED_LIMIT = 2**32  # numpy's and Keras's seeds are in [0, 2**32)
+
+
+def is_number(value):
+    """A real number, numpy's included, but not a bool (numpy's bool is not a number)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def is_integer(value):
+    """An integer, numpy's included, but not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def shown(value, limit=80):
+    """`repr(value)`, cut to `limit` characters for an error message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_flag(name, value):
+    """`value` as a bool, or a TypeError naming `name`; numpy's bool passes."""
+    numpy_bool = type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")
+    if not (isinstance(value, bool) or numpy_bool):
+        raise TypeError(
+            f"`{name}` must be True or False. Received: {name}={shown(value)} "
+            f"of type {type(value).__name__}."
+        )
+    return bool(value)
+
+
+def check_number(
+    name,
+    value,
+    *,
+    low=None,
+    high=None,
+    low_open=False,
+    high_open=False,
+    integer=False,
+    allow_none=False,
+    hint="",
+):
+    """Returns `value` (an `int` for `integer=True`; Keras layers refuse numpy integers)
+    if it is a finite number within the bounds, else raises naming `name`.
+
+    Args:
+        name: the argument's name, for the message.
+        value: what was received.
+        low, high: the bounds, or None for none; `low_open` / `high_open` leave the
+            bound itself out.
+        integer: whether only integers are accepted.
+        allow_none: whether `None` is accepted (and returned).
+        hint: a sentence added to the message of a value out of range.
+    """
+    if value is None and allow_none:
+        return None
+    accepted = _accepted(low, high, low_open, high_open, integer, allow_none)
+    if not (is_integer(value) if integer else is_number(value)):
+        raise TypeError(
+            f"`{name}` must be {accepted}. Received: {name}={shown(value)} "
+            f"of type {type(value).__name__}"
+        )
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high or not math.isfinite(value):
+        extra = f". {hint}" if hint else ""
+        raise ValueError(f"`{name}` must be {accepted}. Received: {name}={shown(value)}{extra}")
+    return int(value) if integer else value
+
+
+def check_seed(value, name="seed", allow_none=False):
+    """`check_number` for a random seed: an integer in [0, 2**32), or None if allowed."""
+    return check_number(
+        name, value, low=0, high=SEED_LIMIT, high_open=True, integer=True, allow_none=allow_none
+    )
+
+
+def check_learning_rate(value, name):
+    """A learning rate: a finite number > 0, or a schedule (any callable instance, as
+    `keras.optimizers.schedules.LearningRateSchedule` is), which Adam takes too."""
+    if callable(value) and not isinstance(value, type):
+        return value
+    return check_number(name, value, low=0, low_open=True)
+
+
+def check_shape(value, name, length=None):
+    """`value` as a tuple of positive ints; `None` sizes are allowed unless `length` is given."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise TypeError(
+            f"`{name}` must be a tuple of sizes, e.g. (28, 28, 1). Received: {name}={value!r} "
+            f"of type {type(value).__name__}."
+        )
+    value = tuple(value)
+    allow_none = length is None
+    bad = [
+        size
+        for size in value
+        if not (size is None and allow_none)
+        and (not isinstance(size, numbers.Integral) or isinstance(size, bool) or size < 1)
+    ]
+    if bad or not value or (length is not None and len(value) != length):
+        count = f"{length} " if length else ""
+        raise ValueError(
+            f"`{name}` must be a tuple of {count}positive ints. Received: {name}={value!r}."
+        )
+    return tuple(None if size is None else int(size) for size in value)
+
+
+def check_path(path, name):
+    """`path` as a str, or a TypeError for anything that is not a path."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            f"`{name}` must be a path (str or os.PathLike). Received: {name}={path!r} of type "
+            f"{type(path).__name__}."
+        )
+    return os.fspath(path)
+
+
+def check_file(path, name, accepted):
+    path = check_path(path, name)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"No file at `{name}`. Received: {name}={path!r}. Accepted: {accepted}."
+        )
+    return path
+
+
+def parse_pattern(pattern):
+    """A pruning pattern: `"unstructured"` -> None; `"2:4"` -> (2, 4) (keep N of every M
+    weights along the input channels). Raises a ValueError on anything else."""
+    if pattern == "unstructured":
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", pattern) if isinstance(pattern, str) else None
+    if match is None or not 0 < int(match.group(1)) < int(match.group(2)):
+        raise ValueError(
+            "`pattern` must be 'unstructured' or 'N:M' with 0 < N < M (e.g. '2:4'). "
+            f"Received: pattern={pattern!r}"
+        )
+    return int(match.group(1)), int(match.group(2))
+
+
+def _accepted(low, high, low_open, high_open, integer, allow_none):
+    """`"a positive integer"`, `"a number in [0, 1)"`, `"a finite number > 0"`..."""
+    if integer and high is None and (low, low_open) in ((0, True), (1, False)):
+        text = "a positive integer"
+    elif integer and high is None and (low, low_open) == (0, False):
+        text = "a non-negative integer"
+    elif low is not None and high is not None:
+        limit = "2**32" if high == SEED_LIMIT else f"{high}"
+        text = f"{'an integer' if integer else 'a number'} in "
+        text += f"{'(' if low_open else '['}{low}, {limit}{')' if high_open else ']'}"
+    elif low is not None:
+        text = f"{'an integer' if integer else 'a finite number'} {'>' if low_open else '>='} {low}"
+    elif high is not None:
+        text = f"{'an integer' if integer else 'a number'} {'<' if high_open else '<='} {high}"
+    else:
+        text = "an integer" if integer else "a finite number"
+    return f"{text} or None" if allow_none else text

@@ -1,0 +1,19 @@
+"""SHA-256 digests of files and of plain data, for checksums and resume fingerprints."""
+
+import hashlib
+import json
+
+
+def file_sha256(path):
+    """The SHA-256 of the file at `path`, as hex, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def json_sha256(value, default=None):
+    """The SHA-256, as hex, of `value` written as JSON with sorted keys (`default` as in
+    `json.dumps`), so that equal values give equal digests."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=default).encode()).hexdigest()

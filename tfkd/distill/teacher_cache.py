@@ -1,0 +1,212 @@
+"""Teacher outputs computed once: `teacher_outputs` runs the teacher (and keeps what it
+computed in a file, if asked), `with_teacher_outputs` packs them with the inputs for
+`Distiller.fit`, which then runs the student only.
+
+The file cache is keyed by the inputs, the teacher's architecture and its weights, and
+what is read from the teacher; what a file holds is checked before it is used.
+"""
+
+import hashlib
+import inspect
+import io
+import json
+import os
+
+import numpy as np
+
+from tfkd import _atomic
+from tfkd.distill import _taps, _validation
+
+__all__ = ["teacher_outputs", "with_teacher_outputs"]
+
+OUTPUT = _taps.OUTPUT  # the key of the teacher's final output
+_STUDENT_INPUTS = "student_inputs"
+_TEACHER_OUTPUTS = "teacher_outputs"
+
+
+def teacher_outputs(teacher, x, layers=(), batch_size=256, verbose=0, cache=None):
+    """Runs `teacher` on `x` once; returns what distillation reads, for `with_teacher_outputs`.
+
+    The same as `Distiller.predict_teacher`, without building a `Distiller`: the final
+    output under `"output"` and each layer of `layers` under `"layer:NAME"`, from one
+    forward pass. With `cache`, the outputs are also kept in a `.npz` file: a later call
+    (in this process or another) with the same inputs, the same teacher (architecture,
+    layer configs and weights) and the same `layers` loads them instead of running the
+    teacher, once the file is checked (one finite row per input). Any change recomputes
+    and overwrites the file, which is written atomically. Only valid for inputs that are
+    not randomly augmented during training.
+
+    Args:
+        teacher: a Keras model (a Sequential model never called is built on `x`).
+        x: inputs (numpy array, dict or list of arrays, or a `tf.data.Dataset` yielding
+            inputs only; a dataset cannot be cached).
+        layers: names of teacher layers whose outputs feature losses read (their
+            `teacher_layer`). Defaults to `()`.
+        batch_size: batch size of the teacher's forward passes. Defaults to `256`.
+        verbose: progress bar, as for `keras.Model.predict`. Defaults to `0`.
+        cache: path of a `.npz` file to keep the outputs in. Defaults to `None`.
+
+    Returns:
+        A dict of numpy arrays, one per output read.
+
+    Example:
+
+    ```python
+    cached = tfkd.distill.teacher_outputs(teacher, x_train, cache="cache/teacher.npz")
+    distiller.fit(tfkd.distill.with_teacher_outputs(x_train, cached), y_train)
+    ```
+    """
+    _validation.validate_model("teacher", teacher)
+    if isinstance(layers, str) or not all(isinstance(name, str) for name in layers):
+        raise TypeError(f"`layers` must be a list of layer names. Received: layers={layers!r}")
+    shapes = _taps.input_shapes(teacher)
+    if shapes is None and not hasattr(x, "element_spec"):
+        shapes = [tuple(array.shape[1:]) for _, array in _flatten(x)]
+    taps = _taps.TapModel(teacher, "teacher", list(layers), shapes)
+    return predict(taps, x, batch_size, verbose, cache)
+
+
+def predict(taps, x, batch_size, verbose, cache):
+    """`taps.predict(x)` (a `_taps.TapModel` of the teacher), through the file `cache`."""
+    if cache is None:
+        return taps.predict(x, batch_size=batch_size, verbose=verbose)
+    if hasattr(x, "element_spec") or not isinstance(cache, (str, os.PathLike)):
+        raise TypeError(
+            "`cache` must be a file path, and `x` arrays (a dataset cannot be "
+            f"fingerprinted). Received: cache={cache!r}, x of type {type(x).__name__}."
+        )
+    keys = [_taps.key(name) for name in taps.layer_names] + [_taps.OUTPUT]
+    return load_or_compute(
+        os.fspath(cache),
+        fingerprint(x, taps.model, keys),
+        rows(x),
+        lambda: taps.predict(x, batch_size=batch_size, verbose=verbose),
+    )
+
+
+def load_or_compute(path, stamp, rows, compute):
+    """The outputs kept at `path` if written with `stamp` (`fingerprint(...)`) and `rows`
+    finite rows each; else `compute()`, saved there. For callers that must know whether
+    the teacher ran (the pipeline logs it)."""
+    outputs = load(path, stamp, rows)
+    if outputs is None:
+        outputs = compute()
+        save(path, outputs, stamp)
+    return outputs
+
+
+def with_teacher_outputs(x, teacher_outputs):
+    """Packs inputs with cached teacher outputs for `Distiller.fit`.
+
+    Args:
+        x: The student's inputs.
+        teacher_outputs: What `teacher_outputs(teacher, x)` (or
+            `Distiller.predict_teacher(x)`) returned, for the
+            same examples in the same order.
+
+    Returns:
+        A dict that `Distiller.fit` accepts as `x`: the Distiller reads the
+        teacher outputs from it instead of running the teacher.
+
+    Example:
+
+    ```python
+    cached = distiller.predict_teacher(x_train)
+    distiller.fit(tfkd.distill.with_teacher_outputs(x_train, cached), y_train)
+    ```
+    """
+    _validation.check_cached_outputs(x, teacher_outputs)
+    return {_STUDENT_INPUTS: x, _TEACHER_OUTPUTS: teacher_outputs}
+
+
+def split_teacher_outputs(x):
+    """Returns `(student_inputs, cached_teacher_outputs or None)`."""
+    if isinstance(x, dict) and set(x) == {_STUDENT_INPUTS, _TEACHER_OUTPUTS}:
+        return x[_STUDENT_INPUTS], dict(x[_TEACHER_OUTPUTS])
+    return x, None
+
+
+_FINGERPRINT = "__fingerprint__"
+
+
+def fingerprint(x, model, keys):
+    """SHA-256 over the inputs (array or dict of arrays), the teacher's architecture (each
+    layer's class and config, and the code of classes outside Keras: a changed
+    preprocessing layer holds no weights), its weights and `keys`."""
+    digest = hashlib.sha256()
+    for name, array in _flatten(x):
+        array = np.ascontiguousarray(array)
+        digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
+        digest.update(array.data)
+    digest.update(json.dumps(architecture(model), default=repr).encode())
+    for weight in model.weights:
+        value = np.ascontiguousarray(weight.numpy() if hasattr(weight, "numpy") else weight)
+        digest.update(f"{weight.path}:{value.shape};".encode())
+        digest.update(value.data)
+    digest.update(json.dumps(sorted(keys)).encode())
+    return digest.hexdigest()
+
+
+def architecture(model):
+    """What defines `model`'s computation besides its weights, as plain data."""
+    layers = []
+    for layer in model._flatten_layers(include_self=True):
+        cls = type(layer)
+        try:
+            config = layer.get_config()
+        except (NotImplementedError, TypeError, ValueError):  # a subclass without a config
+            config = None
+        code = None
+        if not cls.__module__.startswith("keras."):
+            try:
+                code = inspect.getsource(cls)
+            except (OSError, TypeError):  # defined where no source is kept
+                code = None
+        layers.append([f"{cls.__module__}.{cls.__qualname__}", config, code])
+    return layers
+
+
+def load(path, expected, rows):
+    """The cached dict at `path` if its fingerprint is `expected` and each array holds
+    `rows` finite floating-point rows, else None (the caller recomputes and overwrites)."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            if str(stored[_FINGERPRINT]) != expected:
+                return None
+            outputs = {key: stored[key] for key in stored.files if key != _FINGERPRINT}
+    except (OSError, ValueError, KeyError, EOFError):
+        return None  # unreadable or partial
+    for value in outputs.values():
+        if value.dtype.kind != "f" or value.ndim < 1 or len(value) != rows:
+            return None
+        if not np.all(np.isfinite(value)):
+            return None
+    return outputs or None
+
+
+def save(path, outputs, stamp):
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        **{key: np.asarray(value) for key, value in outputs.items()},
+        **{_FINGERPRINT: np.asarray(stamp)},
+    )
+    _atomic.write_bytes(path, buffer.getvalue())
+
+
+def rows(x):
+    """The number of examples in `x` (an array, or a dict or list of arrays)."""
+    return len(next(_flatten(x))[1])
+
+
+def _flatten(x):
+    if isinstance(x, dict):
+        for name in sorted(x):
+            yield name, np.asarray(x[name])
+    elif isinstance(x, (list, tuple)):
+        for index, item in enumerate(x):
+            yield str(index), np.asarray(item)
+    else:
+        yield "x", np.asarray(x)

@@ -1,0 +1,32 @@
+"""The quantize_aware stage: quantization-aware training (`tfkd.quantize.quantize_aware`)."""
+
+from tfkd.pipeline.stage import check_keras_input, register_stage
+from tfkd.pipeline.training import _Training, training_arguments
+
+
+@register_stage("quantize_aware")
+@training_arguments(epochs=2, learning_rate=1e-4)
+class QuantizeAware(_Training):
+    """Quantization-aware training of the incoming model (`tfkd.quantize.quantize_aware`).
+
+    The result exports to a fully int8 `.tflite` with `Export(quantization="int8")`,
+    no calibration needed. With `teacher`, training is distillation, as in `Distill`
+    (every training image, the distillation keys below); without, it trains on the
+    labelled examples only.
+
+    Args:
+        epochs: Defaults to `2`.
+        teacher: an earlier stage to distil from (or a list of them, as in
+            `Distill`), or `None`. Defaults to `None`.
+        learning_rate: Defaults to `1e-4`.
+        method, method_arguments, augmentation, mixup, cutmix: as in `Distill`;
+            all but `augmentation` need `teacher`. Default to `"kd"` and `None`.
+        **kwargs: `temperature`, `student_loss_weight`, `batch_size`, `name`, `from_stage`.
+    """
+
+    def run(self, model, context):
+        from tfkd import quantize
+
+        check_keras_input(self, model)
+        quantized = quantize.quantize_aware(model)
+        return quantized, self.train(quantized, context)
