@@ -131,6 +131,16 @@ def plain_operations(model):
     return found
 
 
+def batch_norm_layers(layer):
+    """The BatchNormalization layers in `layer`, inside nested models and wrappers too."""
+    if isinstance(layer, keras.layers.BatchNormalization):
+        yield layer
+    for child in getattr(layer, "layers", None) or []:
+        yield from batch_norm_layers(child)
+    if isinstance(layer, keras.layers.Wrapper):
+        yield from batch_norm_layers(layer.layer)
+
+
 def behind_augmentation(model, augmentation, input_shape):
     """A model that trains `model` on batches `augmentation` changes in each training
     step (its random layers are inactive in inference); the weights are `model`'s own,

@@ -18,9 +18,11 @@ import pytest
 _LOAD = textwrap.dedent(
     """
     import json, pathlib, sys
-    from tfkd.datasets import _pickle, _sources
+    from tfkd import _packages
+    from tfkd.datasets import _pickle
     import tfkd
-    _sources._package_dir = lambda package: pathlib.Path(sys.argv[1])
+    assert hasattr(_packages, "package_dir")  # a renamed function would leave the real data
+    _packages.package_dir = lambda package: pathlib.Path(sys.argv[1])
     try:
         tfkd.datasets.load("animal_mnist")
         print(json.dumps({"outcome": "loaded"}))

@@ -6,6 +6,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
@@ -71,6 +73,7 @@ def test_transfer_fashion_mnist_smoke(tmp_path):
     assert (tmp_path / "student_distilled_int8.tflite").stat().st_size > 0
 
 
+@pytest.mark.slow  # 218 s in CI (it fine-tunes MiniLM briefly): `bash scripts/test.sh -m slow`
 def test_distill_minilm_tweets_smoke(tmp_path):
     result = _run_smoke("distill_minilm_tweets.py", tmp_path)
     assert "TF-IDF + logistic regression" in result.stdout

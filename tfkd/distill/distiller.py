@@ -6,7 +6,16 @@ import keras
 from keras import ops
 
 from tfkd import _checks
-from tfkd.distill import _taps, _task, _validation, ensemble, mixing, schedules, teacher_cache
+from tfkd.distill import (
+    _replicas,
+    _taps,
+    _task,
+    _validation,
+    ensemble,
+    mixing,
+    schedules,
+    teacher_cache,
+)
 from tfkd.distill.callbacks import NonFiniteLossGuard
 from tfkd.distill.losses import log_of_probabilities
 
@@ -21,7 +30,7 @@ _MIX_RATIO = "__tfkd_mix_ratio__"
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
-class Distiller(keras.Model):
+class Distiller(_replicas.FrozenTeacher, keras.Model):
     """Trains a student model to match a frozen teacher, through `model.fit`.
 
     The training loss is
@@ -245,7 +254,7 @@ class Distiller(keras.Model):
             teacher_outputs = self._teacher_taps(inputs, training=False)
         teacher_outputs = {key: ops.stop_gradient(value) for key, value in teacher_outputs.items()}
         student_features[_taps.OUTPUT] = student_outputs
-        self.student_loss_tracker.update_state(_unscale(task_loss))
+        self.student_loss_tracker.update_state(_replicas.unscale(task_loss))
         with schedules.at_step(self._step):
             student_loss_weight = schedules.value_at_current_step(self.student_loss_weight)
             distillation = self._distillation_loss(teacher_outputs, student_features, sample_weight)
@@ -270,8 +279,8 @@ class Distiller(keras.Model):
                 student_features[_taps.key(loss.student_layer)],
             )
             pair = [log_of_probabilities(v) if p else v for v, p in zip(pair, probabilities)]
-            value = _reduce(loss(*pair), sample_weight)
-            tracker.update_state(_unscale(value))
+            value = _replicas.reduce(loss(*pair), sample_weight)
+            tracker.update_state(_replicas.unscale(value))
             total = total + value * schedules.value_at_current_step(weight)
         return total
 
@@ -286,7 +295,7 @@ class Distiller(keras.Model):
         regularization = ops.zeros((), "float32")
         if self.losses:
             regularization = ops.sum([ops.cast(loss, "float32") for loss in self.losses])
-            regularization = regularization / _replica_count()
+            regularization = regularization / _replicas.replica_count()
         if self.loss is None:
             return ops.zeros((), "float32"), regularization
         terms, scale = _task.task_terms(y, sample_weight, seen.get(_PARTNERS), seen.get(_MIX_RATIO))
@@ -341,35 +350,7 @@ class Distiller(keras.Model):
         """
         return teacher_cache.predict(self._teacher_taps, x, batch_size, verbose, cache)
 
-    # Keras plumbing.
-
-    # The teacher is frozen here, in what the Distiller trains, rather than by
-    # `teacher.trainable = False`: that would change the caller's model and every
-    # layer in it, for good.
-    @property
-    def trainable_weights(self):
-        return self._without_teacher(super().trainable_weights)
-
-    @property
-    def trainable_variables(self):
-        return self._without_teacher(super().trainable_variables)
-
-    @property
-    def non_trainable_weights(self):
-        return self._rest(self.weights, self.trainable_weights)
-
-    @property
-    def non_trainable_variables(self):
-        return self._rest(self.variables, self.trainable_variables)
-
-    def _without_teacher(self, variables):
-        teacher = {id(variable) for variable in self.teacher.variables}
-        return [variable for variable in variables if id(variable) not in teacher]
-
-    @staticmethod
-    def _rest(variables, trained):
-        trained = {id(variable) for variable in trained}
-        return [variable for variable in variables if id(variable) not in trained]
+    # Keras plumbing (the frozen teacher: `_replicas.FrozenTeacher`).
 
     @property
     def metrics(self):
@@ -464,26 +445,3 @@ def _unpack_predictions(y_pred):
         seen = {key: y_pred.get(key) for key in (_INPUTS, _PARTNERS, _MIX_RATIO)}
         return y_pred[_OUTPUTS], dict(y_pred[_FEATURES]), seen
     return y_pred, {}, {}
-
-
-def _reduce(per_example, sample_weight):
-    per_example = ops.cast(per_example, "float32")
-    if sample_weight is not None:
-        # One weight per example, broadcast over any further axes (e.g. tokens).
-        weights = ops.reshape(sample_weight, (-1,) + (1,) * (len(per_example.shape) - 1))
-        per_example = per_example * ops.cast(weights, "float32")
-    return ops.mean(per_example) / _replica_count()
-
-
-def _unscale(value):
-    return value * _replica_count()
-
-
-def _replica_count():
-    # Under tf.distribute, Keras divides each replica's loss by the replica
-    # count; the distillation terms must be scaled the same way.
-    if keras.backend.backend() != "tensorflow":
-        return 1
-    import tensorflow as tf
-
-    return tf.distribute.get_strategy().num_replicas_in_sync

@@ -4,8 +4,9 @@ import numbers
 import re
 
 from tfkd import _checks
+from tfkd.pipeline._fit import steps_per_epoch
 from tfkd.pipeline.stage import check_keras_input, invalid_argument, register_stage
-from tfkd.pipeline.training import _steps_per_epoch, _Training, training_arguments
+from tfkd.pipeline.training import _Training, training_arguments
 
 # Masks are updated at least this many times while sparsity rises, so that a short run
 # (`--quick`) prunes gradually too, and at most every 100 steps (tfmot's default).
@@ -119,7 +120,7 @@ class Prune(_Training):
         left_dense = self.layers_left_dense(model)
         exclude = [*(self.exclude or []), *map(re.escape, left_dense)]
         examples = self._training_examples(context)
-        steps = context.epochs(self.epochs) * _steps_per_epoch(context, self.batch_size, examples)
+        steps = context.epochs(self.epochs) * steps_per_epoch(context, self.batch_size, examples)
         pruned = prune_lib.prune(
             model, self.schedule(steps), pattern=self.pattern, exclude=exclude or None
         )

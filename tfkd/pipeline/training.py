@@ -1,14 +1,12 @@
 """The stages that train: train (labels), distill and quantize_aware (prune: `pruning.py`)."""
 
-import contextlib
 import inspect
-import math
 import numbers
 
 import numpy as np
 
 from tfkd import _hashing
-from tfkd.pipeline import _distillation, architectures
+from tfkd.pipeline import _distillation, _fit, architectures
 from tfkd.pipeline.data import UNLABELED
 from tfkd.pipeline.stage import (
     KerasModel,
@@ -188,11 +186,13 @@ class _Training(Stage):
             augmentation = self._augmentation(context)
             model = _graph.behind_augmentation(model, augmentation, context.data.input_shape)
         from_logits = not _graph.ends_in_softmax(student)
-        _compile(context, model, self.learning_rate, epochs, self.batch_size, len(y), from_logits)
-        steps = epochs * _steps_per_epoch(context, self.batch_size, len(y))
-        with _moving_statistics_within(student, steps):
+        _fit.compile_with_cosine(
+            context, model, self.learning_rate, epochs, self.batch_size, len(y), from_logits
+        )
+        steps = epochs * _fit.steps_per_epoch(context, self.batch_size, len(y))
+        with _fit.moving_statistics_within(student, steps):
             history = context.fit(model, x, y, epochs=epochs, batch_size=self.batch_size)
-        details = _history_details(history, epochs)
+        details = _fit.history_details(history, epochs)
         details["train_examples"] = len(y)
         details["labelled_examples"] = int(np.sum(y != UNLABELED))
         return details
@@ -386,73 +386,6 @@ def _named(model, name):
         return model
     inputs = keras.Input(tuple(model.inputs[0].shape[1:]), name=f"{name}_inputs")
     return keras.Model(inputs, model(inputs), name=name)
-
-
-def _compile(context, model, learning_rate, epochs, batch_size, examples, from_logits):
-    """`context.compile` with Adam's learning rate decayed to 0 on a cosine over training."""
-    import keras
-
-    steps = epochs * _steps_per_epoch(context, batch_size, examples)
-    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, steps))
-    context.compile(model, schedule, from_logits=from_logits)
-
-
-def _steps_per_epoch(context, batch_size, examples=None):
-    examples = len(context.data.x_train) if examples is None else examples
-    return math.ceil(examples / batch_size)
-
-
-def _history_details(history, epochs):
-    accuracy = history.history.get("accuracy") or history.history.get("student_accuracy") or []
-    loss = history.history.get("loss", [])
-    details = {
-        "epochs": epochs,
-        "train_accuracy": [round(float(value), 4) for value in accuracy],
-        "train_loss": [round(float(value), 4) for value in loss],
-    }
-    if "student_loss" in history.history:  # a Distiller's task loss, on the labelled examples
-        details["student_loss"] = [round(float(v), 4) for v in history.history["student_loss"]]
-    return details
-
-
-@contextlib.contextmanager
-def _moving_statistics_within(model, steps):
-    """Lowers BatchNormalization momentum, while training, so that the moving statistics
-    leave their initial values within `steps` steps.
-
-    With Keras's momentum of 0.99 the moving mean and variance need several hundred steps
-    to forget their initial 0 and 1; a short run (`--quick`, a small data set) would
-    leave a model that scores near chance in inference. The momentum drops only as far
-    as needed for the initial values to keep at most 1% of their weight after `steps`,
-    and comes back afterwards, so the model's config is unchanged; long runs are not
-    affected at all (0.99 is enough from about 460 steps).
-    """
-    momentum = 0.01 ** (1.0 / max(1, steps))
-    layers = [
-        layer
-        for layer in _batch_norm_layers(model)
-        if isinstance(layer.momentum, float | int) and layer.momentum > momentum
-    ]
-    saved = [layer.momentum for layer in layers]
-    for layer in layers:
-        layer.momentum = momentum
-    try:
-        yield
-    finally:
-        for layer, value in zip(layers, saved):
-            layer.momentum = value
-
-
-def _batch_norm_layers(layer):
-    """The BatchNormalization layers in `layer`, inside nested models and wrappers too."""
-    import keras
-
-    if isinstance(layer, keras.layers.BatchNormalization):
-        yield layer
-    for child in getattr(layer, "layers", None) or []:
-        yield from _batch_norm_layers(child)
-    if isinstance(layer, keras.layers.Wrapper):
-        yield from _batch_norm_layers(layer.layer)
 
 
 def _new_or_copy(spec, model, context, argument):
