@@ -38,13 +38,8 @@ def student_cnn(seed=0):
     )
 
 
-def logits_loss():
-    """The task loss of every benchmark model: cross-entropy on logits."""
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
 def compile_classifier(model, learning_rate):
-    """Compiles `model` (or a Distiller) with Adam, `logits_loss` and accuracy; returns it."""
+    """Compiles `model` (or a Distiller) with Adam, cross-entropy on logits and accuracy."""
     return tfkd.models.compile_classifier(model, learning_rate)
 
 

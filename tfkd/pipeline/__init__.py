@@ -1,17 +1,7 @@
 """The pipeline: transfer, distill, prune, quantize and export in one resumable run, with a report.
 
-```python
-pipeline = tfkd.Pipeline([
-    tfkd.pipeline.Load("teacher.keras", name="teacher"),
-    tfkd.pipeline.Distill("teacher", student={"architecture": "cnn"}, epochs=8),
-    tfkd.pipeline.Prune(sparsity=0.5, teacher="teacher"),
-    tfkd.pipeline.QuantizeAware(teacher="teacher"),
-    tfkd.pipeline.Export(quantization="int8"),
-])
-report = pipeline.execute("fashion_mnist", "runs/fashion_mnist")
-```
-
-Or from a config file: `tfkd run pipeline.yaml` (see `load_config`).
+Build one in Python with `tfkd.Pipeline([...stages])` (its docstring has an example),
+or from a config file: `tfkd run pipeline.yaml` (see `load_config`).
 """
 
 # These modules import no Keras (nor TensorFlow): `tfkd check` and `tfkd report` start in

@@ -1,0 +1,57 @@
+"""`tfkd.models`: the small CNN builds the bundled teacher's exact architecture, and
+`compile_classifier` trains every kind of model users write."""
+
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+
+import tfkd
+from tests.helpers import kind_input_shape, model_of_kind
+
+TEACHER = pathlib.Path(__file__).resolve().parents[1] / "saved_models" / "fashion_mnist_cnn_teacher"
+
+
+def test_cnn_builds_the_bundled_teachers_architecture():
+    saved = keras.saving.load_model(TEACHER / "model.keras", compile=False)
+    built = tfkd.models.cnn(
+        (28, 28, 1), 10, filters=(32, 32, 64, 64, 160), pool_every=2, dropout=0.3
+    )
+    assert [layer.name for layer in built.layers] == [layer.name for layer in saved.layers]
+    assert [type(layer) for layer in built.layers] == [type(layer) for layer in saved.layers]
+    assert [w.shape for w in built.weights] == [w.shape for w in saved.weights]
+    assert built.count_params() == 159_978
+    built.set_weights(saved.get_weights())
+    x = np.random.RandomState(0).randint(0, 256, (8, 28, 28, 1)).astype("float32")
+    np.testing.assert_allclose(built.predict(x, verbose=0), saved.predict(x, verbose=0), atol=1e-5)
+
+
+def test_cnn_is_seeded():
+    first, second = tfkd.models.cnn((8, 8, 1), 3, seed=4), tfkd.models.cnn((8, 8, 1), 3, seed=4)
+    for a, b in zip(first.get_weights(), second.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    other = tfkd.models.cnn((8, 8, 1), 3, seed=5)
+    assert not np.array_equal(first.get_weights()[0], other.get_weights()[0])
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "sequential_never_called",
+        "sequential_called",
+        "functional",
+        "nested",
+        "subclassed",
+        "loaded_keras_file",
+    ],
+)
+def test_compile_classifier_trains_every_model_kind(kind, tmp_path):
+    model = model_of_kind(kind, tmp_path)
+    shape = kind_input_shape(kind)
+    rng = np.random.RandomState(0)
+    x, y = rng.rand(64, *shape).astype("float32"), rng.randint(0, 3, 64)
+    assert tfkd.models.compile_classifier(model, 1e-2) is model
+    history = model.fit(x, y, epochs=3, batch_size=16, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert 0.0 <= history.history["accuracy"][-1] <= 1.0
