@@ -100,17 +100,27 @@ TFKD_ARMS = {
     "decoupled": lambda: ([tfkd.distill.DecoupledDistillation()], None),
     "dist": lambda: ([tfkd.distill.CorrelationDistillation()], None),
     "feature": lambda: (
-        [_kd(), tfkd.distill.FeatureDistillation(teacher_layer="pool2", student_layer="pool2")],
+        [
+            _kd(),
+            tfkd.distill.FeatureDistillation(
+                teacher_layer_name="pool2", student_layer_name="pool2"
+            ),
+        ],
         [1.0, 1.0],
     ),
     "attention": lambda: (
-        [_kd(), tfkd.distill.AttentionTransfer(teacher_layer="pool2", student_layer="pool2")],
+        [
+            _kd(),
+            tfkd.distill.AttentionTransfer(teacher_layer_name="pool2", student_layer_name="pool2"),
+        ],
         [1.0, 500.0],
     ),
     "relational": lambda: (
         [
             _kd(),
-            tfkd.distill.RelationalDistillation(teacher_layer="features", student_layer="features"),
+            tfkd.distill.RelationalDistillation(
+                teacher_layer_name="features", student_layer_name="features"
+            ),
         ],
         [1.0, 1.0],
     ),
@@ -153,7 +163,7 @@ def student_layers(arm):
     if arm not in TFKD_ARMS:
         return []
     losses, _ = TFKD_ARMS[arm]()
-    return [loss.student_layer for loss in losses if loss.student_layer is not None]
+    return [loss.student_layer_name for loss in losses if loss.student_layer_name is not None]
 
 
 def settings(args, student):
@@ -285,7 +295,7 @@ class TeacherOutputs:
         self.seconds = {}
 
     def inputs_for(self, arm, distiller):
-        layers = sorted(str(loss.teacher_layer) for loss in distiller.distillation_losses)
+        layers = sorted(str(loss.teacher_layer_name) for loss in distiller.distillation_losses)
         key = f"{distiller.teacher.name}:{','.join(layers)}"
         if key not in self.stored:
             start = time.perf_counter()

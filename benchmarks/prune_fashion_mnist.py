@@ -62,10 +62,11 @@ def _steps(x_train, epochs):
     return int(np.ceil(len(x_train) / BATCH_SIZE)) * epochs
 
 
-def schedule_arguments(target, total_steps):
+def schedule_arguments(target, total_steps, target_name="target_sparsity"):
+    """The same schedule for both; tfmot calls the target `final_sparsity`."""
     return dict(
         initial_sparsity=0.0,
-        final_sparsity=target,
+        **{target_name: target},
         begin_step=0,
         end_step=int(total_steps * 0.6),
         frequency=100,
@@ -112,7 +113,7 @@ def run_tfmot(dense, data, target, epochs, learning_rate):
     x_train, x_test = x_train / 255.0, x_test / 255.0
     reference = models.tf_keras_student(dense)
     schedule = tfmot.sparsity.keras.PolynomialDecay(
-        **schedule_arguments(target, _steps(x_train, epochs))
+        **schedule_arguments(target, _steps(x_train, epochs), "final_sparsity")
     )
     pruned = tfmot.sparsity.keras.prune_low_magnitude(reference, pruning_schedule=schedule)
     _compile_tf_keras(pruned, learning_rate)

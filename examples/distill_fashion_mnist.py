@@ -19,8 +19,6 @@ Writes `saved_models/fashion_mnist_student_distilled/{model.keras,metadata.json}
 """
 
 import argparse
-import json
-import os
 import pathlib
 import sys
 import time
@@ -92,17 +90,6 @@ def accuracy(model, data):
     return float(model.evaluate(x_test, y_test, batch_size=1024, verbose=0)[1])
 
 
-def save(model, metadata, directory):
-    directory.mkdir(parents=True, exist_ok=True)
-    temporary = directory / "model.tmp.keras"
-    model.save(temporary)
-    os.replace(temporary, directory / "model.keras")
-    metadata["bytes"] = (directory / "model.keras").stat().st_size
-    temporary = directory / "metadata.json.tmp"
-    temporary.write_text(json.dumps(metadata, indent=2) + "\n")
-    os.replace(temporary, directory / "metadata.json")
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=8)
@@ -136,7 +123,9 @@ def main(argv=None):
         "teacher_test_accuracy": rows[0][2],
         "command": "python examples/distill_fashion_mnist.py" + (" --smoke" if args.smoke else ""),
     }
-    save(student, metadata, args.output_dir / "fashion_mnist_student_distilled")
+    tfkd.models.save(
+        student, args.output_dir / "fashion_mnist_student_distilled" / "model.keras", metadata
+    )
     print(f"\nDistilled student written to {args.output_dir / 'fashion_mnist_student_distilled'}")
 
 

@@ -20,7 +20,6 @@ Teachers:
 
 import argparse
 import json
-import os
 import pathlib
 import platform
 import sys
@@ -81,7 +80,10 @@ def build_fashion_mnist_cnn_teacher(epochs, seed, output_dir):
         "command": f"KERAS_BACKEND={keras.backend.backend()} python saved_models/build_teachers.py "
         f"--teachers cnn --epochs {epochs} --seed {seed}",
     }
-    _save(model, metadata, output_dir / "fashion_mnist_cnn_teacher")
+    metadata = tfkd.models.save(
+        model, output_dir / "fashion_mnist_cnn_teacher" / "model.keras", metadata
+    )
+    print(json.dumps(metadata, indent=2))
     return metadata
 
 
@@ -141,26 +143,11 @@ def build_fashion_mnist_mobilenet_v2_teacher(
         f"--teachers mobilenet_v2 --head-epochs {head_epochs} --fine-tune-epochs "
         f"{fine_tune_epochs} --image-size {image_size} --seed {seed}",
     }
-    _save(model, metadata, output_dir / "fashion_mnist_mobilenet_v2_teacher")
-    return metadata
-
-
-def _save(model, metadata, directory):
-    """Writes model and metadata atomically: a crash leaves the old files or none."""
-    directory.mkdir(parents=True, exist_ok=True)
-    model_path = directory / "model.keras"
-    temporary = directory / "model.tmp.keras"
-    # An uncompiled copy: the optimizer's state (Adam's two moments) would triple the file,
-    # and `clone_model` would compile the copy again.
-    inference_copy = type(model).from_config(model.get_config())
-    inference_copy.set_weights(model.get_weights())
-    inference_copy.save(temporary)
-    os.replace(temporary, model_path)
-    metadata["bytes"] = model_path.stat().st_size
-    temporary = directory / "metadata.json.tmp"
-    temporary.write_text(json.dumps(metadata, indent=2) + "\n")
-    os.replace(temporary, directory / "metadata.json")
+    metadata = tfkd.models.save(
+        model, output_dir / "fashion_mnist_mobilenet_v2_teacher" / "model.keras", metadata
+    )
     print(json.dumps(metadata, indent=2))
+    return metadata
 
 
 def main(argv=None):

@@ -25,7 +25,7 @@ def test_top_level_api():
 
 
 def test_models_api():
-    assert tfkd.models.__all__ == ["cnn", "compile_classifier"]
+    assert tfkd.models.__all__ == ["cnn", "compile_classifier", "save"]
 
 
 def test_distill_api():

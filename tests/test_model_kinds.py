@@ -186,7 +186,7 @@ def _check_pipeline_distill(kind, tmp_path):
 def _check_pipeline_prune(kind, tmp_path):
     stages = [
         tfkd.pipeline.Train(_model(kind, tmp_path), epochs=1, name="trained"),
-        tfkd.pipeline.Prune(sparsity=0.5, epochs=2, batch_size=16, name="pruned"),
+        tfkd.pipeline.Prune(target_sparsity=0.5, epochs=2, batch_size=16, name="pruned"),
     ]
     report = _execute(stages, kind, tmp_path)
     rows = {row["name"]: row for row in report.rows}

@@ -1,6 +1,7 @@
 """`tfkd.models`: the small CNN builds the bundled teacher's exact architecture, and
 `compile_classifier` trains every kind of model users write."""
 
+import json
 import pathlib
 
 import keras
@@ -55,3 +56,27 @@ def test_compile_classifier_trains_every_model_kind(kind, tmp_path):
     history = model.fit(x, y, epochs=3, batch_size=16, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert 0.0 <= history.history["accuracy"][-1] <= 1.0
+
+
+def test_save_writes_an_uncompiled_copy_and_its_metadata_atomically(tmp_path):
+    model = tfkd.models.compile_classifier(tfkd.models.cnn((28, 28, 1), 10, filters=(4,)))
+    x = np.random.RandomState(0).uniform(0, 255, (32, 28, 28, 1)).astype("float32")
+    model.fit(x, np.arange(32) % 10, epochs=1, verbose=0)  # Adam now has moments
+    path = tmp_path / "student" / "model.keras"
+    metadata = tfkd.models.save(model, path, {"accuracy": 0.5})
+    assert metadata == {"accuracy": 0.5, "bytes": path.stat().st_size}
+    written = json.loads((path.parent / "metadata.json").read_text())
+    assert written == metadata
+    loaded = keras.saving.load_model(path)
+    assert not loaded.compiled  # no optimizer state in the file
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    assert model.compiled  # the model itself is untouched
+    before = path.read_bytes(), (path.parent / "metadata.json").read_bytes()
+    with pytest.raises(TypeError, match="`metadata` must be JSON-serialisable"):
+        tfkd.models.save(model, path, {"array": np.zeros(2)})
+    with pytest.raises(ValueError, match=r"`path` must end in `.keras`. Received: path='m.h5'"):
+        tfkd.models.save(model, "m.h5")
+    with pytest.raises(TypeError, match="`model` must be a Keras model"):
+        tfkd.models.save("model", path)
+    assert (path.read_bytes(), (path.parent / "metadata.json").read_bytes()) == before
+    assert sorted(p.name for p in path.parent.iterdir()) == ["metadata.json", "model.keras"]

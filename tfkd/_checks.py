@@ -10,6 +10,7 @@ import math
 import numbers
 import os
 import re
+import warnings
 
 SEED_LIMIT = 2**32  # numpy's and Keras's seeds are in [0, 2**32)
 
@@ -150,6 +151,31 @@ def parse_pattern(pattern):
             f"Received: pattern={pattern!r}"
         )
     return int(match.group(1)), int(match.group(2))
+
+
+def renamed_arguments(owner, values, kwargs, renamed, stacklevel=4):
+    """`values` (`{current name: value}`) with each deprecated name of `renamed`
+    (`{old: current}`) that `kwargs` holds popped and moved to its current name, with a
+    `DeprecationWarning`. A `TypeError` when an old name and its current one are both
+    given (a current one is given when it is not `None`). `stacklevel`: as in
+    `warnings.warn`, counted from here (4: the caller of a subclass's constructor)."""
+    values = dict(values)
+    for old, current in renamed.items():
+        if old not in kwargs:
+            continue
+        if values.get(current) is not None:
+            raise TypeError(
+                f"{owner} got both `{old}` (deprecated) and `{current}`. Received: "
+                f"{old}={shown(kwargs[old])}, {current}={shown(values[current])}. Pass "
+                f"`{current}` only."
+            )
+        warnings.warn(
+            f"{owner}: `{old}` is deprecated and will be removed; pass `{current}`.",
+            DeprecationWarning,
+            stacklevel=stacklevel,
+        )
+        values[current] = kwargs.pop(old)
+    return values
 
 
 def _accepted(low, high, low_open, high_open, integer, allow_none):

@@ -1,8 +1,14 @@
 """Model surgery, in one place: walking a model's layers, reading what its output layer
 computes, copying and rebuilding Sequential and functional models layer by layer, and
-stripping tfkd's wrappers (shared by prune, quantize, distill, export and the pipeline)."""
+stripping tfkd's wrappers, and digesting a model for caches and resume fingerprints (shared
+by prune, quantize, distill, export and the pipeline)."""
+
+import hashlib
+import inspect
+import json
 
 import keras
+import numpy as np
 
 
 def is_graph_model(model):
@@ -98,6 +104,38 @@ def ends_in_softmax(model):
     return None if layer is None else applies_softmax(layer)
 
 
+def architecture(model):
+    """What defines `model`'s computation besides its weights, as plain data: each layer's
+    class, config, and the code of classes outside Keras (a changed preprocessing layer
+    holds no weights)."""
+    layers = []
+    for layer in model._flatten_layers(include_self=True):
+        cls = type(layer)
+        try:
+            config = layer.get_config()
+        except (NotImplementedError, TypeError, ValueError):  # a subclass without a config
+            config = None
+        code = None
+        if not cls.__module__.startswith("keras."):
+            try:
+                code = inspect.getsource(cls)
+            except (OSError, TypeError):  # defined where no source is kept
+                code = None
+        layers.append([f"{cls.__module__}.{cls.__qualname__}", config, code])
+    return layers
+
+
+def model_sha256(model):
+    """The SHA-256, as hex, of `model`'s `architecture` and weights (with their paths,
+    dtypes and shapes): a changed layer, layer class or weight changes it."""
+    digest = hashlib.sha256(json.dumps(architecture(model), default=repr).encode())
+    for weight in model.weights:
+        value = np.ascontiguousarray(keras.ops.convert_to_numpy(weight))
+        digest.update(f"{weight.path}:{value.dtype.str}:{value.shape};".encode())
+        digest.update(value.data)
+    return digest.hexdigest()
+
+
 def parameters(model):
     """The values `model` computes with, as numpy arrays: kernels, biases, BatchNorm statistics.
 
@@ -167,6 +205,12 @@ def copy_model(model, input_shape=None):
     elif input_shape is not None:
         copy.build((None, *input_shape))
     return copy
+
+
+def inference_copy(model):
+    """`model` if it is not compiled, else an uncompiled copy with its weights: what is
+    saved for inference, without the optimizer's state."""
+    return copy_model(model) if model.compiled else model
 
 
 def copy_layer(layer):

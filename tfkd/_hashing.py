@@ -3,6 +3,8 @@
 import hashlib
 import json
 
+import numpy as np
+
 
 def file_sha256(path):
     """The SHA-256 of the file at `path`, as hex, read in 1 MiB blocks."""
@@ -17,3 +19,11 @@ def json_sha256(value, default=None):
     """The SHA-256, as hex, of `value` written as JSON with sorted keys (`default` as in
     `json.dumps`), so that equal values give equal digests."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=default).encode()).hexdigest()
+
+
+def array_sha256(array):
+    """The SHA-256, as hex, of an array's dtype, shape and contents."""
+    array = np.ascontiguousarray(array)
+    digest = hashlib.sha256(f"{array.dtype.str}:{array.shape};".encode())
+    digest.update(array.data)
+    return digest.hexdigest()

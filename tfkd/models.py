@@ -1,11 +1,15 @@
 """Small image classifiers that export fully int8: the CNN the pipeline builds from
 `{"architecture": "cnn", ...}`, and the one the examples, benchmarks and
 `saved_models/build_teachers.py` build their Fashion-MNIST teacher and student with;
-and `compile_classifier`, how tfkd compiles every classifier it trains."""
+`compile_classifier`, how tfkd compiles every classifier it trains; and `save`, how it
+writes a trained model with its metadata."""
 
-from tfkd import _checks
+import json
+import os
 
-__all__ = ["cnn", "compile_classifier"]
+from tfkd import _atomic, _checks
+
+__all__ = ["cnn", "compile_classifier", "save"]
 
 
 def _positive_int(value):
@@ -158,6 +162,64 @@ def compile_classifier(model, learning_rate=1e-3, from_logits=True):
         metrics=["accuracy"],
     )
     return model
+
+
+def save(model, path, metadata=None):
+    """Writes `model` for inference, and its metadata, atomically.
+
+    The file holds the architecture and weights but no optimizer state (which would
+    triple an Adam-trained model's size): it is an uncompiled copy. Each file is
+    written to a temporary name and renamed, so a crash leaves the old file or the new
+    one, never half of one. The pipeline's stages and the teachers in `saved_models/`
+    are written this way.
+
+    Args:
+        model: a Keras model.
+        path: the `.keras` file to write; its directory is made if missing.
+        metadata: a dict, written beside the model as `metadata.json` with `bytes`
+            (the model file's size) added; it must be JSON-serialisable, which is
+            checked before anything is written. Defaults to `None` (no metadata file).
+
+    Returns:
+        The metadata written (with `bytes`), or `None`.
+
+    Example:
+
+    ```python
+    tfkd.models.save(model, "teacher/model.keras", {"accuracy": 0.93})
+    ```
+    """
+    import keras
+
+    from tfkd import _graph
+
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"`model` must be a Keras model. Received: model of type {type(model).__name__}"
+        )
+    _checks.check_path(path, "path")
+    if not os.fspath(path).endswith(".keras"):
+        raise ValueError(f"`path` must end in `.keras`. Received: path={os.fspath(path)!r}")
+    if metadata is not None:
+        if not isinstance(metadata, dict):
+            raise TypeError(
+                "`metadata` must be a dict or None. "
+                f"Received: metadata of type {type(metadata).__name__}"
+            )
+        try:
+            json.dumps(metadata)
+        except (TypeError, ValueError) as error:
+            raise TypeError(
+                f"`metadata` must be JSON-serialisable: {error}. Received: metadata={metadata!r}"
+            ) from None
+    with _atomic.writing(path, suffix=".keras") as temporary:
+        _graph.inference_copy(model).save(temporary)
+    if metadata is None:
+        return None
+    metadata = {**metadata, "bytes": os.path.getsize(path)}
+    metadata_path = os.path.join(os.path.dirname(os.path.abspath(path)), "metadata.json")
+    _atomic.write_bytes(metadata_path, (json.dumps(metadata, indent=2) + "\n").encode())
+    return metadata
 
 
 def _check_shape(input_shape):

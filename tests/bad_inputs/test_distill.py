@@ -41,23 +41,23 @@ CASES = [
     # Losses: constructors.
     Case(
         distill.DistillationLoss,
-        lambda: distill.DistillationLoss(teacher_layer=3),
+        lambda: distill.DistillationLoss(teacher_layer_name=3),
         TypeError,
-        "teacher_layer",
+        "teacher_layer_name",
         "3",
     ),
     Case(
         distill.DistillationLoss,
-        lambda: distill.DistillationLoss(student_layer=["dense"]),
+        lambda: distill.DistillationLoss(student_layer_name=["dense"]),
         TypeError,
-        "student_layer",
+        "student_layer_name",
         "['dense']",
     ),
     Case(
         distill.DistillationLoss,
-        lambda: distill.DistillationLoss(teacher_layer=""),
+        lambda: distill.DistillationLoss(teacher_layer_name=""),
         ValueError,
-        "teacher_layer",
+        "teacher_layer_name",
         "''",
     ),
     Case(
@@ -85,14 +85,14 @@ CASES = [
         distill.FeatureDistillation,
         lambda: distill.FeatureDistillation(None, "s"),
         ValueError,
-        "teacher_layer",
+        "teacher_layer_name",
         "None",
     ),
     Case(
         distill.FeatureDistillation,
         lambda: distill.FeatureDistillation("t", 5),
         TypeError,
-        "student_layer",
+        "student_layer_name",
         "5",
     ),
     Case(
@@ -148,7 +148,7 @@ CASES = [
         distill.AttentionTransfer,
         lambda: distill.AttentionTransfer("t", None),
         ValueError,
-        "student_layer",
+        "student_layer_name",
         "None",
     ),
     Case(
@@ -167,9 +167,9 @@ CASES = [
     ),
     Case(
         distill.RelationalDistillation,
-        lambda: distill.RelationalDistillation(teacher_layer=0),
+        lambda: distill.RelationalDistillation(teacher_layer_name=0),
         TypeError,
-        "teacher_layer",
+        "teacher_layer_name",
         "0",
     ),
     Case(
@@ -490,7 +490,7 @@ CASES = [
         distill.teacher_outputs,
         lambda: distill.teacher_outputs(_model("teacher"), IMAGES, layers=["nope"]),
         ValueError,
-        "teacher_layer",
+        "teacher_layer_name",
         "'nope'",
     ),
     Case(

@@ -5,6 +5,7 @@ from tests.bad_inputs._cases import Case, check, parametrize
 
 cnn = tfkd.models.cnn
 compile_classifier = tfkd.models.compile_classifier
+save = tfkd.models.save
 
 CASES = [
     Case(cnn, lambda: cnn((28, 28), 10), ValueError, "input_shape", "(28, 28)"),
@@ -32,6 +33,23 @@ CASES = [
         TypeError,
         "from_logits",
         "'yes'",
+    ),
+    Case(save, lambda: save("model.keras", "out.keras"), TypeError, "model", "str"),
+    Case(save, lambda: save(cnn((8, 8, 1), 2), "out.h5"), ValueError, "path", "'out.h5'"),
+    Case(save, lambda: save(cnn((8, 8, 1), 2), 3), TypeError, "path", "3"),
+    Case(
+        save,
+        lambda: save(cnn((8, 8, 1), 2), "out.keras", ["accuracy"]),
+        TypeError,
+        "metadata",
+        "list",
+    ),
+    Case(
+        save,
+        lambda: save(cnn((8, 8, 1), 2), "out.keras", {"bad": {1, 2}}),
+        TypeError,
+        "metadata",
+        "{1, 2}",
     ),
 ]
 

@@ -303,8 +303,8 @@ CASES = [
         "student_loss_weight",
         "student_loss_weight=2",
     ),
-    Case(Prune, lambda: Prune(sparsity=1.0), ValueError, "sparsity", "sparsity=1.0"),
-    Case(Prune, lambda: Prune(sparsity="half"), TypeError, "sparsity", "'half'"),
+    Case(Prune, lambda: Prune(target_sparsity=1.0), ValueError, "target_sparsity", "=1.0"),
+    Case(Prune, lambda: Prune(target_sparsity="half"), TypeError, "target_sparsity", "'half'"),
     Case(Prune, lambda: Prune(pattern="4:2"), ValueError, "pattern", "'4:2'"),
     Case(Prune, lambda: Prune(exclude="conv1"), TypeError, "exclude", "'conv1'"),
     Case(Prune, lambda: Prune(exclude=["conv("]), ValueError, "exclude", "'conv('"),
@@ -395,8 +395,8 @@ CASES = [
         run_config,
         lambda: run_config(_config(_STAGES + "  - {stage: prune, sparsity: 1.5}\n")),
         ConfigError,
-        "sparsity",
-        "sparsity=1.5",
+        "target_sparsity",  # `sparsity`, its deprecated name, is still read
+        "target_sparsity=1.5",
     ),
     Case(
         run_config,

@@ -85,7 +85,7 @@ CASES = [
         prune.PolynomialDecay,
         lambda: prune.PolynomialDecay(0.0, -0.25, 0, 10),
         ValueError,
-        "final_sparsity",
+        "target_sparsity",
         "-0.25",
     ),
     # prune.PruningSchedule

@@ -129,7 +129,7 @@ def test_tf_data_pipelines_with_and_without_cached_outputs():
 
 def test_feature_distillation_with_a_learned_projection():
     x, y = random_images()
-    loss = tfkd.FeatureDistillation(teacher_layer="features", student_layer="features")
+    loss = tfkd.FeatureDistillation(teacher_layer_name="features", student_layer_name="features")
     distiller = _distiller(distillation_losses=[tfkd.LogitsDistillation(), loss])
     assert loss.projection_layer is not None  # widths 16 vs 4
     projection = {id(v) for v in loss.trainable_weights}

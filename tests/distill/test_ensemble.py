@@ -60,8 +60,8 @@ def test_one_loss_per_teacher_reads_each_by_name():
         tfkd.distill.teacher_ensemble([a, b]),
         student,
         distillation_losses=[
-            tfkd.distill.LogitsDistillation(teacher_layer="teacher_a_logits", name="from_a"),
-            tfkd.distill.LogitsDistillation(teacher_layer="teacher_b_logits", name="from_b"),
+            tfkd.distill.LogitsDistillation(teacher_layer_name="teacher_a_logits", name="from_a"),
+            tfkd.distill.LogitsDistillation(teacher_layer_name="teacher_b_logits", name="from_b"),
         ],
         student_loss_weight=0.0,
     )

@@ -124,7 +124,7 @@ def test_logits_distillation_layer_matches_function():
 
 
 def test_feature_distillation_learns_a_projection_when_widths_differ():
-    loss = FeatureDistillation(teacher_layer="t", student_layer="s")
+    loss = FeatureDistillation(teacher_layer_name="t", student_layer_name="s")
     loss.build((None, 4, 4, 16), (None, 4, 4, 8))
     assert loss.projection_layer is not None
     assert [tuple(w.shape) for w in loss.trainable_weights] == [(8, 16)]
@@ -135,7 +135,7 @@ def test_feature_distillation_learns_a_projection_when_widths_differ():
 
 
 def test_feature_distillation_without_projection_for_equal_widths():
-    loss = FeatureDistillation(teacher_layer="t", student_layer="s")
+    loss = FeatureDistillation(teacher_layer_name="t", student_layer_name="s")
     loss.build((None, 8), (None, 8))
     assert loss.projection_layer is None and not loss.trainable_weights
 
@@ -149,7 +149,7 @@ def test_feature_distillation_without_projection_for_equal_widths():
 )
 def test_feature_distillation_rejects_unprojectable_shapes(shapes, message):
     with pytest.raises(ValueError, match=message):
-        FeatureDistillation(teacher_layer="t", student_layer="s").build(*shapes)
+        FeatureDistillation(teacher_layer_name="t", student_layer_name="s").build(*shapes)
 
 
 def test_feature_distillation_projection_never():
@@ -170,8 +170,8 @@ def test_bad_arguments():
         FeatureDistillation("t", "s", projection="sometimes")
     with pytest.raises(ValueError, match="two named layers"):
         FeatureDistillation(None, "s")
-    with pytest.raises(TypeError, match="teacher_layer"):
-        LogitsDistillation(teacher_layer=3)
+    with pytest.raises(TypeError, match="teacher_layer_name"):
+        LogitsDistillation(teacher_layer_name=3)
 
 
 def test_config_round_trips():

@@ -173,18 +173,18 @@ def test_check_lists_every_error_at_once(tmp_path):
         "data: {name: fashion_mnst}\n"
         "stages:\n"
         "  - {stage: train, name: scratch, model: {architecture: cnn}, epochs: -1}\n"
-        "  - {stage: prune, sparsity: 1.5, pattern: 2-4, exclude: [conv1]}\n"
+        "  - {stage: prune, target_sparsity: 1.5, pattern: 2-4, exclude: [conv1]}\n"
         "  - {stage: export, quantization: int4, io_dtype: int8, fast: true}\n"
     )
     result = _tfkd("check", config)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        f"tfkd: config error: {config}:1: data.name: Unknown data set. Received: "
+        f"tfkd: config error: {config}:1: data.name: Unknown data set. Received: name="
         "'fashion_mnst'. Available: ['animal_mnist', 'fashion_mnist', 'mnist']",
         f"tfkd: config error: {config}:3: stages[0].epochs: `epochs` must be a non-negative "
         "integer. Received: epochs=-1",
-        f"tfkd: config error: {config}:4: stages[1].sparsity: `sparsity` must be in [0, 1). "
-        "Received: sparsity=1.5",
+        f"tfkd: config error: {config}:4: stages[1].target_sparsity: `target_sparsity` must be "
+        "in [0, 1). Received: target_sparsity=1.5",
         f"tfkd: config error: {config}:4: stages[1].pattern: `pattern` must be 'unstructured' "
         "or 'N:M' with 0 < N < M (e.g. '2:4'). Received: pattern='2-4'",
         f"tfkd: config error: {config}:5: stages[2].fast: unknown key for stage 'export'. "

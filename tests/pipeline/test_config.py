@@ -104,7 +104,7 @@ def test_unknown_architecture_and_data_set(tmp_path):
     message = _error(tmp_path, GOOD.replace("architecture: cnn", "architecture: resnet"))
     assert "pipeline.yaml:9: stages[1].student: Unknown architecture." in message
     message = _error(tmp_path, GOOD.replace("name: fashion_mnist", "name: cifar10"))
-    assert "pipeline.yaml:1: data.name: Unknown data set. Received: 'cifar10'" in message
+    assert "pipeline.yaml:1: data.name: Unknown data set. Received: name='cifar10'" in message
 
 
 def test_code_cannot_run_from_a_config(tmp_path):
@@ -183,7 +183,7 @@ def test_every_error_is_reported_at_once_without_knock_on_errors(tmp_path):
         GOOD.replace("name: fashion_mnist", "name: fashion_mnist, seed: 3")
         .replace("stage: distill", "stage: distil")  # a later stage still names it
         .replace("quantization: int8", "quantization: !!python/name:os.system ''")
-        + "  - {stage: prune, from_stage: distilled, sparsity: 2, epochs: 1, epochs: 2}\n"
+        + "  - {stage: prune, from_stage: distilled, target_sparsity: 2, epochs: 1, epochs: 2}\n"
     )
     with pytest.raises(ConfigError) as info:
         load_config(_write(tmp_path, text))
@@ -193,7 +193,7 @@ def test_every_error_is_reported_at_once_without_knock_on_errors(tmp_path):
         "stages[1].stage",
         "stages[2].quantization",
         "stages[3].epochs",
-        "stages[3].sparsity",
+        "stages[3].target_sparsity",
     ]
     assert "this key appears twice" in errors[3]
     assert str(info.value) == "\n".join(errors)

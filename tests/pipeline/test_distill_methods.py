@@ -15,13 +15,13 @@ import pytest
 
 import tfkd
 from tfkd.pipeline import ConfigError, Data, Distill, Load, Prune, QuantizeAware, run_config
-from tfkd.pipeline._distillation import METHODS
+from tfkd.pipeline._distillation import METHODS, RENAMED_ARGUMENTS
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TEACHER = REPO / "saved_models" / "fashion_mnist_cnn_teacher" / "model.keras"
 STUDENT = {"architecture": "cnn", "filters": [8, 16]}
 # Teacher conv3_relu and student conv2_relu are both 14 x 14 (64 and 16 channels).
-LAYERS = {"teacher_layer": "conv3_relu", "student_layer": "conv2_relu"}
+LAYERS = {"teacher_layer_name": "conv3_relu", "student_layer_name": "conv2_relu"}
 
 BAD = f"""\
 data: {{name: fashion_mnist, train_size: 100, labelled_per_class: 20}}
@@ -89,19 +89,55 @@ def _execute(stages, data, directory):
 
 def test_the_method_table_is_the_loss_classes_signatures():
     for method, (class_name, accepted, required) in METHODS.items():
-        signature = inspect.signature(getattr(tfkd.distill, class_name).__init__)
+        loss_class = getattr(tfkd.distill, class_name)
+        signature = inspect.signature(loss_class.__init__)
         parameters = {
             name: parameter
             for name, parameter in signature.parameters.items()
             if name not in ("self", "temperature") and parameter.kind is not parameter.VAR_KEYWORD
         }
         assert set(parameters) == set(accepted), method
-        assert {n for n, p in parameters.items() if p.default is p.empty} == set(required)
+        names = (
+            {"teacher_layer_name", "student_layer_name"}
+            if loss_class.requires_layer_names
+            else set()
+        )
+        assert {n for n, p in parameters.items() if p.default is p.empty} | names == set(required)
         for name, parameter in parameters.items():
             if parameter.default not in (parameter.empty, None):
                 assert isinstance(parameter.default, accepted[name]), (method, name)
         takes_temperature = "temperature" in signature.parameters
         assert takes_temperature == (method in ("kd", "decoupled", "dist")), method
+
+
+def test_the_deprecated_layer_arguments_still_work_in_python_and_configs():
+    assert RENAMED_ARGUMENTS == tfkd.distill.losses.RENAMED
+    with pytest.warns(DeprecationWarning, match="`teacher_layer` is deprecated"):
+        old = tfkd.distill.FeatureDistillation(teacher_layer="conv_2", student_layer="conv_1")
+    assert (old.teacher_layer_name, old.student_layer_name) == ("conv_2", "conv_1")
+    with pytest.warns(DeprecationWarning, match="read `student_layer_name`"):
+        assert old.student_layer == "conv_1"
+    config = {**old.get_config(), "teacher_layer": "conv_2"}
+    del config["teacher_layer_name"]
+    with pytest.warns(DeprecationWarning):  # a config saved before the rename
+        assert tfkd.distill.FeatureDistillation.from_config(config).get_config() == old.get_config()
+    with pytest.raises(TypeError, match="got both `teacher_layer` .* and `teacher_layer_name`"):
+        tfkd.distill.LogitsDistillation(teacher_layer="a", teacher_layer_name="a")
+    stage = Distill(
+        "teacher", method="feature", method_arguments={"teacher_layer": "a", "student_layer": "b"}
+    )
+    assert stage.method_arguments == {"teacher_layer_name": "a", "student_layer_name": "b"}
+    assert stage.get_config()["method_arguments"] == {"teacher_layer": "a", "student_layer": "b"}
+    with pytest.raises(ValueError, match="holds both 'student_layer' .* Keep 'student_layer_name'"):
+        Distill(
+            "teacher",
+            method="feature",
+            method_arguments={
+                "teacher_layer_name": "a",
+                "student_layer": "b",
+                "student_layer_name": "b",
+            },
+        )
 
 
 def test_every_error_is_listed_by_tfkd_check(tmp_path):
@@ -191,7 +227,7 @@ def test_each_method_distils_one_epoch_and_writes_its_row(data, tmp_path, distil
         "dist": None,
         "feature": LAYERS,
         "attention": LAYERS,
-        "relational": {"teacher_layer": "features", "student_layer": "features"},
+        "relational": {"teacher_layer_name": "features", "student_layer_name": "features"},
     }
     stages = [Load(TEACHER, name="teacher")] + [
         Distill(
@@ -214,7 +250,10 @@ def test_each_method_distils_one_epoch_and_writes_its_row(data, tmp_path, distil
     assert [type(loss).__name__ for loss in losses] == [METHODS[method][0] for method in methods]
     assert losses[0].standardize and losses[0].temperature == 2.0
     assert losses[1].non_target_weight == 2.0 and losses[2].temperature == 2.0
-    assert losses[3].teacher_layer == "conv3_relu" and losses[4].student_layer == "conv2_relu"
+    assert (
+        losses[3].teacher_layer_name == "conv3_relu"
+        and losses[4].student_layer_name == "conv2_relu"
+    )
     # Cached once for the logits methods; the feature methods read a teacher layer online.
     assert sum("computing teacher's outputs" in line for line in lines) == 1
     for method in methods:

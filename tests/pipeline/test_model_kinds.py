@@ -112,7 +112,7 @@ def test_train_distill_prune_quantize_export_a_given_model(kind, data, tmp_path)
     stages = [
         Train(model=model, epochs=0, name="given"),
         Distill("given", student=model, epochs=1, batch_size=64, name="distilled"),
-        Prune(sparsity=0.5, epochs=1, batch_size=64, name="pruned"),
+        Prune(target_sparsity=0.5, epochs=1, batch_size=64, name="pruned"),
         QuantizeAware(epochs=1, batch_size=64, name="qat"),
         Export(quantization="int8", calibration_samples=64, name="int8"),
     ]

@@ -26,7 +26,7 @@ def _stages(sparsity=0.5):
         Load(TEACHER, name="teacher"),
         Train(STUDENT, epochs=1, name="scratch"),
         Distill("teacher", student=STUDENT, epochs=1, name="distilled"),
-        Prune(sparsity=sparsity, epochs=1, teacher="teacher", name="pruned"),
+        Prune(target_sparsity=sparsity, epochs=1, teacher="teacher", name="pruned"),
         QuantizeAware(epochs=1, teacher="teacher", name="qat"),
         Export(quantization="int8", name="int8"),
     ]
@@ -96,7 +96,7 @@ def test_a_corrupted_artifact_is_redone(data, tmp_path):
 @pytest.mark.heavy
 def test_nested_pipeline_and_from_stage(data, tmp_path):
     compress = tfkd.Pipeline(
-        [Prune(sparsity=0.5, epochs=1, name="pruned"), Export(name="float_file")],
+        [Prune(target_sparsity=0.5, epochs=1, name="pruned"), Export(name="float_file")],
         name="compress",
     )
     stages = [
@@ -163,8 +163,10 @@ def test_nan_loss_stops_the_stage_and_keeps_the_finished_ones(tmp_path):
 def test_python_api_validates_early(data, tmp_path):
     with pytest.raises(ValueError, match="Model file not found. Received: path='nope.keras'"):
         Load("nope.keras")
-    with pytest.raises(ValueError, match=r"`sparsity` must be in \[0, 1\). Received: sparsity=1.5"):
-        Prune(sparsity=1.5)
+    with pytest.raises(
+        ValueError, match=r"`target_sparsity` must be in \[0, 1\). Received: target_sparsity=1.5"
+    ):
+        Prune(target_sparsity=1.5)
     with pytest.raises(TypeError, match="must be a `tfkd.pipeline.Stage`"):
         tfkd.Pipeline(["load"])
     pipeline = tfkd.Pipeline([Train(STUDENT, epochs=1), Distill("teacher", epochs=1)])
@@ -198,7 +200,7 @@ def test_transfer_stage_fine_tunes_the_pretrained_backbone(tmp_path):
 
 
 def test_config_round_trip_of_stages_and_nested_pipelines():
-    inner = tfkd.Pipeline([Prune(sparsity=0.25, epochs=1, name="pruned")], name="inner")
+    inner = tfkd.Pipeline([Prune(target_sparsity=0.25, epochs=1, name="pruned")], name="inner")
     pipeline = tfkd.Pipeline([*_stages()[:3], inner, Export(name="float_file")])
     rebuilt = assert_config_round_trip(pipeline)
     assert [stage.name for stage in rebuilt.leaves()] == [
@@ -306,3 +308,37 @@ def test_the_teacher_cache_is_checked_before_it_is_used(data, tmp_path):
     ]
     with np.load(path) as stored:
         np.testing.assert_allclose(stored["output"], expected, atol=1e-4)
+
+
+@tfkd.pipeline.register_stage("test_record_context")
+class RecordContext(tfkd.pipeline.Stage):
+    """Keeps the context it ran with, and fails to change it."""
+
+    seen = []
+
+    def run(self, model, context):
+        with pytest.raises(AttributeError):
+            context.directory = pathlib.Path("elsewhere")
+        with pytest.raises(AttributeError):
+            context.seed = 1
+        RecordContext.seen.append(context)
+        return model, {"directory": context.directory.name}
+
+
+def test_each_stage_gets_a_read_only_context_of_its_own(data, tmp_path):
+    RecordContext.seen.clear()
+    inner = tfkd.Pipeline([RecordContext(name="inner_record")], name="inner")
+    stages = [Load(TEACHER, name="teacher"), RecordContext(name="first"), inner]
+    pipeline = tfkd.Pipeline(stages)
+    report = pipeline.execute(data, tmp_path, seed=3, tensorboard=False, verbose=0, log=print)
+    first, second = RecordContext.seen
+    assert first is not second
+    assert [first.directory.name, second.directory.name] == ["first", "inner_record"]
+    assert first.log_directory != second.log_directory
+    assert first.seed == second.seed == 3 and first.data is second.data
+    details = [
+        json.loads((tmp_path / "stages" / name / "entry.json").read_text())["details"]
+        for name in ("first", "inner_record")
+    ]
+    assert details == [{"directory": "first"}, {"directory": "inner_record"}]
+    assert [row["name"] for row in report.rows] == ["teacher", "first", "inner_record"]

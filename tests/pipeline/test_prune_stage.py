@@ -53,7 +53,7 @@ def test_2_4_on_the_built_in_cnn_leaves_the_first_conv_dense_and_says_so(data, t
 def test_exclude_takes_names_and_regular_expressions(data, tmp_path):
     stages = [
         Train(STUDENT, epochs=0, name="scratch"),
-        Prune(sparsity=0.5, exclude=["conv.*"], epochs=1, batch_size=64, name="pruned"),
+        Prune(target_sparsity=0.5, exclude=["conv.*"], epochs=1, batch_size=64, name="pruned"),
     ]
     _execute(stages, data, tmp_path)
     assert np.mean(_kernel(tmp_path, "pruned", "logits") == 0) == pytest.approx(0.5, abs=0.01)
@@ -118,9 +118,37 @@ def _updates(schedule, steps):
 def test_a_short_run_prunes_gradually_and_a_long_one_as_before():
     # --quick: 2,000 examples, batch 128, one epoch: 16 steps (before: updates at 0 and 11
     # only, i.e. from 0 to the full sparsity in one step)
-    updates = _updates(Prune(sparsity=0.5).schedule(16), 16)
+    updates = _updates(Prune(target_sparsity=0.5).schedule(16), 16)
     levels = sorted(set(updates.values()))
     assert len(levels) >= 8 and levels[0] == 0.0 and levels[-1] == 0.5
     assert list(updates.values()) == sorted(updates.values())
     # the default run (60,000 examples, 3 epochs): every 100 steps, as before
-    assert Prune(sparsity=0.5).schedule(3 * 469).frequency == 100
+    assert Prune(target_sparsity=0.5).schedule(3 * 469).frequency == 100
+
+
+def test_sparsity_the_former_name_of_target_sparsity_is_still_read(tmp_path):
+    with pytest.warns(DeprecationWarning, match="`sparsity` is deprecated .* `target_sparsity`"):
+        stage = Prune(sparsity=0.3)
+    assert stage.target_sparsity == 0.3
+    assert stage.get_config() == Prune(target_sparsity=0.3).get_config()
+    assert "sparsity" not in stage.get_config()
+    with pytest.raises(TypeError, match="got both `sparsity` .* and `target_sparsity`"):
+        Prune(sparsity=0.3, target_sparsity=0.3)
+    with pytest.warns(DeprecationWarning, match="`final_sparsity` is deprecated"):
+        schedule = tfkd.prune.PolynomialDecay(0.0, final_sparsity=0.8, end_step=10)
+    assert schedule.get_config() == tfkd.prune.PolynomialDecay(0.0, 0.8, 0, 10).get_config()
+    old = {**schedule.get_config(), "final_sparsity": 0.8}
+    del old["target_sparsity"]
+    with pytest.warns(DeprecationWarning):  # a config saved before the rename
+        assert tfkd.prune.PolynomialDecay.from_config(old).target_sparsity == 0.8
+    config = tmp_path / "pipeline.yaml"
+    stages = "stages:\n  - {stage: train, model: {architecture: cnn}}\n  - {stage: prune, %s}\n"
+    config.write_text("data: fashion_mnist\n" + stages % "sparsity: 0.3")
+    (_, loaded) = tfkd.pipeline.load_config(config).pipeline.stages
+    assert loaded.get_config() == Prune(target_sparsity=0.3).get_config()
+    config.write_text("data: fashion_mnist\n" + stages % "sparsity: 1.5")
+    with pytest.raises(ConfigError, match=r"yaml:4: stages\[1\].target_sparsity: .* in \[0, 1\)"):
+        tfkd.pipeline.load_config(config)
+    config.write_text("data: fashion_mnist\n" + stages % "sparsity: 0.3, target_sparsity: 0.3")
+    with pytest.raises(ConfigError, match=r"stages\[1\].sparsity: `sparsity` is the deprecated"):
+        tfkd.pipeline.load_config(config)

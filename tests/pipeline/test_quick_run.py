@@ -22,7 +22,7 @@ def test_a_quick_run_of_the_all_labels_config_scores_well_above_chance(tmp_path)
         Load(TEACHER, name="teacher"),
         Train(STUDENT, epochs=8, name="scratch"),
         Distill("teacher", student=STUDENT, epochs=8, name="distilled"),
-        Prune(sparsity=0.5, teacher="teacher", epochs=3, name="pruned"),
+        Prune(target_sparsity=0.5, teacher="teacher", epochs=3, name="pruned"),
         QuantizeAware(teacher="teacher", epochs=2, name="qat"),
         Export(quantization="int8", name="int8"),
     ]

@@ -81,7 +81,7 @@ def test_a_teacher_list_is_checked_when_the_stage_is_made():
         Distill(
             ["a", "b"],
             method="feature",
-            method_arguments={"teacher_layer": "conv3_relu", "student_layer": "conv2"},
+            method_arguments={"teacher_layer_name": "conv3_relu", "student_layer_name": "conv2"},
         )
     with pytest.raises(TypeError, match="`teacher` must be the name of an earlier stage"):
         QuantizeAware(teacher={"name": "a"})

@@ -83,7 +83,7 @@ class TapModel:
                 f"The {self.role} {self.model.name!r} has several outputs, so a loss cannot "
                 f"compare its output. Received: {self.role} with outputs "
                 f"{[tuple(t.shape) for t in self.model.outputs]}. Name the logits layer with "
-                f"`{self.role}_layer=` on the loss, or distil a single-output model."
+                f"`{self.role}_layer_name=` on the loss, or distil a single-output model."
             )
         return self.output_shape
 
@@ -101,7 +101,7 @@ class TapModel:
         if name not in names:
             raise ValueError(
                 f"The {self.role} has no layer named {name!r}. Received: "
-                f"{self.role}_layer={name!r}. Layers of {self.model.name!r}: {names}."
+                f"{self.role}_layer_name={name!r}. Layers of {self.model.name!r}: {names}."
             )
         return self.model.get_layer(name)
 

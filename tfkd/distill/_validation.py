@@ -116,8 +116,8 @@ def build_loss(loss, teacher_taps, student_taps):
     Returns which of `(teacher, student)` outputs the Distiller turns from
     probabilities into log-probabilities before `loss` sees them.
     """
-    teacher_shape = teacher_taps.shape(loss.teacher_layer)
-    student_shape = student_taps.shape(loss.student_layer)
+    teacher_shape = teacher_taps.shape(loss.teacher_layer_name)
+    student_shape = student_taps.shape(loss.student_layer_name)
     convert = (False, False)
     # A loss that reads logits compares class distributions (LogitsDistillation
     # with from_logits=False reads probabilities, with the same constraint).
@@ -127,8 +127,8 @@ def build_loss(loss, teacher_taps, student_taps):
         convert = tuple(
             bool(taps.ends_in_softmax(layer))
             for taps, layer in (
-                (teacher_taps, loss.teacher_layer),
-                (student_taps, loss.student_layer),
+                (teacher_taps, loss.teacher_layer_name),
+                (student_taps, loss.student_layer_name),
             )
         )
         for taps, converted in zip((teacher_taps, student_taps), convert):
@@ -148,13 +148,17 @@ def check_logits(loss, teacher_taps, student_taps, teacher_shape, student_shape)
     if tuple(teacher_shape[1:]) != tuple(student_shape[1:]):
         raise ValueError(
             f"{type(loss).__name__} compares outputs of the same shape, but the teacher's "
-            f"{teacher_taps.describe(loss.teacher_layer)} has shape {teacher_shape} and the "
-            f"student's {student_taps.describe(loss.student_layer)} has shape {student_shape}. "
+            f"{teacher_taps.describe(loss.teacher_layer_name)} has shape {teacher_shape} and "
+            f"the student's {student_taps.describe(loss.student_layer_name)} has shape "
+            f"{student_shape}. "
             "Both must predict the same classes."
         )
     if not isinstance(loss, LogitsDistillation) or loss.from_logits:
         return
-    for taps, layer in ((teacher_taps, loss.teacher_layer), (student_taps, loss.student_layer)):
+    for taps, layer in (
+        (teacher_taps, loss.teacher_layer_name),
+        (student_taps, loss.student_layer_name),
+    ):
         if taps.ends_in_softmax(layer) is False:
             raise ValueError(
                 f"LogitsDistillation(from_logits=False) reads both outputs as probabilities, "
@@ -255,7 +259,7 @@ def shared_temperature(losses):
     temperatures = {
         getattr(loss, "temperature", None)
         for loss in losses
-        if loss.reads_logits and loss.teacher_layer is None
+        if loss.reads_logits and loss.teacher_layer_name is None
     }
     if not temperatures:
         return 1.0

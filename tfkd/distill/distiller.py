@@ -8,6 +8,7 @@ from keras import ops
 from tfkd import _checks
 from tfkd.distill import (
     _replicas,
+    _saving,
     _taps,
     _task,
     _validation,
@@ -30,7 +31,7 @@ _MIX_RATIO = "__tfkd_mix_ratio__"
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
-class Distiller(_replicas.FrozenTeacher, keras.Model):
+class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
     """Trains a student model to match a frozen teacher, through `model.fit`.
 
     The training loss is
@@ -182,10 +183,10 @@ class Distiller(_replicas.FrozenTeacher, keras.Model):
         self.student = student
         self.distillation_losses = losses
         self._teacher_taps = _taps.TapModel(
-            teacher, "teacher", [loss.teacher_layer for loss in losses], shapes
+            teacher, "teacher", [loss.teacher_layer_name for loss in losses], shapes
         )
         self._student_taps = _taps.TapModel(
-            student, "student", [loss.student_layer for loss in losses], shapes
+            student, "student", [loss.student_layer_name for loss in losses], shapes
         )
         # Per loss, whether (teacher, student) outputs are softmax probabilities to
         # turn into log-probabilities for a loss that reads logits.
@@ -275,8 +276,8 @@ class Distiller(_replicas.FrozenTeacher, keras.Model):
             self._probability_outputs,
         ):
             pair = (
-                teacher_outputs[_taps.key(loss.teacher_layer)],
-                student_features[_taps.key(loss.student_layer)],
+                teacher_outputs[_taps.key(loss.teacher_layer_name)],
+                student_features[_taps.key(loss.student_layer_name)],
             )
             pair = [log_of_probabilities(v) if p else v for v, p in zip(pair, probabilities)]
             value = _replicas.reduce(loss(*pair), sample_weight)
@@ -350,7 +351,7 @@ class Distiller(_replicas.FrozenTeacher, keras.Model):
         """
         return teacher_cache.predict(self._teacher_taps, x, batch_size, verbose, cache)
 
-    # Keras plumbing (the frozen teacher: `_replicas.FrozenTeacher`).
+    # Keras plumbing (the frozen teacher: `_replicas.FrozenTeacher`; saving: `_saving`).
 
     @property
     def metrics(self):
@@ -395,48 +396,6 @@ class Distiller(_replicas.FrozenTeacher, keras.Model):
         callbacks = list(arguments.pop("callbacks", None) or [])
         callbacks.append(NonFiniteLossGuard(["student_loss", *self._loss_keys, "loss"]))
         return super().fit(callbacks=callbacks, **arguments, **extra)
-
-    def compile_from_config(self, config):
-        # Keras skips this for models that override `compile`; restore the
-        # compiled state of a loaded `.keras` file through the checks above.
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        self.optimizer.build(self.trainable_variables)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            teacher=keras.saving.serialize_keras_object(self.teacher),
-            student=keras.saving.serialize_keras_object(self.student),
-            distillation_losses=keras.saving.serialize_keras_object(
-                self._config["distillation_losses"]
-            ),
-            distillation_loss_weights=_serialize_weights(self._config["distillation_loss_weights"]),
-            student_loss_weight=schedules.serialize(self._config["student_loss_weight"]),
-            temperature=schedules.serialize(self._config["temperature"]),
-            augmentation=keras.saving.serialize_keras_object(self.augmentation),
-            mixup=self._config["mixup"],
-            cutmix=self._config["cutmix"],
-            seed=self._config["seed"],
-        )
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for key in ("teacher", "student", "distillation_losses", "augmentation"):
-            config[key] = keras.saving.deserialize_keras_object(config[key])
-        for key in ("student_loss_weight", "temperature"):
-            config[key] = schedules.deserialize(config[key])
-        weights = config["distillation_loss_weights"]
-        if isinstance(weights, (list, tuple)):
-            config["distillation_loss_weights"] = [schedules.deserialize(w) for w in weights]
-        return cls(**config)
-
-
-def _serialize_weights(weights):
-    if isinstance(weights, (list, tuple)):
-        return [schedules.serialize(weight) for weight in weights]
-    return schedules.serialize(weights)
 
 
 def _unpack_predictions(y_pred):

@@ -5,7 +5,7 @@ inputs and outputs `T * log(sum_i w_i * softmax(z_i / T))`. Softened at the same
 temperature `T` (as any logits loss does), these logits give exactly the weighted
 average of the teachers' softened distributions, so every logits loss distils the
 ensemble unchanged. Each teacher's logits stay reachable by name inside it: a loss
-with `teacher_layer="a_logits"` reads teacher `a` alone, which gives one loss per
+with `teacher_layer_name="a_logits"` reads teacher `a` alone, which gives one loss per
 teacher.
 """
 

@@ -228,26 +228,24 @@ class AttentionTransfer(DistillationLoss):
     next to a logits loss.
 
     Args:
-        teacher_layer: Name of the teacher layer, output `(batch, H, W, C_t)`.
-        student_layer: Name of the student layer, output `(batch, H, W, C_s)`.
+        teacher_layer_name: Name of the teacher layer, output `(batch, H, W, C_t)`.
+        student_layer_name: Name of the student layer, output `(batch, H, W, C_s)`.
         exponent: The `p` of `|f| ** p`, >= 1. Defaults to `2.0`.
         **kwargs: Base layer arguments, e.g. `name`.
 
     Example:
 
-    >>> loss = AttentionTransfer(teacher_layer="block_3", student_layer="conv_2")
+    >>> loss = AttentionTransfer(teacher_layer_name="block_3", student_layer_name="conv_2")
     >>> loss.exponent
     2.0
     """
 
-    def __init__(self, teacher_layer, student_layer, exponent=2.0, **kwargs):
-        if teacher_layer is None or student_layer is None:
-            raise ValueError(
-                "AttentionTransfer compares two named feature-map layers. Received: "
-                f"teacher_layer={teacher_layer!r}, student_layer={student_layer!r}. "
-                "Pass the names of a teacher layer and a student layer."
-            )
-        super().__init__(teacher_layer=teacher_layer, student_layer=student_layer, **kwargs)
+    requires_layer_names = True
+
+    def __init__(self, teacher_layer_name=None, student_layer_name=None, exponent=2.0, **kwargs):
+        super().__init__(
+            teacher_layer_name=teacher_layer_name, student_layer_name=student_layer_name, **kwargs
+        )
         _validate_exponent(exponent)
         self.exponent = float(exponent)
 
@@ -257,8 +255,8 @@ class AttentionTransfer(DistillationLoss):
             raise ValueError(
                 "AttentionTransfer compares spatial attention maps, so both layers need "
                 "the same spatial size (channels may differ). Received: teacher layer "
-                f"{self.teacher_layer!r} output shape {teacher_shape}, student layer "
-                f"{self.student_layer!r} output shape {student_shape}. Choose feature maps "
+                f"{self.teacher_layer_name!r} output shape {teacher_shape}, student layer "
+                f"{self.student_layer_name!r} output shape {student_shape}. Choose feature maps "
                 "(batch, H, W, channels) of the same H and W."
             )
         self.built = True
@@ -285,9 +283,9 @@ class RelationalDistillation(DistillationLoss):
     (the angle term grows as `batch ** 3`; `angle_weight=0` removes it).
 
     Args:
-        teacher_layer: Teacher layer to read, `None` for its output.
+        teacher_layer_name: Teacher layer to read, `None` for its output.
             Defaults to `None`.
-        student_layer: Student layer to read, `None` for its output.
+        student_layer_name: Student layer to read, `None` for its output.
             Defaults to `None`.
         distance_weight: Weight of the distance-wise term, >= 0.
             Defaults to `1.0`.
@@ -296,20 +294,22 @@ class RelationalDistillation(DistillationLoss):
 
     Example:
 
-    >>> loss = RelationalDistillation(teacher_layer="features", student_layer="features")
+    >>> loss = RelationalDistillation(teacher_layer_name="features", student_layer_name="features")
     >>> loss.distance_weight, loss.angle_weight
     (1.0, 2.0)
     """
 
     def __init__(
         self,
-        teacher_layer=None,
-        student_layer=None,
+        teacher_layer_name=None,
+        student_layer_name=None,
         distance_weight=1.0,
         angle_weight=2.0,
         **kwargs,
     ):
-        super().__init__(teacher_layer=teacher_layer, student_layer=student_layer, **kwargs)
+        super().__init__(
+            teacher_layer_name=teacher_layer_name, student_layer_name=student_layer_name, **kwargs
+        )
         validate_weight("distance_weight", distance_weight)
         validate_weight("angle_weight", angle_weight)
         self.distance_weight = float(distance_weight)

@@ -179,8 +179,10 @@ def _norm(x, axis):
 class _LogitsLoss(DistillationLoss):
     """A loss that reads class logits: the Distiller checks shapes and converts softmax outputs."""
 
-    def __init__(self, temperature, teacher_layer, student_layer, **kwargs):
-        super().__init__(teacher_layer=teacher_layer, student_layer=student_layer, **kwargs)
+    def __init__(self, temperature, teacher_layer_name, student_layer_name, **kwargs):
+        super().__init__(
+            teacher_layer_name=teacher_layer_name, student_layer_name=student_layer_name, **kwargs
+        )
         self.temperature = scheduled_temperature(temperature)
 
     @property
@@ -215,9 +217,9 @@ class DecoupledDistillation(_LogitsLoss):
             Defaults to `1.0`.
         non_target_weight: Weight of the non-target-class term (beta), >= 0.
             Defaults to `8.0`.
-        teacher_layer: Teacher layer to read, `None` for its output.
+        teacher_layer_name: Teacher layer to read, `None` for its output.
             Defaults to `None`.
-        student_layer: Student layer to read, `None` for its output.
+        student_layer_name: Student layer to read, `None` for its output.
             Defaults to `None`.
         **kwargs: Base layer arguments, e.g. `name`.
 
@@ -234,11 +236,11 @@ class DecoupledDistillation(_LogitsLoss):
         temperature=DEFAULT_TEMPERATURE,
         target_weight=1.0,
         non_target_weight=8.0,
-        teacher_layer=None,
-        student_layer=None,
+        teacher_layer_name=None,
+        student_layer_name=None,
         **kwargs,
     ):
-        super().__init__(temperature, teacher_layer, student_layer, **kwargs)
+        super().__init__(temperature, teacher_layer_name, student_layer_name, **kwargs)
         validate_weight("target_weight", target_weight)
         validate_weight("non_target_weight", non_target_weight)
         self.target_weight = float(target_weight)
@@ -289,9 +291,9 @@ class CorrelationDistillation(_LogitsLoss):
             Defaults to `1.0`.
         intra_class_weight: Weight of the per-class term (gamma), >= 0.
             Defaults to `1.0`.
-        teacher_layer: Teacher layer to read, `None` for its output.
+        teacher_layer_name: Teacher layer to read, `None` for its output.
             Defaults to `None`.
-        student_layer: Student layer to read, `None` for its output.
+        student_layer_name: Student layer to read, `None` for its output.
             Defaults to `None`.
         **kwargs: Base layer arguments, e.g. `name`.
 
@@ -308,11 +310,11 @@ class CorrelationDistillation(_LogitsLoss):
         temperature=DEFAULT_TEMPERATURE,
         inter_class_weight=1.0,
         intra_class_weight=1.0,
-        teacher_layer=None,
-        student_layer=None,
+        teacher_layer_name=None,
+        student_layer_name=None,
         **kwargs,
     ):
-        super().__init__(temperature, teacher_layer, student_layer, **kwargs)
+        super().__init__(temperature, teacher_layer_name, student_layer_name, **kwargs)
         validate_weight("inter_class_weight", inter_class_weight)
         validate_weight("intra_class_weight", intra_class_weight)
         self.inter_class_weight = float(inter_class_weight)

@@ -5,9 +5,12 @@ The functions use `keras.ops` only and return one value per example, so they
 run on every backend and compose with sample weights and distribution.
 """
 
+import warnings
+
 import keras
 from keras import ops
 
+from tfkd import _checks
 from tfkd._checks import check_flag, shown
 from tfkd.distill import schedules
 from tfkd.distill._checks import (
@@ -151,20 +154,32 @@ def mean_squared_error(teacher_outputs, student_outputs):
     return ops.mean(squared, axis=-1)
 
 
+# The layer arguments' names before they followed keras.distillation: {old: current}.
+RENAMED = {"teacher_layer": "teacher_layer_name", "student_layer": "student_layer_name"}
+_RENAMED_ATTRIBUTE = "`{0}` is deprecated and will be removed; read `{0}_name`."
+
+
 class DistillationLoss(keras.layers.Layer):
     """Base class of the losses a `tfkd.Distiller` adds to the student's loss.
 
     Subclass it and implement `call(teacher_outputs, student_outputs)`,
-    returning one loss value per example. Set `teacher_layer` and
-    `student_layer` to the names of the layers whose outputs the loss compares;
+    returning one loss value per example. Set `teacher_layer_name` and
+    `student_layer_name` to the names of the layers whose outputs the loss compares;
     `None` means the model's final output. A loss with weights (a projection,
     say) creates them in `build(teacher_outputs_shape, student_outputs_shape)`;
     they train with the student and are dropped with the Distiller.
 
+    The layer names follow `keras.distillation` (`teacher_layer_name`,
+    `student_layer_name`); the old names `teacher_layer` and `student_layer` still work,
+    with a `DeprecationWarning`, and saved configs that hold them load. Unlike
+    `keras.distillation.FeatureDistillation`, a name of `None` reads the model's final
+    output, and a loss may compare layers of different widths (`FeatureDistillation`
+    projects them).
+
     Args:
-        teacher_layer: Name of the teacher layer to read, or `None` for the
+        teacher_layer_name: Name of the teacher layer to read, or `None` for the
             teacher's output. Defaults to `None`.
-        student_layer: Name of the student layer to read, or `None` for the
+        student_layer_name: Name of the student layer to read, or `None` for the
             student's output. Defaults to `None`.
         **kwargs: Base layer arguments, e.g. `name`.
 
@@ -180,9 +195,18 @@ class DistillationLoss(keras.layers.Layer):
     ...         return 1.0 - similarity
     """
 
-    def __init__(self, teacher_layer=None, student_layer=None, **kwargs):
+    # Whether the loss compares two named layers (no default to the final outputs).
+    requires_layer_names = False
+
+    def __init__(self, teacher_layer_name=None, student_layer_name=None, **kwargs):
+        names = _checks.renamed_arguments(
+            type(self).__name__,
+            {"teacher_layer_name": teacher_layer_name, "student_layer_name": student_layer_name},
+            kwargs,
+            RENAMED,
+        )
         super().__init__(**kwargs)
-        for argument, value in (("teacher_layer", teacher_layer), ("student_layer", student_layer)):
+        for argument, value in names.items():
             if value is not None and not isinstance(value, str):
                 raise TypeError(
                     f"`{argument}` must be a layer name (str) or None. "
@@ -193,8 +217,26 @@ class DistillationLoss(keras.layers.Layer):
                     f"`{argument}` must be a layer name or None (the model's output). "
                     f"Received: {argument}=''."
                 )
-        self.teacher_layer = teacher_layer
-        self.student_layer = student_layer
+        if self.requires_layer_names and None in names.values():
+            raise ValueError(
+                f"{type(self).__name__} compares two named layers. Received: "
+                + ", ".join(f"{argument}={value!r}" for argument, value in names.items())
+                + ". Pass the names of a teacher layer and a student layer."
+            )
+        self.teacher_layer_name = names["teacher_layer_name"]
+        self.student_layer_name = names["student_layer_name"]
+
+    @property
+    def teacher_layer(self):
+        """Deprecated: `teacher_layer_name`."""
+        warnings.warn(_RENAMED_ATTRIBUTE.format("teacher_layer"), DeprecationWarning, stacklevel=2)
+        return self.teacher_layer_name
+
+    @property
+    def student_layer(self):
+        """Deprecated: `student_layer_name`."""
+        warnings.warn(_RENAMED_ATTRIBUTE.format("student_layer"), DeprecationWarning, stacklevel=2)
+        return self.student_layer_name
 
     @property
     def reads_logits(self):
@@ -216,7 +258,9 @@ class DistillationLoss(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(teacher_layer=self.teacher_layer, student_layer=self.student_layer)
+        config.update(
+            teacher_layer_name=self.teacher_layer_name, student_layer_name=self.student_layer_name
+        )
         return config
 
 
@@ -240,9 +284,9 @@ class LogitsDistillation(DistillationLoss):
             that ends in a softmax (each side on its own), so models of either
             kind distil correctly. `False` reads both outputs as probabilities and
             is refused for a model that outputs logits. Defaults to `True`.
-        teacher_layer: Teacher layer to read, `None` for its output.
+        teacher_layer_name: Teacher layer to read, `None` for its output.
             Defaults to `None`.
-        student_layer: Student layer to read, `None` for its output.
+        student_layer_name: Student layer to read, `None` for its output.
             Defaults to `None`.
         standardize: Whether to z-score each example's logits, on each side,
             before the temperature (logit standardisation, Sun et al., CVPR
@@ -266,12 +310,14 @@ class LogitsDistillation(DistillationLoss):
         self,
         temperature=DEFAULT_TEMPERATURE,
         from_logits=True,
-        teacher_layer=None,
-        student_layer=None,
+        teacher_layer_name=None,
+        student_layer_name=None,
         standardize=False,
         **kwargs,
     ):
-        super().__init__(teacher_layer=teacher_layer, student_layer=student_layer, **kwargs)
+        super().__init__(
+            teacher_layer_name=teacher_layer_name, student_layer_name=student_layer_name, **kwargs
+        )
         check_flag("from_logits", from_logits)
         check_flag("standardize", standardize)
         self.temperature = scheduled_temperature(temperature)
@@ -315,8 +361,8 @@ class FeatureDistillation(DistillationLoss):
     match (pick layers at the same spatial resolution).
 
     Args:
-        teacher_layer: Name of the teacher layer to imitate.
-        student_layer: Name of the student layer that imitates it.
+        teacher_layer_name: Name of the teacher layer to imitate.
+        student_layer_name: Name of the student layer that imitates it.
         projection: `"auto"` adds a projection only when widths differ,
             `"always"` adds one in every case, `"never"` requires equal widths.
             Defaults to `"auto"`.
@@ -324,19 +370,19 @@ class FeatureDistillation(DistillationLoss):
 
     Example:
 
-    >>> loss = FeatureDistillation(teacher_layer="conv_2", student_layer="conv_1")
+    >>> loss = FeatureDistillation(teacher_layer_name="conv_2", student_layer_name="conv_1")
     >>> loss.projection
     'auto'
     """
 
-    def __init__(self, teacher_layer, student_layer, projection="auto", **kwargs):
-        if teacher_layer is None or student_layer is None:
-            raise ValueError(
-                "FeatureDistillation compares two named layers. Received: "
-                f"teacher_layer={teacher_layer!r}, student_layer={student_layer!r}. "
-                "Pass the names of a teacher layer and a student layer."
-            )
-        super().__init__(teacher_layer=teacher_layer, student_layer=student_layer, **kwargs)
+    requires_layer_names = True
+
+    def __init__(
+        self, teacher_layer_name=None, student_layer_name=None, projection="auto", **kwargs
+    ):
+        super().__init__(
+            teacher_layer_name=teacher_layer_name, student_layer_name=student_layer_name, **kwargs
+        )
         if projection not in ("auto", "always", "never"):
             raise ValueError(
                 f"Unknown projection. Received: projection={projection!r}. "
@@ -350,15 +396,15 @@ class FeatureDistillation(DistillationLoss):
         if len(teacher_shape) != len(student_shape) or teacher_shape[1:-1] != student_shape[1:-1]:
             raise ValueError(
                 f"FeatureDistillation can project the last axis only, but the other axes "
-                f"differ. Received: teacher layer {self.teacher_layer!r} output shape "
-                f"{teacher_shape}, student layer {self.student_layer!r} output shape "
+                f"differ. Received: teacher layer {self.teacher_layer_name!r} output shape "
+                f"{teacher_shape}, student layer {self.student_layer_name!r} output shape "
                 f"{student_shape}. Choose layers with the same rank and spatial size."
             )
         widths_differ = teacher_shape[-1] != student_shape[-1]
         if widths_differ and self.projection == "never":
             raise ValueError(
-                f"Teacher layer {self.teacher_layer!r} has width {teacher_shape[-1]} and "
-                f"student layer {self.student_layer!r} width {student_shape[-1]}, and "
+                f"Teacher layer {self.teacher_layer_name!r} has width {teacher_shape[-1]} and "
+                f"student layer {self.student_layer_name!r} width {student_shape[-1]}, and "
                 "projection='never'. Use projection='auto' to learn a projection."
             )
         if self.projection == "always" or widths_differ:

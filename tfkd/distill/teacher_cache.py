@@ -7,14 +7,13 @@ what is read from the teacher; what a file holds is checked before it is used.
 """
 
 import hashlib
-import inspect
 import io
 import json
 import os
 
 import numpy as np
 
-from tfkd import _atomic
+from tfkd import _atomic, _graph, _hashing
 from tfkd.distill import _taps, _validation
 
 __all__ = ["teacher_outputs", "with_teacher_outputs"]
@@ -41,7 +40,7 @@ def teacher_outputs(teacher, x, layers=(), batch_size=256, verbose=0, cache=None
         x: inputs (numpy array, dict or list of arrays, or a `tf.data.Dataset` yielding
             inputs only; a dataset cannot be cached).
         layers: names of teacher layers whose outputs feature losses read (their
-            `teacher_layer`). Defaults to `()`.
+            `teacher_layer_name`). Defaults to `()`.
         batch_size: batch size of the teacher's forward passes. Defaults to `256`.
         verbose: progress bar, as for `keras.Model.predict`. Defaults to `0`.
         cache: path of a `.npz` file to keep the outputs in. Defaults to `None`.
@@ -130,40 +129,15 @@ _FINGERPRINT = "__fingerprint__"
 
 
 def fingerprint(x, model, keys):
-    """SHA-256 over the inputs (array or dict of arrays), the teacher's architecture (each
-    layer's class and config, and the code of classes outside Keras: a changed
-    preprocessing layer holds no weights), its weights and `keys`."""
+    """SHA-256 over the inputs (array or dict of arrays), the teacher (`_graph.model_sha256`:
+    its architecture, including the code of layers outside Keras, and its weights) and
+    `keys`."""
     digest = hashlib.sha256()
     for name, array in _flatten(x):
-        array = np.ascontiguousarray(array)
-        digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
-        digest.update(array.data)
-    digest.update(json.dumps(architecture(model), default=repr).encode())
-    for weight in model.weights:
-        value = np.ascontiguousarray(weight.numpy() if hasattr(weight, "numpy") else weight)
-        digest.update(f"{weight.path}:{value.shape};".encode())
-        digest.update(value.data)
+        digest.update(f"{name}:{_hashing.array_sha256(array)};".encode())
+    digest.update(_graph.model_sha256(model).encode())
     digest.update(json.dumps(sorted(keys)).encode())
     return digest.hexdigest()
-
-
-def architecture(model):
-    """What defines `model`'s computation besides its weights, as plain data."""
-    layers = []
-    for layer in model._flatten_layers(include_self=True):
-        cls = type(layer)
-        try:
-            config = layer.get_config()
-        except (NotImplementedError, TypeError, ValueError):  # a subclass without a config
-            config = None
-        code = None
-        if not cls.__module__.startswith("keras."):
-            try:
-                code = inspect.getsource(cls)
-            except (OSError, TypeError):  # defined where no source is kept
-                code = None
-        layers.append([f"{cls.__module__}.{cls.__qualname__}", config, code])
-    return layers
 
 
 def load(path, expected, rows):

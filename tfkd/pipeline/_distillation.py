@@ -18,8 +18,8 @@ METHODS = {
         {
             "from_logits": bool,
             "standardize": bool,
-            "teacher_layer": _LAYER,
-            "student_layer": _LAYER,
+            "teacher_layer_name": _LAYER,
+            "student_layer_name": _LAYER,
         },
         (),
     ),
@@ -28,8 +28,8 @@ METHODS = {
         {
             "target_weight": float,
             "non_target_weight": float,
-            "teacher_layer": _LAYER,
-            "student_layer": _LAYER,
+            "teacher_layer_name": _LAYER,
+            "student_layer_name": _LAYER,
         },
         (),
     ),
@@ -38,33 +38,36 @@ METHODS = {
         {
             "inter_class_weight": float,
             "intra_class_weight": float,
-            "teacher_layer": _LAYER,
-            "student_layer": _LAYER,
+            "teacher_layer_name": _LAYER,
+            "student_layer_name": _LAYER,
         },
         (),
     ),
     "feature": (
         "FeatureDistillation",
-        {"teacher_layer": str, "student_layer": str, "projection": str},
-        ("teacher_layer", "student_layer"),
+        {"teacher_layer_name": str, "student_layer_name": str, "projection": str},
+        ("teacher_layer_name", "student_layer_name"),
     ),
     "attention": (
         "AttentionTransfer",
-        {"teacher_layer": str, "student_layer": str, "exponent": float},
-        ("teacher_layer", "student_layer"),
+        {"teacher_layer_name": str, "student_layer_name": str, "exponent": float},
+        ("teacher_layer_name", "student_layer_name"),
     ),
     "relational": (
         "RelationalDistillation",
         {
             "distance_weight": float,
             "angle_weight": float,
-            "teacher_layer": _LAYER,
-            "student_layer": _LAYER,
+            "teacher_layer_name": _LAYER,
+            "student_layer_name": _LAYER,
         },
         (),
     ),
 }
 _TAKES_TEMPERATURE = ("kd", "decoupled", "dist")
+# `method_arguments` renamed to follow keras.distillation, {old: current}: the old names
+# are still read (configs hold them). A test holds it equal to `tfkd.distill.losses.RENAMED`.
+RENAMED_ARGUMENTS = {"teacher_layer": "teacher_layer_name", "student_layer": "student_layer_name"}
 # The distillation keys of a training stage and their defaults.
 DEFAULTS = {
     "method": "kd",
@@ -79,6 +82,22 @@ _RANGES = {
     "rotation": (0, 0.5, "a fraction of a turn in [0, 0.5] (0.5: any angle)"),
     "zoom": (0, 0.9, "a fraction in [0, 0.9]"),
 }
+
+
+def current_names(method_arguments):
+    """`method_arguments` with deprecated names (`RENAMED_ARGUMENTS`) changed to their
+    current ones; raises `invalid_argument` when a mapping holds both names."""
+    if not isinstance(method_arguments, dict):
+        return method_arguments
+    both = [old for old, new in RENAMED_ARGUMENTS.items() if {old, new} <= set(method_arguments)]
+    if both:
+        raise invalid_argument(
+            "method_arguments",
+            f"`method_arguments` holds both {both[0]!r} (deprecated) and "
+            f"{RENAMED_ARGUMENTS[both[0]]!r}. Received: method_arguments={method_arguments!r}. "
+            f"Keep {RENAMED_ARGUMENTS[both[0]]!r} only.",
+        )
+    return {RENAMED_ARGUMENTS.get(name, name): value for name, value in method_arguments.items()}
 
 
 def check_method(method, method_arguments):
@@ -106,8 +125,8 @@ def check_method(method, method_arguments):
             "method",
             f"method={method!r} compares a teacher layer with a student layer, so it needs "
             f"`method_arguments` with {missing}. Received: method={method!r}, "
-            "method_arguments=None. Add "
-            "`method_arguments: {teacher_layer: <teacher layer>, student_layer: <student layer>}`.",
+            "method_arguments=None. Add `method_arguments: {teacher_layer_name: <teacher "
+            "layer>, student_layer_name: <student layer>}`.",
         )
     problems = _argument_problems(method_arguments or {}, accepted, "method_arguments")
     if any(name not in accepted for name in method_arguments or {}):
@@ -210,7 +229,9 @@ def mixes_online(stage):
 def teacher_runs_online(stage):
     """Whether the teacher runs at every step: mixing online, or a loss that reads a
     teacher layer (cached outputs hold the teacher's final output only)."""
-    return mixes_online(stage) or (stage.method_arguments or {}).get("teacher_layer") is not None
+    return (
+        mixes_online(stage) or (stage.method_arguments or {}).get("teacher_layer_name") is not None
+    )
 
 
 def build_loss(stage):

@@ -10,9 +10,8 @@ import re
 import types
 import typing
 
-from tfkd import datasets
 from tfkd.pipeline import _yaml
-from tfkd.pipeline.data import _check_labelled_per_class
+from tfkd.pipeline.data import load_errors
 from tfkd.pipeline.pipeline import Pipeline, reference_errors
 from tfkd.pipeline.stage import Stage, get_stage
 
@@ -103,50 +102,11 @@ class Reader:
             self.fail(("data",), f"`data` must be a mapping with `name`. Received: {data!r}")
             return None
         self.unknown_keys(data, ("data",), DATA_KEYS)
-        valid = True
-        if data["name"] not in datasets.available():
-            valid = False
-            self.fail(
-                ("data", "name"),
-                f"Unknown data set. Received: {data['name']!r}. Available: {datasets.available()}",
-            )
-        for size in ("train_size", "test_size"):
-            value = data.get(size)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 1
-            ):
-                valid = False
-                self.fail(
-                    ("data", size), f"`{size}` must be a positive integer. Received: {value!r}"
-                )
-        valid = self.labelled_per_class(data) and valid
-        return data if valid else None
-
-    def labelled_per_class(self, data):
-        """Checks `labelled_per_class` against the data set's size, without reading it
-        (each class's count is checked when the data loads, before any stage runs)."""
-        value = data.get("labelled_per_class")
-        try:
-            _check_labelled_per_class(value)
-        except ValueError as error:
-            self.fail(("data", "labelled_per_class"), str(error))
-            return False
-        if value is None or data["name"] not in datasets.available():
-            return True
-        info = datasets.info(data["name"])
-        examples, size = info["num_train_examples"], data.get("train_size")
-        if isinstance(size, int) and not isinstance(size, bool) and 0 < size < examples:
-            examples = size
-        if value * info["num_classes"] <= examples:
-            return True
-        self.fail(
-            ("data", "labelled_per_class"),
-            f"`labelled_per_class` asks for more labels than there are training examples: "
-            f"{value} per class x {info['num_classes']} classes > {examples:,}. Received: "
-            f"labelled_per_class={value}. Use at most {examples // info['num_classes']}, or "
-            "more training data (`train_size`).",
-        )
-        return False
+        keys = {key: data[key] for key in DATA_KEYS if key in data}
+        errors = load_errors(**keys)
+        for error in errors:
+            self.fail(("data", error.argument), str(error))
+        return None if errors else data
 
     def stages(self, stages, key):
         if isinstance(stages, _yaml.Invalid):
@@ -192,6 +152,7 @@ class Reader:
             for name, value in mapping.items()
             if name != "stage" and not _contains_invalid(value)  # those are reported already
         }
+        arguments = self.current_names(cls, arguments, key)
         arguments = self.unknown_keys(arguments, key, parameters, f" for stage {cls.kind!r}")
         arguments = self.typed(arguments, key, parameters)
         required = [name for name, p in parameters.items() if p.default is inspect.Parameter.empty]
@@ -222,6 +183,24 @@ class Reader:
                     return None
                 arguments = {name: value for name, value in arguments.items() if name != argument}
                 dropped.append(argument)
+
+    def current_names(self, cls, arguments, key):
+        """`arguments` with the stage's deprecated names (`renamed_arguments`) changed to
+        their current ones, whose errors then point at the old key's line."""
+        for old, new in cls.renamed_arguments.items():
+            if old not in arguments:
+                continue
+            if new in arguments:
+                self.fail(
+                    (*key, old),
+                    f"`{old}` is the deprecated name of `{new}`, which is given too. Keep "
+                    f"`{new}` only.",
+                )
+                del arguments[old]
+                continue
+            arguments[new] = arguments.pop(old)
+            self.lines.setdefault((*key, new), self.lines.get((*key, old)))
+        return arguments
 
     def unknown_keys(self, mapping, key, accepted, where=""):
         """`mapping` without its unknown keys, each reported."""

@@ -15,7 +15,7 @@ import os
 import pathlib
 import shutil
 
-from tfkd import _atomic, _hashing
+from tfkd import _atomic, _hashing, models
 
 ENTRY = "entry.json"
 LOCK = ".lock"
@@ -94,8 +94,7 @@ class Store:
         if isinstance(model, TFLiteModel):  # the export stage wrote its file already
             return os.path.relpath(model.path, self.stage_directory(name))
         path = self.stage_directory(name) / "model.keras"
-        with _atomic.writing(path, suffix=".keras") as temporary:
-            inference_copy(model).save(temporary)
+        models.save(model, path)
         return path.name
 
     def finish(self, name, entry):
@@ -140,13 +139,6 @@ def load_keras(path):
 def output_id(entry):
     """What identifies a finished stage's output: its fingerprint and its file's checksum."""
     return f"{entry['fingerprint']}:{entry['sha256'][:16]}"
-
-
-def inference_copy(model):
-    """An uncompiled copy with the same weights: no optimizer state in the saved file."""
-    from tfkd import _graph
-
-    return _graph.copy_model(model) if model.compiled else model
 
 
 def _lock_file(file):

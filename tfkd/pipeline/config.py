@@ -30,7 +30,7 @@ import pathlib
 
 from tfkd.pipeline import _reader, _yaml
 from tfkd.pipeline.data import Data
-from tfkd.pipeline.pipeline import Pipeline, check_run_options
+from tfkd.pipeline.pipeline import Pipeline, check_run_options, execute_checked
 from tfkd.pipeline.stage import registered_stages
 
 
@@ -159,8 +159,16 @@ def run_config(path, output_dir=None, *, quick=False, tensorboard=True, log=prin
             raise
         raise config.data_error(error.argument, str(error)) from None
     try:
-        return config.pipeline.execute(
-            data, output_dir, quick=quick, seed=config.seed, tensorboard=tensorboard, log=log
+        # The reader checked the stages and their references, and the options are checked.
+        return execute_checked(
+            config.pipeline,
+            data,
+            output_dir,
+            quick=quick,
+            seed=config.seed,
+            tensorboard=tensorboard,
+            verbose="auto",
+            log=log,
         )
     except ValueError as error:
         if getattr(error, "stage", None) is None or not hasattr(error, "argument"):

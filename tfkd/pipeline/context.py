@@ -1,5 +1,6 @@
 """`Context`: what a running stage sees: data, earlier models, and the training helpers."""
 
+import dataclasses
 import os
 import sys
 
@@ -12,44 +13,67 @@ from tfkd.distill.callbacks import NonFiniteLossGuard
 QUICK_EPOCHS = 1
 
 
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """The options of one `Pipeline.execute`, the same for every stage."""
+
+    quick: bool = False
+    seed: int = 0
+    tensorboard: bool = True
+    verbose: object = "auto"
+
+
 class Context:
     """Handed to `Stage.run`: the data, earlier stages' models, and how to train.
 
+    Each stage gets a context of its own, made for it; its attributes are read-only.
+
     Attributes:
         data: the pipeline's `tfkd.pipeline.Data`.
-        directory: this stage's output directory (e.g. where `export` writes).
+        directory: this stage's output directory (e.g. where `export` writes); `None`
+            for a nested pipeline, which writes nothing itself.
+        log_directory: where this stage's TensorBoard logs go, or `None`.
         quick: `True` in a smoke run (`--quick`): `epochs()` gives one epoch.
         seed: the pipeline's seed.
+        tensorboard: whether `fit` writes TensorBoard logs.
+        verbose: Keras's `verbose` for training, or `"auto"`.
     """
 
-    def __init__(self, data, runner, *, quick=False, seed=0, tensorboard=True, verbose="auto"):
-        self.data = data
-        self.quick = quick
-        self.seed = seed
-        self.tensorboard = tensorboard
-        self.verbose = verbose
-        self.directory = None
-        self.log_directory = None
-        self._runner = runner
+    __slots__ = ("_engine", "_options", "_data", "_directory", "_log_directory")
+
+    def __init__(self, engine, options, data, directory=None, log_directory=None):
+        self._engine = engine
+        self._options = options
+        self._data = data
+        self._directory = directory
+        self._log_directory = log_directory
+
+    data = property(lambda self: self._data)
+    directory = property(lambda self: self._directory)
+    log_directory = property(lambda self: self._log_directory)
+    quick = property(lambda self: self._options.quick)
+    seed = property(lambda self: self._options.seed)
+    tensorboard = property(lambda self: self._options.tensorboard)
+    verbose = property(lambda self: self._options.verbose)
 
     def model(self, name):
         """The model an earlier stage returned."""
-        return self._runner.model(name)
+        return self._engine.model(name)
 
     def teacher_outputs(self, name, inputs=None, inputs_key="train"):
         """`{"output": logits}` of stage `name`'s model on `inputs` (the training inputs by
         default), computed once per run directory and cached under `inputs_key`, which
         must identify the inputs. This is offline distillation: valid for inputs that
         are fixed, not augmented anew at every epoch."""
-        return self._runner.teacher_outputs(name, inputs, inputs_key)
+        return self._engine.teacher_outputs(name, inputs, inputs_key)
 
     def log(self, message):
         """Writes a line to the pipeline's log, under the running stage's."""
-        self._runner.log(f"    {message}")
+        self._engine.log(f"    {message}")
 
     def run_stage(self, stage, model):
         """Runs a child stage (for pipelines within pipelines); returns its model."""
-        return self._runner.run_stage(stage, model)
+        return self._engine.run_stage(stage, model)
 
     def epochs(self, epochs):
         return min(epochs, QUICK_EPOCHS) if self.quick else epochs

@@ -75,20 +75,9 @@ class Data:
     def load(cls, name, train_size=None, test_size=None, labelled_per_class=None):
         """A data set of `tfkd.datasets` by name, optionally its first examples only
         (`labelled_per_class`: see the class)."""
-        if name not in datasets.available():
-            raise invalid_argument(
-                "name",
-                f"Unknown data set. Received: name={name!r}. Available: {datasets.available()}",
-            )
-        for argument, value in (("train_size", train_size), ("test_size", test_size)):
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1
-            ):
-                raise invalid_argument(
-                    argument,
-                    f"`{argument}` must be a positive integer. Received: {argument}={value!r}",
-                )
-        _check_labelled_per_class(labelled_per_class)
+        errors = load_errors(name, train_size, test_size, labelled_per_class)
+        if errors:
+            raise errors[0]
         (x_train, y_train), (x_test, y_test) = datasets.load(name)
         data = cls(x_train, y_train, x_test, y_test, name=name)
         data = data.subset(train_size, test_size)
@@ -221,6 +210,53 @@ class Data:
         if self.notes:
             description["notes"] = list(self.notes)
         return description
+
+
+def load_errors(name, train_size=None, test_size=None, labelled_per_class=None, *, argument="name"):
+    """The errors in `Data.load`'s arguments, found without reading the data (a config is
+    checked with them before anything runs), each with the `argument` attribute; `argument`
+    is what the data set's name is called where it was given."""
+    errors = []
+    if not isinstance(name, str) or name not in datasets.available():
+        errors.append(
+            invalid_argument(
+                argument,
+                f"Unknown data set. Received: {argument}={name!r}. Available: "
+                f"{datasets.available()}",
+                ValueError if isinstance(name, str) else TypeError,
+            )
+        )
+    for size_argument, value in (("train_size", train_size), ("test_size", test_size)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1
+        ):
+            errors.append(
+                invalid_argument(
+                    size_argument,
+                    f"`{size_argument}` must be a positive integer. "
+                    f"Received: {size_argument}={value!r}",
+                )
+            )
+    try:
+        _check_labelled_per_class(labelled_per_class)
+    except ValueError as error:
+        return [*errors, error]
+    if labelled_per_class is None or errors:
+        return errors
+    info = datasets.info(name)
+    examples = min(info["num_train_examples"], train_size or info["num_train_examples"])
+    if labelled_per_class * info["num_classes"] > examples:
+        errors.append(
+            invalid_argument(
+                "labelled_per_class",
+                "`labelled_per_class` asks for more labels than there are training examples: "
+                f"{labelled_per_class} per class x {info['num_classes']} classes > "
+                f"{examples:,}. Received: labelled_per_class={labelled_per_class}. Use at "
+                f"most {examples // info['num_classes']}, or more training data "
+                "(`train_size`).",
+            )
+        )
+    return errors
 
 
 def _as_inputs(x, name):

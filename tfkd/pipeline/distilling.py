@@ -48,7 +48,9 @@ class Distill(_NewModelTraining):
             Defaults to `"kd"`.
         method_arguments: keyword arguments of that loss, e.g. `{standardize: true}`
             for `kd`, `{non_target_weight: 8.0}` for `decoupled`, and for `feature`
-            and `attention` (required) `{teacher_layer: ..., student_layer: ...}`.
+            and `attention` (required) `{teacher_layer_name: ..., student_layer_name:
+            ...}` (the names of `keras.distillation`; the deprecated `teacher_layer`
+            and `student_layer` are still read).
             `tfkd check` checks names and types; the loss checks values when the
             pipeline starts. Defaults to `None`.
         augmentation: random changes applied to each batch in the training step,

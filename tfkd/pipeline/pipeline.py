@@ -32,7 +32,7 @@ class Pipeline(Stage):
     pipeline = tfkd.Pipeline([
         tfkd.pipeline.Load("teacher.keras", name="teacher"),
         tfkd.pipeline.Distill("teacher", student={"architecture": "cnn"}, epochs=8),
-        tfkd.pipeline.Prune(sparsity=0.5, teacher="teacher"),
+        tfkd.pipeline.Prune(target_sparsity=0.5, teacher="teacher"),
         tfkd.pipeline.QuantizeAware(teacher="teacher"),
         tfkd.pipeline.Export(quantization="int8"),
     ])
@@ -90,15 +90,12 @@ class Pipeline(Stage):
         Raises:
             TypeError, ValueError: a bad argument or stage reference, before any stage runs.
         """
-        _check_data(data)
         check_run_options(
             output_dir, quick=quick, tensorboard=tensorboard, log=log, seed=seed, verbose=verbose
         )
-        seed = int(seed)
         check_references(self)
-        from tfkd.pipeline import _runner  # Keras and TensorFlow load when a pipeline runs
-
-        return _runner.execute(
+        data = _data(data)
+        return execute_checked(
             self,
             data,
             output_dir,
@@ -108,6 +105,15 @@ class Pipeline(Stage):
             verbose=verbose,
             log=log,
         )
+
+
+def execute_checked(pipeline, data, output_dir, *, quick, seed, tensorboard, verbose, log):
+    """`Pipeline.execute` after its checks, for callers that made them (`run_config`)."""
+    from tfkd.pipeline import _engine  # Keras and TensorFlow load when a pipeline runs
+    from tfkd.pipeline.context import RunOptions
+
+    options = RunOptions(quick=quick, seed=int(seed), tensorboard=tensorboard, verbose=verbose)
+    return _engine.execute(pipeline, data, output_dir, options, log)
 
 
 def _stage_from_config(config):
@@ -168,21 +174,20 @@ def check_run_options(output_dir, *, quick, tensorboard, log, seed=0, verbose="a
         )
 
 
-def _check_data(data):
-    from tfkd import datasets
-    from tfkd.pipeline.data import Data
+def _data(data):
+    """`data` as a `tfkd.pipeline.Data`: loaded when it is a data set's name."""
+    from tfkd.pipeline.data import Data, load_errors
 
-    if isinstance(data, str):
-        if data not in datasets.available():
-            raise ValueError(
-                f"Unknown data set. Received: data={data!r}. Available: {datasets.available()}, "
-                "or pass a `tfkd.pipeline.Data`."
-            )
-    elif not isinstance(data, Data):
+    if isinstance(data, Data):
+        return data
+    if not isinstance(data, str):
         raise TypeError(
             "`data` must be a `tfkd.pipeline.Data` or a data set name. "
             f"Received: data={data!r} of type {type(data).__name__}"
         )
+    for error in load_errors(data, argument="data"):
+        raise error
+    return Data.load(data)
 
 
 def _is_verbose(verbose):

@@ -19,7 +19,7 @@ _MAX_FREQUENCY = 100
 class Prune(_Training):
     """Prunes the incoming model by magnitude while it trains, then strips the wrappers.
 
-    Sparsity rises from 0 to `sparsity` over the first 70% of the steps (polynomial
+    Sparsity rises from 0 to `target_sparsity` over the first 70% of the steps (polynomial
     decay, masks updated at least 8 times on the way), then holds while the model
     recovers. With `teacher`, training is distillation, as in `Distill` (every
     training image, the distillation keys below); without, it trains on the labelled
@@ -31,7 +31,9 @@ class Prune(_Training):
     the pattern fits no layer of the model the stage will receive.
 
     Args:
-        sparsity: fraction of each pruned kernel set to zero. Defaults to `0.5`.
+        target_sparsity: fraction of each pruned kernel set to zero (the name of
+            `tfkd.prune`'s schedules; `sparsity`, its former name, is still read).
+            Defaults to `0.5`.
         pattern: `"unstructured"` or `"N:M"` (see `tfkd.prune.prune`).
             Defaults to `"unstructured"`.
         exclude: layers to leave dense: a list of layer names or regular expressions
@@ -45,24 +47,27 @@ class Prune(_Training):
         **kwargs: `temperature`, `student_loss_weight`, `batch_size`, `name`, `from_stage`.
     """
 
+    renamed_arguments = {"sparsity": "target_sparsity"}
+
     def __init__(
         self,
-        sparsity: float = 0.5,
+        target_sparsity: float = 0.5,
         pattern: str = "unstructured",
         exclude: list | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        valid = isinstance(sparsity, numbers.Real) and not isinstance(sparsity, bool)
-        if not valid or not 0 <= sparsity < 1:
+        valid = isinstance(target_sparsity, numbers.Real) and not isinstance(target_sparsity, bool)
+        if not valid or not 0 <= target_sparsity < 1:
             raise invalid_argument(
-                "sparsity",
-                f"`sparsity` must be in [0, 1). Received: sparsity={sparsity!r}",
+                "target_sparsity",
+                "`target_sparsity` must be in [0, 1). "
+                f"Received: target_sparsity={target_sparsity!r}",
                 ValueError if valid else TypeError,
             )
         _check_pattern(pattern)
         _check_exclude(exclude)
-        self.sparsity, self.pattern = float(sparsity), pattern
+        self.target_sparsity, self.pattern = float(target_sparsity), pattern
         self.exclude = None if exclude is None else list(exclude)
 
     def schedule(self, steps):
@@ -72,7 +77,7 @@ class Prune(_Training):
         end_step = max(1, int(0.7 * steps))
         frequency = max(1, min(_MAX_FREQUENCY, end_step // _MASK_UPDATES))
         return prune_lib.PolynomialDecay(
-            0.0, self.sparsity, begin_step=0, end_step=end_step, frequency=frequency
+            0.0, self.target_sparsity, begin_step=0, end_step=end_step, frequency=frequency
         )
 
     def _output_spec(self, incoming):

@@ -105,7 +105,30 @@ def invalid_argument(argument, message, error=ValueError):
     return exception
 
 
-class Stage:
+class _StageType(type):
+    """Moves a deprecated argument (`Stage.renamed_arguments`) to its current name, with a
+    `DeprecationWarning`, before the stage is made: its config holds the current name."""
+
+    @property
+    def __signature__(cls):
+        # The constructor's, for `inspect.signature(cls)` (help, IDEs), not `__call__`'s.
+        parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
+        return inspect.Signature(parameters)
+
+    def __call__(cls, *args, **kwargs):
+        if cls.renamed_arguments:
+            given = {
+                new: kwargs.pop(new) for new in cls.renamed_arguments.values() if new in kwargs
+            }
+            kwargs.update(
+                _checks.renamed_arguments(
+                    cls.__name__, given, kwargs, cls.renamed_arguments, stacklevel=4
+                )
+            )
+        return super().__call__(*args, **kwargs)
+
+
+class Stage(metaclass=_StageType):
     """One step of a pipeline: takes the previous stage's model, returns a new one.
 
     Subclass it, implement `run`, and register it with `register_stage` to use it
@@ -136,6 +159,9 @@ class Stage:
     """
 
     kind = None
+    # `{old name: current name}` of arguments renamed since configs were written: the old
+    # names are still read, in Python and in configs.
+    renamed_arguments = {}
 
     def __new__(cls, *args, **kwargs):
         instance = super().__new__(cls)

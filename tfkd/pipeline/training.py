@@ -95,7 +95,8 @@ class _Training(Stage):
         )
         teacher, temperature = values["teacher"], values["temperature"]
         student_loss_weight = values["student_loss_weight"]
-        method, method_arguments = values["method"], values["method_arguments"]
+        method = values["method"]
+        method_arguments = _distillation.current_names(values["method_arguments"])
         augmentation, mixup, cutmix = values["augmentation"], values["mixup"], values["cutmix"]
         check_positive("epochs", epochs, int, allow_zero=True)
         check_positive("learning_rate", learning_rate, float)
@@ -121,12 +122,13 @@ class _Training(Stage):
         self.method, self.method_arguments = method, method_arguments
         self.augmentation, self.mixup, self.cutmix = augmentation, mixup, cutmix
         _distillation.check_needs_teacher(self)
-        if isinstance(teacher, list) and (method_arguments or {}).get("teacher_layer"):
+        if isinstance(teacher, list) and (method_arguments or {}).get("teacher_layer_name"):
             raise invalid_argument(
                 "teacher",
                 "Several teachers are joined into one ensemble, which has no layer "
-                f"{method_arguments['teacher_layer']!r} to read. Received: teacher={teacher!r} "
-                f"with method_arguments={method_arguments!r}. Use one teacher for a method "
+                f"{method_arguments['teacher_layer_name']!r} to read. Received: "
+                f"teacher={teacher!r} with method_arguments={method_arguments!r}. Use one "
+                "teacher for a method "
                 "that reads a teacher layer.",
             )
 

@@ -129,18 +129,21 @@ class ConstantSparsity(PruningSchedule):
 
 @keras.saving.register_keras_serializable(package="tfkd")
 class PolynomialDecay(PruningSchedule):
-    """Raises sparsity from `initial_sparsity` to `final_sparsity` between two steps.
+    """Raises sparsity from `initial_sparsity` to `target_sparsity` between two steps.
 
     Gradual magnitude pruning (Zhu & Gupta, 2017): the sparsity at step `t` is
-    `final + (initial - final) * (1 - p) ** power` with `p` the fraction of
+    `target + (initial - target) * (1 - p) ** power` with `p` the fraction of
     `[begin_step, end_step]` elapsed, so most weights go early while the network
     can still recover, and few near the end.
 
+    `target_sparsity` is what tfmot calls `final_sparsity`; that name is still read
+    (saved configs hold it), with a `DeprecationWarning`.
+
     Args:
         initial_sparsity: sparsity at `begin_step`, in [0, 1).
-        final_sparsity: sparsity at and after `end_step`, in [0, 1).
-        begin_step: step at which pruning starts.
-        end_step: step at which `final_sparsity` is reached; must be > `begin_step`.
+        target_sparsity: sparsity at and after `end_step`, in [0, 1).
+        begin_step: step at which pruning starts. Defaults to `0`.
+        end_step: step at which `target_sparsity` is reached; must be > `begin_step`.
         power: exponent of the decay. Defaults to `3`.
         frequency: steps between mask updates. Defaults to `100`.
 
@@ -152,8 +155,26 @@ class PolynomialDecay(PruningSchedule):
     """
 
     def __init__(
-        self, initial_sparsity, final_sparsity, begin_step, end_step, power=3, frequency=100
+        self,
+        initial_sparsity,
+        target_sparsity=None,
+        begin_step=0,
+        end_step=None,
+        power=3,
+        frequency=100,
+        **kwargs,
     ):
+        target_sparsity = _checks.renamed_arguments(
+            "PolynomialDecay",
+            {"target_sparsity": target_sparsity},
+            kwargs,
+            {"final_sparsity": "target_sparsity"},
+            stacklevel=3,
+        )["target_sparsity"]
+        if kwargs:
+            raise TypeError(f"PolynomialDecay got unexpected arguments. Received: {sorted(kwargs)}")
+        if target_sparsity is None:
+            raise TypeError("PolynomialDecay needs `target_sparsity`. Received: None.")
         super().__init__(begin_step=begin_step, end_step=end_step, frequency=frequency)
         if self.end_step is None or self.end_step <= self.begin_step:
             raise ValueError(
@@ -161,7 +182,7 @@ class PolynomialDecay(PruningSchedule):
                 f"Received: begin_step={begin_step}, end_step={end_step}."
             )
         self.initial_sparsity = _check_sparsity("initial_sparsity", initial_sparsity)
-        self.final_sparsity = _check_sparsity("final_sparsity", final_sparsity)
+        self.target_sparsity = _check_sparsity("target_sparsity", target_sparsity)
         if not _checks.is_number(power) or not math.isfinite(power) or power <= 0:
             raise ValueError(f"`power` must be a finite number > 0. Received: power={power!r}.")
         self.power = int(power) if isinstance(power, numbers.Integral) else float(power)
@@ -170,14 +191,24 @@ class PolynomialDecay(PruningSchedule):
         step = ops.cast(ops.convert_to_tensor(step), "float32")
         progress = (step - self.begin_step) / float(self.end_step - self.begin_step)
         remaining = 1.0 - ops.clip(progress, 0.0, 1.0)
-        span = self.initial_sparsity - self.final_sparsity
-        return self.final_sparsity + span * ops.power(remaining, self.power)
+        span = self.initial_sparsity - self.target_sparsity
+        return self.target_sparsity + span * ops.power(remaining, self.power)
+
+    @property
+    def final_sparsity(self):
+        """Deprecated: `target_sparsity`."""
+        warnings.warn(
+            "`final_sparsity` is deprecated and will be removed; read `target_sparsity`.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.target_sparsity
 
     def get_config(self):
         config = super().get_config()
         return {
             "initial_sparsity": self.initial_sparsity,
-            "final_sparsity": self.final_sparsity,
+            "target_sparsity": self.target_sparsity,
             "begin_step": config["begin_step"],
             "end_step": config["end_step"],
             "power": self.power,

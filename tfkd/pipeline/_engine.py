@@ -1,46 +1,41 @@
-"""Executing a `Pipeline`: stages run with resume, each measured, into an output directory.
+"""The pipeline engine: runs a checked `Pipeline`'s stages with resume (fingerprints
+and the run directory), measures each stage's model, and writes the report.
 
-Kept apart from `pipeline.py` so that reading and checking configs imports no Keras.
+`Pipeline` (the composite of stages) and its checks live in `pipeline.py`, which imports
+no Keras; this module loads Keras and TensorFlow, when a pipeline runs.
 """
 
-import hashlib
 import importlib.metadata
-import json
 import pathlib
 import time
 
 import keras
 import numpy as np
 
+from tfkd import _graph, _hashing
 from tfkd.distill import teacher_cache
 from tfkd.export import TFLiteModel
 from tfkd.pipeline import _measure, _store, architectures, report
 from tfkd.pipeline.context import Context
-from tfkd.pipeline.data import Data
 from tfkd.pipeline.pipeline import Pipeline
 from tfkd.pipeline.stage import Stage, StageError
 
 
-def execute(pipeline, data, output_dir, *, quick, seed, tensorboard, verbose, log):
-    """`Pipeline.execute`, whose docstring says what it does."""
-    data = Data.load(data) if isinstance(data, str) else data
-    if not isinstance(data, Data):
-        raise TypeError(
-            "`data` must be a `tfkd.pipeline.Data` or a data set name. "
-            f"Received: data of type {type(data).__name__}"
-        )
-    data = (data.quick() if quick else data).with_labels_hidden(seed)
-    _check_against_models(pipeline, data, seed)
+def execute(pipeline, data, output_dir, options, log):
+    """Runs `pipeline` on `data` (a `tfkd.pipeline.Data`) into `output_dir`; returns the
+    `Report`. Everything was checked by `Pipeline.execute`, except what needs the
+    models (`_check_against_models`), checked here before any stage runs.
+
+    Args:
+        options: a `RunOptions`.
+    """
+    data = (data.quick() if options.quick else data).with_labels_hidden(options.seed)
+    _check_against_models(pipeline, data, options.seed)
     store = _store.Store(output_dir)
     with store.locked():
-        runner = _Runner(pipeline, data, store, log)
-        context = Context(
-            data, runner, quick=quick, seed=seed, tensorboard=tensorboard, verbose=verbose
-        )
-        runner.context = context
-        runner.start(pipeline, quick=quick, seed=seed)
-        pipeline.run(None, context)
-        return runner.finish()
+        engine = _Engine(pipeline, data, store, options, log)
+        pipeline.run(None, Context(engine, options, data))
+        return engine.finish()
 
 
 def _check_against_models(pipeline, data, seed):
@@ -82,25 +77,32 @@ def _check_against_models(pipeline, data, seed):
         last = visit(stage, last)
 
 
-class _Runner:
-    """Runs leaf stages with resume; tracks models, fingerprints and entries."""
+class _Engine:
+    """Runs stages with resume; tracks each finished stage's model, output id and entry.
 
-    def __init__(self, pipeline, data, store, log):
+    Each stage gets a `Context` of its own (read-only): the engine holds no context, and
+    a context reaches the engine only through `model`, `teacher_outputs`, `run_stage`
+    and `log`.
+    """
+
+    def __init__(self, pipeline, data, store, options, log):
         self.data = data
         self.store = store
+        self.options = options
         self.log = log
         self.order = [stage.name for stage in pipeline.leaves()]
         self.total = len(self.order)
         self.models, self.fingerprints, self.entries = {}, {}, []
         self.last = None
-        self.context = None
         self._teacher_outputs = {}
-
-    def start(self, pipeline, quick, seed):
         self.started = time.perf_counter()
+        self._start(pipeline)
+
+    def _start(self, pipeline):
+        quick, seed = self.options.quick, self.options.seed
         # What every stage's fingerprint holds besides its own arguments and inputs: a
         # stage finished under other data, seed or library versions is redone.
-        self.options = {
+        self.run_fingerprint = {
             "quick": quick,
             "seed": seed,
             "data": self.data.fingerprint,
@@ -119,7 +121,7 @@ class _Runner:
                 "quick": quick,
                 "seed": seed,
                 # For `tfkd report`, which recomputes each entry's fingerprint.
-                "options": self.options,
+                "options": self.run_fingerprint,
                 "config_digests": self.config_digests,
             },
         )
@@ -145,10 +147,12 @@ class _Runner:
         return self.models[name]
 
     def run_stage(self, stage, model):
+        """Runs `stage` (a leaf, or a nested pipeline, whose `run` calls this for each
+        child) on `model`, or loads its finished output; returns its model."""
         if isinstance(stage, Pipeline):
             if stage.from_stage:
                 self.last, model = stage.from_stage, self.models[stage.from_stage]
-            model, _ = stage.run(model, self.context)
+            model, _ = stage.run(model, Context(self, self.options, self.data))
             self.models[stage.name] = model
             self.fingerprints[stage.name] = self.fingerprints.get(self.last)
             return model
@@ -173,11 +177,16 @@ class _Runner:
 
     def _run_leaf(self, stage, model, source, fingerprint, index):
         self.log(f"[{index}/{self.total}] {stage.name} ({stage.kind}): started")
-        self.context.directory = self.store.begin(stage.name)
-        self.context.log_directory = self.store.log_directory(stage.name)
+        context = Context(
+            self,
+            self.options,
+            self.data,
+            directory=self.store.begin(stage.name),
+            log_directory=self.store.log_directory(stage.name),
+        )
         start = time.perf_counter()
         try:
-            model, details = _unpack(stage, stage.run(model, self.context))
+            model, details = _unpack(stage, stage.run(model, context))
             _check_finite(model)
         except Exception as error:
             raise StageError(stage, error, self.store.directory) from error
@@ -237,7 +246,7 @@ class _Runner:
             stage.kind,
             self.config_digests[stage.name],
             self._upstream(stage, source),
-            self.options,
+            self.run_fingerprint,
         )
 
     def finish(self):
@@ -278,12 +287,9 @@ def _unpack(stage, output):
 def _fingerprint_value(value):
     """Keras models and arrays (Python API) are fingerprinted by their contents."""
     if isinstance(value, np.ndarray):
-        return hashlib.sha256(np.ascontiguousarray(value).data).hexdigest()
+        return _hashing.array_sha256(value)
     if isinstance(value, keras.Model):
-        digest = hashlib.sha256(json.dumps(value.get_config(), default=str).encode())
-        for weight in value.weights:
-            digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).data)
-        return digest.hexdigest()
+        return _graph.model_sha256(value)
     if isinstance(value, Stage):
         return {"stage": value.kind, **value.get_config()}
     if isinstance(value, pathlib.PurePath):
