@@ -8,13 +8,8 @@ import pytest
 
 from tests.helpers import assert_config_round_trip
 from tfkd.distill import losses
-from tfkd.distill.losses import (
-    DistillationLoss,
-    FeatureDistillation,
-    LogitsDistillation,
-    kl_divergence,
-    mean_squared_error,
-)
+from tfkd.distill.features import FeatureDistillation, mean_squared_error
+from tfkd.distill.losses import DistillationLoss, LogitsDistillation, kl_divergence
 
 
 def _softmax(z):

@@ -12,9 +12,9 @@ from tfkd.distill.ensemble import (
 )
 from tfkd.distill.features import (
     AttentionTransfer,
-    RelationalDistillation,
+    FeatureDistillation,
     attention_map_distance,
-    relational_distance,
+    mean_squared_error,
 )
 from tfkd.distill.logits import (
     CorrelationDistillation,
@@ -24,12 +24,11 @@ from tfkd.distill.logits import (
 )
 from tfkd.distill.losses import (
     DistillationLoss,
-    FeatureDistillation,
     LogitsDistillation,
     kl_divergence,
-    mean_squared_error,
     standardize_logits,
 )
+from tfkd.distill.relational import RelationalDistillation, relational_distance
 from tfkd.distill.teacher_cache import teacher_outputs, with_teacher_outputs
 
 __all__ = [

@@ -131,29 +131,6 @@ def kl_divergence(
     return ops.maximum(divergence, 0.0) * (temperature**2)
 
 
-def mean_squared_error(teacher_outputs, student_outputs):
-    """Per-example mean squared difference between two feature tensors.
-
-    Args:
-        teacher_outputs: Teacher features, shape `(batch, ...)`.
-        student_outputs: Student features of the same shape.
-
-    Returns:
-        A tensor of shape `(batch,)`.
-
-    Example:
-
-    >>> import numpy as np
-    >>> a = np.ones((2, 3), dtype="float32")
-    >>> keras.ops.convert_to_numpy(mean_squared_error(a, a * 3)).tolist()
-    [4.0, 4.0]
-    """
-    check_same_shape(teacher_outputs, student_outputs, "mean_squared_error")
-    difference = ops.cast(student_outputs, "float32") - ops.cast(teacher_outputs, "float32")
-    squared = ops.reshape(ops.square(difference), (ops.shape(difference)[0], -1))
-    return ops.mean(squared, axis=-1)
-
-
 # The layer arguments' names before they followed keras.distillation: {old: current}.
 RENAMED = {"teacher_layer": "teacher_layer_name", "student_layer": "student_layer_name"}
 _RENAMED_ATTRIBUTE = "`{0}` is deprecated and will be removed; read `{0}_name`."
@@ -349,80 +326,6 @@ class LogitsDistillation(DistillationLoss):
     @classmethod
     def from_config(cls, config):
         return cls(**{**config, "temperature": schedules.deserialize(config["temperature"])})
-
-
-@keras.saving.register_keras_serializable(package="tfkd")
-class FeatureDistillation(DistillationLoss):
-    """Pulls a student layer's output towards a teacher layer's output (FitNets).
-
-    When the two layers differ in width (last axis), a learned linear
-    projection maps the student's features to the teacher's width; it trains
-    with the student and is not part of the student model. Other axes must
-    match (pick layers at the same spatial resolution).
-
-    Args:
-        teacher_layer_name: Name of the teacher layer to imitate.
-        student_layer_name: Name of the student layer that imitates it.
-        projection: `"auto"` adds a projection only when widths differ,
-            `"always"` adds one in every case, `"never"` requires equal widths.
-            Defaults to `"auto"`.
-        **kwargs: Base layer arguments, e.g. `name`.
-
-    Example:
-
-    >>> loss = FeatureDistillation(teacher_layer_name="conv_2", student_layer_name="conv_1")
-    >>> loss.projection
-    'auto'
-    """
-
-    requires_layer_names = True
-
-    def __init__(
-        self, teacher_layer_name=None, student_layer_name=None, projection="auto", **kwargs
-    ):
-        super().__init__(
-            teacher_layer_name=teacher_layer_name, student_layer_name=student_layer_name, **kwargs
-        )
-        if projection not in ("auto", "always", "never"):
-            raise ValueError(
-                f"Unknown projection. Received: projection={projection!r}. "
-                "Accepted: 'auto', 'always', 'never'."
-            )
-        self.projection = projection
-        self.projection_layer = None
-
-    def build(self, teacher_outputs_shape, student_outputs_shape):
-        teacher_shape, student_shape = tuple(teacher_outputs_shape), tuple(student_outputs_shape)
-        if len(teacher_shape) != len(student_shape) or teacher_shape[1:-1] != student_shape[1:-1]:
-            raise ValueError(
-                f"FeatureDistillation can project the last axis only, but the other axes "
-                f"differ. Received: teacher layer {self.teacher_layer_name!r} output shape "
-                f"{teacher_shape}, student layer {self.student_layer_name!r} output shape "
-                f"{student_shape}. Choose layers with the same rank and spatial size."
-            )
-        widths_differ = teacher_shape[-1] != student_shape[-1]
-        if widths_differ and self.projection == "never":
-            raise ValueError(
-                f"Teacher layer {self.teacher_layer_name!r} has width {teacher_shape[-1]} and "
-                f"student layer {self.student_layer_name!r} width {student_shape[-1]}, and "
-                "projection='never'. Use projection='auto' to learn a projection."
-            )
-        if self.projection == "always" or widths_differ:
-            self.projection_layer = keras.layers.Dense(
-                teacher_shape[-1], use_bias=False, name="projection"
-            )
-            self.projection_layer.build(student_shape)
-        self.built = True
-
-    def call(self, teacher_outputs, student_outputs):
-        if self.projection_layer is not None:
-            student_outputs = self.projection_layer(student_outputs)
-        return mean_squared_error(teacher_outputs, student_outputs)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(projection=self.projection)
-        return config
 
 
 def scheduled_temperature(temperature):
