@@ -15,6 +15,7 @@ def test_top_level_api():
         "distill",
         "export",
         "export_tflite",
+        "metrics",
         "models",
         "pipeline",
         "prune",
@@ -22,6 +23,10 @@ def test_top_level_api():
         "text",
         "transfer",
     ]
+
+
+def test_metrics_api():
+    assert tfkd.metrics.__all__ == ["classification_report", "largest_drops"]
 
 
 def test_models_api():
@@ -63,9 +68,15 @@ def test_datasets_api():
     assert sorted(tfkd.datasets.__all__) == [
         "TextSplits",
         "available",
+        "directory_errors",
         "info",
         "load",
+        "load_directory",
+        "load_npz",
+        "load_tfds",
         "load_tweets",
+        "npz_errors",
+        "tfds_errors",
         "write_tfds",
     ]
 
@@ -168,3 +179,16 @@ def test_pipeline_api():
         "registered_stages",
         "run_config",
     ]
+
+
+def test_names_that_moved_between_modules_still_import_with_a_warning():
+    import pytest
+
+    from tfkd.distill import features, losses
+
+    with pytest.warns(DeprecationWarning, match="moved to `tfkd.distill.features"):
+        assert losses.FeatureDistillation is tfkd.distill.FeatureDistillation
+    with pytest.warns(DeprecationWarning, match="moved to `tfkd.distill.relational"):
+        assert features.relational_distance is tfkd.distill.relational_distance
+    with pytest.raises(AttributeError, match="has no attribute 'FitNets'"):
+        losses.FitNets  # noqa: B018

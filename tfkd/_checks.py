@@ -178,6 +178,24 @@ def renamed_arguments(owner, values, kwargs, renamed, stacklevel=4):
     return values
 
 
+def moved_name(module, name, moved):
+    """A module's `__getattr__` for names that moved to a sibling module (`moved`:
+    `{name: sibling}`): returns the name from there, with a `DeprecationWarning`."""
+    if name not in moved:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    import importlib
+
+    package, _, _ = module.rpartition(".")
+    target = f"{package}.{moved[name]}"
+    warnings.warn(
+        f"`{module}.{name}` moved to `{target}.{name}`; import it from there (or from "
+        f"`{package}`).",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return getattr(importlib.import_module(target), name)
+
+
 def _accepted(low, high, low_open, high_open, integer, allow_none):
     """`"a positive integer"`, `"a number in [0, 1)"`, `"a finite number > 0"`..."""
     if integer and high is None and (low, low_open) in ((0, True), (1, False)):

@@ -675,7 +675,133 @@ _DATASETS_CASES = [
     ),
 ]
 
-CASES = _TRANSFER_CASES + _TEXT_CASES + _DATASETS_CASES
+
+def _first(errors):
+    """Raises the first error an `*_errors` check found."""
+    raise errors[0]
+
+
+def _one_class_folder(call):
+    """`call(path)` on a folder with train/ and test/ of one class each."""
+    with tempfile.TemporaryDirectory() as folder:
+        for split in ("train", "test"):
+            os.makedirs(os.path.join(folder, split, "cat"))
+            with open(os.path.join(folder, split, "cat", "a.png"), "wb") as file:
+                file.write(b"\x89PNG\r\n\x1a\n")
+        return call(folder)
+
+
+_FILE_CASES = [
+    Case(
+        datasets.load_directory,
+        lambda: _missing("images", lambda p: datasets.load_directory(p, (28, 28))),
+        ValueError,
+        "directory",
+        "images'",
+    ),
+    Case(
+        datasets.load_directory,
+        lambda: datasets.load_directory(".", (28, 0)),
+        ValueError,
+        "image_size",
+        "(28, 0)",
+    ),
+    Case(
+        datasets.load_directory,
+        lambda: datasets.load_directory(".", (28, 28), color_mode="cmyk"),
+        ValueError,
+        "color_mode",
+        "'cmyk'",
+    ),
+    Case(
+        datasets.load_directory,
+        lambda: datasets.load_directory(".", (28, 28), test_split=1.5),
+        ValueError,
+        "test_split",
+        "1.5",
+    ),
+    Case(
+        datasets.directory_errors,
+        lambda: _first(datasets.directory_errors(3, (28, 28))),
+        TypeError,
+        "directory",
+        "3",
+    ),
+    Case(
+        datasets.directory_errors,
+        lambda: _one_class_folder(lambda p: _first(datasets.directory_errors(p, (28, 28)))),
+        ValueError,
+        "directory",
+        "['cat']",
+    ),
+    Case(
+        datasets.directory_errors,
+        lambda: _first(datasets.directory_errors(".", (28, 28), seed=-1)),
+        ValueError,
+        "seed",
+        "-1",
+    ),
+    Case(
+        datasets.load_npz,
+        lambda: _missing("data.npz", datasets.load_npz),
+        ValueError,
+        "npz",
+        "data.npz'",
+    ),
+    Case(
+        datasets.load_npz,
+        lambda: _with_file("data.npz", b"not a zip", datasets.load_npz),
+        ValueError,
+        "npz",
+        "data.npz'",
+    ),
+    Case(datasets.load_npz, lambda: datasets.load_npz(None), TypeError, "npz", "None"),
+    Case(datasets.npz_errors, lambda: _first(datasets.npz_errors(3)), TypeError, "npz", "3"),
+    Case(
+        datasets.npz_errors,
+        lambda: _first(_missing("a.npz", datasets.npz_errors)),
+        ValueError,
+        "npz",
+        "a.npz'",
+    ),
+    Case(
+        datasets.npz_errors,
+        lambda: _first(_with_file("a.npz", b"PK\x03\x04junk", datasets.npz_errors)),
+        ValueError,
+        "npz",
+        "a.npz'",
+    ),
+    Case(datasets.load_tfds, lambda: datasets.load_tfds("", "."), ValueError, "tfds", "''"),
+    Case(
+        datasets.load_tfds, lambda: datasets.load_tfds("mnist", None), TypeError, "data_dir", "None"
+    ),
+    Case(
+        datasets.load_tfds,
+        lambda: datasets.load_tfds("mnist", ".", splits="train"),
+        ValueError,
+        "split",
+        "'train'",
+    ),
+    Case(
+        datasets.tfds_errors, lambda: _first(datasets.tfds_errors(3, ".")), TypeError, "tfds", "3"
+    ),
+    Case(
+        datasets.tfds_errors,
+        lambda: _first(_missing("tfds", lambda p: datasets.tfds_errors("mnist", p))),
+        ValueError,
+        "data_dir",
+        "tfds'",
+    ),
+    Case(
+        datasets.tfds_errors,
+        lambda: _first(datasets.tfds_errors("mnist", ".", ["train"])),
+        ValueError,
+        "split",
+        "['train']",
+    ),
+]
+
+CASES = _TRANSFER_CASES + _TEXT_CASES + _DATASETS_CASES + _FILE_CASES
 
 
 @parametrize(CASES)

@@ -203,7 +203,7 @@ def test_several_outputs_are_refused_with_the_fix(teacher_outputs):
     two_heads = keras.Model(inputs, outputs)
     models = {"teacher": small_cnn(16, "teacher"), "student": small_cnn(4, "student")}
     models["teacher" if teacher_outputs == 2 else "student"] = two_heads
-    with pytest.raises(ValueError, match=r"several outputs.*Received: .* outputs .*_layer="):
+    with pytest.raises(ValueError, match=r"several outputs.*Received: .* outputs .*_layer_name="):
         tfkd.Distiller(**models)
 
 

@@ -66,6 +66,19 @@ def test_full_chain_writes_models_report_and_agrees_with_keras(data, tmp_path):
         "started" in line or "done in" in line for line in stage_lines
     )
     assert any("computing teacher's outputs on 1,024 examples" in line for line in lines)
+    # Per class (issue 18): the int8 file's figures are its LiteRT predictions' own.
+    int8 = tfkd.TFLiteModel(tmp_path / rows["int8"]["artifact"])
+    predictions = int8.predict(data.x_test).argmax(-1)
+    expected = tfkd.metrics.classification_report(
+        data.y_test, predictions, class_names=data.class_names
+    )
+    assert rows["int8"]["classification"] == expected
+    assert rows["int8"]["classification"]["classes"][9]["name"] == "Ankle boot"
+    assert rows["teacher"]["classification"]["macro"]["f1"] > 0.85
+    markdown = (tmp_path / "report.md").read_text()
+    assert "## Per class: int8 against teacher" in markdown
+    assert "| Ankle boot | " in markdown and "Classes that lost the most recall:" in markdown
+    assert (tmp_path / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.heavy
@@ -210,7 +223,9 @@ def test_config_round_trip_of_stages_and_nested_pipelines():
         "pruned",
         "float_file",
     ]
-    assert rebuilt.stages[2].student == STUDENT and rebuilt.stages[3].stages[0].sparsity == 0.25
+    assert (
+        rebuilt.stages[2].student == STUDENT and rebuilt.stages[3].stages[0].target_sparsity == 0.25
+    )
     for stage in _stages():
         assert_config_round_trip(stage)
 

@@ -130,6 +130,8 @@ def test_sparsity_the_former_name_of_target_sparsity_is_still_read(tmp_path):
     with pytest.warns(DeprecationWarning, match="`sparsity` is deprecated .* `target_sparsity`"):
         stage = Prune(sparsity=0.3)
     assert stage.target_sparsity == 0.3
+    with pytest.warns(DeprecationWarning, match="read `target_sparsity`"):
+        assert stage.sparsity == 0.3
     assert stage.get_config() == Prune(target_sparsity=0.3).get_config()
     assert "sparsity" not in stage.get_config()
     with pytest.raises(TypeError, match="got both `sparsity` .* and `target_sparsity`"):

@@ -12,6 +12,7 @@ import math
 import keras
 from keras import ops
 
+from tfkd import _checks
 from tfkd._checks import is_number, shown
 from tfkd.distill._checks import (
     check_same_shape,
@@ -250,3 +251,11 @@ class AttentionTransfer(DistillationLoss):
         config = super().get_config()
         config.update(exponent=self.exponent)
         return config
+
+
+# Names that moved to `relational.py`: still importable from here, with a DeprecationWarning.
+_MOVED = {"RelationalDistillation": "relational", "relational_distance": "relational"}
+
+
+def __getattr__(name):
+    return _checks.moved_name(__name__, name, _MOVED)

@@ -334,3 +334,12 @@ def scheduled_temperature(temperature):
         "temperature", temperature, lambda name, value: validate_temperature(value, name)
     )
     return temperature if callable(temperature) else float(temperature)
+
+
+# Names that moved to other modules of tfkd.distill: still importable from here, with a
+# DeprecationWarning (the public path, `tfkd.distill.<name>`, never changed).
+_MOVED = {"FeatureDistillation": "features", "mean_squared_error": "features"}
+
+
+def __getattr__(name):
+    return _checks.moved_name(__name__, name, _MOVED)

@@ -5,7 +5,7 @@ import statistics
 
 import numpy as np
 
-from tfkd import _checks, _timing
+from tfkd import _checks, _timing, metrics
 from tfkd.export._interpreter import Runner, quantize_input, softmax_outputs
 
 # As Keras's cross-entropy on probabilities: rows renormalised, then clipped.
@@ -86,23 +86,31 @@ class TFLiteModel:
     def num_outputs(self):
         return len(self._runner.outputs)
 
-    def predict(self, x, batch_size=256):
+    def predict(self, x, batch_size=256, verbose=0):
         """Runs the model on `x` in batches.
+
+        Args:
+            x: inputs, shaped as the file's input (a missing channel axis is added).
+            batch_size: samples per interpreter call. Defaults to `256`.
+            verbose: `1` shows a progress bar, `2` one line at the end, `0` nothing
+                (as Keras's `predict`). Defaults to `0`.
 
         Returns:
             The float outputs: one array, or a list with one array per output for files
             with several outputs.
         """
         x = self._fit_rank(np.asarray(x))
-        batches = [
-            self._runner.run(x[start : start + batch_size])
-            for start in range(0, len(x), batch_size)
-        ]
+        progress = _progress(len(x), verbose)
+        batches = []
+        for start in range(0, len(x), batch_size):
+            batches.append(self._runner.run(x[start : start + batch_size]))
+            if progress is not None:
+                progress.update(min(start + batch_size, len(x)))
         outputs = [np.concatenate(parts) for parts in zip(*batches, strict=True)]
         return outputs[0] if len(outputs) == 1 else outputs
 
-    def evaluate(self, x, y, batch_size=256, from_logits=None):
-        """Top-1 accuracy and cross-entropy of the file on `(x, y)` with integer labels.
+    def evaluate(self, x, y, batch_size=256, from_logits=None, class_names=None, verbose=0):
+        """Accuracy, cross-entropy and per-class results of the file on `(x, y)`.
 
         Args:
             x: inputs, as for `predict`.
@@ -112,10 +120,15 @@ class TFLiteModel:
                 probabilities when a softmax computes the output (also an int8 one, whose
                 dequantized rows sum to 1 only roughly), or when every row sums to 1.
                 Defaults to `None`.
+            class_names: a name per class (output), for `classification`. Defaults
+                to `None` (`"0"`, `"1"`, ...).
+            verbose: progress, as for `predict`. Defaults to `0`.
 
         Returns:
-            `{"accuracy": ..., "loss": ...}`, the loss computed as Keras's sparse
-            categorical cross-entropy.
+            `{"accuracy": ..., "loss": ..., "classification": ...}`: top-1 accuracy,
+            the loss computed as Keras's sparse categorical cross-entropy, and
+            `tfkd.metrics.classification_report` of the predictions (precision,
+            recall and F1 per class, their averages, the confusion matrix).
 
         Raises:
             ValueError: `y` does not hold one integer label per sample, or the file has
@@ -128,13 +141,17 @@ class TFLiteModel:
                 "one array per output, and score the outputs you need."
             )
         labels = _labels(y, len(x))
-        outputs = self.predict(x, batch_size=batch_size).astype(np.float64)
+        outputs = self.predict(x, batch_size=batch_size, verbose=verbose).astype(np.float64)
         if from_logits is None:
             from_logits = not (softmax_outputs(self.path)[0] or _sums_to_one(outputs))
         log_probabilities = _log_probabilities(outputs, from_logits)
+        classification = metrics.classification_report(
+            labels, outputs.argmax(axis=-1), outputs.shape[-1], class_names
+        )
         return {
-            "accuracy": float(np.mean(outputs.argmax(axis=-1) == labels)),
+            "accuracy": classification["accuracy"],
             "loss": float(-np.mean(log_probabilities[np.arange(len(labels)), labels])),
+            "classification": classification,
         }
 
     def benchmark(self, num_runs=200, warmup_runs=20, sample=None):
@@ -204,6 +221,17 @@ class TFLiteModel:
 def _check_num_threads(num_threads):
     """`num_threads` as an int (numpy integers too), or None."""
     return _checks.check_number("num_threads", num_threads, low=1, integer=True, allow_none=True)
+
+
+def _progress(total, verbose):
+    """A Keras progress bar over `total` samples, or None for `verbose=0`."""
+    if verbose not in (0, 1, 2):
+        raise ValueError(f"`verbose` must be 0, 1 or 2 (as Keras's). Received: verbose={verbose!r}")
+    if not verbose or not total:
+        return None
+    import keras
+
+    return keras.utils.Progbar(total, verbose=verbose, unit_name="sample")
 
 
 def _labels(y, count):

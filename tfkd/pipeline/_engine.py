@@ -16,7 +16,7 @@ from tfkd import _graph, _hashing
 from tfkd.distill import teacher_cache
 from tfkd.export import TFLiteModel
 from tfkd.pipeline import _measure, _store, architectures, report
-from tfkd.pipeline.context import Context
+from tfkd.pipeline.context import Context, keras_verbose
 from tfkd.pipeline.pipeline import Pipeline
 from tfkd.pipeline.stage import Stage, StageError
 
@@ -193,7 +193,10 @@ class _Engine:
         seconds = time.perf_counter() - start
         artifact = self.store.save_model(stage.name, model)
         metrics = _measure.measure(
-            model, self.data, self.store.stage_directory(stage.name) / artifact
+            model,
+            self.data,
+            self.store.stage_directory(stage.name) / artifact,
+            keras_verbose(self.options.verbose),
         )
         entry = {
             "name": stage.name,
@@ -228,7 +231,8 @@ class _Engine:
 
             def compute():
                 self.log(f"    computing {name}'s outputs on {len(inputs):,} examples")
-                return teacher_cache.teacher_outputs(model, inputs)
+                verbose = keras_verbose(self.options.verbose)
+                return teacher_cache.teacher_outputs(model, inputs, verbose=verbose)
 
             # The stamp `teacher_outputs(model, inputs, cache=path)` would write.
             stamp = teacher_cache.fingerprint(inputs, model, [teacher_cache.OUTPUT])

@@ -11,12 +11,19 @@ import types
 import typing
 
 from tfkd.pipeline import _yaml
-from tfkd.pipeline.data import load_errors
+from tfkd.pipeline.data import COMMON_KEYS, SOURCE_KEYS, load_errors
 from tfkd.pipeline.pipeline import Pipeline, reference_errors
 from tfkd.pipeline.stage import Stage, get_stage
 
 TOP_LEVEL_KEYS = ("name", "seed", "data", "stages")
-DATA_KEYS = ("name", "train_size", "test_size", "labelled_per_class")
+DATA_KEYS = (
+    "name",
+    *SOURCE_KEYS,
+    *(k for keys in SOURCE_KEYS.values() for k in keys),
+    *COMMON_KEYS,
+)
+# Data keys that are paths, relative to the config file's folder.
+_DATA_PATHS = ("directory", "npz", "data_dir")
 
 
 class _Unchecked(Stage):
@@ -98,11 +105,19 @@ class Reader:
             return None
         if not isinstance(data, dict):
             data = {"name": data} if isinstance(data, str) else data
-        if not isinstance(data, dict) or "name" not in data:
-            self.fail(("data",), f"`data` must be a mapping with `name`. Received: {data!r}")
+        if not isinstance(data, dict):
+            self.fail(
+                ("data",),
+                "`data` must be a data set name or a mapping with one of `name`, "
+                f"`directory`, `npz` or `tfds`. Received: {data!r}",
+            )
             return None
         self.unknown_keys(data, ("data",), DATA_KEYS)
         keys = {key: data[key] for key in DATA_KEYS if key in data}
+        for key in _DATA_PATHS:
+            if isinstance(keys.get(key), str) and not os.path.isabs(keys[key]):
+                keys[key] = os.path.normpath(self.path.parent / keys[key])
+        data = {**data, **keys}
         errors = load_errors(**keys)
         for error in errors:
             self.fail(("data", error.argument), str(error))

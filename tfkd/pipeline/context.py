@@ -23,6 +23,14 @@ class RunOptions:
     verbose: object = "auto"
 
 
+def keras_verbose(verbose):
+    """Keras's `verbose` for the pipeline's: `"auto"` gives progress bars on a terminal and
+    one line per epoch (or per prediction pass) in a log file."""
+    if verbose != "auto":
+        return verbose
+    return 1 if sys.stdout.isatty() else 2
+
+
 class Context:
     """Handed to `Stage.run`: the data, earlier stages' models, and how to train.
 
@@ -113,9 +121,7 @@ class Context:
 
     def keras_verbose(self):
         """Progress bars on a terminal, one line per epoch in a log file."""
-        if self.verbose != "auto":
-            return self.verbose
-        return 1 if sys.stdout.isatty() else 2
+        return keras_verbose(self.verbose)
 
     def predict(self, model, x, batch_size=256):
         return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))

@@ -1,6 +1,7 @@
 """`Data`: the train and test arrays a pipeline runs on, and their fingerprint."""
 
 import hashlib
+import os
 
 import numpy as np
 
@@ -34,6 +35,8 @@ class Data:
         labelled_per_class: `N`, the training labels to keep per class when the
             pipeline runs; every class needs `N` labelled examples. Defaults to
             `None` (keep every label).
+        class_names: a name per class, for the report's per-class results.
+            Defaults to the data set's names for `load`, else `"0"`, `"1"`, ...
 
     Example:
 
@@ -51,6 +54,7 @@ class Data:
         name="data",
         num_classes=None,
         labelled_per_class=None,
+        class_names=None,
     ):
         self.x_train, self.x_test = _as_inputs(x_train, "x_train"), _as_inputs(x_test, "x_test")
         self.y_train, self.y_test = _as_labels(y_train, "y_train"), _as_labels(y_test, "y_test")
@@ -66,20 +70,75 @@ class Data:
             if not len(x):
                 raise ValueError(f"`x_{split}` is empty: the {split} split needs examples.")
         self.name = name
+        if num_classes is None and isinstance(class_names, list | tuple):
+            num_classes = len(class_names)
         self.num_classes = _check_classes(num_classes, self.y_train, self.y_test)
+        self.class_names = _check_class_names(class_names, self.num_classes)
         self.labelled_per_class = _check_labelled_per_class(labelled_per_class, self.y_train)
         self.notes = []
         self._fingerprint = None
 
     @classmethod
-    def load(cls, name, train_size=None, test_size=None, labelled_per_class=None):
-        """A data set of `tfkd.datasets` by name, optionally its first examples only
-        (`labelled_per_class`: see the class)."""
-        errors = load_errors(name, train_size, test_size, labelled_per_class)
+    def load(
+        cls,
+        name=None,
+        train_size=None,
+        test_size=None,
+        labelled_per_class=None,
+        **source,
+    ):
+        """A data set by name (`tfkd.datasets`), or the user's own: optionally its first
+        examples only (`labelled_per_class`: see the class).
+
+        Args:
+            name: one of `tfkd.datasets.available()`; or instead, one of:
+            directory: a folder of images in class folders (`tfkd.datasets.load_directory`),
+                with `image_size` ([height, width], required), `color_mode` (`"rgb"` by
+                default) and, for one folder of classes without `train/` and `test/`,
+                `test_split` (a fraction, drawn with `split_seed`, 0 by default);
+            npz: a `.npz` file with `x_train`, `y_train`, `x_test`, `y_test`
+                (`tfkd.datasets.load_npz`);
+            tfds: a TensorFlow Datasets name prepared in `data_dir`, with `split`
+                (`[train, test]` by default; `tfkd.datasets.load_tfds`).
+            train_size, test_size: keep the first examples of each split only.
+
+        Raises:
+            ValueError, TypeError: the first of `load_errors`, before anything is read.
+
+        Example:
+
+        ```python
+        data = tfkd.pipeline.Data.load(directory="flowers", image_size=[96, 96],
+                                       test_split=0.2)
+        ```
+        """
+        errors = load_errors(name, train_size, test_size, labelled_per_class, **source)
         if errors:
             raise errors[0]
-        (x_train, y_train), (x_test, y_test) = datasets.load(name)
-        data = cls(x_train, y_train, x_test, y_test, name=name)
+        kind = _source_kind(name, source)
+        if kind == "name":
+            (x_train, y_train), (x_test, y_test) = datasets.load(name)
+            class_names = datasets.info(name)["class_names"]
+        elif kind == "directory":
+            arguments = {
+                key: source[key]
+                for key in ("image_size", "color_mode", "test_split")
+                if key in source
+            }
+            (x_train, y_train), (x_test, y_test), class_names = datasets.load_directory(
+                source["directory"], seed=source.get("split_seed", 0), **arguments
+            )
+            name = os.path.basename(os.path.normpath(source["directory"]))
+        elif kind == "npz":
+            (x_train, y_train), (x_test, y_test), class_names = datasets.load_npz(source["npz"])
+            name = os.path.splitext(os.path.basename(source["npz"]))[0]
+        else:
+            splits = source.get("split", ("train", "test"))
+            (x_train, y_train), (x_test, y_test), class_names = datasets.load_tfds(
+                source["tfds"], source["data_dir"], tuple(splits)
+            )
+            name = source["tfds"]
+        data = cls(x_train, y_train, x_test, y_test, name=name, class_names=class_names)
         data = data.subset(train_size, test_size)
         return data.subset(labelled_per_class=labelled_per_class)
 
@@ -96,6 +155,7 @@ class Data:
             name=self.name,
             num_classes=self.num_classes,
             labelled_per_class=labelled_per_class,
+            class_names=self.class_names,
         )
         data.notes = list(self.notes)
         return data
@@ -140,6 +200,7 @@ class Data:
             self.y_test,
             name=self.name,
             num_classes=self.num_classes,
+            class_names=self.class_names,
         )
         data.labelled_per_class, data.notes = self.labelled_per_class, list(self.notes)
         return data
@@ -203,6 +264,7 @@ class Data:
             "test_examples": len(self.x_test),
             "input_shape": list(self.input_shape),
             "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
         }
         if self.labelled_per_class is not None or np.any(self.y_train == UNLABELED):
             description["labelled_per_class"] = self.labelled_per_class
@@ -212,12 +274,50 @@ class Data:
         return description
 
 
-def load_errors(name, train_size=None, test_size=None, labelled_per_class=None, *, argument="name"):
+# The keys of each source besides the one that names it, and the keys every source takes.
+SOURCE_KEYS = {
+    "name": (),
+    "directory": ("image_size", "color_mode", "test_split", "split_seed"),
+    "npz": (),
+    "tfds": ("data_dir", "split"),
+}
+COMMON_KEYS = ("train_size", "test_size", "labelled_per_class")
+
+
+def load_errors(
+    name=None,
+    train_size=None,
+    test_size=None,
+    labelled_per_class=None,
+    *,
+    argument="name",
+    **source,
+):
     """The errors in `Data.load`'s arguments, found without reading the data (a config is
     checked with them before anything runs), each with the `argument` attribute; `argument`
     is what the data set's name is called where it was given."""
+    kinds = [kind for kind in SOURCE_KEYS if (name if kind == "name" else source.get(kind))]
+    if len(kinds) != 1:
+        return [
+            invalid_argument(
+                argument if name is not None else "data",
+                "The data must be given by exactly one of `name` (a data set of "
+                f"tfkd.datasets: {datasets.available()}), `directory`, `npz` or `tfds`. "
+                f"Received: {_shown_source(name, source)}",
+            )
+        ]
+    kind = kinds[0]
+    extra = [key for key in source if key not in (kind, *SOURCE_KEYS[kind])]
+    if extra:
+        return [
+            invalid_argument(
+                extra[0],
+                f"`{extra[0]}` does not go with `{kind}`. Received: {_shown_source(name, source)}. "
+                f"`{kind}` takes {list(SOURCE_KEYS[kind]) + list(COMMON_KEYS)}.",
+            )
+        ]
     errors = []
-    if not isinstance(name, str) or name not in datasets.available():
+    if kind == "name" and (not isinstance(name, str) or name not in datasets.available()):
         errors.append(
             invalid_argument(
                 argument,
@@ -225,6 +325,28 @@ def load_errors(name, train_size=None, test_size=None, labelled_per_class=None, 
                 f"{datasets.available()}",
                 ValueError if isinstance(name, str) else TypeError,
             )
+        )
+    elif kind == "directory":
+        if "image_size" not in source:
+            errors.append(
+                invalid_argument(
+                    "image_size",
+                    "`directory` needs `image_size`, the [height, width] every image is "
+                    f"resized to. Received: {_shown_source(name, source)}",
+                )
+            )
+        errors += datasets.directory_errors(
+            source["directory"],
+            source.get("image_size", (1, 1)),
+            source.get("color_mode", "rgb"),
+            source.get("test_split"),
+            source.get("split_seed", 0),
+        )
+    elif kind == "npz":
+        errors += datasets.npz_errors(source["npz"])
+    elif kind == "tfds":
+        errors += datasets.tfds_errors(
+            source["tfds"], source.get("data_dir"), source.get("split", ("train", "test"))
         )
     for size_argument, value in (("train_size", train_size), ("test_size", test_size)):
         if value is not None and (
@@ -241,8 +363,8 @@ def load_errors(name, train_size=None, test_size=None, labelled_per_class=None, 
         _check_labelled_per_class(labelled_per_class)
     except ValueError as error:
         return [*errors, error]
-    if labelled_per_class is None or errors:
-        return errors
+    if labelled_per_class is None or errors or kind != "name":
+        return errors  # other sources' class counts are checked when they are read
     info = datasets.info(name)
     examples = min(info["num_train_examples"], train_size or info["num_train_examples"])
     if labelled_per_class * info["num_classes"] > examples:
@@ -257,6 +379,15 @@ def load_errors(name, train_size=None, test_size=None, labelled_per_class=None, 
             )
         )
     return errors
+
+
+def _source_kind(name, source):
+    return "name" if name is not None else next(k for k in SOURCE_KEYS if source.get(k))
+
+
+def _shown_source(name, source):
+    given = {"name": name, **source} if name is not None else source
+    return ", ".join(f"{key}={value!r}" for key, value in given.items()) or "nothing"
 
 
 def _as_inputs(x, name):
@@ -322,6 +453,18 @@ def _check_classes(num_classes, y_train, y_test):
             f"{num_classes!r} with labels up to {largest}."
         )
     return count
+
+
+def _check_class_names(class_names, num_classes):
+    if class_names is None:
+        return [str(index) for index in range(num_classes)]
+    valid = isinstance(class_names, list | tuple) and all(isinstance(n, str) for n in class_names)
+    if not valid or len(class_names) != num_classes:
+        raise (ValueError if valid else TypeError)(
+            f"`class_names` must be a list of {num_classes} strings, one per class. "
+            f"Received: class_names={class_names!r}"
+        )
+    return list(class_names)
 
 
 def _as_labels(y, name):

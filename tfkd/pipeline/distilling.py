@@ -23,9 +23,11 @@ class Distill(_NewModelTraining):
             are computed once and cached). Teachers that were trained differently
             (a fine-tuned backbone and a student trained on the labels) make
             different mistakes, so their average is often better than either.
-        student: `{"architecture": "cnn", ...}`, `{"path": "file.keras"}` or a
-            Sequential or functional Keras model (a copy, with its weights, trains);
-            `None` distils into a copy of the incoming model. Defaults to `None`.
+        student: `{"architecture": "cnn", ...}`, `{"path": "file.keras"}`,
+            `{"application": "MobileNetV3Small", weights: null, image_size: 32, ...}`
+            (any keras.applications model) or a Sequential or functional Keras model
+            (a copy, with its weights, trains); `None` distils into a copy of the
+            incoming model. Defaults to `None`.
         epochs: Defaults to `8`.
         temperature: softmax temperature of the methods that soften logits (`kd`,
             `decoupled`, `dist`). Defaults to `1.0`.

@@ -2,6 +2,7 @@
 
 import numbers
 import re
+import warnings
 
 from tfkd import _checks
 from tfkd.pipeline._fit import steps_per_epoch
@@ -69,6 +70,16 @@ class Prune(_Training):
         _check_exclude(exclude)
         self.target_sparsity, self.pattern = float(target_sparsity), pattern
         self.exclude = None if exclude is None else list(exclude)
+
+    @property
+    def sparsity(self):
+        """Deprecated: `target_sparsity`."""
+        warnings.warn(
+            "`sparsity` is deprecated and will be removed; read `target_sparsity`.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.target_sparsity
 
     def schedule(self, steps):
         """The `tfkd.prune.PolynomialDecay` this stage uses for `steps` training steps."""

@@ -4,8 +4,13 @@ import json
 import os
 import pathlib
 
-from tfkd import _atomic, _hashing
+from tfkd import _atomic, _hashing, metrics
 from tfkd.pipeline import _store
+
+# Classes listed as having lost the most, and the most classes a confusion-matrix
+# picture shows.
+LARGEST_DROPS = 3
+CONFUSION_PICTURE_CLASSES = 30
 
 
 class Report:
@@ -15,7 +20,9 @@ class Report:
         rows: one dict per finished stage, in pipeline order: `name`, `stage`,
             `format` (`"keras"` or `"tflite"`), `parameters`, `bytes` (the file on
             disk), `accuracy` (test split; `.tflite` files through `tfkd.TFLiteModel`),
-            `latency_ms` (batch 1, median), `seconds` (the stage's own run time).
+            `latency_ms` (batch 1, median), `seconds` (the stage's own run time),
+            `classification` (`tfkd.metrics.classification_report` on the test
+            split: precision, recall and F1 per class, the confusion matrix).
         data: what the rows were measured on.
         notes: what stages reported besides their figures (layers an N:M pattern
             left dense), as `"stage: note"` lines, after the data's (`"data: note"`,
@@ -93,8 +100,61 @@ class Report:
             "",
             *(["Notes:", "", *[f"- {note}" for note in self.notes], ""] if self.notes else []),
             "![accuracy vs size](report.png)",
+            *self._per_class_lines(),
         ]
         return "\n".join(lines) + "\n"
+
+    def _compared(self):
+        """`(first row, last row)` when both have per-class results on the same classes."""
+        if len(self.rows) < 2:
+            return None
+        first, last = self.rows[0], self.rows[-1]
+        if not (first.get("classification") and last.get("classification")):
+            return None
+        if len(first["classification"]["classes"]) != len(last["classification"]["classes"]):
+            return None
+        return first, last
+
+    def _per_class_lines(self):
+        compared = self._compared()
+        if compared is None:
+            return []
+        first, last = compared
+        before, after = first["classification"], last["classification"]
+        drops = metrics.largest_drops(before, after, LARGEST_DROPS)
+        lost = (
+            "; ".join(
+                f"{drop['name']} {drop['before']:.3f} -> {drop['after']:.3f}" for drop in drops
+            )
+            if drops
+            else "none (no class's recall fell)"
+        )
+        lines = [
+            "",
+            f"## Per class: {last['name']} against {first['name']}",
+            "",
+            f"Classes that lost the most recall: {lost}.",
+            "",
+            f"| class | examples | recall {first['name']} | recall {last['name']} | change | "
+            f"precision {last['name']} | F1 {last['name']} |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for old, new in zip(before["classes"], after["classes"]):
+            lines.append(
+                f"| {new['name']} | {new['support']:,} | {old['recall']:.3f} | "
+                f"{new['recall']:.3f} | {_points(new['recall'] - old['recall'])} | "
+                f"{new['precision']:.3f} | {new['f1']:.3f} |"
+            )
+        for average in ("macro", "weighted"):
+            lines.append(
+                f"| *{average} average* | | {before[average]['recall']:.3f} | "
+                f"{after[average]['recall']:.3f} | "
+                f"{_points(after[average]['recall'] - before[average]['recall'])} | "
+                f"{after[average]['precision']:.3f} | {after[average]['f1']:.3f} |"
+            )
+        if _pictured(after):
+            lines += ["", f"![confusion matrix of {last['name']}](confusion.png)"]
+        return lines
 
     def to_dict(self):
         return {"data": self.data, "rows": self.rows, "notes": self.notes}
@@ -106,6 +166,9 @@ class Report:
         _store.write_json(directory / "report.json", self.to_dict())
         if self.rows:
             self.plot(directory / "report.png")
+        compared = self._compared()
+        if compared is not None and _pictured(compared[1]["classification"]):
+            _plot_confusion(compared[1], directory / "confusion.png")
 
     def plot(self, path):
         """Accuracy against bytes on disk (log scale), each point labelled with its latency."""
@@ -151,6 +214,45 @@ class Report:
         with _atomic.writing(path) as temporary:
             figure.savefig(temporary, format="png")
         pyplot.close(figure)
+
+
+def _pictured(classification):
+    return (
+        "confusion_matrix" in classification
+        and len(classification["classes"]) <= CONFUSION_PICTURE_CLASSES
+    )
+
+
+def _plot_confusion(row, path):
+    """The row's confusion matrix, each true class's row as fractions of its examples."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+    from matplotlib import pyplot
+
+    classification = row["classification"]
+    counts = np.asarray(classification["confusion_matrix"], dtype=float)
+    fractions = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    names = [c["name"] for c in classification["classes"]]
+    size = max(5.0, 0.45 * len(names) + 2)
+    figure, axes = pyplot.subplots(figsize=(size, size), dpi=120)
+    axes.imshow(fractions, cmap="Blues", vmin=0, vmax=1)
+    for (true, predicted), count in np.ndenumerate(counts):
+        if count:
+            color = "white" if fractions[true, predicted] > 0.5 else "black"
+            axes.text(
+                predicted, true, f"{int(count)}", ha="center", va="center", fontsize=7, color=color
+            )
+    axes.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+    axes.set_yticks(range(len(names)), names, fontsize=8)
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    axes.set_title(f"{row['name']}: accuracy {classification['accuracy']:.4f}")
+    figure.tight_layout()
+    with _atomic.writing(path) as temporary:
+        figure.savefig(temporary, format="png")
+    pyplot.close(figure)
 
 
 def _labelled(data):
@@ -213,7 +315,16 @@ def _current(entries):
 
 
 def _summary(entry):
-    keys = ("name", "stage", "format", "parameters", "nonzero_parameters", "bytes", "accuracy")
+    keys = (
+        "name",
+        "stage",
+        "format",
+        "parameters",
+        "nonzero_parameters",
+        "bytes",
+        "accuracy",
+        "classification",
+    )
     return {key: entry.get(key) for key in keys} | {
         "latency_ms": entry.get("latency_ms"),
         "seconds": entry.get("seconds"),

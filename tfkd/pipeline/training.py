@@ -304,6 +304,11 @@ class _NewModelTraining(_Training):
         self.augmented_copies = augmented_copies
         return spec
 
+    def _check_before_run(self, data):
+        super()._check_before_run(data)
+        argument = self.new_model_argument
+        architectures.check_buildable(getattr(self, argument), data, argument)
+
     def takes_input(self):
         return getattr(self, self.new_model_argument) is None
 
@@ -328,8 +333,10 @@ class Train(_NewModelTraining):
     `data: {labelled_per_class: N}`, the `N` per class the pipeline kept.
 
     Args:
-        model: `{"architecture": "cnn", ...}` or `{"path": "file.keras"}`, or from
-            Python a Sequential or functional Keras model: a copy of it trains, from
+        model: `{"architecture": "cnn", ...}`, `{"path": "file.keras"}`,
+            `{"application": "MobileNetV3Small", ...}` (any keras.applications model,
+            see `tfkd.pipeline.architectures.application`), or from Python a
+            Sequential or functional Keras model: a copy of it trains, from
             its current weights (the model itself is not changed). `None` trains a
             copy of the incoming model. Defaults to `None`.
         epochs: training epochs. Defaults to `8`.
