@@ -42,8 +42,11 @@ def test_a_bad_application_spec_is_refused_without_keras(spec, message):
 
 
 def test_an_application_student_trains_and_exports_to_int8(tmp_path):
-    data = Data.load("fashion_mnist", train_size=512, test_size=128)
-    stages = [Train(SMALL, epochs=1, name="small"), Export(quantization="int8", name="int8")]
+    data = Data.load("fashion_mnist", train_size=256, test_size=64)
+    stages = [
+        Train(SMALL, epochs=1, batch_size=64, name="small"),
+        Export(quantization="int8", calibration_samples=64, name="int8"),
+    ]
     report = tfkd.Pipeline(stages).execute(
         data, tmp_path, tensorboard=False, verbose=0, log=lambda _: None
     )

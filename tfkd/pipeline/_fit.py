@@ -1,7 +1,6 @@
-"""How the training stages fit: steps, Adam on a cosine, BatchNorm momentum for short
-runs, and what a stage reports of its training history."""
+"""How the training stages fit: steps, Adam on a cosine, BatchNorm statistics recomputed
+after training, and what a stage reports of its training history."""
 
-import contextlib
 import math
 
 # Keras (through tfkd._graph) is imported inside the functions: configs are read and
@@ -35,31 +34,42 @@ def history_details(history, epochs):
     return details
 
 
-@contextlib.contextmanager
-def moving_statistics_within(model, steps):
-    """Lowers BatchNormalization momentum, while training, so that the moving statistics
-    leave their initial values within `steps` steps.
+# Batches whose statistics set the moving mean and variance after training.
+RECALIBRATION_BATCHES = 50
 
-    With Keras's momentum of 0.99 the moving mean and variance need several hundred steps
-    to forget their initial 0 and 1; a short run (`--quick`, a small data set) would
-    leave a model that scores near chance in inference. The momentum drops only as far
-    as needed for the initial values to keep at most 1% of their weight after `steps`,
-    and comes back afterwards, so the model's config is unchanged; long runs are not
-    affected at all (0.99 is enough from about 460 steps).
+
+def recompute_moving_statistics(model, x, batch_size, seed=0, batches=RECALIBRATION_BATCHES):
+    """Sets each trainable BatchNormalization layer's moving mean and variance to the
+    average of its batch statistics over up to `batches` batches of `x` (drawn with
+    `seed`), under the trained weights; returns the number of batches used.
+
+    Keras's moving averages (momentum 0.99; 0.999 in keras.applications) keep a share
+    of their initial values (mean 0, variance 1) for hundreds or thousands of steps. That
+    share is far from the truth when a layer's inputs vary little: the pipeline's CNN
+    trained for 6 epochs on Animal-MNIST kept a moving variance of 0.15 where its batches
+    had 0.003, and scored 0.10 (chance) in inference against 0.97 in training. This
+    recalibration is what PyTorch's `torch.optim.swa_utils.update_bn` does: the model
+    runs in training mode on the batches (no weight changes), each layer's momentum set
+    so that its moving statistics become the plain average of the batches'. Frozen
+    layers (`trainable=False`) run in inference mode and keep their statistics.
     """
+    import numpy as np
+
     from tfkd import _graph
 
-    momentum = 0.01 ** (1.0 / max(1, steps))
-    layers = [
-        layer
-        for layer in _graph.batch_norm_layers(model)
-        if isinstance(layer.momentum, float | int) and layer.momentum > momentum
-    ]
+    layers = [layer for layer in _graph.batch_norm_layers(model) if layer.trainable]
+    if not layers or not len(x):
+        return 0
+    order = np.random.default_rng(seed).permutation(len(x))[: batches * batch_size]
     saved = [layer.momentum for layer in layers]
-    for layer in layers:
-        layer.momentum = momentum
+    count = 0
     try:
-        yield
+        for start in range(0, len(order), batch_size):
+            for layer in layers:  # the running average of `count + 1` batches
+                layer.momentum = count / (count + 1)
+            model(x[np.sort(order[start : start + batch_size])], training=True)
+            count += 1
     finally:
-        for layer, value in zip(layers, saved):
-            layer.momentum = value
+        for layer, momentum in zip(layers, saved):
+            layer.momentum = momentum
+    return count

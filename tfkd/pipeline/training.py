@@ -191,9 +191,10 @@ class _Training(Stage):
         _fit.compile_with_cosine(
             context, model, self.learning_rate, epochs, self.batch_size, len(y), from_logits
         )
-        steps = epochs * _fit.steps_per_epoch(context, self.batch_size, len(y))
-        with _fit.moving_statistics_within(student, steps):
-            history = context.fit(model, x, y, epochs=epochs, batch_size=self.batch_size)
+        history = context.fit(model, x, y, epochs=epochs, batch_size=self.batch_size)
+        _fit.recompute_moving_statistics(
+            student, context.data.x_train, self.batch_size, seed=context.seed
+        )
         details = _fit.history_details(history, epochs)
         details["train_examples"] = len(y)
         details["labelled_examples"] = int(np.sum(y != UNLABELED))
