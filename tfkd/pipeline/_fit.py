@@ -34,11 +34,15 @@ def history_details(history, epochs):
     return details
 
 
-# Batches whose statistics set the moving mean and variance after training.
-RECALIBRATION_BATCHES = 50
+# Batches, and their size, whose statistics set the moving mean and variance after
+# training: 2,560 examples; each batch is one eager call, so few and large.
+RECALIBRATION_BATCHES = 10
+RECALIBRATION_BATCH_SIZE = 256
 
 
-def recompute_moving_statistics(model, x, batch_size, seed=0, batches=RECALIBRATION_BATCHES):
+def recompute_moving_statistics(
+    model, x, seed=0, batches=RECALIBRATION_BATCHES, batch_size=RECALIBRATION_BATCH_SIZE
+):
     """Sets each trainable BatchNormalization layer's moving mean and variance to the
     average of its batch statistics over up to `batches` batches of `x` (drawn with
     `seed`), under the trained weights; returns the number of batches used.

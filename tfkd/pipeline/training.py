@@ -192,9 +192,7 @@ class _Training(Stage):
             context, model, self.learning_rate, epochs, self.batch_size, len(y), from_logits
         )
         history = context.fit(model, x, y, epochs=epochs, batch_size=self.batch_size)
-        _fit.recompute_moving_statistics(
-            student, context.data.x_train, self.batch_size, seed=context.seed
-        )
+        _fit.recompute_moving_statistics(student, context.data.x_train, seed=context.seed)
         details = _fit.history_details(history, epochs)
         details["train_examples"] = len(y)
         details["labelled_examples"] = int(np.sum(y != UNLABELED))
