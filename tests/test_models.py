@@ -80,3 +80,15 @@ def test_save_writes_an_uncompiled_copy_and_its_metadata_atomically(tmp_path):
         tfkd.models.save("model", path)
     assert (path.read_bytes(), (path.parent / "metadata.json").read_bytes()) == before
     assert sorted(p.name for p in path.parent.iterdir()) == ["metadata.json", "model.keras"]
+
+
+def test_save_refuses_a_never_called_sequential_and_saves_it_once_called(tmp_path):
+    model = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(3)])
+    with pytest.raises(ValueError, match="never built or called"):
+        tfkd.models.save(model, tmp_path / "model.keras")
+    assert not (tmp_path / "model.keras").exists()
+    x = np.ones((2, 4, 4, 1), "float32")
+    model(x)
+    tfkd.models.save(tfkd.models.compile_classifier(model), tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))

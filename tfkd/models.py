@@ -197,6 +197,12 @@ def save(model, path, metadata=None):
         raise TypeError(
             f"`model` must be a Keras model. Received: model of type {type(model).__name__}"
         )
+    if not model.built:
+        raise ValueError(
+            f"`model` has no weights yet: it was never built or called. Received: model "
+            f"{model.name!r} of type {type(model).__name__}. Call it on a batch, or start a "
+            "Sequential model with `keras.Input(shape)`, before saving it."
+        )
     _checks.check_path(path, "path")
     if not os.fspath(path).endswith(".keras"):
         raise ValueError(f"`path` must end in `.keras`. Received: path={os.fspath(path)!r}")

@@ -1,5 +1,7 @@
 """Bad inputs to `tfkd.models` are refused before any layer is built."""
 
+import keras
+
 import tfkd
 from tests.bad_inputs._cases import Case, check, parametrize
 
@@ -35,6 +37,13 @@ CASES = [
         "'yes'",
     ),
     Case(save, lambda: save("model.keras", "out.keras"), TypeError, "model", "str"),
+    Case(
+        save,
+        lambda: save(keras.Sequential([keras.layers.Dense(2)]), "out.keras"),
+        ValueError,
+        "model",
+        "Sequential",
+    ),
     Case(save, lambda: save(cnn((8, 8, 1), 2), "out.h5"), ValueError, "path", "'out.h5'"),
     Case(save, lambda: save(cnn((8, 8, 1), 2), 3), TypeError, "path", "3"),
     Case(
