@@ -1,14 +1,20 @@
 """Classify tweets with the exported student: only the `.tflite`, `vocab.txt` and LiteRT.
 
 Needs numpy and `ai-edge-litert` (`pip install ai-edge-litert`), not TensorFlow,
-Keras or tfkd's package: the tokenizer is read from the single file
-`tfkd/text/_wordpiece.py` (pure Python), which can be copied next to this script.
+Keras or tfkd's package: the tokenizer is read from the single file `wordpiece.py`
+(pure Python) that a pipeline's `export` stage writes beside the `.tflite` (with
+`vocab.txt` and `tokenizer.json`, whose class names it then uses), else from
+`tfkd/text/_wordpiece.py`, which can be copied next to this script.
 
     python examples/tweets_tflite_predict.py MODEL.tflite VOCAB.txt "text" ["text" ...]
+    tfkd run examples/pipeline_tweets.yaml, then:
+    python examples/tweets_tflite_predict.py runs/pipeline_tweets/stages/int8/model.tflite \
+        runs/pipeline_tweets/stages/int8/vocab.txt "text"
 """
 
 import argparse
 import importlib.util
+import json
 import pathlib
 import sys
 
@@ -19,9 +25,11 @@ _HERE = pathlib.Path(__file__).resolve().parent
 _TOKENIZER_FILES = (_HERE / "_wordpiece.py", _HERE.parent / "tfkd" / "text" / "_wordpiece.py")
 
 
-def load_tokenizer_class():
-    """`WordPieceTokenizer`, loaded from its file without importing tfkd (no TensorFlow)."""
-    for path in _TOKENIZER_FILES:
+def load_tokenizer_class(model_dir=None):
+    """`WordPieceTokenizer`, loaded from its file without importing tfkd (no TensorFlow):
+    the `wordpiece.py` beside the model first."""
+    beside = (pathlib.Path(model_dir) / "wordpiece.py",) if model_dir else ()
+    for path in beside + _TOKENIZER_FILES:
         if path.is_file():
             spec = importlib.util.spec_from_file_location("_wordpiece", path)
             module = importlib.util.module_from_spec(spec)
@@ -42,7 +50,14 @@ class TweetClassifier:
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         sequence_length = int(self.input["shape"][1])
-        self.tokenizer = load_tokenizer_class()(vocabulary_path, sequence_length=sequence_length)
+        model_dir = pathlib.Path(model_path).parent
+        self.tokenizer = load_tokenizer_class(model_dir)(
+            vocabulary_path, sequence_length=sequence_length
+        )
+        settings = model_dir / "tokenizer.json"
+        self.class_names = CLASS_NAMES
+        if settings.is_file():
+            self.class_names = tuple(json.loads(settings.read_text())["class_names"])
         self._batch = None
 
     def logits(self, texts):
@@ -64,7 +79,7 @@ class TweetClassifier:
         logits = self.logits(texts)
         probabilities = np.exp(logits - logits.max(-1, keepdims=True))
         probabilities /= probabilities.sum(-1, keepdims=True)
-        return [(CLASS_NAMES[row.argmax()], float(row.max())) for row in probabilities]
+        return [(self.class_names[row.argmax()], float(row.max())) for row in probabilities]
 
 
 def main(argv=None):

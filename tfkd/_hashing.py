@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 
 import numpy as np
 
@@ -12,6 +13,18 @@ def file_sha256(path):
     with open(path, "rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_sha256(folder):
+    """The SHA-256, as hex, of every file under `folder`: their relative paths and
+    contents, in sorted order."""
+    digest = hashlib.sha256()
+    for root, directories, names in sorted(os.walk(folder)):
+        directories.sort()
+        for name in sorted(names):
+            path = os.path.join(root, name)
+            digest.update(f"{os.path.relpath(path, folder)}:{file_sha256(path)};".encode())
     return digest.hexdigest()
 
 

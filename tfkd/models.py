@@ -36,10 +36,11 @@ CNN_OPTIONS = {
 }
 
 
-def check_cnn_option(option, value):
-    """Raises unless `value` is accepted for `cnn`'s `option`: a TypeError for a wrong
-    type, a ValueError for a value out of range."""
-    accepted, right_type, valid = CNN_OPTIONS[option]
+def check_cnn_option(option, value, options=CNN_OPTIONS):
+    """Raises unless `value` is accepted for `cnn`'s `option` (or that of another table
+    like `CNN_OPTIONS`): a TypeError for a wrong type, a ValueError for a value out of
+    range."""
+    accepted, right_type, valid = options[option]
     if not right_type(value) or not valid(value):
         raise (ValueError if right_type(value) else TypeError)(
             f"`{option}` must be {accepted}. Received: {option}={value!r}"

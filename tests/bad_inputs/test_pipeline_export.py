@@ -108,6 +108,7 @@ CASES = [
         "Dense",
     ),
     Case(export_tflite, lambda: _export("m.tflite", "int4"), ValueError, "quantization", "'int4'"),
+    Case(export_tflite, lambda: _export("m.tflite", verbose="yes"), ValueError, "verbose", "'yes'"),
     Case(export_tflite, lambda: _export(3), TypeError, "path", "path=3"),
     Case(export_tflite, lambda: _export("."), ValueError, "path", "path='.'"),
     Case(

@@ -57,6 +57,22 @@ def test_teacher_and_student_see_the_same_augmented_batch(options):
     assert abs(logs["student_loss"][0] - clean["student_loss"][0]) > 1e-3
 
 
+def test_uint8_images_are_mixed_as_the_same_images_in_float32():
+    x, y = random_images(count=64)
+    x = np.round(x * 255).astype("uint8")
+    weights = []
+    for images in (x, x.astype("float32")):
+        keras.utils.set_random_seed(0)
+        distiller = _twin_distiller(mixup=0.4, cutmix=1.0, seed=2)
+        distiller.optimizer.learning_rate.assign(0.01)
+        initial = distiller.student.get_weights()[0]
+        distiller.fit(images, y, batch_size=32, epochs=1, verbose=0, shuffle=False)
+        weights.append(distiller.student.get_weights())
+    for uint8_weight, float_weight in zip(*weights):
+        np.testing.assert_allclose(uint8_weight, float_weight, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(weights[0][0], initial)  # it trained
+
+
 def test_cached_teacher_outputs_are_refused_under_augmentation():
     x, y = random_images(count=64)
     distiller = _twin_distiller(mixup=0.2)

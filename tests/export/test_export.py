@@ -117,6 +117,28 @@ def test_representative_data_forms_give_the_same_file(tmp_path):
     assert len(set(contents.values())) == 1
 
 
+def test_verbose_prints_each_step_and_the_calibration_progress(tmp_path, capfd):
+    model = small_cnn(8, "progress")
+    x, _ = random_images(40)
+    quiet = tfkd.export_tflite(model, tmp_path / "quiet.tflite", "int8", representative_data=x)
+    assert capfd.readouterr().out == ""
+    report = tfkd.export_tflite(
+        model, tmp_path / "shown.tflite", "int8", representative_data=x, verbose=2
+    )
+    out = capfd.readouterr().out
+    steps = [line for line in out.splitlines() if line.startswith("[")]
+    assert [line.split("] ")[1].split(" ")[0] for line in steps] == [
+        "Converting",
+        "Converted:",
+        "Agrees",
+        "Written",
+    ]
+    assert "Calibrating on 40 samples" in out and "40/40" in out
+    assert f"Converted: {report.bytes:,} bytes" in out
+    assert (tmp_path / "shown.tflite").read_bytes() == (tmp_path / "quiet.tflite").read_bytes()
+    assert quiet.bytes == report.bytes
+
+
 def test_pruned_models_export_stripped_and_sparse(tmp_path):
     model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(256), keras.layers.Dense(10)])
     pruned = tfkd.prune.prune(model, tfkd.prune.ConstantSparsity(0.9, frequency=1))

@@ -41,6 +41,8 @@ def test_a_bad_application_spec_is_refused_without_keras(spec, message):
         check_spec(spec, "student")
 
 
+@pytest.mark.slow  # 48-63 s in CI; `bash scripts/test.sh -m slow`. Exporting an application
+# to int8 stays in CI through tests/test_model_kinds.py (export_tflite-applications).
 def test_an_application_student_trains_and_exports_to_int8(tmp_path):
     data = Data.load("fashion_mnist", train_size=256, test_size=64)
     stages = [

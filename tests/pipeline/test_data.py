@@ -12,9 +12,36 @@ def data():
 
 
 def test_load_adds_channels_and_counts_classes(data):
-    assert data.x_train.shape == (300, 28, 28, 1) and data.x_train.dtype == np.float32
+    assert data.x_train.shape == (300, 28, 28, 1) and data.x_train.dtype == np.uint8
     assert data.x_test.shape == (50, 28, 28, 1) and data.num_classes == 10
     assert data.quick().x_train.shape[0] == 300  # already below the quick size
+
+
+def test_images_stay_uint8_or_become_float32_and_train_alike(data, tmp_path):
+    import tfkd
+
+    floats = Data(
+        data.x_train.astype("float32"), data.y_train, data.x_test.astype("float64"), data.y_test
+    )
+    assert floats.x_train.dtype == floats.x_test.dtype == np.float32
+    stages = [
+        tfkd.pipeline.Train(
+            {"architecture": "cnn", "filters": [16, 32]},
+            epochs=3,
+            batch_size=16,
+            learning_rate=0.003,
+            name="cnn",
+        ),
+        tfkd.pipeline.Export(quantization="int8", name="int8"),
+    ]
+    rows = [
+        tfkd.Pipeline(stages)
+        .execute(arrays, tmp_path / name, tensorboard=False, verbose=0, log=lambda _: None)
+        .rows
+        for name, arrays in (("uint8", data), ("float32", floats))
+    ]
+    assert [row["accuracy"] for row in rows[0]] == [row["accuracy"] for row in rows[1]]
+    assert rows[0][0]["accuracy"] > 0.2  # twice chance (10 classes, 300 images): it learnt
 
 
 def test_fingerprint_follows_the_arrays(data):

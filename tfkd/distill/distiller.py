@@ -234,7 +234,11 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         return {_OUTPUTS: outputs.pop(_taps.OUTPUT), _FEATURES: outputs, **extra}
 
     def _augment(self, inputs):
-        """The batch both models train on: augmented, then mixed (partners, ratios or None)."""
+        """The batch both models train on: augmented, then mixed (partners, ratios or None).
+        Integer images (uint8, as image loaders give them) become floats first: a mix of two
+        pixels is not an integer."""
+        if not keras.backend.is_float_dtype(keras.backend.standardize_dtype(inputs.dtype)):
+            inputs = ops.cast(inputs, keras.backend.floatx())
         if self.augmentation is not None:
             inputs = self.augmentation(inputs, training=True)
         if not any(self._mixing.values()):

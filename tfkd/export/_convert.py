@@ -36,8 +36,9 @@ def freeze(function):
     return convert_variables_to_constants_v2(function)
 
 
-def convert(model, samples, *, quantization, io_dtype, sparsity, select_tf_ops):
-    """Returns the `.tflite` bytes of `model` (a Keras model on the TensorFlow backend)."""
+def convert(model, samples, *, quantization, io_dtype, sparsity, select_tf_ops, verbose=0):
+    """Returns the `.tflite` bytes of `model` (a Keras model on the TensorFlow backend);
+    `verbose` shows the calibration's progress."""
     import tensorflow as tf
 
     from tfkd.quantize.qat import export_mode, is_quantized
@@ -64,7 +65,7 @@ def convert(model, samples, *, quantization, io_dtype, sparsity, select_tf_ops):
         ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
     converter.target_spec.supported_ops = ops
     if samples is not None and quantization in ("int8", "int16x8") and not quantization_aware:
-        converter.representative_dataset = _feeder(samples)
+        converter.representative_dataset = _feeder(samples, verbose)
     if io_dtype != "float32":
         converter.inference_input_type = tf.as_dtype(io_dtype)
         converter.inference_output_type = tf.as_dtype(io_dtype)
@@ -102,12 +103,20 @@ def _concrete_function(model):
         ) from error
 
 
-def _feeder(samples):
+def _feeder(samples, verbose=0):
     # The samples are already in the dtypes of the model's inputs
     # (`_representative.as_model_inputs`).
     def representative_dataset():
+        progress = None
+        if verbose:
+            from tfkd.export.model import progress_bar
+
+            print(f"Calibrating on {len(samples[0]):,} samples")
+            progress = progress_bar(len(samples[0]), verbose)
         for index in range(len(samples[0])):
             yield [array[index : index + 1] for array in samples]
+            if progress is not None:
+                progress.update(index + 1)
 
     return representative_dataset
 

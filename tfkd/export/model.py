@@ -100,7 +100,7 @@ class TFLiteModel:
             with several outputs.
         """
         x = self._fit_rank(np.asarray(x))
-        progress = _progress(len(x), verbose)
+        progress = progress_bar(len(x), verbose)
         batches = []
         for start in range(0, len(x), batch_size):
             batches.append(self._runner.run(x[start : start + batch_size]))
@@ -223,10 +223,15 @@ def _check_num_threads(num_threads):
     return _checks.check_number("num_threads", num_threads, low=1, integer=True, allow_none=True)
 
 
-def _progress(total, verbose):
-    """A Keras progress bar over `total` samples, or None for `verbose=0`."""
+def check_verbose(verbose):
     if verbose not in (0, 1, 2):
         raise ValueError(f"`verbose` must be 0, 1 or 2 (as Keras's). Received: verbose={verbose!r}")
+
+
+def progress_bar(total, verbose):
+    """A Keras progress bar over `total` samples, or None for `verbose=0` (the one helper
+    of `TFLiteModel.predict`, `evaluate` and `export_tflite`'s calibration)."""
+    check_verbose(verbose)
     if not verbose or not total:
         return None
     import keras

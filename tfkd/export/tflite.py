@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 import keras
 import numpy as np
@@ -14,6 +15,7 @@ from tfkd._export_options import IO_DTYPES as _IO_DTYPES
 from tfkd._export_options import QUANTIZATIONS
 from tfkd.export import _representative, _signature
 from tfkd.export._interpreter import OPEN_SIZE, Runner
+from tfkd.export.model import check_verbose
 from tfkd.export.report import ExportReport
 from tfkd.quantize.qat import is_quantized, untrained_quantizers
 
@@ -35,6 +37,7 @@ def export_tflite(
     sparsity="auto",
     select_tf_ops=False,
     calibration_samples=500,
+    verbose=0,
 ):
     """Converts `model` to a TFLite (LiteRT) flatbuffer at `path` and reports what it holds.
 
@@ -72,6 +75,9 @@ def export_tflite(
             then needs the Flex delegate). Defaults to `False`.
         calibration_samples: at most this many samples of `representative_data` are used.
             Defaults to `500`.
+        verbose: `1` or `2` print each step (conversion, the calibration's progress,
+            the check against Keras) with its seconds, as Keras's `verbose`; `0` nothing.
+            Defaults to `0`.
 
     Returns:
         An `ExportReport`: bytes, op counts by type and dtype, ops left in float.
@@ -105,6 +111,7 @@ def export_tflite(
             "`calibration_samples` must be an int >= 1. Received: "
             f"calibration_samples={calibration_samples}."
         )
+    check_verbose(verbose)
     model = _graph.strip_if_wrapped(model)
     inputs, samples = _inputs_and_samples(model, representative_data, calibration_samples)
     use_sparsity = _want_sparsity(model, sparsity, quantization)
@@ -114,19 +121,35 @@ def export_tflite(
         sparsity=use_sparsity,
         select_tf_ops=select_tf_ops,
     )
+    step = _steps(verbose)
+    step(f"Converting {model.name!r} to .tflite ({quantization or 'float32'})")
     if keras.backend.backend() == "tensorflow":
         from tfkd.export import _convert
 
-        content = _convert.convert(model, samples, **options)
+        content = _convert.convert(model, samples, **options, verbose=verbose)
     else:
         content = _convert_in_subprocess(model, samples, options)
+    step(f"Converted: {len(content):,} bytes. Checking the file against the Keras model")
     agreement = _check_against_keras(
         model, inputs, content, samples, quantization, quantization_aware=is_quantized(model)
     )
+    step(f"Agrees with Keras (top-1 {agreement['top1_agreement']:.3f}). Writing {path}")
     _atomic.write_bytes(path, content)
+    step("Written")
     report = ExportReport.from_file(path, quantization=quantization)
     report.keras_agreement = agreement
     return report
+
+
+def _steps(verbose):
+    """`step(text)`: prints `text` with the seconds since the first step, when `verbose`."""
+    start = time.perf_counter()
+
+    def step(text):
+        if verbose:
+            print(f"[{time.perf_counter() - start:6.1f} s] {text}", flush=True)
+
+    return step
 
 
 def _inputs_and_samples(model, representative_data, limit):

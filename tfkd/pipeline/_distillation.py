@@ -247,10 +247,13 @@ def build_loss(stage):
 def build_augmentation(augmentation, input_shape, seed):
     """A `keras.Sequential` of the preprocessing layers `augmentation` asks for (each
     seeded from `seed`), or None when it asks for none."""
+    names = _enabled(augmentation)
+    if not names:
+        return None
     import keras
 
     height, width = input_shape[0], input_shape[1]
-    shift = augmentation.get("shift", 0) if augmentation else 0
+    shift = augmentation.get("shift", 0)
     layers = {
         "flip": lambda: keras.layers.RandomFlip("horizontal", seed=seed),
         "shift": lambda: keras.layers.RandomTranslation(
@@ -263,9 +266,6 @@ def build_augmentation(augmentation, input_shape, seed):
             augmentation["zoom"], fill_mode="constant", seed=seed + 3
         ),
     }
-    names = _enabled(augmentation)
-    if not names:
-        return None
     return keras.Sequential([layers[name]() for name in names], name="augmentation")
 
 

@@ -11,7 +11,7 @@ import types
 import typing
 
 from tfkd.pipeline import _yaml
-from tfkd.pipeline.data import COMMON_KEYS, SOURCE_KEYS, load_errors
+from tfkd.pipeline._sources import COMMON_KEYS, SOURCE_KEYS, load_errors
 from tfkd.pipeline.pipeline import Pipeline, reference_errors
 from tfkd.pipeline.stage import Stage, get_stage
 
@@ -23,7 +23,7 @@ DATA_KEYS = (
     *COMMON_KEYS,
 )
 # Data keys that are paths, relative to the config file's folder.
-_DATA_PATHS = ("directory", "npz", "data_dir")
+_DATA_PATHS = ("directory", "npz", "data_dir", "csv", "vocabulary")
 
 
 class _Unchecked(Stage):
@@ -109,13 +109,14 @@ class Reader:
             self.fail(
                 ("data",),
                 "`data` must be a data set name or a mapping with one of `name`, "
-                f"`directory`, `npz` or `tfds`. Received: {data!r}",
+                f"`directory`, `npz`, `tfds` or `csv`. Received: {data!r}",
             )
             return None
         self.unknown_keys(data, ("data",), DATA_KEYS)
         keys = {key: data[key] for key in DATA_KEYS if key in data}
         for key in _DATA_PATHS:
-            if isinstance(keys.get(key), str) and not os.path.isabs(keys[key]):
+            named = key == "vocabulary" and keys.get(key) == "minilm"
+            if isinstance(keys.get(key), str) and not os.path.isabs(keys[key]) and not named:
                 keys[key] = os.path.normpath(self.path.parent / keys[key])
         data = {**data, **keys}
         errors = load_errors(**keys)
@@ -243,7 +244,9 @@ class Reader:
         """Relative file paths are relative to the config file's directory."""
         if isinstance(value, dict):
             return {key: self.resolve_paths(item, key) for key, item in value.items()}
-        is_file = name == "path" or (name == "backbone" and str(value).endswith(".keras"))
+        is_file = name in ("path", "preset") or (
+            name == "backbone" and str(value).endswith(".keras")
+        )
         if is_file and isinstance(value, str) and not os.path.isabs(value):
             return os.path.normpath(self.path.parent / value)
         return value

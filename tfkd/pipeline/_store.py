@@ -133,7 +133,20 @@ def load_keras(path):
     import tfkd
 
     tfkd._import_all()
+    if _uses_keras_hub(path):
+        import keras_hub  # noqa: F401  (registers its layers, e.g. the BertBackbone)
     return keras.saving.load_model(path)
+
+
+def _uses_keras_hub(path):
+    """Whether a `.keras` file's config names keras-hub classes (MiniLM, presets)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open("config.json") as config:
+            return b'"keras_hub' in config.read()
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return False  # Keras's own loading then says what is wrong with the file
 
 
 def output_id(entry):

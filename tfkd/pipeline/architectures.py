@@ -1,14 +1,27 @@
-"""Models a config can ask for: `{"architecture": "cnn", ...}`, `{"path": "x.keras"}`, or any
-`keras.applications` constructor, `{"application": "MobileNetV3Small", ...}`."""
+"""Models a config can ask for: `{"architecture": "cnn" | "text_cnn", ...}`,
+`{"path": "x.keras"}`, any `keras.applications` constructor,
+`{"application": "MobileNetV3Small", ...}`, or a keras-hub classifier preset folder,
+`{"preset": "DIR"}`."""
 
 import os
 
+from tfkd import _checks, _presets
 from tfkd.models import CNN_OPTIONS, check_cnn_option, cnn
 from tfkd.pipeline import _store
 from tfkd.pipeline.stage import KerasModel, invalid_argument
 
-ARCHITECTURES = ("cnn",)
-SPEC_KINDS = ("architecture", "path", "application")
+# The options of `tfkd.text.conv_classifier` a config may set (its sizes come from the data).
+TEXT_CNN_OPTIONS = {
+    name: ("a positive integer", _checks.is_integer, lambda v: v > 0)
+    for name in ("embedding_dim", "filters", "kernel_size")
+} | {
+    "hidden_units": ("an integer >= 0", _checks.is_integer, lambda v: v >= 0),
+    "dropout": CNN_OPTIONS["dropout"],
+}
+# Each architecture's options, and the inputs it takes.
+ARCHITECTURES = {"cnn": CNN_OPTIONS, "text_cnn": TEXT_CNN_OPTIONS}
+ARCHITECTURE_INPUTS = {"cnn": "images", "text_cnn": "token ids"}
+SPEC_KINDS = ("architecture", "path", "application", "preset")
 # The options of an `application` spec that tfkd reads itself; the others go to the
 # keras.applications constructor.
 APPLICATION_OPTIONS = ("application", "image_size", "weights")
@@ -27,13 +40,17 @@ def check_spec(spec, argument):
         raise invalid_argument(
             argument,
             f"`{argument}` must be a mapping with one of `architecture` (one of "
-            f"{list(ARCHITECTURES)}, plus its options), `path` (a `.keras` file) or "
+            f"{list(ARCHITECTURES)}, plus its options), `path` (a `.keras` file), "
             "`application` (a keras.applications constructor, e.g. 'MobileNetV3Small', plus "
-            f"its arguments), or a Keras model. Received: {argument}={spec!r}",
+            "its arguments) or `preset` (a keras-hub classifier preset folder), or a Keras "
+            f"model. Received: {argument}={spec!r}",
             ValueError if isinstance(spec, dict) else TypeError,
         )
     if "application" in spec:
         _check_application(spec, argument)
+        return
+    if "preset" in spec:
+        _check_preset(spec, argument)
         return
     if "path" in spec:
         if set(spec) != {"path"}:
@@ -48,18 +65,18 @@ def check_spec(spec, argument):
             f"Unknown architecture. Received: {argument}.architecture={spec['architecture']!r}. "
             f"Available: {list(ARCHITECTURES)}",
         )
-    unknown = set(spec) - {"architecture", *CNN_OPTIONS}
+    options = ARCHITECTURES[spec["architecture"]]
+    unknown = set(spec) - {"architecture", *options}
     if unknown:
         raise invalid_argument(
             argument,
             f"Unknown option(s) {sorted(unknown)} for architecture {spec['architecture']!r}. "
-            "Accepted: "
-            + ", ".join(f"{name} ({kind})" for name, (kind, *_) in CNN_OPTIONS.items()),
+            "Accepted: " + ", ".join(f"{name} ({kind})" for name, (kind, *_) in options.items()),
         )
-    for name in CNN_OPTIONS:
+    for name in options:
         if name in spec:
             try:
-                check_cnn_option(name, spec[name])
+                check_cnn_option(name, spec[name], options)
             except (TypeError, ValueError) as error:
                 raise invalid_argument(argument, f"`{argument}.{str(error)[1:]}") from None
 
@@ -76,10 +93,33 @@ def build(spec, data, seed):
         return _graph.copy_model(spec, data.input_shape)
     if "path" in spec:
         return _store.load_keras(spec["path"])
+    if "preset" in spec:
+        from tfkd.transfer import load_preset
+
+        return load_preset(spec["preset"])
     if "application" in spec:
         return application(spec, data.input_shape, data.num_classes, seed)
     options = {key: value for key, value in spec.items() if key != "architecture"}
+    if spec["architecture"] == "text_cnn":
+        return text_cnn(data, seed, **options)
     return cnn(data.input_shape, data.num_classes, seed=seed, **options)
+
+
+def text_cnn(data, seed, **options):
+    """`tfkd.text.conv_classifier` for `data`'s token ids: its vocabulary size is the
+    tokenizer's (else the largest id + 1), its sequence length the data's."""
+    import keras
+
+    from tfkd.text import conv_classifier
+
+    if data.tokenizer is not None:
+        vocabulary_size = data.tokenizer.vocabulary_size
+    else:
+        vocabulary_size = int(max(data.x_train.max(), data.x_test.max())) + 1
+    keras.utils.set_random_seed(seed)
+    return conv_classifier(
+        vocabulary_size, data.num_classes, sequence_length=data.input_shape[0], **options
+    )
 
 
 def application(spec, input_shape, num_classes, seed=0):
@@ -133,13 +173,52 @@ def application(spec, input_shape, num_classes, seed=0):
 
 
 def check_buildable(spec, data, argument):
-    """Builds an `application` spec once, before any stage runs: its constructor checks
-    its arguments (other specs are checked by `check_spec`)."""
+    """Checks that an `architecture` takes the data's inputs, and builds an `application`
+    spec once, before any stage runs: its constructor checks its arguments (other specs
+    are checked by `check_spec`)."""
+    if isinstance(spec, dict) and "architecture" in spec:
+        wanted = ARCHITECTURE_INPUTS[spec["architecture"]]
+        if wanted != input_kind(data):
+            raise invalid_argument(
+                argument,
+                f"Architecture {spec['architecture']!r} takes {wanted}, and the data are "
+                f"{input_kind(data)} of shape {data.input_shape}. Received: {argument}={spec!r}. "
+                f"Use "
+                + " or ".join(repr(n) for n, kind in ARCHITECTURE_INPUTS.items() if kind != wanted)
+                + ".",
+            )
     if isinstance(spec, dict) and "application" in spec:
         try:
             application(spec, data.input_shape, data.num_classes)
         except (ValueError, TypeError) as error:
             raise invalid_argument(argument, str(error), type(error)) from None
+
+
+def _check_preset(spec, argument):
+    """A classifier preset folder, checked without Keras: a backbone alone cannot classify."""
+    if set(spec) != {"preset"}:
+        raise invalid_argument(
+            argument, f"A `preset` spec takes no other keys. Received: {argument}={spec!r}"
+        )
+    try:
+        folder = _presets.preset_folder(spec["preset"], f"{argument}.preset")
+    except (TypeError, ValueError, FileNotFoundError) as error:
+        raise invalid_argument(
+            argument, str(error), TypeError if isinstance(error, TypeError) else ValueError
+        ) from None
+    if not _presets.has_task(folder):
+        raise invalid_argument(
+            argument,
+            f"`{argument}.preset` holds a backbone without a classifier (no task.json). "
+            f"Received: {argument}.preset={folder!r}. Fine-tune it first with a `transfer` "
+            "stage (`backbone: {preset: DIR}`), or give a classifier's preset.",
+        )
+
+
+def input_kind(data):
+    """`"token ids"` (integer rows, as a tokenizer makes) or `"images"`."""
+    x = data.x_train
+    return "token ids" if x.ndim == 2 and x.dtype.kind in "iu" else "images"
 
 
 def _check_application(spec, argument):

@@ -1,25 +1,23 @@
 """`Data`: the train and test arrays a pipeline runs on, and their fingerprint."""
 
 import hashlib
-import os
 
 import numpy as np
 
-from tfkd import datasets
-from tfkd.pipeline.stage import invalid_argument
+from tfkd.pipeline import _sources
+from tfkd.pipeline._sources import check_labelled_per_class, class_counts, load_errors
 
 QUICK_TRAIN_SIZE = 2000
 QUICK_TEST_SIZE = 500
-# The label of a training example whose label is hidden: `tfkd.distill.UNLABELED`, which
-# the Distiller reads. Written out because reading a config must not import Keras.
-UNLABELED = -1
+UNLABELED = _sources.UNLABELED
 
 
 class Data:
     """Train and test arrays with integer labels, as a pipeline uses them.
 
-    Images of shape `(n, height, width)` get a channel axis. Every stage trains on
-    the train split and is measured on the test split.
+    Images of shape `(n, height, width)` get a channel axis; they are kept as uint8
+    (Keras models cast each batch to their input's float dtype) or float32. Every stage
+    trains on the train split and is measured on the test split.
 
     Training labels equal to `tfkd.distill.UNLABELED` (-1) mark unlabelled images:
     stages that train on labels alone (`train`, `transfer`, `prune` and
@@ -29,7 +27,8 @@ class Data:
     per class only, drawn with its seed (`with_labels_hidden`).
 
     Args:
-        x_train, y_train, x_test, y_test: numpy arrays; labels are class ids.
+        x_train, y_train, x_test, y_test: numpy arrays; labels are class ids; inputs
+            are images or, for text, token ids `(n, sequence_length)`.
         name: a name for reports. Defaults to `"data"`.
         num_classes: the number of classes. Defaults to `max(label) + 1`.
         labelled_per_class: `N`, the training labels to keep per class when the
@@ -37,6 +36,8 @@ class Data:
             `None` (keep every label).
         class_names: a name per class, for the report's per-class results.
             Defaults to the data set's names for `load`, else `"0"`, `"1"`, ...
+        tokenizer: for token ids, the `tfkd.text.WordPieceTokenizer` that made them:
+            an `export` stage writes its files beside the `.tflite`. Defaults to `None`.
 
     Example:
 
@@ -55,6 +56,7 @@ class Data:
         num_classes=None,
         labelled_per_class=None,
         class_names=None,
+        tokenizer=None,
     ):
         self.x_train, self.x_test = _as_inputs(x_train, "x_train"), _as_inputs(x_test, "x_test")
         self.y_train, self.y_test = _as_labels(y_train, "y_train"), _as_labels(y_test, "y_test")
@@ -74,7 +76,8 @@ class Data:
             num_classes = len(class_names)
         self.num_classes = _check_classes(num_classes, self.y_train, self.y_test)
         self.class_names = _check_class_names(class_names, self.num_classes)
-        self.labelled_per_class = _check_labelled_per_class(labelled_per_class, self.y_train)
+        self.labelled_per_class = check_labelled_per_class(labelled_per_class, self.y_train)
+        self.tokenizer = tokenizer
         self.notes = []
         self._fingerprint = None
 
@@ -99,7 +102,12 @@ class Data:
             npz: a `.npz` file with `x_train`, `y_train`, `x_test`, `y_test`
                 (`tfkd.datasets.load_npz`);
             tfds: a TensorFlow Datasets name prepared in `data_dir`, with `split`
-                (`[train, test]` by default; `tfkd.datasets.load_tfds`).
+                (`[train, test]` by default; `tfkd.datasets.load_tfds`);
+            csv: texts, a `.csv` file (with `test_split`) or a folder of `train.csv` and
+                `test.csv` (`tfkd.datasets.load_csv`: columns `text` and `label`; an
+                empty training label marks an unlabelled text), tokenized into
+                `sequence_length` (64) token ids by the `vocabulary` of the teacher:
+                `"minilm"` (the default) or a BERT `vocab.txt`.
             train_size, test_size: keep the first examples of each split only.
 
         Raises:
@@ -115,30 +123,11 @@ class Data:
         errors = load_errors(name, train_size, test_size, labelled_per_class, **source)
         if errors:
             raise errors[0]
-        kind = _source_kind(name, source)
-        if kind == "name":
-            (x_train, y_train), (x_test, y_test) = datasets.load(name)
-            class_names = datasets.info(name)["class_names"]
-        elif kind == "directory":
-            arguments = {
-                key: source[key]
-                for key in ("image_size", "color_mode", "test_split")
-                if key in source
-            }
-            (x_train, y_train), (x_test, y_test), class_names = datasets.load_directory(
-                source["directory"], seed=source.get("split_seed", 0), **arguments
-            )
-            name = os.path.basename(os.path.normpath(source["directory"]))
-        elif kind == "npz":
-            (x_train, y_train), (x_test, y_test), class_names = datasets.load_npz(source["npz"])
-            name = os.path.splitext(os.path.basename(source["npz"]))[0]
-        else:
-            splits = source.get("split", ("train", "test"))
-            (x_train, y_train), (x_test, y_test), class_names = datasets.load_tfds(
-                source["tfds"], source["data_dir"], tuple(splits)
-            )
-            name = source["tfds"]
+        (x_train, y_train), (x_test, y_test), class_names, name, tokenizer = _sources.read(
+            name, source
+        )
         data = cls(x_train, y_train, x_test, y_test, name=name, class_names=class_names)
+        data.tokenizer = tokenizer
         data = data.subset(train_size, test_size)
         return data.subset(labelled_per_class=labelled_per_class)
 
@@ -157,7 +146,7 @@ class Data:
             labelled_per_class=labelled_per_class,
             class_names=self.class_names,
         )
-        data.notes = list(self.notes)
+        data.notes, data.tokenizer = list(self.notes), self.tokenizer
         return data
 
     def quick(self):
@@ -170,7 +159,7 @@ class Data:
         data = self.subset(QUICK_TRAIN_SIZE, QUICK_TEST_SIZE, labelled_per_class=None)
         if self.labelled_per_class is None:
             return data
-        fewest = int(_class_counts(data.y_train).min())
+        fewest = int(class_counts(data.y_train).min())
         if fewest >= self.labelled_per_class:
             return data.subset(labelled_per_class=self.labelled_per_class)
         data = data.subset(labelled_per_class=fewest)
@@ -203,6 +192,7 @@ class Data:
             class_names=self.class_names,
         )
         data.labelled_per_class, data.notes = self.labelled_per_class, list(self.notes)
+        data.tokenizer = self.tokenizer
         return data
 
     def labelled(self):
@@ -274,122 +264,6 @@ class Data:
         return description
 
 
-# The keys of each source besides the one that names it, and the keys every source takes.
-SOURCE_KEYS = {
-    "name": (),
-    "directory": ("image_size", "color_mode", "test_split", "split_seed"),
-    "npz": (),
-    "tfds": ("data_dir", "split"),
-}
-COMMON_KEYS = ("train_size", "test_size", "labelled_per_class")
-
-
-def load_errors(
-    name=None,
-    train_size=None,
-    test_size=None,
-    labelled_per_class=None,
-    *,
-    argument="name",
-    **source,
-):
-    """The errors in `Data.load`'s arguments, found without reading the data (a config is
-    checked with them before anything runs), each with the `argument` attribute; `argument`
-    is what the data set's name is called where it was given."""
-    kinds = [kind for kind in SOURCE_KEYS if (name if kind == "name" else source.get(kind))]
-    if len(kinds) != 1:
-        return [
-            invalid_argument(
-                argument if name is not None else "data",
-                "The data must be given by exactly one of `name` (a data set of "
-                f"tfkd.datasets: {datasets.available()}), `directory`, `npz` or `tfds`. "
-                f"Received: {_shown_source(name, source)}",
-            )
-        ]
-    kind = kinds[0]
-    extra = [key for key in source if key not in (kind, *SOURCE_KEYS[kind])]
-    if extra:
-        return [
-            invalid_argument(
-                extra[0],
-                f"`{extra[0]}` does not go with `{kind}`. Received: {_shown_source(name, source)}. "
-                f"`{kind}` takes {list(SOURCE_KEYS[kind]) + list(COMMON_KEYS)}.",
-            )
-        ]
-    errors = []
-    if kind == "name" and (not isinstance(name, str) or name not in datasets.available()):
-        errors.append(
-            invalid_argument(
-                argument,
-                f"Unknown data set. Received: {argument}={name!r}. Available: "
-                f"{datasets.available()}",
-                ValueError if isinstance(name, str) else TypeError,
-            )
-        )
-    elif kind == "directory":
-        if "image_size" not in source:
-            errors.append(
-                invalid_argument(
-                    "image_size",
-                    "`directory` needs `image_size`, the [height, width] every image is "
-                    f"resized to. Received: {_shown_source(name, source)}",
-                )
-            )
-        errors += datasets.directory_errors(
-            source["directory"],
-            source.get("image_size", (1, 1)),
-            source.get("color_mode", "rgb"),
-            source.get("test_split"),
-            source.get("split_seed", 0),
-        )
-    elif kind == "npz":
-        errors += datasets.npz_errors(source["npz"])
-    elif kind == "tfds":
-        errors += datasets.tfds_errors(
-            source["tfds"], source.get("data_dir"), source.get("split", ("train", "test"))
-        )
-    for size_argument, value in (("train_size", train_size), ("test_size", test_size)):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1
-        ):
-            errors.append(
-                invalid_argument(
-                    size_argument,
-                    f"`{size_argument}` must be a positive integer. "
-                    f"Received: {size_argument}={value!r}",
-                )
-            )
-    try:
-        _check_labelled_per_class(labelled_per_class)
-    except ValueError as error:
-        return [*errors, error]
-    if labelled_per_class is None or errors or kind != "name":
-        return errors  # other sources' class counts are checked when they are read
-    info = datasets.info(name)
-    examples = min(info["num_train_examples"], train_size or info["num_train_examples"])
-    if labelled_per_class * info["num_classes"] > examples:
-        errors.append(
-            invalid_argument(
-                "labelled_per_class",
-                "`labelled_per_class` asks for more labels than there are training examples: "
-                f"{labelled_per_class} per class x {info['num_classes']} classes > "
-                f"{examples:,}. Received: labelled_per_class={labelled_per_class}. Use at "
-                f"most {examples // info['num_classes']}, or more training data "
-                "(`train_size`).",
-            )
-        )
-    return errors
-
-
-def _source_kind(name, source):
-    return "name" if name is not None else next(k for k in SOURCE_KEYS if source.get(k))
-
-
-def _shown_source(name, source):
-    given = {"name": name, **source} if name is not None else source
-    return ", ".join(f"{key}={value!r}" for key, value in given.items()) or "nothing"
-
-
 def _as_inputs(x, name):
     x = np.asarray(x)
     if x.ndim == 0:
@@ -399,35 +273,10 @@ def _as_inputs(x, name):
         )
     if x.ndim == 3:  # grayscale images: add the channel axis that Conv2D wants
         x = x[..., None]
-    # Images become float32; integer token ids (2D) stay as they are.
-    return x.astype("float32") if x.ndim >= 3 and x.dtype != np.float32 else x
-
-
-def _class_counts(y):
-    return np.bincount(y[y != UNLABELED])
-
-
-def _check_labelled_per_class(value, y_train=None):
-    """`value` when it is None, or a positive int that every class of `y_train` has."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise invalid_argument(
-            "labelled_per_class",
-            "`labelled_per_class` must be a positive integer, the labels to keep per class. "
-            f"Received: labelled_per_class={value!r}",
-        )
-    if y_train is not None:
-        counts = _class_counts(y_train)
-        short = {label: int(count) for label, count in enumerate(counts) if count < value}
-        if short:
-            raise invalid_argument(
-                "labelled_per_class",
-                f"`labelled_per_class` exceeds the training examples of {len(short)} "
-                f"class(es). Received: labelled_per_class={value!r}; examples of those "
-                f"classes: {short}. Use at most {min(short.values())} or more training data.",
-            )
-    return int(value)
+    # Images stay uint8 (a quarter of float32's memory; models cast each batch) or become
+    # float32; integer token ids (2D) stay as they are.
+    keep = x.ndim < 3 or x.dtype in (np.float32, np.uint8)
+    return x if keep else x.astype("float32")
 
 
 def _check_classes(num_classes, y_train, y_test):

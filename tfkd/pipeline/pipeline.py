@@ -176,7 +176,8 @@ def check_run_options(output_dir, *, quick, tensorboard, log, seed=0, verbose="a
 
 def _data(data):
     """`data` as a `tfkd.pipeline.Data`: loaded when it is a data set's name."""
-    from tfkd.pipeline.data import Data, load_errors
+    from tfkd.pipeline._sources import load_errors
+    from tfkd.pipeline.data import Data
 
     if isinstance(data, Data):
         return data

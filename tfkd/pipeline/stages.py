@@ -2,7 +2,7 @@
 
 import os
 
-from tfkd import _hashing
+from tfkd import _checks, _hashing
 from tfkd._export_options import IO_DTYPES, QUANTIZATIONS
 from tfkd.pipeline import _distillation, _store, architectures
 from tfkd.pipeline.stage import (
@@ -13,28 +13,39 @@ from tfkd.pipeline.stage import (
     register_stage,
 )
 
+# The pretrained backbones `transfer` knows by name, and the inputs each takes.
+PRETRAINED_BACKBONES = {"mobilenet_v2": "images", "minilm": "token ids"}
+
 
 @register_stage("load")
 class Load(Stage):
-    """Loads a model file: `.keras`, or `.tflite` (as a `tfkd.TFLiteModel`).
+    """Loads a model: a `.keras` file, a `.tflite` file (as a `tfkd.TFLiteModel`), or a
+    keras-hub classifier preset folder (`tfkd.transfer.load_preset`).
 
     Args:
-        path: the file. The stage reruns when the file's contents change.
+        path: the file or folder. The stage reruns when its contents change.
         **kwargs: `name`, `from_stage` (see `Stage`).
     """
 
     def __init__(self, path: str, **kwargs):
         super().__init__(**kwargs)
-        architectures.check_model_file(path, "path", suffixes=(".keras", ".tflite"))
+        if isinstance(path, str | os.PathLike) and os.path.isdir(path):
+            architectures.check_spec({"preset": os.fspath(path)}, "path")
+        else:
+            architectures.check_model_file(path, "path", suffixes=(".keras", ".tflite"))
         self.path = os.fspath(path)
 
     def takes_input(self):
         return False
 
     def fingerprint(self):
+        if os.path.isdir(self.path):
+            return {**self.get_config(), "sha256": _hashing.folder_sha256(self.path)}
         return {**self.get_config(), "sha256": _hashing.file_sha256(self.path)}
 
     def _output_spec(self, incoming):
+        if os.path.isdir(self.path):
+            return {"preset": self.path}
         return {"path": self.path} if self.path.endswith(".keras") else None
 
     def run(self, model, context):
@@ -42,12 +53,17 @@ class Load(Stage):
 
         if self.path.endswith(".tflite"):
             return TFLiteModel(self.path), {"path": self.path}
-        return _store.load_keras(self.path), {"path": self.path}
+        return architectures.build(self._output_spec(None), context.data, context.seed), {
+            "path": self.path
+        }
 
 
 @register_stage("export")
 class Export(Stage):
     """Exports the incoming Keras model to `model.tflite` and measures the file.
+
+    For text data with a tokenizer (`data: {csv: ...}`), the tokenizer's files are
+    written beside it (`write_tokenizer_files`).
 
     Uses `tfkd.export_tflite`, which raises instead of writing a file that disagrees
     with the Keras model. Calibration (for `"int8"` / `"int16x8"` without QAT) and
@@ -97,10 +113,43 @@ class Export(Stage):
             self.quantization,
             representative_data=context.data.x_train[: self.calibration_samples],
             io_dtype=self.io_dtype,
+            verbose=context.keras_verbose(),
         )
         details = report.to_dict()
         details["path"] = os.fspath(path)
+        if context.data.tokenizer is not None:
+            details["tokenizer_files"] = write_tokenizer_files(
+                context.data.tokenizer, context.data.class_names, context.directory
+            )
         return TFLiteModel(path), details
+
+
+def write_tokenizer_files(tokenizer, class_names, directory):
+    """Writes what a script needs to run a text `.tflite` with LiteRT only, beside it:
+    `vocab.txt`, `tokenizer.json` (sequence length, lowercasing, class names) and
+    `wordpiece.py` (the tokenizer, pure Python: `WordPieceTokenizer("vocab.txt", ...)`).
+    Returns the file names."""
+    import json
+    import pathlib
+
+    from tfkd import _atomic
+    from tfkd.text import _wordpiece
+
+    tokens = sorted(tokenizer.vocabulary, key=tokenizer.vocabulary.get)
+    settings = {
+        "vocabulary": "vocab.txt",
+        "sequence_length": tokenizer.sequence_length,
+        "lowercase": tokenizer.lowercase,
+        "class_names": list(class_names),
+    }
+    files = {
+        "vocab.txt": "".join(f"{token}\n" for token in tokens),
+        "tokenizer.json": json.dumps(settings, indent=2) + "\n",
+        "wordpiece.py": pathlib.Path(_wordpiece.__file__).read_text(encoding="utf-8"),
+    }
+    for name, text in files.items():
+        _atomic.write_bytes(pathlib.Path(directory) / name, text.encode("utf-8"))
+    return sorted(files)
 
 
 @register_stage("transfer")
@@ -110,16 +159,28 @@ class Transfer(Stage):
     It trains on the labelled training examples only (all of them, unless the data
     has `labelled_per_class`).
 
+    For text (token ids, e.g. `data: {csv: ...}`), the backbone is a BERT (`"minilm"`),
+    and each batch is cut to its longest text (`tfkd.text.LengthBuckets`): the model
+    takes token ids of any length.
+
     Args:
-        backbone: `"mobilenet_v2"` (torchvision's ImageNet weights, offline) or a
-            `.keras` backbone without its classifier. Defaults to `"mobilenet_v2"`.
-        image_size: inputs are resized to `image_size` x `image_size` inside the
+        backbone: `"mobilenet_v2"` (torchvision's ImageNet weights, offline),
+            `"minilm"` (all-MiniLM-L6-v2, `tfkd.transfer.pretrained_minilm`, for token
+            ids of its vocabulary), a `.keras` backbone without its classifier, or
+            `{"preset": DIR}`, a keras-hub preset folder (or a Hugging Face BERT
+            checkpoint folder), whose backbone is used (`tfkd.transfer.load_preset`).
+            Defaults to `"mobilenet_v2"`.
+        image_size: images are resized to `image_size` x `image_size` inside the
             model. Defaults to `96`.
         head_epochs: epochs training the new head, backbone frozen. Defaults to `2`.
         fine_tune_epochs: epochs training with `unfreeze`d layers. Defaults to `4`.
         unfreeze: `"all"`, or the number of top backbone layers. Defaults to `"all"`.
         head_learning_rate: Defaults to `1e-3`.
         fine_tune_learning_rate: Defaults to `1e-4`.
+        fine_tune_decay: the fine-tuning learning rate over its steps: `"constant"`,
+            or `"linear"` (decayed to 0, as BERT is fine-tuned). Defaults to
+            `"constant"`.
+        dropout: dropout before the new classifier. Defaults to `0.2`.
         batch_size: Defaults to `128`.
         augmentation: random changes applied to each training batch in the step, as
             in `Distill` (`{flip: true, shift: 2, rotation: 0.05, zoom: 0.1}`, in
@@ -131,20 +192,34 @@ class Transfer(Stage):
 
     def __init__(
         self,
-        backbone: str = "mobilenet_v2",
+        backbone: str | dict = "mobilenet_v2",
         image_size: int = 96,
         head_epochs: int = 2,
         fine_tune_epochs: int = 4,
         unfreeze: str | int | float = "all",
         head_learning_rate: float = 1e-3,
         fine_tune_learning_rate: float = 1e-4,
+        fine_tune_decay: str = "constant",
+        dropout: float = 0.2,
         batch_size: int = 128,
         augmentation: dict | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if backbone != "mobilenet_v2":
+        if isinstance(backbone, dict):
+            _check_backbone_preset(backbone)
+        elif backbone not in PRETRAINED_BACKBONES:
             architectures.check_model_file(backbone, "backbone")
+        if fine_tune_decay not in ("constant", "linear"):
+            raise invalid_argument(
+                "fine_tune_decay",
+                "`fine_tune_decay` must be 'constant' or 'linear'. Received: "
+                f"fine_tune_decay={fine_tune_decay!r}",
+            )
+        try:
+            _checks.check_number("dropout", dropout, low=0, high=1, high_open=True)
+        except (TypeError, ValueError) as error:
+            raise invalid_argument("dropout", str(error), type(error)) from None
         check_positive("image_size", image_size, int)
         check_positive("head_epochs", head_epochs, int, allow_zero=True)
         check_positive("fine_tune_epochs", fine_tune_epochs, int, allow_zero=True)
@@ -158,6 +233,7 @@ class Transfer(Stage):
         self.head_epochs, self.fine_tune_epochs = head_epochs, fine_tune_epochs
         self.head_learning_rate = head_learning_rate
         self.fine_tune_learning_rate = fine_tune_learning_rate
+        self.fine_tune_decay, self.dropout = fine_tune_decay, dropout
         self.batch_size = batch_size
 
     def takes_input(self):
@@ -165,12 +241,26 @@ class Transfer(Stage):
 
     def _check_before_run(self, data):
         _distillation.check_augmentation_data(self.augmentation, data)
+        wanted = PRETRAINED_BACKBONES.get(self.backbone) if isinstance(self.backbone, str) else None
+        if wanted is not None and wanted != architectures.input_kind(data):
+            raise invalid_argument(
+                "backbone",
+                f"The backbone {self.backbone!r} takes {wanted}, and the data are "
+                f"{architectures.input_kind(data)} of shape {data.input_shape}. Received: "
+                f"backbone={self.backbone!r}",
+            )
 
     def fingerprint(self):
         fingerprint = self.get_config()
-        if fingerprint.get("augmentation") is None:  # runs made before the key are reused
-            fingerprint.pop("augmentation", None)
-        if self.backbone != "mobilenet_v2":
+        # Runs made before these keys existed are reused while they keep their defaults.
+        for key, default in (("augmentation", None), ("fine_tune_decay", "constant")):
+            if fingerprint.get(key) == default:
+                fingerprint.pop(key, None)
+        if fingerprint.get("dropout") == 0.2:
+            fingerprint.pop("dropout")
+        if isinstance(self.backbone, dict):
+            fingerprint["backbone_sha256"] = _hashing.folder_sha256(self.backbone["preset"])
+        elif self.backbone not in PRETRAINED_BACKBONES:
             fingerprint["backbone_sha256"] = _hashing.file_sha256(self.backbone)
         return fingerprint
 
@@ -179,36 +269,76 @@ class Transfer(Stage):
 
         from tfkd import transfer
 
-        options = {}
+        options = {"input_shape": context.data.input_shape, "dropout": self.dropout}
+        train_data = context.data.labelled()
         if self.backbone == "mobilenet_v2":
             shape = (self.image_size, self.image_size, 3)
             base = transfer.pretrained_mobilenet_v2(shape, include_top=False)
             options["preprocessing"] = transfer.torchvision_normalization()
+        elif self.backbone == "minilm":
+            base = transfer.pretrained_minilm()
+        elif isinstance(self.backbone, dict):
+            base = transfer.load_preset(self.backbone["preset"], backbone=True)
         else:
             base = _store.load_keras(self.backbone)
+        images = architectures.input_kind(context.data) == "images"
+        if images and self.backbone != "mobilenet_v2":
             options["image_size"] = (self.image_size, self.image_size)
+        if not images:
+            from tfkd.text import LengthBuckets
+
+            options["input_shape"] = (None,)  # batches cut to their longest text
+            train_data = LengthBuckets(*train_data, batch_size=self.batch_size, seed=context.seed)
+        epochs = context.epochs(self.head_epochs), context.epochs(self.fine_tune_epochs)
         keras.utils.set_random_seed(context.seed)
         model, history = transfer.fine_tune(
             base,
             context.data.num_classes,
-            context.data.labelled(),
-            head_epochs=context.epochs(self.head_epochs),
-            fine_tune_epochs=context.epochs(self.fine_tune_epochs),
+            train_data,
+            head_epochs=epochs[0],
+            fine_tune_epochs=epochs[1],
             unfreeze=self.unfreeze,
             head_learning_rate=self.head_learning_rate,
-            fine_tune_learning_rate=self.fine_tune_learning_rate,
+            fine_tune_learning_rate=self._fine_tune_rate(epochs[1], train_data),
             batch_size=self.batch_size,
             augmentation=_distillation.build_augmentation(
                 self.augmentation, context.data.input_shape, context.seed
             ),
             callbacks=context.callbacks(),
             verbose=context.keras_verbose(),
-            input_shape=context.data.input_shape,
             **options,
         )
         return model, {
             "train_accuracy": [round(value, 4) for value in history.history.get("accuracy", [])]
         }
+
+    def _fine_tune_rate(self, epochs, train_data):
+        """The fine-tuning learning rate, or its linear decay to 0 over `epochs`."""
+        if self.fine_tune_decay == "constant" or not epochs:
+            return self.fine_tune_learning_rate
+        import keras
+
+        if isinstance(train_data, tuple):
+            steps = epochs * -(-len(train_data[1]) // self.batch_size)
+        else:
+            steps = epochs * len(train_data)
+        return keras.optimizers.schedules.PolynomialDecay(self.fine_tune_learning_rate, steps, 0.0)
+
+
+def _check_backbone_preset(backbone):
+    from tfkd import _presets
+
+    if set(backbone) != {"preset"}:
+        raise invalid_argument(
+            "backbone",
+            "`backbone` as a mapping must be `{preset: DIR}`, a keras-hub preset folder. "
+            f"Received: backbone={backbone!r}",
+        )
+    try:
+        _presets.preset_folder(backbone["preset"], "backbone.preset")
+    except (TypeError, ValueError, FileNotFoundError) as error:
+        kind = TypeError if isinstance(error, TypeError) else ValueError
+        raise invalid_argument("backbone", str(error), kind) from None
 
 
 def _check_unfreeze(unfreeze):

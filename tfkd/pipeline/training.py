@@ -136,12 +136,15 @@ class _Training(Stage):
         return list(_teacher_names(self.teacher))
 
     def fingerprint(self):
-        """The config, plus the contents of a model file given as `{"path": ...}`."""
+        """The config, plus the contents of a model file or folder given as `{"path": ...}`
+        or `{"preset": ...}`."""
         fingerprint = self.get_config()
         for argument in ("model", "student"):
             spec = fingerprint.get(argument)
             if isinstance(spec, dict) and "path" in spec:
                 fingerprint[f"{argument}_sha256"] = _hashing.file_sha256(spec["path"])
+            if isinstance(spec, dict) and "preset" in spec:
+                fingerprint[f"{argument}_sha256"] = _hashing.folder_sha256(spec["preset"])
         # The distillation keys at their defaults are left out, so that runs made before
         # these keys existed are reused.
         for key, default in _distillation.DEFAULTS.items():

@@ -1,0 +1,178 @@
+"""Texts in CSV files through the pipeline (issue 18): tokenized by the teacher's
+vocabulary, unlabelled rows taught by the teacher, the int8 `.tflite` exported with the
+tokenizer's files beside it and run by a script that has LiteRT only."""
+
+import importlib.util
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+import tfkd
+from tfkd.pipeline import ConfigError, Data, run_config
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+TRAIN_SIZE, TEST_SIZE = 400, 300  # labelled (and as many unlabelled) tweets; test tweets
+STAGES = """\
+stages:
+  - {stage: train, name: teacher, model: {architecture: text_cnn}, epochs: 4, batch_size: 32}
+  - stage: distill
+    name: student
+    teacher: teacher
+    student: {architecture: text_cnn, embedding_dim: 16, filters: 32, hidden_units: 0}
+    epochs: 4
+    batch_size: 32
+  - {stage: export, name: int8, quantization: int8}
+"""
+
+
+def _example(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tweets(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("texts") / "tweets"
+    counts = _example("write_tweets_csv").write(folder, TRAIN_SIZE, TEST_SIZE)
+    assert counts == {"train.csv": 2 * TRAIN_SIZE, "test.csv": TEST_SIZE}
+    return folder
+
+
+def test_texts_are_tokenized_by_the_vocabulary_with_empty_labels_unlabelled(tweets):
+    data = Data.load(csv=tweets, text="text", label="label", sequence_length=48)
+    split = tfkd.datasets.load_tweets(unlabeled_fraction=0.5, seed=0)
+    tokenizer = tfkd.text.WordPieceTokenizer(
+        pathlib.Path(tfkd.transfer.minilm_dir()) / "vocab.txt", sequence_length=48
+    )
+    texts = split.train[0][:TRAIN_SIZE] + split.unlabeled[:TRAIN_SIZE]
+    np.testing.assert_array_equal(data.x_train, tokenizer(texts))
+    np.testing.assert_array_equal(data.y_train[:TRAIN_SIZE], split.train[1][:TRAIN_SIZE])
+    assert (data.y_train[TRAIN_SIZE:] == tfkd.distill.UNLABELED).all()
+    np.testing.assert_array_equal(data.y_test, split.test[1][:TEST_SIZE])
+    assert data.class_names == ["negative", "neutral", "positive"]
+    assert data.describe()["labelled_examples"] == TRAIN_SIZE
+    assert data.x_train.dtype == np.int32 and data.input_shape == (48,)
+
+
+def test_one_file_is_split_by_class_and_unlabelled_rows_stay_in_training(tmp_path):
+    rows = ["text,label"] + [f"text {i},{'ab'[i % 2] if i < 40 else ''}" for i in range(60)]
+    (tmp_path / "all.csv").write_text("\n".join(rows) + "\n")
+    (x, y), (test_texts, test_y), names = tfkd.datasets.load_csv(
+        tmp_path / "all.csv", test_split=0.25, seed=3
+    )
+    assert names == ["a", "b"] and np.bincount(test_y).tolist() == [5, 5]
+    assert len(x) == 50 and (y == -1).sum() == 20
+    assert not set(test_texts) & set(x)
+    again = tfkd.datasets.load_csv(tmp_path / "all.csv", test_split=0.25, seed=3)
+    assert again[1][0] == test_texts
+
+
+def test_a_text_config_trains_distils_and_exports_with_the_tokenizer_files(tweets, tmp_path):
+    config = tmp_path / "tweets.yaml"
+    config.write_text(f"data: {{csv: {tweets}, text: text, label: label}}\nseed: 0\n" + STAGES)
+    report = run_config(config, tmp_path / "run", tensorboard=False, log=lambda _: None)
+    rows = {row["name"]: row for row in report.rows}
+    majority = np.bincount(Data.load(csv=tweets).y_test).max() / TEST_SIZE
+    assert rows["teacher"]["accuracy"] > majority + 0.02
+    assert rows["int8"]["accuracy"] > majority
+    folder = tmp_path / "run" / "stages" / "int8"
+    assert sorted(path.name for path in folder.iterdir() if path.name != "entry.json") == [
+        "model.tflite",
+        "tokenizer.json",
+        "vocab.txt",
+        "wordpiece.py",
+    ]
+    settings = json.loads((folder / "tokenizer.json").read_text())
+    assert settings["sequence_length"] == 64 and settings["class_names"][0] == "negative"
+    vocabulary = pathlib.Path(tfkd.transfer.minilm_dir()) / "vocab.txt"
+    assert (folder / "vocab.txt").read_bytes() == vocabulary.read_bytes()
+    # The script that has LiteRT and the files beside the .tflite only: the same predictions
+    # as tfkd.TFLiteModel, hence the report's accuracy.
+    script = _example("tweets_tflite_predict")
+    classifier = script.TweetClassifier(folder / "model.tflite", folder / "vocab.txt")
+    texts, labels = tfkd.datasets.load_csv(tweets)[1]
+    predicted = np.argmax(classifier.logits(texts), -1)
+    lite = tfkd.TFLiteModel(folder / "model.tflite")
+    np.testing.assert_array_equal(predicted, lite.predict(Data.load(csv=tweets).x_test).argmax(-1))
+    assert np.mean(predicted == labels) == pytest.approx(rows["int8"]["accuracy"], abs=5e-5)
+    assert classifier.predict(texts[:1])[0][0] in settings["class_names"]
+
+
+def test_text_and_image_models_are_refused_for_the_other_kind_of_data(tweets, tmp_path):
+    def error(stages, data=f"{{csv: {tweets}}}"):
+        config = tmp_path / "bad.yaml"
+        config.write_text(f"data: {data}\nstages:\n{stages}")
+        with pytest.raises(ConfigError) as raised:
+            run_config(config, tmp_path / "run", tensorboard=False, log=lambda _: None)
+        assert not (tmp_path / "run" / "stages").exists()  # refused before any work
+        return str(raised.value)
+
+    message = error("  - {stage: train, model: {architecture: cnn}}\n")
+    assert "bad.yaml:3: stages[0].model: Architecture 'cnn' takes images, and the data are " in (
+        message
+    )
+    message = error("  - {stage: transfer, backbone: minilm}\n", "fashion_mnist")
+    assert "stages[0].backbone: The backbone 'minilm' takes token ids" in message
+    message = error("  - {stage: train, model: {architecture: text_cnn}}\n", "fashion_mnist")
+    assert "Architecture 'text_cnn' takes token ids, and the data are images" in message
+    message = error(
+        "  - {stage: train, model: {architecture: text_cnn}, augmentation: {flip: true}}\n"
+    )
+    assert "`augmentation` applies to images" in message
+    message = error("  - {stage: export}\n", f"{{csv: {tweets}, sequence_length: 2}}")
+    assert "data.sequence_length: `sequence_length` must be an integer >= 3" in message
+    message = error("  - {stage: export}\n", f"{{csv: {tweets}, vocabulary: none.txt}}")
+    assert "data.vocabulary: File not found" in message
+
+
+def test_keras_hub_presets_as_backbone_teacher_and_model(tweets, tmp_path):
+    import keras_hub
+
+    from tests.transfer.test_presets import tiny_bert
+
+    backbone = tiny_bert()
+    backbone.save_to_preset(str(tmp_path / "backbone"))
+    classifier = keras_hub.models.BertTextClassifier(backbone, 3, preprocessor=None)
+    classifier.save_to_preset(str(tmp_path / "classifier"))
+    config = tmp_path / "presets.yaml"
+    config.write_text(
+        f"data: {{csv: {tweets}, sequence_length: 32}}\nseed: 0\nstages:\n"
+        "  - {stage: transfer, name: tuned, backbone: {preset: backbone}, head_epochs: 0,\n"
+        "     fine_tune_epochs: 2, fine_tune_learning_rate: 1.0e-3, batch_size: 32}\n"
+        "  - {stage: load, name: given, path: classifier}\n"
+        "  - {stage: train, name: trained, model: {preset: classifier}, epochs: 1}\n"
+        "  - {stage: distill, name: student, teacher: tuned, epochs: 4, batch_size: 32,\n"
+        "     student: {architecture: text_cnn, embedding_dim: 16, filters: 32}}\n"
+    )
+    report = run_config(config, tmp_path / "run", tensorboard=False, log=lambda _: None)
+    rows = {row["name"]: row for row in report.rows}
+    assert rows["given"]["parameters"] == classifier.count_params() == rows["trained"]["parameters"]
+    assert rows["tuned"]["parameters"] == backbone.count_params() + 16 * 3 + 3
+    majority = np.bincount(Data.load(csv=tweets).y_test).max() / TEST_SIZE
+    assert rows["tuned"]["accuracy"] > majority and rows["student"]["accuracy"] > majority
+    lines = []
+    again = run_config(config, tmp_path / "run", tensorboard=False, log=lines.append)
+    assert [row["accuracy"] for row in again.rows] == [row["accuracy"] for row in report.rows]
+    assert sum("finished earlier, reused" in line for line in lines) == 4
+
+
+@pytest.mark.slow  # `bash scripts/test.sh -m slow`: MiniLM fine-tuned, minutes on 2 cores
+def test_minilm_fine_tuned_by_the_transfer_stage_teaches_a_text_student(tweets, tmp_path):
+    """The tweets config's chain on 400 labelled tweets (the full run is BENCHMARKS.md's)."""
+    text = (REPO / "examples" / "pipeline_tweets.yaml").read_text()
+    config = tmp_path / "tweets.yaml"
+    config.write_text(
+        text.replace("../data/tweets_csv", str(tweets))
+        .replace("fine_tune_epochs: 2", "fine_tune_epochs: 1")
+        .replace("epochs: 6", "epochs: 2")
+    )
+    report = run_config(config, tmp_path / "run", tensorboard=False, log=lambda _: None)
+    rows = {row["name"]: row for row in report.rows}
+    majority = np.bincount(Data.load(csv=tweets).y_test).max() / TEST_SIZE
+    assert rows["teacher"]["parameters"] > 22_000_000
+    assert rows["teacher"]["accuracy"] > majority + 0.05
+    assert rows["int8"]["accuracy"] > majority
