@@ -17,10 +17,11 @@ python -m pip install -q "torch==2.13.0"
 start=$SECONDS
 parallel=${TFKD_TEST_JOBS:-4}
 
-# On JAX and PyTorch: not the data-parallel tests (they start their own TensorFlow and JAX
-# processes) nor those marked heavy (real-data accuracy, whole pipelines), which the
+# On JAX and PyTorch: not the data-parallel and multi-process tests (they start their own
+# TensorFlow and JAX processes) nor those marked heavy (real-data accuracy, whole pipelines), which the
 # TensorFlow jobs run; `-m heavy` from the caller runs those on every backend.
-left_to_tf=(--ignore=tests/distill/test_distribution.py -m "not slow and not heavy")
+left_to_tf=(--ignore=tests/distill/test_distribution.py --ignore=tests/distill/test_multiprocess.py
+  -m "not slow and not heavy")
 # TensorFlow: the folders and files named here are split off into their own jobs; the last
 # TensorFlow job runs every other test, so a new test file cannot be missed.
 tf_split=(tests/pipeline/test_cli.py tests/pipeline/test_pipeline.py tests/pipeline

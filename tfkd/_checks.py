@@ -213,3 +213,28 @@ def _accepted(low, high, low_open, high_open, integer, allow_none):
     else:
         text = "an integer" if integer else "a finite number"
     return f"{text} or None" if allow_none else text
+
+
+def check_fit_strategy(model):
+    """Refuses `fit` under TensorFlow's `MultiWorkerMirroredStrategy` over several workers,
+    where Keras 3 fails on the first batch with an error about `PerReplica` values
+    (keras-team/keras#20585); one worker, `MirroredStrategy` and the other backends pass."""
+    import sys
+
+    tf = sys.modules.get("tensorflow")
+    strategy = getattr(model, "distribute_strategy", None)  # the TensorFlow trainer's
+    if tf is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    spec = strategy.cluster_resolver.cluster_spec()
+    workers = sum(spec.num_tasks(job) for job in spec.jobs if job in ("chief", "worker"))
+    if workers > 1:
+        raise RuntimeError(
+            "Keras 3's `fit` cannot train under TensorFlow's MultiWorkerMirroredStrategy "
+            f"across several workers: it fails on the first batch (keras-team/keras#20585). "
+            f"Received: a model made under a MultiWorkerMirroredStrategy of {workers} workers. "
+            "Train on several processes or hosts with the JAX backend instead: "
+            "KERAS_BACKEND=jax, jax.distributed.initialize(...) on each, then "
+            "keras.distribution.set_distribution(keras.distribution.DataParallel("
+            "devices=jax.devices())) before the models are built (README, 'Several "
+            "processes'). One worker, or MirroredStrategy on one machine, works."
+        )

@@ -394,6 +394,7 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
     def fit(self, *args, **kwargs):
+        _checks.check_fit_strategy(self)
         arguments = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs).arguments
         arguments.pop("self")
         extra = arguments.pop("kwargs", {})

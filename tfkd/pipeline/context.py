@@ -7,7 +7,7 @@ import sys
 import keras
 import numpy as np
 
-from tfkd import _graph, models
+from tfkd import _checks, _graph, models
 from tfkd.distill.callbacks import NonFiniteLossGuard
 
 QUICK_EPOCHS = 1
@@ -103,6 +103,7 @@ class Context:
             x, y = self.data.labelled()
         x = self.data.x_train if x is None else x
         y = self.data.y_train if y is None else y
+        _checks.check_fit_strategy(model)
         keras.utils.set_random_seed(self.seed)
         return model.fit(
             x,

@@ -209,6 +209,7 @@ def _fit(model, train_data, initial_epoch, epochs, options, merged):
     (TensorBoard, CSVLogger, checkpoints) see one run across both phases."""
     if not epochs:
         return
+    _checks.check_fit_strategy(model)
     options = dict(options, initial_epoch=initial_epoch, epochs=initial_epoch + epochs)
     if isinstance(train_data, tuple):
         history = model.fit(train_data[0], train_data[1], **options)
