@@ -157,16 +157,29 @@ class TFLiteModel:
     def benchmark(self, num_runs=200, warmup_runs=20, sample=None):
         """Latency of one inference (batch 1) in milliseconds: median, mean, p90.
 
+        `sample`: the example to time (its batch axis optional); zeros of the input's
+        shape when `None`, which needs an input without open sizes.
+
         Raises:
             TypeError, ValueError: unless `num_runs` is an int >= 1 and `warmup_runs`
                 an int >= 0.
         """
         _checks.check_number("num_runs", num_runs, low=1, integer=True)
         _checks.check_number("warmup_runs", warmup_runs, low=0, integer=True)
-        shape = [1, *self._input["shape_signature"][1:]]
+        signature = [int(size) for size in self._input["shape_signature"][1:]]
         if sample is None:
-            sample = np.zeros(shape, self._input["dtype"])
-        sample = np.asarray(sample).reshape(shape)
+            if min(signature, default=0) < 0:
+                raise ValueError(
+                    "`sample` is needed: the model's input leaves sizes open (e.g. a text's "
+                    f"length). Received: sample=None for an input of shape {[None, *signature]} "
+                    "(-1: open). Pass one example, e.g. sample=x_test[:1]."
+                )
+            sample = np.zeros([1, *signature], self._input["dtype"])
+        sample = np.asarray(sample)
+        if min(signature, default=0) >= 0:
+            sample = sample.reshape([1, *signature])
+        elif sample.ndim == len(signature):
+            sample = sample[None]  # one example without its batch axis
         self._runner.run(sample)  # settles the interpreter (batch 1, delegate or not)
         sample = quantize_input(sample, self._input)
         interpreter = self._runner.interpreter
