@@ -28,6 +28,12 @@ def folder_sha256(folder):
     return digest.hexdigest()
 
 
+def path_sha256(path):
+    """`folder_sha256` of a folder (a preset), else `file_sha256`: the one hash of a model
+    given as a path."""
+    return folder_sha256(path) if os.path.isdir(path) else file_sha256(path)
+
+
 def json_sha256(value, default=None):
     """The SHA-256, as hex, of `value` written as JSON with sorted keys (`default` as in
     `json.dumps`), so that equal values give equal digests."""

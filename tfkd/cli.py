@@ -96,12 +96,12 @@ def _run(args):
 
 
 def _check(args):
-    from tfkd.pipeline._sources import SOURCE_KEYS
+    from tfkd.pipeline._sources import source_kind
     from tfkd.pipeline.config import load_config
 
     config = load_config(args.config)
     stages = ", ".join(f"{stage.name} ({stage.kind})" for stage in config.pipeline.leaves())
-    kind = next(key for key in SOURCE_KEYS if config.data.get(key) is not None)
+    kind = source_kind(config.data.get("name"), config.data)
     data = config.data[kind] if kind == "name" else f"{kind} {config.data[kind]}"
     print(f"{args.config}: no errors. Data: {data}. Stages: {stages}.")
     return 0

@@ -102,6 +102,32 @@ def test_a_text_config_trains_distils_and_exports_with_the_tokenizer_files(tweet
     assert classifier.predict(texts[:1])[0][0] in settings["class_names"]
 
 
+def test_a_never_called_sequential_text_model_trains_and_exports(tweets, tmp_path):
+    import keras
+
+    data = Data.load(csv=tweets, sequence_length=32)
+    model = keras.Sequential(  # as users write it: no Input, never called
+        [
+            keras.layers.Embedding(data.tokenizer.vocabulary_size, 16),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(3),
+        ]
+    )
+    stages = [
+        tfkd.pipeline.Train(model, epochs=6, batch_size=32, learning_rate=0.01, name="bag"),
+        tfkd.pipeline.Export(quantization="int8", name="int8"),
+    ]
+    report = tfkd.Pipeline(stages).execute(
+        data, tmp_path / "run", tensorboard=False, verbose=0, log=lambda _: None
+    )
+    rows = {row["name"]: row for row in report.rows}
+    majority = np.bincount(data.y_test).max() / TEST_SIZE
+    assert rows["bag"]["accuracy"] > majority and rows["int8"]["accuracy"] > majority
+    assert abs(rows["int8"]["accuracy"] - rows["bag"]["accuracy"]) < 0.05
+    assert not model.built  # the stage trained a copy
+    assert (tmp_path / "run" / "stages" / "int8" / "vocab.txt").is_file()
+
+
 def test_text_and_image_models_are_refused_for_the_other_kind_of_data(tweets, tmp_path):
     def error(stages, data=f"{{csv: {tweets}}}"):
         config = tmp_path / "bad.yaml"

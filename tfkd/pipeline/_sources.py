@@ -128,7 +128,7 @@ def load_errors(
     return errors
 
 
-def _source_kind(name, source):
+def source_kind(name, source):
     return "name" if name is not None else next(k for k in SOURCE_KEYS if source.get(k))
 
 
@@ -167,7 +167,7 @@ def check_labelled_per_class(value, y_train=None):
 def read(name, source):
     """A checked source as arrays: `(train, test, class_names, name, tokenizer)`; the
     tokenizer is the `tfkd.text.WordPieceTokenizer` of a `csv` source, else `None`."""
-    kind = _source_kind(name, source)
+    kind = source_kind(name, source)
     if kind == "name":
         train, test = datasets.load(name)
         return train, test, datasets.info(name)["class_names"], name, None

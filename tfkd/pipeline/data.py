@@ -77,7 +77,7 @@ class Data:
         self.num_classes = _check_classes(num_classes, self.y_train, self.y_test)
         self.class_names = _check_class_names(class_names, self.num_classes)
         self.labelled_per_class = check_labelled_per_class(labelled_per_class, self.y_train)
-        self.tokenizer = tokenizer
+        self.tokenizer = _check_tokenizer(tokenizer)
         self.notes = []
         self._fingerprint = None
 
@@ -277,6 +277,17 @@ def _as_inputs(x, name):
     # float32; integer token ids (2D) stay as they are.
     keep = x.ndim < 3 or x.dtype in (np.float32, np.uint8)
     return x if keep else x.astype("float32")
+
+
+def _check_tokenizer(tokenizer):
+    """`None` or a WordPiece tokenizer (what the export stage writes beside the file)."""
+    needed = ("vocabulary", "sequence_length", "lowercase")
+    if tokenizer is not None and not all(hasattr(tokenizer, name) for name in needed):
+        raise TypeError(
+            "`tokenizer` must be a tfkd.text.WordPieceTokenizer (the one that made the token "
+            f"ids) or None. Received: tokenizer of type {type(tokenizer).__name__}"
+        )
+    return tokenizer
 
 
 def _check_classes(num_classes, y_train, y_test):

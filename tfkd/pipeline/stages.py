@@ -1,5 +1,6 @@
 """The stages that do not train: load, export and transfer (which trains through fine_tune)."""
 
+import math
 import os
 
 from tfkd import _checks, _hashing
@@ -39,9 +40,7 @@ class Load(Stage):
         return False
 
     def fingerprint(self):
-        if os.path.isdir(self.path):
-            return {**self.get_config(), "sha256": _hashing.folder_sha256(self.path)}
-        return {**self.get_config(), "sha256": _hashing.file_sha256(self.path)}
+        return {**self.get_config(), "sha256": _hashing.path_sha256(self.path)}
 
     def _output_spec(self, incoming):
         if os.path.isdir(self.path):
@@ -253,15 +252,14 @@ class Transfer(Stage):
     def fingerprint(self):
         fingerprint = self.get_config()
         # Runs made before these keys existed are reused while they keep their defaults.
-        for key, default in (("augmentation", None), ("fine_tune_decay", "constant")):
+        defaults = {"augmentation": None, "fine_tune_decay": "constant", "dropout": 0.2}
+        for key, default in defaults.items():
             if fingerprint.get(key) == default:
                 fingerprint.pop(key, None)
-        if fingerprint.get("dropout") == 0.2:
-            fingerprint.pop("dropout")
         if isinstance(self.backbone, dict):
-            fingerprint["backbone_sha256"] = _hashing.folder_sha256(self.backbone["preset"])
+            fingerprint["backbone_sha256"] = _hashing.path_sha256(self.backbone["preset"])
         elif self.backbone not in PRETRAINED_BACKBONES:
-            fingerprint["backbone_sha256"] = _hashing.file_sha256(self.backbone)
+            fingerprint["backbone_sha256"] = _hashing.path_sha256(self.backbone)
         return fingerprint
 
     def run(self, model, context):
@@ -319,9 +317,9 @@ class Transfer(Stage):
         import keras
 
         if isinstance(train_data, tuple):
-            steps = epochs * -(-len(train_data[1]) // self.batch_size)
+            steps = epochs * math.ceil(len(train_data[1]) / self.batch_size)
         else:
-            steps = epochs * len(train_data)
+            steps = epochs * len(train_data)  # LengthBuckets: its number of batches
         return keras.optimizers.schedules.PolynomialDecay(self.fine_tune_learning_rate, steps, 0.0)
 
 

@@ -141,10 +141,9 @@ class _Training(Stage):
         fingerprint = self.get_config()
         for argument in ("model", "student"):
             spec = fingerprint.get(argument)
-            if isinstance(spec, dict) and "path" in spec:
-                fingerprint[f"{argument}_sha256"] = _hashing.file_sha256(spec["path"])
-            if isinstance(spec, dict) and "preset" in spec:
-                fingerprint[f"{argument}_sha256"] = _hashing.folder_sha256(spec["preset"])
+            for kind in ("path", "preset"):
+                if isinstance(spec, dict) and kind in spec:
+                    fingerprint[f"{argument}_sha256"] = _hashing.path_sha256(spec[kind])
         # The distillation keys at their defaults are left out, so that runs made before
         # these keys existed are reused.
         for key, default in _distillation.DEFAULTS.items():
