@@ -47,6 +47,7 @@ def test_distill_api():
         "SoftenedAverage",
         "StudentCheckpoint",
         "TeacherLogits",
+        "TeacherShards",
         "UNLABELED",
         "attention_map_distance",
         "correlation_distance",
@@ -61,6 +62,7 @@ def test_distill_api():
         "teacher_ensemble",
         "teacher_outputs",
         "with_teacher_outputs",
+        "write_teacher_shards",
     ]
 
 

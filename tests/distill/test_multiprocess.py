@@ -1,7 +1,8 @@
-"""Two JAX processes joined by `jax.distributed` (issue 19): the Distiller (online teacher
-and cached outputs), pruning and QAT train on each process's half of every global batch
-exactly as one process trains on the whole batch, and every process ends with the same
-weights, masks, pruning step and quantization ranges. Under TensorFlow's
+"""Two JAX processes joined by `jax.distributed` (issue 19): the Distiller (online teacher,
+cached outputs, and a sharded cache each process wrote its part of), pruning and QAT
+train on each process's half of every global batch exactly as one process trains on the
+whole batch, and every process ends with the same weights, masks, pruning step and
+quantization ranges. Under TensorFlow's
 MultiWorkerMirroredStrategy across two workers, where Keras 3's `fit` fails, tfkd's entry
 points say so and point to the JAX path.
 
@@ -79,16 +80,28 @@ def train(model, inputs):
 # same teacher as `distiller` builds: the same seed); every model after it is built under
 # the distribution, which places its variables on every process's device.
 keras.utils.set_random_seed(0)
-CACHED = tfkd.distill.teacher_outputs(
-    small_cnn(16, "teacher", batch_norm=True), x, layers=["features"]
+TEACHER = small_cnn(16, "teacher", batch_norm=True)
+CACHED = tfkd.distill.teacher_outputs(TEACHER, x, layers=["features"])
+# The sharded cache: each process writes its slices of the global batches as one shard,
+# and (shards sorted, one per process) reads back its own.
+SHARDS = os.path.join(os.path.dirname(output), f"shards_{processes}")
+tfkd.distill.write_teacher_shards(
+    TEACHER, (shard(x), shard(y).astype("int64")), SHARDS, layers=["features"],
+    rows_per_shard=len(x), process_index=process_id,
 )
 if processes > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("every process wrote its shards")
     keras.distribution.set_distribution(DISTRIBUTION)
 results = {}
 for name in ("online", "cached"):
     model, inputs = distiller(cached=name == "cached")
     train(model, inputs)
     results[name] = model.student.weights
+model, _ = distiller(cached=True)
+shards = tfkd.distill.TeacherShards(SHARDS)
+model.fit(shards.dataset(local, False, None, process_id, processes), epochs=2, verbose=0)
+results["shards"] = model.student.weights
 keras.utils.set_random_seed(0)
 schedule = tfkd.prune.ConstantSparsity(0.6, frequency=2)
 pruned = compiled(tfkd.prune.prune(small_cnn(8, "pruned"), schedule))
@@ -167,10 +180,13 @@ def test_two_processes_train_like_one_and_agree(tmp_path):
     ranks = [np.load(tmp_path / f"two_{rank}.npz") for rank in range(2)]
     assert sorted(ranks[0].files) == sorted(one.files)
     kinds = {name.split("/")[0] for name in one.files}
-    assert kinds == {"online", "cached", "pruned", "quantized"}
+    assert kinds == {"online", "cached", "shards", "pruned", "quantized"}
     for name in one.files:
         np.testing.assert_array_equal(ranks[1][name], ranks[0][name], err_msg=name)
         np.testing.assert_allclose(ranks[0][name], one[name], rtol=1e-4, atol=1e-4, err_msg=name)
+        if name.startswith("shards"):  # the sharded cache trains as the cached arrays do
+            cached = name.replace("shards/", "cached/", 1)
+            np.testing.assert_allclose(one[name], one[cached], rtol=1e-5, atol=1e-5, err_msg=name)
     masks = [name for name in one.files if name.startswith("pruned") and "mask" in name]
     assert masks and all(0.55 < 1 - one[name].mean() < 0.65 for name in masks)
     steps = [name for name in one.files if name.startswith("pruned") and "step" in name]

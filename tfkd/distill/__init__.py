@@ -30,6 +30,7 @@ from tfkd.distill.losses import (
 )
 from tfkd.distill.relational import RelationalDistillation, relational_distance
 from tfkd.distill.teacher_cache import teacher_outputs, with_teacher_outputs
+from tfkd.distill.teacher_shards import TeacherShards, write_teacher_shards
 
 __all__ = [
     "UNLABELED",
@@ -45,6 +46,7 @@ __all__ = [
     "SoftenedAverage",
     "StudentCheckpoint",
     "TeacherLogits",
+    "TeacherShards",
     "attention_map_distance",
     "correlation_distance",
     "decoupled_kl_divergence",
@@ -58,4 +60,5 @@ __all__ = [
     "teacher_ensemble",
     "teacher_outputs",
     "with_teacher_outputs",
+    "write_teacher_shards",
 ]

@@ -19,8 +19,8 @@ from tfkd.distill import _taps, _validation
 __all__ = ["teacher_outputs", "with_teacher_outputs"]
 
 OUTPUT = _taps.OUTPUT  # the key of the teacher's final output
-_STUDENT_INPUTS = "student_inputs"
-_TEACHER_OUTPUTS = "teacher_outputs"
+STUDENT_INPUTS = "student_inputs"
+TEACHER_OUTPUTS = "teacher_outputs"
 
 
 def teacher_outputs(teacher, x, layers=(), batch_size=256, verbose=0, cache=None):
@@ -115,13 +115,13 @@ def with_teacher_outputs(x, teacher_outputs):
     ```
     """
     _validation.check_cached_outputs(x, teacher_outputs)
-    return {_STUDENT_INPUTS: x, _TEACHER_OUTPUTS: teacher_outputs}
+    return {STUDENT_INPUTS: x, TEACHER_OUTPUTS: teacher_outputs}
 
 
 def split_teacher_outputs(x):
     """Returns `(student_inputs, cached_teacher_outputs or None)`."""
-    if isinstance(x, dict) and set(x) == {_STUDENT_INPUTS, _TEACHER_OUTPUTS}:
-        return x[_STUDENT_INPUTS], dict(x[_TEACHER_OUTPUTS])
+    if isinstance(x, dict) and set(x) == {STUDENT_INPUTS, TEACHER_OUTPUTS}:
+        return x[STUDENT_INPUTS], dict(x[TEACHER_OUTPUTS])
     return x, None
 
 
