@@ -14,6 +14,15 @@ if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ -z
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq dataset-fashion-mnist >/dev/null
 fi
 
+# The micro-bundle tests compile the generated C++ files with the system compiler.
+if [[ ",$extras," == *,test,* ]] && ! command -v g++ >/dev/null && ! command -v c++ >/dev/null; then
+  echo "== installing a C++ compiler (Debian package g++)"
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq g++ >/dev/null
+fi
+
 python3 -m venv .venv
 # shellcheck disable=SC1091
 source .venv/bin/activate

@@ -110,6 +110,7 @@ def test_export_api():
         "QUANTIZATIONS",
         "TFLiteModel",
         "export_tflite",
+        "micro_bundle",
     ]
 
 
@@ -170,6 +171,7 @@ def test_pipeline_api():
         "Distill",
         "Export",
         "Load",
+        "Micro",
         "Pipeline",
         "PipelineConfig",
         "Prune",

@@ -130,6 +130,16 @@ def check_path(path, name):
     return os.fspath(path)
 
 
+def check_c_identifier(value, name):
+    """Raises unless `value` is a C identifier (it names generated C arrays and files)."""
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", value):
+        raise ValueError(
+            f"`{name}` must be a C identifier (letters, digits and _, not starting with "
+            f"a digit, at most 64 characters). Received: {name}={shown(value)}."
+        )
+    return value
+
+
 def check_file(path, name, accepted):
     path = check_path(path, name)
     if not os.path.isfile(path):

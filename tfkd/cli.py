@@ -75,6 +75,23 @@ def _parser():
         "report", help="print (and rewrite) the report of a run directory", parents=[debug]
     )
     report.add_argument("directory", type=pathlib.Path)
+    micro = commands.add_parser(
+        "micro",
+        help="check a .tflite file for TFLite Micro, measure its arena, write C files",
+        parents=[debug],
+    )
+    micro.add_argument("model", type=pathlib.Path, help="the int8 .tflite file")
+    micro.add_argument("--output", type=pathlib.Path, required=True, help="bundle directory")
+    micro.add_argument(
+        "--data",
+        type=pathlib.Path,
+        help="a .npy file of inputs (one example per row) to compare TFLM with LiteRT on",
+    )
+    micro.add_argument("--name", default="model", help="C name of the model (default: model)")
+    micro.add_argument(
+        "--arena-margin", type=float, default=0.1, help="share added to the measured arena"
+    )
+    micro.add_argument("--arena-limit", type=int, help="bytes of RAM the arena must fit in")
     return parser
 
 
@@ -121,7 +138,37 @@ def _report(args):
     return 0
 
 
-_COMMANDS = {"run": _run, "check": _check, "report": _report}
+def _micro(args):
+    import numpy as np
+
+    from tfkd.export.micro import micro_bundle
+
+    data = None if args.data is None else np.load(args.data, allow_pickle=False)
+    summary = micro_bundle(
+        args.model,
+        args.output,
+        data,
+        name=args.name,
+        arena_margin=args.arena_margin,
+        arena_limit=args.arena_limit,
+    )
+    agreement = summary["agreement"]
+    compared = (
+        f"; TFLM vs LiteRT on {agreement['samples']} examples: top-1 agreement "
+        f"{agreement['top1']:.4f}, largest output difference {agreement['max_abs_difference']:.4g}"
+        if agreement
+        else ""
+    )
+    print(
+        f"{args.model}: {summary['flash_bytes']:,} bytes of flash, a tensor arena of "
+        f"{summary['arena_bytes']:,} bytes ({summary['measured_arena_bytes']:,} measured on "
+        f"this 64-bit host), ops {', '.join(summary['ops'])}{compared}. Written: "
+        f"{', '.join(summary['files'])} and micro.json in {args.output}."
+    )
+    return 0
+
+
+_COMMANDS = {"run": _run, "check": _check, "report": _report, "micro": _micro}
 
 
 def main(argv=None):

@@ -61,8 +61,19 @@ def test_default_config_quick_run_and_report_command(tmp_path):
     assert "Finished in " in result.stdout
     report = json.loads((output / "report.json").read_text())
     names = [row["name"] for row in report["rows"]]
-    assert names == ["teacher", "teacher_tflite", "scratch", "distilled", "pruned", "qat", "int8"]
+    assert names == [
+        "teacher",
+        "teacher_tflite",
+        "scratch",
+        "distilled",
+        "pruned",
+        "qat",
+        "int8",
+        "micro",
+    ]
     rows = {row["name"]: row for row in report["rows"]}
+    micro = json.loads((output / "stages" / "micro" / "micro.json").read_text())
+    assert micro["flash_bytes"] == rows["int8"]["bytes"] and micro["agreement"]["top1"] >= 0.99
     assert report["data"]["labelled_per_class"] == 100
     assert report["data"]["labelled_examples"] == 1000
     # The ImageNet MobileNetV2 after one head and one fine-tuning epoch on 1,000 labelled

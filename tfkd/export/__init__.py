@@ -1,10 +1,11 @@
 """Export to TFLite (LiteRT) and what the exported file holds."""
 
 from tfkd._export_options import QUANTIZATIONS
+from tfkd.export.micro import micro_bundle
 from tfkd.export.model import TFLiteModel
 from tfkd.export.report import ExportReport
 
-__all__ = ["QUANTIZATIONS", "ExportReport", "TFLiteModel", "export_tflite"]
+__all__ = ["QUANTIZATIONS", "ExportReport", "TFLiteModel", "export_tflite", "micro_bundle"]
 
 
 def __getattr__(name):

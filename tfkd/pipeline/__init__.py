@@ -9,6 +9,7 @@ or from a config file: `tfkd run pipeline.yaml` (see `load_config`).
 from tfkd.pipeline.config import ConfigError, PipelineConfig, load_config, run_config
 from tfkd.pipeline.data import Data
 from tfkd.pipeline.distilling import Distill
+from tfkd.pipeline.micro import Micro
 from tfkd.pipeline.pipeline import Pipeline
 from tfkd.pipeline.pruning import Prune
 from tfkd.pipeline.quantizing import QuantizeAware
@@ -24,6 +25,7 @@ __all__ = [
     "Distill",
     "Export",
     "Load",
+    "Micro",
     "Pipeline",
     "PipelineConfig",
     "Prune",

@@ -1,0 +1,178 @@
+"""`tfkd.export.micro_bundle` and `tfkd micro`: an int8 Fashion-MNIST CNN checked and
+measured in the TFLM interpreter, its C files compiled and run with the system compiler."""
+
+import json
+import shutil
+import subprocess
+
+import keras
+import numpy as np
+import pytest
+
+import tfkd
+from tests.helpers import small_cnn
+from tfkd import cli
+from tfkd.export import micro
+
+# What the test's stand-in for TFLM's header declares: only the methods of this model's
+# ops, spelled as tflite-micro spells them, so a wrong name fails to compile.
+RESOLVER_STUB = """
+#pragma once
+typedef enum { kTfLiteOk = 0, kTfLiteError = 1 } TfLiteStatus;
+namespace tflite {
+template <unsigned int tOpCount>
+class MicroMutableOpResolver {
+ public:
+  unsigned int added = 0;
+  TfLiteStatus AddConv2D() { return Add(); }
+  TfLiteStatus AddDequantize() { return Add(); }
+  TfLiteStatus AddFullyConnected() { return Add(); }
+  TfLiteStatus AddMean() { return Add(); }
+  TfLiteStatus AddQuantize() { return Add(); }
+ private:
+  TfLiteStatus Add() { return ++added <= tOpCount ? kTfLiteOk : kTfLiteError; }
+};
+}  // namespace tflite
+"""
+
+MAIN = """
+#include <cstdio>
+#include "fashion_data.h"
+#include "fashion_ops.h"
+int main() {
+  unsigned long sum = 0;
+  for (unsigned int i = 0; i < fashion_data_len; ++i) {
+    sum = (sum * 31 + fashion_data[i]) % 1000000007UL;
+  }
+  fashion_op_resolver resolver;
+  TfLiteStatus status = fashion_register_ops(resolver);
+  std::printf("%u %lu %u %d %u %d\\n", fashion_data_len, sum, resolver.added, status,
+              fashion_arena_bytes, (int)(reinterpret_cast<unsigned long>(fashion_data) % 16));
+  return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """An int8 CNN trained briefly on Fashion-MNIST, its float twin, and test images."""
+    folder = tmp_path_factory.mktemp("micro")
+    (x, y), (x_test, y_test) = tfkd.datasets.load("fashion_mnist")
+    x = x[:3000, :, :, None].astype("float32") / 255
+    x_test = x_test[:300, :, :, None].astype("float32") / 255
+    keras.utils.set_random_seed(0)
+    model = small_cnn(8, "fashion", num_classes=10, input_shape=(28, 28, 1))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y[:3000], epochs=2, batch_size=64, verbose=0)
+    int8, float32 = folder / "int8.tflite", folder / "float.tflite"
+    tfkd.export_tflite(model, int8, quantization="int8", representative_data=x[:200])
+    tfkd.export_tflite(model, float32)
+    return int8, float32, x_test, y_test[:300]
+
+
+def test_bundle_measures_the_smallest_arena_and_agrees_with_litert(exported, tmp_path):
+    int8, _, x_test, _ = exported
+    summary = micro.micro_bundle(int8, tmp_path, x_test, name="fashion", arena_margin=0.25)
+    assert summary["ops"] == ["CONV_2D", "DEQUANTIZE", "FULLY_CONNECTED", "MEAN", "QUANTIZE"]
+    assert summary["flash_bytes"] == int8.stat().st_size
+    measured = summary["measured_arena_bytes"]
+    assert measured % 16 == 0 and micro._runs(str(int8), measured)[0]
+    assert not micro._runs(str(int8), measured - 16)[0]  # the smallest that works
+    assert summary["arena_bytes"] == -(-int(np.ceil(measured * 1.25)) // 16) * 16
+    agreement = summary["agreement"]
+    assert agreement["samples"] == 300 and agreement["top1"] >= 0.99
+    assert agreement["max_abs_difference"] < 0.1
+    written = json.loads((tmp_path / "micro.json").read_text())
+    assert written == summary
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "fashion_data.cc",
+        "fashion_data.h",
+        "fashion_ops.h",
+        "micro.json",
+    ]
+
+
+def test_the_c_files_compile_and_hold_the_model(exported, tmp_path):
+    int8, _, _, _ = exported
+    summary = micro.micro_bundle(int8, tmp_path, name="fashion")
+    stub = tmp_path / "tensorflow" / "lite" / "micro" / "micro_mutable_op_resolver.h"
+    stub.parent.mkdir(parents=True)
+    stub.write_text(RESOLVER_STUB)
+    (tmp_path / "main.cc").write_text(MAIN)
+    compiler = shutil.which("g++") or shutil.which("c++")
+    binary = tmp_path / "check"
+    subprocess.run(
+        [compiler, "-std=c++17", "-Wall", "-Werror", "-I", str(tmp_path), "-o", str(binary),
+         str(tmp_path / "main.cc"), str(tmp_path / "fashion_data.cc")],
+        check=True,
+    )  # fmt: skip
+    printed = subprocess.run([binary], capture_output=True, text=True, check=True).stdout.split()
+    content = int8.read_bytes()
+    checksum = 0
+    for byte in content:
+        checksum = (checksum * 31 + byte) % 1000000007
+    expected = [len(content), checksum, 5, 0, summary["arena_bytes"], 0]
+    assert [int(value) for value in printed] == expected
+
+
+def test_float_models_unknown_ops_and_small_limits_are_refused(exported, tmp_path):
+    int8, float32, _, _ = exported
+    with pytest.raises(ValueError, match=r"compute in float: \['CONV_2D'"):
+        micro.micro_bundle(float32, tmp_path)
+    with pytest.raises(ValueError, match="arena_limit=1,000"):
+        micro.micro_bundle(int8, tmp_path, arena_limit=1000)
+    assert not (tmp_path / "micro.json").exists()
+    keras.utils.set_random_seed(0)
+    gelu = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, activation="gelu")])
+    path = tmp_path / "gelu.tflite"
+    data = np.random.default_rng(0).normal(size=(64, 6)).astype("float32")
+    tfkd.export_tflite(gelu, path, quantization="int8", representative_data=data)
+    with pytest.raises(
+        ValueError, match=r"TFLM has no kernel for these ops of the model: \['GELU'"
+    ):
+        micro.micro_bundle(path, tmp_path)
+
+
+def test_flex_ops_are_refused(exported, tmp_path, monkeypatch):
+    int8, _, _, _ = exported
+    monkeypatch.setattr(micro._interpreter, "list_ops", lambda path: [("FlexErf", ["float32"])])
+    with pytest.raises(ValueError, match=r"TensorFlow \(Flex\) ops.*FlexErf.*select_tf_ops"):
+        micro.micro_bundle(int8, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"name": "2model"}, ValueError, "name='2model'"),
+        ({"name": "a-b"}, ValueError, "C identifier"),
+        ({"arena_margin": -0.1}, ValueError, "arena_margin"),
+        ({"arena_limit": 0}, ValueError, "arena_limit"),
+        ({"data": np.array(["a", "b"])}, ValueError, "numeric array"),
+    ],
+)
+def test_bad_arguments_are_named(exported, tmp_path, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        micro.micro_bundle(exported[0], tmp_path, **kwargs)
+
+
+def test_a_damaged_file_is_an_error_not_a_crash(exported, tmp_path):
+    content = bytearray(exported[0].read_bytes())
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(bytes(content[: len(content) // 3]))
+    with pytest.raises(ValueError):
+        micro.micro_bundle(broken, tmp_path / "bundle")
+    with pytest.raises(FileNotFoundError):
+        micro.micro_bundle(tmp_path / "missing.tflite", tmp_path / "bundle")
+
+
+def test_cli_writes_the_bundle_and_reports_errors(exported, tmp_path, capsys):
+    int8, float32, x_test, _ = exported
+    np.save(tmp_path / "x.npy", x_test[:50])
+    status = cli.main(
+        ["micro", str(int8), "--output", str(tmp_path / "b"), "--data", str(tmp_path / "x.npy")]
+    )
+    printed = capsys.readouterr().out
+    assert status == 0 and "TFLM vs LiteRT on 50 examples" in printed
+    assert json.loads((tmp_path / "b" / "micro.json").read_text())["agreement"]["samples"] == 50
+    assert cli.main(["micro", str(float32), "--output", str(tmp_path / "c")]) == 1
+    assert "compute in float" in capsys.readouterr().err

@@ -1,0 +1,55 @@
+"""The `micro` stage: a trained student's int8 file bundled for microcontrollers."""
+
+import json
+
+import pytest
+
+import tfkd
+from tfkd.pipeline import Data, Export, Micro, Train
+
+STUDENT = {"architecture": "cnn", "filters": [8, 16]}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return Data.load("fashion_mnist", train_size=1024, test_size=200)
+
+
+def test_micro_stage_writes_the_bundle_after_an_int8_export(data, tmp_path):
+    stages = [
+        Train(STUDENT, epochs=1, name="student"),
+        Export(quantization="int8", name="int8"),
+        Micro(c_name="student", samples=100, name="micro"),
+    ]
+    report = tfkd.Pipeline(stages).execute(data, tmp_path, tensorboard=False, verbose=0)
+    rows = {row["name"]: row for row in report.rows}
+    folder = tmp_path / "stages" / "micro"
+    summary = json.loads((folder / "micro.json").read_text())
+    assert summary["agreement"]["samples"] == 100 and summary["agreement"]["top1"] >= 0.99
+    assert summary["flash_bytes"] == rows["int8"]["bytes"]
+    assert "CONV_2D" in summary["ops"] and summary["arena_bytes"] > summary["measured_arena_bytes"]
+    assert {"student_data.cc", "student_data.h", "student_ops.h"} <= {
+        p.name for p in folder.iterdir()
+    }
+    assert rows["micro"]["accuracy"] == rows["int8"]["accuracy"]
+
+
+def test_micro_stage_needs_a_tflite_file(data, tmp_path):
+    stages = [Train(STUDENT, epochs=1, name="student"), Micro(name="micro")]
+    with pytest.raises(tfkd.pipeline.stage.StageError, match="needs a .tflite file"):
+        tfkd.Pipeline(stages).execute(data, tmp_path, tensorboard=False, verbose=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [
+        ({"c_name": "my model"}, "c_name"),
+        ({"arena_margin": -1}, "arena_margin"),
+        ({"arena_limit": 0.5}, "arena_limit"),
+        ({"samples": 0}, "samples"),
+    ],
+)
+def test_bad_arguments_name_their_key(kwargs, argument):
+    with pytest.raises((TypeError, ValueError), match=argument) as caught:
+        Micro(**kwargs)
+    assert caught.value.argument == argument
