@@ -176,3 +176,20 @@ def test_cli_writes_the_bundle_and_reports_errors(exported, tmp_path, capsys):
     assert json.loads((tmp_path / "b" / "micro.json").read_text())["agreement"]["samples"] == 50
     assert cli.main(["micro", str(float32), "--output", str(tmp_path / "c")]) == 1
     assert "compute in float" in capsys.readouterr().err
+
+
+def test_an_op_tflm_cannot_run_is_named_not_taken_for_lack_of_memory(tmp_path):
+    # Keras's Embedding wraps negative ids with an int32 SELECT_V2, which TFLM's kernel
+    # does not take: the tweets student's int8 file fails this way.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12,), dtype="int32")
+    x = keras.layers.Embedding(50, 8)(inputs)
+    x = keras.layers.GlobalMaxPooling1D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3)(x))
+    ids = np.random.default_rng(0).integers(0, 50, size=(64, 12)).astype("int32")
+    path = tmp_path / "text.tflite"
+    tfkd.export_tflite(model, path, quantization="int8", representative_data=ids)
+    with pytest.raises(
+        ValueError, match=r"not for lack of arena memory: .*but got INT32; Node SELECT_V2"
+    ):
+        micro.micro_bundle(path, tmp_path / "bundle")

@@ -165,11 +165,16 @@ def _checked_ops(path):
 def measure_arena(path):
     """The smallest tensor arena (bytes, to 16) that TFLM runs the file with."""
     high = _aligned(max(os.path.getsize(path), 4096))
-    failure = None
     while True:
         works, failure = _runs(path, high)
         if works:
             break
+        if not _out_of_memory(failure):
+            raise ValueError(
+                f"TFLM cannot run the model, and not for lack of arena memory: {failure}. "
+                f"Received: path={path!r}. Replace the layers behind that op, or check the "
+                "op's input types against TFLM's kernel for it."
+            )
         if high >= _LARGEST_ARENA:
             raise ValueError(
                 f"TFLM cannot run the model with an arena of {_LARGEST_ARENA:,} bytes: "
@@ -223,9 +228,20 @@ def _runs(path, arena, inputs=None, outputs=None):
         return False, f"TFLM did not finish within {_WORKER_SECONDS} s"
     if result.returncode == 0 and result.stdout.strip().endswith("ok"):
         return True, None
-    message = (result.stdout + result.stderr).strip().splitlines()
-    reason = message[-1] if message else f"exit status {result.returncode}"
-    return False, reason
+    if result.returncode < 0:
+        return False, f"died of signal {-result.returncode}"
+    # TFLM logs what went wrong on stderr; the worker says which step failed on stdout.
+    logged = [line for line in result.stderr.splitlines() if line.strip()][-3:]
+    said = [line for line in result.stdout.splitlines() if line.startswith("failed: ")]
+    reason = "; ".join(logged + [line.removeprefix("failed: ") for line in said])
+    return False, reason.rstrip(".") or f"exit status {result.returncode}"
+
+
+def _out_of_memory(failure):
+    """Whether a failed TFLM run failed for lack of arena (TFLM says so, or its process
+    died, as it does when the arena is too small even for its own bookkeeping)."""
+    text = failure.lower()
+    return failure.startswith("died") or "allocate" in text or "missing:" in text
 
 
 def _aligned(size):
