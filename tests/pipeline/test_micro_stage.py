@@ -32,6 +32,9 @@ def test_micro_stage_writes_the_bundle_after_an_int8_export(data, tmp_path):
         p.name for p in folder.iterdir()
     }
     assert rows["micro"]["accuracy"] == rows["int8"]["accuracy"]
+    (note,) = [note for note in report.notes if note.startswith("micro: for TFLite Micro")]
+    assert f"a tensor arena of {summary['arena_bytes']:,} bytes" in note
+    assert "Notes:" in (tmp_path / "report.md").read_text()
 
 
 def test_micro_stage_needs_a_tflite_file(data, tmp_path):
