@@ -141,7 +141,7 @@ def _report(args):
 def _micro(args):
     import numpy as np
 
-    from tfkd.export.micro import micro_bundle
+    from tfkd.export.micro import describe, micro_bundle
 
     data = None if args.data is None else np.load(args.data, allow_pickle=False)
     summary = micro_bundle(
@@ -152,18 +152,9 @@ def _micro(args):
         arena_margin=args.arena_margin,
         arena_limit=args.arena_limit,
     )
-    agreement = summary["agreement"]
-    compared = (
-        f"; TFLM vs LiteRT on {agreement['samples']} examples: top-1 agreement "
-        f"{agreement['top1']:.4f}, largest output difference {agreement['max_abs_difference']:.4g}"
-        if agreement
-        else ""
-    )
     print(
-        f"{args.model}: {summary['flash_bytes']:,} bytes of flash, a tensor arena of "
-        f"{summary['arena_bytes']:,} bytes ({summary['measured_arena_bytes']:,} measured on "
-        f"this 64-bit host), ops {', '.join(summary['ops'])}{compared}. Written: "
-        f"{', '.join(summary['files'])} and micro.json in {args.output}."
+        f"{args.model}: {describe(summary)}. Written: {', '.join(summary['files'])} and "
+        f"micro.json in {args.output}."
     )
     return 0
 

@@ -269,3 +269,12 @@ def test_crafted_top_k_indices_are_refused(fashion, teacher, tmp_path):
     np.save(shard / "t0.indices.npy", np.full((300, 2), 200, "uint8"))
     with pytest.raises(ValueError, match="top-k class index outside"):
         list(TeacherShards(tmp_path).batches(64, shuffle=False))
+
+
+def test_a_never_called_sequential_teacher_is_built_on_the_data(fashion, tmp_path):
+    x, y = fashion
+    keras.utils.set_random_seed(2)
+    teacher = model_of_kind("sequential_never_called", tmp_path, num_classes=10)
+    write_teacher_shards(teacher, (x, y), tmp_path / "cache", rows_per_shard=250)
+    _, logits, _, _ = _epoch(TeacherShards(tmp_path / "cache"), shuffle=False)
+    np.testing.assert_allclose(logits, teacher.predict(x, verbose=0), atol=1e-5)

@@ -172,7 +172,7 @@ def test_cli_writes_the_bundle_and_reports_errors(exported, tmp_path, capsys):
         ["micro", str(int8), "--output", str(tmp_path / "b"), "--data", str(tmp_path / "x.npy")]
     )
     printed = capsys.readouterr().out
-    assert status == 0 and "TFLM vs LiteRT on 50 examples" in printed
+    assert status == 0 and "TFLM against LiteRT on 50 examples" in printed
     assert json.loads((tmp_path / "b" / "micro.json").read_text())["agreement"]["samples"] == 50
     assert cli.main(["micro", str(float32), "--output", str(tmp_path / "c")]) == 1
     assert "compute in float" in capsys.readouterr().err

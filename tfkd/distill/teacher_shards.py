@@ -108,9 +108,9 @@ def write_teacher_shards(
 class TeacherShards:
     """A finished `write_teacher_shards` folder, streamed into `Distiller.fit`.
 
-    Opening reads the processes' lists of shards (`process-*.json`) and checks that they
-    agree; the shards themselves are opened one at a time, memory-mapped, while batches
-    are read, and checked against their `shard.json`.
+    Opening reads the processes' lists of shards (`process-*.json`) and each shard's
+    `shard.json`, and checks that they agree; the arrays are opened one shard at a time,
+    memory-mapped, while batches are read, and checked against their `shard.json`.
 
     Args:
         directory: the folder `write_teacher_shards` wrote.
@@ -130,6 +130,7 @@ class TeacherShards:
         self.layout, self.views = first["layout"], first["views"]
         self.rows = sum(manifest["rows"] for manifest in manifests)
         self._shards = sorted(name for manifest in manifests for name in manifest["shards"])
+        self._metas = {name: self._read_meta(name) for name in self._shards}
         self.keys = [key for key, _, _ in self.layout["outputs"]]
         self.has_labels = bool(self.layout["labels"])
 
@@ -143,8 +144,7 @@ class TeacherShards:
         """Full batches each of `process_count` processes reads in an epoch (the fewest)."""
         counts = [0] * process_count
         for position, name in enumerate(self._shards):
-            meta = self._meta(name)
-            counts[position % process_count] += meta["rows"]
+            counts[position % process_count] += self._metas[name]["rows"]
         return min(counts) // batch_size
 
     def batches(self, batch_size=128, shuffle=True, seed=None, process_index=0, process_count=1):
@@ -208,7 +208,7 @@ class TeacherShards:
     def _epoch(self, names, batch_size, rng, limit):
         pending, filled, produced = [], 0, 0
         for name in names:
-            shard = _shard_files.OpenShard(self.directory, name, self._meta(name), self.layout)
+            shard = _shard_files.OpenShard(self.directory, name, self._metas[name], self.layout)
             order = rng.permutation(shard.rows) if rng is not None else np.arange(shard.rows)
             position = 0
             while position < shard.rows:
@@ -232,7 +232,7 @@ class TeacherShards:
             return packed
         return packed, np.concatenate([piece[1] for piece in pieces]).astype(np.int64)
 
-    def _meta(self, name):
+    def _read_meta(self, name):
         meta = _shard_files.shard_meta(self.directory, name)
         rows = None if meta is None else meta.get("rows")
         if not _checks.is_integer(rows) or rows < 1 or meta.get("layout") != self.layout:

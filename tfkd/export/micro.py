@@ -107,6 +107,23 @@ def micro_bundle(path, directory, data=None, *, name="model", arena_margin=0.1, 
     return summary
 
 
+def describe(summary):
+    """One sentence of `micro_bundle`'s figures, for the CLI and the pipeline's report."""
+    agreement = summary["agreement"]
+    compared = (
+        f"; TFLM against LiteRT on {agreement['samples']} examples: top-1 agreement "
+        f"{agreement['top1']:.3f}, largest output difference {agreement['max_abs_difference']:.4g}"
+        if agreement
+        else ""
+    )
+    return (
+        f"{summary['flash_bytes']:,} bytes of flash, a tensor arena of "
+        f"{summary['arena_bytes']:,} bytes ({summary['measured_arena_bytes']:,} measured by the "
+        f"TFLM interpreter on this 64-bit host, plus {summary['arena_margin']:.0%}), ops "
+        f"{', '.join(summary['ops'])}{compared}"
+    )
+
+
 def _checked_data(data):
     if data is None:
         return None

@@ -46,7 +46,7 @@ class Micro(Stage):
 
     def run(self, model, context):
         from tfkd.export import TFLiteModel
-        from tfkd.export.micro import micro_bundle
+        from tfkd.export.micro import describe, micro_bundle
 
         if not isinstance(model, TFLiteModel):
             raise TypeError(
@@ -62,14 +62,8 @@ class Micro(Stage):
             arena_margin=self.arena_margin,
             arena_limit=self.arena_limit,
         )
-        agreement = summary["agreement"]
         note = (
-            f"for TFLite Micro: {summary['flash_bytes']:,} bytes of flash, a tensor arena of "
-            f"{summary['arena_bytes']:,} bytes ({summary['measured_arena_bytes']:,} measured by "
-            f"the TFLM interpreter on this 64-bit host, plus {self.arena_margin:.0%}), ops "
-            f"{', '.join(summary['ops'])}; TFLM against LiteRT on {agreement['samples']} test "
-            f"examples: top-1 agreement {agreement['top1']:.3f}. C files and micro.json in "
-            f"stages/{self.name}/"
+            f"for TFLite Micro: {describe(summary)}. C files and micro.json in stages/{self.name}/"
         )
         context.log(note)
         return model, {"micro": summary, "notes": [note]}
