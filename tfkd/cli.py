@@ -5,8 +5,10 @@ takes seconds: `--help`, `check` and `report` answer at once.
 """
 
 import argparse
+import os
 import pathlib
 import sys
+import traceback
 
 EPILOG = """\
 examples:
@@ -14,6 +16,7 @@ examples:
   tfkd run examples/pipeline_fashion_mnist.yaml          # the default pipeline (~13 min, 2 cores)
   tfkd run examples/pipeline_fashion_mnist.yaml --quick  # a one-minute smoke run
   tfkd report runs/pipeline_fashion_mnist                # the report of a (partial) run
+  tfkd run examples/pipeline_fashion_mnist.yaml --quick --processes 2  # two JAX processes
 
 Rerunning the same command resumes after the last finished stage; a stage whose
 config changed reruns, with the stages after it that depend on it.
@@ -65,6 +68,14 @@ def _parser():
         help="smoke run: 2,000 training and 500 test examples, one epoch per training stage",
     )
     run.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard logs")
+    run.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train on N processes of this machine (JAX's keras.distribution); on a "
+        "cluster, set TFKD_COORDINATOR, TFKD_PROCESS_COUNT and TFKD_PROCESS_ID instead",
+    )
     check = commands.add_parser(
         "check",
         help="check a pipeline config and list every error, without running anything",
@@ -103,13 +114,47 @@ def _run_description():
 
 
 def _run(args):
+    if args.processes is not None:
+        return _launch(args)
+    from tfkd.pipeline import _processes
+
+    # Before anything runs on JAX: the processes join, and each builds replicated models.
+    processes = _processes.join_from_environment()
     from tfkd.pipeline.config import run_config
 
     report = run_config(
         args.config, args.output, quick=args.quick, tensorboard=not args.no_tensorboard
     )
-    print(report.markdown())
+    if processes is None or processes.writes:
+        print(report.markdown())
     return 0
+
+
+def _launch(args):
+    """`tfkd run --processes N`: the same command as N processes of this machine."""
+    from tfkd.pipeline import _processes
+    from tfkd.pipeline.config import default_output, load_config
+
+    if args.processes < 1:
+        raise ValueError(
+            f"`--processes` must be at least 1. Received: --processes {args.processes}"
+        )
+    present = [name for name in _processes.ENVIRONMENT if name in os.environ]
+    if present:
+        raise ValueError(
+            f"`--processes` starts processes on this machine; {', '.join(present)} say this "
+            "process is one of a cluster's already. Use one or the other."
+        )
+    config = load_config(args.config)  # every config error before any process starts
+    try:
+        _processes.check_batch_sizes(config.pipeline, args.processes)
+    except ValueError as error:
+        raise config.error(error.stage, error.argument, str(error)) from None
+    output = args.output or default_output(args.config, args.quick)
+    arguments = [os.fspath(args.config), "--output", os.fspath(output)]
+    arguments += ["--quick"] * args.quick + ["--no-tensorboard"] * args.no_tensorboard
+    arguments += ["--debug"] * args.debug
+    return _processes.launch(arguments, args.processes, output)
 
 
 def _check(args):
@@ -164,6 +209,25 @@ _COMMANDS = {"run": _run, "check": _check, "report": _report, "micro": _micro}
 
 def main(argv=None):
     args = _parser().parse_args(argv)
+    from tfkd.pipeline import _processes
+
+    try:
+        code = _main(args)
+    except BaseException:
+        if _processes.current() is None:
+            raise
+        traceback.print_exc()  # `--debug` on one of several processes
+        code = 1
+    if code and _processes.current() is not None:
+        # Leaving normally would wait at JAX's shutdown barrier for processes that wait
+        # for this one: ending now makes the others' runs fail at once.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _main(args):
     from tfkd.pipeline.config import ConfigError
 
     try:

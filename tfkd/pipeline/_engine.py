@@ -5,6 +5,7 @@ and the run directory), measures each stage's model, and writes the report.
 no Keras; this module loads Keras and TensorFlow, when a pipeline runs.
 """
 
+import contextlib
 import importlib.metadata
 import pathlib
 import time
@@ -12,10 +13,10 @@ import time
 import keras
 import numpy as np
 
-from tfkd import _graph, _hashing
+from tfkd import _graph, _hashing, models
 from tfkd.distill import teacher_cache
 from tfkd.export import TFLiteModel
-from tfkd.pipeline import _measure, _store, architectures, report
+from tfkd.pipeline import _measure, _processes, _store, architectures, report
 from tfkd.pipeline.context import Context, keras_verbose
 from tfkd.pipeline.pipeline import Pipeline
 from tfkd.pipeline.stage import Stage, StageError
@@ -30,10 +31,15 @@ def execute(pipeline, data, output_dir, options, log):
         options: a `RunOptions`.
     """
     data = (data.quick() if options.quick else data).with_labels_hidden(options.seed)
+    processes = _processes.current()
+    if processes is not None:
+        _processes.check_batch_sizes(pipeline, processes.count)
     _check_against_models(pipeline, data, options.seed)
     store = _store.Store(output_dir)
-    with store.locked():
-        engine = _Engine(pipeline, data, store, options, log)
+    # Process 0 alone writes the run directory, so it alone holds it.
+    held = store.locked() if processes is None or processes.writes else contextlib.nullcontext()
+    with held:
+        engine = _Engine(pipeline, data, store, options, log, processes)
         pipeline.run(None, Context(engine, options, data))
         return engine.finish()
 
@@ -83,13 +89,22 @@ class _Engine:
     Each stage gets a `Context` of its own (read-only): the engine holds no context, and
     a context reaches the engine only through `model`, `teacher_outputs`, `run_stage`
     and `log`.
+
+    On several processes (`processes`, see `_processes`), every process runs the stages
+    that train, in step; process 0 alone writes, and runs the stages that do not train
+    (`Stage.trains`) on local copies of the models. Barriers before and after each
+    stage let the others read what process 0 wrote.
     """
 
-    def __init__(self, pipeline, data, store, options, log):
+    def __init__(self, pipeline, data, store, options, log, processes=None):
         self.data = data
         self.store = store
         self.options = options
         self.log = log
+        self.processes = processes
+        self.writes = processes is None or processes.writes
+        self._local_models = {}
+        self._local = False  # whether the running stage gets local copies of models
         self.order = [stage.name for stage in pipeline.leaves()]
         self.total = len(self.order)
         self.models, self.fingerprints, self.entries = {}, {}, []
@@ -112,6 +127,9 @@ class _Engine:
             stage.name: _store.config_digest(stage.fingerprint(), _fingerprint_value)
             for stage in pipeline.leaves()
         }
+        if not self.writes:
+            self.log(f"process {self.processes.index} of {self.processes.count}")
+            return
         _store.write_json(
             self.store.directory / "config.json",
             {
@@ -144,7 +162,20 @@ class _Engine:
             raise ValueError(
                 f"No stage named {name!r} has run before this one. Finished: {sorted(self.models)}"
             )
-        return self.models[name]
+        return self.local_model(name) if self._local else self.models[name]
+
+    def local_model(self, name):
+        """Stage `name`'s model, on this process alone: itself when one process runs, else
+        a copy loaded from the stage's file without the distribution (process 0 wrote
+        it; the barrier after each stage makes it visible)."""
+        model = self.models[name]
+        if self.processes is None or isinstance(model, TFLiteModel):
+            return model
+        if name not in self._local_models:
+            entry = next(entry for entry in self.entries if entry["name"] == name)
+            with self.processes.local():
+                self._local_models[name] = self.store.load_model(name, entry)
+        return self._local_models[name]
 
     def run_stage(self, stage, model):
         """Runs `stage` (a leaf, or a nested pipeline, whose `run` calls this for each
@@ -159,21 +190,76 @@ class _Engine:
         source = stage.from_stage or self.last
         model = self.models.get(source) if stage.takes_input() else None
         fingerprint = self._fingerprint(stage, source)
-        entry = self.store.finished(stage.name, fingerprint)
         index = len(self.entries) + 1
+        self._sync(f"{index} {stage.name}: start")  # process 0 wrote the stages before
+        entry = self.store.finished(stage.name, fingerprint)
         if entry is not None:
-            model = self.store.load_model(stage.name, entry)
+            model = self._load(stage.name, entry)
             self.log(
                 f"[{index}/{self.total}] {stage.name}: finished earlier, reused. {_line(entry)}"
             )
-        else:
+        elif self.processes is None:
             model, entry = self._run_leaf(stage, model, source, fingerprint, index)
+        else:
+            model, entry = self._run_leaf_on_processes(stage, model, source, fingerprint, index)
         self.entries.append(entry)
         # Downstream stages depend on this stage's output file itself, not only on its
         # arguments: a stage rerun (even with the same arguments) reruns what uses it.
         self.models[stage.name], self.fingerprints[stage.name] = model, _store.output_id(entry)
         self.last = stage.name
         return model
+
+    def _load(self, name, entry):
+        if self.processes is not None:
+            # Every process must create the variables from the same random state.
+            keras.utils.set_random_seed(self.options.seed)
+        return self.store.load_model(name, entry)
+
+    def _sync(self, name):
+        if self.processes is not None:
+            self.processes.barrier(name)
+
+    def _run_leaf_on_processes(self, stage, model, source, fingerprint, index):
+        """`_run_leaf` on one of several processes: process 0 runs the stage (with the
+        others, when it trains) and writes it; the others then read its entry."""
+        keras.utils.set_random_seed(self.options.seed)  # the same on every process
+        if self.writes:
+            if stage.trains:
+                model, entry = self._run_leaf(stage, model, source, fingerprint, index)
+            else:
+                self._local = True
+                try:
+                    with self.processes.local():
+                        incoming = self.local_model(source) if model is not None else None
+                        model, entry = self._run_leaf(stage, incoming, source, fingerprint, index)
+                finally:
+                    self._local = False
+        elif stage.trains:
+            self.log(f"[{index}/{self.total}] {stage.name} ({stage.kind}): started")
+            directory = self.store.directory / "processes" / f"process-{self.processes.index}"
+            context = Context(self, self.options, self.data, directory=directory / stage.name)
+            context.directory.mkdir(parents=True, exist_ok=True)
+            try:
+                model, _ = _unpack(stage, stage.run(model, context))
+                _check_finite(model)
+            except Exception as error:
+                raise StageError(stage, error, self.store.directory) from error
+            # Saving is collective (process 0 saves too), so this process saves a copy.
+            models.save(model, context.directory / "model.keras")
+        self._sync(f"{index} {stage.name}: written")
+        written = self.store.finished(stage.name, fingerprint)
+        if written is None:
+            raise RuntimeError(
+                f"Stage {stage.name!r}: process 0 finished it, but its entry is not in "
+                f"{self.store.directory}: do all processes share that directory?"
+            )
+        if not self.writes:
+            self.log(f"[{index}/{self.total}] {stage.name}: written by process 0")
+        if not stage.trains and written["format"] == "keras":
+            # A Keras model from a stage that ran on process 0 alone: every process loads
+            # it, so that it is replicated like the models that trained.
+            model = self._load(stage.name, written)
+        return model, written
 
     def _run_leaf(self, stage, model, source, fingerprint, index):
         self.log(f"[{index}/{self.total}] {stage.name} ({stage.kind}): started")
@@ -192,12 +278,15 @@ class _Engine:
             raise StageError(stage, error, self.store.directory) from error
         seconds = time.perf_counter() - start
         artifact = self.store.save_model(stage.name, model)
-        metrics = _measure.measure(
-            model,
-            self.data,
-            self.store.stage_directory(stage.name) / artifact,
-            keras_verbose(self.options.verbose),
-        )
+        path = self.store.stage_directory(stage.name) / artifact
+        if self.processes is None or self._local:
+            metrics = _measure.measure(model, self.data, path, keras_verbose(self.options.verbose))
+        else:
+            with self.processes.local():  # measured on a copy of this process's own
+                measured = self.store.load_model(stage.name, {"artifact": artifact})
+                metrics = _measure.measure(
+                    measured, self.data, path, keras_verbose(self.options.verbose)
+                )
         entry = {
             "name": stage.name,
             "stage": stage.kind,
@@ -226,14 +315,21 @@ class _Engine:
         key = f"{name}-{self.fingerprints[name]}-{inputs_key}"
         if key not in self._teacher_outputs:
             inputs = self.data.x_train if inputs is None else inputs
-            model = self.model(name)
+            # On several processes, each predicts with a copy of its own (`predict` needs
+            # every process otherwise); process 0 alone keeps the file.
+            model = self.local_model(name)
             path = self.store.directory / "cache" / f"outputs-{key}.npz"
 
             def compute():
                 self.log(f"    computing {name}'s outputs on {len(inputs):,} examples")
                 verbose = keras_verbose(self.options.verbose)
-                return teacher_cache.teacher_outputs(model, inputs, verbose=verbose)
+                local = self.processes.local() if self.processes else contextlib.nullcontext()
+                with local:
+                    return teacher_cache.teacher_outputs(model, inputs, verbose=verbose)
 
+            if not self.writes:
+                self._teacher_outputs[key] = compute()
+                return self._teacher_outputs[key]
             # The stamp `teacher_outputs(model, inputs, cache=path)` would write.
             stamp = teacher_cache.fingerprint(inputs, model, [teacher_cache.OUTPUT])
             outputs = teacher_cache.load_or_compute(path, stamp, len(inputs), compute)
@@ -255,6 +351,8 @@ class _Engine:
 
     def finish(self):
         result = report.Report(self.entries, self.data.describe())
+        if not self.writes:
+            return result
         result.write(self.store.directory)
         elapsed = time.perf_counter() - self.started
         self.log(f"Finished in {elapsed:.0f} s ({elapsed / 60:.1f} min).")

@@ -136,6 +136,11 @@ def available_stages():
     }
 
 
+def default_output(path, quick):
+    """Where `tfkd run` writes when not told: `runs/<config name>[-quick]`."""
+    return pathlib.Path("runs") / (pathlib.Path(path).stem + ("-quick" if quick else ""))
+
+
 def run_config(path, output_dir=None, *, quick=False, tensorboard=True, log=print):
     """Loads a config and executes its pipeline; returns the `Report`.
 
@@ -151,7 +156,7 @@ def run_config(path, output_dir=None, *, quick=False, tensorboard=True, log=prin
     check_run_options(output, quick=quick, tensorboard=tensorboard, log=log)
     config = load_config(path)
     if output_dir is None:
-        output_dir = pathlib.Path("runs") / (config.path.stem + ("-quick" if quick else ""))
+        output_dir = default_output(config.path, quick)
     try:
         data = Data.load(**config.data)
     except ValueError as error:

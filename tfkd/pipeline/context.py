@@ -9,6 +9,7 @@ import numpy as np
 
 from tfkd import _checks, _graph, models
 from tfkd.distill.callbacks import NonFiniteLossGuard
+from tfkd.pipeline import _processes
 
 QUICK_EPOCHS = 1
 
@@ -105,6 +106,7 @@ class Context:
         y = self.data.y_train if y is None else y
         _checks.check_fit_strategy(model)
         keras.utils.set_random_seed(self.seed)
+        x, y, batch_size = self.share(x, y, batch_size)
         return model.fit(
             x,
             y,
@@ -113,6 +115,14 @@ class Context:
             callbacks=self.callbacks(loss_names),
             verbose=self.keras_verbose(),
         )
+
+    def share(self, x, y, batch_size):
+        """`x`, `y` and `batch_size` as this process feeds them to `fit`: all of them when
+        it runs alone; on several processes, its rows and its share of each batch."""
+        processes = _processes.current()
+        if processes is None:
+            return x, y, batch_size
+        return *processes.shard((x, y)), processes.local_batch_size(batch_size)
 
     def callbacks(self, loss_names=("loss",)):
         callbacks = [NonFiniteLossGuard(loss_names)]
@@ -125,4 +135,12 @@ class Context:
         return keras_verbose(self.verbose)
 
     def predict(self, model, x, batch_size=256):
-        return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+        if _processes.current() is None or self._engine._local:
+            return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+        # `predict` would gather outputs spread over the processes; every process calls
+        # the model on every batch instead, and gets all the outputs.
+        outputs = [
+            keras.ops.convert_to_numpy(model(x[start : start + batch_size], training=False))
+            for start in range(0, len(x), batch_size)
+        ]
+        return np.concatenate(outputs)

@@ -20,6 +20,8 @@ class Micro(Stage):
         **kwargs: `name`, `from_stage` (see `Stage`).
     """
 
+    trains = False
+
     def __init__(
         self,
         c_name: str = "model",

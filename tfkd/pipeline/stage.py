@@ -159,6 +159,10 @@ class Stage(metaclass=_StageType):
     """
 
     kind = None
+    # Whether `run` trains. On several processes (`tfkd run --processes`), a stage that
+    # trains runs on every process, in step; one that does not (an export) runs on
+    # process 0 alone, which gives it models of its own (see `_processes`).
+    trains = True
     # `{old name: current name}` of arguments renamed since configs were written: the old
     # names are still read, in Python and in configs.
     renamed_arguments = {}

@@ -5,7 +5,7 @@ import os
 
 from tfkd import _checks, _hashing
 from tfkd._export_options import IO_DTYPES, QUANTIZATIONS
-from tfkd.pipeline import _distillation, _store, architectures
+from tfkd.pipeline import _distillation, _processes, _store, architectures
 from tfkd.pipeline.stage import (
     Stage,
     check_keras_input,
@@ -76,6 +76,8 @@ class Export(Stage):
         calibration_samples: Defaults to `500`.
         **kwargs: `name`, `from_stage` (see `Stage`).
     """
+
+    trains = False
 
     def __init__(
         self,
@@ -288,6 +290,17 @@ class Transfer(Stage):
             options["input_shape"] = (None,)  # batches cut to their longest text
             train_data = LengthBuckets(*train_data, batch_size=self.batch_size, seed=context.seed)
         epochs = context.epochs(self.head_epochs), context.epochs(self.fine_tune_epochs)
+        fine_tune_rate = self._fine_tune_rate(epochs[1], train_data)
+        batch_size = self.batch_size
+        if isinstance(train_data, tuple):  # on several processes, this process's share
+            *train_data, batch_size = context.share(*train_data, batch_size)
+            train_data = tuple(train_data)
+        elif _processes.current() is not None:
+            raise ValueError(
+                "The transfer stage fine-tunes on texts on one process only: its batches "
+                "of texts cut to their longest are not shared among processes yet. "
+                f"Received: {_processes.current().count} processes."
+            )
         keras.utils.set_random_seed(context.seed)
         model, history = transfer.fine_tune(
             base,
@@ -297,8 +310,8 @@ class Transfer(Stage):
             fine_tune_epochs=epochs[1],
             unfreeze=self.unfreeze,
             head_learning_rate=self.head_learning_rate,
-            fine_tune_learning_rate=self._fine_tune_rate(epochs[1], train_data),
-            batch_size=self.batch_size,
+            fine_tune_learning_rate=fine_tune_rate,
+            batch_size=batch_size,
             augmentation=_distillation.build_augmentation(
                 self.augmentation, context.data.input_shape, context.seed
             ),
