@@ -109,7 +109,9 @@ def test_export_api():
         "ExportReport",
         "QUANTIZATIONS",
         "TFLiteModel",
+        "auto_quantize",
         "export_tflite",
+        "litert_quantize",
         "micro_bundle",
     ]
 

@@ -1,11 +1,21 @@
 """Export to TFLite (LiteRT) and what the exported file holds."""
 
 from tfkd._export_options import QUANTIZATIONS
+from tfkd.export.auto import auto_quantize
+from tfkd.export.litert_quantizer import litert_quantize
 from tfkd.export.micro import micro_bundle
 from tfkd.export.model import TFLiteModel
 from tfkd.export.report import ExportReport
 
-__all__ = ["QUANTIZATIONS", "ExportReport", "TFLiteModel", "export_tflite", "micro_bundle"]
+__all__ = [
+    "QUANTIZATIONS",
+    "ExportReport",
+    "TFLiteModel",
+    "auto_quantize",
+    "export_tflite",
+    "litert_quantize",
+    "micro_bundle",
+]
 
 
 def __getattr__(name):

@@ -36,9 +36,21 @@ def freeze(function):
     return convert_variables_to_constants_v2(function)
 
 
-def convert(model, samples, *, quantization, io_dtype, sparsity, select_tf_ops, verbose=0):
+def convert(
+    model,
+    samples,
+    *,
+    quantization,
+    io_dtype,
+    sparsity,
+    select_tf_ops,
+    signature=False,
+    verbose=0,
+):
     """Returns the `.tflite` bytes of `model` (a Keras model on the TensorFlow backend);
-    `verbose` shows the calibration's progress."""
+    `verbose` shows the calibration's progress. With `signature`, the file has a
+    `serving_default` signature (the converter then goes through a SavedModel), which
+    LiteRT's signature runners, and so the LiteRT quantizer, need."""
     import tensorflow as tf
 
     from tfkd.quantize.qat import export_mode, is_quantized
@@ -47,7 +59,9 @@ def convert(model, samples, *, quantization, io_dtype, sparsity, select_tf_ops, 
     with export_mode() if quantization_aware else contextlib.nullcontext():
         function = _concrete_function(model)
     frozen = freeze(function)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [frozen], *([model] if signature else [])
+    )
     optimizations = []
     if quantization is not None:
         optimizations.append(tf.lite.Optimize.DEFAULT)

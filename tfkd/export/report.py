@@ -25,6 +25,8 @@ class ExportReport:
             Keras model on up to 32 calibration (or random) inputs (over several
             outputs: the lowest agreement, the largest difference); `None` for
             multi-input models.
+        layer_errors: from `litert_quantize`, the float-vs-quantized error of each
+            tensor (the `.errors.json` written beside the file); else `None`.
     """
 
     def __init__(self, path, size, quantization, ops):
@@ -43,6 +45,7 @@ class ExportReport:
             }
         )
         self.keras_agreement = None
+        self.layer_errors = None
 
     @classmethod
     def from_file(cls, path, quantization=None):

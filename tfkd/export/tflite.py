@@ -141,6 +141,25 @@ def export_tflite(
     return report
 
 
+def float_with_signature(model):
+    """The float32 `.tflite` bytes of `model` with a `serving_default` signature, checked
+    against Keras as `export_tflite` checks its files (for `litert_quantize`)."""
+    _validate(model, None, None, "float32", False, False)
+    model = _graph.strip_if_wrapped(model)
+    inputs, _ = _inputs_and_samples(model, None, 1)
+    options = dict(
+        quantization=None, io_dtype="float32", sparsity=False, select_tf_ops=False, signature=True
+    )
+    if keras.backend.backend() == "tensorflow":
+        from tfkd.export import _convert
+
+        content = _convert.convert(model, None, **options)
+    else:
+        content = _convert_in_subprocess(model, None, options)
+    _check_against_keras(model, inputs, content, None, None, quantization_aware=False)
+    return content
+
+
 def _steps(verbose):
     """`step(text)`: prints `text` with the seconds since the first step, when `verbose`."""
     start = time.perf_counter()

@@ -4,7 +4,7 @@ import math
 import os
 
 from tfkd import _checks, _hashing
-from tfkd._export_options import IO_DTYPES, QUANTIZATIONS
+from tfkd._export_options import IO_DTYPES, QUANTIZATIONS, check_litert_arguments
 from tfkd.pipeline import _distillation, _processes, _store, architectures
 from tfkd.pipeline.stage import (
     Stage,
@@ -68,12 +68,28 @@ class Export(Stage):
     with the Keras model. Calibration (for `"int8"` / `"int16x8"` without QAT) and
     the agreement check use the first `calibration_samples` training inputs.
 
+    With `recipe`, the LiteRT quantizer (`tfkd.export.litert_quantize`) quantizes the
+    float32 file instead of the converter, and its per-tensor error report is written
+    beside the file (`model.errors.json`).
+
     Args:
         quantization: `None` (float32), `"dynamic"`, `"float16"`, `"int8"` or
-            `"int16x8"`. Defaults to `None`.
+            `"int16x8"`: the converter's. Defaults to `None`.
+        recipe: a LiteRT quantizer recipe instead: `"int8_weight_only"`,
+            `"int4_weight_only"`, `"int4_blockwise"`, `"dynamic_int8"`, `"static_int8"`
+            or `"static_int16x8"`. Defaults to `None`.
+        overrides: with `recipe`, layers quantized otherwise (see
+            `tfkd.export.litert_quantize`). Defaults to `None`.
         io_dtype: the file's input/output dtype (see `tfkd.export_tflite`).
             Defaults to `"float32"`.
         calibration_samples: Defaults to `500`.
+        accuracy_budget: with `quantization: auto`, the accuracy points a file may lose
+            against the float32 file: every candidate of `tfkd.export.auto_quantize` is
+            made and measured on the last `validation_samples` labelled training
+            examples (never the test split), and the smallest within the budget is kept;
+            the candidates' table goes to the stage's details and `model.auto.json`.
+            Defaults to `0.5`.
+        validation_samples: Defaults to `1000`.
         **kwargs: `name`, `from_stage` (see `Stage`).
     """
 
@@ -84,9 +100,46 @@ class Export(Stage):
         quantization: str | None = None,
         io_dtype: str = "float32",
         calibration_samples: int = 500,
+        recipe: str | None = None,
+        overrides: list | None = None,
+        accuracy_budget: float = 0.5,
+        validation_samples: int = 1000,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.recipe, self.overrides = recipe, overrides
+        try:
+            _checks.check_number("accuracy_budget", accuracy_budget, low=0, high=100)
+        except (TypeError, ValueError) as error:
+            raise invalid_argument("accuracy_budget", str(error), type(error)) from None
+        check_positive("validation_samples", validation_samples, int)
+        self.accuracy_budget, self.validation_samples = accuracy_budget, validation_samples
+        if quantization == "auto":
+            if io_dtype != "float32" or recipe is not None:
+                raise invalid_argument(
+                    "quantization",
+                    "`quantization: auto` chooses among float32-interface files, without a "
+                    f"`recipe`. Received: io_dtype={io_dtype!r}, recipe={recipe!r}",
+                )
+            check_positive("calibration_samples", calibration_samples, int)
+            self.quantization, self.io_dtype = quantization, io_dtype
+            self.calibration_samples = calibration_samples
+            return
+        if recipe is not None or overrides is not None:
+            if quantization is not None:
+                raise invalid_argument(
+                    "recipe",
+                    "Set `quantization` (the converter's) or `recipe` (the LiteRT "
+                    f"quantizer's), not both. Received: quantization={quantization!r}, "
+                    f"recipe={recipe!r}",
+                )
+            try:
+                check_litert_arguments(recipe, overrides, io_dtype, "min_max", calibration_samples)
+            except (ValueError, TypeError) as error:
+                raise invalid_argument(error.argument, str(error), type(error)) from None
+            self.quantization, self.io_dtype = None, io_dtype
+            self.calibration_samples = calibration_samples
+            return
         if quantization not in QUANTIZATIONS:
             raise invalid_argument(
                 "quantization",
@@ -108,11 +161,24 @@ class Export(Stage):
 
         check_keras_input(self, model)
         path = context.directory / "model.tflite"
+        data = context.data.x_train[: self.calibration_samples]
+        if self.quantization == "auto":
+            return self._auto(model, path, data, context)
+        if self.recipe is not None:
+            from tfkd.export import litert_quantize
+
+            report = litert_quantize(
+                model, path, self.recipe, data, overrides=self.overrides, io_dtype=self.io_dtype
+            )
+            details = report.to_dict()
+            details["layer_errors"] = report.layer_errors["outputs"]
+            details["path"] = os.fspath(path)
+            return TFLiteModel(path), details
         report = export_tflite(
             model,
             path,
             self.quantization,
-            representative_data=context.data.x_train[: self.calibration_samples],
+            representative_data=data,
             io_dtype=self.io_dtype,
             verbose=context.keras_verbose(),
         )
@@ -123,6 +189,31 @@ class Export(Stage):
                 context.data.tokenizer, context.data.class_names, context.directory
             )
         return TFLiteModel(path), details
+
+    def _auto(self, model, path, data, context):
+        from tfkd.export import TFLiteModel
+        from tfkd.export.auto import auto_quantize
+
+        x, y = context.data.labelled()
+        x_val, y_val = x[-self.validation_samples :], y[-self.validation_samples :]
+        summary = auto_quantize(
+            model, path, x_val, y_val, data, accuracy_budget=self.accuracy_budget
+        )
+        chosen = summary["candidates"][summary["chosen"]]
+        note = (
+            f"quantization: auto kept {summary['chosen']} ({chosen['bytes']:,} bytes, accuracy "
+            f"{chosen['accuracy']:.4f} against {summary['reference_accuracy']:.4f} for float32 "
+            f"on {len(y_val):,} labelled training examples, budget {self.accuracy_budget} "
+            f"points) among {len(summary['candidates'])} candidates: "
+            + "; ".join(
+                f"{name} {entry['bytes']:,} B {entry['accuracy']:.4f}"
+                if "bytes" in entry
+                else f"{name} failed"
+                for name, entry in summary["candidates"].items()
+            )
+        )
+        context.log(note)
+        return TFLiteModel(path), {"auto": summary, "notes": [note], "path": os.fspath(path)}
 
 
 def write_tokenizer_files(tokenizer, class_names, directory):

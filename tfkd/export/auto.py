@@ -1,0 +1,162 @@
+"""`auto_quantize`: the smallest `.tflite` file whose accuracy stays within a budget of the
+float32 file's, chosen among the converter's and the LiteRT quantizer's files, each made
+and measured through `TFLiteModel` on held-out data."""
+
+import json
+import os
+import pathlib
+import re
+import shutil
+
+from tfkd import _atomic, _checks
+from tfkd.export.model import TFLiteModel
+
+# Every candidate: (name, tool, quantization or recipe). The mixed one keeps at int8 the
+# tenth of the weight tensors the int4 file's error report shows worst.
+CANDIDATES = (
+    "int4_weight_only",
+    "int4_mixed",
+    "int8",
+    "int8_weight_only",
+    "int16x8",
+    "dynamic",
+    "float16",
+    "float32",
+)
+_CONVERTER = {"int8": "int8", "int16x8": "int16x8", "dynamic": "dynamic", "float16": "float16"}
+# The share of weight tensors the mixed candidate keeps at int8.
+MIXED_SHARE = 0.1
+
+
+def auto_quantize(
+    model,
+    path,
+    x_val,
+    y_val,
+    calibration_data,
+    *,
+    accuracy_budget=0.5,
+    candidates=CANDIDATES,
+    latency_runs=50,
+):
+    """Makes every candidate file of `model`, measures each on `(x_val, y_val)`, and copies
+    to `path` the smallest whose accuracy is within `accuracy_budget` points of the
+    float32 file's; writes the table of all of them to `<path stem>.auto.json`.
+
+    Args:
+        model: a Keras model (one input).
+        path: where the chosen `.tflite` file goes; the candidates go to the folder
+            `<path stem>.candidates/` beside it.
+        x_val, y_val: held-out examples and their labels (not the test split, which then
+            checks the choice).
+        calibration_data: inputs for the calibrated candidates (`int8`, `int16x8`).
+        accuracy_budget: accuracy points (0 to 100) a candidate may lose against the
+            float32 file on `(x_val, y_val)`. Defaults to `0.5`.
+        candidates: names from `CANDIDATES`; `"float32"` is always made (the reference).
+        latency_runs: batch-1 inferences timed per candidate (median). Defaults to `50`.
+
+    Returns:
+        A dict: `chosen` (the candidate's name), `reference_accuracy`, `budget_points`,
+        `candidates` (per name: `bytes`, `accuracy`, `latency_ms`, `within_budget`, or
+        `error` for one that could not be made) and `path`.
+
+    Raises:
+        ValueError: a bad budget, candidate name or data; no candidate within the budget
+            cannot happen (the float32 file is one).
+    """
+    _checks.check_number("accuracy_budget", accuracy_budget, low=0, high=100)
+    _checks.check_number("latency_runs", latency_runs, low=1, integer=True)
+    unknown = [name for name in candidates if name not in CANDIDATES]
+    if unknown or not candidates:
+        raise ValueError(
+            f"Unknown candidates {unknown or candidates!r}. Received: candidates="
+            f"{list(candidates)!r}. Accepted: {list(CANDIDATES)}"
+        )
+    if len(x_val) != len(y_val) or not len(y_val):
+        raise ValueError(
+            f"`x_val` and `y_val` must hold as many examples, at least one. Received: "
+            f"{len(x_val)} and {len(y_val)}."
+        )
+    if not (hasattr(model, "layers") and hasattr(model, "predict")):
+        raise TypeError(f"`model` must be a Keras model. Received: {type(model).__name__}")
+    path = pathlib.Path(os.fspath(path))
+    folder = path.with_name(path.stem + ".candidates")
+    folder.mkdir(parents=True, exist_ok=True)
+    names = ["float32", *[name for name in CANDIDATES if name in candidates and name != "float32"]]
+    measured, reports = {}, {}
+    for name in names:
+        file = folder / f"{name}.tflite"
+        try:
+            _make(name, model, file, calibration_data, reports)
+        except (ValueError, ImportError) as error:
+            measured[name] = {"error": f"{type(error).__name__}: {error}"[:500]}
+            continue
+        lite = TFLiteModel(file)
+        result = lite.evaluate(x_val, y_val)
+        latency = lite.benchmark(num_runs=latency_runs, warmup_runs=5, sample=x_val[:1])
+        measured[name] = {
+            "bytes": lite.bytes,
+            "accuracy": round(float(result["accuracy"]), 4),
+            "latency_ms": round(latency["median_ms"], 4),
+        }
+    reference = measured["float32"]["accuracy"]
+    floor = reference - accuracy_budget / 100
+    for entry in measured.values():
+        if "accuracy" in entry:
+            entry["within_budget"] = entry["accuracy"] >= floor - 1e-9
+    within = [name for name, entry in measured.items() if entry.get("within_budget")]
+    chosen = min(within, key=lambda name: (measured[name]["bytes"], names.index(name)))
+    shutil.copyfile(folder / f"{chosen}.tflite", path.with_name(path.name + ".tmp"))
+    os.replace(path.with_name(path.name + ".tmp"), path)
+    summary = {
+        "chosen": chosen,
+        "reference_accuracy": reference,
+        "budget_points": accuracy_budget,
+        "validation_examples": len(y_val),
+        "candidates": measured,
+        "path": os.fspath(path),
+    }
+    _atomic.write_bytes(
+        path.with_name(path.stem + ".auto.json"), (json.dumps(summary, indent=2) + "\n").encode()
+    )
+    return summary
+
+
+def _make(name, model, file, calibration_data, reports):
+    """Writes candidate `name` to `file`; keeps the quantizer's error reports in `reports`."""
+    from tfkd.export.litert_quantizer import litert_quantize
+    from tfkd.export.tflite import export_tflite, float_with_signature
+
+    if name == "float32":
+        _atomic.write_bytes(file, float_with_signature(model))  # the quantizer's source too
+    elif name in _CONVERTER:
+        export_tflite(model, file, _CONVERTER[name], calibration_data)
+    elif name in ("int4_weight_only", "int8_weight_only"):
+        report = litert_quantize(file.with_name("float32.tflite"), file, name, calibration_data)
+        reports[name] = report.layer_errors
+    else:  # int4_mixed
+        errors = reports.get("int4_weight_only")
+        if errors is None:
+            report = litert_quantize(
+                file.with_name("float32.tflite"),
+                file.with_name("int4_weight_only.tflite"),
+                "int4_weight_only",
+                calibration_data,
+            )
+            errors = report.layer_errors
+        litert_quantize(
+            file.with_name("float32.tflite"),
+            file,
+            "int4_weight_only",
+            calibration_data,
+            overrides=mixed_overrides(errors),
+        )
+
+
+def mixed_overrides(errors, share=MIXED_SHARE):
+    """Overrides keeping at int8 the `share` of weight tensors an int4 file's error report
+    (`litert_quantize`'s `layer_errors`) shows worst: lowest cosine to the float weights."""
+    weights = [row for row in errors["tensors"] if row["kind"] == "weight"]
+    worst = sorted(weights, key=lambda row: row["cosine"])[: max(1, round(len(weights) * share))]
+    regex = "|".join(re.escape(row["tensor"]) for row in worst)
+    return [{"layers": regex, "recipe": "int8_weight_only"}]
