@@ -12,8 +12,8 @@ Files: the float32 file (with a signature, which the quantizer needs); the conve
 `int4_blockwise` and `dynamic_int8`; for MobileNetV2 also its `static_int8` calibrated two
 ways: running minima and maxima (tfkd's default, as the converter) and the quantizer's
 own moving average, whose difference issue 20 asks to explain; last, a mixed file:
-int4 weights but for the tenth of the weight tensors that the int4 file's error report
-shows worst (lowest cosine similarity to the float weights), kept at int8.
+int4 weights but for the fifth of the weighted layers where the int4 file's error report
+shows the error growing most, kept at int8 (`tfkd.export.auto.mixed_overrides`).
 
     python benchmarks/litert_quantizer.py [--models mobilenet_v2 minilm] [--test N]
 
@@ -66,7 +66,7 @@ def _load(path):
 
 def measure(name, loader, test, work):
     import tfkd
-    from tfkd.export.auto import MIXED_SHARE, mixed_overrides
+    from tfkd.export.auto import mixed_overrides
     from tfkd.export.tflite import float_with_signature
 
     model, x, x_test, y_test, images = loader(test)
@@ -109,13 +109,11 @@ def measure(name, loader, test, work):
         except ValueError as error:  # recorded: what the quantizer refuses is a finding too
             rows.append({"tool": "litert_quantizer", "recipe": label, "error": str(error)[:600]})
             print(f"  {name} {label}: refused: {str(error)[:300]}", flush=True)
-    # Mixed: int4 weights, but the tenth of the weight tensors the int4 file got worst
-    # (lowest cosine to the float weights, from its error report) kept at int8.
+    # Mixed: int4 weights, but the fifth of the layers where the error grows most at int8.
     errors = reports["int4_weight_only"].layer_errors
-    overrides = mixed_overrides(errors)
-    weights = [r for r in errors["tensors"] if r["kind"] == "weight"]
-    worst = max(1, round(len(weights) * MIXED_SHARE))
-    label = f"int4_weight_only, worst {worst} of {len(weights)} weights at int8"
+    overrides = mixed_overrides(errors, float_path)
+    kept = overrides[0]["layers"].count("|") + 1 if overrides else 0
+    label = f"int4_weight_only, {kept} layers where the error grows most at int8"
     quantize(row, float_path, work, name, "int4_weight_only", label, x, "min_max", overrides)
     return {"test_examples": int(len(y_test)), "calibration_examples": int(len(x)), "rows": rows}
 

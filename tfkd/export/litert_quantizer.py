@@ -226,21 +226,27 @@ def _signature(content):
 
 
 def _ops_matching(content, regex, index):
-    """A regex the quantizer matches to exactly the ops `regex` names: those with an
-    input or output tensor whose name `regex` finds (the quantizer itself looks at
-    outputs only, and a model's last layer outputs a tensor named for the signature).
+    """A regex the quantizer matches to exactly the ops `regex` names: those with a weight
+    or an output whose tensor name `regex` finds (the quantizer itself looks at outputs
+    only, and a model's last layer outputs a tensor named for the signature).
 
     Raises:
         ValueError: when `regex` names no op; the message lists the layers.
     """
     interpreter = _interpreter.make_interpreter(content, delegates=False)
     names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    ops = _interpreter.ops_details(interpreter)
+    # Weights: inputs no op computes. An op's other inputs are its producers' outputs,
+    # which name the producing layer, not this one.
+    computed = {int(i) for op in ops for i in op["outputs"]}
+    computed |= {int(d["index"]) for d in interpreter.get_input_details()}
     matched, layers = [], set()
-    for op in _interpreter.ops_details(interpreter):
-        tensors = [names[i] for i in (*op["inputs"], *op["outputs"]) if i in names]
+    for op in ops:
+        own = [int(i) for i in op["inputs"] if int(i) >= 0 and int(i) not in computed]
+        tensors = [names[i] for i in (*own, *map(int, op["outputs"])) if i in names]
         layers.update(name.split(";")[0] for name in tensors if "/" in name)
         if any(re.search(regex, name) for name in tensors) and len(op["outputs"]):
-            matched.append(re.escape(names[op["outputs"][0]]))
+            matched.append(re.escape(names[int(op["outputs"][0])]))
     if not matched:
         raise ValueError(
             f"overrides[{index}]['layers'] names no op of the model. Received: {regex!r}. "
