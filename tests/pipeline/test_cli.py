@@ -199,12 +199,12 @@ def test_check_lists_every_error_at_once(tmp_path):
         f"tfkd: config error: {config}:4: stages[1].pattern: `pattern` must be 'unstructured' "
         "or 'N:M' with 0 < N < M (e.g. '2:4'). Received: pattern='2-4'",
         f"tfkd: config error: {config}:5: stages[2].fast: unknown key for stage 'export'. "
-        "Accepted keys: ['calibration_samples', 'from_stage', 'io_dtype', 'name', "
-        "'quantization']",
+        "Accepted keys: ['accuracy_budget', 'calibration_samples', 'from_stage', 'io_dtype', "
+        "'name', 'overrides', 'quantization', 'recipe', 'validation_samples']",
         # io_dtype is not blamed for the bad quantization it is checked against
         f"tfkd: config error: {config}:5: stages[2].quantization: Unknown quantization. "
         "Received: quantization='int4'. Accepted: [None, 'dynamic', 'float16', 'int8', "
-        "'int16x8']",
+        "'int16x8', 'auto'] (or a LiteRT quantizer `recipe`)",
         f"tfkd: 6 errors in {config}.",
     ]
     for example in ("pipeline_fashion_mnist.yaml", "pipeline_fashion_mnist_all_labels.yaml"):

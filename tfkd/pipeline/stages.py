@@ -144,7 +144,7 @@ class Export(Stage):
             raise invalid_argument(
                 "quantization",
                 f"Unknown quantization. Received: quantization={quantization!r}. "
-                f"Accepted: {list(QUANTIZATIONS)}",
+                f"Accepted: {[*QUANTIZATIONS, 'auto']} (or a LiteRT quantizer `recipe`)",
             )
         if io_dtype not in IO_DTYPES[quantization]:
             raise invalid_argument(
