@@ -24,8 +24,8 @@ CANDIDATES = (
     "float32",
 )
 _CONVERTER = {"int8": "int8", "int16x8": "int16x8", "dynamic": "dynamic", "float16": "float16"}
-# The share of weighted layers the mixed candidate keeps at int8 (on MobileNetV2: a tenth
-# scored 0.878, a fifth 0.916, against 0.928 in float and 0.515 all int4).
+# The share of weighted layers the mixed candidate keeps at int8 (BENCHMARKS.md, *The LiteRT
+# quantizer against the converter*, measures it on MobileNetV2 and MiniLM).
 MIXED_SHARE = 0.2
 
 
@@ -160,9 +160,8 @@ def mixed_overrides(errors, float_file, share=MIXED_SHARE):
 
     A layer's growth is the signal-to-noise ratio (dB) its output loses against its
     inputs'. The weights' own errors do not rank layers: int4 per channel gives every
-    kernel about the same error (cosine 0.985 to 0.99 on MobileNetV2), but a 3x3
-    depthwise kernel, whose outputs sum 9 products, passes far more of it on than a
-    pointwise one summing hundreds.
+    kernel about the same error, but a 3x3 depthwise kernel, whose outputs sum 9
+    products, passes far more of it on than a pointwise one summing hundreds.
 
     Args:
         errors: the report of the int4 file.
