@@ -44,3 +44,13 @@ def check(case):
 def parametrize(cases):
     """`pytest.mark.parametrize` over `cases`, with readable ids."""
     return pytest.mark.parametrize("case", cases, ids=[case.id for case in cases])
+
+
+# The running test's tmp_path (set by conftest.py's autouse fixture): `Case` calls are
+# built when a module is imported, before any fixture, so they reach it through `tmp`.
+_DIRECTORY = {}
+
+
+def tmp(name):
+    """`name` in the running test's tmp_path."""
+    return _DIRECTORY["path"] / name

@@ -6,27 +6,15 @@ finished cache the `TeacherShards` cases read is written by a Dense teacher on 8
 
 import keras
 import numpy as np
-import pytest
 
-from tests.bad_inputs._cases import Case, check, parametrize
+from tests.bad_inputs._cases import Case, check, parametrize, tmp
 from tfkd.distill import TeacherShards, write_teacher_shards
 from tfkd.export import micro_bundle
 from tfkd.pipeline import Micro
 
-_DIRECTORY = {}
-
-
-@pytest.fixture(autouse=True)
-def _tmp_path(tmp_path):
-    _DIRECTORY["path"] = tmp_path
-
-
-def _tmp(name):
-    return _DIRECTORY["path"] / name
-
 
 def _tflite():
-    path = _tmp("m.tflite")
+    path = tmp("m.tflite")
     path.write_bytes(b"abcd1234")
     return path
 
@@ -39,41 +27,41 @@ _X = np.zeros((8, 3), "float32")
 
 
 def _shards():
-    write_teacher_shards(_teacher(), _X, _tmp("cache"))
-    return TeacherShards(_tmp("cache"))
+    write_teacher_shards(_teacher(), _X, tmp("cache"))
+    return TeacherShards(tmp("cache"))
 
 
 def _empty_folder():
-    _tmp("empty").mkdir()
-    return str(_tmp("empty"))
+    tmp("empty").mkdir()
+    return str(tmp("empty"))
 
 
 CASES = [
-    Case(micro_bundle, lambda: micro_bundle(3, _tmp("b")), TypeError, "path", "path=3"),
+    Case(micro_bundle, lambda: micro_bundle(3, tmp("b")), TypeError, "path", "path=3"),
     Case(
         micro_bundle,
-        lambda: micro_bundle(_tflite(), _tmp("b"), name="2model"),
+        lambda: micro_bundle(_tflite(), tmp("b"), name="2model"),
         ValueError,
         "name",
         "name='2model'",
     ),
     Case(
         micro_bundle,
-        lambda: micro_bundle(_tflite(), _tmp("b"), arena_margin=-1),
+        lambda: micro_bundle(_tflite(), tmp("b"), arena_margin=-1),
         ValueError,
         "arena_margin",
         "arena_margin=-1",
     ),
     Case(
         micro_bundle,
-        lambda: micro_bundle(_tflite(), _tmp("b"), arena_limit=0),
+        lambda: micro_bundle(_tflite(), tmp("b"), arena_limit=0),
         ValueError,
         "arena_limit",
         "arena_limit=0",
     ),
     Case(
         micro_bundle,
-        lambda: micro_bundle(_tflite(), _tmp("b"), np.array(["a", "b"])),
+        lambda: micro_bundle(_tflite(), tmp("b"), np.array(["a", "b"])),
         ValueError,
         "data",
         "<U1",
@@ -84,28 +72,28 @@ CASES = [
     Case(Micro, lambda: Micro(samples=0), ValueError, "samples", "0"),
     Case(
         write_teacher_shards,
-        lambda: write_teacher_shards(_teacher(), _X, _tmp("c"), top_k=0),
+        lambda: write_teacher_shards(_teacher(), _X, tmp("c"), top_k=0),
         ValueError,
         "top_k",
         "top_k=0",
     ),
     Case(
         write_teacher_shards,
-        lambda: write_teacher_shards(_teacher(), _X, _tmp("c"), views=0),
+        lambda: write_teacher_shards(_teacher(), _X, tmp("c"), views=0),
         ValueError,
         "views",
         "views=0",
     ),
     Case(
         write_teacher_shards,
-        lambda: write_teacher_shards(_teacher(), _X, _tmp("c"), process_index=-1),
+        lambda: write_teacher_shards(_teacher(), _X, tmp("c"), process_index=-1),
         ValueError,
         "process_index",
         "process_index=-1",
     ),
     Case(
         write_teacher_shards,
-        lambda: write_teacher_shards("teacher.keras", _X, _tmp("c")),
+        lambda: write_teacher_shards("teacher.keras", _X, tmp("c")),
         TypeError,
         "teacher",
         "builtins.str",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import tfkd
-from tests.bad_inputs._cases import Case, check, parametrize
+from tests.bad_inputs._cases import Case, check, parametrize, tmp
 from tfkd import pipeline
 from tfkd.export import TFLiteModel, export_tflite
 from tfkd.pipeline import (
@@ -40,27 +40,16 @@ EXEMPT = {
     "tfkd.export.ExportReport": "a result type: what `export_tflite` returns",
 }
 
-_DIRECTORY = {}
-
-
-@pytest.fixture(autouse=True)
-def _tmp_path(tmp_path):
-    _DIRECTORY["path"] = tmp_path
-
-
-def _tmp(name):
-    return _DIRECTORY["path"] / name
-
 
 def _file(name, content=b"abcd1234"):
     """A file of `content` (a few bytes: no valid .tflite) in the test's tmp directory."""
-    path = _tmp(name)
+    path = tmp(name)
     path.write_bytes(content)
     return path
 
 
 def _config(text, name="pipeline.yaml"):
-    path = _tmp(name)
+    path = tmp(name)
     path.write_text(text)
     return path
 
@@ -84,7 +73,7 @@ def _data(x_train=None, y_train=(0, 1), **kwargs):
 
 def _execute(stages=None, **kwargs):
     stages = stages or [Train({"architecture": "cnn"})]
-    arguments = {"data": "mnist", "output_dir": _tmp("run"), "log": lambda _: None, **kwargs}
+    arguments = {"data": "mnist", "output_dir": tmp("run"), "log": lambda _: None, **kwargs}
     return Pipeline(stages).execute(**arguments)
 
 
@@ -120,63 +109,63 @@ CASES = [
     ),
     Case(
         export_tflite,
-        lambda: _export(_tmp("m.tflite"), "int8", representative_data=np.zeros((8, 3))),
+        lambda: _export(tmp("m.tflite"), "int8", representative_data=np.zeros((8, 3))),
         ValueError,
         "representative_data",
         "(8, 3)",
     ),
     Case(
         export_tflite,
-        lambda: _export(_tmp("m.tflite"), "int8", representative_data=np.zeros((0, 4))),
+        lambda: _export(tmp("m.tflite"), "int8", representative_data=np.zeros((0, 4))),
         ValueError,
         "representative_data",
         "(0, 4)",
     ),
     Case(
         export_tflite,
-        lambda: _export(_tmp("m.tflite"), "int8", representative_data=np.full((8, 4), np.nan)),
+        lambda: _export(tmp("m.tflite"), "int8", representative_data=np.full((8, 4), np.nan)),
         ValueError,
         "representative_data",
         "nan",
     ),
     Case(
         export_tflite,
-        lambda: _export(_tmp("m.tflite"), "int8", representative_data=5),
+        lambda: _export(tmp("m.tflite"), "int8", representative_data=5),
         TypeError,
         "representative_data",
         "int",
     ),
     Case(
         export_tflite,
-        lambda: _export(_tmp("m.tflite"), "int8"),
+        lambda: _export(tmp("m.tflite"), "int8"),
         ValueError,
         "representative_data",
         "None",
     ),
     Case(
         export_tflite,
-        lambda: _export(_tmp("m.tflite"), io_dtype="int8"),
+        lambda: _export(tmp("m.tflite"), io_dtype="int8"),
         ValueError,
         "io_dtype",
         "'int8'",
     ),
     Case(
         export_tflite,
-        lambda: _export(_tmp("m.tflite"), sparsity="yes"),
+        lambda: _export(tmp("m.tflite"), sparsity="yes"),
         ValueError,
         "sparsity",
         "'yes'",
     ),
     Case(
         export_tflite,
-        lambda: _export(_tmp("m.tflite"), select_tf_ops="no"),
+        lambda: _export(tmp("m.tflite"), select_tf_ops="no"),
         TypeError,
         "select_tf_ops",
         "'no'",
     ),
     Case(
         export_tflite,
-        lambda: _export(_tmp("m.tflite"), calibration_samples=0),
+        lambda: _export(tmp("m.tflite"), calibration_samples=0),
         ValueError,
         "calibration_samples",
         "calibration_samples=0",
@@ -462,4 +451,4 @@ def test_a_refused_execute_makes_no_output_directory():
         if case.target is Pipeline:
             with pytest.raises(case.error):
                 case.call()
-    assert not _tmp("run").exists()
+    assert not tmp("run").exists()

@@ -5,6 +5,7 @@ against the float file and the converter's int8 file, with its per-tensor error 
 import json
 
 import keras
+import numpy as np
 import pytest
 
 import tfkd
@@ -125,3 +126,28 @@ def test_files_it_cannot_quantize_are_refused(teacher, float_file, tmp_path):
             overrides=[{"layers": "conv9", "recipe": "float"}],
         )
     assert not (tmp_path / "q.tflite").exists()
+
+
+def test_a_sequential_never_called_is_built_on_the_data(tmp_path):
+    model = keras.Sequential(
+        [
+            keras.layers.Conv2D(8, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(10),
+        ]
+    )
+    x = np.random.default_rng(0).uniform(0, 1, (64, 28, 28, 1)).astype("float32")
+    report = tfkd.export.litert_quantize(model, tmp_path / "q.tflite", "int8_weight_only", x)
+    assert report.layer_errors["outputs"][0]["cosine"] > 0.99
+    np.testing.assert_allclose(
+        tfkd.TFLiteModel(tmp_path / "q.tflite").predict(x), model.predict(x, verbose=0), atol=0.05
+    )
+    fresh = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(10)])
+    y = np.argmax(model.predict(x, verbose=0), axis=1)
+    summary = tfkd.export.auto_quantize(
+        fresh, tmp_path / "auto.tflite", x, y, x, candidates=["int8", "float32"], latency_runs=2
+    )
+    assert set(summary["candidates"]) == {"float32", "int8"}
+    assert (tmp_path / "auto.tflite").stat().st_size == summary["candidates"][summary["chosen"]][
+        "bytes"
+    ]

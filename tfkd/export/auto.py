@@ -129,7 +129,8 @@ def _make(name, model, file, calibration_data, reports):
     from tfkd.export.tflite import export_tflite, float_with_signature
 
     if name == "float32":
-        _atomic.write_bytes(file, float_with_signature(model))  # the quantizer's source too
+        # The quantizer's source too; the data builds a model never called.
+        _atomic.write_bytes(file, float_with_signature(model, calibration_data))
     elif name in _CONVERTER:
         export_tflite(model, file, _CONVERTER[name], calibration_data)
     elif name in ("int4_weight_only", "int8_weight_only"):

@@ -85,7 +85,7 @@ def litert_quantize(
     check_litert_arguments(recipe, overrides, io_dtype, calibration, calibration_samples)
     path = pathlib.Path(os.fspath(path))
     quantizer, names = _load_quantizer()
-    content = _float_content(source)
+    content = _float_content(source, data)
     signature, input_name = _signature(content)
     x = _checked_data(data, content)
     engine = quantizer.Quantizer(bytes(content))
@@ -145,7 +145,7 @@ def _load_quantizer():
     return quantizer, {"qtyping": qtyping, "recipe": recipe, "quantizer": quantizer}
 
 
-def _float_content(source):
+def _float_content(source, data):
     """The bytes of a float32 `.tflite` file: `source`'s, or a Keras model's export."""
     if isinstance(source, str | os.PathLike):
         source = pathlib.Path(os.fspath(source))
@@ -158,7 +158,7 @@ def _float_content(source):
     elif hasattr(source, "layers") and hasattr(source, "predict"):
         from tfkd.export.tflite import float_with_signature
 
-        content = float_with_signature(source)
+        content = float_with_signature(source, data)
     else:
         raise TypeError(
             "`source` must be a float32 .tflite file or a Keras model. Received: "

@@ -141,12 +141,13 @@ def export_tflite(
     return report
 
 
-def float_with_signature(model):
+def float_with_signature(model, data=None):
     """The float32 `.tflite` bytes of `model` with a `serving_default` signature, checked
-    against Keras as `export_tflite` checks its files (for `litert_quantize`)."""
-    _validate(model, None, None, "float32", False, False)
+    against Keras as `export_tflite` checks its files (for `litert_quantize`). `data`:
+    inputs, the first of which builds a model that was never called."""
+    _validate(model, None, data, "float32", False, False)
     model = _graph.strip_if_wrapped(model)
-    inputs, _ = _inputs_and_samples(model, None, 1)
+    inputs, _ = _inputs_and_samples(model, data, 1)
     options = dict(
         quantization=None, io_dtype="float32", sparsity=False, select_tf_ops=False, signature=True
     )
