@@ -38,7 +38,7 @@ jobs=(
   "tf_pipeline tensorflow tests/pipeline --ignore=tests/pipeline/test_cli.py --ignore=tests/pipeline/test_pipeline.py"  # 426
   "tf_export_text_datasets tensorflow tests/export tests/text tests/datasets"  # 367
   "tf_examples tensorflow tests/examples"  # 326 (without the tweets example, marked slow)
-  "torch torch tests/distill tests/prune tests/quantize ${left_to_tf[*]@Q}"  # 245
+  "torch torch tests/distill tests/prune tests/quantize tests/cluster ${left_to_tf[*]@Q}"  # 245
 )
 # Four jobs share two cores: each keeps to one thread (TensorFlow, oneDNN, XLA, PyTorch),
 # which spends less time switching between threads than four thread pools on two cores.

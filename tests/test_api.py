@@ -11,6 +11,7 @@ def test_top_level_api():
         "LogitsDistillation",
         "Pipeline",
         "TFLiteModel",
+        "cluster",
         "datasets",
         "distill",
         "export",
@@ -23,6 +24,10 @@ def test_top_level_api():
         "text",
         "transfer",
     ]
+
+
+def test_cluster_api():
+    assert tfkd.cluster.__all__ == ["ClusteredLayer", "cluster_weights", "strip", "summary"]
 
 
 def test_metrics_api():
@@ -91,14 +96,20 @@ def test_text_api():
 
 def test_prune_api():
     assert sorted(tfkd.prune.__all__) == [
+        "ChannelGroup",
+        "ChannelMask",
+        "ChannelPlan",
         "ConstantSparsity",
         "PolynomialDecay",
         "PrunedLayer",
         "PruningGroup",
         "PruningSchedule",
         "PruningSummary",
+        "channel_groups",
         "follows_pattern",
         "prune",
+        "prune_channels",
+        "shrink",
         "strip",
         "summary",
     ]
@@ -152,6 +163,7 @@ def test_transfer_api():
 def test_every_public_name_exists():
     modules = (
         tfkd,
+        tfkd.cluster,
         tfkd.distill,
         tfkd.datasets,
         tfkd.prune,
@@ -167,6 +179,7 @@ def test_every_public_name_exists():
 
 def test_pipeline_api():
     assert sorted(tfkd.pipeline.__all__) == [
+        "Cluster",
         "ConfigError",
         "Context",
         "Data",
@@ -177,6 +190,7 @@ def test_pipeline_api():
         "Pipeline",
         "PipelineConfig",
         "Prune",
+        "PruneChannels",
         "QuantizeAware",
         "Report",
         "Stage",

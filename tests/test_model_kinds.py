@@ -26,7 +26,16 @@ _REBUILT = r"subclassed model"
 _COPIED = r"subclassed model cannot be rebuilt from its config"
 EXPECTED_ERRORS = {
     **{
-        (entry, "subclassed"): _REBUILT for entry in ("prune", "strip", "summary", "quantize_aware")
+        (entry, "subclassed"): _REBUILT
+        for entry in (
+            "prune",
+            "strip",
+            "summary",
+            "quantize_aware",
+            "prune_channels",
+            "shrink",
+            "cluster_weights",
+        )
     },
     **{
         (entry, "subclassed"): _COPIED
@@ -193,9 +202,50 @@ def _check_pipeline_prune(kind, tmp_path):
     assert rows["pruned"]["nonzero_parameters"] < rows["trained"]["nonzero_parameters"]
 
 
+def _check_prune_channels(kind, tmp_path):
+    model = _model(kind, tmp_path)
+    x, y = _data(kind)
+    before = _weights(model) if model.built else None
+    masked = tfkd.prune.prune_channels(model, tfkd.prune.ConstantSparsity(0.5, frequency=1))
+    _compile_fit(masked, x, y)
+    shrunk = tfkd.prune.shrink(masked)
+    np.testing.assert_allclose(
+        shrunk.predict(x, verbose=0), masked.predict(x, verbose=0), rtol=1e-4, atol=1e-4
+    )
+    assert shrunk.count_params() < masked.count_params()
+    if before is not None:
+        for old, new in zip(before, _weights(model)):
+            np.testing.assert_array_equal(old, new)
+
+
+def _check_shrink(kind, tmp_path):
+    model = _model(kind, tmp_path)
+    x, _ = _data(kind)
+    model(x[:1])  # a never-called Sequential has no channels to remove until it is built
+    shrunk = tfkd.prune.shrink(model, 0.5)
+    assert shrunk.count_params() < model.count_params()
+    assert shrunk.predict(x[:4], verbose=0).shape == (4, NUM_CLASSES)
+
+
+def _check_cluster_weights(kind, tmp_path):
+    model = _model(kind, tmp_path)
+    x, y = _data(kind)
+    clustered = tfkd.cluster.cluster_weights(model, clusters=4)
+    _compile_fit(clustered, x, y)
+    stripped = tfkd.cluster.strip(clustered)
+    rows = tfkd.cluster.summary(stripped)
+    assert rows and all(row["unique_values"] <= 4 for row in rows)
+    np.testing.assert_allclose(
+        stripped.predict(x, verbose=0), clustered.predict(x, verbose=0), rtol=1e-4, atol=1e-4
+    )
+
+
 ENTRY_POINTS = {
     "Distiller": _check_distiller,
+    "cluster_weights": _check_cluster_weights,
     "prune": _check_prune,
+    "prune_channels": _check_prune_channels,
+    "shrink": _check_shrink,
     "strip": _check_strip,
     "summary": _check_summary,
     "quantize_aware": _check_quantize_aware,
@@ -211,7 +261,10 @@ ENTRY_POINTS = {
 # MobileNetV3Small costs 8-25 s a cell on 2 CPU cores: the cells that rebuild or train it
 # run with the slow tests (`pytest -m slow tests/test_model_kinds.py`).
 _SLOW = {
+    "cluster_weights",
     "prune",
+    "prune_channels",
+    "shrink",
     "strip",
     "summary",
     "quantize_aware",

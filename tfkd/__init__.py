@@ -16,6 +16,7 @@ import sys
 __version__ = "0.1.0"
 
 _SUBPACKAGES = (
+    "cluster",
     "datasets",
     "distill",
     "export",
@@ -44,6 +45,7 @@ __all__ = [
     "LogitsDistillation",
     "Pipeline",
     "TFLiteModel",
+    "cluster",
     "datasets",
     "distill",
     "export",

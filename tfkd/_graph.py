@@ -221,12 +221,17 @@ def copy_layer(layer):
 def strip(model):
     """A copy of `model` with each tfkd wrapper that marks itself `strippable` (pruning's)
     replaced by a plain copy of the layer it wraps, holding the weights the wrapper
-    computes with (`effective_weights()`: the pruned kernel with its zeros)."""
+    computes with (`effective_weights()`: the pruned kernel with its zeros). A wrapper
+    with a `strip_model(model)` method (channel pruning's) rewrites the whole model first."""
     require_graph_model(
         model,
         "tfkd.prune.strip",
         "Read each PrunedLayer's `pruned_kernel()` into a dense copy of the model instead.",
     )
+
+    surgeon = next((layer for layer in leaf_layers(model) if hasattr(layer, "strip_model")), None)
+    if surgeon is not None:  # a wrapper whose removal reshapes the model (channel pruning)
+        model = surgeon.strip_model(model)
 
     def transform(layer):
         if not getattr(layer, "strippable", False):
@@ -238,7 +243,10 @@ def strip(model):
 
 def strip_if_wrapped(model):
     """`strip(model)` when it holds a strippable wrapper, else `model` itself."""
-    if any(getattr(layer, "strippable", False) for layer in leaf_layers(model)):
+    if any(
+        getattr(layer, "strippable", False) or hasattr(layer, "strip_model")
+        for layer in leaf_layers(model)
+    ):
         return strip(model)
     return model
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import tfkd
-from tfkd.pipeline import ConfigError, Data, Prune, Train
+from tfkd.pipeline import ConfigError, Data, Prune, PruneChannels, Train
 
 STUDENT = {"architecture": "cnn", "filters": [8, 16]}
 
@@ -154,3 +154,57 @@ def test_sparsity_the_former_name_of_target_sparsity_is_still_read(tmp_path):
     config.write_text("data: fashion_mnist\n" + stages % "sparsity: 0.3, target_sparsity: 0.3")
     with pytest.raises(ConfigError, match=r"stages\[1\].sparsity: `sparsity` is the deprecated"):
         tfkd.pipeline.load_config(config)
+
+
+def test_prune_channels_stage_shrinks_the_model_the_next_stages_get(data, tmp_path):
+    stages = [
+        Train(STUDENT, epochs=1, name="scratch"),
+        PruneChannels(target_sparsity=0.5, importance="batch_norm", epochs=1, batch_size=64),
+        tfkd.pipeline.Export(quantization="int8", name="int8"),
+    ]
+    report = _execute(stages, data, tmp_path)
+    shrunk = keras.saving.load_model(tmp_path / "stages" / "prune_channels" / "model.keras")
+    assert [shrunk.get_layer(name).filters for name in ("conv1", "conv2")] == [4, 8]
+    entry = json.loads((tmp_path / "stages" / "prune_channels" / "entry.json").read_text())
+    assert entry["details"]["left_whole"] == {"logits": ["its channels are the model's output"]}
+    rows = {row["name"]: row for row in report.rows}
+    assert rows["prune_channels"]["parameters"] < 0.4 * rows["scratch"]["parameters"]
+    assert rows["int8"]["accuracy"] is not None
+
+
+def test_prune_channels_stage_checks_its_keys(tmp_path):
+    with pytest.raises(ValueError, match=r"importance.*Received: importance='big'"):
+        PruneChannels(importance="big")
+    with pytest.raises(ValueError, match="target_sparsity"):
+        PruneChannels(target_sparsity=1.0)
+    with pytest.raises(TypeError, match="pattern"):
+        PruneChannels(pattern="2:4")
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            name: channels
+            data: {name: fashion_mnist}
+            stages:
+              - {stage: train, model: {architecture: cnn, filters: [8, 16]}}
+              - {stage: prune_channels, target_sparsity: 0.3, importance: taylor}
+              - {stage: prune_channels, name: again, importance: l7}
+            """
+        )
+    )
+    errors = tfkd.pipeline.config.check_config(path)
+    assert len(errors) == 1 and "stages[2].importance" in errors[0] and "'l7'" in errors[0]
+
+
+def test_cluster_stage_after_pruning_keeps_zeros_and_few_values(data, tmp_path):
+    stages = [
+        Train(STUDENT, epochs=1, name="scratch"),
+        Prune(target_sparsity=0.5, epochs=1, batch_size=64, name="pruned"),
+        tfkd.pipeline.Cluster(clusters=8, epochs=1, batch_size=64, name="clustered"),
+    ]
+    _execute(stages, data, tmp_path)
+    entry = json.loads((tmp_path / "stages" / "clustered" / "entry.json").read_text())
+    assert entry["details"]["unique_values"] == {"conv1": 9, "conv2": 9, "logits": 9}
+    kernel = _kernel(tmp_path, "clustered", "conv2")
+    assert np.mean(kernel == 0) == pytest.approx(0.5, abs=0.01)
+    assert len(np.unique(kernel)) == 9  # 8 centroids and the pruned zeros

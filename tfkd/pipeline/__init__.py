@@ -6,12 +6,13 @@ or from a config file: `tfkd run pipeline.yaml` (see `load_config`).
 
 # These modules import no Keras (nor TensorFlow): `tfkd check` and `tfkd report` start in
 # a fraction of a second. Keras loads when a stage runs, or with `Context`.
+from tfkd.pipeline.clustering import Cluster
 from tfkd.pipeline.config import ConfigError, PipelineConfig, load_config, run_config
 from tfkd.pipeline.data import Data
 from tfkd.pipeline.distilling import Distill
 from tfkd.pipeline.micro import Micro
 from tfkd.pipeline.pipeline import Pipeline
-from tfkd.pipeline.pruning import Prune
+from tfkd.pipeline.pruning import Prune, PruneChannels
 from tfkd.pipeline.quantizing import QuantizeAware
 from tfkd.pipeline.report import Report
 from tfkd.pipeline.stage import Stage, get_stage, register_stage, registered_stages
@@ -19,6 +20,7 @@ from tfkd.pipeline.stages import Export, Load, Transfer
 from tfkd.pipeline.training import Train
 
 __all__ = [
+    "Cluster",
     "ConfigError",
     "Context",
     "Data",
@@ -29,6 +31,7 @@ __all__ = [
     "Pipeline",
     "PipelineConfig",
     "Prune",
+    "PruneChannels",
     "QuantizeAware",
     "Report",
     "Stage",

@@ -152,6 +152,78 @@ class Prune(_Training):
         return prune_lib.strip(pruned), details
 
 
+@register_stage("prune_channels")
+@training_arguments(epochs=3, learning_rate=5e-4)
+class PruneChannels(Prune):
+    """Removes whole channels of the incoming model while it trains: a smaller model.
+
+    The fraction `target_sparsity` of the channels of every group that can shrink (see
+    `tfkd.prune.channel_groups`) is masked gradually, on the schedule of `Prune`, those
+    of lowest `importance` first; then `tfkd.prune.shrink` removes them, so the next
+    stages and the exported file get narrower layers. Groups that cannot shrink (the
+    logits, channels that reach a reshape) are left whole and listed in the details.
+    Training is distillation with `teacher`, as in `Prune`.
+
+    Args:
+        target_sparsity: the fraction of each group's channels to remove. Defaults to
+            `0.5`.
+        importance: `"l1"`, `"l2"`, `"batch_norm"` or `"taylor"` (see
+            `tfkd.prune.ChannelMask`). Defaults to `"l1"`.
+        exclude: layers whose channels to keep, as in `Prune`. Defaults to `None`.
+        epochs: Defaults to `3`.
+        **kwargs: the other arguments of `Prune` but `pattern`.
+    """
+
+    def __init__(
+        self,
+        target_sparsity: float = 0.5,
+        importance: str = "l1",
+        exclude: list | None = None,
+        **kwargs,
+    ):
+        from tfkd.prune.channel_mask import IMPORTANCES
+
+        if "pattern" in kwargs:
+            raise invalid_argument(
+                "pattern",
+                "`pattern` is for weight pruning (stage: prune); channel pruning removes "
+                f"whole channels. Received: pattern={kwargs['pattern']!r}",
+                TypeError,
+            )
+        super().__init__(target_sparsity=target_sparsity, exclude=exclude, **kwargs)
+        if importance not in IMPORTANCES:
+            raise invalid_argument(
+                "importance",
+                f"`importance` must be one of {list(IMPORTANCES)}. "
+                f"Received: importance={importance!r}",
+            )
+        self.importance = importance
+
+    def _output_spec(self, incoming):
+        return None  # narrower layers than the incoming architecture, known once trained
+
+    def _check_input_model(self, build):
+        return None  # prune_channels checks `exclude` against the model it receives
+
+    def run(self, model, context):
+        from tfkd import prune as prune_lib
+
+        check_keras_input(self, model)
+        examples = self._training_examples(context)
+        steps = context.epochs(self.epochs) * steps_per_epoch(context, self.batch_size, examples)
+        masked = prune_lib.prune_channels(
+            model, self.schedule(steps), importance=self.importance, exclude=self.exclude
+        )
+        details = self.train(masked, context)
+        shrunk = prune_lib.shrink(masked)
+        details["parameters_before"] = model.count_params()
+        skipped = prune_lib.channel_groups(model).skipped
+        if skipped:
+            details["left_whole"] = skipped
+            details["notes"] = ["channels left whole: " + ", ".join(skipped)]
+        return shrunk, details
+
+
 def _leaf_layers(model):
     from tfkd import _graph
 

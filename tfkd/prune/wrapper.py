@@ -50,10 +50,10 @@ class PruningGroup:
 _ASSEMBLING = {}
 
 
-def _join_group(config, layer_name):
+def _join_group(config, layer_name, group_class=PruningGroup):
     group = _ASSEMBLING.get(config["name"])
     if group is None or any(member.name == layer_name for member in group.members):
-        group = PruningGroup(**config)
+        group = group_class(**config)
         _ASSEMBLING[config["name"]] = group
     return group
 

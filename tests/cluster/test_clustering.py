@@ -1,0 +1,126 @@
+"""Weight clustering: k-means, fine-tuning on the centroids, stripping and export."""
+
+import keras
+import numpy as np
+import pytest
+
+import tfkd
+from tests.helpers import random_images, small_cnn
+from tfkd.cluster import _kmeans as kmeans
+
+L = keras.layers
+
+
+def _fit(model, x, y, epochs=2):
+    model.compile(
+        keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    model.fit(x, y, batch_size=32, epochs=epochs, verbose=0)
+    return model
+
+
+def _kernel(model, name):
+    return np.asarray(model.get_layer(name).get_weights()[0])
+
+
+def test_kmeans_finds_the_clusters_of_separated_values():
+    values = np.array([-1.02, -0.98, -1.0, 0.01, -0.01, 0.0, 2.0, 2.1, 1.9])
+    for init in kmeans.INITS:
+        centroids, assignments = kmeans.kmeans(values, 3, init=init)
+        np.testing.assert_allclose(centroids, [-1.0, 0.0, 2.0], atol=1e-6)
+        np.testing.assert_array_equal(assignments, [0, 0, 0, 1, 1, 1, 2, 2, 2])
+    assert kmeans.kmeans(values.reshape(3, 3), 3)[1].shape == (3, 3)
+
+
+def test_kmeans_on_fewer_distinct_values_than_clusters():
+    centroids, assignments = kmeans.kmeans(np.array([0.5, 0.5, 0.5]), 4)
+    assert np.all(centroids[assignments] == 0.5)
+
+
+def test_clustered_model_trains_its_centroids_and_strips_to_k_values():
+    model = small_cnn(8, "clustered")
+    before = [np.array(w) for w in model.get_weights()]
+    x, y = random_images()
+    clustered = tfkd.cluster.cluster_weights(model, clusters=4)
+    centroids = np.array(clustered.get_layer("conv").centroids)
+    _fit(clustered, x, y)
+    assert not np.allclose(np.array(clustered.get_layer("conv").centroids), centroids)
+    stripped = tfkd.cluster.strip(clustered)
+    for row in tfkd.cluster.summary(stripped):
+        assert row["unique_values"] <= 4
+    np.testing.assert_allclose(
+        stripped.predict(x, verbose=0), clustered.predict(x, verbose=0), atol=1e-6
+    )
+    for old, new in zip(before, model.get_weights()):  # the caller's model is untouched
+        np.testing.assert_array_equal(old, new)
+
+
+def test_clusters_start_from_the_trained_weights():
+    model = keras.Sequential([keras.Input((4,)), L.Dense(3, name="dense")])
+    kernel = np.array([[1.0, 1.1, -1.0], [-1.1, 3.0, 3.1], [1.0, -1.0, 3.0], [0.9, 1.0, -0.9]])
+    model.get_layer("dense").set_weights([kernel, np.zeros(3)])
+    clustered = tfkd.cluster.cluster_weights(model, clusters=3, init="linear")
+    np.testing.assert_allclose(
+        np.sort(np.array(clustered.get_layer("dense").centroids)), [-1.0, 1.0, 9.1 / 3], atol=1e-6
+    )
+    stripped = tfkd.cluster.strip(clustered)
+    assert np.max(np.abs(_kernel(stripped, "dense") - kernel)) <= 0.11
+
+
+def test_per_channel_clusters_each_output_channel():
+    model = small_cnn(8, "per_channel")
+    clustered = tfkd.cluster.cluster_weights(model, clusters=3, per_channel=True)
+    rows = {row["name"]: row for row in tfkd.cluster.summary(tfkd.cluster.strip(clustered))}
+    assert rows["conv"]["most_unique_per_channel"] == 3
+    assert rows["conv"]["unique_values"] > 3
+
+
+def test_clustering_a_pruned_model_keeps_its_zeros():
+    x, y = random_images()
+    pruned = _fit(
+        tfkd.prune.prune(small_cnn(8, "pruned"), tfkd.prune.ConstantSparsity(0.5, frequency=1)),
+        x,
+        y,
+    )
+    stripped = tfkd.prune.strip(pruned)
+    zeros = _kernel(stripped, "conv") == 0
+    clustered = _fit(tfkd.cluster.cluster_weights(stripped, clusters=4), x, y)
+    kernel = _kernel(tfkd.cluster.strip(clustered), "conv")
+    np.testing.assert_array_equal(kernel == 0, zeros)
+    assert len(np.unique(kernel[~zeros])) <= 4
+    assert tfkd.prune.summary(tfkd.cluster.strip(clustered)).sparsity == pytest.approx(0.5, 0.02)
+
+
+def test_clustered_student_of_a_distiller_and_int8_export(tmp_path):
+    x, y = random_images()
+    student = tfkd.cluster.cluster_weights(small_cnn(8, "student"), clusters=8)
+    distiller = tfkd.Distiller(teacher=small_cnn(16, "teacher"), student=student)
+    distiller.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    distiller.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    path = tmp_path / "clustered.tflite"
+    tfkd.export_tflite(student, path, "int8", representative_data=x)  # strips by itself
+    expected = tfkd.cluster.strip(student).predict(x, verbose=0).argmax(-1)
+    received = tfkd.TFLiteModel(path).predict(x).argmax(-1)
+    assert np.mean(expected == received) >= 0.9
+
+
+def test_saved_clustered_model_loads_and_trains_on(tmp_path):
+    x, y = random_images()
+    clustered = _fit(tfkd.cluster.cluster_weights(small_cnn(8, "saved"), clusters=4), x, y, 1)
+    clustered.save(tmp_path / "clustered.keras")
+    loaded = keras.saving.load_model(tmp_path / "clustered.keras")
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), clustered.predict(x, verbose=0), atol=1e-6
+    )
+    _fit(loaded, x, y, 1)
+    assert all(row["unique_values"] <= 4 for row in tfkd.cluster.summary(loaded))
+
+
+def test_clustering_refuses_what_it_cannot_do():
+    model = small_cnn(8, "refused")
+    with pytest.raises(ValueError, match="already|quantization-aware|QuantizeWrapper"):
+        tfkd.cluster.cluster_weights(tfkd.quantize.quantize_aware(model), 4)
+    with pytest.raises(ValueError, match="larger than the number of weights.*'conv'"):
+        tfkd.cluster.cluster_weights(model, 1000)
+    with pytest.raises(ValueError, match="clusters.*>= 2.*Received: clusters=1"):
+        tfkd.cluster.cluster_weights(model, 1)

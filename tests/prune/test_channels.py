@@ -1,0 +1,245 @@
+"""Channel pruning: masks during fit, and the surgery that returns a smaller model."""
+
+import keras
+import numpy as np
+import pytest
+
+import tfkd
+from tests.helpers import assert_tflite_agrees, random_images
+from tfkd.prune import channel_mask
+
+L = keras.layers
+
+
+def _branchy():
+    """Every join the surgery follows: BatchNorm, depthwise, Add, Concatenate, Flatten."""
+    inputs = keras.Input((12, 12, 3))
+    x = L.Conv2D(16, 3, padding="same", name="c1")(inputs)
+    x = L.ReLU(6.0)(L.BatchNormalization(name="bn1")(x))
+    y = L.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    y = L.ReLU()(L.BatchNormalization(name="bn2")(y))
+    x = L.Add(name="add")([x, L.Conv2D(16, 1, name="c2")(y)])
+    x = L.Concatenate(name="concat")([x, L.Conv2D(8, 1, activation="relu", name="c3")(x)])
+    x = L.Conv2D(10, 3, activation="relu", name="c4")(L.MaxPooling2D()(x))
+    x = L.Dense(20, activation="relu", name="d1")(L.Flatten()(x))
+    return keras.Model(inputs, L.Dense(4, name="logits")(x), name="branchy")
+
+
+def _fit(model, x, y, epochs=2):
+    model.compile(
+        keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    model.fit(x, y, batch_size=16, epochs=epochs, verbose=0)
+    return model
+
+
+def _data(shape=(12, 12, 3), count=64):
+    return random_images(count, shape, num_classes=4)
+
+
+def _shapes(model):
+    return {layer.name: [tuple(w.shape) for w in layer.weights] for layer in model.layers}
+
+
+def test_keep_mask_keeps_the_best_channels_and_never_restores_one():
+    scores = np.array([3.0, 1.0, 2.0, 0.5], "float32")
+    ones = np.ones(4, "float32")
+    kept = channel_mask.keep_mask(scores, ones, 0.5)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(kept), [1, 0, 1, 0])
+    # Channel 0 is removed already: it stays removed though it scores best.
+    again = channel_mask.keep_mask(scores, np.array([0, 1, 1, 1], "float32"), 0.5)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(again), [0, 1, 1, 0])
+    # At least one channel always stays.
+    assert float(keras.ops.sum(channel_mask.keep_mask(scores, ones, 0.99))) == 1.0
+
+
+def test_channel_scores_and_taylor_step_golden_values():
+    kernel = np.array([[[[1.0, -2.0]], [[3.0, 0.5]]]], "float32")  # (1, 2, 1, 2)
+    l1 = keras.ops.convert_to_numpy(channel_mask.channel_scores(kernel, "l1"))
+    l2 = keras.ops.convert_to_numpy(channel_mask.channel_scores(kernel, "l2"))
+    np.testing.assert_allclose(l1, [4.0, 2.5])
+    np.testing.assert_allclose(l2, [np.sqrt(10.0), np.sqrt(4.25)], rtol=1e-6)
+    previous = kernel - np.array([[[[0.1, 0.0]], [[-0.1, 1.0]]]], "float32")
+    taylor = keras.ops.convert_to_numpy(channel_mask.taylor_step(kernel, previous))
+    np.testing.assert_allclose(taylor, [abs(1.0 * 0.1 - 3.0 * 0.1), abs(0.5 * 1.0)], rtol=1e-5)
+
+
+def test_plan_names_every_group_and_why_some_stay():
+    plan = tfkd.prune.channel_groups(_branchy())
+    groups = {tuple(group["producers"]): group for group in plan.groups}
+    assert set(groups) == {("c1", "c2"), ("c3",), ("c4",), ("d1",), ("logits",)}
+    assert groups[("c1", "c2")]["members"] == ["bn1", "dw", "bn2"]
+    assert groups[("c1", "c2")]["consumers"] == ["c2", "c3", "c4"]
+    assert plan.skipped == {"logits": ["its channels are the model's output"]}
+    assert "no: its channels are the model's output" in str(plan)
+
+
+def test_masked_model_and_its_shrunk_copy_compute_the_same():
+    model = _branchy()
+    before = [np.array(w) for w in model.get_weights()]
+    x, y = _data()
+    masked = _fit(
+        tfkd.prune.prune_channels(model, tfkd.prune.ConstantSparsity(0.5, frequency=1)), x, y
+    )
+    shrunk = tfkd.prune.shrink(masked)
+    np.testing.assert_allclose(
+        shrunk.predict(x, verbose=0), masked.predict(x, verbose=0), atol=1e-5
+    )
+    shapes = _shapes(shrunk)
+    assert shapes["c1"] == [(3, 3, 3, 8), (8,)]
+    assert shapes["dw"] == [(3, 3, 8, 1), (8,)]
+    assert shapes["c3"] == [(1, 1, 8, 4), (4,)]
+    assert shapes["c4"] == [(3, 3, 12, 5), (5,)]  # 8 of the Add's + 4 of c3's channels
+    assert shapes["d1"] == [(80, 10), (10,)]  # 4x4 positions x 5 channels, after Flatten
+    assert shapes["logits"] == [(10, 4), (4,)]
+    assert not any(isinstance(layer, tfkd.prune.ChannelMask) for layer in shrunk.layers)
+    assert shrunk.count_params() < 0.35 * model.count_params()
+    for old, new in zip(before, model.get_weights()):  # the caller's model is untouched
+        np.testing.assert_array_equal(old, new)
+
+
+def test_group_members_share_one_mask_that_follows_the_schedule():
+    x, y = _data()
+    schedule = tfkd.prune.PolynomialDecay(0.0, 0.75, begin_step=0, end_step=8, frequency=2)
+    masked = tfkd.prune.prune_channels(_branchy(), schedule, include=["c1"])
+    kept = []
+    for _ in range(3):
+        _fit(masked, x, y, epochs=1)  # 4 steps an epoch
+        kept.append(masked.get_layer("c1").kept_channels())
+    # Sparsity 0.75 (1 - (1 - step / 8) ** 3) at steps 2, 6, 8: 6, 11, 12 of 16 removed.
+    assert kept == [10, 5, 4]
+    leader = masked.get_layer("c1")
+    for name in ("bn1", "dw", "bn2", "c2"):
+        assert masked.get_layer(name).group is leader.group
+    assert isinstance(masked.get_layer("c3"), L.Conv2D)  # not included
+
+
+def test_batch_norm_importance_keeps_the_largest_scales():
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            L.Conv2D(4, 3, name="conv"),
+            L.BatchNormalization(name="bn"),
+            L.ReLU(),
+            L.GlobalAveragePooling2D(),
+            L.Dense(3),
+        ]
+    )
+    model.get_layer("bn").gamma.assign([0.1, 2.0, -3.0, 0.2])
+    shrunk = tfkd.prune.shrink(model, 0.5, importance="batch_norm")
+    original = model.get_layer("conv").get_weights()[0]
+    np.testing.assert_array_equal(shrunk.get_layer("conv").get_weights()[0], original[..., [1, 2]])
+    np.testing.assert_allclose(shrunk.get_layer("bn").get_weights()[0], [2.0, -3.0])
+
+
+def test_taylor_importance_trains_and_shrinks_a_never_called_sequential():
+    model = keras.Sequential(
+        [
+            L.Conv2D(8, 3, name="conv"),
+            L.ReLU(),
+            L.GlobalAveragePooling2D(),
+            L.Dense(3, name="logits"),
+        ]
+    )
+    x, y = random_images(64, (8, 8, 1))
+    schedule = tfkd.prune.ConstantSparsity(0.5, begin_step=3, frequency=1)
+    masked = _fit(tfkd.prune.prune_channels(model, schedule, importance="taylor"), x, y)
+    score = keras.ops.convert_to_numpy(masked.get_layer("conv").taylor_score)
+    assert score.shape == (8,) and np.all(score > 0)
+    shrunk = tfkd.prune.shrink(masked)
+    assert shrunk.get_layer("logits").get_weights()[0].shape == (4, 3)
+    np.testing.assert_allclose(
+        shrunk.predict(x, verbose=0), masked.predict(x, verbose=0), atol=1e-5
+    )
+
+
+def test_mobilenet_v2_backbone_shrinks_inside_a_nested_model():
+    base = keras.applications.MobileNetV2(
+        input_shape=(32, 32, 3), alpha=0.35, include_top=False, weights=None
+    )
+    inputs = keras.Input((32, 32, 3))
+    outputs = L.Dense(4)(L.GlobalAveragePooling2D()(base(inputs)))
+    model = keras.Model(inputs, outputs)
+    plan = tfkd.prune.channel_groups(model)
+    assert len(plan.groups) == 26 and list(plan.skipped) == ["dense"]
+    x, y = random_images(16, (32, 32, 3), num_classes=4)
+    masked = _fit(
+        tfkd.prune.prune_channels(model, tfkd.prune.ConstantSparsity(0.5, frequency=1)), x, y, 1
+    )
+    shrunk = tfkd.prune.shrink(masked)
+    np.testing.assert_allclose(
+        shrunk.predict(x, verbose=0), masked.predict(x, verbose=0), atol=1e-4
+    )
+    assert shrunk.count_params() < 0.35 * model.count_params()
+
+
+def test_reshape_is_left_alone_and_including_it_is_an_error():
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            L.Conv2D(4, 3, name="conv"),
+            L.Reshape((-1, 4)),
+            L.Conv1D(4, 2, name="conv1d"),
+            L.GlobalAveragePooling1D(),
+            L.Dense(3),
+        ]
+    )
+    plan = tfkd.prune.channel_groups(model)
+    assert plan.skipped["conv"] == ["they reach Reshape 'reshape', which the surgery cannot follow"]
+    with pytest.raises(ValueError, match="selected by `include`.*Reshape 'reshape'"):
+        tfkd.prune.prune_channels(model, 0.5, include=["conv"])
+    shrunk = tfkd.prune.shrink(model, 0.5)
+    assert _shapes(shrunk)["conv"] == [(3, 3, 2, 4), (4,)]
+    assert _shapes(shrunk)["conv1d"] == [(2, 4, 2), (2,)]
+
+
+def test_activation_that_moves_zero_stops_the_group():
+    model = keras.Sequential(
+        [keras.Input((4,)), L.Dense(6, name="hidden"), L.Activation("sigmoid"), L.Dense(2)]
+    )
+    assert "does not map 0 to 0" in tfkd.prune.channel_groups(model).skipped["hidden"][0]
+
+
+def test_saved_masked_model_keeps_its_groups_and_exports_shrunk(tmp_path):
+    x, y = _data()
+    masked = _fit(tfkd.prune.prune_channels(_branchy(), 0.5), x, y)
+    path = tmp_path / "masked.keras"
+    masked.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.get_layer("bn1").group is loaded.get_layer("c1").group
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), masked.predict(x, verbose=0), atol=1e-6
+    )
+    _fit(loaded, x, y, epochs=1)  # trains again after loading
+    shrunk = tfkd.prune.shrink(masked)
+    tflite = tmp_path / "shrunk.tflite"
+    tfkd.export_tflite(masked, tflite, representative_data=x)  # export shrinks it
+    assert_tflite_agrees(shrunk, tflite, x)
+    stripped = tfkd.prune.strip(masked)
+    assert _shapes(stripped) == _shapes(shrunk)
+
+
+def test_channel_pruned_student_of_a_distiller(tmp_path):
+    teacher = keras.Sequential([keras.Input((12, 12, 3)), L.Flatten(), L.Dense(4)])
+    x, y = _data()
+    student = tfkd.prune.prune_channels(_branchy(), tfkd.prune.ConstantSparsity(0.5, frequency=1))
+    distiller = tfkd.Distiller(teacher=teacher, student=student, temperature=2.0)
+    distiller.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert student.get_layer("c1").kept_channels() == 8
+    assert _shapes(tfkd.prune.shrink(student))["c4"][0] == (3, 3, 12, 5)
+
+
+def test_shrink_and_prune_channels_refuse_what_they_cannot_do():
+    model = _branchy()
+    with pytest.raises(ValueError, match="sparsity.*Received: sparsity=None"):
+        tfkd.prune.shrink(model)
+    masked = tfkd.prune.prune_channels(model, 0.5)
+    with pytest.raises(ValueError, match="channel-pruned already.*Received: sparsity=0.3"):
+        tfkd.prune.shrink(masked, 0.3)
+    with pytest.raises(ValueError, match="Call tfkd.prune.shrink"):
+        tfkd.prune.prune_channels(masked, 0.5)
+    with pytest.raises(ValueError, match="needs gradients from training"):
+        tfkd.prune.shrink(model, 0.5, importance="taylor")
+    with pytest.raises(ValueError, match="Nothing to prune"):
+        tfkd.prune.prune_channels(model, 0.5, exclude=["c1", "c3", "c4", "d1"])

@@ -1,0 +1,58 @@
+"""One-dimensional k-means of a layer's weights, in numpy: run once, when a layer is
+clustered, so it needs no backend."""
+
+import numpy as np
+
+INITS = ("kmeans++", "linear")
+
+
+def kmeans(values, clusters, init="kmeans++", iterations=50, seed=0):
+    """Clusters the numbers `values` into `clusters` centroids (Lloyd's algorithm).
+
+    Args:
+        values: an array of floats (any shape; read flat).
+        clusters: how many centroids, >= 1.
+        init: `"kmeans++"` (seeded D^2 sampling) or `"linear"` (evenly spaced between the
+            smallest and the largest value, tfmot's `LINEAR`). Defaults to `"kmeans++"`.
+        iterations: most Lloyd steps; it stops earlier when nothing moves. Defaults to `50`.
+        seed: seeds `"kmeans++"`. Defaults to `0`.
+
+    Returns:
+        `(centroids, assignments)`: the sorted centroids (float32, `clusters` of them,
+        some possibly equal when there are fewer distinct values), and the index of each
+        value's nearest centroid, in the shape of `values` (int32).
+    """
+    flat = np.asarray(values, np.float64).reshape(-1)
+    centroids = np.sort(_initial(flat, clusters, init, np.random.default_rng(seed)))
+    for _ in range(iterations):
+        assignments = nearest(flat, centroids)
+        sums = np.bincount(assignments, weights=flat, minlength=clusters)
+        counts = np.bincount(assignments, minlength=clusters)
+        moved = np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
+        moved = np.sort(moved)
+        if np.allclose(moved, centroids, rtol=0, atol=1e-12):
+            break
+        centroids = moved
+    assignments = nearest(flat, centroids)
+    return centroids.astype("float32"), assignments.reshape(np.shape(values)).astype("int32")
+
+
+def nearest(flat, centroids):
+    """The index of the nearest of the sorted `centroids` for each value of `flat`."""
+    boundaries = (centroids[1:] + centroids[:-1]) / 2
+    return np.searchsorted(boundaries, flat)
+
+
+def _initial(flat, clusters, init, rng):
+    if init == "linear" or len(flat) <= clusters:
+        return np.linspace(flat.min(), flat.max(), clusters)
+    centroids = [flat[rng.integers(len(flat))]]
+    distances = (flat - centroids[0]) ** 2
+    for _ in range(clusters - 1):
+        total = distances.sum()
+        index = (
+            rng.integers(len(flat)) if total == 0 else rng.choice(len(flat), p=distances / total)
+        )
+        centroids.append(flat[index])
+        distances = np.minimum(distances, (flat - flat[index]) ** 2)
+    return np.asarray(centroids)

@@ -1,0 +1,159 @@
+"""`cluster_weights`, `strip` and `summary`: weight clustering of whole Keras models."""
+
+import keras
+import numpy as np
+
+from tfkd import _graph, _kernels
+from tfkd.cluster import _kmeans as kmeans
+from tfkd.cluster.layer import ClusteredLayer, check_clusters, check_clusters_fit
+
+_SUBCLASSED_FIX = (
+    "Wrap the layers to cluster with tfkd.cluster.ClusteredLayer(layer, clusters) inside the "
+    "model's __init__, or build the model with the functional API."
+)
+
+
+def cluster_weights(
+    model,
+    clusters=16,
+    *,
+    per_channel=False,
+    preserve_sparsity=True,
+    init="kmeans++",
+    include=None,
+    exclude=None,
+):
+    """Returns a copy of `model` whose kernels share `clusters` trained values each.
+
+    Each selected layer's kernel is clustered by k-means on its current weights and
+    wrapped in a `ClusteredLayer`; fine-tune the result with `fit` (or as a
+    `tfkd.Distiller` student): the centroids train, every weight stays on its centroid.
+    `strip` (and `tfkd.export_tflite`, which strips by itself) gives plain layers whose
+    kernels hold at most `clusters` distinct values, which compress well (gzip) and map
+    to look-up tables. Cluster a pruned model after `tfkd.prune.strip`: its zeros stay
+    zero. `model` itself is not changed.
+
+    Args:
+        model: a Sequential or functional Keras model.
+        clusters: values per kernel (per output channel with `per_channel`), >= 2.
+            Defaults to `16`.
+        per_channel: cluster each output channel on its own. Defaults to `False`.
+        preserve_sparsity: keep zero weights at zero. Defaults to `True`.
+        init: `"kmeans++"` or `"linear"`. Defaults to `"kmeans++"`.
+        include: the layers to cluster, as in `tfkd.prune.prune`. Defaults to every
+            Dense, convolution and Embedding layer.
+        exclude: layers to leave as they are. Defaults to none.
+
+    Returns:
+        A new, uncompiled Keras model with `ClusteredLayer`s.
+
+    Raises:
+        TypeError: `model` is not Sequential or functional.
+        ValueError: bad `clusters` (< 2, or more than a selected kernel's weights), a bad
+            `init`, a model that is quantization-aware or holds pruning wrappers, or a
+            layer name that does not exist.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    >>> clustered = tfkd.cluster.cluster_weights(model, clusters=4)
+    >>> len(np.unique(tfkd.cluster.strip(clustered).layers[0].get_weights()[0]))
+    4
+    """
+    from tfkd.prune.pruning import _select
+
+    _graph.require_graph_model(model, "tfkd.cluster.cluster_weights", _SUBCLASSED_FIX)
+    check_clusters(clusters)
+    if init not in kmeans.INITS:
+        raise ValueError(f"`init` must be one of {kmeans.INITS}. Received: init={init!r}.")
+    _refuse_wrapped(model)
+    selected = _select(list(_graph.leaf_layers(model)), include, exclude)
+    for layer in selected:
+        if layer.built:
+            check_clusters_fit(layer, _kernels.kernel(layer).shape, clusters, per_channel)
+    selected_ids = {id(layer) for layer in selected}
+    options = dict(per_channel=per_channel, preserve_sparsity=preserve_sparsity, init=init)
+
+    def transform(layer):
+        if id(layer) not in selected_ids:
+            return None
+        wrapper = ClusteredLayer(_graph.copy_layer(layer), clusters, **options)
+        return wrapper, lambda new, old=layer: _take_weights(new, old)
+
+    return _graph.rebuild(model, transform)
+
+
+def _take_weights(wrapper, layer):
+    if layer.built:
+        wrapper.layer.set_weights(layer.get_weights())
+        wrapper.assign_clusters()
+
+
+def _refuse_wrapped(model):
+    for layer in _graph.leaf_layers(model):
+        if isinstance(layer, keras.layers.Wrapper):
+            kind = type(layer).__name__
+            fix = {
+                "QuantizeWrapper": "Cluster the float model, then call "
+                "tfkd.quantize.quantize_aware on the stripped result.",
+                "PrunedLayer": "Call tfkd.prune.strip(model) first: clustering keeps its zeros.",
+                "ClusteredLayer": "Call tfkd.cluster.strip(model) first.",
+            }.get(kind, "Unwrap it first.")
+            raise ValueError(
+                f"`model` holds wrapped layer {layer.name!r} ({kind}), which clustering "
+                f"cannot wrap again. Received: model={model.name!r}. {fix}"
+            )
+
+
+def strip(model):
+    """Returns a copy of `model` with each `ClusteredLayer` replaced by its plain layer,
+    whose kernel holds the clustered values. `tfkd.export_tflite` calls this itself.
+
+    Args:
+        model: a Sequential or functional Keras model.
+
+    Returns:
+        A new Keras model.
+    """
+    return _graph.strip(model)
+
+
+def summary(model):
+    """The number of distinct kernel values of each Dense, convolution and Embedding layer.
+
+    Reads clustered (`ClusteredLayer`) and plain layers, in nested models too.
+
+    Args:
+        model: a Keras model.
+
+    Returns:
+        A list of dicts: `name`, `type`, `parameters`, `unique_values` (in the whole
+        kernel) and `most_unique_per_channel` (over its output channels).
+
+    Raises:
+        TypeError: `model` is not a Keras model.
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"`model` must be a Keras model. Received: model of type {type(model).__name__}. "
+            "Pass a keras.Model (Sequential, functional or subclassed)."
+        )
+    rows = []
+    for layer in _graph.leaf_layers(model, subclassed=True):
+        in_use = _kernels.kernel_in_use(layer)
+        if in_use is None:
+            continue
+        kernel = np.asarray(keras.ops.convert_to_numpy(in_use[1]))
+        columns = kernel.reshape(-1, kernel.shape[-1])
+        rows.append(
+            {
+                "name": layer.name,
+                "type": type(in_use[0]).__name__,
+                "parameters": int(kernel.size),
+                "unique_values": int(len(np.unique(kernel))),
+                "most_unique_per_channel": int(
+                    max(len(np.unique(columns[:, index])) for index in range(columns.shape[1]))
+                ),
+            }
+        )
+    return rows

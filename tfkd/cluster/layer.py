@@ -1,0 +1,146 @@
+"""`ClusteredLayer`: a layer whose kernel takes only the values of a few trained centroids."""
+
+import keras
+import numpy as np
+from keras import ops
+
+from tfkd import _checks
+from tfkd._wrapper import KernelWrapper
+from tfkd.cluster import _kmeans as kmeans
+
+
+@keras.saving.register_keras_serializable(package="tfkd")
+class ClusteredLayer(KernelWrapper):
+    """Shares the weights of `layer`'s kernel among `clusters` values (k-means).
+
+    When built (or when `assign_clusters()` is called, as `tfkd.cluster.cluster_weights`
+    does once the trained weights are in), the kernel's values are clustered; from then
+    on the layer computes with `centroids[assignments]`. Training moves the centroids (the
+    gradient of every weight that shares one), never the assignments, so weights stay on
+    their centroids and the stripped kernel has at most `clusters` distinct values (per
+    output channel with `per_channel`). Zeros of a pruned kernel stay zero with
+    `preserve_sparsity`.
+
+    Args:
+        layer: a Dense, convolution or Embedding layer.
+        clusters: how many shared values, >= 2. Defaults to `16`.
+        per_channel: clusters of their own for each slice along the kernel's last axis
+            (output channels). Defaults to `False`.
+        preserve_sparsity: keep the kernel's zeros at zero, outside the clusters.
+            Defaults to `True`.
+        init: `"kmeans++"` (seeded D^2 sampling) or `"linear"` (evenly spaced between the
+            extremes). Defaults to `"kmeans++"`.
+        **kwargs: passed to `keras.layers.Layer`; the name defaults to the layer's.
+    """
+
+    strippable = True
+    action = "clustered"
+    layer_kinds = " (Dense, a convolution or Embedding)"
+
+    def __init__(
+        self,
+        layer,
+        clusters=16,
+        per_channel=False,
+        preserve_sparsity=True,
+        init="kmeans++",
+        **kwargs,
+    ):
+        check_clusters(clusters)
+        for name, value in (("per_channel", per_channel), ("preserve_sparsity", preserve_sparsity)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"`{name}` must be True or False. Received: {name}={value!r}.")
+        if init not in kmeans.INITS:
+            raise ValueError(f"`init` must be one of {kmeans.INITS}. Received: init={init!r}.")
+        super().__init__(layer, **kwargs)
+        self.clusters = int(clusters)
+        self.per_channel = bool(per_channel)
+        self.preserve_sparsity = bool(preserve_sparsity)
+        self.init = init
+
+    def build_state(self, input_shape):
+        kernel = self.raw_kernel()
+        check_clusters_fit(self.layer, kernel.shape, self.clusters, self.per_channel)
+        shape = (kernel.shape[-1], self.clusters) if self.per_channel else (self.clusters,)
+        self.centroids = self.add_weight(name="centroids", shape=shape, initializer="zeros")
+        self.assignments = self.add_weight(
+            name="assignments",
+            shape=kernel.shape,
+            initializer="zeros",
+            trainable=False,
+            dtype="int32",
+        )
+        self.sparsity_mask = self.add_weight(
+            name="sparsity_mask", shape=kernel.shape, initializer="ones", trainable=False
+        )
+        kernel.trainable = False  # the centroids train instead
+        self.assign_clusters()
+
+    def assign_clusters(self):
+        """Clusters the wrapped layer's kernel as it is now."""
+        kernel = np.asarray(ops.convert_to_numpy(self.raw_kernel()), np.float32)
+        keep = kernel != 0 if self.preserve_sparsity else np.ones(kernel.shape, bool)
+        if not keep.any():
+            keep = np.ones(kernel.shape, bool)
+        slices = kernel.reshape(-1, kernel.shape[-1]) if self.per_channel else kernel.reshape(-1, 1)
+        kept = keep.reshape(slices.shape)
+        centroids = np.zeros((slices.shape[1], self.clusters), np.float32)
+        assignments = np.zeros(slices.shape, np.int32)
+        for column in range(slices.shape[1]):
+            values = slices[kept[:, column], column]
+            values = values if values.size else slices[:, column]
+            centroids[column], _ = kmeans.kmeans(values, self.clusters, self.init)
+            assignments[:, column] = kmeans.nearest(slices[:, column], centroids[column])
+        self.centroids.assign(centroids if self.per_channel else centroids[0])
+        self.assignments.assign(assignments.reshape(kernel.shape))
+        self.sparsity_mask.assign(keep.astype(np.float32))
+
+    def kernel_mask(self):
+        return self.sparsity_mask
+
+    def masked_kernel(self):
+        """The kernel the layer computes with: each weight its centroid's value."""
+        assignments = ops.convert_to_tensor(self.assignments)
+        if self.per_channel:
+            channels = assignments.shape[-1]
+            rows = ops.reshape(assignments, (-1, channels))
+            values = ops.take_along_axis(ops.transpose(self.centroids), rows, axis=0)
+            values = ops.reshape(values, assignments.shape)
+        else:
+            values = ops.take(self.centroids, assignments)
+        return ops.multiply(values, self.sparsity_mask)
+
+    def call(self, inputs, training=False):
+        from tfkd import _kernels
+
+        return _kernels.forward(self.layer, inputs, self.masked_kernel())
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            clusters=self.clusters,
+            per_channel=self.per_channel,
+            preserve_sparsity=self.preserve_sparsity,
+            init=self.init,
+        )
+        return config
+
+
+def check_clusters(clusters):
+    if not _checks.is_integer(clusters) or clusters < 2:
+        raise ValueError(
+            "`clusters` must be an integer >= 2: the number of values each kernel keeps. "
+            f"Received: clusters={clusters!r}."
+        )
+
+
+def check_clusters_fit(layer, shape, clusters, per_channel):
+    """Raises when `layer`'s kernel has fewer weights (per channel) than `clusters`."""
+    size = int(np.prod(shape[:-1])) if per_channel else int(np.prod(shape))
+    if clusters > size:
+        where = "per output channel" if per_channel else "in its kernel"
+        raise ValueError(
+            f"`clusters` is larger than the number of weights of layer {layer.name!r}: "
+            f"{size} {where}. Received: clusters={clusters}. Use fewer clusters, or exclude "
+            f"the layer with `exclude=[{layer.name!r}]`."
+        )

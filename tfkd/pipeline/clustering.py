@@ -1,0 +1,62 @@
+"""The cluster stage: weight clustering with fine-tuning, optionally distilling."""
+
+from tfkd import _checks
+from tfkd.pipeline.pruning import _check_exclude
+from tfkd.pipeline.stage import check_keras_input, invalid_argument, register_stage
+from tfkd.pipeline.training import _Training, training_arguments
+
+
+@register_stage("cluster")
+@training_arguments(epochs=2, learning_rate=1e-4)
+class Cluster(_Training):
+    """Clusters the incoming model's kernels (`tfkd.cluster.cluster_weights`), fine-tunes
+    the centroids, and strips: each kernel then holds at most `clusters` values.
+
+    With `teacher`, fine-tuning is distillation, as in `Distill`. A pruned incoming model
+    keeps its zeros.
+
+    Args:
+        clusters: values per kernel (per output channel with `per_channel`), >= 2.
+            Defaults to `16`.
+        per_channel: centroids of their own for each output channel. Defaults to `False`.
+        exclude: layers to leave unclustered, as in `Prune`. Defaults to `None`.
+        epochs: Defaults to `2`.
+        learning_rate: Defaults to `1e-4`.
+        **kwargs: the training arguments of `Prune`.
+    """
+
+    def __init__(
+        self, clusters: int = 16, per_channel: bool = False, exclude: list | None = None, **kwargs
+    ):
+        super().__init__(**kwargs)
+        if not _checks.is_integer(clusters) or clusters < 2:
+            raise invalid_argument(
+                "clusters",
+                f"`clusters` must be an integer >= 2. Received: clusters={clusters!r}",
+                ValueError if _checks.is_number(clusters) else TypeError,
+            )
+        if not isinstance(per_channel, bool):
+            raise invalid_argument(
+                "per_channel",
+                f"`per_channel` must be true or false. Received: per_channel={per_channel!r}",
+                TypeError,
+            )
+        _check_exclude(exclude)
+        self.clusters, self.per_channel = int(clusters), per_channel
+        self.exclude = None if exclude is None else list(exclude)
+
+    def _output_spec(self, incoming):
+        return incoming  # the stripped model has the incoming model's layers
+
+    def run(self, model, context):
+        from tfkd import cluster
+
+        check_keras_input(self, model)
+        clustered = cluster.cluster_weights(
+            model, self.clusters, per_channel=self.per_channel, exclude=self.exclude
+        )
+        details = self.train(clustered, context)
+        stripped = cluster.strip(clustered)
+        key = "most_unique_per_channel" if self.per_channel else "unique_values"
+        details["unique_values"] = {row["name"]: row[key] for row in cluster.summary(stripped)}
+        return stripped, details
