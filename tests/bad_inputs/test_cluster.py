@@ -90,6 +90,13 @@ CASES = [
         "per_channel",
         "'no'",
     ),
+    Case(
+        cluster.cluster_weights,
+        lambda: cluster.cluster_weights(keras.Sequential([_dense()], name="unbuilt"), 4),
+        ValueError,
+        "model",
+        "'unbuilt'",
+    ),
     Case(cluster.strip, lambda: cluster.strip("m"), TypeError, "model", "str"),
     Case(cluster.strip, lambda: cluster.strip(None), TypeError, "model", "NoneType"),
     Case(cluster.strip, lambda: cluster.strip(_subclassed()), TypeError, "model", "'sub'"),

@@ -27,7 +27,8 @@ def cluster_weights(
 
     Each selected layer's kernel is clustered by k-means on its current weights and
     wrapped in a `ClusteredLayer`; fine-tune the result with `fit` (or as a
-    `tfkd.Distiller` student): the centroids train, every weight stays on its centroid.
+    `tfkd.Distiller` student): the centroids and, straight through, the weights train, and
+    the layer computes with each weight's nearest centroid.
     `strip` (and `tfkd.export_tflite`, which strips by itself) gives plain layers whose
     kernels hold at most `clusters` distinct values, which compress well (gzip) and map
     to look-up tables. Cluster a pruned model after `tfkd.prune.strip`: its zeros stay
@@ -50,8 +51,8 @@ def cluster_weights(
     Raises:
         TypeError: `model` is not Sequential or functional.
         ValueError: bad `clusters` (< 2, or more than a selected kernel's weights), a bad
-            `init`, a model that is quantization-aware or holds pruning wrappers, or a
-            layer name that does not exist.
+            `init`, a model that is not built, quantization-aware or holding pruning
+            wrappers, or a layer name that does not exist.
 
     Example:
 
@@ -66,6 +67,11 @@ def cluster_weights(
     check_clusters(clusters)
     if init not in kmeans.INITS:
         raise ValueError(f"`init` must be one of {kmeans.INITS}. Received: init={init!r}.")
+    if not model.built:
+        raise ValueError(
+            "`model` is not built: clustering starts from its trained weights. Received: "
+            f"model={model.name!r}, never called. Train it, or call it on data first."
+        )
     _refuse_wrapped(model)
     selected = _select(list(_graph.leaf_layers(model)), include, exclude)
     for layer in selected:

@@ -15,11 +15,14 @@ class ClusteredLayer(KernelWrapper):
 
     When built (or when `assign_clusters()` is called, as `tfkd.cluster.cluster_weights`
     does once the trained weights are in), the kernel's values are clustered; from then
-    on the layer computes with `centroids[assignments]`. Training moves the centroids (the
-    gradient of every weight that shares one), never the assignments, so weights stay on
-    their centroids and the stripped kernel has at most `clusters` distinct values (per
-    output channel with `per_channel`). Zeros of a pruned kernel stay zero with
-    `preserve_sparsity`.
+    on the layer computes with `centroids[assignments]`. In training, as in tfmot, each
+    weight is assigned its nearest centroid again at every step; the centroids get the
+    gradient of all their weights, and the weights themselves get theirs straight through,
+    so a weight can move to another centroid. The layer always computes with centroid
+    values, and the stripped kernel has at most `clusters` distinct values (per output
+    channel with `per_channel`). Zeros of a pruned kernel stay zero with
+    `preserve_sparsity`. Wrapping layers yourself (in a subclassed model), call the model
+    on data once before `fit`: building the layer clusters its kernel, in numpy.
 
     Args:
         layer: a Dense, convolution or Embedding layer.
@@ -73,7 +76,6 @@ class ClusteredLayer(KernelWrapper):
         self.sparsity_mask = self.add_weight(
             name="sparsity_mask", shape=kernel.shape, initializer="ones", trainable=False
         )
-        kernel.trainable = False  # the centroids train instead
         self.assign_clusters()
 
     def assign_clusters(self):
@@ -98,9 +100,10 @@ class ClusteredLayer(KernelWrapper):
     def kernel_mask(self):
         return self.sparsity_mask
 
-    def masked_kernel(self):
+    def masked_kernel(self, assignments=None):
         """The kernel the layer computes with: each weight its centroid's value."""
-        assignments = ops.convert_to_tensor(self.assignments)
+        if assignments is None:
+            assignments = ops.convert_to_tensor(self.assignments)
         if self.per_channel:
             channels = assignments.shape[-1]
             rows = ops.reshape(assignments, (-1, channels))
@@ -113,7 +116,22 @@ class ClusteredLayer(KernelWrapper):
     def call(self, inputs, training=False):
         from tfkd import _kernels
 
-        return _kernels.forward(self.layer, inputs, self.masked_kernel())
+        if not training:
+            return _kernels.forward(self.layer, inputs, self.masked_kernel())
+        # As tfmot does: each weight takes its nearest centroid's value, and the gradient
+        # reaches the centroids (summed over their weights) and, straight through, the
+        # weights themselves, which can so move to another centroid.
+        kernel = ops.convert_to_tensor(self.raw_kernel())
+        assignments = nearest_centroids(kernel, self.centroids, self.per_channel)
+        self.assignments.assign(assignments)
+        clustered = self.masked_kernel(assignments)
+        return _kernels.forward(
+            self.layer,
+            inputs,
+            clustered
+            + kernel * self.sparsity_mask
+            - ops.stop_gradient(kernel * self.sparsity_mask),
+        )
 
     def get_config(self):
         config = super().get_config()
@@ -124,6 +142,16 @@ class ClusteredLayer(KernelWrapper):
             init=self.init,
         )
         return config
+
+
+def nearest_centroids(kernel, centroids, per_channel=False):
+    """The index of the nearest centroid of each weight of `kernel` (`keras.ops`);
+    `centroids` is `(clusters,)`, or `(output channels, clusters)` with `per_channel`."""
+    if not per_channel:
+        return ops.cast(ops.argmin(ops.abs(kernel[..., None] - centroids), axis=-1), "int32")
+    rows = ops.reshape(kernel, (-1, kernel.shape[-1]))
+    distances = ops.abs(rows[:, :, None] - centroids[None])
+    return ops.cast(ops.reshape(ops.argmin(distances, axis=-1), kernel.shape), "int32")
 
 
 def check_clusters(clusters):
