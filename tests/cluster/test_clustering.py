@@ -124,3 +124,12 @@ def test_clustering_refuses_what_it_cannot_do():
         tfkd.cluster.cluster_weights(model, 1000)
     with pytest.raises(ValueError, match="clusters.*>= 2.*Received: clusters=1"):
         tfkd.cluster.cluster_weights(model, 1)
+
+
+def test_per_channel_clusters_of_a_depthwise_kernel():
+    model = keras.Sequential([keras.Input((6, 6, 4)), L.DepthwiseConv2D(3, name="depthwise")])
+    clustered = tfkd.cluster.cluster_weights(model, clusters=2, per_channel=True)
+    kernel = _kernel(tfkd.cluster.strip(clustered), "depthwise")  # (3, 3, 4, 1)
+    per_channel = [len(np.unique(kernel[:, :, channel, 0])) for channel in range(4)]
+    assert per_channel == [2, 2, 2, 2] and len(np.unique(kernel)) == 8
+    assert tfkd.cluster.summary(clustered)[0]["most_unique_per_channel"] == 2

@@ -237,9 +237,54 @@ def test_shrink_and_prune_channels_refuse_what_they_cannot_do():
     masked = tfkd.prune.prune_channels(model, 0.5)
     with pytest.raises(ValueError, match="channel-pruned already.*Received: sparsity=0.3"):
         tfkd.prune.shrink(masked, 0.3)
+    with pytest.raises(ValueError, match="Received: include=\\['c1'\\]"):
+        tfkd.prune.shrink(masked, include=["c1"])
     with pytest.raises(ValueError, match="Call tfkd.prune.shrink"):
         tfkd.prune.prune_channels(masked, 0.5)
     with pytest.raises(ValueError, match="needs gradients from training"):
         tfkd.prune.shrink(model, 0.5, importance="taylor")
     with pytest.raises(ValueError, match="Nothing to prune"):
         tfkd.prune.prune_channels(model, 0.5, exclude=["c1", "c3", "c4", "d1"])
+
+
+def test_batch_norm_over_concatenated_channels_is_left_whole():
+    inputs = keras.Input((8, 8, 3))
+    joined = L.Concatenate(axis=3)(
+        [L.Conv2D(4, 1, name="a")(inputs), L.Conv2D(4, 1, name="b")(inputs)]
+    )
+    x = L.Conv2D(6, 1, name="after")(L.BatchNormalization(name="bn")(joined))
+    model = keras.Model(inputs, L.Dense(2)(L.GlobalAveragePooling2D()(x)))
+    skipped = tfkd.prune.channel_groups(model).skipped
+    assert skipped["a"] == skipped["b"] == ["BatchNormalization 'bn' acts on concatenated channels"]
+    masked = tfkd.prune.prune_channels(model, tfkd.prune.ConstantSparsity(0.5, frequency=1))
+    x, y = random_images(16, (8, 8, 3), num_classes=2)
+    _fit(masked, x, y, 1)  # only `after` is pruned
+    assert _shapes(tfkd.prune.shrink(masked))["after"] == [(1, 1, 8, 3), (3,)]
+
+
+def test_a_nested_model_with_two_outputs_is_not_followed():
+    nested_input = keras.Input((8, 8, 3))
+    nested = keras.Model(
+        nested_input,
+        [L.Conv2D(4, 1, name="n1")(nested_input), L.Conv2D(6, 1, name="n2")(nested_input)],
+    )
+    inputs = keras.Input((8, 8, 3))
+    _, second = nested(inputs)
+    x = L.GlobalAveragePooling2D()(L.Conv2D(5, 1, name="after")(second))
+    model = keras.Model(inputs, L.Dense(2)(x))
+    plan = tfkd.prune.channel_groups(model)
+    assert "several outputs" in plan.skipped["n1"][-1]
+    masked = tfkd.prune.prune_channels(model, tfkd.prune.ConstantSparsity(0.5, frequency=1))
+    x, y = random_images(16, (8, 8, 3), num_classes=2)
+    _fit(masked, x, y, 1)
+    shrunk = tfkd.prune.shrink(masked)
+    np.testing.assert_allclose(
+        shrunk.predict(x, verbose=0), masked.predict(x, verbose=0), atol=1e-5
+    )
+
+
+def test_exclude_a_batch_norm_keeps_its_group_whole():
+    masked = tfkd.prune.prune_channels(_branchy(), 0.5, exclude=["bn2"])
+    assert isinstance(masked.get_layer("bn2"), L.BatchNormalization)
+    assert isinstance(masked.get_layer("c1"), L.Conv2D)
+    assert isinstance(masked.get_layer("c3"), tfkd.prune.ChannelMask)

@@ -5,7 +5,12 @@ import numpy as np
 
 from tfkd import _graph, _kernels
 from tfkd.cluster import _kmeans as kmeans
-from tfkd.cluster.layer import ClusteredLayer, check_clusters, check_clusters_fit
+from tfkd.cluster.layer import (
+    ClusteredLayer,
+    check_clusters,
+    check_clusters_fit,
+    output_channels,
+)
 
 _SUBCLASSED_FIX = (
     "Wrap the layers to cluster with tfkd.cluster.ClusteredLayer(layer, clusters) inside the "
@@ -150,7 +155,7 @@ def summary(model):
         if in_use is None:
             continue
         kernel = np.asarray(keras.ops.convert_to_numpy(in_use[1]))
-        columns = kernel.reshape(-1, kernel.shape[-1])
+        columns = kernel.reshape(-1, output_channels(in_use[0], kernel.shape))
         rows.append(
             {
                 "name": layer.name,

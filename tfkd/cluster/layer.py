@@ -64,7 +64,8 @@ class ClusteredLayer(KernelWrapper):
     def build_state(self, input_shape):
         kernel = self.raw_kernel()
         check_clusters_fit(self.layer, kernel.shape, self.clusters, self.per_channel)
-        shape = (kernel.shape[-1], self.clusters) if self.per_channel else (self.clusters,)
+        columns = output_channels(self.layer, kernel.shape)
+        shape = (columns, self.clusters) if self.per_channel else (self.clusters,)
         self.centroids = self.add_weight(name="centroids", shape=shape, initializer="zeros")
         self.assignments = self.add_weight(
             name="assignments",
@@ -84,7 +85,8 @@ class ClusteredLayer(KernelWrapper):
         keep = kernel != 0 if self.preserve_sparsity else np.ones(kernel.shape, bool)
         if not keep.any():
             keep = np.ones(kernel.shape, bool)
-        slices = kernel.reshape(-1, kernel.shape[-1]) if self.per_channel else kernel.reshape(-1, 1)
+        columns = output_channels(self.layer, kernel.shape) if self.per_channel else 1
+        slices = kernel.reshape(-1, columns)
         kept = keep.reshape(slices.shape)
         centroids = np.zeros((slices.shape[1], self.clusters), np.float32)
         assignments = np.zeros(slices.shape, np.int32)
@@ -105,8 +107,7 @@ class ClusteredLayer(KernelWrapper):
         if assignments is None:
             assignments = ops.convert_to_tensor(self.assignments)
         if self.per_channel:
-            channels = assignments.shape[-1]
-            rows = ops.reshape(assignments, (-1, channels))
+            rows = ops.reshape(assignments, (-1, self.centroids.shape[0]))
             values = ops.take_along_axis(ops.transpose(self.centroids), rows, axis=0)
             values = ops.reshape(values, assignments.shape)
         else:
@@ -149,7 +150,7 @@ def nearest_centroids(kernel, centroids, per_channel=False):
     `centroids` is `(clusters,)`, or `(output channels, clusters)` with `per_channel`."""
     if not per_channel:
         return ops.cast(ops.argmin(ops.abs(kernel[..., None] - centroids), axis=-1), "int32")
-    rows = ops.reshape(kernel, (-1, kernel.shape[-1]))
+    rows = ops.reshape(kernel, (-1, centroids.shape[0]))
     distances = ops.abs(rows[:, :, None] - centroids[None])
     return ops.cast(ops.reshape(ops.argmin(distances, axis=-1), kernel.shape), "int32")
 
@@ -162,9 +163,17 @@ def check_clusters(clusters):
         )
 
 
+def output_channels(layer, shape):
+    """How many output channels `layer`'s kernel of `shape` makes: its last axis, or for a
+    depthwise kernel `(..., channels, multiplier)` the last two (channels-last order)."""
+    depthwise = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+    return shape[-2] * shape[-1] if isinstance(layer, depthwise) else shape[-1]
+
+
 def check_clusters_fit(layer, shape, clusters, per_channel):
     """Raises when `layer`'s kernel has fewer weights (per channel) than `clusters`."""
-    size = int(np.prod(shape[:-1])) if per_channel else int(np.prod(shape))
+    size = int(np.prod(shape))
+    size = size // output_channels(layer, shape) if per_channel else size
     if clusters > size:
         where = "per output channel" if per_channel else "in its kernel"
         raise ValueError(

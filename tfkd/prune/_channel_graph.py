@@ -191,7 +191,12 @@ class ChannelGraph:
             for layout in ins:
                 self._taint(layout, f"they enter nested model {layer.name!r}, whose input is fixed")
             inner = [self._fixed(f"the input of nested model {layer.name!r}") for _ in ins]
-            return self._walk(layer, inner)
+            layout = self._walk(layer, inner)
+            if len(keras.tree.flatten(layer.outputs)) > 1:
+                reason = f"they leave nested model {layer.name!r}, which has several outputs"
+                self._taint(layout, reason)
+                return self._fixed(reason)
+            return layout
         inner = self._unwrap(layer)
         self.layers[id(layer)] = layer
         if ins:
@@ -211,6 +216,10 @@ class ChannelGraph:
             self._producers[group].append(layer)
             return Layout([(group, _out_channels(inner))])
         if isinstance(inner, (keras.layers.BatchNormalization, *_DEPTHWISE)):
+            if len(ins[0].segments) > 1:
+                reason = f"{type(inner).__name__} {layer.name!r} acts on concatenated channels"
+                self._taint(ins[0], reason)
+                return self._fixed(reason, ins[0].channels)
             for group, _ in ins[0].segments:
                 self._members[self._root(group)].append(layer)
         if isinstance(inner, _ELEMENTWISE):
@@ -306,7 +315,8 @@ def _unfollowable(layer, ins):
     if isinstance(layer, _ACTIVATIONS):
         return None if _keeps_zero(layer) else f"{name} does not map 0 to 0"
     if isinstance(layer, keras.layers.Concatenate):
-        return None if layer.axis == -1 else f"{name} does not join on the channel axis"
+        last = layer.axis == -1 or layer.axis == _rank(layer) - 1
+        return None if last else f"{name} does not join on the channel axis"
     if isinstance(
         layer, (_PASS_THROUGH, _ELEMENTWISE, keras.layers.Flatten, keras.layers.InputLayer)
     ):
@@ -316,8 +326,15 @@ def _unfollowable(layer, ins):
 
 def _is_last_axis(layer):
     axis = layer.axis[0] if isinstance(layer.axis, (list, tuple)) else layer.axis
-    rank = len(layer.input.shape) if getattr(layer, "_inbound_nodes", None) else None
-    return rank is not None and axis == rank - 1
+    return axis == _rank(layer) - 1
+
+
+def _rank(layer):
+    """The rank of `layer`'s output, or 0 when it was never called."""
+    try:
+        return len(layer.output.shape)
+    except (AttributeError, ValueError):
+        return 0
 
 
 def _keeps_zero(layer):

@@ -197,8 +197,9 @@ def _role(layer):
     ):
         return "producer"
     raise TypeError(
-        f"Layer {layer.name!r} of type {type(layer).__name__} has no channels a ChannelMask "
-        "can prune. Accepted: Dense, Conv1D/2D/3D, BatchNormalization, DepthwiseConv1D/2D."
+        "`layer` has no channels a ChannelMask can prune. Received: "
+        f"layer={layer.name!r} of type {type(layer).__name__}. Accepted: Dense, "
+        "Conv1D/2D/3D, BatchNormalization, DepthwiseConv1D/2D."
     )
 
 

@@ -169,6 +169,16 @@ def shrink(model, sparsity=None, *, importance="l1", include=None, exclude=None)
     masked = any(isinstance(layer, ChannelMask) for layer in _graph.leaf_layers(model))
     graph = ChannelGraph(model, _unwrap)
     if masked:
+        given = {"include": include, "exclude": exclude}
+        given = {name: value for name, value in given.items() if value is not None}
+        if importance != "l1":
+            given["importance"] = importance
+        if given:
+            raise ValueError(
+                f"Model {model.name!r} is channel-pruned already: its masks say what to "
+                f"remove. Received: {', '.join(f'{k}={v!r}' for k, v in given.items())}. "
+                "Call shrink(model) without them."
+            )
         if sparsity is not None:
             raise ValueError(
                 f"Model {model.name!r} is channel-pruned already: its masks say what to "
@@ -214,9 +224,10 @@ def _selected_groups(model, graph, include, exclude):
     exclude_test = _selector("exclude", exclude, names)
     selected = []
     for group in graph.groups:
-        if exclude_test is not None and any(exclude_test(p) for p in group.producers):
+        layers = group.producers + group.members
+        if exclude_test is not None and any(exclude_test(layer) for layer in layers):
             continue
-        wanted = include_test is None or any(include_test(p) for p in group.producers)
+        wanted = include_test is None or any(include_test(layer) for layer in layers)
         if wanted and not group.safe and include_test is not None:
             raise ValueError(
                 f"Layer(s) {[p.name for p in group.producers]} were selected by `include`, "
