@@ -42,6 +42,18 @@ def check_flag(name, value):
     return bool(value)
 
 
+def check_keras_model(model):
+    """A TypeError unless `model` is a `keras.Model` (any kind: Sequential, functional,
+    subclassed)."""
+    import keras  # here: configs are checked without it
+
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"`model` must be a Keras model. Received: model of type {type(model).__name__}. "
+            "Pass a keras.Model (Sequential, functional or subclassed)."
+        )
+
+
 def check_number(
     name,
     value,

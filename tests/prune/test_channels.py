@@ -141,6 +141,9 @@ def test_taylor_importance_trains_and_shrinks_a_never_called_sequential():
             L.Dense(3, name="logits"),
         ]
     )
+    plan = tfkd.prune.channel_groups(model)  # read from the layers alone, before any build
+    assert [group["producers"] for group in plan.groups] == [["conv"], ["logits"]]
+    assert plan.skipped == {"logits": ["its channels are the model's output"]}
     x, y = random_images(64, (8, 8, 1))
     schedule = tfkd.prune.ConstantSparsity(0.5, begin_step=3, frequency=1)
     masked = _fit(tfkd.prune.prune_channels(model, schedule, importance="taylor"), x, y)

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from tfkd import _graph, _kernels
+from tfkd import _checks, _graph, _kernels
 from tfkd.cluster import _kmeans as kmeans
 from tfkd.cluster.layer import (
     ClusteredLayer,
@@ -144,11 +144,7 @@ def summary(model):
     Raises:
         TypeError: `model` is not a Keras model.
     """
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"`model` must be a Keras model. Received: model of type {type(model).__name__}. "
-            "Pass a keras.Model (Sequential, functional or subclassed)."
-        )
+    _checks.check_keras_model(model)
     rows = []
     for layer in _graph.leaf_layers(model, subclassed=True):
         in_use = _kernels.kernel_in_use(layer)

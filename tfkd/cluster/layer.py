@@ -50,9 +50,8 @@ class ClusteredLayer(KernelWrapper):
         **kwargs,
     ):
         check_clusters(clusters)
-        for name, value in (("per_channel", per_channel), ("preserve_sparsity", preserve_sparsity)):
-            if not isinstance(value, (bool, np.bool_)):
-                raise TypeError(f"`{name}` must be True or False. Received: {name}={value!r}.")
+        per_channel = _checks.check_flag("per_channel", per_channel)
+        preserve_sparsity = _checks.check_flag("preserve_sparsity", preserve_sparsity)
         if init not in kmeans.INITS:
             raise ValueError(f"`init` must be one of {kmeans.INITS}. Received: init={init!r}.")
         super().__init__(layer, **kwargs)

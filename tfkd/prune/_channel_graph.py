@@ -21,8 +21,8 @@ import numpy as np
 
 from tfkd import _graph
 
-_PRODUCERS = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
-_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+PRODUCERS = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 _PASS_THROUGH = (
     keras.layers.Dropout,
     keras.layers.SpatialDropout1D,
@@ -211,11 +211,11 @@ class ChannelGraph:
             for layout in ins:
                 self._taint(layout, reason)
             return self._fixed(reason, _out_channels(inner))
-        if isinstance(inner, _PRODUCERS):
+        if isinstance(inner, PRODUCERS):
             group = self._new(_out_channels(inner))
             self._producers[group].append(layer)
             return Layout([(group, _out_channels(inner))])
-        if isinstance(inner, (keras.layers.BatchNormalization, *_DEPTHWISE)):
+        if isinstance(inner, (keras.layers.BatchNormalization, *DEPTHWISE)):
             if len(ins[0].segments) > 1:
                 reason = f"{type(inner).__name__} {layer.name!r} acts on concatenated channels"
                 self._taint(ins[0], reason)
@@ -262,7 +262,7 @@ class ChannelGraph:
             for group, _ in layout.segments:
                 found = groups.get(self._root(group))
                 layer = self.layers[layer_id]
-                if found is not None and isinstance(self._unwrap(layer), _PRODUCERS):
+                if found is not None and isinstance(self._unwrap(layer), PRODUCERS):
                     if layer not in found.consumers:
                         found.consumers.append(layer)
         return list(groups.values())
@@ -282,7 +282,7 @@ def _input_names(model):
 def _out_channels(layer):
     if isinstance(layer, keras.layers.Dense):
         return layer.units
-    if isinstance(layer, _PRODUCERS):
+    if isinstance(layer, PRODUCERS):
         return layer.filters
     return None
 
@@ -298,13 +298,13 @@ def _unfollowable(layer, ins):
         return f"{name} wraps another layer (strip tfkd's wrappers first)"
     if getattr(layer, "data_format", "channels_last") != "channels_last":
         return f"{name} is channels_first"
-    if isinstance(layer, _PRODUCERS):
+    if isinstance(layer, PRODUCERS):
         if getattr(layer, "groups", 1) != 1:
             return f"{name} is a grouped convolution"
         if getattr(layer, "quantization_mode", None) or getattr(layer, "lora_enabled", False):
             return f"{name} is quantized or has LoRA"
         return None
-    if isinstance(layer, _DEPTHWISE):
+    if isinstance(layer, DEPTHWISE):
         return None if layer.depth_multiplier == 1 else f"{name} has depth_multiplier > 1"
     if isinstance(layer, keras.layers.BatchNormalization):
         return (

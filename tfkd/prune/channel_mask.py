@@ -5,6 +5,7 @@ import keras
 from keras import ops
 
 from tfkd.prune import schedules
+from tfkd.prune._channel_graph import DEPTHWISE, PRODUCERS
 from tfkd.prune.wrapper import PruningGroup, _group_joined, _join_group
 
 IMPORTANCES = ("l1", "l2", "batch_norm", "taylor")
@@ -23,6 +24,17 @@ def taylor_step(kernel, previous):
     Taylor estimate of the loss change from removing the channel (`w * gradient`), with
     the gradient read from the optimizer's update, up to the learning rate."""
     return ops.abs(ops.sum(ops.reshape(kernel * (kernel - previous), (-1, kernel.shape[-1])), 0))
+
+
+def group_scores(kernels, batch_norms, importance):
+    """A group's channel importance from its producers' `kernels` and its
+    BatchNormalization layers: `"batch_norm"` sums |gamma| (falling back to `"l1"` where a
+    BatchNormalization has no scale, or there is none), `"l1"`/`"l2"` sum kernel norms."""
+    if importance == "batch_norm":
+        if batch_norms and all(layer.scale for layer in batch_norms):
+            return sum(ops.abs(layer.gamma) for layer in batch_norms)
+        importance = "l1"
+    return sum(channel_scores(kernel, importance) for kernel in kernels)
 
 
 def keep_mask(scores, mask, sparsity):
@@ -47,16 +59,12 @@ class ChannelGroup(PruningGroup):
 
     def scores(self, importance):
         producers = [m for m in self.members if m.role == "producer"]
-        if importance == "batch_norm":
-            norms = [ops.abs(m.layer.gamma) for m in self.members if m.role == "batch_norm"]
-            if norms and all(m.layer.scale for m in self.members if m.role == "batch_norm"):
-                return sum(norms)
-            importance = "l1"
-        if importance == "taylor":
-            return sum(ops.convert_to_tensor(m.taylor_score) for m in producers) + 1e-9 * sum(
-                channel_scores(m.layer.kernel) for m in producers
-            )
-        return sum(channel_scores(m.layer.kernel, importance) for m in producers)
+        kernels = [m.layer.kernel for m in producers]
+        if importance == "taylor":  # ties (no update seen yet) broken by the l1 norm
+            taylor = sum(ops.convert_to_tensor(m.taylor_score) for m in producers)
+            return taylor + 1e-9 * group_scores(kernels, [], "l1")
+        batch_norms = [m.layer for m in self.members if m.role == "batch_norm"]
+        return group_scores(kernels, batch_norms, importance)
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -190,11 +198,9 @@ class ChannelMask(keras.layers.Wrapper):
 def _role(layer):
     if isinstance(layer, keras.layers.BatchNormalization):
         return "batch_norm"
-    if isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
+    if isinstance(layer, DEPTHWISE):
         return "depthwise"
-    if isinstance(
-        layer, (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
-    ):
+    if isinstance(layer, PRODUCERS):
         return "producer"
     raise TypeError(
         "`layer` has no channels a ChannelMask can prune. Received: "

@@ -6,8 +6,8 @@ import numpy as np
 
 from tfkd import _checks, _graph
 from tfkd.prune import schedules
-from tfkd.prune._channel_graph import ChannelGraph, flat_spread, spread_indices
-from tfkd.prune.channel_mask import ChannelGroup, ChannelMask, channel_scores, check_importance
+from tfkd.prune._channel_graph import PRODUCERS, ChannelGraph, flat_spread, spread_indices
+from tfkd.prune.channel_mask import ChannelGroup, ChannelMask, check_importance, group_scores
 from tfkd.prune.pruning import _selector
 
 _SUBCLASSED_FIX = "Build the model with the functional API or as a keras.Sequential."
@@ -280,21 +280,9 @@ def _kept_by_importance(model, graph, sparsity, importance, include, exclude):
 
 
 def _one_shot_scores(group, importance):
-    norms = [
-        layer.gamma for layer in group.members if isinstance(layer, keras.layers.BatchNormalization)
-    ]
-    if (
-        importance == "batch_norm"
-        and norms
-        and all(
-            layer.scale
-            for layer in group.members
-            if isinstance(layer, keras.layers.BatchNormalization)
-        )
-    ):
-        return sum(np.abs(keras.ops.convert_to_numpy(gamma)) for gamma in norms)
-    kind = "l2" if importance == "l2" else "l1"
-    return sum(keras.ops.convert_to_numpy(channel_scores(p.kernel, kind)) for p in group.producers)
+    batch_norms = [m for m in group.members if isinstance(m, keras.layers.BatchNormalization)]
+    kernels = [producer.kernel for producer in group.producers]
+    return keras.ops.convert_to_numpy(group_scores(kernels, batch_norms, importance))
 
 
 def _indices(graph, kept, layout):
@@ -318,7 +306,7 @@ def _shrunk(graph, kept, layer):
     channels = None if layout_in is None else _indices(graph, kept, layout_in)
     outputs = None
     layout_out = graph.output_layouts.get(id(layer))
-    if layout_out is not None and isinstance(inner, _PRODUCING):
+    if layout_out is not None and isinstance(inner, PRODUCERS):
         outputs = _indices(graph, kept, layout_out)
     if channels is None and outputs is None and inner is layer:
         return None
@@ -327,10 +315,10 @@ def _shrunk(graph, kept, layer):
         config["units" if isinstance(inner, keras.layers.Dense) else "filters"] = len(outputs)
     new_layer = type(inner).from_config(config)
     weights = [np.asarray(w) for w in inner.get_weights()]
-    if isinstance(inner, _PRODUCING):
+    if isinstance(inner, PRODUCERS):
         weights = _producer_weights(inner, weights, layout_in, channels, outputs)
     elif channels is not None:
-        weights = [_take(w, channels, axis=-2 if w.ndim > 1 else 0) for w in weights]
+        weights = [np.take(w, channels, axis=-2 if w.ndim > 1 else 0) for w in weights]
     return new_layer, lambda new: new.set_weights(weights)
 
 
@@ -347,10 +335,3 @@ def _producer_weights(layer, weights, layout_in, channels, outputs):
     else:
         weights = [kernel] + weights[1:]
     return weights
-
-
-def _take(weight, indices, axis):
-    return np.take(weight, indices, axis=axis)
-
-
-_PRODUCING = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)

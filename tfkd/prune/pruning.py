@@ -160,11 +160,7 @@ def summary(model, pattern=None):
         TypeError: `model` is not a Keras model.
         ValueError: `pattern` is not `None`, `"unstructured"` or `"N:M"`.
     """
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"`model` must be a Keras model. Received: model of type {type(model).__name__}. "
-            "Pass a keras.Model (Sequential, functional or subclassed)."
-        )
+    _checks.check_keras_model(model)
     if pattern is not None:
         _checks.parse_pattern(pattern)
     rows = []

@@ -118,11 +118,7 @@ def is_quantized(model):
     Raises:
         TypeError: `model` is not a Keras model.
     """
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"`model` must be a Keras model. Received: model of type {type(model).__name__}. "
-            "Pass a keras.Model (Sequential, functional or subclassed)."
-        )
+    _checks.check_keras_model(model)
     return any(isinstance(layer, QuantizeWrapper) for layer in _graph.leaf_layers(model))
 
 
