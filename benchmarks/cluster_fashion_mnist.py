@@ -6,6 +6,9 @@ epochs on the first `--train-size` training images. From those weights, for each
 of clusters, the same fine-tuning (`--fine-tune-epochs` epochs, Adam at
 `--learning-rate`, batch 128, the same images in the same order):
 - `tfkd`: `tfkd.cluster.cluster_weights` (k-means++), `fit`, `tfkd.cluster.strip`;
+- `tfkd_folded`: the same with `fold_batch_norm=True` (each BatchNormalization folded into
+  the convolution before it, and the folded kernel clustered), exported with
+  `per_channel=False` (one int8 scale a kernel);
 - `tfmot`: the same architecture rebuilt in `tf_keras` with the same weights,
   `tfmot.clustering.keras.cluster_weights` (k-means++), `fit`, `strip_clustering`.
 Accuracy on the 10,000 test images. For seed 0, tfkd's files: float32 and int8 `.tflite`
@@ -43,6 +46,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 import models  # noqa: E402
 
 import tfkd  # noqa: E402
+from tfkd.export._interpreter import integer_kernels  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "cluster_fashion_mnist.json"
 BATCH_SIZE = 128
@@ -78,9 +82,9 @@ def tf_keras_copy(model):
     return tf_keras.Model(inputs, x)
 
 
-def run_tfkd(dense, data, clusters, arguments):
+def run_tfkd(dense, data, clusters, arguments, fold_batch_norm=False):
     (x_train, y_train), (x_test, y_test) = data
-    clustered = tfkd.cluster.cluster_weights(dense, clusters)
+    clustered = tfkd.cluster.cluster_weights(dense, clusters, fold_batch_norm=fold_batch_norm)
     models.compile_classifier(clustered, arguments.learning_rate)
     clustered.fit(
         x_train, y_train, batch_size=BATCH_SIZE, epochs=arguments.fine_tune_epochs, verbose=0
@@ -115,22 +119,6 @@ def run_tfmot(dense, data, clusters, arguments):
     return stripped.evaluate(x_test / 255.0, y_test, batch_size=1024, verbose=0)[1]
 
 
-def int8_kernels(path):
-    """`{tensor name: int8 array}` of the kernels of an int8 file: the int8 tensors with a
-    scale per output channel (TFLite's convolution and Dense weights; axis 0)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(str(path))
-    interpreter.allocate_tensors()
-    found = {}
-    for details in interpreter.get_tensor_details():
-        scales = details["quantization_parameters"]["scales"]
-        if details["dtype"] != np.int8 or len(scales) < 2:
-            continue
-        found[details["name"].split(";")[-1]] = interpreter.get_tensor(details["index"])
-    return found
-
-
 def _lookup_bytes(kernel):
     """Bytes of `kernel` stored as a table of its values for each output channel (axis 0)
     and, per weight, an index of ceil(log2(largest table)) bits."""
@@ -139,18 +127,19 @@ def _lookup_bytes(kernel):
     return math.ceil(kernel.size * bits / 8) + sum(tables)
 
 
-def file_rows(model, data, directory, name):
+def file_rows(model, data, directory, name, per_channel=True):
     (x_train, _), (x_test, y_test) = data
-    row = {}
+    row = {"int8_per_channel": per_channel}
     for quantization in (None, "int8"):
         path = pathlib.Path(directory) / f"{name}_{quantization or 'float32'}.tflite"
-        tfkd.export_tflite(model, path, quantization, representative_data=x_train[:500])
+        options = {} if quantization is None else {"per_channel": per_channel}
+        tfkd.export_tflite(model, path, quantization, x_train[:500], **options)
         content = path.read_bytes()
         label = quantization or "float32"
         row[f"{label}_bytes"] = len(content)
         row[f"{label}_gzip_bytes"] = len(gzip.compress(content, 9))
     row["int8_accuracy"] = tfkd.TFLiteModel(path).evaluate(x_test, y_test)["accuracy"]
-    kernels = int8_kernels(path)
+    kernels = {name: values for name, (values, _) in integer_kernels(path).items()}
     row["int8_unique_values_per_kernel"] = {
         name: int(len(np.unique(value))) for name, value in kernels.items()
     }
@@ -188,10 +177,17 @@ def main():
                 keras.utils.set_random_seed(seed)
                 stripped, rows[f"tfkd_{clusters}"] = run_tfkd(dense, data, clusters, arguments)
                 keras.utils.set_random_seed(seed)
+                folded, rows[f"tfkd_folded_{clusters}"] = run_tfkd(
+                    dense, data, clusters, arguments, fold_batch_norm=True
+                )
+                keras.utils.set_random_seed(seed)
                 rows[f"tfmot_{clusters}"] = run_tfmot(dense, data, clusters, arguments)
                 if seed == arguments.seeds[0]:
                     files[f"tfkd_{clusters}"] = file_rows(
                         stripped, data, directory, f"tfkd_{clusters}"
+                    )
+                    files[f"tfkd_folded_{clusters}"] = file_rows(
+                        folded, data, directory, f"tfkd_folded_{clusters}", per_channel=False
                     )
             per_seed.append(rows)
             print(f"seed {seed}: {rows} ({time.perf_counter() - start:.0f} s)", flush=True)

@@ -89,11 +89,17 @@ def forward(layer, inputs, kernel, bias=None, activation=True):
     if isinstance(layer, keras.layers.Embedding):
         if inputs.dtype not in ("int32", "int64"):
             inputs = ops.cast(inputs, "int32")
-        return ops.cast(ops.take(kernel, inputs, axis=0), layer.compute_dtype)
+        return ops.cast(take_rows(kernel, inputs), layer.compute_dtype)
     if isinstance(layer, keras.layers.Dense):
         outputs = ops.matmul(inputs, kernel)
         return _finish(layer, outputs, bias, None, activation)
     return _finish(layer, _convolve(layer, inputs, kernel), bias, layer.rank, activation)
+
+
+def take_rows(table, ids):
+    """The rows `ids` of `table`: an Embedding's lookup (export traces it without the
+    wrap of negative ids that `keras.ops.take` adds)."""
+    return ops.take(table, ids, axis=0)
 
 
 def _convolve(layer, inputs, kernel):

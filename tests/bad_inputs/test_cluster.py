@@ -91,6 +91,20 @@ CASES = [
         "'no'",
     ),
     Case(
+        pipeline.Cluster,
+        lambda: pipeline.Cluster(fold_batch_norm=1),
+        TypeError,
+        "fold_batch_norm",
+        "=1",
+    ),
+    Case(
+        cluster.cluster_weights,
+        lambda: cluster.cluster_weights(_model(), 4, fold_batch_norm="yes"),
+        TypeError,
+        "fold_batch_norm",
+        "'yes'",
+    ),
+    Case(
         cluster.cluster_weights,
         lambda: cluster.cluster_weights(keras.Sequential([_dense()], name="unbuilt"), 4),
         ValueError,

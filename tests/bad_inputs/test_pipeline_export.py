@@ -99,6 +99,20 @@ CASES = [
     Case(export_tflite, lambda: _export("m.tflite", "int4"), ValueError, "quantization", "'int4'"),
     Case(export_tflite, lambda: _export("m.tflite", verbose="yes"), ValueError, "verbose", "'yes'"),
     Case(export_tflite, lambda: _export(3), TypeError, "path", "path=3"),
+    Case(
+        export_tflite,
+        lambda: _export("m.tflite", "dynamic", per_channel="no"),
+        TypeError,
+        "per_channel",
+        "'no'",
+    ),
+    Case(
+        export_tflite,
+        lambda: _export("m.tflite", "float16", per_channel=False),
+        ValueError,
+        "per_channel",
+        "'float16'",
+    ),
     Case(export_tflite, lambda: _export("."), ValueError, "path", "path='.'"),
     Case(
         export_tflite,
@@ -307,6 +321,8 @@ CASES = [
     Case(QuantizeAware, lambda: QuantizeAware(teacher={"a": 1}), TypeError, "teacher", "{'a': 1}"),
     Case(Export, lambda: Export("int4"), ValueError, "quantization", "'int4'"),
     Case(Export, lambda: Export(io_dtype="int8"), ValueError, "io_dtype", "'int8'"),
+    Case(Export, lambda: Export("int8", per_channel=0), TypeError, "per_channel", "=0"),
+    Case(Export, lambda: Export(per_channel=False), ValueError, "per_channel", "=None"),
     Case(
         Export,
         lambda: Export(calibration_samples=0),

@@ -7,6 +7,7 @@ import pytest
 import tfkd
 from tests.helpers import random_images, small_cnn
 from tfkd.cluster import _kmeans as kmeans
+from tfkd.export._interpreter import integer_kernels
 
 L = keras.layers
 
@@ -104,6 +105,66 @@ def test_clustered_student_of_a_distiller_and_int8_export(tmp_path):
     assert np.mean(expected == received) >= 0.9
 
 
+def test_per_tensor_int8_export_keeps_k_values_per_kernel(tmp_path):
+    x, y = random_images()
+    clustered = _fit(tfkd.cluster.cluster_weights(small_cnn(16, "per_tensor"), clusters=16), x, y)
+    stripped = tfkd.cluster.strip(clustered)
+    found = {}
+    for per_channel in (True, False):
+        path = tmp_path / f"per_channel_{per_channel}.tflite"
+        tfkd.export_tflite(clustered, path, "int8", x, per_channel=per_channel)
+        found[per_channel] = integer_kernels(path)
+        received = tfkd.TFLiteModel(path).predict(x).argmax(-1)
+        assert np.mean(received == stripped.predict(x, verbose=0).argmax(-1)) >= 0.9
+    assert len(found[False]) == 2  # the convolution and the Dense kernel
+    for values, scales in found[False].values():
+        assert len(scales) == 1 and 2 <= len(np.unique(values)) <= 16
+    # With a scale per channel, the same 16 centroids become more int8 values.
+    assert max(len(np.unique(values)) for values, _ in found[True].values()) > 16
+    assert all(len(scales) > 1 for _, scales in found[True].values())
+
+
+def test_folded_batch_norm_clusters_the_kernel_the_file_holds(tmp_path):
+    x, y = random_images()
+    model = _fit(small_cnn(16, "folded", batch_norm=True), x, y)
+    # The conv layer left unclustered: its folded kernel and bias give the same features.
+    folded = tfkd.cluster.cluster_weights(model, 4, exclude=["conv"], fold_batch_norm=True)
+
+    def features(network):
+        return keras.Model(network.inputs, network.get_layer("features").output).predict(
+            x, verbose=0
+        )
+
+    np.testing.assert_allclose(features(folded), features(model), rtol=1e-4, atol=1e-5)
+    assert isinstance(folded.get_layer("conv_bn"), tfkd.quantize.FoldedBatchNormalization)
+    assert model.get_layer("conv").bias is not None  # the input model is unchanged
+    clustered = _fit(tfkd.cluster.cluster_weights(model, clusters=8, fold_batch_norm=True), x, y)
+    unfolded = _fit(tfkd.cluster.cluster_weights(model, clusters=8), x, y)
+    kernels = {}
+    for fold_batch_norm, trained in [(False, unfolded), (True, clustered)]:
+        path = tmp_path / f"folded_{fold_batch_norm}.tflite"
+        tfkd.export_tflite(trained, path, "int8", x, per_channel=False)
+        kernels[fold_batch_norm] = integer_kernels(path)
+    assert all(len(np.unique(values)) <= 8 for values, _ in kernels[True].values())
+    # Unfolded, the converter scales each channel of the conv kernel by its normalization.
+    assert max(len(np.unique(values)) for values, _ in kernels[False].values()) > 8
+    received = tfkd.TFLiteModel(path).predict(x).argmax(-1)
+    expected = tfkd.cluster.strip(clustered).predict(x, verbose=0).argmax(-1)
+    assert np.mean(received == expected) >= 0.9
+
+
+def test_per_tensor_export_refuses_float_and_quantization_aware_models(tmp_path):
+    x, y = random_images()
+    path = tmp_path / "model.tflite"
+    with pytest.raises(ValueError, match="quantization=None"):
+        tfkd.export_tflite(small_cnn(4, "float"), path, per_channel=False)
+    aware = tfkd.quantize.quantize_aware(small_cnn(4, "aware"))
+    aware(x[:8], training=True)
+    with pytest.raises(ValueError, match="quantization-aware model"):
+        tfkd.export_tflite(aware, path, "int8", x, per_channel=False)
+    assert not path.exists()
+
+
 def test_saved_clustered_model_loads_and_trains_on(tmp_path):
     x, y = random_images()
     clustered = _fit(tfkd.cluster.cluster_weights(small_cnn(8, "saved"), clusters=4), x, y, 1)
@@ -124,6 +185,12 @@ def test_clustering_refuses_what_it_cannot_do():
         tfkd.cluster.cluster_weights(model, 1000)
     with pytest.raises(ValueError, match="clusters.*>= 2.*Received: clusters=1"):
         tfkd.cluster.cluster_weights(model, 1)
+    with pytest.raises(ValueError, match="Nothing to cluster"):
+        tfkd.cluster.cluster_weights(model, 4, exclude=["conv", "logits"])
+    with pytest.raises(TypeError, match="'features'.*cannot be clustered"):
+        tfkd.cluster.cluster_weights(model, 4, include=["features"])
+    with pytest.raises(TypeError, match="fold_batch_norm.*'yes'"):
+        tfkd.cluster.cluster_weights(model, 4, fold_batch_norm="yes")
 
 
 def test_per_channel_clusters_of_a_depthwise_kernel():

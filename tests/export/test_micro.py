@@ -178,18 +178,57 @@ def test_cli_writes_the_bundle_and_reports_errors(exported, tmp_path, capsys):
     assert "compute in float" in capsys.readouterr().err
 
 
-def test_an_op_tflm_cannot_run_is_named_not_taken_for_lack_of_memory(tmp_path):
-    # Keras's Embedding wraps negative ids with an int32 SELECT_V2, which TFLM's kernel
-    # does not take: the tweets student's int8 file fails this way.
+class _Lookup(keras.layers.Layer):
+    """A table looked up with `keras.ops.take`, which wraps negative ids with SELECT_V2."""
+
+    def build(self, input_shape):
+        self.table = self.add_weight(shape=(50, 8), initializer="uniform")
+
+    def call(self, ids):
+        return keras.ops.take(self.table, ids, axis=0)
+
+
+def _text_model(lookup):
     keras.utils.set_random_seed(0)
     inputs = keras.Input((12,), dtype="int32")
-    x = keras.layers.Embedding(50, 8)(inputs)
-    x = keras.layers.GlobalMaxPooling1D()(x)
-    model = keras.Model(inputs, keras.layers.Dense(3)(x))
+    x = keras.layers.GlobalMaxPooling1D()(lookup(inputs))
+    return keras.Model(inputs, keras.layers.Dense(3)(x))
+
+
+def test_an_op_tflm_cannot_run_is_named_not_taken_for_lack_of_memory(tmp_path):
+    # ops.take's int32 SELECT_V2: TFLM's kernel takes int8, int16 and float32 only.
     ids = np.random.default_rng(0).integers(0, 50, size=(64, 12)).astype("int32")
     path = tmp_path / "text.tflite"
-    tfkd.export_tflite(model, path, quantization="int8", representative_data=ids)
+    tfkd.export_tflite(_text_model(_Lookup()), path, quantization="int8", representative_data=ids)
     with pytest.raises(
         ValueError, match=r"not for lack of arena memory: .*but got INT32; Node SELECT_V2"
     ):
         micro.micro_bundle(path, tmp_path / "bundle")
+
+
+def test_embedding_students_run_on_tflm(tmp_path):
+    # Export gathers an Embedding's ids as they are (token ids are never negative), so
+    # the file has no SELECT_V2, and the text student of the tweets task runs on TFLM.
+    original_call, original_take = keras.layers.Embedding.call, tfkd._kernels.take_rows
+    rng = np.random.default_rng(0)
+    text_cnn = tfkd.text.conv_classifier(500, 3, sequence_length=32, filters=16)
+    ids = rng.integers(0, 500, (128, 32)).astype("int32")
+    aware = tfkd.quantize.quantize_aware(text_cnn)  # wraps the Embedding: tfkd's lookup
+    aware.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    aware.fit(ids, ids[:, 0] % 3, epochs=1, verbose=0)
+    for name, model, x in [
+        ("embedding", _text_model(keras.layers.Embedding(50, 8)), rng.integers(0, 50, (128, 12))),
+        ("text_cnn", text_cnn, ids),
+        ("text_cnn_qat", aware, ids),
+    ]:
+        x = x.astype("int32")
+        path = tmp_path / f"{name}.tflite"
+        tfkd.export_tflite(model, path, quantization="int8", representative_data=x)
+        summary = micro.micro_bundle(path, tmp_path / name, x)
+        assert "SELECT_V2" not in summary["ops"] and "GATHER" in summary["ops"]
+        assert summary["agreement"]["top1"] >= 0.99
+        expected = model.predict(x, verbose=0).argmax(-1)
+        assert np.mean(tfkd.TFLiteModel(path).predict(x).argmax(-1) == expected) >= 0.95
+    # Put back after tracing.
+    assert keras.layers.Embedding.call is original_call
+    assert tfkd._kernels.take_rows is original_take

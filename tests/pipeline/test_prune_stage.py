@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import tfkd
+from tfkd.export._interpreter import integer_kernels
 from tfkd.pipeline import ConfigError, Data, Prune, PruneChannels, Train
 
 STUDENT = {"architecture": "cnn", "filters": [8, 16]}
@@ -197,10 +198,13 @@ def test_prune_channels_stage_checks_its_keys(tmp_path):
 
 
 def test_cluster_stage_after_pruning_keeps_zeros_and_few_values(data, tmp_path):
+    # Without BatchNormalization: the converter folds it into the kernel before it, one
+    # factor per channel, and a kernel then keeps 9 values per channel, not per kernel.
     stages = [
-        Train(STUDENT, epochs=1, name="scratch"),
+        Train({**STUDENT, "batch_norm": False}, epochs=1, name="scratch"),
         Prune(target_sparsity=0.5, epochs=1, batch_size=64, name="pruned"),
         tfkd.pipeline.Cluster(clusters=8, epochs=1, batch_size=64, name="clustered"),
+        tfkd.pipeline.Export("int8", per_channel=False, calibration_samples=64),
     ]
     _execute(stages, data, tmp_path)
     entry = json.loads((tmp_path / "stages" / "clustered" / "entry.json").read_text())
@@ -208,3 +212,8 @@ def test_cluster_stage_after_pruning_keeps_zeros_and_few_values(data, tmp_path):
     kernel = _kernel(tmp_path, "clustered", "conv2")
     assert np.mean(kernel == 0) == pytest.approx(0.5, abs=0.01)
     assert len(np.unique(kernel)) == 9  # 8 centroids and the pruned zeros
+    kernels = integer_kernels(tmp_path / "stages" / "export" / "model.tflite")
+    assert len(kernels) == 3  # one scale each, so the file keeps the 9 values too
+    assert all(
+        len(np.unique(values)) <= 9 and len(scales) == 1 for values, scales in kernels.values()
+    )

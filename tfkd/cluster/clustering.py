@@ -11,6 +11,7 @@ from tfkd.cluster.layer import (
     check_clusters_fit,
     output_channels,
 )
+from tfkd.quantize.layers import FoldedBatchNormalization, fold, foldable_batch_norms
 
 _SUBCLASSED_FIX = (
     "Wrap the layers to cluster with tfkd.cluster.ClusteredLayer(layer, clusters) inside the "
@@ -27,6 +28,7 @@ def cluster_weights(
     init="kmeans++",
     include=None,
     exclude=None,
+    fold_batch_norm=False,
 ):
     """Returns a copy of `model` whose kernels share `clusters` trained values each.
 
@@ -49,6 +51,13 @@ def cluster_weights(
         include: the layers to cluster, as in `tfkd.prune.prune`. Defaults to every
             Dense, convolution and Embedding layer.
         exclude: layers to leave as they are. Defaults to none.
+        fold_batch_norm: first fold each BatchNormalization into the Dense or
+            convolution before it (with its moving statistics, as inference computes
+            it), and cluster the folded kernel: the one the `.tflite` file holds. The
+            converter folds it anyway, one factor per output channel, so without this a
+            kernel keeps `clusters` values per channel only; with it and
+            `tfkd.export_tflite(..., per_channel=False)`, at most `clusters` int8 values
+            per kernel. The normalization no longer trains. Defaults to `False`.
 
     Returns:
         A new, uncompiled Keras model with `ClusteredLayer`s.
@@ -70,6 +79,7 @@ def cluster_weights(
 
     _graph.require_graph_model(model, "tfkd.cluster.cluster_weights", _SUBCLASSED_FIX)
     check_clusters(clusters)
+    fold_batch_norm = _checks.check_flag("fold_batch_norm", fold_batch_norm)
     if init not in kmeans.INITS:
         raise ValueError(f"`init` must be one of {kmeans.INITS}. Received: init={init!r}.")
     if not model.built:
@@ -78,26 +88,53 @@ def cluster_weights(
             f"model={model.name!r}, never called. Train it, or call it on data first."
         )
     _refuse_wrapped(model)
-    selected = _select(list(_graph.leaf_layers(model)), include, exclude)
+    selected = _select(list(_graph.leaf_layers(model)), include, exclude, "cluster")
     for layer in selected:
         if layer.built:
             check_clusters_fit(layer, _kernels.kernel(layer).shape, clusters, per_channel)
     selected_ids = {id(layer) for layer in selected}
     options = dict(per_channel=per_channel, preserve_sparsity=preserve_sparsity, init=init)
+    folded = foldable_batch_norms(_graph.consumers(model)) if fold_batch_norm else {}
+    folded_norms = {id(norm) for norm in folded.values()}
 
     def transform(layer):
-        if id(layer) not in selected_ids:
+        if id(layer) in folded_norms:
+            return FoldedBatchNormalization(name=layer.name), lambda new: None
+        norm = folded.get(layer)
+        if id(layer) not in selected_ids and norm is None:
             return None
-        wrapper = ClusteredLayer(_graph.copy_layer(layer), clusters, **options)
-        return wrapper, lambda new, old=layer: _take_weights(new, old)
+        new = _graph.copy_layer(layer) if norm is None else _with_bias(layer)
+        if id(layer) not in selected_ids:
+            return new, lambda new, old=layer: _set_folded(new, old, norm)
+        wrapper = ClusteredLayer(new, clusters, **options)
+        return wrapper, lambda new, old=layer: _take_weights(new, old, norm)
 
     return _graph.rebuild(model, transform)
 
 
-def _take_weights(wrapper, layer):
-    if layer.built:
+def _with_bias(layer):
+    """A copy of `layer` that has a bias (a folded BatchNormalization's shift goes there)."""
+    return type(layer).from_config({**layer.get_config(), "use_bias": True})
+
+
+def _set_folded(new, layer, norm):
+    """`new` (`layer` with a bias) gets `layer`'s weights with `norm` folded in."""
+    weights = {variable.name: variable for variable in layer.weights}
+    name = _kernels.kernel_name(layer)
+    kernel, bias = fold(layer, norm, weights[name], weights.get("bias"))
+    for variable in new.weights:
+        value = {name: kernel, "bias": bias}.get(variable.name, weights.get(variable.name))
+        variable.assign(value)
+
+
+def _take_weights(wrapper, layer, norm=None):
+    if not layer.built:
+        return
+    if norm is None:
         wrapper.layer.set_weights(layer.get_weights())
-        wrapper.assign_clusters()
+    else:
+        _set_folded(wrapper.layer, layer, norm)
+    wrapper.assign_clusters()
 
 
 def _refuse_wrapped(model):

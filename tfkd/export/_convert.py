@@ -44,13 +44,15 @@ def convert(
     io_dtype,
     sparsity,
     select_tf_ops,
+    per_channel=True,
     signature=False,
     verbose=0,
 ):
     """Returns the `.tflite` bytes of `model` (a Keras model on the TensorFlow backend);
     `verbose` shows the calibration's progress. With `signature`, the file has a
     `serving_default` signature (the converter then goes through a SavedModel), which
-    LiteRT's signature runners, and so the LiteRT quantizer, need."""
+    LiteRT's signature runners, and so the LiteRT quantizer, need. `per_channel=False`
+    gives each integer kernel one scale."""
     import tensorflow as tf
 
     from tfkd.quantize.qat import export_mode, is_quantized
@@ -68,6 +70,8 @@ def convert(
     if sparsity:
         optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
     converter.optimizations = optimizations
+    # The converter's only switch for one scale per kernel (no public one exists).
+    converter._experimental_disable_per_channel = not per_channel
     ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantization == "float16":
         converter.target_spec.supported_types = [tf.float16]
@@ -106,7 +110,8 @@ def _concrete_function(model):
         return model(list(tensors) if len(tensors) > 1 else tensors[0], training=False)
 
     try:
-        return serve.get_concrete_function(*specs)
+        with _lookups_as_given():
+            return serve.get_concrete_function(*specs)
     except Exception as error:  # whatever the model's own `call` raises while tracing
         raise ValueError(
             f"Cannot trace model {model.name!r} ({type(model).__name__}) on its inputs "
@@ -115,6 +120,41 @@ def _concrete_function(model):
             "a list of tensors for several inputs; wrap other signatures in a functional "
             "model: `inputs = keras.Input(shape); keras.Model(inputs, model(inputs))`."
         ) from error
+
+
+@contextlib.contextmanager
+def _lookups_as_given():
+    """While the model is traced for the converter, Embedding lookups (Keras's layer, and
+    tfkd's wrappers of it) gather the ids as they come.
+
+    `keras.ops.take` first wraps negative indices, which puts an int32 SELECT_V2 in the
+    file, and TFLite for Microcontrollers has no int32 SELECT_V2. An Embedding's ids lie
+    in `[0, input_dim)` (token ids), where the wrap changes nothing; the check against
+    Keras that follows every conversion covers the rest. Keras's quantized and LoRA
+    Embeddings keep their own `call`.
+    """
+    import keras
+    import tensorflow as tf
+
+    from tfkd import _kernels
+
+    original_call, original_take = keras.layers.Embedding.call, _kernels.take_rows
+
+    def call(self, inputs):
+        if self.quantization_mode is not None or self.lora_enabled:
+            return original_call(self, inputs)
+        if inputs.dtype not in ("int32", "int64"):
+            inputs = keras.ops.cast(inputs, "int32")
+        return keras.ops.cast(gather(self.embeddings, inputs), self.compute_dtype)
+
+    def gather(table, ids):
+        return tf.gather(table, ids, axis=0)
+
+    keras.layers.Embedding.call, _kernels.take_rows = call, gather
+    try:
+        yield
+    finally:
+        keras.layers.Embedding.call, _kernels.take_rows = original_call, original_take
 
 
 def _feeder(samples, verbose=0):

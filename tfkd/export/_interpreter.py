@@ -114,6 +114,29 @@ def softmax_outputs(path_or_content):
     return flags
 
 
+# The ops whose second input is a kernel, output channels first.
+_KERNEL_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D")
+
+
+def integer_kernels(path_or_content):
+    """`{tensor name: (values, scales)}` for the integer kernels of a file: the constant
+    weights of its convolutions and fully connected ops, with their quantization scales
+    (one per output channel, or one for the whole kernel)."""
+    interpreter = make_interpreter(path_or_content, delegates=False)
+    details = {item["index"]: item for item in interpreter.get_tensor_details()}
+    found = {}
+    for op in ops_details(interpreter):
+        if op["op_name"] not in _KERNEL_OPS:
+            continue
+        index = int(op["inputs"][1])  # TRANSPOSE_CONV's first input is the output shape
+        tensor = details[index]
+        if np.dtype(tensor["dtype"]).kind not in "iu":
+            continue
+        scales = tensor["quantization_parameters"]["scales"]
+        found[tensor["name"]] = (interpreter.get_tensor(index), np.asarray(scales))
+    return found
+
+
 def ops_details(interpreter):
     """The interpreter's ops in execution order, each a dict with `op_name`, `inputs` and
     `outputs` (tensor indices).

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 
 from tfkd import _atomic, _graph, _kernels
+from tfkd._checks import check_flag
 from tfkd._export_options import IO_DTYPES as _IO_DTYPES
 from tfkd._export_options import QUANTIZATIONS
 from tfkd.export import _representative, _signature
@@ -37,6 +38,7 @@ def export_tflite(
     sparsity="auto",
     select_tf_ops=False,
     calibration_samples=500,
+    per_channel=True,
     verbose=0,
 ):
     """Converts `model` to a TFLite (LiteRT) flatbuffer at `path` and reports what it holds.
@@ -75,6 +77,17 @@ def export_tflite(
             then needs the Flex delegate). Defaults to `False`.
         calibration_samples: at most this many samples of `representative_data` are used.
             Defaults to `500`.
+        per_channel: `True` gives each output channel of a convolution or Dense kernel
+            its own int8 scale (the converter's default); `False` gives each kernel one
+            scale, so a model clustered per layer (`tfkd.cluster`, `per_channel=False`)
+            keeps at most `clusters` distinct int8 values in each kernel: smaller once
+            compressed, and ready for look-up-table storage, at some accuracy cost where
+            the channels' ranges differ. Not for a kernel followed by BatchNormalization:
+            the converter folds it in, a factor per channel, and only per-channel scales
+            keep the kernel to `clusters` values per channel. For `"dynamic"`, `"int8"`
+            and `"int16x8"` from the float model (a quantization-aware model keeps the
+            scales it trained).
+            Defaults to `True`.
         verbose: `1` or `2` print each step (conversion, the calibration's progress,
             the check against Keras) with its seconds, as Keras's `verbose`; `0` nothing.
             Defaults to `0`.
@@ -98,6 +111,7 @@ def export_tflite(
     ```
     """
     _validate(model, quantization, representative_data, io_dtype, sparsity, select_tf_ops)
+    _check_per_channel(model, per_channel, quantization)
     path = _checked_path(path)
     if isinstance(calibration_samples, bool) or not isinstance(
         calibration_samples, numbers.Integral
@@ -120,6 +134,7 @@ def export_tflite(
         io_dtype=io_dtype,
         sparsity=use_sparsity,
         select_tf_ops=select_tf_ops,
+        per_channel=bool(per_channel),
     )
     step = _steps(verbose)
     step(f"Converting {model.name!r} to .tflite ({quantization or 'float32'})")
@@ -295,6 +310,23 @@ def _validate(model, quantization, representative_data, io_dtype, sparsity, sele
     if not isinstance(select_tf_ops, bool):
         raise TypeError(
             f"`select_tf_ops` must be a bool. Received: select_tf_ops={select_tf_ops!r}."
+        )
+
+
+def _check_per_channel(model, per_channel, quantization):
+    if check_flag("per_channel", per_channel):
+        return
+    if quantization not in ("dynamic", "int8", "int16x8"):
+        raise ValueError(
+            "`per_channel=False` sets the scales of integer kernels, for quantization "
+            f"'dynamic', 'int8' or 'int16x8'. Received: per_channel=False with "
+            f"quantization={quantization!r}."
+        )
+    if is_quantized(model):
+        raise ValueError(
+            "A quantization-aware model exports with the per-channel scales it trained. "
+            "Received: per_channel=False for a quantization-aware model. Pass "
+            "per_channel=True, or export the float model it was made from."
         )
 
 

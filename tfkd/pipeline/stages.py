@@ -83,6 +83,11 @@ class Export(Stage):
         io_dtype: the file's input/output dtype (see `tfkd.export_tflite`).
             Defaults to `"float32"`.
         calibration_samples: Defaults to `500`.
+        per_channel: `false` gives each integer kernel one scale instead of one per
+            output channel (see `tfkd.export_tflite`): after a `cluster` stage with
+            `per_channel: false`, the int8 file then keeps at most `clusters` values
+            per kernel (per channel where BatchNormalization follows the kernel). For
+            `dynamic`, `int8` and `int16x8`. Defaults to `true`.
         accuracy_budget: with `quantization: auto`, the accuracy points a file may lose
             against the float32 file: every candidate of `tfkd.export.auto_quantize` is
             made and measured on the last `validation_samples` labelled training
@@ -104,10 +109,22 @@ class Export(Stage):
         overrides: list | None = None,
         accuracy_budget: float = 0.5,
         validation_samples: int = 1000,
+        per_channel: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.recipe, self.overrides = recipe, overrides
+        try:
+            self.per_channel = _checks.check_flag("per_channel", per_channel)
+        except TypeError as error:
+            raise invalid_argument("per_channel", str(error), TypeError) from None
+        if not self.per_channel and quantization not in ("dynamic", "int8", "int16x8"):
+            raise invalid_argument(
+                "per_channel",
+                "`per_channel: false` sets the scales of the converter's integer kernels, "
+                "for quantization dynamic, int8 or int16x8. Received: per_channel=False with "
+                f"quantization={quantization!r}, recipe={recipe!r}",
+            )
         try:
             _checks.check_number("accuracy_budget", accuracy_budget, low=0, high=100)
         except (TypeError, ValueError) as error:
@@ -180,6 +197,7 @@ class Export(Stage):
             self.quantization,
             representative_data=data,
             io_dtype=self.io_dtype,
+            per_channel=self.per_channel,
             verbose=context.keras_verbose(),
         )
         details = report.to_dict()

@@ -224,7 +224,9 @@ def follows_pattern(kernel, n, m, axis=-2):
     return bool(np.all(np.count_nonzero(groups, axis=-1) <= n))
 
 
-def _select(layers, include, exclude):
+def _select(layers, include, exclude, action="prune"):
+    """The layers to `action` ("prune", "cluster"): those with a supported kernel, picked
+    by `include` and `exclude`."""
     names = {layer.name for layer in layers}
     include_test = _selector("include", include, names)
     exclude_test = _selector("exclude", exclude, names)
@@ -240,13 +242,13 @@ def _select(layers, include, exclude):
             reason = _kernels.unsupported_reason(layer)
             if reason is not None:
                 raise TypeError(
-                    f"Layer {layer.name!r} was selected by `include` but cannot be pruned: "
-                    f"{reason}. Remove it from `include`."
+                    f"Layer {layer.name!r} was selected by `include` but cannot be "
+                    f"{action.rstrip('e')}ed: {reason}. Remove it from `include`."
                 )
             selected.append(layer)
     if not selected:
         raise ValueError(
-            "Nothing to prune: no selected layer has a kernel tfkd can prune. Received: "
+            f"Nothing to {action}: no selected layer has a kernel tfkd can {action}. Received: "
             f"include={include!r}, exclude={exclude!r}; the model's layers are "
             f"{sorted(names)}. Supported types: "
             f"{', '.join(sorted({t.__name__ for t in _kernels.SUPPORTED_TYPES}))}."

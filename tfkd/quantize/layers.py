@@ -236,19 +236,7 @@ class QuantizeWrapper(KernelWrapper):
         return self._quantize_kernel(kernel), bias
 
     def _fold(self, kernel):
-        norm = self.batch_norm
-        factor = ops.rsqrt(ops.add(norm.moving_variance, norm.epsilon))
-        if norm.gamma is not None:
-            factor = ops.multiply(factor, norm.gamma)
-        bias = ops.negative(norm.moving_mean)
-        if getattr(self.layer, "bias", None) is not None:
-            bias = ops.add(bias, self.layer.bias)
-        bias = ops.multiply(bias, factor)
-        if norm.beta is not None:
-            bias = ops.add(bias, norm.beta)
-        if isinstance(self.layer, _DEPTHWISE):
-            factor = ops.reshape(factor, kernel.shape[-2:])
-        return ops.multiply(kernel, factor), bias
+        return fold(self.layer, self.batch_norm, kernel, getattr(self.layer, "bias", None))
 
     def _quantize_kernel(self, kernel):
         if not isinstance(self.layer, _PER_CHANNEL):
@@ -318,6 +306,38 @@ class FoldedBatchNormalization(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+def fold(layer, norm, kernel, bias):
+    """`layer`'s kernel and bias with BatchNormalization `norm` (its moving statistics)
+    folded in; `bias` may be `None`."""
+    factor = ops.rsqrt(ops.add(norm.moving_variance, norm.epsilon))
+    if norm.gamma is not None:
+        factor = ops.multiply(factor, norm.gamma)
+    folded_bias = ops.negative(norm.moving_mean)
+    if bias is not None:
+        folded_bias = ops.add(folded_bias, bias)
+    folded_bias = ops.multiply(folded_bias, factor)
+    if norm.beta is not None:
+        folded_bias = ops.add(folded_bias, norm.beta)
+    if isinstance(layer, _DEPTHWISE):
+        factor = ops.reshape(factor, kernel.shape[-2:])
+    return ops.multiply(kernel, factor), folded_bias
+
+
+def foldable_batch_norms(consumers):
+    """`{layer: the BatchNormalization that can fold into it}`, from `_graph.consumers`:
+    the normalization must be the layer's only consumer."""
+    found = {}
+    for layer, users in consumers.items():
+        norm = users[0] if len(users) == 1 else None
+        if isinstance(norm, keras.layers.BatchNormalization):
+            try:
+                check_foldable(layer, norm)
+            except ValueError:
+                continue
+            found[layer] = norm
+    return found
 
 
 def check_foldable(layer, batch_norm):

@@ -8,7 +8,7 @@ from tfkd.quantize.layers import (
     FoldedBatchNormalization,
     QuantizeWrapper,
     check_decay,
-    check_foldable,
+    foldable_batch_norms,
 )
 
 # Layers whose int8 TFLite ops keep their input's scale: no quantizer after them.
@@ -214,12 +214,8 @@ class _Plan:
             for layer in _graph.input_consumers(model)
             if float_inputs and not isinstance(layer, keras.layers.Embedding)
         }
-        self.folded = {}  # producer -> BatchNormalization folded into it
-        if fold_batch_norm:
-            for layer, users in self.consumers.items():
-                norm = users[0] if len(users) == 1 else None
-                if isinstance(norm, keras.layers.BatchNormalization) and _foldable(layer, norm):
-                    self.folded[layer] = norm
+        # producer -> BatchNormalization folded into it
+        self.folded = foldable_batch_norms(self.consumers) if fold_batch_norm else {}
         self.folded_norms = set(self.folded.values())
 
     def transform(self, layer):
@@ -257,14 +253,6 @@ def _is_fused_activation(layer):
     activation_layers = (keras.layers.ReLU, keras.layers.Activation)
     fused = _graph.activation_name(layer) in _FUSED_ACTIVATIONS
     return isinstance(layer, activation_layers) and fused
-
-
-def _foldable(layer, norm):
-    try:
-        check_foldable(layer, norm)
-    except ValueError:
-        return False
-    return True
 
 
 def _has_zeros(layer):
