@@ -587,7 +587,11 @@ def _training_loss(distiller, x, y):
     return float(_numpy(distiller.compute_loss(x=x, y=y, y_pred=y_pred, training=True)))
 
 
-@pytest.mark.parametrize("kind", MODEL_KINDS)
+# keras.applications on TensorFlow only: 47 s of JAX compiling it.
+@pytest.mark.parametrize(
+    "kind",
+    [pytest.param(k, marks=pytest.mark.heavy) if k == "applications" else k for k in MODEL_KINDS],
+)
 def test_every_student_kind(kind, tmp_path):
     shape = kind_input_shape(kind)
     x, y = random_images(16, shape=shape)

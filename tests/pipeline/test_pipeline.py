@@ -190,7 +190,7 @@ def test_python_api_validates_early(data, tmp_path):
     assert not (tmp_path / "stages").exists()
 
 
-@pytest.mark.heavy
+@pytest.mark.slow  # 61 s in CI; the default config's quick run (test_cli.py) runs this stage
 def test_transfer_stage_fine_tunes_the_pretrained_backbone(tmp_path):
     data = Data.load("fashion_mnist", train_size=512, test_size=256)
     stages = [

@@ -156,6 +156,7 @@ def test_taylor_importance_trains_and_shrinks_a_never_called_sequential():
     )
 
 
+@pytest.mark.heavy  # on TensorFlow only: 68 s of JAX compiling MobileNetV2
 def test_mobilenet_v2_backbone_shrinks_inside_a_nested_model():
     base = keras.applications.MobileNetV2(
         input_shape=(32, 32, 3), alpha=0.35, include_top=False, weights=None
@@ -203,6 +204,7 @@ def test_activation_that_moves_zero_stops_the_group():
     assert "does not map 0 to 0" in tfkd.prune.channel_groups(model).skipped["hidden"][0]
 
 
+@pytest.mark.heavy  # on TensorFlow only: its cost off TensorFlow is the export subprocess
 def test_saved_masked_model_keeps_its_groups_and_exports_shrunk(tmp_path):
     x, y = _data()
     masked = _fit(tfkd.prune.prune_channels(_branchy(), 0.5), x, y)

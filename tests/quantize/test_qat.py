@@ -105,6 +105,7 @@ def test_qat_student_in_a_distiller_exports_int8(tmp_path):
     assert report.keras_agreement["top1_agreement"] >= 0.9
 
 
+@pytest.mark.heavy  # on TensorFlow only: its cost off TensorFlow is the export subprocess
 def test_pruned_model_keeps_its_sparsity(tmp_path):
     x, y = random_images(192)
     model = small_cnn(16, "pruned", num_classes=3)
@@ -198,6 +199,7 @@ def test_graph_corner_cases():
     assert outputs.shape == (2, 2)
 
 
+@pytest.mark.heavy  # on TensorFlow only: its cost off TensorFlow is the export subprocess
 def test_conv1d_exports_fully_int8(tmp_path):
     x = np.random.default_rng(0).normal(size=(64, 10, 4)).astype("float32")
     inputs = keras.Input((10, 4))
@@ -253,6 +255,7 @@ def test_first_training_batch_of_a_fresh_quantizer_sets_the_range():
     assert (float(_numpy(quantizer.min_value)), float(_numpy(quantizer.max_value))) == (0.0, 4.0)
 
 
+@pytest.mark.heavy  # on TensorFlow only: its cost off TensorFlow is the export subprocess
 def test_compiled_predict_sets_the_ranges_once_and_the_model_exports(tmp_path):
     keras.utils.set_random_seed(0)
     x, _ = random_images(64)
@@ -301,6 +304,7 @@ def test_report_counts_parameters_not_masks_or_ranges(tmp_path):
         assert (row["parameters"], row["nonzero_parameters"]) == (71, 71 - 18 - 6)
 
 
+@pytest.mark.heavy  # on TensorFlow only: its cost off TensorFlow is the export subprocess
 def test_sequential_model_never_called_is_quantized_when_first_called(tmp_path):
     # It has no inputs yet (`model.inputs` raised AttributeError); its layers build on the
     # QAT model's first call, as the float model's would have.

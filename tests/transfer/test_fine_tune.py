@@ -154,6 +154,7 @@ CLASSIFIERS = {
 }
 
 
+@pytest.mark.heavy  # on TensorFlow only: a check of the arguments, on large models
 @pytest.mark.parametrize("kind", sorted(CLASSIFIERS))
 def test_a_backbone_with_its_classifier_is_refused(kind):
     base = CLASSIFIERS[kind]()
