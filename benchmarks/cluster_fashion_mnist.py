@@ -9,6 +9,9 @@ of clusters, the same fine-tuning (`--fine-tune-epochs` epochs, Adam at
 - `tfkd_folded`: the same with `fold_batch_norm=True` (each BatchNormalization folded into
   the convolution before it, and the folded kernel clustered), exported with
   `per_channel=False` (one int8 scale a kernel);
+- `tfkd_cqat` and `tfkd_qat` (their int8 files): tfkd's clustered model, before stripping,
+  trained quantization-aware for `--qat-epochs` more epochs, with and without
+  `preserve_clusters=True` (cluster-preserving QAT), exported to int8 from the trained ranges;
 - `tfmot`: the same architecture rebuilt in `tf_keras` with the same weights,
   `tfmot.clustering.keras.cluster_weights` (k-means++), `fit`, `strip_clustering`.
 Accuracy on the 10,000 test images. For seed 0, tfkd's files: float32 and int8 `.tflite`
@@ -91,7 +94,26 @@ def run_tfkd(dense, data, clusters, arguments, fold_batch_norm=False):
     )
     stripped = tfkd.cluster.strip(clustered)
     models.compile_classifier(stripped, arguments.learning_rate)
-    return stripped, stripped.evaluate(x_test, y_test, batch_size=1024, verbose=0)[1]
+    return clustered, stripped, stripped.evaluate(x_test, y_test, batch_size=1024, verbose=0)[1]
+
+
+def run_qat(clustered, data, arguments, directory, name, preserve_clusters):
+    """The int8 file of `clustered` after QAT: its accuracy, and the most distinct int8
+    values in one output channel and in one kernel."""
+    (x_train, y_train), (x_test, y_test) = data
+    aware = tfkd.quantize.quantize_aware(clustered, preserve_clusters=preserve_clusters)
+    models.compile_classifier(aware, arguments.learning_rate)
+    aware.fit(x_train, y_train, batch_size=BATCH_SIZE, epochs=arguments.qat_epochs, verbose=0)
+    path = pathlib.Path(directory) / f"{name}.tflite"
+    tfkd.export_tflite(aware, path, "int8")
+    kernels = [values for values, _ in integer_kernels(path).values()]
+    return {
+        "int8_accuracy": tfkd.TFLiteModel(path).evaluate(x_test, y_test)["accuracy"],
+        "most_values_per_channel": int(
+            max(len(np.unique(row)) for k in kernels for row in k.reshape(len(k), -1))
+        ),
+        "most_values_per_kernel": int(max(len(np.unique(k)) for k in kernels)),
+    }
 
 
 def run_tfmot(dense, data, clusters, arguments):
@@ -160,11 +182,12 @@ def main():
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--fine-tune-epochs", type=int, default=2)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--qat-epochs", type=int, default=1)
     arguments = parser.parse_args()
     start = time.perf_counter()
     (x_train, y_train), test = models.load_fashion_mnist()
     data = (x_train[: arguments.train_size], y_train[: arguments.train_size]), test
-    per_seed, files = [], {}
+    per_seed, files, qat_values = [], {}, {}
     with tempfile.TemporaryDirectory() as directory:
         for seed in arguments.seeds:
             dense = student(seed)
@@ -175,9 +198,17 @@ def main():
                 files["dense"] = file_rows(dense, data, directory, "dense")
             for clusters in arguments.clusters:
                 keras.utils.set_random_seed(seed)
-                stripped, rows[f"tfkd_{clusters}"] = run_tfkd(dense, data, clusters, arguments)
+                clustered, stripped, rows[f"tfkd_{clusters}"] = run_tfkd(
+                    dense, data, clusters, arguments
+                )
+                for preserve, label in ((True, "cqat"), (False, "qat")):
+                    keras.utils.set_random_seed(seed)
+                    name = f"tfkd_{label}_{clusters}"
+                    qat = run_qat(clustered, data, arguments, directory, name, preserve)
+                    rows[f"{name}_int8"] = qat["int8_accuracy"]
+                    qat_values.setdefault(name, []).append(qat)
                 keras.utils.set_random_seed(seed)
-                folded, rows[f"tfkd_folded_{clusters}"] = run_tfkd(
+                _, folded, rows[f"tfkd_folded_{clusters}"] = run_tfkd(
                     dense, data, clusters, arguments, fold_batch_norm=True
                 )
                 keras.utils.set_random_seed(seed)
@@ -206,6 +237,7 @@ def main():
         "summary": summary,
         "files_from_seed": arguments.seeds[0],
         "files": files,
+        "qat_int8_files": qat_values,
         "seconds": round(time.perf_counter() - start, 1),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs tfkd with its test dependencies and runs the test suite: everything on the
-# TensorFlow backend, and the backend-agnostic distillation, pruning, QAT, transfer and
-# pipeline tests on JAX, and the distillation, pruning and QAT tests on PyTorch.
+# TensorFlow backend; the distillation, pruning, QAT and transfer tests and the pipeline's
+# full chain on JAX; and the distillation, pruning, QAT and clustering tests on PyTorch.
 # The suite is cut into jobs (one pytest process each, over disjoint files) that run four
 # at a time, longest first, each starting when another ends: much of a test's time is
 # single-threaded Python, so four processes keep two cores busy to the end, and no single

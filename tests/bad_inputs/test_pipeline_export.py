@@ -315,6 +315,13 @@ CASES = [
     Case(Prune, lambda: Prune(exclude=["conv("]), ValueError, "exclude", "'conv('"),
     Case(QuantizeAware, lambda: QuantizeAware(epochs=1.5), TypeError, "epochs", "1.5"),
     Case(
+        QuantizeAware,
+        lambda: QuantizeAware(preserve_clusters="yes"),
+        TypeError,
+        "preserve_clusters",
+        "'yes'",
+    ),
+    Case(
         QuantizeAware, lambda: QuantizeAware(batch_size=0), ValueError, "batch_size", "batch_size=0"
     ),
     Case(QuantizeAware, lambda: QuantizeAware(mixup=0.2), ValueError, "mixup", "mixup=0.2"),

@@ -348,9 +348,30 @@ CASES = [
         "model",
         "Dense",
     ),
+    Case(
+        quantize.QuantizeWrapper,
+        lambda: quantize.QuantizeWrapper(keras.layers.Dense(2), clusters=1),
+        ValueError,
+        "clusters",
+        "clusters=1",
+    ),
+    Case(
+        quantize.QuantizeWrapper,
+        lambda: quantize.QuantizeWrapper(keras.layers.ReLU(name="act"), clusters=4),
+        ValueError,
+        "clusters",
+        "'act'",
+    ),
     # quantize.quantize_aware
     Case(
         quantize.quantize_aware, lambda: quantize.quantize_aware("tiny"), TypeError, "model", "str"
+    ),
+    Case(
+        quantize.quantize_aware,
+        lambda: quantize.quantize_aware(_model(), preserve_clusters="yes"),
+        TypeError,
+        "preserve_clusters",
+        "'yes'",
     ),
     Case(
         quantize.quantize_aware,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import tfkd
-from tests.helpers import random_images, small_cnn
+from tests.helpers import assert_keras_round_trip, random_images, small_cnn
 from tfkd.cluster import _kmeans as kmeans
 from tfkd.export._interpreter import integer_kernels
 
@@ -151,6 +151,76 @@ def test_folded_batch_norm_clusters_the_kernel_the_file_holds(tmp_path):
     received = tfkd.TFLiteModel(path).predict(x).argmax(-1)
     expected = tfkd.cluster.strip(clustered).predict(x, verbose=0).argmax(-1)
     assert np.mean(received == expected) >= 0.9
+    # QAT looks through the folded placeholder: the ReLU after it still fuses into the conv.
+    aware = tfkd.quantize.quantize_aware(clustered, preserve_clusters=True)
+    assert aware.get_layer("conv").output_quantizer is None
+    assert isinstance(aware.get_layer("conv_bn"), tfkd.quantize.FoldedBatchNormalization)
+
+
+def test_fold_leaves_a_layer_with_lora_and_its_batch_norm_alone():
+    inputs = keras.Input((6,))
+    hidden = L.Dense(8, name="hidden")
+    x = L.BatchNormalization(name="norm")(hidden(inputs))
+    model = keras.Model(inputs, L.Dense(24, name="out")(x))
+    hidden.enable_lora(2)
+    x = np.random.default_rng(0).normal(size=(16, 6)).astype("float32")
+    folded = tfkd.cluster.cluster_weights(model, 4, include=["out"], fold_batch_norm=True)
+    assert isinstance(folded.get_layer("norm"), L.BatchNormalization)
+
+    def normalized(network):
+        return keras.Model(network.inputs, network.get_layer("norm").output).predict(x, verbose=0)
+
+    np.testing.assert_allclose(normalized(folded), normalized(model), atol=1e-5)
+
+
+def _distinct(model):
+    return {row["name"]: row["unique_values"] for row in tfkd.cluster.summary(model)}
+
+
+def test_cluster_preserving_qat_trains_the_centroids_and_exports_them(tmp_path):
+    x, y = random_images()
+    model = _fit(small_cnn(16, "cqat", batch_norm=True), x, y)
+    clustered = _fit(tfkd.cluster.cluster_weights(model, clusters=8), x, y)
+    before = _distinct(clustered)
+    assert before == {"conv": 8, "logits": 8}
+    trained = {}
+    for preserve in (True, False):
+        aware = tfkd.quantize.quantize_aware(clustered, preserve_clusters=preserve)
+        trained[preserve] = _fit(aware, x, y, epochs=3)
+    assert _distinct(trained[True]) == before  # QAT moved the shared values, not the weights
+    assert max(_distinct(trained[False]).values()) > 100  # plain QAT spreads them
+    wrapper = trained[True].get_layer("conv")
+    centroids = keras.ops.convert_to_numpy(wrapper.cluster_centroids)
+    start = np.unique(_kernel(tfkd.cluster.strip(clustered), "conv"))
+    assert not np.allclose(np.sort(centroids), start)  # the centroids trained
+    path = tmp_path / "cqat.tflite"
+    tfkd.export_tflite(trained[True], path, "int8")
+    kernels = integer_kernels(path)
+    assert len(kernels) == 2
+    for values, _ in kernels.values():
+        channels = values.reshape(len(values), -1)  # output channels first
+        assert max(len(np.unique(channel)) for channel in channels) <= 8
+    loaded = assert_keras_round_trip(trained[True], x[:16], tmp_path)
+    assert _distinct(loaded) == before
+    assert not loaded.get_layer("conv").layer.kernel.trainable
+
+
+def test_cluster_preserving_qat_refuses_what_it_cannot_do():
+    with pytest.raises(TypeError, match="preserve_clusters.*'yes'"):
+        tfkd.quantize.quantize_aware(small_cnn(4, "flag"), preserve_clusters="yes")
+    unbuilt = keras.Sequential([L.Dense(4)], name="unbuilt")
+    with pytest.raises(ValueError, match="preserve_clusters.*'unbuilt', never called"):
+        tfkd.quantize.quantize_aware(unbuilt, preserve_clusters=True)
+    with pytest.raises(ValueError, match="clusters.*needs a layer with a kernel.*ReLU"):
+        tfkd.quantize.QuantizeWrapper(L.ReLU(name="relu"), clusters=4)
+    wrapper = tfkd.quantize.QuantizeWrapper(L.Dense(4), clusters=2)
+    wrapper.build((None, 3))
+    with pytest.raises(ValueError, match="holds 12 distinct values, more than clusters=2"):
+        wrapper.keep_clusters()
+    plain = tfkd.quantize.QuantizeWrapper(L.Dense(4, name="plain"))
+    plain.build((None, 3))
+    with pytest.raises(ValueError, match="keep_clusters.*clusters=None.*'plain'"):
+        plain.keep_clusters()
 
 
 def test_per_tensor_export_refuses_float_and_quantization_aware_models(tmp_path):
@@ -158,6 +228,8 @@ def test_per_tensor_export_refuses_float_and_quantization_aware_models(tmp_path)
     path = tmp_path / "model.tflite"
     with pytest.raises(ValueError, match="quantization=None"):
         tfkd.export_tflite(small_cnn(4, "float"), path, per_channel=False)
+    with pytest.raises(ValueError, match="per_channel=False with quantization='int16x8'"):
+        tfkd.export_tflite(small_cnn(4, "wide"), path, "int16x8", x, per_channel=False)
     aware = tfkd.quantize.quantize_aware(small_cnn(4, "aware"))
     aware(x[:8], training=True)
     with pytest.raises(ValueError, match="quantization-aware model"):

@@ -200,7 +200,7 @@ def test_check_lists_every_error_at_once(tmp_path):
         "or 'N:M' with 0 < N < M (e.g. '2:4'). Received: pattern='2-4'",
         f"tfkd: config error: {config}:5: stages[2].fast: unknown key for stage 'export'. "
         "Accepted keys: ['accuracy_budget', 'calibration_samples', 'from_stage', 'io_dtype', "
-        "'name', 'overrides', 'quantization', 'recipe', 'validation_samples']",
+        "'name', 'overrides', 'per_channel', 'quantization', 'recipe', 'validation_samples']",
         # io_dtype is not blamed for the bad quantization it is checked against
         f"tfkd: config error: {config}:5: stages[2].quantization: Unknown quantization. "
         "Received: quantization='int4'. Accepted: [None, 'dynamic', 'float16', 'int8', "

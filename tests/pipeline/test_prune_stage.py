@@ -217,3 +217,23 @@ def test_cluster_stage_after_pruning_keeps_zeros_and_few_values(data, tmp_path):
     assert all(
         len(np.unique(values)) <= 9 and len(scales) == 1 for values, scales in kernels.values()
     )
+
+
+def test_cluster_preserving_qat_stage_keeps_the_clusters_in_the_int8_file(data, tmp_path):
+    stages = [
+        Train(STUDENT, epochs=1, name="scratch"),
+        tfkd.pipeline.Cluster(clusters=8, epochs=1, batch_size=64, name="clustered"),
+        tfkd.pipeline.QuantizeAware(preserve_clusters=True, epochs=1, batch_size=64, name="qat"),
+        tfkd.pipeline.Export("int8", calibration_samples=64),
+    ]
+    _execute(stages, data, tmp_path)
+    qat = keras.saving.load_model(tmp_path / "stages" / "qat" / "model.keras")
+    assert {row["name"]: row["unique_values"] for row in tfkd.cluster.summary(qat)} == {
+        "conv1": 8,
+        "conv2": 8,
+        "logits": 8,
+    }
+    kernels = integer_kernels(tmp_path / "stages" / "export" / "model.tflite")
+    assert len(kernels) == 3
+    for values, _ in kernels.values():  # a scale per channel: 8 values in each
+        assert max(len(np.unique(row)) for row in values.reshape(len(values), -1)) <= 8

@@ -124,13 +124,16 @@ def integer_kernels(path_or_content):
     (one per output channel, or one for the whole kernel)."""
     interpreter = make_interpreter(path_or_content, delegates=False)
     details = {item["index"]: item for item in interpreter.get_tensor_details()}
+    ops = ops_details(interpreter)
+    computed = {int(index) for op in ops for index in op["outputs"]}
+    computed |= {item["index"] for item in interpreter.get_input_details()}
     found = {}
-    for op in ops_details(interpreter):
+    for op in ops:
         if op["op_name"] not in _KERNEL_OPS:
             continue
         index = int(op["inputs"][1])  # TRANSPOSE_CONV's first input is the output shape
         tensor = details[index]
-        if np.dtype(tensor["dtype"]).kind not in "iu":
+        if index in computed or np.dtype(tensor["dtype"]).kind not in "iu":
             continue
         scales = tensor["quantization_parameters"]["scales"]
         found[tensor["name"]] = (interpreter.get_tensor(index), np.asarray(scales))

@@ -84,9 +84,9 @@ def export_tflite(
             compressed, and ready for look-up-table storage, at some accuracy cost where
             the channels' ranges differ. Not for a kernel followed by BatchNormalization:
             the converter folds it in, a factor per channel, and only per-channel scales
-            keep the kernel to `clusters` values per channel. For `"dynamic"`, `"int8"`
-            and `"int16x8"` from the float model (a quantization-aware model keeps the
-            scales it trained).
+            keep the kernel to `clusters` values per channel. For `"dynamic"` and
+            `"int8"` from the float model (a quantization-aware model keeps the scales
+            it trained).
             Defaults to `True`.
         verbose: `1` or `2` print each step (conversion, the calibration's progress,
             the check against Keras) with its seconds, as Keras's `verbose`; `0` nothing.
@@ -316,11 +316,11 @@ def _validate(model, quantization, representative_data, io_dtype, sparsity, sele
 def _check_per_channel(model, per_channel, quantization):
     if check_flag("per_channel", per_channel):
         return
-    if quantization not in ("dynamic", "int8", "int16x8"):
+    if quantization not in ("dynamic", "int8"):
         raise ValueError(
-            "`per_channel=False` sets the scales of integer kernels, for quantization "
-            f"'dynamic', 'int8' or 'int16x8'. Received: per_channel=False with "
-            f"quantization={quantization!r}."
+            "`per_channel=False` sets the scales of int8 kernels, for quantization "
+            "'dynamic' or 'int8' (the converter's int16x8 fails on depthwise layers with "
+            f"it). Received: per_channel=False with quantization={quantization!r}."
         )
     if is_quantized(model):
         raise ValueError(

@@ -1,6 +1,6 @@
 """The quantize_aware stage: quantization-aware training (`tfkd.quantize.quantize_aware`)."""
 
-from tfkd.pipeline.stage import check_keras_input, register_stage
+from tfkd.pipeline.stage import check_keras_input, invalid_argument, register_stage
 from tfkd.pipeline.training import _Training, training_arguments
 
 
@@ -21,12 +21,26 @@ class QuantizeAware(_Training):
         learning_rate: Defaults to `1e-4`.
         method, method_arguments, augmentation, mixup, cutmix: as in `Distill`;
             all but `augmentation` need `teacher`. Default to `"kd"` and `None`.
+        preserve_clusters: after a `cluster` stage, keep each kernel on its clusters
+            (cluster-preserving QAT; see `tfkd.quantize.quantize_aware`). Defaults to
+            `false`.
         **kwargs: `temperature`, `student_loss_weight`, `batch_size`, `name`, `from_stage`.
     """
+
+    def __init__(self, preserve_clusters: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(preserve_clusters, bool):
+            raise invalid_argument(
+                "preserve_clusters",
+                "`preserve_clusters` must be true or false. Received: "
+                f"preserve_clusters={preserve_clusters!r}",
+                TypeError,
+            )
+        self.preserve_clusters = preserve_clusters
 
     def run(self, model, context):
         from tfkd import quantize
 
         check_keras_input(self, model)
-        quantized = quantize.quantize_aware(model)
+        quantized = quantize.quantize_aware(model, preserve_clusters=self.preserve_clusters)
         return quantized, self.train(quantized, context)

@@ -87,7 +87,7 @@ class Export(Stage):
             output channel (see `tfkd.export_tflite`): after a `cluster` stage with
             `per_channel: false`, the int8 file then keeps at most `clusters` values
             per kernel (per channel where BatchNormalization follows the kernel). For
-            `dynamic`, `int8` and `int16x8`. Defaults to `true`.
+            `dynamic` and `int8`. Defaults to `true`.
         accuracy_budget: with `quantization: auto`, the accuracy points a file may lose
             against the float32 file: every candidate of `tfkd.export.auto_quantize` is
             made and measured on the last `validation_samples` labelled training
@@ -118,11 +118,11 @@ class Export(Stage):
             self.per_channel = _checks.check_flag("per_channel", per_channel)
         except TypeError as error:
             raise invalid_argument("per_channel", str(error), TypeError) from None
-        if not self.per_channel and quantization not in ("dynamic", "int8", "int16x8"):
+        if not self.per_channel and quantization not in ("dynamic", "int8"):
             raise invalid_argument(
                 "per_channel",
-                "`per_channel: false` sets the scales of the converter's integer kernels, "
-                "for quantization dynamic, int8 or int16x8. Received: per_channel=False with "
+                "`per_channel: false` sets the scales of the converter's int8 kernels, "
+                "for quantization dynamic or int8. Received: per_channel=False with "
                 f"quantization={quantization!r}, recipe={recipe!r}",
             )
         try:

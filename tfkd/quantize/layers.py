@@ -3,6 +3,7 @@
 import inspect
 
 import keras
+import numpy as np
 from keras import ops
 
 from tfkd import _checks, _graph, _kernels
@@ -143,6 +144,12 @@ class QuantizeWrapper(KernelWrapper):
         quantize_outputs: fake-quantize the outputs. Defaults to `True`.
         preserve_sparsity: keep the kernel's zeros at zero (for pruned models).
             Defaults to `False`.
+        clusters: keep the kernel on this many shared values (for clustered models,
+            cluster-preserving QAT): the wrapper holds them as trainable centroids and
+            each weight's index into them, fixed, and computes with
+            `centroids[indices]`, so training moves the shared values, never a weight
+            off them. Set them from the kernel with `keep_clusters()` once its weights
+            are in. `None` trains the kernel as usual. Defaults to `None`.
         decay: moving-average decay of the activation ranges. Defaults to `0.999`.
         **kwargs: passed to `keras.layers.Layer`; the name defaults to the layer's.
 
@@ -164,6 +171,7 @@ class QuantizeWrapper(KernelWrapper):
         quantize_outputs=True,
         preserve_sparsity=False,
         decay=0.999,
+        clusters=None,
         **kwargs,
     ):
         if batch_norm is not None and not isinstance(batch_norm, keras.layers.BatchNormalization):
@@ -176,7 +184,14 @@ class QuantizeWrapper(KernelWrapper):
         quantize_outputs = _checks.check_flag("quantize_outputs", quantize_outputs)
         preserve_sparsity = _checks.check_flag("preserve_sparsity", preserve_sparsity)
         decay = check_decay(decay)
+        if clusters is not None:
+            clusters = _checks.check_number("clusters", clusters, low=2, integer=True)
         super().__init__(layer, **kwargs)
+        if clusters is not None and self._kernel_name is None:
+            raise ValueError(
+                f"`clusters` needs a layer with a kernel. Received: clusters={clusters} for "
+                f"layer {layer.name!r} ({type(layer).__name__})."
+            )
         self._takes_mask = "mask" in inspect.signature(layer.call).parameters
         self._softmax = _graph.activation_name(layer) == "softmax"
         if batch_norm is not None:
@@ -185,6 +200,7 @@ class QuantizeWrapper(KernelWrapper):
         self.quantize_inputs = quantize_inputs
         self.quantize_outputs = quantize_outputs
         self.preserve_sparsity = preserve_sparsity
+        self.clusters = clusters
         self.decay = decay
         self.input_quantizer = ActivationQuantizer(decay) if quantize_inputs else None
         self.output_quantizer = ActivationQuantizer(decay) if quantize_outputs else None
@@ -207,9 +223,47 @@ class QuantizeWrapper(KernelWrapper):
                 initializer="ones",
                 trainable=False,
             )
+        if self.clusters is not None:
+            kernel = self.raw_kernel()
+            self.cluster_centroids = self.add_weight(
+                name="cluster_centroids", shape=(self.clusters,), initializer="zeros"
+            )
+            self.cluster_indices = self.add_weight(
+                name="cluster_indices",
+                shape=kernel.shape,
+                initializer="zeros",
+                dtype="int32",
+                trainable=False,
+            )
+            kernel.trainable = False  # the centroids train instead
         for quantizer in (self.input_quantizer, self.output_quantizer):
             if quantizer is not None:
                 quantizer.build()
+
+    def keep_clusters(self):
+        """Takes the kernel's distinct values as the centroids (at most `clusters`)."""
+        if self.clusters is None:
+            raise ValueError(
+                "`keep_clusters` needs a wrapper made with `clusters`. Received: clusters=None "
+                f"for layer {self.layer.name!r}."
+            )
+        kernel = ops.convert_to_numpy(self.raw_kernel())
+        values, indices = np.unique(kernel, return_inverse=True)
+        if len(values) > self.clusters:
+            raise ValueError(
+                f"The kernel of layer {self.layer.name!r} holds {len(values)} distinct values, "
+                f"more than clusters={self.clusters}. Cluster it first (tfkd.cluster)."
+            )
+        padded = np.concatenate([values, np.full(self.clusters - len(values), values[-1])])
+        self.cluster_centroids.assign(padded.astype(kernel.dtype))
+        self.cluster_indices.assign(indices.reshape(kernel.shape).astype("int32"))
+
+    def masked_kernel(self):
+        if self.clusters is None:
+            return super().masked_kernel()
+        kernel = _kernels.take_rows(self.cluster_centroids, self.cluster_indices)
+        mask = self.kernel_mask()
+        return kernel if mask is None else ops.multiply(kernel, mask)
 
     def keep_zeros(self):
         """Fixes the sparsity mask to the kernel's current zeros."""
@@ -286,6 +340,7 @@ class QuantizeWrapper(KernelWrapper):
             quantize_outputs=self.quantize_outputs,
             preserve_sparsity=self.preserve_sparsity,
             decay=self.decay,
+            clusters=self.clusters,
         )
         return config
 
@@ -331,6 +386,8 @@ def foldable_batch_norms(consumers):
     found = {}
     for layer, users in consumers.items():
         norm = users[0] if len(users) == 1 else None
+        if _kernels.unsupported_reason(layer) is not None:  # LoRA, already quantized
+            continue
         if isinstance(norm, keras.layers.BatchNormalization):
             try:
                 check_foldable(layer, norm)

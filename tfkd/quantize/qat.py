@@ -1,6 +1,7 @@
 """`quantize_aware`: a Keras 3 model that trains with the int8 arithmetic TFLite will run."""
 
 import keras
+import numpy as np
 
 from tfkd import _checks, _graph, _kernels
 from tfkd.quantize._fake_quant import export_mode  # noqa: F401  (what export traces QAT models in)
@@ -11,8 +12,11 @@ from tfkd.quantize.layers import (
     foldable_batch_norms,
 )
 
+# Kernels with at most this many distinct values keep them with `preserve_clusters`.
+_MOST_CLUSTERS = 256
 # Layers whose int8 TFLite ops keep their input's scale: no quantizer after them.
 _SAME_SCALE = (
+    FoldedBatchNormalization,
     keras.layers.InputLayer,
     keras.layers.MaxPooling1D,
     keras.layers.MaxPooling2D,
@@ -47,7 +51,7 @@ _FUSED_ACTIVATIONS = ("relu", "relu6")
 _FUSING = (keras.layers.Add, keras.layers.Subtract, keras.layers.Multiply)
 
 
-def quantize_aware(model, *, fold_batch_norm=True, decay=0.999):
+def quantize_aware(model, *, fold_batch_norm=True, decay=0.999, preserve_clusters=False):
     """Returns a copy of `model` that trains with int8 quantization in the loop (QAT).
 
     Every kernel is fake-quantized as TFLite stores it (per output channel, symmetric,
@@ -74,6 +78,14 @@ def quantize_aware(model, *, fold_batch_norm=True, decay=0.999):
         fold_batch_norm: fold BatchNormalization layers into the preceding Dense or
             convolution. Defaults to `True`.
         decay: moving-average decay of the activation ranges. Defaults to `0.999`.
+        preserve_clusters: cluster-preserving QAT, for a model from `tfkd.cluster`
+            (stripped or not): each kernel that holds at most 256 distinct values (and
+            fewer than its weights) keeps them as its shared values, and training moves
+            those values, never a weight off them. The int8 file keeps them per output
+            channel; per kernel too where no BatchNormalization is folded into the
+            kernel here (cluster with `fold_batch_norm=True` for that) and the kernel has
+            one scale (Dense layers). Other kernels train as usual. Needs a built model.
+            Defaults to `False`.
 
     Returns:
         A new, uncompiled Keras model.
@@ -82,7 +94,8 @@ def quantize_aware(model, *, fold_batch_norm=True, decay=0.999):
         TypeError: `model` is subclassed, or has layers (or `keras.ops` calls such as
             `x + 3.0`) QAT cannot quantize; they are listed. Also for a `fold_batch_norm`
             that is not a bool, or a `decay` that is not a number.
-        ValueError: `decay` is outside [0, 1), or `model` is already quantization-aware.
+        ValueError: `decay` is outside [0, 1), `model` is already quantization-aware, or
+            `preserve_clusters` is set for a model that is not built.
 
     Example:
 
@@ -100,7 +113,13 @@ def quantize_aware(model, *, fold_batch_norm=True, decay=0.999):
         "Wrap the layers of a subclassed model in tfkd.quantize.QuantizeWrapper yourself.",
     )
     fold_batch_norm = _checks.check_flag("fold_batch_norm", fold_batch_norm)
+    preserve_clusters = _checks.check_flag("preserve_clusters", preserve_clusters)
     decay = check_decay(decay)
+    if preserve_clusters and not model.built:
+        raise ValueError(
+            "`preserve_clusters=True` reads the clusters from the kernels' values. Received: "
+            f"model={model.name!r}, never called. Pass the trained, clustered model."
+        )
     if is_quantized(model):
         raise ValueError(
             f"Model {model.name!r} is already quantization-aware. Received: a model with "
@@ -108,7 +127,7 @@ def quantize_aware(model, *, fold_batch_norm=True, decay=0.999):
         )
     model = _graph.strip_if_wrapped(model)
     _check_supported(model)
-    plan = _Plan(model, fold_batch_norm, decay)
+    plan = _Plan(model, fold_batch_norm, decay, preserve_clusters)
     return _graph.rebuild(model, plan.transform)
 
 
@@ -204,8 +223,9 @@ def _int8_gap(layer):
 class _Plan:
     """Decides, from the model's graph, how each layer is wrapped."""
 
-    def __init__(self, model, fold_batch_norm, decay):
+    def __init__(self, model, fold_batch_norm, decay, preserve_clusters=False):
         self.decay = decay
+        self.preserve_clusters = preserve_clusters
         self.consumers = _graph.consumers(model)
         # Integer inputs (token ids) are not quantized, nor is what an Embedding reads.
         float_inputs = all("float" in str(tensor.dtype) for tensor in _graph.model_inputs(model))
@@ -235,6 +255,7 @@ class _Plan:
             quantize_outputs=quantize_outputs,
             preserve_sparsity=has_kernel and _has_zeros(layer),
             decay=self.decay,
+            clusters=_clusters(layer) if has_kernel and self.preserve_clusters else None,
         )
         return wrapper, lambda new: _copy_weights(new, layer, norm)
 
@@ -244,6 +265,10 @@ class _Plan:
         if _graph.activation_name(layer) == "softmax" and _kernels.kernel_name(layer) is None:
             return False  # The wrapper gives softmax outputs TFLite's fixed range.
         users = self.consumers.get(self.folded.get(layer, layer), [])
+        # A BatchNormalization folded earlier (tfkd.cluster's fold_batch_norm) left a
+        # placeholder that passes its input on: look through it.
+        while len(users) == 1 and isinstance(users[0], FoldedBatchNormalization):
+            users = self.consumers.get(users[0], [])
         fusable = isinstance(layer, _FUSING) or _kernels.kernel_name(layer) is not None
         fused = users and all(_is_fused_activation(user) for user in users)
         return not (fusable and fused)
@@ -255,6 +280,14 @@ def _is_fused_activation(layer):
     return isinstance(layer, activation_layers) and fused
 
 
+def _clusters(layer):
+    """The distinct values of `layer`'s kernel when they are few enough to be clusters
+    (at most 256, and fewer than the weights), else None."""
+    kernel = keras.ops.convert_to_numpy(_kernels.kernel(layer))
+    count = len(np.unique(kernel))
+    return count if 2 <= count <= _MOST_CLUSTERS and count < kernel.size else None
+
+
 def _has_zeros(layer):
     if not layer.built:  # a Sequential model never called: no weights yet
         return False
@@ -264,6 +297,8 @@ def _has_zeros(layer):
 
 def _copy_weights(wrapper, layer, norm):
     wrapper.layer.set_weights(layer.get_weights())
+    if wrapper.clusters is not None:
+        wrapper.keep_clusters()
     if norm is not None:
         wrapper.batch_norm.set_weights(norm.get_weights())
     if wrapper.preserve_sparsity:
