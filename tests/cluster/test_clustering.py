@@ -157,6 +157,40 @@ def test_folded_batch_norm_clusters_the_kernel_the_file_holds(tmp_path):
     assert isinstance(aware.get_layer("conv_bn"), tfkd.quantize.FoldedBatchNormalization)
 
 
+def _conv_block_models():
+    """The same conv + BatchNorm + ReLU block, nested in a functional model and as a
+    Sequential model that was called."""
+    inner = keras.Sequential(
+        [keras.Input((8, 8, 1)), L.Conv2D(8, 3, use_bias=False, name="c1")]
+        + [L.BatchNormalization(name="b1"), L.ReLU(name="r1")],
+        name="inner",
+    )
+    inputs = keras.Input((8, 8, 1))
+    features = L.GlobalAveragePooling2D()(inner(inputs))
+    nested = keras.Model(inputs, L.Dense(3, name="d")(features), name="nested")
+    sequential = keras.Sequential(
+        [L.Conv2D(8, 3, name="c1"), L.BatchNormalization(name="b1"), L.ReLU()]
+        + [L.GlobalAveragePooling2D(), L.Dense(3, name="d")],
+        name="sequential",
+    )
+    sequential(np.zeros((1, 8, 8, 1), "float32"))
+    return [nested, sequential]
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["nested", "sequential_called"])
+def test_fold_and_cluster_preserving_qat_on_nested_and_sequential_models(index):
+    x, y = random_images()
+    model = _fit(_conv_block_models()[index], x, y, epochs=1)
+    clustered = tfkd.cluster.cluster_weights(model, 4, fold_batch_norm=True)
+    kinds = [type(layer).__name__ for layer in tfkd._graph.leaf_layers(clustered)]
+    assert kinds.count("ClusteredLayer") == 2 and "FoldedBatchNormalization" in kinds
+    assert "BatchNormalization" not in kinds
+    aware = _fit(
+        tfkd.quantize.quantize_aware(_fit(clustered, x, y, 1), preserve_clusters=True), x, y, 1
+    )
+    assert _distinct(aware) == {"c1": 4, "d": 4}
+
+
 def test_fold_leaves_a_layer_with_lora_and_its_batch_norm_alone():
     inputs = keras.Input((6,))
     hidden = L.Dense(8, name="hidden")
