@@ -14,6 +14,9 @@ IO_DTYPES = {
     "int8": ("float32", "int8", "uint8"),
     "int16x8": ("float32", "int16"),
 }
+# The quantizations whose kernels `per_channel=False` gives one scale each (the converter's
+# int16x8 fails on depthwise layers with it).
+PER_TENSOR_QUANTIZATIONS = ("dynamic", "int8")
 
 # tfkd's recipe names: what each quantizes, and its compute.
 LITERT_RECIPES = {

@@ -13,7 +13,7 @@ import numpy as np
 from tfkd import _atomic, _graph, _kernels
 from tfkd._checks import check_flag
 from tfkd._export_options import IO_DTYPES as _IO_DTYPES
-from tfkd._export_options import QUANTIZATIONS
+from tfkd._export_options import PER_TENSOR_QUANTIZATIONS, QUANTIZATIONS
 from tfkd.export import _representative, _signature
 from tfkd.export._interpreter import OPEN_SIZE, Runner
 from tfkd.export.model import check_verbose
@@ -316,7 +316,7 @@ def _validate(model, quantization, representative_data, io_dtype, sparsity, sele
 def _check_per_channel(model, per_channel, quantization):
     if check_flag("per_channel", per_channel):
         return
-    if quantization not in ("dynamic", "int8"):
+    if quantization not in PER_TENSOR_QUANTIZATIONS:
         raise ValueError(
             "`per_channel=False` sets the scales of int8 kernels, for quantization "
             "'dynamic' or 'int8' (the converter's int16x8 fails on depthwise layers with "

@@ -4,7 +4,12 @@ import math
 import os
 
 from tfkd import _checks, _hashing
-from tfkd._export_options import IO_DTYPES, QUANTIZATIONS, check_litert_arguments
+from tfkd._export_options import (
+    IO_DTYPES,
+    PER_TENSOR_QUANTIZATIONS,
+    QUANTIZATIONS,
+    check_litert_arguments,
+)
 from tfkd.pipeline import _distillation, _processes, _store, architectures
 from tfkd.pipeline.stage import (
     Stage,
@@ -118,7 +123,7 @@ class Export(Stage):
             self.per_channel = _checks.check_flag("per_channel", per_channel)
         except TypeError as error:
             raise invalid_argument("per_channel", str(error), TypeError) from None
-        if not self.per_channel and quantization not in ("dynamic", "int8"):
+        if not self.per_channel and quantization not in PER_TENSOR_QUANTIZATIONS:
             raise invalid_argument(
                 "per_channel",
                 "`per_channel: false` sets the scales of the converter's int8 kernels, "
