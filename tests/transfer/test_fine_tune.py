@@ -195,6 +195,41 @@ def test_small_grey_images_into_an_rgb_backbone(tmp_path):
     assert_keras_round_trip(model, x[:8], tmp_path)
 
 
+def test_affine_preprocessing_runs_on_the_smaller_image():
+    x, _ = random_images(8, shape=(6, 6, 1))
+    normalization = tfkd.transfer.torchvision_normalization(name="norm")
+    model = tfkd.transfer.build_classifier(
+        _backbone((12, 12, 3)), 3, input_shape=(6, 6, 1), preprocessing=normalization
+    )
+    # Channels and normalization on the 6x6 image, then the resize to 12x12.
+    assert tuple(model.get_layer("norm").output.shape) == (None, 6, 6, 3)
+    assert tuple(model.get_layer("resize").output.shape) == (None, 12, 12, 3)
+    prepared = keras.Model(model.input, model.get_layer("resize").output)
+    resized_first = normalization(tfkd.transfer.GrayscaleToRGB()(keras.layers.Resizing(12, 12)(x)))
+    np.testing.assert_allclose(
+        prepared.predict(x, verbose=0), keras.ops.convert_to_numpy(resized_first), atol=1e-4
+    )
+
+
+@pytest.mark.parametrize(
+    "input_shape, preprocessing, spatial",
+    [
+        # Shrunk images: the resize first, then the normalization on 12x12.
+        ((24, 24, 1), lambda name: tfkd.transfer.torchvision_normalization(name=name), (12, 12)),
+        # A layer that is not affine: kept after the resize.
+        ((6, 6, 1), lambda name: keras.layers.Activation("tanh", name=name), (12, 12)),
+        # A Normalization still to be adapted: its statistics would be of other pixels.
+        ((6, 6, 3), lambda name: keras.layers.Normalization(name=name), (12, 12)),
+    ],
+)
+def test_other_preprocessing_runs_after_the_resize(input_shape, preprocessing, spatial):
+    model = tfkd.transfer.build_classifier(
+        _backbone((12, 12, 3)), 3, input_shape=input_shape, preprocessing=preprocessing("pre")
+    )
+    assert tuple(model.get_layer("pre").output.shape)[1:3] == spatial
+    assert tuple(model.get_layer("resize").output.shape[1:3]) == (12, 12)
+
+
 def test_errors_name_the_argument_and_candidates():
     x, y = random_images(16, shape=(8, 8, 3))
     with pytest.raises(ValueError, match="labels outside.*max 2.*num_classes=2"):
