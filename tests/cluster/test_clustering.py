@@ -237,6 +237,13 @@ def test_cluster_preserving_qat_trains_the_centroids_and_exports_them(tmp_path):
     loaded = assert_keras_round_trip(trained[True], x[:16], tmp_path)
     assert _distinct(loaded) == before
     assert not loaded.get_layer("conv").layer.kernel.trainable
+    # Freezing and unfreezing the model trains the centroids again, never the kernel.
+    for model in (trained[True], loaded):
+        model.trainable = False
+        model.trainable = True
+        trainable = {id(variable) for variable in model.trainable_weights}
+        assert id(model.get_layer("conv").cluster_centroids) in trainable
+        assert id(model.get_layer("conv").layer.kernel) not in trainable
 
 
 def test_cluster_preserving_qat_refuses_what_it_cannot_do():

@@ -240,6 +240,17 @@ class QuantizeWrapper(KernelWrapper):
             if quantizer is not None:
                 quantizer.build()
 
+    @property
+    def trainable(self):
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        keras.layers.Layer.trainable.fset(self, value)
+        # Keras sets every inner variable back to `value`; a clustered kernel stays frozen.
+        if getattr(self, "clusters", None) is not None and self.built:
+            self.raw_kernel().trainable = False
+
     def keep_clusters(self):
         """Takes the kernel's distinct values as the centroids (at most `clusters`)."""
         if self.clusters is None:
