@@ -351,10 +351,10 @@ CASES = [
     Case(Transfer, lambda: Transfer(dropout=1.0), ValueError, "dropout", "1.0"),
     Case(
         Transfer,
-        lambda: Transfer(fine_tune_decay="cosine"),
+        lambda: Transfer(fine_tune_decay="exponential"),
         ValueError,
         "fine_tune_decay",
-        "cosine",
+        "exponential",
     ),
     Case(
         Transfer,

@@ -212,6 +212,24 @@ def test_transfer_stage_fine_tunes_the_pretrained_backbone(tmp_path):
     assert_tflite_agrees(model, tflite_path, data.x_test)
 
 
+@pytest.mark.parametrize(
+    "decay, halfway", [("constant", 1e-4), ("linear", 0.5e-4), ("cosine", 0.5e-4)]
+)
+def test_transfer_fine_tuning_learning_rate_decays_over_its_steps(decay, halfway):
+    stage = tfkd.pipeline.Transfer(fine_tune_learning_rate=1e-4, fine_tune_decay=decay)
+    labels = np.zeros(1000, "int32")  # 8 batches of the default 128 an epoch: 40 steps
+    rate = stage._fine_tune_rate(5, (np.zeros((1000, 28, 28, 1)), labels))
+    values = [float(rate(step)) if callable(rate) else rate for step in (0, 10, 20, 40)]
+    np.testing.assert_allclose(
+        [values[0], values[2], values[3]],
+        [1e-4, halfway, 0.0 if decay != "constant" else 1e-4],
+        atol=1e-9,
+    )
+    if decay == "cosine":  # a cosine stays above the straight line before halfway
+        assert values[1] == pytest.approx(1e-4 * (1 + np.cos(np.pi / 4)) / 2)
+    assert_config_round_trip(stage)
+
+
 def test_config_round_trip_of_stages_and_nested_pipelines():
     inner = tfkd.Pipeline([Prune(target_sparsity=0.25, epochs=1, name="pruned")], name="inner")
     pipeline = tfkd.Pipeline([*_stages()[:3], inner, Export(name="float_file")])

@@ -293,8 +293,10 @@ class Transfer(Stage):
         head_learning_rate: Defaults to `1e-3`.
         fine_tune_learning_rate: Defaults to `1e-4`.
         fine_tune_decay: the fine-tuning learning rate over its steps: `"constant"`,
-            or `"linear"` (decayed to 0, as BERT is fine-tuned). Defaults to
-            `"constant"`.
+            `"linear"` (decayed to 0, as BERT is fine-tuned) or `"cosine"` (decayed to
+            0 on a cosine). With few labels a decay matters: on 1,000 Fashion-MNIST
+            labels the MobileNetV2 teacher scored 0.8713 with `"cosine"` against 0.8342
+            constant, seed 0 (BENCHMARKS.md, "Few labels"). Defaults to `"constant"`.
         dropout: dropout before the new classifier. Defaults to `0.2`.
         batch_size: Defaults to `128`.
         augmentation: random changes applied to each training batch in the step, as
@@ -325,10 +327,10 @@ class Transfer(Stage):
             _check_backbone_preset(backbone)
         elif backbone not in PRETRAINED_BACKBONES:
             architectures.check_model_file(backbone, "backbone")
-        if fine_tune_decay not in ("constant", "linear"):
+        if fine_tune_decay not in ("constant", "linear", "cosine"):
             raise invalid_argument(
                 "fine_tune_decay",
-                "`fine_tune_decay` must be 'constant' or 'linear'. Received: "
+                "`fine_tune_decay` must be 'constant', 'linear' or 'cosine'. Received: "
                 f"fine_tune_decay={fine_tune_decay!r}",
             )
         try:
@@ -438,7 +440,7 @@ class Transfer(Stage):
         }
 
     def _fine_tune_rate(self, epochs, train_data):
-        """The fine-tuning learning rate, or its linear decay to 0 over `epochs`."""
+        """The fine-tuning learning rate, or its linear or cosine decay to 0 over `epochs`."""
         if self.fine_tune_decay == "constant" or not epochs:
             return self.fine_tune_learning_rate
         import keras
@@ -447,6 +449,8 @@ class Transfer(Stage):
             steps = epochs * math.ceil(len(train_data[1]) / self.batch_size)
         else:
             steps = epochs * len(train_data)  # LengthBuckets: its number of batches
+        if self.fine_tune_decay == "cosine":
+            return keras.optimizers.schedules.CosineDecay(self.fine_tune_learning_rate, steps)
         return keras.optimizers.schedules.PolynomialDecay(self.fine_tune_learning_rate, steps, 0.0)
 
 
