@@ -20,7 +20,7 @@ training images keep their pixels but lose their labels. Then:
      average (`tfkd.distill.softened_average`, equal weights, at the distillation
      temperature) of the MobileNetV2 teacher's cached logits and the logits of the
      `scratch` baseline student (the better of augmented and plain), computed once;
-   (`--skip-two-teachers` leaves this arm out);
+   (`--skip-two-teachers` leaves this arm out; `--teachers-only` stops after the teacher);
 3. both distilled students exported to a full-integer `.tflite`
    (`tfkd.export_tflite(..., quantization="int8")`) and scored by `tfkd.TFLiteModel`.
 
@@ -295,6 +295,10 @@ def run_seed(args, data, seed, work_dir):
     row["teacher"] = accuracy(teacher, x_test, y_test, teacher_test_logits)
     row["teacher_train_accuracy_per_epoch"] = history
     log(f"seed {seed}: teacher {row['teacher']:.4f} ({seconds['teacher_fine_tune']:.0f} s)")
+    if args.teachers_only:
+        row["reused_models"] = reused
+        row["seconds"] = {key: round(value, 1) for key, value in seconds.items()}
+        return row
 
     scratch_models = {}
     for name, augment in (("scratch_augmented", True), ("scratch_plain", False)):
@@ -397,6 +401,8 @@ def summarise(rows):
         values = [row[key] for row in rows]
         std = statistics.stdev(values) if len(values) > 1 else 0.0
         summary[key] = {"mean": statistics.fmean(values), "std": std, "values": values}
+    if "distilled" not in summary:  # --teachers-only
+        return summary
     summary["targets"] = {
         "distilled >= scratch + 3 points, every seed": all(
             row["gain_over_scratch"] >= TARGETS["gain_over_scratch"] for row in rows
@@ -512,6 +518,8 @@ def settings(args):
     }
     if args.skip_two_teachers:
         current["distilled_two_teachers"] = "not run (--skip-two-teachers)"
+    if args.teachers_only:
+        current["teachers_only"] = "the teachers alone, fine-tuned (or loaded) and scored"
     return current
 
 
@@ -556,6 +564,11 @@ def parse_args(argv):
         type=pathlib.Path,
         help="JSON results. Defaults to benchmarks/results/distill_few_labels.json, and "
         "with --smoke to a file in the temporary directory (never the committed results)",
+    )
+    parser.add_argument(
+        "--teachers-only",
+        action="store_true",
+        help="fine-tune (or load from --models-dir) and score the teachers, nothing else",
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, about a minute")
     args = parser.parse_args(argv)
@@ -615,7 +628,7 @@ def main(argv=None):
         if key not in results:
             continue
         log(f"{key}: {results[key]['mean']:.4f} +- {results[key]['std']:.4f}")
-    for target, met in results["targets"].items():
+    for target, met in results.get("targets", {}).items():
         log(f"{target}: {'met' if met else 'MISSED'}")
 
 

@@ -79,7 +79,11 @@ def fine_tune(
             layers (int), a fraction of the layers (float in (0, 1]), or the name of the
             first layer to train (it and every layer after it). Defaults to `"all"`.
         head_learning_rate: Adam learning rate of phase 1. Defaults to `1e-3`.
-        fine_tune_learning_rate: Adam learning rate of phase 2. Defaults to `1e-5`.
+        fine_tune_learning_rate: Adam learning rate of phase 2, a number or a
+            `keras.optimizers.schedules.LearningRateSchedule` over phase 2's steps. With
+            few labels a decay to 0 (`CosineDecay`) gives a better model than a constant
+            rate, whose last epochs keep moving (BENCHMARKS.md, "Few labels"). Defaults
+            to `1e-5`.
         frozen_batch_norm: keep the backbone's BatchNormalization layers frozen and in
             inference mode in phase 2 too (they are not counted in `unfrozen_layers`).
             `False` trains them with the unfrozen layers and normalizes with batch
