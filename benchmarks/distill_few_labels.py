@@ -295,10 +295,9 @@ def run_seed(args, data, seed, work_dir):
     row["teacher"] = accuracy(teacher, x_test, y_test, teacher_test_logits)
     row["teacher_train_accuracy_per_epoch"] = history
     log(f"seed {seed}: teacher {row['teacher']:.4f} ({seconds['teacher_fine_tune']:.0f} s)")
+    row["reused_models"] = reused
     if args.teachers_only:
-        row["reused_models"] = reused
-        row["seconds"] = {key: round(value, 1) for key, value in seconds.items()}
-        return row
+        return finish(row, seconds, seed_start)
 
     scratch_models = {}
     for name, augment in (("scratch_augmented", True), ("scratch_plain", False)):
@@ -337,12 +336,9 @@ def run_seed(args, data, seed, work_dir):
     row["gap_to_teacher"] = row["teacher"] - row["distilled"]
     row["int8_drop"] = row["distilled"] - row["int8"]
 
-    seconds["total"] = time.perf_counter() - seed_start
-    row["reused_models"] = reused
     row["parameters"] = {"teacher": teacher.count_params(), "student": distilled.count_params()}
     if args.skip_two_teachers:
-        row["seconds"] = {key: round(value, 1) for key, value in seconds.items()}
-        return row
+        return finish(row, seconds, seed_start)
     arm = "distilled_two_teachers"
     second = scratch_models[row["scratch_model"]]
     # The two teachers' own average, scored on the test images (argmax of the average).
@@ -373,6 +369,11 @@ def run_seed(args, data, seed, work_dir):
     row[f"{arm}_gap_to_teacher"] = row["teacher"] - row[arm]
     row[f"{arm}_int8_drop"] = row[arm] - row[f"{arm}_int8"]
 
+    return finish(row, seconds, seed_start)
+
+
+def finish(row, seconds, seed_start):
+    """`row` with the seed's seconds per part and in total, rounded."""
     seconds["total"] = time.perf_counter() - seed_start
     row["seconds"] = {key: round(value, 1) for key, value in seconds.items()}
     return row
