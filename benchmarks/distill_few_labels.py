@@ -7,7 +7,9 @@ training images keep their pixels but lose their labels. Then:
    fine-tuned by `tfkd.transfer.fine_tune` on the 1,000 labelled images only
    (28x28x1 resized to `--image-size` inside the model, torchvision normalization,
    random shifts and horizontal flips; `--teacher-schedule cosine` decays the
-   fine-tuning learning rate to 0 instead of keeping it constant);
+   fine-tuning learning rate to 0 instead of keeping it constant; `--teachers N`
+   fine-tunes N of them on the same labels from different seeds, and the teacher is
+   their softened average, `tfkd.distill.teacher_ensemble`);
 2. student: the default pipeline's CNN (`tfkd.models.cnn`, filters
    24/48/96, dense 128, dropout 0.3; 164,738 parameters), trained
    - on the 1,000 labels alone (`scratch`, with and without the same augmentation;
@@ -167,8 +169,9 @@ def saved_or_trained(args, name, part, seed, train):
     return model, extra, seconds, False
 
 
-def train_teacher(args, x, y, seed):
-    keras.utils.set_random_seed(seed)
+def train_teacher(args, x, y, seed, member=0):
+    """The MobileNetV2 teacher; `member` k > 0 of an ensemble trains from seed + 1000 k."""
+    keras.utils.set_random_seed(seed + 1000 * member)
     size = (args.image_size, args.image_size)
     base = tfkd.transfer.pretrained_mobilenet_v2((*size, 3), include_top=False)
     fine_tune_learning_rate = args.fine_tune_learning_rate
@@ -180,7 +183,7 @@ def train_teacher(args, x, y, seed):
     teacher, history = tfkd.transfer.fine_tune(
         base,
         NUM_CLASSES,
-        labelled_batches(x, y, args.teacher_batch_size, seed, augment=True),
+        labelled_batches(x, y, args.teacher_batch_size, seed + 1000 * member, augment=True),
         head_epochs=args.head_epochs,
         fine_tune_epochs=args.fine_tune_epochs,
         head_learning_rate=1e-3,
@@ -188,7 +191,7 @@ def train_teacher(args, x, y, seed):
         input_shape=(28, 28, 1),
         image_size=size,
         preprocessing=tfkd.transfer.torchvision_normalization(),
-        name="mobilenet_v2_few_labels",
+        name="mobilenet_v2_few_labels" + (f"_{member + 1}" if member else ""),
         verbose=0,
     )
     return teacher, [round(v, 4) for v in history.history["accuracy"]]
@@ -286,15 +289,32 @@ def run_seed(args, data, seed, work_dir):
     x_labelled, y_labelled = x_train[keep], y_train[keep]
     row, seconds = {"labelled": int(len(keep)), "unlabelled": int(len(x_train) - len(keep))}, {}
 
-    reused = []
-    teacher, history, seconds["teacher_fine_tune"], loaded = saved_or_trained(
-        args, "teacher", "teacher", seed, lambda: train_teacher(args, x_labelled, y_labelled, seed)
-    )
-    reused += ["teacher"] if loaded else []
+    reused, members = [], []
+    for member in range(args.teachers):
+        name = "teacher" if member == 0 else f"teacher{member + 1}"
+
+        def train(member=member):
+            return train_teacher(args, x_labelled, y_labelled, seed, member)
+
+        model, history, seconds[f"{name}_fine_tune"], loaded = saved_or_trained(
+            args, name, "teacher", seed, train
+        )
+        reused += [name] if loaded else []
+        members.append(model)
+        row[name] = accuracy(model, x_test, y_test)
+        row[f"{name}_train_accuracy_per_epoch"] = history
+        log(f"seed {seed}: {name} {row[name]:.4f} ({seconds[f'{name}_fine_tune']:.0f} s)")
+    if len(members) > 1:
+        # The teacher is the ensemble: the softened average at the distillation temperature.
+        row["teacher_members"] = [row.pop("teacher")] + [
+            row.pop(f"teacher{k + 1}") for k in range(1, len(members))
+        ]
+        teacher = tfkd.distill.teacher_ensemble(members, temperature=args.temperature)
+    else:
+        (teacher,) = members
     teacher_test_logits = predict(teacher, x_test)
     row["teacher"] = accuracy(teacher, x_test, y_test, teacher_test_logits)
-    row["teacher_train_accuracy_per_epoch"] = history
-    log(f"seed {seed}: teacher {row['teacher']:.4f} ({seconds['teacher_fine_tune']:.0f} s)")
+    log(f"seed {seed}: teacher {row['teacher']:.4f}")
     row["reused_models"] = reused
     if args.teachers_only:
         return finish(row, seconds, seed_start)
@@ -517,6 +537,14 @@ def settings(args):
         "images, 500 calibration samples), scored by tfkd.TFLiteModel.evaluate",
         "test_images": "all 10,000 (--smoke: 500)",
     }
+    if args.teachers > 1:
+        # Outside "teacher", so that the first member keeps the key of a lone teacher.
+        current["teacher_ensemble"] = (
+            f"{args.teachers} teachers of the settings above, member k fine-tuned from seed + "
+            "1000 k (initial head, batch order, augmentation) on the same labels; the teacher "
+            "is tfkd.distill.teacher_ensemble of them (equal weights, at the distillation "
+            "temperature), cached and scored as one model; teacher_members: each alone"
+        )
     if args.skip_two_teachers:
         current["distilled_two_teachers"] = "not run (--skip-two-teachers)"
     if args.teachers_only:
@@ -544,6 +572,14 @@ def parse_args(argv):
         "--skip-two-teachers",
         action="store_true",
         help="leave out the distilled_two_teachers arm (about 5 minutes a seed)",
+    )
+    parser.add_argument(
+        "--teachers",
+        type=int,
+        default=1,
+        help="fine-tune this many MobileNetV2 teachers per seed (member k from seed + 1000 k, "
+        "on the same labels) and distil from their softened average "
+        "(tfkd.distill.teacher_ensemble)",
     )
     parser.add_argument("--teacher-batch-size", type=int, default=32)
     parser.add_argument("--scratch-epochs", type=int, default=200)
