@@ -27,6 +27,8 @@ bundled CNN (`saved_models/fashion_mnist_cnn_teacher`, 0.9332). Arms (issue 15):
 - `two_teachers`: `tfkd.Distiller([cnn, mobilenet_v2], student, temperature=T)`
   with the bundled MobileNetV2 teacher (0.9283); its ensemble's outputs are
   computed once with `predict_teacher(cache=...)` into `--cache-dir`;
+- `two_teachers_standardized`: the same two teachers, averaged at T=2, read by
+  `LogitsDistillation(temperature=2, standardize=True)` (the `kd_standardized` loss);
 - `consistent_mixup`: KD with in-step `RandomTranslation(2/28)` +
   `RandomFlip("horizontal")` and `mixup=0.2`; the teacher runs online.
 
@@ -91,12 +93,13 @@ def _kd():
     return tfkd.distill.LogitsDistillation(temperature=TEMPERATURE)
 
 
+def standardized_kd():
+    return tfkd.distill.LogitsDistillation(temperature=STANDARDIZED_TEMPERATURE, standardize=True)
+
+
 TFKD_ARMS = {
     "kd": lambda: ([_kd()], None),
-    "kd_standardized": lambda: (
-        [tfkd.distill.LogitsDistillation(temperature=STANDARDIZED_TEMPERATURE, standardize=True)],
-        None,
-    ),
+    "kd_standardized": lambda: ([standardized_kd()], None),
     "decoupled": lambda: ([tfkd.distill.DecoupledDistillation()], None),
     "dist": lambda: ([tfkd.distill.CorrelationDistillation()], None),
     "feature": lambda: (
@@ -130,9 +133,11 @@ ARMS = (
     "keras_distiller",
     *TFKD_ARMS,
     "two_teachers",
+    "two_teachers_standardized",
     "consistent_mixup",
 )
 ONLINE_ARMS = ("keras_distiller", "consistent_mixup")
+TWO_TEACHER_ARMS = ("two_teachers", "two_teachers_standardized")
 
 
 def _pipeline_student(seed=0):
@@ -199,6 +204,9 @@ def settings(args, student):
             "weights [1, 1]",
             "two_teachers": "Distiller([cnn, mobilenet_v2], temperature=1): equal-weight "
             "softened average, cached",
+            "two_teachers_standardized": "Distiller([cnn, mobilenet_v2], "
+            "LogitsDistillation(temperature=2, standardize=True)): equal-weight softened "
+            "average at T=2, cached",
             "consistent_mixup": "KD(T=1), augmentation RandomTranslation(2/28, 2/28, "
             "fill_mode='constant') + RandomFlip('horizontal'), mixup=0.2, teacher online",
         },
@@ -258,6 +266,13 @@ def build(arm, teachers, student, seed):
             temperature=TEMPERATURE,
             student_loss_weight=STUDENT_LOSS_WEIGHT,
         )
+    if arm == "two_teachers_standardized":
+        return tfkd.Distiller(
+            [cnn, teachers["mobilenet_v2"]],
+            student,
+            distillation_losses=[standardized_kd()],
+            student_loss_weight=STUDENT_LOSS_WEIGHT,
+        )
     if arm == "consistent_mixup":
         augmentation = keras.Sequential(
             [
@@ -297,11 +312,14 @@ class TeacherOutputs:
     def inputs_for(self, arm, distiller):
         layers = sorted(str(loss.teacher_layer_name) for loss in distiller.distillation_losses)
         key = f"{distiller.teacher.name}:{','.join(layers)}"
+        two_teachers = arm in TWO_TEACHER_ARMS
+        if two_teachers:  # Each arm's ensemble averages at its own temperature.
+            key = f"{arm}:{key}"
         if key not in self.stored:
             start = time.perf_counter()
             cache = None
-            if arm == "two_teachers":  # MobileNetV2 at 96x96 is slow on CPU: keep it on disk.
-                cache = self.cache_dir / f"two_teachers_{len(self.x_train)}.npz"
+            if two_teachers:  # MobileNetV2 at 96x96 is slow on CPU: keep it on disk.
+                cache = self.cache_dir / f"{arm}_{len(self.x_train)}.npz"
             self.stored[key] = distiller.predict_teacher(self.x_train, batch_size=512, cache=cache)
             self.seconds[key] = time.perf_counter() - start
             log(f"  teacher outputs {key}: {self.seconds[key]:.1f} s (once, all seeds)")
@@ -464,7 +482,7 @@ def main(argv=None):
     args = parse_args(argv)
     data = load_data(args)
     teachers = {"cnn": load_teacher(CNN_TEACHER, "cnn_teacher")}
-    if "two_teachers" in args.arms:
+    if set(TWO_TEACHER_ARMS) & set(args.arms):
         teachers["mobilenet_v2"] = load_teacher(MOBILENET_TEACHER, "mobilenet_v2_teacher")
     cached = TeacherOutputs(data[0][0], args.cache_dir)
     results = {
