@@ -609,6 +609,8 @@ def parse_args(argv):
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, about a minute")
     args = parser.parse_args(argv)
+    if args.teachers < 1:
+        parser.error(f"--teachers must be at least 1. Received: {args.teachers}.")
     if args.output is None:
         name = "distill_few_labels_smoke.json" if args.smoke else "distill_few_labels.json"
         folder = (
