@@ -252,11 +252,14 @@ def new_distiller(args, teacher, seed):
     """The seed's fresh student and the Distiller that trains it from `teacher`."""
     model = student(seed)
     keras.utils.set_random_seed(seed)
+    loss = tfkd.distill.LogitsDistillation(
+        temperature=args.temperature, standardize=args.standardize
+    )
     distiller = tfkd.Distiller(
         teacher,
         model,
+        distillation_losses=[loss],
         student_loss_weight=args.student_loss_weight,
-        temperature=args.temperature,
     )
     return model, distiller
 
@@ -519,6 +522,8 @@ def settings(args):
             "batch_size": args.batch_size,
             "optimizer": "Adam, cosine decay from 1e-3",
             "temperature": args.temperature,
+            # Only when set, so that earlier runs' settings (and their seeds) still match.
+            **({"standardize": True} if args.standardize else {}),
             "student_loss_weight": args.student_loss_weight,
             "teacher_outputs": "cached (Distiller.predict_teacher(cache=...)), no augmentation",
             "data": "all training images; labels hidden as tfkd.distill.UNLABELED except 1,000",
@@ -587,6 +592,11 @@ def parse_args(argv):
     parser.add_argument("--distill-epochs", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=128, help="distillation batch")
     parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument(
+        "--standardize",
+        action="store_true",
+        help="z-score the logits before the softmax (LogitsDistillation(standardize=True))",
+    )
     parser.add_argument("--student-loss-weight", type=float, default=0.1)
     parser.add_argument("--work-dir", type=pathlib.Path, help="teacher logits cache, .tflite")
     parser.add_argument(
