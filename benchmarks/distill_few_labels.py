@@ -292,7 +292,7 @@ def run_seed(args, data, seed, work_dir):
     x_labelled, y_labelled = x_train[keep], y_train[keep]
     row, seconds = {"labelled": int(len(keep)), "unlabelled": int(len(x_train) - len(keep))}, {}
 
-    reused, members = [], []
+    reused, members, member_logits, member_scores = [], [], [], []
     for member in range(args.teachers):
         name = "teacher" if member == 0 else f"teacher{member + 1}"
 
@@ -304,20 +304,25 @@ def run_seed(args, data, seed, work_dir):
         )
         reused += [name] if loaded else []
         members.append(model)
-        row[name] = accuracy(model, x_test, y_test)
+        member_logits.append(predict(model, x_test))
+        member_scores.append(accuracy(None, x_test, y_test, member_logits[-1]))
         row[f"{name}_train_accuracy_per_epoch"] = history
-        log(f"seed {seed}: {name} {row[name]:.4f} ({seconds[f'{name}_fine_tune']:.0f} s)")
-    if len(members) > 1:
-        # The teacher is the ensemble: the softened average at the distillation temperature.
-        row["teacher_members"] = [row.pop("teacher")] + [
-            row.pop(f"teacher{k + 1}") for k in range(1, len(members))
-        ]
-        teacher = tfkd.distill.teacher_ensemble(members, temperature=args.temperature)
+        log(f"seed {seed}: {name} {member_scores[-1]:.4f} ({seconds[f'{name}_fine_tune']:.0f} s)")
+    if len(members) == 1:
+        (teacher,), (teacher_test_logits,) = members, member_logits
     else:
-        (teacher,) = members
-    teacher_test_logits = predict(teacher, x_test)
-    row["teacher"] = accuracy(teacher, x_test, y_test, teacher_test_logits)
-    log(f"seed {seed}: teacher {row['teacher']:.4f}")
+        # The teacher is the ensemble: the softened average at the distillation temperature,
+        # on the test images from the members' logits (what the ensemble model computes).
+        row["teacher_members"] = member_scores
+        teacher = tfkd.distill.teacher_ensemble(members, temperature=args.temperature)
+        teacher_test_logits = keras.ops.convert_to_numpy(
+            tfkd.distill.softened_average(
+                member_logits, [1 / len(members)] * len(members), temperature=args.temperature
+            )
+        )
+    row["teacher"] = accuracy(None, x_test, y_test, teacher_test_logits)
+    if len(members) > 1:
+        log(f"seed {seed}: teacher ensemble {row['teacher']:.4f}")
     row["reused_models"] = reused
     if args.teachers_only:
         return finish(row, seconds, seed_start)

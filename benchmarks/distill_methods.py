@@ -128,16 +128,16 @@ TFKD_ARMS = {
         [1.0, 1.0],
     ),
 }
+# The loss of each arm that distils from the CNN and MobileNetV2 teachers at once.
+TWO_TEACHER_ARMS = {"two_teachers": _kd, "two_teachers_standardized": standardized_kd}
 ARMS = (
     "labels",
     "keras_distiller",
     *TFKD_ARMS,
-    "two_teachers",
-    "two_teachers_standardized",
+    *TWO_TEACHER_ARMS,
     "consistent_mixup",
 )
 ONLINE_ARMS = ("keras_distiller", "consistent_mixup")
-TWO_TEACHER_ARMS = ("two_teachers", "two_teachers_standardized")
 
 
 def _pipeline_student(seed=0):
@@ -259,18 +259,11 @@ def build(arm, teachers, student, seed):
         return keras.distillation.Distiller(
             cnn, student, loss, student_loss_weight=STUDENT_LOSS_WEIGHT
         )
-    if arm == "two_teachers":
+    if arm in TWO_TEACHER_ARMS:  # The ensemble averages at its loss's temperature.
         return tfkd.Distiller(
             [cnn, teachers["mobilenet_v2"]],
             student,
-            temperature=TEMPERATURE,
-            student_loss_weight=STUDENT_LOSS_WEIGHT,
-        )
-    if arm == "two_teachers_standardized":
-        return tfkd.Distiller(
-            [cnn, teachers["mobilenet_v2"]],
-            student,
-            distillation_losses=[standardized_kd()],
+            distillation_losses=[TWO_TEACHER_ARMS[arm]()],
             student_loss_weight=STUDENT_LOSS_WEIGHT,
         )
     if arm == "consistent_mixup":
