@@ -23,7 +23,13 @@ training images keep their pixels but lose their labels. Then:
      temperature) of the MobileNetV2 teacher's cached logits and the logits of the
      `scratch` baseline student (the better of augmented and plain), computed once;
    (`--skip-two-teachers` leaves this arm out; `--teachers-only` stops after the teacher);
-3. both distilled students exported to a full-integer `.tflite`
+   - with `--self-train-per-class K` (`distilled_self_trained`): self-training. The
+     teacher and the `distilled` student together pseudo-label the K unlabelled images
+     per class they are surest of; the fine-tuned teacher trains on for
+     `--self-train-epochs` on the labelled and pseudo-labelled images
+     (`teacher_self_trained`), and a fresh student is distilled from it as above. No
+     hidden label is used (`pseudo_label_accuracy` is a diagnostic);
+3. the distilled students exported to a full-integer `.tflite`
    (`tfkd.export_tflite(..., quantization="int8")`) and scored by `tfkd.TFLiteModel`.
 
 Every accuracy is on the full 10,000 test images. TensorFlow backend, CPU:
@@ -147,6 +153,8 @@ def model_key(args, part):
         part: current[part],
         "student": current["student"] if part == "scratch" else None,
     }
+    if part == "self_train":  # from the teacher and the pseudo-labels of the distilled student
+        trained_by |= {"teacher": current["teacher"], "distill": current["distill"]}
     return hashlib.sha256(json.dumps(trained_by, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -285,6 +293,101 @@ def export_int8(model, x_train, x_test, y_test, path):
     return scores["accuracy"], int(os.path.getsize(path)), report
 
 
+def pseudo_labels(teacher_logits, student_logits, hidden, per_class):
+    """The `per_class` unlabelled images of each class that the equal-weight average of
+    the teacher and the distilled student is surest of: (indices, their argmax labels)."""
+    averaged = average_of_two(teacher_logits, student_logits, temperature=1.0)
+    confidence = keras.ops.convert_to_numpy(keras.ops.softmax(averaged)).max(-1)
+    predicted = averaged.argmax(-1)
+    unlabelled = hidden == tfkd.distill.UNLABELED
+    picks = []
+    for label in range(NUM_CLASSES):
+        candidates = np.flatnonzero(unlabelled & (predicted == label))
+        picks.append(candidates[np.argsort(-confidence[candidates], kind="stable")[:per_class]])
+    picked = np.sort(np.concatenate(picks))
+    return picked, predicted[picked].astype("int64")
+
+
+def self_train_teacher(args, fine_tuned, x, y, seed):
+    """A copy of the fine-tuned teacher trained on for `--self-train-epochs` on `x, y` (the
+    labelled and the pseudo-labelled images), with its augmentation and frozen
+    BatchNormalization, Adam with a cosine decay from `--self-train-learning-rate` to 0."""
+    keras.utils.set_random_seed(seed)
+    teacher = keras.models.clone_model(fine_tuned)  # layer configs keep `trainable`
+    teacher.set_weights(fine_tuned.get_weights())
+    steps = args.self_train_epochs * math.ceil(len(x) / args.teacher_batch_size)
+    rate = keras.optimizers.schedules.CosineDecay(args.self_train_learning_rate, steps)
+    teacher.compile(optimizer=keras.optimizers.Adam(rate), loss=LOSS, metrics=["accuracy"])
+    history = teacher.fit(
+        labelled_batches(x, y, args.teacher_batch_size, seed, augment=True),
+        epochs=args.self_train_epochs,
+        verbose=0,
+    )
+    return teacher, [round(v, 4) for v in history.history["accuracy"]]
+
+
+def score_arm(row, seconds, arm, model, teacher_key, data, work_dir, seed):
+    """Scores `arm`'s student, exports and scores its int8 file, and records its gain over
+    the scratch baseline, its gap to `row[teacher_key]` and its int8 drop."""
+    (x_train, _), (x_test, y_test) = data
+    row[arm] = accuracy(model, x_test, y_test)
+    log(f"seed {seed}: {arm} {row[arm]:.4f} ({seconds[arm]:.0f} s)")
+    start = time.perf_counter()
+    path = work_dir / f"{arm}_seed{seed}_int8.tflite"
+    row[f"{arm}_int8"], row[f"{arm}_int8_bytes"], report = export_int8(
+        model, x_train, x_test, y_test, path
+    )
+    seconds[f"{arm}_export_int8"] = time.perf_counter() - start
+    row[f"{arm}_int8_float_ops"] = getattr(report, "float_ops", None)
+    log(f"seed {seed}: {arm} int8 {row[f'{arm}_int8']:.4f}, {row[f'{arm}_int8_bytes']} bytes")
+    row[f"{arm}_gain_over_scratch"] = row[arm] - row["scratch"]
+    row[f"{arm}_gap_to_teacher"] = row[teacher_key] - row[arm]
+    row[f"{arm}_int8_drop"] = row[arm] - row[f"{arm}_int8"]
+
+
+def run_self_trained(args, row, seconds, models, teacher_logits, data, hidden, seed, work_dir):
+    """The `distilled_self_trained` arm: pseudo-labels from the teacher and the distilled
+    student, the teacher trained on with them, a fresh student distilled from it.
+    `models`: (teacher, distilled student)."""
+    (x_train, y_train), (x_test, y_test) = data
+    teacher, distilled = models
+    start = time.perf_counter()
+    (key,) = teacher_logits
+    picked, labels = pseudo_labels(
+        teacher_logits[key], predict(distilled, x_train), hidden, args.self_train_per_class
+    )
+    row["pseudo_labelled"] = int(len(picked))
+    # A diagnostic only: the hidden labels play no part in training.
+    row["pseudo_label_accuracy"] = float(np.mean(labels == y_train[picked]))
+    seconds["self_train_pseudo_labels"] = time.perf_counter() - start
+    log(
+        f"seed {seed}: {len(picked)} pseudo-labels, {row['pseudo_label_accuracy']:.4f} correct "
+        f"({seconds['self_train_pseudo_labels']:.0f} s)"
+    )
+    keep = hidden != tfkd.distill.UNLABELED
+    x_self = np.concatenate([x_train[keep], x_train[picked]])
+    y_self = np.concatenate([hidden[keep], labels])
+
+    def train():
+        return self_train_teacher(args, teacher, x_self, y_self, seed)
+
+    trained, history, seconds["self_train_teacher"], loaded = saved_or_trained(
+        args, "teacher_self_trained", "self_train", seed, train
+    )
+    row["reused_models"] += ["teacher_self_trained"] if loaded else []
+    row["teacher_self_trained_train_accuracy_per_epoch"] = history
+    row["teacher_self_trained"] = accuracy(trained, x_test, y_test)
+    log(f"seed {seed}: teacher_self_trained {row['teacher_self_trained']:.4f}")
+    arm = "distilled_self_trained"
+    start = time.perf_counter()
+    cache = work_dir / f"teacher_self_trained_logits_seed{seed}.npz"
+    model, seconds["self_train_teacher_logits"], _ = train_distilled(
+        args, trained, x_train, hidden, seed, cache
+    )
+    seconds[arm] = time.perf_counter() - start - seconds["self_train_teacher_logits"]
+    score_arm(row, seconds, arm, model, "teacher_self_trained", data, work_dir, seed)
+
+
 def run_seed(args, data, seed, work_dir):
     seed_start = time.perf_counter()
     (x_train, y_train), (x_test, y_test) = data
@@ -365,6 +468,9 @@ def run_seed(args, data, seed, work_dir):
     row["int8_drop"] = row["distilled"] - row["int8"]
 
     row["parameters"] = {"teacher": teacher.count_params(), "student": distilled.count_params()}
+    if args.self_train_per_class:
+        models = (teacher, distilled)
+        run_self_trained(args, row, seconds, models, teacher_logits, data, hidden, seed, work_dir)
     if args.skip_two_teachers:
         return finish(row, seconds, seed_start)
     arm = "distilled_two_teachers"
@@ -382,20 +488,7 @@ def run_seed(args, data, seed, work_dir):
         args, teacher, second, teacher_logits, x_train, hidden, seed
     )
     seconds[arm] = time.perf_counter() - start - seconds[f"{arm}_averaging"]
-    row[arm] = accuracy(two, x_test, y_test)
-    log(f"seed {seed}: {arm} {row[arm]:.4f} ({seconds[arm]:.0f} s)")
-
-    start = time.perf_counter()
-    path = work_dir / f"{arm}_seed{seed}_int8.tflite"
-    row[f"{arm}_int8"], row[f"{arm}_int8_bytes"], report = export_int8(
-        two, x_train, x_test, y_test, path
-    )
-    seconds[f"{arm}_export_int8"] = time.perf_counter() - start
-    row[f"{arm}_int8_float_ops"] = getattr(report, "float_ops", None)
-    log(f"seed {seed}: {arm} int8 {row[f'{arm}_int8']:.4f}, {row[f'{arm}_int8_bytes']} bytes")
-    row[f"{arm}_gain_over_scratch"] = row[arm] - row["scratch"]
-    row[f"{arm}_gap_to_teacher"] = row["teacher"] - row[arm]
-    row[f"{arm}_int8_drop"] = row[arm] - row[f"{arm}_int8"]
+    score_arm(row, seconds, arm, two, "teacher", data, work_dir, seed)
 
     return finish(row, seconds, seed_start)
 
@@ -418,6 +511,13 @@ def summarise(rows):
         "gain_over_scratch",
         "gap_to_teacher",
         "int8_drop",
+        "pseudo_label_accuracy",
+        "teacher_self_trained",
+        "distilled_self_trained",
+        "distilled_self_trained_int8",
+        "distilled_self_trained_gain_over_scratch",
+        "distilled_self_trained_gap_to_teacher",
+        "distilled_self_trained_int8_drop",
         "two_teachers_average",
         "distilled_two_teachers",
         "distilled_two_teachers_int8",
@@ -443,22 +543,28 @@ def summarise(rows):
             abs(row["int8_drop"]) <= TARGETS["int8_drop"] for row in rows
         ),
     }
-    if "distilled_two_teachers" not in summary:  # --skip-two-teachers
-        return summary
-    summary["targets"] |= {
-        "distilled_two_teachers >= scratch + 3 points, every seed": all(
-            row["distilled_two_teachers_gain_over_scratch"] >= TARGETS["gain_over_scratch"]
-            for row in rows
+    for arm, teacher in (
+        ("distilled_self_trained", "the self-trained teacher"),
+        ("distilled_two_teachers", "the MobileNetV2 teacher"),
+    ):
+        if arm in summary:
+            summary["targets"] |= arm_targets(rows, arm, teacher)
+    return summary
+
+
+def arm_targets(rows, arm, teacher):
+    """Issue 15's three few-labels targets for `arm`, met on every seed or not."""
+    return {
+        f"{arm} >= scratch + 3 points, every seed": all(
+            row[f"{arm}_gain_over_scratch"] >= TARGETS["gain_over_scratch"] for row in rows
         ),
-        "distilled_two_teachers within 1 point of the MobileNetV2 teacher, every seed": all(
-            row["distilled_two_teachers_gap_to_teacher"] <= TARGETS["gap_to_teacher"]
-            for row in rows
+        f"{arm} within 1 point of {teacher}, every seed": all(
+            row[f"{arm}_gap_to_teacher"] <= TARGETS["gap_to_teacher"] for row in rows
         ),
-        "distilled_two_teachers int8 within 0.5 points of its float student, every seed": all(
-            abs(row["distilled_two_teachers_int8_drop"]) <= TARGETS["int8_drop"] for row in rows
+        f"{arm} int8 within 0.5 points of its float student, every seed": all(
+            abs(row[f"{arm}_int8_drop"]) <= TARGETS["int8_drop"] for row in rows
         ),
     }
-    return summary
 
 
 def write_json(path, results):
@@ -555,6 +661,20 @@ def settings(args):
             "is tfkd.distill.teacher_ensemble of them (equal weights, at the distillation "
             "temperature), cached and scored as one model; teacher_members: each alone"
         )
+    if args.self_train_per_class:
+        current["self_train"] = {
+            "pseudo_labels": f"the {args.self_train_per_class} unlabelled training images per "
+            "class that the equal-weight softened average (T=1) of the teacher and the "
+            "distilled student is surest of, labelled with its argmax",
+            "teacher": "the fine-tuned teacher trained on (not from ImageNet again) on the "
+            "labelled and the pseudo-labelled images, with its augmentation and frozen "
+            "BatchNormalization",
+            "epochs": args.self_train_epochs,
+            "batch_size": args.teacher_batch_size,
+            "optimizer": f"Adam, cosine decay from {args.self_train_learning_rate} to 0",
+            "distilled_self_trained": "a fresh student distilled from the self-trained teacher "
+            "with the distill settings above (its logits cached anew)",
+        }
     if args.skip_two_teachers:
         current["distilled_two_teachers"] = "not run (--skip-two-teachers)"
     if args.teachers_only:
@@ -591,6 +711,16 @@ def parse_args(argv):
         "on the same labels) and distil from their softened average "
         "(tfkd.distill.teacher_ensemble)",
     )
+    parser.add_argument(
+        "--self-train-per-class",
+        type=int,
+        default=0,
+        help="after distilling, pseudo-label this many unlabelled images per class (the "
+        "surest of the teacher and the distilled student together), train the teacher on "
+        "with them and distil a fresh student from it (distilled_self_trained); 0: not run",
+    )
+    parser.add_argument("--self-train-epochs", type=int, default=3)
+    parser.add_argument("--self-train-learning-rate", type=float, default=1e-4)
     parser.add_argument("--teacher-batch-size", type=int, default=32)
     parser.add_argument("--scratch-epochs", type=int, default=200)
     parser.add_argument("--scratch-batch-size", type=int, default=32)
@@ -626,6 +756,13 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.teachers < 1:
         parser.error(f"--teachers must be at least 1. Received: {args.teachers}.")
+    if args.self_train_per_class < 0 or args.self_train_epochs < 1:
+        parser.error(
+            "--self-train-per-class must be >= 0 and --self-train-epochs >= 1. Received: "
+            f"{args.self_train_per_class} and {args.self_train_epochs}."
+        )
+    if args.self_train_per_class and args.teachers > 1:
+        parser.error("--self-train-per-class trains one teacher on; it takes --teachers 1.")
     if args.output is None:
         name = "distill_few_labels_smoke.json" if args.smoke else "distill_few_labels.json"
         folder = (
@@ -675,6 +812,10 @@ def main(argv=None):
         "distilled",
         "int8",
         "gain_over_scratch",
+        "teacher_self_trained",
+        "distilled_self_trained",
+        "distilled_self_trained_int8",
+        "distilled_self_trained_gain_over_scratch",
         "distilled_two_teachers",
         "distilled_two_teachers_int8",
         "distilled_two_teachers_gain_over_scratch",
