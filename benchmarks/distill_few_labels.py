@@ -321,13 +321,47 @@ def pseudo_labels(teacher_logits, student_logits, hidden, per_class):
     return picked, predicted[picked].astype("int64")
 
 
+def copy_of(model):
+    """A copy with the same weights; layer configs keep `trainable` (frozen BatchNorm)."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def self_distill_teacher(args, models, x_train, hidden, target, seed):
+    """`--self-train-soft`: a copy of the fine-tuned teacher distilled on every training
+    image from `target` (the cached softened average of the teacher and the distilled
+    student), cross-entropy on the labelled ones, `--self-train-epochs` epochs of the
+    distillation batch, Adam with a cosine decay from `--self-train-learning-rate` to 0."""
+    fine_tuned, distilled = models
+    keras.utils.set_random_seed(seed)
+    teacher = copy_of(fine_tuned)
+    ensemble = tfkd.distill.teacher_ensemble([fine_tuned, distilled], weights=[0.5, 0.5])
+    distiller = tfkd.Distiller(
+        ensemble,
+        teacher,
+        distillation_losses=[tfkd.distill.LogitsDistillation(temperature=1.0)],
+        student_loss_weight=args.student_loss_weight,
+    )
+    steps = args.self_train_epochs * math.ceil(len(x_train) / args.batch_size)
+    rate = keras.optimizers.schedules.CosineDecay(args.self_train_learning_rate, steps)
+    distiller.compile(optimizer=keras.optimizers.Adam(rate), loss=LOSS)
+    history = distiller.fit(
+        tfkd.distill.with_teacher_outputs(x_train, target),
+        hidden,
+        batch_size=args.batch_size,
+        epochs=args.self_train_epochs,
+        verbose=2,
+    )
+    return teacher, [round(v, 4) for v in history.history["loss"]]
+
+
 def self_train_teacher(args, fine_tuned, x, y, seed):
     """A copy of the fine-tuned teacher trained on for `--self-train-epochs` on `x, y` (the
     labelled and the pseudo-labelled images), with its augmentation and frozen
     BatchNormalization, Adam with a cosine decay from `--self-train-learning-rate` to 0."""
     keras.utils.set_random_seed(seed)
-    teacher = keras.models.clone_model(fine_tuned)  # layer configs keep `trainable`
-    teacher.set_weights(fine_tuned.get_weights())
+    teacher = copy_of(fine_tuned)
     steps = args.self_train_epochs * math.ceil(len(x) / args.teacher_batch_size)
     rate = keras.optimizers.schedules.CosineDecay(args.self_train_learning_rate, steps)
     teacher.compile(optimizer=keras.optimizers.Adam(rate), loss=LOSS, metrics=["accuracy"])
@@ -366,29 +400,39 @@ def run_self_trained(args, row, seconds, models, teacher_logits, data, hidden, s
     teacher, distilled = models
     start = time.perf_counter()
     (key,) = teacher_logits
-    picked, labels = pseudo_labels(
-        teacher_logits[key], predict(distilled, x_train), hidden, args.self_train_per_class
-    )
-    row["pseudo_labelled"] = int(len(picked))
-    # A diagnostic only: the hidden labels play no part in training.
-    row["pseudo_label_accuracy"] = float(np.mean(labels == y_train[picked]))
+    student_logits = predict(distilled, x_train)
+    if args.self_train_soft:
+        target = {key: average_of_two(teacher_logits[key], student_logits, temperature=1.0)}
+        # A diagnostic only: the hidden labels play no part in training.
+        row["pseudo_label_accuracy"] = float(np.mean(target[key].argmax(-1) == y_train))
+
+        def train():
+            return self_distill_teacher(args, models, x_train, hidden, target, seed)
+
+    else:
+        picked, labels = pseudo_labels(
+            teacher_logits[key], student_logits, hidden, args.self_train_per_class
+        )
+        row["pseudo_labelled"] = int(len(picked))
+        row["pseudo_label_accuracy"] = float(np.mean(labels == y_train[picked]))  # diagnostic
+        keep = hidden != tfkd.distill.UNLABELED
+        x_self = np.concatenate([x_train[keep], x_train[picked]])
+        y_self = np.concatenate([hidden[keep], labels])
+
+        def train():
+            return self_train_teacher(args, teacher, x_self, y_self, seed)
+
     seconds["self_train_pseudo_labels"] = time.perf_counter() - start
     log(
-        f"seed {seed}: {len(picked)} pseudo-labels, {row['pseudo_label_accuracy']:.4f} correct "
+        f"seed {seed}: pseudo-labels {row['pseudo_label_accuracy']:.4f} correct "
         f"({seconds['self_train_pseudo_labels']:.0f} s)"
     )
-    keep = hidden != tfkd.distill.UNLABELED
-    x_self = np.concatenate([x_train[keep], x_train[picked]])
-    y_self = np.concatenate([hidden[keep], labels])
-
-    def train():
-        return self_train_teacher(args, teacher, x_self, y_self, seed)
-
     trained, history, seconds["self_train_teacher"], loaded = saved_or_trained(
         args, "teacher_self_trained", "self_train", seed, train
     )
     row["reused_models"] += ["teacher_self_trained"] if loaded else []
-    row["teacher_self_trained_train_accuracy_per_epoch"] = history
+    history_name = "loss" if args.self_train_soft else "accuracy"
+    row[f"teacher_self_trained_train_{history_name}_per_epoch"] = history
     row["teacher_self_trained"] = accuracy(trained, x_test, y_test)
     log(f"seed {seed}: teacher_self_trained {row['teacher_self_trained']:.4f}")
     arm = "distilled_self_trained"
@@ -481,7 +525,7 @@ def run_seed(args, data, seed, work_dir):
     row["int8_drop"] = row["distilled"] - row["int8"]
 
     row["parameters"] = {"teacher": teacher.count_params(), "student": distilled.count_params()}
-    if args.self_train_per_class:
+    if args.self_train_per_class or args.self_train_soft:
         models = (teacher, distilled)
         run_self_trained(args, row, seconds, models, teacher_logits, data, hidden, seed, work_dir)
     if args.skip_two_teachers:
@@ -677,7 +721,20 @@ def settings(args):
             "is tfkd.distill.teacher_ensemble of them (equal weights, at the distillation "
             "temperature), cached and scored as one model; teacher_members: each alone"
         )
-    if args.self_train_per_class:
+    if args.self_train_soft:
+        current["self_train"] = {
+            "target": "on every training image, the softened average (T=1, equal weights) of "
+            "the teacher's and the distilled student's logits, cached",
+            "teacher": "a copy of the fine-tuned teacher distilled from it (tfkd.Distiller, "
+            "LogitsDistillation(temperature=1), student_loss_weight as in distill, "
+            "cross-entropy on the 1,000 labels), no augmentation, frozen BatchNormalization",
+            "epochs": args.self_train_epochs,
+            "batch_size": args.batch_size,
+            "optimizer": f"Adam, cosine decay from {args.self_train_learning_rate} to 0",
+            "distilled_self_trained": "a fresh student distilled from the self-trained teacher "
+            "with the distill settings above (its logits cached anew)",
+        }
+    elif args.self_train_per_class:
         current["self_train"] = {
             "pseudo_labels": f"the {args.self_train_per_class} unlabelled training images per "
             "class that the equal-weight softened average (T=1) of the teacher and the "
@@ -735,6 +792,12 @@ def parse_args(argv):
         "surest of the teacher and the distilled student together), train the teacher on "
         "with them and distil a fresh student from it (distilled_self_trained); 0: not run",
     )
+    parser.add_argument(
+        "--self-train-soft",
+        action="store_true",
+        help="self-train the teacher on every training image instead, distilled from the "
+        "softened average of itself and the distilled student (no pseudo-label cut)",
+    )
     parser.add_argument("--self-train-epochs", type=int, default=3)
     parser.add_argument("--self-train-learning-rate", type=float, default=1e-4)
     parser.add_argument(
@@ -783,8 +846,10 @@ def parse_args(argv):
             "--self-train-per-class must be >= 0 and --self-train-epochs >= 1. Received: "
             f"{args.self_train_per_class} and {args.self_train_epochs}."
         )
-    if args.self_train_per_class and args.teachers > 1:
-        parser.error("--self-train-per-class trains one teacher on; it takes --teachers 1.")
+    if args.self_train_soft and args.self_train_per_class:
+        parser.error("--self-train-soft and --self-train-per-class are two ways; pick one.")
+    if (args.self_train_per_class or args.self_train_soft) and args.teachers > 1:
+        parser.error("Self-training trains one teacher on; it takes --teachers 1.")
     if args.output is None:
         name = "distill_few_labels_smoke.json" if args.smoke else "distill_few_labels.json"
         folder = (
