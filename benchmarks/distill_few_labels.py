@@ -27,8 +27,10 @@ training images keep their pixels but lose their labels. Then:
      teacher and the `distilled` student together pseudo-label the K unlabelled images
      per class they are surest of; the fine-tuned teacher trains on for
      `--self-train-epochs` on the labelled and pseudo-labelled images
-     (`teacher_self_trained`), and a fresh student is distilled from it as above. No
-     hidden label is used (`pseudo_label_accuracy` is a diagnostic);
+     (`teacher_self_trained`), and a fresh student is distilled from it as above. With
+     `--self-train-soft` instead, a copy of the teacher is distilled on all 60,000
+     images from the softened average of itself and the distilled student. No hidden
+     label is used (`pseudo_label_accuracy` is a diagnostic);
 3. the distilled students exported to a full-integer `.tflite`
    (`tfkd.export_tflite(..., quantization="int8")`) and scored by `tfkd.TFLiteModel`.
 
