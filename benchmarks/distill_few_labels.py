@@ -395,9 +395,10 @@ def score_arm(row, seconds, arm, model, teacher_key, data, work_dir, seed):
 
 
 def run_self_trained(args, row, seconds, models, teacher_logits, data, hidden, seed, work_dir):
-    """The `distilled_self_trained` arm: pseudo-labels from the teacher and the distilled
-    student, the teacher trained on with them, a fresh student distilled from it.
-    `models`: (teacher, distilled student)."""
+    """The `distilled_self_trained` arm: a copy of the teacher trained on from the teacher
+    and the distilled student together (their surest hard pseudo-labels, or with
+    `--self-train-soft` their softened average on every image), then a fresh student
+    distilled from it. `models`: (teacher, distilled student)."""
     (x_train, y_train), (x_test, y_test) = data
     teacher, distilled = models
     start = time.perf_counter()
