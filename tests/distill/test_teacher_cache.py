@@ -131,3 +131,59 @@ def test_teacher_outputs_read_layers_and_build_a_sequential_never_called(setup):
     outputs = tfkd.distill.teacher_outputs(never_called, x)
     assert outputs["output"].shape == (40, 3)
     np.testing.assert_allclose(outputs["output"], never_called.predict(x, verbose=0), atol=1e-6)
+
+
+def _count_litert_runs(monkeypatch):
+    """Counts `TFLiteModel.predict` calls (how `runtime="litert"` runs the teacher)."""
+    runs = []
+    original = tfkd.export.TFLiteModel.predict
+
+    def counted(self, x, *args, **kwargs):
+        runs.append(len(x))
+        return original(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(tfkd.export.TFLiteModel, "predict", counted)
+    return runs
+
+
+def test_litert_runtime_matches_keras_and_shares_the_file(setup, tmp_path, monkeypatch):
+    distiller, teacher, x = setup
+    runs = _count_litert_runs(monkeypatch)
+    path = tmp_path / "teacher.npz"
+    through_litert = tfkd.distill.teacher_outputs(teacher, x, cache=path, runtime="litert")
+    assert runs == [len(x)]
+    np.testing.assert_allclose(through_litert["output"], teacher.predict(x, verbose=0), atol=1e-5)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the teacher ran although its outputs are cached")
+
+    # The file is the one Keras would have written: the Distiller reads it as its own.
+    monkeypatch.setattr(distiller._teacher_taps, "predict", fail)
+    np.testing.assert_array_equal(
+        distiller.predict_teacher(x, cache=path)["output"], through_litert["output"]
+    )
+
+
+def test_litert_runtime_builds_a_sequential_never_called(setup, monkeypatch):
+    _, _, x = setup
+    runs = _count_litert_runs(monkeypatch)
+    never_called = keras.Sequential(
+        [
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3),
+        ]
+    )
+    outputs = tfkd.distill.teacher_outputs(never_called, x, runtime="litert")
+    assert runs == [len(x)] and outputs["output"].shape == (40, 3)
+    np.testing.assert_allclose(outputs["output"], never_called.predict(x, verbose=0), atol=1e-5)
+
+
+def test_litert_runtime_rejects_what_it_cannot_compute(setup):
+    _, teacher, x = setup
+    with pytest.raises(ValueError, match=r"`runtime` must be one of .*runtime='onnx'"):
+        tfkd.distill.teacher_outputs(teacher, x, runtime="onnx")
+    with pytest.raises(ValueError, match=r"final output .*layers=\['features'\]"):
+        tfkd.distill.teacher_outputs(teacher, x, layers=["features"], runtime="litert")
+    with pytest.raises(ValueError, match="x of type dict"):
+        tfkd.distill.teacher_outputs(teacher, {"image": x}, runtime="litert")

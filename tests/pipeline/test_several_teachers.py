@@ -99,3 +99,45 @@ def test_tfkd_check_names_a_listed_teacher_that_is_not_an_earlier_stage(tmp_path
     errors = tfkd.pipeline.config.check_config(path)
     assert len(errors) == 1 and "stages[1].teacher" in str(errors[0])
     assert "'later'" in str(errors[0])
+
+
+def test_teacher_outputs_run_through_litert_or_fall_back_to_keras(data, tmp_path, monkeypatch):
+    """On TensorFlow, a teacher's cached outputs come from its float32 `.tflite` (LiteRT);
+    a teacher that does not convert is run by Keras instead, and the run says so."""
+    teacher_cache = tfkd.distill.teacher_cache
+    original, calls, packed = teacher_cache.litert_outputs, [], []
+
+    def counted(model, x, verbose=0):
+        calls.append(len(x))
+        return original(model, x, verbose)
+
+    def unconvertible(model, x, verbose=0):
+        raise ValueError("op FancyOp is not supported\nthe converter's details")
+
+    def spy(x, outputs):
+        packed.append(outputs["output"])
+        return tfkd.distill.teacher_cache.with_teacher_outputs(x, outputs)
+
+    monkeypatch.setattr(tfkd.distill, "with_teacher_outputs", spy)
+    expected = keras.saving.load_model(TEACHER).predict(data.x_train, verbose=0)
+    on_tensorflow = keras.backend.backend() == "tensorflow"
+    for run, litert in (("litert", counted), ("fallback", unconvertible)):
+        monkeypatch.setattr(teacher_cache, "litert_outputs", litert)
+        stages = [
+            Load(TEACHER, name="teacher"),
+            Distill("teacher", student=STUDENT, epochs=1, name="distilled"),
+        ]
+        lines = []
+        tfkd.Pipeline(stages).execute(
+            data, tmp_path / run, tensorboard=False, verbose=0, log=lines.append
+        )
+        np.testing.assert_allclose(packed[-1], expected, rtol=1e-4, atol=1e-4)
+        fell_back = [line for line in lines if "through LiteRT failed" in line]
+        if run == "litert":
+            assert calls == ([len(data.x_train)] if on_tensorflow else []) and not fell_back
+        else:
+            assert len(fell_back) == on_tensorflow
+    if on_tensorflow:
+        assert fell_back[0].strip() == (
+            "teacher through LiteRT failed (op FancyOp is not supported); using Keras"
+        )

@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import tempfile
 
 import numpy as np
 
@@ -23,7 +24,10 @@ STUDENT_INPUTS = "student_inputs"
 TEACHER_OUTPUTS = "teacher_outputs"
 
 
-def teacher_outputs(teacher, x, layers=(), batch_size=256, verbose=0, cache=None):
+RUNTIMES = ("keras", "litert")
+
+
+def teacher_outputs(teacher, x, layers=(), batch_size=256, verbose=0, cache=None, runtime="keras"):
     """Runs `teacher` on `x` once; returns what distillation reads, for `with_teacher_outputs`.
 
     The same as `Distiller.predict_teacher`, without building a `Distiller`: the final
@@ -35,6 +39,12 @@ def teacher_outputs(teacher, x, layers=(), batch_size=256, verbose=0, cache=None
     and overwrites the file, which is written atomically. Only valid for inputs that are
     not randomly augmented during training.
 
+    With `runtime="litert"`, the teacher is converted to a float32 `.tflite` (checked
+    against Keras on the first inputs, as `tfkd.export_tflite` checks every file) and run
+    by the LiteRT interpreter with XNNPACK, one thread per CPU core: on CPU, several times
+    faster than Keras's `predict` for convolutional teachers, and equal to it within
+    float32 rounding. It computes the final output only, from one input array.
+
     Args:
         teacher: a Keras model (a Sequential model never called is built on `x`).
         x: inputs (numpy array, dict or list of arrays, or a `tf.data.Dataset` yielding
@@ -44,6 +54,8 @@ def teacher_outputs(teacher, x, layers=(), batch_size=256, verbose=0, cache=None
         batch_size: batch size of the teacher's forward passes. Defaults to `256`.
         verbose: progress bar, as for `keras.Model.predict`. Defaults to `0`.
         cache: path of a `.npz` file to keep the outputs in. Defaults to `None`.
+        runtime: `"keras"` (the model's `predict`) or `"litert"` (see above). Defaults
+            to `"keras"`.
 
     Returns:
         A dict of numpy arrays, one per output read.
@@ -62,25 +74,55 @@ def teacher_outputs(teacher, x, layers=(), batch_size=256, verbose=0, cache=None
     if shapes is None and not hasattr(x, "element_spec"):
         shapes = [tuple(array.shape[1:]) for _, array in _flatten(x)]
     taps = _taps.TapModel(teacher, "teacher", list(layers), shapes)
-    return predict(taps, x, batch_size, verbose, cache)
+    if runtime not in RUNTIMES:
+        raise ValueError(f"`runtime` must be one of {RUNTIMES}. Received: runtime={runtime!r}")
+    if runtime == "keras":
+        return predict(taps, x, batch_size, verbose, cache)
+    if layers or not isinstance(x, np.ndarray):
+        raise ValueError(
+            "`runtime='litert'` computes the teacher's final output from one numpy array. "
+            f"Received: layers={list(layers)!r}, x of type {type(x).__name__}; use "
+            "runtime='keras' for layer outputs, several inputs or a dataset."
+        )
+    return predict(
+        taps, x, batch_size, verbose, cache, lambda: litert_outputs(taps.model, x, verbose)
+    )
 
 
-def predict(taps, x, batch_size, verbose, cache):
-    """`taps.predict(x)` (a `_taps.TapModel` of the teacher), through the file `cache`."""
+def litert_outputs(teacher, x, verbose=0):
+    """`{"output": ...}`: `teacher` on the array `x`, through a float32 `.tflite` run by
+    the LiteRT interpreter (XNNPACK, one thread per core). `tfkd.export_tflite` checks the
+    file against Keras on the first inputs and raises `ValueError` if they disagree."""
+    from tfkd.export import TFLiteModel, export_tflite
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "teacher.tflite")
+        export_tflite(teacher, path, representative_data=x[:_LITERT_CHECK_ROWS])
+        interpreter = TFLiteModel(path, num_threads=os.cpu_count() or 1)
+        # Small batches keep XNNPACK's activations in cache (measured: 64 beats 256).
+        return {OUTPUT: interpreter.predict(x, batch_size=64, verbose=verbose)}
+
+
+_LITERT_CHECK_ROWS = 64
+
+
+def predict(taps, x, batch_size, verbose, cache, compute=None):
+    """`taps.predict(x)` (a `_taps.TapModel` of the teacher), or `compute()` when given,
+    through the file `cache`."""
+    if compute is None:
+
+        def compute():
+            return taps.predict(x, batch_size=batch_size, verbose=verbose)
+
     if cache is None:
-        return taps.predict(x, batch_size=batch_size, verbose=verbose)
+        return compute()
     if hasattr(x, "element_spec") or not isinstance(cache, (str, os.PathLike)):
         raise TypeError(
             "`cache` must be a file path, and `x` arrays (a dataset cannot be "
             f"fingerprinted). Received: cache={cache!r}, x of type {type(x).__name__}."
         )
     keys = [_taps.key(name) for name in taps.layer_names] + [_taps.OUTPUT]
-    return load_or_compute(
-        os.fspath(cache),
-        fingerprint(x, taps.model, keys),
-        rows(x),
-        lambda: taps.predict(x, batch_size=batch_size, verbose=verbose),
-    )
+    return load_or_compute(os.fspath(cache), fingerprint(x, taps.model, keys), rows(x), compute)
 
 
 def load_or_compute(path, stamp, rows, compute):
