@@ -8,6 +8,10 @@ import tfkd
 from tests.helpers import small_cnn
 
 
+def _must_not_run(*args, **kwargs):
+    raise AssertionError("the teacher ran although its outputs are cached")
+
+
 @pytest.fixture
 def setup():
     x = np.random.RandomState(0).rand(40, 8, 8, 1).astype("float32")
@@ -23,10 +27,7 @@ def test_second_call_reads_the_file_and_matches(setup, tmp_path, monkeypatch):
     np.testing.assert_allclose(first["output"], teacher.predict(x, verbose=0), atol=1e-6)
     assert path.is_file()
 
-    def fail(*args, **kwargs):
-        raise AssertionError("the teacher ran although its outputs are cached")
-
-    monkeypatch.setattr(distiller._teacher_taps, "predict", fail)
+    monkeypatch.setattr(distiller._teacher_taps, "predict", _must_not_run)
     second = distiller.predict_teacher(x, cache=path)
     np.testing.assert_array_equal(second["output"], first["output"])
 
@@ -112,10 +113,7 @@ def test_teacher_outputs_without_a_distiller_share_its_file(setup, tmp_path, mon
     alone = tfkd.distill.teacher_outputs(teacher, x, cache=path)
     np.testing.assert_allclose(alone["output"], teacher.predict(x, verbose=0), atol=1e-6)
 
-    def fail(*args, **kwargs):
-        raise AssertionError("the teacher ran although its outputs are cached")
-
-    monkeypatch.setattr(distiller._teacher_taps, "predict", fail)
+    monkeypatch.setattr(distiller._teacher_taps, "predict", _must_not_run)
     np.testing.assert_array_equal(
         distiller.predict_teacher(x, cache=path)["output"], alone["output"]
     )
@@ -154,11 +152,8 @@ def test_litert_runtime_matches_keras_and_shares_the_file(setup, tmp_path, monke
     assert runs == [len(x)]
     np.testing.assert_allclose(through_litert["output"], teacher.predict(x, verbose=0), atol=1e-5)
 
-    def fail(*args, **kwargs):
-        raise AssertionError("the teacher ran although its outputs are cached")
-
     # The file is the one Keras would have written: the Distiller reads it as its own.
-    monkeypatch.setattr(distiller._teacher_taps, "predict", fail)
+    monkeypatch.setattr(distiller._teacher_taps, "predict", _must_not_run)
     np.testing.assert_array_equal(
         distiller.predict_teacher(x, cache=path)["output"], through_litert["output"]
     )
