@@ -150,7 +150,11 @@ def test_litert_runtime_matches_keras_and_shares_the_file(setup, tmp_path, monke
     path = tmp_path / "teacher.npz"
     through_litert = tfkd.distill.teacher_outputs(teacher, x, cache=path, runtime="litert")
     assert runs == [len(x)]
-    np.testing.assert_allclose(through_litert["output"], teacher.predict(x, verbose=0), atol=1e-5)
+    expected = teacher.predict(x, verbose=0)
+    np.testing.assert_allclose(through_litert["output"], expected, atol=1e-5)
+    from_distiller = distiller.predict_teacher(x[:10], runtime="litert")
+    assert runs == [len(x), 10]
+    np.testing.assert_allclose(from_distiller["output"], expected[:10], atol=1e-5)
 
     # The file is the one Keras would have written: the Distiller reads it as its own.
     monkeypatch.setattr(distiller._teacher_taps, "predict", _must_not_run)

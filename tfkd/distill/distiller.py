@@ -316,7 +316,7 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
 
     # Offline distillation.
 
-    def predict_teacher(self, x, batch_size=256, verbose=0, cache=None):
+    def predict_teacher(self, x, batch_size=256, verbose=0, cache=None, runtime="keras"):
         """Computes the teacher outputs that training needs, once.
 
         Pass the result to `with_teacher_outputs` to train without running
@@ -341,6 +341,10 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
                 Defaults to `0`.
             cache: Path of a `.npz` file to keep the outputs in. Defaults to
                 `None` (no file).
+            runtime: `"keras"`, or `"litert"`: the teacher converted to a float32
+                `.tflite` and run by LiteRT, faster on CPU, for losses that read the
+                final output only (see `tfkd.distill.teacher_outputs`). Defaults to
+                `"keras"`.
 
         Returns:
             A dict of numpy arrays, one per teacher output the distillation
@@ -353,7 +357,7 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         distiller.fit(tfkd.distill.with_teacher_outputs(ids_train, cached), y_train)
         ```
         """
-        return teacher_cache.predict(self._teacher_taps, x, batch_size, verbose, cache)
+        return teacher_cache.predict(self._teacher_taps, x, batch_size, verbose, cache, runtime)
 
     # Keras plumbing (the frozen teacher: `_replicas.FrozenTeacher`; saving: `_saving`).
 

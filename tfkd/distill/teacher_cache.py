@@ -74,19 +74,7 @@ def teacher_outputs(teacher, x, layers=(), batch_size=256, verbose=0, cache=None
     if shapes is None and not hasattr(x, "element_spec"):
         shapes = [tuple(array.shape[1:]) for _, array in _flatten(x)]
     taps = _taps.TapModel(teacher, "teacher", list(layers), shapes)
-    if runtime not in RUNTIMES:
-        raise ValueError(f"`runtime` must be one of {RUNTIMES}. Received: runtime={runtime!r}")
-    if runtime == "keras":
-        return predict(taps, x, batch_size, verbose, cache)
-    if layers or not isinstance(x, np.ndarray):
-        raise ValueError(
-            "`runtime='litert'` computes the teacher's final output from one numpy array. "
-            f"Received: layers={list(layers)!r}, x of type {type(x).__name__}; use "
-            "runtime='keras' for layer outputs, several inputs or a dataset."
-        )
-    return predict(
-        taps, x, batch_size, verbose, cache, lambda: litert_outputs(taps.model, x, verbose)
-    )
+    return predict(taps, x, batch_size, verbose, cache, runtime)
 
 
 def litert_outputs(teacher, x, verbose=0):
@@ -106,13 +94,22 @@ def litert_outputs(teacher, x, verbose=0):
 _LITERT_CHECK_ROWS = 64
 
 
-def predict(taps, x, batch_size, verbose, cache, compute=None):
-    """`taps.predict(x)` (a `_taps.TapModel` of the teacher), or `compute()` when given,
-    through the file `cache`."""
-    if compute is None:
+def predict(taps, x, batch_size, verbose, cache, runtime="keras"):
+    """`taps.predict(x)` (a `_taps.TapModel` of the teacher) with `runtime="keras"`, or
+    `litert_outputs` of its model with `"litert"`, through the file `cache`."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"`runtime` must be one of {RUNTIMES}. Received: runtime={runtime!r}")
+    if runtime == "litert" and (taps.layer_names or not isinstance(x, np.ndarray)):
+        raise ValueError(
+            "`runtime='litert'` computes the teacher's final output from one numpy array. "
+            f"Received: layers={list(taps.layer_names)!r}, x of type {type(x).__name__}; "
+            "use runtime='keras' for layer outputs, several inputs or a dataset."
+        )
 
-        def compute():
-            return taps.predict(x, batch_size=batch_size, verbose=verbose)
+    def compute():
+        if runtime == "litert":
+            return litert_outputs(taps.model, x, verbose)
+        return taps.predict(x, batch_size=batch_size, verbose=verbose)
 
     if cache is None:
         return compute()
