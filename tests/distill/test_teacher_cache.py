@@ -186,3 +186,10 @@ def test_litert_runtime_rejects_what_it_cannot_compute(setup):
         tfkd.distill.teacher_outputs(teacher, x, layers=["features"], runtime="litert")
     with pytest.raises(ValueError, match="x of type dict"):
         tfkd.distill.teacher_outputs(teacher, {"image": x}, runtime="litert")
+    inputs = keras.Input((8, 8, 1))
+    features = keras.layers.GlobalAveragePooling2D()(inputs)
+    two_heads = keras.Model(
+        inputs, [keras.layers.Dense(3)(features), keras.layers.Dense(2)(features)]
+    )
+    with pytest.raises(ValueError, match="one output; this one has 2"):
+        tfkd.distill.teacher_outputs(two_heads, x, runtime="litert")

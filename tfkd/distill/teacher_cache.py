@@ -87,6 +87,11 @@ def litert_outputs(teacher, x, verbose=0):
         path = os.path.join(directory, "teacher.tflite")
         export_tflite(teacher, path, representative_data=x[:_LITERT_CHECK_ROWS])
         interpreter = TFLiteModel(path, num_threads=os.cpu_count() or 1)
+        if interpreter.num_outputs != 1:
+            raise ValueError(
+                "`runtime='litert'` needs a teacher with one output; this one has "
+                f"{interpreter.num_outputs}. Use runtime='keras'."
+            )
         # Small batches keep XNNPACK's activations in cache (measured: 64 beats 256).
         return {OUTPUT: interpreter.predict(x, batch_size=64, verbose=verbose)}
 
