@@ -272,7 +272,8 @@ def _check_samples(model_input):
 
 
 def _validate(model, quantization, representative_data, io_dtype, sparsity, select_tf_ops):
-    from tfkd.distill import Distiller
+    # The class itself, from its module: `tfkd.distill.Distiller` may be rebound (a spy).
+    from tfkd.distill.distiller import Distiller
 
     if isinstance(model, Distiller):
         raise TypeError(
