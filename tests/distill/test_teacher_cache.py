@@ -176,6 +176,14 @@ def test_litert_runtime_builds_a_sequential_never_called(setup, monkeypatch):
     outputs = tfkd.distill.teacher_outputs(never_called, x, runtime="litert")
     assert runs == [len(x)] and outputs["output"].shape == (40, 3)
     np.testing.assert_allclose(outputs["output"], never_called.predict(x, verbose=0), atol=1e-5)
+    # Through a Distiller whose teacher is a Sequential never called (built on the student's
+    # input shape).
+    teacher = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(3)])
+    distilled = tfkd.Distiller(teacher, small_cnn(4, "student")).predict_teacher(
+        x, runtime="litert"
+    )
+    assert runs == [len(x), len(x)]
+    np.testing.assert_allclose(distilled["output"], teacher.predict(x, verbose=0), atol=1e-5)
 
 
 def test_litert_runtime_rejects_what_it_cannot_compute(setup):

@@ -25,6 +25,7 @@ TEACHER_OUTPUTS = "teacher_outputs"
 
 
 RUNTIMES = ("keras", "litert")
+_LITERT_CHECK_ROWS = 64  # inputs `export_tflite` checks the `.tflite` on
 
 
 def teacher_outputs(teacher, x, layers=(), batch_size=256, verbose=0, cache=None, runtime="keras"):
@@ -94,9 +95,6 @@ def litert_outputs(teacher, x, verbose=0):
             )
         # Small batches keep XNNPACK's activations in cache (measured: 64 beats 256).
         return {OUTPUT: interpreter.predict(x, batch_size=64, verbose=verbose)}
-
-
-_LITERT_CHECK_ROWS = 64
 
 
 def predict(taps, x, batch_size, verbose, cache, runtime="keras"):
