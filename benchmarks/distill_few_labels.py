@@ -31,6 +31,11 @@ training images keep their pixels but lose their labels. Then:
      `--self-train-soft` instead, a copy of the teacher is distilled on all 60,000
      images from the softened average of itself and the distilled student. No hidden
      label is used (`pseudo_label_accuracy` is a diagnostic);
+   - with `--self-train-rounds K`, self-training is repeated, round k from round
+     k-1's teacher and student (`distilled_self_trained_roundk`);
+   - with `--noisy-student`, the students' distillation images are augmented anew
+     each epoch (the labelled images' shifts and flips) while the cached teacher
+     outputs stay those of the clean images (Noisy Student, Xie et al., CVPR 2020);
 3. the distilled students exported to a full-integer `.tflite`
    (`tfkd.export_tflite(..., quantization="int8")`) and scored by `tfkd.TFLiteModel`.
 
@@ -76,6 +81,12 @@ STUDENT = {"filters": (24, 48, 96), "dense_units": 128, "dropout": 0.3}
 STRONG = (
     "also RandomZoom(0.1, fill_mode='constant') + RandomErasing(factor=0.5, scale=(0.02, 0.25), "
     "value_range=(0, 255)), for the teacher and the augmented scratch student"
+)
+NOISY = (
+    "the students' distillation images are augmented anew each epoch (tf.data) as the labelled "
+    "images are, the cached teacher outputs staying those of the clean images (Noisy Student, "
+    "Xie et al., CVPR 2020); the self-distilled teacher trains on clean images; control: "
+    "distilled_clean, the first student distilled on the clean images"
 )
 TARGETS = {"gain_over_scratch": 0.03, "gap_to_teacher": 0.01, "int8_drop": 0.005}
 START = time.perf_counter()
@@ -168,6 +179,9 @@ def model_key(args, part):
     }
     if part == "self_train":  # from the teacher and the pseudo-labels of the distilled student
         trained_by |= {"teacher": current["teacher"], "distill": current["distill"]}
+        # Round k's teacher is saved under its own name; the count of rounds is no part of
+        # how round 1 trains.
+        trained_by[part] = {k: v for k, v in current[part].items() if k != "rounds"}
     return hashlib.sha256(json.dumps(trained_by, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -244,10 +258,10 @@ def train_scratch(args, x, y, seed, augment):
 def train_distilled(args, teacher, x_train, hidden, seed, cache):
     model, distiller = new_distiller(args, teacher, seed)
     start = time.perf_counter()
-    logits = distiller.predict_teacher(x_train, batch_size=512, cache=cache)
+    logits = distiller.predict_teacher(x_train, batch_size=512, cache=cache, runtime="litert")
     teacher_seconds = time.perf_counter() - start
     log(f"  teacher logits on {len(x_train)} training images: {teacher_seconds:.1f} s")
-    fit_on_teacher_outputs(distiller, args, x_train, hidden, logits)
+    fit_on_teacher_outputs(distiller, args, x_train, hidden, logits, seed)
     return model, teacher_seconds, logits
 
 
@@ -267,7 +281,7 @@ def train_distilled_two_teachers(args, teacher, scratch, teacher_logits, x_train
     averaging_seconds = time.perf_counter() - start
     log(f"  softened average of the two teachers' logits: {averaging_seconds:.1f} s")
     model, distiller = new_distiller(args, ensemble, seed)
-    fit_on_teacher_outputs(distiller, args, x_train, hidden, outputs)
+    fit_on_teacher_outputs(distiller, args, x_train, hidden, outputs, seed)
     return model, averaging_seconds
 
 
@@ -287,17 +301,30 @@ def new_distiller(args, teacher, seed):
     return model, distiller
 
 
-def fit_on_teacher_outputs(distiller, args, x_train, hidden, outputs):
-    """Trains the distiller's student on cached teacher `outputs` (Adam, cosine decay)."""
+def fit_on_teacher_outputs(distiller, args, x_train, hidden, outputs, seed, noisy=None):
+    """Trains the distiller's student on cached teacher `outputs` (Adam, cosine decay);
+    with `--noisy-student`, on images augmented anew each epoch in a tf.data pipeline,
+    the outputs staying the teacher's on the clean images (Noisy Student)."""
     steps = args.distill_epochs * math.ceil(len(x_train) / args.batch_size)
     distiller.compile(optimizer=adam(steps), loss=LOSS)
-    distiller.fit(
-        tfkd.distill.with_teacher_outputs(x_train, outputs),
-        hidden,
-        batch_size=args.batch_size,
-        epochs=args.distill_epochs,
-        verbose=2,
-    )
+    packed = tfkd.distill.with_teacher_outputs(x_train, outputs)
+    if not (args.noisy_student if noisy is None else noisy):
+        distiller.fit(
+            packed, hidden, batch_size=args.batch_size, epochs=args.distill_epochs, verbose=2
+        )
+        return
+    import tensorflow as tf
+
+    key = tfkd.distill.teacher_cache.STUDENT_INPUTS
+    layers = augmentation(seed, args.strong_augmentation)
+
+    def augmented(inputs, labels):
+        return {**inputs, key: layers(tf.cast(inputs[key], "float32"), training=True)}, labels
+
+    dataset = tf.data.Dataset.from_tensor_slices((packed, hidden))
+    dataset = dataset.shuffle(len(hidden), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(args.batch_size).map(augmented).prefetch(2)
+    distiller.fit(dataset, epochs=args.distill_epochs, verbose=2)
 
 
 def export_int8(model, x_train, x_test, y_test, path):
@@ -395,19 +422,39 @@ def score_arm(row, seconds, arm, model, teacher_key, data, work_dir, seed):
 
 
 def run_self_trained(args, row, seconds, models, teacher_logits, data, hidden, seed, work_dir):
-    """The `distilled_self_trained` arm: a copy of the teacher trained on from the teacher
-    and the distilled student together (their surest hard pseudo-labels, or with
-    `--self-train-soft` their softened average on every image), then a fresh student
-    distilled from it. `models`: (teacher, distilled student)."""
+    """`--self-train-rounds` rounds of `self_training_round`, each from the teacher and the
+    student of the round before. `models`: (teacher, distilled student)."""
+    for number in range(1, args.self_train_rounds + 1):
+        models, teacher_logits = self_training_round(
+            args, row, seconds, models, teacher_logits, data, hidden, seed, work_dir, number
+        )
+
+
+def round_suffix(number):
+    """The suffix of round `number`'s keys: none for the first (earlier runs' keys)."""
+    return "" if number == 1 else f"_round{number}"
+
+
+def self_training_round(
+    args, row, seconds, models, teacher_logits, data, hidden, seed, work_dir, number
+):
+    """The `distilled_self_trained` arm (`..._roundK` for round K > 1): a copy of the
+    teacher trained on from the teacher and the distilled student together (their surest
+    hard pseudo-labels, or with `--self-train-soft` their softened average on every image),
+    then a fresh student distilled from it. `models`: (teacher, distilled student).
+    Returns the new (teacher, student) and the new teacher's logits on `x_train`."""
     (x_train, y_train), (x_test, y_test) = data
     teacher, distilled = models
+    suffix = round_suffix(number)
+    teacher_name, arm = f"teacher_self_trained{suffix}", f"distilled_self_trained{suffix}"
     start = time.perf_counter()
     (key,) = teacher_logits
     student_logits = predict(distilled, x_train)
+    pseudo = f"pseudo_label_accuracy{suffix}"
     if args.self_train_soft:
         target = {key: average_of_two(teacher_logits[key], student_logits, temperature=1.0)}
         # A diagnostic only: the hidden labels play no part in training.
-        row["pseudo_label_accuracy"] = float(np.mean(target[key].argmax(-1) == y_train))
+        row[pseudo] = float(np.mean(target[key].argmax(-1) == y_train))
 
         def train():
             return self_distill_teacher(args, models, x_train, hidden, target, seed)
@@ -416,8 +463,8 @@ def run_self_trained(args, row, seconds, models, teacher_logits, data, hidden, s
         picked, labels = pseudo_labels(
             teacher_logits[key], student_logits, hidden, args.self_train_per_class
         )
-        row["pseudo_labelled"] = int(len(picked))
-        row["pseudo_label_accuracy"] = float(np.mean(labels == y_train[picked]))  # diagnostic
+        row[f"pseudo_labelled{suffix}"] = int(len(picked))
+        row[pseudo] = float(np.mean(labels == y_train[picked]))  # diagnostic
         keep = hidden != tfkd.distill.UNLABELED
         x_self = np.concatenate([x_train[keep], x_train[picked]])
         y_self = np.concatenate([hidden[keep], labels])
@@ -425,27 +472,27 @@ def run_self_trained(args, row, seconds, models, teacher_logits, data, hidden, s
         def train():
             return self_train_teacher(args, teacher, x_self, y_self, seed)
 
-    seconds["self_train_pseudo_labels"] = time.perf_counter() - start
+    seconds[f"self_train_pseudo_labels{suffix}"] = time.perf_counter() - start
     log(
-        f"seed {seed}: pseudo-labels {row['pseudo_label_accuracy']:.4f} correct "
-        f"({seconds['self_train_pseudo_labels']:.0f} s)"
+        f"seed {seed}: round {number} pseudo-labels {row[pseudo]:.4f} correct "
+        f"({seconds[f'self_train_pseudo_labels{suffix}']:.0f} s)"
     )
-    trained, history, seconds["self_train_teacher"], loaded = saved_or_trained(
-        args, "teacher_self_trained", "self_train", seed, train
+    trained, history, seconds[f"self_train_teacher{suffix}"], loaded = saved_or_trained(
+        args, teacher_name, "self_train", seed, train
     )
-    row["reused_models"] += ["teacher_self_trained"] if loaded else []
+    row["reused_models"] += [teacher_name] if loaded else []
     history_name = "loss" if args.self_train_soft else "accuracy"
-    row[f"teacher_self_trained_train_{history_name}_per_epoch"] = history
-    row["teacher_self_trained"] = accuracy(trained, x_test, y_test)
-    log(f"seed {seed}: teacher_self_trained {row['teacher_self_trained']:.4f}")
-    arm = "distilled_self_trained"
+    row[f"{teacher_name}_train_{history_name}_per_epoch"] = history
+    row[teacher_name] = accuracy(trained, x_test, y_test)
+    log(f"seed {seed}: {teacher_name} {row[teacher_name]:.4f}")
     start = time.perf_counter()
-    cache = work_dir / f"teacher_self_trained_logits_seed{seed}.npz"
-    model, seconds["self_train_teacher_logits"], _ = train_distilled(
+    cache = work_dir / f"{teacher_name}_logits_seed{seed}.npz"
+    model, seconds[f"self_train_teacher_logits{suffix}"], logits = train_distilled(
         args, trained, x_train, hidden, seed, cache
     )
-    seconds[arm] = time.perf_counter() - start - seconds["self_train_teacher_logits"]
-    score_arm(row, seconds, arm, model, "teacher_self_trained", data, work_dir, seed)
+    seconds[arm] = time.perf_counter() - start - seconds[f"self_train_teacher_logits{suffix}"]
+    score_arm(row, seconds, arm, model, teacher_name, data, work_dir, seed)
+    return (trained, model), logits
 
 
 def run_seed(args, data, seed, work_dir):
@@ -515,6 +562,13 @@ def run_seed(args, data, seed, work_dir):
     seconds["distill"] = time.perf_counter() - start - seconds["teacher_logits"]
     row["distilled"] = accuracy(distilled, x_test, y_test)
     log(f"seed {seed}: distilled {row['distilled']:.4f} ({seconds['distill']:.0f} s)")
+    if args.noisy_student:  # the control: the same student, distilled on the clean images
+        start = time.perf_counter()
+        clean, distiller = new_distiller(args, teacher, seed)
+        fit_on_teacher_outputs(distiller, args, x_train, hidden, teacher_logits, seed, False)
+        seconds["distilled_clean"] = time.perf_counter() - start
+        row["distilled_clean"] = accuracy(clean, x_test, y_test)
+        log(f"seed {seed}: distilled_clean {row['distilled_clean']:.4f}")
 
     start = time.perf_counter()
     path = work_dir / f"distilled_seed{seed}_int8.tflite"
@@ -560,13 +614,29 @@ def finish(row, seconds, seed_start):
     return row
 
 
-def summarise(rows):
+def self_training_keys(rounds):
+    """The row keys of self-training's rounds after the first."""
+    keys = []
+    for number in range(2, rounds + 1):
+        suffix, arm = round_suffix(number), f"distilled_self_trained{round_suffix(number)}"
+        keys += [f"pseudo_label_accuracy{suffix}", f"teacher_self_trained{suffix}", arm]
+        keys += [f"{arm}_{part}" for part in ARM_PARTS]
+    return keys
+
+
+ARM_PARTS = ("int8", "gain_over_scratch", "gap_to_teacher", "int8_drop")
+
+
+def summarise(rows, rounds=1):
+    """Mean, std and values of each score over the seeds, and issue 15's targets;
+    `rounds`: the rounds of self-training."""
     keys = [
         "teacher",
         "scratch_augmented",
         "scratch_plain",
         "scratch",
         "distilled",
+        "distilled_clean",
         "int8",
         "gain_over_scratch",
         "gap_to_teacher",
@@ -584,6 +654,7 @@ def summarise(rows):
         "distilled_two_teachers_gain_over_scratch",
         "distilled_two_teachers_gap_to_teacher",
         "distilled_two_teachers_int8_drop",
+        *self_training_keys(rounds),
     ]
     summary = {}
     for key in (key for key in keys if all(key in row for row in rows)):
@@ -603,10 +674,12 @@ def summarise(rows):
             abs(row["int8_drop"]) <= TARGETS["int8_drop"] for row in rows
         ),
     }
-    for arm, teacher in (
-        ("distilled_self_trained", "the self-trained teacher"),
-        ("distilled_two_teachers", "the MobileNetV2 teacher"),
-    ):
+    arms = [("distilled_self_trained", "the self-trained teacher")]
+    arms += [
+        (f"distilled_self_trained{round_suffix(k)}", f"the round-{k} self-trained teacher")
+        for k in range(2, rounds + 1)
+    ]
+    for arm, teacher in [*arms, ("distilled_two_teachers", "the MobileNetV2 teacher")]:
         if arm in summary:
             summary["targets"] |= arm_targets(rows, arm, teacher)
     return summary
@@ -699,7 +772,10 @@ def settings(args):
             # Only when set, so that earlier runs' settings (and their seeds) still match.
             **({"standardize": True} if args.standardize else {}),
             "student_loss_weight": args.student_loss_weight,
-            "teacher_outputs": "cached (Distiller.predict_teacher(cache=...)), no augmentation",
+            "teacher_outputs": "cached (Distiller.predict_teacher(cache=..., "
+            "runtime='litert')), on the clean images",
+            # Only when set, so that earlier runs' settings (and their seeds) still match.
+            **({"noisy_student": NOISY} if args.noisy_student else {}),
             "data": "all training images; labels hidden as tfkd.distill.UNLABELED except 1,000",
         },
         "distilled_two_teachers": {
@@ -751,6 +827,12 @@ def settings(args):
             "distilled_self_trained": "a fresh student distilled from the self-trained teacher "
             "with the distill settings above (its logits cached anew)",
         }
+    if args.self_train_rounds > 1 and "self_train" in current:
+        current["self_train"]["rounds"] = (
+            f"{args.self_train_rounds}: round k > 1 trains a copy of round k-1's teacher the same "
+            "way from round k-1's teacher and student (teacher_self_trained_roundk), then a "
+            "fresh student from it (distilled_self_trained_roundk)"
+        )
     if args.skip_two_teachers:
         current["distilled_two_teachers"] = "not run (--skip-two-teachers)"
     if args.teachers_only:
@@ -802,6 +884,13 @@ def parse_args(argv):
         "softened average of itself and the distilled student (no pseudo-label cut)",
     )
     parser.add_argument("--self-train-epochs", type=int, default=3)
+    parser.add_argument(
+        "--self-train-rounds",
+        type=int,
+        default=1,
+        help="repeat self-training this many times, each round from the teacher and the "
+        "student of the round before (distilled_self_trained_roundK)",
+    )
     parser.add_argument("--self-train-learning-rate", type=float, default=1e-4)
     parser.add_argument(
         "--strong-augmentation",
@@ -821,6 +910,12 @@ def parse_args(argv):
         help="z-score the logits before the softmax (LogitsDistillation(standardize=True))",
     )
     parser.add_argument("--student-loss-weight", type=float, default=0.1)
+    parser.add_argument(
+        "--noisy-student",
+        action="store_true",
+        help="augment the students' distillation images each epoch (shifts and flips, as "
+        "the labelled images), against the teacher's cached outputs on the clean images",
+    )
     parser.add_argument("--work-dir", type=pathlib.Path, help="teacher logits cache, .tflite")
     parser.add_argument(
         "--models-dir",
@@ -848,6 +943,13 @@ def parse_args(argv):
         parser.error(
             "--self-train-per-class must be >= 0 and --self-train-epochs >= 1. Received: "
             f"{args.self_train_per_class} and {args.self_train_epochs}."
+        )
+    if args.self_train_rounds < 1 or (
+        args.self_train_rounds > 1 and not (args.self_train_soft or args.self_train_per_class)
+    ):
+        parser.error(
+            "--self-train-rounds must be >= 1, and above 1 only with --self-train-soft or "
+            f"--self-train-per-class. Received: {args.self_train_rounds}."
         )
     if args.self_train_soft and args.self_train_per_class:
         parser.error("--self-train-soft and --self-train-per-class are two ways; pick one.")
@@ -892,7 +994,7 @@ def main(argv=None):
         else:
             rows.append(run_seed(args, data, seed, work_dir))
         results["seeds"][str(seed)] = rows[-1]
-        results.update(summarise(rows))
+        results.update(summarise(rows, args.self_train_rounds))
         results["seconds"] = round(time.perf_counter() - START, 1)
         write_json(args.output, results)
         log(f"seed {seed} done, wrote {args.output}")
@@ -900,6 +1002,7 @@ def main(argv=None):
         "teacher",
         "scratch",
         "distilled",
+        "distilled_clean",
         "int8",
         "gain_over_scratch",
         "teacher_self_trained",
@@ -909,6 +1012,7 @@ def main(argv=None):
         "distilled_two_teachers",
         "distilled_two_teachers_int8",
         "distilled_two_teachers_gain_over_scratch",
+        *self_training_keys(args.self_train_rounds),
     ):
         if key not in results:
             continue
