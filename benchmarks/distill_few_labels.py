@@ -261,7 +261,7 @@ def train_distilled(args, teacher, x_train, hidden, seed, cache):
     logits = distiller.predict_teacher(x_train, batch_size=512, cache=cache, runtime="litert")
     teacher_seconds = time.perf_counter() - start
     log(f"  teacher logits on {len(x_train)} training images: {teacher_seconds:.1f} s")
-    fit_on_teacher_outputs(distiller, args, x_train, hidden, logits, seed)
+    fit_on_teacher_outputs(distiller, args, x_train, hidden, logits, seed, args.noisy_student)
     return model, teacher_seconds, logits
 
 
@@ -281,7 +281,7 @@ def train_distilled_two_teachers(args, teacher, scratch, teacher_logits, x_train
     averaging_seconds = time.perf_counter() - start
     log(f"  softened average of the two teachers' logits: {averaging_seconds:.1f} s")
     model, distiller = new_distiller(args, ensemble, seed)
-    fit_on_teacher_outputs(distiller, args, x_train, hidden, outputs, seed)
+    fit_on_teacher_outputs(distiller, args, x_train, hidden, outputs, seed, args.noisy_student)
     return model, averaging_seconds
 
 
@@ -301,14 +301,14 @@ def new_distiller(args, teacher, seed):
     return model, distiller
 
 
-def fit_on_teacher_outputs(distiller, args, x_train, hidden, outputs, seed, noisy=None):
+def fit_on_teacher_outputs(distiller, args, x_train, hidden, outputs, seed, noisy):
     """Trains the distiller's student on cached teacher `outputs` (Adam, cosine decay);
-    with `--noisy-student`, on images augmented anew each epoch in a tf.data pipeline,
+    if `noisy` (`--noisy-student`), on images augmented anew each epoch in a tf.data pipeline,
     the outputs staying the teacher's on the clean images (Noisy Student)."""
     steps = args.distill_epochs * math.ceil(len(x_train) / args.batch_size)
     distiller.compile(optimizer=adam(steps), loss=LOSS)
     packed = tfkd.distill.with_teacher_outputs(x_train, outputs)
-    if not (args.noisy_student if noisy is None else noisy):
+    if not noisy:
         distiller.fit(
             packed, hidden, batch_size=args.batch_size, epochs=args.distill_epochs, verbose=2
         )

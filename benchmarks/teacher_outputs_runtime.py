@@ -33,6 +33,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 import models  # noqa: E402
 
 import tfkd  # noqa: E402
+from tfkd import _atomic  # noqa: E402
 
 
 def default_teacher(image_size):
@@ -115,9 +116,7 @@ def main():
     }
     print(json.dumps({key: result[key] for key in ("median_seconds", "speed_up")}))
     if args.output:
-        temporary = args.output.with_suffix(".tmp")
-        temporary.write_text(json.dumps(result, indent=2) + "\n")
-        os.replace(temporary, args.output)
+        _atomic.write_bytes(args.output, (json.dumps(result, indent=2) + "\n").encode())
     print(f"elapsed {time.perf_counter() - began:.0f} s")
 
 

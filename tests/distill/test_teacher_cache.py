@@ -187,9 +187,19 @@ def test_litert_runtime_builds_a_sequential_never_called(setup, monkeypatch):
 
 
 def test_litert_runtime_rejects_what_it_cannot_compute(setup):
-    _, teacher, x = setup
+    distiller, teacher, x = setup
     with pytest.raises(ValueError, match=r"`runtime` must be one of .*runtime='onnx'"):
         tfkd.distill.teacher_outputs(teacher, x, runtime="onnx")
+    with pytest.raises(ValueError, match=r"`runtime` must be one of .*runtime='onnx'"):
+        distiller.predict_teacher(x, runtime="onnx")
+    # A Distiller whose loss reads a teacher layer needs it, which LiteRT does not give.
+    with_features = tfkd.Distiller(
+        teacher,
+        small_cnn(4, "student"),
+        distillation_losses=[tfkd.FeatureDistillation("features", "features")],
+    )
+    with pytest.raises(ValueError, match=r"final output .*layers=\['features'\]"):
+        with_features.predict_teacher(x, runtime="litert")
     with pytest.raises(ValueError, match=r"final output .*layers=\['features'\]"):
         tfkd.distill.teacher_outputs(teacher, x, layers=["features"], runtime="litert")
     with pytest.raises(ValueError, match="x of type dict"):
