@@ -46,11 +46,13 @@ about 12 minutes a seed on 2 shared cores; `--smoke` runs tiny sizes in about a 
     python benchmarks/distill_few_labels.py --smoke
 
 A rerun with the same `--output` and settings reuses the seeds it already holds, so
-`--seeds 0` then `--seeds 0 1 2` runs each seed once. The fine-tuned teacher and the
-two scratch students of each seed are also saved in `--models-dir` (default: in the
-temporary directory), under a key of the settings that train them, and loaded from
-there when present, so a rerun that must redo a seed (say, after a new arm) retrains
-only the distilled students; a seed lists what it loaded in `"reused_models"`, and
+`--seeds 0` then `--seeds 0 1 2` runs each seed once. Every model of a seed but the
+control arms (`distilled_clean`, `distilled_two_teachers`) is also saved in
+`--models-dir` (default: in the temporary directory), under a key of the settings that
+train it (for a distilled student, also of its teacher's logits and the hidden labels),
+and loaded from there when present, so a rerun that must redo a seed (say, after a new
+arm or one more self-training round) trains only what changed; a seed lists what it
+loaded in `"reused_models"`, and
 its `"seconds"` then gives those models' original training time. `"seconds"` in the
 JSON is the last invocation's wall time; each seed records its own parts.
 """
@@ -175,7 +177,7 @@ def model_key(args, part):
         "smoke": args.smoke,
         "labelled_per_class": args.labelled_per_class,
         part: current[part],
-        "student": current["student"] if part == "scratch" else None,
+        "student": current["student"] if part in ("scratch", "distill") else None,
     }
     if part == "self_train":  # from the teacher and the pseudo-labels of the distilled student
         trained_by |= {"teacher": current["teacher"], "distill": current["distill"]}
@@ -185,11 +187,16 @@ def model_key(args, part):
     return hashlib.sha256(json.dumps(trained_by, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def saved_or_trained(args, name, part, seed, train):
+def saved_or_trained(args, name, part, seed, train, trained_from=""):
     """`train()` -> (model, extra); saved in `--models-dir`, or loaded from it when present.
+    `trained_from`: a digest of what else the model learns from (a student's teacher
+    outputs), part of its key.
 
     Returns (model, extra, training seconds, whether it was loaded)."""
-    stem = args.models_dir / f"{name}_seed{seed}_{model_key(args, part)}"
+    key = model_key(args, part)
+    if trained_from:
+        key = hashlib.sha256(f"{key}:{trained_from}".encode()).hexdigest()[:12]
+    stem = args.models_dir / f"{name}_seed{seed}_{key}"
     path, meta = stem.with_suffix(".keras"), stem.with_suffix(".json")
     if path.exists() and meta.exists():
         info = json.loads(meta.read_text())
@@ -255,14 +262,27 @@ def train_scratch(args, x, y, seed, augment):
     return model
 
 
-def train_distilled(args, teacher, x_train, hidden, seed, cache):
+def train_distilled(args, name, teacher, x_train, hidden, seed, cache):
+    """Student `name` distilled from `teacher`'s cached logits; saved in `--models-dir`
+    under a key of the distill settings and of those logits, and loaded from there when
+    present. Returns (student, logits seconds, logits, training seconds, whether loaded)."""
     model, distiller = new_distiller(args, teacher, seed)
     start = time.perf_counter()
     logits = distiller.predict_teacher(x_train, batch_size=512, cache=cache, runtime="litert")
     teacher_seconds = time.perf_counter() - start
     log(f"  teacher logits on {len(x_train)} training images: {teacher_seconds:.1f} s")
-    fit_on_teacher_outputs(distiller, args, x_train, hidden, logits, seed, args.noisy_student)
-    return model, teacher_seconds, logits
+
+    def train():
+        fit_on_teacher_outputs(distiller, args, x_train, hidden, logits, seed, args.noisy_student)
+        return model, None
+
+    digest = hashlib.sha256(hidden.tobytes())
+    for value in logits.values():
+        digest.update(np.ascontiguousarray(value).tobytes())
+    model, _, seconds, loaded = saved_or_trained(
+        args, name, "distill", seed, train, trained_from=digest.hexdigest()
+    )
+    return model, teacher_seconds, logits, seconds, loaded
 
 
 def train_distilled_two_teachers(args, teacher, scratch, teacher_logits, x_train, hidden, seed):
@@ -485,12 +505,11 @@ def self_training_round(
     row[f"{teacher_name}_train_{history_name}_per_epoch"] = history
     row[teacher_name] = accuracy(trained, x_test, y_test)
     log(f"seed {seed}: {teacher_name} {row[teacher_name]:.4f}")
-    start = time.perf_counter()
     cache = work_dir / f"{teacher_name}_logits_seed{seed}.npz"
-    model, seconds[f"self_train_teacher_logits{suffix}"], logits = train_distilled(
-        args, trained, x_train, hidden, seed, cache
+    model, seconds[f"self_train_teacher_logits{suffix}"], logits, seconds[arm], loaded = (
+        train_distilled(args, arm, trained, x_train, hidden, seed, cache)
     )
-    seconds[arm] = time.perf_counter() - start - seconds[f"self_train_teacher_logits{suffix}"]
+    row["reused_models"] += [arm] if loaded else []
     score_arm(row, seconds, arm, model, teacher_name, data, work_dir, seed)
     return (trained, model), logits
 
@@ -554,12 +573,11 @@ def run_seed(args, data, seed, work_dir):
         "scratch_augmented" if row["scratch_augmented"] >= row["scratch_plain"] else "scratch_plain"
     )
 
-    start = time.perf_counter()
     cache = work_dir / f"teacher_logits_seed{seed}.npz"
-    distilled, seconds["teacher_logits"], teacher_logits = train_distilled(
-        args, teacher, x_train, hidden, seed, cache
+    distilled, seconds["teacher_logits"], teacher_logits, seconds["distill"], loaded = (
+        train_distilled(args, "distilled", teacher, x_train, hidden, seed, cache)
     )
-    seconds["distill"] = time.perf_counter() - start - seconds["teacher_logits"]
+    reused += ["distilled"] if loaded else []
     row["distilled"] = accuracy(distilled, x_test, y_test)
     log(f"seed {seed}: distilled {row['distilled']:.4f} ({seconds['distill']:.0f} s)")
     if args.noisy_student:  # the control: the same student, distilled on the clean images
