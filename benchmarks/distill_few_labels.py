@@ -33,6 +33,9 @@ training images keep their pixels but lose their labels. Then:
      label is used (`pseudo_label_accuracy` is a diagnostic);
    - with `--self-train-rounds K`, self-training is repeated, round k from round
      k-1's teacher and student (`distilled_self_trained_roundk`);
+   - with `--pair-student`, each round also distils a fresh student from the softened
+     average of the round's teacher and its student (`distilled_pair(_roundk)`): the
+     next round's target, with no further teacher trained;
    - with `--noisy-student`, the students' distillation images are augmented anew
      each epoch (the labelled images' shifts and flips) while the cached teacher
      outputs stay those of the clean images (Noisy Student, Xie et al., CVPR 2020);
@@ -271,18 +274,29 @@ def train_distilled(args, name, teacher, x_train, hidden, seed, cache):
     logits = distiller.predict_teacher(x_train, batch_size=512, cache=cache, runtime="litert")
     teacher_seconds = time.perf_counter() - start
     log(f"  teacher logits on {len(x_train)} training images: {teacher_seconds:.1f} s")
+    model, seconds, loaded = distilled_on(
+        args, name, (model, distiller), logits, x_train, hidden, seed
+    )
+    return model, teacher_seconds, logits, seconds, loaded
+
+
+def distilled_on(args, name, student_and_distiller, outputs, x_train, hidden, seed):
+    """The student of `new_distiller(...)` trained on the cached teacher `outputs`, or
+    loaded from `--models-dir` (keyed by the distill settings, `outputs` and `hidden`).
+    Returns (student, training seconds, whether loaded)."""
+    model, distiller = student_and_distiller
 
     def train():
-        fit_on_teacher_outputs(distiller, args, x_train, hidden, logits, seed, args.noisy_student)
+        fit_on_teacher_outputs(distiller, args, x_train, hidden, outputs, seed, args.noisy_student)
         return model, None
 
     digest = hashlib.sha256(hidden.tobytes())
-    for value in logits.values():
+    for value in outputs.values():
         digest.update(np.ascontiguousarray(value).tobytes())
     model, _, seconds, loaded = saved_or_trained(
         args, name, "distill", seed, train, trained_from=digest.hexdigest()
     )
-    return model, teacher_seconds, logits, seconds, loaded
+    return model, seconds, loaded
 
 
 def train_distilled_two_teachers(args, teacher, scratch, teacher_logits, x_train, hidden, seed):
@@ -511,7 +525,32 @@ def self_training_round(
     )
     row["reused_models"] += [arm] if loaded else []
     score_arm(row, seconds, arm, model, teacher_name, data, work_dir, seed)
+    if args.pair_student:
+        pair_arm(args, row, seconds, (trained, model), logits, data, hidden, seed, work_dir, number)
     return (trained, model), logits
+
+
+def pair_arm(args, row, seconds, models, teacher_logits, data, hidden, seed, work_dir, number):
+    """`--pair-student`: the `distilled_pair` arm (`..._roundK`), a fresh student distilled
+    from the softened average (T=1, equal weights) of round `number`'s self-trained teacher
+    and its student, which is the next round's target, without training that round's
+    teacher. `models`: (teacher, student); `teacher_logits`: the teacher's, cached."""
+    (x_train, y_train), _ = data
+    teacher, student = models
+    suffix = round_suffix(number)
+    arm = f"distilled_pair{suffix}"
+    start = time.perf_counter()
+    (key,) = teacher_logits
+    target = {key: average_of_two(teacher_logits[key], predict(student, x_train), temperature=1.0)}
+    # A diagnostic only: the hidden labels play no part in training.
+    row[f"pair_target_accuracy{suffix}"] = float(np.mean(target[key].argmax(-1) == y_train))
+    seconds[f"{arm}_averaging"] = time.perf_counter() - start
+    ensemble = tfkd.distill.teacher_ensemble([teacher, student], weights=[0.5, 0.5])
+    pair, seconds[arm], loaded = distilled_on(
+        args, arm, new_distiller(args, ensemble, seed), target, x_train, hidden, seed
+    )
+    row["reused_models"] += [arm] if loaded else []
+    score_arm(row, seconds, arm, pair, f"teacher_self_trained{suffix}", data, work_dir, seed)
 
 
 def run_seed(args, data, seed, work_dir):
@@ -642,6 +681,15 @@ def self_training_keys(rounds):
     return keys
 
 
+def pair_keys(rounds):
+    """The row keys of `--pair-student`'s arms, one a round."""
+    keys = []
+    for number in range(1, rounds + 1):
+        suffix, arm = round_suffix(number), f"distilled_pair{round_suffix(number)}"
+        keys += [f"pair_target_accuracy{suffix}", arm, *(f"{arm}_{part}" for part in ARM_PARTS)]
+    return keys
+
+
 ARM_PARTS = ("int8", "gain_over_scratch", "gap_to_teacher", "int8_drop")
 
 
@@ -673,6 +721,7 @@ def summarise(rows, rounds=1):
         "distilled_two_teachers_gap_to_teacher",
         "distilled_two_teachers_int8_drop",
         *self_training_keys(rounds),
+        *pair_keys(rounds),
     ]
     summary = {}
     for key in (key for key in keys if all(key in row for row in rows)):
@@ -696,6 +745,10 @@ def summarise(rows, rounds=1):
     arms += [
         (f"distilled_self_trained{round_suffix(k)}", f"the round-{k} self-trained teacher")
         for k in range(2, rounds + 1)
+    ]
+    arms += [
+        (f"distilled_pair{round_suffix(k)}", f"the round-{k} self-trained teacher")
+        for k in range(1, rounds + 1)
     ]
     for arm, teacher in [*arms, ("distilled_two_teachers", "the MobileNetV2 teacher")]:
         if arm in summary:
@@ -851,6 +904,13 @@ def settings(args):
             "way from round k-1's teacher and student (teacher_self_trained_roundk), then a "
             "fresh student from it (distilled_self_trained_roundk)"
         )
+    if args.pair_student and "self_train" in current:
+        # Outside "self_train", so that the saved self-trained teachers keep their key.
+        current["pair_student"] = (
+            "each round, a fresh student distilled (the distill settings above) from the "
+            "softened average (T=1, equal weights) of the round's self-trained teacher and its "
+            "student on every training image, cached: distilled_pair(_roundk)"
+        )
     if args.skip_two_teachers:
         current["distilled_two_teachers"] = "not run (--skip-two-teachers)"
     if args.teachers_only:
@@ -911,6 +971,12 @@ def parse_args(argv):
     )
     parser.add_argument("--self-train-learning-rate", type=float, default=1e-4)
     parser.add_argument(
+        "--pair-student",
+        action="store_true",
+        help="each self-training round, also distil a fresh student from the softened average "
+        "of the round's teacher and its student (distilled_pair), with no further teacher",
+    )
+    parser.add_argument(
         "--strong-augmentation",
         action="store_true",
         help="add zooms and random erasing to the shifts and flips of the labelled images, "
@@ -969,6 +1035,8 @@ def parse_args(argv):
             "--self-train-rounds must be >= 1, and above 1 only with --self-train-soft or "
             f"--self-train-per-class. Received: {args.self_train_rounds}."
         )
+    if args.pair_student and not (args.self_train_soft or args.self_train_per_class):
+        parser.error("--pair-student needs self-training (--self-train-soft or -per-class).")
     if args.self_train_soft and args.self_train_per_class:
         parser.error("--self-train-soft and --self-train-per-class are two ways; pick one.")
     if (args.self_train_per_class or args.self_train_soft) and args.teachers > 1:
@@ -1031,6 +1099,7 @@ def main(argv=None):
         "distilled_two_teachers_int8",
         "distilled_two_teachers_gain_over_scratch",
         *self_training_keys(args.self_train_rounds),
+        *(key for key in pair_keys(args.self_train_rounds) if "_int8_" not in key),
     ):
         if key not in results:
             continue
