@@ -1,5 +1,9 @@
 """Snapshot of the public API, so that any change to it shows in review."""
 
+import os
+import subprocess
+import sys
+
 import tfkd
 
 
@@ -215,3 +219,22 @@ def test_names_that_moved_between_modules_still_import_with_a_warning():
         assert features.relational_distance is tfkd.distill.relational_distance
     with pytest.raises(AttributeError, match="has no attribute 'FitNets'"):
         losses.FitNets  # noqa: B018
+
+
+def test_import_off_tensorflow_leaves_tensorflow_unloaded():
+    # TensorFlow is for LiteRT export and tf.data input only: a JAX user's `import tfkd`
+    # (every subpackage) must not load it. In a child process, this one has loaded it.
+    code = (
+        "import sys, keras, tfkd\n"
+        "assert keras.backend.backend() == 'jax', keras.backend.backend()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf_keras')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "KERAS_BACKEND": "jax"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
