@@ -333,6 +333,25 @@ def test_epochs_are_numbered_across_both_phases():
     assert epochs.seen == [0, 1, 2, 3]
 
 
+def test_a_tf_data_dataset_trains_without_keras_shuffle_warning():
+    """A dataset shuffles itself: `fine_tune` does not pass fit's default shuffle=True,
+    which Keras ignores with a warning on every phase."""
+    import warnings
+
+    import tensorflow as tf
+
+    x, y = random_images(32, shape=(8, 8, 3))
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(32, seed=0).batch(8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model, history = tfkd.transfer.fine_tune(
+            _backbone(), 3, dataset, head_epochs=1, fine_tune_epochs=1, verbose=0
+        )
+    assert len(history.history["loss"]) == 2
+    assert model.output_shape == (None, 3)
+    assert not [w for w in caught if "shuffle" in str(w.message)], [str(w.message) for w in caught]
+
+
 def test_one_shot_generators_are_refused():
     def batches():
         yield random_images(8, shape=(8, 8, 3))
