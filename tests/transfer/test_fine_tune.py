@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import warnings
 
 import keras
 import numpy as np
@@ -336,8 +337,6 @@ def test_epochs_are_numbered_across_both_phases():
 def test_a_tf_data_dataset_trains_without_keras_shuffle_warning():
     """A dataset shuffles itself: `fine_tune` does not pass fit's default shuffle=True,
     which Keras ignores with a warning on every phase."""
-    import warnings
-
     import tensorflow as tf
 
     x, y = random_images(32, shape=(8, 8, 3))
