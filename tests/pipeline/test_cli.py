@@ -36,6 +36,22 @@ def test_help_lists_commands_and_stages():
         assert f"{stage}:" in result.stdout
 
 
+def test_stage_summaries_are_whole_sentences():
+    """`tfkd run --help` lists each stage's first sentence, even when it wraps in the
+    docstring (it once stopped at the line's end: "micro: ... and;")."""
+    from tfkd.pipeline.config import available_stages
+
+    summaries = available_stages()
+    assert {"load", "train", "transfer", "distill", "micro", "cluster"} <= set(summaries)
+    for name, summary in summaries.items():
+        assert summary.endswith("."), (name, summary)
+        assert "\n" not in summary and "  " not in summary, (name, summary)
+    assert summaries["load"] == (
+        "Loads a model: a `.keras` file, a `.tflite` file (as a `tfkd.TFLiteModel`), or a "
+        "keras-hub classifier preset folder (`tfkd.transfer.load_preset`)."
+    )
+
+
 def test_config_error_exits_2_with_the_line(tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text("data: {name: fashion_mnist}\nstages:\n  - {stage: shrink}\n")

@@ -27,6 +27,7 @@ import inspect
 import json
 import os
 import pathlib
+import re
 
 from tfkd.pipeline import _reader, _yaml
 from tfkd.pipeline.data import Data
@@ -129,11 +130,14 @@ def _read(path):
 
 
 def available_stages():
-    """Names and one-line summaries of the registered stages (for `tfkd run --help`)."""
-    return {
-        name: (inspect.getdoc(cls) or "").splitlines()[0]
-        for name, cls in registered_stages().items()
-    }
+    """Names and summaries of the registered stages (for `tfkd run --help`): the first
+    sentence of each docstring, however many lines it takes."""
+    summaries = {}
+    for name, cls in registered_stages().items():
+        paragraph = " ".join((inspect.getdoc(cls) or "").split("\n\n")[0].split())
+        sentence = re.match(r"(.*?\.)(?=\s|$)", paragraph)
+        summaries[name] = sentence.group(1) if sentence else paragraph
+    return summaries
 
 
 def default_output(path, quick):

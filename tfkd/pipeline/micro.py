@@ -7,8 +7,8 @@ from tfkd.pipeline.stage import Stage, check_positive, invalid_argument, registe
 @register_stage("micro")
 class Micro(Stage):
     """Checks the incoming `.tflite` file for TensorFlow Lite for Microcontrollers and
-    writes its bundle into the stage's directory (`tfkd.export.micro_bundle`): the model
-    as a C array, an op resolver header with exactly its ops, the tensor arena measured
+    writes its bundle into the stage's directory (`tfkd.export.micro_bundle`). The bundle:
+    the model as a C array, an op resolver header with exactly its ops, the tensor arena measured
     by the TFLM interpreter, and TFLM's outputs compared with LiteRT's on the first
     `samples` test inputs, all in `micro.json`. The file passes on unchanged.
 
