@@ -237,6 +237,15 @@ def _accepted(low, high, low_open, high_open, integer, allow_none):
     return f"{text} or None" if allow_none else text
 
 
+def fit_options(data, options):
+    """`options` for `fit` on `data`: a `tf.data.Dataset` shuffles itself, so it gets
+    `shuffle=False` unless the caller set it (fit's default True only makes Keras warn
+    that it is ignored)."""
+    if hasattr(data, "element_spec"):
+        return {"shuffle": False, **options}
+    return options
+
+
 def check_fit_strategy(model):
     """Refuses `fit` under TensorFlow's `MultiWorkerMirroredStrategy` over several workers,
     where Keras 3 fails on the first batch with an error about `PerReplica` values

@@ -402,9 +402,7 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         arguments = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs).arguments
         arguments.pop("self")
         extra = arguments.pop("kwargs", {})
-        if hasattr(arguments.get("x"), "element_spec"):
-            # A tf.data.Dataset shuffles itself; fit's default shuffle=True would only warn.
-            arguments.setdefault("shuffle", False)
+        arguments = _checks.fit_options(arguments.get("x"), arguments)
         callbacks = list(arguments.pop("callbacks", None) or [])
         callbacks.append(NonFiniteLossGuard(["student_loss", *self._loss_keys, "loss"]))
         return super().fit(callbacks=callbacks, **arguments, **extra)

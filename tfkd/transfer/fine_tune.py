@@ -215,9 +215,7 @@ def _fit(model, train_data, initial_epoch, epochs, options, merged):
         return
     _checks.check_fit_strategy(model)
     options = dict(options, initial_epoch=initial_epoch, epochs=initial_epoch + epochs)
-    if hasattr(train_data, "element_spec"):
-        # A tf.data.Dataset shuffles itself; fit's default shuffle=True would only warn.
-        options.setdefault("shuffle", False)
+    options = _checks.fit_options(train_data, options)
     if isinstance(train_data, tuple):
         history = model.fit(train_data[0], train_data[1], **options)
     else:
