@@ -263,6 +263,15 @@ def test_distill_on_teacher_labelled_augmented_copies(data, tmp_path):
     assert len(cached) == 2 and cached[0].endswith("-augmented2-seed0.npz")
     entry = json.loads((tmp_path / "stages" / "distill" / "entry.json").read_text())
     assert entry["details"]["epochs"] == 1 and len(report.rows) == 2
+    # The stage's time spent on the teacher is recorded: part of its seconds, 0 elsewhere,
+    # and 0 when the outputs come from the run's cache.
+    spent = {row["name"]: (row["teacher_seconds"], row["seconds"]) for row in report.rows}
+    assert spent["teacher"][0] == 0 and 0 < spent["distill"][0] < spent["distill"][1]
+    assert sum("teacher's outputs took" in line for line in lines) == 2
+    stages[1] = Distill("teacher", student=STUDENT, epochs=2, augmented_copies=2, batch_size=256)
+    report, lines = _execute(tfkd.Pipeline(stages), data, tmp_path)
+    assert report.rows[1]["teacher_seconds"] == 0 and report.rows[1]["seconds"] > 0
+    assert not any("computing" in line for line in lines)
 
 
 @pytest.mark.heavy

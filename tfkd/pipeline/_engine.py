@@ -110,6 +110,7 @@ class _Engine:
         self.models, self.fingerprints, self.entries = {}, {}, []
         self.last = None
         self._teacher_outputs = {}
+        self._teacher_seconds = 0.0  # the running stage's time in `teacher_outputs`
         self.started = time.perf_counter()
         self._start(pipeline)
 
@@ -271,6 +272,7 @@ class _Engine:
             log_directory=self.store.log_directory(stage.name),
         )
         start = time.perf_counter()
+        self._teacher_seconds = 0.0
         try:
             model, details = _unpack(stage, stage.run(model, context))
             _check_finite(model)
@@ -296,6 +298,7 @@ class _Engine:
             "artifact": artifact,
             "format": "tflite" if isinstance(model, TFLiteModel) else "keras",
             "seconds": round(seconds, 2),
+            "teacher_seconds": round(self._teacher_seconds, 2),
             **metrics,
             "details": details,
         }
@@ -324,8 +327,13 @@ class _Engine:
                 self.log(f"    computing {name}'s outputs on {len(inputs):,} examples")
                 verbose = keras_verbose(self.options.verbose)
                 local = self.processes.local() if self.processes else contextlib.nullcontext()
+                started = time.perf_counter()
                 with local:
-                    return self._run_teacher(name, model, inputs, verbose)
+                    outputs = self._run_teacher(name, model, inputs, verbose)
+                elapsed = time.perf_counter() - started
+                self._teacher_seconds += elapsed
+                self.log(f"    {name}'s outputs took {elapsed:.1f} s")
+                return outputs
 
             if not self.writes:
                 self._teacher_outputs[key] = compute()

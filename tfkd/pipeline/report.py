@@ -21,6 +21,8 @@ class Report:
             `format` (`"keras"` or `"tflite"`), `parameters`, `bytes` (the file on
             disk), `accuracy` (test split; `.tflite` files through `tfkd.TFLiteModel`),
             `latency_ms` (batch 1, median), `seconds` (the stage's own run time),
+            `teacher_seconds` (the part of it spent computing teachers' outputs, 0 when
+            they came from the run's cache or the stage has no teacher),
             `classification` (`tfkd.metrics.classification_report` on the test
             split: precision, recall and F1 per class, the confusion matrix).
         data: what the rows were measured on.
@@ -328,6 +330,7 @@ def _summary(entry):
     return {key: entry.get(key) for key in keys} | {
         "latency_ms": entry.get("latency_ms"),
         "seconds": entry.get("seconds"),
+        "teacher_seconds": entry.get("teacher_seconds"),
         "artifact": f"stages/{entry['name']}/{entry['artifact']}",
     }
 
