@@ -39,6 +39,13 @@ training images keep their pixels but lose their labels. Then:
    - with `--noisy-student`, the students' distillation images are augmented anew
      each epoch (the labelled images' shifts and flips) while the cached teacher
      outputs stay those of the clean images (Noisy Student, Xie et al., CVPR 2020);
+   - with `--consistent-copies K` (`distilled_consistent`): a fresh student distilled
+     from the last teacher (the last self-training round's, else the fine-tuned one) on
+     the training images and K fixed shifted and flipped copies of each
+     (`tfkd.pipeline.Data.augmented_copies`), the teacher's outputs computed on each
+     copy, so the teacher and the student see the same image (consistent teaching,
+     Beyer et al., CVPR 2022, with the teacher's outputs cached); a copy keeps its
+     image's label or its being unlabelled;
 3. the distilled students exported to a full-integer `.tflite`
    (`tfkd.export_tflite(..., quantization="int8")`) and scored by `tfkd.TFLiteModel`.
 
@@ -457,11 +464,13 @@ def score_arm(row, seconds, arm, model, teacher_key, data, work_dir, seed):
 
 def run_self_trained(args, row, seconds, models, teacher_logits, data, hidden, seed, work_dir):
     """`--self-train-rounds` rounds of `self_training_round`, each from the teacher and the
-    student of the round before. `models`: (teacher, distilled student)."""
+    student of the round before. `models`: (teacher, distilled student).
+    Returns the last round's teacher, its row key and its logits on the training images."""
     for number in range(1, args.self_train_rounds + 1):
         models, teacher_logits = self_training_round(
             args, row, seconds, models, teacher_logits, data, hidden, seed, work_dir, number
         )
+    return models[0], f"teacher_self_trained{round_suffix(args.self_train_rounds)}", teacher_logits
 
 
 def round_suffix(number):
@@ -553,6 +562,35 @@ def pair_arm(args, row, seconds, models, teacher_logits, data, hidden, seed, wor
     score_arm(row, seconds, arm, pair, f"teacher_self_trained{suffix}", data, work_dir, seed)
 
 
+def consistent_arm(
+    args, row, seconds, teacher, teacher_key, teacher_logits, data, hidden, seed, work_dir
+):
+    """`--consistent-copies K`: the `distilled_consistent` arm, a fresh student distilled
+    (the distill settings) from `teacher` on the training images and K fixed shifted and
+    flipped copies of each, with `teacher`'s outputs on each copy (cached, through LiteRT);
+    `teacher_logits`: its cached outputs on the training images."""
+    (x_train, y_train), _ = data
+    arm, copies = CONSISTENT, args.consistent_copies
+    start = time.perf_counter()
+    # Data holds the arrays the copies are made from; its test split plays no part here.
+    x_copies, _ = tfkd.pipeline.Data(x_train, y_train, x_train[:1], y_train[:1]).augmented_copies(
+        copies, seed
+    )
+    model, distiller = new_distiller(args, teacher, seed)
+    cache = work_dir / f"{teacher_key}_copies{copies}_logits_seed{seed}.npz"
+    copy_logits = distiller.predict_teacher(x_copies, batch_size=512, cache=cache, runtime="litert")
+    seconds[f"{arm}_teacher_logits"] = time.perf_counter() - start
+    log(f"  teacher logits on {len(x_copies)} copies: {seconds[f'{arm}_teacher_logits']:.1f} s")
+    outputs = {key: np.concatenate([teacher_logits[key], copy_logits[key]]) for key in copy_logits}
+    x_all = np.concatenate([x_train, x_copies])
+    hidden_all = np.concatenate([hidden, np.tile(hidden, copies)])
+    student, seconds[arm], loaded = distilled_on(
+        args, arm, (model, distiller), outputs, x_all, hidden_all, seed
+    )
+    row["reused_models"] += [arm] if loaded else []
+    score_arm(row, seconds, arm, student, teacher_key, data, work_dir, seed)
+
+
 def run_seed(args, data, seed, work_dir):
     seed_start = time.perf_counter()
     (x_train, y_train), (x_test, y_test) = data
@@ -639,9 +677,14 @@ def run_seed(args, data, seed, work_dir):
     row["int8_drop"] = row["distilled"] - row["int8"]
 
     row["parameters"] = {"teacher": teacher.count_params(), "student": distilled.count_params()}
+    last = teacher, "teacher", teacher_logits
     if args.self_train_per_class or args.self_train_soft:
         models = (teacher, distilled)
-        run_self_trained(args, row, seconds, models, teacher_logits, data, hidden, seed, work_dir)
+        last = run_self_trained(
+            args, row, seconds, models, teacher_logits, data, hidden, seed, work_dir
+        )
+    if args.consistent_copies:
+        consistent_arm(args, row, seconds, *last, data, hidden, seed, work_dir)
     if args.skip_two_teachers:
         return finish(row, seconds, seed_start)
     arm = "distilled_two_teachers"
@@ -691,6 +734,7 @@ def pair_keys(rounds):
 
 
 ARM_PARTS = ("int8", "gain_over_scratch", "gap_to_teacher", "int8_drop")
+CONSISTENT = "distilled_consistent"
 
 
 def summarise(rows, rounds=1):
@@ -722,6 +766,8 @@ def summarise(rows, rounds=1):
         "distilled_two_teachers_int8_drop",
         *self_training_keys(rounds),
         *pair_keys(rounds),
+        CONSISTENT,
+        *(f"{CONSISTENT}_{part}" for part in ARM_PARTS),
     ]
     summary = {}
     for key in (key for key in keys if all(key in row for row in rows)):
@@ -750,6 +796,12 @@ def summarise(rows, rounds=1):
         (f"distilled_pair{round_suffix(k)}", f"the round-{k} self-trained teacher")
         for k in range(1, rounds + 1)
     ]
+    last_teacher = (
+        f"the round-{rounds} self-trained teacher"
+        if any("teacher_self_trained" in row for row in rows)
+        else "the MobileNetV2 teacher"
+    )
+    arms += [(CONSISTENT, last_teacher)]
     for arm, teacher in [*arms, ("distilled_two_teachers", "the MobileNetV2 teacher")]:
         if arm in summary:
             summary["targets"] |= arm_targets(rows, arm, teacher)
@@ -911,6 +963,16 @@ def settings(args):
             "softened average (T=1, equal weights) of the round's self-trained teacher and its "
             "student on every training image, cached: distilled_pair(_roundk)"
         )
+    if args.consistent_copies:
+        current["consistent"] = (
+            f"distilled_consistent: a fresh student distilled (the distill settings above, "
+            f"{args.distill_epochs} epochs) from the last teacher (the last self-training "
+            "round's, else the fine-tuned one) on the training images and "
+            f"{args.consistent_copies} fixed copies of each (tfkd.pipeline.Data."
+            "augmented_copies: shifts of up to 2 pixels, half flipped, seeded by the seed), "
+            "the teacher's outputs computed on each copy (cached, LiteRT); a copy keeps its "
+            "image's label or its being unlabelled"
+        )
     if args.skip_two_teachers:
         current["distilled_two_teachers"] = "not run (--skip-two-teachers)"
     if args.teachers_only:
@@ -1000,6 +1062,14 @@ def parse_args(argv):
         help="augment the students' distillation images each epoch (shifts and flips, as "
         "the labelled images), against the teacher's cached outputs on the clean images",
     )
+    parser.add_argument(
+        "--consistent-copies",
+        type=int,
+        default=0,
+        help="distil a fresh student from the last teacher on the training images and this "
+        "many fixed shifted and flipped copies of each, with the teacher's outputs on each "
+        "copy (distilled_consistent); 0: not run",
+    )
     parser.add_argument("--work-dir", type=pathlib.Path, help="teacher logits cache, .tflite")
     parser.add_argument(
         "--models-dir",
@@ -1034,6 +1104,12 @@ def parse_args(argv):
         parser.error(
             "--self-train-rounds must be >= 1, and above 1 only with --self-train-soft or "
             f"--self-train-per-class. Received: {args.self_train_rounds}."
+        )
+    if args.consistent_copies < 0 or (args.consistent_copies and args.noisy_student):
+        parser.error(
+            "--consistent-copies must be >= 0, and not with --noisy-student (whose images "
+            f"are augmented anew against the clean images' outputs). Received: "
+            f"{args.consistent_copies}."
         )
     if args.pair_student and not (args.self_train_soft or args.self_train_per_class):
         parser.error("--pair-student needs self-training (--self-train-soft or -per-class).")
@@ -1100,6 +1176,9 @@ def main(argv=None):
         "distilled_two_teachers_gain_over_scratch",
         *self_training_keys(args.self_train_rounds),
         *(key for key in pair_keys(args.self_train_rounds) if "_int8_" not in key),
+        CONSISTENT,
+        f"{CONSISTENT}_int8",
+        f"{CONSISTENT}_gain_over_scratch",
     ):
         if key not in results:
             continue
