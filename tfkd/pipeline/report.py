@@ -22,7 +22,8 @@ class Report:
             disk), `accuracy` (test split; `.tflite` files through `tfkd.TFLiteModel`),
             `latency_ms` (batch 1, median), `seconds` (the stage's own run time),
             `teacher_seconds` (the part of it spent computing teachers' outputs, 0 when
-            they came from the run's cache or the stage has no teacher),
+            they came from the run's cache or the stage has no teacher; `None` for a
+            stage that an older tfkd finished),
             `classification` (`tfkd.metrics.classification_report` on the test
             split: precision, recall and F1 per class, the confusion matrix).
         data: what the rows were measured on.
