@@ -42,10 +42,10 @@ training images keep their pixels but lose their labels. Then:
    - with `--consistent-copies K` (`distilled_consistent`): a fresh student distilled
      from the last teacher (the last self-training round's, else the fine-tuned one) on
      the training images and K fixed shifted and flipped copies of each
-     (`tfkd.pipeline.Data.augmented_copies`), the teacher's outputs computed on each
-     copy, so the teacher and the student see the same image (consistent teaching,
-     Beyer et al., CVPR 2022, with the teacher's outputs cached); a copy keeps its
-     image's label or its being unlabelled;
+     (`tfkd.pipeline.data.shifted_copies`, as the pipeline's `augmented_copies`), the
+     teacher's outputs computed on each copy, so the teacher and the student see the
+     same image (consistent teaching, Beyer et al., CVPR 2022, with the teacher's
+     outputs cached); a copy keeps its image's label or its being unlabelled;
 3. the distilled students exported to a full-integer `.tflite`
    (`tfkd.export_tflite(..., quantization="int8")`) and scored by `tfkd.TFLiteModel`.
 
@@ -87,6 +87,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import tfkd  # noqa: E402
+from tfkd.pipeline.data import shifted_copies  # noqa: E402
 
 NUM_CLASSES = 10
 STUDENT = {"filters": (24, 48, 96), "dense_units": 128, "dropout": 0.3}
@@ -569,13 +570,10 @@ def consistent_arm(
     (the distill settings) from `teacher` on the training images and K fixed shifted and
     flipped copies of each, with `teacher`'s outputs on each copy (cached, through LiteRT);
     `teacher_logits`: its cached outputs on the training images."""
-    (x_train, y_train), _ = data
+    (x_train, _), _ = data
     arm, copies = CONSISTENT, args.consistent_copies
     start = time.perf_counter()
-    # Data holds the arrays the copies are made from; its test split plays no part here.
-    x_copies, _ = tfkd.pipeline.Data(x_train, y_train, x_train[:1], y_train[:1]).augmented_copies(
-        copies, seed
-    )
+    x_copies = shifted_copies(x_train, copies, seed)
     model, distiller = new_distiller(args, teacher, seed)
     cache = work_dir / f"{teacher_key}_copies{copies}_logits_seed{seed}.npz"
     copy_logits = distiller.predict_teacher(x_copies, batch_size=512, cache=cache, runtime="litert")

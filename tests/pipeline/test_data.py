@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from tfkd.pipeline import Data
+from tfkd.pipeline.data import shifted_copies
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +68,10 @@ def test_augmented_copies_are_fixed_shifted_and_flipped(data):
         )
         assert best == 0
     assert not np.array_equal(x[:300], data.x_train)
+    # The same copies from the arrays alone (benchmarks/distill_few_labels.py uses it).
+    np.testing.assert_array_equal(shifted_copies(data.x_train, 2, seed=0), x)
+    with pytest.raises(ValueError, match=r"images of shape \(n, height, width, channels\)"):
+        shifted_copies(data.x_train[..., 0], 2)
 
 
 def test_bad_arguments(data):

@@ -203,34 +203,9 @@ class Data:
         return self.x_train[mask], self.y_train[mask]
 
     def augmented_copies(self, copies, seed=0, shift=2, flip=True):
-        """`copies` fixed, randomly shifted (and flipped) copies of the training images.
-
-        Each copy shifts every image by up to `shift` pixels in each direction (zero
-        fill) and flips half of them left-right. Fixed by `seed`, so a teacher's outputs
-        on them can be computed once and cached. Returns `(x, y)`.
-        """
-        if self.x_train.ndim != 4:
-            raise ValueError(
-                "Augmented copies need images of shape (n, height, width, channels). "
-                f"Received: x_train of shape {self.x_train.shape}"
-            )
-        rng = np.random.default_rng(seed)
-        n, height, width, _ = self.x_train.shape
-        padded = np.pad(self.x_train, ((0, 0), (shift, shift), (shift, shift), (0, 0)))
-        images = []
-        for _ in range(copies):
-            rows = rng.integers(0, 2 * shift + 1, n)
-            columns = rng.integers(0, 2 * shift + 1, n)
-            copy = np.stack(
-                [
-                    padded[i, r : r + height, c : c + width]
-                    for i, (r, c) in enumerate(zip(rows, columns))
-                ]
-            )
-            flipped = rng.random(n) < 0.5 if flip else np.zeros(n, bool)
-            copy[flipped] = copy[flipped, :, ::-1]
-            images.append(copy)
-        return np.concatenate(images), np.tile(self.y_train, copies)
+        """`shifted_copies` of the training images, with their labels: `(x, y)`."""
+        x = shifted_copies(self.x_train, copies, seed, shift, flip)
+        return x, np.tile(self.y_train, copies)
 
     @property
     def input_shape(self):
@@ -332,3 +307,41 @@ def _as_labels(y, name):
     if y.dtype.kind not in "iu":
         raise TypeError(f"`{name}` must hold integer class ids. Received: dtype={y.dtype}")
     return y.astype("int64")
+
+
+def shifted_copies(images, copies, seed=0, shift=2, flip=True):
+    """`copies` fixed, randomly shifted (and flipped) copies of `images`, one after another.
+
+    Each copy shifts every image by up to `shift` pixels in each direction (zero fill)
+    and flips half of them left-right. Fixed by `seed`, so a teacher's outputs on them
+    can be computed once and cached.
+
+    Args:
+        images: an array of shape `(n, height, width, channels)`.
+        copies: how many copies of each image.
+
+    Returns:
+        An array of `copies * n` images: the first copy of every image, then the second.
+    """
+    if getattr(images, "ndim", None) != 4:
+        raise ValueError(
+            "Augmented copies need images of shape (n, height, width, channels). "
+            f"Received: images of shape {getattr(images, 'shape', type(images).__name__)}"
+        )
+    rng = np.random.default_rng(seed)
+    n, height, width, _ = images.shape
+    padded = np.pad(images, ((0, 0), (shift, shift), (shift, shift), (0, 0)))
+    result = []
+    for _ in range(copies):
+        rows = rng.integers(0, 2 * shift + 1, n)
+        columns = rng.integers(0, 2 * shift + 1, n)
+        copy = np.stack(
+            [
+                padded[i, r : r + height, c : c + width]
+                for i, (r, c) in enumerate(zip(rows, columns))
+            ]
+        )
+        flipped = rng.random(n) < 0.5 if flip else np.zeros(n, bool)
+        copy[flipped] = copy[flipped, :, ::-1]
+        result.append(copy)
+    return np.concatenate(result)
