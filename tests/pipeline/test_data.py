@@ -72,6 +72,26 @@ def test_augmented_copies_are_fixed_shifted_and_flipped(data):
     np.testing.assert_array_equal(shifted_copies(data.x_train, 2, seed=0), x)
     with pytest.raises(ValueError, match=r"images of shape \(n, height, width, channels\)"):
         shifted_copies(data.x_train[..., 0], 2)
+    with pytest.raises(
+        ValueError, match=r"`copies` must be a positive integer. Received: copies=0"
+    ):
+        shifted_copies(data.x_train, 0)
+    with pytest.raises(
+        TypeError, match=r"`copies` must be a positive integer. Received: copies=1.5"
+    ):
+        shifted_copies(data.x_train, 1.5)
+    with pytest.raises(
+        ValueError, match=r"`shift` must be a non-negative integer. Received: shift=-1"
+    ):
+        shifted_copies(data.x_train, 1, shift=-1)
+    with pytest.raises(ValueError, match=r"`seed` must be"):
+        shifted_copies(data.x_train, 1, seed=-3)
+    with pytest.raises(TypeError, match=r"`flip`"):
+        shifted_copies(data.x_train, 1, flip="yes")
+    # No shift and no flip: every copy is the image itself.
+    np.testing.assert_array_equal(
+        shifted_copies(data.x_train, 2, shift=0, flip=False), np.concatenate([data.x_train] * 2)
+    )
 
 
 def test_bad_arguments(data):

@@ -4,6 +4,7 @@ import hashlib
 
 import numpy as np
 
+from tfkd._checks import check_flag, check_number, check_seed
 from tfkd.pipeline import _sources
 from tfkd.pipeline._sources import check_labelled_per_class, class_counts, load_errors
 
@@ -318,7 +319,10 @@ def shifted_copies(images, copies, seed=0, shift=2, flip=True):
 
     Args:
         images: an array of shape `(n, height, width, channels)`.
-        copies: how many copies of each image.
+        copies: how many copies of each image, an integer >= 1.
+        seed: the random seed, an integer in [0, 2**32).
+        shift: the largest shift in pixels, an integer >= 0.
+        flip: whether half of each copy is flipped left-right.
 
     Returns:
         An array of `copies * n` images: the first copy of every image, then the second.
@@ -328,6 +332,10 @@ def shifted_copies(images, copies, seed=0, shift=2, flip=True):
             "Augmented copies need images of shape (n, height, width, channels). "
             f"Received: images of shape {getattr(images, 'shape', type(images).__name__)}"
         )
+    copies = check_number("copies", copies, low=1, integer=True)
+    seed = check_seed(seed)
+    shift = check_number("shift", shift, low=0, integer=True)
+    check_flag("flip", flip)
     rng = np.random.default_rng(seed)
     n, height, width, _ = images.shape
     padded = np.pad(images, ((0, 0), (shift, shift), (shift, shift), (0, 0)))
