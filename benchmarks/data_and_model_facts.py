@@ -17,14 +17,13 @@ import csv
 import json
 import os
 import pathlib
-import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 import models  # noqa: E402
+from provenance import git_commit  # noqa: E402
 
 import tfkd  # noqa: E402
 from tfkd import _atomic, _packages  # noqa: E402
@@ -66,15 +65,6 @@ def tweets_facts():
         "texts_that_fit": fit,
         "share_that_fit": round(fit / len(texts), 4),
     }
-
-
-def git_commit():
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def main():

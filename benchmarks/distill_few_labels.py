@@ -75,7 +75,6 @@ import os
 import pathlib
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -84,7 +83,9 @@ import keras
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+
+from provenance import git_commit  # noqa: E402
 
 import tfkd  # noqa: E402
 from tfkd.pipeline.data import shifted_copies  # noqa: E402
@@ -839,15 +840,6 @@ def finished_seeds(path, current_settings):
         json.loads(json.dumps(current_settings)), sort_keys=True
     )
     return previous.get("seeds", {}) if same else {}
-
-
-def git_commit():
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def settings(args):

@@ -57,7 +57,6 @@ import os
 import pathlib
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -68,6 +67,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 import models  # noqa: E402
+from provenance import git_commit  # noqa: E402
 
 import tfkd  # noqa: E402
 
@@ -399,15 +399,6 @@ def write_json(path, results):
     with os.fdopen(handle, "w") as file:
         file.write(json.dumps(results, indent=2) + "\n")
     os.replace(temporary, path)
-
-
-def git_commit():
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def print_table(summary, seeds):
