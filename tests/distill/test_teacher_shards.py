@@ -184,10 +184,11 @@ def test_fit_from_shards_equals_fit_from_cached_arrays(fashion, teacher, tmp_pat
             packed = tfkd.distill.with_teacher_outputs(x, cached)
             distiller.fit(packed, y, batch_size=100, epochs=2, shuffle=False, verbose=0)
         results.append(student.get_weights())
-    # Equal to float32 rounding: with more than one thread, oneDNN may sum in another order
-    # for the two input paths (weights up to about 9 then differ by about 1e-5).
+    # Equal to float32 rounding: oneDNN may sum in another order for the two input paths,
+    # and two epochs of SGD carry that on (weights up to about 9 then differed by up to
+    # 1.4e-5 in a CI run with one thread).
     for got, want in zip(*results):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
 def test_feature_layers_and_a_dataset_source(fashion, tmp_path):

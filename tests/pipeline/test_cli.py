@@ -15,6 +15,11 @@ TEACHER = REPO / "saved_models" / "fashion_mnist_cnn_teacher" / "model.keras"
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
 
 
+# A bound on one `tfkd` command, there to end a hung one, not to time it: the default
+# config's quick run took over 600 s on a slow 2-core machine beside three other test jobs.
+COMMAND_TIME_LIMIT = 3000
+
+
 def _tfkd(*args, cwd=REPO):
     return subprocess.run(
         [sys.executable, "-m", "tfkd", *map(str, args)],
@@ -22,7 +27,7 @@ def _tfkd(*args, cwd=REPO):
         env=ENV,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=COMMAND_TIME_LIMIT,
     )
 
 
