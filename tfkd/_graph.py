@@ -185,8 +185,44 @@ def behind_augmentation(model, augmentation, input_shape):
     so fitting it trains `model`, which is left unchanged in structure."""
     if augmentation is None:
         return model
+    allow_jit(augmentation)
     inputs = keras.Input(tuple(input_shape), name="inputs")
     return keras.Model(inputs, model(augmentation(inputs)), name=f"{model.name}_augmented")
+
+
+def _jit_safe_augmentation_layers():
+    return (
+        keras.layers.RandomFlip,
+        keras.layers.RandomTranslation,
+        keras.layers.RandomRotation,
+        keras.layers.RandomZoom,
+    )
+
+
+def allow_jit(augmentation):
+    """Lets a model that holds `augmentation` train under `jax.jit`; returns `augmentation`.
+
+    Keras marks some preprocessing layers `supports_jit = False` (RandomTranslation,
+    RandomRotation, RandomZoom, RandomCrop), and on JAX a model holding one then trains op
+    by op, without `jax.jit`, which costs most on a GPU. Keras's random flip,
+    translation, rotation and zoom are written in `keras.ops` and draw from a
+    `SeedGenerator`, as `Dropout` does, so they compile: the same random stream and
+    losses with and without jit. On JAX, when `augmentation` (a layer, or a Sequential or
+    functional model of layers) holds only those layers and layers that support jit,
+    it and they are marked `supports_jit = True`; otherwise, and on other backends,
+    nothing changes (TensorFlow traces the step into a graph either way).
+    """
+    if augmentation is None or keras.backend.backend() != "jax":
+        return augmentation
+    if isinstance(augmentation, keras.Model):
+        layers = list(leaf_layers(augmentation, subclassed=True))
+    else:
+        layers = [augmentation]
+    safe = _jit_safe_augmentation_layers()
+    if all(isinstance(layer, safe) or layer.supports_jit for layer in layers):
+        for layer in [augmentation, *layers]:
+            layer.supports_jit = True
+    return augmentation
 
 
 def copy_model(model, input_shape=None):

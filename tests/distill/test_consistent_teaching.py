@@ -6,6 +6,7 @@ import pytest
 
 import tfkd
 from tests.helpers import assert_keras_round_trip, random_images, small_cnn
+from tfkd import _graph
 from tfkd.distill import UNLABELED, mixing
 
 
@@ -23,7 +24,7 @@ class RandomNoise(keras.layers.Layer):
         return inputs + 3.0 * keras.random.normal(keras.ops.shape(inputs), seed=self.seed_generator)
 
 
-def _twin_distiller(**kwargs):
+def _twin_distiller(jit_compile="auto", **kwargs):
     """Teacher and student with the same weights: the KD loss is 0 iff both saw the same batch."""
     student = small_cnn(4, "student")
     teacher = keras.models.clone_model(student)
@@ -33,6 +34,7 @@ def _twin_distiller(**kwargs):
         optimizer=keras.optimizers.SGD(0.0),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
+        jit_compile=jit_compile,
     )
     return distiller
 
@@ -176,3 +178,54 @@ def test_augmenting_distiller_survives_a_keras_round_trip(tmp_path):
     restored = assert_keras_round_trip(distiller, x, tmp_path)
     assert restored.get_config()["mixup"] == 0.2
     assert isinstance(restored.augmentation, keras.Sequential)
+
+
+def _keras_augmentation(*extra):
+    return keras.Sequential(
+        [
+            keras.layers.RandomFlip("horizontal", seed=1),
+            keras.layers.RandomTranslation(0.25, 0.25, fill_mode="constant", seed=2),
+            *extra,
+        ]
+    )
+
+
+def test_keras_augmentation_layers_do_not_turn_jit_off():
+    """Keras marks RandomTranslation (and rotation, zoom) `supports_jit=False`, which on JAX
+    trained every step op by op. The step compiles as it would without augmentation, and
+    draws the same random batches as without jit."""
+    x, y = random_images(count=128)
+    jit_without_augmentation = _twin_distiller().jit_compile
+    distiller = _twin_distiller(augmentation=_keras_augmentation())
+    assert distiller.jit_compile == jit_without_augmentation
+    if keras.backend.backend() == "jax":
+        assert distiller.jit_compile is True
+    eager = _twin_distiller(augmentation=_keras_augmentation(), jit_compile=False)
+    assert eager.jit_compile is False
+    for model in (eager.teacher, eager.student):
+        model.set_weights(distiller.student.get_weights())
+    compiled = distiller.fit(x, y, batch_size=32, epochs=3, shuffle=False, verbose=0).history
+    op_by_op = eager.fit(x, y, batch_size=32, epochs=3, shuffle=False, verbose=0).history
+    assert compiled["student_loss"] == pytest.approx(op_by_op["student_loss"], rel=1e-5)
+    assert compiled["logits_distillation_loss"] == pytest.approx([0.0] * 3, abs=1e-6)
+    # A learning rate of 0 and the same batches in order: only fresh augmentation in each
+    # step moves the task loss from one epoch to the next.
+    assert len({round(loss, 6) for loss in compiled["student_loss"]}) == 3
+
+
+def test_augmentation_with_other_keras_preprocessing_layers_is_left_as_keras_sets_it():
+    augmentation = _keras_augmentation(keras.layers.RandomCrop(6, 6, seed=3))
+    distiller = _twin_distiller(augmentation=augmentation)
+    assert distiller.jit_compile is False
+    assert [layer.supports_jit for layer in augmentation.layers] == [True, False, False]
+
+
+def test_a_model_trained_behind_augmentation_compiles_as_the_model_alone():
+    """The path of `tfkd.transfer.fine_tune` and the pipeline's `train` stage."""
+    model = small_cnn(4, "student")
+    alone = tfkd.models.compile_classifier(keras.models.clone_model(model))
+    augmented = _graph.behind_augmentation(model, _keras_augmentation(), (8, 8, 1))
+    tfkd.models.compile_classifier(augmented)
+    assert augmented.jit_compile == alone.jit_compile
+    if keras.backend.backend() == "jax":
+        assert augmented.jit_compile is True

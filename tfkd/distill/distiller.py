@@ -5,7 +5,7 @@ import inspect
 import keras
 from keras import ops
 
-from tfkd import _checks
+from tfkd import _checks, _graph
 from tfkd.distill import (
     _replicas,
     _saving,
@@ -164,7 +164,7 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
             "cutmix": cutmix,
             "seed": seed,
         }
-        self.augmentation = _validation.validate_augmentation(augmentation)
+        self.augmentation = _graph.allow_jit(_validation.validate_augmentation(augmentation))
         _checks.check_number("seed", seed, integer=True, allow_none=True)
         self._mixing = {
             "mixup_alpha": mixing.validate_alpha("mixup", mixup),
