@@ -190,13 +190,13 @@ def behind_augmentation(model, augmentation, input_shape):
     return keras.Model(inputs, model(augmentation(inputs)), name=f"{model.name}_augmented")
 
 
-def _jit_safe_augmentation_layers():
-    return (
-        keras.layers.RandomFlip,
-        keras.layers.RandomTranslation,
-        keras.layers.RandomRotation,
-        keras.layers.RandomZoom,
-    )
+# Keras's random image layers that compile under `jax.jit` (see `allow_jit`).
+_JIT_SAFE_AUGMENTATION = (
+    keras.layers.RandomFlip,
+    keras.layers.RandomTranslation,
+    keras.layers.RandomRotation,
+    keras.layers.RandomZoom,
+)
 
 
 def allow_jit(augmentation):
@@ -218,8 +218,7 @@ def allow_jit(augmentation):
         layers = list(leaf_layers(augmentation, subclassed=True))
     else:
         layers = [augmentation]
-    safe = _jit_safe_augmentation_layers()
-    if all(isinstance(layer, safe) or layer.supports_jit for layer in layers):
+    if all(isinstance(layer, _JIT_SAFE_AUGMENTATION) or layer.supports_jit for layer in layers):
         for layer in [augmentation, *layers]:
             layer.supports_jit = True
     return augmentation
