@@ -263,6 +263,8 @@ ENTRY_POINTS = {
 # MobileNetV3Small costs 8-25 s a cell on 2 CPU cores: the cells that rebuild or train it
 # run with the slow tests (`pytest -m slow tests/test_model_kinds.py`).
 _SLOW = {
+    "Distiller",  # also in test_losses_modern.py::test_every_student_kind[applications]
+    "fine_tune",  # also in test_fine_tune.py::test_keras_applications_backbone_takes_the_same_path
     "cluster_weights",
     "prune",
     "prune_channels",

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 _TRAIN = """
@@ -149,6 +151,9 @@ def test_tf_mirrored_strategy_on_two_cpu_devices():
     _run(_MIRRORED, "tensorflow")
 
 
+# Slow (`bash scripts/test.sh -m slow`): 91 s in CI; JAX data parallel stays in the default run
+# through the QAT and pruning tests below
+@pytest.mark.slow
 def test_jax_data_parallel_on_two_host_devices():
     _run_on_two_jax_devices()
 

@@ -156,7 +156,9 @@ def test_softmax_outputs_distill_as_their_logits(softmax_side):
     )
 
 
-@pytest.mark.heavy
+# Slow (`bash scripts/test.sh -m slow`): 126 s in CI; test_softmax_outputs_distill_as_their_logits
+# asserts the losses are equal
+@pytest.mark.slow
 def test_softmax_teacher_trains_a_logits_student_as_well_as_a_logits_teacher():
     """The case that today's advice (from_logits=False) ruined: same training, same student."""
     (x, y), (x_test, y_test) = tfkd.datasets.load("fashion_mnist")

@@ -156,6 +156,7 @@ def test_pruned_models_export_stripped_and_sparse(tmp_path):
     assert int8.float_ops == []
 
 
+@pytest.mark.slow  # 97 s in CI; the JAX jobs export through the subprocess in test_qat.py
 def test_export_from_the_jax_backend_runs_the_converter_in_a_subprocess(tmp_path):
     script = f"""
 import numpy as np, keras, tfkd

@@ -81,7 +81,9 @@ def test_full_chain_writes_models_report_and_agrees_with_keras(data, tmp_path):
     assert (tmp_path / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.heavy
+# Slow (`bash scripts/test.sh -m slow`): 226 s in CI; resume stays in the default run:
+# test_a_redone_stage_reruns_its_dependents..., the kill -9 test
+@pytest.mark.slow
 def test_rerun_reuses_everything_and_a_change_reruns_only_what_depends_on_it(data, tmp_path):
     _execute(tfkd.Pipeline(_stages()), data, tmp_path)
     stamps = {path: path.stat().st_mtime_ns for path in (tmp_path / "stages").glob("*/*")}

@@ -249,7 +249,9 @@ def test_errors_name_the_argument_and_candidates():
         tfkd.transfer.build_classifier(_backbone(), 0)
 
 
-@pytest.mark.heavy
+# Slow (`bash scripts/test.sh -m slow`): 161 s in CI; the default config's quick run (test_cli.py)
+# checks a transferred teacher's accuracy
+@pytest.mark.slow
 def test_fashion_mnist_features_transfer_to_animal_mnist():
     """50 Animal-MNIST images per class, frozen backbone: pretrained features beat random ones."""
     (x_train, y_train), (x_test, y_test) = tfkd.datasets.load("animal_mnist")
