@@ -11,7 +11,7 @@ Steps: train the student densely for a third of the epochs (distilled), then pru
 it to `--sparsity` (80% by default) with a polynomial schedule while distilling.
 Expected result (9 epochs, TF backend, 2 CPU cores, about 2 minutes): the pruned
 student within about 2 points of the dense one (BENCHMARKS.md has the figures),
-the float file about 0.4x the dense model's. `--smoke` runs 3 epochs on 6,000
+the float file about 0.4x the dense model's. `--smoke` runs 3 epochs on 2,000
 images in under a minute.
 
     python examples/prune_fashion_mnist.py [--epochs 9] [--sparsity 0.8] [--smoke]
@@ -48,7 +48,7 @@ def load_data(smoke):
     (x_train, y_train), (x_test, y_test) = tfkd.datasets.load("fashion_mnist")
     x_train, x_test = x_train[..., None].astype("float32"), x_test[..., None].astype("float32")
     if smoke:
-        return (x_train[:6000], y_train[:6000]), (x_test[:1000], y_test[:1000])
+        return (x_train[:2000], y_train[:2000]), (x_test[:500], y_test[:500])
     return (x_train, y_train), (x_test, y_test)
 
 
@@ -75,7 +75,7 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=9)
     parser.add_argument("--sparsity", type=float, default=0.8)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--smoke", action="store_true", help="3 epochs on 6,000 images.")
+    parser.add_argument("--smoke", action="store_true", help="3 epochs on 2,000 images.")
     parser.add_argument("--output-dir", type=pathlib.Path, default=ROOT / "examples" / "output")
     args = parser.parse_args(argv)
     epochs = 3 if args.smoke else args.epochs

@@ -15,7 +15,8 @@ examples:
   tfkd check examples/pipeline_fashion_mnist.yaml        # every config error at once, no run
   tfkd run examples/pipeline_fashion_mnist.yaml          # the default pipeline (its stages: 3,110 s
                                                          # on 2 slow cores in its committed report)
-  tfkd run examples/pipeline_fashion_mnist.yaml --quick  # a one-minute smoke run
+  tfkd run examples/pipeline_fashion_mnist.yaml --quick  # a smoke run (251 s with one thread on
+                                                         # a slow machine)
   tfkd report runs/pipeline_fashion_mnist                # the report of a (partial) run
   tfkd run examples/pipeline_fashion_mnist.yaml --quick --processes 2  # two JAX processes
 
