@@ -148,6 +148,19 @@ def test_exponent_floats_are_numbers(tmp_path):
     assert load_config(_write(tmp_path, text)).pipeline.stages[0].pattern == "2:4"
 
 
+def test_leading_zeros_are_decimal_and_bad_tagged_values_are_config_errors(tmp_path):
+    # YAML 1.1 reads `010` as octal 8 and fails on `028`; YAML 1.2 reads both as decimal.
+    for written, epochs in (("010", 10), ("028", 28), ("+07", 7)):
+        distill = load_config(_write(tmp_path, GOOD.replace("epochs: 1", f"epochs: {written}")))
+        assert distill.pipeline.stages[1].epochs == epochs
+    # An explicit tag on a value it cannot hold crashed the reader (ValueError, KeyError,
+    # IndexError) instead of reporting the key; found by benchmarks/fuzz_inputs.py.
+    for value, kind in (("!!int abc", "int"), ("!!bool maybe", "bool"), ("!!float", "float")):
+        message = _error(tmp_path, GOOD.replace("epochs: 1", f"epochs: {value}"))
+        assert "pipeline.yaml:10: stages[1].epochs:" in message, message
+        assert f"cannot be read as the {kind} its tag asks." in message
+
+
 def test_aliases_and_odd_types_are_config_errors(tmp_path):
     message = _error(tmp_path, "data: &a {name: fashion_mnist, self: *a}\nstages: []\n")
     assert "aliases (*name) are not supported" in message

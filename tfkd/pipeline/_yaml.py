@@ -7,9 +7,14 @@ import yaml
 
 class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader with YAML 1.2's numbers: `1e-3` is a float (YAML 1.1 wants
-    `1.0e-3`) and `2:4` a string (YAML 1.1 reads it as the base-60 integer 124)."""
+    `1.0e-3`), `2:4` a string (YAML 1.1 reads it as the base-60 integer 124) and `010` the
+    integer 10 (YAML 1.1 reads it as octal 8, and `028` as nothing)."""
+
+    def construct_yaml_int(self, node):
+        return int(self.construct_scalar(node), 10)
 
 
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 _NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 _Loader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag not in _NUMBER_TAGS]
@@ -107,7 +112,11 @@ class PlainData:
             return self._mapping(node, key)
         if isinstance(node, yaml.SequenceNode):
             return [self._value(item, (*key, index)) for index, item in enumerate(node.value)]
-        return _Loader("").construct_object(node)
+        try:
+            return _Loader("").construct_object(node)
+        except (ValueError, KeyError, IndexError, yaml.YAMLError):  # `!!int abc`, `!!float`
+            kind = node.tag.rsplit(":", 1)[-1]
+            return self._refuse(key, f"{node.value!r} cannot be read as the {kind} its tag asks.")
 
     def _mapping(self, node, key):
         result = {}
