@@ -273,6 +273,10 @@ class _Engine:
         )
         start = time.perf_counter()
         self._teacher_seconds = 0.0
+        # Every stage starts from the run's seed, so that what it draws (the random
+        # seeds of the layers it builds, its shuffling) does not depend on what ran
+        # before it in this process: a resumed run trains what an uninterrupted one does.
+        keras.utils.set_random_seed(self.options.seed)
         try:
             model, details = _unpack(stage, stage.run(model, context))
             _check_finite(model)
