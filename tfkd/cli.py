@@ -13,8 +13,9 @@ import traceback
 EPILOG = """\
 examples:
   tfkd check examples/pipeline_fashion_mnist.yaml        # every config error at once, no run
-  tfkd run examples/pipeline_fashion_mnist.yaml          # the default pipeline (its stages: 2,850 s
-                                                         # on 2 slow cores in its committed report)
+  tfkd run examples/pipeline_fashion_mnist.yaml          # the default pipeline (809 s on 2 CPU
+                                                         # cores in its committed report; up to
+                                                         # 4x that on slower machines)
   tfkd run examples/pipeline_fashion_mnist.yaml --quick  # a smoke run (251 s with one thread on
                                                          # a slow machine)
   tfkd report runs/pipeline_fashion_mnist                # the report of a (partial) run
