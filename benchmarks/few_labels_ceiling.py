@@ -18,7 +18,8 @@ it compares with the must-show's target, the labels-only baseline plus 3 points.
 `--distill-from-all`, it also distils a fresh student from the average of all the models'
 outputs on the 60,000 training images, with the settings of the run that `--results` holds
 (its command: labels, epochs, loss, seed); the teachers' outputs are read from that run's
-`--work-dir` cache where they are still valid.
+`--work-dir` cache where they are still valid, and the other models' outputs are cached
+there beside them.
 
     python benchmarks/few_labels_ceiling.py --seed 0 --models-dir /tmp/fl_models0 \\
         --results benchmarks/results/distill_few_labels_two_rounds_seed0_rerun.json \\
