@@ -43,7 +43,7 @@ import tfkd
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import distill_few_labels  # noqa: E402
-import provenance  # noqa: E402
+from provenance import git_commit  # noqa: E402
 
 # The row keys of `distill_few_labels.py`'s results, which also name its saved models.
 MODELS = (
@@ -168,7 +168,7 @@ def main(argv=None):
         "command": " ".join(sys.argv),
         "backend": keras.backend.backend(),
         "machine": platform.platform(),
-        "git_commit": provenance.git_commit(),
+        "git_commit": git_commit(),
         "seed": args.seed,
         "results": str(args.results),
         "baseline": row["scratch"],

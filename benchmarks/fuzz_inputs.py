@@ -41,6 +41,8 @@ import sys
 import tempfile
 import time
 
+from provenance import git_commit
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -413,6 +415,7 @@ def main():
         "seed": args.seed,
         "memory_limit_mb": args.memory_limit_mb,
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "git_commit": git_commit(),
         "seconds": round(time.perf_counter() - began, 1),
         "targets": results,
     }
