@@ -118,10 +118,9 @@ def distill_from_all(run_args, models, data, seed):
     _, hidden = distill_few_labels.hide_labels(y_train, run_args.labelled_per_class, seed)
     outputs = []
     for name, model in models.items():
-        _, distiller = distill_few_labels.new_distiller(run_args, model, seed)
         cache = run_args.work_dir / f"{name}_logits_seed{seed}.npz"
-        (logits,) = distiller.predict_teacher(
-            x_train, batch_size=512, cache=cache, runtime="litert"
+        (logits,) = tfkd.distill.teacher_outputs(
+            model, x_train, batch_size=512, cache=cache, runtime="litert"
         ).values()
         outputs.append(logits)
     average = tfkd.distill.softened_average(
@@ -165,7 +164,7 @@ def main(argv=None):
     target = round(row["scratch"] + TARGET_GAIN, 4)
     best = ensembles[0]
     results = {
-        "command": " ".join(sys.argv),
+        "command": "python benchmarks/few_labels_ceiling.py " + " ".join(sys.argv[1:]),
         "backend": keras.backend.backend(),
         "machine": platform.platform(),
         "git_commit": git_commit(),
