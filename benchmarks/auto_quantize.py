@@ -14,12 +14,12 @@ Writes `benchmarks/results/auto_quantize.json`.
 
 import argparse
 import json
-import os
 import pathlib
-import platform
 import sys
 import tempfile
 import time
+
+from provenance import machine
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -47,7 +47,7 @@ def main(argv=None):
     x_test, y_test = x_test[: args.test], y_test[: args.test]
     results = {
         "command": "python benchmarks/auto_quantize.py " + " ".join(argv or sys.argv[1:]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine(),
         "keras": keras.__version__,
         "budget_points": args.budget,
         "models": {},

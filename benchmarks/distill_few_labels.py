@@ -73,7 +73,6 @@ import json
 import math
 import os
 import pathlib
-import platform
 import statistics
 import sys
 import tempfile
@@ -85,7 +84,7 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from provenance import git_commit  # noqa: E402
+from provenance import git_commit, machine  # noqa: E402
 
 import tfkd  # noqa: E402
 from tfkd.pipeline.data import shifted_copies  # noqa: E402
@@ -1130,7 +1129,7 @@ def main(argv=None):
     results = {
         "command": "python benchmarks/distill_few_labels.py " + " ".join(sys.argv[1:]),
         "backend": keras.backend.backend(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        "machine": machine(),
         "git_commit": git_commit(),
         "settings": settings(args),
         "seeds": {},

@@ -55,7 +55,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import statistics
 import sys
 import tempfile
@@ -67,7 +66,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 import models  # noqa: E402
-from provenance import git_commit  # noqa: E402
+from provenance import git_commit, machine  # noqa: E402
 
 import tfkd  # noqa: E402
 
@@ -472,7 +471,7 @@ def main(argv=None):
     results = {
         "command": "python benchmarks/distill_methods.py " + " ".join(sys.argv[1:]),
         "backend": keras.backend.backend(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        "machine": machine(),
         "git_commit": git_commit(),
         "settings": settings(args, STUDENTS[args.student][0]()),
         "runs": [],

@@ -30,7 +30,6 @@ import argparse
 import itertools
 import json
 import pathlib
-import platform
 import shlex
 import sys
 import time
@@ -43,7 +42,7 @@ import tfkd
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import distill_few_labels  # noqa: E402
-from provenance import git_commit  # noqa: E402
+from provenance import git_commit, machine  # noqa: E402
 
 # The row keys of `distill_few_labels.py`'s results, which also name its saved models.
 MODELS = (
@@ -166,7 +165,7 @@ def main(argv=None):
     results = {
         "command": "python benchmarks/few_labels_ceiling.py " + " ".join(sys.argv[1:]),
         "backend": keras.backend.backend(),
-        "machine": platform.platform(),
+        "machine": machine(),
         "git_commit": git_commit(),
         "seed": args.seed,
         "results": str(args.results),

@@ -41,7 +41,7 @@ import sys
 import tempfile
 import time
 
-from provenance import git_commit
+from provenance import git_commit, machine
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -414,7 +414,8 @@ def main():
         "limits": dict(args.limit),
         "seed": args.seed,
         "memory_limit_mb": args.memory_limit_mb,
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "machine": machine(),
+        "python": platform.python_version(),
         "git_commit": git_commit(),
         "seconds": round(time.perf_counter() - began, 1),
         "targets": results,

@@ -24,12 +24,12 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import sys
 import tempfile
 import time
 
 import numpy as np
+from provenance import machine
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -145,7 +145,7 @@ def main(argv=None):
     loaders = {"mobilenet_v2": mobilenet_v2, "minilm": minilm}
     results = {
         "command": "python benchmarks/litert_quantizer.py " + " ".join(argv or sys.argv[1:]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine(),
         "versions": {
             "keras": keras.__version__,
             "ai_edge_litert": getattr(ai_edge_litert, "__version__", "?"),

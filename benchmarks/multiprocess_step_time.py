@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 
+from provenance import machine
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "multiprocess_step_time.json"
 WORKER = """
@@ -120,7 +122,7 @@ def main(argv=None):
         "step_ms_one_process": round(one, 2),
         "step_ms_two_processes": round(two, 2),
         "ratio_two_over_one": round(two / one, 3),
-        "machine": f"{os.uname().machine}, {os.cpu_count()} cores, one machine",
+        "machine": f"{machine()}, one machine",
         "seconds": round(time.perf_counter() - start, 1),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

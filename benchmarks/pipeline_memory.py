@@ -14,12 +14,12 @@ the ratio of the largest size's peak to the smallest's). Issue 18's target: < 1.
 
 import argparse
 import json
-import os
 import pathlib
-import platform
 import subprocess
 import sys
 import time
+
+from provenance import machine
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "pipeline_memory.json"
@@ -102,7 +102,7 @@ def main(argv=None):
         "runs": rows,
         "peak_ratio_largest_to_smallest": round(ratio, 3),
         "target": "< 1.3",
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine(),
         "seconds": round(time.perf_counter() - start, 1),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

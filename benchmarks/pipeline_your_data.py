@@ -18,12 +18,12 @@ Finished runs in `--work` are reused (the pipeline resumes). Writes
 
 import argparse
 import json
-import os
 import pathlib
 import sys
 import time
 
 import numpy as np
+from provenance import machine
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "pipeline_your_data.json"
@@ -138,7 +138,7 @@ def main(argv=None):
         results["command"] = "python benchmarks/pipeline_your_data.py " + " ".join(
             argv if argv is not None else sys.argv[1:]
         )
-        results["machine"] = f"{os.uname().machine}, {os.cpu_count()} cores"
+        results["machine"] = machine()
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
         print(f"part {part} ({name}) done in {time.perf_counter() - began:.0f} s", flush=True)

@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import resource
 import shutil
 import subprocess
@@ -35,6 +34,7 @@ import sys
 import time
 
 import numpy as np
+from provenance import machine
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "teacher_cache_scale.json"
@@ -173,7 +173,7 @@ def main(argv=None):
         "peak_ratio_largest_to_smallest": round(scales[-1]["peak_mib"] / scales[0]["peak_mib"], 3),
         "top_k": top_k_effect(args.work, args.epochs),
         "epochs": args.epochs,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine(),
         "seconds": round(time.perf_counter() - start, 1),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 import models  # noqa: E402
+from provenance import machine  # noqa: E402
 
 import tfkd  # noqa: E402
 from tfkd import _atomic  # noqa: E402
@@ -113,6 +114,7 @@ def main():
         "speed_up": medians["keras"] / medians["litert"],
         "max_abs_difference": difference,
         "cpu_count": os.cpu_count(),
+        "machine": machine(),
     }
     print(json.dumps({key: result[key] for key in ("median_seconds", "speed_up")}))
     if args.output:
