@@ -64,6 +64,7 @@ def test_distill_api():
         "kl_divergence",
         "mean_squared_error",
         "mixing",
+        "propagate_labels",
         "relational_distance",
         "schedules",
         "softened_average",

@@ -28,6 +28,7 @@ from tfkd.distill.losses import (
     kl_divergence,
     standardize_logits,
 )
+from tfkd.distill.propagation import propagate_labels
 from tfkd.distill.relational import RelationalDistillation, relational_distance
 from tfkd.distill.teacher_cache import teacher_outputs, with_teacher_outputs
 from tfkd.distill.teacher_shards import TeacherShards, write_teacher_shards
@@ -53,6 +54,7 @@ __all__ = [
     "kl_divergence",
     "mean_squared_error",
     "mixing",
+    "propagate_labels",
     "relational_distance",
     "schedules",
     "softened_average",

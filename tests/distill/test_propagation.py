@@ -1,0 +1,122 @@
+"""`tfkd.distill.propagate_labels`: label propagation over a kNN graph of features."""
+
+import numpy as np
+import pytest
+
+import tfkd
+from tfkd.distill import UNLABELED, propagate_labels
+
+
+def _dense_propagation(features, labels, classes, neighbours, alpha, iterations, power):
+    """The same propagation written out with dense matrices, as the papers state it."""
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)
+    edges = np.zeros_like(similarity)
+    for row in range(len(unit)):
+        nearest = np.argsort(-similarity[row])[:neighbours]
+        edges[row, nearest] = np.maximum(similarity[row, nearest], 0) ** power
+    graph = edges + edges.T
+    scale = 1 / np.sqrt(graph.sum(axis=1))
+    normalized = scale[:, None] * graph * scale[None, :]
+    seeds = np.zeros((len(unit), classes))
+    labelled = labels != UNLABELED
+    seeds[labelled, labels[labelled]] = 1
+    spread = seeds
+    for _ in range(iterations):
+        spread = alpha * normalized @ spread + (1 - alpha) * seeds
+    limit = (1 - alpha) * np.linalg.solve(np.eye(len(unit)) - alpha * normalized, seeds)
+    totals = spread.sum(axis=1, keepdims=True)
+    reached = np.divide(spread, totals, out=np.full_like(spread, 1 / classes), where=totals > 0)
+    return reached, limit / limit.sum(axis=1, keepdims=True)
+
+
+def test_matches_the_dense_formula_and_converges_to_its_fixed_point():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(40, 6)) + 2.0  # mostly positive similarities
+    labels = np.full(40, UNLABELED)
+    labels[[0, 1, 2]] = [0, 1, 2]
+    for iterations in (1, 5):
+        ours = propagate_labels(features, labels, 3, neighbours=5, iterations=iterations)
+        expected, _ = _dense_propagation(features, labels, 3, 5, 0.9, iterations, 3)
+        np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-6)
+    ours = propagate_labels(features, labels, 3, neighbours=5, alpha=0.5, iterations=200)
+    _, limit = _dense_propagation(features, labels, 3, 5, 0.5, 1, 3)
+    np.testing.assert_allclose(ours, limit, rtol=1e-5, atol=1e-6)
+    assert ours.dtype == np.float32 and ours.shape == (40, 3)
+    np.testing.assert_allclose(ours.sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_each_cluster_takes_the_label_of_its_one_labelled_example():
+    rng = np.random.default_rng(1)
+    centres = np.eye(4)[:3] * 10
+    classes = np.repeat(np.arange(3), 30)
+    features = centres[classes] + rng.normal(scale=0.5, size=(90, 4))
+    labels = np.full(90, UNLABELED)
+    labels[[5, 40, 75]] = classes[[5, 40, 75]]
+    probabilities = propagate_labels(features, labels, 3, neighbours=5)
+    np.testing.assert_array_equal(probabilities.argmax(axis=1), classes)
+
+
+def test_an_example_no_label_reaches_gets_the_uniform_distribution():
+    # Two groups pointing opposite ways: similarities across them are negative, weight 0.
+    rng = np.random.default_rng(2)
+    right = np.array([1.0, 0.0]) + rng.normal(scale=0.05, size=(10, 2))
+    left = np.array([-1.0, 0.0]) + rng.normal(scale=0.05, size=(10, 2))
+    features = np.concatenate([right, left])
+    labels = np.full(20, UNLABELED)
+    labels[0] = 1
+    probabilities = propagate_labels(features, labels, 4, neighbours=3)
+    np.testing.assert_array_equal(probabilities[:10].argmax(axis=1), 1)
+    np.testing.assert_allclose(probabilities[10:], 0.25)
+
+
+def test_labels_as_a_column_and_as_whole_floats_are_read():
+    features = np.arange(12, dtype="float32").reshape(6, 2) + 1
+    labels = np.array([0, UNLABELED, UNLABELED, UNLABELED, UNLABELED, 1])
+    expected = propagate_labels(features, labels, 2, neighbours=2)
+    np.testing.assert_array_equal(
+        propagate_labels(features, labels[:, None].astype("float64"), 2, neighbours=2), expected
+    )
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(features=np.zeros(6)), "features of shape (6,)"),
+        (dict(features=np.full((6, 2), np.nan)), "12 NaN or infinite values"),
+        (dict(features="abc"), "features of type str"),
+        (dict(labels=np.zeros(5, int)), "labels of shape (5,)"),
+        (dict(labels=np.full(6, 0.5)), "dtype float64"),
+        (dict(labels=np.array([0, 1, 7, -2, -1, -1])), "Received: [-2, 7] (num_classes=2)"),
+        (dict(labels=np.full(6, UNLABELED)), "all 6 labels UNLABELED"),
+        (dict(num_classes=1), "`num_classes` must be an integer >= 2"),
+        (dict(neighbours=6), "`neighbours` must be an integer in [1, 5]. Received: neighbours=6"),
+        (dict(neighbours=True), "Received: neighbours=True"),
+        (dict(alpha=1.0), "`alpha` must be a number in (0, 1). Received: alpha=1.0"),
+        (dict(iterations=0), "`iterations` must be an integer >= 1"),
+        (dict(power=0), "`power` must be a number > 0"),
+    ],
+)
+def test_bad_arguments_are_named(change, message):
+    arguments = dict(
+        features=np.arange(12, dtype="float32").reshape(6, 2) + 1,
+        labels=np.array([0, 1, -1, -1, -1, -1]),
+        num_classes=2,
+        neighbours=2,
+    )
+    arguments.update(change)
+    options = {
+        key: arguments.pop(key)
+        for key in ("neighbours", "alpha", "iterations", "power")
+        if key in arguments
+    }
+    with pytest.raises(ValueError) as error:
+        propagate_labels(
+            arguments["features"], arguments["labels"], arguments["num_classes"], **options
+        )
+    assert message in str(error.value)
+
+
+def test_exported_from_tfkd_distill():
+    assert tfkd.distill.propagate_labels is propagate_labels
