@@ -46,6 +46,10 @@ training images keep their pixels but lose their labels. Then:
      teacher's outputs computed on each copy, so the teacher and the student see the
      same image (consistent teaching, Beyer et al., CVPR 2022, with the teacher's
      outputs cached); a copy keeps its image's label or its being unlabelled;
+   - with `--label-propagation` (`distilled_propagated`): a fresh student distilled from
+     labels propagated from the 1,000 labelled images along a graph of the last teacher's
+     pooled features on the training images (`tfkd.distill.propagate_labels`, its
+     defaults: 10 neighbours, alpha 0.9), in place of the teacher's outputs;
 3. the distilled students exported to a full-integer `.tflite`
    (`tfkd.export_tflite(..., quantization="int8")`) and scored by `tfkd.TFLiteModel`.
 
@@ -589,6 +593,32 @@ def consistent_arm(
     score_arm(row, seconds, arm, student, teacher_key, data, work_dir, seed)
 
 
+def propagated_arm(args, row, seconds, teacher, teacher_key, data, hidden, seed, work_dir):
+    """`--label-propagation`: the `distilled_propagated` arm, a fresh student distilled (the
+    distill settings) from `tfkd.distill.propagate_labels` over `teacher`'s pooled features
+    on the training images, in place of `teacher`'s outputs."""
+    (x_train, y_train), _ = data
+    start = time.perf_counter()
+    pooled = keras.Model(teacher.inputs, teacher.get_layer("head_logits").input)
+    propagated = tfkd.distill.propagate_labels(predict(pooled, x_train), hidden, NUM_CLASSES)
+    seconds[f"{PROPAGATED}_targets"] = time.perf_counter() - start
+    unlabelled = hidden == tfkd.distill.UNLABELED
+    # A diagnostic only: the hidden labels play no part in training.
+    row[f"{PROPAGATED}_targets_right"] = float(
+        np.mean(propagated[unlabelled].argmax(-1) == y_train[unlabelled])
+    )
+    log(
+        f"seed {seed}: propagated labels {row[f'{PROPAGATED}_targets_right']:.4f} right on the "
+        f"unlabelled images ({seconds[f'{PROPAGATED}_targets']:.0f} s)"
+    )
+    outputs = {tfkd.distill.teacher_cache.OUTPUT: np.log(propagated + 1e-8)}
+    student, seconds[PROPAGATED], loaded = distilled_on(
+        args, PROPAGATED, new_distiller(args, teacher, seed), outputs, x_train, hidden, seed
+    )
+    row["reused_models"] += [PROPAGATED] if loaded else []
+    score_arm(row, seconds, PROPAGATED, student, teacher_key, data, work_dir, seed)
+
+
 def run_seed(args, data, seed, work_dir):
     seed_start = time.perf_counter()
     (x_train, y_train), (x_test, y_test) = data
@@ -683,6 +713,8 @@ def run_seed(args, data, seed, work_dir):
         )
     if args.consistent_copies:
         consistent_arm(args, row, seconds, *last, data, hidden, seed, work_dir)
+    if args.label_propagation:
+        propagated_arm(args, row, seconds, *last[:2], data, hidden, seed, work_dir)
     if args.skip_two_teachers:
         return finish(row, seconds, seed_start)
     arm = "distilled_two_teachers"
@@ -733,6 +765,7 @@ def pair_keys(rounds):
 
 ARM_PARTS = ("int8", "gain_over_scratch", "gap_to_teacher", "int8_drop")
 CONSISTENT = "distilled_consistent"
+PROPAGATED = "distilled_propagated"
 
 
 def summarise(rows, rounds=1):
@@ -766,6 +799,9 @@ def summarise(rows, rounds=1):
         *pair_keys(rounds),
         CONSISTENT,
         *(f"{CONSISTENT}_{part}" for part in ARM_PARTS),
+        f"{PROPAGATED}_targets_right",
+        PROPAGATED,
+        *(f"{PROPAGATED}_{part}" for part in ARM_PARTS),
     ]
     summary = {}
     for key in (key for key in keys if all(key in row for row in rows)):
@@ -799,7 +835,7 @@ def summarise(rows, rounds=1):
         if any("teacher_self_trained" in row for row in rows)
         else "the MobileNetV2 teacher"
     )
-    arms += [(CONSISTENT, last_teacher)]
+    arms += [(CONSISTENT, last_teacher), (PROPAGATED, last_teacher)]
     for arm, teacher in [*arms, ("distilled_two_teachers", "the MobileNetV2 teacher")]:
         if arm in summary:
             summary["targets"] |= arm_targets(rows, arm, teacher)
@@ -962,6 +998,14 @@ def settings(args):
             "the teacher's outputs computed on each copy (cached, LiteRT); a copy keeps its "
             "image's label or its being unlabelled"
         )
+    if args.label_propagation:
+        current["propagated"] = (
+            f"{PROPAGATED}: a fresh student distilled (the distill settings above) from "
+            "tfkd.distill.propagate_labels(features, labels, 10) (10 neighbours, alpha 0.9, 30 "
+            "iterations, similarity cubed) over the last teacher's pooled features (the input "
+            "of head_logits) on the training images, from the labelled images only; its log "
+            "taken as the cached teacher outputs"
+        )
     if args.skip_two_teachers:
         current["distilled_two_teachers"] = "not run (--skip-two-teachers)"
     if args.teachers_only:
@@ -1058,6 +1102,12 @@ def parse_args(argv):
         help="distil a fresh student from the last teacher on the training images and this "
         "many fixed shifted and flipped copies of each, with the teacher's outputs on each "
         "copy (distilled_consistent); 0: not run",
+    )
+    parser.add_argument(
+        "--label-propagation",
+        action="store_true",
+        help="distil a fresh student from labels propagated along a kNN graph of the last "
+        "teacher's pooled features (distilled_propagated)",
     )
     parser.add_argument("--work-dir", type=pathlib.Path, help="teacher logits cache, .tflite")
     parser.add_argument(
@@ -1168,6 +1218,9 @@ def main(argv=None):
         CONSISTENT,
         f"{CONSISTENT}_int8",
         f"{CONSISTENT}_gain_over_scratch",
+        PROPAGATED,
+        f"{PROPAGATED}_int8",
+        f"{PROPAGATED}_gain_over_scratch",
     ):
         if key not in results:
             continue

@@ -19,7 +19,10 @@ it compares with the must-show's target, the labels-only baseline plus 3 points.
 outputs on the 60,000 training images, with the settings of the run that `--results` holds
 (its command: labels, epochs, loss, seed); the teachers' outputs are read from that run's
 `--work-dir` cache where they are still valid, and the other models' outputs are cached
-there beside them.
+there beside them. With `--label-propagation`, it distils a fresh student, with the same
+settings, from labels propagated along a graph of the last teacher's pooled features on the
+training images (`tfkd.distill.propagate_labels`: 10 neighbours, alpha 0.9, the run's 1,000
+labels), and records how many of the unlabelled images those targets and the teacher get right.
 
     python benchmarks/few_labels_ceiling.py --seed 0 --models-dir /tmp/fl_models0 \\
         --results benchmarks/results/distill_few_labels_two_rounds_seed0_rerun.json \\
@@ -146,6 +149,48 @@ def distill_from_all(run_args, models, data, seed):
     }
 
 
+def distill_from_propagated(run_args, models, data, seed):
+    """A fresh student distilled, as the run of `run_args` distils its students, from labels
+    propagated along a graph of the last teacher's features (`tfkd.distill.propagate_labels`
+    with its defaults: 10 neighbours, alpha 0.9, from the run's labelled images only)."""
+    (x_train, y_train), (x_test, y_test) = data
+    _, hidden = distill_few_labels.hide_labels(y_train, run_args.labelled_per_class, seed)
+    teacher = models["teacher_self_trained_round2"]
+    start = time.perf_counter()
+    pooled = keras.Model(teacher.inputs, teacher.get_layer("head_logits").input)
+    features = distill_few_labels.predict(pooled, x_train)
+    feature_seconds = time.perf_counter() - start
+    propagated = tfkd.distill.propagate_labels(features, hidden, distill_few_labels.NUM_CLASSES)
+    propagation_seconds = time.perf_counter() - start - feature_seconds
+    distill_few_labels.log(
+        f"features {feature_seconds:.0f} s, propagation {propagation_seconds:.0f} s"
+    )
+    unlabelled = hidden == tfkd.distill.UNLABELED
+    teacher_probs = probabilities(teacher, x_train[unlabelled])
+    student, distiller = distill_few_labels.new_distiller(run_args, teacher, seed)
+    start = time.perf_counter()
+    distill_few_labels.fit_on_teacher_outputs(
+        distiller,
+        run_args,
+        x_train,
+        hidden,
+        {tfkd.distill.teacher_cache.OUTPUT: np.log(propagated + 1e-8)},
+        seed,
+        noisy=False,
+    )
+    return {
+        # Diagnostics only: the hidden labels play no part in training.
+        "teacher_right_on_unlabelled_images": accuracy(teacher_probs, y_train[unlabelled]),
+        "propagated_right_on_unlabelled_images": accuracy(
+            propagated[unlabelled], y_train[unlabelled]
+        ),
+        "accuracy": distill_few_labels.accuracy(student, x_test, y_test),
+        "feature_seconds": round(feature_seconds, 1),
+        "propagation_seconds": round(propagation_seconds, 1),
+        "distill_seconds": round(time.perf_counter() - start, 1),
+    }
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, required=True)
@@ -153,6 +198,7 @@ def main(argv=None):
     parser.add_argument("--results", type=pathlib.Path, required=True)
     parser.add_argument("--output", type=pathlib.Path, required=True)
     parser.add_argument("--distill-from-all", action="store_true")
+    parser.add_argument("--label-propagation", action="store_true")
     args = parser.parse_args(argv)
     run = json.loads(args.results.read_text())
     row = run["seeds"][str(args.seed)]
@@ -178,11 +224,16 @@ def main(argv=None):
         "best_reaches_target": best["accuracy"] >= target,
         "best_single_with_mirror": max(s["with_mirror"] for s in scores.values()),
     }
+    # The run's own command, as its script parses it: the same students, labels, loss.
+    run_args = distill_few_labels.parse_args(shlex.split(run["command"])[2:])
     if args.distill_from_all:
-        # The run's own command, as its script parses it: the same students, labels, loss.
-        run_args = distill_few_labels.parse_args(shlex.split(run["command"])[2:])
         results["student_from_all"] = distill_from_all(run_args, models, data, args.seed)
         distill_few_labels.log(f"student from all: {results['student_from_all']}")
+    if args.label_propagation:
+        results["student_from_propagated"] = distill_from_propagated(
+            run_args, models, data, args.seed
+        )
+        distill_few_labels.log(f"student from propagated: {results['student_from_propagated']}")
     distill_few_labels.write_json(args.output, results)
     distill_few_labels.log(
         f"best of {len(ensembles)} ensembles: {best['accuracy']} ({'+'.join(best['models'])}); "
