@@ -593,14 +593,21 @@ def consistent_arm(
     score_arm(row, seconds, arm, student, teacher_key, data, work_dir, seed)
 
 
+def pooled_features(teacher, x):
+    """The teacher's pooled backbone features on `x`: the input of its Dense head."""
+    pooled = keras.Model(teacher.inputs, teacher.get_layer("head_logits").input)
+    return predict(pooled, x)
+
+
 def propagated_arm(args, row, seconds, teacher, teacher_key, data, hidden, seed, work_dir):
     """`--label-propagation`: the `distilled_propagated` arm, a fresh student distilled (the
     distill settings) from `tfkd.distill.propagate_labels` over `teacher`'s pooled features
     on the training images, in place of `teacher`'s outputs."""
     (x_train, y_train), _ = data
     start = time.perf_counter()
-    pooled = keras.Model(teacher.inputs, teacher.get_layer("head_logits").input)
-    propagated = tfkd.distill.propagate_labels(predict(pooled, x_train), hidden, NUM_CLASSES)
+    propagated = tfkd.distill.propagate_labels(
+        pooled_features(teacher, x_train), hidden, NUM_CLASSES
+    )
     seconds[f"{PROPAGATED}_targets"] = time.perf_counter() - start
     unlabelled = hidden == tfkd.distill.UNLABELED
     # A diagnostic only: the hidden labels play no part in training.

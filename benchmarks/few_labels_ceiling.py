@@ -116,7 +116,7 @@ def score_ensembles(probs, y_test):
 def distill_from_all(run_args, models, data, seed):
     """A fresh student distilled, as the run of `run_args` distils its students, from the
     equal-weight softened average of every model's outputs on the training images."""
-    (x_train, y_train), (x_test, y_test) = data
+    (x_train, y_train), _ = data
     _, hidden = distill_few_labels.hide_labels(y_train, run_args.labelled_per_class, seed)
     outputs = []
     for name, model in models.items():
@@ -129,36 +129,45 @@ def distill_from_all(run_args, models, data, seed):
         outputs, [1 / len(outputs)] * len(outputs), temperature=run_args.temperature
     )
     average = keras.ops.convert_to_numpy(average)
-    last_teacher = models["teacher_self_trained_round2"]
-    student, distiller = distill_few_labels.new_distiller(run_args, last_teacher, seed)
+    student_accuracy, seconds = distilled_student(
+        run_args, models["teacher_self_trained_round2"], data, hidden, average, seed
+    )
+    return {
+        # A diagnostic only: the hidden labels play no part in training.
+        "target_right_on_training_images": round(float(np.mean(average.argmax(-1) == y_train)), 4),
+        "accuracy": student_accuracy,
+        "seconds": seconds,
+    }
+
+
+def distilled_student(run_args, teacher, data, hidden, outputs, seed):
+    """(test accuracy, seconds) of a fresh student distilled as the run of `run_args`
+    distils its students, from the cached `outputs` on the training images."""
+    (x_train, _), (x_test, y_test) = data
+    student, distiller = distill_few_labels.new_distiller(run_args, teacher, seed)
     start = time.perf_counter()
     distill_few_labels.fit_on_teacher_outputs(
         distiller,
         run_args,
         x_train,
         hidden,
-        {tfkd.distill.teacher_cache.OUTPUT: average},
+        {tfkd.distill.teacher_cache.OUTPUT: outputs},
         seed,
         noisy=False,
     )
-    return {
-        # A diagnostic only: the hidden labels play no part in training.
-        "target_right_on_training_images": round(float(np.mean(average.argmax(-1) == y_train)), 4),
-        "accuracy": distill_few_labels.accuracy(student, x_test, y_test),
-        "seconds": round(time.perf_counter() - start, 1),
-    }
+    seconds = round(time.perf_counter() - start, 1)
+    return distill_few_labels.accuracy(student, x_test, y_test), seconds
 
 
 def distill_from_propagated(run_args, models, data, seed):
     """A fresh student distilled, as the run of `run_args` distils its students, from labels
     propagated along a graph of the last teacher's features (`tfkd.distill.propagate_labels`
     with its defaults: 10 neighbours, alpha 0.9, from the run's labelled images only)."""
-    (x_train, y_train), (x_test, y_test) = data
+    (x_train, y_train), _ = data
     _, hidden = distill_few_labels.hide_labels(y_train, run_args.labelled_per_class, seed)
     teacher = models["teacher_self_trained_round2"]
     start = time.perf_counter()
-    pooled = keras.Model(teacher.inputs, teacher.get_layer("head_logits").input)
-    features = distill_few_labels.predict(pooled, x_train)
+    features = distill_few_labels.pooled_features(teacher, x_train)
     feature_seconds = time.perf_counter() - start
     propagated = tfkd.distill.propagate_labels(features, hidden, distill_few_labels.NUM_CLASSES)
     propagation_seconds = time.perf_counter() - start - feature_seconds
@@ -167,16 +176,8 @@ def distill_from_propagated(run_args, models, data, seed):
     )
     unlabelled = hidden == tfkd.distill.UNLABELED
     teacher_probs = probabilities(teacher, x_train[unlabelled])
-    student, distiller = distill_few_labels.new_distiller(run_args, teacher, seed)
-    start = time.perf_counter()
-    distill_few_labels.fit_on_teacher_outputs(
-        distiller,
-        run_args,
-        x_train,
-        hidden,
-        {tfkd.distill.teacher_cache.OUTPUT: np.log(propagated + 1e-8)},
-        seed,
-        noisy=False,
+    student_accuracy, distill_seconds = distilled_student(
+        run_args, teacher, data, hidden, np.log(propagated + 1e-8), seed
     )
     return {
         # Diagnostics only: the hidden labels play no part in training.
@@ -184,10 +185,10 @@ def distill_from_propagated(run_args, models, data, seed):
         "propagated_right_on_unlabelled_images": accuracy(
             propagated[unlabelled], y_train[unlabelled]
         ),
-        "accuracy": distill_few_labels.accuracy(student, x_test, y_test),
+        "accuracy": student_accuracy,
         "feature_seconds": round(feature_seconds, 1),
         "propagation_seconds": round(propagation_seconds, 1),
-        "distill_seconds": round(time.perf_counter() - start, 1),
+        "distill_seconds": distill_seconds,
     }
 
 
