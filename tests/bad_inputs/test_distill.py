@@ -334,6 +334,37 @@ CASES = [
         "logits",
         "(2, 0)",
     ),
+    # Label propagation.
+    Case(
+        distill.propagate_labels,
+        lambda: distill.propagate_labels(np.zeros(6), [0, 1, -1, -1, -1, -1], 2),
+        ValueError,
+        "features",
+        "(6,)",
+    ),
+    Case(
+        distill.propagate_labels,
+        lambda: distill.propagate_labels(np.ones((6, 2)), [0, 1, 9, -1, -1, -1], 2),
+        ValueError,
+        "labels",
+        "[9]",
+    ),
+    Case(
+        distill.propagate_labels,
+        lambda: distill.propagate_labels(
+            np.ones((6, 2)), [0, 1, -1, -1, -1, -1], 2, neighbours=2, alpha=1.5
+        ),
+        ValueError,
+        "alpha",
+        "1.5",
+    ),
+    Case(
+        distill.propagate_labels,
+        lambda: distill.propagate_labels(np.ones((6, 2)), [0, 1, -1, -1, -1, -1], 2, neighbours=0),
+        ValueError,
+        "neighbours",
+        "0",
+    ),
     # Ensembles.
     Case(
         distill.softened_average,
