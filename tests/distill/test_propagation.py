@@ -81,24 +81,33 @@ def test_labels_as_a_column_and_as_whole_floats_are_read():
 
 
 @pytest.mark.parametrize(
-    "change, message",
+    "change, error, message",
     [
-        (dict(features=np.zeros(6)), "features of shape (6,)"),
-        (dict(features=np.full((6, 2), np.nan)), "12 NaN or infinite values"),
-        (dict(features="abc"), "features of type str"),
-        (dict(labels=np.zeros(5, int)), "labels of shape (5,)"),
-        (dict(labels=np.full(6, 0.5)), "dtype float64"),
-        (dict(labels=np.array([0, 1, 7, -2, -1, -1])), "Received: [-2, 7] (num_classes=2)"),
-        (dict(labels=np.full(6, UNLABELED)), "all 6 labels UNLABELED"),
-        (dict(num_classes=1), "`num_classes` must be an integer >= 2"),
-        (dict(neighbours=6), "`neighbours` must be an integer in [1, 5]. Received: neighbours=6"),
-        (dict(neighbours=True), "Received: neighbours=True"),
-        (dict(alpha=1.0), "`alpha` must be a number in (0, 1). Received: alpha=1.0"),
-        (dict(iterations=0), "`iterations` must be an integer >= 1"),
-        (dict(power=0), "`power` must be a number > 0"),
+        (dict(features=np.zeros(6)), ValueError, "features of shape (6,)"),
+        (dict(features=np.full((6, 2), np.nan)), ValueError, "12 NaN or infinite values"),
+        (dict(features="abc"), ValueError, "features of type str"),
+        (dict(labels=np.zeros(5, int)), ValueError, "labels of shape (5,)"),
+        (dict(labels=np.full(6, 0.5)), ValueError, "dtype float64"),
+        (
+            dict(labels=np.array([0, 1, 7, -2, -1, -1])),
+            ValueError,
+            "Received: [-2, 7] (num_classes=2)",
+        ),
+        (dict(labels=np.full(6, UNLABELED)), ValueError, "all 6 labels UNLABELED"),
+        (dict(num_classes=1), ValueError, "`num_classes` must be an integer >= 2"),
+        (
+            dict(neighbours=6),
+            ValueError,
+            "`neighbours` must be an integer in [1, 5]. Received: neighbours=6",
+        ),
+        (dict(neighbours=True), TypeError, "Received: neighbours=True of type bool"),
+        (dict(alpha=1.0), ValueError, "`alpha` must be a number in (0, 1). Received: alpha=1.0"),
+        (dict(alpha="high"), TypeError, "Received: alpha='high' of type str"),
+        (dict(iterations=0), ValueError, "`iterations` must be a positive integer"),
+        (dict(power=0), ValueError, "`power` must be a finite number > 0"),
     ],
 )
-def test_bad_arguments_are_named(change, message):
+def test_bad_arguments_are_named(change, error, message):
     arguments = dict(
         features=np.arange(12, dtype="float32").reshape(6, 2) + 1,
         labels=np.array([0, 1, -1, -1, -1, -1]),
@@ -111,11 +120,11 @@ def test_bad_arguments_are_named(change, message):
         for key in ("neighbours", "alpha", "iterations", "power")
         if key in arguments
     }
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(error) as raised:
         propagate_labels(
             arguments["features"], arguments["labels"], arguments["num_classes"], **options
         )
-    assert message in str(error.value)
+    assert message in str(raised.value)
 
 
 def test_exported_from_tfkd_distill():

@@ -11,10 +11,9 @@ features gives targets right on more of the unlabelled images than the network's
 Numpy only: it runs once, on features computed once, before `fit`.
 """
 
-import numbers
-
 import numpy as np
 
+from tfkd import _checks
 from tfkd.distill._task import UNLABELED
 
 
@@ -61,6 +60,7 @@ def propagate_labels(
         ValueError: shapes that do not match, non-finite features, labels outside
             `[0, num_classes)` other than `UNLABELED`, no labelled example, or a setting
             out of range.
+        TypeError: a setting that is not a number (or not an integer where one is needed).
 
     Example:
 
@@ -73,13 +73,12 @@ def propagate_labels(
     features = _check_features(features)
     count = len(features)
     labels = _check_labels(labels, count, num_classes)
-    neighbours = _check_integer("neighbours", neighbours, 1, count - 1)
-    iterations = _check_integer("iterations", iterations, 1, None)
-    block_size = _check_integer("block_size", block_size, 1, None)
-    if not _real(alpha) or not 0.0 < alpha < 1.0:
-        raise ValueError(f"`alpha` must be a number in (0, 1). Received: alpha={alpha!r}.")
-    if not _real(power) or not 0.0 < power < float("inf"):
-        raise ValueError(f"`power` must be a number > 0. Received: power={power!r}.")
+    check = _checks.check_number
+    neighbours = check("neighbours", neighbours, low=1, high=count - 1, integer=True)
+    iterations = check("iterations", iterations, low=1, integer=True)
+    block_size = check("block_size", block_size, low=1, integer=True)
+    check("alpha", alpha, low=0, high=1, low_open=True, high_open=True)
+    check("power", power, low=0, low_open=True)
 
     index, weight = _nearest(features, neighbours, block_size)
     weight = np.maximum(weight, 0.0) ** power
@@ -154,7 +153,7 @@ def _check_features(features):
 
 
 def _check_labels(labels, count, num_classes):
-    _check_integer("num_classes", num_classes, 2, None)
+    _checks.check_number("num_classes", num_classes, low=2, integer=True)
     array = np.asarray(labels)
     if array.ndim == 2 and array.shape[1] == 1:
         array = array[:, 0]
@@ -179,19 +178,3 @@ def _check_labels(labels, count, num_classes):
             f"Received: all {count} labels UNLABELED."
         )
     return array
-
-
-def _check_integer(name, value, low, high):
-    if (
-        not isinstance(value, numbers.Integral)
-        or isinstance(value, bool)
-        or value < low
-        or (high is not None and value > high)
-    ):
-        accepted = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"`{name}` must be an integer {accepted}. Received: {name}={value!r}.")
-    return int(value)
-
-
-def _real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
