@@ -175,7 +175,10 @@ def distill_from_propagated(run_args, models, data, seed):
         f"features {feature_seconds:.0f} s, propagation {propagation_seconds:.0f} s"
     )
     unlabelled = hidden == tfkd.distill.UNLABELED
-    teacher_probs = probabilities(teacher, x_train[unlabelled])
+    # The teacher's own outputs from the features just computed: its head on them, not a
+    # second pass of the backbone over the training images.
+    head = teacher.get_layer("head_logits")
+    teacher_probs = keras.ops.convert_to_numpy(keras.ops.softmax(head(features[unlabelled])))
     student_accuracy, distill_seconds = distilled_student(
         run_args, teacher, data, hidden, np.log(propagated + 1e-8), seed
     )
