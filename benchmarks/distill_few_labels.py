@@ -50,6 +50,10 @@ training images keep their pixels but lose their labels. Then:
      labels propagated from the 1,000 labelled images along a graph of the last teacher's
      pooled features on the training images (`tfkd.distill.propagate_labels`, its
      defaults: 10 neighbours, alpha 0.9), in place of the teacher's outputs;
+   - with `--propagated-teacher` besides (`distilled_teacher_propagated`): one more soft
+     self-training round whose teacher (`teacher_propagated`, a copy of the last one)
+     learns from those propagated labels, then a fresh student distilled from the
+     equal-weight average of its softmax and the labels propagated anew over its features;
 3. the distilled students exported to a full-integer `.tflite`
    (`tfkd.export_tflite(..., quantization="int8")`) and scored by `tfkd.TFLiteModel`.
 
@@ -403,17 +407,16 @@ def copy_of(model):
     return copy
 
 
-def self_distill_teacher(args, models, x_train, hidden, target, seed):
-    """`--self-train-soft`: a copy of the fine-tuned teacher distilled on every training
-    image from `target` (the cached softened average of the teacher and the distilled
-    student), cross-entropy on the labelled ones, `--self-train-epochs` epochs of the
-    distillation batch, Adam with a cosine decay from `--self-train-learning-rate` to 0."""
-    fine_tuned, distilled = models
+def self_distill_teacher(args, fine_tuned, source, x_train, hidden, target, seed):
+    """`--self-train-soft`: a copy of `fine_tuned` distilled on every training image from
+    `target` (cached outputs of the model `source`: the softened average of the teacher
+    and the distilled student, or with `--propagated-teacher` the propagated labels),
+    cross-entropy on the labelled ones, `--self-train-epochs` epochs of the distillation
+    batch, Adam with a cosine decay from `--self-train-learning-rate` to 0."""
     keras.utils.set_random_seed(seed)
     teacher = copy_of(fine_tuned)
-    ensemble = tfkd.distill.teacher_ensemble([fine_tuned, distilled], weights=[0.5, 0.5])
     distiller = tfkd.Distiller(
-        ensemble,
+        source,
         teacher,
         distillation_losses=[tfkd.distill.LogitsDistillation(temperature=1.0)],
         student_loss_weight=args.student_loss_weight,
@@ -505,7 +508,8 @@ def self_training_round(
         row[pseudo] = float(np.mean(target[key].argmax(-1) == y_train))
 
         def train():
-            return self_distill_teacher(args, models, x_train, hidden, target, seed)
+            ensemble = tfkd.distill.teacher_ensemble(list(models), weights=[0.5, 0.5])
+            return self_distill_teacher(args, teacher, ensemble, x_train, hidden, target, seed)
 
     else:
         picked, labels = pseudo_labels(
@@ -624,6 +628,58 @@ def propagated_arm(args, row, seconds, teacher, teacher_key, data, hidden, seed,
     )
     row["reused_models"] += [PROPAGATED] if loaded else []
     score_arm(row, seconds, PROPAGATED, student, teacher_key, data, work_dir, seed)
+    return propagated
+
+
+def propagated_teacher_arm(args, row, seconds, teacher, propagated, data, hidden, seed, work_dir):
+    """`--propagated-teacher`: the `teacher_propagated` round, a copy of `teacher` (the
+    last) distilled from the `propagated` labels as a soft self-training round is from its
+    average, and the `distilled_teacher_propagated` arm, a fresh student distilled from the
+    equal-weight average of that teacher's softmax and the labels propagated anew along a
+    graph of its pooled features."""
+    (x_train, y_train), (x_test, y_test) = data
+    target = {tfkd.distill.teacher_cache.OUTPUT: np.log(propagated + 1e-8)}
+    digest = hashlib.sha256(hidden.tobytes() + target[tfkd.distill.teacher_cache.OUTPUT].tobytes())
+
+    def train():
+        return self_distill_teacher(args, teacher, teacher, x_train, hidden, target, seed)
+
+    trained, history, seconds[PROPAGATED_TEACHER], loaded = saved_or_trained(
+        args, PROPAGATED_TEACHER, "self_train", seed, train, trained_from=digest.hexdigest()
+    )
+    row["reused_models"] += [PROPAGATED_TEACHER] if loaded else []
+    row[f"{PROPAGATED_TEACHER}_train_loss_per_epoch"] = history
+    row[PROPAGATED_TEACHER] = accuracy(trained, x_test, y_test)
+    log(f"seed {seed}: {PROPAGATED_TEACHER} {row[PROPAGATED_TEACHER]:.4f}")
+    start = time.perf_counter()
+    features = pooled_features(trained, x_train)
+    # Its outputs from its head on the features: the same logits as a second full pass.
+    logits = trained.get_layer("head_logits")(features)
+    probabilities = keras.ops.convert_to_numpy(keras.ops.softmax(logits))
+    anew = tfkd.distill.propagate_labels(features, hidden, NUM_CLASSES)
+    targets = 0.5 * probabilities + 0.5 * anew
+    seconds[f"{PROPAGATED_TEACHER_ARM}_targets"] = time.perf_counter() - start
+    unlabelled = hidden == tfkd.distill.UNLABELED
+    # Diagnostics only: the hidden labels play no part in training.
+    for key, values in (
+        (f"{PROPAGATED_TEACHER}_right", probabilities),
+        (f"{PROPAGATED_TEACHER_ARM}_propagated_right", anew),
+        (f"{PROPAGATED_TEACHER_ARM}_targets_right", targets),
+    ):
+        row[key] = float(np.mean(values[unlabelled].argmax(-1) == y_train[unlabelled]))
+    log(
+        f"seed {seed}: on the unlabelled images, {PROPAGATED_TEACHER} right on "
+        f"{row[f'{PROPAGATED_TEACHER}_right']:.4f}, the labels propagated over its features "
+        f"{row[f'{PROPAGATED_TEACHER_ARM}_propagated_right']:.4f}, their average "
+        f"{row[f'{PROPAGATED_TEACHER_ARM}_targets_right']:.4f}"
+    )
+    outputs = {tfkd.distill.teacher_cache.OUTPUT: np.log(targets + 1e-8)}
+    arm = PROPAGATED_TEACHER_ARM
+    student, seconds[arm], loaded = distilled_on(
+        args, arm, new_distiller(args, trained, seed), outputs, x_train, hidden, seed
+    )
+    row["reused_models"] += [arm] if loaded else []
+    score_arm(row, seconds, arm, student, PROPAGATED_TEACHER, data, work_dir, seed)
 
 
 def run_seed(args, data, seed, work_dir):
@@ -721,7 +777,11 @@ def run_seed(args, data, seed, work_dir):
     if args.consistent_copies:
         consistent_arm(args, row, seconds, *last, data, hidden, seed, work_dir)
     if args.label_propagation:
-        propagated_arm(args, row, seconds, *last[:2], data, hidden, seed, work_dir)
+        propagated = propagated_arm(args, row, seconds, *last[:2], data, hidden, seed, work_dir)
+        if args.propagated_teacher:
+            propagated_teacher_arm(
+                args, row, seconds, last[0], propagated, data, hidden, seed, work_dir
+            )
     if args.skip_two_teachers:
         return finish(row, seconds, seed_start)
     arm = "distilled_two_teachers"
@@ -773,6 +833,8 @@ def pair_keys(rounds):
 ARM_PARTS = ("int8", "gain_over_scratch", "gap_to_teacher", "int8_drop")
 CONSISTENT = "distilled_consistent"
 PROPAGATED = "distilled_propagated"
+PROPAGATED_TEACHER = "teacher_propagated"
+PROPAGATED_TEACHER_ARM = "distilled_teacher_propagated"
 
 
 def summarise(rows, rounds=1):
@@ -809,6 +871,12 @@ def summarise(rows, rounds=1):
         f"{PROPAGATED}_targets_right",
         PROPAGATED,
         *(f"{PROPAGATED}_{part}" for part in ARM_PARTS),
+        PROPAGATED_TEACHER,
+        f"{PROPAGATED_TEACHER}_right",
+        f"{PROPAGATED_TEACHER_ARM}_propagated_right",
+        f"{PROPAGATED_TEACHER_ARM}_targets_right",
+        PROPAGATED_TEACHER_ARM,
+        *(f"{PROPAGATED_TEACHER_ARM}_{part}" for part in ARM_PARTS),
     ]
     summary = {}
     for key in (key for key in keys if all(key in row for row in rows)):
@@ -843,6 +911,7 @@ def summarise(rows, rounds=1):
         else "the MobileNetV2 teacher"
     )
     arms += [(CONSISTENT, last_teacher), (PROPAGATED, last_teacher)]
+    arms += [(PROPAGATED_TEACHER_ARM, "the teacher trained on the propagated labels")]
     for arm, teacher in [*arms, ("distilled_two_teachers", "the MobileNetV2 teacher")]:
         if arm in summary:
             summary["targets"] |= arm_targets(rows, arm, teacher)
@@ -1013,6 +1082,16 @@ def settings(args):
             "of head_logits) on the training images, from the labelled images only; its log "
             "taken as the cached teacher outputs"
         )
+    if args.propagated_teacher:
+        current["propagated_teacher"] = (
+            f"{PROPAGATED_TEACHER}: a copy of the last teacher distilled from the labels of "
+            f"{PROPAGATED} as a --self-train-soft round is ({args.self_train_epochs} epochs, "
+            f"T=1, student loss weight {args.student_loss_weight}); "
+            f"{PROPAGATED_TEACHER_ARM}: a fresh student distilled (the distill settings above) "
+            f"from the equal-weight average of {PROPAGATED_TEACHER}'s softmax and "
+            "tfkd.distill.propagate_labels(its pooled features, labels, 10), its log taken as "
+            "the cached teacher outputs"
+        )
     if args.skip_two_teachers:
         current["distilled_two_teachers"] = "not run (--skip-two-teachers)"
     if args.teachers_only:
@@ -1116,6 +1195,14 @@ def parse_args(argv):
         help="distil a fresh student from labels propagated along a kNN graph of the last "
         "teacher's pooled features (distilled_propagated)",
     )
+    parser.add_argument(
+        "--propagated-teacher",
+        action="store_true",
+        help="with --label-propagation and --self-train-soft: train a copy of the last "
+        "teacher on the propagated labels (teacher_propagated), and distil a fresh student "
+        "from the average of its softmax and the labels propagated over its features "
+        "(distilled_teacher_propagated)",
+    )
     parser.add_argument("--work-dir", type=pathlib.Path, help="teacher logits cache, .tflite")
     parser.add_argument(
         "--models-dir",
@@ -1159,6 +1246,8 @@ def parse_args(argv):
         )
     if args.pair_student and not (args.self_train_soft or args.self_train_per_class):
         parser.error("--pair-student needs self-training (--self-train-soft or -per-class).")
+    if args.propagated_teacher and not (args.label_propagation and args.self_train_soft):
+        parser.error("--propagated-teacher needs --label-propagation and --self-train-soft.")
     if args.self_train_soft and args.self_train_per_class:
         parser.error("--self-train-soft and --self-train-per-class are two ways; pick one.")
     if (args.self_train_per_class or args.self_train_soft) and args.teachers > 1:
