@@ -57,8 +57,12 @@ training images keep their pixels but lose their labels. Then:
 3. the distilled students exported to a full-integer `.tflite`
    (`tfkd.export_tflite(..., quantization="int8")`) and scored by `tfkd.TFLiteModel`.
 
-Every accuracy is on the full 10,000 test images. TensorFlow backend, CPU:
-about 12 minutes a seed on 2 shared cores; `--smoke` runs tiny sizes in about a minute.
+Every accuracy is on the full 10,000 test images. TensorFlow backend, CPU, 2 shared
+cores: about 11 minutes a seed with no option (670 s for seed 0 in BENCHMARKS.md); each
+option trains more models, and the full recipe of BENCHMARKS.md's latest few-labels
+table (two soft self-training rounds, `--label-propagation --propagated-teacher`) trains
+for about 90 to 120 minutes a seed when no model is saved (the parts its JSON records: 5,362
+to 7,062 s). `--smoke` runs tiny sizes in about a minute.
 
     python benchmarks/distill_few_labels.py --seeds 0 1 2
     python benchmarks/distill_few_labels.py --smoke
@@ -296,6 +300,15 @@ def train_distilled(args, name, teacher, x_train, hidden, seed, cache):
     return model, teacher_seconds, logits, seconds, loaded
 
 
+def outputs_digest(hidden, outputs):
+    """A digest of the hidden labels and the cached `outputs` a model learns from: the
+    `trained_from` of its key in `--models-dir`."""
+    digest = hashlib.sha256(hidden.tobytes())
+    for value in outputs.values():
+        digest.update(np.asarray(value).tobytes())
+    return digest.hexdigest()
+
+
 def distilled_on(args, name, student_and_distiller, outputs, x_train, hidden, seed):
     """The student of `new_distiller(...)` trained on the cached teacher `outputs`, or
     loaded from `--models-dir` (keyed by the distill settings, `outputs` and `hidden`).
@@ -306,11 +319,8 @@ def distilled_on(args, name, student_and_distiller, outputs, x_train, hidden, se
         fit_on_teacher_outputs(distiller, args, x_train, hidden, outputs, seed, args.noisy_student)
         return model, None
 
-    digest = hashlib.sha256(hidden.tobytes())
-    for value in outputs.values():
-        digest.update(np.ascontiguousarray(value).tobytes())
     model, _, seconds, loaded = saved_or_trained(
-        args, name, "distill", seed, train, trained_from=digest.hexdigest()
+        args, name, "distill", seed, train, trained_from=outputs_digest(hidden, outputs)
     )
     return model, seconds, loaded
 
@@ -639,13 +649,17 @@ def propagated_teacher_arm(args, row, seconds, teacher, propagated, data, hidden
     graph of its pooled features."""
     (x_train, y_train), (x_test, y_test) = data
     target = {tfkd.distill.teacher_cache.OUTPUT: np.log(propagated + 1e-8)}
-    digest = hashlib.sha256(hidden.tobytes() + target[tfkd.distill.teacher_cache.OUTPUT].tobytes())
 
     def train():
         return self_distill_teacher(args, teacher, teacher, x_train, hidden, target, seed)
 
     trained, history, seconds[PROPAGATED_TEACHER], loaded = saved_or_trained(
-        args, PROPAGATED_TEACHER, "self_train", seed, train, trained_from=digest.hexdigest()
+        args,
+        PROPAGATED_TEACHER,
+        "self_train",
+        seed,
+        train,
+        trained_from=outputs_digest(hidden, target),
     )
     row["reused_models"] += [PROPAGATED_TEACHER] if loaded else []
     row[f"{PROPAGATED_TEACHER}_train_loss_per_epoch"] = history
