@@ -71,6 +71,25 @@ def output_layer(model):
     return layer
 
 
+def head_input_model(model):
+    """A model from `model`'s inputs to the input of its last Dense layer (of its own, not
+    inside a nested model): a classifier's features, such as a backbone's pooled features.
+    Raises ValueError where there is no such layer or the graph does not say (a subclassed
+    model)."""
+    dense = []
+    if is_graph_model(model) and model_inputs(model):
+        dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    if not dense:
+        raise ValueError(
+            f"Features are read at the input of a model's last Dense layer, and model "
+            f"{model.name!r} ({type(model).__name__}) has no Dense layer of its own in a graph "
+            "that can be read. Received layers: "
+            f"{[layer.name for layer in getattr(model, 'layers', [])][-5:]} (the last five). "
+            "Use a Sequential or functional classifier that ends in a Dense layer."
+        )
+    return keras.Model(model.inputs, dense[-1].input, name=f"{model.name}_features")
+
+
 def activation_name(layer):
     """What `layer` ends with: `"relu"`, `"relu6"`, `"softmax"`, `"other"` or `None` (linear)."""
     if isinstance(layer, keras.layers.ReLU):

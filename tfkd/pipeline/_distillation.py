@@ -6,7 +6,10 @@ holds it equal to the classes' signatures. Values (a negative weight, say) are c
 by the loss class itself, which the pipeline builds before any stage runs.
 """
 
+import numpy as np
+
 from tfkd.pipeline._reader import _describe, _matches
+from tfkd.pipeline.data import UNLABELED
 from tfkd.pipeline.stage import check_positive, invalid_argument
 
 _LAYER = str | None
@@ -75,7 +78,11 @@ DEFAULTS = {
     "augmentation": None,
     "mixup": None,
     "cutmix": None,
+    "propagation": None,
 }
+# `propagation: {...}`: its keys, their types and defaults (`true` takes every default).
+PROPAGATION_KEYS = {"weight": float, "neighbours": int, "alpha": float}
+PROPAGATION_DEFAULTS = {"weight": 0.5, "neighbours": 10, "alpha": 0.9}
 AUGMENTATION_KEYS = {"flip": bool, "shift": int, "rotation": float, "zoom": float}
 _RANGES = {
     "shift": (0, float("inf"), "a number of pixels >= 0"),
@@ -169,6 +176,77 @@ def check_augmentation(augmentation):
             "augmentation",
             f"Bad `augmentation`: {'; '.join(problems)}. Received: augmentation={augmentation!r}",
         )
+
+
+def check_propagation(propagation):
+    """`propagation` as the settings it asks for (`PROPAGATION_DEFAULTS` filled in), or None
+    for `None` and `false`; raises `invalid_argument` unless it is one of those, `true`, or a
+    mapping of `weight` (in (0, 1]), `neighbours` (an integer >= 1) and `alpha` (in (0, 1)).
+    One error lists every problem."""
+    if propagation is None or propagation is False:
+        return None
+    if propagation is True:
+        return dict(PROPAGATION_DEFAULTS)
+    if not isinstance(propagation, dict):
+        raise invalid_argument(
+            "propagation",
+            f"`propagation` must be true, false or a mapping with any of "
+            f"{list(PROPAGATION_KEYS)}. Received: propagation={propagation!r}",
+            TypeError,
+        )
+    problems = _argument_problems(propagation, PROPAGATION_KEYS, "propagation")
+    if any(name not in PROPAGATION_KEYS for name in propagation):
+        problems.append(f"accepted: {list(PROPAGATION_KEYS)}")
+    settings = {**PROPAGATION_DEFAULTS, **propagation}
+    ranges = (
+        ("weight", 0 < settings["weight"] <= 1, "in (0, 1]"),
+        ("neighbours", settings["neighbours"] >= 1, ">= 1"),
+        ("alpha", 0 < settings["alpha"] < 1, "in (0, 1)"),
+    )
+    for name, within, accepted in ranges:
+        if _matches(settings[name], PROPAGATION_KEYS[name]) and not within:
+            problems.append(f"`propagation.{name}` must be {accepted}")
+    if problems:
+        raise invalid_argument(
+            "propagation",
+            f"Bad `propagation`: {'; '.join(problems)}. Received: propagation={propagation!r}",
+        )
+    return settings
+
+
+def check_propagation_data(propagation, data):
+    """Raises `invalid_argument` when `propagation` is set but every training label is
+    known: there is nothing to spread the labels to."""
+    if propagation is not None and not np.any(data.y_train == UNLABELED):
+        raise invalid_argument(
+            "propagation",
+            "`propagation` spreads the known labels to the training examples without one, "
+            f"and every one of the {len(data.y_train):,} training examples has a label. "
+            f"Received: propagation={propagation!r}. Keep some labels only (`data: "
+            "{labelled_per_class: N}`, or label examples `tfkd.distill.UNLABELED`), or "
+            "remove `propagation`.",
+        )
+
+
+def with_propagated(outputs, propagated, weight, temperature, probabilities):
+    """The cached teacher `outputs` (logits, or probabilities when `probabilities`) with
+    their softened distribution at `temperature` replaced by its mixture with the
+    `propagated` label distributions, `propagated` weighing `weight`: outputs in the same
+    form, from which a loss at `temperature` reads exactly that mixture."""
+    outputs = np.asarray(outputs, np.float64)
+    logits = np.log(np.clip(outputs, 1e-30, None)) if probabilities else outputs
+    scaled = logits / temperature
+    scaled -= scaled.max(axis=-1, keepdims=True)
+    softened = np.exp(scaled)
+    softened /= softened.sum(axis=-1, keepdims=True)
+    mixture = (1.0 - weight) * softened + weight * np.asarray(propagated, np.float64)
+    log_mixture = np.log(np.clip(mixture, 1e-30, None))
+    if not probabilities:
+        return (temperature * log_mixture).astype(np.float32)
+    # A loss reads a softmax teacher's outputs `p` as logits `log p`: `p ~ mixture^T`.
+    sharpened = temperature * log_mixture
+    sharpened = np.exp(sharpened - sharpened.max(axis=-1, keepdims=True))
+    return (sharpened / sharpened.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
 def _argument_problems(mapping, accepted, key):

@@ -15,6 +15,7 @@ import numpy as np
 
 from tfkd import _graph, _hashing, models
 from tfkd.distill import teacher_cache
+from tfkd.distill.propagation import propagate_labels
 from tfkd.export import TFLiteModel
 from tfkd.pipeline import _measure, _processes, _store, architectures, report
 from tfkd.pipeline.context import Context, keras_verbose
@@ -315,20 +316,24 @@ class _Engine:
         self.log(f"[{index}/{self.total}] {stage.name}: done in {seconds:.1f} s. {_line(entry)}")
         return model, entry
 
-    def teacher_outputs(self, name, inputs=None, inputs_key="train"):
+    def teacher_outputs(self, name, inputs=None, inputs_key="train", features=False):
         """A stage's outputs on `inputs`, computed once per run and kept in `cache/`; a file
         there is used only if it was written for this model (architecture and weights)
-        and these inputs, and holds one finite row per input."""
-        key = f"{name}-{self.fingerprints[name]}-{inputs_key}"
+        and these inputs, and holds one finite row per input. With `features`, the input
+        of the model's last Dense layer instead (`_graph.head_input_model`)."""
+        what = "features" if features else "outputs"
+        key = f"{name}-{self.fingerprints[name]}-{inputs_key}" + ("-features" if features else "")
         if key not in self._teacher_outputs:
             inputs = self.data.x_train if inputs is None else inputs
             # On several processes, each predicts with a copy of its own (`predict` needs
             # every process otherwise); process 0 alone keeps the file.
             model = self.local_model(name)
+            if features:
+                model = _graph.head_input_model(model)
             path = self.store.directory / "cache" / f"outputs-{key}.npz"
 
             def compute():
-                self.log(f"    computing {name}'s outputs on {len(inputs):,} examples")
+                self.log(f"    computing {name}'s {what} on {len(inputs):,} examples")
                 verbose = keras_verbose(self.options.verbose)
                 local = self.processes.local() if self.processes else contextlib.nullcontext()
                 started = time.perf_counter()
@@ -336,17 +341,53 @@ class _Engine:
                     outputs = self._run_teacher(name, model, inputs, verbose)
                 elapsed = time.perf_counter() - started
                 self._teacher_seconds += elapsed
-                self.log(f"    {name}'s outputs took {elapsed:.1f} s")
+                self.log(f"    {name}'s {what} took {elapsed:.1f} s")
                 return outputs
 
-            if not self.writes:
-                self._teacher_outputs[key] = compute()
-                return self._teacher_outputs[key]
-            # The stamp `teacher_outputs(model, inputs, cache=path)` would write.
             stamp = teacher_cache.fingerprint(inputs, model, [teacher_cache.OUTPUT])
-            outputs = teacher_cache.load_or_compute(path, stamp, len(inputs), compute)
-            self._teacher_outputs[key] = outputs
+            self._teacher_outputs[key] = self._computed_once(path, stamp, len(inputs), compute)
         return self._teacher_outputs[key]
+
+    def propagated_labels(self, name, neighbours, alpha):
+        """`tfkd.distill.propagate_labels` from the training labels along a graph of stage
+        `name`'s features on the training inputs (`teacher_outputs(features=True)`): a
+        `(examples, classes)` array, computed once per run and kept in `cache/` like the
+        outputs. Its time counts as the teachers' (`teacher_seconds`)."""
+        key = f"{name}-{self.fingerprints[name]}-propagated-{neighbours}-{alpha}"
+        if key not in self._teacher_outputs:
+            features = self.teacher_outputs(name, features=True)[teacher_cache.OUTPUT]
+            labels = self.data.y_train
+            path = self.store.directory / "cache" / f"outputs-{key}.npz"
+            stamp = _hashing.json_sha256(
+                [
+                    _hashing.array_sha256(features),
+                    _hashing.array_sha256(labels),
+                    self.data.num_classes,
+                    neighbours,
+                    alpha,
+                ]
+            )
+
+            def compute():
+                self.log(f"    propagating the labels along a graph of {name}'s features")
+                started = time.perf_counter()
+                probabilities = propagate_labels(
+                    features, labels, self.data.num_classes, neighbours=neighbours, alpha=alpha
+                )
+                elapsed = time.perf_counter() - started
+                self._teacher_seconds += elapsed
+                self.log(f"    propagating the labels took {elapsed:.1f} s")
+                return {teacher_cache.OUTPUT: probabilities}
+
+            self._teacher_outputs[key] = self._computed_once(path, stamp, len(labels), compute)
+        return self._teacher_outputs[key][teacher_cache.OUTPUT]
+
+    def _computed_once(self, path, stamp, rows, compute):
+        """`compute()`, or what `cache/` holds for `stamp` at `path` (`rows` finite rows);
+        written there by the process that writes."""
+        if not self.writes:
+            return compute()
+        return teacher_cache.load_or_compute(path, stamp, rows, compute)
 
     def _run_teacher(self, name, model, inputs, verbose):
         """`model`'s outputs on `inputs`: for images (uint8 or float arrays) on the TensorFlow

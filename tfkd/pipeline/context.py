@@ -76,6 +76,12 @@ class Context:
         are fixed, not augmented anew at every epoch."""
         return self._engine.teacher_outputs(name, inputs, inputs_key)
 
+    def propagated_labels(self, name, neighbours=10, alpha=0.9):
+        """Class probabilities for every training example: the training labels spread
+        along a graph of stage `name`'s features (the input of its last Dense layer) by
+        `tfkd.distill.propagate_labels`, computed once per run directory and cached."""
+        return self._engine.propagated_labels(name, neighbours, alpha)
+
     def log(self, message):
         """Writes a line to the pipeline's log, under the running stage's."""
         self._engine.log(f"    {message}")

@@ -66,6 +66,18 @@ class Distill(_NewModelTraining):
         cutmix: alpha of CutMix inside the step (a box pasted from another image
             of the batch); with `mixup` too, each batch uses one of the two.
             Defaults to `None`.
+        propagation: with few labels, better targets than the teacher's outputs alone:
+            the labels spread from the labelled training examples to the others along
+            a graph of each example's nearest neighbours in the (first) teacher's
+            features, the input of its last Dense layer
+            (`tfkd.distill.propagate_labels`), mixed into the teacher's cached outputs.
+            `true`, or `{weight: 0.5, neighbours: 10, alpha: 0.9}`: `weight` is the
+            propagated labels' share of the target distribution at `temperature` (1
+            replaces the teacher's), `neighbours` and `alpha` go to
+            `propagate_labels`. Computed once per run and cached. Needs unlabelled
+            training examples (`data: {labelled_per_class: N}`); not with
+            `augmentation`, `mixup`, `cutmix`, `augmented_copies` or a method that
+            reads a teacher layer. Defaults to `None`.
         **kwargs: `name`, `from_stage` (see `Stage`).
     """
 

@@ -43,7 +43,7 @@ class Prune(_Training):
         teacher: an earlier stage to distil from (or a list of them, as in
             `Distill`), or `None` for labels only. Defaults to `None`.
         learning_rate: Defaults to `5e-4`.
-        method, method_arguments, augmentation, mixup, cutmix: as in `Distill`;
+        method, method_arguments, augmentation, mixup, cutmix, propagation: as in `Distill`;
             all but `augmentation` need `teacher`. Default to `"kd"` and `None`.
         **kwargs: `temperature`, `student_loss_weight`, `batch_size`, `name`, `from_stage`.
     """

@@ -19,7 +19,7 @@ class QuantizeAware(_Training):
         teacher: an earlier stage to distil from (or a list of them, as in
             `Distill`), or `None`. Defaults to `None`.
         learning_rate: Defaults to `1e-4`.
-        method, method_arguments, augmentation, mixup, cutmix: as in `Distill`;
+        method, method_arguments, augmentation, mixup, cutmix, propagation: as in `Distill`;
             all but `augmentation` need `teacher`. Default to `"kd"` and `None`.
         preserve_clusters: after a `cluster` stage, keep each kernel on its clusters
             (cluster-preserving QAT; see `tfkd.quantize.quantize_aware`). Defaults to

@@ -35,6 +35,7 @@ TRAINING_ARGUMENTS = {
     "augmentation": dict | None,
     "mixup": float | None,
     "cutmix": float | None,
+    "propagation": dict | bool | None,
 }
 _DEFAULTS = {
     "teacher": None,
@@ -116,12 +117,26 @@ class _Training(Stage):
         _distillation.check_method(method, method_arguments)
         _distillation.check_augmentation(augmentation)
         _distillation.check_mixing(mixup, cutmix)
+        propagation = _distillation.check_propagation(values["propagation"])
         self.epochs, self.learning_rate, self.batch_size = epochs, learning_rate, batch_size
         self.teacher, self.temperature = teacher, temperature
         self.student_loss_weight = student_loss_weight
         self.method, self.method_arguments = method, method_arguments
         self.augmentation, self.mixup, self.cutmix = augmentation, mixup, cutmix
+        self.propagation = propagation
         _distillation.check_needs_teacher(self)
+        if propagation is not None and _distillation.teacher_runs_online(self):
+            online = next(
+                (a for a in ("augmentation", "mixup", "cutmix") if getattr(self, a)),
+                "method_arguments",
+            )
+            raise invalid_argument(
+                "propagation",
+                "`propagation` mixes labels into the teacher's outputs cached before training, "
+                f"and `{online}` runs the teacher at every step instead. Received: "
+                f"propagation={values['propagation']!r}, {online}={getattr(self, online)!r}. "
+                "Use one of the two.",
+            )
         if isinstance(teacher, list) and (method_arguments or {}).get("teacher_layer_name"):
             raise invalid_argument(
                 "teacher",
@@ -155,6 +170,7 @@ class _Training(Stage):
         """Builds the distillation loss (its class checks the values of `method_arguments`)
         and checks that in-step augmentation gets images, before any stage runs."""
         _distillation.check_augmentation_data(self.augmentation, data)
+        _distillation.check_propagation_data(self.propagation, data)
         if not self.teacher:
             return
         try:
@@ -240,6 +256,8 @@ class _Training(Stage):
         if _distillation.teacher_runs_online(self):
             return distiller, x
         outputs = [self._cached_outputs(context, names)]
+        if self.propagation is not None:
+            outputs = [self._propagated(context, names, teachers, outputs[0])]
         if augmented_copies:
             key = f"augmented{augmented_copies}-seed{context.seed}"
             copies = x[len(context.data.x_train) :]
@@ -268,6 +286,33 @@ class _Training(Stage):
         joined = softened_average(logits, weights, temperature=self.temperature)
         return keras.ops.convert_to_numpy(joined)
 
+    def _propagated(self, context, names, teachers, outputs):
+        """The cached `outputs` mixed with the labels propagated along a graph of the first
+        teacher's features (`propagation`), in the same form (logits, or probabilities
+        for one teacher that ends in a softmax)."""
+        from tfkd import _graph
+
+        settings = self.propagation
+        try:
+            propagated = context.propagated_labels(
+                names[0], neighbours=settings["neighbours"], alpha=settings["alpha"]
+            )
+        except ValueError as error:  # no Dense layer to read features at, too few examples
+            raise invalid_argument(
+                "propagation",
+                f"`propagation` reads the features of teacher {names[0]!r}: {error}",
+            ) from None
+        unlabelled = context.data.y_train == UNLABELED
+        agree = np.mean(propagated[unlabelled].argmax(-1) == outputs[unlabelled].argmax(-1))
+        context.log(
+            f"labels propagated to {int(unlabelled.sum()):,} examples; the teacher's top class "
+            f"agrees on {agree:.1%} of them; weight {settings['weight']}"
+        )
+        probabilities = len(teachers) == 1 and bool(_graph.ends_in_softmax(teachers[0]))
+        return _distillation.with_propagated(
+            outputs, propagated, settings["weight"], self.temperature, probabilities
+        )
+
     def _augmentation(self, context):
         """The Keras layers `augmentation` asks for, or None."""
         return _distillation.build_augmentation(
@@ -293,6 +338,13 @@ class _NewModelTraining(_Training):
         if spec is not None:
             architectures.check_spec(spec, self.new_model_argument)
         check_positive("augmented_copies", augmented_copies, int, allow_zero=True)
+        if augmented_copies and self.propagation is not None:
+            raise invalid_argument(
+                "augmented_copies",
+                "`augmented_copies` adds copies that have no place in the graph `propagation` "
+                f"spreads labels along. Received: augmented_copies={augmented_copies!r}, "
+                f"propagation={self._config.get('propagation')!r}. Use one of the two.",
+            )
         if augmented_copies and _distillation.mixes_online(self):
             argument = next(a for a in ("augmentation", "mixup", "cutmix") if getattr(self, a))
             raise invalid_argument(

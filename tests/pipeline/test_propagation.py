@@ -1,0 +1,209 @@
+"""`propagation:` on the distilling stages: the labels spread along a graph of the teacher's
+features (`tfkd.distill.propagate_labels`), mixed into its cached outputs."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import tfkd
+from tfkd import _graph
+from tfkd.pipeline import Data, Distill, Load, Prune, QuantizeAware
+from tfkd.pipeline._distillation import with_propagated
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+TEACHER = REPO / "saved_models" / "fashion_mnist_cnn_teacher" / "model.keras"
+STUDENT = {"architecture": "cnn", "filters": [8, 16], "dense_units": 16}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return Data.load("fashion_mnist", train_size=400, test_size=100, labelled_per_class=5)
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_the_loss_reads_exactly_the_mixture_at_the_temperature():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (6, 4))
+    propagated = _softmax(rng.normal(0, 2, (6, 4)))
+    for temperature in (1.0, 2.5):
+        for weight in (0.5, 0.2, 1.0):
+            expected = (1 - weight) * _softmax(logits / temperature) + weight * propagated
+            mixed = with_propagated(logits, propagated, weight, temperature, False)
+            np.testing.assert_allclose(_softmax(mixed / temperature), expected, atol=1e-6)
+            # A softmax teacher's outputs: the loss reads log(p) as logits.
+            probabilities = _softmax(logits)
+            mixed = with_propagated(probabilities, propagated, weight, temperature, True)
+            expected = (1 - weight) * _softmax(np.log(probabilities) / temperature)
+            expected += weight * propagated
+            np.testing.assert_allclose(mixed.sum(-1), 1.0, atol=1e-6)
+            np.testing.assert_allclose(_softmax(np.log(mixed) / temperature), expected, atol=1e-5)
+    # Weight 1: the propagated labels alone.
+    alone = with_propagated(logits, propagated, 1.0, 1.0, False)
+    np.testing.assert_allclose(_softmax(alone), propagated, atol=1e-6)
+
+
+def test_settings_are_checked_when_the_stage_is_made():
+    assert Distill("teacher", propagation=True).propagation == {
+        "weight": 0.5,
+        "neighbours": 10,
+        "alpha": 0.9,
+    }
+    assert Distill("teacher", propagation={"weight": 1.0}).propagation["weight"] == 1.0
+    assert Distill("teacher", propagation=False).propagation is None
+    with pytest.raises(ValueError) as info:
+        Distill("teacher", propagation={"weight": 0.0, "alpha": 1.0, "k": 3})
+    message = str(info.value)
+    assert "Bad `propagation`: unknown `propagation.k`" in message
+    assert "`propagation.weight` must be in (0, 1]" in message
+    assert "`propagation.alpha` must be in (0, 1)" in message
+    assert "Received: propagation={'weight': 0.0, 'alpha': 1.0, 'k': 3}" in message
+    with pytest.raises(ValueError, match=r"`propagation.neighbours` must be an integer, not 2.5"):
+        Distill("teacher", propagation={"neighbours": 2.5})
+    with pytest.raises(TypeError, match="must be true, false or a mapping"):
+        Distill("teacher", propagation="yes")
+    with pytest.raises(ValueError, match="needs `teacher`. Received: propagation="):
+        QuantizeAware(propagation=True)
+    with pytest.raises(ValueError, match="`mixup` runs the teacher at every step instead"):
+        Prune(teacher="teacher", propagation=True, mixup=0.2)
+    with pytest.raises(ValueError, match="Received: augmented_copies=1, propagation=True"):
+        Distill("teacher", augmented_copies=1, propagation=True)
+    # Off, the key leaves the fingerprint as it was; on, it changes it.
+    assert "propagation" not in Distill("teacher").fingerprint()
+    assert Distill("teacher", propagation=True).fingerprint()["propagation"] is True
+
+
+def test_tfkd_check_lists_a_bad_propagation_with_its_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "data: {name: fashion_mnist, train_size: 200, labelled_per_class: 5}\n"
+        "stages:\n"
+        f"  - {{stage: load, name: teacher, path: {TEACHER}}}\n"
+        "  - stage: distill\n"
+        "    teacher: teacher\n"
+        "    propagation: {weight: 2.0}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "tfkd", "check", path],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert (
+        f"tfkd: config error: {path}:6: stages[1].propagation: Bad `propagation`: "
+        "`propagation.weight` must be in (0, 1]"
+    ) in result.stderr
+
+
+def test_every_label_known_is_refused_before_any_stage_runs(tmp_path):
+    full = Data.load("fashion_mnist", train_size=200, test_size=50)
+    stages = [Load(TEACHER, name="teacher"), Distill("teacher", epochs=1, propagation=True)]
+    with pytest.raises(ValueError, match="every one of the 200 training examples has a label"):
+        tfkd.Pipeline(stages).execute(full, tmp_path, tensorboard=False, verbose=0)
+    assert not (tmp_path / "stages").exists()
+
+
+def test_the_stages_distil_from_the_mixture_computed_once(data, tmp_path, monkeypatch):
+    packed = []
+    original = tfkd.distill.with_teacher_outputs
+
+    def spy(x, outputs):
+        packed.append(outputs["output"])
+        return original(x, outputs)
+
+    monkeypatch.setattr(tfkd.distill, "with_teacher_outputs", spy)
+    settings = {"weight": 0.7, "neighbours": 5}
+    stages = [
+        Load(TEACHER, name="teacher"),
+        Distill(
+            "teacher",
+            student=STUDENT,
+            epochs=1,
+            batch_size=64,
+            temperature=2.0,
+            propagation=settings,
+            name="distilled",
+        ),
+        Prune(teacher="teacher", epochs=1, temperature=2.0, propagation=settings, name="pruned"),
+    ]
+    lines = []
+    report = tfkd.Pipeline(stages).execute(
+        data, tmp_path, tensorboard=False, verbose=0, log=lines.append
+    )
+    assert [row["name"] for row in report.rows] == ["teacher", "distilled", "pruned"]
+    teacher = keras.saving.load_model(TEACHER)
+    features = _graph.head_input_model(teacher).predict(data.x_train, verbose=0)
+    assert features.shape == (400, teacher.get_layer("logits").input.shape[-1])
+    labels = data.with_labels_hidden(seed=0).y_train  # as the pipeline hides them (seed 0)
+    propagated = tfkd.distill.propagate_labels(features, labels, 10, neighbours=5)
+    logits = teacher.predict(data.x_train, verbose=0)
+    expected = with_propagated(logits, propagated, 0.7, 2.0, False)
+    assert len(packed) == 2
+    for outputs in packed:
+        np.testing.assert_allclose(outputs, expected, rtol=1e-3, atol=1e-3)
+    # The labelled examples keep their labels as the propagated part; the mixture is not
+    # the teacher's outputs.
+    labelled = labels != tfkd.distill.UNLABELED
+    assert labelled.sum() == 50
+    assert (propagated[labelled].argmax(-1) == labels[labelled]).all()
+    assert np.abs(expected - logits).max() > 0.1
+    # Features and propagated labels computed once for both stages, and cached.
+    assert sum("computing teacher's features on 400 examples" in line for line in lines) == 1
+    assert sum("propagating the labels along" in line for line in lines) == 1
+    assert any("labels propagated to 350 examples" in line for line in lines)
+    assert len(list((tmp_path / "cache").glob("outputs-teacher-*-propagated-5-0.9.npz"))) == 1
+    # Another stage with another weight, in a later run, reads them from the cache.
+    later = Distill("teacher", student=STUDENT, epochs=1, propagation={**settings, "weight": 0.3})
+    lines.clear()
+    tfkd.Pipeline([stages[0], later]).execute(
+        data, tmp_path, tensorboard=False, verbose=0, log=lines.append
+    )
+    assert not any("computing teacher's features" in line for line in lines)
+    assert not any("propagating the labels along" in line for line in lines)
+    assert any("labels propagated to 350 examples" in line for line in lines)
+
+
+def test_a_teacher_without_a_dense_layer_is_named_in_the_error(data, tmp_path):
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(10, 3)(keras.layers.Rescaling(1 / 255)(inputs))
+    outputs = keras.layers.GlobalAveragePooling2D()(x)
+    path = tmp_path / "no_dense.keras"
+    keras.Model(inputs, outputs, name="no_dense").save(path)
+    stages = [
+        Load(path, name="teacher"),
+        Distill("teacher", student=STUDENT, epochs=1, propagation=True),
+    ]
+    with pytest.raises(Exception, match=r"`propagation` reads the features of teacher 'teacher'"):
+        tfkd.Pipeline(stages).execute(data, tmp_path, tensorboard=False, verbose=0)
+
+
+@pytest.mark.parametrize("kind", ["sequential", "functional", "nested"])
+def test_head_input_model_reads_the_input_of_the_last_dense_layer(kind):
+    rng = np.random.default_rng(1)
+    x = rng.random((5, 8, 8, 1)).astype("float32")
+    body = [keras.layers.Conv2D(4, 3, name="conv"), keras.layers.GlobalAveragePooling2D()]
+    if kind == "sequential":
+        model = keras.Sequential([keras.Input((8, 8, 1)), *body, keras.layers.Dense(3)])
+        pooled = keras.Sequential([keras.Input((8, 8, 1)), *body])
+    else:
+        inputs = keras.Input((8, 8, 1))
+        backbone = keras.Sequential([keras.Input((8, 8, 1)), *body], name="backbone")
+        features = backbone(inputs) if kind == "nested" else body[1](body[0](inputs))
+        model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(features))
+        pooled = keras.Model(inputs, features)
+    head = _graph.head_input_model(model)
+    np.testing.assert_allclose(head.predict(x, verbose=0), pooled.predict(x, verbose=0))
+    assert head.output.shape[-1] == 4
+    never_called = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(3)])
+    with pytest.raises(ValueError, match="no Dense layer of its own in a graph that can be read"):
+        _graph.head_input_model(never_called)
