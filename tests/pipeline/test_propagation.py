@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import tfkd
+from tests.helpers import MODEL_KINDS, kind_input_shape, model_of_kind
 from tfkd import _graph
 from tfkd.pipeline import Data, Distill, Load, Prune, QuantizeAware
 from tfkd.pipeline._distillation import with_propagated
@@ -113,15 +114,8 @@ def test_every_label_known_is_refused_before_any_stage_runs(tmp_path):
     assert not (tmp_path / "stages").exists()
 
 
-def test_the_stages_distil_from_the_mixture_computed_once(data, tmp_path, monkeypatch):
-    packed = []
-    original = tfkd.distill.with_teacher_outputs
-
-    def spy(x, outputs):
-        packed.append(outputs["output"])
-        return original(x, outputs)
-
-    monkeypatch.setattr(tfkd.distill, "with_teacher_outputs", spy)
+def test_the_stages_distil_from_the_mixture_computed_once(data, tmp_path, packed_outputs):
+    packed = packed_outputs
     settings = {"weight": 0.7, "neighbours": 5}
     stages = [
         Load(TEACHER, name="teacher"),
@@ -187,23 +181,17 @@ def test_a_teacher_without_a_dense_layer_is_named_in_the_error(data, tmp_path):
         tfkd.Pipeline(stages).execute(data, tmp_path, tensorboard=False, verbose=0)
 
 
-@pytest.mark.parametrize("kind", ["sequential", "functional", "nested"])
-def test_head_input_model_reads_the_input_of_the_last_dense_layer(kind):
-    rng = np.random.default_rng(1)
-    x = rng.random((5, 8, 8, 1)).astype("float32")
-    body = [keras.layers.Conv2D(4, 3, name="conv"), keras.layers.GlobalAveragePooling2D()]
-    if kind == "sequential":
-        model = keras.Sequential([keras.Input((8, 8, 1)), *body, keras.layers.Dense(3)])
-        pooled = keras.Sequential([keras.Input((8, 8, 1)), *body])
-    else:
-        inputs = keras.Input((8, 8, 1))
-        backbone = keras.Sequential([keras.Input((8, 8, 1)), *body], name="backbone")
-        features = backbone(inputs) if kind == "nested" else body[1](body[0](inputs))
-        model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(features))
-        pooled = keras.Model(inputs, features)
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_head_input_model_reads_the_input_of_the_last_dense_layer(kind, tmp_path):
+    model = model_of_kind(kind, tmp_path, width=4, input_shape=kind_input_shape(kind))
+    x = np.random.default_rng(1).random((5, *kind_input_shape(kind))).astype("float32")
+    if kind in ("nested", "subclassed", "sequential_never_called", "applications"):
+        # The Dense inside a nested model, no graph to read, or no Dense (MobileNetV3's
+        # head is a 1x1 convolution): refused with what to use instead.
+        with pytest.raises(ValueError, match="Use a Sequential or functional classifier that"):
+            _graph.head_input_model(model)
+        return
     head = _graph.head_input_model(model)
+    pooled = keras.Model(model.inputs, model.get_layer("features").output)
     np.testing.assert_allclose(head.predict(x, verbose=0), pooled.predict(x, verbose=0))
     assert head.output.shape[-1] == 4
-    never_called = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(3)])
-    with pytest.raises(ValueError, match="no Dense layer of its own in a graph that can be read"):
-        _graph.head_input_model(never_called)
