@@ -1,10 +1,7 @@
 """`propagation:` on the distilling stages: the labels spread along a graph of the teacher's
 features (`tfkd.distill.propagate_labels`), mixed into its cached outputs."""
 
-import os
 import pathlib
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -15,6 +12,7 @@ from tests.helpers import MODEL_KINDS, kind_input_shape, model_of_kind
 from tfkd import _graph
 from tfkd.pipeline import Data, Distill, Load, Prune, QuantizeAware
 from tfkd.pipeline._distillation import with_propagated
+from tfkd.pipeline.config import check_config
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TEACHER = REPO / "saved_models" / "fashion_mnist_cnn_teacher" / "model.keras"
@@ -82,7 +80,7 @@ def test_settings_are_checked_when_the_stage_is_made():
     assert Distill("teacher", propagation=True).fingerprint()["propagation"] is True
 
 
-def test_tfkd_check_lists_a_bad_propagation_with_its_line(tmp_path):
+def test_a_config_check_names_a_bad_propagation_and_its_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(
         "data: {name: fashion_mnist, train_size: 200, labelled_per_class: 5}\n"
@@ -92,18 +90,10 @@ def test_tfkd_check_lists_a_bad_propagation_with_its_line(tmp_path):
         "    teacher: teacher\n"
         "    propagation: {weight: 2.0}\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "tfkd", "check", path],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        timeout=60,
-    )
-    assert result.returncode == 2
-    assert (
-        f"tfkd: config error: {path}:6: stages[1].propagation: Bad `propagation`: "
-        "`propagation.weight` must be in (0, 1]"
-    ) in result.stderr
+    assert check_config(path) == [
+        f"{path}:6: stages[1].propagation: Bad `propagation`: `propagation.weight` must be in "
+        "(0, 1]. Received: propagation={'weight': 2.0}"
+    ]
 
 
 def test_every_label_known_is_refused_before_any_stage_runs(tmp_path):

@@ -84,10 +84,19 @@ DEFAULTS = {
 PROPAGATION_KEYS = {"weight": float, "neighbours": int, "alpha": float}
 PROPAGATION_DEFAULTS = {"weight": 0.5, "neighbours": 10, "alpha": 0.9}
 AUGMENTATION_KEYS = {"flip": bool, "shift": int, "rotation": float, "zoom": float}
-_RANGES = {
-    "shift": (0, float("inf"), "a number of pixels >= 0"),
-    "rotation": (0, 0.5, "a fraction of a turn in [0, 0.5] (0.5: any angle)"),
-    "zoom": (0, 0.9, "a fraction in [0, 0.9]"),
+# `{name: (whether a value is in range, what is accepted)}` of the keys with a range.
+AUGMENTATION_RANGES = {
+    "shift": (lambda value: value >= 0, "a number of pixels >= 0"),
+    "rotation": (
+        lambda value: 0 <= value <= 0.5,
+        "a fraction of a turn in [0, 0.5] (0.5: any angle)",
+    ),
+    "zoom": (lambda value: 0 <= value <= 0.9, "a fraction in [0, 0.9]"),
+}
+PROPAGATION_RANGES = {
+    "weight": (lambda value: 0 < value <= 1, "in (0, 1]"),
+    "neighbours": (lambda value: value >= 1, ">= 1"),
+    "alpha": (lambda value: 0 < value < 1, "in (0, 1)"),
 }
 
 
@@ -164,18 +173,7 @@ def check_augmentation(augmentation):
             f"Received: augmentation={augmentation!r}",
             TypeError,
         )
-    problems = _argument_problems(augmentation, AUGMENTATION_KEYS, "augmentation")
-    if any(name not in AUGMENTATION_KEYS for name in augmentation):
-        problems.append(f"accepted: {list(AUGMENTATION_KEYS)}")
-    for name, (low, high, accepted) in _RANGES.items():
-        value = augmentation.get(name, 0)
-        if _matches(value, AUGMENTATION_KEYS[name]) and not low <= value <= high:
-            problems.append(f"`augmentation.{name}` must be {accepted}")
-    if problems:
-        raise invalid_argument(
-            "augmentation",
-            f"Bad `augmentation`: {'; '.join(problems)}. Received: augmentation={augmentation!r}",
-        )
+    _check_mapping("augmentation", augmentation, AUGMENTATION_KEYS, AUGMENTATION_RANGES)
 
 
 def check_propagation(propagation):
@@ -194,24 +192,8 @@ def check_propagation(propagation):
             f"{list(PROPAGATION_KEYS)}. Received: propagation={propagation!r}",
             TypeError,
         )
-    problems = _argument_problems(propagation, PROPAGATION_KEYS, "propagation")
-    if any(name not in PROPAGATION_KEYS for name in propagation):
-        problems.append(f"accepted: {list(PROPAGATION_KEYS)}")
-    settings = {**PROPAGATION_DEFAULTS, **propagation}
-    ranges = (
-        ("weight", 0 < settings["weight"] <= 1, "in (0, 1]"),
-        ("neighbours", settings["neighbours"] >= 1, ">= 1"),
-        ("alpha", 0 < settings["alpha"] < 1, "in (0, 1)"),
-    )
-    for name, within, accepted in ranges:
-        if _matches(settings[name], PROPAGATION_KEYS[name]) and not within:
-            problems.append(f"`propagation.{name}` must be {accepted}")
-    if problems:
-        raise invalid_argument(
-            "propagation",
-            f"Bad `propagation`: {'; '.join(problems)}. Received: propagation={propagation!r}",
-        )
-    return settings
+    _check_mapping("propagation", propagation, PROPAGATION_KEYS, PROPAGATION_RANGES)
+    return {**PROPAGATION_DEFAULTS, **propagation}
 
 
 def check_propagation_data(propagation, data):
@@ -247,6 +229,23 @@ def with_propagated(outputs, propagated, weight, temperature, probabilities):
     sharpened = temperature * log_mixture
     sharpened = np.exp(sharpened - sharpened.max(axis=-1, keepdims=True))
     return (sharpened / sharpened.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _check_mapping(argument, mapping, accepted, ranges):
+    """Raises `invalid_argument` naming every problem of the mapping `argument`: names not
+    in `accepted` (`{name: type}`), values of the wrong type, and values outside `ranges`
+    (`{name: (whether a value is in range, what is accepted)}`)."""
+    problems = _argument_problems(mapping, accepted, argument)
+    if any(name not in accepted for name in mapping):
+        problems.append(f"accepted: {list(accepted)}")
+    for name, (within, what) in ranges.items():
+        value = mapping.get(name)
+        if name in mapping and _matches(value, accepted[name]) and not within(value):
+            problems.append(f"`{argument}.{name}` must be {what}")
+    if problems:
+        raise invalid_argument(
+            argument, f"Bad `{argument}`: {'; '.join(problems)}. Received: {argument}={mapping!r}"
+        )
 
 
 def _argument_problems(mapping, accepted, key):
