@@ -213,22 +213,21 @@ def check_propagation_data(propagation, data):
 def with_propagated(outputs, propagated, weight, temperature, probabilities):
     """The cached teacher `outputs` (logits, or probabilities when `probabilities`) with
     their softened distribution at `temperature` replaced by its mixture with the
-    `propagated` label distributions, `propagated` weighing `weight`: outputs in the same
-    form, from which a loss at `temperature` reads exactly that mixture."""
-    outputs = np.asarray(outputs, np.float64)
-    logits = np.log(np.clip(outputs, 1e-30, None)) if probabilities else outputs
-    scaled = logits / temperature
-    scaled -= scaled.max(axis=-1, keepdims=True)
-    softened = np.exp(scaled)
-    softened /= softened.sum(axis=-1, keepdims=True)
-    mixture = (1.0 - weight) * softened + weight * np.asarray(propagated, np.float64)
-    log_mixture = np.log(np.clip(mixture, 1e-30, None))
-    if not probabilities:
-        return (temperature * log_mixture).astype(np.float32)
+    `propagated` label distributions, `propagated` weighing `weight` (`softened_average`
+    of the two): outputs in the same form, from which a loss at `temperature` reads
+    exactly that mixture."""
+    import keras
+
+    from tfkd.distill import softened_average
+    from tfkd.distill.losses import log_of_probabilities
+
+    logits = log_of_probabilities(outputs) if probabilities else outputs
+    # Logits whose softmax at `temperature` is `propagated`.
+    labels = temperature * np.log(np.clip(propagated, 1e-30, None))
+    joined = softened_average([logits, labels], [1.0 - weight, weight], temperature=temperature)
     # A loss reads a softmax teacher's outputs `p` as logits `log p`: `p ~ mixture^T`.
-    sharpened = temperature * log_mixture
-    sharpened = np.exp(sharpened - sharpened.max(axis=-1, keepdims=True))
-    return (sharpened / sharpened.sum(axis=-1, keepdims=True)).astype(np.float32)
+    mixed = keras.ops.softmax(joined) if probabilities else joined
+    return keras.ops.convert_to_numpy(mixed)
 
 
 def _check_mapping(argument, mapping, accepted, ranges):
