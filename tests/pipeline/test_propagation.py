@@ -1,6 +1,7 @@
 """`propagation:` on the distilling stages: the labels spread along a graph of the teacher's
 features (`tfkd.distill.propagate_labels`), mixed into its cached outputs."""
 
+import json
 import pathlib
 
 import keras
@@ -147,6 +148,27 @@ def test_the_stages_distil_from_the_mixture_computed_once(data, tmp_path, packed
     assert sum("propagating the labels along" in line for line in lines) == 1
     assert any("labels propagated to 350 examples" in line for line in lines)
     assert len(list((tmp_path / "cache").glob("outputs-teacher-*-propagated-5-0.9.npz"))) == 1
+    # The report holds the propagation's seconds and what it did: the share of the
+    # unlabelled examples whose propagated top class is the teacher's, as numpy finds it.
+    agreement = np.mean(propagated[~labelled].argmax(-1) == logits[~labelled].argmax(-1))
+    written = tfkd.pipeline.Report.load(tmp_path)
+    distilled, pruned = written.rows[1], written.rows[2]
+    parts = distilled["teacher_seconds_by_part"]
+    assert set(parts) == {"outputs", "features", "propagation"}
+    assert min(parts.values()) > 0
+    assert sum(parts.values()) == pytest.approx(distilled["teacher_seconds"], abs=0.02)
+    assert "teacher_seconds_by_part" not in pruned and pruned["teacher_seconds"] == 0
+    for name in ("distilled", "pruned"):
+        entry = json.loads((tmp_path / "stages" / name / "entry.json").read_text())
+        done = entry["details"]["propagation"]
+        agreed = done.pop("teacher_agreement")
+        assert done == {"weight": 0.7, "neighbours": 5, "alpha": 0.9, "examples": 350}
+        assert agreed == pytest.approx(agreement, abs=1e-4)
+        note = (
+            f"{name}: labels propagated to 350 examples (weight 0.7, 5 neighbours, alpha 0.9); "
+            f"the teacher's top class agrees on {agreement:.1%} of them"
+        )
+        assert note in written.notes
     # Another stage with another weight, in a later run, reads them from the cache.
     later = Distill("teacher", student=STUDENT, epochs=1, propagation={**settings, "weight": 0.3})
     lines.clear()

@@ -111,7 +111,8 @@ class _Engine:
         self.models, self.fingerprints, self.entries = {}, {}, []
         self.last = None
         self._teacher_outputs = {}
-        self._teacher_seconds = 0.0  # the running stage's time in `teacher_outputs`
+        # The running stage's time in `teacher_outputs` and `propagated_labels`, by part.
+        self._teacher_seconds = {}
         self.started = time.perf_counter()
         self._start(pipeline)
 
@@ -273,7 +274,7 @@ class _Engine:
             log_directory=self.store.log_directory(stage.name),
         )
         start = time.perf_counter()
-        self._teacher_seconds = 0.0
+        self._teacher_seconds = {}
         # Every stage starts from the run's seed, so that what it draws (the random
         # seeds of the layers it builds, its shuffling) does not depend on what ran
         # before it in this process: a resumed run trains what an uninterrupted one does.
@@ -303,7 +304,8 @@ class _Engine:
             "artifact": artifact,
             "format": "tflite" if isinstance(model, TFLiteModel) else "keras",
             "seconds": round(seconds, 2),
-            "teacher_seconds": round(self._teacher_seconds, 2),
+            "teacher_seconds": round(sum(self._teacher_seconds.values()), 2),
+            **self._teacher_parts(),
             **metrics,
             "details": details,
         }
@@ -340,7 +342,7 @@ class _Engine:
                 with local:
                     outputs = self._run_teacher(name, model, inputs, verbose)
                 elapsed = time.perf_counter() - started
-                self._teacher_seconds += elapsed
+                self._spent(what, elapsed)
                 self.log(f"    {name}'s {what} took {elapsed:.1f} s")
                 return outputs
 
@@ -375,12 +377,23 @@ class _Engine:
                     features, labels, self.data.num_classes, neighbours=neighbours, alpha=alpha
                 )
                 elapsed = time.perf_counter() - started
-                self._teacher_seconds += elapsed
+                self._spent("propagation", elapsed)
                 self.log(f"    propagating the labels took {elapsed:.1f} s")
                 return {teacher_cache.OUTPUT: probabilities}
 
             self._teacher_outputs[key] = self._computed_once(path, stamp, len(labels), compute)
         return self._teacher_outputs[key][teacher_cache.OUTPUT]
+
+    def _spent(self, part, seconds):
+        self._teacher_seconds[part] = self._teacher_seconds.get(part, 0.0) + seconds
+
+    def _teacher_parts(self):
+        """`teacher_seconds_by_part` for the stage's entry when its teacher time has more
+        parts than the outputs (`features`, `propagation`), else nothing."""
+        if set(self._teacher_seconds) <= {"outputs"}:
+            return {}
+        parts = {part: round(value, 2) for part, value in self._teacher_seconds.items()}
+        return {"teacher_seconds_by_part": parts}
 
     def _computed_once(self, path, stamp, rows, compute):
         """`compute()`, or what `cache/` holds for `stamp` at `path` (`rows` finite rows);

@@ -144,11 +144,11 @@ class Prune(_Training):
         details["sparsity"] = round(float(prune_lib.summary(pruned).sparsity), 4)
         if left_dense:
             details["left_dense"] = left_dense
-            details["notes"] = [
-                f"pattern {self.pattern} does not fit, left dense: "
-                + "; ".join(f"{name} ({reason})" for name, reason in left_dense.items())
-            ]
-            context.log(details["notes"][0])
+            note = f"pattern {self.pattern} does not fit, left dense: " + "; ".join(
+                f"{name} ({reason})" for name, reason in left_dense.items()
+            )
+            details.setdefault("notes", []).append(note)
+            context.log(note)
         return prune_lib.strip(pruned), details
 
 
@@ -220,7 +220,7 @@ class PruneChannels(Prune):
         skipped = prune_lib.channel_groups(model).skipped
         if skipped:
             details["left_whole"] = skipped
-            details["notes"] = ["channels left whole: " + ", ".join(skipped)]
+            details.setdefault("notes", []).append("channels left whole: " + ", ".join(skipped))
         return shrunk, details
 
 

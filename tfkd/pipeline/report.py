@@ -23,7 +23,9 @@ class Report:
             `latency_ms` (batch 1, median), `seconds` (the stage's own run time),
             `teacher_seconds` (the part of it spent computing teachers' outputs, 0 when
             they came from the run's cache or the stage has no teacher; `None` for a
-            stage that an older tfkd finished),
+            stage that an older tfkd finished), and when that time had more parts
+            than the outputs, `teacher_seconds_by_part` (`outputs`, `features` and
+            `propagation` seconds, for a stage with `propagation`),
             `classification` (`tfkd.metrics.classification_report` on the test
             split: precision, recall and F1 per class, the confusion matrix).
         data: what the rows were measured on.
@@ -328,12 +330,15 @@ def _summary(entry):
         "accuracy",
         "classification",
     )
-    return {key: entry.get(key) for key in keys} | {
+    summary = {key: entry.get(key) for key in keys} | {
         "latency_ms": entry.get("latency_ms"),
         "seconds": entry.get("seconds"),
         "teacher_seconds": entry.get("teacher_seconds"),
         "artifact": f"stages/{entry['name']}/{entry['artifact']}",
     }
+    if "teacher_seconds_by_part" in entry:
+        summary["teacher_seconds_by_part"] = entry["teacher_seconds_by_part"]
+    return summary
 
 
 def _with_comparisons(rows):

@@ -199,9 +199,9 @@ class _Training(Stage):
         if epochs == 0:
             return {"epochs": 0}
         x, y = self._training_data(context, augmented_copies)
-        student = model
+        student, propagation = model, None
         if self.teacher:
-            model, x = self._distiller(model, context, x, augmented_copies)
+            model, x, propagation = self._distiller(model, context, x, augmented_copies)
         else:
             augmentation = self._augmentation(context)
             model = _graph.behind_augmentation(model, augmentation, context.data.input_shape)
@@ -214,6 +214,14 @@ class _Training(Stage):
         details = _fit.history_details(history, epochs)
         details["train_examples"] = len(y)
         details["labelled_examples"] = int(np.sum(y != UNLABELED))
+        if propagation:
+            details["propagation"] = propagation
+            details["notes"] = [
+                f"labels propagated to {propagation['examples']:,} examples (weight "
+                f"{propagation['weight']}, {propagation['neighbours']} neighbours, alpha "
+                f"{propagation['alpha']}); the teacher's top class agrees on "
+                f"{propagation['teacher_agreement']:.1%} of them"
+            ]
         return details
 
     def _training_data(self, context, augmented_copies):
@@ -228,8 +236,9 @@ class _Training(Stage):
         return x, y
 
     def _distiller(self, student, context, x, augmented_copies):
-        """The `Distiller` that trains `student`, and `x`: packed with the cached teacher
-        logits, or as it is when the teacher runs at every step."""
+        """The `Distiller` that trains `student`; `x`, packed with the cached teacher
+        logits, or as it is when the teacher runs at every step; and what `propagation`
+        did (a dict for the stage's details), or None."""
         from tfkd.distill import Distiller, teacher_ensemble, with_teacher_outputs
 
         names = _teacher_names(self.teacher)
@@ -254,15 +263,17 @@ class _Training(Stage):
             **self._mixing(context),
         )
         if _distillation.teacher_runs_online(self):
-            return distiller, x
-        outputs = [self._cached_outputs(context, names)]
+            return distiller, x, None
+        outputs, propagation = [self._cached_outputs(context, names)], None
         if self.propagation is not None:
-            outputs = [self._propagated(context, names, teachers, outputs[0])]
+            mixed, propagation = self._propagated(context, names, teachers, outputs[0])
+            outputs = [mixed]
         if augmented_copies:
             key = f"augmented{augmented_copies}-seed{context.seed}"
             copies = x[len(context.data.x_train) :]
             outputs.append(self._cached_outputs(context, names, copies, key))
-        return distiller, with_teacher_outputs(x, {"output": np.concatenate(outputs)})
+        packed = with_teacher_outputs(x, {"output": np.concatenate(outputs)})
+        return distiller, packed, propagation
 
     def _cached_outputs(self, context, names, inputs=None, key="train"):
         """The teacher's logits on `inputs`, each teacher's computed once per run; several
@@ -289,7 +300,9 @@ class _Training(Stage):
     def _propagated(self, context, names, teachers, outputs):
         """The cached `outputs` mixed with the labels propagated along a graph of the first
         teacher's features (`propagation`), in the same form (logits, or probabilities
-        for one teacher that ends in a softmax)."""
+        for one teacher that ends in a softmax); and a dict of what was done: the
+        settings, how many `examples` had no label, and on what share of them the
+        propagated labels' top class is the teacher's (`teacher_agreement`)."""
         from tfkd import _graph
 
         settings = self.propagation
@@ -304,14 +317,18 @@ class _Training(Stage):
             ) from None
         unlabelled = context.data.y_train == UNLABELED
         agree = np.mean(propagated[unlabelled].argmax(-1) == outputs[unlabelled].argmax(-1))
+        done = dict(
+            settings, examples=int(unlabelled.sum()), teacher_agreement=round(float(agree), 4)
+        )
         context.log(
-            f"labels propagated to {int(unlabelled.sum()):,} examples; the teacher's top class "
+            f"labels propagated to {done['examples']:,} examples; the teacher's top class "
             f"agrees on {agree:.1%} of them; weight {settings['weight']}"
         )
         probabilities = len(teachers) == 1 and bool(_graph.ends_in_softmax(teachers[0]))
-        return _distillation.with_propagated(
+        mixed = _distillation.with_propagated(
             outputs, propagated, settings["weight"], self.temperature, probabilities
         )
+        return mixed, done
 
     def _augmentation(self, context):
         """The Keras layers `augmentation` asks for, or None."""
