@@ -50,6 +50,7 @@ def test_distill_api():
         "DistillationLoss",
         "Distiller",
         "FeatureDistillation",
+        "LabelGraph",
         "LogitsDistillation",
         "NonFiniteLossGuard",
         "RelationalDistillation",

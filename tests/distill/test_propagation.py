@@ -1,10 +1,11 @@
-"""`tfkd.distill.propagate_labels`: label propagation over a kNN graph of features."""
+"""`tfkd.distill.propagate_labels` and `LabelGraph`: label propagation over a kNN graph of
+features, and its check against the known labels."""
 
 import numpy as np
 import pytest
 
 import tfkd
-from tfkd.distill import UNLABELED, propagate_labels
+from tfkd.distill import UNLABELED, LabelGraph, propagate_labels
 
 
 def _dense_propagation(features, labels, classes, neighbours, alpha, iterations, power):
@@ -129,3 +130,98 @@ def test_bad_arguments_are_named(change, error, message):
 
 def test_exported_from_tfkd_distill():
     assert tfkd.distill.propagate_labels is propagate_labels
+    assert tfkd.distill.LabelGraph is LabelGraph
+
+
+def _clusters(per_cluster, seed, scale=0.5):
+    rng = np.random.default_rng(seed)
+    classes = np.repeat(np.arange(3), per_cluster)
+    features = np.eye(4)[:3][classes] * 10 + rng.normal(scale=scale, size=(len(classes), 4))
+    return features, classes
+
+
+def test_one_graph_propagates_what_propagate_labels_computes():
+    features, _ = _clusters(20, seed=3, scale=3.0)
+    labels = np.full(60, UNLABELED)
+    labels[[0, 5, 20, 33, 41, 59]] = [0, 0, 1, 1, 2, 2]
+    graph = LabelGraph(features, neighbours=4, power=2)
+    for alpha, iterations in ((0.9, 30), (0.5, 7)):
+        expected = propagate_labels(
+            features, labels, 3, neighbours=4, power=2, alpha=alpha, iterations=iterations
+        )
+        ours = graph.propagate(labels, 3, alpha=alpha, iterations=iterations)
+        np.testing.assert_array_equal(ours, expected)
+
+
+def test_held_out_one_at_a_time_is_each_example_propagated_from_the_others():
+    # With as many folds as labelled examples, each fold holds one of them.
+    features, _ = _clusters(20, seed=4, scale=4.0)
+    labels = np.full(60, UNLABELED)
+    known = [1, 2, 7, 21, 25, 30, 44, 50, 58]
+    labels[known] = [0, 0, 1, 1, 1, 2, 2, 2, 0]  # 58 labelled against its cluster
+    held_out = LabelGraph(features, neighbours=5).held_out_labels(
+        labels, 3, folds=len(known), alpha=0.8
+    )
+    for example in known:
+        rest = labels.copy()
+        rest[example] = UNLABELED
+        spread = propagate_labels(features, rest, 3, neighbours=5, alpha=0.8)
+        assert held_out[example] == spread[example].argmax()
+    assert held_out.dtype == np.int64
+    np.testing.assert_array_equal(np.delete(held_out, known), UNLABELED)
+    assert held_out[58] == 2  # its neighbours' label, not the one it was given
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_each_fold_keeps_labels_of_every_class(seed):
+    # Two labels a class and two folds: a split that hid both of a class's labels at once
+    # would leave that class nothing to spread, and get both wrong.
+    features, classes = _clusters(30, seed=seed)
+    labels = np.full(90, UNLABELED)
+    known = np.random.default_rng(seed).permutation(90)[:30]
+    known = np.concatenate([known[classes[known] == c][:2] for c in range(3)])
+    labels[known] = classes[known]
+    graph = LabelGraph(features, neighbours=5)
+    held_out = graph.held_out_labels(labels, 3, folds=2, seed=seed)
+    np.testing.assert_array_equal(held_out[known], classes[known])
+    again = graph.held_out_labels(labels, 3, folds=2, seed=seed)
+    np.testing.assert_array_equal(again, held_out)
+
+
+def test_held_out_labels_are_near_chance_on_features_that_say_nothing():
+    rng = np.random.default_rng(5)
+    features = rng.normal(size=(600, 8))
+    labels = np.full(600, UNLABELED)
+    labels[:300] = rng.integers(0, 3, 300)
+    held_out = LabelGraph(features, neighbours=10).held_out_labels(labels, 3)
+    right = np.mean(held_out[:300] == labels[:300])
+    assert 0.2 < right < 0.47, right
+
+
+@pytest.mark.parametrize(
+    "change, error, message",
+    [
+        (dict(folds=1), ValueError, "`folds` must be an integer in [2, 2]. Received: folds=1"),
+        (dict(folds=3), ValueError, "Received: folds=3"),
+        (dict(folds=2.5), TypeError, "Received: folds=2.5 of type float"),
+        (dict(seed=-1), ValueError, "Received: seed=-1"),
+        (dict(alpha=0), ValueError, "Received: alpha=0"),
+        (dict(iterations=0), ValueError, "Received: iterations=0"),
+    ],
+)
+def test_bad_held_out_arguments_are_named(change, error, message):
+    graph = LabelGraph(np.arange(12, dtype="float32").reshape(6, 2) + 1, neighbours=2)
+    labels = np.array([0, 1, -1, -1, -1, -1])
+    with pytest.raises(error) as raised:
+        graph.held_out_labels(labels, 2, **{"folds": 2, **change})
+    assert message in str(raised.value)
+
+
+def test_bad_graph_arguments_are_named():
+    with pytest.raises(ValueError, match=r"Received: neighbours=6"):
+        LabelGraph(np.ones((6, 2)), neighbours=6)
+    with pytest.raises(ValueError, match=r"features of shape \(6,\)"):
+        LabelGraph(np.ones(6))
+    graph = LabelGraph(np.arange(12, dtype="float32").reshape(6, 2) + 1, neighbours=2)
+    with pytest.raises(ValueError, match=r"labels of shape \(5,\)"):
+        graph.propagate(np.zeros(5, int), 2)

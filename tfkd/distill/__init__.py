@@ -28,7 +28,7 @@ from tfkd.distill.losses import (
     kl_divergence,
     standardize_logits,
 )
-from tfkd.distill.propagation import propagate_labels
+from tfkd.distill.propagation import LabelGraph, propagate_labels
 from tfkd.distill.relational import RelationalDistillation, relational_distance
 from tfkd.distill.teacher_cache import teacher_outputs, with_teacher_outputs
 from tfkd.distill.teacher_shards import TeacherShards, write_teacher_shards
@@ -41,6 +41,7 @@ __all__ = [
     "DistillationLoss",
     "Distiller",
     "FeatureDistillation",
+    "LabelGraph",
     "LogitsDistillation",
     "NonFiniteLossGuard",
     "RelationalDistillation",
