@@ -151,6 +151,12 @@ def test_the_stages_distil_from_the_mixture_computed_once(data, tmp_path, packed
     # The report holds the propagation's seconds and what it did: the share of the
     # unlabelled examples whose propagated top class is the teacher's, as numpy finds it.
     agreement = np.mean(propagated[~labelled].argmax(-1) == logits[~labelled].argmax(-1))
+    # And the share of the 50 known labels that propagation from the other 4 folds gets right.
+    held_out = tfkd.distill.LabelGraph(features, neighbours=5).held_out_labels(
+        labels, 10, folds=5, seed=0
+    )
+    held_out_accuracy = np.mean(held_out[labelled] == labels[labelled])
+    assert 0.2 < held_out_accuracy < 1  # 50 labels, 10 classes: neither chance nor a leak
     written = tfkd.pipeline.Report.load(tmp_path)
     distilled, pruned = written.rows[1], written.rows[2]
     parts = distilled["teacher_seconds_by_part"]
@@ -161,12 +167,14 @@ def test_the_stages_distil_from_the_mixture_computed_once(data, tmp_path, packed
     for name in ("distilled", "pruned"):
         entry = json.loads((tmp_path / "stages" / name / "entry.json").read_text())
         done = entry["details"]["propagation"]
-        agreed = done.pop("teacher_agreement")
+        agreed, right = done.pop("teacher_agreement"), done.pop("held_out_accuracy")
         assert done == {"weight": 0.7, "neighbours": 5, "alpha": 0.9, "examples": 350}
         assert agreed == pytest.approx(agreement, abs=1e-4)
+        assert right == pytest.approx(held_out_accuracy, abs=1e-4)
         note = (
             f"{name}: labels propagated to 350 examples (weight 0.7, 5 neighbours, alpha 0.9); "
-            f"the teacher's top class agrees on {agreement:.1%} of them"
+            f"the teacher's top class agrees on {agreement:.1%} of them; propagated from the "
+            f"other folds' labels, {held_out_accuracy:.1%} of the known labels are right"
         )
         assert note in written.notes
     # Another stage with another weight, in a later run, reads them from the cache.

@@ -14,13 +14,18 @@ import keras
 import numpy as np
 
 from tfkd import _graph, _hashing, models
-from tfkd.distill import teacher_cache
-from tfkd.distill.propagation import propagate_labels
+from tfkd.distill import UNLABELED, teacher_cache
+from tfkd.distill.propagation import LabelGraph
 from tfkd.export import TFLiteModel
 from tfkd.pipeline import _measure, _processes, _store, architectures, report
 from tfkd.pipeline.context import Context, keras_verbose
 from tfkd.pipeline.pipeline import Pipeline
 from tfkd.pipeline.stage import Stage, StageError
+
+# Propagated labels are checked on the known labels in this many folds (fewer when fewer
+# examples are labelled); the array's name in their cache file.
+HELD_OUT_FOLDS = 5
+HELD_OUT = "held_out"
 
 
 def execute(pipeline, data, output_dir, options, log):
@@ -351,15 +356,19 @@ class _Engine:
         return self._teacher_outputs[key]
 
     def propagated_labels(self, name, neighbours, alpha):
-        """`tfkd.distill.propagate_labels` from the training labels along a graph of stage
-        `name`'s features on the training inputs (`teacher_outputs(features=True)`): a
-        `(examples, classes)` array, computed once per run and kept in `cache/` like the
-        outputs. Its time counts as the teachers' (`teacher_seconds`)."""
+        """The training labels spread along a graph of stage `name`'s features on the
+        training inputs (`teacher_outputs(features=True)`, `tfkd.distill.LabelGraph`):
+        `(probabilities, held_out)`, the `(examples, classes)` probabilities of
+        `propagate`, and the class each labelled example gets from the other folds'
+        labels (`held_out_labels`, `HELD_OUT_FOLDS` folds; `UNLABELED` elsewhere).
+        Computed once per run and kept in `cache/` like the outputs; its time counts as
+        the teachers' (`teacher_seconds`)."""
         key = f"{name}-{self.fingerprints[name]}-propagated-{neighbours}-{alpha}"
         if key not in self._teacher_outputs:
             features = self.teacher_outputs(name, features=True)[teacher_cache.OUTPUT]
             labels = self.data.y_train
             path = self.store.directory / "cache" / f"outputs-{key}.npz"
+            folds = min(HELD_OUT_FOLDS, int(np.sum(labels != UNLABELED)))
             stamp = _hashing.json_sha256(
                 [
                     _hashing.array_sha256(features),
@@ -367,22 +376,30 @@ class _Engine:
                     self.data.num_classes,
                     neighbours,
                     alpha,
+                    folds,
+                    self.options.seed,
                 ]
             )
 
             def compute():
                 self.log(f"    propagating the labels along a graph of {name}'s features")
                 started = time.perf_counter()
-                probabilities = propagate_labels(
-                    features, labels, self.data.num_classes, neighbours=neighbours, alpha=alpha
-                )
+                classes = self.data.num_classes
+                graph = LabelGraph(features, neighbours=neighbours)
+                probabilities = graph.propagate(labels, classes, alpha=alpha)
+                held_out = np.full(len(labels), UNLABELED)
+                if folds >= 2:
+                    held_out = graph.held_out_labels(
+                        labels, classes, folds=folds, seed=self.options.seed, alpha=alpha
+                    )
                 elapsed = time.perf_counter() - started
                 self._spent("propagation", elapsed)
                 self.log(f"    propagating the labels took {elapsed:.1f} s")
-                return {teacher_cache.OUTPUT: probabilities}
+                return {teacher_cache.OUTPUT: probabilities, HELD_OUT: held_out.astype("float32")}
 
             self._teacher_outputs[key] = self._computed_once(path, stamp, len(labels), compute)
-        return self._teacher_outputs[key][teacher_cache.OUTPUT]
+        found = self._teacher_outputs[key]
+        return found[teacher_cache.OUTPUT], found[HELD_OUT].astype(np.int64)
 
     def _spent(self, part, seconds):
         self._teacher_seconds[part] = self._teacher_seconds.get(part, 0.0) + seconds

@@ -77,9 +77,13 @@ class Context:
         return self._engine.teacher_outputs(name, inputs, inputs_key)
 
     def propagated_labels(self, name, neighbours=10, alpha=0.9):
-        """Class probabilities for every training example: the training labels spread
-        along a graph of stage `name`'s features (the input of its last Dense layer) by
-        `tfkd.distill.propagate_labels`, computed once per run directory and cached."""
+        """The training labels spread along a graph of stage `name`'s features (the input
+        of its last Dense layer) by `tfkd.distill.LabelGraph`, computed once per run
+        directory and cached: `(probabilities, held_out)`, class probabilities for every
+        training example, and for each labelled one the class propagated to it from
+        the labels of the other folds (`held_out_labels`, 5 folds; `UNLABELED` for the
+        others): how often that is its label estimates how often the propagation is
+        right on the unlabelled examples."""
         return self._engine.propagated_labels(name, neighbours, alpha)
 
     def log(self, message):

@@ -216,12 +216,7 @@ class _Training(Stage):
         details["labelled_examples"] = int(np.sum(y != UNLABELED))
         if propagation:
             details["propagation"] = propagation
-            details["notes"] = [
-                f"labels propagated to {propagation['examples']:,} examples (weight "
-                f"{propagation['weight']}, {propagation['neighbours']} neighbours, alpha "
-                f"{propagation['alpha']}); the teacher's top class agrees on "
-                f"{propagation['teacher_agreement']:.1%} of them"
-            ]
+            details["notes"] = [_propagation_note(propagation)]
         return details
 
     def _training_data(self, context, augmented_copies):
@@ -301,13 +296,15 @@ class _Training(Stage):
         """The cached `outputs` mixed with the labels propagated along a graph of the first
         teacher's features (`propagation`), in the same form (logits, or probabilities
         for one teacher that ends in a softmax); and a dict of what was done: the
-        settings, how many `examples` had no label, and on what share of them the
-        propagated labels' top class is the teacher's (`teacher_agreement`)."""
+        settings, how many `examples` had no label, on what share of them the
+        propagated labels' top class is the teacher's (`teacher_agreement`), and what
+        share of the known labels propagation from the other folds gets right
+        (`held_out_accuracy`; None with fewer than 2 labelled examples)."""
         from tfkd import _graph
 
         settings = self.propagation
         try:
-            propagated = context.propagated_labels(
+            propagated, held_out = context.propagated_labels(
                 names[0], neighbours=settings["neighbours"], alpha=settings["alpha"]
             )
         except ValueError as error:  # no Dense layer to read features at, too few examples
@@ -315,10 +312,16 @@ class _Training(Stage):
                 "propagation",
                 f"`propagation` reads the features of teacher {names[0]!r}: {error}",
             ) from None
-        unlabelled = context.data.y_train == UNLABELED
+        labels = context.data.y_train
+        unlabelled, checked = labels == UNLABELED, held_out != UNLABELED
         agree = np.mean(propagated[unlabelled].argmax(-1) == outputs[unlabelled].argmax(-1))
         done = dict(
-            settings, examples=int(unlabelled.sum()), teacher_agreement=round(float(agree), 4)
+            settings,
+            examples=int(unlabelled.sum()),
+            teacher_agreement=round(float(agree), 4),
+            held_out_accuracy=round(float(np.mean(held_out[checked] == labels[checked])), 4)
+            if checked.any()
+            else None,
         )
         context.log(
             f"labels propagated to {done['examples']:,} examples; the teacher's top class "
@@ -477,3 +480,18 @@ def _new_or_copy(spec, model, context, argument):
             "returns a Keras model before it."
         )
     return context.copy_model(model)
+
+
+def _propagation_note(done):
+    """The report's line for what `propagation` did (`_Training._propagated`'s dict)."""
+    note = (
+        f"labels propagated to {done['examples']:,} examples (weight {done['weight']}, "
+        f"{done['neighbours']} neighbours, alpha {done['alpha']}); the teacher's top class "
+        f"agrees on {done['teacher_agreement']:.1%} of them"
+    )
+    if done["held_out_accuracy"] is not None:
+        note += (
+            f"; propagated from the other folds' labels, {done['held_out_accuracy']:.1%} of "
+            "the known labels are right"
+        )
+    return note
