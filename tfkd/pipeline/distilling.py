@@ -74,7 +74,9 @@ class Distill(_NewModelTraining):
             `true`, or `{weight: 0.5, neighbours: 10, alpha: 0.9}`: `weight` is the
             propagated labels' share of the target distribution at `temperature` (1
             replaces the teacher's), `neighbours` and `alpha` go to
-            `propagate_labels`. Computed once per run and cached. Needs unlabelled
+            `propagate_labels`. Computed once per run and cached, with a check on
+            the known labels (`tfkd.distill.LabelGraph.held_out_labels`, 5 folds)
+            whose share right the report's note gives. Needs unlabelled
             training examples (`data: {labelled_per_class: N}`); not with
             `augmentation`, `mixup`, `cutmix`, `augmented_copies` or a method that
             reads a teacher layer. Defaults to `None`.
