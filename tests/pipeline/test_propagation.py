@@ -188,6 +188,23 @@ def test_the_stages_distil_from_the_mixture_computed_once(data, tmp_path, packed
     assert any("labels propagated to 350 examples" in line for line in lines)
 
 
+def test_one_known_label_propagates_without_a_check_on_the_known_labels(data, tmp_path):
+    # Folds need 2 labelled examples; with one, the stage still runs, and says no share.
+    y_train = np.full(len(data.y_train), tfkd.distill.UNLABELED)
+    y_train[0] = data.y_train[0]
+    one = Data(data.x_train, y_train, data.x_test, data.y_test, num_classes=10)
+    stages = [
+        Load(TEACHER, name="teacher"),
+        Distill("teacher", student=STUDENT, epochs=1, propagation=True, name="distilled"),
+    ]
+    report = tfkd.Pipeline(stages).execute(one, tmp_path, tensorboard=False, verbose=0)
+    entry = json.loads((tmp_path / "stages" / "distilled" / "entry.json").read_text())
+    done = entry["details"]["propagation"]
+    assert done["held_out_accuracy"] is None and done["examples"] == 399
+    (note,) = [note for note in report.notes if note.startswith("distilled:")]
+    assert note.endswith("of them") and "known labels" not in note
+
+
 def test_a_teacher_without_a_dense_layer_is_named_in_the_error(data, tmp_path):
     inputs = keras.Input((28, 28, 1))
     x = keras.layers.Conv2D(10, 3)(keras.layers.Rescaling(1 / 255)(inputs))
