@@ -365,6 +365,38 @@ CASES = [
         "neighbours",
         "0",
     ),
+    Case(
+        distill.LabelGraph,
+        lambda: distill.LabelGraph(np.full((6, 2), np.inf)),
+        ValueError,
+        "features",
+        "12 NaN or infinite",
+    ),
+    Case(
+        distill.LabelGraph,
+        lambda: distill.LabelGraph(np.ones((6, 2)), neighbours=6),
+        ValueError,
+        "neighbours",
+        "6",
+    ),
+    Case(
+        distill.LabelGraph,
+        lambda: distill.LabelGraph(np.ones((6, 2)), neighbours=2).held_out_labels(
+            [0, 1, -1, -1, -1, -1], 2, folds=3
+        ),
+        ValueError,
+        "folds",
+        "3",
+    ),
+    Case(
+        distill.LabelGraph,
+        lambda: distill.LabelGraph(np.ones((6, 2)), neighbours=2).propagate(
+            [0, 1, 5, -1, -1, -1], 2
+        ),
+        ValueError,
+        "labels",
+        "[5]",
+    ),
     # Ensembles.
     Case(
         distill.softened_average,
