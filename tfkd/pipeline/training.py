@@ -323,10 +323,7 @@ class _Training(Stage):
             if checked.any()
             else None,
         )
-        context.log(
-            f"labels propagated to {done['examples']:,} examples; the teacher's top class "
-            f"agrees on {agree:.1%} of them; weight {settings['weight']}"
-        )
+        context.log(_propagation_note(done))
         probabilities = len(teachers) == 1 and bool(_graph.ends_in_softmax(teachers[0]))
         mixed = _distillation.with_propagated(
             outputs, propagated, settings["weight"], self.temperature, probabilities
