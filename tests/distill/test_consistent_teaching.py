@@ -83,6 +83,21 @@ def test_cached_teacher_outputs_are_refused_under_augmentation():
         distiller.fit(tfkd.distill.with_teacher_outputs(x, cached), y, epochs=1, verbose=0)
 
 
+@pytest.mark.parametrize("options", [{"mixup": 0.2}, {"cutmix": 1.0}])
+def test_mixing_refuses_token_ids_and_names_them(options):
+    def text_model(name):
+        inputs = keras.Input((12,), dtype="int32")
+        x = keras.layers.Embedding(50, 8)(inputs)
+        outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling1D()(x))
+        return keras.Model(inputs, outputs, name=name)
+
+    ids = np.random.default_rng(0).integers(0, 50, size=(32, 12)).astype("int32")
+    distiller = tfkd.Distiller(text_model("teacher"), text_model("student"), **options)
+    distiller.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(True))
+    with pytest.raises(ValueError, match=r"integer ids.*shape \(\d+, 12\) and dtype int32"):
+        distiller.fit(ids, np.zeros(32, "int32"), batch_size=16, epochs=1, verbose=0)
+
+
 @pytest.mark.parametrize(
     ("options", "error", "match"),
     [

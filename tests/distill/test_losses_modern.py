@@ -493,6 +493,31 @@ def test_no_gradient_reaches_the_teacher():
         np.testing.assert_array_equal(gradient, 0.0)
 
 
+def test_no_gradient_reaches_the_teacher_through_a_projection_or_an_ensemble():
+    # The projection that maps the student's 4 features to the teacher's 16 trains; the
+    # teacher, and every member of an ensemble, gets nothing.
+    x, y = random_images(32)
+    projected = _distiller(tfkd.FeatureDistillation("features", "features", projection="always"))
+    members = [small_cnn(16, f"member_{k}", batch_norm=True) for k in range(2)]
+    ensemble = _distiller(
+        [
+            LogitsDistillation(temperature=2.0),
+            DecoupledDistillation(
+                teacher_layer_name="member_1_logits", student_layer_name="logits"
+            ),
+        ],
+        teacher=tfkd.distill.teacher_ensemble(members, temperature=2.0),
+        student=small_cnn(16, "student"),
+    )
+    for distiller in (projected, ensemble):
+        gradients = _teacher_gradients(distiller, x, y)
+        assert len(gradients) == len(distiller.teacher.weights) > 0
+        for gradient in gradients:
+            np.testing.assert_array_equal(gradient, 0.0)
+    projection = projected.distillation_losses[0].projection_layer
+    assert projection is not None and projection.trainable_weights
+
+
 def test_distiller_with_every_new_loss_saves_and_resumes(tmp_path):
     x, y = random_images(64)
     distiller = _distiller(list(_losses().values()), [1.0, 1.0, 1.0, 500.0, 1.0])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import tfkd
-from tfkd.pipeline import Data, Train, Transfer
+from tfkd.pipeline import Data, Distill, Train, Transfer
 
 
 def _sides(count, seed):
@@ -92,4 +92,8 @@ def test_augmentation_of_inputs_that_are_not_images_fails_before_any_stage_runs(
     with pytest.raises(ValueError, match=r"`augmentation` applies to images of shape") as error:
         tfkd.Pipeline(stages).execute(flat, tmp_path, tensorboard=False, log=lambda _: None)
     assert "inputs of shape (16,)" in str(error.value)
+    assert not (tmp_path / "stages" / "first").exists()
+    stages[1] = Distill(teacher="first", cutmix=1.0)
+    with pytest.raises(ValueError, match=r"`cutmix` pastes a box.*inputs of shape \(16,\)"):
+        tfkd.Pipeline(stages).execute(flat, tmp_path, tensorboard=False, log=lambda _: None)
     assert not (tmp_path / "stages" / "first").exists()

@@ -209,6 +209,19 @@ def test_python_arguments_are_checked_too():
         Distill("teacher", method_arguments={"temperature": 4.0})
     with pytest.raises(ValueError, match="needs `teacher`. Received: mixup=0.2, teacher=None"):
         QuantizeAware(mixup=0.2)
+    # Keys that nothing would read are refused, not dropped.
+    with pytest.raises(ValueError, match="needs `teacher`. Received: temperature=4.0, teacher="):
+        Prune(temperature=4.0)
+    with pytest.raises(ValueError, match="Received: student_loss_weight=0.5, teacher=None"):
+        QuantizeAware(student_loss_weight=0.5)
+    for method in ("feature", "attention", "relational"):
+        with pytest.raises(ValueError, match=f"method='{method}' softens no logits.*=8.0"):
+            Distill("teacher", method=method, method_arguments=LAYERS, temperature=8.0)
+    with pytest.raises(ValueError, match=r"ensemble whose output is the logits.*from_logits"):
+        Prune(teacher=["a", "b"], method_arguments={"from_logits": False})
+    # ... and read where something softens: several teachers' average, propagation.
+    assert Distill(["a", "b"], method="relational", temperature=8.0).temperature == 8.0
+    assert Distill("teacher", method="relational", temperature=2.0, propagation=True).temperature
     with pytest.raises(ValueError, match="`augmentation.shift` must be an integer, not 1.5"):
         Prune(teacher="teacher", augmentation={"shift": 1.5})
 
@@ -235,7 +248,7 @@ def test_each_method_distils_one_epoch_and_writes_its_row(data, tmp_path, distil
             student=STUDENT,
             epochs=1,
             batch_size=64,
-            temperature=2.0,
+            temperature=2.0 if method in ("kd", "decoupled", "dist") else 1.0,
             method=method,
             method_arguments=arguments,
             name=method,
@@ -276,10 +289,24 @@ def test_augmentation_and_mixing_run_with_the_teacher_online(data, tmp_path, dis
             name="mixed",
         ),
         Prune(teacher="teacher", epochs=1, batch_size=64, method="dist", mixup=0.4, name="pruned"),
+        QuantizeAware(
+            teacher="teacher",
+            epochs=1,
+            batch_size=64,
+            method="decoupled",
+            method_arguments={"non_target_weight": 2.0},
+            augmentation={"flip": True},
+            cutmix=0.5,
+            name="qat",
+        ),
     ]
     report, lines = _execute(stages, data, tmp_path)
-    assert [row["name"] for row in report.rows] == ["teacher", "mixed", "pruned"]
-    mixed, pruned = distillers
+    assert [row["name"] for row in report.rows] == ["teacher", "mixed", "pruned", "qat"]
+    mixed, pruned, qat = distillers
+    assert type(qat["distillation_losses"]).__name__ == "DecoupledDistillation"
+    assert qat["distillation_losses"].non_target_weight == 2.0
+    assert [type(layer).__name__ for layer in qat["augmentation"].layers] == ["RandomFlip"]
+    assert qat["cutmix"] == 0.5 and "mixup" not in qat
     layers = mixed["augmentation"].layers
     assert [type(layer).__name__ for layer in layers] == [
         "RandomFlip",

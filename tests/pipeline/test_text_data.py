@@ -149,6 +149,12 @@ def test_text_and_image_models_are_refused_for_the_other_kind_of_data(tweets, tm
         "  - {stage: train, model: {architecture: text_cnn}, augmentation: {flip: true}}\n"
     )
     assert "`augmentation` applies to images" in message
+    teacher = "  - {stage: train, name: t, model: {architecture: text_cnn}}\n"
+    message = error(teacher + "  - {stage: distill, teacher: t, mixup: 0.2}\n")
+    assert "stages[1].mixup: `mixup` blends the values of two examples" in message
+    assert "dtype int32, shape (64,)" in message and "Received: mixup=0.2" in message
+    message = error(teacher + "  - {stage: distill, teacher: t, cutmix: 1.0}\n")
+    assert "stages[1].cutmix: `cutmix` pastes a box of one image" in message
     message = error("  - {stage: export}\n", f"{{csv: {tweets}, sequence_length: 2}}")
     assert "data.sequence_length: `sequence_length` must be an integer >= 3" in message
     message = error("  - {stage: export}\n", f"{{csv: {tweets}, vocabulary: none.txt}}")

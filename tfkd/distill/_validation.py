@@ -198,8 +198,10 @@ def validate_augmentation(augmentation):
     return augmentation
 
 
-def check_augmentable(inputs, cached_teacher_outputs):
-    """Raises unless a batch can be augmented in the step: one tensor, no cached outputs."""
+def check_augmentable(inputs, cached_teacher_outputs, mixes=False):
+    """Raises unless a batch can be augmented in the step: one tensor, no cached outputs,
+    and, when it `mixes`, no integer inputs of rank 2 or less (token or category ids, which
+    a blend makes meaningless; integer images, of rank 3 or 4, are blended as floats)."""
     if cached_teacher_outputs is not None:
         raise ValueError(
             "The Distiller augments or mixes each batch (augmentation, mixup or cutmix), so "
@@ -213,6 +215,14 @@ def check_augmentable(inputs, cached_teacher_outputs):
             "In-step augmentation and mixing apply to a single input tensor (a batch of "
             f"images). Received: inputs of type {type(inputs).__name__}. Augment such "
             "inputs in the input pipeline instead, with the teacher run online."
+        )
+    dtype = keras.backend.standardize_dtype(inputs.dtype)
+    if mixes and len(inputs.shape) <= 2 and not keras.backend.is_float_dtype(dtype):
+        raise ValueError(
+            "mixup and CutMix blend the values of two examples, and these inputs are "
+            "integer ids (token or category ids, not pixels): a blend of two ids is no id. "
+            f"Received: inputs of shape {tuple(inputs.shape)} and dtype {dtype} with "
+            "mixup or cutmix. Remove `mixup` and `cutmix` for such inputs."
         )
 
 

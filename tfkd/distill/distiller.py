@@ -102,10 +102,12 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
             `RandomFlip`, `RandomTranslation`...) applied with `training=True`
             to each training batch, before mixing. Defaults to `None`.
         mixup: Alpha of mixup's Beta distribution (each example blended with
-            another of the batch), or `None` for none. Defaults to `None`.
+            another of the batch), or `None` for none. Not for integer inputs of
+            rank 2 (token ids): the first training step refuses them. Defaults
+            to `None`.
         cutmix: Alpha of CutMix (a box of another image pasted in), or `None`.
-            With `mixup` too, each batch uses one of them at random.
-            Defaults to `None`.
+            With `mixup` too, each batch uses one of them at random. Images
+            only. Defaults to `None`.
         seed: Seed of the mixing draws. Defaults to `None`.
         name: Model name. Defaults to `"distiller"`.
 
@@ -228,7 +230,7 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
             return _taps.single(self.student(inputs, training=training))
         extra = {}
         if self.augments:
-            _validation.check_augmentable(inputs, cached)
+            _validation.check_augmentable(inputs, cached, mixes=any(self._mixing.values()))
             extra[_INPUTS], extra[_PARTNERS], extra[_MIX_RATIO] = self._augment(inputs)
         outputs = self._student_taps(inputs if not extra else extra[_INPUTS], training=True)
         return {_OUTPUTS: outputs.pop(_taps.OUTPUT), _FEATURES: outputs, **extra}

@@ -9,8 +9,9 @@ temperature = keras.optimizers.schedules.PolynomialDecay(4.0, 1000, end_learning
 loss = tfkd.distill.LogitsDistillation(temperature=temperature)
 ```
 
-The `Distiller` evaluates schedules at its optimizer's step (`optimizer.iterations`,
-from 0) inside each training step; a loss called on its own reads step 0.
+The `Distiller` evaluates schedules at its own count of training steps (from 0,
+one per batch of `fit`, saved with it) inside each training step; a loss called on
+its own reads step 0.
 """
 
 import contextlib

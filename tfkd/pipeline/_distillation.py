@@ -272,6 +272,27 @@ def check_augmentation_data(augmentation, data):
         )
 
 
+def check_mixing_data(mixup, cutmix, data):
+    """Raises `invalid_argument` when `cutmix` is set but the inputs are not images, or
+    `mixup` is set and the inputs are integer ids (token ids of texts, say): a blend of two
+    ids is no id."""
+    if cutmix is not None and data.x_train.ndim != 4:
+        raise invalid_argument(
+            "cutmix",
+            "`cutmix` pastes a box of one image into another, so it needs images of shape "
+            f"(height, width, channels). Received: cutmix={cutmix!r} for inputs of shape "
+            f"{data.input_shape}. Remove it for this data.",
+        )
+    integer = np.issubdtype(data.x_train.dtype, np.integer)
+    if mixup is not None and integer and data.x_train.ndim <= 2:
+        raise invalid_argument(
+            "mixup",
+            "`mixup` blends the values of two examples, and these inputs are integer ids "
+            f"(dtype {data.x_train.dtype}, shape {data.input_shape}; token ids of texts, "
+            f"say), whose blend is no id. Received: mixup={mixup!r}. Remove it for this data.",
+        )
+
+
 def check_mixing(mixup, cutmix):
     """Raises `invalid_argument` unless each of `mixup`, `cutmix` is None or an alpha > 0."""
     for argument, alpha in (("mixup", mixup), ("cutmix", cutmix)):
@@ -279,21 +300,37 @@ def check_mixing(mixup, cutmix):
             check_positive(argument, alpha, float)
 
 
-def check_needs_teacher(stage):
-    """Raises unless the distillation keys that are set have a `teacher` to go with."""
-    if stage.teacher:
+def check_needs_teacher(stage, loss_defaults):
+    """Raises unless the distillation keys that are set have a `teacher` to go with, and
+    `temperature` something to soften. `loss_defaults`: the defaults of `temperature` and
+    `student_loss_weight`, which are set when they differ from them."""
+    if not stage.teacher:
+        for argument, default in {**DEFAULTS, **loss_defaults}.items():
+            if argument == "augmentation":  # without a teacher, it augments the labelled images
+                continue
+            value = getattr(stage, argument)
+            if value != default:
+                raise invalid_argument(
+                    argument,
+                    f"`{argument}` belongs to distillation, so it needs `teacher`. Received: "
+                    f"{argument}={value!r}, teacher=None. Add `teacher: <an earlier stage>`, "
+                    f"or remove `{argument}`.",
+                )
         return
-    for argument, default in DEFAULTS.items():
-        if argument == "augmentation":  # without a teacher, it augments the labelled images
-            continue
-        value = getattr(stage, argument)
-        if value != default:
-            raise invalid_argument(
-                argument,
-                f"`{argument}` belongs to distillation, so it needs `teacher`. Received: "
-                f"{argument}={value!r}, teacher=None. Add `teacher: <an earlier stage>`, or "
-                f"remove `{argument}`.",
-            )
+    softens = (
+        stage.method in _TAKES_TEMPERATURE
+        or isinstance(stage.teacher, list)
+        or stage.propagation is not None
+    )
+    if not softens and stage.temperature != loss_defaults["temperature"]:
+        raise invalid_argument(
+            "temperature",
+            f"method={stage.method!r} softens no logits with one teacher, so `temperature` "
+            f"would change nothing. Received: temperature={stage.temperature!r}, "
+            f"method={stage.method!r}, teacher={stage.teacher!r}. Remove `temperature`, or "
+            f"use a method that reads it ({list(_TAKES_TEMPERATURE)}), several teachers "
+            "(their average is taken at it) or `propagation`.",
+        )
 
 
 def mixes_online(stage):

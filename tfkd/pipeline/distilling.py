@@ -30,7 +30,8 @@ class Distill(_NewModelTraining):
             incoming model. Defaults to `None`.
         epochs: Defaults to `8`.
         temperature: softmax temperature of the methods that soften logits (`kd`,
-            `decoupled`, `dist`). Defaults to `1.0`.
+            `decoupled`, `dist`), of several teachers' average and of `propagation`;
+            refused where none of those reads it. Defaults to `1.0`.
         student_loss_weight: weight of the label loss; the distillation loss gets
             the rest. Defaults to `0.1`.
         learning_rate: Adam's initial learning rate (cosine decay). Defaults to `2e-3`.
@@ -62,9 +63,10 @@ class Distill(_NewModelTraining):
             Images only; the teacher runs at every step. Defaults to `None`.
         mixup: alpha of mixup inside the step (each image blended with another of
             its batch, the ratio drawn from Beta(alpha, alpha)), e.g. `0.2`. The
-            teacher runs at every step. Defaults to `None`.
+            teacher runs at every step. Not for token ids. Defaults to `None`.
         cutmix: alpha of CutMix inside the step (a box pasted from another image
             of the batch); with `mixup` too, each batch uses one of the two.
+            Images only.
             Defaults to `None`.
         propagation: with few labels, better targets than the teacher's outputs alone:
             the labels spread from the labelled training examples to the others along

@@ -37,11 +37,11 @@ TRAINING_ARGUMENTS = {
     "cutmix": float | None,
     "propagation": dict | bool | None,
 }
+_LOSS_DEFAULTS = {"temperature": 1.0, "student_loss_weight": 0.1}
 _DEFAULTS = {
     "teacher": None,
     "batch_size": 128,
-    "temperature": 1.0,
-    "student_loss_weight": 0.1,
+    **_LOSS_DEFAULTS,
     **_distillation.DEFAULTS,
 }
 
@@ -124,7 +124,7 @@ class _Training(Stage):
         self.method, self.method_arguments = method, method_arguments
         self.augmentation, self.mixup, self.cutmix = augmentation, mixup, cutmix
         self.propagation = propagation
-        _distillation.check_needs_teacher(self)
+        _distillation.check_needs_teacher(self, _LOSS_DEFAULTS)
         if propagation is not None and _distillation.teacher_runs_online(self):
             online = next(
                 (a for a in ("augmentation", "mixup", "cutmix") if getattr(self, a)),
@@ -145,6 +145,16 @@ class _Training(Stage):
                 f"teacher={teacher!r} with method_arguments={method_arguments!r}. Use one "
                 "teacher for a method "
                 "that reads a teacher layer.",
+            )
+
+        if isinstance(teacher, list) and (method_arguments or {}).get("from_logits") is False:
+            raise invalid_argument(
+                "method_arguments",
+                "Several teachers are joined into one ensemble whose output is the logits of "
+                "their softened average (a final softmax of a teacher is undone), so the "
+                "loss must read logits. Received: "
+                f"teacher={teacher!r} with method_arguments={method_arguments!r}. Remove "
+                "`from_logits: false`.",
             )
 
     def references(self):
@@ -168,8 +178,10 @@ class _Training(Stage):
 
     def _check_before_run(self, data):
         """Builds the distillation loss (its class checks the values of `method_arguments`)
-        and checks that in-step augmentation gets images, before any stage runs."""
+        and checks that in-step augmentation and mixing get inputs they apply to, before
+        any stage runs."""
         _distillation.check_augmentation_data(self.augmentation, data)
+        _distillation.check_mixing_data(self.mixup, self.cutmix, data)
         _distillation.check_propagation_data(self.propagation, data)
         if not self.teacher:
             return
