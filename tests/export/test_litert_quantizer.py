@@ -151,3 +151,23 @@ def test_a_sequential_never_called_is_built_on_the_data(tmp_path):
     assert (tmp_path / "auto.tflite").stat().st_size == summary["candidates"][summary["chosen"]][
         "bytes"
     ]
+
+
+def test_a_text_model_with_float_inputs_is_checked_on_its_token_ids(tmp_path):
+    # Never called, so Keras gives the Embedding float32 inputs; stand-in inputs (random
+    # floats) would be negative ids, which LiteRT's gather refuses.
+    model = keras.Sequential(
+        [
+            keras.layers.Embedding(500, 8),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(3),
+        ]
+    )
+    ids = np.random.default_rng(0).integers(0, 500, (64, 20)).astype("int32")
+    report = tfkd.export.litert_quantize(model, tmp_path / "q.tflite", "dynamic_int8", ids)
+    assert report.layer_errors["outputs"][0]["cosine"] > 0.99
+    np.testing.assert_allclose(
+        tfkd.TFLiteModel(tmp_path / "q.tflite").predict(ids),
+        model.predict(ids, verbose=0),
+        atol=0.05,
+    )

@@ -63,6 +63,10 @@ def test_a_config_exports_with_a_quantizer_recipe(tmp_path):
         ({"quantization": "auto", "accuracy_budget": -1}, "accuracy_budget", "-1"),
         ({"quantization": "auto", "io_dtype": "int8"}, "quantization", "io_dtype='int8'"),
         ({"quantization": "auto", "validation_samples": 0}, "validation_samples", "0"),
+        ({"quantization": "auto", "overrides": []}, "quantization", "overrides=[]"),
+        # Read by `auto` only: refused elsewhere rather than ignored.
+        ({"quantization": "int8", "accuracy_budget": 2.0}, "accuracy_budget", "auto` only"),
+        ({"recipe": "static_int8", "validation_samples": 200}, "validation_samples", "=200"),
     ],
 )
 def test_bad_recipe_arguments_name_their_key(kwargs, argument, text):

@@ -37,10 +37,59 @@ def test_micro_stage_writes_the_bundle_after_an_int8_export(data, tmp_path):
     assert "Notes:" in (tmp_path / "report.md").read_text()
 
 
+def _refused_before_any_stage_runs(stages, data, tmp_path, error=ValueError):
+    with pytest.raises(error) as caught:
+        tfkd.Pipeline(stages).execute(data, tmp_path, tensorboard=False, verbose=0)
+    assert caught.value.stage == "micro"
+    assert not (tmp_path / "stages").exists()
+    return caught.value
+
+
 def test_micro_stage_needs_a_tflite_file(data, tmp_path):
     stages = [Train(STUDENT, epochs=1, name="student"), Micro(name="micro")]
-    with pytest.raises(tfkd.pipeline.stage.StageError, match="needs a .tflite file"):
-        tfkd.Pipeline(stages).execute(data, tmp_path, tensorboard=False, verbose=0)
+    error = _refused_before_any_stage_runs(stages, data, tmp_path)
+    assert "needs a .tflite file as input, and the stage before it gives a Keras model" in str(
+        error
+    )
+    assert error.argument == "from_stage"
+
+
+@pytest.mark.parametrize(
+    "export, made",
+    [
+        ({"quantization": None}, "quantization=None"),
+        ({"quantization": "dynamic"}, "quantization='dynamic'"),
+        ({"recipe": "int8_weight_only"}, "recipe='int8_weight_only'"),
+    ],
+)
+def test_micro_stage_refuses_a_float_export_before_any_stage_runs(data, tmp_path, export, made):
+    stages = [
+        Train(STUDENT, epochs=1, name="student"),
+        Export(**export, name="float"),
+        Micro(name="micro"),
+    ]
+    error = _refused_before_any_stage_runs(stages, data, tmp_path)
+    assert f"computes in float ({made})" in str(error) and "quantization: int8" in str(error)
+
+
+def test_micro_stage_without_tflite_micro_is_refused_before_any_stage_runs(
+    data, tmp_path, monkeypatch
+):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "tflite_micro" else find_spec(name, *a),
+    )
+    stages = [
+        Train(STUDENT, epochs=1, name="student"),
+        Export(quantization="int8", name="int8"),
+        Micro(name="micro"),
+    ]
+    error = _refused_before_any_stage_runs(stages, data, tmp_path, ImportError)
+    assert "pip install tflite-micro" in str(error) and error.argument == "stage"
 
 
 @pytest.mark.parametrize(

@@ -233,6 +233,18 @@ def test_transfer_fine_tuning_learning_rate_decays_over_its_steps(decay, halfway
     assert_config_round_trip(stage)
 
 
+@pytest.mark.parametrize(
+    "argument, value",
+    [("unfreeze", 20), ("fine_tune_learning_rate", 1e-3), ("fine_tune_decay", "cosine")],
+)
+def test_transfer_refuses_fine_tuning_keys_when_it_does_not_fine_tune(argument, value):
+    with pytest.raises(ValueError, match=f"Received: {argument}={value!r}, fine_tune_epochs=0"):
+        tfkd.pipeline.Transfer(fine_tune_epochs=0, **{argument: value})
+    assert getattr(tfkd.pipeline.Transfer(fine_tune_epochs=1, **{argument: value}), argument) == (
+        value
+    )
+
+
 def test_config_round_trip_of_stages_and_nested_pipelines():
     inner = tfkd.Pipeline([Prune(target_sparsity=0.25, epochs=1, name="pruned")], name="inner")
     pipeline = tfkd.Pipeline([*_stages()[:3], inner, Export(name="float_file")])

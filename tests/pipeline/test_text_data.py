@@ -116,6 +116,7 @@ def test_a_never_called_sequential_text_model_trains_and_exports(tweets, tmp_pat
     stages = [
         tfkd.pipeline.Train(model, epochs=6, batch_size=32, learning_rate=0.01, name="bag"),
         tfkd.pipeline.Export(quantization="int8", name="int8"),
+        tfkd.pipeline.Export(recipe="dynamic_int8", from_stage="bag", name="litert"),
     ]
     report = tfkd.Pipeline(stages).execute(
         data, tmp_path / "run", tensorboard=False, verbose=0, log=lambda _: None
@@ -125,7 +126,10 @@ def test_a_never_called_sequential_text_model_trains_and_exports(tweets, tmp_pat
     assert rows["bag"]["accuracy"] > majority and rows["int8"]["accuracy"] > majority
     assert abs(rows["int8"]["accuracy"] - rows["bag"]["accuracy"]) < 0.05
     assert not model.built  # the stage trained a copy
-    assert (tmp_path / "run" / "stages" / "int8" / "vocab.txt").is_file()
+    # The tokenizer's files go beside every exported file, the LiteRT quantizer's too.
+    for name in ("int8", "litert"):
+        folder = tmp_path / "run" / "stages" / name
+        assert (folder / "vocab.txt").is_file() and (folder / "tokenizer.json").is_file()
 
 
 def test_text_and_image_models_are_refused_for_the_other_kind_of_data(tweets, tmp_path):
@@ -141,8 +145,13 @@ def test_text_and_image_models_are_refused_for_the_other_kind_of_data(tweets, tm
     assert "bad.yaml:3: stages[0].model: Architecture 'cnn' takes images, and the data are " in (
         message
     )
+    message = error("  - {stage: transfer, backbone: minilm, image_size: 128}\n")
+    assert "stages[0].image_size: `image_size` is the size images are resized to" in message
     message = error("  - {stage: transfer, backbone: minilm}\n", "fashion_mnist")
     assert "stages[0].backbone: The backbone 'minilm' takes token ids" in message
+    message = error("  - {stage: train, model: {application: MobileNetV3Small}}\n")
+    assert "stages[0].model: keras.applications models take images of shape" in message
+    assert "the data are token ids of shape (64,)" in message
     message = error("  - {stage: train, model: {architecture: text_cnn}}\n", "fashion_mnist")
     assert "Architecture 'text_cnn' takes token ids, and the data are images" in message
     message = error(
@@ -155,6 +164,9 @@ def test_text_and_image_models_are_refused_for_the_other_kind_of_data(tweets, tm
     assert "dtype int32, shape (64,)" in message and "Received: mixup=0.2" in message
     message = error(teacher + "  - {stage: distill, teacher: t, cutmix: 1.0}\n")
     assert "stages[1].cutmix: `cutmix` pastes a box of one image" in message
+    message = error(teacher + "  - {stage: distill, teacher: t, augmented_copies: 2}\n")
+    assert "stages[1].augmented_copies: `augmented_copies` adds shifted and flipped" in message
+    assert "Received: augmented_copies=2 for inputs of shape (64,)" in message
     message = error("  - {stage: export}\n", f"{{csv: {tweets}, sequence_length: 2}}")
     assert "data.sequence_length: `sequence_length` must be an integer >= 3" in message
     message = error("  - {stage: export}\n", f"{{csv: {tweets}, vocabulary: none.txt}}")

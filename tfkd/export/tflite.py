@@ -159,10 +159,12 @@ def export_tflite(
 def float_with_signature(model, data=None):
     """The float32 `.tflite` bytes of `model` with a `serving_default` signature, checked
     against Keras as `export_tflite` checks its files (for `litert_quantize`). `data`:
-    inputs, the first of which builds a model that was never called."""
+    inputs, the first of which builds a model that was never called, and the first
+    `_CHECK_SAMPLES` of which the check runs on (stand-ins without them, which fit no
+    model whose float inputs are ids: an `Embedding` never given an integer `Input`)."""
     _validate(model, None, data, "float32", False, False)
     model = _graph.strip_if_wrapped(model)
-    inputs, _ = _inputs_and_samples(model, data, 1)
+    inputs, samples = _inputs_and_samples(model, data, _CHECK_SAMPLES)
     options = dict(
         quantization=None, io_dtype="float32", sparsity=False, select_tf_ops=False, signature=True
     )
@@ -172,7 +174,7 @@ def float_with_signature(model, data=None):
         content = _convert.convert(model, None, **options)
     else:
         content = _convert_in_subprocess(model, None, options)
-    _check_against_keras(model, inputs, content, None, None, quantization_aware=False)
+    _check_against_keras(model, inputs, content, samples, None, quantization_aware=False)
     return content
 
 

@@ -53,8 +53,9 @@ def execute(pipeline, data, output_dir, options, log):
 def _check_against_models(pipeline, data, seed):
     """Before any stage runs, each stage checks its arguments against the model it will
     receive, where the stages before it tell what that model is built from (an N:M
-    pattern that fits no layer fails here, not after an hour of training), and
-    against what needs Keras or the data (a distillation loss's arguments).
+    pattern that fits no layer fails here, not after an hour of training) or how an
+    `export` stage makes it (`{"tflite": ...}`), and against what needs Keras or the data
+    (a distillation loss's arguments).
 
     Raises:
         ValueError: from a stage, with `stage` and `argument` attributes.
@@ -76,9 +77,11 @@ def _check_against_models(pipeline, data, seed):
         incoming = specs.get(stage.from_stage or last) if stage.takes_input() else None
         try:
             stage._check_before_run(data)
-            if incoming is not None:
+            if isinstance(incoming, dict) and "tflite" in incoming:
+                stage._check_input_tflite(incoming["tflite"])
+            elif incoming is not None:
                 stage._check_input_model(lambda: build(incoming))
-        except (ValueError, TypeError) as error:
+        except (ValueError, TypeError, ImportError) as error:
             error.stage = stage.name
             raise
         specs[stage.name] = stage._output_spec(incoming)

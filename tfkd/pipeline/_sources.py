@@ -9,6 +9,7 @@ import os
 import numpy as np
 
 from tfkd import _packages, datasets
+from tfkd._checks import check_seed
 from tfkd.pipeline.stage import invalid_argument
 
 # The label of a training example whose label is hidden: `tfkd.distill.UNLABELED`, which
@@ -62,6 +63,23 @@ def load_errors(
             )
         ]
     errors = []
+    if "split_seed" in source:
+        # Checked here, under its own name; the loaders' checks call it `seed`.
+        try:
+            check_seed(source["split_seed"], "split_seed")
+        except (TypeError, ValueError) as error:
+            errors.append(invalid_argument("split_seed", str(error), type(error)))
+            source = {key: value for key, value in source.items() if key != "split_seed"}
+    if "split_seed" in source and source.get("test_split") is None:
+        errors.append(
+            invalid_argument(
+                "split_seed",
+                "`split_seed` draws the test examples that `test_split` sets apart, and "
+                f"there is no `test_split`. Received: {_shown_source(name, source)}. Add "
+                "`test_split: <a fraction>`, or remove `split_seed` (a folder with train "
+                "and test parts needs neither).",
+            )
+        )
     if kind == "name" and (not isinstance(name, str) or name not in datasets.available()):
         errors.append(
             invalid_argument(

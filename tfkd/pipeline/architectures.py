@@ -188,6 +188,13 @@ def check_buildable(spec, data, argument):
                 + ".",
             )
     if isinstance(spec, dict) and "application" in spec:
+        if data.x_train.ndim != 4:
+            raise invalid_argument(
+                argument,
+                "keras.applications models take images of shape (height, width, channels), "
+                f"and the data are {input_kind(data)} of shape {data.input_shape}. Received: "
+                f"{argument}={spec!r}. For token ids, use {{architecture: text_cnn}}.",
+            )
         try:
             application(spec, data.input_shape, data.num_classes)
         except (ValueError, TypeError) as error:

@@ -179,7 +179,7 @@ def run_config(path, output_dir=None, *, quick=False, tensorboard=True, log=prin
             verbose="auto",
             log=log,
         )
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, ImportError) as error:
         if getattr(error, "stage", None) is None or not hasattr(error, "argument"):
             raise
         # Found by the checks against the models, before any stage ran: a config error.

@@ -1,7 +1,14 @@
 """The `micro` stage: a microcontroller bundle of the incoming `.tflite` file."""
 
+import importlib.util
+
 from tfkd import _checks
 from tfkd.pipeline.stage import Stage, check_positive, invalid_argument, register_stage
+
+# What an `export` stage may make for a microcontroller: integer compute only. (`auto`
+# keeps whichever file fits its budget; the bundle checks the file's ops when it runs.)
+INTEGER_QUANTIZATIONS = ("int8", "int16x8", "auto")
+INTEGER_RECIPES = ("static_int8", "static_int16x8")
 
 
 @register_stage("micro")
@@ -46,6 +53,37 @@ class Micro(Stage):
         self.c_name, self.arena_margin, self.arena_limit = c_name, arena_margin, arena_limit
         self.samples = samples
 
+    def _check_before_run(self, data):
+        if importlib.util.find_spec("tflite_micro") is None:
+            raise invalid_argument(
+                "stage",
+                "The `micro` stage runs the model in the TFLM interpreter, from the "
+                "`tflite-micro` package, which is not installed. Received: stage='micro'. "
+                "pip install tflite-micro (or pip install 'tfkd[micro]'), or remove the stage.",
+                ImportError,
+            )
+
+    def _check_input_model(self, build):
+        raise invalid_argument(
+            "from_stage",
+            f"Stage {self.name!r} (micro) needs a .tflite file as input, and the stage before "
+            f"it gives a Keras model. Received: from_stage={self.from_stage!r}. Put it after "
+            "an `export` stage with quantization: int8, or set `from_stage` to one.",
+        )
+
+    def _check_input_tflite(self, export):
+        quantization, recipe = export["quantization"], export["recipe"]
+        if quantization in INTEGER_QUANTIZATIONS or recipe in INTEGER_RECIPES:
+            return
+        made = f"recipe={recipe!r}" if recipe is not None else f"quantization={quantization!r}"
+        raise invalid_argument(
+            "from_stage",
+            f"Stage {self.name!r} (micro) needs a file that computes in integers, and the "
+            f"export stage before it makes one that computes in float ({made}). Received: "
+            f"from_stage={self.from_stage!r}. Export with quantization: int8 (or int16x8, "
+            f"or recipe: static_int8), or set `from_stage` to such an export.",
+        )
+
     def run(self, model, context):
         from tfkd.export import TFLiteModel
         from tfkd.export.micro import describe, micro_bundle
@@ -69,6 +107,9 @@ class Micro(Stage):
         )
         context.log(note)
         return model, {"micro": summary, "notes": [note]}
+
+    def _output_spec(self, incoming):
+        return incoming  # the file passes on unchanged
 
 
 def _checked(argument, check):

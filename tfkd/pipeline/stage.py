@@ -230,6 +230,11 @@ class Stage(metaclass=_StageType):
         runs. `build()` returns an untrained model of that architecture (call it only if
         needed). Raises `invalid_argument` errors, which configs report at the key."""
 
+    def _check_input_tflite(self, export):
+        """Checks the arguments against the `.tflite` file this stage will receive, before
+        any stage runs, as the `export` stage that makes it describes it:
+        `{"quantization": ..., "recipe": ...}`. Raises `invalid_argument` errors."""
+
     def _check_before_run(self, data):
         """Checks the arguments against what needs Keras or the data (`tfkd.pipeline.Data`),
         before any stage runs. Raises `invalid_argument` errors, which configs report at

@@ -19,6 +19,12 @@ from tfkd.pipeline.stage import (
     register_stage,
 )
 
+# `transfer`: the default size images are resized to, and the keys that only the
+# fine-tuning reads (`fine_tune_epochs` > 0), with their defaults.
+IMAGE_SIZE = 96
+FINE_TUNE_ONLY = {"unfreeze": "all", "fine_tune_learning_rate": 1e-4, "fine_tune_decay": "constant"}
+# The keys of `export` that `quantization: auto` alone reads, and their defaults.
+AUTO_ONLY = {"accuracy_budget": 0.5, "validation_samples": 1000}
 # The pretrained backbones `transfer` knows by name, and the inputs each takes.
 PRETRAINED_BACKBONES = {"mobilenet_v2": "images", "minilm": "token ids"}
 
@@ -67,7 +73,7 @@ class Export(Stage):
     """Exports the incoming Keras model to `model.tflite` and measures the file.
 
     For text data with a tokenizer (`data: {csv: ...}`), the tokenizer's files are
-    written beside it (`write_tokenizer_files`).
+    written beside it (`write_tokenizer_files`), whichever way the file is made.
 
     Uses `tfkd.export_tflite`, which raises instead of writing a file that disagrees
     with the Keras model. Calibration (for `"int8"` / `"int16x8"` without QAT) and
@@ -136,12 +142,22 @@ class Export(Stage):
             raise invalid_argument("accuracy_budget", str(error), type(error)) from None
         check_positive("validation_samples", validation_samples, int)
         self.accuracy_budget, self.validation_samples = accuracy_budget, validation_samples
+        given = {"accuracy_budget": accuracy_budget, "validation_samples": validation_samples}
+        for argument, default in AUTO_ONLY.items():
+            if quantization != "auto" and given[argument] != default:
+                raise invalid_argument(
+                    argument,
+                    f"`{argument}` is read by `quantization: auto` only (which measures "
+                    f"each candidate file). Received: {argument}={given[argument]!r}, "
+                    f"quantization={quantization!r}. Remove it, or set quantization: auto.",
+                )
         if quantization == "auto":
-            if io_dtype != "float32" or recipe is not None:
+            if io_dtype != "float32" or recipe is not None or overrides is not None:
                 raise invalid_argument(
                     "quantization",
                     "`quantization: auto` chooses among float32-interface files, without a "
-                    f"`recipe`. Received: io_dtype={io_dtype!r}, recipe={recipe!r}",
+                    f"`recipe` or `overrides`. Received: io_dtype={io_dtype!r}, "
+                    f"recipe={recipe!r}, overrides={overrides!r}",
                 )
             check_positive("calibration_samples", calibration_samples, int)
             self.quantization, self.io_dtype = quantization, io_dtype
@@ -178,6 +194,9 @@ class Export(Stage):
         self.quantization, self.io_dtype = quantization, io_dtype
         self.calibration_samples = calibration_samples
 
+    def _output_spec(self, incoming):
+        return {"tflite": {"quantization": self.quantization, "recipe": self.recipe}}
+
     def run(self, model, context):
         from tfkd.export import TFLiteModel, export_tflite
 
@@ -185,8 +204,8 @@ class Export(Stage):
         path = context.directory / "model.tflite"
         data = context.data.x_train[: self.calibration_samples]
         if self.quantization == "auto":
-            return self._auto(model, path, data, context)
-        if self.recipe is not None:
+            details = self._auto(model, path, data, context)
+        elif self.recipe is not None:
             from tfkd.export import litert_quantize
 
             report = litert_quantize(
@@ -194,18 +213,16 @@ class Export(Stage):
             )
             details = report.to_dict()
             details["layer_errors"] = report.layer_errors["outputs"]
-            details["path"] = os.fspath(path)
-            return TFLiteModel(path), details
-        report = export_tflite(
-            model,
-            path,
-            self.quantization,
-            representative_data=data,
-            io_dtype=self.io_dtype,
-            per_channel=self.per_channel,
-            verbose=context.keras_verbose(),
-        )
-        details = report.to_dict()
+        else:
+            details = export_tflite(
+                model,
+                path,
+                self.quantization,
+                representative_data=data,
+                io_dtype=self.io_dtype,
+                per_channel=self.per_channel,
+                verbose=context.keras_verbose(),
+            ).to_dict()
         details["path"] = os.fspath(path)
         if context.data.tokenizer is not None:
             details["tokenizer_files"] = write_tokenizer_files(
@@ -214,7 +231,7 @@ class Export(Stage):
         return TFLiteModel(path), details
 
     def _auto(self, model, path, data, context):
-        from tfkd.export import TFLiteModel
+        """Writes the file `quantization: auto` keeps; returns the stage's details."""
         from tfkd.export.auto import auto_quantize
 
         x, y = context.data.labelled()
@@ -236,7 +253,7 @@ class Export(Stage):
             )
         )
         context.log(note)
-        return TFLiteModel(path), {"auto": summary, "notes": [note], "path": os.fspath(path)}
+        return {"auto": summary, "notes": [note]}
 
 
 def write_tokenizer_files(tokenizer, class_names, directory):
@@ -286,9 +303,10 @@ class Transfer(Stage):
             checkpoint folder), whose backbone is used (`tfkd.transfer.load_preset`).
             Defaults to `"mobilenet_v2"`.
         image_size: images are resized to `image_size` x `image_size` inside the
-            model. Defaults to `96`.
+            model (images only). Defaults to `96`.
         head_epochs: epochs training the new head, backbone frozen. Defaults to `2`.
-        fine_tune_epochs: epochs training with `unfreeze`d layers. Defaults to `4`.
+        fine_tune_epochs: epochs training with `unfreeze`d layers; with `0`, the
+            three keys below are refused (nothing would read them). Defaults to `4`.
         unfreeze: `"all"`, or the number of top backbone layers. Defaults to `"all"`.
         head_learning_rate: Defaults to `1e-3`.
         fine_tune_learning_rate: Defaults to `1e-4`.
@@ -311,7 +329,7 @@ class Transfer(Stage):
     def __init__(
         self,
         backbone: str | dict = "mobilenet_v2",
-        image_size: int = 96,
+        image_size: int = IMAGE_SIZE,
         head_epochs: int = 2,
         fine_tune_epochs: int = 4,
         unfreeze: str | int | float = "all",
@@ -346,6 +364,19 @@ class Transfer(Stage):
         check_positive("batch_size", batch_size, int)
         _check_unfreeze(unfreeze)
         _distillation.check_augmentation(augmentation)
+        given = {
+            "unfreeze": unfreeze,
+            "fine_tune_learning_rate": fine_tune_learning_rate,
+            "fine_tune_decay": fine_tune_decay,
+        }
+        for argument, default in FINE_TUNE_ONLY.items():
+            if fine_tune_epochs == 0 and given[argument] != default:
+                raise invalid_argument(
+                    argument,
+                    f"`{argument}` sets the fine-tuning, and `fine_tune_epochs: 0` trains the "
+                    f"head alone. Received: {argument}={given[argument]!r}, "
+                    "fine_tune_epochs=0. Remove it, or fine-tune for an epoch or more.",
+                )
         self.augmentation = augmentation
         self.backbone, self.image_size, self.unfreeze = backbone, image_size, unfreeze
         self.head_epochs, self.fine_tune_epochs = head_epochs, fine_tune_epochs
@@ -359,6 +390,13 @@ class Transfer(Stage):
 
     def _check_before_run(self, data):
         _distillation.check_augmentation_data(self.augmentation, data)
+        if self.image_size != IMAGE_SIZE and data.x_train.ndim != 4:
+            raise invalid_argument(
+                "image_size",
+                "`image_size` is the size images are resized to for the backbone, and the "
+                f"inputs are not images (shape {data.input_shape}). Received: "
+                f"image_size={self.image_size!r}. Remove it for this data.",
+            )
         wanted = PRETRAINED_BACKBONES.get(self.backbone) if isinstance(self.backbone, str) else None
         if wanted is not None and wanted != architectures.input_kind(data):
             raise invalid_argument(

@@ -390,6 +390,13 @@ class _NewModelTraining(_Training):
         super()._check_before_run(data)
         argument = self.new_model_argument
         architectures.check_buildable(getattr(self, argument), data, argument)
+        if self.augmented_copies and data.x_train.ndim != 4:
+            raise invalid_argument(
+                "augmented_copies",
+                "`augmented_copies` adds shifted and flipped copies of images of shape "
+                f"(height, width, channels). Received: augmented_copies={self.augmented_copies!r}"
+                f" for inputs of shape {data.input_shape}. Remove it for this data.",
+            )
 
     def takes_input(self):
         return getattr(self, self.new_model_argument) is None
