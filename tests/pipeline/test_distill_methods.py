@@ -224,7 +224,10 @@ def test_python_arguments_are_checked_too():
         Prune(teacher=["a", "b"], method_arguments={"from_logits": False})
     # ... and read where something softens: several teachers' average, propagation.
     assert Distill(["a", "b"], method="relational", temperature=8.0).temperature == 8.0
-    assert Distill("teacher", method="relational", temperature=2.0, propagation=True).temperature
+    assert (
+        Distill("teacher", method="relational", temperature=2.0, propagation=True).temperature
+        == 2.0
+    )
     with pytest.raises(ValueError, match="`augmentation.shift` must be an integer, not 1.5"):
         Prune(teacher="teacher", augmentation={"shift": 1.5})
 
