@@ -252,6 +252,18 @@ def test_cluster_preserving_qat_refuses_what_it_cannot_do():
     unbuilt = keras.Sequential([L.Dense(4)], name="unbuilt")
     with pytest.raises(ValueError, match="preserve_clusters.*'unbuilt', never called"):
         tfkd.quantize.quantize_aware(unbuilt, preserve_clusters=True)
+    # A model no one clustered: it would silently train as plain QAT.
+    plain = small_cnn(4, "plain")
+    with pytest.raises(
+        ValueError, match=r"no kernel of model 'plain' is clustered.*\{'conv': 36, 'logits': "
+    ):
+        tfkd.quantize.quantize_aware(plain, preserve_clusters=True)
+    # Clustered per channel over many channels: more than 256 values per kernel, none kept.
+    wide = tfkd.cluster.cluster_weights(
+        small_cnn(64, "wide"), 8, per_channel=True, include=["conv"]
+    )
+    with pytest.raises(ValueError, match=r"'conv': 512"):
+        tfkd.quantize.quantize_aware(wide, preserve_clusters=True)
     with pytest.raises(ValueError, match="clusters.*needs a layer with a kernel.*ReLU"):
         tfkd.quantize.QuantizeWrapper(L.ReLU(name="relu"), clusters=4)
     wrapper = tfkd.quantize.QuantizeWrapper(L.Dense(4), clusters=2)

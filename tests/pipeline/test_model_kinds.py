@@ -171,3 +171,32 @@ def test_a_model_that_ends_in_a_softmax_trains_on_its_probabilities(tmp_path):
     _execute(stages, data, tmp_path)
     entry = json.loads((tmp_path / "stages" / "trained" / "entry.json").read_text())
     assert entry["details"]["train_loss"][0] == pytest.approx(expected, rel=1e-3)
+
+
+def _save(model, directory):
+    path = directory / f"{model.name}.keras"
+    model.save(path)
+    return str(path)
+
+
+def test_a_model_that_does_not_fit_the_data_is_refused_before_any_stage_runs(data, tmp_path):
+    five_classes = _save(small_cnn(4, "five_classes", num_classes=5), tmp_path)
+    rgb = _save(small_cnn(4, "rgb", input_shape=(8, 8, 3)), tmp_path)
+    (tmp_path / "broken.keras").write_bytes(b"not a zip file")
+    scratch = Train(model=small_cnn(4, "fits"), epochs=1, name="scratch")
+    cases = [
+        (
+            Load(five_classes, name="teacher"),
+            "path",
+            r"outputs of shape \(5,\), and the data have 3",
+        ),
+        (Train(model={"path": rgb}), "model.path", r"takes inputs of shape \(8, 8, 3\), and the"),
+        (Train(model=small_cnn(4, "two", num_classes=2)), "model", "Received: model='two'"),
+        (Distill("scratch", student={"path": rgb}), "student.path", r"the data's are \(8, 8, 1\)"),
+        (Load(str(tmp_path / "broken.keras")), "path", "cannot be loaded as a Keras model"),
+    ]
+    for stage, argument, message in cases:
+        with pytest.raises(ValueError, match=message) as info:
+            _execute([scratch, stage], data, tmp_path / "run")
+        assert (info.value.stage, info.value.argument) == (stage.name, argument)
+        assert not (tmp_path / "run" / "stages").exists()  # not even the first stage ran

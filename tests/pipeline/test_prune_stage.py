@@ -219,6 +219,19 @@ def test_cluster_stage_after_pruning_keeps_zeros_and_few_values(data, tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    "between",
+    [[], [tfkd.pipeline.Cluster(clusters=8, epochs=0, name="clustered"), Train(epochs=0)]],
+    ids=["no_cluster_stage", "trained_after_clustering"],
+)
+def test_preserve_clusters_without_clusters_fails_before_any_stage_runs(between, data, tmp_path):
+    qat = tfkd.pipeline.QuantizeAware(preserve_clusters=True, epochs=1, name="qat")
+    with pytest.raises(ValueError, match="receives has none: put a `cluster` stage") as info:
+        _execute([Train(STUDENT, epochs=1, name="scratch"), *between, qat], data, tmp_path)
+    assert (info.value.stage, info.value.argument) == ("qat", "preserve_clusters")
+    assert not tmp_path.joinpath("stages").exists()  # nothing was trained
+
+
 def test_cluster_preserving_qat_stage_keeps_the_clusters_in_the_int8_file(data, tmp_path):
     stages = [
         Train(STUDENT, epochs=1, name="scratch"),

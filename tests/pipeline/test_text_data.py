@@ -173,6 +173,23 @@ def test_text_and_image_models_are_refused_for_the_other_kind_of_data(tweets, tm
     assert "data.vocabulary: File not found" in message
 
 
+def test_transfer_on_texts_on_several_processes_is_refused_before_any_stage_runs(
+    tweets, tmp_path, monkeypatch
+):
+    from tfkd.pipeline import _processes
+
+    # As process 0 of 2 sees it once joined; nothing here needs the other process.
+    monkeypatch.setattr(_processes, "_current", _processes.Processes("", 2, 0))
+    config = tmp_path / "text.yaml"
+    train = "  - {stage: train, model: {architecture: text_cnn}, epochs: 1}\n"
+    config.write_text(
+        f"data: {{csv: {tweets}}}\nstages:\n{train}  - {{stage: transfer, backbone: minilm}}\n"
+    )
+    with pytest.raises(ConfigError, match=r"text.yaml:4: stages\[1\].backbone: Stage 'transfer'"):
+        run_config(config, tmp_path / "run", tensorboard=False, log=lambda _: None)
+    assert not (tmp_path / "run" / "stages").exists()  # the train stage before it did not run
+
+
 def test_keras_hub_presets_as_backbone_teacher_and_model(tweets, tmp_path):
     import keras_hub
 

@@ -85,8 +85,11 @@ def build(spec, data, seed):
     """A new model from a spec, for `data`'s input shape and classes.
 
     A Keras model is copied with its weights (a pretrained model stays pretrained), and
-    the caller's model is left as it was.
+    the caller's model is left as it was. A `clustered` spec (only a `cluster` stage's
+    output, see `clustered`) gives the model its stage clusters, stripped.
     """
+    if isinstance(spec, dict) and "clustered" in spec:
+        return spec["stage"].clustered(build(spec["clustered"], data, seed), stripped=True)
     if isinstance(spec, KerasModel):
         from tfkd import _graph
 
@@ -103,6 +106,20 @@ def build(spec, data, seed):
     if spec["architecture"] == "text_cnn":
         return text_cnn(data, seed, **options)
     return cnn(data.input_shape, data.num_classes, seed=seed, **options)
+
+
+def clustered(spec, stage):
+    """The spec of the model `stage` (a `cluster` stage) makes from `spec`'s, or None
+    where `spec` is None (unknown)."""
+    return None if spec is None else {"clustered": spec, "stage": stage}
+
+
+def trained(spec):
+    """The spec of a model trained further from `spec`'s: clustered kernels no longer
+    hold their clusters, the architecture is the same."""
+    while isinstance(spec, dict) and "clustered" in spec:
+        spec = spec["clustered"]
+    return spec
 
 
 def text_cnn(data, seed, **options):
@@ -187,6 +204,11 @@ def check_buildable(spec, data, argument):
                 + " or ".join(repr(n) for n, kind in ARCHITECTURE_INPUTS.items() if kind != wanted)
                 + ".",
             )
+    if isinstance(spec, KerasModel):
+        check_fits(spec, data, argument, repr(spec.name))
+    if isinstance(spec, dict) and "path" in spec:
+        model = load_checked(spec["path"], f"{argument}.path")
+        check_fits(model, data, f"{argument}.path", repr(spec["path"]))
     if isinstance(spec, dict) and "application" in spec:
         if data.x_train.ndim != 4:
             raise invalid_argument(
@@ -199,6 +221,46 @@ def check_buildable(spec, data, argument):
             application(spec, data.input_shape, data.num_classes)
         except (ValueError, TypeError) as error:
             raise invalid_argument(argument, str(error), type(error)) from None
+
+
+def load_checked(path, argument):
+    """The `.keras` file at `path`, loaded; a file Keras cannot load raises naming
+    `argument`."""
+    try:
+        return _store.load_keras(path)
+    except (ValueError, TypeError, OSError) as error:
+        raise invalid_argument(
+            argument,
+            f"`{argument}` cannot be loaded as a Keras model: {str(error).rstrip('.')}. "
+            f"Received: {argument}={os.fspath(path)!r}",
+        ) from None
+
+
+def check_fits(model, data, argument, received):
+    """Raises naming `argument` (whose value `received` describes) unless `model` takes
+    inputs of the data's shape and gives one score per class. A model never called is
+    not checked: a stage builds it for the data's inputs when it copies it."""
+    if not model.built or len(model.inputs or []) != 1 or len(model.outputs or []) != 1:
+        return
+    takes = tuple(model.inputs[0].shape[1:])
+    fits = len(takes) == len(data.input_shape) and all(
+        size is None or size == given for size, given in zip(takes, data.input_shape)
+    )
+    if not fits:
+        raise invalid_argument(
+            argument,
+            f"The model {model.name!r} takes inputs of shape {takes}, and the data's are "
+            f"{tuple(data.input_shape)}. Received: {argument}={received}. "
+            "Give a model made for this data.",
+        )
+    scores = model.outputs[0].shape
+    if len(scores) != 2 or scores[-1] != data.num_classes:
+        raise invalid_argument(
+            argument,
+            f"The model {model.name!r} gives outputs of shape {tuple(scores[1:])}, and the data "
+            f"have {data.num_classes} classes: a classifier here gives one score per class. "
+            f"Received: {argument}={received}",
+        )
 
 
 def _check_preset(spec, argument):

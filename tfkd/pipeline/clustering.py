@@ -1,6 +1,7 @@
 """The cluster stage: weight clustering with fine-tuning, optionally distilling."""
 
 from tfkd import _checks
+from tfkd.pipeline import architectures
 from tfkd.pipeline.pruning import _check_exclude
 from tfkd.pipeline.stage import check_keras_input, invalid_argument, register_stage
 from tfkd.pipeline.training import _Training, training_arguments
@@ -55,12 +56,14 @@ class Cluster(_Training):
         self.exclude = None if exclude is None else list(exclude)
 
     def _output_spec(self, incoming):
-        return incoming  # the stripped model has the incoming model's layers
+        # The incoming model's layers, with clustered kernels.
+        return architectures.clustered(architectures.trained(incoming), self)
 
-    def run(self, model, context):
+    def clustered(self, model, stripped=False):
+        """`model` clustered as this stage clusters it (`tfkd.cluster.cluster_weights`),
+        and `tfkd.cluster.strip`ped if `stripped`."""
         from tfkd import cluster
 
-        check_keras_input(self, model)
         clustered = cluster.cluster_weights(
             model,
             self.clusters,
@@ -68,6 +71,13 @@ class Cluster(_Training):
             exclude=self.exclude,
             fold_batch_norm=self.fold_batch_norm,
         )
+        return cluster.strip(clustered) if stripped else clustered
+
+    def run(self, model, context):
+        from tfkd import cluster
+
+        check_keras_input(self, model)
+        clustered = self.clustered(model)
         details = self.train(clustered, context)
         stripped = cluster.strip(clustered)
         key = "most_unique_per_channel" if self.per_channel else "unique_values"

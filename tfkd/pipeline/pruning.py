@@ -5,6 +5,7 @@ import re
 import warnings
 
 from tfkd import _checks
+from tfkd.pipeline import architectures
 from tfkd.pipeline._fit import steps_per_epoch
 from tfkd.pipeline.stage import check_keras_input, invalid_argument, register_stage
 from tfkd.pipeline.training import _Training, training_arguments
@@ -92,7 +93,7 @@ class Prune(_Training):
         )
 
     def _output_spec(self, incoming):
-        return incoming  # the stripped model has the incoming model's layers
+        return architectures.trained(incoming)  # the stripped model: the same layers
 
     def _check_input_model(self, build):
         if self.pattern != "unstructured" or self.exclude:

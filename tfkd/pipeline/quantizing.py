@@ -38,6 +38,21 @@ class QuantizeAware(_Training):
             )
         self.preserve_clusters = preserve_clusters
 
+    def _check_input_model(self, build):
+        if not self.preserve_clusters:
+            return
+        from tfkd.quantize.qat import check_clustered
+
+        try:
+            check_clustered(build())
+        except ValueError as error:
+            raise invalid_argument(
+                "preserve_clusters",
+                f"Stage {self.name!r} (quantize_aware) keeps the clusters a `cluster` stage "
+                "made, and the model it receives has none: put a `cluster` stage right before "
+                f"it (a stage that trains in between spreads the clusters). {error}",
+            ) from None
+
     def run(self, model, context):
         from tfkd import quantize
 

@@ -50,6 +50,11 @@ class Load(Stage):
     def takes_input(self):
         return False
 
+    def _check_before_run(self, data):
+        if self.path.endswith(".keras"):
+            model = architectures.load_checked(self.path, "path")
+            architectures.check_fits(model, data, "path", repr(self.path))
+
     def fingerprint(self):
         return {**self.get_config(), "sha256": _hashing.path_sha256(self.path)}
 
@@ -388,8 +393,20 @@ class Transfer(Stage):
     def takes_input(self):
         return False
 
+    def _check_one_process(self, data):
+        processes = _processes.current()
+        if processes is not None and architectures.input_kind(data) != "images":
+            raise invalid_argument(
+                "backbone",
+                f"Stage {self.name!r} (transfer) fine-tunes on texts on one process only: its "
+                "batches of texts cut to their longest are not shared among processes yet. "
+                f"Received: backbone={self.backbone!r} on {processes.count} processes. Run "
+                "the pipeline without --processes, or start from a `load` stage.",
+            )
+
     def _check_before_run(self, data):
         _distillation.check_augmentation_data(self.augmentation, data)
+        self._check_one_process(data)
         if self.image_size != IMAGE_SIZE and data.x_train.ndim != 4:
             raise invalid_argument(
                 "image_size",
@@ -450,12 +467,8 @@ class Transfer(Stage):
         if isinstance(train_data, tuple):  # on several processes, this process's share
             *train_data, batch_size = context.share(*train_data, batch_size)
             train_data = tuple(train_data)
-        elif _processes.current() is not None:
-            raise ValueError(
-                "The transfer stage fine-tunes on texts on one process only: its batches "
-                "of texts cut to their longest are not shared among processes yet. "
-                f"Received: {_processes.current().count} processes."
-            )
+        else:
+            self._check_one_process(context.data)
         keras.utils.set_random_seed(context.seed)
         model, history = transfer.fine_tune(
             base,

@@ -403,7 +403,7 @@ class _NewModelTraining(_Training):
 
     def _output_spec(self, incoming):
         spec = getattr(self, self.new_model_argument)
-        return incoming if spec is None else spec
+        return architectures.trained(incoming) if spec is None else spec
 
     def run(self, model, context):
         spec = getattr(self, self.new_model_argument)

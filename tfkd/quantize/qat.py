@@ -95,7 +95,8 @@ def quantize_aware(model, *, fold_batch_norm=True, decay=0.999, preserve_cluster
             `x + 3.0`) QAT cannot quantize; they are listed. Also for a `fold_batch_norm`
             that is not a bool, or a `decay` that is not a number.
         ValueError: `decay` is outside [0, 1), `model` is already quantization-aware, or
-            `preserve_clusters` is set for a model that is not built.
+            `preserve_clusters` is set for a model that is not built or has no clustered
+            kernel (at most 256 distinct values, fewer than its weights).
 
     Example:
 
@@ -127,6 +128,8 @@ def quantize_aware(model, *, fold_batch_norm=True, decay=0.999, preserve_cluster
         )
     model = _graph.strip_if_wrapped(model)
     _check_supported(model)
+    if preserve_clusters:
+        check_clustered(model)
     plan = _Plan(model, fold_batch_norm, decay, preserve_clusters)
     return _graph.rebuild(model, plan.transform)
 
@@ -283,9 +286,29 @@ def _is_fused_activation(layer):
 def _clusters(layer):
     """The distinct values of `layer`'s kernel when they are few enough to be clusters
     (at most 256, and fewer than the weights), else None."""
-    kernel = keras.ops.convert_to_numpy(_kernels.kernel(layer))
-    count = len(np.unique(kernel))
-    return count if 2 <= count <= _MOST_CLUSTERS and count < kernel.size else None
+    count = _distinct_count(layer)
+    size = int(np.prod(_kernels.kernel(layer).shape))
+    return count if 2 <= count <= _MOST_CLUSTERS and count < size else None
+
+
+def check_clustered(model):
+    """Raises a ValueError unless some kernel of `model` holds clusters (at most 256
+    distinct values, fewer than its weights), naming each kernel's count."""
+    kernels = [layer for layer in _graph.leaf_layers(model) if _kernels.kernel_name(layer)]
+    if not any(_clusters(layer) for layer in kernels):
+        counts = {layer.name: _distinct_count(layer) for layer in kernels}
+        raise ValueError(
+            "`preserve_clusters=True` keeps the shared values of clustered kernels, and no "
+            f"kernel of model {model.name!r} is clustered (at most {_MOST_CLUSTERS} distinct "
+            "values, fewer than its weights). "
+            f"Received: preserve_clusters=True; distinct values per kernel: {counts}. Cluster "
+            "the model first (tfkd.cluster.cluster_weights, per_channel=False if the kernels "
+            "have many output channels), or pass preserve_clusters=False."
+        )
+
+
+def _distinct_count(layer):
+    return len(np.unique(keras.ops.convert_to_numpy(_kernels.kernel(layer))))
 
 
 def _has_zeros(layer):
