@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 
 from provenance import git_commit, machine
 
@@ -103,6 +104,47 @@ def _tflite(work_dir):
         )
         tfkd.export_tflite(teacher, path)
     return path
+
+
+def _keras_teacher(_work_dir=None):
+    return ROOT / "saved_models" / "fashion_mnist_cnn_teacher" / "model.keras"
+
+
+def _read_keras(path):
+    import numpy as np
+
+    from tfkd.pipeline import _store
+
+    model = _store.load_keras(path)
+    x = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
+    return [np.asarray(weight) for weight in model.get_weights()], model.predict(x, verbose=0)
+
+
+def _keras_member(member):
+    """Locates `member` of the `.keras` teacher, extracted into the work directory: its
+    mutations are packed into a valid zip (`_read_keras_member`), so that they reach
+    Keras's parsing of the config and of the HDF5 weights behind the zip's checksums."""
+
+    def locate(work_dir):
+        path = pathlib.Path(work_dir) / member
+        if not path.is_file():
+            with zipfile.ZipFile(_keras_teacher()) as archive:
+                path.write_bytes(archive.read(member))
+        return path
+
+    return locate
+
+
+def _read_keras_member(member):
+    def read(path):
+        packed = path.parent / "packed.keras"
+        with zipfile.ZipFile(_keras_teacher()) as source, zipfile.ZipFile(packed, "w") as out:
+            for info in source.infolist():
+                data = path.read_bytes() if info.filename == member else source.read(info)
+                out.writestr(info.filename, data)
+        return _read_keras(packed)
+
+    return read
 
 
 def _read_pickle(path):
@@ -180,11 +222,34 @@ TARGETS = {
     ),
     "config": (_config, _read_config, _config_error, False),
     "tflite": (_tflite, _read_tflite, lambda: (ValueError,), True),
+    # The pipeline's `.keras` reader (`load` stages, model paths, a resumed run's stages).
+    "keras": (_keras_teacher, _read_keras, lambda: (ValueError,), True),
+    # Its config and HDF5 weights, mutated inside a valid zip.
+    "keras_config": (
+        _keras_member("config.json"),
+        _read_keras_member("config.json"),
+        lambda: (ValueError,),
+        True,
+    ),
+    "keras_weights": (
+        _keras_member("model.weights.h5"),
+        _read_keras_member("model.weights.h5"),
+        lambda: (ValueError,),
+        True,
+    ),
     "csv": (_tweets, _read_tweets, lambda: (ValueError,), False),
     "vocabulary": (_vocabulary, _read_vocabulary, lambda: (ValueError,), False),
 }
 # Formats with no checksum: a changed byte may load as a changed file.
-NO_CHECKSUM = {"config", "tflite", "csv", "vocabulary", "checkpoint_unnamed"}
+NO_CHECKSUM = {
+    "config",
+    "tflite",
+    "csv",
+    "vocabulary",
+    "checkpoint_unnamed",
+    "keras_config",
+    "keras_weights",
+}
 # Names the mutated copy takes instead of the original's.
 RENAMED = {"checkpoint_unnamed": "mobilenet_v2.pth"}
 

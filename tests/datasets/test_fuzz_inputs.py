@@ -10,6 +10,7 @@ import sys
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TARGETS = ["config", "idx", "animal_mnist_pickle", "checkpoint_unnamed", "csv", "vocabulary"]
+TARGETS += ["keras", "keras_weights"]  # the pipeline's `.keras` reader, and behind its zip
 
 
 def test_mutated_input_files_are_read_or_refused_cleanly(tmp_path):

@@ -193,7 +193,7 @@ def test_a_model_that_does_not_fit_the_data_is_refused_before_any_stage_runs(dat
         (Train(model={"path": rgb}), "model.path", r"takes inputs of shape \(8, 8, 3\), and the"),
         (Train(model=small_cnn(4, "two", num_classes=2)), "model", "Received: model='two'"),
         (Distill("scratch", student={"path": rgb}), "student.path", r"the data's are \(8, 8, 1\)"),
-        (Load(str(tmp_path / "broken.keras")), "path", "cannot be loaded as a Keras model"),
+        (Load(str(tmp_path / "broken.keras")), "path", "cannot be read as a Keras model"),
     ]
     for stage, argument, message in cases:
         with pytest.raises(ValueError, match=message) as info:

@@ -14,6 +14,7 @@ import json
 import os
 import pathlib
 import shutil
+import zipfile
 
 from tfkd import _atomic, _hashing, models
 
@@ -125,28 +126,61 @@ class Store:
 
 
 def load_keras(path):
-    """`keras.saving.load_model`, with tfkd's layers registered first: the `tfkd` command
-    imports tfkd's subpackages only when they are used, and a file (a QAT model, say)
-    may hold layers of one that this run has not used yet."""
+    """`keras.saving.load_model` in safe mode (no Python code from the file), with tfkd's
+    layers registered first: the `tfkd` command imports tfkd's subpackages only when they
+    are used, and a file (a QAT model, say) may hold layers of one that this run has not
+    used yet.
+
+    The file may be hostile: its zip is checked first (a config of at most 64 MiB, no
+    member that inflates over 100-fold past 64 MiB), and whatever Keras raises on a
+    file it cannot read (a bad zip, JSON or HDF5; classes that do not deserialize)
+    becomes a `ValueError` naming the file.
+
+    Raises:
+        ValueError: the file cannot be read as a Keras model.
+        ImportError: it needs keras-hub, which is not installed.
+    """
     import keras
 
     import tfkd
 
     tfkd._import_all()
-    if _uses_keras_hub(path):
-        import keras_hub  # noqa: F401  (registers its layers, e.g. the BertBackbone)
-    return keras.saving.load_model(path)
-
-
-def _uses_keras_hub(path):
-    """Whether a `.keras` file's config names keras-hub classes (MiniLM, presets)."""
-    import zipfile
-
     try:
-        with zipfile.ZipFile(path) as archive, archive.open("config.json") as config:
+        uses_keras_hub = _check_archive(path)
+        if uses_keras_hub:
+            import keras_hub  # noqa: F401  (registers its layers, e.g. the BertBackbone)
+        return keras.saving.load_model(path, safe_mode=True)
+    except _UNREADABLE as error:
+        raise ValueError(
+            f"{os.fspath(path)!r} cannot be read as a Keras model (a `.keras` file): "
+            f"{type(error).__name__}: {str(error)[:500].rstrip('.')}."
+        ) from error
+
+
+# What reading a `.keras` file raises when the file is bad: the zip (BadZipFile), HDF5
+# (OSError, RuntimeError), the JSON (ValueError, RecursionError when nested too deep)
+# and a config whose classes or arguments do not deserialize (TypeError, KeyError).
+_UNREADABLE = (zipfile.BadZipFile, OSError, RuntimeError, ValueError, TypeError, KeyError)
+# The largest `config.json` read (real models' are kilobytes to a few megabytes), and how
+# far a member may inflate past `_INFLATE_FREE` bytes (weights compress a few-fold).
+_MOST_CONFIG_BYTES = 64 * 2**20
+_MOST_INFLATION = 100
+_INFLATE_FREE = 64 * 2**20
+
+
+def _check_archive(path):
+    """Checks the `.keras` zip's declared sizes (which bound what is read from it);
+    returns whether its config names keras-hub classes (MiniLM, presets)."""
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            inflates = info.file_size > max(_INFLATE_FREE, _MOST_INFLATION * info.compress_size)
+            if inflates or (info.filename == "config.json" and info.file_size > _MOST_CONFIG_BYTES):
+                raise ValueError(
+                    f"member {info.filename!r} declares {info.file_size} bytes "
+                    f"({info.compress_size} compressed), more than a Keras model holds"
+                )
+        with archive.open("config.json") as config:
             return b'"keras_hub' in config.read()
-    except (OSError, KeyError, zipfile.BadZipFile):
-        return False  # Keras's own loading then says what is wrong with the file
 
 
 def output_id(entry):

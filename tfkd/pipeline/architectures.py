@@ -224,15 +224,13 @@ def check_buildable(spec, data, argument):
 
 
 def load_checked(path, argument):
-    """The `.keras` file at `path`, loaded; a file Keras cannot load raises naming
+    """The `.keras` file at `path`, loaded; a file that cannot be read raises naming
     `argument`."""
     try:
         return _store.load_keras(path)
-    except (ValueError, TypeError, OSError) as error:
+    except ValueError as error:
         raise invalid_argument(
-            argument,
-            f"`{argument}` cannot be loaded as a Keras model: {str(error).rstrip('.')}. "
-            f"Received: {argument}={os.fspath(path)!r}",
+            argument, f"{error} Received: {argument}={os.fspath(path)!r}"
         ) from None
 
 
