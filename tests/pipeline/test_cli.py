@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import keras
+import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TEACHER = REPO / "saved_models" / "fashion_mnist_cnn_teacher" / "model.keras"
@@ -242,22 +243,28 @@ def test_check_lists_every_error_at_once(tmp_path):
 
 
 def test_a_failing_stage_prints_one_line_and_the_traceback_only_with_debug(tmp_path):
-    broken = tmp_path / "broken.keras"
-    broken.write_bytes(b"not a zip file")
+    # A model that fits the data, so the checks before the run pass, with NaN weights: its
+    # training fails when the stage runs.
+    broken = tmp_path / "nan.keras"
+    model = keras.Sequential(
+        [keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]
+    )
+    model.set_weights([np.full(w.shape, np.nan, "float32") for w in model.get_weights()])
+    model.save(broken)
     config = tmp_path / "pipeline.yaml"
     config.write_text(
         "data: {name: fashion_mnist, train_size: 64, test_size: 64}\n"
-        f"stages:\n  - {{stage: load, name: teacher, path: {broken}}}\n"
+        f"stages:\n  - {{stage: train, name: trained, model: {{path: {broken}}}, epochs: 1}}\n"
     )
     result = _tfkd("run", config, "--output", tmp_path / "out")
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.startswith("tfkd: ")]
     assert len(lines) == 2, result.stderr[-3000:]
-    assert lines[0].startswith("tfkd: Stage 'teacher' (load) failed: ValueError: ")
+    assert lines[0].startswith("tfkd: Stage 'trained' (train) failed: FloatingPointError: ")
     assert lines[0].endswith("fix the cause and rerun to resume from this stage.")
     assert lines[1] == "tfkd: add --debug to see the traceback."
     assert "Traceback" not in result.stderr
     result = _tfkd("run", config, "--output", tmp_path / "out", "--debug")
     assert result.returncode == 1
     assert "Traceback (most recent call last)" in result.stderr
-    assert "StageError: Stage 'teacher' (load) failed" in result.stderr
+    assert "StageError: Stage 'trained' (train) failed" in result.stderr
