@@ -102,6 +102,11 @@ def test_corrupt_weights_and_zips_name_the_file(real, tmp_path):
     (tmp_path / "flipped.keras").write_bytes(bytes(flipped))
     with pytest.raises(ValueError, match="flipped.keras' cannot be read.*BadZipFile"):
         _store.load_keras(tmp_path / "flipped.keras")
+    # An output that names a node the layer does not have (Keras: IndexError).
+    edit = lambda c: c["config"].__setitem__("output_layers", [["logits", 5, 0]])  # noqa: E731
+    nodes = _with_config(real, tmp_path / "nodes.keras", edit)
+    with pytest.raises(ValueError, match="nodes.keras' cannot be read.*IndexError"):
+        _store.load_keras(nodes)
     no_config = _pack(tmp_path / "no_config.keras", {"model.weights.h5": weights})
     with pytest.raises(ValueError, match="no_config.keras' cannot be read.*KeyError"):
         _store.load_keras(no_config)

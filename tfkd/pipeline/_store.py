@@ -159,8 +159,18 @@ def load_keras(path):
 
 # What reading a `.keras` file raises when the file is bad: the zip (BadZipFile), HDF5
 # (OSError, RuntimeError), the JSON (ValueError, RecursionError when nested too deep)
-# and a config whose classes or arguments do not deserialize (TypeError, KeyError).
-_UNREADABLE = (zipfile.BadZipFile, OSError, RuntimeError, ValueError, TypeError, KeyError)
+# and a config whose classes or arguments do not deserialize (TypeError, KeyError,
+# AttributeError, IndexError: a value of another type or length where Keras expects one).
+_UNREADABLE = (
+    zipfile.BadZipFile,
+    OSError,
+    RuntimeError,
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+    IndexError,
+)
 # The largest `config.json` read (real models' are kilobytes to a few megabytes), and how
 # far a member may inflate past `_INFLATE_FREE` bytes (weights compress a few-fold).
 _MOST_CONFIG_BYTES = 64 * 2**20
