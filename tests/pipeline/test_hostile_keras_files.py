@@ -11,7 +11,7 @@ import pytest
 
 import tfkd
 from tests.helpers import small_cnn
-from tfkd.pipeline import Data, Load, Train, _store
+from tfkd.pipeline import Data, Load, Train, Transfer, _store
 
 
 @pytest.fixture(scope="module")
@@ -112,14 +112,17 @@ def test_corrupt_weights_and_zips_name_the_file(real, tmp_path):
         _store.load_keras(no_config)
 
 
-def test_a_load_stage_refuses_a_hostile_file_before_any_stage_runs(tmp_path):
+@pytest.mark.parametrize("kind", ["load", "transfer"])
+def test_a_hostile_file_is_refused_before_any_stage_runs(kind, tmp_path):
     marker = tmp_path / "ran"
-    path = _lambda_file(tmp_path / "teacher.keras", marker)
+    path = str(_lambda_file(tmp_path / "teacher.keras", marker))
     x = np.random.default_rng(0).random((64, 8, 8, 1), dtype=np.float32)
     data = Data(x, np.arange(64) % 3, x[:16], np.arange(16) % 3)
-    stages = [Train(model=small_cnn(4, "student"), epochs=1), Load(str(path), name="teacher")]
+    stage = Load(path, name="teacher") if kind == "load" else Transfer(path, name="teacher")
+    stages = [Train(model=small_cnn(4, "student"), epochs=1), stage]
     with pytest.raises(ValueError, match="Lambda") as info:
         tfkd.Pipeline(stages).execute(data, tmp_path / "run", verbose=0, log=lambda _: None)
-    assert (info.value.stage, info.value.argument) == ("teacher", "path")
+    argument = "path" if kind == "load" else "backbone"
+    assert (info.value.stage, info.value.argument) == ("teacher", argument)
     assert not marker.exists()
     assert not (tmp_path / "run" / "stages").exists()

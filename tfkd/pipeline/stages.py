@@ -407,6 +407,8 @@ class Transfer(Stage):
     def _check_before_run(self, data):
         _distillation.check_augmentation_data(self.augmentation, data)
         self._check_one_process(data)
+        if isinstance(self.backbone, str) and self.backbone.endswith(".keras"):
+            architectures.load_checked(self.backbone, "backbone")  # not a hostile or broken file
         if self.image_size != IMAGE_SIZE and data.x_train.ndim != 4:
             raise invalid_argument(
                 "image_size",
