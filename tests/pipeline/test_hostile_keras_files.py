@@ -1,6 +1,7 @@
 """`.keras` files the pipeline reads (`load` stages, model paths, a resumed run's stages) may
-be hostile: none runs code, none crashes the process or fills its memory, and each bad
-file is a `ValueError` that names it; a real file loads as before."""
+be hostile: none runs code or crashes the process, and each bad file is a `ValueError` that
+names it; a real file loads as before. (Layer sizes that fit in memory but fill it are not
+bounded: see `_store.load_keras`.)"""
 
 import json
 import zipfile
@@ -83,6 +84,12 @@ def test_files_that_would_exhaust_the_process_are_refused(real, tmp_path):
     bomb = _pack(tmp_path / "bomb.keras", {**members, "model.weights.h5": bytes(65 * 2**20)})
     with pytest.raises(ValueError, match=r"'model.weights.h5' declares 68157440 bytes \(\d+ comp"):
         _store.load_keras(bomb)
+    # A small config that asks for 4 x 10^11 weights: memory that cannot be had.
+    huge = lambda c: c["config"]["layers"][-1]["config"].__setitem__("units", 10**11)  # noqa: E731
+    with pytest.raises(
+        ValueError, match="huge.keras' cannot be read.*(ResourceExhausted|MemoryError|memory)"
+    ):
+        _store.load_keras(_with_config(real, tmp_path / "huge.keras", huge))
     spaces = b" " * (65 * 2**20)  # JSON whitespace: a config over 64 MiB, stored uncompressed
     large = _pack(tmp_path / "large.keras", {**members, "config.json": spaces}, zipfile.ZIP_STORED)
     with pytest.raises(ValueError, match="'config.json' declares 68157440 bytes"):

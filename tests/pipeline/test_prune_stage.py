@@ -232,6 +232,49 @@ def test_preserve_clusters_without_clusters_fails_before_any_stage_runs(between,
     assert not tmp_path.joinpath("stages").exists()  # nothing was trained
 
 
+@pytest.mark.parametrize(
+    "stage",
+    [tfkd.pipeline.Cluster(epochs=1, name="late"), Prune(epochs=1, name="late")],
+    ids=["cluster", "prune"],
+)
+def test_a_training_stage_after_an_export_fails_before_any_stage_runs(stage, data, tmp_path):
+    stages = [Train(STUDENT, epochs=1, name="scratch"), tfkd.pipeline.Export("int8"), stage]
+    with pytest.raises(ValueError, match="needs a Keras model as input, and the stage") as info:
+        _execute(stages, data, tmp_path)
+    assert (info.value.stage, info.value.argument) == ("late", "from_stage")
+    assert not tmp_path.joinpath("stages").exists()
+
+
+def test_clusters_that_do_not_fit_a_layer_fail_before_any_stage_runs(data, tmp_path):
+    # conv1's 3x3x1 kernel has 9 weights per output channel
+    stages = [
+        Train(STUDENT, epochs=1, name="scratch"),
+        tfkd.pipeline.Cluster(clusters=16, per_channel=True, name="clustered"),
+        tfkd.pipeline.QuantizeAware(preserve_clusters=True, name="qat"),
+    ]
+    with pytest.raises(ValueError, match="larger than the number of weights of layer 'conv1'") as e:
+        _execute(stages, data, tmp_path)
+    assert (e.value.stage, e.value.argument) == ("clustered", "clusters")
+    stages[1] = tfkd.pipeline.Cluster(exclude=["nothing_by_this_name"], name="clustered")
+    with pytest.raises(ValueError, match="nothing_by_this_name") as e:
+        _execute(stages, data, tmp_path)
+    assert (e.value.stage, e.value.argument) == ("clustered", "exclude")
+    assert not tmp_path.joinpath("stages").exists()
+
+
+def test_a_loaded_clustered_model_not_stripped_keeps_its_clusters_through_qat(data, tmp_path):
+    model = tfkd.models.cnn(data.input_shape, data.num_classes, filters=[8, 16])
+    path = tmp_path / "clustered.keras"
+    tfkd.cluster.cluster_weights(model, 8).save(path)  # the wrappers, as fit leaves them
+    stages = [
+        tfkd.pipeline.Load(str(path), name="clustered"),
+        tfkd.pipeline.QuantizeAware(preserve_clusters=True, epochs=1, batch_size=64, name="qat"),
+    ]
+    _execute(stages, data, tmp_path / "run")
+    qat = keras.saving.load_model(tmp_path / "run" / "stages" / "qat" / "model.keras")
+    assert {row["unique_values"] for row in tfkd.cluster.summary(qat)} == {8}
+
+
 def test_cluster_preserving_qat_stage_keeps_the_clusters_in_the_int8_file(data, tmp_path):
     stages = [
         Train(STUDENT, epochs=1, name="scratch"),

@@ -75,8 +75,6 @@ def cluster_weights(
     >>> len(np.unique(tfkd.cluster.strip(clustered).layers[0].get_weights()[0]))
     4
     """
-    from tfkd.prune.pruning import _select
-
     _graph.require_graph_model(model, "tfkd.cluster.cluster_weights", _SUBCLASSED_FIX)
     check_clusters(clusters)
     fold_batch_norm = _checks.check_flag("fold_batch_norm", fold_batch_norm)
@@ -88,10 +86,8 @@ def cluster_weights(
             f"model={model.name!r}, never called. Train it, or call it on data first."
         )
     _refuse_wrapped(model)
-    selected = _select(list(_graph.leaf_layers(model)), include, exclude, "cluster")
-    for layer in selected:
-        if layer.built:
-            check_clusters_fit(layer, _kernels.kernel(layer).shape, clusters, per_channel)
+    selected = clusterable_layers(model, include, exclude)
+    check_layers_fit(selected, clusters, per_channel)
     selected_ids = {id(layer) for layer in selected}
     options = dict(per_channel=per_channel, preserve_sparsity=preserve_sparsity, init=init)
     folded = foldable_batch_norms(_graph.consumers(model)) if fold_batch_norm else {}
@@ -110,6 +106,23 @@ def cluster_weights(
         return wrapper, lambda new, old=layer: _take_weights(new, old, norm)
 
     return _graph.rebuild(model, transform)
+
+
+def clusterable_layers(model, include=None, exclude=None):
+    """The layers of `model` that `cluster_weights` clusters, as `include` and `exclude`
+    pick them. Raises `ValueError` (or `TypeError`) for a selection that names no layer
+    or leaves none."""
+    from tfkd.prune.pruning import _select
+
+    return _select(list(_graph.leaf_layers(model)), include, exclude, "cluster")
+
+
+def check_layers_fit(layers, clusters, per_channel=False):
+    """Raises `ValueError` for a built layer with fewer weights (per output channel with
+    `per_channel`) than `clusters`."""
+    for layer in layers:
+        if layer.built:
+            check_clusters_fit(layer, _kernels.kernel(layer).shape, clusters, per_channel)
 
 
 def _with_bias(layer):

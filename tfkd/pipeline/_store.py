@@ -133,8 +133,10 @@ def load_keras(path):
 
     The file may be hostile: its zip is checked first (a config of at most 64 MiB, no
     member that inflates over 100-fold past 64 MiB), and whatever Keras raises on a
-    file it cannot read (a bad zip, JSON or HDF5; classes that do not deserialize)
-    becomes a `ValueError` naming the file.
+    file it cannot read (a bad zip, JSON or HDF5; classes that do not deserialize; layer
+    sizes whose memory cannot be had) becomes a `ValueError` naming the file. A config
+    may still ask for layers that fit in memory but fill it: the sizes of the layers are
+    not bounded here.
 
     Raises:
         ValueError: the file cannot be read as a Keras model.
@@ -145,12 +147,26 @@ def load_keras(path):
     import tfkd
 
     tfkd._import_all()
-    try:
+    with _unreadable(path):
         uses_keras_hub = _check_archive(path)
-        if uses_keras_hub:
-            import keras_hub  # noqa: F401  (registers its layers, e.g. the BertBackbone)
+    if uses_keras_hub:
+        import keras_hub  # noqa: F401  (registers its layers, e.g. the BertBackbone)
+    with _unreadable(path):
         return keras.saving.load_model(path, safe_mode=True)
-    except _UNREADABLE as error:
+
+
+@contextlib.contextmanager
+def _unreadable(path):
+    """Raises what its body raises on a bad `.keras` file (`_UNREADABLE`, or memory that a
+    config's sizes ask for and cannot get) as a `ValueError` naming the file, chained."""
+    try:
+        yield
+    except Exception as error:
+        out_of_memory = isinstance(error, MemoryError) or (
+            type(error).__name__ == "ResourceExhaustedError"  # TensorFlow's, not imported here
+        )
+        if not (out_of_memory or isinstance(error, _UNREADABLE)):
+            raise
         raise ValueError(
             f"{os.fspath(path)!r} cannot be read as a Keras model (a `.keras` file): "
             f"{type(error).__name__}: {str(error)[:500].rstrip('.')}."

@@ -231,16 +231,18 @@ def load_checked(path, argument):
     except ValueError as error:
         raise invalid_argument(
             argument, f"{error} Received: {argument}={os.fspath(path)!r}"
-        ) from None
+        ) from error
 
 
 def check_fits(model, data, argument, received):
     """Raises naming `argument` (whose value `received` describes) unless `model` takes
     inputs of the data's shape and gives one score per class. A model never called is
-    not checked: a stage builds it for the data's inputs when it copies it."""
-    if not model.built or len(model.inputs or []) != 1 or len(model.outputs or []) != 1:
-        return
-    takes = tuple(model.inputs[0].shape[1:])
+    not checked (a stage builds it for the data's inputs when it copies it), nor one
+    without a graph of one input and one output."""
+    inputs, outputs = getattr(model, "inputs", None), getattr(model, "outputs", None)
+    if not model.built or len(inputs or []) != 1 or len(outputs or []) != 1:
+        return  # never called, subclassed, or several inputs or outputs (keras-hub's)
+    takes = tuple(inputs[0].shape[1:])
     fits = len(takes) == len(data.input_shape) and all(
         size is None or size == given for size, given in zip(takes, data.input_shape)
     )
@@ -251,7 +253,7 @@ def check_fits(model, data, argument, received):
             f"{tuple(data.input_shape)}. Received: {argument}={received}. "
             "Give a model made for this data.",
         )
-    scores = model.outputs[0].shape
+    scores = outputs[0].shape
     if len(scores) != 2 or scores[-1] != data.num_classes:
         raise invalid_argument(
             argument,

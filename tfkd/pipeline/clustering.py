@@ -59,6 +59,19 @@ class Cluster(_Training):
         # The incoming model's layers, with clustered kernels.
         return architectures.clustered(architectures.trained(incoming), self)
 
+    def _check_input_model(self, build):
+        from tfkd.cluster.clustering import check_layers_fit, clusterable_layers
+
+        model = build()
+        try:
+            layers = clusterable_layers(model, exclude=self.exclude)
+        except (ValueError, TypeError) as error:
+            raise invalid_argument("exclude", str(error), type(error)) from None
+        try:
+            check_layers_fit(layers, self.clusters, self.per_channel)
+        except ValueError as error:
+            raise invalid_argument("clusters", str(error)) from None
+
     def clustered(self, model, stripped=False):
         """`model` clustered as this stage clusters it (`tfkd.cluster.cluster_weights`),
         and `tfkd.cluster.strip`ped if `stripped`."""

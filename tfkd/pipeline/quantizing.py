@@ -43,8 +43,9 @@ class QuantizeAware(_Training):
             return
         from tfkd.quantize.qat import check_clustered
 
+        model = build()
         try:
-            check_clustered(build())
+            check_clustered(model)
         except ValueError as error:
             raise invalid_argument(
                 "preserve_clusters",

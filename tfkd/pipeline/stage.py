@@ -279,6 +279,18 @@ def _has_var_keyword(cls):
     return any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters)
 
 
+def refuse_tflite_input(stage):
+    """For `_check_input_tflite` of a stage that needs a Keras model: its error before
+    any stage runs, as `check_keras_input`'s when it runs."""
+    raise invalid_argument(
+        "from_stage",
+        f"Stage {stage.name!r} ({stage.kind}) needs a Keras model as input, and the stage "
+        f"before it gives a .tflite file. Received: from_stage={stage.from_stage!r}. Set "
+        "`from_stage` to a stage that returns a Keras model, or move the stage before the "
+        "export.",
+    )
+
+
 def check_keras_input(stage, model):
     if not isinstance(model, KerasModel):
         raise TypeError(

@@ -16,6 +16,7 @@ from tfkd.pipeline.stage import (
     check_keras_input,
     check_positive,
     invalid_argument,
+    refuse_tflite_input,
     register_stage,
 )
 
@@ -201,6 +202,9 @@ class Export(Stage):
 
     def _output_spec(self, incoming):
         return {"tflite": {"quantization": self.quantization, "recipe": self.recipe}}
+
+    def _check_input_tflite(self, export):
+        refuse_tflite_input(self)
 
     def run(self, model, context):
         from tfkd.export import TFLiteModel, export_tflite

@@ -13,6 +13,7 @@ from tfkd.pipeline.stage import (
     Stage,
     check_positive,
     invalid_argument,
+    refuse_tflite_input,
     register_stage,
 )
 
@@ -175,6 +176,9 @@ class _Training(Stage):
             if fingerprint.get(key, default) == default:
                 fingerprint.pop(key, None)
         return fingerprint
+
+    def _check_input_tflite(self, export):
+        refuse_tflite_input(self)
 
     def _check_before_run(self, data):
         """Builds the distillation loss (its class checks the values of `method_arguments`)

@@ -293,7 +293,9 @@ def _clusters(layer):
 
 def check_clustered(model):
     """Raises a ValueError unless some kernel of `model` holds clusters (at most 256
-    distinct values, fewer than its weights), naming each kernel's count."""
+    distinct values, fewer than its weights), naming each kernel's count. Clustering
+    wrappers are read through (`tfkd.cluster` models, stripped or not)."""
+    model = _graph.strip_if_wrapped(model)
     kernels = [layer for layer in _graph.leaf_layers(model) if _kernels.kernel_name(layer)]
     if not any(_clusters(layer) for layer in kernels):
         counts = {layer.name: _distinct_count(layer) for layer in kernels}
