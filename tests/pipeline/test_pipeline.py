@@ -351,16 +351,16 @@ def test_a_changed_model_file_reruns_the_stage(data, tmp_path):
 
 def test_nested_pipeline_from_stage_and_its_name_as_a_reference(data, tmp_path):
     inner = tfkd.Pipeline([Export(name="inner_file")], name="inner", from_stage="teacher")
-    stages = [
-        Load(TEACHER, name="teacher"),
-        Train(STUDENT, epochs=1, name="scratch"),
-        inner,
-        Export(quantization="dynamic", from_stage="inner", name="after"),
-    ]
-    with pytest.raises(RuntimeError, match="Stage 'after' .* needs a Keras model as input"):
-        _execute(tfkd.Pipeline(stages), data, tmp_path)  # inner's output is a .tflite
+    stages = [Load(TEACHER, name="teacher"), Train(STUDENT, epochs=1, name="scratch"), inner]
+    _execute(tfkd.Pipeline(stages), data, tmp_path)
     entry = json.loads((tmp_path / "stages" / "inner_file" / "entry.json").read_text())
     assert entry["input"] == "teacher"
+    # inner's output is a .tflite: refused before any stage runs, as the pipeline's output
+    after = Export(quantization="dynamic", from_stage="inner", name="after")
+    with pytest.raises(ValueError, match="Stage 'after' .* needs a Keras model as input") as info:
+        _execute(tfkd.Pipeline([*stages, after]), data, tmp_path / "again")
+    assert (info.value.stage, info.value.argument) == ("after", "from_stage")
+    assert not (tmp_path / "again" / "stages").exists()
     bad = tfkd.Pipeline(
         [Load(TEACHER, name="teacher"), tfkd.Pipeline([Export(from_stage="inner")], name="inner")]
     )
