@@ -262,6 +262,22 @@ def test_clusters_that_do_not_fit_a_layer_fail_before_any_stage_runs(data, tmp_p
     assert not tmp_path.joinpath("stages").exists()
 
 
+def test_a_never_called_sequential_is_clustered_and_keeps_its_clusters_through_qat(data, tmp_path):
+    layers = [keras.layers.Conv2D(8, 3, name="conv"), keras.layers.Flatten(name="flat")]
+    model = keras.Sequential([*layers, keras.layers.Dense(10, name="logits")])  # never called
+    stages = [
+        Train(model=model, epochs=1, batch_size=64, name="scratch"),
+        tfkd.pipeline.Cluster(clusters=8, epochs=1, batch_size=64, name="clustered"),
+        tfkd.pipeline.QuantizeAware(preserve_clusters=True, epochs=1, batch_size=64, name="qat"),
+    ]
+    _execute(stages, data, tmp_path)  # the checks before the run build it for the data
+    qat = keras.saving.load_model(tmp_path / "stages" / "qat" / "model.keras")
+    assert {row["name"]: row["unique_values"] for row in tfkd.cluster.summary(qat)} == {
+        "conv": 8,
+        "logits": 8,
+    }
+
+
 def test_a_loaded_clustered_model_not_stripped_keeps_its_clusters_through_qat(data, tmp_path):
     model = tfkd.models.cnn(data.input_shape, data.num_classes, filters=[8, 16])
     path = tmp_path / "clustered.keras"

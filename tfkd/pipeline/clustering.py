@@ -66,7 +66,9 @@ class Cluster(_Training):
         try:
             layers = clusterable_layers(model, exclude=self.exclude)
         except (ValueError, TypeError) as error:
-            raise invalid_argument("exclude", str(error), type(error)) from None
+            # A model with nothing to cluster is the input's fault where `exclude` is unset.
+            argument = "from_stage" if self.exclude is None else "exclude"
+            raise invalid_argument(argument, str(error), type(error)) from None
         try:
             check_layers_fit(layers, self.clusters, self.per_channel)
         except ValueError as error:

@@ -473,8 +473,6 @@ class Transfer(Stage):
         if isinstance(train_data, tuple):  # on several processes, this process's share
             *train_data, batch_size = context.share(*train_data, batch_size)
             train_data = tuple(train_data)
-        else:
-            self._check_one_process(context.data)
         keras.utils.set_random_seed(context.seed)
         model, history = transfer.fine_tune(
             base,
