@@ -262,6 +262,20 @@ def test_clusters_that_do_not_fit_a_layer_fail_before_any_stage_runs(data, tmp_p
     assert not tmp_path.joinpath("stages").exists()
 
 
+def test_a_model_with_nothing_to_cluster_is_refused_at_from_stage(data, tmp_path):
+    # `exclude` is unset, so the model given (no kernel: a crop to 10 pixels) is the cause
+    inputs = keras.Input((28, 28, 1))
+    outputs = keras.layers.Flatten()(keras.layers.Cropping2D(((27, 0), (18, 0)))(inputs))
+    stages = [
+        Train(keras.Model(inputs, outputs), epochs=1, name="scratch"),
+        tfkd.pipeline.Cluster(name="clustered"),
+    ]
+    with pytest.raises(ValueError, match="Nothing to cluster") as e:
+        _execute(stages, data, tmp_path)
+    assert (e.value.stage, e.value.argument) == ("clustered", "from_stage")
+    assert not tmp_path.joinpath("stages").exists()
+
+
 def test_a_never_called_sequential_is_clustered_and_keeps_its_clusters_through_qat(data, tmp_path):
     layers = [keras.layers.Conv2D(8, 3, name="conv"), keras.layers.Flatten(name="flat")]
     model = keras.Sequential([*layers, keras.layers.Dense(10, name="logits")])  # never called
