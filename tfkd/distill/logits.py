@@ -177,21 +177,41 @@ def _norm(x, axis):
 
 
 class _LogitsLoss(DistillationLoss):
-    """A loss that reads class logits: the Distiller checks shapes and converts softmax outputs."""
+    """A loss that reads class logits (the Distiller checks shapes and converts softmax
+    outputs): the class's `function` of `(teacher_outputs, student_outputs, *,
+    temperature, **weights)`, with `weights` (each >= 0, named as the function's
+    arguments) as the class's attributes and config."""
 
-    def __init__(self, temperature, teacher_layer_name, student_layer_name, **kwargs):
+    function = None
+
+    def __init__(self, temperature, teacher_layer_name, student_layer_name, weights, **kwargs):
         super().__init__(
             teacher_layer_name=teacher_layer_name, student_layer_name=student_layer_name, **kwargs
         )
         self.temperature = scheduled_temperature(temperature)
+        for name, weight in weights.items():
+            validate_weight(name, weight)
+            setattr(self, name, float(weight))
+        self._weight_names = tuple(weights)
 
     @property
     def reads_logits(self):
         return True
 
+    def call(self, teacher_outputs, student_outputs):
+        return self.function(
+            teacher_outputs,
+            student_outputs,
+            temperature=schedules.value_at_current_step(self.temperature),
+            **self._weights(),
+        )
+
+    def _weights(self):
+        return {name: getattr(self, name) for name in self._weight_names}
+
     def get_config(self):
         config = super().get_config()
-        config.update(temperature=schedules.serialize(self.temperature))
+        config.update(temperature=schedules.serialize(self.temperature), **self._weights())
         return config
 
     @classmethod
@@ -231,6 +251,8 @@ class DecoupledDistillation(_LogitsLoss):
     ```
     """
 
+    function = staticmethod(decoupled_kl_divergence)
+
     def __init__(
         self,
         temperature=DEFAULT_TEMPERATURE,
@@ -240,11 +262,8 @@ class DecoupledDistillation(_LogitsLoss):
         student_layer_name=None,
         **kwargs,
     ):
-        super().__init__(temperature, teacher_layer_name, student_layer_name, **kwargs)
-        validate_weight("target_weight", target_weight)
-        validate_weight("non_target_weight", non_target_weight)
-        self.target_weight = float(target_weight)
-        self.non_target_weight = float(non_target_weight)
+        weights = {"target_weight": target_weight, "non_target_weight": non_target_weight}
+        super().__init__(temperature, teacher_layer_name, student_layer_name, weights, **kwargs)
 
     def build(self, teacher_outputs_shape, student_outputs_shape):
         classes = teacher_outputs_shape[-1]
@@ -255,20 +274,6 @@ class DecoupledDistillation(_LogitsLoss):
                 f"{tuple(teacher_outputs_shape)}. Use LogitsDistillation for this output."
             )
         self.built = True
-
-    def call(self, teacher_outputs, student_outputs):
-        return decoupled_kl_divergence(
-            teacher_outputs,
-            student_outputs,
-            temperature=schedules.value_at_current_step(self.temperature),
-            target_weight=self.target_weight,
-            non_target_weight=self.non_target_weight,
-        )
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(target_weight=self.target_weight, non_target_weight=self.non_target_weight)
-        return config
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -305,6 +310,8 @@ class CorrelationDistillation(_LogitsLoss):
     ```
     """
 
+    function = staticmethod(correlation_distance)
+
     def __init__(
         self,
         temperature=DEFAULT_TEMPERATURE,
@@ -314,25 +321,8 @@ class CorrelationDistillation(_LogitsLoss):
         student_layer_name=None,
         **kwargs,
     ):
-        super().__init__(temperature, teacher_layer_name, student_layer_name, **kwargs)
-        validate_weight("inter_class_weight", inter_class_weight)
-        validate_weight("intra_class_weight", intra_class_weight)
-        self.inter_class_weight = float(inter_class_weight)
-        self.intra_class_weight = float(intra_class_weight)
-
-    def call(self, teacher_outputs, student_outputs):
-        return correlation_distance(
-            teacher_outputs,
-            student_outputs,
-            temperature=schedules.value_at_current_step(self.temperature),
-            inter_class_weight=self.inter_class_weight,
-            intra_class_weight=self.intra_class_weight,
-        )
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            inter_class_weight=self.inter_class_weight,
-            intra_class_weight=self.intra_class_weight,
-        )
-        return config
+        weights = {
+            "inter_class_weight": inter_class_weight,
+            "intra_class_weight": intra_class_weight,
+        }
+        super().__init__(temperature, teacher_layer_name, student_layer_name, weights, **kwargs)
