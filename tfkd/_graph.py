@@ -91,7 +91,8 @@ def head_input_model(model):
 
 
 def activation_name(layer):
-    """What `layer` ends with: `"relu"`, `"relu6"`, `"softmax"`, `"other"` or `None` (linear)."""
+    """What `layer` ends with: `"relu"`, `"relu6"`, `"softmax"`, `"sigmoid"`, `"other"` or
+    `None` (linear)."""
     if isinstance(layer, keras.layers.ReLU):
         plain = layer.negative_slope == 0 and layer.threshold == 0
         if plain and layer.max_value is None:
@@ -105,22 +106,34 @@ def activation_name(layer):
     name = getattr(activation, "__name__", "")
     if name == "linear" and not isinstance(layer, keras.layers.Activation):
         return None
-    return name if name in ("relu", "relu6", "softmax") else "other"
+    return name if name in ("relu", "relu6", "softmax", "sigmoid") else "other"
 
 
-def applies_softmax(layer):
-    """Whether `layer` (or the layer a tfkd wrapper holds in `.layer`) ends in a softmax."""
+def final_activation(layer):
+    """`activation_name` of `layer`, or of the layer a tfkd wrapper holds in `.layer`."""
     inner = getattr(layer, "layer", None)
     if isinstance(inner, keras.layers.Layer):
         layer = inner
-    return activation_name(layer) == "softmax"
+    return activation_name(layer)
+
+
+def applies_softmax(layer):
+    """Whether `layer` (or the layer a tfkd wrapper holds) ends in a softmax."""
+    return final_activation(layer) == "softmax"
+
+
+def output_activation(model):
+    """`final_activation` of the layer that computes `model`'s single output (saved
+    models and keras.applications often output probabilities); `"unknown"` where the
+    graph does not say (a subclassed model)."""
+    layer = output_layer(model)
+    return "unknown" if layer is None else final_activation(layer)
 
 
 def ends_in_softmax(model):
-    """Whether `model`'s single output comes from a softmax (saved models and
-    keras.applications often output probabilities); None if unknown (subclassed)."""
-    layer = output_layer(model)
-    return None if layer is None else applies_softmax(layer)
+    """Whether `model`'s single output comes from a softmax; None if unknown (subclassed)."""
+    activation = output_activation(model)
+    return None if activation == "unknown" else activation == "softmax"
 
 
 def architecture(model):

@@ -564,6 +564,27 @@ CASES = [
         "3",
     ),
     Case(
+        distill.teacher_outputs,
+        lambda: distill.teacher_outputs(_model("teacher"), IMAGES, batch_size=0),
+        ValueError,
+        "batch_size",
+        "0",
+    ),
+    Case(
+        distill.teacher_outputs,
+        lambda: distill.teacher_outputs(_model("teacher"), IMAGES, batch_size="64"),
+        TypeError,
+        "batch_size",
+        "'64'",
+    ),
+    Case(
+        distill.teacher_outputs,
+        lambda: distill.teacher_outputs(_model("teacher"), None),
+        TypeError,
+        "x",
+        "None",
+    ),
+    Case(
         distill.with_teacher_outputs,
         lambda: distill.with_teacher_outputs(LOGITS, [LOGITS]),
         TypeError,

@@ -83,6 +83,17 @@ def test_loss_weight_schedules_weigh_each_step():
             ValueError,
             r"distillation_loss_weights\[0\]",
         ),
+        # Right at step 0, wrong later: a decay past 0, a share that grows past 1.
+        (
+            {"temperature": keras.optimizers.schedules.PolynomialDecay(4.0, 1000, -2.0)},
+            ValueError,
+            r"temperature\(1000\)` must be a finite number > 0",
+        ),
+        (
+            {"student_loss_weight": lambda step: min(0.5 + step / 100, 3.0)},
+            ValueError,
+            r"student_loss_weight\(100\)",
+        ),
     ],
 )
 def test_bad_schedules_fail_when_the_distiller_is_made(options, error, match):

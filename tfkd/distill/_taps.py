@@ -87,11 +87,12 @@ class TapModel:
             )
         return self.output_shape
 
-    def ends_in_softmax(self, layer_name):
-        """Whether the output (`None`) or the named layer applies a softmax; None if unknown."""
+    def activation(self, layer_name):
+        """The activation the output (`None`) or the named layer ends in, as
+        `_graph.final_activation` names it; `"unknown"` for a subclassed model's output."""
         if layer_name is not None:
-            return _graph.applies_softmax(self._layers[layer_name])
-        return _graph.ends_in_softmax(self.model)
+            return _graph.final_activation(self._layers[layer_name])
+        return _graph.output_activation(self.model)
 
     def describe(self, layer_name):
         return "output" if layer_name is None else f"layer {layer_name!r}"
@@ -117,6 +118,13 @@ class TapModel:
                 f"{self.model.name!r} of type {type(self.model).__name__}. Rebuild it "
                 "with keras.Input, or distill its outputs only (LogitsDistillation)."
             ) from error
+        if self.role == "student" and len(self.model.outputs) > 1:
+            raise ValueError(
+                "A loss that reads a layer of the student (`student_layer_name`) needs a "
+                f"student with one output, whose task loss the Distiller computes beside it. "
+                f"Received: student {self.model.name!r} with {len(self.model.outputs)} "
+                "outputs. Distil a single-output student, or read its outputs only."
+            )
         return keras.Model(inputs, outputs, name=f"{self.model.name}_taps")
 
 

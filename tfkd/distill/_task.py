@@ -6,6 +6,7 @@ example's label by its share and its partner's label by the rest.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 # Label of an example that has none. Integer class labels only; float targets
@@ -65,3 +66,45 @@ def _labelled_mask(y):
 
 def _flat(sample_weight):
     return ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+
+
+def check_class_ids(y, num_classes, loss, argument="y"):
+    """`y` (numpy labels for `loss`) checked before training: class ids in
+    `[0, num_classes)` or `UNLABELED`, for a loss that reads class ids (sparse
+    categorical cross-entropy; binary cross-entropy on one output, 2 classes).
+    Whole-number float ids come back as integers, so that `UNLABELED` marks them too.
+    Other labels and losses (one-hot rows, a dataset) come back unchecked.
+
+    Raises:
+        ValueError: an id outside the classes, or a float that is not a whole number.
+    """
+    kind = _class_id_loss(loss)
+    if kind is None or num_classes is None or not isinstance(y, np.ndarray):
+        return y
+    if y.ndim not in (1, 2) or (y.ndim == 2 and y.shape[1] != 1) or y.dtype.kind not in "iuf":
+        return y
+    classes = 2 if kind == "binary" and num_classes == 1 else num_classes
+    if kind == "binary" and num_classes != 1:
+        return y
+    whole = y.dtype.kind != "f" or bool(np.all(np.isfinite(y) & (y == np.round(y))))
+    given = y[y != UNLABELED]
+    outside = given[(given < 0) | (given >= classes)] if whole else given[given != np.round(given)]
+    if outside.size or not whole:
+        shown = np.unique(outside)[:5].tolist() if outside.size else "NaN or inf"
+        raise ValueError(
+            f"`{argument}` must hold class ids in [0, {classes}) for the {classes} classes of "
+            f"the student's output, or tfkd.distill.UNLABELED ({UNLABELED}) for an example "
+            f"without a label. Received: {argument} with {outside.size or 'some'} values "
+            f"outside them, e.g. {shown}."
+        )
+    return y.astype("int64") if y.dtype.kind == "f" else y
+
+
+def _class_id_loss(loss):
+    """`"sparse"` or `"binary"` for a compiled loss that reads class ids, else None."""
+    name = loss if isinstance(loss, str) else getattr(loss, "name", None)
+    name = (name or getattr(loss, "__name__", "") or type(loss).__name__).lower()
+    name = name.replace("_", "")
+    if "sparsecategorical" in name:
+        return "sparse"
+    return "binary" if "binarycrossentropy" in name else None

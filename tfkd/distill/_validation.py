@@ -4,11 +4,17 @@ import re
 import warnings
 
 import keras
+import numpy as np
 
 from tfkd._checks import is_number, shown
 from tfkd.distill import schedules
 from tfkd.distill._checks import tensor_shape, validate_weight
-from tfkd.distill.losses import DistillationLoss, LogitsDistillation
+from tfkd.distill.losses import (
+    DistillationLoss,
+    LogitsDistillation,
+    log_of_probabilities,
+    logit_of_probability,
+)
 
 
 def validate_model(argument, model):
@@ -66,7 +72,8 @@ def resolve_loss_weights(weights, losses):
     """One weight per loss: numbers >= 0 or schedules of the step."""
     if weights is None:
         return [1.0] * len(losses)
-    weights = list(weights) if isinstance(weights, (list, tuple)) else [weights]
+    several = isinstance(weights, (list, tuple)) or getattr(weights, "ndim", 0) == 1
+    weights = list(weights) if several else [weights]
     if len(weights) != len(losses):
         raise ValueError(
             f"`distillation_loss_weights` needs one weight per loss ({len(losses)}). "
@@ -113,35 +120,58 @@ def check_input_shapes(teacher_shapes, student_shapes):
 def build_loss(loss, teacher_taps, student_taps):
     """Checks `loss` against the models and builds it.
 
-    Returns which of `(teacher, student)` outputs the Distiller turns from
-    probabilities into log-probabilities before `loss` sees them.
+    Returns, for `(teacher, student)`, the function that turns the output `loss`
+    reads into logits before it sees them (`None`: it is read as it is).
     """
     teacher_shape = teacher_taps.shape(loss.teacher_layer_name)
     student_shape = student_taps.shape(loss.student_layer_name)
-    convert = (False, False)
+    convert = (None, None)
     # A loss that reads logits compares class distributions (LogitsDistillation
     # with from_logits=False reads probabilities, with the same constraint).
     if loss.reads_logits or isinstance(loss, LogitsDistillation):
         check_logits(loss, teacher_taps, student_taps, teacher_shape, student_shape)
     if loss.reads_logits:
         convert = tuple(
-            bool(taps.ends_in_softmax(layer))
-            for taps, layer in (
-                (teacher_taps, loss.teacher_layer_name),
-                (student_taps, loss.student_layer_name),
+            _to_logits(taps, layer, shape)
+            for taps, layer, shape in (
+                (teacher_taps, loss.teacher_layer_name, teacher_shape),
+                (student_taps, loss.student_layer_name, student_shape),
             )
         )
-        for taps, converted in zip((teacher_taps, student_taps), convert):
-            if converted:
-                warnings.warn(
-                    f"The {taps.role} {taps.model.name!r} ends in a softmax; tfkd distils "
-                    "the log of its probabilities, which equal its logits up to a constant "
-                    "per example, so the softened distributions are the same.",
-                    stacklevel=4,
-                )
     if not loss.built:  # A loss restored from a `.keras` file comes built.
         loss.build(teacher_shape, student_shape)
     return convert
+
+
+def _to_logits(taps, layer, shape):
+    """What turns the probabilities of a model that ends in a softmax, or in a sigmoid of
+    one output (a binary classifier), into logits; None for logits."""
+    activation = taps.activation(layer)
+    if activation == "sigmoid":
+        return logit_of_probability
+    if activation == "softmax":
+        warnings.warn(
+            f"The {taps.role} {taps.model.name!r} ends in a softmax; tfkd distils "
+            "the log of its probabilities, which equal its logits up to a constant "
+            "per example, so the softened distributions are the same.",
+            stacklevel=5,
+        )
+        return log_of_probabilities
+    return None
+
+
+def _check_sigmoid(loss, taps, layer, shape):
+    """Refuses independent sigmoids over several outputs (a multi-label model): a
+    softmax over them, which every logits loss takes, is not their distribution."""
+    if taps.activation(layer) == "sigmoid" and shape[-1] != 1:
+        raise ValueError(
+            f"{type(loss).__name__} compares softmax distributions over classes, but the "
+            f"{taps.role}'s {taps.describe(layer)} ends in a sigmoid over {shape[-1]} "
+            f"outputs: independent probabilities (a multi-label model), which a softmax "
+            f"would misread. Received: a {taps.role} whose output of shape {tuple(shape)} "
+            "ends in a sigmoid. For one class per example, end both models in logits "
+            "(or a softmax); for a binary task, in one output."
+        )
 
 
 def check_logits(loss, teacher_taps, student_taps, teacher_shape, student_shape):
@@ -153,13 +183,16 @@ def check_logits(loss, teacher_taps, student_taps, teacher_shape, student_shape)
             f"{student_shape}. "
             "Both must predict the same classes."
         )
+    sides = (
+        (teacher_taps, loss.teacher_layer_name, teacher_shape),
+        (student_taps, loss.student_layer_name, student_shape),
+    )
+    for taps, layer, shape in sides:
+        _check_sigmoid(loss, taps, layer, shape)
     if not isinstance(loss, LogitsDistillation) or loss.from_logits:
         return
-    for taps, layer in (
-        (teacher_taps, loss.teacher_layer_name),
-        (student_taps, loss.student_layer_name),
-    ):
-        if taps.ends_in_softmax(layer) is False:
+    for taps, layer, _ in sides:
+        if taps.activation(layer) not in ("softmax", "sigmoid", "unknown"):
             raise ValueError(
                 f"LogitsDistillation(from_logits=False) reads both outputs as probabilities, "
                 f"but the {taps.role}'s {taps.describe(layer)} applies no softmax: its logits "
@@ -224,6 +257,38 @@ def check_augmentable(inputs, cached_teacher_outputs, mixes=False):
             f"Received: inputs of shape {tuple(inputs.shape)} and dtype {dtype} with "
             "mixup or cutmix. Remove `mixup` and `cutmix` for such inputs."
         )
+
+
+def check_cached_keys(teacher_outputs, keys):
+    """Refuses cached teacher outputs that lack one the distillation losses read."""
+    missing = sorted(set(keys) - set(teacher_outputs))
+    if missing:
+        raise ValueError(
+            f"The cached teacher outputs lack {missing}, which the distillation losses read "
+            f"(`output` is the teacher's output, `layer:<name>` a layer's). Received: cached "
+            f"outputs {sorted(teacher_outputs)}. Compute them with this Distiller's "
+            "predict_teacher(x), which reads every output its losses need."
+        )
+
+
+def check_cached_probabilities(teacher_outputs, keys):
+    """Refuses cached outputs under `keys` (a teacher's that ends in a softmax or a
+    sigmoid, which the Distiller reads as probabilities) that hold numbers outside
+    [0, 1]: logits or log-probabilities, which it would clip into a flat distribution."""
+    for key in keys:
+        values = teacher_outputs[key]
+        if not isinstance(values, np.ndarray) or values.size == 0:
+            continue
+        low, high = float(np.min(values)), float(np.max(values))
+        if low < 0.0 or high > 1.0 + 1e-6:
+            raise ValueError(
+                f"The teacher ends in a softmax (or a sigmoid), so the Distiller reads its "
+                f"cached outputs {key!r} as probabilities, as the teacher gives them, and "
+                f"these hold values in [{low:.4g}, {high:.4g}]: logits or log-probabilities, "
+                "which would be clipped into a flat distribution. Received: cached outputs "
+                f"{key!r} outside [0, 1]. Pass probabilities (e.g. propagate_labels' targets "
+                "as they are, not their log)."
+            )
 
 
 def check_cached_outputs(x, teacher_outputs):

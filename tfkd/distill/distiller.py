@@ -18,7 +18,6 @@ from tfkd.distill import (
     teacher_cache,
 )
 from tfkd.distill.callbacks import NonFiniteLossGuard
-from tfkd.distill.losses import log_of_probabilities
 
 # Keys of the structure `call` returns in training when feature losses need
 # intermediate student outputs: one forward pass yields both.
@@ -157,6 +156,7 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         _validation.validate_model("teacher", teacher)
         _validation.validate_model("student", student)
         _validation.check_separate_models(teacher, student)
+        seed = _checks.check_seed(seed, allow_none=True)
         self._config = {
             "distillation_losses": distillation_losses,
             "distillation_loss_weights": distillation_loss_weights,
@@ -167,7 +167,6 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
             "seed": seed,
         }
         self.augmentation = _graph.allow_jit(_validation.validate_augmentation(augmentation))
-        _checks.check_number("seed", seed, integer=True, allow_none=True)
         self._mixing = {
             "mixup_alpha": mixing.validate_alpha("mixup", mixup),
             "cutmix_alpha": mixing.validate_alpha("cutmix", cutmix),
@@ -181,6 +180,7 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         teacher_shapes, student_shapes = _taps.input_shapes(teacher), _taps.input_shapes(student)
         _validation.check_input_shapes(teacher_shapes, student_shapes)
         shapes = teacher_shapes or student_shapes
+        mixing.check_cutmix_inputs(cutmix, shapes)
         self.teacher = teacher
         self.student = student
         self.distillation_losses = losses
@@ -190,8 +190,8 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         self._student_taps = _taps.TapModel(
             student, "student", [loss.student_layer_name for loss in losses], shapes
         )
-        # Per loss, whether (teacher, student) outputs are softmax probabilities to
-        # turn into log-probabilities for a loss that reads logits.
+        # Per loss, what turns (teacher, student) outputs that are probabilities
+        # (a final softmax, or a binary classifier's sigmoid) into the logits it reads.
         self._probability_outputs = [
             _validation.build_loss(loss, self._teacher_taps, self._student_taps) for loss in losses
         ]
@@ -275,7 +275,7 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
     def _distillation_loss(self, teacher_outputs, student_features, sample_weight):
         """The weighted sum of the distillation losses (each logged on its own)."""
         total = ops.zeros((), "float32")
-        for loss, weight, tracker, probabilities in zip(
+        for loss, weight, tracker, converters in zip(
             self.distillation_losses,
             self.distillation_loss_weights,
             self.distillation_loss_trackers,
@@ -285,7 +285,7 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
                 teacher_outputs[_taps.key(loss.teacher_layer_name)],
                 student_features[_taps.key(loss.student_layer_name)],
             )
-            pair = [log_of_probabilities(v) if p else v for v, p in zip(pair, probabilities)]
+            pair = [to_logits(v) if to_logits else v for v, to_logits in zip(pair, converters)]
             value = _replicas.reduce(loss(*pair), sample_weight)
             tracker.update_state(_replicas.unscale(value))
             total = total + value * schedules.value_at_current_step(weight)
@@ -405,9 +405,30 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         arguments.pop("self")
         extra = arguments.pop("kwargs", {})
         arguments = _checks.fit_options(arguments.get("x"), arguments)
-        callbacks = list(arguments.pop("callbacks", None) or [])
+        self._check_fit_data(arguments)
+        callbacks = arguments.pop("callbacks", None) or []
+        callbacks = [callbacks] if isinstance(callbacks, keras.callbacks.Callback) else callbacks
+        callbacks = list(callbacks)
         callbacks.append(NonFiniteLossGuard(["student_loss", *self._loss_keys, "loss"]))
         return super().fit(callbacks=callbacks, **arguments, **extra)
+
+    def _check_fit_data(self, arguments):
+        """Checks numpy labels (and those of `validation_data`) against the student's
+        classes, and cached teacher outputs against what the losses read."""
+        classes = (self._student_taps.output_shape or (None,))[-1]
+        if "y" in arguments:
+            arguments["y"] = _task.check_class_ids(arguments["y"], classes, self.loss)
+        validation = arguments.get("validation_data")
+        if isinstance(validation, tuple) and len(validation) >= 2:
+            checked = _task.check_class_ids(validation[1], classes, self.loss, "validation_data[1]")
+            arguments["validation_data"] = (validation[0], checked, *validation[2:])
+        _, cached = teacher_cache.split_teacher_outputs(arguments.get("x"))
+        if cached is not None:
+            keys = [_taps.key(loss.teacher_layer_name) for loss in self.distillation_losses]
+            _validation.check_cached_keys(cached, keys)
+            converted = zip(keys, self._probability_outputs)
+            probabilities = {key for key, (to_logits, _) in converted if to_logits is not None}
+            _validation.check_cached_probabilities(cached, sorted(probabilities))
 
 
 def _unpack_predictions(y_pred):

@@ -139,10 +139,11 @@ def teacher_ensemble(teachers, weights=None, temperature=1.0, name="teacher_ense
     logits = []
     for teacher in teachers:
         outputs = _taps.single(teacher(_taps.single(inputs)))
-        if len(outputs.shape) != 2:
+        if len(outputs.shape) != 2 or outputs.shape[-1] == 1:
             raise ValueError(
-                "The teachers of an ensemble must each output one (batch, classes) tensor. "
-                f"Received: {teacher.name!r} with outputs {outputs!r}."
+                "The teachers of an ensemble must each output one (batch, classes) tensor, "
+                "with 2 classes or more (a binary teacher: two logits, Dense(2)). Received: "
+                f"{teacher.name!r} with outputs {outputs!r}."
             )
         from_probabilities = bool(_graph.ends_in_softmax(teacher))
         logits.append(TeacherLogits(from_probabilities, name=f"{teacher.name}_logits")(outputs))

@@ -198,6 +198,17 @@ class _LogitsLoss(DistillationLoss):
     def reads_logits(self):
         return True
 
+    def build(self, teacher_outputs_shape, student_outputs_shape):
+        classes = teacher_outputs_shape[-1]
+        if classes is not None and classes < 2:
+            raise ValueError(
+                f"{type(self).__name__} compares the classes of each example, so it needs "
+                f"at least 2 classes. Received: teacher outputs of shape "
+                f"{tuple(teacher_outputs_shape)}. Use LogitsDistillation for a binary "
+                "classifier's single logit."
+            )
+        self.built = True
+
     def call(self, teacher_outputs, student_outputs):
         return self.function(
             teacher_outputs,
@@ -264,16 +275,6 @@ class DecoupledDistillation(_LogitsLoss):
     ):
         weights = {"target_weight": target_weight, "non_target_weight": non_target_weight}
         super().__init__(temperature, teacher_layer_name, student_layer_name, weights, **kwargs)
-
-    def build(self, teacher_outputs_shape, student_outputs_shape):
-        classes = teacher_outputs_shape[-1]
-        if classes is not None and classes < 2:
-            raise ValueError(
-                "DecoupledDistillation separates the target class from the others, so "
-                f"it needs at least 2 classes. Received: teacher outputs of shape "
-                f"{tuple(teacher_outputs_shape)}. Use LogitsDistillation for this output."
-            )
-        self.built = True
 
 
 @keras.saving.register_keras_serializable(package="tfkd")

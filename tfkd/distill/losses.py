@@ -40,6 +40,13 @@ def log_of_probabilities(probabilities):
     return ops.log(ops.clip(ops.cast(probabilities, "float32"), _EPSILON, 1.0))
 
 
+def logit_of_probability(probabilities):
+    """The logit of a sigmoid output: `log(p) - log(1 - p)`, with `p` clipped away from 0
+    and 1 (a binary classifier that ends in a sigmoid, read as its logit)."""
+    probabilities = ops.clip(ops.cast(probabilities, "float32"), _EPSILON, 1.0 - _EPSILON)
+    return ops.log(probabilities) - ops.log(1.0 - probabilities)
+
+
 def standardize_logits(logits):
     """Z-scores each example's logits over the classes (last axis).
 
@@ -78,6 +85,8 @@ def standardize_logits(logits):
 
 def _log_probabilities(outputs, temperature, from_logits, standardize=False):
     outputs = ops.cast(outputs, "float32")
+    if outputs.shape[-1] == 1:
+        outputs, from_logits = _two_classes(outputs, from_logits), True
     if not from_logits:
         # log(p) differs from the logits by a per-example constant, which the
         # softmax below removes, so temperature scaling still applies.
@@ -85,6 +94,15 @@ def _log_probabilities(outputs, temperature, from_logits, standardize=False):
     if standardize:
         outputs = standardize_logits(outputs)
     return ops.log_softmax(outputs / temperature, axis=-1)
+
+
+def _two_classes(outputs, from_logits):
+    """The two-class logits of a binary task's single output (the positive class's):
+    `[0, z]` for a logit `z`, whose softmax is `[1 - sigmoid(z), sigmoid(z)]`, and
+    `log([1 - p, p])` for a probability `p`."""
+    if from_logits:
+        return ops.concatenate([ops.zeros_like(outputs), outputs], axis=-1)
+    return log_of_probabilities(ops.concatenate([1.0 - outputs, outputs], axis=-1))
 
 
 def kl_divergence(
@@ -97,6 +115,9 @@ def kl_divergence(
     gradient scale independent of the temperature (Hinton et al., 2015).
     With `standardize=True` each side's logits are z-scored first
     (`standardize_logits`), as in logit standardisation (Sun et al., 2024).
+    A last axis of size 1 is a binary task's logit `z` of the positive class (a
+    sigmoid classifier's, or its probability with `from_logits=False`): the
+    distributions are `[1 - sigmoid(z / T), sigmoid(z / T)]`.
 
     Args:
         teacher_outputs: Teacher logits (or probabilities if
@@ -123,6 +144,8 @@ def kl_divergence(
     check_temperature(temperature)
     check_flag("from_logits", from_logits)
     check_flag("standardize", standardize)
+    if standardize:
+        check_standardizable(tensor_shape("teacher_outputs", teacher_outputs))
     teacher_log_probs = _log_probabilities(teacher_outputs, temperature, from_logits, standardize)
     student_log_probs = _log_probabilities(student_outputs, temperature, from_logits, standardize)
     teacher_probs = ops.exp(teacher_log_probs)
@@ -305,6 +328,11 @@ class LogitsDistillation(DistillationLoss):
     def reads_logits(self):
         return self.from_logits
 
+    def build(self, teacher_outputs_shape, student_outputs_shape):
+        if self.standardize:
+            check_standardizable(teacher_outputs_shape)
+        self.built = True
+
     def call(self, teacher_outputs, student_outputs):
         return kl_divergence(
             teacher_outputs,
@@ -328,8 +356,20 @@ class LogitsDistillation(DistillationLoss):
         return cls(**{**config, "temperature": schedules.deserialize(config["temperature"])})
 
 
+def check_standardizable(shape):
+    """Refuses logit standardisation of a single logit: z-scored, any logit is 0."""
+    if shape is not None and shape[-1] == 1:
+        raise ValueError(
+            "Logit standardisation z-scores each example's logits over the classes, and a "
+            "single logit (a binary classifier's) z-scores to 0, leaving nothing to distil. "
+            f"Received: standardize=True and outputs of shape {tuple(shape)}. Use "
+            "standardize=False, or two logits (Dense(2)) for the two classes."
+        )
+
+
 def scheduled_temperature(temperature):
-    """A checked temperature: a float, or a schedule whose value at step 0 is > 0."""
+    """A checked temperature: a float, or a schedule whose values (read at
+    `schedules.CHECKED_STEPS`) are > 0."""
     temperature = schedules.validate(
         "temperature", temperature, lambda name, value: validate_temperature(value, name)
     )

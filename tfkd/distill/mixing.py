@@ -93,6 +93,20 @@ def cutmix(images, partner_index, box):
     return mixed, 1.0 - pasted
 
 
+def check_cutmix_inputs(cutmix_alpha, shapes):
+    """Refuses CutMix for models whose inputs (`shapes`, per example; None if unknown)
+    are not one batch of images `(height, width, channels)`."""
+    if cutmix_alpha is None or shapes is None:
+        return
+    if len(shapes) != 1 or len(shapes[0]) != 3:
+        raise ValueError(
+            "`cutmix` pastes a box of one image into another, so it needs models that take "
+            "one input of images (height, width, channels). Received: cutmix="
+            f"{cutmix_alpha!r} and inputs of shape {[tuple(shape) for shape in shapes]} per "
+            "example. Use `mixup` for other inputs."
+        )
+
+
 def sample_mixing(images, seed_generator, mixup_alpha=None, cutmix_alpha=None):
     """Draws partners and ratios and mixes a batch (mixup, CutMix, or one per batch).
 

@@ -39,8 +39,11 @@ def propagate_labels(
     most of the time; to propagate several label sets or settings over one graph, or to
     check the propagation against the known labels, use `LabelGraph`.
 
-    The result can be distilled from like a teacher's softmax: pass `numpy.log` of it as the
-    cached teacher outputs (`with_teacher_outputs`) of a `Distiller` at temperature 1.
+    The result can be distilled from like a teacher's softmax: pass it as the cached teacher
+    outputs (`with_teacher_outputs`) of a `Distiller` at temperature 1, in the form its
+    teacher's output takes: the probabilities as they are for a teacher that ends in a
+    softmax (the Distiller takes their log, as it does the teacher's), `numpy.log` of them
+    (logits) for a teacher that outputs logits.
 
     Args:
         features: `(examples, dims)` array, e.g. a network's pooled features. Finite.
@@ -69,6 +72,7 @@ def propagate_labels(
     ```python
     features = tfkd.transfer.extract_features(base, x_train, input_shape=(28, 28, 1))
     targets = tfkd.distill.propagate_labels(features, y_with_unlabeled, 10)
+    # A teacher that outputs logits; for one that ends in a softmax, pass `targets`.
     packed = tfkd.distill.with_teacher_outputs(x_train, np.log(targets + 1e-8))
     ```
     """

@@ -107,22 +107,28 @@ def _check_step(step):
 def validate(name, value, check):
     """Returns `value`, a number that passes `check(name, number)` or a schedule.
 
-    A schedule is checked through its value at step 0, so a wrong one fails
-    when the loss is made and not in the middle of training.
+    A schedule is checked through its values at steps 0 to 10**6 (`CHECKED_STEPS`), so
+    a wrong one (a decay that goes negative, say) fails when the loss is made and not in
+    the middle of training. Steps in between are not read.
     """
     if not callable(value) or isinstance(value, bool):
         check(name, value)
         return value
-    try:
-        first = float(ops.convert_to_numpy(value(0)))
-    except Exception as error:
-        raise TypeError(
-            f"`{name}` is callable, so it is read as a schedule `{name}(step) -> number`, "
-            f"but calling it at step 0 failed ({type(error).__name__}: {error}). "
-            f"Received: {name}={value!r}."
-        ) from error
-    check(f"{name}(0)", first)
+    for step in CHECKED_STEPS:
+        try:
+            number = float(ops.convert_to_numpy(value(step)))
+        except Exception as error:
+            raise TypeError(
+                f"`{name}` is callable, so it is read as a schedule `{name}(step) -> number`, "
+                f"but calling it at step {step} failed ({type(error).__name__}: {error}). "
+                f"Received: {name}={value!r}."
+            ) from error
+        check(f"{name}({step})", number)
     return value
+
+
+# The steps at which `validate` reads a schedule.
+CHECKED_STEPS = (0, 1, 10, 100, 1_000, 10_000, 100_000, 1_000_000)
 
 
 def serialize(value):

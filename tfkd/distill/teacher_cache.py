@@ -15,6 +15,7 @@ import tempfile
 import numpy as np
 
 from tfkd import _atomic, _graph, _hashing
+from tfkd._checks import check_number
 from tfkd.distill import _taps, _validation
 
 __all__ = ["teacher_outputs", "with_teacher_outputs"]
@@ -102,6 +103,9 @@ def predict(taps, x, batch_size, verbose, cache, runtime="keras"):
     `litert_outputs` of its model with `"litert"`, through the file `cache`."""
     if runtime not in RUNTIMES:
         raise ValueError(f"`runtime` must be one of {RUNTIMES}. Received: runtime={runtime!r}")
+    if x is None:
+        raise TypeError("`x` must be the inputs the student will be trained on. Received: x=None.")
+    batch_size = check_number("batch_size", batch_size, low=1, integer=True)
     if runtime == "litert" and (taps.layer_names or not isinstance(x, np.ndarray)):
         raise ValueError(
             "`runtime='litert'` computes the teacher's final output from one numpy array. "
@@ -143,7 +147,10 @@ def with_teacher_outputs(x, teacher_outputs):
         x: The student's inputs.
         teacher_outputs: What `teacher_outputs(teacher, x)` (or
             `Distiller.predict_teacher(x)`) returned, for the
-            same examples in the same order.
+            same examples in the same order; or an array: the teacher's final
+            output, in the form the teacher gives it (probabilities for a
+            teacher that ends in a softmax, else logits), which the Distiller
+            converts as it converts the teacher's.
 
     Returns:
         A dict that `Distiller.fit` accepts as `x`: the Distiller reads the
@@ -156,6 +163,8 @@ def with_teacher_outputs(x, teacher_outputs):
     distiller.fit(tfkd.distill.with_teacher_outputs(x_train, cached), y_train)
     ```
     """
+    if hasattr(teacher_outputs, "shape") and hasattr(teacher_outputs, "dtype"):
+        teacher_outputs = {_taps.OUTPUT: teacher_outputs}
     _validation.check_cached_outputs(x, teacher_outputs)
     return {STUDENT_INPUTS: x, TEACHER_OUTPUTS: teacher_outputs}
 

@@ -1,0 +1,209 @@
+"""Binary classifiers (one logit, or a sigmoid) distil as two classes; multi-label sigmoids
+are refused; `Distiller.fit` checks labels, callbacks and cached teacher outputs first."""
+
+import keras
+import numpy as np
+import pytest
+
+import tfkd
+from tests.helpers import random_images, small_cnn
+from tfkd.distill import UNLABELED
+
+
+def _binary(name, activation=None, seed=0):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8,))
+    hidden = keras.layers.Dense(16, activation="relu", name="hidden")(inputs)
+    outputs = keras.layers.Dense(1, activation=activation, name="logit")(hidden)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _binary_data(count=64):
+    x = np.random.default_rng(0).normal(size=(count, 8)).astype("float32")
+    return x, (x[:, 0] > 0).astype("int64")
+
+
+def _first_step_losses(teacher, student, x, y, classes=True, **fit_options):
+    """The logs of one step that moves nothing (SGD at 0): the losses at the given weights
+    (a task loss on class ids where `classes`, else none)."""
+    distiller = tfkd.Distiller(
+        teacher, student, student_loss_weight=0.5 if classes else 0.0, temperature=2.0
+    )
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True) if classes else None
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0), loss=loss)
+    history = distiller.fit(x, y, batch_size=len(y), epochs=1, verbose=0, **fit_options)
+    return {key: values[0] for key, values in history.history.items()}
+
+
+def _bernoulli_kd(teacher_logits, student_logits, temperature):
+    p = 1.0 / (1.0 + np.exp(-np.asarray(teacher_logits, "float64") / temperature))
+    q = 1.0 / (1.0 + np.exp(-np.asarray(student_logits, "float64") / temperature))
+    kl = p * np.log(p / q) + (1 - p) * np.log((1 - p) / (1 - q))
+    return temperature**2 * kl[..., 0]
+
+
+def test_one_logit_is_the_binary_kd_of_its_sigmoid():
+    teacher = np.array([[2.0], [-1.0], [0.3]], "float32")
+    student = np.array([[-0.5], [0.5], [0.3]], "float32")
+    got = keras.ops.convert_to_numpy(tfkd.distill.kl_divergence(teacher, student, temperature=2.0))
+    np.testing.assert_allclose(got, _bernoulli_kd(teacher, student, 2.0), rtol=1e-5, atol=1e-7)
+    assert got[2] == pytest.approx(0.0, abs=1e-7)
+    # The same distributions given as the sigmoid's probabilities.
+    probabilities = keras.ops.convert_to_numpy(keras.ops.sigmoid(teacher))
+    student_probabilities = keras.ops.convert_to_numpy(keras.ops.sigmoid(student))
+    got = tfkd.distill.kl_divergence(
+        probabilities, student_probabilities, temperature=1.0, from_logits=False
+    )
+    want = _bernoulli_kd(teacher, student, 1.0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(got), want, rtol=1e-4, atol=1e-6)
+
+
+def test_a_binary_student_learns_its_teacher_and_a_sigmoid_reads_as_its_logit():
+    x, y = _binary_data()
+    logits = _first_step_losses(_binary("t"), _binary("s", seed=1), x, y, classes=False)
+    sigmoids = _first_step_losses(
+        _binary("t", "sigmoid"), _binary("s", "sigmoid", seed=1), x, y, classes=False
+    )
+    # the teacher's and student's sigmoids are read as their logits: the same loss
+    assert logits["logits_distillation_loss"] > 0.01  # before: exactly 0 at any temperature
+    assert sigmoids["logits_distillation_loss"] == pytest.approx(
+        logits["logits_distillation_loss"], rel=1e-4
+    )
+    teacher, student = _binary("t"), _binary("s", seed=1)
+    distiller = tfkd.Distiller(teacher, student, student_loss_weight=0.0)
+    distiller.compile(optimizer=keras.optimizers.Adam(0.01), loss=None)
+    history = distiller.fit(x, y, batch_size=16, epochs=30, verbose=0)
+    losses = history.history["logits_distillation_loss"]
+    assert losses[-1] < 0.1 * losses[0]
+
+
+@pytest.mark.parametrize(
+    "loss, match",
+    [
+        (tfkd.distill.CorrelationDistillation(), "at least 2 classes"),
+        (tfkd.distill.DecoupledDistillation(), "at least 2 classes"),
+        (tfkd.LogitsDistillation(standardize=True), "single logit"),
+    ],
+    ids=["dist", "dkd", "standardized"],
+)
+def test_losses_that_need_classes_refuse_one_logit(loss, match):
+    with pytest.raises(ValueError, match=match):
+        tfkd.Distiller(_binary("t"), _binary("s"), distillation_losses=loss)
+
+
+def test_a_multi_label_sigmoid_and_a_binary_ensemble_are_refused():
+    teacher = small_cnn(4, "teacher")
+    inputs = keras.Input((8, 8, 1))
+    outputs = keras.layers.Dense(3, activation="sigmoid")(keras.layers.Flatten()(inputs))
+    with pytest.raises(ValueError, match="ends in a sigmoid over 3 outputs"):
+        tfkd.Distiller(teacher, keras.Model(inputs, outputs, name="multi_label"))
+    with pytest.raises(ValueError, match="with 2 classes or more"):
+        tfkd.distill.teacher_ensemble([_binary("a"), _binary("b", seed=1)])
+
+
+@pytest.mark.parametrize(
+    "labels, shown",
+    [(3, "[3]"), (-2, "[-2]"), (0.5, "[0.5]")],
+    ids=["too_large", "negative", "not_whole"],
+)
+def test_labels_that_are_not_class_ids_are_refused_before_training(labels, shown):
+    x, y = random_images(count=32)
+    y = y.astype("float64") if isinstance(labels, float) else y.copy()
+    y[5] = labels
+    distiller = tfkd.Distiller(small_cnn(4, "teacher"), small_cnn(4, "student"))
+    distiller.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with pytest.raises(ValueError, match=r"`y` must hold class ids in \[0, 3\)") as error:
+        distiller.fit(x, y, epochs=1, verbose=0)
+    assert f"e.g. {shown}" in str(error.value)
+    assert distiller.optimizer.iterations.numpy() == 0
+    good = (x, random_images(count=32)[1])
+    bad = (x, np.full(32, 7))
+    with pytest.raises(ValueError, match=r"`validation_data\[1\]` must hold class ids"):
+        distiller.fit(*good, validation_data=bad, epochs=1, verbose=0)
+
+
+def test_binary_cross_entropy_labels_are_0_or_1_and_float_ids_mark_unlabelled():
+    x, y = _binary_data()
+    distiller = tfkd.Distiller(_binary("t"), _binary("s", seed=1))
+    distiller.compile(loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    with pytest.raises(ValueError, match=r"class ids in \[0, 2\)"):
+        distiller.fit(x, np.where(y == 1, 2, 0), epochs=1, verbose=0)
+    # Float class ids (as read from a CSV): -1.0 is UNLABELED, as -1 is.
+    x, y = random_images(count=32)
+    y = y.copy()
+    y[:10] = UNLABELED
+    teacher, student = small_cnn(4, "t"), small_cnn(4, "s")
+    as_ints = _first_step_losses(teacher, student, x, y)
+    as_floats = _first_step_losses(teacher, student, x, y.astype("float32"))
+    assert as_floats["student_loss"] == pytest.approx(as_ints["student_loss"], rel=1e-6)
+
+
+def test_one_callback_is_taken_as_a_list_of_one():
+    x, y = random_images(count=32)
+    epochs = []
+    callback = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: epochs.append(epoch))
+    distiller = tfkd.Distiller(small_cnn(4, "teacher"), small_cnn(4, "student"))
+    distiller.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    distiller.fit(x, y, epochs=2, verbose=0, callbacks=callback)
+    assert epochs == [0, 1]
+
+
+def test_cached_outputs_are_checked_against_what_the_losses_read():
+    x, y = random_images(count=32)
+    teacher, student = small_cnn(4, "teacher", softmax=True), small_cnn(4, "student")
+    distiller = tfkd.Distiller(teacher, student)
+    distiller.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    probabilities = teacher.predict(x, verbose=0)
+    with pytest.raises(ValueError, match=r"outside \[0, 1\]"):  # log-probabilities, not p
+        distiller.fit(tfkd.distill.with_teacher_outputs(x, np.log(probabilities)), y, verbose=0)
+    with pytest.raises(ValueError, match=r"lack \['output'\]"):
+        cached = {"layer:conv": probabilities}
+        distiller.fit(tfkd.distill.with_teacher_outputs(x, cached), y, verbose=0)
+    # An array is the teacher's output: the same loss as the dict predict_teacher gives.
+    from_array = _first_step_losses(
+        teacher, student, tfkd.distill.with_teacher_outputs(x, probabilities), y
+    )
+    from_dict = _first_step_losses(
+        teacher, student, tfkd.distill.with_teacher_outputs(x, {"output": probabilities}), y
+    )
+    online = _first_step_losses(teacher, student, x, y)
+    assert from_array == from_dict
+    assert from_array["logits_distillation_loss"] == pytest.approx(
+        online["logits_distillation_loss"], rel=1e-5
+    )
+
+
+def test_a_numpy_seed_and_numpy_loss_weights_are_numbers():
+    distiller = tfkd.Distiller(
+        small_cnn(4, "teacher"),
+        small_cnn(4, "student"),
+        distillation_losses=[tfkd.LogitsDistillation(), tfkd.distill.DecoupledDistillation()],
+        distillation_loss_weights=np.array([1.0, 0.5]),
+        mixup=0.2,
+        seed=np.int64(3),
+    )
+    assert distiller.distillation_loss_weights == [1.0, 0.5]
+    assert distiller.get_config()["seed"] == 3
+    with pytest.raises(ValueError, match=r"`seed` must be an integer in \[0, 2\*\*32\)"):
+        tfkd.Distiller(small_cnn(4, "teacher"), small_cnn(4, "student"), seed=-1)
+
+
+def test_a_student_with_two_outputs_and_a_loss_on_its_layer_is_refused_when_made():
+    inputs = keras.Input((8, 8, 1))
+    hidden = keras.layers.Flatten(name="hidden")(inputs)
+    two_outputs = keras.Model(
+        inputs, [keras.layers.Dense(3)(hidden), keras.layers.Dense(1)(hidden)], name="two"
+    )
+    loss = tfkd.distill.FeatureDistillation(
+        teacher_layer_name="flatten", student_layer_name="hidden"
+    )
+    teacher = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Flatten(name="flatten"), keras.layers.Dense(3)]
+    )
+    with pytest.raises(ValueError, match="needs a student with one output"):  # before: in fit
+        tfkd.Distiller(teacher, two_outputs, distillation_losses=loss)
+
+
+def test_cutmix_on_inputs_that_are_not_images_is_refused_when_made():
+    with pytest.raises(ValueError, match=r"needs models that take one input of images"):
+        tfkd.Distiller(_binary("t"), _binary("s", seed=1), cutmix=1.0)  # before: in fit
