@@ -82,6 +82,19 @@ def test_a_prune_stage_that_cannot_apply_fails_before_any_stage_runs(
     assert not tmp_path.joinpath("stages").exists()  # nothing was trained
 
 
+def test_exclude_is_checked_against_the_classifier_a_transfer_stage_makes(data, tmp_path):
+    transfer = tfkd.pipeline.Transfer(image_size=32, head_epochs=1, fine_tune_epochs=0)
+    stages = [transfer, Prune(exclude=["Conv1_typo"], epochs=1, name="pruned")]
+    with pytest.raises(ValueError, match="Conv1_typo") as info:
+        _execute(stages, data, tmp_path)  # before: after the fine-tuning
+    assert (info.value.stage, info.value.argument) == ("pruned", "exclude")
+    assert not tmp_path.joinpath("stages").exists()
+    # The names of the classifier `fine_tune` makes (MobileNetV2's, and the new head's).
+    Prune(exclude=["block_2_expand", "head_logits"])._check_input_model(
+        lambda: transfer.classifier(data)
+    )
+
+
 def test_from_a_config_it_is_a_config_error_at_the_key(tmp_path):
     config = tmp_path / "pipeline.yaml"
     config.write_text(

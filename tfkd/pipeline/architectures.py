@@ -86,10 +86,13 @@ def build(spec, data, seed):
 
     A Keras model is copied with its weights (a pretrained model stays pretrained), and
     the caller's model is left as it was. A `clustered` spec (only a `cluster` stage's
-    output, see `clustered`) gives the model its stage clusters, stripped.
+    output, see `clustered`) gives the model its stage clusters, stripped; a `transfer`
+    spec (only a `transfer` stage's output) the classifier that stage makes, untrained.
     """
     if isinstance(spec, dict) and "clustered" in spec:
         return spec["stage"].clustered(build(spec["clustered"], data, seed), stripped=True)
+    if isinstance(spec, dict) and "transfer" in spec:
+        return spec["transfer"].classifier(data)
     if isinstance(spec, KerasModel):
         from tfkd import _graph
 
