@@ -245,6 +245,20 @@ def test_preserve_clusters_without_clusters_fails_before_any_stage_runs(between,
     assert not tmp_path.joinpath("stages").exists()  # nothing was trained
 
 
+def test_quantize_aware_on_a_model_it_cannot_quantize_fails_before_any_stage_runs(data, tmp_path):
+    # a swish inside the Dense layer would run in float in the int8 file
+    inputs = keras.Input((28, 28, 1))
+    outputs = keras.layers.Dense(10, activation="swish")(keras.layers.Flatten()(inputs))
+    stages = [
+        Train(keras.Model(inputs, outputs), epochs=1, name="scratch"),
+        tfkd.pipeline.QuantizeAware(epochs=1, name="qat"),
+    ]
+    with pytest.raises(TypeError, match="quantize_aware cannot quantize every layer") as info:
+        _execute(stages, data, tmp_path)  # before: after `scratch` trained
+    assert (info.value.stage, info.value.argument) == ("qat", "from_stage")
+    assert not tmp_path.joinpath("stages").exists()
+
+
 @pytest.mark.parametrize(
     "stage",
     [tfkd.pipeline.Cluster(epochs=1, name="late"), Prune(epochs=1, name="late")],
