@@ -272,6 +272,40 @@ def test_a_training_stage_after_an_export_fails_before_any_stage_runs(stage, dat
     assert not tmp_path.joinpath("stages").exists()
 
 
+@pytest.mark.parametrize("kind", [tfkd.pipeline.Distill, Prune, tfkd.pipeline.QuantizeAware])
+@pytest.mark.parametrize("source", ["export", "nested_export", "load"])
+def test_a_teacher_that_gives_a_tflite_file_fails_before_any_stage_runs(
+    kind, source, data, tmp_path
+):
+    exported = tfkd.pipeline.Export(name="file")
+    if source == "nested_export":
+        exported = tfkd.Pipeline([tfkd.pipeline.Export(name="inner")], name="file")
+    if source == "load":
+        path = tmp_path / "model.tflite"
+        path.write_bytes(b"not read before the check")
+        exported = tfkd.pipeline.Load(path, name="file")
+    stages = [Train(STUDENT, epochs=1, name="scratch"), exported]
+    stages.append(kind(teacher="file", from_stage="scratch", epochs=1, name="late"))
+    with pytest.raises(ValueError, match="its teacher 'file' gives a .tflite file") as info:
+        _execute(stages, data, tmp_path / "run")  # before: after `scratch` trained
+    assert (info.value.stage, info.value.argument) == ("late", "teacher")
+    assert not tmp_path.joinpath("run", "stages").exists()
+
+
+def test_a_training_stage_given_a_loaded_tflite_file_fails_before_any_stage_runs(data, tmp_path):
+    path = tmp_path / "model.tflite"
+    path.write_bytes(b"not read before the check")
+    stages = [
+        tfkd.pipeline.Load(path, name="file"),
+        Train(STUDENT, epochs=1, name="scratch"),
+        tfkd.pipeline.QuantizeAware(from_stage="file", epochs=1, name="late"),
+    ]
+    with pytest.raises(ValueError, match="needs a Keras model as input, and the stage") as info:
+        _execute(stages, data, tmp_path / "run")
+    assert (info.value.stage, info.value.argument) == ("late", "from_stage")
+    assert not tmp_path.joinpath("run", "stages").exists()
+
+
 def test_clusters_that_do_not_fit_a_layer_fail_before_any_stage_runs(data, tmp_path):
     # conv1's 3x3x1 kernel has 9 weights per output channel
     stages = [

@@ -72,6 +72,8 @@ class Micro(Stage):
         )
 
     def _check_input_tflite(self, export):
+        if "path" in export:
+            return  # a loaded file: `micro_bundle` reads how it computes when the stage runs
         quantization, recipe = export["quantization"], export["recipe"]
         if quantization in INTEGER_QUANTIZATIONS or recipe in INTEGER_RECIPES:
             return

@@ -233,7 +233,13 @@ class Stage(metaclass=_StageType):
     def _check_input_tflite(self, export):
         """Checks the arguments against the `.tflite` file this stage will receive, before
         any stage runs, as the `export` stage that makes it describes it:
-        `{"quantization": ..., "recipe": ...}`. Raises `invalid_argument` errors."""
+        `{"quantization": ..., "recipe": ...}`, or `{"path": ...}` for a file a `load`
+        stage reads. Raises `invalid_argument` errors."""
+
+    def _check_reference_tflite(self, name, export):
+        """Checks the arguments against the `.tflite` file of stage `name`, which `run`
+        reads (`references`), before any stage runs; `export` as in
+        `_check_input_tflite`. Raises `invalid_argument` errors."""
 
     def _check_before_run(self, data):
         """Checks the arguments against what needs Keras or the data (`tfkd.pipeline.Data`),

@@ -62,7 +62,9 @@ class Load(Stage):
     def _output_spec(self, incoming):
         if os.path.isdir(self.path):
             return {"preset": self.path}
-        return {"path": self.path} if self.path.endswith(".keras") else None
+        if self.path.endswith(".tflite"):
+            return {"tflite": {"path": self.path}}  # no export stage says how it was made
+        return {"path": self.path}
 
     def run(self, model, context):
         from tfkd.export import TFLiteModel

@@ -180,6 +180,14 @@ class _Training(Stage):
     def _check_input_tflite(self, export):
         refuse_tflite_input(self)
 
+    def _check_reference_tflite(self, name, export):
+        raise invalid_argument(
+            "teacher",
+            f"Stage {self.name!r} ({self.kind}) distils from Keras models, and its teacher "
+            f"{name!r} gives a .tflite file. Received: teacher={self.teacher!r}. Name the "
+            "stage that returns the Keras model it was exported from.",
+        )
+
     def _check_before_run(self, data):
         """Builds the distillation loss (its class checks the values of `method_arguments`)
         and checks that in-step augmentation and mixing get inputs they apply to, before
