@@ -161,6 +161,11 @@ def check_file(path, name, accepted):
     return path
 
 
+# How `tfkd.prune.prune_channels` ranks channels; here, so that configs are checked
+# without Keras.
+CHANNEL_IMPORTANCES = ("l1", "l2", "batch_norm", "taylor")
+
+
 def parse_pattern(pattern):
     """A pruning pattern: `"unstructured"` -> None; `"2:4"` -> (2, 4) (keep N of every M
     weights along the input channels). Raises a ValueError on anything else."""

@@ -210,6 +210,23 @@ def test_prune_channels_stage_checks_its_keys(tmp_path):
     assert len(errors) == 1 and "stages[2].importance" in errors[0] and "'l7'" in errors[0]
 
 
+def test_prune_channels_that_cannot_apply_fails_before_any_stage_runs(data, tmp_path):
+    stages = [Train(STUDENT, epochs=1, name="scratch"), PruneChannels(exclude=["nope"])]
+    with pytest.raises(ValueError, match=r"`exclude` names layers .* Received: \['nope'\]") as e:
+        _execute(stages, data, tmp_path)  # before: after `scratch` trained
+    assert (e.value.stage, e.value.argument) == ("prune_channels", "exclude")
+    # Only the logits' channels, which cannot shrink: the model given is the cause.
+    inputs = keras.Input((28, 28, 1))
+    outputs = keras.layers.Dense(10)(keras.layers.Flatten()(inputs))
+    stages = [Train(keras.Model(inputs, outputs), epochs=1, name="scratch"), PruneChannels()]
+    with pytest.raises(ValueError, match="Nothing to prune") as e:
+        _execute(stages, data, tmp_path)
+    assert (e.value.stage, e.value.argument) == ("prune_channels", "from_stage")
+    assert not tmp_path.joinpath("stages").exists()
+    built = tfkd.pipeline.architectures.build(STUDENT, data, seed=0)
+    PruneChannels(exclude=["conv1"])._check_input_model(lambda: built)
+
+
 def test_cluster_stage_after_pruning_keeps_zeros_and_few_values(data, tmp_path):
     # Without BatchNormalization: the converter folds it into the kernel before it, one
     # factor per channel, and a kernel then keeps 9 values per channel, not per kernel.
