@@ -307,10 +307,16 @@ def check_keras_input(stage, model):
 
 def check_positive(argument, value, kind, allow_zero=False):
     """Raises unless `value` is a finite positive (or non-negative) int, or number for float:
-    a `TypeError` for another type, a `ValueError` for a value out of range. Numpy scalars
-    count as numbers."""
+    a `TypeError` for another type, a `ValueError` for a value out of range (an int above
+    `_checks.COUNT_LIMIT` too). Numpy scalars count as numbers."""
     try:
         _checks.check_number(argument, value, low=0, low_open=not allow_zero, integer=kind is int)
     except (TypeError, ValueError) as error:
         error.argument = argument
         raise
+    if kind is int and value > _checks.COUNT_LIMIT:
+        raise invalid_argument(
+            argument,
+            f"`{argument}` must be at most 2**31 - 1 ({_checks.COUNT_LIMIT:,}). Received: "
+            f"{argument}={value!r}",
+        )
