@@ -269,6 +269,20 @@ def _argument_problems(mapping, accepted, key):
     return problems
 
 
+def check_labelled_data(stage, data):
+    """Raises `invalid_argument` (argument `data`) when `stage` trains on the labelled
+    training examples alone and the data have none: it would train on nothing."""
+    if np.any(data.y_train != UNLABELED):
+        return
+    raise invalid_argument(
+        "data",
+        f"Stage {stage.name!r} ({stage.kind}) trains on the labelled training examples, and "
+        f"the data have none: all {len(data.y_train):,} training labels are {UNLABELED} "
+        f"(unlabelled). Received: data {data.name!r}. Label some training examples, or "
+        "distil from a teacher (distill, or `teacher:`), which reads every example.",
+    )
+
+
 def check_augmentation_data(augmentation, data):
     """Raises `invalid_argument` when `augmentation` is set but the inputs are not images,
     or shifts them by more than their height or width."""

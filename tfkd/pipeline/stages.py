@@ -411,6 +411,7 @@ class Transfer(Stage):
             )
 
     def _check_before_run(self, data):
+        _distillation.check_labelled_data(self, data)
         _distillation.check_augmentation_data(self.augmentation, data)
         self._check_one_process(data)
         if isinstance(self.backbone, str) and self.backbone.endswith(".keras"):
