@@ -25,7 +25,10 @@ def data():
 
 def _write(tmp_path, data_line):
     path = tmp_path / "pipeline.yaml"
-    path.write_text(f"data: {data_line}\nstages:\n  - {{stage: train, epochs: 1}}\n")
+    path.write_text(
+        f"data: {data_line}\nstages:\n"
+        "  - {stage: train, model: {architecture: cnn}, epochs: 1}\n"
+    )
     return path
 
 

@@ -28,6 +28,7 @@ class Micro(Stage):
     """
 
     trains = False
+    needs_input = True
 
     def __init__(
         self,

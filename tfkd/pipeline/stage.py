@@ -9,6 +9,8 @@ import sys
 from tfkd import _checks
 
 _REGISTRY = {}
+# The longest stage name: it names a directory, and the paths under it must stay short.
+MAX_NAME_LENGTH = 100
 # The modules that register tfkd's own stages; imported when the registry is first read.
 _BUILT_IN_MODULES = (
     "tfkd.pipeline.stages",
@@ -163,6 +165,9 @@ class Stage(metaclass=_StageType):
     # trains runs on every process, in step; one that does not (an export) runs on
     # process 0 alone, which gives it models of its own (see `_processes`).
     trains = True
+    # Whether `run` needs an incoming model (when `takes_input`): the first stage cannot
+    # be one that does. False lets `run` take `None` (see `run`).
+    needs_input = False
     # `{old name: current name}` of arguments renamed since configs were written: the old
     # names are still read, in Python and in configs.
     renamed_arguments = {}
@@ -192,6 +197,12 @@ class Stage(metaclass=_StageType):
                 "A stage name must be ASCII letters, digits, '_' or '-' (it names a directory). "
                 f"Received: name={name!r}",
                 ValueError if isinstance(name, str) else TypeError,
+            )
+        if len(name) > MAX_NAME_LENGTH:
+            raise invalid_argument(
+                "name",
+                f"A stage name must be at most {MAX_NAME_LENGTH} characters (it names a "
+                f"directory). Received: name={name[:20]!r}... of {len(name)} characters",
             )
         if from_stage is not None and not isinstance(from_stage, str):
             raise invalid_argument(

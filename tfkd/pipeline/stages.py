@@ -118,6 +118,7 @@ class Export(Stage):
     """
 
     trains = False
+    needs_input = True
 
     def __init__(
         self,

@@ -85,6 +85,8 @@ class _Training(Stage):
     read from the stage's recorded config, where the signature put them, with defaults.
     """
 
+    needs_input = True
+
     def __init__(self, **kwargs):
         for name in TRAINING_ARGUMENTS:
             kwargs.pop(name, None)
