@@ -13,6 +13,9 @@ import re
 import warnings
 
 SEED_LIMIT = 2**32  # numpy's and Keras's seeds are in [0, 2**32)
+# The largest count (of epochs, examples in a batch...) a config may give: TensorFlow holds
+# them in 32- or 64-bit integers, and a larger one overflows after the stages before ran.
+COUNT_LIMIT = 2**31 - 1
 
 
 def is_number(value):
@@ -159,6 +162,11 @@ def check_file(path, name, accepted):
             f"No file at `{name}`. Received: {name}={path!r}. Accepted: {accepted}."
         )
     return path
+
+
+# How `tfkd.prune.prune_channels` ranks channels; here, so that configs are checked
+# without Keras.
+CHANNEL_IMPORTANCES = ("l1", "l2", "batch_norm", "taylor")
 
 
 def parse_pattern(pattern):

@@ -47,6 +47,22 @@ def check_cnn_option(option, value, options=CNN_OPTIONS):
         )
 
 
+def check_cnn_fits(input_shape, filters, pool_every=1, dense_units=None):
+    """Raises a ValueError unless images of `input_shape` are large enough for the 2x2 max
+    poolings `cnn` puts in (each halves the height and width, rounding down)."""
+    poolings = (len(filters) - 1) // pool_every + bool(dense_units)
+    side = min(input_shape[:2])
+    if side < 2**poolings:
+        most = side.bit_length() - 1
+        raise ValueError(
+            f"`filters` makes {len(filters)} blocks, which pool the images {poolings} times "
+            "(2x2 max pooling after every `pool_every`-th block but the last, and once more "
+            f"with `dense_units`); images of {input_shape[0]}x{input_shape[1]} can be pooled "
+            f"{most} times. Received: filters={filters!r}, pool_every={pool_every!r}, "
+            f"dense_units={dense_units!r}. Use fewer blocks, or a larger `pool_every`."
+        )
+
+
 def cnn(
     input_shape,
     num_classes,
@@ -99,6 +115,7 @@ def cnn(
     for option, value in options.items():
         check_cnn_option(option, value)
     input_shape = _check_shape(input_shape)
+    check_cnn_fits(input_shape, filters, pool_every, dense_units)
     num_classes = _checks.check_number("num_classes", num_classes, low=1, integer=True)
     _checks.check_seed(seed)
     if not isinstance(name, str):

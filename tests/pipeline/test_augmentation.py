@@ -83,6 +83,15 @@ def test_transfer_augments_the_labelled_images(data, tmp_path):
     assert not any("random" in type(layer).__name__.lower() for layer in saved.layers)
 
 
+def test_a_shift_larger_than_the_images_fails_before_any_stage_runs(data, tmp_path):
+    stages = [Train(_flat(), epochs=1, name="first"), Train(augmentation={"shift": 29})]
+    with pytest.raises(ValueError, match=r"`augmentation.shift` is in pixels, at most") as info:
+        tfkd.Pipeline(stages).execute(data, tmp_path, tensorboard=False, log=lambda _: None)
+    assert (info.value.stage, info.value.argument) == ("train", "augmentation")
+    assert not (tmp_path / "stages").exists()  # before: a Keras factor error after `first`
+    tfkd.pipeline._distillation.check_augmentation_data({"shift": 28}, data)  # the whole side
+
+
 def test_augmentation_of_inputs_that_are_not_images_fails_before_any_stage_runs(tmp_path):
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(64, 16)).astype("float32"), rng.integers(0, 2, 64)

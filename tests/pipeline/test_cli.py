@@ -189,9 +189,16 @@ def test_help_check_and_report_import_no_keras(tmp_path):
     run.mkdir()
     data = {"name": "x", "train_examples": 1, "test_examples": 1, "input_shape": [1]}
     (run / "config.json").write_text(json.dumps({"stages": [], "data": data}))
+    channels = tmp_path / "channels.yaml"  # before: prune_channels imported Keras (8 s)
+    channels.write_text(
+        "data: fashion_mnist\nstages:\n"
+        "  - {stage: train, model: {architecture: cnn}}\n"
+        "  - {stage: prune_channels, importance: l2}\n"
+    )
     for arguments in (
         ["--help"],
         ["check", "examples/pipeline_fashion_mnist.yaml"],
+        ["check", channels],
         ["report", run],
     ):
         result = subprocess.run(

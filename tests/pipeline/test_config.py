@@ -9,6 +9,7 @@ import pytest
 import tfkd
 from tfkd.pipeline import ConfigError, load_config
 from tfkd.pipeline.config import check_config
+from tfkd.pipeline.pipeline import check_references
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TEACHER = REPO / "saved_models" / "fashion_mnist_cnn_teacher" / "model.keras"
@@ -140,12 +141,37 @@ def test_missing_config_file(tmp_path):
         load_config(tmp_path / "nope.yaml")
 
 
+@pytest.mark.parametrize(
+    "first, key",
+    [("{stage: train, epochs: 1}", "stages[0].model"), ("{stage: export}", "stages[0].from_stage")],
+)
+def test_a_first_stage_that_needs_an_incoming_model_is_a_config_error(first, key, tmp_path):
+    path = _write(tmp_path, f"data: fashion_mnist\nstages:\n  - {first}\n")
+    (error,) = check_config(path)  # before: accepted, and `tfkd run` failed in the stage
+    assert error.startswith(f"{path}:3: {key}: Stage ") and "it comes first" in error
+    with pytest.raises(ValueError, match="it comes first: no stage gives it one") as info:
+        tfkd.Pipeline([tfkd.pipeline.Train(epochs=1)]).execute("mnist", tmp_path / "out")
+    assert (info.value.stage, info.value.argument) == ("train", "model")
+    assert not (tmp_path / "out").exists()
+    nested = tfkd.Pipeline([tfkd.pipeline.Load(TEACHER, name="teacher"), tfkd.pipeline.Train()])
+    check_references(tfkd.Pipeline([nested]))  # a model comes first: fine
+
+
+def test_a_stage_name_longer_than_100_characters_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="at most 100 characters .*of 101 characters") as info:
+        tfkd.pipeline.Train(name="s" * 101)  # before: OSError "File name too long" mid-run
+    assert info.value.argument == "name"
+    assert tfkd.pipeline.Train(name="s" * 100).name == "s" * 100
+    text = GOOD.replace("name: distilled", "name: " + "d" * 300)
+    assert "stages[1].name: A stage name must be at most 100" in _error(tmp_path, text)
+
+
 def test_exponent_floats_are_numbers(tmp_path):
     text = GOOD.replace("epochs: 1", "epochs: 1\n    learning_rate: 1e-3\n    temperature: 2E+0")
     distill = load_config(_write(tmp_path, text)).pipeline.stages[1]
     assert distill.learning_rate == 0.001 and distill.temperature == 2.0
-    text = "data: fashion_mnist\nstages: [{stage: prune, pattern: 2:4}]\n"  # not base 60
-    assert load_config(_write(tmp_path, text)).pipeline.stages[0].pattern == "2:4"
+    text = "data: fashion_mnist\nstages: [{stage: load, path: %s}, {stage: prune, pattern: 2:4}]\n"
+    assert load_config(_write(tmp_path, text % TEACHER)).pipeline.stages[1].pattern == "2:4"
 
 
 def test_leading_zeros_are_decimal_and_bad_tagged_values_are_config_errors(tmp_path):

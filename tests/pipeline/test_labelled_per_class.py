@@ -25,7 +25,10 @@ def data():
 
 def _write(tmp_path, data_line):
     path = tmp_path / "pipeline.yaml"
-    path.write_text(f"data: {data_line}\nstages:\n  - {{stage: train, epochs: 1}}\n")
+    path.write_text(
+        f"data: {data_line}\nstages:\n"
+        "  - {stage: train, model: {architecture: cnn}, epochs: 1}\n"
+    )
     return path
 
 
@@ -103,6 +106,51 @@ def test_quick_takes_the_subset_first_and_lowers_n_when_a_class_is_short():
         "class among the first 2,000"
     ]
     assert tfkd.pipeline.Report([], quick.describe()).notes == [f"data: {quick.notes[0]}"]
+
+
+def test_quick_with_a_class_missing_from_its_subset_is_a_data_error(tmp_path):
+    # Class 1 comes after the quick run's first 2,000 examples: before, n was lowered to 0
+    # and refused as "must be a positive integer ... Received: labelled_per_class=0".
+    y_train = np.concatenate([np.arange(2000) % 2 * 2, [1] * 50])
+    x_train = np.zeros((len(y_train), 8, 8), "uint8")
+    np.savez(
+        tmp_path / "late.npz",
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_train[-6:],
+        y_test=np.arange(6) % 3,
+    )
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(
+        "data: {npz: late.npz, labelled_per_class: 5}\nstages:\n"
+        "  - {stage: train, model: {architecture: cnn, filters: [4]}, epochs: 1}\n"
+    )
+    assert check_config(path) == []
+    with pytest.raises(ConfigError) as info:
+        run_config(path, tmp_path / "out", quick=True, tensorboard=False, log=lambda _: None)
+    message = str(info.value)
+    assert message.startswith(f"{path}:1: data.labelled_per_class: A quick run keeps the first")
+    assert "no labelled example of class(es) [1]" in message
+    assert "Received: labelled_per_class=5" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_data_without_a_training_label_is_refused_where_labels_are_needed(tmp_path):
+    full = Data.load("fashion_mnist", train_size=256, test_size=64)
+    unlabelled = np.full_like(full.y_train, -1)
+    with pytest.raises(ValueError, match="the training data have no label .all 256") as info:
+        Data(full.x_train, unlabelled, full.x_test, full.y_test, labelled_per_class=5)
+    assert info.value.argument == "labelled_per_class"
+    data = Data(full.x_train, unlabelled, full.x_test, full.y_test, num_classes=10)
+    stages = [
+        Load(TEACHER, name="teacher"),
+        Distill("teacher", student=STUDENT, epochs=1),  # reads every example: fine
+        Train(epochs=1, name="labels_only"),
+    ]
+    with pytest.raises(ValueError, match="trains on the labelled training examples, and") as e:
+        tfkd.Pipeline(stages).execute(data, tmp_path, tensorboard=False, log=lambda _: None)
+    assert (e.value.stage, e.value.argument) == ("labels_only", "data")
+    assert not (tmp_path / "stages").exists()  # before: it trained on 0 examples
 
 
 def test_stages_without_a_teacher_train_on_the_labels_with_one_on_every_image(data, tmp_path):

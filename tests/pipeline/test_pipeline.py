@@ -193,6 +193,27 @@ def test_python_api_validates_early(data, tmp_path):
     assert not (tmp_path / "stages").exists()
 
 
+def test_a_cnn_that_pools_more_than_the_images_allow_fails_before_any_stage_runs(data, tmp_path):
+    # 28 -> 14 -> 7 -> 3 -> 1: four 2x2 poolings, and 6 blocks pool 5 times
+    deep = {"architecture": "cnn", "filters": [4] * 6}
+    stages = [Train(STUDENT, epochs=1, name="scratch"), Train(deep, epochs=1, name="deep")]
+    with pytest.raises(ValueError, match=r"`model.filters` makes 6 blocks.* pooled 4 times") as e:
+        tfkd.Pipeline(stages).execute(data, tmp_path, log=lambda _: None)
+    assert (e.value.stage, e.value.argument) == ("deep", "model")
+    assert not (tmp_path / "stages").exists()  # before: a Keras pooling error after scratch
+    for fits in ({**deep, "filters": [4] * 5}, {**deep, "pool_every": 2}):
+        tfkd.pipeline.architectures.check_buildable(fits, data, "model")
+    with pytest.raises(ValueError, match="pool the images 5 times"):  # and from Python
+        tfkd.models.cnn((28, 28, 1), 10, filters=[4] * 5, dense_units=8)
+
+
+def test_a_batch_size_past_the_largest_int32_is_refused_when_the_stage_is_made():
+    with pytest.raises(ValueError, match=r"at most 2\*\*31 - 1 .*Received: batch_size=10{20}") as e:
+        Train(STUDENT, batch_size=10**20)  # before: an OverflowError when the stage ran
+    assert e.value.argument == "batch_size"
+    assert Train(STUDENT, batch_size=2**31 - 1).batch_size == 2**31 - 1
+
+
 @pytest.mark.slow  # 61 s in CI; the default config's quick run (test_cli.py) runs this stage
 def test_transfer_stage_fine_tunes_the_pretrained_backbone(tmp_path):
     data = Data.load("fashion_mnist", train_size=512, test_size=256)

@@ -106,6 +106,17 @@ def test_every_label_known_is_refused_before_any_stage_runs(tmp_path):
     assert not (tmp_path / "stages").exists()
 
 
+def test_more_neighbours_than_examples_are_refused_before_any_stage_runs(data, tmp_path):
+    stages = [
+        Load(TEACHER, name="teacher"),
+        Distill("teacher", epochs=1, propagation={"neighbours": 400}, name="distilled"),
+    ]
+    with pytest.raises(ValueError, match="must be at most 399 .the 400 training") as info:
+        tfkd.Pipeline(stages).execute(data, tmp_path, tensorboard=False, verbose=0)
+    assert (info.value.stage, info.value.argument) == ("distilled", "propagation")
+    assert not (tmp_path / "stages").exists()  # before: the teacher ran first
+
+
 def test_the_stages_distil_from_the_mixture_computed_once(data, tmp_path, packed_outputs):
     packed = packed_outputs
     settings = {"weight": 0.7, "neighbours": 5}

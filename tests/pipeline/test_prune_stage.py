@@ -82,6 +82,19 @@ def test_a_prune_stage_that_cannot_apply_fails_before_any_stage_runs(
     assert not tmp_path.joinpath("stages").exists()  # nothing was trained
 
 
+def test_exclude_is_checked_against_the_classifier_a_transfer_stage_makes(data, tmp_path):
+    transfer = tfkd.pipeline.Transfer(image_size=32, head_epochs=1, fine_tune_epochs=0)
+    stages = [transfer, Prune(exclude=["Conv1_typo"], epochs=1, name="pruned")]
+    with pytest.raises(ValueError, match="Conv1_typo") as info:
+        _execute(stages, data, tmp_path)  # before: after the fine-tuning
+    assert (info.value.stage, info.value.argument) == ("pruned", "exclude")
+    assert not tmp_path.joinpath("stages").exists()
+    # The names of the classifier `fine_tune` makes (MobileNetV2's, and the new head's).
+    Prune(exclude=["block_2_expand", "head_logits"])._check_input_model(
+        lambda: transfer.classifier(data)
+    )
+
+
 def test_from_a_config_it_is_a_config_error_at_the_key(tmp_path):
     config = tmp_path / "pipeline.yaml"
     config.write_text(
@@ -197,6 +210,23 @@ def test_prune_channels_stage_checks_its_keys(tmp_path):
     assert len(errors) == 1 and "stages[2].importance" in errors[0] and "'l7'" in errors[0]
 
 
+def test_prune_channels_that_cannot_apply_fails_before_any_stage_runs(data, tmp_path):
+    stages = [Train(STUDENT, epochs=1, name="scratch"), PruneChannels(exclude=["nope"])]
+    with pytest.raises(ValueError, match=r"`exclude` names layers .* Received: \['nope'\]") as e:
+        _execute(stages, data, tmp_path)  # before: after `scratch` trained
+    assert (e.value.stage, e.value.argument) == ("prune_channels", "exclude")
+    # Only the logits' channels, which cannot shrink: the model given is the cause.
+    inputs = keras.Input((28, 28, 1))
+    outputs = keras.layers.Dense(10)(keras.layers.Flatten()(inputs))
+    stages = [Train(keras.Model(inputs, outputs), epochs=1, name="scratch"), PruneChannels()]
+    with pytest.raises(ValueError, match="Nothing to prune") as e:
+        _execute(stages, data, tmp_path)
+    assert (e.value.stage, e.value.argument) == ("prune_channels", "from_stage")
+    assert not tmp_path.joinpath("stages").exists()
+    built = tfkd.pipeline.architectures.build(STUDENT, data, seed=0)
+    PruneChannels(exclude=["conv1"])._check_input_model(lambda: built)
+
+
 def test_cluster_stage_after_pruning_keeps_zeros_and_few_values(data, tmp_path):
     # Without BatchNormalization: the converter folds it into the kernel before it, one
     # factor per channel, and a kernel then keeps 9 values per channel, not per kernel.
@@ -232,6 +262,20 @@ def test_preserve_clusters_without_clusters_fails_before_any_stage_runs(between,
     assert not tmp_path.joinpath("stages").exists()  # nothing was trained
 
 
+def test_quantize_aware_on_a_model_it_cannot_quantize_fails_before_any_stage_runs(data, tmp_path):
+    # a swish inside the Dense layer would run in float in the int8 file
+    inputs = keras.Input((28, 28, 1))
+    outputs = keras.layers.Dense(10, activation="swish")(keras.layers.Flatten()(inputs))
+    stages = [
+        Train(keras.Model(inputs, outputs), epochs=1, name="scratch"),
+        tfkd.pipeline.QuantizeAware(epochs=1, name="qat"),
+    ]
+    with pytest.raises(TypeError, match="quantize_aware cannot quantize every layer") as info:
+        _execute(stages, data, tmp_path)  # before: after `scratch` trained
+    assert (info.value.stage, info.value.argument) == ("qat", "from_stage")
+    assert not tmp_path.joinpath("stages").exists()
+
+
 @pytest.mark.parametrize(
     "stage",
     [tfkd.pipeline.Cluster(epochs=1, name="late"), Prune(epochs=1, name="late")],
@@ -243,6 +287,40 @@ def test_a_training_stage_after_an_export_fails_before_any_stage_runs(stage, dat
         _execute(stages, data, tmp_path)
     assert (info.value.stage, info.value.argument) == ("late", "from_stage")
     assert not tmp_path.joinpath("stages").exists()
+
+
+@pytest.mark.parametrize("kind", [tfkd.pipeline.Distill, Prune, tfkd.pipeline.QuantizeAware])
+@pytest.mark.parametrize("source", ["export", "nested_export", "load"])
+def test_a_teacher_that_gives_a_tflite_file_fails_before_any_stage_runs(
+    kind, source, data, tmp_path
+):
+    exported = tfkd.pipeline.Export(name="file")
+    if source == "nested_export":
+        exported = tfkd.Pipeline([tfkd.pipeline.Export(name="inner")], name="file")
+    if source == "load":
+        path = tmp_path / "model.tflite"
+        path.write_bytes(b"not read before the check")
+        exported = tfkd.pipeline.Load(path, name="file")
+    stages = [Train(STUDENT, epochs=1, name="scratch"), exported]
+    stages.append(kind(teacher="file", from_stage="scratch", epochs=1, name="late"))
+    with pytest.raises(ValueError, match="its teacher 'file' gives a .tflite file") as info:
+        _execute(stages, data, tmp_path / "run")  # before: after `scratch` trained
+    assert (info.value.stage, info.value.argument) == ("late", "teacher")
+    assert not tmp_path.joinpath("run", "stages").exists()
+
+
+def test_a_training_stage_given_a_loaded_tflite_file_fails_before_any_stage_runs(data, tmp_path):
+    path = tmp_path / "model.tflite"
+    path.write_bytes(b"not read before the check")
+    stages = [
+        tfkd.pipeline.Load(path, name="file"),
+        Train(STUDENT, epochs=1, name="scratch"),
+        tfkd.pipeline.QuantizeAware(from_stage="file", epochs=1, name="late"),
+    ]
+    with pytest.raises(ValueError, match="needs a Keras model as input, and the stage") as info:
+        _execute(stages, data, tmp_path / "run")
+    assert (info.value.stage, info.value.argument) == ("late", "from_stage")
+    assert not tmp_path.joinpath("run", "stages").exists()
 
 
 def test_clusters_that_do_not_fit_a_layer_fail_before_any_stage_runs(data, tmp_path):

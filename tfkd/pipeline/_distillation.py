@@ -208,6 +208,14 @@ def check_propagation_data(propagation, data):
             "{labelled_per_class: N}`, or label examples `tfkd.distill.UNLABELED`), or "
             "remove `propagation`.",
         )
+    examples = len(data.y_train)
+    if propagation is not None and propagation["neighbours"] > examples - 1:
+        raise invalid_argument(
+            "propagation",
+            "`propagation.neighbours` links each training example to that many others, so "
+            f"it must be at most {examples - 1:,} (the {examples:,} training examples but "
+            f"itself). Received: propagation={propagation!r}. Lower `neighbours`.",
+        )
 
 
 def with_propagated(outputs, propagated, weight, temperature, probabilities):
@@ -261,14 +269,37 @@ def _argument_problems(mapping, accepted, key):
     return problems
 
 
+def check_labelled_data(stage, data):
+    """Raises `invalid_argument` (argument `data`) when `stage` trains on the labelled
+    training examples alone and the data have none: it would train on nothing."""
+    if np.any(data.y_train != UNLABELED):
+        return
+    raise invalid_argument(
+        "data",
+        f"Stage {stage.name!r} ({stage.kind}) trains on the labelled training examples, and "
+        f"the data have none: all {len(data.y_train):,} training labels are {UNLABELED} "
+        f"(unlabelled). Received: data {data.name!r}. Label some training examples, or "
+        "distil from a teacher (distill, or `teacher:`), which reads every example.",
+    )
+
+
 def check_augmentation_data(augmentation, data):
-    """Raises `invalid_argument` when `augmentation` is set but the inputs are not images."""
+    """Raises `invalid_argument` when `augmentation` is set but the inputs are not images,
+    or shifts them by more than their height or width."""
     if augmentation is not None and data.x_train.ndim != 4:
         raise invalid_argument(
             "augmentation",
             "`augmentation` applies to images of shape (height, width, channels). Received: "
             f"augmentation={augmentation!r} for inputs of shape {data.input_shape}. "
             "Remove it for this data.",
+        )
+    side = min(data.input_shape[:2]) if augmentation is not None else None
+    if augmentation is not None and (augmentation.get("shift") or 0) > side:
+        raise invalid_argument(
+            "augmentation",
+            "`augmentation.shift` is in pixels, at most the images' height and width "
+            f"({data.input_shape[0]}x{data.input_shape[1]}). Received: "
+            f"augmentation={augmentation!r}. Shift by a few pixels, e.g. shift: 2.",
         )
 
 

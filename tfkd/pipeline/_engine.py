@@ -54,8 +54,8 @@ def _check_against_models(pipeline, data, seed):
     """Before any stage runs, each stage checks its arguments against the model it will
     receive, where the stages before it tell what that model is built from (an N:M
     pattern that fits no layer fails here, not after an hour of training) or how an
-    `export` stage makes it (`{"tflite": ...}`), and against what needs Keras or the data
-    (a distillation loss's arguments).
+    `export` stage makes it (`{"tflite": ...}`; a teacher's too), and against what needs
+    Keras or the data (a distillation loss's arguments).
 
     Raises:
         ValueError: from a stage, with `stage` and `argument` attributes.
@@ -77,6 +77,10 @@ def _check_against_models(pipeline, data, seed):
         incoming = specs.get(stage.from_stage or last) if stage.takes_input() else None
         try:
             stage._check_before_run(data)
+            for name in stage.references():
+                reference = specs.get(name)
+                if isinstance(reference, dict) and "tflite" in reference:
+                    stage._check_reference_tflite(name, reference["tflite"])
             if isinstance(incoming, dict) and "tflite" in incoming:
                 stage._check_input_tflite(incoming["tflite"])
             elif incoming is not None:

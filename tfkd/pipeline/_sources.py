@@ -155,8 +155,8 @@ def _shown_source(name, source):
     return ", ".join(f"{key}={value!r}" for key, value in given.items()) or "nothing"
 
 
-def class_counts(y):
-    return np.bincount(y[y != UNLABELED])
+def class_counts(y, minlength=0):
+    return np.bincount(y[y != UNLABELED], minlength=minlength)
 
 
 def check_labelled_per_class(value, y_train=None):
@@ -168,6 +168,13 @@ def check_labelled_per_class(value, y_train=None):
             "labelled_per_class",
             "`labelled_per_class` must be a positive integer, the labels to keep per class. "
             f"Received: labelled_per_class={value!r}",
+        )
+    if y_train is not None and not np.any(y_train != UNLABELED):
+        raise invalid_argument(
+            "labelled_per_class",
+            "`labelled_per_class` keeps that many training labels per class, and the "
+            f"training data have no label (all {len(y_train):,} are {UNLABELED}, unlabelled). "
+            f"Received: labelled_per_class={value!r}. Remove it, or give labelled data.",
         )
     if y_train is not None:
         counts = class_counts(y_train)

@@ -3,10 +3,11 @@
 `{"application": "MobileNetV3Small", ...}`, or a keras-hub classifier preset folder,
 `{"preset": "DIR"}`."""
 
+import inspect
 import os
 
 from tfkd import _checks, _presets
-from tfkd.models import CNN_OPTIONS, check_cnn_option, cnn
+from tfkd.models import CNN_OPTIONS, check_cnn_fits, check_cnn_option, cnn
 from tfkd.pipeline import _store
 from tfkd.pipeline.stage import KerasModel, invalid_argument
 
@@ -22,6 +23,8 @@ TEXT_CNN_OPTIONS = {
 ARCHITECTURES = {"cnn": CNN_OPTIONS, "text_cnn": TEXT_CNN_OPTIONS}
 ARCHITECTURE_INPUTS = {"cnn": "images", "text_cnn": "token ids"}
 SPEC_KINDS = ("architecture", "path", "application", "preset")
+# The options of `cnn` that decide how often it pools.
+CNN_POOLING = ("filters", "pool_every", "dense_units")
 # The options of an `application` spec that tfkd reads itself; the others go to the
 # keras.applications constructor.
 APPLICATION_OPTIONS = ("application", "image_size", "weights")
@@ -86,10 +89,13 @@ def build(spec, data, seed):
 
     A Keras model is copied with its weights (a pretrained model stays pretrained), and
     the caller's model is left as it was. A `clustered` spec (only a `cluster` stage's
-    output, see `clustered`) gives the model its stage clusters, stripped.
+    output, see `clustered`) gives the model its stage clusters, stripped; a `transfer`
+    spec (only a `transfer` stage's output) the classifier that stage makes, untrained.
     """
     if isinstance(spec, dict) and "clustered" in spec:
         return spec["stage"].clustered(build(spec["clustered"], data, seed), stripped=True)
+    if isinstance(spec, dict) and "transfer" in spec:
+        return spec["transfer"].classifier(data)
     if isinstance(spec, KerasModel):
         from tfkd import _graph
 
@@ -204,6 +210,8 @@ def check_buildable(spec, data, argument):
                 + " or ".join(repr(n) for n, kind in ARCHITECTURE_INPUTS.items() if kind != wanted)
                 + ".",
             )
+        if spec["architecture"] == "cnn":
+            _check_cnn_fits(spec, data, argument)
     if isinstance(spec, KerasModel):
         check_fits(spec, data, argument, repr(spec.name))
     if isinstance(spec, dict) and "path" in spec:
@@ -221,6 +229,15 @@ def check_buildable(spec, data, argument):
             application(spec, data.input_shape, data.num_classes)
         except (ValueError, TypeError) as error:
             raise invalid_argument(argument, str(error), type(error)) from None
+
+
+def _check_cnn_fits(spec, data, argument):
+    defaults = {name: inspect.signature(cnn).parameters[name].default for name in CNN_POOLING}
+    options = {name: spec.get(name, default) for name, default in defaults.items()}
+    try:
+        check_cnn_fits(data.input_shape, **options)
+    except ValueError as error:
+        raise invalid_argument(argument, f"`{argument}.{str(error)[1:]}") from None
 
 
 def load_checked(path, argument):

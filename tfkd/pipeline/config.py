@@ -163,6 +163,8 @@ def run_config(path, output_dir=None, *, quick=False, tensorboard=True, log=prin
         output_dir = default_output(config.path, quick)
     try:
         data = Data.load(**config.data)
+        if quick:
+            data.quick()  # a class missing from the quick subset is the data's error
     except ValueError as error:
         if not hasattr(error, "argument"):
             raise

@@ -7,6 +7,7 @@ import numpy as np
 from tfkd._checks import check_flag, check_number, check_seed
 from tfkd.pipeline import _sources
 from tfkd.pipeline._sources import check_labelled_per_class, class_counts, load_errors
+from tfkd.pipeline.stage import invalid_argument
 
 QUICK_TRAIN_SIZE = 2000
 QUICK_TEST_SIZE = 500
@@ -156,11 +157,26 @@ class Data:
         Labels are hidden after the subset is taken; when a class of the subset has
         fewer than `labelled_per_class` examples, the quick run keeps that many per
         class instead, and `notes` says so.
+
+        Raises:
+            ValueError: with `labelled_per_class`, a class of the data has no example
+                in the subset.
         """
         data = self.subset(QUICK_TRAIN_SIZE, QUICK_TEST_SIZE, labelled_per_class=None)
         if self.labelled_per_class is None:
             return data
-        fewest = int(class_counts(data.y_train).min())
+        counts = class_counts(data.y_train, self.num_classes)
+        classes = np.unique(self.y_train[self.y_train != UNLABELED])  # the full data's
+        missing = [int(label) for label in classes if not counts[label]]
+        if missing:
+            raise invalid_argument(
+                "labelled_per_class",
+                f"A quick run keeps the first {len(data.y_train):,} training examples, and "
+                f"they have no labelled example of class(es) {missing}: no label of those "
+                f"can be kept. Received: labelled_per_class={self.labelled_per_class!r}. "
+                "Run without --quick, or shuffle the data so that every class comes early.",
+            )
+        fewest = int(counts[classes].min())
         if fewest >= self.labelled_per_class:
             return data.subset(labelled_per_class=self.labelled_per_class)
         data = data.subset(labelled_per_class=fewest)

@@ -28,6 +28,7 @@ class Micro(Stage):
     """
 
     trains = False
+    needs_input = True
 
     def __init__(
         self,
@@ -72,6 +73,8 @@ class Micro(Stage):
         )
 
     def _check_input_tflite(self, export):
+        if "path" in export:
+            return  # a loaded file: `micro_bundle` reads how it computes when the stage runs
         quantization, recipe = export["quantization"], export["recipe"]
         if quantization in INTEGER_QUANTIZATIONS or recipe in INTEGER_RECIPES:
             return

@@ -202,7 +202,8 @@ def _is_verbose(verbose):
 
 
 def check_references(pipeline):
-    """Unique names; `from_stage` and teachers name earlier stages (of any nesting level).
+    """Unique names; `from_stage` and teachers name earlier stages (of any nesting level);
+    a first stage that needs an incoming model (`Stage.needs_input`) has one.
 
     A nested pipeline's name can be referenced once all its stages have run.
 
@@ -228,6 +229,8 @@ def reference_errors(pipeline):
                 f"`from_stage` would have no effect. Received: from_stage={stage.from_stage!r}. "
                 "Remove it.",
             )
+        if not seen and _needs_a_model_first(stage):
+            yield _first_stage_error(stage)
         for argument, name in _references(stage):
             if name not in seen:
                 yield _reference_error(
@@ -246,6 +249,24 @@ def reference_errors(pipeline):
         names.add(stage.name.lower())
         if not isinstance(stage, Pipeline):
             seen.add(stage.name)
+
+
+def _needs_a_model_first(stage):
+    """Whether `stage`, coming first, would get no model where it needs one."""
+    return stage.needs_input and stage.takes_input() and not stage.from_stage
+
+
+def _first_stage_error(stage):
+    argument = getattr(stage, "new_model_argument", None)
+    fix = "put a stage that makes a model (load, transfer, train with `model`) before it"
+    if argument:
+        fix = f"give `{argument}` (e.g. {{architecture: cnn}}), or {fix}"
+    return _reference_error(
+        stage,
+        argument or "from_stage",
+        f"Stage {stage.name!r} ({stage.kind}) needs an incoming model, and it comes first: "
+        f"no stage gives it one. Received: {argument or 'from_stage'}=None. To fix it, {fix}.",
+    )
 
 
 def _reference_error(stage, argument, message):

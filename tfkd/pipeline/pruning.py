@@ -182,8 +182,6 @@ class PruneChannels(Prune):
         exclude: list | None = None,
         **kwargs,
     ):
-        from tfkd.prune.channel_mask import IMPORTANCES
-
         if "pattern" in kwargs:
             raise invalid_argument(
                 "pattern",
@@ -192,10 +190,10 @@ class PruneChannels(Prune):
                 TypeError,
             )
         super().__init__(target_sparsity=target_sparsity, exclude=exclude, **kwargs)
-        if importance not in IMPORTANCES:
+        if importance not in _checks.CHANNEL_IMPORTANCES:
             raise invalid_argument(
                 "importance",
-                f"`importance` must be one of {list(IMPORTANCES)}. "
+                f"`importance` must be one of {list(_checks.CHANNEL_IMPORTANCES)}. "
                 f"Received: importance={importance!r}",
             )
         self.importance = importance
@@ -204,7 +202,16 @@ class PruneChannels(Prune):
         return None  # narrower layers than the incoming architecture, known once trained
 
     def _check_input_model(self, build):
-        return None  # prune_channels checks `exclude` against the model it receives
+        from tfkd.prune.channels import check_selection
+
+        try:
+            check_selection(build(), exclude=self.exclude)
+        except (ValueError, TypeError) as error:
+            # A model with nothing to prune is the input's fault where `exclude` is unset.
+            argument = "from_stage" if self.exclude is None else "exclude"
+            raise invalid_argument(
+                argument, f"Stage {self.name!r} (prune_channels): {error}", type(error)
+            ) from None
 
     def run(self, model, context):
         from tfkd import prune as prune_lib

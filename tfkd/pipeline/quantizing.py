@@ -39,11 +39,20 @@ class QuantizeAware(_Training):
         self.preserve_clusters = preserve_clusters
 
     def _check_input_model(self, build):
-        if not self.preserve_clusters:
-            return
-        from tfkd.quantize.qat import check_clustered
+        from tfkd.quantize.qat import check_clustered, check_supported
 
         model = build()
+        try:
+            check_supported(model)
+        except TypeError as error:
+            raise invalid_argument(
+                "from_stage",
+                f"Stage {self.name!r} (quantize_aware) receives a model it cannot quantize. "
+                f"Received: from_stage={self.from_stage!r} (None: the stage before). {error}",
+                TypeError,
+            ) from None
+        if not self.preserve_clusters:
+            return
         try:
             check_clustered(model)
         except ValueError as error:

@@ -9,6 +9,8 @@ import sys
 from tfkd import _checks
 
 _REGISTRY = {}
+# The longest stage name: it names a directory, and the paths under it must stay short.
+MAX_NAME_LENGTH = 100
 # The modules that register tfkd's own stages; imported when the registry is first read.
 _BUILT_IN_MODULES = (
     "tfkd.pipeline.stages",
@@ -163,6 +165,9 @@ class Stage(metaclass=_StageType):
     # trains runs on every process, in step; one that does not (an export) runs on
     # process 0 alone, which gives it models of its own (see `_processes`).
     trains = True
+    # Whether `run` needs an incoming model (when `takes_input`): the first stage cannot
+    # be one that does. False lets `run` take `None` (see `run`).
+    needs_input = False
     # `{old name: current name}` of arguments renamed since configs were written: the old
     # names are still read, in Python and in configs.
     renamed_arguments = {}
@@ -192,6 +197,12 @@ class Stage(metaclass=_StageType):
                 "A stage name must be ASCII letters, digits, '_' or '-' (it names a directory). "
                 f"Received: name={name!r}",
                 ValueError if isinstance(name, str) else TypeError,
+            )
+        if len(name) > MAX_NAME_LENGTH:
+            raise invalid_argument(
+                "name",
+                f"A stage name must be at most {MAX_NAME_LENGTH} characters (it names a "
+                f"directory). Received: name={name[:20]!r}... of {len(name)} characters",
             )
         if from_stage is not None and not isinstance(from_stage, str):
             raise invalid_argument(
@@ -233,7 +244,13 @@ class Stage(metaclass=_StageType):
     def _check_input_tflite(self, export):
         """Checks the arguments against the `.tflite` file this stage will receive, before
         any stage runs, as the `export` stage that makes it describes it:
-        `{"quantization": ..., "recipe": ...}`. Raises `invalid_argument` errors."""
+        `{"quantization": ..., "recipe": ...}`, or `{"path": ...}` for a file a `load`
+        stage reads. Raises `invalid_argument` errors."""
+
+    def _check_reference_tflite(self, name, export):
+        """Checks the arguments against the `.tflite` file of stage `name`, which `run`
+        reads (`references`), before any stage runs; `export` as in
+        `_check_input_tflite`. Raises `invalid_argument` errors."""
 
     def _check_before_run(self, data):
         """Checks the arguments against what needs Keras or the data (`tfkd.pipeline.Data`),
@@ -301,10 +318,16 @@ def check_keras_input(stage, model):
 
 def check_positive(argument, value, kind, allow_zero=False):
     """Raises unless `value` is a finite positive (or non-negative) int, or number for float:
-    a `TypeError` for another type, a `ValueError` for a value out of range. Numpy scalars
-    count as numbers."""
+    a `TypeError` for another type, a `ValueError` for a value out of range (an int above
+    `_checks.COUNT_LIMIT` too). Numpy scalars count as numbers."""
     try:
         _checks.check_number(argument, value, low=0, low_open=not allow_zero, integer=kind is int)
     except (TypeError, ValueError) as error:
         error.argument = argument
         raise
+    if kind is int and value > _checks.COUNT_LIMIT:
+        raise invalid_argument(
+            argument,
+            f"`{argument}` must be at most 2**31 - 1 ({_checks.COUNT_LIMIT:,}). Received: "
+            f"{argument}={value!r}",
+        )

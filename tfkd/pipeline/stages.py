@@ -62,7 +62,9 @@ class Load(Stage):
     def _output_spec(self, incoming):
         if os.path.isdir(self.path):
             return {"preset": self.path}
-        return {"path": self.path} if self.path.endswith(".keras") else None
+        if self.path.endswith(".tflite"):
+            return {"tflite": {"path": self.path}}  # no export stage says how it was made
+        return {"path": self.path}
 
     def run(self, model, context):
         from tfkd.export import TFLiteModel
@@ -116,6 +118,7 @@ class Export(Stage):
     """
 
     trains = False
+    needs_input = True
 
     def __init__(
         self,
@@ -409,6 +412,7 @@ class Transfer(Stage):
             )
 
     def _check_before_run(self, data):
+        _distillation.check_labelled_data(self, data)
         _distillation.check_augmentation_data(self.augmentation, data)
         self._check_one_process(data)
         if isinstance(self.backbone, str) and self.backbone.endswith(".keras"):
@@ -442,16 +446,30 @@ class Transfer(Stage):
             fingerprint["backbone_sha256"] = _hashing.path_sha256(self.backbone)
         return fingerprint
 
-    def run(self, model, context):
-        import keras
+    def _output_spec(self, incoming):
+        # The classifier `run` makes, untrained (`classifier`). A MiniLM or keras-hub
+        # preset backbone is built only with its weights read in full: left unknown.
+        if self.backbone == "minilm" or isinstance(self.backbone, dict):
+            return None
+        return {"transfer": self}
 
+    def classifier(self, data):
+        """The classifier `run` fine-tunes, for `data`, with a MobileNetV2 backbone of
+        random weights: its architecture, which the checks before any stage runs read."""
         from tfkd import transfer
 
-        options = {"input_shape": context.data.input_shape, "dropout": self.dropout}
-        train_data = context.data.labelled()
+        base, options = self._backbone(data, pretrained=False)
+        return transfer.build_classifier(base, data.num_classes, **options)
+
+    def _backbone(self, data, pretrained=True):
+        """The backbone, and the options of `build_classifier` for `data`."""
+        from tfkd import transfer
+
+        options = {"input_shape": data.input_shape, "dropout": self.dropout}
         if self.backbone == "mobilenet_v2":
             shape = (self.image_size, self.image_size, 3)
-            base = transfer.pretrained_mobilenet_v2(shape, include_top=False)
+            build = transfer.pretrained_mobilenet_v2 if pretrained else transfer.mobilenet_v2
+            base = build(shape, include_top=False)
             options["preprocessing"] = transfer.torchvision_normalization()
         elif self.backbone == "minilm":
             base = transfer.pretrained_minilm()
@@ -459,13 +477,23 @@ class Transfer(Stage):
             base = transfer.load_preset(self.backbone["preset"], backbone=True)
         else:
             base = _store.load_keras(self.backbone)
-        images = architectures.input_kind(context.data) == "images"
+        images = architectures.input_kind(data) == "images"
         if images and self.backbone != "mobilenet_v2":
             options["image_size"] = (self.image_size, self.image_size)
         if not images:
+            options["input_shape"] = (None,)  # batches cut to their longest text
+        return base, options
+
+    def run(self, model, context):
+        import keras
+
+        from tfkd import transfer
+
+        base, options = self._backbone(context.data)
+        train_data = context.data.labelled()
+        if architectures.input_kind(context.data) != "images":
             from tfkd.text import LengthBuckets
 
-            options["input_shape"] = (None,)  # batches cut to their longest text
             train_data = LengthBuckets(*train_data, batch_size=self.batch_size, seed=context.seed)
         epochs = context.epochs(self.head_epochs), context.epochs(self.fine_tune_epochs)
         fine_tune_rate = self._fine_tune_rate(epochs[1], train_data)

@@ -85,6 +85,8 @@ class _Training(Stage):
     read from the stage's recorded config, where the signature put them, with defaults.
     """
 
+    needs_input = True
+
     def __init__(self, **kwargs):
         for name in TRAINING_ARGUMENTS:
             kwargs.pop(name, None)
@@ -180,6 +182,14 @@ class _Training(Stage):
     def _check_input_tflite(self, export):
         refuse_tflite_input(self)
 
+    def _check_reference_tflite(self, name, export):
+        raise invalid_argument(
+            "teacher",
+            f"Stage {self.name!r} ({self.kind}) distils from Keras models, and its teacher "
+            f"{name!r} gives a .tflite file. Received: teacher={self.teacher!r}. Name the "
+            "stage that returns the Keras model it was exported from.",
+        )
+
     def _check_before_run(self, data):
         """Builds the distillation loss (its class checks the values of `method_arguments`)
         and checks that in-step augmentation and mixing get inputs they apply to, before
@@ -188,6 +198,7 @@ class _Training(Stage):
         _distillation.check_mixing_data(self.mixup, self.cutmix, data)
         _distillation.check_propagation_data(self.propagation, data)
         if not self.teacher:
+            _distillation.check_labelled_data(self, data)
             return
         try:
             _distillation.build_loss(self)

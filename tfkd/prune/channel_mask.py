@@ -4,11 +4,12 @@ mask per channel group, so `tfkd.prune.shrink` can then remove them."""
 import keras
 from keras import ops
 
+from tfkd import _checks
 from tfkd.prune import schedules
 from tfkd.prune._channel_graph import DEPTHWISE, PRODUCERS
 from tfkd.prune.wrapper import PruningGroup, _group_joined, _join_group
 
-IMPORTANCES = ("l1", "l2", "batch_norm", "taylor")
+IMPORTANCES = _checks.CHANNEL_IMPORTANCES
 
 
 def channel_scores(kernel, importance="l1"):

@@ -218,6 +218,13 @@ def _refuse_wrapped(model):
             )
 
 
+def check_selection(model, *, include=None, exclude=None):
+    """Raises what `prune_channels` raises for `include` and `exclude` on `model`, before
+    any work: a name that names no layer, an included layer that cannot shrink, or
+    nothing to prune."""
+    _selected_groups(model, ChannelGraph(model), include, exclude)
+
+
 def _selected_groups(model, graph, include, exclude):
     names = {layer.name for layer in _graph.leaf_layers(model)}
     include_test = _selector("include", include, names)

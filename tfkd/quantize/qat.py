@@ -127,7 +127,7 @@ def quantize_aware(model, *, fold_batch_norm=True, decay=0.999, preserve_cluster
             "QuantizeWrapper layers. Call quantize_aware on the float model it came from."
         )
     model = _graph.strip_if_wrapped(model)
-    _check_supported(model)
+    check_supported(model)
     if preserve_clusters:
         check_clustered(model)
     plan = _Plan(model, fold_batch_norm, decay, preserve_clusters)
@@ -163,7 +163,11 @@ def _unset(quantizer):
     return not trained and not bool(keras.ops.convert_to_numpy(quantizer.is_set()))
 
 
-def _check_supported(model):
+def check_supported(model):
+    """Raises a TypeError, listing the layers and operations, unless `quantize_aware` can
+    quantize every layer of `model` (a graph model) for a fully int8 file. Pruning and
+    clustering wrappers are read through, as `quantize_aware` strips them."""
+    model = _graph.strip_if_wrapped(model)
     problems = [problem for layer in _graph.leaf_layers(model) for problem in _problems(layer)]
     operations = [operation.name for operation in _graph.plain_operations(model)]
     if operations:
