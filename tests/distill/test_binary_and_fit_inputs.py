@@ -207,3 +207,36 @@ def test_a_student_with_two_outputs_and_a_loss_on_its_layer_is_refused_when_made
 def test_cutmix_on_inputs_that_are_not_images_is_refused_when_made():
     with pytest.raises(ValueError, match=r"needs models that take one input of images"):
         tfkd.Distiller(_binary("t"), _binary("s", seed=1), cutmix=1.0)  # before: in fit
+
+
+def _token_model(name, seed):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((6,), dtype="int32")
+    hidden = keras.layers.Embedding(20, 8)(inputs)
+    return keras.Model(inputs, keras.layers.Dense(4, name="logits")(hidden), name=name)
+
+
+def test_token_labels_take_a_weight_per_token_and_ignore_class_for_padding():
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(1, 20, size=(32, 6)), rng.integers(0, 4, size=(32, 6))
+    weights = (rng.random((32, 6)) > 0.3).astype("float32")
+    student = _token_model("student", 1)
+    distiller = tfkd.Distiller(_token_model("teacher", 0), student, student_loss_weight=0.5)
+    distiller.compile(
+        optimizer=keras.optimizers.SGD(0.0),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    logs = distiller.fit(x, y, sample_weight=weights, batch_size=32, verbose=0).history
+    # before: a shape error (the weights were read as one per example)
+    plain = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    want = plain(y, student.predict(x, verbose=0), sample_weight=weights)
+    assert logs["student_loss"][0] == pytest.approx(float(want), rel=1e-5)
+    padded = y.copy()
+    padded[:, -2:] = -1
+    with pytest.raises(ValueError, match="one per position"):
+        distiller.fit(x, padded, batch_size=32, verbose=0)
+    distiller.compile(
+        optimizer=keras.optimizers.SGD(0.0),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=-1),
+    )
+    assert np.isfinite(distiller.fit(x, padded, batch_size=32, verbose=0).history["loss"][0])

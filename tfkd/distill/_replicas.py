@@ -42,9 +42,12 @@ class FrozenTeacher:
 def reduce(per_example, sample_weight):
     per_example = ops.cast(per_example, "float32")
     if sample_weight is not None:
-        # One weight per example, broadcast over any further axes (e.g. tokens).
-        weights = ops.reshape(sample_weight, (-1,) + (1,) * (len(per_example.shape) - 1))
-        per_example = per_example * ops.cast(weights, "float32")
+        weights = ops.cast(sample_weight, "float32")
+        if len(weights.shape) != len(per_example.shape):
+            # One weight per example, broadcast over any further axes (e.g. tokens); a
+            # weight per token has the losses' shape already.
+            weights = ops.reshape(weights, (-1,) + (1,) * (len(per_example.shape) - 1))
+        per_example = per_example * weights
     return ops.mean(per_example) / replica_count()
 
 

@@ -70,8 +70,9 @@ def _flat(sample_weight):
 
 def check_class_ids(y, num_classes, loss, argument="y"):
     """`y` (numpy labels for `loss`) checked before training: class ids in
-    `[0, num_classes)` or `UNLABELED`, for a loss that reads class ids (sparse
-    categorical cross-entropy; binary cross-entropy on one output, 2 classes).
+    `[0, num_classes)`, or `UNLABELED` for an example's label (the loss's `ignore_class`,
+    if set, for a label per position, e.g. per token), for a loss that reads class ids
+    (sparse categorical cross-entropy; binary cross-entropy on one output, 2 classes).
     Whole-number float ids come back as integers, so that `UNLABELED` marks them too.
     Other labels and losses (one-hot rows, a dataset) come back unchecked.
 
@@ -81,21 +82,30 @@ def check_class_ids(y, num_classes, loss, argument="y"):
     kind = _class_id_loss(loss)
     if kind is None or num_classes is None or not isinstance(y, np.ndarray):
         return y
-    if y.ndim not in (1, 2) or (y.ndim == 2 and y.shape[1] != 1) or y.dtype.kind not in "iuf":
+    per_example = y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1)
+    binary = kind == "binary"
+    if (
+        y.ndim == 0
+        or y.dtype.kind not in "iuf"
+        or (binary and not (per_example and num_classes == 1))
+    ):
         return y
-    classes = 2 if kind == "binary" and num_classes == 1 else num_classes
-    if kind == "binary" and num_classes != 1:
-        return y
+    classes = 2 if binary else num_classes
+    skipped = UNLABELED if per_example else getattr(loss, "ignore_class", None)
     whole = y.dtype.kind != "f" or bool(np.all(np.isfinite(y) & (y == np.round(y))))
-    given = y[y != UNLABELED]
+    given = y if skipped is None else y[y != skipped]
     outside = given[(given < 0) | (given >= classes)] if whole else given[given != np.round(given)]
     if outside.size or not whole:
         shown = np.unique(outside)[:5].tolist() if outside.size else "NaN or inf"
+        skip = (
+            f"or tfkd.distill.UNLABELED ({UNLABELED}) for an example without a label"
+            if per_example
+            else "one per position (to skip padding, compile the loss with `ignore_class`)"
+        )
         raise ValueError(
             f"`{argument}` must hold class ids in [0, {classes}) for the {classes} classes of "
-            f"the student's output, or tfkd.distill.UNLABELED ({UNLABELED}) for an example "
-            f"without a label. Received: {argument} with {outside.size or 'some'} values "
-            f"outside them, e.g. {shown}."
+            f"the student's output, {skip}. Received: {argument} with "
+            f"{outside.size or 'some'} values outside them, e.g. {shown}."
         )
     return y.astype("int64") if y.dtype.kind == "f" else y
 
