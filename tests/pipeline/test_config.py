@@ -265,3 +265,24 @@ def test_a_control_character_is_a_config_error_at_its_line(tmp_path):
     path.write_bytes(GOOD.replace("stage: load", "stage: l\xf6ad").encode("latin-1"))
     with pytest.raises(ConfigError, match=r"latin1.yaml:3: the config is not UTF-8 text"):
         load_config(path)
+
+
+def test_an_application_weights_file_is_read_next_to_the_config_and_its_contents_fingerprinted(
+    tmp_path,
+):
+    (tmp_path / "w.weights.h5").write_bytes(b"first")
+    text = """\
+        data: {name: fashion_mnist}
+        stages:
+          - stage: train
+            model: {application: MobileNetV3Small, weights: w.weights.h5, image_size: 32}
+        """
+    stage = load_config(_write(tmp_path, text)).pipeline.stages[0]
+    # before: read from the working directory, and a new file of that name reused the stage
+    assert stage.model["weights"] == str(tmp_path / "w.weights.h5")
+    first = stage.fingerprint()
+    (tmp_path / "w.weights.h5").write_bytes(b"second")
+    assert stage.fingerprint()["model_weights_sha256"] != first["model_weights_sha256"]
+    imagenet = text.replace("w.weights.h5", "imagenet")
+    stage = load_config(_write(tmp_path, imagenet)).pipeline.stages[0]
+    assert "model_weights_sha256" not in stage.fingerprint()

@@ -244,8 +244,10 @@ class Reader:
         """Relative file paths are relative to the config file's directory."""
         if isinstance(value, dict):
             return {key: self.resolve_paths(item, key) for key, item in value.items()}
-        is_file = name in ("path", "preset") or (
-            name == "backbone" and str(value).endswith(".keras")
+        is_file = (
+            name in ("path", "preset")
+            or (name == "backbone" and str(value).endswith(".keras"))
+            or (name == "weights" and str(value).endswith(".h5"))  # an application's file
         )
         if is_file and isinstance(value, str) and not os.path.isabs(value):
             return os.path.normpath(self.path.parent / value)

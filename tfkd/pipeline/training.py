@@ -165,13 +165,16 @@ class _Training(Stage):
 
     def fingerprint(self):
         """The config, plus the contents of a model file or folder given as `{"path": ...}`
-        or `{"preset": ...}`."""
+        or `{"preset": ...}`, or of an application's `weights` file."""
         fingerprint = self.get_config()
         for argument in ("model", "student"):
             spec = fingerprint.get(argument)
             for kind in ("path", "preset"):
                 if isinstance(spec, dict) and kind in spec:
                     fingerprint[f"{argument}_sha256"] = _hashing.path_sha256(spec[kind])
+            weights = spec.get("weights") if isinstance(spec, dict) else None
+            if isinstance(weights, str) and weights != "imagenet":
+                fingerprint[f"{argument}_weights_sha256"] = _hashing.path_sha256(weights)
         # The distillation keys at their defaults are left out, so that runs made before
         # these keys existed are reused.
         for key, default in _distillation.DEFAULTS.items():
