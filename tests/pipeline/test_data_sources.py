@@ -172,6 +172,31 @@ def test_bad_data_is_refused_before_any_work_naming_the_key_and_the_path(folder,
         load_config(_config(tmp_path, "{tfds: mnist, data_dir: ., split: train}"))
 
 
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"y_train": np.zeros(4)}, "`y_train` must hold integer class ids"),
+        ({"y_train": np.array([0, 1, -2, 1])}, "`y_train` holds negative labels ([-2])"),
+        ({"y_train": np.array([0, 1, 1])}, "`x_train` and `y_train` differ in length"),
+    ],
+    ids=["float_labels", "negative_labels", "lengths_differ"],
+)
+def test_what_an_npz_file_holds_is_a_config_error_at_data_npz(arrays, message, tmp_path):
+    good = {
+        "x_train": np.zeros((4, 8, 8, 1), "float32"),
+        "y_train": np.array([0, 1, 0, 1]),
+        "x_test": np.zeros((2, 8, 8, 1), "float32"),
+        "y_test": np.array([0, 1]),
+    }
+    np.savez(tmp_path / "bad.npz", **{**good, **arrays})
+    config = _config(tmp_path, "{npz: bad.npz}")
+    # before: `tfkd: error: TypeError: ...` (exit 1), naming neither the file nor the key
+    with pytest.raises(ConfigError, match=r"bad2.yaml:1: data.npz: ") as error:
+        run_config(config, tmp_path / "run", tensorboard=False, log=lambda _: None)
+    assert message in str(error.value)
+    assert not (tmp_path / "run").exists()
+
+
 def _config(tmp_path, data):
     config = tmp_path / "bad2.yaml"
     config.write_text(textwrap.dedent(f"data: {data}\n") + STAGES)

@@ -165,10 +165,12 @@ def run_config(path, output_dir=None, *, quick=False, tensorboard=True, log=prin
         data = Data.load(**config.data)
         if quick:
             data.quick()  # a class missing from the quick subset is the data's error
-    except ValueError as error:
-        if not hasattr(error, "argument"):
-            raise
-        raise config.data_error(error.argument, str(error)) from None
+    except (ValueError, TypeError) as error:
+        # What the data's own file holds (an .npz's arrays, a CSV's labels) is blamed on
+        # the key that names it.
+        if hasattr(error, "argument"):
+            raise config.data_error(error.argument, str(error)) from None
+        raise config.data_error(_source_key(config.data), str(error)) from None
     try:
         # The reader checked the stages and their references, and the options are checked.
         return execute_checked(
@@ -186,3 +188,10 @@ def run_config(path, output_dir=None, *, quick=False, tensorboard=True, log=prin
             raise
         # Found by the checks against the models, before any stage ran: a config error.
         raise config.error(error.stage, error.argument, str(error)) from None
+
+
+def _source_key(data):
+    """The key of `data` (a config's) that names where the data come from."""
+    from tfkd.pipeline._sources import SOURCE_KEYS
+
+    return next((key for key in SOURCE_KEYS if data.get(key) is not None), "name")
