@@ -205,6 +205,29 @@ def test_values_are_checked_by_the_loss_before_any_stage_runs(tmp_path):
     assert not (tmp_path / "out" / "stages").exists()
 
 
+@pytest.mark.parametrize(
+    "side, layers",
+    [
+        ("teacher", {"teacher_layer_name": "conv9", "student_layer_name": "conv2_relu"}),
+        ("student", {"teacher_layer_name": "conv3_relu", "student_layer_name": "conv9"}),
+    ],
+)
+def test_a_layer_name_that_the_model_lacks_fails_before_any_stage_runs(side, layers, tmp_path):
+    # before: refused when the stage ran, after the stages before it
+    stages = [
+        Load(str(TEACHER), name="teacher"),
+        tfkd.pipeline.Train(STUDENT, epochs=1, name="scratch"),
+        Distill("teacher", method="feature", method_arguments=layers, epochs=1, name="distilled"),
+    ]
+    data = Data.load("fashion_mnist", train_size=100, test_size=50)
+    with pytest.raises(
+        ValueError, match=f"The {side} of stage 'distilled' has no layer named"
+    ) as e:
+        tfkd.Pipeline(stages).execute(data, tmp_path, tensorboard=False, log=lambda _: None)
+    assert (e.value.stage, e.value.argument) == ("distilled", "method_arguments")
+    assert not (tmp_path / "stages").exists()
+
+
 def test_python_arguments_are_checked_too():
     with pytest.raises(ValueError, match="Unknown distillation method. Received: method='DKD'"):
         Distill("teacher", method="DKD")

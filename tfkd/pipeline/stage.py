@@ -247,6 +247,12 @@ class Stage(metaclass=_StageType):
         `{"quantization": ..., "recipe": ...}`, or `{"path": ...}` for a file a `load`
         stage reads. Raises `invalid_argument` errors."""
 
+    def _check_layer_names(self, build, incoming, specs):
+        """Checks the layers the arguments name against the models they name, before any
+        stage runs: `incoming` is the spec of the model this stage receives, `specs`
+        those of the stages before (by name, None where unknown), and `build(spec)` an
+        untrained model of one. Raises `invalid_argument` errors."""
+
     def _check_reference_tflite(self, name, export):
         """Checks the arguments against the `.tflite` file of stage `name`, which `run`
         reads (`references`), before any stage runs; `export` as in

@@ -193,6 +193,30 @@ class _Training(Stage):
             "stage that returns the Keras model it was exported from.",
         )
 
+    def _check_layer_names(self, build, incoming, specs):
+        # A single teacher's layer; an ensemble's are named "<teacher>_logits" by tfkd.
+        arguments = self.method_arguments or {}
+        sides = {
+            "teacher": specs.get(self.teacher) if isinstance(self.teacher, str) else None,
+            "student": self._student_spec(incoming),
+        }
+        for side, spec in sides.items():
+            layer = arguments.get(f"{side}_layer_name")
+            if layer is None or spec is None or (isinstance(spec, dict) and "tflite" in spec):
+                continue
+            names = [each.name for each in build(spec).layers]
+            if layer not in names:
+                raise invalid_argument(
+                    "method_arguments",
+                    f"The {side} of stage {self.name!r} has no layer named {layer!r}. "
+                    f"Received: method_arguments={self.method_arguments!r}. Its layers: "
+                    f"{names}.",
+                )
+
+    def _student_spec(self, incoming):
+        """The spec of the model this stage trains."""
+        return incoming
+
     def _check_before_run(self, data):
         """Builds the distillation loss (its class checks the values of `method_arguments`)
         and checks that in-step augmentation and mixing get inputs they apply to, before
@@ -418,6 +442,10 @@ class _NewModelTraining(_Training):
 
     def takes_input(self):
         return getattr(self, self.new_model_argument) is None
+
+    def _student_spec(self, incoming):
+        spec = getattr(self, self.new_model_argument)
+        return incoming if spec is None else spec
 
     def _output_spec(self, incoming):
         spec = getattr(self, self.new_model_argument)
