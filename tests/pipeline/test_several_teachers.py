@@ -92,6 +92,11 @@ def test_tfkd_check_names_a_listed_teacher_that_is_not_an_earlier_stage(tmp_path
     errors = tfkd.pipeline.config.check_config(path)
     assert len(errors) == 1 and "stages[1].teacher" in str(errors[0])
     assert "'later'" in str(errors[0])
+    # The stage itself in its list: blamed on `teacher` (before: on `name`, the first key
+    # whose value was the missing stage's name).
+    path.write_text(path.read_text().replace("[teacher, later]", "[teacher, distilled]"))
+    (error,) = tfkd.pipeline.config.check_config(path)
+    assert "stages[1].teacher:" in error and "Received: teacher='distilled'" in error
 
 
 def test_teacher_outputs_run_through_litert_or_fall_back_to_keras(data, tmp_path, monkeypatch):

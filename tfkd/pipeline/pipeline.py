@@ -284,10 +284,15 @@ def _walk(pipeline):
             yield ("end", stage)
 
 
+def _holds(value, name):
+    """Whether a config value is the stage name `name` or a list holding it."""
+    return value == name or (isinstance(value, list) and name in value)
+
+
 def _references(stage):
     references = [("from_stage", stage.from_stage)] if stage.from_stage else []
     config = stage.get_config()
     for name in stage.references():
-        argument = next((key for key, value in config.items() if value == name), "teacher")
-        references.append((argument, name))
+        names = (key for key, value in config.items() if key != "name" and _holds(value, name))
+        references.append((next(names, "teacher"), name))
     return references
