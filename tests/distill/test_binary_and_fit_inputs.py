@@ -240,3 +240,18 @@ def test_token_labels_take_a_weight_per_token_and_ignore_class_for_padding():
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=-1),
     )
     assert np.isfinite(distiller.fit(x, padded, batch_size=32, verbose=0).history["loss"][0])
+
+
+def test_arrays_without_labels_are_refused_while_the_task_loss_reads_them():
+    x, _ = random_images(count=32)
+    distiller = tfkd.Distiller(small_cnn(4, "teacher"), small_cnn(4, "student"))
+    distiller.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with pytest.raises(
+        ValueError, match="`y` must be given"
+    ):  # before: "None values not supported"
+        distiller.fit(x, epochs=1, verbose=0)
+    teacher_only = tfkd.Distiller(
+        small_cnn(4, "teacher"), small_cnn(4, "student"), student_loss_weight=0.0
+    )
+    teacher_only.compile(loss=None)
+    assert np.isfinite(teacher_only.fit(x, epochs=1, verbose=0).history["loss"][0])

@@ -3,6 +3,7 @@
 import inspect
 
 import keras
+import numpy as np
 from keras import ops
 
 from tfkd import _checks, _graph
@@ -412,10 +413,27 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         callbacks.append(NonFiniteLossGuard(["student_loss", *self._loss_keys, "loss"]))
         return super().fit(callbacks=callbacks, **arguments, **extra)
 
+    def _check_labels_given(self, arguments):
+        """Refuses arrays without `y` when a task loss is compiled, which reads labels (a
+        dataset or generator carries its own)."""
+        x = teacher_cache.split_teacher_outputs(arguments.get("x"))[0]
+        arrays = isinstance(x, (np.ndarray, list, tuple)) or (
+            isinstance(x, dict) and all(hasattr(value, "shape") for value in x.values())
+        )
+        if arrays and arguments.get("y") is None and self.loss is not None:
+            raise ValueError(
+                "`y` must be given: the Distiller was compiled with a task loss, which reads "
+                f"labels. Received: y=None with x an array, loss={self.loss!r}. Pass the "
+                "labels (tfkd.distill.UNLABELED for examples without one), or build the "
+                "Distiller with student_loss_weight=0.0 and compile it with loss=None to "
+                "train on the teacher alone."
+            )
+
     def _check_fit_data(self, arguments):
         """Checks numpy labels (and those of `validation_data`) against the student's
         classes, and cached teacher outputs against what the losses read."""
         classes = (self._student_taps.output_shape or (None,))[-1]
+        self._check_labels_given(arguments)
         if "y" in arguments:
             arguments["y"] = _task.check_class_ids(arguments["y"], classes, self.loss)
         validation = arguments.get("validation_data")
