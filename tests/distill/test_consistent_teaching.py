@@ -91,6 +91,10 @@ def test_mixing_refuses_token_ids_and_names_them(options):
         outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling1D()(x))
         return keras.Model(inputs, outputs, name=name)
 
+    if "cutmix" in options:  # not images: refused when the Distiller is made
+        with pytest.raises(ValueError, match=r"`cutmix`.*inputs of shape \[\(12,\)\]"):
+            tfkd.Distiller(text_model("teacher"), text_model("student"), **options)
+        return
     ids = np.random.default_rng(0).integers(0, 50, size=(32, 12)).astype("int32")
     distiller = tfkd.Distiller(text_model("teacher"), text_model("student"), **options)
     distiller.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(True))
