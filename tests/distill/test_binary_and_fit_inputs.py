@@ -255,3 +255,26 @@ def test_arrays_without_labels_are_refused_while_the_task_loss_reads_them():
     )
     teacher_only.compile(loss=None)
     assert np.isfinite(teacher_only.fit(x, epochs=1, verbose=0).history["loss"][0])
+
+
+def test_soft_binary_targets_and_the_losses_own_ignore_class_pass_the_label_check():
+    x, y = _binary_data()
+    distiller = tfkd.Distiller(_binary("t"), _binary("s", seed=1))
+    distiller.compile(loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    smoothed = np.where(y == 1, 0.9, 0.1).astype("float32")  # probabilities, not class ids
+    assert np.isfinite(distiller.fit(x, smoothed, epochs=1, verbose=0).history["loss"][0])
+    x, y = random_images(count=32)
+    y = y.copy()
+    y[:8] = -100
+    distiller = tfkd.Distiller(small_cnn(4, "teacher"), small_cnn(4, "student"))
+    distiller.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=-100)
+    )
+    assert np.isfinite(distiller.fit(x, y, epochs=1, verbose=0).history["loss"][0])
+
+
+def test_teacher_outputs_take_batch_size_none_as_predict_does():
+    x, _ = random_images(count=32)
+    teacher = small_cnn(4, "teacher")
+    outputs = tfkd.distill.teacher_outputs(teacher, x, batch_size=None)
+    np.testing.assert_allclose(outputs["output"], teacher.predict(x, verbose=0), atol=1e-5)

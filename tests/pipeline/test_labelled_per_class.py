@@ -108,9 +108,10 @@ def test_quick_takes_the_subset_first_and_lowers_n_when_a_class_is_short():
     assert tfkd.pipeline.Report([], quick.describe()).notes == [f"data: {quick.notes[0]}"]
 
 
-def test_quick_with_a_class_missing_from_its_subset_is_a_data_error(tmp_path):
-    # Class 1 comes after the quick run's first 2,000 examples: before, n was lowered to 0
-    # and refused as "must be a positive integer ... Received: labelled_per_class=0".
+def test_quick_with_a_class_missing_from_its_subset_leaves_it_out_and_says_so(tmp_path):
+    # Class 1 comes after the quick run's first 2,000 examples (data stored class by class):
+    # before, n was lowered to 0 and refused as "must be a positive integer ... Received:
+    # labelled_per_class=0", which the user never wrote.
     y_train = np.concatenate([np.arange(2000) % 2 * 2, [1] * 50])
     x_train = np.zeros((len(y_train), 8, 8), "uint8")
     np.savez(
@@ -120,19 +121,18 @@ def test_quick_with_a_class_missing_from_its_subset_is_a_data_error(tmp_path):
         x_test=x_train[-6:],
         y_test=np.arange(6) % 3,
     )
+    quick = Data.load(npz=tmp_path / "late.npz", labelled_per_class=5).quick()
+    hidden = quick.with_labels_hidden().y_train
+    kept = hidden[hidden != -1]
+    assert sorted(np.bincount(kept, minlength=3).tolist()) == [0, 5, 5]
+    assert any("no training example of class(es) [1]" in note for note in quick.notes)
     path = tmp_path / "pipeline.yaml"
     path.write_text(
         "data: {npz: late.npz, labelled_per_class: 5}\nstages:\n"
         "  - {stage: train, model: {architecture: cnn, filters: [4]}, epochs: 1}\n"
     )
-    assert check_config(path) == []
-    with pytest.raises(ConfigError) as info:
-        run_config(path, tmp_path / "out", quick=True, tensorboard=False, log=lambda _: None)
-    message = str(info.value)
-    assert message.startswith(f"{path}:1: data.labelled_per_class: A quick run keeps the first")
-    assert "no labelled example of class(es) [1]" in message
-    assert "Received: labelled_per_class=5" in message
-    assert not (tmp_path / "out").exists()
+    report = run_config(path, tmp_path / "out", quick=True, tensorboard=False, log=lambda _: None)
+    assert "no training example of class(es) [1]" in report.markdown()
 
 
 def test_data_without_a_training_label_is_refused_where_labels_are_needed(tmp_path):
@@ -151,6 +151,10 @@ def test_data_without_a_training_label_is_refused_where_labels_are_needed(tmp_pa
         tfkd.Pipeline(stages).execute(data, tmp_path, tensorboard=False, log=lambda _: None)
     assert (e.value.stage, e.value.argument) == ("labels_only", "data")
     assert not (tmp_path / "stages").exists()  # before: it trained on 0 examples
+    # No epoch reads no example: one-shot clustering needs no label.
+    tfkd.pipeline.Cluster(clusters=4, epochs=0)._check_before_run(data)
+    with pytest.raises(ValueError, match="trains on the labelled training examples"):
+        tfkd.pipeline.Cluster(clusters=4, epochs=1)._check_before_run(data)
 
 
 def test_stages_without_a_teacher_train_on_the_labels_with_one_on_every_image(data, tmp_path):

@@ -70,9 +70,10 @@ def _flat(sample_weight):
 
 def check_class_ids(y, num_classes, loss, argument="y"):
     """`y` (numpy labels for `loss`) checked before training: class ids in
-    `[0, num_classes)`, or `UNLABELED` for an example's label (the loss's `ignore_class`,
-    if set, for a label per position, e.g. per token), for a loss that reads class ids
-    (sparse categorical cross-entropy; binary cross-entropy on one output, 2 classes).
+    `[0, num_classes)`, `UNLABELED` for an example's label, or the loss's `ignore_class`
+    (for padding in a label per position, e.g. per token), for a loss that reads class
+    ids (sparse categorical cross-entropy; binary cross-entropy on one output, 2 classes,
+    whose targets that are not whole numbers are probabilities, left as they are).
     Whole-number float ids come back as integers, so that `UNLABELED` marks them too.
     Other labels and losses (one-hot rows, a dataset) come back unchecked.
 
@@ -91,9 +92,14 @@ def check_class_ids(y, num_classes, loss, argument="y"):
     ):
         return y
     classes = 2 if binary else num_classes
-    skipped = UNLABELED if per_example else getattr(loss, "ignore_class", None)
     whole = y.dtype.kind != "f" or bool(np.all(np.isfinite(y) & (y == np.round(y))))
-    given = y if skipped is None else y[y != skipped]
+    if binary and not whole:
+        return y  # probabilities: soft or smoothed targets, which binary cross-entropy takes
+    ignored = getattr(loss, "ignore_class", None)
+    skipped = [
+        value for value in (UNLABELED if per_example else None, ignored) if value is not None
+    ]
+    given = y[~np.isin(y, skipped)]
     outside = given[(given < 0) | (given >= classes)] if whole else given[given != np.round(given)]
     if outside.size or not whole:
         shown = np.unique(outside)[:5].tolist() if outside.size else "NaN or inf"

@@ -8,7 +8,7 @@ import numpy as np
 
 from tfkd._checks import is_number, shown
 from tfkd.distill import schedules
-from tfkd.distill._checks import tensor_shape, validate_weight
+from tfkd.distill._checks import tensor_shape, validate_temperature, validate_weight
 from tfkd.distill.losses import (
     DistillationLoss,
     LogitsDistillation,
@@ -87,11 +87,16 @@ def resolve_loss_weights(weights, losses):
 
 
 def validate_student_loss_weight(weight):
-    weight = schedules.validate("student_loss_weight", weight, _check_share)
+    weight = schedules.validate("student_loss_weight", weight, check_share)
     return weight if callable(weight) else float(weight)
 
 
-def _check_share(name, weight):
+def check_temperature_value(name, temperature):
+    """`validate_temperature` with the arguments in `schedules.validate`'s order."""
+    validate_temperature(temperature, name)
+
+
+def check_share(name, weight):
     if not is_number(weight) or not 0 <= weight <= 1:
         raise ValueError(
             f"`{name}` must be a number in [0, 1] or a schedule. Received: "
@@ -306,18 +311,18 @@ def check_cached_outputs(x, teacher_outputs):
             "`teacher_outputs` is empty. Received: teacher_outputs={}. Pass what "
             "Distiller.predict_teacher(x) returned."
         )
-    rows = _rows(x)
+    count = rows(x)
     for key, value in teacher_outputs.items():
         shape = tensor_shape(f"teacher_outputs[{key!r}]", value)
-        if rows is not None and shape is not None and shape[0] not in (None, rows):
+        if count is not None and shape is not None and shape[0] not in (None, count):
             raise ValueError(
-                f"`teacher_outputs` must hold one row per example of `x` ({rows}). Received: "
+                f"`teacher_outputs` must hold one row per example of `x` ({count}). Received: "
                 f"teacher_outputs[{key!r}] of shape {shape}. Compute them with "
                 "Distiller.predict_teacher(x) on the same inputs."
             )
 
 
-def _rows(x):
+def rows(x):
     """The number of examples in arrays `x` (or a dict or list of them), else None."""
     first = next(iter(x.values()), None) if isinstance(x, dict) else x
     if isinstance(first, (list, tuple)) and first and hasattr(first[0], "shape"):

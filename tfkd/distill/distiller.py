@@ -216,9 +216,34 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
     # Forward pass and losses.
 
     def _scheduled(self):
-        values = [self.student_loss_weight, *self.distillation_loss_weights]
-        values += [getattr(loss, "temperature", None) for loss in self.distillation_losses]
-        return any(callable(value) for value in values)
+        return any(callable(value) for _, value, _ in self._schedules())
+
+    def _schedules(self):
+        """`(name, value, check)` of every number that may be a schedule."""
+        weights = [
+            (f"distillation_loss_weights[{index}]", weight, _validation.validate_weight)
+            for index, weight in enumerate(self.distillation_loss_weights)
+        ]
+        temperatures = [
+            (f"{loss.name}.temperature", loss.temperature, _validation.check_temperature_value)
+            for loss in self.distillation_losses
+            if hasattr(loss, "temperature")
+        ]
+        share = ("student_loss_weight", self.student_loss_weight, _validation.check_share)
+        return [share, *weights, *temperatures]
+
+    def _check_schedules(self, arguments):
+        """Checks each schedule over the steps this `fit` will run, where they are known
+        (arrays): a decay that passes 0 within them fails here, not in the middle."""
+        rows = _validation.rows(teacher_cache.split_teacher_outputs(arguments.get("x"))[0])
+        if self._step is None or rows is None:
+            return
+        steps = arguments.get("steps_per_epoch") or -(-rows // (arguments.get("batch_size") or 32))
+        epochs = arguments.get("epochs", 1) - arguments.get("initial_epoch", 0)
+        first = int(keras.ops.convert_to_numpy(self._step))
+        last = first + max(steps * epochs - 1, 0)
+        for name, value, check in self._schedules():
+            schedules.validate(name, value, check, schedules.steps_to_check(first, last))
 
     @property
     def augments(self):
@@ -434,6 +459,7 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         classes, and cached teacher outputs against what the losses read."""
         classes = (self._student_taps.output_shape or (None,))[-1]
         self._check_labels_given(arguments)
+        self._check_schedules(arguments)
         if "y" in arguments:
             arguments["y"] = _task.check_class_ids(arguments["y"], classes, self.loss)
         validation = arguments.get("validation_data")

@@ -368,8 +368,7 @@ def check_standardizable(shape):
 
 
 def scheduled_temperature(temperature):
-    """A checked temperature: a float, or a schedule whose values (read at
-    `schedules.CHECKED_STEPS`) are > 0."""
+    """A checked temperature: a float, or a schedule whose value at step 0 is > 0."""
     temperature = schedules.validate(
         "temperature", temperature, lambda name, value: validate_temperature(value, name)
     )

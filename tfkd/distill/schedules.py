@@ -104,17 +104,17 @@ def _check_step(step):
         raise ValueError(f"`step` must be >= 0 (the first step is 0). Received: step={step}.")
 
 
-def validate(name, value, check):
+def validate(name, value, check, steps=(0,)):
     """Returns `value`, a number that passes `check(name, number)` or a schedule.
 
-    A schedule is checked through its values at steps 0 to 10**6 (`CHECKED_STEPS`), so
-    a wrong one (a decay that goes negative, say) fails when the loss is made and not in
-    the middle of training. Steps in between are not read.
+    A schedule is checked through its values at `steps` (step 0 when a loss or a
+    Distiller is made; `Distiller.fit` checks the steps it will run, see
+    `steps_to_check`), so a wrong one fails before training and not in its middle.
     """
     if not callable(value) or isinstance(value, bool):
         check(name, value)
         return value
-    for step in CHECKED_STEPS:
+    for step in steps:
         try:
             number = float(ops.convert_to_numpy(value(step)))
         except Exception as error:
@@ -127,8 +127,11 @@ def validate(name, value, check):
     return value
 
 
-# The steps at which `validate` reads a schedule.
-CHECKED_STEPS = (0, 1, 10, 100, 1_000, 10_000, 100_000, 1_000_000)
+def steps_to_check(first, last):
+    """The steps of `[first, last]` at which `Distiller.fit` reads its schedules: both
+    ends and the powers of 10 between (a schedule is checked, not every step of it)."""
+    powers = [10**exponent for exponent in range(1, 10) if first < 10**exponent < last]
+    return sorted({first, *powers, last})
 
 
 def serialize(value):

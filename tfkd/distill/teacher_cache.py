@@ -105,7 +105,7 @@ def predict(taps, x, batch_size, verbose, cache, runtime="keras"):
         raise ValueError(f"`runtime` must be one of {RUNTIMES}. Received: runtime={runtime!r}")
     if x is None:
         raise TypeError("`x` must be the inputs the student will be trained on. Received: x=None.")
-    batch_size = check_number("batch_size", batch_size, low=1, integer=True)
+    batch_size = check_number("batch_size", batch_size, low=1, integer=True, allow_none=True)
     if runtime == "litert" and (taps.layer_names or not isinstance(x, np.ndarray)):
         raise ValueError(
             "`runtime='litert'` computes the teacher's final output from one numpy array. "

@@ -178,7 +178,9 @@ def check_labelled_per_class(value, y_train=None):
         )
     if y_train is not None:
         counts = class_counts(y_train)
-        short = {label: int(count) for label, count in enumerate(counts) if count < value}
+        # A class without a training example (absent from a quick run's subset) has no
+        # label to keep.
+        short = {label: int(count) for label, count in enumerate(counts) if 0 < count < value}
         if short:
             raise invalid_argument(
                 "labelled_per_class",

@@ -156,11 +156,8 @@ class Data:
 
         Labels are hidden after the subset is taken; when a class of the subset has
         fewer than `labelled_per_class` examples, the quick run keeps that many per
-        class instead, and `notes` says so.
-
-        Raises:
-            ValueError: with `labelled_per_class`, a class of the data has no example
-                in the subset.
+        class instead, and `notes` says so, as it says which classes have no example
+        in the subset (data stored class by class).
         """
         data = self.subset(QUICK_TRAIN_SIZE, QUICK_TEST_SIZE, labelled_per_class=None)
         if self.labelled_per_class is None:
@@ -168,18 +165,24 @@ class Data:
         counts = class_counts(data.y_train, self.num_classes)
         classes = np.unique(self.y_train[self.y_train != UNLABELED])  # the full data's
         missing = [int(label) for label in classes if not counts[label]]
-        if missing:
+        notes = [
+            f"quick run: no training example of class(es) {missing} among the first "
+            f"{len(data.y_train):,}, so none of their labels is kept"
+        ] * bool(missing)
+        if len(missing) == len(classes):
             raise invalid_argument(
                 "labelled_per_class",
                 f"A quick run keeps the first {len(data.y_train):,} training examples, and "
-                f"they have no labelled example of class(es) {missing}: no label of those "
-                f"can be kept. Received: labelled_per_class={self.labelled_per_class!r}. "
-                "Run without --quick, or shuffle the data so that every class comes early.",
+                "none of them has a label, so none can be kept. Received: "
+                f"labelled_per_class={self.labelled_per_class!r}. Run without --quick.",
             )
-        fewest = int(counts[classes].min())
+        fewest = int(min(counts[label] for label in classes if counts[label]))
         if fewest >= self.labelled_per_class:
-            return data.subset(labelled_per_class=self.labelled_per_class)
+            data = data.subset(labelled_per_class=self.labelled_per_class)
+            data.notes.extend(notes)
+            return data
         data = data.subset(labelled_per_class=fewest)
+        data.notes.extend(notes)
         data.notes.append(
             f"quick run: labelled_per_class={self.labelled_per_class} lowered to {fewest}, "
             f"the fewest examples of a class among the first {len(data.y_train):,}"

@@ -225,7 +225,8 @@ class _Training(Stage):
         _distillation.check_mixing_data(self.mixup, self.cutmix, data)
         _distillation.check_propagation_data(self.propagation, data)
         if not self.teacher:
-            _distillation.check_labelled_data(self, data)
+            if self.epochs:  # no epoch reads no example (a one-shot prune or cluster)
+                _distillation.check_labelled_data(self, data)
             return
         try:
             _distillation.build_loss(self)
