@@ -278,3 +278,16 @@ def test_teacher_outputs_take_batch_size_none_as_predict_does():
     teacher = small_cnn(4, "teacher")
     outputs = tfkd.distill.teacher_outputs(teacher, x, batch_size=None)
     np.testing.assert_allclose(outputs["output"], teacher.predict(x, verbose=0), atol=1e-5)
+
+
+def test_a_never_called_sequential_binary_student_reads_its_sigmoid_and_checks_its_labels():
+    x, y = _binary_data()
+    student = keras.Sequential(
+        [keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1, activation="sigmoid")]
+    )
+    distiller = tfkd.Distiller(_binary("t"), student)  # built on the teacher's inputs
+    distiller.compile(loss=keras.losses.BinaryCrossentropy())
+    with pytest.raises(ValueError, match=r"class ids in \[0, 2\)"):
+        distiller.fit(x, y + 1, epochs=1, verbose=0)
+    logs = distiller.fit(x, y, epochs=1, verbose=0).history
+    assert logs["logits_distillation_loss"][0] > 0.0  # before: exactly 0 (softmax of one value)

@@ -26,6 +26,12 @@ def validate_temperature(temperature, name="temperature"):
     check_number(name, temperature, low=0, low_open=True, hint="Typical values are 1 to 10.")
 
 
+def check_temperature_value(name, temperature):
+    """`validate_temperature` with the arguments in `check(name, value)` order (as
+    `schedules.validate` calls its check)."""
+    validate_temperature(temperature, name)
+
+
 def validate_weight(name, weight):
     """Raises a clear error unless `weight` (argument `name`) is a number >= 0."""
     check_number(name, weight, low=0, hint="Use 0 to switch the term off.")
@@ -39,7 +45,7 @@ def check_scalar(name, value, check):
 
 def check_temperature(temperature):
     """`validate_temperature` on a number; a tensor (a schedule's value) passes."""
-    check_scalar("temperature", temperature, lambda name, value: validate_temperature(value, name))
+    check_scalar("temperature", temperature, check_temperature_value)
 
 
 def tensor_shape(name, value, min_rank=1):

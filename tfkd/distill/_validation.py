@@ -8,7 +8,7 @@ import numpy as np
 
 from tfkd._checks import is_number, shown
 from tfkd.distill import schedules
-from tfkd.distill._checks import tensor_shape, validate_temperature, validate_weight
+from tfkd.distill._checks import tensor_shape, validate_weight
 from tfkd.distill.losses import (
     DistillationLoss,
     LogitsDistillation,
@@ -89,11 +89,6 @@ def resolve_loss_weights(weights, losses):
 def validate_student_loss_weight(weight):
     weight = schedules.validate("student_loss_weight", weight, check_share)
     return weight if callable(weight) else float(weight)
-
-
-def check_temperature_value(name, temperature):
-    """`validate_temperature` with the arguments in `schedules.validate`'s order."""
-    validate_temperature(temperature, name)
 
 
 def check_share(name, weight):

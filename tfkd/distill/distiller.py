@@ -18,6 +18,7 @@ from tfkd.distill import (
     schedules,
     teacher_cache,
 )
+from tfkd.distill._checks import check_temperature_value
 from tfkd.distill.callbacks import NonFiniteLossGuard
 
 # Keys of the structure `call` returns in training when feature losses need
@@ -193,7 +194,7 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         )
         # Per loss, what turns (teacher, student) outputs that are probabilities
         # (a final softmax, or a binary classifier's sigmoid) into the logits it reads.
-        self._probability_outputs = [
+        self._logit_converters = [
             _validation.build_loss(loss, self._teacher_taps, self._student_taps) for loss in losses
         ]
         self._loss_keys = _validation.unique_log_keys(losses)
@@ -225,17 +226,17 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
             for index, weight in enumerate(self.distillation_loss_weights)
         ]
         temperatures = [
-            (f"{loss.name}.temperature", loss.temperature, _validation.check_temperature_value)
+            (f"{loss.name}.temperature", loss.temperature, check_temperature_value)
             for loss in self.distillation_losses
             if hasattr(loss, "temperature")
         ]
         share = ("student_loss_weight", self.student_loss_weight, _validation.check_share)
         return [share, *weights, *temperatures]
 
-    def _check_schedules(self, arguments):
+    def _check_schedules(self, inputs, arguments):
         """Checks each schedule over the steps this `fit` will run, where they are known
         (arrays): a decay that passes 0 within them fails here, not in the middle."""
-        rows = _validation.rows(teacher_cache.split_teacher_outputs(arguments.get("x"))[0])
+        rows = _validation.rows(inputs)
         if self._step is None or rows is None:
             return
         steps = arguments.get("steps_per_epoch") or -(-rows // (arguments.get("batch_size") or 32))
@@ -305,7 +306,7 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
             self.distillation_losses,
             self.distillation_loss_weights,
             self.distillation_loss_trackers,
-            self._probability_outputs,
+            self._logit_converters,
         ):
             pair = (
                 teacher_outputs[_taps.key(loss.teacher_layer_name)],
@@ -438,10 +439,9 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         callbacks.append(NonFiniteLossGuard(["student_loss", *self._loss_keys, "loss"]))
         return super().fit(callbacks=callbacks, **arguments, **extra)
 
-    def _check_labels_given(self, arguments):
-        """Refuses arrays without `y` when a task loss is compiled, which reads labels (a
-        dataset or generator carries its own)."""
-        x = teacher_cache.split_teacher_outputs(arguments.get("x"))[0]
+    def _check_labels_given(self, x, arguments):
+        """Refuses arrays `x` without `y` when a task loss is compiled, which reads labels
+        (a dataset or generator carries its own)."""
         arrays = isinstance(x, (np.ndarray, list, tuple)) or (
             isinstance(x, dict) and all(hasattr(value, "shape") for value in x.values())
         )
@@ -458,19 +458,19 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         """Checks numpy labels (and those of `validation_data`) against the student's
         classes, and cached teacher outputs against what the losses read."""
         classes = (self._student_taps.output_shape or (None,))[-1]
-        self._check_labels_given(arguments)
-        self._check_schedules(arguments)
+        inputs, cached = teacher_cache.split_teacher_outputs(arguments.get("x"))
+        self._check_labels_given(inputs, arguments)
+        self._check_schedules(inputs, arguments)
         if "y" in arguments:
             arguments["y"] = _task.check_class_ids(arguments["y"], classes, self.loss)
         validation = arguments.get("validation_data")
         if isinstance(validation, tuple) and len(validation) >= 2:
             checked = _task.check_class_ids(validation[1], classes, self.loss, "validation_data[1]")
             arguments["validation_data"] = (validation[0], checked, *validation[2:])
-        _, cached = teacher_cache.split_teacher_outputs(arguments.get("x"))
         if cached is not None:
             keys = [_taps.key(loss.teacher_layer_name) for loss in self.distillation_losses]
             _validation.check_cached_keys(cached, keys)
-            converted = zip(keys, self._probability_outputs)
+            converted = zip(keys, self._logit_converters)
             probabilities = {key for key, (to_logits, _) in converted if to_logits is not None}
             _validation.check_cached_probabilities(cached, sorted(probabilities))
 

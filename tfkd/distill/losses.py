@@ -16,8 +16,8 @@ from tfkd.distill import schedules
 from tfkd.distill._checks import (
     check_same_shape,
     check_temperature,
+    check_temperature_value,
     tensor_shape,
-    validate_temperature,
 )
 
 _EPSILON = 1e-7
@@ -369,9 +369,7 @@ def check_standardizable(shape):
 
 def scheduled_temperature(temperature):
     """A checked temperature: a float, or a schedule whose value at step 0 is > 0."""
-    temperature = schedules.validate(
-        "temperature", temperature, lambda name, value: validate_temperature(value, name)
-    )
+    temperature = schedules.validate("temperature", temperature, check_temperature_value)
     return temperature if callable(temperature) else float(temperature)
 
 
