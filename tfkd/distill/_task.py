@@ -116,6 +116,83 @@ def check_class_ids(y, num_classes, loss, argument="y"):
     return y.astype("int64") if y.dtype.kind == "f" else y
 
 
+# Log key of `LabelErrors` (and, suffixed, of its smallest and largest label).
+LABEL_ERRORS = "tfkd_label_errors"
+
+
+class LabelErrors(keras.metrics.Metric):
+    """Labels that do not fit the student, counted inside the step: labels from a
+    dataset or generator, which `fit` cannot read ahead (numpy labels are checked by
+    `check_class_ids` first). Its result is the count since the last reset and the
+    smallest and largest such label; `Distiller.fit` reads it from the logs after
+    each batch and stops with an error naming them. On the TensorFlow backend a
+    sparse cross-entropy fails on such a label by itself; on JAX it gives a loss of
+    0 there and trains on.
+    """
+
+    def __init__(self, name=LABEL_ERRORS):
+        super().__init__(name=name)
+        self.count = self.add_variable((), "zeros", "float32", name="count")
+        self.low = self.add_variable((), keras.initializers.Constant(np.inf), "float32", name="low")
+        self.high = self.add_variable((), "zeros", "float32", name="high")
+        self.reset_state()
+
+    def reset_state(self):
+        self.count.assign(0.0)
+        self.low.assign(np.inf)
+        self.high.assign(-np.inf)
+
+    def update_state(self, y, y_pred, loss):
+        """Counts the labels in `y` outside the classes of `y_pred` for `loss`
+        (decided when traced: no op for a loss or labels that are not class ids)."""
+        found = _outside_classes(y, y_pred, loss)
+        if found is None:
+            return
+        labels, outside = found
+        self.count.assign(self.count + ops.sum(ops.cast(outside, "float32")))
+        self.low.assign(ops.minimum(self.low, ops.min(ops.where(outside, labels, np.inf))))
+        self.high.assign(ops.maximum(self.high, ops.max(ops.where(outside, labels, -np.inf))))
+
+    def result(self):
+        values = (self.count, self.low, self.high)
+        keys = (self.name, f"{self.name}_low", f"{self.name}_high")
+        return {key: ops.convert_to_tensor(value) for key, value in zip(keys, values)}
+
+
+def _outside_classes(y, y_pred, loss):
+    """`(labels, mask)` of the labels in `y` outside the classes of `y_pred` for
+    `loss`, as float32 (so NaN and fractions are caught), or None where `loss` or `y`
+    does not read class ids (as `check_class_ids` decides for numpy labels)."""
+    kind = _class_id_loss(loss)
+    if kind is None or y is None or isinstance(y, (dict, list, tuple)):
+        return None
+    if isinstance(y_pred, (dict, list, tuple)) or y_pred.shape[-1] is None:
+        return None
+    y = ops.convert_to_tensor(y)
+    classes = y_pred.shape[-1]
+    per_example = len(y_pred.shape) == 2 and (
+        len(y.shape) == 1 or (len(y.shape) == 2 and y.shape[1] == 1)
+    )
+    per_position = len(y.shape) == len(y_pred.shape) - 1
+    if kind == "binary" and not (classes == 1 and per_example):
+        return None
+    if kind == "sparse" and not (per_example or per_position):
+        return None
+    integer = "int" in keras.backend.standardize_dtype(y.dtype)
+    labels = ops.cast(y, "float32")
+    outside = (labels < 0) | (labels > (1.0 if kind == "binary" else classes - 1.0))
+    if not integer:
+        # A fraction is no class id (binary cross-entropy takes it: a soft target);
+        # NaN is neither.
+        fraction = labels != ops.round(labels) if kind == "sparse" else labels != labels
+        outside = outside | fraction
+    skipped = [UNLABELED] if (integer and per_example) else []
+    ignored = getattr(loss, "ignore_class", None)
+    for value in [*skipped, *([] if ignored is None else [ignored])]:
+        outside = outside & (labels != value)
+    return labels, outside
+
+
 def _class_id_loss(loss):
     """`"sparse"` or `"binary"` for a compiled loss that reads class ids, else None."""
     name = loss if isinstance(loss, str) else getattr(loss, "name", None)

@@ -7,6 +7,8 @@ import threading
 
 import keras
 
+from tfkd.distill._task import LABEL_ERRORS, UNLABELED
+
 
 class NonFiniteLossGuard(keras.callbacks.Callback):
     """Stops training with an error naming the loss components that are NaN/inf.
@@ -84,6 +86,68 @@ def _check_loss_names(loss_names):
             "Received: loss_names=[]."
         )
     return names
+
+
+class LabelGuard(keras.callbacks.Callback):
+    """Stops training at the first batch whose labels do not fit the student.
+
+    `Distiller.fit` puts it first among the callbacks. It reads the count of such
+    labels that the training step logs (`_task.LabelErrors`: labels from a dataset
+    or generator, which `fit` cannot check ahead) and takes it out of the logs, so
+    that no other callback, progress bar or history shows it.
+
+    Args:
+        classes: The student's number of outputs.
+    """
+
+    async_safe = False  # It raises mid-epoch, on the training thread.
+
+    def __init__(self, classes):
+        super().__init__()
+        self.classes = classes
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        errors = _pop_label_errors(logs)
+        where = f"in the training data at epoch {self._epoch + 1}, batch {batch + 1}"
+        raise_label_errors(errors, where, self.classes)
+
+    def on_epoch_end(self, epoch, logs=None):
+        _pop_label_errors(logs)
+
+    def on_train_end(self, logs=None):
+        _pop_label_errors(logs)
+
+
+def _pop_label_errors(logs):
+    if logs is None:
+        return {}
+    keys = [key for key in logs if key.startswith(LABEL_ERRORS)]
+    return {key: logs.pop(key) for key in keys}
+
+
+def raise_label_errors(errors, where, classes):
+    """Raises a `ValueError` naming the labels `_task.LabelErrors` counted, if any."""
+    count = float(errors.get(LABEL_ERRORS, 0.0))
+    if count == 0:
+        return
+    low, high = errors[f"{LABEL_ERRORS}_low"], errors[f"{LABEL_ERRORS}_high"]
+    shown = f"{low:g}" if low == high else f"from {low:g} to {high:g}"
+    accepted = (
+        "0 or 1 (or a probability between) for the student's one output"
+        if classes == 1
+        else f"class ids in [0, {classes}) for the student's {classes} classes"
+    )
+    raise ValueError(
+        f"The labels must be {accepted}, or the integer tfkd.distill.UNLABELED ({UNLABELED}) "
+        "for an example without a label (padding in a label per position: the loss's "
+        f"`ignore_class`). Received {where}: {count:.0f} label(s) outside them ({shown}). "
+        "Labels from a dataset or generator are checked as they are trained on, numpy "
+        "labels before training."
+    )
 
 
 class StudentCheckpoint(keras.callbacks.ModelCheckpoint):

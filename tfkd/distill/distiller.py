@@ -1,5 +1,6 @@
 """`Distiller`: a `keras.Model` that trains a student from a frozen teacher."""
 
+import contextlib
 import inspect
 
 import keras
@@ -19,7 +20,7 @@ from tfkd.distill import (
     teacher_cache,
 )
 from tfkd.distill._checks import check_temperature_value
-from tfkd.distill.callbacks import NonFiniteLossGuard
+from tfkd.distill.callbacks import LabelGuard, NonFiniteLossGuard, raise_label_errors
 
 # Keys of the structure `call` returns in training when feature losses need
 # intermediate student outputs: one forward pass yields both.
@@ -200,6 +201,7 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         self._loss_keys = _validation.unique_log_keys(losses)
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_trackers = [keras.metrics.Mean(name=key) for key in self._loss_keys]
+        self.label_errors = _task.LabelErrors()
         # The training step the schedules read (0 first). The Distiller counts it
         # itself: the JAX trainer computes the loss without the optimizer's state,
         # where `optimizer.iterations` would be frozen.
@@ -332,6 +334,7 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
             regularization = regularization / _replicas.replica_count()
         if self.loss is None:
             return ops.zeros((), "float32"), regularization
+        self.label_errors.update_state(y, y_pred, self.loss)
         terms, scale = _task.task_terms(y, sample_weight, seen.get(_PARTNERS), seen.get(_MIX_RATIO))
         task_loss = ops.zeros((), "float32")
         for labels, weights in terms:
@@ -392,21 +395,55 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
 
     @property
     def metrics(self):
-        return [*super().metrics, self.student_loss_tracker, *self.distillation_loss_trackers]
+        # Keras lists the trackers already (it tracks the metrics set as attributes);
+        # each is listed once, or `train_on_batch` returned its value twice.
+        trackers = [self.student_loss_tracker, *self.distillation_loss_trackers, self.label_errors]
+        return list({id(metric): metric for metric in [*super().metrics, *trackers]}.values())
 
     def evaluate(self, *args, **kwargs):
         # Evaluation is the student's alone: the distillation entries would be
-        # zeros there, so they are left out of its logs.
+        # zeros there, so they are left out of its logs. So are the labels that do
+        # not fit the student, raised once it has run.
+        with self._evaluation():
+            result = super().evaluate(*args, **kwargs)
+        self._raise_label_errors(self.label_errors.result(), "in the data evaluated")
+        return result
+
+    def test_on_batch(self, *args, **kwargs):
+        with self._evaluation():
+            result = super().test_on_batch(*args, **kwargs)
+        self._raise_label_errors(self.label_errors.result(), "in test_on_batch's labels")
+        return result
+
+    def train_on_batch(self, *args, **kwargs):
+        arguments = inspect.signature(keras.Model.train_on_batch).bind(self, *args, **kwargs)
+        arguments = arguments.arguments
+        arguments.pop("self")
+        return_dict = arguments.pop("return_dict", False)
+        logs = super().train_on_batch(**arguments, return_dict=True)
+        errors = {key: logs.pop(key) for key in list(logs) if key.startswith(_task.LABEL_ERRORS)}
+        self._raise_label_errors(errors, "in train_on_batch's labels")
+        return logs if return_dict else self._flatten_metrics_in_order(logs)
+
+    @contextlib.contextmanager
+    def _evaluation(self):
         self._evaluating = True
         try:
-            return super().evaluate(*args, **kwargs)
+            yield
         finally:
             self._evaluating = False
+
+    def _raise_label_errors(self, errors, where):
+        """Raises (and resets) the labels counted that do not fit the student, if any."""
+        errors = {key: float(value) for key, value in errors.items()}
+        if errors.get(_task.LABEL_ERRORS):
+            self.label_errors.reset_state()
+        raise_label_errors(errors, where, self._class_count())
 
     def get_metrics_result(self):
         result = super().get_metrics_result()
         if getattr(self, "_evaluating", False):
-            for name in ("student_loss", *self._loss_keys):
+            for name in ("student_loss", *self._loss_keys, *self.label_errors.result()):
                 result.pop(name, None)
         return result
 
@@ -433,11 +470,15 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         extra = arguments.pop("kwargs", {})
         arguments = _checks.fit_options(arguments.get("x"), arguments)
         self._check_fit_data(arguments)
-        callbacks = arguments.pop("callbacks", None) or []
-        callbacks = [callbacks] if isinstance(callbacks, keras.callbacks.Callback) else callbacks
-        callbacks = list(callbacks)
-        callbacks.append(NonFiniteLossGuard(["student_loss", *self._loss_keys, "loss"]))
-        return super().fit(callbacks=callbacks, **arguments, **extra)
+        given = arguments.pop("callbacks", None) or []
+        given = list([given] if isinstance(given, keras.callbacks.Callback) else given)
+        # First, so that no other callback sees the label errors in the logs.
+        given = [LabelGuard(self._class_count()), *given]
+        given.append(NonFiniteLossGuard(["student_loss", *self._loss_keys, "loss"]))
+        return super().fit(callbacks=given, **arguments, **extra)
+
+    def _class_count(self):
+        return (self._student_taps.output_shape or (None,))[-1]
 
     def _check_labels_given(self, x, arguments):
         """Refuses arrays `x` without `y` when a task loss is compiled, which reads labels
@@ -457,7 +498,7 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
     def _check_fit_data(self, arguments):
         """Checks numpy labels (and those of `validation_data`) against the student's
         classes, and cached teacher outputs against what the losses read."""
-        classes = (self._student_taps.output_shape or (None,))[-1]
+        classes = self._class_count()
         inputs, cached = teacher_cache.split_teacher_outputs(arguments.get("x"))
         self._check_labels_given(inputs, arguments)
         self._check_schedules(inputs, arguments)
