@@ -16,6 +16,13 @@ SEED_LIMIT = 2**32  # numpy's and Keras's seeds are in [0, 2**32)
 # The largest count (of epochs, examples in a batch...) a config may give: TensorFlow holds
 # them in 32- or 64-bit integers, and a larger one overflows after the stages before ran.
 COUNT_LIMIT = 2**31 - 1
+# The temperatures whose softened logits and T**2 float32 keeps finite, with room: a
+# temperature that float32 rounds to 0 (1e-300, say) or whose square it rounds to
+# infinity (1e20) made every loss NaN. The losses are finite from 1e-20 to 1e19.
+TEMPERATURE_RANGE = (1e-20, 1e18)
+# The largest alpha of a mixup or CutMix Beta distribution: above it float32 rounds it to
+# infinity (1e300, say) and the mix ratio to NaN. Above 1e6 every mix is 0.5 to within 4e-4.
+MIXING_ALPHA_LIMIT = 1e30
 
 
 def is_number(value):
@@ -277,3 +284,27 @@ def check_fit_strategy(model):
             "devices=jax.devices())) before the models are built (README, 'Several "
             "processes'). One worker, or MirroredStrategy on one machine, works."
         )
+
+
+def check_temperature(name, value):
+    """Raises naming `name` unless `value` is a number in `TEMPERATURE_RANGE`."""
+    low, high = TEMPERATURE_RANGE
+    return check_number(
+        name,
+        value,
+        low=low,
+        high=high,
+        hint="Typical values are 1 to 10; float32 turns values outside the range to 0 or infinity.",
+    )
+
+
+def check_mixing_alpha(name, value):
+    """Raises naming `name` unless `value` is a Beta alpha > 0 float32 holds."""
+    return check_number(
+        name,
+        value,
+        low=0,
+        low_open=True,
+        high=MIXING_ALPHA_LIMIT,
+        hint="Typical values are 0.2 to 1.0; float32 turns values above the range to infinity.",
+    )

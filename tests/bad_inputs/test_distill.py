@@ -525,6 +525,18 @@ CASES = [
         distill.Distiller, lambda: _distiller(augmentation="flip"), TypeError, "augmentation", "str"
     ),
     Case(distill.Distiller, lambda: _distiller(mixup=math.inf), ValueError, "mixup", "inf"),
+    # Finite, but float32 turns them to infinity (the loss was NaN from the first step).
+    Case(distill.Distiller, lambda: _distiller(mixup=1e300), ValueError, "mixup", "1e+300"),
+    Case(
+        distill.Distiller,
+        lambda: _distiller(temperature=1e-300),
+        ValueError,
+        "temperature",
+        "1e-300",
+    ),
+    Case(
+        distill.Distiller, lambda: _distiller(temperature=1e20), ValueError, "temperature", "1e+20"
+    ),
     Case(
         distill.Distiller, lambda: _distiller(cutmix=0.5, seed="zero"), TypeError, "seed", "'zero'"
     ),

@@ -305,6 +305,8 @@ CASES = [
     Case(Distill, lambda: Distill(3), TypeError, "teacher", "teacher=3"),
     Case(Distill, lambda: Distill(["a", "a"]), ValueError, "teacher", "['a', 'a']"),
     Case(Distill, lambda: Distill("t", temperature=0), ValueError, "temperature", "temperature=0"),
+    Case(Distill, lambda: Distill("t", temperature=1e-300), ValueError, "temperature", "1e-300"),
+    Case(Distill, lambda: Distill("t", mixup=1e300), ValueError, "mixup", "mixup=1e+300"),
     Case(Distill, lambda: Distill("t", method="DKD"), ValueError, "method", "'DKD'"),
     Case(Distill, lambda: Distill("t", method=["kd"]), TypeError, "method", "['kd']"),
     Case(

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from tfkd._checks import check_number, shown
+from tfkd._checks import check_temperature as check_temperature_range
 
 _NUMERIC_DTYPES = ("float", "bfloat", "int", "uint")
 
@@ -23,7 +24,7 @@ def is_tensor(value):
 
 def validate_temperature(temperature, name="temperature"):
     """Raises a clear error unless `temperature` is a positive number."""
-    check_number(name, temperature, low=0, low_open=True, hint="Typical values are 1 to 10.")
+    check_temperature_range(name, temperature)
 
 
 def check_temperature_value(name, temperature):

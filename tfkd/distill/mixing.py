@@ -7,13 +7,11 @@ same batch; `mix_ratio[i]` is the share of example `i` in the result, which also
 weighs its label against the partner's in the task loss.
 """
 
-import math
-
 import keras
 import numpy as np
 from keras import ops
 
-from tfkd._checks import is_number, shown
+from tfkd._checks import MIXING_ALPHA_LIMIT, is_number, shown
 from tfkd.distill._checks import is_tensor, tensor_shape
 
 __all__ = ["cutmix", "mixup", "sample_mixing"]
@@ -177,10 +175,11 @@ def validate_alpha(name, alpha):
     """Raises a clear error unless `alpha` (argument `name`) is `None` or a number > 0."""
     if alpha is None:
         return None
-    if not is_number(alpha) or not 0 < alpha < math.inf:
+    if not is_number(alpha) or not 0 < alpha <= MIXING_ALPHA_LIMIT:
         raise ValueError(
             f"`{name}` must be None (off) or the Beta distribution's alpha, a finite number "
-            f"> 0. Received: {name}={shown(alpha)}. Typical values: 0.2 to 1.0."
+            f"> 0 and at most {MIXING_ALPHA_LIMIT:g} (float32 turns larger ones to "
+            f"infinity). Received: {name}={shown(alpha)}. Typical values: 0.2 to 1.0."
         )
     return float(alpha)
 

@@ -8,9 +8,10 @@ by the loss class itself, which the pipeline builds before any stage runs.
 
 import numpy as np
 
+from tfkd import _checks
 from tfkd.pipeline._reader import _describe, _matches
 from tfkd.pipeline.data import UNLABELED
-from tfkd.pipeline.stage import check_positive, invalid_argument
+from tfkd.pipeline.stage import check_positive, check_range, invalid_argument
 
 _LAYER = str | None
 # method: (class in tfkd.distill, {keyword argument: type}, required arguments). The
@@ -329,6 +330,7 @@ def check_mixing(mixup, cutmix):
     for argument, alpha in (("mixup", mixup), ("cutmix", cutmix)):
         if alpha is not None:
             check_positive(argument, alpha, float)
+            check_range(argument, alpha, _checks.check_mixing_alpha)
 
 
 def check_needs_teacher(stage, loss_defaults):

@@ -322,6 +322,16 @@ def check_keras_input(stage, model):
         )
 
 
+def check_range(argument, value, check):
+    """`check(argument, value)` (one of `_checks`'), its error naming `argument` as a
+    config key."""
+    try:
+        check(argument, value)
+    except (TypeError, ValueError) as error:
+        error.argument = argument
+        raise
+
+
 def check_positive(argument, value, kind, allow_zero=False):
     """Raises unless `value` is a finite positive (or non-negative) int, or number for float:
     a `TypeError` for another type, a `ValueError` for a value out of range (an int above

@@ -5,13 +5,14 @@ import numbers
 
 import numpy as np
 
-from tfkd import _hashing
+from tfkd import _checks, _hashing
 from tfkd.pipeline import _distillation, _fit, architectures
 from tfkd.pipeline.data import UNLABELED
 from tfkd.pipeline.stage import (
     KerasModel,
     Stage,
     check_positive,
+    check_range,
     invalid_argument,
     refuse_tflite_input,
     register_stage,
@@ -106,6 +107,7 @@ class _Training(Stage):
         check_positive("learning_rate", learning_rate, float)
         check_positive("batch_size", batch_size, int)
         check_positive("temperature", temperature, float)
+        check_range("temperature", temperature, _checks.check_temperature)
         valid = isinstance(student_loss_weight, numbers.Real) and not isinstance(
             student_loss_weight, bool
         )
