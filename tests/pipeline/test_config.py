@@ -91,6 +91,11 @@ def test_unknown_and_missing_keys(tmp_path):
     assert "stages[1]: missing required key(s) ['teacher'] for stage 'distill'." in message
     message = _error(tmp_path, GOOD.replace("data:", "dataset:"))
     assert "pipeline.yaml:1: dataset: unknown key." in message
+    # Each accepted key once (the data's were listed with their aliases' duplicates).
+    message = _error(tmp_path, GOOD.replace("data: {", "data: {source: x, ", 1))
+    accepted = message.split("data.source: unknown key. Accepted keys: ")[1].split("]")[0]
+    names = accepted.strip("[").split(", ")
+    assert "'name'" in names and len(names) == len(set(names))
 
 
 def test_references_must_name_earlier_stages(tmp_path):

@@ -222,7 +222,9 @@ class Reader:
         """`mapping` without its unknown keys, each reported."""
         for name in mapping:
             if name not in accepted:
-                self.fail((*key, name), f"unknown key{where}. Accepted keys: {sorted(accepted)}")
+                self.fail(
+                    (*key, name), f"unknown key{where}. Accepted keys: {sorted(set(accepted))}"
+                )
         return {name: value for name, value in mapping.items() if name in accepted}
 
     def typed(self, arguments, key, parameters):
