@@ -1,9 +1,11 @@
 """`.keras` files the pipeline reads (`load` stages, model paths, a resumed run's stages) may
-be hostile: none runs code or crashes the process, and each bad file is a `ValueError` that
-names it; a real file loads as before. (Layer sizes that fit in memory but fill it are not
-bounded: see `_store.load_keras`.)"""
+be hostile: none runs code, crashes the process or fills its memory (a config that asks for
+more variables than the file's weights hold is refused before any is allocated), and each
+bad file is a `ValueError` that names it; a real file loads as before."""
 
 import json
+import resource
+import sys
 import zipfile
 
 import keras
@@ -43,11 +45,51 @@ def _layer(config, layer):
     config["config"]["layers"].append(layer)
 
 
+def _with_units(real, path, units):
+    """`real` with `units` in its last layer (the logits Dense)."""
+    return _with_config(
+        real, path, lambda c: c["config"]["layers"][-1]["config"].update(units=units)
+    )
+
+
 def test_a_real_file_loads_as_before(real):
-    loaded = _store.load_keras(real[0])
+    loaded = _store.load_keras(real[0])  # after its variables were counted
+    expected = keras.saving.load_model(real[0])
     x = np.random.default_rng(0).random((2, 8, 8, 1), dtype=np.float32)
-    expected = keras.saving.load_model(real[0]).predict(x, verbose=0)
-    np.testing.assert_array_equal(loaded.predict(x, verbose=0), expected)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), expected.predict(x, verbose=0))
+    # The count built the same model first: no name or weight of this one moved.
+    assert [layer.name for layer in loaded.layers] == [layer.name for layer in expected.layers]
+    paths = [weight.path for weight in expected.weights]
+    assert [weight.path for weight in loaded.weights] == paths
+    for got, want in zip(loaded.weights, expected.weights):
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(got), keras.ops.convert_to_numpy(want)
+        )
+
+
+@keras.saving.register_keras_serializable(package="tfkd_tests")
+class UnnamedLayers(keras.Model):
+    """A subclassed model whose layers Keras names as it makes them: `dense`, `dense_1`."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = keras.layers.Dense(4)
+        self.logits = keras.layers.Dense(3)
+
+    def call(self, inputs):
+        return self.logits(self.hidden(inputs))
+
+
+def test_a_subclassed_model_is_named_as_keras_names_it(tmp_path):
+    model = UnnamedLayers()
+    model(np.zeros((1, 2), "float32"))
+    model.save(tmp_path / "subclassed.keras")
+    names = []
+    for load in (_store.load_keras, keras.saving.load_model):
+        keras.utils.clear_session(free_memory=False)  # names count from `dense` again
+        names.append([layer.name for layer in load(tmp_path / "subclassed.keras").layers])
+    # The count made these layers once already, in a thread whose names are its own.
+    assert names[0] == names[1] == ["dense", "dense_1"]
 
 
 def _lambda_file(path, marker):
@@ -84,16 +126,45 @@ def test_files_that_would_exhaust_the_process_are_refused(real, tmp_path):
     bomb = _pack(tmp_path / "bomb.keras", {**members, "model.weights.h5": bytes(65 * 2**20)})
     with pytest.raises(ValueError, match=r"'model.weights.h5' declares 68157440 bytes \(\d+ comp"):
         _store.load_keras(bomb)
-    # A small config that asks for 4 x 10^11 weights: memory that cannot be had.
-    huge = lambda c: c["config"]["layers"][-1]["config"].__setitem__("units", 10**11)  # noqa: E731
-    with pytest.raises(
-        ValueError, match="huge.keras' cannot be read.*(ResourceExhausted|MemoryError|memory)"
-    ):
-        _store.load_keras(_with_config(real, tmp_path / "huge.keras", huge))
+    # A small config that asks for 5 x 10^11 weights: refused from its size, unallocated.
+    huge = _with_units(real, tmp_path / "huge.keras", 10**11)
+    with pytest.raises(ValueError, match="huge.keras' cannot be read.*asks for 2000000000160 b"):
+        _store.load_keras(huge)
     spaces = b" " * (65 * 2**20)  # JSON whitespace: a config over 64 MiB, stored uncompressed
     large = _pack(tmp_path / "large.keras", {**members, "config.json": spaces}, zipfile.ZIP_STORED)
     with pytest.raises(ValueError, match="'config.json' declares 68157440 bytes"):
         _store.load_keras(large)
+
+
+def _peak_rss_bytes():
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # Linux counts KiB
+
+
+def test_variables_past_what_the_weights_hold_are_refused_unallocated(tmp_path):
+    # Compiled, so that its config builds an optimizer too (which the count leaves out).
+    model = small_cnn(4, "compiled")
+    model.compile(optimizer="adam", loss="mse")
+    model.save(tmp_path / "compiled.keras")
+    with zipfile.ZipFile(tmp_path / "compiled.keras") as archive:
+        compiled = None, {name: archive.read(name) for name in archive.namelist()}
+    # 3 x 10^9 bytes of float32 weights in a 20 KB file: memory this process could get.
+    wide = _with_units(compiled, tmp_path / "wide.keras", 15 * 10**7)
+    before = _peak_rss_bytes()
+    with pytest.raises(
+        ValueError,
+        match=r"wide.keras' cannot be read.*asks for 3000000160 bytes of variables, and its "
+        r"weights member 'model.weights.h5' holds \d+ bytes",
+    ):
+        _store.load_keras(wide)
+    with keras.StatelessScope():  # would allocate any variable the count left registered
+        pass
+    assert _peak_rss_bytes() - before < 500 * 2**20
+    # Without a weights member (which Keras looks for after building the model).
+    config_only = None, {"config.json": compiled[1]["config.json"]}
+    unweighted = _with_units(config_only, tmp_path / "unweighted.keras", 15 * 10**7)
+    with pytest.raises(ValueError, match="unweighted.keras' cannot.*'model.weights.h5' holds 0 b"):
+        _store.load_keras(unweighted)
 
 
 def test_corrupt_weights_and_zips_name_the_file(real, tmp_path):
