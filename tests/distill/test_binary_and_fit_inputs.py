@@ -120,6 +120,8 @@ def test_labels_that_are_not_class_ids_are_refused_before_training(labels, shown
     bad = (x, np.full(32, 7))
     with pytest.raises(ValueError, match=r"`validation_data\[1\]` must hold class ids"):
         distiller.fit(*good, validation_data=bad, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"`y` must hold class ids .* e\.g\. \[7\]"):
+        distiller.evaluate(*bad, verbose=0)  # before: TensorFlow's error inside the step
 
 
 def test_binary_cross_entropy_labels_are_0_or_1_and_float_ids_mark_unlabelled():

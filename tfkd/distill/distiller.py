@@ -404,8 +404,14 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         # Evaluation is the student's alone: the distillation entries would be
         # zeros there, so they are left out of its logs. So are the labels that do
         # not fit the student, raised once it has run.
+        arguments = inspect.signature(keras.Model.evaluate).bind(self, *args, **kwargs).arguments
+        arguments.pop("self")
+        extra = arguments.pop("kwargs", {})
+        if "y" in arguments:
+            classes = self._class_count()
+            arguments["y"] = _task.check_class_ids(arguments["y"], classes, self.loss)
         with self._evaluation():
-            result = super().evaluate(*args, **kwargs)
+            result = super().evaluate(**arguments, **extra)
         self._raise_label_errors(self.label_errors.result(), "in the data evaluated")
         return result
 
