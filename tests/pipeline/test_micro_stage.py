@@ -5,7 +5,7 @@ import json
 import pytest
 
 import tfkd
-from tfkd.pipeline import Data, Export, Micro, Train
+from tfkd.pipeline import Data, Export, Load, Micro, Train
 
 STUDENT = {"architecture": "cnn", "filters": [8, 16]}
 
@@ -70,6 +70,22 @@ def test_micro_stage_refuses_a_float_export_before_any_stage_runs(data, tmp_path
     ]
     error = _refused_before_any_stage_runs(stages, data, tmp_path)
     assert f"computes in float ({made})" in str(error) and "quantization: int8" in str(error)
+
+
+def test_micro_stage_refuses_a_loaded_float_file_before_any_stage_runs(data, tmp_path):
+    import keras
+
+    model = keras.Sequential(
+        [keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]
+    )
+    path = tmp_path / "float.tflite"
+    tfkd.export_tflite(model, path)
+    stages = [Load(str(path), name="loaded"), Micro(name="micro")]
+    error = _refused_before_any_stage_runs(stages, data, tmp_path / "run")
+    # Before: found when the stage ran, after the stages before it.
+    assert f"Received: {str(path)!r}" in str(error)
+    assert "compute in float: ['FULLY_CONNECTED'" in str(error)
+    assert error.argument == "from_stage"
 
 
 def test_micro_stage_without_tflite_micro_is_refused_before_any_stage_runs(

@@ -74,7 +74,7 @@ def micro_bundle(path, directory, data=None, *, name="model", arena_margin=0.1, 
     _checks.check_number("arena_limit", arena_limit, low=1, integer=True, allow_none=True)
     data = _checked_data(data)
     _require_tflite_micro()
-    ops = _checked_ops(path)
+    ops = check_ops(path)
     measured = measure_arena(path)
     arena = _aligned(int(np.ceil(measured * (1 + margin))))
     if arena_limit is not None and arena > arena_limit:
@@ -146,8 +146,12 @@ def _require_tflite_micro():
         ) from error
 
 
-def _checked_ops(path):
-    """The file's op names, sorted, once each is one TFLM runs in integers."""
+def check_ops(path):
+    """The file's op names, sorted, once each is one TFLM runs in integers.
+
+    Raises:
+        ValueError: an op TFLM has no kernel for, or one that computes in float.
+    """
     ops = _interpreter.list_ops(path)
     names = sorted({name for name, _ in ops})
     flex = [name for name in names if name.startswith("Flex")]

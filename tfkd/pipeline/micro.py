@@ -74,7 +74,19 @@ class Micro(Stage):
 
     def _check_input_tflite(self, export):
         if "path" in export:
-            return  # a loaded file: `micro_bundle` reads how it computes when the stage runs
+            # A loaded file, read now for how it computes (as `micro_bundle` reads it).
+            from tfkd.export.micro import check_ops
+
+            try:
+                check_ops(export["path"])
+            except ValueError as error:
+                raise invalid_argument(
+                    "from_stage",
+                    f"Stage {self.name!r} (micro) needs a file that TFLM runs in integers, "
+                    f"and the file it receives is not one. Received: {export['path']!r} "
+                    f"(from_stage={self.from_stage!r}). {error}",
+                ) from None
+            return
         quantization, recipe = export["quantization"], export["recipe"]
         if quantization in INTEGER_QUANTIZATIONS or recipe in INTEGER_RECIPES:
             return
