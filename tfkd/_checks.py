@@ -287,15 +287,12 @@ def check_fit_strategy(model):
 
 
 def check_temperature(name, value):
-    """Raises naming `name` unless `value` is a number in `TEMPERATURE_RANGE`."""
+    """Raises naming `name` unless `value` is a number > 0 in `TEMPERATURE_RANGE`."""
+    hint = "Typical values are 1 to 10."
+    check_number(name, value, low=0, low_open=True, hint=hint)
     low, high = TEMPERATURE_RANGE
-    return check_number(
-        name,
-        value,
-        low=low,
-        high=high,
-        hint="Typical values are 1 to 10; float32 turns values outside the range to 0 or infinity.",
-    )
+    hint += " Float32 turns values outside the range to 0 or infinity."
+    return check_number(name, value, low=low, high=high, hint=hint)
 
 
 def check_mixing_alpha(name, value):
