@@ -171,3 +171,23 @@ def test_a_text_model_with_float_inputs_is_checked_on_its_token_ids(tmp_path):
         model.predict(ids, verbose=0),
         atol=0.05,
     )
+
+
+def test_a_model_with_several_outputs_keeps_their_order(tmp_path):
+    # The file made through a SavedModel lists the outputs in another order than Keras
+    # returned them (PartitionedCall:1, :3, :0, :2); read in file order, the check against
+    # Keras refused every such model as a converter problem.
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
+    inputs = keras.Input((8,))
+    hidden = keras.layers.Dense(16, activation="relu")(inputs)
+    heads = [keras.layers.Dense(4, name=f"head_{name}")(hidden) for name in "zyxw"]
+    model = keras.Model(inputs, heads)
+    path = tmp_path / "heads.tflite"
+    tfkd.export.litert_quantize(model, path, "dynamic_int8", x)
+    expected = model.predict(x, verbose=0)
+    got = tfkd.TFLiteModel(path).predict(x)
+    assert len(got) == len(expected) == 4
+    for position, ours in enumerate(got):
+        errors = [np.abs(ours - other).max() for other in expected]
+        assert int(np.argmin(errors)) == position and errors[position] < 0.05, errors

@@ -54,17 +54,33 @@ def load_interpreter(path_or_content, num_threads=None):
     return interpreter, False
 
 
-def _in_returned_order(outputs):
-    """The converter names a function's outputs `Identity`, `Identity_1`, ... in the order
-    it returned them, but may list them in another; sorted back here (file order when the
-    names say nothing)."""
-    positions = []
-    for details in outputs:
-        match = re.fullmatch(r"Identity(?:_(\d+))?", details["name"])
-        if match is None:
-            return list(outputs)
-        positions.append(int(match.group(1) or 0))
+def _in_returned_order(interpreter):
+    """The file's outputs in the order the Keras model returned them. The converter may list
+    them in another: a file with one signature names them `output_0`, `output_1`, ... in
+    that order (one made through a SavedModel: the LiteRT quantizer's), a file without
+    one `Identity`, `Identity_1`, ...; file order when the names say nothing."""
+    outputs = interpreter.get_output_details()
+    signatures = interpreter.get_signature_list()
+    if len(signatures) == 1:
+        (key, signature), *_ = signatures.items()
+        names = signature["outputs"]
+        positions = [_position(r"output_(\d+)", name) for name in names]
+        if None not in positions:
+            named = interpreter.get_signature_runner(key).get_output_details()
+            by_index = {details["index"]: details for details in outputs}
+            returned = [named[name]["index"] for _, name in sorted(zip(positions, names))]
+            if sorted(returned) == sorted(by_index):
+                return [by_index[index] for index in returned]
+    positions = [_position(r"Identity(?:_(\d+))?", details["name"]) for details in outputs]
+    if None in positions:
+        return list(outputs)
     return [details for _, details in sorted(zip(positions, outputs), key=lambda p: p[0])]
+
+
+def _position(pattern, name):
+    """The number `pattern`'s group reads from `name` (0 where it is absent), or None."""
+    match = re.fullmatch(pattern, name)
+    return None if match is None else int(match.group(1) or 0)
 
 
 def _allocate(interpreter):
@@ -99,14 +115,15 @@ def list_ops(path_or_content):
 
 
 def softmax_outputs(path_or_content):
-    """For each output of the file, whether a SOFTMAX op computes it (through (de)quantize)."""
+    """For each output of the file (in the order the Keras model returned them), whether a
+    SOFTMAX op computes it (through (de)quantize)."""
     interpreter = make_interpreter(path_or_content, delegates=False)
     producers = {}
     for op in ops_details(interpreter):
         for index in op["outputs"]:
             producers[int(index)] = op
     flags = []
-    for details in interpreter.get_output_details():
+    for details in _in_returned_order(interpreter):
         op = producers.get(int(details["index"]))
         while op is not None and op["op_name"] in _CONVERSION_OPS:
             op = producers.get(int(op["inputs"][0]))
@@ -184,7 +201,7 @@ class Runner:
         self._num_threads = num_threads
         self.interpreter, self.xnnpack = load_interpreter(path_or_content, num_threads)
         self.inputs = self.interpreter.get_input_details()
-        self.outputs = _in_returned_order(self.interpreter.get_output_details())
+        self.outputs = _in_returned_order(self.interpreter)
         self._batch = None
 
     def run(self, batch):
