@@ -159,6 +159,14 @@ class LabelErrors(keras.metrics.Metric):
         return {key: ops.convert_to_tensor(value) for key, value in zip(keys, values)}
 
 
+class ClassIdErrors(LabelErrors):
+    """`LabelErrors` as a compiled metric of a model trained with a sparse categorical
+    cross-entropy (`model.compile(metrics=[...])`): `LabelGuard` reads it from the logs."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        super().update_state(y_true, y_pred, "sparse_categorical_crossentropy")
+
+
 def _outside_classes(y, y_pred, loss):
     """`(labels, mask)` of the labels in `y` outside the classes of `y_pred` for
     `loss`, as float32 (so NaN and fractions are caught), or None where `loss` or `y`

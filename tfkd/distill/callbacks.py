@@ -115,18 +115,31 @@ class LabelGuard(keras.callbacks.Callback):
         where = f"in the training data at epoch {self._epoch + 1}, batch {batch + 1}"
         raise_label_errors(errors, where, self.classes)
 
+    def on_test_batch_end(self, batch, logs=None):
+        # A model compiled with the count (`_task.ClassIdErrors`) logs it in evaluation
+        # too; a Distiller raises it in `evaluate` itself.
+        errors = _pop_label_errors(logs)
+        raise_label_errors(errors, f"in the validation data, batch {batch + 1}", self.classes)
+
     def on_epoch_end(self, epoch, logs=None):
+        _pop_label_errors(logs)
+        errors = _pop_label_errors(logs, "val_")
+        raise_label_errors(errors, f"in the validation data at epoch {epoch + 1}", self.classes)
+
+    def on_test_end(self, logs=None):
         _pop_label_errors(logs)
 
     def on_train_end(self, logs=None):
         _pop_label_errors(logs)
+        _pop_label_errors(logs, "val_")
 
 
-def _pop_label_errors(logs):
+def _pop_label_errors(logs, prefix=""):
+    """The label errors in `logs` (under `prefix`), taken out of it, without the prefix."""
     if logs is None:
         return {}
-    keys = [key for key in logs if key.startswith(LABEL_ERRORS)]
-    return {key: logs.pop(key) for key in keys}
+    keys = [key for key in logs if key.startswith(prefix + LABEL_ERRORS)]
+    return {key[len(prefix) :]: logs.pop(key) for key in keys}
 
 
 def raise_label_errors(errors, where, classes):
@@ -137,9 +150,9 @@ def raise_label_errors(errors, where, classes):
     low, high = errors[f"{LABEL_ERRORS}_low"], errors[f"{LABEL_ERRORS}_high"]
     shown = f"{low:g}" if low == high else f"from {low:g} to {high:g}"
     accepted = (
-        "0 or 1 (or a probability between) for the student's one output"
+        "0 or 1 (or a probability between) for the model's one output"
         if classes == 1
-        else f"class ids in [0, {classes}) for the student's {classes} classes"
+        else f"class ids in [0, {classes}) for the model's {classes} classes"
     )
     raise ValueError(
         f"The labels must be {accepted}, or the integer tfkd.distill.UNLABELED ({UNLABELED}) "

@@ -6,6 +6,8 @@ import keras
 import numpy as np
 
 from tfkd import _checks, _graph, models
+from tfkd.distill._task import ClassIdErrors
+from tfkd.distill.callbacks import LabelGuard, NonFiniteLossGuard
 from tfkd.transfer import _backbone
 from tfkd.transfer.classifier import build_classifier
 from tfkd.transfer.text import unused_layers
@@ -136,6 +138,7 @@ def fine_tune(
     _checks.check_learning_rate(head_learning_rate, "head_learning_rate")
     _checks.check_learning_rate(fine_tune_learning_rate, "fine_tune_learning_rate")
     _checks.check_number("batch_size", batch_size, low=1, integer=True, allow_none=True)
+    callbacks = _checked_callbacks(callbacks)
     _check_labels(train_data, num_classes, "train_data")
     if validation_data is not None:
         _check_labels(validation_data, num_classes, "validation_data")
@@ -144,25 +147,49 @@ def fine_tune(
     model = build_classifier(
         base, num_classes, frozen_batch_norm=frozen_batch_norm, **classifier_options
     )
-    fit = dict(validation_data=validation_data, callbacks=callbacks, verbose=verbose)
+    # Labels in a dataset are counted as they are trained on (`LabelGuard` raises at the
+    # first that does not fit: JAX trained on them), and a NaN loss stops training.
+    guards = [LabelGuard(num_classes), *callbacks, NonFiniteLossGuard(["loss"])]
+    fit = dict(validation_data=validation_data, callbacks=guards, verbose=verbose)
     if not _is_dataset(train_data):
         train_data, fit["batch_size"] = (train_data[0], train_data[1]), batch_size
     merged = {}
     trained = _graph.behind_augmentation(model, augmentation, model.inputs[0].shape[1:])
     base.trainable = False
-    models.compile_classifier(trained, head_learning_rate)
+    _compile_counting_labels(trained, head_learning_rate)
     _fit(trained, train_data, 0, head_epochs, fit, merged)
     if fine_tune_epochs:
         unfrozen = _backbone.unfreeze(base, unfrozen, frozen_batch_norm)
-        models.compile_classifier(trained, fine_tune_learning_rate)
+        _compile_counting_labels(trained, fine_tune_learning_rate)
         _fit(trained, train_data, head_epochs, fine_tune_epochs, fit, merged)
     else:
         unfrozen = []
-    if trained is not model:
-        models.compile_classifier(
-            model, fine_tune_learning_rate if fine_tune_epochs else head_learning_rate
-        )
+    # The model returned is compiled as tfkd compiles classifiers, without the count.
+    models.compile_classifier(
+        model, fine_tune_learning_rate if fine_tune_epochs else head_learning_rate
+    )
     return model, TransferHistory(merged, head_epochs, sorted(unfrozen))
+
+
+def _compile_counting_labels(model, learning_rate):
+    """`models.compile_classifier`, with the labels outside the classes counted."""
+    models.compile_classifier(model, learning_rate)
+    model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy", ClassIdErrors()])
+
+
+def _checked_callbacks(callbacks):
+    """`callbacks` as a list: `None`, one callback, or a list or tuple of them."""
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, keras.callbacks.Callback):
+        return [callbacks]
+    listed = isinstance(callbacks, (list, tuple))
+    if not listed or not all(isinstance(c, keras.callbacks.Callback) for c in callbacks):
+        raise TypeError(
+            "`callbacks` must be None, a keras.callbacks.Callback or a list of them. "
+            f"Received: callbacks={callbacks!r}."
+        )
+    return list(callbacks)
 
 
 def _is_dataset(data):
