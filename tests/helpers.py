@@ -141,6 +141,21 @@ MODEL_KINDS = (
 )
 
 
+class Batches(keras.utils.PyDataset):
+    """`x`, `y` in batches of `size`: labels that `fit` cannot read ahead."""
+
+    def __init__(self, x, y, size):
+        super().__init__()
+        self.x, self.y, self.size = x, y, size
+
+    def __len__(self):
+        return len(self.y) // self.size
+
+    def __getitem__(self, index):
+        rows = slice(index * self.size, (index + 1) * self.size)
+        return self.x[rows], self.y[rows]
+
+
 def cnn_layers(width, num_classes=3, head=True):
     """Conv, BatchNorm-free ReLU, global pooling and (with `head`) a logits Dense."""
     layers = [

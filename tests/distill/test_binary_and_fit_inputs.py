@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import tfkd
-from tests.helpers import random_images, small_cnn
+from tests.helpers import Batches, random_images, small_cnn
 from tfkd.distill import UNLABELED
 
 
@@ -295,20 +295,6 @@ def test_a_never_called_sequential_binary_student_reads_its_sigmoid_and_checks_i
     assert logs["logits_distillation_loss"][0] > 0.0  # before: exactly 0 (softmax of one value)
 
 
-class _Batches(keras.utils.PyDataset):
-    """`x`, `y` in batches of 16: labels that `fit` cannot read ahead."""
-
-    def __init__(self, x, y):
-        super().__init__()
-        self.x, self.y = x, y
-
-    def __len__(self):
-        return len(self.y) // 16
-
-    def __getitem__(self, index):
-        return self.x[index * 16 : (index + 1) * 16], self.y[index * 16 : (index + 1) * 16]
-
-
 def test_labels_from_a_dataset_are_checked_at_the_batch_that_holds_them():
     x, y = _binary_data()
     y = y.copy()
@@ -317,7 +303,7 @@ def test_labels_from_a_dataset_are_checked_at_the_batch_that_holds_them():
     callback = keras.callbacks.LambdaCallback(on_epoch_end=lambda _, logs: seen.append(set(logs)))
     distiller = tfkd.Distiller(_binary("t"), _binary("s", seed=1))
     distiller.compile(loss=keras.losses.BinaryCrossentropy(from_logits=True), metrics=["accuracy"])
-    history = distiller.fit(_Batches(x, y), epochs=2, verbose=0, callbacks=[callback])
+    history = distiller.fit(Batches(x, y, 16), epochs=2, verbose=0, callbacks=[callback])
     keys = {"accuracy", "logits_distillation_loss", "loss", "student_loss"}
     assert set(history.history) == keys and seen == [keys, keys]
     one_batch = distiller.train_on_batch(x[:16], y[:16])
@@ -328,13 +314,13 @@ def test_labels_from_a_dataset_are_checked_at_the_batch_that_holds_them():
     fresh = tfkd.Distiller(_binary("t"), _binary("s", seed=1))
     fresh.compile(loss=keras.losses.BinaryCrossentropy(from_logits=True))
     with pytest.raises(ValueError, match=r"Received in the training data at epoch 1, batch 3: 1 "):
-        fresh.fit(_Batches(x, bad), epochs=2, verbose=0, shuffle=False)
+        fresh.fit(Batches(x, bad, 16), epochs=2, verbose=0, shuffle=False)
     assert int(keras.ops.convert_to_numpy(fresh.optimizer.iterations)) == 3
     with pytest.raises(ValueError, match=r"in the data evaluated: 1 label\(s\) outside them \(2\)"):
-        fresh.fit(_Batches(x, y), validation_data=_Batches(x, bad), epochs=1, verbose=0)
+        fresh.fit(Batches(x, y, 16), validation_data=Batches(x, bad, 16), epochs=1, verbose=0)
     with pytest.raises(ValueError, match=r"in train_on_batch's labels: 1 label"):
         fresh.train_on_batch(x[32:48], bad[32:48])
-    assert np.isfinite(fresh.evaluate(_Batches(x, y), verbose=0))  # the count was reset
+    assert np.isfinite(fresh.evaluate(Batches(x, y, 16), verbose=0))  # the count was reset
 
 
 def test_class_ids_from_a_dataset_outside_the_classes_stop_training_on_every_backend():
@@ -347,4 +333,4 @@ def test_class_ids_from_a_dataset_outside_the_classes_stop_training_on_every_bac
     # (a loss of 0 for that example), and now stops with tfkd's.
     message = {"jax": r"epoch 1, batch 2: 1 label\(s\) outside them \(7\)"}
     with pytest.raises(Exception, match=message.get(keras.backend.backend(), r"\b7\b")):
-        distiller.fit(_Batches(x, y), epochs=1, verbose=0, shuffle=False)
+        distiller.fit(Batches(x, y, 16), epochs=1, verbose=0, shuffle=False)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import tfkd
-from tests.helpers import assert_keras_round_trip, random_images, small_cnn
+from tests.helpers import Batches, assert_keras_round_trip, random_images, small_cnn
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TEACHER = REPO / "saved_models" / "fashion_mnist_cnn_teacher" / "model.keras"
@@ -392,24 +392,10 @@ def test_augmentation_runs_in_the_training_step_and_is_not_kept():
         tfkd.transfer.fine_tune(base, 2, (x, y), augmentation="flip")
 
 
-class _Batches(keras.utils.PyDataset):
-    """(x, y) in batches of 8: labels `fine_tune` cannot read ahead."""
-
-    def __init__(self, x, y):
-        super().__init__()
-        self.x, self.y = x, y
-
-    def __len__(self):
-        return len(self.y) // 8
-
-    def __getitem__(self, index):
-        return self.x[index * 8 : (index + 1) * 8], self.y[index * 8 : (index + 1) * 8]
-
-
 def test_labels_in_a_dataset_and_a_nan_loss_stop_training():
     x, y = random_images(32, shape=(8, 8, 3))
     model, history = tfkd.transfer.fine_tune(
-        _backbone(), 3, _Batches(x, y), _Batches(x, y), head_epochs=1, fine_tune_epochs=1
+        _backbone(), 3, Batches(x, y, 8), Batches(x, y, 8), head_epochs=1, fine_tune_epochs=1
     )
     assert not [key for key in history.history if "label_errors" in key]
     assert set(model.evaluate(x, y, verbose=0, return_dict=True)) == {"accuracy", "loss"}
@@ -418,10 +404,10 @@ def test_labels_in_a_dataset_and_a_nan_loss_stop_training():
     # TensorFlow and PyTorch raise their own error naming the label; JAX trained on it.
     message = {"jax": r"in the training data at epoch 1, batch \d: 1 label\(s\) outside them \(7\)"}
     with pytest.raises(Exception, match=message.get(keras.backend.backend(), r"\b7\b")):
-        tfkd.transfer.fine_tune(_backbone(), 3, _Batches(x, bad), verbose=0)
+        tfkd.transfer.fine_tune(_backbone(), 3, Batches(x, bad, 8), verbose=0)
     if keras.backend.backend() == "jax":
         with pytest.raises(ValueError, match=r"in the validation data.*\(7\)"):
-            tfkd.transfer.fine_tune(_backbone(), 3, _Batches(x, y), _Batches(x, bad), verbose=0)
+            tfkd.transfer.fine_tune(_backbone(), 3, Batches(x, y, 8), Batches(x, bad, 8), verbose=0)
     # Before: a NaN pixel gave a model of NaN weights, and no error.
     x[3, 0, 0, 0] = np.nan
     with pytest.raises(FloatingPointError, match=r"non-finite loss component\(s\) \['loss'\]"):
