@@ -10,7 +10,11 @@ import hashlib
 import importlib
 import pathlib
 import pickle
+import re
 import struct
+import subprocess
+import sys
+import tracemalloc
 import zipfile
 
 import keras
@@ -26,7 +30,7 @@ from tfkd.transfer import (
     preprocess_input,
     pretrained_mobilenet_v2,
 )
-from tfkd.transfer._torch_checkpoint import read_state_dict
+from tfkd.transfer._torch_checkpoint import _rebuild_parameter, read_state_dict
 
 # `tfkd.transfer.mobilenet_v2` is the function; this is its module.
 mobilenet_module = importlib.import_module("tfkd.transfer.torchvision_weights")
@@ -309,3 +313,113 @@ def test_a_torchvision_name_is_checked_against_the_files_hash(tmp_path):
     bad.write_bytes(data)
     with pytest.raises(ValueError, match="does not start with"):
         read_state_dict(bad)
+
+
+def _write_legacy(path, pickled):
+    """The legacy layout's three header pickles, then `pickled` (no storages follow)."""
+    header = (0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True})
+    path.write_bytes(b"".join(pickle.dumps(value, protocol=2) for value in header) + pickled)
+    return path
+
+
+def _nested(opening, closing, depth):
+    return opening * depth + closing * (depth - 1)
+
+
+# 1,000,000 deep, a tuple key crashed the process (a segfault) as the dict hashed it.
+DEEP_PICKLES = {
+    "tuple key": b"\x80\x02}" + b")" + b"\x85" * 10_000 + b"K\x00s.",  # TUPLE1 after ()
+    "list value": b"\x80\x02}" + _text("w") + _nested(b"]", b"a", 10_000) + b"s.",
+    "tensor in a deep tuple": (
+        b"\x80\x02}"
+        + _text("w")
+        + _tensor("0", "FloatStorage", 1, 0, (1,), (1,))
+        + b"\x85" * 10_000
+        + b"s."
+    ),
+}
+
+
+@pytest.mark.parametrize("layout", ["zip", "legacy"])
+@pytest.mark.parametrize("kind", DEEP_PICKLES)
+def test_reader_refuses_deeply_nested_pickles(tmp_path, layout, kind):
+    path = tmp_path / "model.pth"
+    if layout == "zip":
+        _write_zip(path, DEEP_PICKLES[kind], {"0": np.float32(1).tobytes()})
+    else:
+        _write_legacy(path, DEEP_PICKLES[kind])
+    with pytest.raises(ValueError, match=r"model.pth is not .* nests objects deeper than 100"):
+        read_state_dict(path)
+
+
+@pytest.mark.slow  # the child process imports tfkd, and so Keras: about 10 s
+def test_a_million_deep_tuple_key_is_an_error_not_a_crash(tmp_path):
+    deep = (
+        b"\x80\x02}" + b")" + b"\x85" * 1_000_000 + _tensor("0", "FloatStorage", 4, 0, (4,), (1,))
+    )
+    path = _write_zip(tmp_path / "deep.pth", deep + b"s.", {"0": np.zeros(4, "<f4").tobytes()})
+    child = (
+        "import sys\nfrom tfkd.transfer._torch_checkpoint import read_state_dict\n"
+        "try:\n    read_state_dict(sys.argv[1])\nexcept ValueError as e:\n    print(e)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", child, str(path)], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-2000:]  # -11 was a segfault
+    assert "deep.pth is not a PyTorch checkpoint" in result.stdout
+    assert "deeper than 100 levels" in result.stdout
+
+
+def _peak_bytes(function):
+    """What `function()` allocated at its peak (numpy arrays included), and its result."""
+    tracemalloc.start()
+    try:
+        result = function()
+    except ValueError as error:
+        result = error
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak, result
+
+
+def test_reader_bounds_the_memory_a_file_can_ask_for(tmp_path):
+    # Names pointing at one 1 MiB tensor through the pickle's memo were each
+    # copied (a 5 MB file asked for 400 GB); so were views at 400 offsets.
+    numel, count = 1 << 18, 400
+    storage = {"0": np.arange(numel, dtype="<f4").tobytes()}
+    tensor = _tensor("0", "FloatStorage", numel, 0, (numel,), (1,))
+    named = b"".join(_text(f"w{i}") + b"h\x00" for i in range(2, count))  # BINGET 0
+    memoized = _state_pickle(("w0", tensor + b"q\x00"), ("w1", tensor))[:-2] + named + b"u."
+    path = _write_zip(tmp_path / "tied.pth", memoized, storage)
+    peak, state = _peak_bytes(lambda: read_state_dict(path))
+    assert peak < 16 * numel * 4, peak  # a copy per name would take 400 MiB
+    assert len(state) == count and len({id(array) for array in state.values()}) == 1
+    np.testing.assert_array_equal(state["w399"], np.arange(numel))
+
+    views = [
+        (f"w{i}", _tensor("0", "FloatStorage", numel, i, (numel - count,), (1,)))
+        for i in range(count)
+    ]
+    path = _write_zip(tmp_path / "views.pth", _state_pickle(*views), storage)
+    peak, error = _peak_bytes(lambda: read_state_dict(path))
+    assert isinstance(error, ValueError), error
+    assert re.search(r"views.pth is not .* claim 418\d+ bytes from storages of 1048576", str(error))
+    assert peak < 16 * numel * 4, peak
+
+
+def test_reader_refuses_pickles_that_ask_for_a_huge_memo_or_change_a_global(tmp_path):
+    # LONG_BINPUT 20,000,000: the unpickler allocated and cleared a memo of 320 MB.
+    far = b"\x80\x02}r" + struct.pack("<I", 20_000_000) + b"."
+    with pytest.raises(ValueError, match="far.pth is not .* memo entry 20000000 after 2"):
+        read_state_dict(_write_zip(tmp_path / "far.pth", far, {}))
+    # BUILD on an allowed function set its `__defaults__` for the whole process.
+    defaults = _rebuild_parameter.__defaults__
+    state = b"N}" + _text("__defaults__") + b"(K\x07ts\x86"  # (None, {'__defaults__': (7,)})
+    changed = b"\x80\x02" + _global("torch._utils", "_rebuild_parameter") + state + b"b0}."
+    with pytest.raises(ValueError, match="changes a number, string or global"):
+        read_state_dict(_write_zip(tmp_path / "changed.pth", changed, {}))
+    assert _rebuild_parameter.__defaults__ == defaults
+    keyed = b"\x80\x02}K\x01" + _tensor("0", "FloatStorage", 1, 0, (1,), (1,)) + b"s."
+    with pytest.raises(ValueError, match=r"the names \[1\] are not strings"):
+        read_state_dict(_write_zip(tmp_path / "keyed.pth", keyed, {"0": b"\0" * 4}))

@@ -12,9 +12,19 @@ Either way the dict is a pickle, which can call any importable function while it
 (`os.system`, ...). So every global it names is checked against the few that a state
 dict of tensors needs, and tensors are rebuilt here from their storage, offset, size and
 stride instead of by torch.
+
+A pickle that calls nothing can still crash the process or exhaust its memory, so before
+anything is unpickled its opcodes are checked (`tfkd._pickle_scan.check_pickle`): objects
+nested deeper than 100 levels (a dict key that is a tuple nested a million deep makes
+CPython overflow its C stack as it hashes it) and memo indexes far past those used are
+refused. And what the tensors claim is bounded by what the file stores: names of one
+tensor (tied weights, or one tensor named 100,000 times through the pickle's memo) share
+one array, and the distinct tensors may take at most twice the bytes of the storages
+plus 64 MiB.
 """
 
 import collections
+import io
 import math
 import os
 import pickle
@@ -27,11 +37,19 @@ from typing import NamedTuple
 import numpy as np
 
 from tfkd import _hashing
+from tfkd._pickle_scan import PickleRefused, check_pickle
 
 # What a zip checkpoint's members may claim in all, decompressed: torch stores them
 # uncompressed, so this only stops a file that claims far more than it holds.
 _ZIP_EXPANSION = 4
 _ZIP_MINIMUM_BUDGET = 1 << 26
+# The arrays read may hold at most this many times the bytes of the file's storages, plus
+# the slack. Names that share one tensor (tied weights) share its array and count once;
+# distinct tensors may overlap in a storage (a weight and its transpose), but a file
+# cannot ask for gigabytes by naming the same megabyte at a thousand offsets.
+_OUTPUT_EXPANSION = 2
+_OUTPUT_SLACK = 1 << 26
+_MAX_DIMENSIONS = 64  # numpy's
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.pth?$")
 _LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL_VERSION = 1001
@@ -90,6 +108,10 @@ def _rebuild_tensor_v2(
 
 
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
+    # Returning anything else would hand back an object the pickle can still add to,
+    # which `check_pickle` counts as new.
+    if not isinstance(data, _TensorRecord):
+        raise TypeError(f"a parameter holds a tensor. Received: {type(data).__name__}")
     return data
 
 
@@ -106,6 +128,10 @@ _ALLOWED_GLOBALS = {
 
 class _RefusedPickle(pickle.UnpicklingError):
     """A pickle that names something a state dict of tensors never needs."""
+
+
+class CheckpointError(ValueError):
+    """A file that is not a PyTorch checkpoint of a state dict; the message names it."""
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -144,11 +170,18 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 
 def _unpickle(file, path, load_storage=None):
+    # What the pickle would build is checked first: unpickling it may already crash.
+    start = file.tell()
+    try:
+        check_pickle(file)
+    except PickleRefused as e:
+        raise _not_a_checkpoint(path, str(e)) from e
+    file.seek(start)
     try:
         return _RestrictedUnpickler(file, path, load_storage).load()
     except UnicodeDecodeError as e:  # a storage key or name that is not ASCII
         raise _not_a_checkpoint(path, f"its pickle is corrupt ({e})") from e
-    except (_RefusedPickle, ValueError):
+    except (_RefusedPickle, CheckpointError):
         raise
     except Exception as e:  # a corrupt pickle fails in many ways: EOFError, KeyError, ...
         raise _not_a_checkpoint(path, f"its pickle is corrupt ({type(e).__name__}: {e})") from e
@@ -171,11 +204,14 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
     Returns:
         A dict from the state dict's names (e.g. `"features.0.0.weight"`) to new
         C-contiguous numpy arrays, in the checkpoint's order and dtypes (int64 for
-        BatchNorm's `num_batches_tracked`).
+        BatchNorm's `num_batches_tracked`). Names of the same tensor (tied weights)
+        share one array, as they share memory in torch.
 
     Raises:
         ValueError: if the file is not a PyTorch checkpoint, is corrupt, or holds
-            anything but a dict of tensors.
+            anything but a dict of tensors; if its pickle nests deeper than 100 levels
+            (`tfkd._pickle_scan.MAX_DEPTH`); or if its distinct tensors would take
+            more than twice the bytes of its storages plus 64 MiB.
         pickle.UnpicklingError: if the pickle names a global outside the allow-list.
     """
     path = os.fspath(path)
@@ -184,7 +220,7 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
         records, buffers, byteorder = _read_zip(path)
     else:
         records, buffers, byteorder = _read_legacy(path)
-    return {name: _to_array(path, name, record, buffers, byteorder) for name, record in records}
+    return _arrays(path, records, buffers, byteorder)
 
 
 def _check_hash_in_name(path):
@@ -205,7 +241,7 @@ def _check_hash_in_name(path):
 
 
 def _not_a_checkpoint(path, reason):
-    return ValueError(
+    return CheckpointError(
         f"{path} is not a PyTorch checkpoint of a state dict: {reason}. Received: "
         f"path={path!r}. Accepted: a file written by `torch.save(model.state_dict(), path)`."
     )
@@ -261,11 +297,12 @@ def _read_zip_members(path):
         byteorder = "little"
         if f"{folder}byteorder" in names:
             byteorder = archive.read(f"{folder}byteorder")[:16].decode("ascii").strip()
-        if archive.getinfo(pickles[0]).file_size > budget:
-            raise _not_a_checkpoint(path, "its data.pkl is larger than the file can hold")
-        with archive.open(pickles[0]) as file:
-            state = _unpickle(file, path, load_storage)
-            file.read()  # to the member's end, where the zip checks its CRC
+        # torch stores data.pkl uncompressed: no larger than the file, it takes time
+        # linear in the file's size to check.
+        if archive.getinfo(pickles[0]).file_size > os.path.getsize(path):
+            raise _not_a_checkpoint(path, "its data.pkl is larger than the whole file")
+        pickled = archive.read(pickles[0])  # whole: the zip checks its CRC at the end
+        state = _unpickle(io.BytesIO(pickled), path, load_storage)
     return _tensor_records(path, state), buffers, byteorder
 
 
@@ -328,33 +365,76 @@ def _read_legacy_storage(path, file, roots, key):
 def _tensor_records(path, state):
     if not isinstance(state, dict):
         raise _not_a_checkpoint(path, f"it holds a {type(state).__name__}, not a dict")
+    names = [name for name in state if not isinstance(name, str)]
+    if names:
+        raise _not_a_checkpoint(path, f"the names {names[:5]!r:.200} are not strings")
     not_tensors = [name for name, value in state.items() if not isinstance(value, _TensorRecord)]
     if not_tensors:
         raise _not_a_checkpoint(path, f"the entries {not_tensors[:5]} are not tensors")
     return list(state.items())
 
 
-def _to_array(path, name, record, buffers, byteorder):
+def _arrays(path, records, buffers, byteorder):
+    """The arrays of `records`, one per distinct tensor, checked before any is made."""
+    tensors = {}  # a tensor record is its storage, offset, size and stride: equal, same data
+    for name, record in records:
+        if record not in tensors:
+            tensors[record] = _check_tensor(path, name, record, buffers)
+    claimed = sum(tensors.values())
+    stored = sum(len(buffer) for buffer in buffers.values())
+    if claimed > _OUTPUT_EXPANSION * stored + _OUTPUT_SLACK:
+        raise _not_a_checkpoint(
+            path,
+            f"its tensors claim {claimed} bytes from storages of {stored} bytes (at most "
+            f"{_OUTPUT_EXPANSION} times as many plus {_OUTPUT_SLACK >> 20} MiB are read): "
+            "they name the same bytes over and over",
+        )
+    arrays = {}
+    for record in tensors:
+        arrays[record] = _to_array(record, buffers, byteorder)
+    return {name: arrays[record] for name, record in records}
+
+
+def _check_tensor(path, name, record, buffers):
+    """Checks that `record` lies within its storage; returns its array's bytes."""
     storage = record.storage
     if storage.key not in buffers:
         raise _not_a_checkpoint(path, f"the storage of '{name}' is missing")
-    dtype = storage.dtype.newbyteorder("<" if byteorder == "little" else ">")
-    flat = np.frombuffer(buffers[storage.key], dtype=dtype)
-    flat = flat[storage.offset : storage.offset + storage.numel]
     size, stride = record.size, record.stride
-    if len(size) != len(stride):
-        raise _not_a_checkpoint(path, f"the tensor '{name}' has a size and stride that disagree")
+    if len(size) != len(stride) or len(size) > _MAX_DIMENSIONS:
+        raise _not_a_checkpoint(
+            path,
+            f"the tensor '{name}' has a size and stride that disagree or more than "
+            f"{_MAX_DIMENSIONS} dimensions",
+        )
+    # numpy refuses what takes 2^63 bytes or more even when a size is 0.
+    extent = math.prod(max(n, 1) for n in size) * storage.dtype.itemsize
+    if max(extent, *map(abs, (storage.offset, record.storage_offset, *stride))) >= 1 << 63:
+        raise _not_a_checkpoint(path, f"the tensor '{name}' has sizes past int64's range")
     if any(n == 0 for n in size):
-        return np.zeros(size, dtype=storage.dtype)
-    if math.prod(size) > len(flat):  # a stride-0 view can claim any size
+        return 0
+    whole = len(buffers[storage.key]) // storage.dtype.itemsize
+    available = max(min(storage.offset + storage.numel, whole) - storage.offset, 0)
+    if math.prod(size) > available:  # a stride-0 view can claim any size
         raise _not_a_checkpoint(
             path,
             f"the tensor '{name}' claims {math.prod(size)} elements from a storage of "
-            f"{len(flat)}; broadcast (stride-0) tensors are not read",
+            f"{available}; broadcast (stride-0) tensors are not read",
         )
     last = record.storage_offset + sum((n - 1) * s for n, s in zip(size, stride))
-    if record.storage_offset < 0 or min(stride, default=0) < 0 or last >= len(flat):
+    if min(storage.offset, record.storage_offset, *stride) < 0 or last >= available:
         raise _not_a_checkpoint(path, f"the tensor '{name}' reaches past its storage")
-    strides = [s * dtype.itemsize for s in stride]
+    return math.prod(size) * storage.dtype.itemsize
+
+
+def _to_array(record, buffers, byteorder):
+    storage, size = record.storage, record.size
+    if any(n == 0 for n in size):
+        return np.zeros(size, dtype=storage.dtype)
+    dtype = storage.dtype.newbyteorder("<" if byteorder == "little" else ">")
+    buffer = buffers[storage.key]
+    flat = np.frombuffer(buffer, dtype=dtype, count=len(buffer) // dtype.itemsize)
+    flat = flat[storage.offset : storage.offset + storage.numel]
+    strides = [s * dtype.itemsize for s in record.stride]
     view = np.lib.stride_tricks.as_strided(flat[record.storage_offset :], size, strides)
     return np.array(view, dtype=storage.dtype, order="C")  # ascontiguousarray makes 0-d 1-d
