@@ -83,7 +83,7 @@ def _write_animal_mnist(directory, images, labels=None):
     labels = np.zeros(10, dtype=np.int64) if labels is None else labels
     for name, value in (("animal_data", images), ("animal_label", labels)):
         with gzip.open(folder / f"{name}_version_3.gz", "wb") as file:
-            file.write(pickle.dumps(value, protocol=2))
+            file.write(value if isinstance(value, bytes) else pickle.dumps(value, protocol=2))
     return folder / "animal_data_version_3.gz"
 
 
@@ -120,3 +120,16 @@ def test_a_real_pickle_still_loads(tmp_path):
     labels = np.repeat(np.arange(10), 1000)
     _write_animal_mnist(tmp_path, images, labels)
     assert _load_in_subprocess(tmp_path) == {"outcome": "loaded"}
+
+
+# A dict whose key is a tuple nested a million deep: two bytes per level (TUPLE1), built
+# without recursion, but hashing it as the dict's key overflowed the C stack (a
+# segmentation fault) before the opcodes were checked.
+DEEP_KEY = b"\x80\x02}" + b")" + b"\x85" * 1_000_000 + b"Ns."
+
+
+def test_a_pickle_nested_a_million_deep_is_refused_from_its_opcodes(tmp_path):
+    path = _write_animal_mnist(tmp_path, DEEP_KEY)
+    result = _load_in_subprocess(tmp_path)
+    assert result["outcome"] == "refused", result
+    assert str(path) in result["message"] and "nests" in result["message"]
