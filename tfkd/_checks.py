@@ -64,6 +64,33 @@ def check_keras_model(model):
         )
 
 
+def non_finite_weights(model):
+    """The paths of `model`'s weights (non-trainable ones too: batch-norm statistics, a
+    quantization-aware model's ranges) that hold NaN or infinite values."""
+    import numpy as np
+
+    # `numpy()`, not `keras.ops.convert_to_numpy`, whose call of TensorFlow's `__array__`
+    # warns under numpy 2.
+    return [weight.path for weight in model.weights if not np.all(np.isfinite(weight.numpy()))]
+
+
+def check_finite_weights(model):
+    """A ValueError naming the layers and weights of `model` that hold NaN or infinite
+    values: every file made from them computes NaN, and LiteRT can crash running one."""
+    bad = non_finite_weights(model)
+    if not bad:
+        return
+    layers = sorted({path.split("/")[0] for path in bad})
+    raise ValueError(
+        f"Model {model.name!r} has NaN or infinite weights in layer(s) {layers}, from which "
+        f"no working file can be made. Received: {len(bad)} non-finite variable(s) "
+        f"{shown(bad, 300)}. Training on a batch that holds NaN or inf (or diverging, with "
+        "too high a learning rate) makes weights NaN, and so does the first call of a "
+        "quantization-aware model on such a batch (it sets the ranges). Check the data with "
+        "np.isfinite, then train again from finite weights."
+    )
+
+
 def check_number(
     name,
     value,

@@ -57,6 +57,20 @@ def test_post_training_quantization_reports_its_agreement_without_refusing(tmp_p
     assert agreement["samples"] == 32 and 0.5 <= agreement["top1_agreement"] <= 1.0
 
 
+@pytest.mark.parametrize("quantization", [None, "dynamic", "float16", "int8"])
+def test_nan_weights_are_refused_before_converting(tmp_path, quantization):
+    # Before: a NaN kernel gave dynamic, float16 and int8 files that were written with
+    # top-1 agreement 1.0 (the argmax of NaN is 0 on both sides) and max_abs_diff nan.
+    model = small_cnn(4, "model")
+    kernel, bias = model.get_layer("logits").get_weights()
+    kernel[0, 0] = np.nan
+    model.get_layer("logits").set_weights([kernel, bias])
+    x, _ = random_images(32)
+    with pytest.raises(ValueError, match=r"NaN or infinite weights.*\['logits/kernel'\]"):
+        tfkd.export_tflite(model, tmp_path / "m.tflite", quantization, representative_data=x)
+    assert not (tmp_path / "m.tflite").exists()
+
+
 def test_open_input_sizes_are_checked_on_stand_in_inputs(tmp_path, monkeypatch):
     # Before: a model with an input size left open (None) was exported unchecked.
     inputs = keras.Input((None, None, 1))

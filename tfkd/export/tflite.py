@@ -11,7 +11,7 @@ import keras
 import numpy as np
 
 from tfkd import _atomic, _graph, _kernels
-from tfkd._checks import check_flag
+from tfkd._checks import check_finite_weights, check_flag
 from tfkd._export_options import IO_DTYPES as _IO_DTYPES
 from tfkd._export_options import PER_TENSOR_QUANTIZATIONS, QUANTIZATIONS
 from tfkd.export import _representative, _signature
@@ -98,9 +98,9 @@ def export_tflite(
     Raises:
         TypeError: `model` is not a Keras model (or is a `Distiller`), or `path` not a path.
         ValueError: a bad quantization, io_dtype, `path` (a directory) or calibration data
-            (missing, empty, misshapen or not finite), a model
-            with no input shape and no data to build it on, or a conversion that fails
-            (the message names the op).
+            (missing, empty, misshapen or not finite), a model with NaN or infinite
+            weights (or quantization ranges), a model with no input shape and no data to
+            build it on, or a conversion that fails (the message names the op).
 
     Example:
 
@@ -288,6 +288,8 @@ def _validate(model, quantization, representative_data, io_dtype, sparsity, sele
             f"`model` must be a Keras 3 model. Received: model of type {type(model).__name__}. "
             "Pass a keras.Model (load a saved one with keras.saving.load_model)."
         )
+    # Before any conversion: LiteRT can crash the process running a file made from NaN.
+    check_finite_weights(model)
     if quantization not in QUANTIZATIONS:
         raise ValueError(
             f"`quantization` must be one of {QUANTIZATIONS}. "
