@@ -121,6 +121,28 @@ def test_int8_calibration_keeps_token_ids_integer(tmp_path):
     assert_tflite_agrees(model, lite, ids, tolerance=None, top1=0.9)
 
 
+@pytest.mark.parametrize(
+    "data, error, match",
+    [
+        (np.full((4, 8, 8, 1), 1e300), ValueError, r"256 values too large for float32.*1e\+300"),
+        (
+            np.concatenate([np.zeros((31, 8, 8, 1)), np.full((1, 8, 8, 1), 1e39)]),
+            ValueError,
+            r"64 values too large for float32.*1e\+39",
+        ),
+        (np.full((4, 8, 8, 1), None), TypeError, "of numbers.*dtype object"),
+    ],
+    ids=["huge", "one_huge_sample", "none"],
+)
+def test_calibration_data_float32_cannot_hold_is_refused(tmp_path, data, error, match):
+    # Before: checked for NaN before the cast to the model's float32, so float64 values
+    # beyond 3.4e38 became inf there and the converter crashed the process (SIGSEGV); an
+    # object array of None was cast to NaN and calibrated on.
+    with pytest.raises(error, match=f"`representative_data`.*{match}"):
+        tfkd.export_tflite(small_cnn(4, "m"), tmp_path / "m.tflite", "int8", data)
+    assert not (tmp_path / "m.tflite").exists()
+
+
 def _pruned_cnn():
     model = keras.Sequential(
         [

@@ -96,11 +96,13 @@ def export_tflite(
         An `ExportReport`: bytes, op counts by type and dtype, ops left in float.
 
     Raises:
-        TypeError: `model` is not a Keras model (or is a `Distiller`), or `path` not a path.
+        TypeError: `model` is not a Keras model (or is a `Distiller`), `path` not a path,
+            or the calibration data not numbers (objects, strings).
         ValueError: a bad quantization, io_dtype, `path` (a directory) or calibration data
-            (missing, empty, misshapen or not finite), a model with NaN or infinite
-            weights (or quantization ranges), a model with no input shape and no data to
-            build it on, or a conversion that fails (the message names the op).
+            (missing, empty, misshapen, not finite, or too large for the model's input
+            dtype), a model with NaN or infinite weights (or quantization ranges), a model
+            with no input shape and no data to build it on, or a conversion that fails
+            (the message names the op).
 
     Example:
 
