@@ -183,6 +183,25 @@ def test_evaluate_refuses_labels_of_another_length(tmp_path):
         lite.evaluate(x, np.eye(3)[y])
 
 
+def test_predict_and_evaluate_refuse_nan_inputs(tmp_path):
+    # Before: NaN examples were scored: their argmax (0) counted in the accuracy, and the
+    # loss was nan.
+    x, y = random_images(16)
+    report = tfkd.export_tflite(small_cnn(4, "nan_inputs"), tmp_path / "m.tflite")
+    lite = tfkd.TFLiteModel(report.path)
+    with_nan = x.copy()
+    with_nan[3, 1, 1, 0] = np.nan
+    with pytest.raises(ValueError, match=r"`x` holds 1 NaN or infinite values \(of 1024\)"):
+        lite.predict(with_nan)
+    with pytest.raises(ValueError, match="`x` holds 1 NaN or infinite values"):
+        lite.evaluate(with_nan, y)
+    too_large = x.astype("float64")
+    too_large[0, 0, 0, 0] = 1e39
+    with pytest.raises(ValueError, match=r"`x` holds 1 values too large for float32.*1e\+39"):
+        lite.predict(too_large)
+    assert lite.predict(x).shape == (16, 3)
+
+
 def _confident_softmax_model():
     model = small_cnn(8, "confident", softmax=True)
     layer = model.get_layer("logits")
