@@ -64,6 +64,84 @@ def check_keras_model(model):
         )
 
 
+def check_finite_array(name, value, dtype=None):
+    """`value` as a numpy array of numbers that `dtype` (what it will be cast to, if
+    given) holds finite; raises naming `name` otherwise.
+
+    A `TypeError` for arrays of objects (`None` among numbers casts to NaN), strings or
+    bytes; a `ValueError` for NaN or infinite values, counted, and for finite values too
+    large for a float `dtype`, which the cast would turn to infinity (float64 `1e300` for
+    a float32 input). Integer and bool arrays pass. numpy is imported here, not above:
+    configs are checked without it.
+    """
+    import numpy as np
+
+    array = np.asarray(value)
+    if array.dtype.kind not in "biufc":
+        raise TypeError(
+            f"`{name}` must be an array of numbers (bool, integer or float). Received: "
+            f"{name} of dtype {array.dtype} and shape {array.shape}. Convert it with "
+            f"np.asarray({name}, 'float32'); an object array may hide None or strings."
+        )
+    if array.dtype.kind in "fc":
+        finite = np.isfinite(array)
+        if not finite.all():
+            where = tuple(int(i) for i in np.argwhere(~finite)[0])
+            raise ValueError(
+                f"`{name}` holds {int(np.sum(~finite))} NaN or infinite values (of "
+                f"{array.size}), on which no model computes anything meaningful. Received: "
+                f"{name} with {array[where].item()!r} at index {where}. Pass finite values: "
+                "drop or fill in the examples that hold them."
+            )
+    if dtype is not None and np.dtype(dtype).kind == "f" and array.size:
+        _check_fits(name, array, np.dtype(dtype))
+    return array
+
+
+def _check_fits(name, array, dtype):
+    import numpy as np
+
+    largest = max(abs(array.min().item()), abs(array.max().item()))
+    with np.errstate(over="ignore"):  # the overflow is what is checked
+        if np.isfinite(np.asarray(largest, dtype)):
+            return
+        count = int(np.sum(np.isinf(array.astype(dtype))))
+    limit = float(np.finfo(dtype).max)
+    raise ValueError(
+        f"`{name}` holds {count} values too large for {dtype.name}, which turns them to "
+        f"infinity. Received: {name} of dtype {array.dtype} whose largest magnitude is "
+        f"{largest:.4g} ({dtype.name} holds up to {limit:.4g}). Pass inputs scaled as the "
+        "model was trained on them."
+    )
+
+
+def non_finite_weights(model):
+    """The paths of `model`'s weights (non-trainable ones too: batch-norm statistics, a
+    quantization-aware model's ranges) that hold NaN or infinite values."""
+    import numpy as np
+
+    # `numpy()`, not `keras.ops.convert_to_numpy`, whose call of TensorFlow's `__array__`
+    # warns under numpy 2.
+    return [weight.path for weight in model.weights if not np.all(np.isfinite(weight.numpy()))]
+
+
+def check_finite_weights(model):
+    """A ValueError naming the layers and weights of `model` that hold NaN or infinite
+    values: every file made from them computes NaN, and LiteRT can crash running one."""
+    bad = non_finite_weights(model)
+    if not bad:
+        return
+    layers = sorted({path.split("/")[0] for path in bad})
+    raise ValueError(
+        f"Model {model.name!r} has NaN or infinite weights in layer(s) {layers}, from which "
+        f"no working file can be made. Received: {len(bad)} non-finite variable(s) "
+        f"{shown(bad, 300)}. Training on a batch that holds NaN or inf (or diverging, with "
+        "too high a learning rate) makes weights NaN, and so does the first call of a "
+        "quantization-aware model on such a batch (it sets the ranges). Check the data with "
+        "np.isfinite, then train again from finite weights."
+    )
+
+
 def check_number(
     name,
     value,

@@ -4,9 +4,11 @@ the converter's and the LiteRT quantizer's, measured on held-out Fashion-MNIST i
 import json
 
 import keras
+import numpy as np
 import pytest
 
 import tfkd
+from tests.helpers import random_images, small_cnn
 from tfkd.export import auto
 
 TEACHER = "saved_models/fashion_mnist_cnn_teacher/model.keras"
@@ -69,3 +71,16 @@ def test_the_smallest_file_within_the_budget_is_kept(teacher, tmp_path):
         assert strict["chosen"] == "float32"
     else:
         assert strict["chosen"] == "int4_weight_only"
+
+
+def test_nan_validation_examples_are_refused_before_any_file_is_made(tmp_path):
+    # Before: NaN rows of `x_val` were scored as class 0 in every candidate alike, and one
+    # was chosen on them.
+    x, y = random_images(16)
+    x_val = x.copy()
+    x_val[:4] = np.nan
+    with pytest.raises(ValueError, match=r"`x_val` holds 256 NaN or infinite values"):
+        auto.auto_quantize(
+            small_cnn(4, "m"), tmp_path / "m.tflite", x_val, y, x, candidates=["int8"]
+        )
+    assert not list(tmp_path.iterdir())

@@ -121,6 +121,28 @@ def test_int8_calibration_keeps_token_ids_integer(tmp_path):
     assert_tflite_agrees(model, lite, ids, tolerance=None, top1=0.9)
 
 
+@pytest.mark.parametrize(
+    "data, error, match",
+    [
+        (np.full((4, 8, 8, 1), 1e300), ValueError, r"256 values too large for float32.*1e\+300"),
+        (
+            np.concatenate([np.zeros((31, 8, 8, 1)), np.full((1, 8, 8, 1), 1e39)]),
+            ValueError,
+            r"64 values too large for float32.*1e\+39",
+        ),
+        (np.full((4, 8, 8, 1), None), TypeError, "of numbers.*dtype object"),
+    ],
+    ids=["huge", "one_huge_sample", "none"],
+)
+def test_calibration_data_float32_cannot_hold_is_refused(tmp_path, data, error, match):
+    # Before: checked for NaN before the cast to the model's float32, so float64 values
+    # beyond 3.4e38 became inf there and the converter crashed the process (SIGSEGV); an
+    # object array of None was cast to NaN and calibrated on.
+    with pytest.raises(error, match=f"`representative_data`.*{match}"):
+        tfkd.export_tflite(small_cnn(4, "m"), tmp_path / "m.tflite", "int8", data)
+    assert not (tmp_path / "m.tflite").exists()
+
+
 def _pruned_cnn():
     model = keras.Sequential(
         [
@@ -159,6 +181,25 @@ def test_evaluate_refuses_labels_of_another_length(tmp_path):
         lite.evaluate(x, y[:10])
     with pytest.raises(ValueError, match=r"y of shape \(64, 3\)"):
         lite.evaluate(x, np.eye(3)[y])
+
+
+def test_predict_and_evaluate_refuse_nan_inputs(tmp_path):
+    # Before: NaN examples were scored: their argmax (0) counted in the accuracy, and the
+    # loss was nan.
+    x, y = random_images(16)
+    report = tfkd.export_tflite(small_cnn(4, "nan_inputs"), tmp_path / "m.tflite")
+    lite = tfkd.TFLiteModel(report.path)
+    with_nan = x.copy()
+    with_nan[3, 1, 1, 0] = np.nan
+    with pytest.raises(ValueError, match=r"`x` holds 1 NaN or infinite values \(of 1024\)"):
+        lite.predict(with_nan)
+    with pytest.raises(ValueError, match="`x` holds 1 NaN or infinite values"):
+        lite.evaluate(with_nan, y)
+    too_large = x.astype("float64")
+    too_large[0, 0, 0, 0] = 1e39
+    with pytest.raises(ValueError, match=r"`x` holds 1 values too large for float32.*1e\+39"):
+        lite.predict(too_large)
+    assert lite.predict(x).shape == (16, 3)
 
 
 def _confident_softmax_model():

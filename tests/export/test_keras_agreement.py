@@ -12,16 +12,17 @@ import tfkd
 from tests.helpers import assert_tflite_agrees, random_images, small_cnn
 
 tflite_module = importlib.import_module("tfkd.export.tflite")
+check_module = importlib.import_module("tfkd.export._keras_check")
 
 
 def _disagreeing(monkeypatch, change):
     """Makes the file's outputs, as the check reads them, `change(outputs)`."""
-    run = tflite_module.Runner.run
+    run = check_module.Runner.run
 
     def changed(self, batch):
         return [change(output) for output in run(self, batch)]
 
-    monkeypatch.setattr(tflite_module.Runner, "run", changed)
+    monkeypatch.setattr(check_module.Runner, "run", changed)
 
 
 def test_a_float_file_that_disagrees_is_not_written(tmp_path, monkeypatch):
@@ -55,6 +56,55 @@ def test_post_training_quantization_reports_its_agreement_without_refusing(tmp_p
     report = tfkd.export_tflite(model, tmp_path / "int8.tflite", "int8", representative_data=x)
     agreement = report.keras_agreement
     assert agreement["samples"] == 32 and 0.5 <= agreement["top1_agreement"] <= 1.0
+
+
+@pytest.mark.parametrize("quantization", [None, "dynamic", "float16", "int8"])
+def test_nan_weights_are_refused_before_converting(tmp_path, quantization):
+    # Before: a NaN kernel gave dynamic, float16 and int8 files that were written with
+    # top-1 agreement 1.0 (the argmax of NaN is 0 on both sides) and max_abs_diff nan.
+    model = small_cnn(4, "model")
+    kernel, bias = model.get_layer("logits").get_weights()
+    kernel[0, 0] = np.nan
+    model.get_layer("logits").set_weights([kernel, bias])
+    x, _ = random_images(32)
+    with pytest.raises(ValueError, match=r"NaN or infinite weights.*\['logits/kernel'\]"):
+        tfkd.export_tflite(model, tmp_path / "m.tflite", quantization, representative_data=x)
+    assert not (tmp_path / "m.tflite").exists()
+
+
+@pytest.mark.parametrize("quantization", [None, "dynamic", "float16", "int8"])
+def test_a_file_computing_nan_is_not_written_whatever_the_quantization(
+    tmp_path, monkeypatch, quantization
+):
+    # Before: a post-training quantized file computing NaN was written with its agreement
+    # in the report (top-1 read from argmax 0, max_abs_diff nan).
+    model = small_cnn(4, "model")
+    x, _ = random_images(32)
+    _disagreeing(monkeypatch, lambda output: np.full_like(output, np.nan))
+    path = tmp_path / "m.tflite"
+    mode = quantization or "float32"
+    with pytest.raises(ValueError, match=f"exported {mode} file computes 96 NaN or infinite"):
+        tfkd.export_tflite(model, path, quantization, representative_data=x)
+    assert not path.exists()
+
+
+def test_keras_outputs_that_overflow_are_refused_before_converting(tmp_path, monkeypatch):
+    # Before: inputs near float32's largest value made the Keras outputs inf, and the int8
+    # file was written with top-1 agreement 1.0 and max_abs_diff nan.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8,))
+    hidden = keras.layers.Dense(16, activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3)(hidden), name="overflowing")
+
+    def never(*args, **kwargs):
+        raise AssertionError("converted a model whose outputs are not finite")
+
+    monkeypatch.setattr(importlib.import_module("tfkd.export._convert"), "convert", never)
+    monkeypatch.setattr(tflite_module, "_convert_in_subprocess", never)
+    data = np.full((32, 8), 3e38, "float32")
+    with pytest.raises(ValueError, match="Keras model 'overflowing' computes 96 NaN or inf"):
+        tfkd.export_tflite(model, tmp_path / "m.tflite", "int8", representative_data=data)
+    assert not (tmp_path / "m.tflite").exists()
 
 
 def test_open_input_sizes_are_checked_on_stand_in_inputs(tmp_path, monkeypatch):

@@ -148,6 +148,8 @@ def test_flex_ops_are_refused(exported, tmp_path, monkeypatch):
         ({"arena_margin": -0.1}, ValueError, "arena_margin"),
         ({"arena_limit": 0}, ValueError, "arena_limit"),
         ({"data": np.array(["a", "b"])}, ValueError, "numeric array"),
+        # Before: NaN examples agreed on both interpreters (argmax 0): top-1 1.0.
+        ({"data": np.full((2, 28, 28, 1), np.nan)}, ValueError, "`data` holds 1568 NaN"),
     ],
 )
 def test_bad_arguments_are_named(exported, tmp_path, kwargs, error, match):

@@ -175,6 +175,24 @@ def test_export_refuses_float_modes_and_untrained_ranges(tmp_path):
     assert not (tmp_path / "m.tflite").exists()
 
 
+def test_export_refuses_nan_weights_and_ranges_before_converting(tmp_path):
+    # Before: one NaN in a training batch made the kernels NaN (the loss stayed finite),
+    # and checking the converted file against Keras killed the process (SIGSEGV). A
+    # first call on such a batch set NaN ranges, which export took for ranges never set.
+    x, y = random_images(32)
+    x[3, 2, 2, 0] = np.nan
+    trained = _fit(tfkd.quantize.quantize_aware(small_cnn(4, "m")), x, y, loss=_logits_loss())
+    with pytest.raises(
+        ValueError, match=r"NaN or infinite weights in layer\(s\) \[.*'conv'.*conv/kernel"
+    ):
+        tfkd.export_tflite(trained, tmp_path / "m.tflite", "int8")
+    called = tfkd.quantize.quantize_aware(small_cnn(4, "m"))
+    called(x)
+    with pytest.raises(ValueError, match="NaN or infinite weights.*_quantizer.*/min_value"):
+        tfkd.export_tflite(called, tmp_path / "m.tflite", "int8")
+    assert not (tmp_path / "m.tflite").exists()
+
+
 def test_graph_corner_cases():
     # A BatchNorm whose input is also a model output is not folded (that output would change).
     inputs = keras.Input((8,))

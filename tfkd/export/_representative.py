@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from tfkd._checks import check_finite_array
+
 # Stands for the one input of a model that has none yet (never called): its data must
 # come in batches.
 _UNKNOWN_INPUT = None
@@ -42,21 +44,16 @@ def collect(data, inputs, limit):
 
 
 def _checked(arrays):
-    """`arrays`, refused when they hold no sample, or NaN or infinite values (the converter
-    would calibrate on them without complaint, and leave the layers in float)."""
+    """`arrays`, refused when they hold no sample, objects or strings, or NaN or infinite
+    values (the converter would calibrate on them without complaint, and leave the
+    layers in float)."""
     for array in arrays:
         if array.ndim == 0 or len(array) == 0:
             raise ValueError(
                 "`representative_data` holds no samples. Received: representative_data of "
                 f"shape {array.shape}. Pass a few hundred training inputs."
             )
-        if array.dtype.kind in "fc" and not np.all(np.isfinite(array)):
-            bad = array[~np.isfinite(array)]
-            raise ValueError(
-                f"`representative_data` holds {bad.size} NaN or infinite values, which "
-                f"calibration cannot use. Received: representative_data with {bad[0]!r} "
-                f"among {array.size} values. Pass finite inputs."
-            )
+        check_finite_array("representative_data", array)
     return arrays
 
 
@@ -130,4 +127,7 @@ def _fit(array, model_input):
             f"{expected}. Received: samples of shape {array.shape}. Pass inputs shaped like "
             "the model's: an array of samples, or a dataset of batches."
         )
+    # Finite float64 values can overflow the model's float32 (or float16) input, and the
+    # converter crashes the process calibrating on the infinities.
+    check_finite_array("representative_data", array, model_input.dtype)
     return array.astype(model_input.dtype)

@@ -62,8 +62,9 @@ def auto_quantize(
         `error` for one that could not be made) and `path`.
 
     Raises:
-        ValueError: a bad budget, candidate name or data; no candidate within the budget
-            cannot happen (the float32 file is one).
+        ValueError: a bad budget, candidate name or data (also `x_val` holding NaN or
+            infinite values); no candidate within the budget cannot happen (the float32
+            file is one).
     """
     _checks.check_number("accuracy_budget", accuracy_budget, low=0, high=100)
     _checks.check_number("latency_runs", latency_runs, low=1, integer=True)
@@ -78,6 +79,8 @@ def auto_quantize(
             f"`x_val` and `y_val` must hold as many examples, at least one. Received: "
             f"{len(x_val)} and {len(y_val)}."
         )
+    # Before any candidate is made: NaN examples score as class 0 in every file alike.
+    x_val = _checks.check_finite_array("x_val", x_val)
     if not (hasattr(model, "layers") and hasattr(model, "predict")):
         raise TypeError(f"`model` must be a Keras model. Received: {type(model).__name__}")
     path = pathlib.Path(os.fspath(path))

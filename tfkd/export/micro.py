@@ -57,7 +57,8 @@ def micro_bundle(path, directory, data=None, *, name="model", arena_margin=0.1, 
 
     Raises:
         ValueError: the file has ops TFLM cannot run or that compute in float, the
-            arena exceeds `arena_limit`, or an argument is out of range.
+            arena exceeds `arena_limit`, an argument is out of range, or `data` holds
+            NaN or infinite values.
         ImportError: the `tflite-micro` package is missing.
 
     Example:
@@ -133,7 +134,8 @@ def _checked_data(data):
             "`data` must be a numeric array of examples, one per row. Received: data of "
             f"dtype {array.dtype} and shape {array.shape}."
         )
-    return array
+    # NaN examples give NaN outputs whose argmax (0) agrees on both interpreters.
+    return _checks.check_finite_array("data", array)
 
 
 def _require_tflite_micro():

@@ -98,8 +98,14 @@ class TFLiteModel:
         Returns:
             The float outputs: one array, or a list with one array per output for files
             with several outputs.
+
+        Raises:
+            TypeError: `x` is not numbers (an array of objects or strings).
+            ValueError: `x` holds NaN or infinite values, or values too large for the
+                file's float input.
         """
-        x = self._fit_rank(np.asarray(x))
+        # NaN inputs give NaN outputs whose argmax (0) scores as a prediction.
+        x = self._fit_rank(_checks.check_finite_array("x", x, self._input["dtype"]))
         progress = progress_bar(len(x), verbose)
         batches = []
         for start in range(0, len(x), batch_size):
@@ -131,8 +137,8 @@ class TFLiteModel:
             recall and F1 per class, their averages, the confusion matrix).
 
         Raises:
-            ValueError: `y` does not hold one integer label per sample, or the file has
-                several outputs.
+            ValueError: `y` does not hold one integer label per sample, the file has
+                several outputs, or `x` holds NaN or infinite values (as for `predict`).
         """
         if self.num_outputs != 1:
             raise ValueError(

@@ -11,11 +11,11 @@ import keras
 import numpy as np
 
 from tfkd import _atomic, _graph, _kernels
-from tfkd._checks import check_flag
+from tfkd._checks import check_finite_weights, check_flag
 from tfkd._export_options import IO_DTYPES as _IO_DTYPES
 from tfkd._export_options import PER_TENSOR_QUANTIZATIONS, QUANTIZATIONS
 from tfkd.export import _representative, _signature
-from tfkd.export._interpreter import OPEN_SIZE, Runner
+from tfkd.export._keras_check import CHECK_SAMPLES, check_against_keras, keras_outputs
 from tfkd.export.model import check_verbose
 from tfkd.export.report import ExportReport
 from tfkd.quantize.qat import is_quantized, untrained_quantizers
@@ -23,9 +23,6 @@ from tfkd.quantize.qat import is_quantized, untrained_quantizers
 _SPARSITY = ("auto", True, False)
 # The converter's sparse encoding pays off from about this fraction of zeros.
 _AUTO_SPARSITY = 0.5
-_CHECK_SAMPLES = 32
-_FLOAT_TOLERANCE = 1e-3
-_QAT_MIN_AGREEMENT = 0.9
 
 
 def export_tflite(
@@ -96,11 +93,14 @@ def export_tflite(
         An `ExportReport`: bytes, op counts by type and dtype, ops left in float.
 
     Raises:
-        TypeError: `model` is not a Keras model (or is a `Distiller`), or `path` not a path.
+        TypeError: `model` is not a Keras model (or is a `Distiller`), `path` not a path,
+            or the calibration data not numbers (objects, strings).
         ValueError: a bad quantization, io_dtype, `path` (a directory) or calibration data
-            (missing, empty, misshapen or not finite), a model
-            with no input shape and no data to build it on, or a conversion that fails
-            (the message names the op).
+            (missing, empty, misshapen, not finite, or too large for the model's input
+            dtype), a model with NaN or infinite weights (or quantization ranges), a model
+            with no input shape and no data to build it on, a conversion that fails
+            (the message names the op), or NaN or infinite outputs of the Keras model or
+            the file on the samples they are checked on.
 
     Example:
 
@@ -137,6 +137,8 @@ def export_tflite(
         per_channel=bool(per_channel),
     )
     step = _steps(verbose)
+    # Before the conversion: the converter calibrates on inputs Keras computes NaN from.
+    checked = keras_outputs(model, inputs, samples)
     step(f"Converting {model.name!r} to .tflite ({quantization or 'float32'})")
     if keras.backend.backend() == "tensorflow":
         from tfkd.export import _convert
@@ -145,8 +147,8 @@ def export_tflite(
     else:
         content = _convert_in_subprocess(model, samples, options)
     step(f"Converted: {len(content):,} bytes. Checking the file against the Keras model")
-    agreement = _check_against_keras(
-        model, inputs, content, samples, quantization, quantization_aware=is_quantized(model)
+    agreement = check_against_keras(
+        checked, inputs, content, quantization, quantization_aware=is_quantized(model)
     )
     step(f"Agrees with Keras (top-1 {agreement['top1_agreement']:.3f}). Writing {path}")
     _atomic.write_bytes(path, content)
@@ -160,11 +162,12 @@ def float_with_signature(model, data=None):
     """The float32 `.tflite` bytes of `model` with a `serving_default` signature, checked
     against Keras as `export_tflite` checks its files (for `litert_quantize`). `data`:
     inputs, the first of which builds a model that was never called, and the first
-    `_CHECK_SAMPLES` of which the check runs on (stand-ins without them, which fit no
+    `CHECK_SAMPLES` of which the check runs on (stand-ins without them, which fit no
     model whose float inputs are ids: an `Embedding` never given an integer `Input`)."""
     _validate(model, None, data, "float32", False, False)
     model = _graph.strip_if_wrapped(model)
-    inputs, samples = _inputs_and_samples(model, data, _CHECK_SAMPLES)
+    inputs, samples = _inputs_and_samples(model, data, CHECK_SAMPLES)
+    checked = keras_outputs(model, inputs, samples)
     options = dict(
         quantization=None, io_dtype="float32", sparsity=False, select_tf_ops=False, signature=True
     )
@@ -174,7 +177,7 @@ def float_with_signature(model, data=None):
         content = _convert.convert(model, None, **options)
     else:
         content = _convert_in_subprocess(model, None, options)
-    _check_against_keras(model, inputs, content, samples, None, quantization_aware=False)
+    check_against_keras(checked, inputs, content, None, quantization_aware=False)
     return content
 
 
@@ -206,73 +209,6 @@ def _inputs_and_samples(model, representative_data, limit):
     return inputs, samples
 
 
-def _check_against_keras(model, inputs, content, samples, quantization, quantization_aware):
-    """Runs the converted file next to `model`; a float file must match it.
-
-    Post-training quantized files are expected to differ a little: their agreement goes
-    in the report. A quantization-aware model already computes in int8 steps, so its
-    file must give the same top-1 class on nearly every sample.
-    """
-    # Without samples, stand-in inputs: sizes the model leaves open (a sequence's length,
-    # an image's height and width) take a stand-in size.
-    if samples is None:
-        x = [_check_samples(item) for item in inputs]
-    else:
-        x = [array[:_CHECK_SAMPLES] for array in samples]
-    count = len(x[0])
-    outputs = model.predict(x[0] if len(x) == 1 else x, verbose=0)
-    expected = [np.asarray(output, np.float32) for output in keras.tree.flatten(outputs)]
-    runner = Runner(content)
-    in_file_order = _in_file_order(x, inputs, runner.inputs)
-    received = runner.run(in_file_order[0] if len(x) == 1 else in_file_order)
-    if [a.shape for a in expected] != [b.shape for b in received]:
-        raise ValueError(
-            "The exported model's outputs do not have the Keras model's shapes: "
-            f"{[b.shape for b in received]} vs {[a.shape for a in expected]} on {count} "
-            "samples. The file was not written. Please report this with the model's summary."
-        )
-    difference = max(float(np.max(np.abs(a - b))) for a, b in zip(expected, received))
-    largest = max(float(np.max(np.abs(a))) for a in expected)
-    tolerance = _FLOAT_TOLERANCE * max(1.0, largest)
-    if quantization is None and not difference <= tolerance:
-        raise ValueError(
-            "The exported float32 model disagrees with the Keras model: max absolute "
-            f"difference {difference:.3g} on {count} samples (tolerance {tolerance:.3g}). "
-            "The file was not written. This is a converter problem with one of the model's "
-            "layers; export the layers separately to find it."
-        )
-    agreement = min(
-        float(np.mean(a.argmax(-1) == b.argmax(-1))) for a, b in zip(expected, received)
-    )
-    if quantization_aware and agreement < _QAT_MIN_AGREEMENT:
-        raise ValueError(
-            "The exported int8 model disagrees with the quantization-aware Keras model: "
-            f"top-1 agreement {agreement:.3f} on {count} samples (expected at least "
-            f"{_QAT_MIN_AGREEMENT}). The file was not written. Please report this with the "
-            "model's summary."
-        )
-    return {"samples": count, "top1_agreement": agreement, "max_abs_diff": difference}
-
-
-def _in_file_order(arrays, inputs, file_inputs):
-    """`arrays` (in the model's input order) in the file's, matched by name; the model's
-    order where the names do not all match."""
-    position = {item.name: index for index, item in enumerate(inputs)}
-    names = [details["name"] for details in file_inputs]
-    if sorted(names) != sorted(position):
-        return arrays
-    return [arrays[position[name]] for name in names]
-
-
-def _check_samples(model_input):
-    shape = (_CHECK_SAMPLES, *(OPEN_SIZE if n is None else n for n in model_input.shape))
-    if np.dtype(model_input.dtype).kind in "iub":
-        # Integer inputs (token ids) have no random stand-in that is always valid: 0
-        # is (padding); pass representative_data for a real check.
-        return np.zeros(shape, model_input.dtype)
-    return np.random.default_rng(0).normal(size=shape).astype(model_input.dtype)
-
-
 def _validate(model, quantization, representative_data, io_dtype, sparsity, select_tf_ops):
     # The class itself, from its module: `tfkd.distill.Distiller` may be rebound (a spy).
     from tfkd.distill.distiller import Distiller
@@ -288,6 +224,8 @@ def _validate(model, quantization, representative_data, io_dtype, sparsity, sele
             f"`model` must be a Keras 3 model. Received: model of type {type(model).__name__}. "
             "Pass a keras.Model (load a saved one with keras.saving.load_model)."
         )
+    # Before any conversion: LiteRT can crash the process running a file made from NaN.
+    check_finite_weights(model)
     if quantization not in QUANTIZATIONS:
         raise ValueError(
             f"`quantization` must be one of {QUANTIZATIONS}. "

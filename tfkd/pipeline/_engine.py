@@ -13,7 +13,7 @@ import time
 import keras
 import numpy as np
 
-from tfkd import _graph, _hashing, models
+from tfkd import _checks, _graph, _hashing, models
 from tfkd.distill import UNLABELED, teacher_cache
 from tfkd.distill.propagation import LabelGraph
 from tfkd.export import TFLiteModel
@@ -521,13 +521,7 @@ def _check_finite(model):
     cross-entropy reports a finite loss for NaN logits)."""
     if not isinstance(model, keras.Model):
         return
-    bad = sorted(
-        {
-            weight.path.split("/")[0]
-            for weight in model.weights
-            if not np.all(np.isfinite(keras.ops.convert_to_numpy(weight)))
-        }
-    )
+    bad = sorted({path.split("/")[0] for path in _checks.non_finite_weights(model)})
     if bad:
         raise FloatingPointError(
             f"Training produced non-finite weights in layer(s) {bad}. Check the inputs for "
