@@ -160,3 +160,18 @@ def test_several_inputs_and_outputs_are_checked_in_the_models_order(tmp_path, mo
     with pytest.raises(ValueError, match="float32 model disagrees"):
         tfkd.export_tflite(model, tmp_path / "multi_bad.tflite")
     assert not (tmp_path / "multi_bad.tflite").exists()
+
+
+def test_a_quantized_file_that_mostly_disagrees_on_the_class_is_written_with_a_warning(tmp_path):
+    # One output far below the others stretches the int8 output scale to about 4, and the
+    # other logits (about 0.03) all round to 0: the file's top-1 class is the first one.
+    x = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
+    inputs = keras.Input((8,))
+    dense = keras.layers.Dense(4)
+    model = keras.Model(inputs, dense(inputs))
+    kernel = np.random.default_rng(1).normal(size=(8, 4)).astype("float32") * 0.01
+    dense.set_weights([kernel, np.array([0, 0, 0, -500.0], "float32")])
+    with pytest.warns(UserWarning, match=r"gives the Keras model's top-1 class on 0\.\d+ of 32"):
+        report = tfkd.export_tflite(model, tmp_path / "int8.tflite", "int8", x)
+    assert report.keras_agreement["top1_agreement"] < 0.5  # before: written without a word
+    assert (tmp_path / "int8.tflite").is_file()

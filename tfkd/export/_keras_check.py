@@ -1,6 +1,8 @@
 """The check of an exported `.tflite` file against the Keras model it came from, run before
 the file is written: the same inputs through both, the outputs compared."""
 
+import warnings
+
 import keras
 import numpy as np
 
@@ -87,6 +89,15 @@ def check_against_keras(checked, inputs, content, quantization, quantization_awa
             f"top-1 agreement {agreement:.3f} on {count} samples (expected at least "
             f"{_QAT_MIN_AGREEMENT}). The file was not written. Please report this with the "
             "model's summary."
+        )
+    if quantization is not None and not quantization_aware and agreement < _QAT_MIN_AGREEMENT:
+        warnings.warn(
+            f"The exported {quantization} file gives the Keras model's top-1 class on "
+            f"{agreement:.3f} of {count} samples (max absolute difference {difference:.3g}); "
+            "it is written, with that figure in its report's `keras_agreement`. Measure its "
+            "accuracy (tfkd.TFLiteModel(path).evaluate), calibrate on more representative "
+            "data, or train the model quantization-aware (tfkd.quantize.quantize_aware).",
+            stacklevel=3,
         )
     return {"samples": count, "top1_agreement": agreement, "max_abs_diff": difference}
 

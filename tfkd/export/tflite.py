@@ -150,7 +150,7 @@ def export_tflite(
     agreement = check_against_keras(
         checked, inputs, content, quantization, quantization_aware=is_quantized(model)
     )
-    step(f"Agrees with Keras (top-1 {agreement['top1_agreement']:.3f}). Writing {path}")
+    step(f"Checked: top-1 agreement with Keras {agreement['top1_agreement']:.3f}. Writing {path}")
     _atomic.write_bytes(path, content)
     step("Written")
     report = ExportReport.from_file(path, quantization=quantization)
