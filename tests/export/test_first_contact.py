@@ -181,6 +181,21 @@ def test_evaluate_refuses_labels_of_another_length(tmp_path):
         lite.evaluate(x, y[:10])
     with pytest.raises(ValueError, match=r"y of shape \(64, 3\)"):
         lite.evaluate(x, np.eye(3)[y])
+    # Before: 0.9 was read as class 0, a batch size of -1 returned no output for 64
+    # samples, and "yes" read as from_logits=True.
+    with pytest.raises(TypeError, match=r"y with values that are not whole numbers, e\.g\. \[0\.9"):
+        lite.evaluate(x, np.full(64, 0.9))
+    with pytest.raises(TypeError, match="y with dtype <U1"):
+        lite.evaluate(x, np.array(["a"] * 64))
+    with pytest.raises(ValueError, match="`batch_size` must be a positive integer.*-1"):
+        lite.predict(x, batch_size=-1)
+    with pytest.raises(TypeError, match="`from_logits` must be True or False.*'yes'"):
+        lite.evaluate(x, y, from_logits="yes")
+    import tensorflow as tf
+
+    with pytest.raises(TypeError, match="`x` must be an array of inputs.*np.concatenate"):
+        lite.evaluate(tf.data.Dataset.from_tensor_slices((x, y)).batch(8), None)
+    assert lite.evaluate(x, y.astype("float32"))["accuracy"] == lite.evaluate(x, y)["accuracy"]
 
 
 def test_predict_and_evaluate_refuse_nan_inputs(tmp_path):
@@ -245,3 +260,13 @@ def test_a_file_with_several_outputs_gives_them_all(tmp_path):
     assert lite.compare(model, x)["max_abs_diff"] < 1e-5
     with pytest.raises(ValueError, match="2 outputs.*predict"):
         lite.evaluate(x, np.zeros(20, int))
+
+
+def test_evaluate_on_a_file_with_one_output_unit_says_to_threshold_predict(tmp_path):
+    # Before: "A label or prediction is outside the 1 classes", on labels that were right.
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
+    lite = tfkd.TFLiteModel(tfkd.export_tflite(model, tmp_path / "binary.tflite").path)
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+    with pytest.raises(ValueError, match="one output unit .*Call `predict\\(x\\)` and threshold"):
+        lite.evaluate(x, np.ones(8, "int64"))
+    assert lite.predict(x).shape == (8, 1)

@@ -104,6 +104,8 @@ class TFLiteModel:
             ValueError: `x` holds NaN or infinite values, or values too large for the
                 file's float input.
         """
+        _checks.check_number("batch_size", batch_size, low=1, integer=True)
+        _check_array(x)
         # NaN inputs give NaN outputs whose argmax (0) scores as a prediction.
         x = self._fit_rank(_checks.check_finite_array("x", x, self._input["dtype"]))
         progress = progress_bar(len(x), verbose)
@@ -145,6 +147,15 @@ class TFLiteModel:
                 "`evaluate` scores a classifier with one output. Received: a file with "
                 f"{self.num_outputs} outputs: {self.path!r}. Call `predict(x)`, which returns "
                 "one array per output, and score the outputs you need."
+            )
+        _check_array(x)
+        if from_logits is not None:
+            from_logits = _checks.check_flag("from_logits", from_logits)
+        if int(self._runner.outputs[0]["shape_signature"][-1]) == 1:
+            raise ValueError(
+                "`evaluate` scores a classifier with one score per class, and this file has "
+                f"one output unit (a binary classifier's logit or sigmoid?): {self.path!r}. "
+                "Call `predict(x)` and threshold its output."
             )
         labels = _labels(y, len(x))
         outputs = self.predict(x, batch_size=batch_size, verbose=verbose).astype(np.float64)
@@ -258,6 +269,16 @@ def progress_bar(total, verbose):
     return keras.utils.Progbar(total, verbose=verbose, unit_name="sample")
 
 
+def _check_array(x):
+    """Refuses a dataset or generator for `x`, which `predict` does not iterate."""
+    if hasattr(x, "element_spec") or not hasattr(x, "__len__"):
+        raise TypeError(
+            "`x` must be an array of inputs (numpy, or a list of numbers). Received: x of "
+            f"type {type(x).__name__}. For a tf.data.Dataset of (x, y) batches: "
+            "np.concatenate([x for x, _ in dataset])."
+        )
+
+
 def _labels(y, count):
     labels = np.asarray(y)
     if labels.ndim == 2 and labels.shape[1] == 1:
@@ -267,6 +288,17 @@ def _labels(y, count):
             "`y` must hold one integer class label per sample of `x`. Received: y of shape "
             f"{labels.shape} for {count} samples of x. Pass labels of shape ({count},) "
             "(for one-hot labels, `y.argmax(-1)`)."
+        )
+    floats = labels.dtype.kind == "f"
+    whole = labels.dtype.kind in "iu" or (
+        floats and bool(np.all(np.isfinite(labels) & (labels == np.round(labels))))
+    )
+    if not whole:
+        # Before: float labels were truncated (0.9 read as class 0) and strings failed in int().
+        which = "values that are not whole numbers" if floats else f"dtype {labels.dtype}"
+        raise TypeError(
+            f"`y` must hold integer class labels. Received: y with {which}, e.g. "
+            f"{labels.ravel()[:3].tolist()}. Map them to class ids 0, 1, ... first."
         )
     return labels.astype(np.int64)
 
