@@ -156,6 +156,20 @@ def test_taylor_importance_trains_and_shrinks_a_never_called_sequential():
     )
 
 
+def test_taylor_scores_start_from_the_copied_kernel(tmp_path):
+    model = keras.Sequential([keras.Input((8,)), L.Dense(16, name="hidden"), L.Dense(2)])
+    kernel = model.get_layer("hidden").get_weights()[0]
+    schedule = tfkd.prune.ConstantSparsity(0.5, frequency=1)
+    masked = tfkd.prune.prune_channels(model, schedule, importance="taylor")
+    previous = masked.get_layer("hidden").previous_kernel
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(previous), kernel)
+    masked.save(tmp_path / "masked.keras")
+    hidden = keras.saving.load_model(tmp_path / "masked.keras").get_layer("hidden")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(hidden.previous_kernel), kernel)
+    hidden(np.ones((4, 8), "float32"), training=True)  # a step that changes no weight
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(hidden.taylor_score), 0.0)
+
+
 @pytest.mark.heavy  # on TensorFlow only: 68 s of JAX compiling MobileNetV2
 def test_mobilenet_v2_backbone_shrinks_inside_a_nested_model():
     base = keras.applications.MobileNetV2(

@@ -128,7 +128,7 @@ class ChannelMask(keras.layers.Wrapper):
             self.previous_kernel = self.add_weight(
                 name="previous_kernel", shape=kernel.shape, initializer="zeros", trainable=False
             )
-            self.previous_kernel.assign(kernel)
+            self.restart_taylor()
             self.taylor_score = self.add_weight(
                 name="taylor_score", shape=(kernel.shape[-1],), initializer="zeros", trainable=False
             )
@@ -140,15 +140,22 @@ class ChannelMask(keras.layers.Wrapper):
         outputs = self.layer(inputs, training=training, **kwargs)
         if training:
             if self.role == "producer" and self.importance == "taylor":
-                kernel = ops.convert_to_tensor(self.layer.kernel)
-                self.taylor_score.assign(
-                    self.taylor_score + taylor_step(kernel, self.previous_kernel)
-                )
-                self.previous_kernel.assign(kernel)
+                self._update_taylor_score()
             if self.group.leader is self:
                 self._update_mask()
         mask = ops.convert_to_tensor(self.group.leader.mask)
         return outputs * ops.cast(mask, outputs.dtype)
+
+    def _update_taylor_score(self):
+        kernel = ops.convert_to_tensor(self.layer.kernel)
+        self.taylor_score.assign(self.taylor_score + taylor_step(kernel, self.previous_kernel))
+        self.previous_kernel.assign(kernel)
+
+    def restart_taylor(self):
+        """Starts the `"taylor"` estimate from the kernel the layer holds now: call it
+        after setting the wrapped layer's weights, or the first step scores the change
+        from the kernel the layer was built with."""
+        self.previous_kernel.assign(self.layer.kernel)
 
     def _update_mask(self):
         step = ops.convert_to_tensor(self.pruning_step)
