@@ -97,6 +97,20 @@ def test_global_scope_uses_one_threshold_across_layers():
     assert prune.summary(pruned).sparsity == pytest.approx(0.7, abs=0.005)
 
 
+def test_tied_magnitudes_are_pruned_to_the_asked_sparsity():
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(16, kernel_initializer="ones", name="hidden"),
+            keras.layers.Dense(4, kernel_initializer="ones", name="logits"),
+        ]
+    )
+    for scope in ("layer", "global"):
+        pruned = prune.prune(model, prune.ConstantSparsity(0.5, frequency=1), scope=scope)
+        pruned(np.ones((2, 8), "float32"), training=True)
+        assert prune.summary(pruned).sparsity == 0.5, scope
+
+
 def test_two_of_four_pattern_holds_on_every_pruned_kernel():
     model = keras.Sequential(
         [

@@ -63,6 +63,20 @@ def test_magnitude_mask_at_zero_sparsity_keeps_all():
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(masks.magnitude_mask(weights, 0.0)), 1)
 
 
+def test_magnitude_mask_prunes_the_asked_count_when_magnitudes_tie():
+    ones = keras.ops.convert_to_numpy(masks.magnitude_mask(np.ones((4, 6), "float32"), 0.5))
+    np.testing.assert_array_equal(ones.reshape(-1), [0] * 12 + [1] * 12)  # earlier ones first
+    levels = np.array([0.3, 0.2, 0.1, 0.2, 0.3, 0.2], "float32")
+    mask = keras.ops.convert_to_numpy(masks.magnitude_mask(levels, 0.5))
+    np.testing.assert_array_equal(mask, [1, 0, 0, 0, 1, 1])
+    # What an earlier mask pruned goes first and stays pruned, even when fewer are asked.
+    magnitudes = np.array([0.0, 0.1, 0.2, 0.3, 0.4, 0.5], "float32")
+    earlier = np.array([1, 1, 1, 1, 0, 0], "float32")
+    for sparsity, expected in ((0.5, [0, 1, 1, 1, 0, 0]), (0.2, [1, 1, 1, 1, 0, 0])):
+        mask = masks.magnitude_mask(magnitudes, sparsity, earlier)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(mask), expected)
+
+
 def test_n_of_m_mask_keeps_the_largest_in_each_group_of_input_channels():
     weights = np.random.default_rng(2).normal(size=(3, 3, 8, 5)).astype("float32")
     mask = keras.ops.convert_to_numpy(masks.n_of_m_mask(np.abs(weights), 2, 4))

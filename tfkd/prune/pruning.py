@@ -33,7 +33,7 @@ def prune(model, schedule, *, pattern="unstructured", scope="layer", include=Non
             kernel's input channels (`"2:4"` for XNNPACK and sparse tensor cores).
             Defaults to `"unstructured"`.
         scope: `"layer"` gives every layer the schedule's sparsity; `"global"` uses one
-            magnitude threshold over all selected layers, so layers with many small
+            magnitude ranking over all selected layers, so layers with many small
             weights lose more. Defaults to `"layer"`.
         include: which layers to prune: a list of layer names (or regular expressions
             matching whole names, e.g. `"conv.*"`) and/or layer classes, or a function

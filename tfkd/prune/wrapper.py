@@ -13,7 +13,7 @@ from tfkd.prune import masks, schedules
 
 
 class PruningGroup:
-    """Layers pruned together with one magnitude threshold (`scope="global"`).
+    """Layers pruned together by magnitude, as one set of weights (`scope="global"`).
 
     A model's `PrunedLayer`s share one group. Its config is a name and a size, and
     layers deserialized with the same name join the same group until it is complete,
@@ -36,11 +36,18 @@ class PruningGroup:
         self.size = None if size is None else int(size)
         self.members = []
 
-    def threshold(self, sparsity):
-        magnitudes = [
-            ops.reshape(ops.abs(member.pruned_kernel()), (-1,)) for member in self.members
-        ]
-        return masks.magnitude_threshold(ops.concatenate(magnitudes, axis=0), sparsity)
+    def mask_of(self, member, sparsity):
+        """`member`'s new mask when the group's kernels, together, lose the fraction
+        `sparsity` of their weights, those of smallest magnitude."""
+        magnitudes = [ops.reshape(ops.abs(m.pruned_kernel()), (-1,)) for m in self.members]
+        previous = [ops.reshape(m.mask, (-1,)) for m in self.members]
+        keep = masks.magnitude_mask(
+            ops.concatenate(magnitudes, axis=0), sparsity, ops.concatenate(previous, axis=0)
+        )
+        index = next(i for i, m in enumerate(self.members) if m is member)
+        start = sum(int(magnitude.shape[0]) for magnitude in magnitudes[:index])
+        own = ops.slice(keep, [start], [magnitudes[index].shape[0]])
+        return ops.reshape(own, ops.shape(member.mask))
 
     def get_config(self):
         return {"name": self.name, "size": len(self.members)}
@@ -81,7 +88,7 @@ class PrunedLayer(KernelWrapper):
             `ConstantSparsity`.
         pattern: `"unstructured"` or `"N:M"` (keep N of every M weights along the input
             channels). Defaults to `"unstructured"`.
-        group: a `PruningGroup` shared with other layers for one global threshold, or
+        group: a `PruningGroup` shared with the layers ranked by magnitude together, or
             `None` to prune this layer on its own. Defaults to `None`.
         **kwargs: passed to `keras.layers.Layer`; the name defaults to the layer's.
 
@@ -155,9 +162,8 @@ class PrunedLayer(KernelWrapper):
             structured = masks.n_of_m_mask(magnitudes, n, m)
             return ops.where(sparsity > 0, structured, ops.convert_to_tensor(self.mask))
         if self.group is not None:
-            threshold = self.group.threshold(sparsity)
-            return ops.cast(ops.greater(magnitudes, threshold), magnitudes.dtype)
-        return masks.magnitude_mask(magnitudes, sparsity)
+            return self.group.mask_of(self, sparsity)
+        return masks.magnitude_mask(magnitudes, sparsity, self.mask)
 
     def get_config(self):
         config = super().get_config()
