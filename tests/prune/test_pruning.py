@@ -132,6 +132,27 @@ def test_two_of_four_pattern_holds_on_every_pruned_kernel():
     assert all(row["pattern_ok"] for row in prune.summary(stripped, pattern="2:4").layers)
 
 
+def test_a_schedule_at_odds_with_an_n_of_m_pattern_is_refused():
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, name="dense")])
+    for target in (0.8, 0.2, 0.0):
+        with pytest.raises(ValueError, match=rf"'2:4'.*0\.5.*target_sparsity={target}"):
+            prune.prune(model, prune.ConstantSparsity(target), pattern="2:4")
+    with pytest.raises(ValueError, match="no `target_sparsity` or `end_step`"):
+        prune.PrunedLayer(keras.layers.Dense(4), _Step(), pattern="2:4")
+    assert prune.PrunedLayer(keras.layers.Dense(4), _Step(end_step=9), pattern="2:4").built is False
+    # A layer saved before the check loads with the sparsity its pattern pruned to.
+    config = prune.prune(model, 0.5, pattern="2:4").get_layer("dense").get_config()
+    config["schedule"]["config"]["target_sparsity"] = 0.8
+    with pytest.warns(UserWarning, match="target_sparsity=0.8.*pruned to 0.5"):
+        loaded = prune.PrunedLayer.from_config(config)
+    assert loaded.schedule.target_sparsity == 0.5
+
+
+class _Step(prune.PruningSchedule):
+    def __call__(self, step):
+        return keras.ops.where(step < 5, 0.25, 0.5)
+
+
 def test_strip_gives_plain_layers_with_the_same_outputs(tmp_path):
     x, y = random_images()
     pruned = _trained_copy(prune.prune(small_cnn(8, "s"), 0.6), x, y, epochs=1)

@@ -48,6 +48,12 @@ def test_bad_steps_are_rejected():
         prune.ConstantSparsity(0.5, frequency=0)
 
 
+def test_a_falling_polynomial_decay_is_refused():
+    with pytest.raises(ValueError, match=r"initial_sparsity=0\.6, target_sparsity=0\.1"):
+        prune.PolynomialDecay(0.6, 0.1, begin_step=0, end_step=4)
+    assert prune.PolynomialDecay(0.3, 0.3, begin_step=0, end_step=4).target_sparsity == 0.3
+
+
 def test_magnitude_mask_prunes_exactly_the_smallest():
     weights = np.random.default_rng(0).normal(size=(6, 7, 5)).astype("float32")
     mask = keras.ops.convert_to_numpy(masks.magnitude_mask(np.abs(weights), 0.6))

@@ -7,7 +7,7 @@ from keras import ops
 from tfkd import _checks
 from tfkd.prune import schedules
 from tfkd.prune._channel_graph import DEPTHWISE, PRODUCERS
-from tfkd.prune.wrapper import PruningGroup, _group_joined, _join_group
+from tfkd.prune.wrapper import PruningGroup, _group_joined, _join_group, saved_schedule
 
 IMPORTANCES = _checks.CHANNEL_IMPORTANCES
 
@@ -196,7 +196,7 @@ class ChannelMask(keras.layers.Wrapper):
     def from_config(cls, config):
         config = dict(config)
         layer = keras.saving.deserialize_keras_object(config.pop("layer"))
-        schedule = keras.saving.deserialize_keras_object(config.pop("schedule"))
+        schedule = saved_schedule(config.pop("schedule"))
         group = _join_group(config.pop("group"), config.get("name", layer.name), ChannelGroup)
         wrapper = cls(layer, schedule, group, **config)
         _group_joined(group)

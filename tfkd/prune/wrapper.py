@@ -1,7 +1,10 @@
 """`PrunedLayer`: a layer whose kernel is multiplied by a mask that follows a schedule."""
 
+import copy
+import math
 import numbers
 import uuid
+import warnings
 
 import keras
 import numpy as np
@@ -87,7 +90,9 @@ class PrunedLayer(KernelWrapper):
         schedule: a `tfkd.prune.PruningSchedule`, or a target sparsity for
             `ConstantSparsity`.
         pattern: `"unstructured"` or `"N:M"` (keep N of every M weights along the input
-            channels). Defaults to `"unstructured"`.
+            channels). An N:M pattern fixes the sparsity, `1 - N/M`, and the schedule
+            says when masks update, so the schedule must end at that sparsity.
+            Defaults to `"unstructured"`.
         group: a `PruningGroup` shared with the layers ranked by magnitude together, or
             `None` to prune this layer on its own. Defaults to `None`.
         **kwargs: passed to `keras.layers.Layer`; the name defaults to the layer's.
@@ -111,8 +116,10 @@ class PrunedLayer(KernelWrapper):
                 f"together, or None. Received: group={group!r:.80} of type "
                 f"{type(group).__name__}."
             )
+        schedule = schedules.get(schedule)
+        check_schedule_fits_pattern(schedule, pattern)
         super().__init__(layer, **kwargs)
-        self.schedule = schedules.get(schedule)
+        self.schedule = schedule
         self.pattern = pattern
         self._n_of_m = _checks.parse_pattern(pattern)
         self.group = group
@@ -180,10 +187,58 @@ class PrunedLayer(KernelWrapper):
 
     @classmethod
     def from_config_arguments(cls, config, layer):
-        schedule = keras.saving.deserialize_keras_object(config.pop("schedule"))
+        schedule = saved_schedule(config.pop("schedule"), config.get("pattern", "unstructured"))
         group = config.pop("group", None)
         group = None if group is None else _join_group(group, config.get("name", layer.name))
         return dict(config, schedule=schedule, group=group)
+
+
+def check_schedule_fits_pattern(schedule, pattern):
+    """Raises unless `schedule` ends at the sparsity an N:M `pattern` gives (`1 - N/M`)."""
+    target = schedules.target_sparsity(schedule)
+    received = f"schedule={schedule!r}, " + (
+        "with no `target_sparsity` or `end_step` to read its final sparsity from"
+        if target is None
+        else f"ending at sparsity {target:.4g}"
+    )
+    _checks.check_sparsity_fits_pattern(pattern, target, received)
+
+
+def saved_schedule(serialized, pattern="unstructured"):
+    """The schedule a saved layer prunes by, from its serialized config.
+
+    Layers saved before a falling `PolynomialDecay`, or a target sparsity at odds with
+    an N:M `pattern`, were refused still load, with a warning, holding the schedule
+    they ran: a falling one stayed at its initial sparsity (pruned weights never come
+    back), and a pattern prunes to its own sparsity whatever the target.
+    """
+    serialized = copy.deepcopy(serialized)
+    config = serialized.get("config") if isinstance(serialized, dict) else None
+    key = next((k for k in ("target_sparsity", "final_sparsity") if k in (config or {})), None)
+    if key is not None:
+        _saved_target(config, key, _checks.pattern_sparsity(pattern))
+    return keras.saving.deserialize_keras_object(serialized)
+
+
+def _saved_target(config, key, pattern_sparsity):
+    initial, target = config.get("initial_sparsity", 0.0), config[key]
+    if not (_checks.is_number(target) and _checks.is_number(initial)):
+        return  # the schedule's own check says what is wrong
+    if pattern_sparsity is not None and target > 0:
+        ran, why = pattern_sparsity, "its N:M pattern fixes the sparsity"
+    elif initial > target:
+        ran, why = initial, "it falls, and pruned weights never come back"
+    else:
+        return
+    if not math.isclose(ran, target, abs_tol=1e-4):
+        warnings.warn(
+            f"A saved pruning schedule targets {key}={target!r}, but {why}: it pruned to "
+            f"{ran:.4g}, and loads with {key}={ran:.4g}.",
+            stacklevel=4,
+        )
+        config[key] = ran
+        if "initial_sparsity" in config:
+            config["initial_sparsity"] = min(initial, ran)
 
 
 def check_pattern_fits(layer, pattern):
