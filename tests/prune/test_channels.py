@@ -238,6 +238,24 @@ def test_saved_masked_model_keeps_its_groups_and_exports_shrunk(tmp_path):
     assert _shapes(stripped) == _shapes(shrunk)
 
 
+def test_groups_load_where_nested_models_repeat_layer_names(tmp_path):
+    def block(name):  # both blocks hold layers named "conv" and "bn"
+        layers = [L.Conv2D(8, 3, padding="same", name="conv"), L.BatchNormalization(name="bn")]
+        return keras.Sequential([keras.Input((6, 6, 3)), *layers], name=name)
+
+    inputs = keras.Input((6, 6, 3))
+    joined = L.Add()([block("branch_a")(inputs), block("branch_b")(inputs)])
+    model = keras.Model(inputs, L.Dense(2)(L.GlobalAveragePooling2D()(joined)))
+    x = np.random.default_rng(0).random((8, 6, 6, 3), "float32")
+    masked = tfkd.prune.prune_channels(model, tfkd.prune.ConstantSparsity(0.5, frequency=1))
+    masked(x, training=True)
+    masked.save(tmp_path / "masked.keras")
+    loaded = keras.saving.load_model(tmp_path / "masked.keras")
+    convs = [loaded.get_layer(name).get_layer("conv") for name in ("branch_a", "branch_b")]
+    assert convs[0].group is convs[1].group and len(convs[0].group.members) == 4
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), masked.predict(x, verbose=0))
+
+
 def test_channel_pruned_student_of_a_distiller(tmp_path):
     teacher = keras.Sequential([keras.Input((12, 12, 3)), L.Flatten(), L.Dense(4)])
     x, y = _data()

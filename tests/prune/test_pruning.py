@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import random_images, small_cnn
-from tfkd import _kernels, prune
+from tfkd import _graph, _kernels, prune
 
 
 def _trained_copy(model, x, y, epochs=2, batch_size=32):
@@ -222,6 +222,27 @@ def test_global_group_survives_save_and_load(tmp_path):
     groups = {id(layer.group) for layer in loaded.layers if isinstance(layer, prune.PrunedLayer)}
     assert len(groups) == 1
     assert len(loaded.get_layer("conv").group.members) == 2
+
+
+def test_global_group_survives_save_and_load_with_repeated_names(tmp_path):
+    layers = [keras.layers.Dense(8, name="fc"), keras.layers.Dense(8, name="fc2")]
+    inner = keras.Sequential([keras.Input((4,)), *layers], name="inner")
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="fc")(inner(inputs)))
+    pruned = prune.prune(model, 0.5, scope="global")
+    pruned.save(tmp_path / "g.keras")
+    loaded = keras.saving.load_model(tmp_path / "g.keras")
+    leaves = _graph.leaf_layers(loaded)
+    wrappers = [layer for layer in leaves if isinstance(layer, prune.PrunedLayer)]
+    assert len({id(layer.group) for layer in wrappers}) == 1
+    assert len(wrappers[0].group.members) == 3
+    # Files saved before members saved their position still load, grouped by layer name.
+    config = prune.prune(small_cnn(8, "old"), 0.5, scope="global").get_config()
+    for entry in config["layers"]:
+        if "group" in entry["config"]:
+            assert entry["config"]["group"].pop("member") in (0, 1)
+    old = keras.Model.from_config(config)
+    assert len(old.get_layer("conv").group.members) == 2
 
 
 def test_subclassed_model_error_says_what_to_do():

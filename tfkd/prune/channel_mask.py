@@ -189,7 +189,7 @@ class ChannelMask(keras.layers.Wrapper):
         config = super().get_config()
         config["schedule"] = keras.saving.serialize_keras_object(self.schedule)
         config["importance"] = self.importance
-        config["group"] = self.group.get_config()
+        config["group"] = self.group.member_config(self)
         return config
 
     @classmethod

@@ -19,8 +19,10 @@ class PruningGroup:
     """Layers pruned together by magnitude, as one set of weights (`scope="global"`).
 
     A model's `PrunedLayer`s share one group. Its config is a name and a size, and
-    layers deserialized with the same name join the same group until it is complete,
-    so a loaded or cloned model prunes globally too.
+    each member saves its position in the group with it: layers deserialized with the
+    same name join the same group until it is complete, and a position that has joined
+    already starts another copy, so a loaded or cloned model prunes globally too, even
+    where nested models repeat layer names.
     """
 
     def __init__(self, name=None, size=None):
@@ -55,22 +57,34 @@ class PruningGroup:
     def get_config(self):
         return {"name": self.name, "size": len(self.members)}
 
+    def member_config(self, member):
+        """The config `member` saves: the group's, and the member's position in it."""
+        position = next(i for i, m in enumerate(self.members) if m is member)
+        return {**self.get_config(), "member": position}
 
-# Groups whose layers are being deserialized, by name, until all their members have joined.
+
+# Groups whose layers are being deserialized, by name, until all their members have
+# joined: `{name: (group, the positions, or for older files the layer names, joined)}`.
 _ASSEMBLING = {}
 
 
 def _join_group(config, layer_name, group_class=PruningGroup):
-    group = _ASSEMBLING.get(config["name"])
-    if group is None or any(member.name == layer_name for member in group.members):
-        group = group_class(**config)
-        _ASSEMBLING[config["name"]] = group
+    config = dict(config)
+    member = config.pop("member", None)
+    # Files saved before positions were saved identify members by layer name alone.
+    key = layer_name if member is None else member
+    group, joined = _ASSEMBLING.get(config["name"], (None, set()))
+    if group is None or key in joined:
+        group, joined = group_class(**config), set()
+        _ASSEMBLING[config["name"]] = (group, joined)
+    joined.add(key)
     return group
 
 
 def _group_joined(group):
     if group is not None and group.size is not None and len(group.members) >= group.size:
-        _ASSEMBLING.pop(group.name, None)
+        if _ASSEMBLING.get(group.name, (None,))[0] is group:
+            del _ASSEMBLING[group.name]
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -176,7 +190,7 @@ class PrunedLayer(KernelWrapper):
         config = super().get_config()
         config["schedule"] = keras.saving.serialize_keras_object(self.schedule)
         config["pattern"] = self.pattern
-        config["group"] = None if self.group is None else self.group.get_config()
+        config["group"] = None if self.group is None else self.group.member_config(self)
         return config
 
     @classmethod
