@@ -268,6 +268,30 @@ def parse_pattern(pattern):
     return int(match.group(1)), int(match.group(2))
 
 
+def pattern_sparsity(pattern):
+    """The sparsity an N:M `pattern` gives, `1 - N/M`; None for `"unstructured"`."""
+    n_of_m = parse_pattern(pattern)
+    return None if n_of_m is None else 1 - n_of_m[0] / n_of_m[1]
+
+
+def check_sparsity_fits_pattern(pattern, sparsity, received):
+    """Raises a ValueError unless the target `sparsity` is the N:M `pattern`'s: the
+    pattern fixes the sparsity, and the schedule only says when masks update.
+    `received` is the `name=value` the error shows for `sparsity`."""
+    expected = pattern_sparsity(pattern)
+    if expected is None or (
+        sparsity is not None and math.isclose(sparsity, expected, abs_tol=1e-4)
+    ):
+        return
+    n, m = parse_pattern(pattern)
+    raise ValueError(
+        f"Pattern {pattern!r} keeps {n} of every {m} weights, a sparsity of {expected:.4g}, "
+        "and the schedule only says when masks update, so its target sparsity must be "
+        f"{expected:.4g}. Received: pattern={pattern!r}, {received}. Use a target sparsity of "
+        f"{expected:.4g}, or pattern='unstructured' for another sparsity."
+    )
+
+
 def renamed_arguments(owner, values, kwargs, renamed, stacklevel=4):
     """`values` (`{current name: value}`) with each deprecated name of `renamed`
     (`{old: current}`) that `kwargs` holds popped and moved to its current name, with a

@@ -319,6 +319,13 @@ CASES = [
     Case(Prune, lambda: Prune(target_sparsity=1.0), ValueError, "target_sparsity", "=1.0"),
     Case(Prune, lambda: Prune(target_sparsity="half"), TypeError, "target_sparsity", "'half'"),
     Case(Prune, lambda: Prune(pattern="4:2"), ValueError, "pattern", "'4:2'"),
+    Case(
+        Prune,
+        lambda: Prune(target_sparsity=0.8, pattern="2:4"),
+        ValueError,
+        "target_sparsity",
+        "target_sparsity=0.8",
+    ),
     Case(Prune, lambda: Prune(exclude="conv1"), TypeError, "exclude", "'conv1'"),
     Case(Prune, lambda: Prune(exclude=["conv("]), ValueError, "exclude", "'conv('"),
     Case(QuantizeAware, lambda: QuantizeAware(epochs=1.5), TypeError, "epochs", "1.5"),

@@ -65,7 +65,11 @@ def test_exclude_takes_names_and_regular_expressions(data, tmp_path):
 @pytest.mark.parametrize(
     "prune, argument, message",
     [
-        (Prune(pattern="1:3"), "pattern", "Nothing to prune: pattern '1:3' fits none"),
+        (
+            Prune(target_sparsity=0.6667, pattern="1:3"),
+            "pattern",
+            "Nothing to prune: pattern '1:3' fits none",
+        ),
         (Prune(exclude=["conv9"]), "exclude", "`exclude` matches no layer"),
         (Prune(exclude=[".*"]), "exclude", "Nothing to prune"),
     ],
@@ -105,6 +109,7 @@ def test_from_a_config_it_is_a_config_error_at_the_key(tmp_path):
               - {stage: train, name: scratch, model: {architecture: cnn, filters: [8, 16]}}
               - stage: prune
                 pattern: "1:3"
+                target_sparsity: 0.6667
             """
         )
     )

@@ -156,6 +156,20 @@ def test_taylor_importance_trains_and_shrinks_a_never_called_sequential():
     )
 
 
+def test_taylor_scores_start_from_the_copied_kernel(tmp_path):
+    model = keras.Sequential([keras.Input((8,)), L.Dense(16, name="hidden"), L.Dense(2)])
+    kernel = model.get_layer("hidden").get_weights()[0]
+    schedule = tfkd.prune.ConstantSparsity(0.5, frequency=1)
+    masked = tfkd.prune.prune_channels(model, schedule, importance="taylor")
+    previous = masked.get_layer("hidden").previous_kernel
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(previous), kernel)
+    masked.save(tmp_path / "masked.keras")
+    hidden = keras.saving.load_model(tmp_path / "masked.keras").get_layer("hidden")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(hidden.previous_kernel), kernel)
+    hidden(np.ones((4, 8), "float32"), training=True)  # a step that changes no weight
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(hidden.taylor_score), 0.0)
+
+
 @pytest.mark.heavy  # on TensorFlow only: 68 s of JAX compiling MobileNetV2
 def test_mobilenet_v2_backbone_shrinks_inside_a_nested_model():
     base = keras.applications.MobileNetV2(
@@ -222,6 +236,24 @@ def test_saved_masked_model_keeps_its_groups_and_exports_shrunk(tmp_path):
     assert_tflite_agrees(shrunk, tflite, x)
     stripped = tfkd.prune.strip(masked)
     assert _shapes(stripped) == _shapes(shrunk)
+
+
+def test_groups_load_where_nested_models_repeat_layer_names(tmp_path):
+    def block(name):  # both blocks hold layers named "conv" and "bn"
+        layers = [L.Conv2D(8, 3, padding="same", name="conv"), L.BatchNormalization(name="bn")]
+        return keras.Sequential([keras.Input((6, 6, 3)), *layers], name=name)
+
+    inputs = keras.Input((6, 6, 3))
+    joined = L.Add()([block("branch_a")(inputs), block("branch_b")(inputs)])
+    model = keras.Model(inputs, L.Dense(2)(L.GlobalAveragePooling2D()(joined)))
+    x = np.random.default_rng(0).random((8, 6, 6, 3), "float32")
+    masked = tfkd.prune.prune_channels(model, tfkd.prune.ConstantSparsity(0.5, frequency=1))
+    masked(x, training=True)
+    masked.save(tmp_path / "masked.keras")
+    loaded = keras.saving.load_model(tmp_path / "masked.keras")
+    convs = [loaded.get_layer(name).get_layer("conv") for name in ("branch_a", "branch_b")]
+    assert convs[0].group is convs[1].group and len(convs[0].group.members) == 4
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), masked.predict(x, verbose=0))
 
 
 def test_channel_pruned_student_of_a_distiller(tmp_path):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import random_images, small_cnn
-from tfkd import _kernels, prune
+from tfkd import _graph, _kernels, prune
 
 
 def _trained_copy(model, x, y, epochs=2, batch_size=32):
@@ -97,6 +97,20 @@ def test_global_scope_uses_one_threshold_across_layers():
     assert prune.summary(pruned).sparsity == pytest.approx(0.7, abs=0.005)
 
 
+def test_tied_magnitudes_are_pruned_to_the_asked_sparsity():
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(16, kernel_initializer="ones", name="hidden"),
+            keras.layers.Dense(4, kernel_initializer="ones", name="logits"),
+        ]
+    )
+    for scope in ("layer", "global"):
+        pruned = prune.prune(model, prune.ConstantSparsity(0.5, frequency=1), scope=scope)
+        pruned(np.ones((2, 8), "float32"), training=True)
+        assert prune.summary(pruned).sparsity == 0.5, scope
+
+
 def test_two_of_four_pattern_holds_on_every_pruned_kernel():
     model = keras.Sequential(
         [
@@ -116,6 +130,27 @@ def test_two_of_four_pattern_holds_on_every_pruned_kernel():
     assert summary.sparsity == pytest.approx(0.5)
     stripped = prune.strip(pruned)
     assert all(row["pattern_ok"] for row in prune.summary(stripped, pattern="2:4").layers)
+
+
+def test_a_schedule_at_odds_with_an_n_of_m_pattern_is_refused():
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, name="dense")])
+    for target in (0.8, 0.2, 0.0):
+        with pytest.raises(ValueError, match=rf"'2:4'.*0\.5.*target_sparsity={target}"):
+            prune.prune(model, prune.ConstantSparsity(target), pattern="2:4")
+    with pytest.raises(ValueError, match="no `target_sparsity` or `end_step`"):
+        prune.PrunedLayer(keras.layers.Dense(4), _Step(), pattern="2:4")
+    assert prune.PrunedLayer(keras.layers.Dense(4), _Step(end_step=9), pattern="2:4").built is False
+    # A layer saved before the check loads with the sparsity its pattern pruned to.
+    config = prune.prune(model, 0.5, pattern="2:4").get_layer("dense").get_config()
+    config["schedule"]["config"]["target_sparsity"] = 0.8
+    with pytest.warns(UserWarning, match="target_sparsity=0.8.*pruned to 0.5"):
+        loaded = prune.PrunedLayer.from_config(config)
+    assert loaded.schedule.target_sparsity == 0.5
+
+
+class _Step(prune.PruningSchedule):
+    def __call__(self, step):
+        return keras.ops.where(step < 5, 0.25, 0.5)
 
 
 def test_strip_gives_plain_layers_with_the_same_outputs(tmp_path):
@@ -187,6 +222,27 @@ def test_global_group_survives_save_and_load(tmp_path):
     groups = {id(layer.group) for layer in loaded.layers if isinstance(layer, prune.PrunedLayer)}
     assert len(groups) == 1
     assert len(loaded.get_layer("conv").group.members) == 2
+
+
+def test_global_group_survives_save_and_load_with_repeated_names(tmp_path):
+    layers = [keras.layers.Dense(8, name="fc"), keras.layers.Dense(8, name="fc2")]
+    inner = keras.Sequential([keras.Input((4,)), *layers], name="inner")
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="fc")(inner(inputs)))
+    pruned = prune.prune(model, 0.5, scope="global")
+    pruned.save(tmp_path / "g.keras")
+    loaded = keras.saving.load_model(tmp_path / "g.keras")
+    leaves = _graph.leaf_layers(loaded)
+    wrappers = [layer for layer in leaves if isinstance(layer, prune.PrunedLayer)]
+    assert len({id(layer.group) for layer in wrappers}) == 1
+    assert len(wrappers[0].group.members) == 3
+    # Files saved before members saved their position still load, grouped by layer name.
+    config = prune.prune(small_cnn(8, "old"), 0.5, scope="global").get_config()
+    for entry in config["layers"]:
+        if "group" in entry["config"]:
+            assert entry["config"]["group"].pop("member") in (0, 1)
+    old = keras.Model.from_config(config)
+    assert len(old.get_layer("conv").group.members) == 2
 
 
 def test_subclassed_model_error_says_what_to_do():

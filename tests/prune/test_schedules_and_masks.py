@@ -48,6 +48,12 @@ def test_bad_steps_are_rejected():
         prune.ConstantSparsity(0.5, frequency=0)
 
 
+def test_a_falling_polynomial_decay_is_refused():
+    with pytest.raises(ValueError, match=r"initial_sparsity=0\.6, target_sparsity=0\.1"):
+        prune.PolynomialDecay(0.6, 0.1, begin_step=0, end_step=4)
+    assert prune.PolynomialDecay(0.3, 0.3, begin_step=0, end_step=4).target_sparsity == 0.3
+
+
 def test_magnitude_mask_prunes_exactly_the_smallest():
     weights = np.random.default_rng(0).normal(size=(6, 7, 5)).astype("float32")
     mask = keras.ops.convert_to_numpy(masks.magnitude_mask(np.abs(weights), 0.6))
@@ -61,6 +67,20 @@ def test_magnitude_mask_prunes_exactly_the_smallest():
 def test_magnitude_mask_at_zero_sparsity_keeps_all():
     weights = np.abs(np.random.default_rng(1).normal(size=(4, 4))).astype("float32")
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(masks.magnitude_mask(weights, 0.0)), 1)
+
+
+def test_magnitude_mask_prunes_the_asked_count_when_magnitudes_tie():
+    ones = keras.ops.convert_to_numpy(masks.magnitude_mask(np.ones((4, 6), "float32"), 0.5))
+    np.testing.assert_array_equal(ones.reshape(-1), [0] * 12 + [1] * 12)  # earlier ones first
+    levels = np.array([0.3, 0.2, 0.1, 0.2, 0.3, 0.2], "float32")
+    mask = keras.ops.convert_to_numpy(masks.magnitude_mask(levels, 0.5))
+    np.testing.assert_array_equal(mask, [1, 0, 0, 0, 1, 1])
+    # What an earlier mask pruned goes first and stays pruned, even when fewer are asked.
+    magnitudes = np.array([0.0, 0.1, 0.2, 0.3, 0.4, 0.5], "float32")
+    earlier = np.array([1, 1, 1, 1, 0, 0], "float32")
+    for sparsity, expected in ((0.5, [0, 1, 1, 1, 0, 0]), (0.2, [1, 1, 1, 1, 0, 0])):
+        mask = masks.magnitude_mask(magnitudes, sparsity, earlier)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(mask), expected)
 
 
 def test_n_of_m_mask_keeps_the_largest_in_each_group_of_input_channels():

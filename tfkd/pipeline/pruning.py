@@ -36,7 +36,8 @@ class Prune(_Training):
         target_sparsity: fraction of each pruned kernel set to zero (the name of
             `tfkd.prune`'s schedules; `sparsity`, its former name, is still read).
             Defaults to `0.5`.
-        pattern: `"unstructured"` or `"N:M"` (see `tfkd.prune.prune`).
+        pattern: `"unstructured"` or `"N:M"` (see `tfkd.prune.prune`); an N:M pattern
+            needs `target_sparsity` to be its own, `1 - N/M` (0.5 for `"2:4"`).
             Defaults to `"unstructured"`.
         exclude: layers to leave dense: a list of layer names or regular expressions
             that match whole names (`"conv1"`, `"conv.*"`). Defaults to `None`.
@@ -68,6 +69,12 @@ class Prune(_Training):
                 ValueError if valid else TypeError,
             )
         _check_pattern(pattern)
+        try:
+            _checks.check_sparsity_fits_pattern(
+                pattern, target_sparsity, f"target_sparsity={target_sparsity!r}"
+            )
+        except ValueError as error:
+            raise invalid_argument("target_sparsity", str(error)) from None
         _check_exclude(exclude)
         self.target_sparsity, self.pattern = float(target_sparsity), pattern
         self.exclude = None if exclude is None else list(exclude)

@@ -7,7 +7,7 @@ from keras import ops
 from tfkd import _checks
 from tfkd.prune import schedules
 from tfkd.prune._channel_graph import DEPTHWISE, PRODUCERS
-from tfkd.prune.wrapper import PruningGroup, _group_joined, _join_group
+from tfkd.prune.wrapper import PruningGroup, _group_joined, _join_group, saved_schedule
 
 IMPORTANCES = _checks.CHANNEL_IMPORTANCES
 
@@ -128,7 +128,7 @@ class ChannelMask(keras.layers.Wrapper):
             self.previous_kernel = self.add_weight(
                 name="previous_kernel", shape=kernel.shape, initializer="zeros", trainable=False
             )
-            self.previous_kernel.assign(kernel)
+            self.restart_taylor()
             self.taylor_score = self.add_weight(
                 name="taylor_score", shape=(kernel.shape[-1],), initializer="zeros", trainable=False
             )
@@ -140,15 +140,22 @@ class ChannelMask(keras.layers.Wrapper):
         outputs = self.layer(inputs, training=training, **kwargs)
         if training:
             if self.role == "producer" and self.importance == "taylor":
-                kernel = ops.convert_to_tensor(self.layer.kernel)
-                self.taylor_score.assign(
-                    self.taylor_score + taylor_step(kernel, self.previous_kernel)
-                )
-                self.previous_kernel.assign(kernel)
+                self._update_taylor_score()
             if self.group.leader is self:
                 self._update_mask()
         mask = ops.convert_to_tensor(self.group.leader.mask)
         return outputs * ops.cast(mask, outputs.dtype)
+
+    def _update_taylor_score(self):
+        kernel = ops.convert_to_tensor(self.layer.kernel)
+        self.taylor_score.assign(self.taylor_score + taylor_step(kernel, self.previous_kernel))
+        self.previous_kernel.assign(kernel)
+
+    def restart_taylor(self):
+        """Starts the `"taylor"` estimate from the kernel the layer holds now: call it
+        after setting the wrapped layer's weights, or the first step scores the change
+        from the kernel the layer was built with."""
+        self.previous_kernel.assign(self.layer.kernel)
 
     def _update_mask(self):
         step = ops.convert_to_tensor(self.pruning_step)
@@ -182,14 +189,14 @@ class ChannelMask(keras.layers.Wrapper):
         config = super().get_config()
         config["schedule"] = keras.saving.serialize_keras_object(self.schedule)
         config["importance"] = self.importance
-        config["group"] = self.group.get_config()
+        config["group"] = self.group.member_config(self)
         return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
         layer = keras.saving.deserialize_keras_object(config.pop("layer"))
-        schedule = keras.saving.deserialize_keras_object(config.pop("schedule"))
+        schedule = saved_schedule(config.pop("schedule"))
         group = _join_group(config.pop("group"), config.get("name", layer.name), ChannelGroup)
         wrapper = cls(layer, schedule, group, **config)
         _group_joined(group)

@@ -126,7 +126,7 @@ def prune_channels(model, schedule, *, importance="l1", include=None, exclude=No
         if id(layer) not in groups:
             return None
         wrapper = ChannelMask(_graph.copy_layer(layer), schedule, groups[id(layer)], importance)
-        return wrapper, lambda new, old=layer: new.layer.set_weights(old.get_weights())
+        return wrapper, lambda new, old=layer: _copy_weights(new, old)
 
     return _graph.rebuild(model, transform)
 
@@ -188,6 +188,14 @@ def shrink(model, sparsity=None, *, importance="l1", include=None, exclude=None)
     else:
         kept = _kept_by_importance(model, graph, sparsity, importance, include, exclude)
     return _graph.rebuild(model, lambda layer: _shrunk(graph, kept, layer))
+
+
+def _copy_weights(wrapper, layer):
+    """Gives `wrapper`'s layer the weights of `layer`, the Taylor estimate's start too
+    (built before the copy, it started from the random initial kernel)."""
+    wrapper.layer.set_weights(layer.get_weights())
+    if hasattr(wrapper, "previous_kernel"):
+        wrapper.restart_taylor()
 
 
 def _unwrap(layer):

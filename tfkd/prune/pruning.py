@@ -8,7 +8,12 @@ import numpy as np
 
 from tfkd import _checks, _graph, _kernels
 from tfkd.prune import schedules
-from tfkd.prune.wrapper import PrunedLayer, PruningGroup, check_pattern_fits
+from tfkd.prune.wrapper import (
+    PrunedLayer,
+    PruningGroup,
+    check_pattern_fits,
+    check_schedule_fits_pattern,
+)
 
 _SCOPES = ("layer", "global")
 _SUBCLASSED_FIX = (
@@ -30,10 +35,12 @@ def prune(model, schedule, *, pattern="unstructured", scope="layer", include=Non
         schedule: a `tfkd.prune.PruningSchedule`, or a target sparsity in [0, 1) for
             `ConstantSparsity(sparsity)`.
         pattern: `"unstructured"`, or `"N:M"` to keep N of every M weights along each
-            kernel's input channels (`"2:4"` for XNNPACK and sparse tensor cores).
-            Defaults to `"unstructured"`.
+            kernel's input channels (`"2:4"` for XNNPACK and sparse tensor cores). The
+            pattern fixes the sparsity, `1 - N/M`, so `schedule` must end at it (0.5
+            for `"2:4"`); the schedule says when masks update. Defaults to
+            `"unstructured"`.
         scope: `"layer"` gives every layer the schedule's sparsity; `"global"` uses one
-            magnitude threshold over all selected layers, so layers with many small
+            magnitude ranking over all selected layers, so layers with many small
             weights lose more. Defaults to `"layer"`.
         include: which layers to prune: a list of layer names (or regular expressions
             matching whole names, e.g. `"conv.*"`) and/or layer classes, or a function
@@ -46,8 +53,9 @@ def prune(model, schedule, *, pattern="unstructured", scope="layer", include=Non
     Raises:
         TypeError: `model` is not a Sequential or functional model, or an included layer
             cannot be pruned.
-        ValueError: a bad schedule, pattern or scope, a layer name that does not exist,
-            a pattern that does not fit a layer, or nothing to prune.
+        ValueError: a bad schedule, pattern or scope, a schedule that ends at another
+            sparsity than an N:M pattern's, a layer name that does not exist, a pattern
+            that does not fit a layer, or nothing to prune.
 
     Example:
 
@@ -62,6 +70,7 @@ def prune(model, schedule, *, pattern="unstructured", scope="layer", include=Non
     _graph.require_graph_model(model, "tfkd.prune.prune", _SUBCLASSED_FIX)
     schedule = schedules.get(schedule)
     n_of_m = _checks.parse_pattern(pattern)
+    check_schedule_fits_pattern(schedule, pattern)
     if scope not in _SCOPES:
         raise ValueError(f"`scope` must be one of {_SCOPES}. Received: scope={scope!r}.")
     if scope == "global" and n_of_m is not None:

@@ -140,7 +140,8 @@ class PolynomialDecay(PruningSchedule):
     (saved configs hold it), with a `DeprecationWarning`.
 
     Args:
-        initial_sparsity: sparsity at `begin_step`, in [0, 1).
+        initial_sparsity: sparsity at `begin_step`, in [0, 1); at most
+            `target_sparsity` (pruned weights never come back).
         target_sparsity: sparsity at and after `end_step`, in [0, 1).
         begin_step: step at which pruning starts. Defaults to `0`.
         end_step: step at which `target_sparsity` is reached; must be > `begin_step`.
@@ -183,6 +184,14 @@ class PolynomialDecay(PruningSchedule):
             )
         self.initial_sparsity = _check_sparsity("initial_sparsity", initial_sparsity)
         self.target_sparsity = _check_sparsity("target_sparsity", target_sparsity)
+        if self.initial_sparsity > self.target_sparsity:
+            raise ValueError(
+                "PolynomialDecay needs `initial_sparsity` <= `target_sparsity`: pruned weights "
+                "never come back, so a falling schedule would stay at its initial sparsity. "
+                f"Received: initial_sparsity={initial_sparsity!r}, "
+                f"target_sparsity={target_sparsity!r}. Swap them, or use "
+                "ConstantSparsity(target_sparsity) for one sparsity."
+            )
         if not _checks.is_number(power) or not math.isfinite(power) or power <= 0:
             raise ValueError(f"`power` must be a finite number > 0. Received: power={power!r}.")
         self.power = int(power) if isinstance(power, numbers.Integral) else float(power)
@@ -214,6 +223,17 @@ class PolynomialDecay(PruningSchedule):
             "power": self.power,
             "frequency": config["frequency"],
         }
+
+
+def target_sparsity(schedule):
+    """The sparsity `schedule` ends at: its `target_sparsity`, or else its value at its
+    `end_step`; None when it says neither."""
+    target = getattr(schedule, "target_sparsity", None)
+    if _checks.is_number(target):
+        return float(target)
+    if schedule.end_step is not None:
+        return float(ops.convert_to_numpy(schedule(schedule.end_step)))
+    return None
 
 
 def get(identifier):

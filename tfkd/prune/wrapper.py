@@ -1,7 +1,10 @@
 """`PrunedLayer`: a layer whose kernel is multiplied by a mask that follows a schedule."""
 
+import copy
+import math
 import numbers
 import uuid
+import warnings
 
 import keras
 import numpy as np
@@ -13,11 +16,13 @@ from tfkd.prune import masks, schedules
 
 
 class PruningGroup:
-    """Layers pruned together with one magnitude threshold (`scope="global"`).
+    """Layers pruned together by magnitude, as one set of weights (`scope="global"`).
 
     A model's `PrunedLayer`s share one group. Its config is a name and a size, and
-    layers deserialized with the same name join the same group until it is complete,
-    so a loaded or cloned model prunes globally too.
+    each member saves its position in the group with it: layers deserialized with the
+    same name join the same group until it is complete, and a position that has joined
+    already starts another copy, so a loaded or cloned model prunes globally too, even
+    where nested models repeat layer names.
     """
 
     def __init__(self, name=None, size=None):
@@ -36,31 +41,50 @@ class PruningGroup:
         self.size = None if size is None else int(size)
         self.members = []
 
-    def threshold(self, sparsity):
-        magnitudes = [
-            ops.reshape(ops.abs(member.pruned_kernel()), (-1,)) for member in self.members
-        ]
-        return masks.magnitude_threshold(ops.concatenate(magnitudes, axis=0), sparsity)
+    def mask_of(self, member, sparsity):
+        """`member`'s new mask when the group's kernels, together, lose the fraction
+        `sparsity` of their weights, those of smallest magnitude."""
+        magnitudes = [ops.reshape(ops.abs(m.pruned_kernel()), (-1,)) for m in self.members]
+        previous = [ops.reshape(m.mask, (-1,)) for m in self.members]
+        keep = masks.magnitude_mask(
+            ops.concatenate(magnitudes, axis=0), sparsity, ops.concatenate(previous, axis=0)
+        )
+        index = next(i for i, m in enumerate(self.members) if m is member)
+        start = sum(int(magnitude.shape[0]) for magnitude in magnitudes[:index])
+        own = ops.slice(keep, [start], [magnitudes[index].shape[0]])
+        return ops.reshape(own, ops.shape(member.mask))
 
     def get_config(self):
         return {"name": self.name, "size": len(self.members)}
 
+    def member_config(self, member):
+        """The config `member` saves: the group's, and the member's position in it."""
+        position = next(i for i, m in enumerate(self.members) if m is member)
+        return {**self.get_config(), "member": position}
 
-# Groups whose layers are being deserialized, by name, until all their members have joined.
+
+# Groups whose layers are being deserialized, by name, until all their members have
+# joined: `{name: (group, the positions, or for older files the layer names, joined)}`.
 _ASSEMBLING = {}
 
 
 def _join_group(config, layer_name, group_class=PruningGroup):
-    group = _ASSEMBLING.get(config["name"])
-    if group is None or any(member.name == layer_name for member in group.members):
-        group = group_class(**config)
-        _ASSEMBLING[config["name"]] = group
+    config = dict(config)
+    member = config.pop("member", None)
+    # Files saved before positions were saved identify members by layer name alone.
+    key = layer_name if member is None else member
+    group, joined = _ASSEMBLING.get(config["name"], (None, set()))
+    if group is None or key in joined:
+        group, joined = group_class(**config), set()
+        _ASSEMBLING[config["name"]] = (group, joined)
+    joined.add(key)
     return group
 
 
 def _group_joined(group):
     if group is not None and group.size is not None and len(group.members) >= group.size:
-        _ASSEMBLING.pop(group.name, None)
+        if _ASSEMBLING.get(group.name, (None,))[0] is group:
+            del _ASSEMBLING[group.name]
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -80,8 +104,10 @@ class PrunedLayer(KernelWrapper):
         schedule: a `tfkd.prune.PruningSchedule`, or a target sparsity for
             `ConstantSparsity`.
         pattern: `"unstructured"` or `"N:M"` (keep N of every M weights along the input
-            channels). Defaults to `"unstructured"`.
-        group: a `PruningGroup` shared with other layers for one global threshold, or
+            channels). An N:M pattern fixes the sparsity, `1 - N/M`, and the schedule
+            says when masks update, so the schedule must end at that sparsity.
+            Defaults to `"unstructured"`.
+        group: a `PruningGroup` shared with the layers ranked by magnitude together, or
             `None` to prune this layer on its own. Defaults to `None`.
         **kwargs: passed to `keras.layers.Layer`; the name defaults to the layer's.
 
@@ -104,8 +130,10 @@ class PrunedLayer(KernelWrapper):
                 f"together, or None. Received: group={group!r:.80} of type "
                 f"{type(group).__name__}."
             )
+        schedule = schedules.get(schedule)
+        check_schedule_fits_pattern(schedule, pattern)
         super().__init__(layer, **kwargs)
-        self.schedule = schedules.get(schedule)
+        self.schedule = schedule
         self.pattern = pattern
         self._n_of_m = _checks.parse_pattern(pattern)
         self.group = group
@@ -155,15 +183,14 @@ class PrunedLayer(KernelWrapper):
             structured = masks.n_of_m_mask(magnitudes, n, m)
             return ops.where(sparsity > 0, structured, ops.convert_to_tensor(self.mask))
         if self.group is not None:
-            threshold = self.group.threshold(sparsity)
-            return ops.cast(ops.greater(magnitudes, threshold), magnitudes.dtype)
-        return masks.magnitude_mask(magnitudes, sparsity)
+            return self.group.mask_of(self, sparsity)
+        return masks.magnitude_mask(magnitudes, sparsity, self.mask)
 
     def get_config(self):
         config = super().get_config()
         config["schedule"] = keras.saving.serialize_keras_object(self.schedule)
         config["pattern"] = self.pattern
-        config["group"] = None if self.group is None else self.group.get_config()
+        config["group"] = None if self.group is None else self.group.member_config(self)
         return config
 
     @classmethod
@@ -174,10 +201,58 @@ class PrunedLayer(KernelWrapper):
 
     @classmethod
     def from_config_arguments(cls, config, layer):
-        schedule = keras.saving.deserialize_keras_object(config.pop("schedule"))
+        schedule = saved_schedule(config.pop("schedule"), config.get("pattern", "unstructured"))
         group = config.pop("group", None)
         group = None if group is None else _join_group(group, config.get("name", layer.name))
         return dict(config, schedule=schedule, group=group)
+
+
+def check_schedule_fits_pattern(schedule, pattern):
+    """Raises unless `schedule` ends at the sparsity an N:M `pattern` gives (`1 - N/M`)."""
+    target = schedules.target_sparsity(schedule)
+    received = f"schedule={schedule!r}, " + (
+        "with no `target_sparsity` or `end_step` to read its final sparsity from"
+        if target is None
+        else f"ending at sparsity {target:.4g}"
+    )
+    _checks.check_sparsity_fits_pattern(pattern, target, received)
+
+
+def saved_schedule(serialized, pattern="unstructured"):
+    """The schedule a saved layer prunes by, from its serialized config.
+
+    Layers saved before a falling `PolynomialDecay`, or a target sparsity at odds with
+    an N:M `pattern`, were refused still load, with a warning, holding the schedule
+    they ran: a falling one stayed at its initial sparsity (pruned weights never come
+    back), and a pattern prunes to its own sparsity whatever the target.
+    """
+    serialized = copy.deepcopy(serialized)
+    config = serialized.get("config") if isinstance(serialized, dict) else None
+    key = next((k for k in ("target_sparsity", "final_sparsity") if k in (config or {})), None)
+    if key is not None:
+        _saved_target(config, key, _checks.pattern_sparsity(pattern))
+    return keras.saving.deserialize_keras_object(serialized)
+
+
+def _saved_target(config, key, pattern_sparsity):
+    initial, target = config.get("initial_sparsity", 0.0), config[key]
+    if not (_checks.is_number(target) and _checks.is_number(initial)):
+        return  # the schedule's own check says what is wrong
+    if pattern_sparsity is not None and target > 0:
+        ran, why = pattern_sparsity, "its N:M pattern fixes the sparsity"
+    elif initial > target:
+        ran, why = initial, "it falls, and pruned weights never come back"
+    else:
+        return
+    if not math.isclose(ran, target, abs_tol=1e-4):
+        warnings.warn(
+            f"A saved pruning schedule targets {key}={target!r}, but {why}: it pruned to "
+            f"{ran:.4g}, and loads with {key}={ran:.4g}.",
+            stacklevel=4,
+        )
+        config[key] = ran
+        if "initial_sparsity" in config:
+            config["initial_sparsity"] = min(initial, ran)
 
 
 def check_pattern_fits(layer, pattern):
