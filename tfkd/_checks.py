@@ -407,3 +407,27 @@ def check_mixing_alpha(name, value):
         high=MIXING_ALPHA_LIMIT,
         hint="Typical values are 0.2 to 1.0; float32 turns values above the range to infinity.",
     )
+
+
+def check_output_file(path):
+    """`path` as a string, refused before any conversion unless a file can be written there."""
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(
+            "`path` must be the path of the .tflite file to write. "
+            f"Received: path={path!r} of type {type(path).__name__}."
+        )
+    path = os.fspath(path)
+    if not path or os.path.isdir(path):
+        raise ValueError(
+            "`path` must name a file to write, such as 'model.tflite'. Received: "
+            f"path={path!r}{', a directory' if path else ''}."
+        )
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise ValueError(
+            f"`path` cannot be written: {folder!r} is a file, not a directory. "
+            f"Received: path={path!r}."
+        )
+    return path

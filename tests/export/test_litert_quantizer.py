@@ -126,6 +126,13 @@ def test_files_it_cannot_quantize_are_refused(teacher, float_file, tmp_path):
             overrides=[{"layers": "conv9", "recipe": "float"}],
         )
     assert not (tmp_path / "q.tflite").exists()
+    # Before: the quantization ran, then writing to a folder failed (Device or resource busy).
+    with pytest.raises(ValueError, match=r"`path` must name a file to write.*a directory"):
+        tfkd.export.litert_quantize(float_file, tmp_path, "dynamic_int8", teacher[1])
+    with pytest.raises(ValueError, match=r"`path` must name a file to write.*a directory"):
+        tfkd.export.auto_quantize(teacher[0], tmp_path, teacher[2], teacher[3], teacher[1])
+    with pytest.raises(TypeError, match=r"`path` must be the path of the \.tflite file.*int"):
+        tfkd.export.auto_quantize(teacher[0], 5, teacher[2], teacher[3], teacher[1])
 
 
 def test_a_sequential_never_called_is_built_on_the_data(tmp_path):

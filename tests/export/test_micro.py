@@ -155,6 +155,10 @@ def test_flex_ops_are_refused(exported, tmp_path, monkeypatch):
 def test_bad_arguments_are_named(exported, tmp_path, kwargs, error, match):
     with pytest.raises(error, match=match):
         micro.micro_bundle(exported[0], tmp_path, **kwargs)
+    if kwargs == {"name": "2model"}:  # once: a directory that is a file, refused first
+        (tmp_path / "taken").write_text("")
+        with pytest.raises(ValueError, match="`directory` must be a folder .* it is a file"):
+            micro.micro_bundle(exported[0], tmp_path / "taken")
 
 
 def test_a_damaged_file_is_an_error_not_a_crash(exported, tmp_path):

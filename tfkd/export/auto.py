@@ -83,7 +83,7 @@ def auto_quantize(
     x_val = _checks.check_finite_array("x_val", x_val)
     if not (hasattr(model, "layers") and hasattr(model, "predict")):
         raise TypeError(f"`model` must be a Keras model. Received: {type(model).__name__}")
-    path = pathlib.Path(os.fspath(path))
+    path = pathlib.Path(_checks.check_output_file(path))
     folder = path.with_name(path.stem + ".candidates")
     folder.mkdir(parents=True, exist_ok=True)
     names = ["float32", *[name for name in CANDIDATES if name in candidates and name != "float32"]]

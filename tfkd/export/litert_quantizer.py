@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 
-from tfkd import _atomic
+from tfkd import _atomic, _checks
 from tfkd._export_options import LITERT_RECIPES, check_litert_arguments
 from tfkd.export import _interpreter
 from tfkd.export.report import ExportReport
@@ -83,7 +83,7 @@ def litert_quantize(
             quantizer refuses for a layer (the message names it).
     """
     check_litert_arguments(recipe, overrides, io_dtype, calibration, calibration_samples)
-    path = pathlib.Path(os.fspath(path))
+    path = pathlib.Path(_checks.check_output_file(path))
     quantizer, names = _load_quantizer()
     content = _float_content(source, data)
     signature, input_name = _signature(content)

@@ -70,6 +70,12 @@ def micro_bundle(path, directory, data=None, *, name="model", arena_margin=0.1, 
     """
     path = _checks.check_file(path, "path", "a .tflite file")
     directory = _checks.check_path(directory, "directory")
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        # Before: found by os.makedirs after the arena was measured.
+        raise ValueError(
+            f"`directory` must be a folder to write the bundle to (made if missing), and "
+            f"it is a file. Received: directory={directory!r}."
+        )
     _checks.check_c_identifier(name, "name")
     margin = _checks.check_number("arena_margin", arena_margin, low=0, high=10)
     _checks.check_number("arena_limit", arena_limit, low=1, integer=True, allow_none=True)

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 
 from tfkd import _atomic, _graph, _kernels
-from tfkd._checks import check_finite_weights, check_flag
+from tfkd._checks import check_finite_weights, check_flag, check_output_file
 from tfkd._export_options import IO_DTYPES as _IO_DTYPES
 from tfkd._export_options import PER_TENSOR_QUANTIZATIONS, QUANTIZATIONS
 from tfkd.export import _representative, _signature
@@ -112,7 +112,7 @@ def export_tflite(
     """
     _validate(model, quantization, representative_data, io_dtype, sparsity, select_tf_ops)
     _check_per_channel(model, per_channel, quantization)
-    path = _checked_path(path)
+    path = check_output_file(path)
     if isinstance(calibration_samples, bool) or not isinstance(
         calibration_samples, numbers.Integral
     ):
@@ -269,30 +269,6 @@ def _check_per_channel(model, per_channel, quantization):
             "Received: per_channel=False for a quantization-aware model. Pass "
             "per_channel=True, or export the float model it was made from."
         )
-
-
-def _checked_path(path):
-    """`path` as a string, refused before any conversion unless a file can be written there."""
-    if not isinstance(path, str | os.PathLike):
-        raise TypeError(
-            "`path` must be the path of the .tflite file to write. "
-            f"Received: path={path!r} of type {type(path).__name__}."
-        )
-    path = os.fspath(path)
-    if not path or os.path.isdir(path):
-        raise ValueError(
-            "`path` must name a file to write, such as 'model.tflite'. Received: "
-            f"path={path!r}{', a directory' if path else ''}."
-        )
-    folder = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(folder):
-        folder = os.path.dirname(folder)
-    if not os.path.isdir(folder):
-        raise ValueError(
-            f"`path` cannot be written: {folder!r} is a file, not a directory. "
-            f"Received: path={path!r}."
-        )
-    return path
 
 
 def _check_quantization_aware(model, quantization):
