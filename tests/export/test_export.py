@@ -130,7 +130,7 @@ def test_verbose_prints_each_step_and_the_calibration_progress(tmp_path, capfd):
     assert [line.split("] ")[1].split(" ")[0] for line in steps] == [
         "Converting",
         "Converted:",
-        "Agrees",
+        "Checked:",
         "Written",
     ]
     assert "Calibrating on 40 samples" in out and "40/40" in out
