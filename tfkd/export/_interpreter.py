@@ -11,6 +11,8 @@ import re
 
 import numpy as np
 
+from tfkd.export import _tflite_file
+
 # Ops that only convert between float and integer: a softmax behind them is still the
 # op that computes the output.
 _CONVERSION_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
@@ -21,7 +23,62 @@ OPEN_SIZE = 32
 
 
 def make_interpreter(path_or_content, num_threads=None, delegates=True):
-    """A LiteRT interpreter (ai-edge-litert), with an install hint when it is missing."""
+    """A LiteRT interpreter (ai-edge-litert) of a file or its bytes, checked first.
+
+    Raises:
+        UnsafeFileError: a ValueError naming the file: it is no `.tflite` model LiteRT
+            can load safely, or LiteRT cannot read it.
+    """
+    content = checked_content(path_or_content)
+    return _litert_interpreter(content, path_or_content, num_threads, delegates)
+
+
+class UnsafeFileError(ValueError):
+    """A file (or bytes) tfkd does not hand to LiteRT, or that LiteRT refused to read; the
+    message names it and says why."""
+
+
+def checked_content(path_or_content):
+    """The bytes of a `.tflite` file (or the bytes given), once `_tflite_file.check` found
+    them safe to hand to LiteRT: every reader of a file goes through here, and LiteRT gets
+    the bytes that were checked, not the file again.
+
+    Raises:
+        UnsafeFileError: they are not (a ValueError naming the file and what is wrong).
+    """
+    if isinstance(path_or_content, bytes | bytearray):
+        content = bytes(path_or_content)
+    else:
+        with open(os.fspath(path_or_content), "rb") as file:
+            content = file.read()
+    try:
+        _tflite_file.check(content, open_size=OPEN_SIZE)
+    except ValueError as error:
+        fix = (
+            ""
+            if isinstance(path_or_content, bytes | bytearray)
+            else " Write it with `tfkd.export_tflite`."
+        )
+        raise UnsafeFileError(
+            f"The .tflite {_source(path_or_content)} is not a model LiteRT can load safely: "
+            f"{error}. Received: {_received(path_or_content, content)}.{fix}"
+        ) from None
+    return content
+
+
+def _source(path_or_content):
+    return "content" if isinstance(path_or_content, bytes | bytearray) else "file"
+
+
+def _received(path_or_content, content):
+    if isinstance(path_or_content, bytes | bytearray):
+        return f"{len(content)} bytes"
+    return f"path={os.fspath(path_or_content)!r} ({len(content)} bytes)"
+
+
+def _litert_interpreter(content, source, num_threads=None, delegates=True):
+    """A LiteRT interpreter of checked bytes (read from `source`, named in errors), with an
+    install hint when LiteRT is missing."""
     try:
         from ai_edge_litert import interpreter as litert
     except ImportError as error:
@@ -34,24 +91,30 @@ def make_interpreter(path_or_content, num_threads=None, delegates=True):
         kwargs["experimental_op_resolver_type"] = (
             litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         )
-    if isinstance(path_or_content, (bytes, bytearray)):
-        return litert.Interpreter(model_content=bytes(path_or_content), **kwargs)
-    return litert.Interpreter(model_path=os.fspath(path_or_content), **kwargs)
+    try:
+        return litert.Interpreter(model_content=content, **kwargs)
+    except ValueError as error:  # LiteRT's own checks: its flatbuffer verifier, op versions
+        raise UnsafeFileError(
+            f"LiteRT cannot read the .tflite {_source(source)}: {str(error).strip().rstrip('.')}. "
+            f"Received: {_received(source, content)}."
+        ) from None
 
 
 def load_interpreter(path_or_content, num_threads=None):
-    """An allocated interpreter, and whether LiteRT's default XNNPACK delegate runs it."""
-    interpreter = make_interpreter(path_or_content, num_threads=num_threads)
+    """An allocated interpreter, whether LiteRT's default XNNPACK delegate runs it, and the
+    checked bytes it runs."""
+    content = checked_content(path_or_content)
+    interpreter = _litert_interpreter(content, path_or_content, num_threads)
     if not has_sparse_integer_weights(interpreter):
         try:
             _allocate(interpreter)
-            return interpreter, True
+            return interpreter, True, content
         except RuntimeError as error:
             if not is_delegate_failure(error):
                 raise
-    interpreter = make_interpreter(path_or_content, num_threads=num_threads, delegates=False)
+    interpreter = _litert_interpreter(content, path_or_content, num_threads, delegates=False)
     _allocate(interpreter)
-    return interpreter, False
+    return interpreter, False, content
 
 
 def _in_returned_order(interpreter):
@@ -197,9 +260,10 @@ class Runner:
     exported model returned them."""
 
     def __init__(self, path_or_content, num_threads=None):
-        self._source = path_or_content
         self._num_threads = num_threads
-        self.interpreter, self.xnnpack = load_interpreter(path_or_content, num_threads)
+        self.interpreter, self.xnnpack, self._content = load_interpreter(
+            path_or_content, num_threads
+        )
         self.inputs = self.interpreter.get_input_details()
         self.outputs = _in_returned_order(self.interpreter)
         self._batch = None
@@ -245,7 +309,9 @@ class Runner:
             self._batch = sized
 
     def _without_delegates(self):
-        self.interpreter = make_interpreter(self._source, self._num_threads, delegates=False)
+        self.interpreter = _litert_interpreter(
+            self._content, self._content, self._num_threads, delegates=False
+        )
         _allocate(self.interpreter)
         self.xnnpack = False
         self._batch = None

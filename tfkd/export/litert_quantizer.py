@@ -154,7 +154,7 @@ def _float_content(source, data):
                 f"`source` must be a float32 .tflite file or a Keras model. Received: "
                 f"source={os.fspath(source)!r}, which is not a file."
             )
-        content = source.read_bytes()
+        content = _interpreter.checked_content(source)  # a ValueError naming the file
     elif hasattr(source, "layers") and hasattr(source, "predict"):
         from tfkd.export.tflite import float_with_signature
 
@@ -212,9 +212,8 @@ def _checked_data(data, content):
 
 
 def _signature(content):
-    from ai_edge_litert.interpreter import Interpreter
-
-    signatures = Interpreter(model_content=content).get_signature_list()
+    interpreter = _interpreter.make_interpreter(content, delegates=False)
+    signatures = interpreter.get_signature_list()
     if len(signatures) != 1:
         raise ValueError(
             "The LiteRT quantizer runs a file through its signature, and `source` has "

@@ -6,7 +6,7 @@ import statistics
 import numpy as np
 
 from tfkd import _checks, _timing, metrics
-from tfkd.export._interpreter import Runner, quantize_input, softmax_outputs
+from tfkd.export._interpreter import Runner, UnsafeFileError, quantize_input, softmax_outputs
 
 # As Keras's cross-entropy on probabilities: rows renormalised, then clipped.
 _EPSILON = 1e-7
@@ -33,7 +33,9 @@ class TFLiteModel:
     Raises:
         TypeError: `path` is not a path, or `num_threads` not an integer.
         FileNotFoundError: there is no file at `path`.
-        ValueError: the file is no `.tflite` model or has several inputs, or
+        ValueError: the file is no `.tflite` model LiteRT can load safely (a tensor of
+            rank over 8, or one that would take over 1 GiB without data in the file, an op
+            reading a tensor the file does not have...) or has several inputs, or
             `num_threads` < 1.
 
     Example:
@@ -58,10 +60,14 @@ class TFLiteModel:
         self.num_threads = num_threads
         try:
             self._runner = Runner(path, num_threads=num_threads)
-        except ValueError as error:  # LiteRT's words for a file that is no flatbuffer
+        except UnsafeFileError:  # its message names the file already
+            raise
+        except (ValueError, RuntimeError) as error:  # LiteRT's own words, without the path
             raise ValueError(
-                f"`path` is not a .tflite (LiteRT) model file: {error}. Received: path={path!r} "
-                f"({os.path.getsize(path)} bytes). Write it with `tfkd.export_tflite`."
+                f"`path` is not a .tflite (LiteRT) model file tfkd can run: "
+                f"{str(error).strip().rstrip('.')}. Received: "
+                f"path={path!r} ({os.path.getsize(path)} bytes). Write it with "
+                "`tfkd.export_tflite`."
             ) from error
         if len(self._runner.inputs) != 1:
             raise ValueError(
