@@ -309,7 +309,12 @@ def strip(model):
 
 
 def strip_if_wrapped(model):
-    """`strip(model)` when it holds a strippable wrapper, else `model` itself."""
+    """`strip(model)` when it holds a strippable wrapper, else `model` itself. A subclassed
+    model, which `strip` cannot rewire, is returned as it is: the converter freezes each
+    wrapper's variables and folds the kernel it computes (pruned, clustered) into a
+    constant, so the file holds the same plain layer."""
+    if not is_graph_model(model):
+        return model
     if any(
         getattr(layer, "strippable", False) or hasattr(layer, "strip_model")
         for layer in leaf_layers(model)

@@ -260,6 +260,32 @@ def test_subclassed_model_error_says_what_to_do():
         prune.prune(model, 0.5)
 
 
+def test_a_subclassed_model_with_its_own_pruned_layers_exports_with_the_zeros(tmp_path):
+    # As the README says: wrap the layers in PrunedLayer yourself. Before, export refused
+    # the model: stripping cannot rewire a subclassed model. The converter folds each
+    # wrapper's kernel * mask into one constant instead.
+    import tfkd
+
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            schedule = prune.ConstantSparsity(0.5, frequency=1)
+            self.hidden = prune.PrunedLayer(keras.layers.Dense(32, activation="relu"), schedule)
+            self.out = keras.layers.Dense(3)
+
+        def call(self, inputs, training=None):
+            return self.out(self.hidden(inputs, training=training))
+
+    x = np.random.default_rng(0).normal(size=(64, 16)).astype("float32")
+    model = Subclassed()
+    model(x[:2])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, np.arange(64) % 3, epochs=1, batch_size=16, verbose=0)
+    report = tfkd.export_tflite(model, tmp_path / "subclassed.tflite")  # checked against Keras
+    assert report.keras_agreement["top1_agreement"] == 1.0
+    assert sum(count for name, count in report.ops.items() if "MUL" in name) == 0, report.ops
+
+
 def test_bad_input_errors_name_the_problem():
     model = small_cnn(8, "m")
     with pytest.raises(ValueError, match="Received: include.*conv.*logits"):
