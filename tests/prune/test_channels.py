@@ -74,6 +74,21 @@ def test_plan_names_every_group_and_why_some_stay():
     assert "no: its channels are the model's output" in str(plan)
 
 
+def test_the_input_concatenated_with_a_conv_then_normalized_is_left_alone():
+    # DenseNet-style: before, channel_groups, prune_channels and shrink all failed with
+    # "unsupported operand type(s) for +: 'int' and 'NoneType'" (the input's count is unknown).
+    inputs = keras.Input((8, 8, 3))
+    joined = keras.layers.Concatenate()([inputs, keras.layers.Conv2D(8, 3, padding="same")(inputs)])
+    normalized = keras.layers.BatchNormalization(name="bn")(joined)
+    pooled = keras.layers.GlobalAveragePooling2D()(normalized)
+    model = keras.Model(inputs, keras.layers.Dense(4)(pooled))
+    plan = tfkd.prune.channel_groups(model)
+    reasons = " ".join(" ".join(why) for why in plan.skipped.values())
+    assert "BatchNormalization 'bn' acts on concatenated channels" in reasons
+    with pytest.raises(ValueError, match="Nothing to prune"):
+        tfkd.prune.prune_channels(model, 0.5)
+
+
 def test_masked_model_and_its_shrunk_copy_compute_the_same():
     model = _branchy()
     before = [np.array(w) for w in model.get_weights()]

@@ -78,7 +78,9 @@ class Layout:
 
     @property
     def channels(self):
-        return sum(count for _, count in self.segments)
+        """The channel count, or None where a segment's is unknown (the model's input)."""
+        counts = [count for _, count in self.segments]
+        return None if None in counts else sum(counts)
 
 
 @dataclasses.dataclass
@@ -350,7 +352,7 @@ def _keeps_zero(layer):
 def flat_spread(layout, rows):
     """How many positions a `Flatten` spread `layout`'s channels over, from the `rows` of
     the Dense kernel that reads it."""
-    return 1 if not layout.flattened else rows // max(layout.channels, 1)
+    return 1 if not layout.flattened else rows // max(layout.channels or 1, 1)
 
 
 def spread_indices(kept, total, positions):
