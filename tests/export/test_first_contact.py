@@ -110,6 +110,18 @@ def test_int8_calibrates_a_float_model_on_uint8_images(tmp_path, channel_axis):
     )
 
 
+def test_x_and_y_arrays_calibrate_on_x_alone(tmp_path):
+    # Before: the pair was read as two batches; labels as long as a sample's features
+    # became one more sample to calibrate on (and other labels a concatenate error).
+    x = np.random.default_rng(0).normal(size=(8, 8)).astype("float32")
+    y = np.arange(8) * 40  # labels far outside the inputs' range stretch a calibration
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
+    alone = tfkd.export_tflite(model, tmp_path / "x.tflite", "int8", representative_data=x)
+    paired = tfkd.export_tflite(model, tmp_path / "xy.tflite", "int8", representative_data=(x, y))
+    assert (tmp_path / "xy.tflite").read_bytes() == (tmp_path / "x.tflite").read_bytes()
+    assert paired.bytes == alone.bytes
+
+
 def test_int8_calibration_keeps_token_ids_integer(tmp_path):
     inputs = keras.Input((6,), dtype="int32")
     hidden = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(20, 4)(inputs))

@@ -16,6 +16,8 @@ def collect(data, inputs, limit):
     no input shape yet (taken to have one input).
     """
     names = [_UNKNOWN_INPUT] if inputs is None else [model_input.name for model_input in inputs]
+    if _is_labelled_arrays(data, len(names)):
+        data = data[0]  # (x, y) or (x, y, sample_weight), as `fit` takes them
     if isinstance(data, np.ndarray) or _is_arrays(data, len(names)):
         arrays = _checked([np.asarray(array) for array in _per_input(data, names)])
         return [array[:limit] for array in arrays]
@@ -64,6 +66,19 @@ def _is_arrays(data, count):
         isinstance(data, (list, tuple))
         and len(data) == count
         and all(isinstance(value, np.ndarray) for value in data)
+    )
+
+
+def _is_labelled_arrays(data, count):
+    """Whether `data` is `(x, y)` or `(x, y, sample_weight)` numpy arrays of one length for
+    a one-input model. Read as samples, the labels became one more batch (or, as long as a
+    sample's features, one more sample to calibrate on)."""
+    return (
+        count == 1
+        and isinstance(data, tuple)
+        and len(data) in (2, 3)
+        and all(isinstance(value, np.ndarray) and value.ndim > 0 for value in data)
+        and len({len(value) for value in data}) == 1
     )
 
 
