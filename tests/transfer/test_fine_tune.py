@@ -414,3 +414,5 @@ def test_labels_in_a_dataset_and_a_nan_loss_stop_training():
         tfkd.transfer.fine_tune(_backbone(), 3, (x, y), verbose=0)
     with pytest.raises(TypeError, match="`callbacks` must be None, a keras.callbacks.Callback"):
         tfkd.transfer.fine_tune(_backbone(), 3, (x, y), callbacks="x", verbose=0)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['epochs'\]"):
+        tfkd.transfer.fine_tune(_backbone(), 3, (x, y), epochs=3, verbose=0)

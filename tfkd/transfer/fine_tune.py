@@ -139,6 +139,14 @@ def fine_tune(
     _checks.check_learning_rate(fine_tune_learning_rate, "fine_tune_learning_rate")
     _checks.check_number("batch_size", batch_size, low=1, integer=True, allow_none=True)
     callbacks = _checked_callbacks(callbacks)
+    unknown = sorted(set(classifier_options) - set(_CLASSIFIER_OPTIONS))
+    if unknown:
+        # Before: build_classifier's own TypeError, after the backbone was copied.
+        raise TypeError(
+            f"fine_tune got unexpected keyword argument(s) {unknown}. Accepted, besides its "
+            f"own: build_classifier's {list(_CLASSIFIER_OPTIONS)}. (The epochs of the two "
+            "phases are `head_epochs` and `fine_tune_epochs`.)"
+        )
     _check_labels(train_data, num_classes, "train_data")
     if validation_data is not None:
         _check_labels(validation_data, num_classes, "validation_data")
@@ -175,6 +183,11 @@ def _compile_counting_labels(model, learning_rate):
     """`models.compile_classifier`, with the labels outside the classes counted."""
     models.compile_classifier(model, learning_rate)
     model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy", ClassIdErrors()])
+
+
+# `build_classifier`'s keyword arguments that `fine_tune` passes on (`frozen_batch_norm` is
+# its own).
+_CLASSIFIER_OPTIONS = ("input_shape", "image_size", "preprocessing", "pooling", "dropout", "name")
 
 
 def _checked_callbacks(callbacks):
