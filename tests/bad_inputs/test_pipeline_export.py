@@ -363,6 +363,7 @@ CASES = [
     Case(Load, lambda: Load("model.h5"), ValueError, "path", "'model.h5'"),
     Case(Load, lambda: Load(3), TypeError, "path", "path=3"),
     Case(Transfer, lambda: Transfer(image_size=0), ValueError, "image_size", "image_size=0"),
+    Case(Transfer, lambda: Transfer(image_size=16), ValueError, "image_size", "image_size=16"),
     Case(Transfer, lambda: Transfer(dropout=1.0), ValueError, "dropout", "1.0"),
     Case(
         Transfer,

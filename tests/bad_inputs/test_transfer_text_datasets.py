@@ -321,6 +321,20 @@ _TRANSFER_CASES = [
     ),
     Case(
         transfer.mobilenet_v2,
+        lambda: transfer.mobilenet_v2(input_shape=(224, 224, 1)),
+        ValueError,
+        "input_shape",
+        "(224, 224, 1)",
+    ),
+    Case(
+        transfer.mobilenet_v2,
+        lambda: transfer.mobilenet_v2(input_shape=(16, 16, 3)),
+        ValueError,
+        "input_shape",
+        "(16, 16, 3)",
+    ),
+    Case(
+        transfer.mobilenet_v2,
         lambda: transfer.mobilenet_v2(input_shape=224),
         TypeError,
         "input_shape",

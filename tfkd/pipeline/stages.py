@@ -369,6 +369,12 @@ class Transfer(Stage):
         except (TypeError, ValueError) as error:
             raise invalid_argument("dropout", str(error), type(error)) from None
         check_positive("image_size", image_size, int)
+        if backbone == "mobilenet_v2" and image_size < 32:
+            raise invalid_argument(
+                "image_size",
+                "`image_size` must be at least 32 for the MobileNetV2 backbone (its layout "
+                f"halves the images five times). Received: image_size={image_size!r}.",
+            )
         check_positive("head_epochs", head_epochs, int, allow_zero=True)
         check_positive("fine_tune_epochs", fine_tune_epochs, int, allow_zero=True)
         check_positive("head_learning_rate", head_learning_rate, float)

@@ -210,6 +210,16 @@ def _check_arguments(input_shape, num_classes, include_top, pooling):
             "`input_shape` must be (height, width, channels), channels last. "
             f"Received: input_shape={input_shape!r}. Accepted: e.g. (224, 224, 3)."
         )
+    height, width, channels = input_shape
+    small = None not in (height, width) and min(height, width) < 32
+    if channels != 3 or small:
+        # Before: taken, and a grey stem could not take torchvision's RGB weights later.
+        raise ValueError(
+            "`input_shape` must be (height, width, 3), RGB images of at least 32x32 (the "
+            f"layout of torchvision's MobileNetV2). Received: input_shape={input_shape!r}. "
+            "For grey or smaller images, `tfkd.transfer.build_classifier` puts the resize "
+            "and channels in front of the backbone."
+        )
     _checks.check_number("num_classes", num_classes, low=1, integer=True)
     _checks.check_flag("include_top", include_top)
     if pooling not in _POOLINGS:
