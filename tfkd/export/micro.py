@@ -82,6 +82,8 @@ def micro_bundle(path, directory, data=None, *, name="model", arena_margin=0.1, 
     data = _checked_data(data)
     _require_tflite_micro()
     ops = check_ops(path)
+    if data is not None:
+        data = _shaped_for(path, data)
     measured = measure_arena(path)
     arena = _aligned(int(np.ceil(measured * (1 + margin))))
     if arena_limit is not None and arena > arena_limit:
@@ -220,6 +222,26 @@ def measure_arena(path):
         else:
             low = middle
     return high
+
+
+def _shaped_for(path, data):
+    """`data` shaped for the file's input, as `TFLiteModel.predict` takes it (`(N, 28, 28)`
+    images for a `(28, 28, 1)` input), or a ValueError naming `data` before the arena is
+    measured (TFLM's "Dimension mismatch" came after)."""
+    from tfkd.export.model import TFLiteModel
+
+    lite = TFLiteModel(path)
+    shaped = lite._fit_rank(data)
+    expected = [int(size) for size in lite._runner.inputs[0]["shape_signature"][1:]]
+    received = list(shaped.shape[1:])
+    if len(received) != len(expected) or any(
+        size != -1 and size != given for size, given in zip(expected, received)
+    ):
+        raise ValueError(
+            f"`data` must hold examples of the file's input shape {tuple(expected)} (-1: any). "
+            f"Received: data of shape {data.shape}."
+        )
+    return shaped
 
 
 def compare(path, data, arena):
