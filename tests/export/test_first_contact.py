@@ -272,6 +272,13 @@ def test_a_file_with_several_outputs_gives_them_all(tmp_path):
     assert lite.compare(model, x)["max_abs_diff"] < 1e-5
     with pytest.raises(ValueError, match="2 outputs.*predict"):
         lite.evaluate(x, np.zeros(20, int))
+    # Before: a raw numpy broadcast error, and agreement computed on NaN.
+    other = keras.Model(inputs, [outputs[0], keras.layers.Dense(5)(hidden)])
+    with pytest.raises(ValueError, match=r"Output 1 .* differ in shape: \(20, 5\) and \(20, 4\)"):
+        lite.compare(other, x)
+    broken = keras.Model(inputs, [outputs[0] * np.nan, outputs[1]])
+    with pytest.raises(ValueError, match="keras_model's output 0` holds 60 NaN"):
+        lite.compare(broken, x)
 
 
 def test_evaluate_on_a_file_with_one_output_unit_says_to_threshold_predict(tmp_path):

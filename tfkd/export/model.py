@@ -238,6 +238,16 @@ class TFLiteModel:
                 f"Received: keras_model={keras_model.name!r}, file {self.path!r}."
             )
         pairs = [(np.asarray(a), b) for a, b in zip(expected, received, strict=True)]
+        for index, (ours, theirs) in enumerate(pairs):
+            if ours.shape != theirs.shape:
+                raise ValueError(
+                    f"Output {index} of the Keras model and of the file differ in shape: "
+                    f"{ours.shape} and {theirs.shape}. Received: keras_model="
+                    f"{keras_model.name!r}, file {self.path!r}: compare the model the file was "
+                    "exported from."
+                )
+            # NaN outputs agree on their argmax (0): they would read as full agreement.
+            _checks.check_finite_array(f"keras_model's output {index}", ours)
         return {
             "top1_agreement": min(float(np.mean(a.argmax(-1) == b.argmax(-1))) for a, b in pairs),
             "max_abs_diff": max(float(np.max(np.abs(a - b))) for a, b in pairs),
