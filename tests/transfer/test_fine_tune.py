@@ -401,6 +401,12 @@ def test_labels_in_a_dataset_and_a_nan_loss_stop_training():
     assert set(model.evaluate(x, y, verbose=0, return_dict=True)) == {"accuracy", "loss"}
     bad = y.copy()
     bad[12] = 7
+    if keras.backend.backend() == "jax":  # -1 is no UNLABELED here: JAX trained on it as 0 loss
+        unlabelled = y.copy()
+        unlabelled[3] = -1
+        with pytest.raises(ValueError, match=r"1 label\(s\) outside them \(-1\)") as error:
+            tfkd.transfer.fine_tune(_backbone(), 3, Batches(x, unlabelled, 8), verbose=0)
+        assert "UNLABELED" not in str(error.value)
     # TensorFlow and PyTorch raise their own error naming the label; JAX trained on it.
     message = {"jax": r"in the training data at epoch 1, batch \d: 1 label\(s\) outside them \(7\)"}
     with pytest.raises(Exception, match=message.get(keras.backend.backend(), r"\b7\b")):

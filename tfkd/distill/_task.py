@@ -130,8 +130,9 @@ class LabelErrors(keras.metrics.Metric):
     0 there and trains on.
     """
 
-    def __init__(self, name=LABEL_ERRORS):
+    def __init__(self, name=LABEL_ERRORS, unlabeled=True):
         super().__init__(name=name)
+        self.unlabeled = unlabeled
         self.count = self.add_variable((), "zeros", "float32", name="count")
         self.low = self.add_variable((), keras.initializers.Constant(np.inf), "float32", name="low")
         self.high = self.add_variable((), "zeros", "float32", name="high")
@@ -145,7 +146,7 @@ class LabelErrors(keras.metrics.Metric):
     def update_state(self, y, y_pred, loss):
         """Counts the labels in `y` outside the classes of `y_pred` for `loss`
         (decided when traced: no op for a loss or labels that are not class ids)."""
-        found = _outside_classes(y, y_pred, loss)
+        found = _outside_classes(y, y_pred, loss, self.unlabeled)
         if found is None:
             return
         labels, outside = found
@@ -163,11 +164,14 @@ class ClassIdErrors(LabelErrors):
     """`LabelErrors` as a compiled metric of a model trained with a sparse categorical
     cross-entropy (`model.compile(metrics=[...])`): `LabelGuard` reads it from the logs."""
 
+    def __init__(self):
+        super().__init__(unlabeled=False)  # a plain model's loss has no unlabelled examples
+
     def update_state(self, y_true, y_pred, sample_weight=None):
         super().update_state(y_true, y_pred, "sparse_categorical_crossentropy")
 
 
-def _outside_classes(y, y_pred, loss):
+def _outside_classes(y, y_pred, loss, unlabeled=True):
     """`(labels, mask)` of the labels in `y` outside the classes of `y_pred` for
     `loss`, as float32 (so NaN and fractions are caught), or None where `loss` or `y`
     does not read class ids (as `check_class_ids` decides for numpy labels)."""
@@ -194,7 +198,7 @@ def _outside_classes(y, y_pred, loss):
         # NaN is neither.
         fraction = labels != ops.round(labels) if kind == "sparse" else labels != labels
         outside = outside | fraction
-    skipped = [UNLABELED] if (integer and per_example) else []
+    skipped = [UNLABELED] if (unlabeled and integer and per_example) else []
     ignored = getattr(loss, "ignore_class", None)
     for value in [*skipped, *([] if ignored is None else [ignored])]:
         outside = outside & (labels != value)

@@ -98,13 +98,15 @@ class LabelGuard(keras.callbacks.Callback):
 
     Args:
         classes: The student's number of outputs.
+        unlabeled: Whether `tfkd.distill.UNLABELED` marks an example without a label
+            (a Distiller's), for the message. Defaults to `True`.
     """
 
     async_safe = False  # It raises mid-epoch, on the training thread.
 
-    def __init__(self, classes):
+    def __init__(self, classes, unlabeled=True):
         super().__init__()
-        self.classes = classes
+        self.classes, self.unlabeled = classes, unlabeled
         self._epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -113,18 +115,22 @@ class LabelGuard(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         errors = _pop_label_errors(logs)
         where = f"in the training data at epoch {self._epoch + 1}, batch {batch + 1}"
-        raise_label_errors(errors, where, self.classes)
+        raise_label_errors(errors, where, self.classes, self.unlabeled)
 
     def on_test_batch_end(self, batch, logs=None):
         # A model compiled with the count (`_task.ClassIdErrors`) logs it in evaluation
         # too; a Distiller raises it in `evaluate` itself.
         errors = _pop_label_errors(logs)
-        raise_label_errors(errors, f"in the validation data, batch {batch + 1}", self.classes)
+        raise_label_errors(
+            errors, f"in the validation data, batch {batch + 1}", self.classes, self.unlabeled
+        )
 
     def on_epoch_end(self, epoch, logs=None):
         _pop_label_errors(logs)
         errors = _pop_label_errors(logs, "val_")
-        raise_label_errors(errors, f"in the validation data at epoch {epoch + 1}", self.classes)
+        raise_label_errors(
+            errors, f"in the validation data at epoch {epoch + 1}", self.classes, self.unlabeled
+        )
 
     def on_test_end(self, logs=None):
         _pop_label_errors(logs)
@@ -142,7 +148,7 @@ def _pop_label_errors(logs, prefix=""):
     return {key[len(prefix) :]: logs.pop(key) for key in keys}
 
 
-def raise_label_errors(errors, where, classes):
+def raise_label_errors(errors, where, classes, unlabeled=True):
     """Raises a `ValueError` naming the labels `_task.LabelErrors` counted, if any."""
     count = float(errors.get(LABEL_ERRORS, 0.0))
     if count == 0:
@@ -154,9 +160,12 @@ def raise_label_errors(errors, where, classes):
         if classes == 1
         else f"class ids in [0, {classes}) for the model's {classes} classes"
     )
+    if unlabeled:
+        accepted += (
+            f", or the integer tfkd.distill.UNLABELED ({UNLABELED}) for an example without a label"
+        )
     raise ValueError(
-        f"The labels must be {accepted}, or the integer tfkd.distill.UNLABELED ({UNLABELED}) "
-        "for an example without a label (padding in a label per position: the loss's "
+        f"The labels must be {accepted} (padding in a label per position: the loss's "
         f"`ignore_class`). Received {where}: {count:.0f} label(s) outside them ({shown}). "
         "Labels from a dataset or generator are checked as they are trained on, numpy "
         "labels before training."
