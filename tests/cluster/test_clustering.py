@@ -316,6 +316,11 @@ def test_clustering_refuses_what_it_cannot_do():
         tfkd.cluster.cluster_weights(model, 4, include=["features"])
     with pytest.raises(TypeError, match="fold_batch_norm.*'yes'"):
         tfkd.cluster.cluster_weights(model, 4, fold_batch_norm="yes")
+    kernel, bias = model.get_layer("conv").get_weights()
+    kernel[0, 0, 0, 0] = np.nan
+    model.get_layer("conv").set_weights([kernel, bias])
+    with pytest.raises(ValueError, match=r"NaN or infinite weights in layer\(s\) \['conv'\]"):
+        tfkd.cluster.cluster_weights(model, 4)  # before: "Probabilities contain NaN"
 
 
 def test_per_channel_clusters_of_a_depthwise_kernel():

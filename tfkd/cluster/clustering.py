@@ -86,6 +86,8 @@ def cluster_weights(
             f"model={model.name!r}, never called. Train it, or call it on data first."
         )
     _refuse_wrapped(model)
+    # Before: k-means failed in numpy's words ("Probabilities contain NaN").
+    _checks.check_finite_weights(model)
     selected = clusterable_layers(model, include, exclude)
     check_layers_fit(selected, clusters, per_channel)
     selected_ids = {id(layer) for layer in selected}
