@@ -137,6 +137,13 @@ _TRANSFER_CASES = [
     ),
     Case(
         transfer.build_classifier,
+        lambda: transfer.build_classifier(_backbone(), 3, input_shape=(4, 4, 2)),
+        ValueError,
+        "input_shape",
+        "(4, 4, 2)",
+    ),
+    Case(
+        transfer.build_classifier,
         lambda: transfer.build_classifier(_backbone(), 0),
         ValueError,
         "num_classes",

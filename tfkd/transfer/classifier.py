@@ -167,6 +167,13 @@ def _prepare_inputs(base, input_shape, image_size, preprocessing):
     resize = [] if image_size is None else [keras.layers.Resizing(*image_size, name="resize")]
     if input_shape[-1] == 1 and base_shape[-1] == 3:
         resize.append(GrayscaleToRGB(name="grayscale_to_rgb"))
+    elif None not in base_shape[-1:] and input_shape[-1] != base_shape[-1]:
+        # Before: Keras's "Input 0 ... is incompatible" from inside the backbone.
+        raise ValueError(
+            f"`input_shape` has {input_shape[-1]} channels and the backbone {base.name!r} takes "
+            f"{base_shape[-1]}; only grey images (1 channel) are turned into RGB in front of "
+            f"it. Received: input_shape={input_shape!r}, backbone input {base_shape}."
+        )
     enlarged = image_size is not None and image_size[0] * image_size[1] > math.prod(input_shape[:2])
     if enlarged and layers and all(map(_is_per_channel_affine, layers)):
         # Same values on fewer pixels: channels, then the affine maps, then the resize.
