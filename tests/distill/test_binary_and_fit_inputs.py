@@ -334,3 +334,16 @@ def test_class_ids_from_a_dataset_outside_the_classes_stop_training_on_every_bac
     message = {"jax": r"epoch 1, batch 2: 1 label\(s\) outside them \(7\)"}
     with pytest.raises(Exception, match=message.get(keras.backend.backend(), r"\b7\b")):
         distiller.fit(Batches(x, y, 16), epochs=1, verbose=0, shuffle=False)
+
+
+def test_a_never_called_sequential_student_has_its_dataset_labels_checked():
+    x, _ = _binary_data()
+    y = np.arange(64) % 3
+    y[20] = 7  # second batch
+    teacher = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
+    student = keras.Sequential([keras.layers.Dense(3)])  # never called: built on the teacher's
+    distiller = tfkd.Distiller(teacher, student)
+    distiller.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    message = {"jax": r"for the model's 3 classes.*batch 2: 1 label\(s\) outside them \(7\)"}
+    with pytest.raises(Exception, match=message.get(keras.backend.backend(), r"\b7\b")):
+        distiller.fit(Batches(x, y, 16), epochs=1, verbose=0, shuffle=False)

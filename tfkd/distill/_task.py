@@ -133,10 +133,11 @@ class LabelErrors(keras.metrics.Metric):
     def __init__(self, name=LABEL_ERRORS, unlabeled=True):
         super().__init__(name=name)
         self.unlabeled = unlabeled
-        self.count = self.add_variable((), "zeros", "float32", name="count")
-        self.low = self.add_variable((), keras.initializers.Constant(np.inf), "float32", name="low")
-        self.high = self.add_variable((), "zeros", "float32", name="high")
-        self.reset_state()
+        self.count, self.low, self.high = (
+            self.add_variable((), "zeros", "float32", name=name)
+            for name in ("count", "low", "high")
+        )
+        self.reset_state()  # the bounds start at +-inf, which `min`/`max` then move
 
     def reset_state(self):
         self.count.assign(0.0)

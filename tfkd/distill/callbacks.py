@@ -113,34 +113,34 @@ class LabelGuard(keras.callbacks.Callback):
         self._epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        errors = _pop_label_errors(logs)
+        errors = pop_label_errors(logs)
         where = f"in the training data at epoch {self._epoch + 1}, batch {batch + 1}"
         raise_label_errors(errors, where, self.classes, self.unlabeled)
 
     def on_test_batch_end(self, batch, logs=None):
         # A model compiled with the count (`_task.ClassIdErrors`) logs it in evaluation
         # too; a Distiller raises it in `evaluate` itself.
-        errors = _pop_label_errors(logs)
+        errors = pop_label_errors(logs)
         raise_label_errors(
             errors, f"in the validation data, batch {batch + 1}", self.classes, self.unlabeled
         )
 
     def on_epoch_end(self, epoch, logs=None):
-        _pop_label_errors(logs)
-        errors = _pop_label_errors(logs, "val_")
+        pop_label_errors(logs)
+        errors = pop_label_errors(logs, "val_")
         raise_label_errors(
             errors, f"in the validation data at epoch {epoch + 1}", self.classes, self.unlabeled
         )
 
     def on_test_end(self, logs=None):
-        _pop_label_errors(logs)
+        pop_label_errors(logs)
 
     def on_train_end(self, logs=None):
-        _pop_label_errors(logs)
-        _pop_label_errors(logs, "val_")
+        pop_label_errors(logs)
+        pop_label_errors(logs, "val_")
 
 
-def _pop_label_errors(logs, prefix=""):
+def pop_label_errors(logs, prefix=""):
     """The label errors in `logs` (under `prefix`), taken out of it, without the prefix."""
     if logs is None:
         return {}

@@ -20,7 +20,12 @@ from tfkd.distill import (
     teacher_cache,
 )
 from tfkd.distill._checks import check_temperature_value
-from tfkd.distill.callbacks import LabelGuard, NonFiniteLossGuard, raise_label_errors
+from tfkd.distill.callbacks import (
+    LabelGuard,
+    NonFiniteLossGuard,
+    pop_label_errors,
+    raise_label_errors,
+)
 
 # Keys of the structure `call` returns in training when feature losses need
 # intermediate student outputs: one forward pass yields both.
@@ -427,8 +432,7 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         arguments.pop("self")
         return_dict = arguments.pop("return_dict", False)
         logs = super().train_on_batch(**arguments, return_dict=True)
-        errors = {key: logs.pop(key) for key in list(logs) if key.startswith(_task.LABEL_ERRORS)}
-        self._raise_label_errors(errors, "in train_on_batch's labels")
+        self._raise_label_errors(pop_label_errors(logs), "in train_on_batch's labels")
         return logs if return_dict else self._flatten_metrics_in_order(logs)
 
     @contextlib.contextmanager
