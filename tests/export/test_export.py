@@ -67,6 +67,27 @@ def test_int8_inputs_and_outputs(tmp_path, teacher, fashion_mnist):
     assert lite.evaluate(x_test[:500], y_test[:500])["accuracy"] > 0.88
 
 
+def test_int8_data_for_an_int8_input_is_not_quantized_again(tmp_path):
+    x, y = random_images(64)
+    model = small_cnn(4, "int8_io")
+    path = tmp_path / "io.tflite"
+    tfkd.export_tflite(model, path, "int8", representative_data=x, io_dtype="int8")
+    lite = tfkd.TFLiteModel(path)
+    scale, zero_point = lite._input["quantization"]
+    quantized = np.clip(np.round(x / scale + zero_point), -128, 127).astype("int8")
+    expected = lite.predict(x)
+    # Before: the int8 values were divided by the scale again, and saturated.
+    np.testing.assert_array_equal(lite.predict(quantized), expected)
+    scores, expected_scores = lite.evaluate(quantized, y), lite.evaluate(x, y)
+    assert (scores["accuracy"], scores["loss"]) == (
+        expected_scores["accuracy"],
+        expected_scores["loss"],
+    )
+    # Integers of another dtype are values, as Keras casts them: quantized as floats are.
+    pixels = np.round(np.abs(x) * 2).astype("uint8")
+    np.testing.assert_array_equal(lite.predict(pixels), lite.predict(pixels.astype("float32")))
+
+
 def test_every_mode_converts_and_shrinks_as_expected(tmp_path):
     x, _ = random_images(64, shape=(16, 16, 3))
     model = keras.Sequential(
