@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import tfkd
-from tests.helpers import assert_tflite_agrees, random_images, small_cnn
+from tests.helpers import assert_tflite_agrees, random_images, small_cnn, string_op_model
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TEACHER = REPO / "saved_models" / "fashion_mnist_cnn_teacher" / "model.keras"
@@ -214,14 +214,7 @@ def test_bad_arguments_fail_early_with_clear_messages(tmp_path):
 
 
 def test_a_layer_without_a_builtin_kernel_is_named(tmp_path):
-    import tensorflow as tf
-
-    class Unsupported(keras.layers.Layer):
-        def call(self, inputs):
-            return tf.strings.to_number(tf.strings.as_string(inputs))
-
-    inputs = keras.Input((3,))
-    model = keras.Model(inputs, Unsupported()(inputs))
+    model = string_op_model()
     with pytest.raises(ValueError, match=r"tf\.(AsString|StringToNumber).*select_tf_ops=True"):
         tfkd.export_tflite(model, tmp_path / "m.tflite")
     assert not (tmp_path / "m.tflite").exists()
