@@ -213,6 +213,40 @@ def test_bad_arguments_fail_early_with_clear_messages(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_a_python_lambda_off_tensorflow_is_refused_with_the_fix(tmp_path, monkeypatch):
+    # Off TensorFlow the conversion subprocess reloads the model safely, so it cannot load
+    # a Python lambda. Before: a minute later, Keras's advice to pass `safe_mode=False`,
+    # which export_tflite does not take. The backend's name is all the check reads.
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    inputs = keras.Input((4,))
+    doubled = keras.layers.Lambda(lambda x: x * 2.0, name="double")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3)(doubled), name="with_lambda")
+    with pytest.raises(
+        ValueError,
+        match=r"'jax' backend.*Received: model 'with_lambda' with Lambda layers \['double'\]"
+        r".*KERAS_BACKEND=tensorflow",
+    ):
+        tfkd.export_tflite(model, tmp_path / "m.tflite")
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_failed_reload_off_tensorflow_names_the_layers_it_cannot_load():
+    from tfkd.export import tflite
+
+    class Double(keras.layers.Layer):
+        def call(self, inputs):
+            return inputs * 2.0
+
+    inputs = keras.Input((4,))
+    named = keras.layers.Lambda(keras.ops.negative, name="negate")(Double(name="twice")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3)(named))
+    # Before: no hint; Keras's own advice was to register the class, which the
+    # subprocess would not import either.
+    hint = tflite._subprocess_hint(model)
+    assert "layers ['twice', 'negate']" in hint and "KERAS_BACKEND=tensorflow" in hint
+    assert tflite._subprocess_hint(small_cnn(4, "plain")) == ""
+
+
 def test_a_layer_without_a_builtin_kernel_is_named(tmp_path):
     model = string_op_model()
     with pytest.raises(ValueError, match=r"tf\.(AsString|StringToNumber).*select_tf_ops=True"):
