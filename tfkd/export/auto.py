@@ -6,7 +6,6 @@ import json
 import os
 import pathlib
 import re
-import shutil
 
 from tfkd import _atomic, _checks
 from tfkd.export.model import TFLiteModel
@@ -119,8 +118,7 @@ def auto_quantize(
             entry["within_budget"] = entry["accuracy"] >= floor - 1e-9
     within = [name for name, entry in measured.items() if entry.get("within_budget")]
     chosen = min(within, key=lambda name: (measured[name]["bytes"], names.index(name)))
-    shutil.copyfile(folder / f"{chosen}.tflite", path.with_name(path.name + ".tmp"))
-    os.replace(path.with_name(path.name + ".tmp"), path)
+    _atomic.write_bytes(path, (folder / f"{chosen}.tflite").read_bytes())
     summary = {
         "chosen": chosen,
         "reference_accuracy": reference,
