@@ -107,3 +107,16 @@ def test_a_float32_reference_that_cannot_be_made_says_why(tmp_path):
     # Before: a KeyError ('accuracy') once every candidate was tried.
     with pytest.raises(ValueError, match=r"tf\.(AsString|StringToNumber)"):
         auto.auto_quantize(model, tmp_path / "m.tflite", x, [0, 1, 2, 0], x, candidates=["int8"])
+
+
+def test_a_generator_of_calibration_batches_calibrates_every_candidate(tmp_path):
+    # Before: the float32 reference read the generator's batches, and the int8 candidate
+    # found it empty ("`representative_data` is empty").
+    x, y = random_images(32)
+    batches = (x[start : start + 8] for start in range(0, 32, 8))
+    summary = auto.auto_quantize(
+        small_cnn(4, "m"), tmp_path / "m.tflite", x, y, batches, candidates=["int8"], latency_runs=1
+    )
+    assert "error" not in summary["candidates"]["int8"], summary["candidates"]["int8"]
+    ops = tfkd.export.ExportReport.from_file(tmp_path / "m.candidates" / "int8.tflite").ops
+    assert ops["CONV_2D[int8]"] == 1
