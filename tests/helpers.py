@@ -228,3 +228,16 @@ def model_of_kind(kind, directory, width=4, input_shape=(8, 8, 1), num_classes=3
 def kind_input_shape(kind, input_shape=(8, 8, 1)):
     """The input shape a test uses for `kind`: MobileNetV3 needs RGB and 32x32 at least."""
     return (32, 32, 3) if kind == "applications" else input_shape
+
+
+def string_op_model():
+    """A model whose one layer computes with TensorFlow string ops, which have no builtin
+    TFLite kernel: its conversion fails, naming them (TensorFlow backend only)."""
+    import tensorflow as tf
+
+    class Unsupported(keras.layers.Layer):
+        def call(self, inputs):
+            return tf.strings.to_number(tf.strings.as_string(inputs))
+
+    inputs = keras.Input((3,))
+    return keras.Model(inputs, Unsupported()(inputs))

@@ -324,6 +324,13 @@ CASES = [
     ),
     Case(
         quantize.fake_quant,
+        lambda: quantize.fake_quant(np.ones((2, 4)), -np.ones(3), np.ones(3)),
+        ValueError,
+        "min_value",
+        "shape (3,)",
+    ),
+    Case(
+        quantize.fake_quant,
         lambda: quantize.fake_quant(np.ones(2), 0.0, 1.0, num_bits=1),
         ValueError,
         "num_bits",

@@ -3,11 +3,14 @@ quantizer runs."""
 
 import numpy as np
 
-from tests.bad_inputs._cases import Case, check, parametrize
+from tests.bad_inputs._cases import Case, check, parametrize, tmp
+from tests.helpers import small_cnn
 from tfkd.export import auto_quantize, litert_quantize
 
 _X = np.zeros((4, 28, 28, 1), "float32")
 _Y = np.zeros(4, "int64")
+# Images with one NaN pixel, for a model that takes them.
+_NAN = np.where(np.arange(4 * 8 * 8).reshape(4, 8, 8, 1) == 5, np.nan, 0.0).astype("float32")
 
 CASES = [
     Case(
@@ -66,6 +69,21 @@ CASES = [
         ValueError,
         "calibration_samples",
         "0",
+    ),
+    Case(
+        litert_quantize,
+        # Before: the export of the model named `representative_data`, not an argument here.
+        lambda: litert_quantize(small_cnn(4, "m"), tmp("q.tflite"), "dynamic_int8", _NAN),
+        ValueError,
+        "data",
+        "data with nan at index (0, 0, 5, 0)",
+    ),
+    Case(
+        auto_quantize,
+        lambda: auto_quantize(small_cnn(4, "m"), tmp("m.tflite"), np.zeros_like(_NAN), _Y, _NAN),
+        ValueError,
+        "calibration_data",
+        "calibration_data with nan at index (0, 0, 5, 0)",
     ),
     Case(
         auto_quantize,

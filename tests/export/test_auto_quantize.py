@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import tfkd
-from tests.helpers import random_images, small_cnn
+from tests.helpers import random_images, small_cnn, string_op_model
 from tfkd.export import auto
 
 TEACHER = "saved_models/fashion_mnist_cnn_teacher/model.keras"
@@ -84,3 +84,39 @@ def test_nan_validation_examples_are_refused_before_any_file_is_made(tmp_path):
             small_cnn(4, "m"), tmp_path / "m.tflite", x_val, y, x, candidates=["int8"]
         )
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("form", ["array", "generator"])
+def test_nan_calibration_data_is_refused_before_any_file_is_made(tmp_path, form):
+    # Before: every candidate failed on it, the float32 reference too, and the choice
+    # ended in a KeyError ('accuracy').
+    x, y = random_images(16)
+    calibration = x.copy()
+    calibration[12, 0, 0, 0] = np.nan
+    data = calibration if form == "array" else (calibration[i : i + 8] for i in (0, 8))
+    with pytest.raises(ValueError, match=r"`calibration_data` holds 1 NaN or infinite values"):
+        auto.auto_quantize(
+            small_cnn(4, "m"), tmp_path / "m.tflite", x, y, data, candidates=["int8"]
+        )
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_float32_reference_that_cannot_be_made_says_why(tmp_path):
+    model = string_op_model()
+    x = np.ones((4, 3), "float32")
+    # Before: a KeyError ('accuracy') once every candidate was tried.
+    with pytest.raises(ValueError, match=r"tf\.(AsString|StringToNumber)"):
+        auto.auto_quantize(model, tmp_path / "m.tflite", x, [0, 1, 2, 0], x, candidates=["int8"])
+
+
+def test_a_generator_of_calibration_batches_calibrates_every_candidate(tmp_path):
+    # Before: the float32 reference read the generator's batches, and the int8 candidate
+    # found it empty ("`representative_data` is empty").
+    x, y = random_images(32)
+    batches = (x[start : start + 8] for start in range(0, 32, 8))
+    summary = auto.auto_quantize(
+        small_cnn(4, "m"), tmp_path / "m.tflite", x, y, batches, candidates=["int8"], latency_runs=1
+    )
+    assert "error" not in summary["candidates"]["int8"], summary["candidates"]["int8"]
+    ops = tfkd.export.ExportReport.from_file(tmp_path / "m.candidates" / "int8.tflite").ops
+    assert ops["CONV_2D[int8]"] == 1

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import tfkd
-from tests.helpers import assert_tflite_agrees, random_images, small_cnn
+from tests.helpers import assert_tflite_agrees, random_images, small_cnn, string_op_model
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TEACHER = REPO / "saved_models" / "fashion_mnist_cnn_teacher" / "model.keras"
@@ -65,6 +65,27 @@ def test_int8_inputs_and_outputs(tmp_path, teacher, fashion_mnist):
     assert lite.input_dtype == "int8"
     assert "QUANTIZE[float32]" not in report.ops
     assert lite.evaluate(x_test[:500], y_test[:500])["accuracy"] > 0.88
+
+
+def test_int8_data_for_an_int8_input_is_not_quantized_again(tmp_path):
+    x, y = random_images(64)
+    model = small_cnn(4, "int8_io")
+    path = tmp_path / "io.tflite"
+    tfkd.export_tflite(model, path, "int8", representative_data=x, io_dtype="int8")
+    lite = tfkd.TFLiteModel(path)
+    scale, zero_point = lite._input["quantization"]
+    quantized = np.clip(np.round(x / scale + zero_point), -128, 127).astype("int8")
+    expected = lite.predict(x)
+    # Before: the int8 values were divided by the scale again, and saturated.
+    np.testing.assert_array_equal(lite.predict(quantized), expected)
+    scores, expected_scores = lite.evaluate(quantized, y), lite.evaluate(x, y)
+    assert (scores["accuracy"], scores["loss"]) == (
+        expected_scores["accuracy"],
+        expected_scores["loss"],
+    )
+    # Integers of another dtype are values, as Keras casts them: quantized as floats are.
+    pixels = np.round(np.abs(x) * 2).astype("uint8")
+    np.testing.assert_array_equal(lite.predict(pixels), lite.predict(pixels.astype("float32")))
 
 
 def test_every_mode_converts_and_shrinks_as_expected(tmp_path):
@@ -192,15 +213,42 @@ def test_bad_arguments_fail_early_with_clear_messages(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_a_layer_without_a_builtin_kernel_is_named(tmp_path):
-    import tensorflow as tf
+def test_a_python_lambda_off_tensorflow_is_refused_with_the_fix(tmp_path, monkeypatch):
+    # Off TensorFlow the conversion subprocess reloads the model safely, so it cannot load
+    # a Python lambda. Before: a minute later, Keras's advice to pass `safe_mode=False`,
+    # which export_tflite does not take. The backend's name is all the check reads.
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    inputs = keras.Input((4,))
+    doubled = keras.layers.Lambda(lambda x: x * 2.0, name="double")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3)(doubled), name="with_lambda")
+    with pytest.raises(
+        ValueError,
+        match=r"'jax' backend.*Received: model 'with_lambda' with Lambda layers \['double'\]"
+        r".*KERAS_BACKEND=tensorflow",
+    ):
+        tfkd.export_tflite(model, tmp_path / "m.tflite")
+    assert not list(tmp_path.iterdir())
 
-    class Unsupported(keras.layers.Layer):
+
+def test_a_failed_reload_off_tensorflow_names_the_layers_it_cannot_load():
+    from tfkd.export import tflite
+
+    class Double(keras.layers.Layer):
         def call(self, inputs):
-            return tf.strings.to_number(tf.strings.as_string(inputs))
+            return inputs * 2.0
 
-    inputs = keras.Input((3,))
-    model = keras.Model(inputs, Unsupported()(inputs))
+    inputs = keras.Input((4,))
+    named = keras.layers.Lambda(keras.ops.negative, name="negate")(Double(name="twice")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3)(named))
+    # Before: no hint; Keras's own advice was to register the class, which the
+    # subprocess would not import either.
+    hint = tflite._subprocess_hint(model)
+    assert "layers ['twice', 'negate']" in hint and "KERAS_BACKEND=tensorflow" in hint
+    assert tflite._subprocess_hint(small_cnn(4, "plain")) == ""
+
+
+def test_a_layer_without_a_builtin_kernel_is_named(tmp_path):
+    model = string_op_model()
     with pytest.raises(ValueError, match=r"tf\.(AsString|StringToNumber).*select_tf_ops=True"):
         tfkd.export_tflite(model, tmp_path / "m.tflite")
     assert not (tmp_path / "m.tflite").exists()

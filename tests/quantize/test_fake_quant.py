@@ -1,5 +1,7 @@
 """`fake_quant` against TensorFlow's FakeQuantWithMinMaxVars, and `ActivationQuantizer`."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -93,3 +95,27 @@ def test_activation_quantizer_validates_and_round_trips():
     with pytest.raises(ValueError, match="decay=1.5"):
         tfkd.quantize.ActivationQuantizer(decay=1.5)
     assert_config_round_trip(tfkd.quantize.ActivationQuantizer(decay=0.9))
+
+
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_per_channel_ranges_must_have_one_entry_per_channel(as_tensor):
+    # Before: each backend's broadcasting error ("Incompatible shapes: [2,5,4] vs. [3]"),
+    # or, for a length-1 vector, a range that trained but failed at export.
+    x = np.random.default_rng(2).normal(size=(2, 5, 4)).astype("float32")
+
+    def convert(value):
+        return keras.ops.convert_to_tensor(value) if as_tensor else value
+
+    for low, high in [(-np.ones(3), np.ones(3)), (-np.ones(1), np.ones(1)), (-1.0, np.ones(4))]:
+        with pytest.raises(
+            ValueError,
+            match=rf"Received: min_value of shape {re.escape(str(np.shape(low)))} and max_value "
+            rf"of shape {re.escape(str(np.shape(high)))} for x of shape \(2, 5, 4\)\. Pass both "
+            r"of shape \(\) or \(4,\)",
+        ):
+            tfkd.quantize.fake_quant(x, convert(np.float32(low)), convert(np.float32(high)))
+    ranges = np.float32([1.0, 2.0, 3.0, 4.0])
+    per_channel = tfkd.quantize.fake_quant(x, convert(-ranges), convert(ranges))
+    assert np.abs(_numpy(per_channel)).max(axis=(0, 1)) == pytest.approx(
+        np.minimum(np.abs(x).max(axis=(0, 1)), ranges), abs=0.02
+    )

@@ -238,11 +238,18 @@ def ops_details(interpreter):
 
 
 def quantize_input(x, details):
-    """Float `x` in the dtype of an interpreter input, quantized if that input is integer."""
+    """`x` in the dtype of an interpreter input: the one place inputs are quantized.
+
+    For a quantized integer input, `x` of that very dtype (int8 for an int8 input) is
+    quantized already and passes as is; any other `x` (float, or integers of another
+    dtype: uint8 images for an int8 input) holds the values the Keras model took, and
+    is quantized with the input's scale and zero point.
+    """
+    x = np.asarray(x)
     dtype = np.dtype(details["dtype"])
     scale, zero_point = details["quantization"]
-    if dtype.kind == "f" or scale == 0:
-        return np.asarray(x).astype(dtype)
+    if dtype.kind == "f" or scale == 0 or x.dtype == dtype:
+        return x.astype(dtype)
     info = np.iinfo(dtype)
     return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
 
@@ -269,8 +276,9 @@ class Runner:
         self._batch = None
 
     def run(self, batch):
-        """`batch` (float or integer, shaped like the input; a list of arrays, one per
-        input in the file's order, for several inputs) -> a list of float32 outputs."""
+        """`batch` (float or integer, shaped like the input, quantized as `quantize_input`
+        says; a list of arrays, one per input in the file's order, for several inputs) ->
+        a list of float32 outputs."""
         arrays = list(batch) if len(self.inputs) > 1 else [batch]
         if len(arrays) != len(self.inputs):
             raise ValueError(

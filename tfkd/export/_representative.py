@@ -9,28 +9,31 @@ from tfkd._checks import check_finite_array
 _UNKNOWN_INPUT = None
 
 
-def collect(data, inputs, limit):
+def collect(data, inputs, limit, name="representative_data"):
     """Up to `limit` samples of `data` as a list with one array per model input.
 
     `inputs` are the model's `_signature.ModelInput`s, or `None` for a model that has
-    no input shape yet (taken to have one input).
+    no input shape yet (taken to have one input). `name`: the argument `data` was
+    given as, which errors name.
     """
     names = [_UNKNOWN_INPUT] if inputs is None else [model_input.name for model_input in inputs]
     if _is_labelled_arrays(data, len(names)):
         data = data[0]  # (x, y) or (x, y, sample_weight), as `fit` takes them
     if isinstance(data, np.ndarray) or _is_arrays(data, len(names)):
-        arrays = _checked([np.asarray(array) for array in _per_input(data, names)])
+        arrays = _checked([np.asarray(array) for array in _per_input(data, names, name)], name)
         return [array[:limit] for array in arrays]
     elements = data() if callable(data) and not hasattr(data, "__iter__") else data
     if not hasattr(elements, "__iter__"):
         raise TypeError(
-            "`representative_data` must be a numpy array (or a list/dict of arrays, one per "
+            f"`{name}` must be a numpy array (or a list/dict of arrays, one per "
             "input), a tf.data.Dataset, or an iterable of batches. "
-            f"Received: representative_data of type {type(data).__name__}."
+            f"Received: {name} of type {type(data).__name__}."
         )
     batches, count = [], 0
     for element in elements:
-        arrays = [np.asarray(array) for array in _per_input(_inputs_of(element, names), names)]
+        arrays = [
+            np.asarray(array) for array in _per_input(_inputs_of(element, names), names, name)
+        ]
         if inputs is not None:  # unbatched elements (one sample each) get a batch axis
             arrays = [
                 array if array.ndim == len(model_input.shape) + 1 else array[None]
@@ -41,21 +44,21 @@ def collect(data, inputs, limit):
         if count >= limit:
             break
     if not batches:
-        raise ValueError("`representative_data` is empty. Received: no elements.")
-    return _checked([np.concatenate(parts)[:limit] for parts in zip(*batches, strict=True)])
+        raise ValueError(f"`{name}` is empty. Received: no elements.")
+    return _checked([np.concatenate(parts)[:limit] for parts in zip(*batches, strict=True)], name)
 
 
-def _checked(arrays):
+def _checked(arrays, name):
     """`arrays`, refused when they hold no sample, objects or strings, or NaN or infinite
     values (the converter would calibrate on them without complaint, and leave the
     layers in float)."""
     for array in arrays:
         if array.ndim == 0 or len(array) == 0:
             raise ValueError(
-                "`representative_data` holds no samples. Received: representative_data of "
-                f"shape {array.shape}. Pass a few hundred training inputs."
+                f"`{name}` holds no samples. Received: {name} of shape {array.shape}. "
+                "Pass a few hundred training inputs."
             )
-        check_finite_array("representative_data", array)
+        check_finite_array(name, array)
     return arrays
 
 
@@ -93,26 +96,25 @@ def _inputs_of(element, names):
     return element
 
 
-def _per_input(data, names):
+def _per_input(data, names, name):
     if isinstance(data, dict) and names == [_UNKNOWN_INPUT]:
         raise ValueError(
-            "The model has no inputs yet (never called), so `representative_data` cannot "
+            f"The model has no inputs yet (never called), so `{name}` cannot "
             f"be given by input name. Received keys: {sorted(data)}. Pass an array, or call "
             "the model once on a batch first."
         )
     if isinstance(data, dict):
-        missing = [name for name in names if name not in data]
+        missing = [input_name for input_name in names if input_name not in data]
         if missing:
             raise ValueError(
-                f"`representative_data` lacks model inputs {missing}. "
-                f"Received keys: {sorted(data)}."
+                f"`{name}` lacks model inputs {missing}. Received keys: {sorted(data)}."
             )
-        return [data[name] for name in names]
+        return [data[input_name] for input_name in names]
     if len(names) == 1:
         return [data]
     if not isinstance(data, (list, tuple)) or len(data) != len(names):
         raise ValueError(
-            f"The model has {len(names)} inputs {names}; `representative_data` must give one "
+            f"The model has {len(names)} inputs {names}; `{name}` must give one "
             f"array per input. Received: an element of type {type(data).__name__}."
         )
     return list(data)

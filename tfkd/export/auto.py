@@ -6,7 +6,6 @@ import json
 import os
 import pathlib
 import re
-import shutil
 
 from tfkd import _atomic, _checks
 from tfkd.export.model import TFLiteModel
@@ -27,6 +26,8 @@ _CONVERTER = {"int8": "int8", "int16x8": "int16x8", "dynamic": "dynamic", "float
 # The share of weighted layers the mixed candidate keeps at int8 (BENCHMARKS.md, *The LiteRT
 # quantizer against the converter*, measures it on MobileNetV2 and MiniLM).
 MIXED_SHARE = 0.2
+# As many as `export_tflite` and `litert_quantize` calibrate on by default.
+_CALIBRATION_SAMPLES = 500
 
 
 def auto_quantize(
@@ -50,7 +51,10 @@ def auto_quantize(
             `<path stem>.candidates/` beside it.
         x_val, y_val: held-out examples and their labels (not the test split, which then
             checks the choice).
-        calibration_data: inputs for the calibrated candidates (`int8`, `int16x8`).
+        calibration_data: inputs for the calibrated candidates (`int8`, `int16x8`): a
+            numpy array, a `tf.data.Dataset` or an iterable of batches, as
+            `export_tflite`'s `representative_data`; up to 500 samples are read once,
+            before any candidate is made.
         accuracy_budget: accuracy points (0 to 100) a candidate may lose against the
             float32 file on `(x_val, y_val)`. Defaults to `0.5`.
         candidates: names from `CANDIDATES`; `"float32"` is always made (the reference).
@@ -62,9 +66,10 @@ def auto_quantize(
         `error` for one that could not be made) and `path`.
 
     Raises:
-        ValueError: a bad budget, candidate name or data (also `x_val` holding NaN or
-            infinite values); no candidate within the budget cannot happen (the float32
-            file is one).
+        ValueError: a bad budget, candidate name or data (also `x_val` or
+            `calibration_data` holding NaN or infinite values), or a float32 file that
+            cannot be made (the reference); no candidate within the budget cannot happen
+            (the float32 file is one).
     """
     _checks.check_number("accuracy_budget", accuracy_budget, low=0, high=100)
     _checks.check_number("latency_runs", latency_runs, low=1, integer=True)
@@ -83,6 +88,7 @@ def auto_quantize(
     x_val = _checks.check_finite_array("x_val", x_val)
     if not (hasattr(model, "layers") and hasattr(model, "predict")):
         raise TypeError(f"`model` must be a Keras model. Received: {type(model).__name__}")
+    calibration_data = _calibration_arrays(model, calibration_data)
     path = pathlib.Path(_checks.check_output_file(path))
     folder = path.with_name(path.stem + ".candidates")
     folder.mkdir(parents=True, exist_ok=True)
@@ -93,6 +99,8 @@ def auto_quantize(
         try:
             _make(name, model, file, calibration_data, reports)
         except (ValueError, ImportError) as error:
+            if name == "float32":  # the reference every candidate is measured against
+                raise
             measured[name] = {"error": f"{type(error).__name__}: {error}"[:500]}
             continue
         lite = TFLiteModel(file)
@@ -110,8 +118,7 @@ def auto_quantize(
             entry["within_budget"] = entry["accuracy"] >= floor - 1e-9
     within = [name for name, entry in measured.items() if entry.get("within_budget")]
     chosen = min(within, key=lambda name: (measured[name]["bytes"], names.index(name)))
-    shutil.copyfile(folder / f"{chosen}.tflite", path.with_name(path.name + ".tmp"))
-    os.replace(path.with_name(path.name + ".tmp"), path)
+    _atomic.write_bytes(path, (folder / f"{chosen}.tflite").read_bytes())
     summary = {
         "chosen": chosen,
         "reference_accuracy": reference,
@@ -124,6 +131,24 @@ def auto_quantize(
         path.with_name(path.stem + ".auto.json"), (json.dumps(summary, indent=2) + "\n").encode()
     )
     return summary
+
+
+def _calibration_arrays(model, calibration_data):
+    """`calibration_data` as the array (one per input) every candidate calibrates on: read
+    once, as a generator gives its batches once and the LiteRT quantizer takes arrays
+    only; refused, naming it, when it holds NaN or infinite values, which the converter
+    calibrates on without complaint."""
+    if calibration_data is None:
+        return None
+    from tfkd.export import _representative, _signature
+
+    arrays = _representative.collect(
+        calibration_data,
+        _signature.model_inputs(model),
+        _CALIBRATION_SAMPLES,
+        name="calibration_data",
+    )
+    return arrays[0] if len(arrays) == 1 else arrays
 
 
 def _make(name, model, file, calibration_data, reports):

@@ -84,6 +84,8 @@ def litert_quantize(
     """
     check_litert_arguments(recipe, overrides, io_dtype, calibration, calibration_samples)
     path = pathlib.Path(_checks.check_output_file(path))
+    if isinstance(data, np.ndarray):  # before a Keras `source` is exported on it
+        _checks.check_finite_array("data", data)
     quantizer, names = _load_quantizer()
     content = _float_content(source, data)
     signature, input_name = _signature(content)
@@ -205,10 +207,8 @@ def _checked_data(data, content):
             f"`data` does not fit the model's input {['batch', *signature[1:]]}. Received: "
             f"shape {data.shape}."
         )
-    x = data.astype(runner.inputs[0]["dtype"])
-    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
-        raise ValueError("`data` holds NaN or infinite values.")
-    return x
+    dtype = runner.inputs[0]["dtype"]
+    return _checks.check_finite_array("data", data, dtype).astype(dtype)
 
 
 def _signature(content):

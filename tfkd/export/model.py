@@ -17,7 +17,10 @@ class TFLiteModel:
 
     Quantized inputs and outputs are handled here: float inputs are quantized with the
     file's scale and zero point, and integer outputs dequantized, so `predict` takes
-    and returns what the Keras model did. Batches of any size are run by resizing the
+    and returns what the Keras model did. Inputs of the file's own integer dtype (int8
+    arrays for an int8 input) are taken as quantized already and passed as they are;
+    integers of another dtype (uint8 images for an int8 input) are values, as floats
+    are, and quantized. Batches of any size are run by resizing the
     input tensor. Files with several outputs give a list of arrays, in the order of the
     Keras model's outputs.
 
@@ -97,6 +100,9 @@ class TFLiteModel:
 
         Args:
             x: inputs, shaped as the file's input (a missing channel axis is added).
+                For a file with a quantized integer input, `x` of its dtype is taken as
+                quantized already; anything else is quantized with its scale and zero
+                point (see the class docstring).
             batch_size: samples per interpreter call. Defaults to `256`.
             verbose: `1` shows a progress bar, `2` one line at the end, `0` nothing
                 (as Keras's `predict`). Defaults to `0`.

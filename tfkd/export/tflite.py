@@ -21,6 +21,8 @@ from tfkd.export.report import ExportReport
 from tfkd.quantize.qat import is_quantized, untrained_quantizers
 
 _SPARSITY = ("auto", True, False)
+# The packages whose classes the conversion subprocess imports when it loads a model.
+_RELOADABLE = ("keras", "tfkd")
 # The converter's sparse encoding pays off from about this fraction of zeros.
 _AUTO_SPARSITY = 0.5
 
@@ -49,8 +51,9 @@ def export_tflite(
             shape (`keras.Input`, or called once on a batch). A model never called is
             built on the first batch of `representative_data`. To export what a
             `tfkd.Distiller` trained, pass `distiller.student`. Off the TensorFlow
-            backend, subclassed models need the TensorFlow backend to export (the
-            subprocess cannot import their class).
+            backend, subclassed models, layers of your own and Lambda layers need the
+            TensorFlow backend to export (the subprocess cannot import their class, and
+            does not load a Python lambda).
         path: where to write the `.tflite` file.
         quantization: `None` (float32), `"dynamic"` (int8 weights, float activations),
             `"float16"` (float16 weights), `"int8"` (full integer, calibrated) or
@@ -97,7 +100,8 @@ def export_tflite(
             or the calibration data not numbers (objects, strings).
         ValueError: a bad quantization, io_dtype, `path` (a directory) or calibration data
             (missing, empty, misshapen, not finite, or too large for the model's input
-            dtype), a model with NaN or infinite weights (or quantization ranges), a model
+            dtype), a model with NaN or infinite weights (or quantization ranges), off
+            TensorFlow a model with a Lambda layer wrapping a Python lambda, a model
             with no input shape and no data to build it on, a conversion that fails
             (the message names the op), or NaN or infinite outputs of the Keras model or
             the file on the samples they are checked on.
@@ -226,6 +230,7 @@ def _validate(model, quantization, representative_data, io_dtype, sparsity, sele
         )
     # Before any conversion: LiteRT can crash the process running a file made from NaN.
     check_finite_weights(model)
+    _check_reloadable(model)
     if quantization not in QUANTIZATIONS:
         raise ValueError(
             f"`quantization` must be one of {QUANTIZATIONS}. "
@@ -252,6 +257,34 @@ def _validate(model, quantization, representative_data, io_dtype, sparsity, sele
         raise TypeError(
             f"`select_tf_ops` must be a bool. Received: select_tf_ops={select_tf_ops!r}."
         )
+
+
+def _check_reloadable(model):
+    """Off TensorFlow, refuses a model with Lambda layers wrapping a Python lambda: the
+    conversion subprocess reloads the model, and Keras refuses to load those safely."""
+    if keras.backend.backend() == "tensorflow":
+        return
+    names = [
+        layer.name for layer in _graph.leaf_layers(model, subclassed=True) if _is_lambda(layer)
+    ]
+    if names:
+        raise ValueError(
+            f"Lambda layers that wrap a Python lambda cannot be exported from the "
+            f"{keras.backend.backend()!r} backend: the conversion runs in a TensorFlow "
+            "subprocess that reloads the model from a .keras file, and loading a Python "
+            "lambda runs code stored in the file, which tfkd does not allow (safe mode). "
+            f"Received: model {model.name!r} with Lambda layers {names}. Export from a "
+            "process with KERAS_BACKEND=tensorflow (no reload), or replace each Lambda with "
+            "Keras's built-in layers (e.g. `keras.layers.Rescaling(2.0)` for `x * 2`): a "
+            "layer class defined in your script cannot be loaded there either."
+        )
+
+
+def _is_lambda(layer):
+    return (
+        isinstance(layer, keras.layers.Lambda)
+        and getattr(layer.function, "__name__", None) == "<lambda>"
+    )
 
 
 def _check_per_channel(model, per_channel, quantization):
@@ -332,11 +365,25 @@ def _convert_in_subprocess(model, samples, options):
 
 
 def _subprocess_hint(model):
+    hint = ""
     module = type(model).__module__
-    if module.startswith(("keras", "tfkd")):
-        return ""
-    return (
-        f"\nThe subprocess loads the model from a .keras file, and {type(model).__name__} "
-        f"(defined in {module}) is a class it cannot import. Export it from a process with "
-        "KERAS_BACKEND=tensorflow, or rebuild it as a functional or Sequential model."
-    )
+    if not module.startswith(_RELOADABLE):
+        hint += (
+            f"\nThe subprocess loads the model from a .keras file, and {type(model).__name__} "
+            f"(defined in {module}) is a class it cannot import. Export it from a process with "
+            "KERAS_BACKEND=tensorflow, or rebuild it as a functional or Sequential model."
+        )
+    layers = [
+        layer.name
+        for layer in _graph.leaf_layers(model, subclassed=True)
+        if isinstance(layer, keras.layers.Lambda)
+        or not type(layer).__module__.startswith(_RELOADABLE)
+    ]
+    if layers:
+        hint += (
+            f"\nThe subprocess may not load layers {layers}: a Lambda's function is "
+            "looked up by name, and a layer class defined outside Keras and tfkd cannot be "
+            "imported there (registering it does not help). Export from a process with "
+            "KERAS_BACKEND=tensorflow, or build them from Keras's built-in layers."
+        )
+    return hint

@@ -42,7 +42,7 @@ def fake_quant(x, min_value, max_value, *, num_bits=8, narrow_range=False):
     Args:
         x: a tensor.
         min_value, max_value: scalars for one range, or vectors for one range per
-            entry of the last axis of `x`.
+            entry of the last axis of `x` (both of the same shape).
         num_bits: bits of the integer grid. Defaults to `8`.
         narrow_range: use `[1, 2**num_bits - 1]`, symmetric around 0 when the range
             is, as TFLite wants for weights. Defaults to `False`.
@@ -53,15 +53,17 @@ def fake_quant(x, min_value, max_value, *, num_bits=8, narrow_range=False):
     Raises:
         TypeError, ValueError: for an `x` that is not a tensor (a string, `None`),
             `num_bits` outside 2..16, a `narrow_range` that is not a bool, a range that is
-            not numbers, or a range given as numbers whose minimum is not below its
-            maximum (tensors, e.g. a layer's range variables, are not checked).
+            not numbers, ranges that are neither two scalars nor two vectors as long as
+            the last axis of `x` (tensors too), or a range given as numbers whose minimum
+            is not below its maximum (the values of tensors, e.g. a layer's range
+            variables, are not checked).
     """
     if x is None or isinstance(x, (str, bytes)):
         raise TypeError(
             f"`x` must be a tensor of floats. Received: x={x!r:.80} of type {type(x).__name__}."
         )
     _check_bits(num_bits, narrow_range)
-    min_value, max_value = _checked_range(min_value, max_value)
+    min_value, max_value = _checked_range(x, min_value, max_value)
     if _EXPORTING[-1]:
         return _tensorflow_fake_quant(x, min_value, max_value, num_bits, narrow_range)
     quant_min = 1.0 if narrow_range else 0.0
@@ -88,8 +90,9 @@ def _check_bits(num_bits, narrow_range):
         )
 
 
-def _checked_range(min_value, max_value):
-    """Numbers and numpy arrays as float32 arrays, checked; tensors as they are."""
+def _checked_range(x, min_value, max_value):
+    """Numbers and numpy arrays as float32 arrays, checked; tensors as they are, their
+    shapes checked."""
     for name, value in (("min_value", min_value), ("max_value", max_value)):
         if value is None or isinstance(value, (str, bytes, bool, np.bool_)):
             raise TypeError(
@@ -98,14 +101,47 @@ def _checked_range(min_value, max_value):
             )
     concrete = (numbers.Real, np.ndarray, list, tuple)
     if not (isinstance(min_value, concrete) and isinstance(max_value, concrete)):
+        _check_shapes(x, min_value, max_value)
         return min_value, max_value
     low, high = _float_array("min_value", min_value), _float_array("max_value", max_value)
+    _check_shapes(x, low, high)
     if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(low < high)):
         raise ValueError(
             "`min_value` must be below `max_value`, both finite. Received: "
             f"min_value={min_value!r:.80}, max_value={max_value!r:.80}."
         )
     return low, high
+
+
+def _check_shapes(x, min_value, max_value):
+    """Refuses ranges that are neither two scalars nor two vectors of one entry per channel
+    (the last axis of `x`): the backends failed on broadcasting them, in their own words,
+    and TensorFlow's per-channel op (export) on any other length."""
+    x_shape, shapes = _shape(x), (_shape(min_value), _shape(max_value))
+    if None in (x_shape, *shapes) or shapes == ((), ()):
+        return  # an unknown rank (a TensorFlow graph) is left to the backend
+    channels = x_shape[-1] if x_shape else -1  # a scalar `x` has no channels
+    length = shapes[0][0] if len(shapes[0]) == 1 and shapes[0] == shapes[1] else -1
+    if length != -1 and (length == channels or None in (length, channels)):
+        return
+    accepted = "()" if not x_shape else f"() or ({channels},)"
+    raise ValueError(
+        "`min_value` and `max_value` must be scalars (one range for all of `x`) or vectors "
+        "with one range per entry of the last axis of `x` (per channel). Received: "
+        f"min_value of shape {shapes[0]} and max_value of shape {shapes[1]} for x of shape "
+        f"{x_shape}. Pass both of shape {accepted}."
+    )
+
+
+def _shape(value):
+    """`value`'s shape as a tuple (None for an unknown size), or None for an unknown rank."""
+    shape = getattr(value, "shape", None)
+    if shape is None:
+        shape = np.shape(value)
+    try:
+        return tuple(None if size is None else int(size) for size in shape)
+    except (TypeError, ValueError):
+        return None
 
 
 def _float_array(name, value):
