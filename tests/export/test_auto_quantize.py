@@ -120,3 +120,14 @@ def test_a_generator_of_calibration_batches_calibrates_every_candidate(tmp_path)
     assert "error" not in summary["candidates"]["int8"], summary["candidates"]["int8"]
     ops = tfkd.export.ExportReport.from_file(tmp_path / "m.candidates" / "int8.tflite").ops
     assert ops["CONV_2D[int8]"] == 1
+
+
+def test_misshapen_calibration_data_is_refused_by_its_name_before_any_file_is_made(tmp_path):
+    # Before: the float32 reference failed on it, naming `representative_data`, an argument
+    # of export_tflite that auto_quantize does not take.
+    x, y = random_images(16)
+    with pytest.raises(ValueError, match=r"`calibration_data` does not fit model input"):
+        auto.auto_quantize(
+            small_cnn(4, "m"), tmp_path / "m.tflite", x, y, x[:, :5, :5], candidates=["int8"]
+        )
+    assert not list(tmp_path.iterdir())

@@ -86,6 +86,21 @@ def test_int8_data_for_an_int8_input_is_not_quantized_again(tmp_path):
     # Integers of another dtype are values, as Keras casts them: quantized as floats are.
     pixels = np.round(np.abs(x) * 2).astype("uint8")
     np.testing.assert_array_equal(lite.predict(pixels), lite.predict(pixels.astype("float32")))
+    # compare gives Keras the values the int8 data stand for (before: the raw integers).
+    dequantized = (quantized.astype("float32") - zero_point) * scale
+    assert lite.compare(model, quantized) == lite.compare(model, dequantized)
+    assert lite.compare(model, quantized)["top1_agreement"] >= 0.9
+
+
+def test_benchmark_refuses_a_sample_that_is_not_one_example(tmp_path):
+    x, _ = random_images(8)
+    path = tmp_path / "m.tflite"
+    tfkd.export_tflite(small_cnn(4, "m"), path)
+    lite = tfkd.TFLiteModel(path)
+    # Before: numpy's "cannot reshape array of size 512 into shape (1,8,8,1)".
+    with pytest.raises(ValueError, match=r"`sample` must be one example .* shape \(8, 8, 8, 1\)"):
+        lite.benchmark(num_runs=1, warmup_runs=0, sample=x)
+    assert lite.benchmark(num_runs=1, warmup_runs=0, sample=x[0])["num_runs"] == 1
 
 
 def test_every_mode_converts_and_shrinks_as_expected(tmp_path):

@@ -120,18 +120,21 @@ def _per_input(data, names, name):
     return list(data)
 
 
-def as_model_inputs(samples, inputs):
-    """`samples` in the dtype and shape each model input takes.
+def as_model_inputs(samples, inputs, name="representative_data"):
+    """`samples` in the dtype and shape each model input takes (`name`: the argument
+    they were given as, which errors name).
 
     The dtype comes from the model, not the data: uint8 images calibrate a float32
     input with the float32 values Keras computes on, and token ids stay integers. A
     missing trailing axis of size 1 (`(N, 28, 28)` images for a `(28, 28, 1)` input)
     is added, as Keras adds it.
     """
-    return [_fit(array, model_input) for array, model_input in zip(samples, inputs, strict=True)]
+    return [
+        _fit(array, model_input, name) for array, model_input in zip(samples, inputs, strict=True)
+    ]
 
 
-def _fit(array, model_input):
+def _fit(array, model_input, name):
     expected = (None, *model_input.shape)
     if array.ndim == len(expected) - 1 and expected[-1] == 1:
         array = array[..., None]
@@ -140,11 +143,11 @@ def _fit(array, model_input):
     )
     if not compatible:
         raise ValueError(
-            f"`representative_data` does not fit model input {model_input.name!r} of shape "
+            f"`{name}` does not fit model input {model_input.name!r} of shape "
             f"{expected}. Received: samples of shape {array.shape}. Pass inputs shaped like "
             "the model's: an array of samples, or a dataset of batches."
         )
     # Finite float64 values can overflow the model's float32 (or float16) input, and the
     # converter crashes the process calibrating on the infinities.
-    check_finite_array("representative_data", array, model_input.dtype)
+    check_finite_array(name, array, model_input.dtype)
     return array.astype(model_input.dtype)

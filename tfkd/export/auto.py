@@ -142,12 +142,12 @@ def _calibration_arrays(model, calibration_data):
         return None
     from tfkd.export import _representative, _signature
 
+    inputs = _signature.model_inputs(model)
     arrays = _representative.collect(
-        calibration_data,
-        _signature.model_inputs(model),
-        _CALIBRATION_SAMPLES,
-        name="calibration_data",
+        calibration_data, inputs, _CALIBRATION_SAMPLES, name="calibration_data"
     )
+    if inputs is not None:  # shaped now, so that a misshapen one is refused by its name
+        arrays = _representative.as_model_inputs(arrays, inputs, name="calibration_data")
     return arrays[0] if len(arrays) == 1 else arrays
 
 

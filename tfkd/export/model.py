@@ -1,12 +1,19 @@
 """`TFLiteModel`: runs an exported `.tflite` file on numpy data and measures it."""
 
+import math
 import os
 import statistics
 
 import numpy as np
 
 from tfkd import _checks, _timing, metrics
-from tfkd.export._interpreter import Runner, UnsafeFileError, quantize_input, softmax_outputs
+from tfkd.export._interpreter import (
+    Runner,
+    UnsafeFileError,
+    dequantize_output,
+    quantize_input,
+    softmax_outputs,
+)
 
 # As Keras's cross-entropy on probabilities: rows renormalised, then clipped.
 _EPSILON = 1e-7
@@ -206,6 +213,12 @@ class TFLiteModel:
             sample = np.zeros([1, *signature], self._input["dtype"])
         sample = np.asarray(sample)
         if min(signature, default=0) >= 0:
+            if sample.size != math.prod(signature):
+                raise ValueError(
+                    "`sample` must be one example of the model's input "
+                    f"{[None, *signature]}, with or without its batch axis. Received: "
+                    f"sample of shape {sample.shape}."
+                )
             sample = sample.reshape([1, *signature])
         elif sample.ndim == len(signature):
             sample = sample[None]  # one example without its batch axis
@@ -232,10 +245,15 @@ class TFLiteModel:
         """Agreement with `keras_model` on `x`: top-1 agreement and max absolute difference.
 
         For several outputs, the lowest agreement and largest difference over them.
+        `x` of the file's integer input dtype is quantized already (as `predict` takes
+        it): the Keras model gets its values, dequantized.
         """
         import keras
 
-        expected = keras.tree.flatten(keras_model.predict(x, batch_size=batch_size, verbose=0))
+        values = x
+        if isinstance(x, np.ndarray) and x.dtype == np.dtype(self._input["dtype"]):
+            values = dequantize_output(x, self._input)
+        expected = keras.tree.flatten(keras_model.predict(values, batch_size=batch_size, verbose=0))
         received = self.predict(x, batch_size=batch_size)
         received = received if isinstance(received, list) else [received]
         if len(expected) != len(received):
