@@ -21,16 +21,17 @@ class ClusteredLayer(KernelWrapper):
     so a weight can move to another centroid. The layer always computes with centroid
     values, and the stripped kernel has at most `clusters` distinct values (per output
     channel with `per_channel`). Zeros of a pruned kernel stay zero with
-    `preserve_sparsity`. Wrapping layers yourself (in a subclassed model), call the model
-    on data once before `fit`: building the layer clusters its kernel, in numpy.
+    `preserve_sparsity`, as one of the `clusters` values. Wrapping layers yourself (in a
+    subclassed model), call the model on data once before `fit`: building the layer
+    clusters its kernel, in numpy.
 
     Args:
         layer: a Dense, convolution or Embedding layer.
         clusters: how many shared values, >= 2. Defaults to `16`.
         per_channel: clusters of their own for each slice along the kernel's last axis
             (output channels). Defaults to `False`.
-        preserve_sparsity: keep the kernel's zeros at zero, outside the clusters.
-            Defaults to `True`.
+        preserve_sparsity: keep the kernel's zeros at zero; they are one of the
+            clusters, held at zero while the others train. Defaults to `True`.
         init: `"kmeans++"` (seeded D^2 sampling) or `"linear"` (evenly spaced between the
             extremes). Defaults to `"kmeans++"`.
         **kwargs: passed to `keras.layers.Layer`; the name defaults to the layer's.
@@ -91,8 +92,10 @@ class ClusteredLayer(KernelWrapper):
         assignments = np.zeros(slices.shape, np.int32)
         for column in range(slices.shape[1]):
             values = slices[kept[:, column], column]
+            # Pruned zeros are one of the clusters: at most `clusters` values in all.
+            zero = values.size > 0 and not kept[:, column].all()
             values = values if values.size else slices[:, column]
-            centroids[column], _ = kmeans.kmeans(values, self.clusters, self.init)
+            centroids[column], _ = kmeans.kmeans(values, self.clusters, self.init, zero=zero)
             assignments[:, column] = kmeans.nearest(slices[:, column], centroids[column])
         self.centroids.assign(centroids if self.per_channel else centroids[0])
         self.assignments.assign(assignments.reshape(kernel.shape))
@@ -101,16 +104,31 @@ class ClusteredLayer(KernelWrapper):
     def kernel_mask(self):
         return self.sparsity_mask
 
+    def held_centroids(self):
+        """The centroids the layer computes with. Where the kernel (or, `per_channel`, an
+        output channel) has pruned zeros, its centroid nearest zero is held at zero: the
+        zeros are one of the `clusters` values, as in tfmot's sparsity-preserving
+        clustering, however the other centroids train."""
+        if not self.preserve_sparsity:
+            return self.centroids
+        centroids = ops.reshape(self.centroids, (-1, self.clusters))
+        mask = ops.reshape(self.sparsity_mask, (-1, centroids.shape[0]))
+        pruned = ops.cast(ops.less(ops.min(mask, axis=0), 1), centroids.dtype)
+        nearest_zero = ops.one_hot(ops.argmin(ops.abs(centroids), axis=-1), self.clusters)
+        held = centroids * (1 - pruned[:, None] * nearest_zero)
+        return ops.reshape(held, self.centroids.shape)
+
     def masked_kernel(self, assignments=None):
         """The kernel the layer computes with: each weight its centroid's value."""
         if assignments is None:
             assignments = ops.convert_to_tensor(self.assignments)
+        centroids = self.held_centroids()
         if self.per_channel:
-            rows = ops.reshape(assignments, (-1, self.centroids.shape[0]))
-            values = ops.take_along_axis(ops.transpose(self.centroids), rows, axis=0)
+            rows = ops.reshape(assignments, (-1, centroids.shape[0]))
+            values = ops.take_along_axis(ops.transpose(centroids), rows, axis=0)
             values = ops.reshape(values, assignments.shape)
         else:
-            values = ops.take(self.centroids, assignments)
+            values = ops.take(centroids, assignments)
         return ops.multiply(values, self.sparsity_mask)
 
     def call(self, inputs, training=False):
@@ -122,7 +140,7 @@ class ClusteredLayer(KernelWrapper):
         # reaches the centroids (summed over their weights) and, straight through, the
         # weights themselves, which can so move to another centroid.
         kernel = ops.convert_to_tensor(self.raw_kernel())
-        assignments = nearest_centroids(kernel, self.centroids, self.per_channel)
+        assignments = nearest_centroids(kernel, self.held_centroids(), self.per_channel)
         self.assignments.assign(assignments)
         clustered = self.masked_kernel(assignments)
         return _kernels.forward(
