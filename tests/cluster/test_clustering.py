@@ -184,10 +184,35 @@ def test_folded_batch_norm_clusters_the_kernel_the_file_holds(tmp_path):
     received = tfkd.TFLiteModel(path).predict(x).argmax(-1)
     expected = tfkd.cluster.strip(clustered).predict(x, verbose=0).argmax(-1)
     assert np.mean(received == expected) >= 0.9
-    # QAT looks through the folded placeholder: the ReLU after it still fuses into the conv.
+    # QAT strips the folded placeholder: the ReLU after the conv still fuses into it.
     aware = tfkd.quantize.quantize_aware(clustered, preserve_clusters=True)
     assert aware.get_layer("conv").output_quantizer is None
-    assert isinstance(aware.get_layer("conv_bn"), tfkd.quantize.FoldedBatchNormalization)
+    assert "conv_bn" not in [layer.name for layer in aware.layers]
+
+
+def test_strip_leaves_out_the_batch_norms_folded_into_the_kernels(tmp_path):
+    # Before, strip kept the FoldedBatchNormalization placeholders: the model held a tfkd
+    # layer, which keras.saving.load_model cannot read without tfkd.
+    x, _ = random_images(64)
+    rng = np.random.default_rng(0)
+    for model in [small_cnn(16, "functional", batch_norm=True), *_conv_block_models()]:
+        for norm in tfkd._graph.batch_norm_layers(model):  # as if trained
+            shape = norm.gamma.shape
+            scale, shift = rng.uniform(0.5, 2, (2, *shape)), rng.normal(size=(2, *shape))
+            norm.set_weights([scale[0], shift[0], shift[1], scale[1]])
+        clustered = tfkd.cluster.cluster_weights(model, 4, fold_batch_norm=True)
+        stripped = tfkd.cluster.strip(clustered)
+        kinds = {type(layer) for layer in tfkd._graph.leaf_layers(stripped)}
+        assert all(kind.__module__.startswith("keras.") for kind in kinds), kinds
+        assert L.BatchNormalization not in kinds
+        # Left out of a functional graph; a Sequential model, a list, holds an Identity.
+        assert (L.Identity in kinds) == (model.name != "functional"), kinds
+        np.testing.assert_allclose(
+            stripped.predict(x, verbose=0), clustered.predict(x, verbose=0), atol=1e-5
+        )
+        if model.name == "functional":
+            report = tfkd.export_tflite(clustered, tmp_path / "folded.tflite")  # strips too
+            assert report.keras_agreement["top1_agreement"] == 1.0
 
 
 def _conv_block_models():
