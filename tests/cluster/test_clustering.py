@@ -125,6 +125,37 @@ def test_eight_clusters_of_a_pruned_model_are_eight_values_with_the_zeros_on_fas
     assert pruned_accuracy > 0.7 and accuracy >= pruned_accuracy - 0.05, (accuracy, pruned_accuracy)
 
 
+def test_a_subclassed_model_with_its_own_clustered_layers_exports_k_values(tmp_path):
+    # Before, building the model traced its call on symbolic inputs, where the wrapper's
+    # k-means (numpy) failed: Keras built it op by op instead, without recording the
+    # input shape, and export could not tell the model's inputs.
+    class Clustered(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.hidden = tfkd.cluster.ClusteredLayer(L.Dense(32, activation="relu"), 8)
+            self.out = L.Dense(3)
+
+        def call(self, inputs, training=None):
+            return self.out(self.hidden(inputs, training=training))
+
+    x = np.random.default_rng(0).normal(size=(64, 16)).astype("float32")
+    model = Clustered()
+    model(x[:2])
+    assert model.get_build_config() == {"input_shape": (2, 16)}
+    _fit(model, x, np.arange(64) % 3, epochs=1)
+    assert tfkd.cluster.summary(model)[0]["unique_values"] <= 8
+    path = tmp_path / "clustered.tflite"
+    if keras.backend.backend() != "tensorflow":
+        # As for pruning: the conversion subprocess cannot import a class defined here.
+        with pytest.raises(ValueError, match="Clustered .* is a class it cannot import"):
+            tfkd.export_tflite(model, path, "int8", x, per_channel=False)
+        return
+    report = tfkd.export_tflite(model, path, "int8", x, per_channel=False)  # checked too
+    assert report.keras_agreement["top1_agreement"] >= 0.9
+    (hidden,) = [values for values, _ in integer_kernels(path).values() if values.size == 512]
+    assert len(np.unique(hidden)) <= 8
+
+
 def test_clustered_student_of_a_distiller_and_int8_export(tmp_path):
     x, y = random_images()
     student = tfkd.cluster.cluster_weights(small_cnn(8, "student"), clusters=8)

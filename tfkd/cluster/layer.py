@@ -22,8 +22,8 @@ class ClusteredLayer(KernelWrapper):
     values, and the stripped kernel has at most `clusters` distinct values (per output
     channel with `per_channel`). Zeros of a pruned kernel stay zero with
     `preserve_sparsity`, as one of the `clusters` values. Wrapping layers yourself (in a
-    subclassed model), call the model on data once before `fit`: building the layer
-    clusters its kernel, in numpy.
+    subclassed model), call the model on data once before `fit`: its first call on data
+    clusters the kernel, in numpy; `tfkd.export_tflite` converts such a model as it is.
 
     Args:
         layer: a Dense, convolution or Embedding layer.
@@ -60,6 +60,7 @@ class ClusteredLayer(KernelWrapper):
         self.per_channel = bool(per_channel)
         self.preserve_sparsity = bool(preserve_sparsity)
         self.init = init
+        self._clusters_pending = False
 
     def build_state(self, input_shape):
         kernel = self.raw_kernel()
@@ -77,7 +78,23 @@ class ClusteredLayer(KernelWrapper):
         self.sparsity_mask = self.add_weight(
             name="sparsity_mask", shape=kernel.shape, initializer="ones", trainable=False
         )
-        self.assign_clusters()
+        if readable(kernel) is None:
+            # Keras builds a subclassed model by tracing its `call` on symbolic inputs,
+            # where variables have no values (before, that build failed, and the model
+            # kept no input shape to export or save with): cluster at the first call.
+            self._clusters_pending = True
+        else:
+            self.assign_clusters()
+
+    def _cluster_pending(self):
+        """Clusters the kernel at the first call on data after a symbolic build, unless
+        weights loaded since then brought their centroids."""
+        centroids = readable(self.centroids)
+        if centroids is None:  # still symbolic, or traced
+            return
+        if not centroids.any():
+            self.assign_clusters()
+        self._clusters_pending = False
 
     def assign_clusters(self):
         """Clusters the wrapped layer's kernel as it is now."""
@@ -134,6 +151,8 @@ class ClusteredLayer(KernelWrapper):
     def call(self, inputs, training=False):
         from tfkd import _kernels
 
+        if self._clusters_pending:
+            self._cluster_pending()
         if not training:
             return _kernels.forward(self.layer, inputs, self.masked_kernel())
         # As tfmot does: each weight takes its nearest centroid's value, and the gradient
@@ -160,6 +179,15 @@ class ClusteredLayer(KernelWrapper):
             init=self.init,
         )
         return config
+
+
+def readable(variable):
+    """`variable`'s value as a numpy array, or None where it has none to give: in a
+    symbolic build or a traced function."""
+    try:
+        return np.asarray(ops.convert_to_numpy(variable))
+    except (NotImplementedError, TypeError, RuntimeError):  # TF; JAX tracers; PyTorch meta
+        return None
 
 
 def nearest_centroids(kernel, centroids, per_channel=False):
