@@ -78,17 +78,17 @@ class ClusteredLayer(KernelWrapper):
         self.sparsity_mask = self.add_weight(
             name="sparsity_mask", shape=kernel.shape, initializer="ones", trainable=False
         )
-        if readable(kernel) is None:
-            # Keras builds a subclassed model by tracing its `call` on symbolic inputs,
-            # where variables have no values (before, that build failed, and the model
-            # kept no input shape to export or save with): cluster at the first call.
-            self._clusters_pending = True
-        else:
+        if readable(kernel) is not None:
             self.assign_clusters()
+        # Keras builds a subclassed model by tracing its `call` on symbolic inputs, in a
+        # stateless scope: variables have no values there (TensorFlow, JAX), or keep none
+        # assigned (before, the build failed, and the model kept no input shape to export
+        # or save with). The first call on data checks that the layer is clustered.
+        self._clusters_pending = True
 
     def _cluster_pending(self):
-        """Clusters the kernel at the first call on data after a symbolic build, unless
-        weights loaded since then brought their centroids."""
+        """Clusters the kernel at the first call on data after the build, unless it is
+        clustered (here or by `assign_clusters`) or loaded weights brought centroids."""
         centroids = readable(self.centroids)
         if centroids is None:  # still symbolic, or traced
             return
@@ -117,6 +117,7 @@ class ClusteredLayer(KernelWrapper):
         self.centroids.assign(centroids if self.per_channel else centroids[0])
         self.assignments.assign(assignments.reshape(kernel.shape))
         self.sparsity_mask.assign(keep.astype(np.float32))
+        self._clusters_pending = False
 
     def kernel_mask(self):
         return self.sparsity_mask
