@@ -285,11 +285,17 @@ def copy_layer(layer):
     return layer.__class__.from_config(layer.get_config())
 
 
+# What `rebuild`'s transform returns for a layer to leave out.
+LEAVE_OUT = object()
+
+
 def strip(model):
     """A copy of `model` with each tfkd wrapper that marks itself `strippable` (pruning's)
     replaced by a plain copy of the layer it wraps, holding the weights the wrapper
-    computes with (`effective_weights()`: the pruned kernel with its zeros). A wrapper
-    with a `strip_model(model)` method (channel pruning's) rewrites the whole model first."""
+    computes with (`effective_weights()`: the pruned kernel with its zeros), and each
+    placeholder that marks itself `left_out_when_stripped` (a folded BatchNormalization)
+    left out (see `rebuild`). A wrapper with a `strip_model(model)` method (channel
+    pruning's) rewrites the whole model first."""
     require_graph_model(
         model,
         "tfkd.prune.strip",
@@ -301,6 +307,9 @@ def strip(model):
         model = surgeon.strip_model(model)
 
     def transform(layer):
+        if getattr(layer, "left_out_when_stripped", False):
+            # Before, the placeholder stayed: the stripped model needed tfkd to load.
+            return LEAVE_OUT
         if not getattr(layer, "strippable", False):
             return None
         return copy_layer(layer.layer), lambda new, old=layer: _set_effective_weights(new, old)
@@ -330,23 +339,39 @@ def _set_effective_weights(new_layer, wrapper):
 def rebuild(model, transform):
     """A new model with each leaf layer replaced by `transform(layer)`.
 
-    `transform` returns `(new_layer, set_weights)`, or `None` for a plain copy;
+    `transform` returns `(new_layer, set_weights)`, `None` for a plain copy, or
+    `LEAVE_OUT` for a layer that returns its input (its input goes on in its place;
+    a Sequential model, which lists its layers, gets a Keras `Identity` there);
     `set_weights(new_layer)` runs once the new model is built. The input model and
     its variables are left untouched.
     """
     pending = []
+    left_out = set()
 
     def clone_function(layer):
         if not isinstance(layer, keras.layers.Layer):  # a keras.ops call such as `x + 3.0`
             return copy_layer(layer)
         replaced = transform(layer)
+        if replaced is LEAVE_OUT:
+            identity = keras.layers.Identity(name=layer.name)
+            left_out.add(identity)
+            return identity
         if replaced is None:
             new_layer = copy_layer(layer)
             replaced = (new_layer, lambda new, old=layer: new.set_weights(old.get_weights()))
         pending.append(replaced)
         return replaced[0]
 
-    new_model = keras.models.clone_model(model, clone_function=clone_function, recursive=True)
+    def call_function(layer, *args, **kwargs):
+        return args[0] if layer in left_out else layer(*args, **kwargs)
+
+    new_model = keras.models.clone_model(
+        model,
+        clone_function=clone_function,
+        # Keras takes no call_function for Sequential models (nested ones go without).
+        call_function=None if isinstance(model, keras.Sequential) else call_function,
+        recursive=True,
+    )
     for new_layer, set_weights in pending:
         set_weights(new_layer)
     return new_model

@@ -234,7 +234,7 @@ def test_prune_channels_that_cannot_apply_fails_before_any_stage_runs(data, tmp_
 
 def test_cluster_stage_after_pruning_keeps_zeros_and_few_values(data, tmp_path):
     # Without BatchNormalization: the converter folds it into the kernel before it, one
-    # factor per channel, and a kernel then keeps 9 values per channel, not per kernel.
+    # factor per channel, and a kernel then keeps 8 values per channel, not per kernel.
     stages = [
         Train({**STUDENT, "batch_norm": False}, epochs=1, name="scratch"),
         Prune(target_sparsity=0.5, epochs=1, batch_size=64, name="pruned"),
@@ -243,14 +243,15 @@ def test_cluster_stage_after_pruning_keeps_zeros_and_few_values(data, tmp_path):
     ]
     _execute(stages, data, tmp_path)
     entry = json.loads((tmp_path / "stages" / "clustered" / "entry.json").read_text())
-    assert entry["details"]["unique_values"] == {"conv1": 9, "conv2": 9, "logits": 9}
+    # The pruned zeros are one of the 8 clusters (before, 8 centroids and the zeros: 9).
+    assert entry["details"]["unique_values"] == {"conv1": 8, "conv2": 8, "logits": 8}
     kernel = _kernel(tmp_path, "clustered", "conv2")
-    assert np.mean(kernel == 0) == pytest.approx(0.5, abs=0.01)
-    assert len(np.unique(kernel)) == 9  # 8 centroids and the pruned zeros
+    assert 0.49 <= np.mean(kernel == 0) <= 0.6  # the zero cluster takes the smallest too
+    assert len(np.unique(kernel)) == 8
     kernels = integer_kernels(tmp_path / "stages" / "export" / "model.tflite")
-    assert len(kernels) == 3  # one scale each, so the file keeps the 9 values too
+    assert len(kernels) == 3  # one scale each, so the file keeps the 8 values too
     assert all(
-        len(np.unique(values)) <= 9 and len(scales) == 1 for values, scales in kernels.values()
+        len(np.unique(values)) <= 8 and len(scales) == 1 for values, scales in kernels.values()
     )
 
 

@@ -6,7 +6,7 @@ import numpy as np
 INITS = ("kmeans++", "linear")
 
 
-def kmeans(values, clusters, init="kmeans++", iterations=50, seed=0):
+def kmeans(values, clusters, init="kmeans++", iterations=50, seed=0, zero=False):
     """Clusters the numbers `values` into `clusters` centroids (Lloyd's algorithm).
 
     Args:
@@ -16,6 +16,9 @@ def kmeans(values, clusters, init="kmeans++", iterations=50, seed=0):
             smallest and the largest value, tfmot's `LINEAR`). Defaults to `"kmeans++"`.
         iterations: most Lloyd steps; it stops earlier when nothing moves. Defaults to `50`.
         seed: seeds `"kmeans++"`. Defaults to `0`.
+        zero: hold one of the centroids at 0 (a pruned kernel's zeros are one of its
+            clusters, as in tfmot's sparsity-preserving clustering); the other
+            `clusters - 1` are fitted. Defaults to `False`.
 
     Returns:
         `(centroids, assignments)`: the sorted centroids (float32, `clusters` of them,
@@ -23,12 +26,15 @@ def kmeans(values, clusters, init="kmeans++", iterations=50, seed=0):
         value's nearest centroid, in the shape of `values` (int32).
     """
     flat = np.asarray(values, np.float64).reshape(-1)
-    centroids = np.sort(_initial(flat, clusters, init, np.random.default_rng(seed)))
+    initial = _initial(flat, clusters - int(zero), init, np.random.default_rng(seed))
+    centroids = np.sort(np.append(initial, 0.0) if zero else initial)
     for _ in range(iterations):
         assignments = nearest(flat, centroids)
         sums = np.bincount(assignments, weights=flat, minlength=clusters)
         counts = np.bincount(assignments, minlength=clusters)
         moved = np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
+        if zero:
+            moved[np.argmin(np.abs(centroids))] = 0.0
         moved = np.sort(moved)
         if np.allclose(moved, centroids, rtol=0, atol=1e-12):
             break

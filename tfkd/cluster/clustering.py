@@ -39,14 +39,15 @@ def cluster_weights(
     `strip` (and `tfkd.export_tflite`, which strips by itself) gives plain layers whose
     kernels hold at most `clusters` distinct values, which compress well (gzip) and map
     to look-up tables. Cluster a pruned model after `tfkd.prune.strip`: its zeros stay
-    zero. `model` itself is not changed.
+    zero, as one of the `clusters` values. `model` itself is not changed.
 
     Args:
         model: a Sequential or functional Keras model.
         clusters: values per kernel (per output channel with `per_channel`), >= 2.
             Defaults to `16`.
         per_channel: cluster each output channel on its own. Defaults to `False`.
-        preserve_sparsity: keep zero weights at zero. Defaults to `True`.
+        preserve_sparsity: keep zero weights at zero, as one of the `clusters` values
+            (tfmot's sparsity-preserving clustering). Defaults to `True`.
         init: `"kmeans++"` or `"linear"`. Defaults to `"kmeans++"`.
         include: the layers to cluster, as in `tfkd.prune.prune`. Defaults to every
             Dense, convolution and Embedding layer.

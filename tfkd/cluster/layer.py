@@ -21,16 +21,17 @@ class ClusteredLayer(KernelWrapper):
     so a weight can move to another centroid. The layer always computes with centroid
     values, and the stripped kernel has at most `clusters` distinct values (per output
     channel with `per_channel`). Zeros of a pruned kernel stay zero with
-    `preserve_sparsity`. Wrapping layers yourself (in a subclassed model), call the model
-    on data once before `fit`: building the layer clusters its kernel, in numpy.
+    `preserve_sparsity`, as one of the `clusters` values. Wrapping layers yourself (in a
+    subclassed model), call the model on data once before `fit`: its first call on data
+    clusters the kernel, in numpy; `tfkd.export_tflite` converts such a model as it is.
 
     Args:
         layer: a Dense, convolution or Embedding layer.
         clusters: how many shared values, >= 2. Defaults to `16`.
         per_channel: clusters of their own for each slice along the kernel's last axis
             (output channels). Defaults to `False`.
-        preserve_sparsity: keep the kernel's zeros at zero, outside the clusters.
-            Defaults to `True`.
+        preserve_sparsity: keep the kernel's zeros at zero; they are one of the
+            clusters, held at zero while the others train. Defaults to `True`.
         init: `"kmeans++"` (seeded D^2 sampling) or `"linear"` (evenly spaced between the
             extremes). Defaults to `"kmeans++"`.
         **kwargs: passed to `keras.layers.Layer`; the name defaults to the layer's.
@@ -59,6 +60,7 @@ class ClusteredLayer(KernelWrapper):
         self.per_channel = bool(per_channel)
         self.preserve_sparsity = bool(preserve_sparsity)
         self.init = init
+        self._clusters_pending = False
 
     def build_state(self, input_shape):
         kernel = self.raw_kernel()
@@ -76,7 +78,23 @@ class ClusteredLayer(KernelWrapper):
         self.sparsity_mask = self.add_weight(
             name="sparsity_mask", shape=kernel.shape, initializer="ones", trainable=False
         )
-        self.assign_clusters()
+        if readable(kernel) is not None:
+            self.assign_clusters()
+        # Keras builds a subclassed model by tracing its `call` on symbolic inputs, in a
+        # stateless scope: variables have no values there (TensorFlow, JAX), or keep none
+        # assigned (before, the build failed, and the model kept no input shape to export
+        # or save with). The first call on data checks that the layer is clustered.
+        self._clusters_pending = True
+
+    def _cluster_pending(self):
+        """Clusters the kernel at the first call on data after the build, unless it is
+        clustered (here or by `assign_clusters`) or loaded weights brought centroids."""
+        centroids = readable(self.centroids)
+        if centroids is None:  # still symbolic, or traced
+            return
+        if not centroids.any():
+            self.assign_clusters()
+        self._clusters_pending = False
 
     def assign_clusters(self):
         """Clusters the wrapped layer's kernel as it is now."""
@@ -91,38 +109,58 @@ class ClusteredLayer(KernelWrapper):
         assignments = np.zeros(slices.shape, np.int32)
         for column in range(slices.shape[1]):
             values = slices[kept[:, column], column]
+            # Pruned zeros are one of the clusters: at most `clusters` values in all.
+            zero = values.size > 0 and not kept[:, column].all()
             values = values if values.size else slices[:, column]
-            centroids[column], _ = kmeans.kmeans(values, self.clusters, self.init)
+            centroids[column], _ = kmeans.kmeans(values, self.clusters, self.init, zero=zero)
             assignments[:, column] = kmeans.nearest(slices[:, column], centroids[column])
         self.centroids.assign(centroids if self.per_channel else centroids[0])
         self.assignments.assign(assignments.reshape(kernel.shape))
         self.sparsity_mask.assign(keep.astype(np.float32))
+        self._clusters_pending = False
 
     def kernel_mask(self):
         return self.sparsity_mask
+
+    def held_centroids(self):
+        """The centroids the layer computes with. Where the kernel (or, `per_channel`, an
+        output channel) has pruned zeros, its centroid nearest zero is held at zero: the
+        zeros are one of the `clusters` values, as in tfmot's sparsity-preserving
+        clustering, however the other centroids train."""
+        if not self.preserve_sparsity:
+            return self.centroids
+        centroids = ops.reshape(self.centroids, (-1, self.clusters))
+        mask = ops.reshape(self.sparsity_mask, (-1, centroids.shape[0]))
+        pruned = ops.cast(ops.less(ops.min(mask, axis=0), 1), centroids.dtype)
+        nearest_zero = ops.one_hot(ops.argmin(ops.abs(centroids), axis=-1), self.clusters)
+        held = centroids * (1 - pruned[:, None] * nearest_zero)
+        return ops.reshape(held, self.centroids.shape)
 
     def masked_kernel(self, assignments=None):
         """The kernel the layer computes with: each weight its centroid's value."""
         if assignments is None:
             assignments = ops.convert_to_tensor(self.assignments)
+        centroids = self.held_centroids()
         if self.per_channel:
-            rows = ops.reshape(assignments, (-1, self.centroids.shape[0]))
-            values = ops.take_along_axis(ops.transpose(self.centroids), rows, axis=0)
+            rows = ops.reshape(assignments, (-1, centroids.shape[0]))
+            values = ops.take_along_axis(ops.transpose(centroids), rows, axis=0)
             values = ops.reshape(values, assignments.shape)
         else:
-            values = ops.take(self.centroids, assignments)
+            values = ops.take(centroids, assignments)
         return ops.multiply(values, self.sparsity_mask)
 
     def call(self, inputs, training=False):
         from tfkd import _kernels
 
+        if self._clusters_pending:
+            self._cluster_pending()
         if not training:
             return _kernels.forward(self.layer, inputs, self.masked_kernel())
         # As tfmot does: each weight takes its nearest centroid's value, and the gradient
         # reaches the centroids (summed over their weights) and, straight through, the
         # weights themselves, which can so move to another centroid.
         kernel = ops.convert_to_tensor(self.raw_kernel())
-        assignments = nearest_centroids(kernel, self.centroids, self.per_channel)
+        assignments = nearest_centroids(kernel, self.held_centroids(), self.per_channel)
         self.assignments.assign(assignments)
         clustered = self.masked_kernel(assignments)
         return _kernels.forward(
@@ -142,6 +180,15 @@ class ClusteredLayer(KernelWrapper):
             init=self.init,
         )
         return config
+
+
+def readable(variable):
+    """`variable`'s value as a numpy array, or None where it has none to give: in a
+    symbolic build or a traced function."""
+    try:
+        return np.asarray(ops.convert_to_numpy(variable))
+    except (NotImplementedError, TypeError, RuntimeError):  # TF; JAX tracers; PyTorch meta
+        return None
 
 
 def nearest_centroids(kernel, centroids, per_channel=False):

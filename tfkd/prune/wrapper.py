@@ -5,6 +5,7 @@ import math
 import numbers
 import uuid
 import warnings
+import weakref
 
 import keras
 import numpy as np
@@ -91,9 +92,11 @@ def _group_joined(group):
 class PrunedLayer(KernelWrapper):
     """Prunes the kernel of `layer` by magnitude while the model trains.
 
-    In every training call the layer advances its `pruning_step` and, at the steps its
-    schedule names, recomputes its mask from the magnitudes of the kept weights; pruned
-    weights never come back. Inference calls leave the mask alone. The update runs
+    In every training step the layer advances its `pruning_step` once, even where the
+    model calls it at several places (on JAX, whose trainer runs the model's `call`
+    without Keras's call context, once a call), and, at the steps its schedule names,
+    recomputes its mask from the magnitudes of the kept weights; pruned weights never
+    come back. Inference calls leave the mask alone. The update runs
     inside the layer, so `fit` (plain, or as a `tfkd.Distiller` student) needs no
     callback. Use `tfkd.prune.prune` to wrap the layers of a whole model; wrap layers
     directly only inside a subclassed model.
@@ -139,6 +142,7 @@ class PrunedLayer(KernelWrapper):
         self.group = group
         if group is not None:
             group.members.append(self)
+        self._stepped_in = None
 
     def build_state(self, input_shape):
         kernel = self.raw_kernel()
@@ -162,9 +166,23 @@ class PrunedLayer(KernelWrapper):
         return self.masked_kernel()
 
     def call(self, inputs, training=False):
-        if training:
+        if training and self._first_call_of_step():
             self._update_mask()
         return _kernels.forward(self.layer, inputs, self.pruned_kernel())
+
+    def _first_call_of_step(self):
+        """Whether this is the layer's first call in the model's current call (a
+        training step's forward pass), so that a layer called at several places (a
+        siamese branch) advances its schedule once a step: before, once a call.
+
+        Keras keeps one call context from the outermost layer call to its end, eager or
+        traced; `_get_call_context` is the one private Keras API this reads.
+        """
+        context = self._get_call_context()
+        if self._stepped_in is not None and self._stepped_in() is context:
+            return False
+        self._stepped_in = weakref.ref(context)
+        return True
 
     def _update_mask(self):
         step = ops.convert_to_tensor(self.pruning_step)

@@ -365,7 +365,12 @@ class QuantizeWrapper(KernelWrapper):
 
 @keras.saving.register_keras_serializable(package="tfkd")
 class FoldedBatchNormalization(keras.layers.Layer):
-    """Stands where a BatchNormalization was folded into the layer before it: returns its input."""
+    """Stands where a BatchNormalization was folded into the layer before it: returns its input.
+
+    Stripping (`tfkd.cluster.strip`, and export) leaves it out.
+    """
+
+    left_out_when_stripped = True
 
     def call(self, inputs, training=None, mask=None):
         return inputs

@@ -49,6 +49,8 @@ _WEIGHTED_OK = (keras.layers.BatchNormalization, keras.layers.Normalization)
 _FUSED_ACTIVATIONS = ("relu", "relu6")
 # Besides kernel layers, the layers whose TFLite ops take a fused ReLU.
 _FUSING = (keras.layers.Add, keras.layers.Subtract, keras.layers.Multiply)
+# Layers that return their input.
+_PASS_THROUGH = (FoldedBatchNormalization, keras.layers.Identity)
 
 
 def quantize_aware(model, *, fold_batch_norm=True, decay=0.999, preserve_clusters=False):
@@ -273,8 +275,8 @@ class _Plan:
             return False  # The wrapper gives softmax outputs TFLite's fixed range.
         users = self.consumers.get(self.folded.get(layer, layer), [])
         # A BatchNormalization folded earlier (tfkd.cluster's fold_batch_norm) left a
-        # placeholder that passes its input on: look through it.
-        while len(users) == 1 and isinstance(users[0], FoldedBatchNormalization):
+        # placeholder that passes its input on, an Identity once stripped: look through it.
+        while len(users) == 1 and isinstance(users[0], _PASS_THROUGH):
             users = self.consumers.get(users[0], [])
         fusable = isinstance(layer, _FUSING) or _kernels.kernel_name(layer) is not None
         fused = users and all(_is_fused_activation(user) for user in users)
