@@ -4,7 +4,9 @@ more variables than the file's weights hold is refused before any is allocated),
 bad file is a `ValueError` that names it; a real file loads as before."""
 
 import json
+import os
 import resource
+import subprocess
 import sys
 import zipfile
 
@@ -165,6 +167,86 @@ def test_variables_past_what_the_weights_hold_are_refused_unallocated(tmp_path):
     unweighted = _with_units(config_only, tmp_path / "unweighted.keras", 15 * 10**7)
     with pytest.raises(ValueError, match="unweighted.keras' cannot.*'model.weights.h5' holds 0 b"):
         _store.load_keras(unweighted)
+
+
+def _stateful_file(path, layer, edit=None):
+    """A `.keras` file of a stateful RNN over batches of 2 sequences, its config edited;
+    and the model saved."""
+    model = keras.Sequential([keras.Input((5, 3), batch_size=2), layer])
+    model.save(path)
+    if edit is not None:
+        with zipfile.ZipFile(path) as archive:
+            members = {name: archive.read(name) for name in archive.namelist()}
+        _with_config((None, members), path, edit)
+    return path, model
+
+
+def _batch_size(config, size):
+    config["config"]["layers"][0]["config"]["batch_shape"][0] = size
+    config["config"]["layers"][1]["build_config"]["input_shape"][0] = size
+
+
+# Loads each file given in a child process that can map at most 3 GB; prints the errors,
+# and how far its peak memory grew.
+_LOAD_CAPPED = """
+import json, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))
+from tfkd.pipeline import _store
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+errors = []
+for path in sys.argv[1:]:
+    try:
+        _store.load_keras(path)
+    except ValueError as error:
+        errors.append(str(error))
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+print(json.dumps([errors, grown]))
+"""
+
+
+def test_a_stateful_rnns_state_is_counted(tmp_path):
+    # A stateful RNN's state is made from a value, which the count's stateless scope
+    # refuses: it was let through uncounted, and the load made what the config asked.
+    # 160 MB of state (10^7 sequences a batch), and 400 MB of LSTM weights, in 2 KB files.
+    batch, _ = _stateful_file(
+        tmp_path / "batch.keras",
+        keras.layers.SimpleRNN(4, stateful=True),
+        lambda c: _batch_size(c, 10**7),
+    )
+    units, _ = _stateful_file(
+        tmp_path / "units.keras",
+        keras.layers.GRU(4, stateful=True),
+        lambda c: c["config"]["layers"][1]["config"].update(units=5000),
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", _LOAD_CAPPED, str(batch), str(units)],
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    errors, grown = json.loads(result.stdout.strip().splitlines()[-1])
+    weights = 4 * (3 * 4 + 4 * 4 + 4)  # SimpleRNN(4) on 3 features
+    assert errors[0].startswith(
+        f"{str(batch)!r} cannot be read as a Keras model (a `.keras` file): ValueError: its "
+        f"config asks for {weights + 10**7 * 4 * 4} bytes of variables"
+    )
+    weights = 4 * (3 + 5000 + 2) * 3 * 5000  # GRU(5000): kernels and two biases
+    assert "units.keras' cannot be read as a Keras model" in errors[1]
+    assert f"asks for {weights + 2 * 5000 * 4} bytes of variables" in errors[1]
+    assert grown < 100 * 2**20  # neither was made
+    # Small stateful models load as before.
+    x = np.random.default_rng(0).random((2, 5, 3), dtype=np.float32)
+    for name, layer in {
+        "lstm": keras.layers.LSTM(4, stateful=True),
+        "bidirectional": keras.layers.Bidirectional(keras.layers.SimpleRNN(4, stateful=True)),
+    }.items():
+        path, model = _stateful_file(tmp_path / f"{name}.keras", layer)
+        np.testing.assert_allclose(_store.load_keras(path)(x), model(x), rtol=1e-6)
+    # The state: 2 sequences x 4 units x 4 bytes (an LSTM has two: hidden and carry).
+    config = zipfile.ZipFile(tmp_path / "lstm.keras").read("config.json")
+    assert _store._variable_bytes(config) == 4 * (3 * 16 + 4 * 16 + 16) + 2 * 2 * 4 * 4
 
 
 def test_corrupt_weights_and_zips_name_the_file(real, tmp_path):

@@ -144,10 +144,10 @@ def load_keras(path):
     JSON or HDF5; classes that do not deserialize; memory that cannot be had) becomes a
     `ValueError` naming the file.
 
-    Not counted: the optimizer of a compiled file, which holds a few copies of the
-    trainable variables (Adam: two), and a config that cannot be built without allocating
-    (a stateful RNN makes its state from a value, which a stateless scope refuses): it
-    loads unchecked, as before.
+    A stateful RNN's state (not in the weights member) is counted from its shapes. Not
+    counted: the optimizer of a compiled file, which holds a few copies of the
+    trainable variables (Adam: two), and a config that cannot be built without
+    allocating: it loads unchecked, as before.
 
     Raises:
         ValueError: the file cannot be read as a Keras model, or asks for more variables
@@ -277,15 +277,72 @@ def _count_variables(config):
     try:
         # Compiling builds the optimizer, whose step counter is made from a value:
         # refused in a stateless scope.
-        config = dict(json.loads(config), compile_config=None)
+        config = _mark_stateful(dict(json.loads(config), compile_config=None))
         with warnings.catch_warnings():  # the load repeats them
             warnings.simplefilter("ignore")
             with keras.StatelessScope(initialize_variables=False):
                 model = keras.saving.deserialize_keras_object(config, safe_mode=True)
+                # In the scope: the trace's own stateless scope, left outside any
+                # other, would initialize (allocate) the model's variables.
+                states = _state_bytes(model)
         variables = {id(variable): variable for variable in model.weights}.values()
-        return sum(math.prod(v.shape) * _dtype_bytes(v.dtype) for v in variables)
+        return sum(_value_bytes(v.shape, v.dtype) for v in variables) + states
     except Exception:
         return None
+
+
+# A stateful RNN makes its state from a value (zeros of its batch size), which allocates
+# it and which a stateless scope refuses: the count builds each one with `stateful`
+# set to this, falsy for Keras (no state is made) and an `int`, not a `bool`, so that
+# `_state_bytes` finds the layer afterwards and counts the state from its shapes.
+_STATEFUL = 0
+
+
+def _mark_stateful(config):
+    """`config` with each truthy `stateful` (an RNN's, a Bidirectional's) `_STATEFUL`."""
+    if isinstance(config, dict):
+        return {
+            key: _STATEFUL if key == "stateful" and value else _mark_stateful(value)
+            for key, value in config.items()
+        }
+    if isinstance(config, list):
+        return [_mark_stateful(item) for item in config]
+    return config
+
+
+def _state_bytes(model):
+    """The bytes of the states the RNN layers marked by `_mark_stateful` make in a real
+    build: their shapes are traced symbolically, for the batch size each was built with."""
+    import keras
+
+    total = 0
+    for layer in model._flatten_layers(include_self=False):
+        if not isinstance(layer, keras.layers.RNN) or type(layer.stateful) is not int:
+            continue
+        shapes = layer.get_build_config() or {}
+        sequences = shapes.get("input_shape") or shapes.get("shapes_dict", {}).get(
+            "sequences_shape"
+        )
+        if sequences and sequences[0] is not None:  # Keras refuses a stateful RNN without
+            states = _initial_states(layer, sequences[0])
+            total += sum(_value_bytes(state.shape, state.dtype) for state in states)
+    return total
+
+
+def _initial_states(layer, batch_size):
+    """The shapes and dtypes of `layer`'s initial states for `batch_size`, traced
+    symbolically (`compute_output_spec`): nothing is allocated."""
+    import keras
+
+    class InitialState(keras.Operation):
+        def call(self, batch_size):
+            return layer.get_initial_state(batch_size)
+
+    return keras.tree.flatten(InitialState().compute_output_spec(batch_size))
+
+
+def _value_bytes(shape, dtype):
+    return math.prod(shape) * _dtype_bytes(dtype)
 
 
 def _dtype_bytes(dtype):
