@@ -169,6 +169,20 @@ def test_variables_past_what_the_weights_hold_are_refused_unallocated(tmp_path):
         _store.load_keras(unweighted)
 
 
+def test_a_config_the_count_cannot_build_is_refused_unallocated(real, tmp_path):
+    # 400 MB of logits weights, then an output the model does not have: the count
+    # failed there and let the file through, and the load made the weights, then failed.
+    def edit(config):
+        config["config"]["layers"][-1]["config"]["units"] = 25 * 10**6
+        config["config"]["output_layers"] = [["logits", 5, 0]]
+
+    path = _with_config(real, tmp_path / "fails_late.keras", edit)
+    before = _peak_rss_bytes()
+    with pytest.raises(ValueError, match="fails_late.keras' cannot be read.*IndexError"):
+        _store.load_keras(path)
+    assert _peak_rss_bytes() - before < 100 * 2**20
+
+
 def _stateful_file(path, layer, edit=None):
     """A `.keras` file of a stateful RNN over batches of 2 sequences, its config edited;
     and the model saved."""

@@ -144,10 +144,12 @@ def load_keras(path):
     JSON or HDF5; classes that do not deserialize; memory that cannot be had) becomes a
     `ValueError` naming the file.
 
-    A stateful RNN's state (not in the weights member) is counted from its shapes. Not
-    counted: the optimizer of a compiled file, which holds a few copies of the
-    trainable variables (Adam: two), and a config that cannot be built without
-    allocating: it loads unchecked, as before.
+    A stateful RNN's state (not in the weights member) is counted from its shapes. A
+    config that the count cannot build is refused with the count's error, which the
+    load would raise too, after making the variables of the layers before the one that
+    fails. Not counted: the optimizer of a compiled file, which holds a few copies of
+    the trainable variables (Adam: two), and a config with a layer that makes a
+    variable from a value (none of Keras's own): it loads unchecked, as before.
 
     Raises:
         ValueError: the file cannot be read as a Keras model, or asks for more variables
@@ -256,28 +258,44 @@ def _check_variables(config, member, weights_bytes):
 
 def _variable_bytes(config):
     """The bytes of the variables the model in `config` makes (its optimizer's aside),
-    counted without allocating them; `None` if it cannot be built so.
+    counted without allocating them; `None` if a layer makes a variable from a value
+    (which a stateless scope refuses).
 
     The model is built in a thread of its own: Keras's global state (the uninitialized
     variables a `keras.StatelessScope` registers, the counters that name new objects) is
     the thread's, so nothing of this build reaches the load that follows.
+
+    Raises:
+        What building the model raises: the load would raise it too, after making the
+        variables of the layers built before the one that fails.
     """
-    counted = []
-    thread = threading.Thread(target=lambda: counted.append(_count_variables(config)))
+    outcome = []
+
+    def count():
+        try:
+            outcome.append(_count_variables(config))
+        except Exception as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=count)
     thread.start()
     thread.join()
-    return counted[0] if counted else None
+    if isinstance(outcome[0], Exception):
+        raise outcome[0]
+    return outcome[0]
+
+
+# Keras's words when a variable is made from a value in a stateless scope.
+_MADE_FROM_A_VALUE = "create a variable while in a stateless scope"
 
 
 def _count_variables(config):
     import keras
 
-    # A config that cannot be built here is loaded unchecked: a bad file's error is
-    # raised again by the load, which reports it as it always has.
+    # Compiling builds the optimizer, whose step counter is made from a value:
+    # refused in a stateless scope.
+    config = _mark_stateful(dict(json.loads(config), compile_config=None))
     try:
-        # Compiling builds the optimizer, whose step counter is made from a value:
-        # refused in a stateless scope.
-        config = _mark_stateful(dict(json.loads(config), compile_config=None))
         with warnings.catch_warnings():  # the load repeats them
             warnings.simplefilter("ignore")
             with keras.StatelessScope(initialize_variables=False):
@@ -285,10 +303,12 @@ def _count_variables(config):
                 # In the scope: the trace's own stateless scope, left outside any
                 # other, would initialize (allocate) the model's variables.
                 states = _state_bytes(model)
-        variables = {id(variable): variable for variable in model.weights}.values()
-        return sum(_value_bytes(v.shape, v.dtype) for v in variables) + states
-    except Exception:
-        return None
+    except ValueError as error:
+        if _MADE_FROM_A_VALUE not in str(error):
+            raise
+        return None  # a layer that cannot be counted so: loaded unchecked, as before
+    variables = {id(variable): variable for variable in model.weights}.values()
+    return sum(_value_bytes(v.shape, v.dtype) for v in variables) + states
 
 
 # A stateful RNN makes its state from a value (zeros of its batch size), which allocates
