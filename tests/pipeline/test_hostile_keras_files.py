@@ -144,7 +144,7 @@ def _peak_rss_bytes():
 
 
 def test_variables_past_what_the_weights_hold_are_refused_unallocated(tmp_path):
-    # Compiled, so that its config builds an optimizer too (which the count leaves out).
+    # Compiled, so that its config has an optimizer too (which the load leaves out).
     model = small_cnn(4, "compiled")
     model.compile(optimizer="adam", loss="mse")
     model.save(tmp_path / "compiled.keras")
@@ -167,6 +167,23 @@ def test_variables_past_what_the_weights_hold_are_refused_unallocated(tmp_path):
     unweighted = _with_units(config_only, tmp_path / "unweighted.keras", 15 * 10**7)
     with pytest.raises(ValueError, match="unweighted.keras' cannot.*'model.weights.h5' holds 0 b"):
         _store.load_keras(unweighted)
+
+
+def test_a_files_compile_config_is_not_read(tmp_path):
+    # Its optimizer and metrics were built before any weight was read, and were never
+    # counted: Adam with amsgrad, EMA and gradient accumulation makes five copies of the
+    # trainable variables, an AUC of 10^7 thresholds a 10^7-item list and 160 MB.
+    model = small_cnn(4, "compiled")
+    optimizer = keras.optimizers.Adam(amsgrad=True, use_ema=True, gradient_accumulation_steps=2)
+    model.compile(optimizer, "mse", metrics=[keras.metrics.AUC(num_thresholds=10**7)])
+    path = tmp_path / "compiled.keras"
+    model.save(path)
+    before = _peak_rss_bytes()
+    loaded = _store.load_keras(path)
+    assert _peak_rss_bytes() - before < 100 * 2**20
+    assert not loaded.compiled
+    for got, want in zip(loaded.weights, model.weights):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_a_config_the_count_cannot_build_is_refused_unallocated(real, tmp_path):

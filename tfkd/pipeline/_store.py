@@ -147,9 +147,14 @@ def load_keras(path):
     A stateful RNN's state (not in the weights member) is counted from its shapes. A
     config that the count cannot build is refused with the count's error, which the
     load would raise too, after making the variables of the layers before the one that
-    fails. Not counted: the optimizer of a compiled file, which holds a few copies of
-    the trainable variables (Adam: two), and a config with a layer that makes a
-    variable from a value (none of Keras's own): it loads unchecked, as before.
+    fails. Not counted: a config with a layer that makes a variable from a value (none
+    of Keras's own): it loads unchecked, as before.
+
+    The model is loaded uncompiled: a compiled file's compile config would build an
+    optimizer (Adam with `amsgrad`, `use_ema` and gradient accumulation: five copies of
+    the trainable variables) and metrics (`AUC(num_thresholds=10**9)`: lists and
+    variables of 10^9 values) before any weight is read, and the pipeline compiles
+    the models it trains itself.
 
     Raises:
         ValueError: the file cannot be read as a Keras model, or asks for more variables
@@ -167,7 +172,7 @@ def load_keras(path):
         import keras_hub  # noqa: F401  (registers its layers, e.g. the BertBackbone)
     with _unreadable(path):
         _check_variables(config, *weights)
-        return keras.saving.load_model(path, safe_mode=True)
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
 
 
 @contextlib.contextmanager
@@ -257,7 +262,7 @@ def _check_variables(config, member, weights_bytes):
 
 
 def _variable_bytes(config):
-    """The bytes of the variables the model in `config` makes (its optimizer's aside),
+    """The bytes of the variables the model in `config` makes (uncompiled),
     counted without allocating them; `None` if a layer makes a variable from a value
     (which a stateless scope refuses).
 
@@ -292,8 +297,7 @@ _MADE_FROM_A_VALUE = "create a variable while in a stateless scope"
 def _count_variables(config):
     import keras
 
-    # Compiling builds the optimizer, whose step counter is made from a value:
-    # refused in a stateless scope.
+    # The load does not compile (`load_keras`).
     config = _mark_stateful(dict(json.loads(config), compile_config=None))
     try:
         with warnings.catch_warnings():  # the load repeats them
