@@ -317,3 +317,21 @@ def test_a_hostile_file_is_refused_before_any_stage_runs(kind, tmp_path):
     assert (info.value.stage, info.value.argument) == ("teacher", argument)
     assert not marker.exists()
     assert not (tmp_path / "run" / "stages").exists()
+
+
+def test_a_run_loads_a_file_once_for_its_checks_and_counts_it_once(tmp_path, monkeypatch):
+    # The load stage's check, the QAT stage's check of the model it receives, and the
+    # load stage's run each loaded the file and counted its variables.
+    path = tmp_path / "teacher.keras"
+    small_cnn(4, "teacher").save(path)
+    loads, counts = [], []
+    load, count = keras.saving.load_model, _store._count_variables
+    monkeypatch.setattr(
+        keras.saving, "load_model", lambda *a, **k: loads.append(1) or load(*a, **k)
+    )
+    monkeypatch.setattr(_store, "_count_variables", lambda c: counts.append(1) or count(c))
+    x = np.random.default_rng(0).random((64, 8, 8, 1), dtype=np.float32)
+    data = Data(x, np.arange(64) % 3, x[:16], np.arange(16) % 3)
+    stages = [Load(str(path), name="teacher"), tfkd.pipeline.get_stage("quantize_aware")(epochs=1)]
+    tfkd.Pipeline(stages).execute(data, tmp_path / "run", verbose=0, log=lambda _: None)
+    assert (len(loads), len(counts)) == (2, 1)  # the checks' model, and the stage's own

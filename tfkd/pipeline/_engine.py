@@ -40,7 +40,8 @@ def execute(pipeline, data, output_dir, options, log):
     processes = _processes.current()
     if processes is not None:
         _processes.check_batch_sizes(pipeline, processes.count)
-    _check_against_models(pipeline, data, options.seed)
+    with _store.shared_loads():  # each file the checks read, loaded once
+        _check_against_models(pipeline, data, options.seed)
     store = _store.Store(output_dir)
     # Process 0 alone writes the run directory, so it alone holds it.
     held = store.locked() if processes is None or processes.writes else contextlib.nullcontext()

@@ -10,6 +10,8 @@ without it.
 """
 
 import contextlib
+import contextvars
+import hashlib
 import json
 import math
 import os
@@ -130,6 +132,35 @@ class Store:
 
 
 def load_keras(path):
+    """`_load_keras(path)`; within `shared_loads`, the model loaded for the same file
+    before, if any."""
+    shared = _SHARED.get()
+    if shared is None:
+        return _load_keras(path)
+    with _unreadable(path):
+        status = os.stat(path)
+    key = (os.path.realpath(path), status.st_size, status.st_mtime_ns)
+    if key not in shared:
+        shared[key] = _load_keras(path)
+    return shared[key]
+
+
+# The models `load_keras` loaded within `shared_loads`, by file; `None` outside it.
+_SHARED = contextvars.ContextVar("tfkd_shared_loads", default=None)
+
+
+@contextlib.contextmanager
+def shared_loads():
+    """Within it, `load_keras` loads each file once and returns that model again: for the
+    checks before a run, which only read the models (a stage loads one of its own)."""
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
+def _load_keras(path):
     """`keras.saving.load_model` in safe mode (no Python code from the file), with tfkd's
     layers registered first: the `tfkd` command imports tfkd's subpackages only when they
     are used, and a file (a QAT model, say) may hold layers of one that this run has not
@@ -262,6 +293,22 @@ def _check_variables(config, member, weights_bytes):
 
 
 def _variable_bytes(config):
+    """`_counted_bytes(config)`, once for each config of the last `_MOST_COUNTED`: a run
+    loads a file more than once (its checks, then the stage)."""
+    key = hashlib.sha256(config).digest()
+    if key not in _COUNTED:
+        if len(_COUNTED) >= _MOST_COUNTED:
+            del _COUNTED[next(iter(_COUNTED))]  # the oldest
+        _COUNTED[key] = _counted_bytes(config)
+    return _COUNTED[key]
+
+
+# The counts of the configs counted last, by their SHA-256.
+_COUNTED = {}
+_MOST_COUNTED = 16
+
+
+def _counted_bytes(config):
     """The bytes of the variables the model in `config` makes (uncompiled),
     counted without allocating them; `None` if a layer makes a variable from a value
     (which a stateless scope refuses).
