@@ -113,9 +113,9 @@ def _keras_teacher(_work_dir=None):
 def _read_keras(path):
     import numpy as np
 
-    from tfkd.pipeline import _store
+    from tfkd.pipeline import _keras_file
 
-    model = _store.load_keras(path)
+    model = _keras_file.load_keras(path)
     x = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
     return [np.asarray(weight) for weight in model.get_weights()], model.predict(x, verbose=0)
 

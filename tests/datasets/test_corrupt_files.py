@@ -40,6 +40,34 @@ def test_a_pickle_with_data_after_it_or_a_broken_stream_is_refused(tmp_path):
         _pickle._load_gzipped_pickle(path)
 
 
+def test_a_pickle_is_inflated_once_and_a_large_one_streamed_twice(tmp_path, monkeypatch):
+    # The opcodes' check and the unpickler each inflated the file (MNIST: 210 MB, 0.6 s).
+    opened = []
+    monkeypatch.setattr(gzip, "open", lambda *a, **k: opened.append(1) or _gzip_open(*a, **k))
+    array = np.random.default_rng(0).integers(0, 255, (30, 28, 28), dtype=np.uint8)
+    path = tmp_path / "images.gz"
+    path.write_bytes(gzip.compress(pickle.dumps((array, np.arange(30)), protocol=2)))
+    loaded = _pickle._load_gzipped_pickle(path)
+    assert len(opened) == 1
+    # Past `_MOST_BUFFERED`, each pass inflates the file again (after the one that
+    # finds it too large), and the same is refused.
+    monkeypatch.setattr(_pickle, "_MOST_BUFFERED", 1000)
+    streamed = _pickle._load_gzipped_pickle(path)
+    assert len(opened) == 1 + 3
+    for got, want in zip((loaded, streamed), ((array, np.arange(30)),) * 2):
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    path.write_bytes(_with_bad_crc(path.read_bytes()))
+    with pytest.raises(pickle.UnpicklingError, match="images.gz.*CRC"):
+        _pickle._load_gzipped_pickle(path)
+    path.write_bytes(gzip.compress(pickle.dumps(array, protocol=2) + b"extra"))
+    with pytest.raises(pickle.UnpicklingError, match="data follows the pickle"):
+        _pickle._load_gzipped_pickle(path)
+
+
+_gzip_open = gzip.open
+
+
 @pytest.mark.parametrize("damage", ["crc", "stream", "truncated"])
 def test_a_corrupt_idx_gzip_is_a_value_error_naming_the_file(tmp_path, damage):
     labels = np.arange(256, dtype=np.uint8)

@@ -4,7 +4,9 @@ more variables than the file's weights hold is refused before any is allocated),
 bad file is a `ValueError` that names it; a real file loads as before."""
 
 import json
+import os
 import resource
+import subprocess
 import sys
 import zipfile
 
@@ -14,7 +16,7 @@ import pytest
 
 import tfkd
 from tests.helpers import small_cnn
-from tfkd.pipeline import Data, Load, Train, Transfer, _store
+from tfkd.pipeline import Data, Load, Train, Transfer, _keras_file
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +55,7 @@ def _with_units(real, path, units):
 
 
 def test_a_real_file_loads_as_before(real):
-    loaded = _store.load_keras(real[0])  # after its variables were counted
+    loaded = _keras_file.load_keras(real[0])  # after its variables were counted
     expected = keras.saving.load_model(real[0])
     x = np.random.default_rng(0).random((2, 8, 8, 1), dtype=np.float32)
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), expected.predict(x, verbose=0))
@@ -85,7 +87,7 @@ def test_a_subclassed_model_is_named_as_keras_names_it(tmp_path):
     model(np.zeros((1, 2), "float32"))
     model.save(tmp_path / "subclassed.keras")
     names = []
-    for load in (_store.load_keras, keras.saving.load_model):
+    for load in (_keras_file.load_keras, keras.saving.load_model):
         keras.utils.clear_session(free_memory=False)  # names count from `dense` again
         names.append([layer.name for layer in load(tmp_path / "subclassed.keras").layers])
     # The count made these layers once already, in a thread whose names are its own.
@@ -108,32 +110,32 @@ def test_no_file_runs_code(real, tmp_path):
     assert marker.exists()  # the file is live: unsafe loading runs its code
     marker.unlink()
     with pytest.raises(ValueError, match="lambda.keras' cannot be read.*Lambda"):
-        _store.load_keras(path)
+        _keras_file.load_keras(path)
     assert not marker.exists()
     # A config naming a function outside Keras (CVE-2025-1550's kind of file).
     call = {"module": "builtins", "class_name": "exec", "config": {"source": "x"}}
     module = _with_config(real, tmp_path / "module.keras", lambda c: _layer(c, call))
     with pytest.raises(ValueError, match="module.keras' cannot be read as a Keras model"):
-        _store.load_keras(module)
+        _keras_file.load_keras(module)
 
 
 def test_files_that_would_exhaust_the_process_are_refused(real, tmp_path):
     members = dict(real[1])
     deep = _pack(tmp_path / "deep.keras", {**members, "config.json": "[" * 200_000})
     with pytest.raises(ValueError, match="deep.keras' cannot be read.*RecursionError"):
-        _store.load_keras(deep)
+        _keras_file.load_keras(deep)
     # 65 MiB that deflate to about 65 KB: refused from the zip's declared sizes, unread.
     bomb = _pack(tmp_path / "bomb.keras", {**members, "model.weights.h5": bytes(65 * 2**20)})
     with pytest.raises(ValueError, match=r"'model.weights.h5' declares 68157440 bytes \(\d+ comp"):
-        _store.load_keras(bomb)
+        _keras_file.load_keras(bomb)
     # A small config that asks for 5 x 10^11 weights: refused from its size, unallocated.
     huge = _with_units(real, tmp_path / "huge.keras", 10**11)
     with pytest.raises(ValueError, match="huge.keras' cannot be read.*asks for 2000000000160 b"):
-        _store.load_keras(huge)
+        _keras_file.load_keras(huge)
     spaces = b" " * (65 * 2**20)  # JSON whitespace: a config over 64 MiB, stored uncompressed
     large = _pack(tmp_path / "large.keras", {**members, "config.json": spaces}, zipfile.ZIP_STORED)
     with pytest.raises(ValueError, match="'config.json' declares 68157440 bytes"):
-        _store.load_keras(large)
+        _keras_file.load_keras(large)
 
 
 def _peak_rss_bytes():
@@ -142,7 +144,7 @@ def _peak_rss_bytes():
 
 
 def test_variables_past_what_the_weights_hold_are_refused_unallocated(tmp_path):
-    # Compiled, so that its config builds an optimizer too (which the count leaves out).
+    # Compiled, so that its config has an optimizer too (which the load leaves out).
     model = small_cnn(4, "compiled")
     model.compile(optimizer="adam", loss="mse")
     model.save(tmp_path / "compiled.keras")
@@ -156,7 +158,7 @@ def test_variables_past_what_the_weights_hold_are_refused_unallocated(tmp_path):
         match=r"wide.keras' cannot be read.*asks for 3000000160 bytes of variables, and its "
         r"weights member 'model.weights.h5' holds \d+ bytes",
     ):
-        _store.load_keras(wide)
+        _keras_file.load_keras(wide)
     with keras.StatelessScope():  # would allocate any variable the count left registered
         pass
     assert _peak_rss_bytes() - before < 500 * 2**20
@@ -164,7 +166,118 @@ def test_variables_past_what_the_weights_hold_are_refused_unallocated(tmp_path):
     config_only = None, {"config.json": compiled[1]["config.json"]}
     unweighted = _with_units(config_only, tmp_path / "unweighted.keras", 15 * 10**7)
     with pytest.raises(ValueError, match="unweighted.keras' cannot.*'model.weights.h5' holds 0 b"):
-        _store.load_keras(unweighted)
+        _keras_file.load_keras(unweighted)
+
+
+def test_a_files_compile_config_is_not_read(tmp_path):
+    # Its optimizer and metrics were built before any weight was read, and were never
+    # counted: Adam with amsgrad, EMA and gradient accumulation makes five copies of the
+    # trainable variables, an AUC of 10^7 thresholds a 10^7-item list and 160 MB.
+    model = small_cnn(4, "compiled")
+    optimizer = keras.optimizers.Adam(amsgrad=True, use_ema=True, gradient_accumulation_steps=2)
+    model.compile(optimizer, "mse", metrics=[keras.metrics.AUC(num_thresholds=10**7)])
+    path = tmp_path / "compiled.keras"
+    model.save(path)
+    before = _peak_rss_bytes()
+    loaded = _keras_file.load_keras(path)
+    assert _peak_rss_bytes() - before < 100 * 2**20
+    assert not loaded.compiled
+    for got, want in zip(loaded.weights, model.weights):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_config_the_count_cannot_build_is_refused_unallocated(real, tmp_path):
+    # 400 MB of logits weights, then an output the model does not have: the count
+    # failed there and let the file through, and the load made the weights, then failed.
+    def edit(config):
+        config["config"]["layers"][-1]["config"]["units"] = 25 * 10**6
+        config["config"]["output_layers"] = [["logits", 5, 0]]
+
+    path = _with_config(real, tmp_path / "fails_late.keras", edit)
+    before = _peak_rss_bytes()
+    with pytest.raises(ValueError, match="fails_late.keras' cannot be read.*IndexError"):
+        _keras_file.load_keras(path)
+    assert _peak_rss_bytes() - before < 100 * 2**20
+
+
+def _stateful_file(path, layer, edit=None):
+    """A `.keras` file of a stateful RNN over batches of 2 sequences, its config edited;
+    and the model saved."""
+    model = keras.Sequential([keras.Input((5, 3), batch_size=2), layer])
+    model.save(path)
+    if edit is not None:
+        with zipfile.ZipFile(path) as archive:
+            members = {name: archive.read(name) for name in archive.namelist()}
+        _with_config((None, members), path, edit)
+    return path, model
+
+
+def _batch_size(config, size):
+    config["config"]["layers"][0]["config"]["batch_shape"][0] = size
+    config["config"]["layers"][1]["build_config"]["input_shape"][0] = size
+
+
+# Loads each file given in a child process that can map at most 3 GB; prints the errors,
+# and how far its peak memory grew.
+_LOAD_CAPPED = """
+import json, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))
+from tfkd.pipeline import _keras_file
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+errors = []
+for path in sys.argv[1:]:
+    try:
+        _keras_file.load_keras(path)
+    except ValueError as error:
+        errors.append(str(error))
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+print(json.dumps([errors, grown]))
+"""
+
+
+def test_a_stateful_rnns_state_is_counted(tmp_path):
+    # A stateful RNN's state is made from a value, which the count's stateless scope
+    # refuses: it was let through uncounted, and the load made what the config asked.
+    # 160 MB of state (10^7 sequences a batch), and 400 MB of LSTM weights, in 2 KB files.
+    batch, _ = _stateful_file(
+        tmp_path / "batch.keras",
+        keras.layers.SimpleRNN(4, stateful=True),
+        lambda c: _batch_size(c, 10**7),
+    )
+    units, _ = _stateful_file(
+        tmp_path / "units.keras",
+        keras.layers.GRU(4, stateful=True),
+        lambda c: c["config"]["layers"][1]["config"].update(units=5000),
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", _LOAD_CAPPED, str(batch), str(units)],
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    errors, grown = json.loads(result.stdout.strip().splitlines()[-1])
+    weights = 4 * (3 * 4 + 4 * 4 + 4)  # SimpleRNN(4) on 3 features
+    assert errors[0].startswith(
+        f"{str(batch)!r} cannot be read as a Keras model (a `.keras` file): ValueError: its "
+        f"config asks for {weights + 10**7 * 4 * 4} bytes of variables"
+    )
+    weights = 4 * (3 + 5000 + 2) * 3 * 5000  # GRU(5000): kernels and two biases
+    assert "units.keras' cannot be read as a Keras model" in errors[1]
+    assert f"asks for {weights + 2 * 5000 * 4} bytes of variables" in errors[1]
+    assert grown < 100 * 2**20  # neither was made
+    # Small stateful models load as before.
+    x = np.random.default_rng(0).random((2, 5, 3), dtype=np.float32)
+    for name, layer in {
+        "lstm": keras.layers.LSTM(4, stateful=True),
+        "bidirectional": keras.layers.Bidirectional(keras.layers.SimpleRNN(4, stateful=True)),
+    }.items():
+        path, model = _stateful_file(tmp_path / f"{name}.keras", layer)
+        np.testing.assert_allclose(_keras_file.load_keras(path)(x), model(x), rtol=1e-6)
+    # The state: 2 sequences x 4 units x 4 bytes (an LSTM has two: hidden and carry).
+    config = zipfile.ZipFile(tmp_path / "lstm.keras").read("config.json")
+    assert _keras_file._variable_bytes(config) == 4 * (3 * 16 + 4 * 16 + 16) + 2 * 2 * 4 * 4
 
 
 def test_corrupt_weights_and_zips_name_the_file(real, tmp_path):
@@ -174,20 +287,20 @@ def test_corrupt_weights_and_zips_name_the_file(real, tmp_path):
         tmp_path / "cut.keras", {**members, "model.weights.h5": weights[: len(weights) // 2]}
     )
     with pytest.raises(ValueError, match="cut.keras' cannot be read as a Keras model"):
-        _store.load_keras(cut)
+        _keras_file.load_keras(cut)
     flipped = bytearray(real[0].read_bytes())
     flipped[len(flipped) // 2] ^= 0xFF  # inside the weights: the zip's CRC-32 catches it
     (tmp_path / "flipped.keras").write_bytes(bytes(flipped))
     with pytest.raises(ValueError, match="flipped.keras' cannot be read.*BadZipFile"):
-        _store.load_keras(tmp_path / "flipped.keras")
+        _keras_file.load_keras(tmp_path / "flipped.keras")
     # An output that names a node the layer does not have (Keras: IndexError).
     edit = lambda c: c["config"].__setitem__("output_layers", [["logits", 5, 0]])  # noqa: E731
     nodes = _with_config(real, tmp_path / "nodes.keras", edit)
     with pytest.raises(ValueError, match="nodes.keras' cannot be read.*IndexError"):
-        _store.load_keras(nodes)
+        _keras_file.load_keras(nodes)
     no_config = _pack(tmp_path / "no_config.keras", {"model.weights.h5": weights})
     with pytest.raises(ValueError, match="no_config.keras' cannot be read.*KeyError"):
-        _store.load_keras(no_config)
+        _keras_file.load_keras(no_config)
 
 
 @pytest.mark.parametrize("kind", ["load", "transfer"])
@@ -204,3 +317,21 @@ def test_a_hostile_file_is_refused_before_any_stage_runs(kind, tmp_path):
     assert (info.value.stage, info.value.argument) == ("teacher", argument)
     assert not marker.exists()
     assert not (tmp_path / "run" / "stages").exists()
+
+
+def test_a_run_loads_a_file_once_for_its_checks_and_counts_it_once(tmp_path, monkeypatch):
+    # The load stage's check, the QAT stage's check of the model it receives, and the
+    # load stage's run each loaded the file and counted its variables.
+    path = tmp_path / "teacher.keras"
+    small_cnn(4, "teacher").save(path)
+    loads, counts = [], []
+    load, count = keras.saving.load_model, _keras_file._count_variables
+    monkeypatch.setattr(
+        keras.saving, "load_model", lambda *a, **k: loads.append(1) or load(*a, **k)
+    )
+    monkeypatch.setattr(_keras_file, "_count_variables", lambda c: counts.append(1) or count(c))
+    x = np.random.default_rng(0).random((64, 8, 8, 1), dtype=np.float32)
+    data = Data(x, np.arange(64) % 3, x[:16], np.arange(16) % 3)
+    stages = [Load(str(path), name="teacher"), tfkd.pipeline.get_stage("quantize_aware")(epochs=1)]
+    tfkd.Pipeline(stages).execute(data, tmp_path / "run", verbose=0, log=lambda _: None)
+    assert (len(loads), len(counts)) == (2, 1)  # the checks' model, and the stage's own

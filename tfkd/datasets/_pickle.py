@@ -11,6 +11,7 @@ complex), after checking that the bytes match the shape.
 """
 
 import gzip
+import io
 import math
 import os
 import pickle
@@ -180,6 +181,12 @@ class _Bounded:
     def __init__(self, file, limit):
         self._file, self._limit, self._read = file, limit, 0
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exception):
+        self._file.close()
+
     def read(self, size=-1):
         left = self._limit - self._read
         if size is None or size < 0 or size > left:
@@ -197,6 +204,36 @@ class _Bounded:
         if self._read > self._limit:
             raise _Refused(f"it inflates past {self._limit} bytes (the limit for its size)")
         return line
+
+
+# Up to this many inflated bytes, a data file is inflated once, and checked and
+# unpickled from that copy (MNIST's: 210 MB, inflated in 0.6 s), which is held while the
+# arrays are built; a larger one is inflated twice instead, never held whole.
+_MOST_BUFFERED = 256 * 2**20
+
+
+def _inflated(path, limit):
+    """The `.gz` file's inflated bytes (its CRC checked), if they fit in `_MOST_BUFFERED`,
+    else `None`."""
+    most = min(limit, _MOST_BUFFERED)
+    with gzip.open(path, "rb") as file:
+        inflated = _Bounded(file, limit).read(most + 1)
+    return inflated if len(inflated) <= most else None
+
+
+def _unpickle_checked(open_file):
+    """The arrays in the pickle that `open_file()` opens (twice), its opcodes checked
+    first."""
+    with open_file() as file:
+        check_pickle(file)
+    with open_file() as file:
+        # latin1 is how numpy recommends reading Python 2 pickles of arrays.
+        value = _arrays(_NumpyUnpickler(file, encoding="latin1").load())
+        # The unpickler stops at the pickle's end; gzip checks its CRC only at the
+        # stream's, so read to it: a changed byte is an error, not changed data.
+        if file.read(1):
+            raise _Refused("data follows the pickle")
+    return value
 
 
 def _load_gzipped_pickle(path):
@@ -217,18 +254,12 @@ def _load_gzipped_pickle(path):
     limit = _INFLATION * os.path.getsize(path) + _INFLATE_FREE
     try:
         # The opcodes first (`check_pickle`: no key nested a million deep, no memo of
-        # 10^9 entries), then the arrays, each pass on at most `limit` inflated bytes.
-        with gzip.open(path, "rb") as file:
-            check_pickle(_Bounded(file, limit))
-        with gzip.open(path, "rb") as file:
-            file = _Bounded(file, limit)
-            # latin1 is how numpy recommends reading Python 2 pickles of arrays.
-            value = _arrays(_NumpyUnpickler(file, encoding="latin1").load())
-            # The unpickler stops at the pickle's end; gzip checks its CRC only at the
-            # stream's, so read to it: a changed byte is an error, not changed data.
-            if file.read(1):
-                raise _Refused("data follows the pickle")
-        return value
+        # 10^9 entries), then the arrays, each pass on at most `limit` inflated bytes:
+        # from one inflated copy if it fits in `_MOST_BUFFERED`, else inflated twice.
+        inflated = _inflated(path, limit)
+        if inflated is not None:
+            return _unpickle_checked(lambda: io.BytesIO(inflated))
+        return _unpickle_checked(lambda: _Bounded(gzip.open(path, "rb"), limit))
     except (
         pickle.UnpicklingError,
         EOFError,

@@ -17,7 +17,7 @@ from tfkd import _checks, _graph, _hashing, models
 from tfkd.distill import UNLABELED, teacher_cache
 from tfkd.distill.propagation import LabelGraph
 from tfkd.export import TFLiteModel
-from tfkd.pipeline import _measure, _processes, _store, architectures, report
+from tfkd.pipeline import _keras_file, _measure, _processes, _store, architectures, report
 from tfkd.pipeline.context import Context, keras_verbose
 from tfkd.pipeline.pipeline import Pipeline
 from tfkd.pipeline.stage import Stage, StageError
@@ -40,7 +40,8 @@ def execute(pipeline, data, output_dir, options, log):
     processes = _processes.current()
     if processes is not None:
         _processes.check_batch_sizes(pipeline, processes.count)
-    _check_against_models(pipeline, data, options.seed)
+    with _keras_file.shared_loads():  # each file the checks read, loaded once
+        _check_against_models(pipeline, data, options.seed)
     store = _store.Store(output_dir)
     # Process 0 alone writes the run directory, so it alone holds it.
     held = store.locked() if processes is None or processes.writes else contextlib.nullcontext()

@@ -11,16 +11,12 @@ without it.
 
 import contextlib
 import json
-import math
 import os
 import pathlib
-import re
 import shutil
-import threading
-import warnings
-import zipfile
 
 from tfkd import _atomic, _hashing, models
+from tfkd.pipeline._keras_file import load_keras
 
 ENTRY = "entry.json"
 LOCK = ".lock"
@@ -127,172 +123,6 @@ class Store:
             except (OSError, ValueError):
                 continue
         return entries
-
-
-def load_keras(path):
-    """`keras.saving.load_model` in safe mode (no Python code from the file), with tfkd's
-    layers registered first: the `tfkd` command imports tfkd's subpackages only when they
-    are used, and a file (a QAT model, say) may hold layers of one that this run has not
-    used yet.
-
-    The file may be hostile: its zip is checked first (a config of at most 64 MiB, no
-    member that inflates over 100-fold past 64 MiB); then the bytes of the variables its
-    config asks for are counted without allocating them (the model is built in a
-    `keras.StatelessScope`) and refused past twice what its weights member holds, or that
-    member and 64 MiB (`_VARIABLES_FACTOR`), so that a small config cannot fill memory
-    with layers that fit in it. Whatever Keras raises on a file it cannot read (a bad zip,
-    JSON or HDF5; classes that do not deserialize; memory that cannot be had) becomes a
-    `ValueError` naming the file.
-
-    Not counted: the optimizer of a compiled file, which holds a few copies of the
-    trainable variables (Adam: two), and a config that cannot be built without allocating
-    (a stateful RNN makes its state from a value, which a stateless scope refuses): it
-    loads unchecked, as before.
-
-    Raises:
-        ValueError: the file cannot be read as a Keras model, or asks for more variables
-            than it holds.
-        ImportError: it needs keras-hub, which is not installed.
-    """
-    import keras
-
-    import tfkd
-
-    tfkd._import_all()
-    with _unreadable(path):
-        config, weights = _check_archive(path)
-    if b'"keras_hub' in config:
-        import keras_hub  # noqa: F401  (registers its layers, e.g. the BertBackbone)
-    with _unreadable(path):
-        _check_variables(config, *weights)
-        return keras.saving.load_model(path, safe_mode=True)
-
-
-@contextlib.contextmanager
-def _unreadable(path):
-    """Raises what its body raises on a bad `.keras` file (`_UNREADABLE`, or memory that a
-    config's sizes ask for and cannot get) as a `ValueError` naming the file, chained."""
-    try:
-        yield
-    except Exception as error:
-        out_of_memory = isinstance(error, MemoryError) or (
-            type(error).__name__ == "ResourceExhaustedError"  # TensorFlow's, not imported here
-        )
-        if not (out_of_memory or isinstance(error, _UNREADABLE)):
-            raise
-        raise ValueError(
-            f"{os.fspath(path)!r} cannot be read as a Keras model (a `.keras` file): "
-            f"{type(error).__name__}: {str(error)[:500].rstrip('.')}."
-        ) from error
-
-
-# What reading a `.keras` file raises when the file is bad: the zip (BadZipFile), HDF5
-# (OSError, RuntimeError), the JSON (ValueError, RecursionError when nested too deep)
-# and a config whose classes or arguments do not deserialize (TypeError, KeyError,
-# AttributeError, IndexError: a value of another type or length where Keras expects one).
-_UNREADABLE = (
-    zipfile.BadZipFile,
-    OSError,
-    RuntimeError,
-    ValueError,
-    TypeError,
-    KeyError,
-    AttributeError,
-    IndexError,
-)
-# The largest `config.json` read (real models' are kilobytes to a few megabytes), and how
-# far a member may inflate past `_INFLATE_FREE` bytes (weights compress a few-fold).
-_MOST_CONFIG_BYTES = 64 * 2**20
-_MOST_INFLATION = 100
-_INFLATE_FREE = 64 * 2**20
-
-
-def _check_archive(path):
-    """Checks the `.keras` zip's declared sizes (which bound what is read from it);
-    returns its `config.json` and its weights member's name and declared bytes (the
-    first of `_WEIGHTS_MEMBERS`, with 0 bytes, if it has none)."""
-    with zipfile.ZipFile(path) as archive:
-        for info in archive.infolist():
-            inflates = info.file_size > max(_INFLATE_FREE, _MOST_INFLATION * info.compress_size)
-            if inflates or (info.filename == "config.json" and info.file_size > _MOST_CONFIG_BYTES):
-                raise ValueError(
-                    f"member {info.filename!r} declares {info.file_size} bytes "
-                    f"({info.compress_size} compressed), more than a Keras model holds"
-                )
-        with archive.open("config.json") as config:
-            config = config.read()
-        names = archive.namelist()
-        member = next((name for name in _WEIGHTS_MEMBERS if name in names), None)
-        if member is None:  # Keras refuses it, after building the model
-            return config, (_WEIGHTS_MEMBERS[0], 0)
-        return config, (member, archive.getinfo(member).file_size)
-
-
-# The members Keras reads a `.keras` file's weights from, the first one present.
-_WEIGHTS_MEMBERS = ("model.weights.h5", "model.weights.npz")
-# Keras's HDF5 writer stores each variable's values uncompressed, so a real file's
-# variables take at most its weights member's bytes: measured, 0.91 to 0.96 of them for
-# MobileNetV2, MobileNetV3 and EfficientNetB0, far less for small models (whose HDF5
-# headers dominate) and for files holding optimizer state. The slack (twice the member,
-# or the member and 64 MiB when that is more) leaves room for what the count sees twice
-# and Keras builds once (an object shared in the config: Keras's loader reuses it, the
-# count, outside that loader, does not), while what a config can ask for stays
-# proportional to the bytes the file declares.
-_VARIABLES_FACTOR = 2
-_VARIABLES_FREE = 64 * 2**20
-
-
-def _check_variables(config, member, weights_bytes):
-    """Refuses a config whose variables need more bytes than the file's weights hold."""
-    asked = _variable_bytes(config)
-    most = max(_VARIABLES_FACTOR * weights_bytes, weights_bytes + _VARIABLES_FREE)
-    if asked is not None and asked > most:
-        raise ValueError(
-            f"its config asks for {asked} bytes of variables, and its weights member "
-            f"{member!r} holds {weights_bytes} bytes (a real model stores all its "
-            f"variables there; at most {most} bytes are accepted)"
-        )
-
-
-def _variable_bytes(config):
-    """The bytes of the variables the model in `config` makes (its optimizer's aside),
-    counted without allocating them; `None` if it cannot be built so.
-
-    The model is built in a thread of its own: Keras's global state (the uninitialized
-    variables a `keras.StatelessScope` registers, the counters that name new objects) is
-    the thread's, so nothing of this build reaches the load that follows.
-    """
-    counted = []
-    thread = threading.Thread(target=lambda: counted.append(_count_variables(config)))
-    thread.start()
-    thread.join()
-    return counted[0] if counted else None
-
-
-def _count_variables(config):
-    import keras
-
-    # A config that cannot be built here is loaded unchecked: a bad file's error is
-    # raised again by the load, which reports it as it always has.
-    try:
-        # Compiling builds the optimizer, whose step counter is made from a value:
-        # refused in a stateless scope.
-        config = dict(json.loads(config), compile_config=None)
-        with warnings.catch_warnings():  # the load repeats them
-            warnings.simplefilter("ignore")
-            with keras.StatelessScope(initialize_variables=False):
-                model = keras.saving.deserialize_keras_object(config, safe_mode=True)
-        variables = {id(variable): variable for variable in model.weights}.values()
-        return sum(math.prod(v.shape) * _dtype_bytes(v.dtype) for v in variables)
-    except Exception:
-        return None
-
-
-def _dtype_bytes(dtype):
-    """Bytes a value of `dtype` takes: its bits (`bfloat16`, `float8_e4m3fn`), rounded up
-    to a byte; 1 for `bool` and other dtypes without a width."""
-    bits = re.search(r"\d+", str(dtype))
-    return -(-int(bits.group()) // 8) if bits else 1
 
 
 def output_id(entry):

@@ -8,7 +8,7 @@ import os
 
 from tfkd import _checks, _presets
 from tfkd.models import CNN_OPTIONS, check_cnn_fits, check_cnn_option, cnn
-from tfkd.pipeline import _store
+from tfkd.pipeline import _keras_file
 from tfkd.pipeline.stage import KerasModel, invalid_argument
 
 # The options of `tfkd.text.conv_classifier` a config may set (its sizes come from the data).
@@ -101,7 +101,7 @@ def build(spec, data, seed):
 
         return _graph.copy_model(spec, data.input_shape)
     if "path" in spec:
-        return _store.load_keras(spec["path"])
+        return _keras_file.load_keras(spec["path"])
     if "preset" in spec:
         from tfkd.transfer import load_preset
 
@@ -244,7 +244,7 @@ def load_checked(path, argument):
     """The `.keras` file at `path`, loaded; a file that cannot be read raises naming
     `argument`."""
     try:
-        return _store.load_keras(path)
+        return _keras_file.load_keras(path)
     except ValueError as error:
         raise invalid_argument(
             argument, f"{error} Received: {argument}={os.fspath(path)!r}"

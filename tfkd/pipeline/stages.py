@@ -10,7 +10,7 @@ from tfkd._export_options import (
     QUANTIZATIONS,
     check_litert_arguments,
 )
-from tfkd.pipeline import _distillation, _processes, _store, architectures
+from tfkd.pipeline import _distillation, _keras_file, _processes, architectures
 from tfkd.pipeline.stage import (
     Stage,
     check_keras_input,
@@ -482,7 +482,7 @@ class Transfer(Stage):
         elif isinstance(self.backbone, dict):
             base = transfer.load_preset(self.backbone["preset"], backbone=True)
         else:
-            base = _store.load_keras(self.backbone)
+            base = _keras_file.load_keras(self.backbone)
         images = architectures.input_kind(data) == "images"
         if images and self.backbone != "mobilenet_v2":
             options["image_size"] = (self.image_size, self.image_size)
