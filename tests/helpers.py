@@ -1,5 +1,7 @@
 """Helpers shared by tfkd's tests."""
 
+import contextlib
+
 import keras
 import numpy as np
 
@@ -241,3 +243,22 @@ def string_op_model():
 
     inputs = keras.Input((3,))
     return keras.Model(inputs, Unsupported()(inputs))
+
+
+@contextlib.contextmanager
+def peak_memory_growth():
+    """Yields a list that holds, once the block ends, how many bytes this process's peak
+    resident memory grew by inside it. The peak is reset first (Linux's
+    `/proc/self/clear_refs`): the all-time peak that `getrusage` gives hides any growth
+    that stays under what an earlier test in the same process reached."""
+    with open("/proc/self/clear_refs", "w") as file:
+        file.write("5")  # the peak (VmHWM) becomes the resident memory now
+    before = _peak_resident_bytes()
+    grown = []
+    yield grown
+    grown.append(_peak_resident_bytes() - before)
+
+
+def _peak_resident_bytes():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM"))

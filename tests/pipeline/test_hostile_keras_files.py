@@ -5,7 +5,6 @@ bad file is a `ValueError` that names it; a real file loads as before."""
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import zipfile
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 
 import tfkd
-from tests.helpers import small_cnn
+from tests.helpers import peak_memory_growth, small_cnn
 from tfkd.pipeline import Data, Load, Train, Transfer, _keras_file
 
 
@@ -138,11 +137,6 @@ def test_files_that_would_exhaust_the_process_are_refused(real, tmp_path):
         _keras_file.load_keras(large)
 
 
-def _peak_rss_bytes():
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # Linux counts KiB
-
-
 def test_variables_past_what_the_weights_hold_are_refused_unallocated(tmp_path):
     # Compiled, so that its config has an optimizer too (which the load leaves out).
     model = small_cnn(4, "compiled")
@@ -152,16 +146,16 @@ def test_variables_past_what_the_weights_hold_are_refused_unallocated(tmp_path):
         compiled = None, {name: archive.read(name) for name in archive.namelist()}
     # 3 x 10^9 bytes of float32 weights in a 20 KB file: memory this process could get.
     wide = _with_units(compiled, tmp_path / "wide.keras", 15 * 10**7)
-    before = _peak_rss_bytes()
-    with pytest.raises(
-        ValueError,
-        match=r"wide.keras' cannot be read.*asks for 3000000160 bytes of variables, and its "
-        r"weights member 'model.weights.h5' holds \d+ bytes",
-    ):
-        _keras_file.load_keras(wide)
-    with keras.StatelessScope():  # would allocate any variable the count left registered
-        pass
-    assert _peak_rss_bytes() - before < 500 * 2**20
+    with peak_memory_growth() as grown:
+        with pytest.raises(
+            ValueError,
+            match=r"wide.keras' cannot be read.*asks for 3000000160 bytes of variables, and "
+            r"its weights member 'model.weights.h5' holds \d+ bytes",
+        ):
+            _keras_file.load_keras(wide)
+        with keras.StatelessScope():  # would allocate any variable the count left registered
+            pass
+    assert grown[0] < 500 * 2**20
     # Without a weights member (which Keras looks for after building the model).
     config_only = None, {"config.json": compiled[1]["config.json"]}
     unweighted = _with_units(config_only, tmp_path / "unweighted.keras", 15 * 10**7)
@@ -178,9 +172,9 @@ def test_a_files_compile_config_is_not_read(tmp_path):
     model.compile(optimizer, "mse", metrics=[keras.metrics.AUC(num_thresholds=10**7)])
     path = tmp_path / "compiled.keras"
     model.save(path)
-    before = _peak_rss_bytes()
-    loaded = _keras_file.load_keras(path)
-    assert _peak_rss_bytes() - before < 100 * 2**20
+    with peak_memory_growth() as grown:
+        loaded = _keras_file.load_keras(path)
+    assert grown[0] < 100 * 2**20
     assert not loaded.compiled
     for got, want in zip(loaded.weights, model.weights):
         np.testing.assert_array_equal(got, want)
@@ -194,10 +188,10 @@ def test_a_config_the_count_cannot_build_is_refused_unallocated(real, tmp_path):
         config["config"]["output_layers"] = [["logits", 5, 0]]
 
     path = _with_config(real, tmp_path / "fails_late.keras", edit)
-    before = _peak_rss_bytes()
-    with pytest.raises(ValueError, match="fails_late.keras' cannot be read.*IndexError"):
-        _keras_file.load_keras(path)
-    assert _peak_rss_bytes() - before < 100 * 2**20
+    with peak_memory_growth() as grown:
+        with pytest.raises(ValueError, match="fails_late.keras' cannot be read.*IndexError"):
+            _keras_file.load_keras(path)
+    assert grown[0] < 100 * 2**20
 
 
 def _stateful_file(path, layer, edit=None):
