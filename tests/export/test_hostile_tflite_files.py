@@ -109,20 +109,38 @@ def test_files_that_crashed_or_filled_the_process_are_refused_unallocated(files,
     # 1 GiB and 64 KiB of float32 that a 2 KB file declares for a hidden tensor: XNNPACK
     # allocated and touched all of it at load (16 GiB killed the process).
     huge = _mutant(folder / "float.tflite", tmp_path / "huge.tflite", _shape([8193, 32768]))
+    # What LiteRT sizes as it prepares ops (files built op by op, below):
+    prepared = [
+        # 2 GiB: a TILE's constant multiples.
+        _built(tmp_path / "tile.tflite", _one_op("TILE", [([2**15, 2**14], "int32")])),
+        # Each TILE small as declared, 16 GiB through ADD.
+        _built(tmp_path / "chain.tflite", _chain("ADD")(0)),
+        # SIGSEGV in XNNPACK: a float32 RESHAPE to rank 61.
+        _built(
+            tmp_path / "rank61.tflite", _one_op("RESHAPE", [([1] * 60 + [4], "int32")], x=(1, 4))
+        ),
+        # SIGSEGV: a WHILE whose body is the subgraph holding it.
+        _built(tmp_path / "recursion.tflite", *_while(1, 0)),
+    ]
+    paths = [folder / "float.tflite", huge, rank, *prepared]
     result = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(folder / "float.tflite"), str(huge), str(rank)],
+        [sys.executable, "-c", _CHILD, *map(str, paths)],
         env={**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"},
         capture_output=True,
         text=True,
         timeout=300,
     )
     lines = dict(line.split("\t", 1) for line in result.stdout.splitlines() if "\t" in line)
-    assert set(lines) == {"rank64.tflite", "huge.tflite"}, (
+    assert set(lines) == {path.name for path in paths[1:]}, (
         f"the child ended with {result.returncode} after {lines}: {result.stderr[-1500:]}"
     )
     for name, expected in (
         ("rank64.tflite", "has a shape of rank 64; LiteRT's kernels take at most 8"),
         ("huge.tflite", "declares shape [8193, 32768] of float32: 1073872896 bytes"),
+        ("tile.tflite", "op 0 (TILE) of subgraph 0 makes tensor 2 ('y') of shape [32768, 16384]"),
+        ("chain.tflite", "op 2 (TILE) of subgraph 0 makes tensor 5 ('y') of shape [2097152, 2048]"),
+        ("rank61.tflite", "holds 61 values; LiteRT's kernels take at most 8 dimensions"),
+        ("recursion.tflite", "its subgraphs run themselves: subgraph 0 (op 0, WHILE's"),
     ):
         growth, outcome = lines[name].split("\t")
         assert outcome.startswith("UnsafeFileError: The .tflite file is not a model"), outcome
@@ -157,12 +175,20 @@ def test_a_truncated_file_names_itself(files, tmp_path):
         ValueError, match=r"cut or points outside the file.*Received: path='.*half\.tflite'"
     ):
         tfkd.TFLiteModel(half)
-    # One byte short: what the check does not read is left to LiteRT's verifier, whose
-    # refusal names the file too (it did not, for the readers besides TFLiteModel).
-    short = tmp_path / "short.tflite"
-    short.write_bytes(content[:-1])
-    with pytest.raises(ValueError, match=r"LiteRT cannot read.*Flatbuffer.*short\.tflite"):
-        tfkd.export.ExportReport.from_file(str(short))
+    # What the check does not read (the model's description) is left to LiteRT's
+    # verifier, whose refusal names the file too (it did not, for the readers besides
+    # TFLiteModel): a description of 1 MiB, past the file's end.
+    described = _mutant(
+        files[0] / "float.tflite",
+        tmp_path / "described.tflite",
+        lambda model, subgraph: setattr(model, "description", "tfkd's description"),
+    )
+    content = bytearray(described.read_bytes())
+    at = content.index(b"tfkd's description") - 4
+    content[at : at + 4] = (2**20).to_bytes(4, "little")
+    described.write_bytes(content)
+    with pytest.raises(ValueError, match=r"LiteRT cannot read.*Flatbuffer.*described\.tflite"):
+        tfkd.export.ExportReport.from_file(str(described))
 
 
 def _check(path):
@@ -271,3 +297,401 @@ def test_no_changed_byte_or_cut_escapes_as_another_error(files):
         except ValueError:
             outcomes["refused"] += 1
     assert outcomes["refused"] > len(content)  # every cut, and many changed bytes
+
+
+# Files built op by op (LiteRT's schema), for what LiteRT does when it prepares an op: it
+# sizes the op's outputs itself, from constant data or its inputs' shapes, whatever the
+# file declares for them (`tfkd/export/_tflite_ops.py`).
+
+_DTYPES = {"float32": 0, "int32": 2, "int64": 4, "bool": 6}
+
+
+def _built(path, *subgraphs, signature=False):
+    """A file of `subgraphs`, each `(tensors, ops, inputs, outputs)`: a tensor is `(name,
+    shape, dtype, data or None)`, an op `(BuiltinOperator name, inputs, outputs[,
+    options])`, the options one of the schema's `...OptionsT` objects."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT()
+    model.version, model.operatorCodes, model.buffers, model.subgraphs = (
+        3,
+        [],
+        [schema.BufferT()],
+        [],
+    )
+    codes = {}
+    for tensors, ops, inputs, outputs in subgraphs:
+        graph = schema.SubGraphT()
+        graph.tensors, graph.operators = [], []
+        for name, shape, dtype, data in tensors:
+            tensor = schema.TensorT()
+            tensor.name, tensor.shape, tensor.type = name, np.array(shape, np.int32), _DTYPES[dtype]
+            if data is not None:
+                buffer = schema.BufferT()
+                buffer.data = np.frombuffer(np.asarray(data, dtype).tobytes(), np.uint8)
+                model.buffers.append(buffer)
+                tensor.buffer = len(model.buffers) - 1
+            graph.tensors.append(tensor)
+        for name, op_inputs, op_outputs, *options in ops:
+            if name not in codes:
+                code = schema.OperatorCodeT()
+                code.builtinCode = getattr(schema.BuiltinOperator, name)
+                code.deprecatedBuiltinCode = min(code.builtinCode, 127)
+                code.version = 2 if name == "BROADCAST_TO" else 1
+                codes[name] = len(model.operatorCodes)
+                model.operatorCodes.append(code)
+            operator = schema.OperatorT()
+            operator.opcodeIndex = codes[name]
+            operator.inputs = np.array(op_inputs, np.int32)
+            operator.outputs = np.array(op_outputs, np.int32)
+            for value in options:
+                kind = type(value).__name__[:-1]  # WhileOptionsT -> WhileOptions
+                if hasattr(schema.BuiltinOptions, kind):
+                    operator.builtinOptionsType = getattr(schema.BuiltinOptions, kind)
+                    operator.builtinOptions = value
+                else:
+                    operator.builtinOptions2Type = getattr(schema.BuiltinOptions2, kind)
+                    operator.builtinOptions2 = value
+            graph.operators.append(operator)
+        graph.inputs, graph.outputs = np.array(inputs, np.int32), np.array(outputs, np.int32)
+        model.subgraphs.append(graph)
+    if signature:
+        entries = []
+        for kind, indices in (
+            ("input", model.subgraphs[0].inputs),
+            ("output", model.subgraphs[0].outputs),
+        ):
+            entries.append([])
+            for position, index in enumerate(indices):
+                entry = schema.TensorMapT()
+                entry.name, entry.tensorIndex = f"{kind}_{position}", int(index)
+                entries[-1].append(entry)
+        definition = schema.SignatureDefT()
+        definition.signatureKey, (definition.inputs, definition.outputs) = (
+            "serving_default",
+            entries,
+        )
+        model.signatureDefs = [definition]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path.write_bytes(bytes(builder.Output()))
+    return path
+
+
+def _one_op(name, constants, x=(1, 1), declared=(1, 1), options=(), x_dtype="float32", x_at=0):
+    """One op: the input `x` (declared `x`) and `constants` (`(values, dtype)`) in, `y`
+    (declared `declared`) out; `x_at`: where `x` stands among the op's inputs (None: not
+    an input of the op, only of the graph)."""
+    tensors = [("x", list(x), x_dtype, None)]
+    tensors += [(f"c{i}", list(np.shape(v)), t, v) for i, (v, t) in enumerate(constants)]
+    inputs = list(range(1, len(tensors)))
+    if x_at is not None:
+        inputs.insert(x_at, 0)
+    tensors.append(("y", list(declared), "int32" if name == "RANGE" else "float32", None))
+    out = len(tensors) - 1
+    return (tensors, [(name, inputs, [out], *options)], [0], [out])
+
+
+def _options(kind, **fields):
+    from ai_edge_litert import schema_py_generated as schema
+
+    value = getattr(schema, kind + "T")()
+    for field, setting in fields.items():
+        setattr(value, field, setting)
+    return value
+
+
+# Each op made to output n * 2**14 float32s (int32 for RANGE), declared as [1, 1]: 1 GiB
+# with n = 2**14, the most a tensor may take; one example over with n = 2**14 + 1.
+K = 2**14
+SIZED_BY_OPS = {
+    "tile": lambda n: _one_op("TILE", [([K, n], "int32")]),
+    "tile_int64": lambda n: _one_op("TILE", [([K, n], "int64")]),
+    "broadcast_to": lambda n: _one_op("BROADCAST_TO", [([K, n], "int32")]),
+    "fill": lambda n: _one_op("FILL", [([K, n], "int32")], x=(), x_at=1),
+    "pad": lambda n: _one_op("PAD", [([[0, K - 1], [0, n - 1]], "int32")]),
+    "padv2": lambda n: _one_op("PADV2", [([[0, K - 1], [0, n - 1]], "int32"), (0, "float32")]),
+    "mirror_pad": lambda n: _one_op(
+        "MIRROR_PAD",
+        [([[K // 4, K // 4], [0, 0]], "int32")],
+        x=(K // 2, n),
+        options=[_options("MirrorPadOptions", mode=1)],
+    ),
+    "resize_bilinear": lambda n: _one_op(
+        "RESIZE_BILINEAR", [([K, n], "int32")], x=(1, 1, 1, 1), declared=(1, 1, 1, 1)
+    ),
+    "resize_nearest_neighbor": lambda n: _one_op(
+        "RESIZE_NEAREST_NEIGHBOR", [([K, n], "int32")], x=(1, 1, 1, 1), declared=(1, 1, 1, 1)
+    ),
+    "space_to_batch_nd": lambda n: _one_op(
+        "SPACE_TO_BATCH_ND",
+        [([1, 1], "int32"), ([[0, K - 1], [0, n - 1]], "int32")],
+        x=(1, 1, 1, 1),
+        declared=(1, 1, 1, 1),
+    ),
+    "dilate": lambda n: _one_op("DILATE", [([K - 1, n - 1], "int32"), (0, "float32")], x=(2, 2)),
+    "one_hot": lambda n: _one_op(
+        "ONE_HOT", [(n, "int32"), (1, "float32"), (0, "float32")], x=(K,), x_dtype="int32"
+    ),
+    "range": lambda n: _one_op("RANGE", [(0, "int32"), (K * n, "int32"), (1, "int32")], x_at=None),
+    "transpose_conv": lambda n: _one_op(
+        "TRANSPOSE_CONV",
+        [([1, K, n, 1], "int32"), (np.ones((1, 1, 1, 1)), "float32")],
+        x=(1, 1, 1, 1),
+        declared=(1, 1, 1, 1),
+        x_at=2,
+    ),
+    "random_uniform": lambda n: _one_op("RANDOM_UNIFORM", [([K, n], "int32")], x_at=None),
+    # Sized by their inputs' shapes, which they multiply.
+    "add_broadcast": lambda n: _one_op("ADD", [(np.zeros((1, n)), "float32")], x=(K, 1)),
+    "fully_connected": lambda n: _one_op(
+        "FULLY_CONNECTED", [(np.zeros((n, 1)), "float32")], x=(K, 1)
+    ),
+    "batch_matmul": lambda n: _one_op("BATCH_MATMUL", [(np.zeros((1, n)), "float32")], x=(K, 1)),
+    "gather": lambda n: _one_op(
+        "GATHER", [(np.zeros(K), "int32")], x=(1, n), options=[_options("GatherOptions", axis=0)]
+    ),
+}
+
+
+def _chain(middle):
+    """TILE, `middle` (an op keeping its input's shape) and TILE, each output declared
+    [1, 4]: the first TILE makes [4096, 4], the second [2**21, 2**11], 16 GiB."""
+
+    def build(n):
+        tensors = [("x", [1, 4], "float32", None), ("m1", [2], "int32", np.array([2**12, 1]))]
+        tensors += [("t1", [1, 4], "float32", None), ("a", [1, 4], "float32", None)]
+        tensors += [("m2", [2], "int32", np.array([2**9, 2**9])), ("y", [1, 4], "float32", None)]
+        ops = [("TILE", [0, 1], [2]), (middle, [2, 2][: 2 if middle == "ADD" else 1], [3])]
+        return (tensors, [*ops, ("TILE", [3, 4], [5])], [0], [5])
+
+    return build
+
+
+@pytest.mark.parametrize("case", sorted(SIZED_BY_OPS))
+def test_what_an_op_sizes_past_the_limits_is_refused(tmp_path, case):
+    source = SIZED_BY_OPS[case]
+    _check(_built(tmp_path / f"{case}_1gib.tflite", source(K)))  # 1 GiB: admitted
+    path = _built(tmp_path / f"{case}.tflite", source(K + 1))
+    name = case.upper() if case != "tile_int64" else "TILE"
+    name = {"ADD_BROADCAST": "ADD"}.get(name, name)
+    kind = "int32" if case == "range" else "float32"
+    with pytest.raises(
+        ValueError,
+        match=rf"op 0 \({name}\) of subgraph 0 makes tensor \d+ \('y'\) "
+        rf"of shape \[[\d, ]+\] of {kind}: {4 * K * (K + 1)} bytes for one example.*"
+        r"at most 1073741824 bytes \(1 GiB\)",
+    ):
+        _check(path)
+
+
+@pytest.mark.parametrize(
+    "middle, message",
+    [
+        (
+            "ADD",
+            r"op 2 \(TILE\) .* makes tensor 5 \('y'\) of shape \[2097152, 2048\] "
+            r".*: 17179869184 bytes",
+        ),
+        # An op the check does not size keeps its declared shape, times its input's growth.
+        ("REVERSE_V2", r"op 2 \(TILE\) .* makes tensor 5 \('y'\) of up to 4294967296 elements"),
+    ],
+)
+def test_sizes_are_followed_through_the_ops(tmp_path, middle, message):
+    with pytest.raises(ValueError, match=message):
+        _check(_built(tmp_path / "chain.tflite", _chain(middle)(0)))
+
+
+def test_what_ops_make_counts_to_the_total(tmp_path):
+    """Six TILEs of 768 MiB each: each under 1 GiB, 4.5 GiB together."""
+    tensors, ops = (
+        [("x", [1, 1], "float32", None), ("m", [2], "int32", np.array([3 * 2**12, K]))],
+        [],
+    )
+    for index in range(6):
+        tensors.append((f"y{index}", [1, 1], "float32", None))
+        ops.append(("TILE", [0, 1], [index + 2]))
+    with pytest.raises(
+        ValueError, match=r"take more than 4294967296 bytes \(4 GiB\) together.*op 5 \(TILE\)"
+    ):
+        _check(_built(tmp_path / "total.tflite", (tensors, ops, [0], list(range(2, 8)))))
+
+
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        (
+            [1] * 8 + [4],
+            r"op 0 \(RESHAPE\) .* makes tensor 2 \('y'\) of shape \[1, .*4\], of rank 9",
+        ),
+        ([1] * 60 + [4], r"tensor 1 \('c0'\), which an op reads as sizes, holds 61 values"),
+    ],
+)
+def test_an_op_making_a_rank_over_8_is_refused(tmp_path, shape, message):
+    # Rank 61 (float32): LiteRT's XNNPACK delegate crashed the process (SIGSEGV).
+    with pytest.raises(ValueError, match=message):
+        _check(_built(tmp_path / "rank.tflite", _one_op("RESHAPE", [(shape, "int32")], x=(1, 4))))
+
+
+def _while(cond, body, options=True):
+    """A WHILE counting its input up to 3, with cond and body the subgraphs named."""
+    main = (
+        [("x", [1], "float32", None), ("y", [1], "float32", None)],
+        [
+            (
+                "WHILE",
+                [0],
+                [1],
+                *(
+                    [_options("WhileOptions", condSubgraphIndex=cond, bodySubgraphIndex=body)]
+                    if options
+                    else []
+                ),
+            )
+        ],
+        [0],
+        [1],
+    )
+    test = (
+        [
+            ("v", [1], "float32", None),
+            ("three", [1], "float32", np.array([3])),
+            ("c", [1], "bool", None),
+        ],
+        [("LESS", [0, 1], [2])],
+        [0],
+        [2],
+    )
+    step = (
+        [
+            ("v", [1], "float32", None),
+            ("one", [1], "float32", np.array([1])),
+            ("w", [1], "float32", None),
+        ],
+        [("ADD", [0, 1], [2])],
+        [0],
+        [2],
+    )
+    return main, test, step
+
+
+CALLS_REFUSED = {
+    "cond_out_of_range": (
+        _while(7, 2),
+        r"op 0 of subgraph 0 \(WHILE\) runs subgraph 7 \(its cond_subgraph_index\); the file "
+        r"has subgraphs 0 to 2",
+    ),
+    "body_negative": (_while(1, -1), r"runs subgraph -1 \(its body_subgraph_index\)"),
+    # LiteRT recursed into these until the process crashed (SIGSEGV).
+    "body_itself": (
+        _while(1, 0),
+        r"subgraph 0 \(op 0, WHILE's body_subgraph_index\) -> subgraph 0",
+    ),
+    "no_options": (
+        _while(1, 2, options=False),
+        r"subgraph 0 \(op 0, WHILE's cond_subgraph_index\) -> subgraph 0",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CALLS_REFUSED))
+def test_subgraphs_an_op_runs_are_checked(tmp_path, case):
+    graphs, message = CALLS_REFUSED[case]
+    with pytest.raises(ValueError, match=message):
+        _check(_built(tmp_path / f"{case}.tflite", *graphs))
+
+
+def test_a_cycle_through_other_subgraphs_and_other_ops_is_refused(tmp_path):
+    main, test, step = _while(1, 2)
+    # The body runs, through IF, a subgraph whose CALL_ONCE runs the body again.
+    body = (
+        [
+            ("v", [1], "float32", None),
+            ("b", [1], "bool", np.array([True])),
+            ("w", [1], "float32", None),
+        ],
+        [("IF", [1, 0], [2], _options("IfOptions", thenSubgraphIndex=3, elseSubgraphIndex=3))],
+        [0],
+        [2],
+    )
+    again = (
+        step[0],
+        [("CALL_ONCE", [], [], _options("CallOnceOptions", initSubgraphIndex=2)), *step[1]],
+        [0],
+        [2],
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"subgraph 2 \(op 0, IF's then_subgraph_index\) -> subgraph 3 "
+        r"\(op 0, CALL_ONCE's init_subgraph_index\) -> subgraph 2",
+    ):
+        _check(_built(tmp_path / "cycle.tflite", main, test, body, again))
+    composite = _options("StableHLOCompositeOptions", name="c", decompositionSubgraphIndex=5)
+    calling = (
+        [("x", [1], "float32", None), ("y", [1], "float32", None)],
+        [("STABLEHLO_COMPOSITE", [0], [1], composite)],
+        [0],
+        [1],
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"\(STABLEHLO_COMPOSITE\) runs subgraph 5 \(its decomposition_subgraph_index\)",
+    ):
+        _check(_built(tmp_path / "composite.tflite", calling))
+
+
+def test_a_while_loop_still_runs(tmp_path):
+    path = _built(tmp_path / "while.tflite", *_while(1, 2))
+    lite = tfkd.TFLiteModel(path)
+    x = np.array([0.5, 5.0], np.float32)  # one at a time: the loop's test is one bool
+    np.testing.assert_allclose(lite.predict(x, batch_size=1), [3.5, 5.0])
+
+
+# Files LiteRT reads, but cannot prepare or run: each public reader names the file in a
+# ValueError (LiteRT's bare RuntimeError before).
+def _reshape_to(shape):
+    return _one_op("RESHAPE", [(shape, "int32")], x=(1, 4), declared=shape)
+
+
+def test_a_file_litert_cannot_prepare_or_run_is_a_value_error_naming_it(tmp_path):
+    x = np.random.default_rng(0).random((8, 4), dtype=np.float32)
+    unprepared = _built(tmp_path / "unprepared.tflite", _reshape_to([1, 5]), signature=True)
+    message = (
+        r"LiteRT failed to prepare the ops of the .tflite file: .*num_input_elements != "
+        r"num_output_elements \(4 != 5\); Node number 0 \(RESHAPE\) failed to prepare. "
+        r"Received: path='.*unprepared.tflite'"
+    )
+    with pytest.raises(ValueError, match=message):
+        tfkd.TFLiteModel(unprepared)
+    with pytest.raises(ValueError, match=message):
+        tfkd.export.litert_quantize(unprepared, tmp_path / "q.tflite", "dynamic_int8", x)
+    # Runs one example at a time only (its RESHAPE's shape is a constant [1, 4]).
+    fixed = _built(tmp_path / "fixed_batch.tflite", _reshape_to([1, 4]), signature=True)
+    lite = tfkd.TFLiteModel(fixed)
+    message = (
+        r"LiteRT failed to run the .tflite file on a batch of shape \(8, 4\): .*\(32 != 4\).* "
+        r"Received: path='.*fixed_batch.tflite'"
+    )
+    for call in (lambda: lite.predict(x), lambda: lite.evaluate(x, np.zeros(8, int))):
+        with pytest.raises(ValueError, match=message):
+            call()
+    np.testing.assert_array_equal(lite.predict(x, batch_size=1), x)  # and after the failure
+    assert lite.benchmark(num_runs=2, warmup_runs=0)["num_runs"] == 2
+    with pytest.raises(ValueError, match=r"LiteRT failed to run .*fixed_batch.tflite"):
+        tfkd.export.litert_quantize(fixed, tmp_path / "q.tflite", "static_int8", x)
+    # Fails each time it runs: its GATHER reads index 7 of 4.
+    gather = _one_op(
+        "GATHER", [([7], "int32")], x=(1, 4), options=[_options("GatherOptions", axis=1)]
+    )
+    failing = _built(tmp_path / "failing.tflite", gather, signature=True)
+    lite = tfkd.TFLiteModel(failing)
+    message = (
+        r"LiteRT failed to run the .tflite file on a batch of shape \(1, 4\): gather index out "
+        r"of bounds; Node number 0 \(GATHER\) failed to invoke. Received: path='.*failing.tflite'"
+    )
+    for call in (lambda: lite.predict(x[:1]), lambda: lite.benchmark(num_runs=2)):
+        with pytest.raises(ValueError, match=message):
+            call()
+    with pytest.raises(ValueError, match=r"LiteRT failed to run .*failing.tflite"):
+        tfkd.export.litert_quantize(failing, tmp_path / "q.tflite", "dynamic_int8", x)

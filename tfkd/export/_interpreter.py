@@ -34,8 +34,8 @@ def make_interpreter(path_or_content, num_threads=None, delegates=True):
 
 
 class UnsafeFileError(ValueError):
-    """A file (or bytes) tfkd does not hand to LiteRT, or that LiteRT refused to read; the
-    message names it and says why."""
+    """A file (or bytes) tfkd does not hand to LiteRT, or that LiteRT refused to read,
+    prepare or run; the message names it and says why."""
 
 
 def checked_content(path_or_content):
@@ -100,21 +100,52 @@ def _litert_interpreter(content, source, num_threads=None, delegates=True):
         ) from None
 
 
-def load_interpreter(path_or_content, num_threads=None):
+def load_interpreter(path_or_content, num_threads=None, name=None):
     """An allocated interpreter, whether LiteRT's default XNNPACK delegate runs it, and the
-    checked bytes it runs."""
+    checked bytes it runs. `name`: the path errors name, where `path_or_content` is the
+    bytes read from it.
+
+    Raises:
+        UnsafeFileError: as `make_interpreter`, or LiteRT cannot prepare the file's ops
+            (its words, and the file's name).
+    """
+    source = path_or_content if name is None else name
     content = checked_content(path_or_content)
-    interpreter = _litert_interpreter(content, path_or_content, num_threads)
+    interpreter = _litert_interpreter(content, source, num_threads)
     if not has_sparse_integer_weights(interpreter):
         try:
             _allocate(interpreter)
             return interpreter, True, content
         except RuntimeError as error:
             if not is_delegate_failure(error):
-                raise
-    interpreter = _litert_interpreter(content, path_or_content, num_threads, delegates=False)
-    _allocate(interpreter)
+                raise litert_failure("prepare the ops of", source, content, error) from None
+    interpreter = _litert_interpreter(content, source, num_threads, delegates=False)
+    try:
+        _allocate(interpreter)
+    except RuntimeError as error:
+        raise litert_failure("prepare the ops of", source, content, error) from None
     return interpreter, False, content
+
+
+def litert_failure(doing, source, content, error, on=""):
+    """An UnsafeFileError for a RuntimeError of LiteRT's while it did `doing` the file
+    `source` (a path, or `content` itself) `on` some data: LiteRT's own message names
+    neither the file nor what failed."""
+    return UnsafeFileError(
+        f"LiteRT failed to {doing} the .tflite {_source(source)}{on}: "
+        f"{litert_words(error)}. Received: {_received(source, content)}."
+    )
+
+
+def litert_words(error):
+    """LiteRT's message, once: it runs its sentences together ("... (4 != 5)Node number 0
+    (RESHAPE) failed to prepare.") and repeats them after each failed call."""
+    text = " ".join(str(error).split())
+    parts = re.findall(r".*?failed to \w+\.", text) or [text]
+    parts += [text[sum(map(len, parts)) :]] if parts != [text] else []
+    unique = [part.strip() for part in dict.fromkeys(parts) if part.strip()]
+    words = re.sub(r"(?<=[^\s.:;])(Node number \d+ \()", r"; \1", " ".join(unique))
+    return words.rstrip(".") or type(error).__name__
 
 
 def _in_returned_order(interpreter):
@@ -264,12 +295,13 @@ def dequantize_output(y, details):
 
 class Runner:
     """Runs batches through a file; returns every output, dequantized, in the order the
-    exported model returned them."""
+    exported model returned them. `name`: as for `load_interpreter`."""
 
-    def __init__(self, path_or_content, num_threads=None):
+    def __init__(self, path_or_content, num_threads=None, name=None):
         self._num_threads = num_threads
+        self._source = path_or_content if name is None else name  # named in errors
         self.interpreter, self.xnnpack, self._content = load_interpreter(
-            path_or_content, num_threads
+            path_or_content, num_threads, name
         )
         self.inputs = self.interpreter.get_input_details()
         self.outputs = _in_returned_order(self.interpreter)
@@ -278,7 +310,12 @@ class Runner:
     def run(self, batch):
         """`batch` (float or integer, shaped like the input, quantized as `quantize_input`
         says; a list of arrays, one per input in the file's order, for several inputs) ->
-        a list of float32 outputs."""
+        a list of float32 outputs.
+
+        Raises:
+            UnsafeFileError: LiteRT cannot prepare the file's ops for this batch, or
+                fails running them (its words, and the file's name).
+        """
         arrays = list(batch) if len(self.inputs) > 1 else [batch]
         if len(arrays) != len(self.inputs):
             raise ValueError(
@@ -291,7 +328,9 @@ class Runner:
             self.interpreter.invoke()
         except RuntimeError as error:
             if not (self.xnnpack and is_delegate_failure(error)):
-                raise
+                shapes = [tuple(np.shape(array)) for array in arrays]
+                on = f" on a batch of shape {shapes[0] if len(shapes) == 1 else shapes}"
+                raise litert_failure("run", self._source, self._content, error, on) from None
             self._without_delegates()
             return self.run(batch)
         return [
@@ -311,6 +350,7 @@ class Runner:
                 [shape[0], *(s if s != -1 else b for s, b in zip(signature[1:], shape[1:]))]
             )
         if sized != self._batch:
+            self._batch = None  # until allocated: a failure leaves the tensors resized
             for details, shape in zip(self.inputs, sized):
                 self.interpreter.resize_tensor_input(details["index"], shape)
             self.interpreter.allocate_tensors()
@@ -318,8 +358,11 @@ class Runner:
 
     def _without_delegates(self):
         self.interpreter = _litert_interpreter(
-            self._content, self._content, self._num_threads, delegates=False
+            self._content, self._source, self._num_threads, delegates=False
         )
-        _allocate(self.interpreter)
+        try:
+            _allocate(self.interpreter)
+        except RuntimeError as error:
+            raise litert_failure("prepare the ops of", self._source, self._content, error) from None
         self.xnnpack = False
         self._batch = None

@@ -10,6 +10,10 @@ declares [16384, 32768] floats made XNNPACK allocate and touch 2 GiB at load ([6
 (LiteRT's schema, `schema.fbs`, gives the field numbers below): reading them with the
 generated `schema_py_generated` accessors took 7 ms for MobileNetV2, as long as LiteRT
 takes to load it, since they read a table's vtable again for each field.
+
+What LiteRT allocates when it prepares the ops (sizes it computes itself, from constant
+data or from its inputs' shapes), and the subgraphs control-flow ops run, are checked by
+`_tflite_ops`, whose docstring says what it covers and what it does not.
 """
 
 import functools
@@ -17,6 +21,8 @@ import math
 import struct
 
 import numpy as np
+
+from tfkd.export import _tflite_ops
 
 # The most dimensions a tensor may have. No LiteRT kernel takes more than 8 (BROADCAST_TO's
 # kMaxDims; most take 4 to 6, and XNNPACK 6: XNN_MAX_TENSOR_DIMS); an int8 file whose input
@@ -65,10 +71,10 @@ _UOFFSET = struct.Struct("<I")
 _SOFFSET = struct.Struct("<i")
 _UINT64 = struct.Struct("<Q")
 _INT8 = struct.Struct("<b")
+_INT32 = struct.Struct("<i")
+_UINT8 = struct.Struct("<B")
 
-
-class _Refused(Exception):
-    """A file whose tables say something LiteRT must not be given."""
+_Refused = _tflite_ops.Refused
 
 
 def check(content, open_size):
@@ -144,6 +150,32 @@ class _Table:
         start, length = self.vector(field, 4)
         return np.frombuffer(self.content, "<i4", length, start) if length else np.zeros(0, "<i4")
 
+    def int64s(self, field):
+        start, length = self.vector(field, 8)
+        return np.frombuffer(self.content, "<i8", length, start).tolist() if length else []
+
+    def int32(self, field):
+        return self.scalar(field, _INT32)
+
+    def bool(self, field):
+        return bool(self.scalar(field, _UINT8))
+
+    def table(self, field, num_fields):
+        at = self.where(field)
+        return (
+            _Table(self.content, at + _UOFFSET.unpack_from(self.content, at)[0], num_fields)
+            if at
+            else None
+        )
+
+    def options(self, union, kind):
+        """An Operator's options table (`builtin_options`: union 1; `builtin_options_2`:
+        2) when it is of type `kind`, else None (LiteRT then reads its defaults)."""
+        type_field = 3 if union == 1 else 11
+        if self.scalar(type_field, _UINT8) != kind:
+            return None
+        return self.table(type_field + 1, 16)
+
     def text(self, field, what):
         start, length = self.vector(field, 1)
         raw = self.content[start : start + length]
@@ -153,7 +185,22 @@ class _Table:
             raise _Refused(f"{what} is not UTF-8 text: {raw[:40]!r}") from None
 
 
+class _Tensor:
+    """What the size checks need of a tensor: its sizes for one example (`dims`, as the
+    file declares them), its type, its data in the file and the bytes counted for it."""
+
+    __slots__ = ("name", "dims", "elements", "type", "type_name", "bits", "data", "counted")
+
+    def __init__(self, name, dims, type_code, data, counted):
+        self.name, self.dims, self.type, self.data = name, dims, type_code, data
+        self.elements = math.prod(dims)
+        self.type_name, self.bits = _TYPES.get(type_code, ("an unknown type", 128))
+        self.counted = counted
+
+
 class _Checker:
+    max_rank = MAX_RANK
+
     def __init__(self, content, open_size):
         self.content = content
         self.open_size = open_size
@@ -188,51 +235,61 @@ class _Checker:
         # writes and reads self-contained files only.
         if model.vector(8, 4)[1] or model.vector(9, 4)[1]:
             raise _Refused("its tensors' data lies in other files (external buffers)")
-        self.num_codes = 0
-        for index, code in self.tables(model, 1, 2, "The operator code list"):
+        self.codes = []
+        for index, code in self.tables(model, 1, 4, "The operator code list"):
             code.text(1, f"operator code {index}'s custom name")
-            self.num_codes += 1
-        self.buffers = [
-            self.buffer_bytes(buffer, index)
-            for index, buffer in self.tables(model, 4, 3, "The buffer list")
-        ]
+            # LiteRT reads the larger of the two fields (codes past 127 need the second).
+            self.codes.append(max(code.scalar(0, _INT8), code.int32(3)))
+        self.num_codes = len(self.codes)
+        self.buffers, self.data = [], []
+        for index, buffer in self.tables(model, 4, 3, "The buffer list"):
+            self.buffers.append(self.buffer_bytes(buffer, index))
+        self.num_subgraphs = model.vector(2, 4)[1]
+        self.calls = []  # per subgraph: [(op index, op name, field, subgraph index)]
         self.sizes = [
             self.check_subgraph(subgraph, f"subgraph {index}")
-            for index, subgraph in self.tables(model, 2, 4, "The subgraph list")
+            for index, subgraph in self.tables(model, 2, 6, "The subgraph list")
         ]
         if not self.sizes:
             raise _Refused("it has no subgraph (no graph to run)")
+        _tflite_ops.check_cycles(self.calls)
         for index, signature in self.tables(model, 7, 5, "The signature list"):
             self.check_signature(signature, f"signature {index}")
 
     def buffer_bytes(self, buffer, index):
         """The bytes of data `buffer` holds: in the flatbuffer, or past it (files over 2 GB:
         an offset from the file's start, used when > 1)."""
-        length = buffer.vector(0, 1)[1]
+        start, length = buffer.vector(0, 1)
         offset, size = buffer.scalar(1, _UINT64), buffer.scalar(2, _UINT64)
         if offset <= 1:
+            self.data.append((start, length) if length else None)
             return length
         if offset + size > len(self.content):
             raise _Refused(
                 f"buffer {index} declares {size} bytes at byte {offset}; the file has "
                 f"{len(self.content)}"
             )
+        self.data.append((offset, size) if size else (start, length) if length else None)
         return length + size
 
     def check_subgraph(self, subgraph, where):
-        tensors = list(self.tables(subgraph, 0, 11, f"The tensor list of {where}"))
-        for index, tensor in tensors:
+        tensors = [
             self.check_tensor(tensor, f"tensor {index} of {where}")
+            for index, tensor in self.tables(subgraph, 0, 11, f"The tensor list of {where}")
+        ]
         for field, kind in ((1, "inputs"), (2, "outputs")):
             indices = subgraph.int32s(field)
             self.count(len(indices), f"The {kind} of {where}")
             self.check_indices(indices, len(tensors), f"{where}'s {kind}", low=0)
-        for index, operator in self.tables(subgraph, 3, 11, f"The operator list of {where}"):
-            self.check_operator(operator, f"op {index} of {where}", len(tensors))
+        sizes = _tflite_ops.Sizes(self, where, tensors)
+        self.calls.append([])
+        for index, operator in self.tables(subgraph, 3, 13, f"The operator list of {where}"):
+            self.check_operator(operator, index, where, len(tensors), sizes)
         return len(tensors)
 
     def check_tensor(self, tensor, where):
-        where = f"{where} ({tensor.text(3, f'the name of {where}')[:60]!r})"
+        name = tensor.text(3, f"the name of {where}")
+        where = f"{where} ({name[:60]!r})"
         shape = self.dims(tensor, 0, where, "shape", low=0)
         signature = self.dims(tensor, 7, where, "shape_signature", low=-1)
         buffer = tensor.scalar(2, _UOFFSET)
@@ -245,20 +302,30 @@ class _Checker:
                 f"{where} has shape {shape} and shape_signature {signature} of another rank"
             )
         # LiteRT allocates the shape, and tfkd resizes an input to its signature (sizes
-        # left open: `open_size`): the larger counts.
-        elements = max(self.elements(shape), self.elements(signature))
-        type_name, bits = _TYPES.get(tensor.scalar(1, _INT8), ("an unknown type", 128))
+        # left open: `open_size`): the larger counts, and the larger of each size is what
+        # the ops' sizes are followed from.
+        dims = self.counted_dims(shape)
+        elements = math.prod(dims)
+        if signature:
+            resized = self.counted_dims(signature)
+            elements = max(elements, math.prod(resized))
+            dims = [max(a, b) for a, b in zip(dims, resized)]
+        type_code = tensor.scalar(1, _INT8)
+        type_name, bits = _TYPES.get(type_code, ("an unknown type", 128))
         declares = f"{where} declares shape {shape}"
         if signature and signature != shape:
             declares += f" (signature {signature})"
-        self.check_bytes(bits * elements // 8, self.buffers[buffer], f"{declares} of {type_name}")
+        nbytes = bits * elements // 8
+        self.check_bytes(nbytes, self.buffers[buffer], f"{declares} of {type_name}")
+        return _Tensor(
+            name, dims, type_code, self.data[buffer], 0 if self.buffers[buffer] else nbytes
+        )
 
-    def elements(self, sizes):
-        """Elements for one example: a batch of 0 or -1 counts 1 (a batch of 0 cannot hide
-        a tensor), another size left open (-1) `open_size`."""
+    def counted_dims(self, sizes):
+        """Sizes for one example: a batch of 0 or -1 counts 1 (a batch of 0 cannot hide a
+        tensor), another size left open (-1) `open_size`."""
         counted = [max(size, 1) for size in sizes[:1]]
-        counted += [self.open_size if size == -1 else max(size, 1) for size in sizes[1:]]
-        return math.prod(counted)
+        return counted + [self.open_size if size == -1 else max(size, 1) for size in sizes[1:]]
 
     def check_bytes(self, nbytes, data, declares):
         if data:  # the file holds its bytes; LiteRT compares them with the shape itself
@@ -268,16 +335,20 @@ class _Checker:
                     f"holds for it and than the {MAX_TENSOR_BYTES} bytes (1 GiB) a tensor may take"
                 )
             return
+        self.add_bytes(nbytes, nbytes, declares)
+
+    def add_bytes(self, added, nbytes, declares):
+        """Counts `added` more bytes for a tensor that takes `nbytes`, as `declares` says."""
         if nbytes > MAX_TENSOR_BYTES:
             raise _Refused(
                 f"{declares}: {nbytes} bytes for one example, which LiteRT would allocate at "
                 f"load; a tensor the file holds no data for may take at most {MAX_TENSOR_BYTES} "
                 "bytes (1 GiB)"
             )
-        self.total_bytes += nbytes
+        self.total_bytes += added
         if self.total_bytes > MAX_TOTAL_BYTES:
             raise _Refused(
-                f"its tensors without data in the file declare more than {MAX_TOTAL_BYTES} "
+                f"its tensors without data in the file take more than {MAX_TOTAL_BYTES} "
                 f"bytes (4 GiB) together for one example, the most tfkd lets LiteRT allocate "
                 f"({self.total_bytes} bytes when {declares})"
             )
@@ -296,15 +367,26 @@ class _Checker:
             raise _Refused(f"{where} has {name} {values}; accepted: {accepted}")
         return values
 
-    def check_operator(self, operator, where, num_tensors):
+    def check_operator(self, operator, index, graph, num_tensors, sizes):
+        where = f"op {index} of {graph}"
         code = operator.scalar(0, _UOFFSET)
         if code >= self.num_codes:
             raise _Refused(f"{where} uses operator code {code}; the file has {self.num_codes}")
+        indices = {}
         for field, kind in ((1, "inputs"), (2, "outputs"), (8, "intermediates")):
-            indices = operator.int32s(field)
-            self.count(len(indices), f"The {kind} of {where}")
+            indices[kind] = operator.int32s(field)
+            self.count(len(indices[kind]), f"The {kind} of {where}")
             # -1: an optional input the op is not given.
-            self.check_indices(indices, num_tensors, f"{where}'s {kind}", low=-1)
+            self.check_indices(indices[kind], num_tensors, f"{where}'s {kind}", low=-1)
+        code = self.codes[code]
+        for field, called in _tflite_ops.called_subgraphs(code, operator):
+            if not 0 <= called < self.num_subgraphs:
+                raise _Refused(
+                    f"{where} ({_tflite_ops.op_name(code)}) runs subgraph {called} (its "
+                    f"{field}); the file has subgraphs 0 to {self.num_subgraphs - 1}"
+                )
+            self.calls[-1].append((index, _tflite_ops.op_name(code), field, called))
+        sizes.follow(index, code, operator, indices["inputs"], indices["outputs"])
         # Custom options past 2 GB lie after the flatbuffer, as buffers' data does.
         offset, size = operator.scalar(9, _UINT64), operator.scalar(10, _UINT64)
         if offset > 1 and offset + size > len(self.content):

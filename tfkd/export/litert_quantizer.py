@@ -80,7 +80,8 @@ def litert_quantize(
         ImportError: the quantizer is not installed (`pip install 'tfkd[quantizer]'`).
         ValueError: an unknown recipe, override, io_dtype or calibration; a source that
             is not a float32 file; data that does not fit its input; a recipe the
-            quantizer refuses for a layer (the message names it).
+            quantizer refuses for a layer (the message names it); a file LiteRT cannot
+            prepare or run on `data` (its words, and the file's name).
     """
     check_litert_arguments(recipe, overrides, io_dtype, calibration, calibration_samples)
     path = pathlib.Path(_checks.check_output_file(path))
@@ -89,7 +90,9 @@ def litert_quantize(
     quantizer, names = _load_quantizer()
     content = _float_content(source, data)
     signature, input_name = _signature(content)
-    x = _checked_data(data, content)
+    # A file's path, where `source` is one, names it in LiteRT's errors.
+    named = os.fspath(source) if isinstance(source, str | os.PathLike) else None
+    x = _checked_data(data, content, named)
     engine = quantizer.Quantizer(bytes(content))
     overrides = overrides or []
     scoped = [
@@ -101,9 +104,14 @@ def litert_quantize(
         # Said whenever it keeps every tensor, which calibration and the report need.
         warnings.filterwarnings("ignore", ".*Enabling `experimental_preserve_all_tensors`")
         if engine.need_calibration:
-            calibration_result = _calibrate(
-                engine, content, signature, input_name, x[:calibration_samples], calibration
-            )
+            try:
+                calibration_result = _calibrate(
+                    engine, content, signature, input_name, x[:calibration_samples], calibration
+                )
+            except RuntimeError as error:  # LiteRT's, running the file
+                raise _interpreter.litert_failure(
+                    "run", named or content, content, error, " on `data` (to calibrate)"
+                ) from None
         try:
             result = engine.quantize(calibration_result, enable_progress_report=False)
         except (ValueError, RuntimeError) as error:
@@ -113,7 +121,16 @@ def litert_quantize(
                 '(`{"layers": "<its name>", "recipe": "int8_weight_only"}`).'
             ) from error
         quantized = bytes(result.quantized_model)
-        errors = _layer_errors(content, quantized, signature, input_name, x)
+        try:
+            errors = _layer_errors(content, quantized, signature, input_name, x)
+        except RuntimeError as error:
+            raise _interpreter.litert_failure(
+                "run",
+                named or content,
+                content,
+                error,
+                " (or the file quantized from it) on `data`, comparing their tensors",
+            ) from None
     errors = {
         "recipe": recipe,
         "overrides": overrides,
@@ -181,8 +198,8 @@ def _float_content(source, data):
     return content
 
 
-def _checked_data(data, content):
-    runner = _interpreter.Runner(content)
+def _checked_data(data, content, named=None):
+    runner = _interpreter.Runner(content, name=named)
     if len(runner.inputs) != 1:
         raise ValueError(
             f"`litert_quantize` takes models of one input. This one has {len(runner.inputs)}."
