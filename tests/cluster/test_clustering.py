@@ -412,6 +412,20 @@ def test_clustering_refuses_what_it_cannot_do():
         tfkd.cluster.cluster_weights(model, 4)  # before: "Probabilities contain NaN"
 
 
+def test_a_negative_moving_variance_is_refused_before_folding():
+    model = small_cnn(8, "variance", batch_norm=True)
+    norm = model.get_layer("conv_bn")
+    variance = np.array(keras.ops.convert_to_numpy(norm.moving_variance))
+    variance[[2, 5]] = -1.0  # finite, so the NaN check of the weights lets it through
+    norm.moving_variance.assign(variance)
+    # Before: the folded kernel was NaN, and k-means failed ("Probabilities contain NaN").
+    message = r"'conv_bn' has moving_variance \+ epsilon <= 0 at 2 channel\(s\), e.g. \[2, 5\]"
+    with pytest.raises(ValueError, match=message):
+        tfkd.cluster.cluster_weights(model, 4, fold_batch_norm=True)
+    with pytest.raises(ValueError, match=message):
+        tfkd.quantize.quantize_aware(model, fold_batch_norm=True)
+
+
 def test_per_channel_clusters_of_a_depthwise_kernel():
     model = keras.Sequential([keras.Input((6, 6, 4)), L.DepthwiseConv2D(3, name="depthwise")])
     clustered = tfkd.cluster.cluster_weights(model, clusters=2, per_channel=True)

@@ -409,8 +409,27 @@ def foldable_batch_norms(consumers):
                 check_foldable(layer, norm)
             except ValueError:
                 continue
+            check_moving_variance(norm)
             found[layer] = norm
     return found
+
+
+def check_moving_variance(norm):
+    """Raises ValueError where BatchNormalization `norm`'s `moving_variance + epsilon` is
+    not positive: it outputs NaN there, and folded into a kernel makes it NaN (before,
+    clustering failed in numpy's words, "Probabilities contain NaN")."""
+    if not norm.built:  # a model never called: its statistics are made at the first call
+        return
+    variance = np.asarray(ops.convert_to_numpy(norm.moving_variance)) + norm.epsilon
+    bad = np.flatnonzero(~(variance > 0))
+    if bad.size:
+        raise ValueError(
+            f"BatchNormalization {norm.name!r} has moving_variance + epsilon <= 0 at "
+            f"{bad.size} channel(s), e.g. {bad[:5].tolist()}: it outputs NaN there, and "
+            "cannot be folded into the layer before it. Received: moving_variance + "
+            f"epsilon = {variance[bad[:5]].tolist()}. A variance is never negative: set "
+            "those entries to a positive value (e.g. 1.0), or retrain."
+        )
 
 
 def check_foldable(layer, batch_norm):
