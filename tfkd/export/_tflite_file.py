@@ -22,7 +22,7 @@ import struct
 
 import numpy as np
 
-from tfkd.export import _tflite_ops
+from tfkd.export import _tflite_ops, _tflite_subgraphs
 
 # The most dimensions a tensor may have. No LiteRT kernel takes more than 8 (BROADCAST_TO's
 # kMaxDims; most take 4 to 6, and XNNPACK 6: XNN_MAX_TENSOR_DIMS); an int8 file whose input
@@ -252,7 +252,7 @@ class _Checker:
         ]
         if not self.sizes:
             raise _Refused("it has no subgraph (no graph to run)")
-        _tflite_ops.check_cycles(self.calls)
+        _tflite_subgraphs.check_cycles(self.calls)
         for index, signature in self.tables(model, 7, 5, "The signature list"):
             self.check_signature(signature, f"signature {index}")
 
@@ -379,7 +379,7 @@ class _Checker:
             # -1: an optional input the op is not given.
             self.check_indices(indices[kind], num_tensors, f"{where}'s {kind}", low=-1)
         code = self.codes[code]
-        for field, called in _tflite_ops.called_subgraphs(code, operator):
+        for field, called in _tflite_subgraphs.called_subgraphs(code, operator):
             if not 0 <= called < self.num_subgraphs:
                 raise _Refused(
                     f"{where} ({_tflite_ops.op_name(code)}) runs subgraph {called} (its "
