@@ -35,6 +35,19 @@ def require_graph_model(model, action, fix):
         )
 
 
+# Layers that return their input unchanged when not training (a model's pass-through at
+# inference: pruning's channel graph and QAT's same-scale layers both see through them).
+IDENTITY_AT_INFERENCE = (
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.SpatialDropout3D,
+    keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout,
+    keras.layers.Identity,
+)
+
+
 def model_inputs(model):
     """`model`'s input tensors, flat; `[]` for a Sequential model never built or called."""
     if isinstance(model, keras.Sequential) and not model.built:
