@@ -21,18 +21,26 @@ tensor (`_tflite_file.MAX_TENSOR_BYTES` and `MAX_TOTAL_BYTES`, for one example; 
   MUL, LESS, SELECT_V2...: [16384, 1] + [1, 8192] is 512 MiB), FULLY_CONNECTED,
   BATCH_MATMUL, GATHER, GATHER_ND, EMBEDDING_LOOKUP, CONCATENATION, TRANSPOSE, and the
   ops that keep their input's shape (SOFTMAX, RELU, QUANTIZE, CAST...);
-- any other op (CONV_2D, MEAN, REVERSE_V2, a custom op...): its outputs as declared, times
-  the most any of its inputs grew past its declared size (the elements, not the shape:
-  a bound for an op whose output grows as its inputs do).
+- sized from their input's and filter's shapes and their options (`_tflite_windows`):
+  CONV_2D, DEPTHWISE_CONV_2D, CONV_3D (a 5 KB file's CONV_2D made 2.5 GB, its output
+  declared [1, 1, 1, 1]), AVERAGE_POOL_2D, MAX_POOL_2D, L2_POOL_2D, and the scratch their
+  kernels allocate as they are prepared (LiteRT's im2col, XNNPACK's indirection buffer),
+  held to a tensor's limits and counted to the total; the reductions (MEAN, SUM,
+  REDUCE_MAX...: at most their input's elements);
+- any other op (REVERSE_V2, ARG_MAX, a custom op...): its outputs as declared, times the
+  most any of its inputs grew past its declared size (the elements, not the shape: a
+  bound for an op whose output grows as its inputs do).
 
 Not covered:
 - an output sized from values the graph computes, not the file's constants (TILE's
   multiples made by an ADD; TRANSPOSE_CONV's output shape from SHAPE and PACK, as Keras
   exports it for an open batch): LiteRT sizes it when the op runs (`invoke`), from data
   (such a TILE of 512 MiB passes, and allocated when run);
-- an output that its declared shape and an op not listed above size: a CONV_2D whose
-  filter has a million output channels, declaring a small output;
-- the scratch buffers kernels allocate for themselves (CONV_2D's im2col);
+- an output that its declared shape and an op not listed above size (REVERSE_V2,
+  SPLIT, STRIDED_SLICE, CONV_3D_TRANSPOSE, the StableHLO ops...), unless an input grew;
+- the scratch of kernels other than the convolutions' (TRANSPOSE_CONV's col2im, the
+  hybrid kernels' quantized copies of their input, XNNPACK's pools: 19 MB for a 32x32
+  window at 256x256), and memory XNNPACK packs weights into;
 - the sizes a WHILE, IF or CALL_ONCE gives the subgraphs it runs (each subgraph is
   followed from the sizes it declares for its inputs).
 """
@@ -40,6 +48,9 @@ Not covered:
 import numpy as np
 
 from tfkd.export._tflite_rules import INT_TYPES, LARGEST, RULES, op_name
+from tfkd.export._tflite_windows import RULES as WINDOW_RULES
+
+_RULES = {**RULES, **WINDOW_RULES}
 
 
 class Refused(Exception):
@@ -57,12 +68,21 @@ class Sizes:
 
     def follow(self, index, code, operator, inputs, outputs):
         self.inputs, self.outputs = inputs.tolist(), outputs.tolist()
-        rule = RULES.get(code)
+        self.scratches = []
+        rule = _RULES.get(code)
         made = rule(self, operator) if rule is not None else None
         if made is None:  # not modelled, or sized from data when it runs: as declared
             made = self.as_declared(self.outputs)
         for tensor, (dims, elements) in zip(self.outputs, made):
             self.set(tensor, dims, elements, index, code)
+        for nbytes, what in self.scratches:
+            made = f"op {index} ({op_name(code)}) of {self.where} {what}"
+            self.checker.add_bytes(nbytes, nbytes, made)
+
+    def scratch(self, nbytes, what):
+        """Counts `nbytes` that the op's kernel allocates for itself as it is prepared (as
+        one more tensor, once its outputs are counted); `what`: what they hold."""
+        self.scratches.append((nbytes, what))
 
     def as_declared(self, outputs):
         growth = 1

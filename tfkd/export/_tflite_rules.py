@@ -26,6 +26,10 @@ _BROADCASTING = _codes("""
     NOT_EQUAL=72 LOGICAL_AND=86 LOGICAL_OR=84 PRELU=54 ATAN2=156 BITWISE_XOR=160
     RIGHT_SHIFT=161 SELECT=64 SELECT_V2=123
 """)
+# Ops reducing their first input over the axes their second holds (ReducerOptions).
+_REDUCING = _codes("""
+    MEAN=40 SUM=74 REDUCE_PROD=81 REDUCE_MAX=82 REDUCE_MIN=89 REDUCE_ANY=91 REDUCE_ALL=140
+""")
 _NAMES = {
     **_UNARY,
     **_BROADCASTING,
@@ -38,8 +42,10 @@ _NAMES = {
         RANDOM_UNIFORM=148 RANDOM_STANDARD_NORMAL=146 MULTINOMIAL=149 WHILE=119 IF=118
         CALL_ONCE=129 CALL=31 STABLEHLO_WHILE=200 STABLEHLO_CASE=209 STABLEHLO_COMPOSITE=206
         STABLEHLO_REDUCE=174 STABLEHLO_REDUCE_WINDOW=198 STABLEHLO_SORT=199
-        STABLEHLO_SCATTER=190
+        STABLEHLO_SCATTER=190 CONV_2D=3 DEPTHWISE_CONV_2D=4 CONV_3D=132 AVERAGE_POOL_2D=1
+        MAX_POOL_2D=17 L2_POOL_2D=12
     """),
+    **_REDUCING,
 }
 
 INT_TYPES = {2: "<i4", 4: "<i8"}  # int32, int64
@@ -51,17 +57,17 @@ def op_name(code):
     return _NAMES.get(code, f"builtin op {code}")
 
 
-def _made(dims):
+def made(dims):
     return [(dims, math.prod(dims))]
 
 
-def _unknown(elements):
+def unknown(elements):
     return [(None, elements)]
 
 
 def _first_shape(sizes, op):
     dims = sizes.shape(0)
-    return _made(dims) if dims is not None else _unknown(sizes.count(0))
+    return made(dims) if dims is not None else unknown(sizes.count(0))
 
 
 def _keep_elements(sizes, op, dims=None):
@@ -72,7 +78,7 @@ def _keep_elements(sizes, op, dims=None):
     for shape in (dims, declared):
         if shape is not None and min(shape, default=0) >= 0 and math.prod(shape) == elements:
             return [(list(shape), elements)]
-    return _unknown(elements)
+    return unknown(elements)
 
 
 def _reshape(sizes, op):
@@ -107,10 +113,10 @@ def _broadcast(sizes, op):
     used = [p for p in range(min(len(sizes.inputs), 3)) if sizes.input(p) >= 0]  # 2, SELECT 3
     shapes = [sizes.shape(p) for p in used]
     if any(dims is None for dims in shapes):  # at most the product of the inputs
-        return _unknown(math.prod(sizes.count(p) for p in used))
+        return unknown(math.prod(sizes.count(p) for p in used))
     rank = max((len(dims) for dims in shapes), default=0)
     padded = [[1] * (rank - len(dims)) + list(dims) for dims in shapes]
-    return _made([max(column) for column in zip(*padded)])
+    return made([max(column) for column in zip(*padded)])
 
 
 def _concatenation(sizes, op):
@@ -119,11 +125,11 @@ def _concatenation(sizes, op):
     options = op.options(1, 10)
     axis = options.int32(0) if options is not None else 0
     if not shapes or not shapes[0] or any(d is None or len(d) != len(shapes[0]) for d in shapes):
-        return _unknown(total)
+        return unknown(total)
     axis %= len(shapes[0])
     dims = [max(column) for column in zip(*shapes)]  # equal but on the axis, else an error
     dims[axis] = sum(shape[axis] for shape in shapes)
-    return _made(dims)
+    return made(dims)
 
 
 def _fully_connected(sizes, op):
@@ -134,14 +140,14 @@ def _fully_connected(sizes, op):
     rows = -(-sizes.count(0) // depth)
     options, dims = op.options(1, 8), sizes.shape(0)
     if options is not None and options.bool(2) and dims is not None:
-        return _made([*dims[:-1], units])
-    return _made([rows, units]) if dims is not None else _unknown(rows * units)
+        return made([*dims[:-1], units])
+    return made([rows, units]) if dims is not None else unknown(rows * units)
 
 
 def _batch_matmul(sizes, op):
     x, y = sizes.shape(0), sizes.shape(1)
     if x is None or y is None or len(x) < 2 or len(y) < 2:
-        return _unknown(sizes.count(0) * sizes.count(1))
+        return unknown(sizes.count(0) * sizes.count(1))
     options = op.options(1, 101)
     rows = x[-1] if options is not None and options.bool(0) else x[-2]
     columns = y[-2] if options is not None and options.bool(1) else y[-1]
@@ -149,39 +155,39 @@ def _batch_matmul(sizes, op):
     batch = [
         max(a, b) for a, b in zip([1] * (rank - len(x)) + x[:-2], [1] * (rank - len(y)) + y[:-2])
     ]
-    return _made([*batch, rows, columns])
+    return made([*batch, rows, columns])
 
 
 def _gather(sizes, op):
     params, indices = sizes.shape(0), sizes.shape(1)
     if params is None or indices is None or not params:
-        return _unknown(sizes.count(0) * sizes.count(1))
+        return unknown(sizes.count(0) * sizes.count(1))
     options = op.options(1, 23)
     axis = options.int32(0) % len(params) if options is not None else 0
     batch = options.int32(1) if options is not None else 0
     batch = batch % len(indices) if batch < 0 and indices else min(batch, len(indices))
-    return _made([*params[:axis], *indices[batch:], *params[axis + 1 :]])
+    return made([*params[:axis], *indices[batch:], *params[axis + 1 :]])
 
 
 def _embedding_lookup(sizes, op):  # inputs: ids, then the table
     ids, table = sizes.shape(0), sizes.shape(1)
     if ids is None or table is None:
-        return _unknown(sizes.count(0) * sizes.count(1))
-    return _made([*ids, *table[1:]])
+        return unknown(sizes.count(0) * sizes.count(1))
+    return made([*ids, *table[1:]])
 
 
 def _gather_nd(sizes, op):
     params, indices = sizes.shape(0), sizes.shape(1)
     if params is None or indices is None or not indices:
-        return _unknown(sizes.count(0) * sizes.count(1))
-    return _made([*indices[:-1], *params[indices[-1] :]])
+        return unknown(sizes.count(0) * sizes.count(1))
+    return made([*indices[:-1], *params[indices[-1] :]])
 
 
 def _transpose(sizes, op):
     dims, permutation = sizes.shape(0), sizes.values(1)
     if dims is None or permutation is None or sorted(permutation) != list(range(len(dims))):
-        return _unknown(sizes.count(0))
-    return _made([dims[p] for p in permutation])
+        return unknown(sizes.count(0))
+    return made([dims[p] for p in permutation])
 
 
 def _tile(sizes, op):
@@ -190,8 +196,8 @@ def _tile(sizes, op):
         return None  # sized when it runs
     dims = sizes.shape(0)
     if dims is not None and len(dims) == len(multiples):
-        return _made([size * m for size, m in zip(dims, multiples)])
-    return _unknown(sizes.count(0) * math.prod(multiples))
+        return made([size * m for size, m in zip(dims, multiples)])
+    return unknown(sizes.count(0) * math.prod(multiples))
 
 
 def _sized_by(position):
@@ -199,7 +205,7 @@ def _sized_by(position):
 
     def rule(sizes, op):
         shape = sizes.sizes(position)
-        return None if shape is None else _made(shape)
+        return None if shape is None else made(shape)
 
     return rule
 
@@ -208,13 +214,13 @@ def _padded(sizes, padding, low=0):
     """`padding`: [(before, after, interior)] per dimension."""
     dims = sizes.shape(0)
     if dims is not None and len(dims) == len(padding):
-        return _made(
+        return made(
             [
                 max(size + b + a + max(size - 1, 0) * i, low)
                 for size, (b, a, i) in zip(dims, padding)
             ]
         )
-    return _unknown(sizes.count(0) * math.prod(1 + b + a + i for b, a, i in padding))
+    return unknown(sizes.count(0) * math.prod(1 + b + a + i for b, a, i in padding))
 
 
 def _pad(sizes, op):
@@ -250,8 +256,8 @@ def _resize(sizes, op):
         return None
     dims = sizes.shape(0)
     if dims is not None and len(dims) == 4:
-        return _made([dims[0], *size, dims[3]])
-    return _unknown(sizes.count(0) * math.prod(size))
+        return made([dims[0], *size, dims[3]])
+    return unknown(sizes.count(0) * math.prod(size))
 
 
 def _space_to_batch(sizes, op):
@@ -261,9 +267,9 @@ def _space_to_batch(sizes, op):
     padding = list(zip(paddings[::2], paddings[1::2]))
     dims = sizes.shape(0)
     if dims is None or len(dims) < len(block) + 1 or len(padding) != len(block) or 0 in block:
-        return _unknown(sizes.count(0) * math.prod(1 + b + a for b, a in padding))
+        return unknown(sizes.count(0) * math.prod(1 + b + a for b, a in padding))
     spatial = [-(-(size + b + a) // k) for size, (b, a), k in zip(dims[1:], padding, block)]
-    return _made([dims[0] * math.prod(block), *spatial, *dims[1 + len(block) :]])
+    return made([dims[0] * math.prod(block), *spatial, *dims[1 + len(block) :]])
 
 
 def _batch_to_space(sizes, op):
@@ -275,10 +281,10 @@ def _batch_to_space(sizes, op):
     cropped = list(zip(crops[::2], crops[1::2]))
     dims = sizes.shape(0)
     if dims is None or len(dims) < len(block) + 1 or len(cropped) != len(block) or 0 in block:
-        return _unknown(sizes.count(0) * math.prod(1 + max(-c, 0) for c in crops))
+        return unknown(sizes.count(0) * math.prod(1 + max(-c, 0) for c in crops))
     spatial = [size * k - b - a for size, k, (b, a) in zip(dims[1:], block, cropped)]
     batch = -(-dims[0] // math.prod(block))
-    return _made([batch, *(max(size, 0) for size in spatial), *dims[1 + len(block) :]])
+    return made([batch, *(max(size, 0) for size in spatial), *dims[1 + len(block) :]])
 
 
 def _one_hot(sizes, op):
@@ -288,9 +294,9 @@ def _one_hot(sizes, op):
     dims, options = sizes.shape(0), op.options(1, 61)
     axis = options.int32(0) if options is not None else -1
     if dims is None:
-        return _unknown(sizes.count(0) * depth[0])
+        return unknown(sizes.count(0) * depth[0])
     at = len(dims) if axis == -1 else axis
-    return _made([*dims[:at], depth[0], *dims[at:]])
+    return made([*dims[:at], depth[0], *dims[at:]])
 
 
 def _range(sizes, op):
@@ -298,7 +304,7 @@ def _range(sizes, op):
     if not (start and limit and delta):
         return None
     span = abs((limit[0] - start[0]) / delta[0]) if delta[0] else math.inf
-    return _made([math.ceil(span) if math.isfinite(span) and span < LARGEST else LARGEST])
+    return made([math.ceil(span) if math.isfinite(span) and span < LARGEST else LARGEST])
 
 
 def _multinomial(sizes, op):
@@ -306,14 +312,27 @@ def _multinomial(sizes, op):
     if samples is None or len(samples) != 1:
         return None
     batch = logits[0] if logits else sizes.count(0)
-    return _made([batch, samples[0]])
+    return made([batch, samples[0]])
 
 
-_CODES = {name: code for code, name in _NAMES.items()}
+def _reduce(sizes, op):
+    """MEAN, SUM, REDUCE_MAX...: the input's shape without the axes (a constant input), or
+    with them set to 1 (keep_dims); at most the input's elements when the axes are computed."""
+    dims, axes = sizes.shape(0), sizes.values(1)
+    if dims is None or axes is None:
+        return unknown(sizes.count(0))
+    axes = {axis % len(dims) for axis in axes} if dims else set()
+    options = op.options(1, 27)
+    keep = options is not None and options.bool(0)
+    return made([1 if a in axes else size for a, size in enumerate(dims) if keep or a not in axes])
+
+
+CODES = {name: code for code, name in _NAMES.items()}
 # fmt: off
 RULES = {
     **dict.fromkeys(_UNARY, _first_shape), **dict.fromkeys(_BROADCASTING, _broadcast),
-    **{_CODES[name]: rule for name, rule in {
+    **dict.fromkeys(_REDUCING, _reduce),
+    **{CODES[name]: rule for name, rule in {
         "RESHAPE": _reshape, "SQUEEZE": _squeeze, "EXPAND_DIMS": _expand_dims,
         "CONCATENATION": _concatenation, "FULLY_CONNECTED": _fully_connected,
         "BATCH_MATMUL": _batch_matmul, "GATHER": _gather, "GATHER_ND": _gather_nd,
