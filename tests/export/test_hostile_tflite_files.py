@@ -121,6 +121,10 @@ def test_files_that_crashed_or_filled_the_process_are_refused_unallocated(files,
         ),
         # SIGSEGV: a WHILE whose body is the subgraph holding it.
         _built(tmp_path / "recursion.tflite", *_while(1, 0)),
+        # 2.5 GB allocated (touched when run): a CONV_2D whose filter has 600 channels.
+        _built(tmp_path / "conv.tflite", _conv([1, 1024, 1024, 1], [600, 1, 1, 1], padding=0)),
+        # 1.5 GB of im2col for a 10x10 window over 64 channels, its output 240 KB.
+        _built(tmp_path / "im2col.tflite", _conv([1, 256, 256, 64], [1, 10, 10, 64], padding=1)),
     ]
     paths = [folder / "float.tflite", huge, rank, *prepared]
     result = subprocess.run(
@@ -141,6 +145,8 @@ def test_files_that_crashed_or_filled_the_process_are_refused_unallocated(files,
         ("chain.tflite", "op 2 (TILE) of subgraph 0 makes tensor 5 ('y') of shape [2097152, 2048]"),
         ("rank61.tflite", "holds 61 values; LiteRT's kernels take at most 8 dimensions"),
         ("recursion.tflite", "its subgraphs run themselves: subgraph 0 (op 0, WHILE's"),
+        ("conv.tflite", "op 1 (CONV_2D) of subgraph 0 makes tensor 5 ('y') of shape [1, 1024"),
+        ("im2col.tflite", "op 1 (CONV_2D) of subgraph 0 needs scratch for its 10x10 window"),
     ):
         growth, outcome = lines[name].split("\t")
         assert outcome.startswith("UnsafeFileError: The .tflite file is not a model"), outcome
@@ -453,6 +459,22 @@ SIZED_BY_OPS = {
         "GATHER", [(np.zeros(K), "int32")], x=(1, n), options=[_options("GatherOptions", axis=0)]
     ),
 }
+
+
+def _conv(x, weights, padding):
+    """A CONV_2D of the graph's input `x`, its weights of shape `weights` a TILE of
+    ones (computed: LiteRT's kernel, not XNNPACK's, runs it), bias zeros, its output
+    declared [1, 1, 1, 1], strides and dilations 1."""
+    tensors = [("x", x, "float32", None), ("one", [1, 1, 1, x[3]], "float32", np.ones(x[3]))]
+    tensors += [("m", [4], "int32", np.array([*weights[:3], 1])), ("w", weights, "float32", None)]
+    tensors += [
+        ("b", weights[:1], "float32", np.zeros(weights[0])),
+        ("y", [1] * 4, "float32", None),
+    ]
+    options = _options(
+        "Conv2DOptions", padding=padding, strideW=1, strideH=1, dilationWFactor=1, dilationHFactor=1
+    )
+    return (tensors, [("TILE", [1, 2], [3]), ("CONV_2D", [0, 3, 4], [5], options)], [0], [5])
 
 
 def _chain(middle):

@@ -1,0 +1,229 @@
+"""The sizes `tfkd/export/_tflite_windows.py` gives the ops that slide a window (CONV_2D,
+DEPTHWISE_CONV_2D, CONV_3D, the pools) and the scratch their kernels allocate: on real
+exports each computed shape is the one the file declares, LiteRT makes the shapes computed
+for crafted files, and what would pass the limits is refused."""
+
+import keras
+import numpy as np
+import pytest
+
+import tfkd
+from tests.export.test_hostile_tflite_files import _built, _check, _options
+from tfkd.export import _tflite_file, _tflite_ops
+from tfkd.export._interpreter import OPEN_SIZE
+
+K = 2**14
+
+
+def _computed(content, monkeypatch):
+    """`[(op name, computed dims, declared dims)]` for each output of an op the check
+    models, as `_tflite_file.check` follows them; a batch size the file leaves open is
+    left out (LiteRT's SPACE_TO_BATCH_ND, for a dilated convolution, makes [4, ...] of an
+    example, declared [1, ...]: Keras's exports declare each batch 1, signature -1)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    graph = schema.Model.GetRootAs(content, 0).Subgraphs(0)
+    open_batch = {
+        t for t in range(graph.TensorsLength()) if graph.Tensors(t).ShapeSignature(0) == -1
+    }
+    found = []
+
+    class Recording(_tflite_ops.Sizes):
+        def follow(self, index, code, operator, inputs, outputs):
+            super().follow(index, code, operator, inputs, outputs)
+            if code in _tflite_ops._RULES:
+                for t in self.outputs:
+                    computed, declared = self.dims[t], self.tensors[t].dims
+                    if t in open_batch:
+                        computed, declared = computed[1:], declared[1:]
+                    found.append((_tflite_ops.op_name(code), computed, declared))
+
+    monkeypatch.setattr(_tflite_ops, "Sizes", Recording)
+    _tflite_file.check(content, OPEN_SIZE)
+    return found
+
+
+def _image_model():
+    inputs = keras.Input((33, 29, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.Conv2D(6, 3, strides=2, padding="valid")(x)
+    x = keras.layers.Conv2D(4, (3, 2), dilation_rate=2, padding="same")(x)
+    x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same")(x)
+    x = keras.layers.DepthwiseConv2D(3, strides=2, padding="valid")(x)
+    x = keras.layers.DepthwiseConv2D(2, dilation_rate=2, padding="same")(x)
+    x = keras.layers.MaxPooling2D(2, padding="same")(x)
+    x = keras.layers.AveragePooling2D(2, strides=1, padding="valid")(x)
+    x = keras.layers.Conv2D(5, 1)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(3)(x))
+
+
+def _volume_model():
+    inputs = keras.Input((5, 6, 7, 2))
+    x = keras.layers.Conv3D(3, 2, strides=(1, 2, 2), padding="same")(inputs)
+    x = keras.layers.Conv3D(4, (2, 3, 2), padding="valid")(x)
+    return keras.Model(inputs, keras.ops.sum(x, axis=(1, 2), keepdims=True))
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("windows")
+    keras.utils.set_random_seed(0)
+    image, volume = _image_model(), _volume_model()
+    x = np.random.default_rng(0).normal(size=(16, 33, 29, 3)).astype("float32")
+    tfkd.export_tflite(image, folder / "image.tflite")
+    tfkd.export_tflite(image, folder / "int8.tflite", quantization="int8", representative_data=x)
+    tfkd.export_tflite(volume, folder / "volume.tflite")
+    return folder
+
+
+def test_the_shapes_computed_for_real_exports_are_the_declared_ones(exports, monkeypatch):
+    for name, ops in {
+        "image.tflite": {"CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D", "MEAN"},
+        "int8.tflite": {"CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D", "MEAN"},
+        "volume.tflite": {"CONV_3D", "SUM"},
+    }.items():
+        found = _computed((exports / name).read_bytes(), monkeypatch)
+        assert ops <= {op for op, _, _ in found}, (name, found)
+        wrong = [
+            (op, computed, declared) for op, computed, declared in found if computed != declared
+        ]
+        assert not wrong, (name, wrong)
+
+
+_KINDS = {
+    "CONV_2D": "Conv2DOptions",
+    "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions",
+    "CONV_3D": "Conv3DOptions",
+    "AVERAGE_POOL_2D": "Pool2DOptions",
+    "MAX_POOL_2D": "Pool2DOptions",
+    "L2_POOL_2D": "Pool2DOptions",
+}
+
+
+def _window_op(name, x, weights=None, declared=(1, 1, 1, 1), **fields):
+    """One op of `name` on the graph input `x` (declared `x`), with the weights (of shape
+    `weights`, a graph input too: a few bytes declared) and bias it takes, `y` declared
+    `declared` out, its options `fields` (defaults: strides and dilations 1)."""
+    tensors, inputs = [("x", list(x), "float32", None)], [0]
+    if weights is not None:
+        channels = weights[-1] if name != "CONV_2D" else weights[0]
+        tensors += [("w", list(weights), "float32", None), ("b", [channels], "float32", None)]
+        inputs += [1, 2]
+    tensors.append(("y", list(declared), "float32", None))
+    ones = ["strideW", "strideH"] + (["strideD"] if name == "CONV_3D" else [])
+    if weights is not None:
+        ones += ["dilationWFactor", "dilationHFactor"] + (["dilationDFactor"] * (name == "CONV_3D"))
+    options = _options(_KINDS[name], **{**dict.fromkeys(ones, 1), **fields})
+    return (tensors, [(name, inputs, [len(tensors) - 1], options)], inputs, [len(tensors) - 1])
+
+
+SAME, VALID = 0, 1
+AGREEING = {
+    "conv_same_stride_2": ("CONV_2D", (1, 9, 8, 2), (3, 3, 2, 2), dict(strideW=2, strideH=2)),
+    "conv_valid_dilated": (
+        "CONV_2D",
+        (1, 11, 9, 2),
+        (4, 3, 2, 2),
+        dict(padding=VALID, strideH=3, dilationWFactor=2, dilationHFactor=3),
+    ),
+    "depthwise_multiplier_3": (
+        "DEPTHWISE_CONV_2D",
+        (1, 7, 6, 2),
+        (1, 3, 3, 6),
+        dict(padding=VALID, strideW=2, depthMultiplier=3),
+    ),
+    "conv_3d": (
+        "CONV_3D",
+        (1, 5, 9, 8, 2),
+        (2, 3, 2, 2, 4),
+        dict(padding=VALID, strideH=2, dilationDFactor=2),
+    ),
+    "l2_pool_valid": (
+        "L2_POOL_2D",
+        (1, 9, 7, 3),
+        None,
+        dict(padding=VALID, strideW=2, strideH=3, filterWidth=2, filterHeight=3),
+    ),
+    "average_pool_same": (
+        "AVERAGE_POOL_2D",
+        (1, 9, 7, 3),
+        None,
+        dict(strideW=3, strideH=2, filterWidth=3, filterHeight=2),
+    ),
+    "max_pool_valid": (
+        "MAX_POOL_2D",
+        (1, 8, 7, 3),
+        None,
+        dict(padding=VALID, strideW=2, strideH=2, filterWidth=3, filterHeight=3),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(AGREEING))
+def test_litert_makes_the_shapes_computed(tmp_path, monkeypatch, case):
+    from ai_edge_litert import interpreter as litert
+
+    name, x, weights, fields = AGREEING[case]
+    path = _built(tmp_path / f"{case}.tflite", _window_op(name, x, weights, **fields))
+    ((op, computed, declared),) = _computed(path.read_bytes(), monkeypatch)
+    interpreter = litert.Interpreter(
+        model_path=str(path),
+        experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    interpreter.allocate_tensors()
+    made = interpreter.get_output_details()[0]["shape"].tolist()
+    assert (op, computed) == (name, made) and declared == [1, 1, 1, 1]
+
+
+# Each op made to output n * 2**14 float32s, declared [1, 1, 1, 1], from weights declared
+# as a graph input of a few bytes: 1 GiB with n = 2**14, one example over with n + 1.
+SIZED = {
+    "conv_2d": lambda n: _window_op("CONV_2D", (1, 128, 128, 1), (n, 1, 1, 1)),
+    "depthwise_conv_2d": lambda n: _window_op(
+        "DEPTHWISE_CONV_2D", (1, 128, 128, 1), (1, 1, 1, n), depthMultiplier=n
+    ),
+    "conv_3d": lambda n: _window_op("CONV_3D", (1, 1, 128, 128, 1), (1, 1, 1, 1, n)),
+    # A negative window under VALID padding adds to the input's size (LiteRT's kernels
+    # refuse it; XNNPACK refuses a pool's): the check counts it, not knowing which.
+    "max_pool_2d": lambda n: _window_op(
+        "MAX_POOL_2D", (1, 1, 1, 1), padding=VALID, filterHeight=2 - K, filterWidth=2 - n
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SIZED))
+def test_what_a_window_op_sizes_past_the_limits_is_refused(tmp_path, case):
+    _check(_built(tmp_path / f"{case}_1gib.tflite", SIZED[case](K)))  # 1 GiB: admitted
+    with pytest.raises(
+        ValueError,
+        match=rf"op 0 \({case.upper()}\) of subgraph 0 makes tensor \d \('y'\) of shape "
+        rf"\[[\d, ]+\] of float32: {4 * K * (K + 1)} bytes for one example.*at most 1073741824",
+    ):
+        _check(_built(tmp_path / f"{case}.tflite", SIZED[case](K + 1)))
+
+
+# Scratch of 1 GiB and then over it (its output is small): LiteRT's im2col, a 4x4 window
+# over 2**10 channels (4 bytes each) at 128x128 pixels, and XNNPACK's indirection, a
+# pointer (8 bytes) for each position of a 64x32 window at 256x256 pixels.
+SCRATCH = {
+    "im2col": (
+        lambda n: _window_op("CONV_2D", (1, 128 + 3, 128 + 3, n), (1, 4, 4, n), padding=VALID),
+        2**10,
+        "its 4x4 window at each of its 16384 output pixels \\(LiteRT's im2col: {} float32",
+    ),
+    "indirection": (
+        lambda n: _window_op("DEPTHWISE_CONV_2D", (1, 256, 256, 1), (1, 64, n, 1)),
+        32,
+        "its 64x{} window at each of its 65536 output pixels .*XNNPACK's indirection",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SCRATCH))
+def test_the_scratch_a_kernel_allocates_is_held_to_a_tensors_limit(tmp_path, case):
+    build, n, message = SCRATCH[case]
+    _check(_built(tmp_path / f"{case}_1gib.tflite", build(n)))
+    over = n + 1
+    with pytest.raises(ValueError, match=message.format(16 * over if case == "im2col" else over)):
+        _check(_built(tmp_path / f"{case}.tflite", build(over)))

@@ -1,0 +1,156 @@
+"""How LiteRT sizes the ops that slide a window over their input, as it prepares them: the
+rules `_tflite_ops.Sizes` follows for CONV_2D, DEPTHWISE_CONV_2D, CONV_3D, AVERAGE_POOL_2D,
+MAX_POOL_2D and L2_POOL_2D (the other ops': `_tflite_rules`).
+
+LiteRT makes each output [batch, *spatial, channels] whatever shape the file declares,
+each spatial size from the input's, the window's, the stride, the dilation and the padding
+(`ComputeOutSize` in LiteRT's kernels/padding.h), the channels from the filter's shape
+(CONV_2D: [out, height, width, in]; DEPTHWISE_CONV_2D: [1, height, width, out]; CONV_3D:
+[depth, height, width, in, out]) or the input's (pools). A 5,284-byte file whose CONV_2D
+filter had 600 output channels, its output declared [1, 1, 1, 1], made LiteRT allocate
+2.5 GB at load ([1, 1024, 1024, 600] float32; touched when run).
+
+Its kernels also allocate scratch as they prepare a convolution: LiteRT's CONV_2D and
+CONV_3D an im2col buffer, the window's values for each output pixel, unless the window is
+1x1 with strides and dilations of 1 (a 468-byte file asked for 8 GiB: a 11x11 window over
+64 channels at 512x512), and XNNPACK's CONV_2D and DEPTHWISE_CONV_2D a pointer (8 bytes)
+for each output pixel and each position of the window (a 32x32 window over 256x256: 512
+MiB, allocated and touched). The larger of the two is held to a tensor's limits.
+"""
+
+import math
+import struct
+
+from tfkd.export._tflite_rules import CODES, LARGEST, made, unknown
+
+_INT8, _INT32 = struct.Struct("<b"), struct.Struct("<i")
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1  # LiteRT computes sizes in C++ ints
+_POINTER_BYTES = 8
+_SAME, _VALID = 0, 1  # schema.fbs's Padding
+
+
+def _options(op, kind, fields):
+    """The padding and the int32 `fields` (`[(field, default)]`) of an op's options, as
+    LiteRT reads them: zeros without the table (padding: neither SAME nor VALID), the
+    schema's default for a field the table leaves out."""
+    table = op.options(1, kind)
+    if table is None:
+        return -1, [0] * len(fields)
+    content, where = table.content, table.where
+    values = [(where(f), d) for f, d in fields]
+    return table.scalar(0, _INT8), [
+        _INT32.unpack_from(content, at)[0] if at else d for at, d in values
+    ]
+
+
+def _out_size(size, window, stride, dilation, padding):
+    """LiteRT's ComputeOutSize, or more: a stride of 0 (an empty output) counts as 1, a
+    padding neither SAME nor VALID (an empty output) as the larger of the two, and a size
+    whose arithmetic would overflow LiteRT's ints as 2**31 - 1."""
+    spread = (window - 1) * dilation
+    stride = abs(stride) or 1
+    same, valid = size + stride - 1, size + stride - spread - 1
+    if min(spread, valid) < _INT_MIN or max(spread + 1, same, valid) > _INT_MAX:
+        return LARGEST
+    counted = {_SAME: [same], _VALID: [valid]}.get(padding, [same, valid])
+    return min(max(abs(value) // stride for value in counted), LARGEST)
+
+
+def _windowed(sizes, windows, padding, strides, dilations, channels):
+    """The output ([batch, *spatial, channels]) and its pixels (batch times spatial), or
+    None where LiteRT refuses the input's rank. An input whose elements alone are known
+    (its shape computed by an op not modelled) makes at most one pixel an element, where
+    strides, dilations and windows are at least 1 and the padding SAME or VALID."""
+    dims = sizes.shape(0)
+    if dims is None:
+        normal = padding in (_SAME, _VALID) and min(*windows, *strides, *dilations) >= 1
+        pixels = sizes.count(0) if normal and sizes.count(0) else LARGEST
+        return unknown(pixels * channels), pixels
+    if len(dims) != len(windows) + 2:
+        return None, 0
+    spatial = [
+        _out_size(size, window, stride, dilation, padding)
+        for size, window, stride, dilation in zip(dims[1:-1], windows, strides, dilations)
+    ]
+    return made([dims[0], *spatial, channels]), dims[0] * math.prod(spatial)
+
+
+def _scratch(sizes, pixels, windows, im2col_values, pointers):
+    """Counts the larger of LiteRT's im2col (`im2col_values` an output pixel, 0: none) and
+    XNNPACK's indirection buffer (`pointers`: whether XNNPACK's kernel has one)."""
+    x, weights = (sizes.tensors[sizes.input(p)] for p in (0, 1))
+    # A float32 input with int8 weights (hybrid): LiteRT's im2col holds the weights' type.
+    bits = weights.bits if x.type == 0 and weights.type in (3, 9) else x.bits
+    taps = math.prod(windows)
+    im2col, indirection = pixels * im2col_values * bits // 8, pixels * taps * _POINTER_BYTES
+    if max(im2col, indirection * pointers) == 0:
+        return
+    sizes.scratch(
+        max(im2col, indirection * pointers),
+        f"needs scratch for its {'x'.join(map(str, windows))} window at each of its {pixels} "
+        f"output pixels (LiteRT's im2col: {im2col_values} {x.type_name} values a pixel"
+        + (f"; XNNPACK's indirection: {taps} pointers a pixel)" if pointers else ")"),
+    )
+
+
+def _needs_im2col(windows, strides, dilations):
+    return math.prod(windows) != 1 or any(value != 1 for value in (*strides, *dilations))
+
+
+def _conv_2d(sizes, op):
+    weights = sizes.shape(1)
+    if weights is None or len(weights) != 4:
+        return None
+    padding, (*strides, dilation_h, dilation_w) = _options(op, 1, [(2, 0), (1, 0), (5, 1), (4, 1)])
+    windows, dilations = weights[1:3], [dilation_h, dilation_w]
+    output, pixels = _windowed(sizes, windows, padding, strides, dilations, weights[0])
+    if output is not None:
+        im2col = (
+            math.prod(windows) * weights[3] if _needs_im2col(windows, strides, dilations) else 0
+        )
+        _scratch(sizes, pixels, windows, im2col, pointers=True)
+    return output
+
+
+def _depthwise_conv_2d(sizes, op):
+    weights = sizes.shape(1)
+    if weights is None or len(weights) != 4:
+        return None
+    # The output's channels are the filter's last size (depth_multiplier times the input's).
+    padding, (*strides, dilation_h, dilation_w) = _options(op, 2, [(2, 0), (1, 0), (6, 1), (5, 1)])
+    windows = weights[1:3]
+    output, pixels = _windowed(
+        sizes, windows, padding, strides, [dilation_h, dilation_w], weights[3]
+    )
+    if output is not None:
+        _scratch(sizes, pixels, windows, 0, pointers=True)
+    return output
+
+
+def _conv_3d(sizes, op):
+    weights = sizes.shape(1)
+    if weights is None or len(weights) != 5:
+        return None
+    padding, values = _options(op, 106, [(1, 0), (3, 0), (2, 0), (5, 1), (7, 1), (6, 1)])
+    windows, strides, dilations = weights[:3], values[:3], values[3:]
+    output, pixels = _windowed(sizes, windows, padding, strides, dilations, weights[4])
+    if output is not None and _needs_im2col(windows, strides, dilations):
+        _scratch(sizes, pixels, windows, math.prod(windows) * weights[3], pointers=False)
+    return output
+
+
+def _pool_2d(sizes, op):
+    """AVERAGE_POOL_2D, MAX_POOL_2D, L2_POOL_2D: the input's channels."""
+    padding, (*strides, window_h, window_w) = _options(op, 5, [(2, 0), (1, 0), (4, 0), (3, 0)])
+    dims = sizes.shape(0)
+    channels = dims[-1] if dims else 1  # unknown dims: the input's elements, one a pixel
+    output, _ = _windowed(sizes, [window_h, window_w], padding, strides, [1, 1], channels)
+    return output
+
+
+RULES = {
+    CODES["CONV_2D"]: _conv_2d,
+    CODES["DEPTHWISE_CONV_2D"]: _depthwise_conv_2d,
+    CODES["CONV_3D"]: _conv_3d,
+    **dict.fromkeys((CODES[f"{kind}_POOL_2D"] for kind in ("AVERAGE", "MAX", "L2")), _pool_2d),
+}
