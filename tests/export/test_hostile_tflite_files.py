@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import tfkd
+from tests.export.tflite_builder import build_file, check_file, option_table
 from tfkd.export import _tflite_file
 from tfkd.export._interpreter import OPEN_SIZE
 
@@ -112,19 +113,21 @@ def test_files_that_crashed_or_filled_the_process_are_refused_unallocated(files,
     # What LiteRT sizes as it prepares ops (files built op by op, below):
     prepared = [
         # 2 GiB: a TILE's constant multiples.
-        _built(tmp_path / "tile.tflite", _one_op("TILE", [([2**15, 2**14], "int32")])),
+        build_file(tmp_path / "tile.tflite", _one_op("TILE", [([2**15, 2**14], "int32")])),
         # Each TILE small as declared, 16 GiB through ADD.
-        _built(tmp_path / "chain.tflite", _chain("ADD")(0)),
+        build_file(tmp_path / "chain.tflite", _chain("ADD")(0)),
         # SIGSEGV in XNNPACK: a float32 RESHAPE to rank 61.
-        _built(
+        build_file(
             tmp_path / "rank61.tflite", _one_op("RESHAPE", [([1] * 60 + [4], "int32")], x=(1, 4))
         ),
         # SIGSEGV: a WHILE whose body is the subgraph holding it.
-        _built(tmp_path / "recursion.tflite", *_while(1, 0)),
+        build_file(tmp_path / "recursion.tflite", *_while(1, 0)),
         # 2.5 GB allocated (touched when run): a CONV_2D whose filter has 600 channels.
-        _built(tmp_path / "conv.tflite", _conv([1, 1024, 1024, 1], [600, 1, 1, 1], padding=0)),
+        build_file(tmp_path / "conv.tflite", _conv([1, 1024, 1024, 1], [600, 1, 1, 1], padding=0)),
         # 1.5 GB of im2col for a 10x10 window over 64 channels, its output 240 KB.
-        _built(tmp_path / "im2col.tflite", _conv([1, 256, 256, 64], [1, 10, 10, 64], padding=1)),
+        build_file(
+            tmp_path / "im2col.tflite", _conv([1, 256, 256, 64], [1, 10, 10, 64], padding=1)
+        ),
     ]
     paths = [folder / "float.tflite", huge, rank, *prepared]
     result = subprocess.run(
@@ -197,10 +200,6 @@ def test_a_truncated_file_names_itself(files, tmp_path):
         tfkd.export.ExportReport.from_file(str(described))
 
 
-def _check(path):
-    _tflite_file.check(path.read_bytes(), OPEN_SIZE)
-
-
 def _signature(tensor_index):
     def edit(model, subgraph):
         from ai_edge_litert import schema_py_generated as schema
@@ -271,7 +270,7 @@ def test_each_declaration_is_checked_before_litert_reads_it(files, tmp_path, cas
     edit, message = REFUSED[case]
     path = _mutant(files[0] / "float.tflite", tmp_path / f"{case}.tflite", edit)
     with pytest.raises(ValueError, match=message):
-        _check(path)
+        check_file(path)
 
 
 def test_the_limits_admit_what_they_state(files, tmp_path):
@@ -282,7 +281,7 @@ def test_the_limits_admit_what_they_state(files, tmp_path):
         "open_sizes_of_1_gib": _shape([1, 1, 2**23], [-1, -1, 2**23]),
         "rank8": _input_shape([1] * 8),
     }.items():
-        _check(_mutant(source, tmp_path / f"{name}.tflite", edit))
+        check_file(_mutant(source, tmp_path / f"{name}.tflite", edit))
 
 
 def test_no_changed_byte_or_cut_escapes_as_another_error(files):
@@ -309,81 +308,6 @@ def test_no_changed_byte_or_cut_escapes_as_another_error(files):
 # sizes the op's outputs itself, from constant data or its inputs' shapes, whatever the
 # file declares for them (`tfkd/export/_tflite_ops.py`).
 
-_DTYPES = {"float32": 0, "int32": 2, "int64": 4, "bool": 6}
-
-
-def _built(path, *subgraphs, signature=False):
-    """A file of `subgraphs`, each `(tensors, ops, inputs, outputs)`: a tensor is `(name,
-    shape, dtype, data or None)`, an op `(BuiltinOperator name, inputs, outputs[,
-    options])`, the options one of the schema's `...OptionsT` objects."""
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.ModelT()
-    model.version, model.operatorCodes, model.buffers, model.subgraphs = (
-        3,
-        [],
-        [schema.BufferT()],
-        [],
-    )
-    codes = {}
-    for tensors, ops, inputs, outputs in subgraphs:
-        graph = schema.SubGraphT()
-        graph.tensors, graph.operators = [], []
-        for name, shape, dtype, data in tensors:
-            tensor = schema.TensorT()
-            tensor.name, tensor.shape, tensor.type = name, np.array(shape, np.int32), _DTYPES[dtype]
-            if data is not None:
-                buffer = schema.BufferT()
-                buffer.data = np.frombuffer(np.asarray(data, dtype).tobytes(), np.uint8)
-                model.buffers.append(buffer)
-                tensor.buffer = len(model.buffers) - 1
-            graph.tensors.append(tensor)
-        for name, op_inputs, op_outputs, *options in ops:
-            if name not in codes:
-                code = schema.OperatorCodeT()
-                code.builtinCode = getattr(schema.BuiltinOperator, name)
-                code.deprecatedBuiltinCode = min(code.builtinCode, 127)
-                code.version = 2 if name == "BROADCAST_TO" else 1
-                codes[name] = len(model.operatorCodes)
-                model.operatorCodes.append(code)
-            operator = schema.OperatorT()
-            operator.opcodeIndex = codes[name]
-            operator.inputs = np.array(op_inputs, np.int32)
-            operator.outputs = np.array(op_outputs, np.int32)
-            for value in options:
-                kind = type(value).__name__[:-1]  # WhileOptionsT -> WhileOptions
-                if hasattr(schema.BuiltinOptions, kind):
-                    operator.builtinOptionsType = getattr(schema.BuiltinOptions, kind)
-                    operator.builtinOptions = value
-                else:
-                    operator.builtinOptions2Type = getattr(schema.BuiltinOptions2, kind)
-                    operator.builtinOptions2 = value
-            graph.operators.append(operator)
-        graph.inputs, graph.outputs = np.array(inputs, np.int32), np.array(outputs, np.int32)
-        model.subgraphs.append(graph)
-    if signature:
-        entries = []
-        for kind, indices in (
-            ("input", model.subgraphs[0].inputs),
-            ("output", model.subgraphs[0].outputs),
-        ):
-            entries.append([])
-            for position, index in enumerate(indices):
-                entry = schema.TensorMapT()
-                entry.name, entry.tensorIndex = f"{kind}_{position}", int(index)
-                entries[-1].append(entry)
-        definition = schema.SignatureDefT()
-        definition.signatureKey, (definition.inputs, definition.outputs) = (
-            "serving_default",
-            entries,
-        )
-        model.signatureDefs = [definition]
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    path.write_bytes(bytes(builder.Output()))
-    return path
-
 
 def _one_op(name, constants, x=(1, 1), declared=(1, 1), options=(), x_dtype="float32", x_at=0):
     """One op: the input `x` (declared `x`) and `constants` (`(values, dtype)`) in, `y`
@@ -397,15 +321,6 @@ def _one_op(name, constants, x=(1, 1), declared=(1, 1), options=(), x_dtype="flo
     tensors.append(("y", list(declared), "int32" if name == "RANGE" else "float32", None))
     out = len(tensors) - 1
     return (tensors, [(name, inputs, [out], *options)], [0], [out])
-
-
-def _options(kind, **fields):
-    from ai_edge_litert import schema_py_generated as schema
-
-    value = getattr(schema, kind + "T")()
-    for field, setting in fields.items():
-        setattr(value, field, setting)
-    return value
 
 
 # Each op made to output n * 2**14 float32s (int32 for RANGE), declared as [1, 1]: 1 GiB
@@ -422,7 +337,7 @@ SIZED_BY_OPS = {
         "MIRROR_PAD",
         [([[K // 4, K // 4], [0, 0]], "int32")],
         x=(K // 2, n),
-        options=[_options("MirrorPadOptions", mode=1)],
+        options=[option_table("MirrorPadOptions", mode=1)],
     ),
     "resize_bilinear": lambda n: _one_op(
         "RESIZE_BILINEAR", [([K, n], "int32")], x=(1, 1, 1, 1), declared=(1, 1, 1, 1)
@@ -456,7 +371,10 @@ SIZED_BY_OPS = {
     ),
     "batch_matmul": lambda n: _one_op("BATCH_MATMUL", [(np.zeros((1, n)), "float32")], x=(K, 1)),
     "gather": lambda n: _one_op(
-        "GATHER", [(np.zeros(K), "int32")], x=(1, n), options=[_options("GatherOptions", axis=0)]
+        "GATHER",
+        [(np.zeros(K), "int32")],
+        x=(1, n),
+        options=[option_table("GatherOptions", axis=0)],
     ),
 }
 
@@ -471,7 +389,7 @@ def _conv(x, weights, padding):
         ("b", weights[:1], "float32", np.zeros(weights[0])),
         ("y", [1] * 4, "float32", None),
     ]
-    options = _options(
+    options = option_table(
         "Conv2DOptions", padding=padding, strideW=1, strideH=1, dilationWFactor=1, dilationHFactor=1
     )
     return (tensors, [("TILE", [1, 2], [3]), ("CONV_2D", [0, 3, 4], [5], options)], [0], [5])
@@ -494,8 +412,8 @@ def _chain(middle):
 @pytest.mark.parametrize("case", sorted(SIZED_BY_OPS))
 def test_what_an_op_sizes_past_the_limits_is_refused(tmp_path, case):
     source = SIZED_BY_OPS[case]
-    _check(_built(tmp_path / f"{case}_1gib.tflite", source(K)))  # 1 GiB: admitted
-    path = _built(tmp_path / f"{case}.tflite", source(K + 1))
+    check_file(build_file(tmp_path / f"{case}_1gib.tflite", source(K)))  # 1 GiB: admitted
+    path = build_file(tmp_path / f"{case}.tflite", source(K + 1))
     name = case.upper() if case != "tile_int64" else "TILE"
     name = {"ADD_BROADCAST": "ADD"}.get(name, name)
     kind = "int32" if case == "range" else "float32"
@@ -505,7 +423,7 @@ def test_what_an_op_sizes_past_the_limits_is_refused(tmp_path, case):
         rf"of shape \[[\d, ]+\] of {kind}: {4 * K * (K + 1)} bytes for one example.*"
         r"at most 1073741824 bytes \(1 GiB\)",
     ):
-        _check(path)
+        check_file(path)
 
 
 @pytest.mark.parametrize(
@@ -522,7 +440,7 @@ def test_what_an_op_sizes_past_the_limits_is_refused(tmp_path, case):
 )
 def test_sizes_are_followed_through_the_ops(tmp_path, middle, message):
     with pytest.raises(ValueError, match=message):
-        _check(_built(tmp_path / "chain.tflite", _chain(middle)(0)))
+        check_file(build_file(tmp_path / "chain.tflite", _chain(middle)(0)))
 
 
 def test_what_ops_make_counts_to_the_total(tmp_path):
@@ -537,7 +455,7 @@ def test_what_ops_make_counts_to_the_total(tmp_path):
     with pytest.raises(
         ValueError, match=r"take more than 4294967296 bytes \(4 GiB\) together.*op 5 \(TILE\)"
     ):
-        _check(_built(tmp_path / "total.tflite", (tensors, ops, [0], list(range(2, 8)))))
+        check_file(build_file(tmp_path / "total.tflite", (tensors, ops, [0], list(range(2, 8)))))
 
 
 @pytest.mark.parametrize(
@@ -553,7 +471,9 @@ def test_what_ops_make_counts_to_the_total(tmp_path):
 def test_an_op_making_a_rank_over_8_is_refused(tmp_path, shape, message):
     # Rank 61 (float32): LiteRT's XNNPACK delegate crashed the process (SIGSEGV).
     with pytest.raises(ValueError, match=message):
-        _check(_built(tmp_path / "rank.tflite", _one_op("RESHAPE", [(shape, "int32")], x=(1, 4))))
+        check_file(
+            build_file(tmp_path / "rank.tflite", _one_op("RESHAPE", [(shape, "int32")], x=(1, 4)))
+        )
 
 
 def _while(cond, body, options=True):
@@ -566,7 +486,7 @@ def _while(cond, body, options=True):
                 [0],
                 [1],
                 *(
-                    [_options("WhileOptions", condSubgraphIndex=cond, bodySubgraphIndex=body)]
+                    [option_table("WhileOptions", condSubgraphIndex=cond, bodySubgraphIndex=body)]
                     if options
                     else []
                 ),
@@ -621,7 +541,7 @@ CALLS_REFUSED = {
 def test_subgraphs_an_op_runs_are_checked(tmp_path, case):
     graphs, message = CALLS_REFUSED[case]
     with pytest.raises(ValueError, match=message):
-        _check(_built(tmp_path / f"{case}.tflite", *graphs))
+        check_file(build_file(tmp_path / f"{case}.tflite", *graphs))
 
 
 def test_a_cycle_through_other_subgraphs_and_other_ops_is_refused(tmp_path):
@@ -633,13 +553,13 @@ def test_a_cycle_through_other_subgraphs_and_other_ops_is_refused(tmp_path):
             ("b", [1], "bool", np.array([True])),
             ("w", [1], "float32", None),
         ],
-        [("IF", [1, 0], [2], _options("IfOptions", thenSubgraphIndex=3, elseSubgraphIndex=3))],
+        [("IF", [1, 0], [2], option_table("IfOptions", thenSubgraphIndex=3, elseSubgraphIndex=3))],
         [0],
         [2],
     )
     again = (
         step[0],
-        [("CALL_ONCE", [], [], _options("CallOnceOptions", initSubgraphIndex=2)), *step[1]],
+        [("CALL_ONCE", [], [], option_table("CallOnceOptions", initSubgraphIndex=2)), *step[1]],
         [0],
         [2],
     )
@@ -648,8 +568,8 @@ def test_a_cycle_through_other_subgraphs_and_other_ops_is_refused(tmp_path):
         match=r"subgraph 2 \(op 0, IF's then_subgraph_index\) -> subgraph 3 "
         r"\(op 0, CALL_ONCE's init_subgraph_index\) -> subgraph 2",
     ):
-        _check(_built(tmp_path / "cycle.tflite", main, test, body, again))
-    composite = _options("StableHLOCompositeOptions", name="c", decompositionSubgraphIndex=5)
+        check_file(build_file(tmp_path / "cycle.tflite", main, test, body, again))
+    composite = option_table("StableHLOCompositeOptions", name="c", decompositionSubgraphIndex=5)
     calling = (
         [("x", [1], "float32", None), ("y", [1], "float32", None)],
         [("STABLEHLO_COMPOSITE", [0], [1], composite)],
@@ -660,11 +580,11 @@ def test_a_cycle_through_other_subgraphs_and_other_ops_is_refused(tmp_path):
         ValueError,
         match=r"\(STABLEHLO_COMPOSITE\) runs subgraph 5 \(its decomposition_subgraph_index\)",
     ):
-        _check(_built(tmp_path / "composite.tflite", calling))
+        check_file(build_file(tmp_path / "composite.tflite", calling))
 
 
 def test_a_while_loop_still_runs(tmp_path):
-    path = _built(tmp_path / "while.tflite", *_while(1, 2))
+    path = build_file(tmp_path / "while.tflite", *_while(1, 2))
     lite = tfkd.TFLiteModel(path)
     x = np.array([0.5, 5.0], np.float32)  # one at a time: the loop's test is one bool
     np.testing.assert_allclose(lite.predict(x, batch_size=1), [3.5, 5.0])
@@ -678,7 +598,7 @@ def _reshape_to(shape):
 
 def test_a_file_litert_cannot_prepare_or_run_is_a_value_error_naming_it(tmp_path):
     x = np.random.default_rng(0).random((8, 4), dtype=np.float32)
-    unprepared = _built(tmp_path / "unprepared.tflite", _reshape_to([1, 5]), signature=True)
+    unprepared = build_file(tmp_path / "unprepared.tflite", _reshape_to([1, 5]), signature=True)
     message = (
         r"LiteRT failed to prepare the ops of the .tflite file: .*num_input_elements != "
         r"num_output_elements \(4 != 5\); Node number 0 \(RESHAPE\) failed to prepare. "
@@ -689,7 +609,7 @@ def test_a_file_litert_cannot_prepare_or_run_is_a_value_error_naming_it(tmp_path
     with pytest.raises(ValueError, match=message):
         tfkd.export.litert_quantize(unprepared, tmp_path / "q.tflite", "dynamic_int8", x)
     # Runs one example at a time only (its RESHAPE's shape is a constant [1, 4]).
-    fixed = _built(tmp_path / "fixed_batch.tflite", _reshape_to([1, 4]), signature=True)
+    fixed = build_file(tmp_path / "fixed_batch.tflite", _reshape_to([1, 4]), signature=True)
     lite = tfkd.TFLiteModel(fixed)
     message = (
         r"LiteRT failed to run the .tflite file on a batch of shape \(8, 4\): .*\(32 != 4\).* "
@@ -704,9 +624,9 @@ def test_a_file_litert_cannot_prepare_or_run_is_a_value_error_naming_it(tmp_path
         tfkd.export.litert_quantize(fixed, tmp_path / "q.tflite", "static_int8", x)
     # Fails each time it runs: its GATHER reads index 7 of 4.
     gather = _one_op(
-        "GATHER", [([7], "int32")], x=(1, 4), options=[_options("GatherOptions", axis=1)]
+        "GATHER", [([7], "int32")], x=(1, 4), options=[option_table("GatherOptions", axis=1)]
     )
-    failing = _built(tmp_path / "failing.tflite", gather, signature=True)
+    failing = build_file(tmp_path / "failing.tflite", gather, signature=True)
     lite = tfkd.TFLiteModel(failing)
     message = (
         r"LiteRT failed to run the .tflite file on a batch of shape \(1, 4\): gather index out "

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import tfkd
-from tests.export.test_hostile_tflite_files import _built, _check, _options
+from tests.export.tflite_builder import build_file, check_file, option_table
 from tfkd.export import _tflite_file, _tflite_ops
 from tfkd.export._interpreter import OPEN_SIZE
 
@@ -114,7 +114,7 @@ def _window_op(name, x, weights=None, declared=(1, 1, 1, 1), **fields):
     ones = ["strideW", "strideH"] + (["strideD"] if name == "CONV_3D" else [])
     if weights is not None:
         ones += ["dilationWFactor", "dilationHFactor"] + (["dilationDFactor"] * (name == "CONV_3D"))
-    options = _options(_KINDS[name], **{**dict.fromkeys(ones, 1), **fields})
+    options = option_table(_KINDS[name], **{**dict.fromkeys(ones, 1), **fields})
     return (tensors, [(name, inputs, [len(tensors) - 1], options)], inputs, [len(tensors) - 1])
 
 
@@ -165,7 +165,7 @@ def test_litert_makes_the_shapes_computed(tmp_path, monkeypatch, case):
     from ai_edge_litert import interpreter as litert
 
     name, x, weights, fields = AGREEING[case]
-    path = _built(tmp_path / f"{case}.tflite", _window_op(name, x, weights, **fields))
+    path = build_file(tmp_path / f"{case}.tflite", _window_op(name, x, weights, **fields))
     ((op, computed, declared),) = _computed(path.read_bytes(), monkeypatch)
     interpreter = litert.Interpreter(
         model_path=str(path),
@@ -194,13 +194,13 @@ SIZED = {
 
 @pytest.mark.parametrize("case", sorted(SIZED))
 def test_what_a_window_op_sizes_past_the_limits_is_refused(tmp_path, case):
-    _check(_built(tmp_path / f"{case}_1gib.tflite", SIZED[case](K)))  # 1 GiB: admitted
+    check_file(build_file(tmp_path / f"{case}_1gib.tflite", SIZED[case](K)))  # 1 GiB: admitted
     with pytest.raises(
         ValueError,
         match=rf"op 0 \({case.upper()}\) of subgraph 0 makes tensor \d \('y'\) of shape "
         rf"\[[\d, ]+\] of float32: {4 * K * (K + 1)} bytes for one example.*at most 1073741824",
     ):
-        _check(_built(tmp_path / f"{case}.tflite", SIZED[case](K + 1)))
+        check_file(build_file(tmp_path / f"{case}.tflite", SIZED[case](K + 1)))
 
 
 # Scratch of 1 GiB and then over it (its output is small): LiteRT's im2col, a 4x4 window
@@ -223,7 +223,7 @@ SCRATCH = {
 @pytest.mark.parametrize("case", sorted(SCRATCH))
 def test_the_scratch_a_kernel_allocates_is_held_to_a_tensors_limit(tmp_path, case):
     build, n, message = SCRATCH[case]
-    _check(_built(tmp_path / f"{case}_1gib.tflite", build(n)))
+    check_file(build_file(tmp_path / f"{case}_1gib.tflite", build(n)))
     over = n + 1
     with pytest.raises(ValueError, match=message.format(16 * over if case == "im2col" else over)):
-        _check(_built(tmp_path / f"{case}.tflite", build(over)))
+        check_file(build_file(tmp_path / f"{case}.tflite", build(over)))
