@@ -9,11 +9,13 @@ and reads it (`VmHWM` in `/proc/self/status`) when the step is done:
 - `load`: `_load_gzipped_pickle` of `mnist.pkl.gz` (inflate, check, unpickle);
 - `dataset`: `tfkd.datasets.load("mnist")` (the above, then the pixels made bytes).
 
-    git archive HEAD~1 tfkd | tar -x -C /tmp/old
+    mkdir /tmp/old && git archive cb904cf tfkd | tar -x -C /tmp/old  # before the scan skipped
     python benchmarks/pickle_load_cost.py --trees /tmp/old . --runs 5
 
 Prints, per step and tree, the median seconds and the medians of the peak resident memory
-(MiB) in all and above what the process held before the step; `--output` writes them as JSON.
+(MiB) in all and above what the process held before the step; `--output` writes them as JSON
+(`benchmarks/results/pickle_load_cost.json`: its first tree is cb904cf, its second
+`git_commit`).
 """
 
 import argparse
@@ -24,7 +26,7 @@ import statistics
 import subprocess
 import sys
 
-from provenance import machine
+from provenance import git_commit, machine
 
 STEPS = ("scan", "load", "dataset")
 MEASURE = """\
@@ -94,7 +96,13 @@ def main(argv=None):
             f"{medians['peak_mib']:6.0f} MiB  above start {medians['above_mib']:6.0f} MiB"
         )
     if args.output:
-        report = {"machine": machine(), "runs_each": args.runs, "rows": rows}
+        report = {
+            "command": "python benchmarks/pickle_load_cost.py " + " ".join(sys.argv[1:]),
+            "git_commit": git_commit(),
+            "machine": machine(),
+            "runs_each": args.runs,
+            "rows": rows,
+        }
         pathlib.Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
 
 
