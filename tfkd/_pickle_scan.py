@@ -4,13 +4,21 @@ An allow-list of globals (`find_class`) stops a pickle from calling code, not fr
 data that crashes the unpickler or whatever touches what it built. A few bytes of opcodes
 can make a dict key that is a tuple nested a million deep, which overflows the C stack when
 the dict hashes it (a segfault, not an exception), or a memo index of 10^9, for which the
-unpickler allocates and clears a 16 GB memo. `check_pickle` reads the opcodes with
-`pickletools.genops`, which builds nothing and does not recurse, and follows the
-unpickler's stack knowing of each object only how deep it nests: one pass, at most one
-opcode per byte of the pickle.
+unpickler allocates and clears a 16 GB memo. `check_pickle` reads the opcodes, which
+builds nothing and does not recurse, and follows the unpickler's stack knowing of each
+object only how deep it nests: one pass, at most one opcode per byte of the pickle.
+
+The opcodes are read as `pickletools.genops` reads them, and what it refuses is refused,
+but the bodies of strings, bytes and long integers are skipped, not made into objects:
+genops made MNIST's 210 MB pickle into 210 MB of strings to scan it. A body's length is
+checked against what the file holds before it is skipped, never allocated.
 """
 
+import codecs
+import io
 import pickletools
+import struct
+import sys
 
 # A torch state dict nests about 5 deep (the dict, a tensor's arguments, their size tuple,
 # the `_metadata` dicts). C code recursing 100 levels is harmless.
@@ -167,6 +175,93 @@ def _step_stack_only(stack, name):
         raise PickleRefused(f"its pickle is corrupt (unknown opcode {name})")
 
 
+# How much of a skipped body is read at once, where it is read (a file that cannot seek,
+# a text body whose UTF-8 is checked).
+_CHUNK = 1 << 20
+# How a counted body's length is stored, by `pickletools`' name for where it comes from.
+_COUNT_FORMATS = {
+    pickletools.TAKEN_FROM_ARGUMENT1: "<B",
+    pickletools.TAKEN_FROM_ARGUMENT4: "<i",
+    pickletools.TAKEN_FROM_ARGUMENT4U: "<I",
+    pickletools.TAKEN_FROM_ARGUMENT8U: "<Q",
+}
+
+
+def _read_exactly(file, size, what):
+    data = file.read(size)
+    if len(data) != size:
+        raise PickleRefused(f"its pickle is corrupt (it ends inside {what})")
+    return data
+
+
+def _skip_read(file, size, text):
+    # The bytes of a text body are decoded as genops decodes them (UTF-8 with lone
+    # surrogates), piece by piece: what it refuses is refused.
+    decoder = codecs.getincrementaldecoder("utf-8")("surrogatepass") if text else None
+    while size:
+        chunk = _read_exactly(file, min(size, _CHUNK), "a string or bytes")
+        size -= len(chunk)
+        if decoder:
+            decoder.decode(chunk)
+    if decoder:
+        decoder.decode(b"", final=True)
+
+
+def _skip_seek(file, size):
+    # Its last byte is read: a length past the end is refused, not skipped.
+    if size:
+        try:
+            file.seek(size - 1, io.SEEK_CUR)
+        except (OSError, OverflowError) as error:  # a position past what the file can hold
+            raise PickleRefused(f"its pickle is corrupt (a body of {size} bytes)") from error
+        _read_exactly(file, 1, "a string or bytes")
+
+
+def _skip_body(file, count_format, text):
+    """Skips one counted body (string, bytes, long integer) after its length."""
+    size = struct.unpack(
+        count_format, _read_exactly(file, struct.calcsize(count_format), "a length")
+    )[0]
+    if not 0 <= size <= sys.maxsize:
+        raise PickleRefused(f"its pickle is corrupt (a string or bytes of {size} bytes)")
+    seekable = getattr(file, "seekable", None)
+    if text or size <= _CHUNK or not (seekable and seekable()):
+        _skip_read(file, size, text)
+    else:
+        _skip_seek(file, size)
+
+
+def _reader(argument):
+    """How to read an opcode's `argument` (a `pickletools.ArgumentDescriptor`)."""
+    if argument is None:
+        return None
+    if argument.n in _COUNT_FORMATS:
+        text = argument.name.startswith("unicodestring")
+        return lambda file: _skip_body(file, _COUNT_FORMATS[argument.n], text)
+    # Fixed-size numbers and protocol 0's lines: read, and checked, as genops does.
+    return argument.reader
+
+
+# By each opcode's byte: its name and the reader of its argument.
+_OPCODES = {
+    opcode.code.encode("latin-1"): (opcode.name, _reader(opcode.arg))
+    for opcode in pickletools.opcodes
+}
+
+
+def _opcodes(file):
+    """Each opcode's name and argument (`None` for a skipped body), up to STOP."""
+    while True:
+        code = file.read(1)
+        if code not in _OPCODES:
+            what = f"unknown opcode {code!r}" if code else "it ends before its STOP opcode"
+            raise PickleRefused(f"its pickle is corrupt ({what})")
+        name, reader = _OPCODES[code]
+        yield name, reader(file) if reader else None
+        if name == "STOP":
+            return
+
+
 def check_pickle(file, max_depth=MAX_DEPTH):
     """Reads one pickle's opcodes from `file` and checks what they would build.
 
@@ -184,11 +279,11 @@ def check_pickle(file, max_depth=MAX_DEPTH):
     """
     stack = _Stack(max_depth)
     try:
-        for count, (opcode, argument, _) in enumerate(pickletools.genops(file)):
-            _step(stack, opcode.name, argument, count)
+        for count, (name, argument) in enumerate(_opcodes(file)):
+            _step(stack, name, argument, count)
     except PickleRefused:
         raise
-    # genops fails on a truncated pickle, an unknown opcode or a bad argument with a
-    # ValueError; on a length past the file's end, with what reading it raises.
+    # pickletools' readers fail on a bad argument (a line that is not a number, text
+    # that is not UTF-8) with a ValueError.
     except (ValueError, EOFError, MemoryError, OverflowError) as error:
         raise PickleRefused(f"its pickle is corrupt ({type(error).__name__}: {error})") from error
