@@ -5,7 +5,7 @@ import numpy as np
 from keras import ops
 
 from tfkd import _checks
-from tfkd._wrapper import KernelWrapper
+from tfkd._wrapper import KernelWrapper, readable
 from tfkd.cluster import _kmeans as kmeans
 
 
@@ -231,15 +231,6 @@ class ClusteredLayer(KernelWrapper):
             init=self.init,
         )
         return config
-
-
-def readable(variable):
-    """`variable`'s value as a numpy array, or None where it has none to give: in a
-    symbolic build or a traced function."""
-    try:
-        return np.asarray(ops.convert_to_numpy(variable))
-    except (NotImplementedError, TypeError, RuntimeError):  # TF; JAX tracers; PyTorch meta
-        return None
 
 
 def nearest_centroids(kernel, centroids, per_channel=False):
