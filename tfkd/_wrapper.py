@@ -2,6 +2,7 @@
 `QuantizeWrapper`, which run a layer with a transformed kernel."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from tfkd import _kernels
@@ -105,3 +106,12 @@ class KernelWrapper(keras.layers.Wrapper):
     def from_config_arguments(cls, config, layer):
         """The constructor's keyword arguments from the rest of `config` (deserialized)."""
         return config
+
+
+def readable(variable):
+    """`variable`'s value as a numpy array, or None where it has none to give: in a
+    symbolic build or a traced function."""
+    try:
+        return np.asarray(ops.convert_to_numpy(variable))
+    except (NotImplementedError, TypeError, RuntimeError):  # TF; JAX tracers; PyTorch meta
+        return None

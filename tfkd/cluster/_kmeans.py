@@ -1,7 +1,9 @@
 """One-dimensional k-means of a layer's weights, in numpy: run once, when a layer is
-clustered, so it needs no backend."""
+clustered, so it needs no backend; and in `keras.ops`, for a layer built where its
+kernel cannot be read (a traced function)."""
 
 import numpy as np
+from keras import ops
 
 INITS = ("kmeans++", "linear")
 
@@ -62,3 +64,32 @@ def _initial(flat, clusters, init, rng):
         centroids.append(flat[index])
         distances = np.minimum(distances, (flat - flat[index]) ** 2)
     return np.asarray(centroids)
+
+
+def traced_kmeans(values, kept, clusters, iterations=20):
+    """`kmeans` with `init="linear"` in `keras.ops`, of each column of `values`
+    `(weights, columns)` over its entries where `kept` (1, else 0) is 1, or all of them
+    where none is; a column with entries not kept holds its last centroid at 0 (`zero`).
+
+    Returns:
+        The centroids, `(columns, clusters)`, unsorted.
+    """
+    kept = ops.where(ops.max(kept, axis=0) > 0, kept, ops.ones_like(kept))
+    zero = ops.cast(ops.min(kept, axis=0) < 1, values.dtype)[:, None]
+    low = ops.min(ops.where(kept > 0, values, ops.max(values)), axis=0)[:, None]
+    high = ops.max(ops.where(kept > 0, values, ops.min(values)), axis=0)[:, None]
+    evenly = ops.linspace(0.0, 1.0, clusters)
+    held_last = ops.concatenate([ops.linspace(0.0, 1.0, clusters - 1), ops.zeros((1,))])
+    fractions = zero * held_last + (1 - zero) * evenly
+    held = zero * ops.one_hot(clusters - 1, clusters)
+    centroids = (low + fractions * (high - low)) * (1 - held)
+
+    def step(_, centroids):
+        nearest = ops.argmin(ops.abs(values[:, :, None] - centroids[None]), axis=-1)
+        members = ops.one_hot(nearest, clusters) * kept[:, :, None]
+        sums = ops.sum(members * values[:, :, None], axis=0)
+        counts = ops.sum(members, axis=0)
+        moved = ops.where(counts > 0, sums / ops.maximum(counts, 1), centroids)
+        return moved * (1 - held)
+
+    return ops.fori_loop(0, iterations, step, centroids)

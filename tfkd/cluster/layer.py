@@ -5,7 +5,7 @@ import numpy as np
 from keras import ops
 
 from tfkd import _checks
-from tfkd._wrapper import KernelWrapper
+from tfkd._wrapper import KernelWrapper, readable
 from tfkd.cluster import _kmeans as kmeans
 
 
@@ -22,8 +22,10 @@ class ClusteredLayer(KernelWrapper):
     values, and the stripped kernel has at most `clusters` distinct values (per output
     channel with `per_channel`). Zeros of a pruned kernel stay zero with
     `preserve_sparsity`, as one of the `clusters` values. Wrapping layers yourself (in a
-    subclassed model), call the model on data once before `fit`: its first call on data
-    clusters the kernel, in numpy; `tfkd.export_tflite` converts such a model as it is.
+    subclassed model), `fit` needs no call on data first: the kernel is clustered when
+    the layer's weights get their values, in numpy (where TensorFlow builds the layer
+    inside `fit`'s traced step, in the graph, from evenly spread centroids);
+    `tfkd.export_tflite` converts such a model as it is.
 
     Args:
         layer: a Dense, convolution or Embedding layer.
@@ -67,6 +69,7 @@ class ClusteredLayer(KernelWrapper):
         check_clusters_fit(self.layer, kernel.shape, self.clusters, self.per_channel)
         columns = output_channels(self.layer, kernel.shape)
         shape = (columns, self.clusters) if self.per_channel else (self.clusters,)
+        self._clusters_pending = True  # until the mask's initializer can read the kernel
         self.centroids = self.add_weight(name="centroids", shape=shape, initializer="zeros")
         self.assignments = self.add_weight(
             name="assignments",
@@ -75,30 +78,67 @@ class ClusteredLayer(KernelWrapper):
             trainable=False,
             dtype="int32",
         )
+        # Created last: its initializer finds the other two with values to assign.
         self.sparsity_mask = self.add_weight(
-            name="sparsity_mask", shape=kernel.shape, initializer="ones", trainable=False
+            name="sparsity_mask",
+            shape=kernel.shape,
+            initializer=self._initial_mask,
+            trainable=False,
         )
-        if readable(kernel) is not None:
-            self.assign_clusters()
-        # Keras builds a subclassed model by tracing its `call` on symbolic inputs, in a
-        # stateless scope: variables have no values there (TensorFlow, JAX), or keep none
-        # assigned (before, the build failed, and the model kept no input shape to export
-        # or save with). The first call on data checks that the layer is clustered.
-        self._clusters_pending = True
 
-    def _cluster_pending(self):
-        """Clusters the kernel at the first call on data after the build, unless it is
-        clustered (here or by `assign_clusters`) or loaded weights brought centroids."""
+    def _initial_mask(self, shape, dtype=None):
+        """Initializes `sparsity_mask` and clusters the kernel (numpy k-means) as the
+        weights get their values: at once in an eager build, and in a symbolic one (Keras
+        builds a subclassed model by tracing its `call`: at its first call, or in `fit`)
+        when that trace is over, before `fit` traces its step. Before, a subclassed model
+        that `fit` built trained with the centroids all zero: every weight 0."""
+        kernel = readable(self.raw_kernel())
+        if kernel is None:  # the trace's stand-in value, or TensorFlow builds it traced
+            return ops.ones(shape, dtype)
+        centroids, assignments, keep = self._clusters_of(kernel)
+        self.centroids.assign(centroids)
+        self.assignments.assign(assignments)
+        self._clusters_pending = False
+        return ops.cast(keep, dtype)
+
+    def _cluster_pending(self, training):
+        """Clusters the kernel where the build could not: at the first call on data, unless
+        loaded weights brought centroids; in a traced training step (TensorFlow builds a
+        subclassed model given `build(input_shape)` inside `fit`'s step), in the graph."""
         centroids = readable(self.centroids)
-        if centroids is None:  # still symbolic, or traced
+        if centroids is None:
+            if training:
+                self._cluster_in_graph()
             return
         if not centroids.any():
             self.assign_clusters()
         self._clusters_pending = False
 
+    def _cluster_in_graph(self):
+        """Clusters the kernel in `keras.ops` while the centroids are all zero, in the
+        graph: once, at the first step that runs. Before, such a model trained with the
+        centroids all zero: every weight 0, learning nothing."""
+        weights = (self.centroids, self.assignments, self.sparsity_mask)
+        kernel = ops.convert_to_tensor(self.raw_kernel())
+        values = ops.cond(
+            ops.all(ops.equal(self.centroids, 0)),
+            lambda: self._traced_clusters(kernel),
+            lambda: tuple(ops.convert_to_tensor(weight) for weight in weights),
+        )
+        for weight, value in zip(weights, values, strict=True):
+            weight.assign(ops.cast(value, weight.dtype))
+
     def assign_clusters(self):
         """Clusters the wrapped layer's kernel as it is now."""
-        kernel = np.asarray(ops.convert_to_numpy(self.raw_kernel()), np.float32)
+        centroids, assignments, keep = self._clusters_of(ops.convert_to_numpy(self.raw_kernel()))
+        self.centroids.assign(centroids)
+        self.assignments.assign(assignments)
+        self.sparsity_mask.assign(keep)
+        self._clusters_pending = False
+
+    def _clusters_of(self, kernel):
+        """`(centroids, assignments, sparsity mask)` of the numpy array `kernel`, k-means."""
+        kernel = np.asarray(kernel, np.float32)
         keep = kernel != 0 if self.preserve_sparsity else np.ones(kernel.shape, bool)
         if not keep.any():
             keep = np.ones(kernel.shape, bool)
@@ -114,10 +154,21 @@ class ClusteredLayer(KernelWrapper):
             values = values if values.size else slices[:, column]
             centroids[column], _ = kmeans.kmeans(values, self.clusters, self.init, zero=zero)
             assignments[:, column] = kmeans.nearest(slices[:, column], centroids[column])
-        self.centroids.assign(centroids if self.per_channel else centroids[0])
-        self.assignments.assign(assignments.reshape(kernel.shape))
-        self.sparsity_mask.assign(keep.astype(np.float32))
-        self._clusters_pending = False
+        centroids = centroids if self.per_channel else centroids[0]
+        return centroids, assignments.reshape(kernel.shape), keep.astype(np.float32)
+
+    def _traced_clusters(self, kernel):
+        """`_clusters_of` in `keras.ops`, where the kernel has no value to read in numpy (a
+        traced function): centroids spread evenly (`init="linear"`), then Lloyd's steps."""
+        keep = ops.not_equal(kernel, 0) if self.preserve_sparsity else ops.ones_like(kernel)
+        keep = ops.cast(keep, kernel.dtype)
+        keep = ops.where(ops.any(keep > 0), keep, ops.ones_like(keep))
+        columns = output_channels(self.layer, kernel.shape) if self.per_channel else 1
+        centroids = kmeans.traced_kmeans(
+            ops.reshape(kernel, (-1, columns)), ops.reshape(keep, (-1, columns)), self.clusters
+        )
+        centroids = centroids if self.per_channel else centroids[0]
+        return centroids, nearest_centroids(kernel, centroids, self.per_channel), keep
 
     def kernel_mask(self):
         return self.sparsity_mask
@@ -153,7 +204,7 @@ class ClusteredLayer(KernelWrapper):
         from tfkd import _kernels
 
         if self._clusters_pending:
-            self._cluster_pending()
+            self._cluster_pending(training)
         if not training:
             return _kernels.forward(self.layer, inputs, self.masked_kernel())
         # As tfmot does: each weight takes its nearest centroid's value, and the gradient
@@ -180,15 +231,6 @@ class ClusteredLayer(KernelWrapper):
             init=self.init,
         )
         return config
-
-
-def readable(variable):
-    """`variable`'s value as a numpy array, or None where it has none to give: in a
-    symbolic build or a traced function."""
-    try:
-        return np.asarray(ops.convert_to_numpy(variable))
-    except (NotImplementedError, TypeError, RuntimeError):  # TF; JAX tracers; PyTorch meta
-        return None
 
 
 def nearest_centroids(kernel, centroids, per_channel=False):

@@ -12,7 +12,7 @@ import numpy as np
 from keras import ops
 
 from tfkd import _checks, _kernels
-from tfkd._wrapper import KernelWrapper
+from tfkd._wrapper import KernelWrapper, readable
 from tfkd.prune import masks, schedules
 
 
@@ -93,8 +93,8 @@ class PrunedLayer(KernelWrapper):
     """Prunes the kernel of `layer` by magnitude while the model trains.
 
     In every training step the layer advances its `pruning_step` once, even where the
-    model calls it at several places (on JAX, whose trainer runs the model's `call`
-    without Keras's call context, once a call), and, at the steps its schedule names,
+    model calls it at several places (except in JAX's eager steps, `run_eagerly=True` or
+    `jit_compile=False`: there, once a call), and, at the steps its schedule names,
     recomputes its mask from the magnitudes of the kept weights; pruned weights never
     come back. Inference calls leave the mask alone. The update runs
     inside the layer, so `fit` (plain, or as a `tfkd.Distiller` student) needs no
@@ -143,6 +143,7 @@ class PrunedLayer(KernelWrapper):
         if group is not None:
             group.members.append(self)
         self._stepped_in = None
+        self._stepped_to = None
 
     def build_state(self, input_shape):
         kernel = self.raw_kernel()
@@ -171,18 +172,32 @@ class PrunedLayer(KernelWrapper):
         return _kernels.forward(self.layer, inputs, self.pruned_kernel())
 
     def _first_call_of_step(self):
-        """Whether this is the layer's first call in the model's current call (a
-        training step's forward pass), so that a layer called at several places (a
-        siamese branch) advances its schedule once a step: before, once a call.
+        """Whether this is the layer's first call in the current training step, so that a
+        layer called at several places (a siamese branch) advances its schedule once a
+        step: before, once a call.
 
         Keras keeps one call context from the outermost layer call to its end, eager or
-        traced; `_get_call_context` is the one private Keras API this reads.
+        traced; `_get_call_context` is the one private Keras API this reads. JAX's trainer
+        runs the model's `call` in a stateless scope, outside any call context, so there
+        each call site starts its own: a later call site of the traced step is the one
+        that reads back the very step value that the first assigned (each trace reads its
+        own values); before, it stepped again, and the schedule ran at twice the speed.
         """
         context = self._get_call_context()
         if self._stepped_in is not None and self._stepped_in() is context:
             return False
+        if self._stepped_to is not None and self._assigned_in_this_trace():
+            return False
         self._stepped_in = weakref.ref(context)
         return True
+
+    def _assigned_in_this_trace(self):
+        """Whether `pruning_step` holds the traced value this layer assigned it. Eager, the
+        value assigned is the one the next step starts from (JAX's `run_eagerly=True` or
+        `jit_compile=False`), so it cannot tell a step from the next: there, each call
+        site of a layer called at several places still steps."""
+        step = self.pruning_step.value
+        return step is self._stepped_to() and readable(step) is None
 
     def _update_mask(self):
         step = ops.convert_to_tensor(self.pruning_step)
@@ -192,7 +207,8 @@ class PrunedLayer(KernelWrapper):
             lambda: ops.convert_to_tensor(self.mask),
         )
         self.mask.assign(mask)
-        self.pruning_step.assign(step + 1)
+        # On TensorFlow and PyTorch, `pruning_step.value` is the variable, never this.
+        self._stepped_to = weakref.ref(self.pruning_step.assign(step + 1))
 
     def _new_mask(self, sparsity):
         magnitudes = ops.abs(self.pruned_kernel())
