@@ -637,3 +637,23 @@ def test_a_file_litert_cannot_prepare_or_run_is_a_value_error_naming_it(tmp_path
             call()
     with pytest.raises(ValueError, match=r"LiteRT failed to run .*failing.tflite"):
         tfkd.export.litert_quantize(failing, tmp_path / "q.tflite", "dynamic_int8", x)
+
+
+def _pack(count):
+    """A PACK naming the graph's [1024, 256] float32 input `count` times, on axis -2 (of
+    [count, 1024, 256]: the middle one), its output declared [1, 1]."""
+    options = option_table("PackOptions", valuesCount=count, axis=-2)
+    tensors = [("x", [1024, 256], "float32", None), ("y", [1, 1], "float32", None)]
+    return (tensors, [("PACK", [0] * count, [1], options)], [0], [1])
+
+
+def test_a_pack_is_sized_by_the_inputs_it_names(tmp_path):
+    # With 1,040 copies (a 4,604-byte file) it passed, and LiteRT allocated [1040, 1024,
+    # 256] float32 at load (1,090,519,040 bytes): the check had taken it as declared.
+    check_file(build_file(tmp_path / "pack_1gib.tflite", _pack(1024)))  # 1 GiB: admitted
+    with pytest.raises(
+        ValueError,
+        match=r"op 0 \(PACK\) of subgraph 0 makes tensor 1 \('y'\) of shape \[1024, 1025, 256\] "
+        r"of float32: 1074790400 bytes for one example.*at most 1073741824",
+    ):
+        check_file(build_file(tmp_path / "pack.tflite", _pack(1025)))

@@ -227,3 +227,35 @@ def test_the_scratch_a_kernel_allocates_is_held_to_a_tensors_limit(tmp_path, cas
     over = n + 1
     with pytest.raises(ValueError, match=message.format(16 * over if case == "im2col" else over)):
         check_file(build_file(tmp_path / f"{case}.tflite", build(over)))
+
+
+def _filter_of_unknown_shape(name, channels):
+    """`name` on a [1, 1024, 1024, 1] input (CONV_3D: [1, 1, 1024, 1024, 1]), its filter
+    `channels` ones made by a TILE that an op the check does not size (REVERSE_V2) keeps:
+    the check knows the filter's elements, not its shape, which sizes the output."""
+    rank = 5 if name == "CONV_3D" else 4
+    at = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "CONV_3D": 4}[name]
+    multiples = [channels if axis == at else 1 for axis in range(rank)]
+    ones = [1] * rank
+    tensors = [("x", [*ones[3:], 1024, 1024, 1], "float32", None)]
+    tensors += [("one", ones, "float32", np.ones(ones)), ("m", [rank], "int32", multiples)]
+    tensors += [("t", ones, "float32", None), ("axis", [1], "int32", [at])]
+    tensors += [("w", ones, "float32", None), ("b", [channels], "float32", np.zeros(channels))]
+    tensors.append(("y", ones, "float32", None))
+    options = _window_op(name, ones, ones, depthMultiplier=channels)[1][0][3]
+    ops = [("TILE", [1, 2], [3]), ("REVERSE_V2", [3, 4], [5]), (name, [0, 5, 6], [7], options)]
+    return (tensors, ops, [0], [7])
+
+
+@pytest.mark.parametrize("name", ["CONV_2D", "DEPTHWISE_CONV_2D", "CONV_3D"])
+def test_a_filter_whose_shape_is_not_followed_is_refused(tmp_path, name):
+    # CONV_2D's passed the check, and LiteRT allocated its [1, 1024, 1024, 258] float32
+    # output at load (1,082,130,432 bytes; touched when run): the check had taken the
+    # output as declared ([1, 1, 1, 1]) times the filter's growth (258).
+    path = build_file(tmp_path / "filter.tflite", _filter_of_unknown_shape(name, 258))
+    with pytest.raises(
+        ValueError,
+        match=rf"op 2 \({name}\) of subgraph 0 makes tensor 7 \('y'\) of up to 2147483647 "
+        r"elements of float32",
+    ):
+        check_file(path)

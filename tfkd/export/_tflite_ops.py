@@ -19,8 +19,9 @@ tensor (`_tflite_file.MAX_TENSOR_BYTES` and `MAX_TOTAL_BYTES`, for one example; 
   and EXPAND_DIMS keep their input's elements (LiteRT refuses a RESHAPE to another number);
 - sized from their inputs' shapes, which they can multiply: the broadcasting ops (ADD,
   MUL, LESS, SELECT_V2...: [16384, 1] + [1, 8192] is 512 MiB), FULLY_CONNECTED,
-  BATCH_MATMUL, GATHER, GATHER_ND, EMBEDDING_LOOKUP, CONCATENATION, TRANSPOSE, and the
-  ops that keep their input's shape (SOFTMAX, RELU, QUANTIZE, CAST...);
+  BATCH_MATMUL, GATHER, GATHER_ND, EMBEDDING_LOOKUP, CONCATENATION, PACK (a 4,604-byte
+  file stacked its [1024, 256] input 1,040 times: 1 GiB, its output declared [1, 1]),
+  TRANSPOSE, and the ops that keep their input's shape (SOFTMAX, RELU, QUANTIZE, CAST...);
 - sized from their input's and filter's shapes and their options (`_tflite_windows`):
   CONV_2D, DEPTHWISE_CONV_2D, CONV_3D (a 5 KB file's CONV_2D made 2.5 GB, its output
   declared [1, 1, 1, 1]), AVERAGE_POOL_2D, MAX_POOL_2D, L2_POOL_2D, and the scratch their

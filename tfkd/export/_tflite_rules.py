@@ -34,7 +34,7 @@ _NAMES = {
     **_UNARY,
     **_BROADCASTING,
     **_codes("""
-        RESHAPE=22 SQUEEZE=43 EXPAND_DIMS=70 CONCATENATION=2 FULLY_CONNECTED=9
+        RESHAPE=22 SQUEEZE=43 EXPAND_DIMS=70 CONCATENATION=2 PACK=83 FULLY_CONNECTED=9
         BATCH_MATMUL=126 GATHER=36 GATHER_ND=107 EMBEDDING_LOOKUP=7 TRANSPOSE=39 TILE=69
         BROADCAST_TO=130 FILL=94 PAD=34 PADV2=60 MIRROR_PAD=100 STABLEHLO_PAD=195
         RESIZE_BILINEAR=23 RESIZE_NEAREST_NEIGHBOR=97 SPACE_TO_BATCH_ND=38
@@ -130,6 +130,21 @@ def _concatenation(sizes, op):
     dims = [max(column) for column in zip(*shapes)]  # equal but on the axis, else an error
     dims[axis] = sum(shape[axis] for shape in shapes)
     return made(dims)
+
+
+def _pack(sizes, op):
+    """PACK: its inputs (of one shape, or LiteRT refuses) stacked on a new axis (PackOptions'
+    field 1), as many as it names: the same tensor may be named again and again."""
+    count = len(sizes.inputs)
+    shapes = [sizes.shape(p) for p in range(count)]
+    options = op.options(1, 59)
+    axis = options.int32(1) if options is not None else 0
+    rank = len(shapes[0]) if shapes and shapes[0] is not None else -1
+    if rank < 0 or any(d is None or len(d) != rank for d in shapes) or abs(axis) > rank + 1:
+        return unknown(count * max((sizes.count(p) for p in range(count)), default=0))
+    dims = [max(column) for column in zip(*shapes)]
+    axis %= rank + 1
+    return made([*dims[:axis], count, *dims[axis:]])
 
 
 def _fully_connected(sizes, op):
@@ -334,7 +349,7 @@ RULES = {
     **dict.fromkeys(_REDUCING, _reduce),
     **{CODES[name]: rule for name, rule in {
         "RESHAPE": _reshape, "SQUEEZE": _squeeze, "EXPAND_DIMS": _expand_dims,
-        "CONCATENATION": _concatenation, "FULLY_CONNECTED": _fully_connected,
+        "CONCATENATION": _concatenation, "PACK": _pack, "FULLY_CONNECTED": _fully_connected,
         "BATCH_MATMUL": _batch_matmul, "GATHER": _gather, "GATHER_ND": _gather_nd,
         "EMBEDDING_LOOKUP": _embedding_lookup, "TRANSPOSE": _transpose, "TILE": _tile,
         "BROADCAST_TO": _sized_by(1), "FILL": _sized_by(0), "RANDOM_UNIFORM": _sized_by(0),

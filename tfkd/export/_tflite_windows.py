@@ -93,12 +93,21 @@ def _scratch(sizes, pixels, windows, im2col_values, pointers):
     )
 
 
+def _unsized_filter(sizes):
+    """Whether the filter's elements alone are known (its shape made by an op not
+    modelled): its sizes, which size the output and the window, could be any (a filter of
+    258 ones made so, [258, 1, 1, 1] to LiteRT, gave a [1, 1024, 1024, 258] output)."""
+    return sizes.input(1) >= 0 and sizes.shape(1) is None
+
+
 def _needs_im2col(windows, strides, dilations):
     return math.prod(windows) != 1 or any(value != 1 for value in (*strides, *dilations))
 
 
 def _conv_2d(sizes, op):
     weights = sizes.shape(1)
+    if _unsized_filter(sizes):
+        return unknown(LARGEST)
     if weights is None or len(weights) != 4:
         return None
     padding, (*strides, dilation_h, dilation_w) = _options(op, 1, [(2, 0), (1, 0), (5, 1), (4, 1)])
@@ -114,6 +123,8 @@ def _conv_2d(sizes, op):
 
 def _depthwise_conv_2d(sizes, op):
     weights = sizes.shape(1)
+    if _unsized_filter(sizes):
+        return unknown(LARGEST)
     if weights is None or len(weights) != 4:
         return None
     # The output's channels are the filter's last size (depth_multiplier times the input's).
@@ -129,6 +140,8 @@ def _depthwise_conv_2d(sizes, op):
 
 def _conv_3d(sizes, op):
     weights = sizes.shape(1)
+    if _unsized_filter(sizes):
+        return unknown(LARGEST)
     if weights is None or len(weights) != 5:
         return None
     padding, values = _options(op, 106, [(1, 0), (3, 0), (2, 0), (5, 1), (7, 1), (6, 1)])
