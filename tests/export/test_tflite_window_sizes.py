@@ -9,7 +9,7 @@ import pytest
 
 import tfkd
 from tests.export.tflite_builder import build_file, check_file, option_table
-from tfkd.export import _tflite_file, _tflite_ops
+from tfkd.export import _interpreter, _tflite_file, _tflite_ops
 from tfkd.export._interpreter import OPEN_SIZE
 
 K = 2**14
@@ -259,3 +259,49 @@ def test_a_filter_whose_shape_is_not_followed_is_refused(tmp_path, name):
         r"elements of float32",
     ):
         check_file(path)
+
+
+def _held_filter_conv(activation=0, filter_type="float32", dequantized=False):
+    """A CONV_2D of a [1, 1024, 1024, 8] input whose [1, 6, 6, 8] filter and bias the file
+    holds (or DEQUANTIZE makes from float16 it holds): 288 values of im2col an output
+    pixel, 1.2 GB in all, which only LiteRT's kernel allocates."""
+    weights = np.full((1, 6, 6, 8), 0.5, filter_type)
+    tensors = [("x", [1, 1024, 1024, 8], "float32", None)]
+    tensors += [("w", list(weights.shape), filter_type, weights), ("b", [1], "float32", [0.0])]
+    tensors += [("y", [1, 1024, 1024, 1], "float32", None)]
+    options = option_table(
+        "Conv2DOptions",
+        strideW=1,
+        strideH=1,
+        dilationWFactor=1,
+        dilationHFactor=1,
+        fusedActivationFunction=activation,
+    )
+    ops = [("CONV_2D", [0, 1, 2], [3], options)]
+    if dequantized:
+        tensors.append(("w32", list(weights.shape), "float32", None))
+        ops = [("DEQUANTIZE", [1], [4]), ("CONV_2D", [0, 4, 2], [3], options)]
+    return (tensors, ops, [0], [3])
+
+
+@pytest.mark.parametrize("dequantized", [False, True])
+def test_im2col_counts_where_litert_kernel_can_prepare_the_conv(tmp_path, dequantized):
+    # Before, im2col counted for every CONV_2D refused tfkd's own export of a 5x5 Conv2D
+    # over 512x512x64 (1.7 GB of im2col), which XNNPACK runs without one.
+    filter_type = "float16" if dequantized else "float32"
+    path = build_file(tmp_path / "held.tflite", _held_filter_conv(0, filter_type, dequantized))
+    check_file(path)  # XNNPACK takes it: no im2col
+    message = r"needs scratch for its 6x6 window .*LiteRT's im2col: 288 float32"
+    with pytest.raises(ValueError, match=message):  # run without the delegate
+        _tflite_file.check(path.read_bytes(), OPEN_SIZE, builtin_kernels=True)
+    tanh = build_file(tmp_path / "tanh.tflite", _held_filter_conv(4, filter_type, dequantized))
+    with pytest.raises(ValueError, match=message):  # XNNPACK does not fuse tanh
+        check_file(tanh)
+
+
+def test_a_file_litert_runs_without_xnnpack_is_checked_for_its_kernels_scratch(tmp_path):
+    # The interpreter falls back to LiteRT's kernels when XNNPACK refuses a file: the
+    # check is made again for them, before LiteRT prepares anything.
+    path = build_file(tmp_path / "held.tflite", _held_filter_conv())
+    with pytest.raises(_interpreter.UnsafeFileError, match="LiteRT's im2col: 288 float32"):
+        _interpreter._builtin_interpreter(path.read_bytes(), path, num_threads=None)

@@ -11,7 +11,7 @@ def check_file(path):
     _tflite_file.check(path.read_bytes(), OPEN_SIZE)
 
 
-DTYPES = {"float32": 0, "int32": 2, "int64": 4, "bool": 6}
+DTYPES = {"float32": 0, "float16": 1, "int32": 2, "int64": 4, "bool": 6}
 
 
 def build_file(path, *subgraphs, signature=False):

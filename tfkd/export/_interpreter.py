@@ -51,8 +51,14 @@ def checked_content(path_or_content):
     else:
         with open(os.fspath(path_or_content), "rb") as file:
             content = file.read()
+    _check(content, path_or_content)
+    return content
+
+
+def _check(content, path_or_content, builtin_kernels=False):
+    """`_tflite_file.check`, its error an `UnsafeFileError` naming `path_or_content`."""
     try:
-        _tflite_file.check(content, open_size=OPEN_SIZE)
+        _tflite_file.check(content, OPEN_SIZE, builtin_kernels)
     except ValueError as error:
         fix = (
             ""
@@ -63,7 +69,6 @@ def checked_content(path_or_content):
             f"The .tflite {_source(path_or_content)} is not a model LiteRT can load safely: "
             f"{error}. Received: {_received(path_or_content, content)}.{fix}"
         ) from None
-    return content
 
 
 def _source(path_or_content):
@@ -119,12 +124,19 @@ def load_interpreter(path_or_content, num_threads=None, name=None):
         except RuntimeError as error:
             if not is_delegate_failure(error):
                 raise litert_failure("prepare the ops of", source, content, error) from None
-    interpreter = _litert_interpreter(content, source, num_threads, delegates=False)
+    interpreter = _builtin_interpreter(content, source, num_threads)
     try:
         _allocate(interpreter)
     except RuntimeError as error:
         raise litert_failure("prepare the ops of", source, content, error) from None
     return interpreter, False, content
+
+
+def _builtin_interpreter(content, source, num_threads):
+    """An interpreter that LiteRT's own kernels run (XNNPACK refused the file), once the
+    file is checked again for them: they allocate scratch XNNPACK does not (im2col)."""
+    _check(content, source, builtin_kernels=True)
+    return _litert_interpreter(content, source, num_threads, delegates=False)
 
 
 def litert_failure(doing, source, content, error, on=""):
@@ -357,9 +369,7 @@ class Runner:
             self._batch = sized
 
     def _without_delegates(self):
-        self.interpreter = _litert_interpreter(
-            self._content, self._source, self._num_threads, delegates=False
-        )
+        self.interpreter = _builtin_interpreter(self._content, self._source, self._num_threads)
         try:
             _allocate(self.interpreter)
         except RuntimeError as error:

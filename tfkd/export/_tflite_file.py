@@ -77,9 +77,11 @@ _UINT8 = struct.Struct("<B")
 _Refused = _tflite_ops.Refused
 
 
-def check(content, open_size):
+def check(content, open_size, builtin_kernels=False):
     """Raises ValueError (what is wrong, and the limit) unless `content` is a `.tflite`
-    flatbuffer whose tables are safe to hand to LiteRT.
+    flatbuffer whose tables are safe to hand to LiteRT: with its XNNPACK delegate, or with
+    its builtin kernels only (`builtin_kernels`), whose convolutions' im2col scratch is
+    counted then (see `_tflite_windows`).
 
     Byte counts are for one example: a batch size of 0 or -1 counts as 1 (the batch that
     `TFLiteModel` resizes to then multiplies every activation, as the batch size of Keras's
@@ -92,7 +94,7 @@ def check(content, open_size):
             "flatbuffer (b'TFL3')"
         )
     try:
-        _Checker(content, open_size).check_model()
+        _Checker(content, open_size, builtin_kernels).check_model()
     except _Refused as error:
         raise ValueError(str(error)) from None
     except struct.error as error:  # an offset past the file's end
@@ -201,9 +203,10 @@ class _Tensor:
 class _Checker:
     max_rank = MAX_RANK
 
-    def __init__(self, content, open_size):
+    def __init__(self, content, open_size, builtin_kernels):
         self.content = content
         self.open_size = open_size
+        self.builtin_kernels = builtin_kernels
         # Each entry of the vectors read here (offsets, int32 indices and sizes) takes 4
         # bytes of the file; more entries than that means vectors overlap, which no writer
         # makes, and would make a small file cost as much work as a huge one.

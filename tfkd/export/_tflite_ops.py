@@ -39,19 +39,24 @@ Not covered:
   (such a TILE of 512 MiB passes, and allocated when run);
 - an output that its declared shape and an op not listed above size (REVERSE_V2,
   SPLIT, STRIDED_SLICE, CONV_3D_TRANSPOSE, the StableHLO ops...), unless an input grew;
+  such an op can hide a larger tensor from the ops after it (a REVERSE_V2 of a constant
+  [258, 1, 1, 1] declared [1, 1, 1, 1], a CONV_2D's filter: a 1 GB output, 2,852 bytes);
 - the scratch of kernels other than the convolutions' (TRANSPOSE_CONV's col2im, the
-  hybrid kernels' quantized copies of their input, XNNPACK's pools: 19 MB for a 32x32
-  window at 256x256), and memory XNNPACK packs weights into;
+  hybrid kernels' quantized copies of their input, XNNPACK's pools: over 1 GiB for a
+  320x320 window at 1024x1024), and memory XNNPACK packs weights into;
 - the sizes a WHILE, IF or CALL_ONCE gives the subgraphs it runs (each subgraph is
   followed from the sizes it declares for its inputs).
 """
 
 import numpy as np
 
-from tfkd.export._tflite_rules import INT_TYPES, LARGEST, RULES, op_name
+from tfkd.export._tflite_rules import CODES, INT_TYPES, LARGEST, RULES, op_name
 from tfkd.export._tflite_windows import RULES as WINDOW_RULES
 
 _RULES = {**RULES, **WINDOW_RULES}
+
+
+_DEQUANTIZE = CODES["DEQUANTIZE"]
 
 
 class Refused(Exception):
@@ -66,6 +71,9 @@ class Sizes:
         self.dims = [tensor.dims for tensor in tensors]  # None: only `elements` is known
         self.elements = [tensor.elements for tensor in tensors]
         self.counted = [tensor.counted for tensor in tensors]
+        # Tensors whose values the file holds, or DEQUANTIZE makes from them (float16
+        # weights): XNNPACK packs such a filter as it prepares an op.
+        self.static = {i for i, tensor in enumerate(tensors) if tensor.data is not None}
 
     def follow(self, index, code, operator, inputs, outputs):
         self.inputs, self.outputs = inputs.tolist(), outputs.tolist()
@@ -76,6 +84,8 @@ class Sizes:
             made = self.as_declared(self.outputs)
         for tensor, (dims, elements) in zip(self.outputs, made):
             self.set(tensor, dims, elements, index, code)
+        if code == _DEQUANTIZE and self.input(0) in self.static:
+            self.static.update(self.outputs)
         for nbytes, what in self.scratches:
             made = f"op {index} ({op_name(code)}) of {self.where} {what}"
             self.checker.add_bytes(nbytes, nbytes, made)

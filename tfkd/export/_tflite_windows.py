@@ -15,7 +15,10 @@ CONV_3D an im2col buffer, the window's values for each output pixel, unless the 
 1x1 with strides and dilations of 1 (a 468-byte file asked for 8 GiB: a 11x11 window over
 64 channels at 512x512), and XNNPACK's CONV_2D and DEPTHWISE_CONV_2D a pointer (8 bytes)
 for each output pixel and each position of the window (a 32x32 window over 256x256: 512
-MiB, allocated and touched). The larger of the two is held to a tensor's limits.
+MiB, allocated and touched). The larger of the two is held to a tensor's limits; im2col
+only where LiteRT's kernel may prepare the op (`_xnnpack_takes`: with XNNPACK, a float32
+CONV_2D whose filter the file holds is XNNPACK's), and for every one when a file runs
+without XNNPACK, checked again then (`_interpreter._builtin_interpreter`).
 """
 
 import math
@@ -27,6 +30,8 @@ _INT8, _INT32 = struct.Struct("<b"), struct.Struct("<i")
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1  # LiteRT computes sizes in C++ ints
 _POINTER_BYTES = 8
 _SAME, _VALID = 0, 1  # schema.fbs's Padding
+_FLOAT32 = 0  # schema.fbs's TensorType
+_XNNPACK_ACTIVATIONS = (0, 1, 2, 3)  # ActivationFunctionType: NONE, RELU, RELU_N1_TO_1, RELU6
 
 
 def _options(op, kind, fields):
@@ -104,6 +109,29 @@ def _needs_im2col(windows, strides, dilations):
     return math.prod(windows) != 1 or any(value != 1 for value in (*strides, *dilations))
 
 
+def _xnnpack_takes(sizes, op):
+    """Whether XNNPACK's delegate surely runs this CONV_2D, so LiteRT's kernel, and its
+    im2col, is never prepared: float32 data, a filter and bias that the file holds (or
+    DEQUANTIZE makes from float16 it holds), an activation XNNPACK fuses (none, ReLU,
+    ReLU -1..1, ReLU6). Any other CONV_2D may fall to LiteRT's kernel, and a file that
+    runs without the delegate (`builtin_kernels`) runs every one there. Counting im2col
+    for every CONV_2D refused tfkd's own export of a 5x5 Conv2D over 512x512x64 (1.7 GB
+    of im2col that XNNPACK never allocates)."""
+    if sizes.checker.builtin_kernels:
+        return False
+    filter_and_bias = [i for i in sizes.inputs[1:3] if i >= 0]
+    table = op.options(1, 1)
+    activation = table.scalar(3, _INT8) if table is not None else 0
+    return (
+        all(i in sizes.static for i in filter_and_bias)
+        and all(
+            sizes.tensors[i].type == _FLOAT32 for i in sizes.inputs[:1] + sizes.outputs if i >= 0
+        )
+        and all(sizes.tensors[i].type == _FLOAT32 for i in filter_and_bias)
+        and activation in _XNNPACK_ACTIVATIONS
+    )
+
+
 def _conv_2d(sizes, op):
     weights = sizes.shape(1)
     if _unsized_filter(sizes):
@@ -115,7 +143,9 @@ def _conv_2d(sizes, op):
     output, pixels = _windowed(sizes, windows, padding, strides, dilations, weights[0])
     if output is not None:
         im2col = (
-            math.prod(windows) * weights[3] if _needs_im2col(windows, strides, dilations) else 0
+            math.prod(windows) * weights[3]
+            if _needs_im2col(windows, strides, dilations) and not _xnnpack_takes(sizes, op)
+            else 0
         )
         _scratch(sizes, pixels, windows, im2col, pointers=True)
     return output
