@@ -74,6 +74,9 @@ def traced_kmeans(values, kept, clusters, iterations=20):
     Returns:
         The centroids, `(columns, clusters)`, unsorted.
     """
+    # Tensors, not numpy arrays: on PyTorch, `array - tensor` is a TypeError.
+    values = ops.convert_to_tensor(values)
+    kept = ops.convert_to_tensor(kept, values.dtype)
     kept = ops.where(ops.max(kept, axis=0) > 0, kept, ops.ones_like(kept))
     zero = ops.cast(ops.min(kept, axis=0) < 1, values.dtype)[:, None]
     low = ops.min(ops.where(kept > 0, values, ops.max(values)), axis=0)[:, None]
