@@ -58,9 +58,18 @@ def convert(
     from tfkd.quantize.qat import export_mode, is_quantized
 
     quantization_aware = is_quantized(model)
-    with export_mode() if quantization_aware else contextlib.nullcontext():
-        function = _concrete_function(model)
-    frozen = freeze(function)
+    frozen, per_example = _frozen(
+        model, export_mode if quantization_aware else contextlib.nullcontext
+    )
+    calibrated = quantization in ("int8", "int16x8") and not quantization_aware
+    if per_example and calibrated:
+        raise ValueError(
+            f"Cannot export {model.name!r} with quantization={quantization!r}: TensorFlow's "
+            "calibration crashes the process (segmentation fault) on the loop a recurrent "
+            "layer (LSTM, GRU, SimpleRNN...) exports to. For this model use quantization="
+            "None, 'float16' or 'dynamic' (int8 weights), or build its recurrent layers "
+            "with `unroll=True` (a fixed sequence length), which exports to int8."
+        )
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [frozen], *([model] if signature else [])
     )
@@ -97,13 +106,36 @@ def convert(
         raise ValueError(_conversion_message(error, select_tf_ops)) from error
 
 
-def _concrete_function(model):
+def _frozen(model, tracing):
+    """`(function, per_example)`: `model` traced (within the context `tracing()` makes) and
+    frozen, for batches of any size; for batches of one (`per_example`) where it keeps a
+    list of tensors (Keras's recurrent layers on TensorFlow, LSTM, GRU, SimpleRNN not
+    unrolled, fill a TensorArray step by step): the converter lowers such lists to LiteRT
+    ops only when each element's shape is known, batch included, and otherwise refuses
+    the model (`'tf.TensorListReserve' op requires element_shape to be static`). LiteRT
+    runs such a file one example at a time (`_interpreter.Runner`)."""
+    with tracing():
+        frozen = freeze(_concrete_function(model))
+    if not _keeps_tensor_lists(frozen.graph.as_graph_def()):
+        return frozen, False
+    with tracing():
+        return freeze(_concrete_function(model, batch=1)), True
+
+
+def _keeps_tensor_lists(graph):
+    functions = [function.node_def for function in graph.library.function]
+    return any(
+        node.op.startswith("TensorList") for nodes in (graph.node, *functions) for node in nodes
+    )
+
+
+def _concrete_function(model, batch=None):
     import tensorflow as tf
 
     from tfkd.export._signature import model_inputs
 
     inputs = model_inputs(model)
-    specs = [tf.TensorSpec((None, *item.shape), item.dtype, name=item.name) for item in inputs]
+    specs = [tf.TensorSpec((batch, *item.shape), item.dtype, name=item.name) for item in inputs]
 
     @tf.function
     def serve(*tensors):
@@ -115,7 +147,7 @@ def _concrete_function(model):
     except Exception as error:  # whatever the model's own `call` raises while tracing
         raise ValueError(
             f"Cannot trace model {model.name!r} ({type(model).__name__}) on its inputs "
-            f"{[(item.name, (None, *item.shape), item.dtype) for item in inputs]}: "
+            f"{[(item.name, (batch, *item.shape), item.dtype) for item in inputs]}: "
             f"{type(error).__name__}: {error}. Export calls the model on one tensor, or on "
             "a list of tensors for several inputs; wrap other signatures in a functional "
             "model: `inputs = keras.Input(shape); keras.Model(inputs, model(inputs))`."

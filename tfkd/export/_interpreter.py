@@ -333,6 +333,9 @@ class Runner:
             raise ValueError(
                 f"The file has {len(self.inputs)} inputs. Received: {len(arrays)} arrays."
             )
+        fixed = self._fixed_batch()
+        if fixed is not None and len(arrays[0]) != fixed:
+            return self._run_in_parts(arrays, fixed)
         try:
             self.resize([np.shape(array) for array in arrays])
             for details, array in zip(self.inputs, arrays):
@@ -349,6 +352,28 @@ class Runner:
             dequantize_output(self.interpreter.get_tensor(details["index"]), details)
             for details in self.outputs
         ]
+
+    def _fixed_batch(self):
+        """The batch size every input of the file fixes, or None where one leaves it open
+        (-1, as tfkd's exports do, except those of recurrent layers: `_convert._frozen`)
+        or they differ."""
+        sizes = {int(details["shape_signature"][0]) for details in self.inputs}
+        size = sizes.pop() if len(sizes) == 1 else -1
+        return None if size < 1 else size
+
+    def _run_in_parts(self, arrays, size):
+        """Runs `arrays` (one per input) `size` examples at a time, as a file that fixes
+        its batch at `size` runs: LiteRT can resize its inputs, but ops sized for that batch
+        (a RESHAPE's constant shape) then fail to prepare or compute on the wrong elements.
+        The last part is filled up with copies of its last example."""
+        parts = []
+        for start in range(0, len(arrays[0]), size):
+            part = [array[start : start + size] for array in arrays]
+            short = size - len(part[0])
+            part = [np.concatenate([piece, np.repeat(piece[-1:], short, 0)]) for piece in part]
+            outputs = self.run(part if len(part) > 1 else part[0])
+            parts.append([output[: size - short] for output in outputs])
+        return [np.concatenate(pieces) for pieces in zip(*parts, strict=True)]
 
     def resize(self, shapes):
         """Sizes each input for a batch of its shape in `shapes`: its length, and the sizes
