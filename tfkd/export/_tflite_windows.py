@@ -98,11 +98,18 @@ def _scratch(sizes, pixels, windows, im2col_values, pointers):
     )
 
 
-def _unsized_filter(sizes):
-    """Whether the filter's elements alone are known (its shape made by an op not
-    modelled): its sizes, which size the output and the window, could be any (a filter of
-    258 ones made so, [258, 1, 1, 1] to LiteRT, gave a [1, 1024, 1024, 258] output)."""
-    return sizes.input(1) >= 0 and sizes.shape(1) is None
+def _filter_shape(sizes, rank):
+    """The filter's shape, else `(None, what the rule returns)`: an output as large as
+    LiteRT's sizes go where the filter's elements alone are known (its shape made by an op
+    not modelled: its sizes, which size the output and the window, could be any; a filter
+    of 258 ones made so, [258, 1, 1, 1] to LiteRT, gave a [1, 1024, 1024, 258] output),
+    None (not modelled) where it is absent or not of rank `rank`."""
+    weights = sizes.shape(1)
+    if sizes.input(1) >= 0 and weights is None:
+        return None, unknown(LARGEST)
+    if weights is None or len(weights) != rank:
+        return None, None
+    return weights, None
 
 
 def _needs_im2col(windows, strides, dilations):
@@ -133,11 +140,9 @@ def _xnnpack_takes(sizes, op):
 
 
 def _conv_2d(sizes, op):
-    weights = sizes.shape(1)
-    if _unsized_filter(sizes):
-        return unknown(LARGEST)
-    if weights is None or len(weights) != 4:
-        return None
+    weights, otherwise = _filter_shape(sizes, 4)
+    if weights is None:
+        return otherwise
     padding, (*strides, dilation_h, dilation_w) = _options(op, 1, [(2, 0), (1, 0), (5, 1), (4, 1)])
     windows, dilations = weights[1:3], [dilation_h, dilation_w]
     output, pixels = _windowed(sizes, windows, padding, strides, dilations, weights[0])
@@ -152,11 +157,9 @@ def _conv_2d(sizes, op):
 
 
 def _depthwise_conv_2d(sizes, op):
-    weights = sizes.shape(1)
-    if _unsized_filter(sizes):
-        return unknown(LARGEST)
-    if weights is None or len(weights) != 4:
-        return None
+    weights, otherwise = _filter_shape(sizes, 4)
+    if weights is None:
+        return otherwise
     # The output's channels are the filter's last size (depth_multiplier times the input's).
     padding, (*strides, dilation_h, dilation_w) = _options(op, 2, [(2, 0), (1, 0), (6, 1), (5, 1)])
     windows = weights[1:3]
@@ -169,11 +172,9 @@ def _depthwise_conv_2d(sizes, op):
 
 
 def _conv_3d(sizes, op):
-    weights = sizes.shape(1)
-    if _unsized_filter(sizes):
-        return unknown(LARGEST)
-    if weights is None or len(weights) != 5:
-        return None
+    weights, otherwise = _filter_shape(sizes, 5)
+    if weights is None:
+        return otherwise
     padding, values = _options(op, 106, [(1, 0), (3, 0), (2, 0), (5, 1), (7, 1), (6, 1)])
     windows, strides, dilations = weights[:3], values[:3], values[3:]
     output, pixels = _windowed(sizes, windows, padding, strides, dilations, weights[4])
