@@ -3,6 +3,10 @@ DEPTHWISE_CONV_2D, CONV_3D, the pools) and the scratch their kernels allocate: o
 exports each computed shape is the one the file declares, LiteRT makes the shapes computed
 for crafted files, and what would pass the limits is refused."""
 
+import re
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -305,3 +309,125 @@ def test_a_file_litert_runs_without_xnnpack_is_checked_for_its_kernels_scratch(t
     path = build_file(tmp_path / "held.tflite", _held_filter_conv())
     with pytest.raises(_interpreter.UnsafeFileError, match="LiteRT's im2col: 288 float32"):
         _interpreter._builtin_interpreter(path.read_bytes(), path, num_threads=None)
+
+
+def _pool(name, x, window, stride=1, padding=VALID):
+    return _window_op(
+        name,
+        x,
+        padding=padding,
+        strideH=stride,
+        strideW=stride,
+        filterHeight=window[0],
+        filterWidth=window[1],
+    )
+
+
+# XNNPACK's pools point at the input for each window: with LiteRT 2.3 a MAX_POOL_2D holds a
+# row of pointers (8 bytes) for each output row, window height x (window width + output
+# width - 1) for stride 1, and an AVERAGE_POOL_2D one row plus one for each output row that
+# the padding reaches, and a float32 for each output pixel under SAME padding.
+POOLS = {  # (op, input, window, stride, padding): XNNPACK's scratch, refused over 1 GiB
+    "max_1_gib": (("MAX_POOL_2D", (1, 1087, 2048, 1), (64, 64), 1, VALID), 2**30),
+    "max_over": (("MAX_POOL_2D", (1, 1087, 2049, 1), (64, 64), 1, VALID), 2**30 + 2**19),
+    "max_320_at_1024": (("MAX_POOL_2D", (1, 1024, 1024, 1), (320, 320), 1, VALID), 1848115200),
+    # The padding reaches each of the 320 rows above and below the output's 1024 (1.1 GB,
+    # touched at load), and the 320 rows past an output of 8 (1.1 GB reserved).
+    "average_320_same": (("AVERAGE_POOL_2D", (1, 1024, 1024, 1), (320, 320), 1, SAME), 1104379904),
+    "average_320_over_8_rows": (
+        ("AVERAGE_POOL_2D", (1, 8, 1024, 1), (320, 320), 1, SAME),
+        1100218368,
+    ),
+    "average_320_valid": (("AVERAGE_POOL_2D", (1, 1024, 1024, 1), (320, 320), 1, VALID), 2621440),
+    # XNNPACK refuses a stride past the window (LiteRT's kernel, which allocates none, runs
+    # it) and a padding neither SAME nor VALID, runs a 1x1 window as a copy, and takes no
+    # L2_POOL_2D.
+    "stride_past_window": (("AVERAGE_POOL_2D", (1, 1024, 1024, 1), (320, 320), 321, SAME), 0),
+    "one_by_one": (("MAX_POOL_2D", (1, 1024, 1024, 1), (1, 1), 1, SAME), 0),
+    "l2": (("L2_POOL_2D", (1, 1024, 1024, 1), (320, 320), 1, VALID), 0),
+    "padding_neither": (("AVERAGE_POOL_2D", (1, 1024, 1024, 1), (320, 320), 1, 2), 0),
+}
+
+
+def _scratch_counted(path, monkeypatch):
+    """`[(bytes, what they hold)]` of the scratch `check_file` counts for `path`'s ops, and
+    what it raised."""
+    counted, scratch = [], _tflite_ops.Sizes.scratch
+    monkeypatch.setattr(
+        _tflite_ops.Sizes,
+        "scratch",
+        lambda s, n, what: counted.append((n, what)) or scratch(s, n, what),
+    )
+    try:
+        check_file(path)
+    except ValueError as error:
+        return counted, error
+    return counted, None
+
+
+def test_the_scratch_counted_for_real_pools_is_xnnpacks(exports, monkeypatch):
+    # MaxPooling2D(2, padding="same") over 7x6: 4 rows of 2 x (2 + 2 x 2) pointers;
+    # AveragePooling2D(2, strides=1) over its 4x3: 1 row of 2 x (2 + 2 - 1).
+    for name in ("image.tflite", "int8.tflite"):
+        counted, error = _scratch_counted(exports / name, monkeypatch)
+        pools = [n for n, what in counted if "window (XNNPACK" in what]
+        assert error is None and pools == [384, 48], (name, error, pools)
+
+
+@pytest.mark.parametrize("case", sorted(POOLS))
+def test_xnnpack_pool_scratch_is_counted_and_held_to_a_tensors_limit(tmp_path, monkeypatch, case):
+    # Before, no pool's scratch was counted: a 320x320 AVERAGE_POOL_2D over 1024x1024 made
+    # XNNPACK allocate over 1 GiB at load.
+    pool, expected = POOLS[case]
+    path = build_file(tmp_path / f"{case}.tflite", _pool(*pool))
+    counted, error = _scratch_counted(path, monkeypatch)
+    assert sum(n for n, _ in counted) == expected
+    window = "x".join(map(str, pool[2]))
+    refusal = rf"op 0 \({pool[0]}\) of subgraph 0 needs scratch for its {window} window \(XNNPACK"
+    if expected > 2**30:
+        assert error is not None and re.search(refusal, str(error)), error
+    else:
+        assert error is None, error
+    _tflite_file.check(path.read_bytes(), OPEN_SIZE, builtin_kernels=True)  # LiteRT's: none
+
+
+# Loads each file with XNNPACK (LiteRT's default) under a 3 GiB address space and prints the
+# bytes its process maps and touches as the interpreter allocates its tensors.
+_MEASURE = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))
+from ai_edge_litert import interpreter as litert
+
+def status():
+    fields = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    return [int(fields[key].split()[0]) * 1024 for key in ("VmSize", "VmRSS")]
+
+for path in sys.argv[1:]:
+    interpreter = litert.Interpreter(model_path=path)
+    before = status()
+    interpreter.allocate_tensors()
+    print(*(after - was for after, was in zip(status(), before)), flush=True)
+    del interpreter
+"""
+
+
+def test_litert_allocates_the_pool_scratch_counted(tmp_path, monkeypatch):
+    # A max pool touches its pointers at load (1009 rows of 16 x 1024: 132 MB); an average
+    # pool over 8 rows whose padding reaches 320 maps its 1.1 GB and touches 8 rows.
+    pools = [("MAX_POOL_2D", (1, 1024, 1024, 1), (16, 16), 1, VALID)]
+    pools.append(("AVERAGE_POOL_2D", (1, 8, 1024, 1), (320, 320), 1, SAME))
+    paths = [build_file(tmp_path / f"{i}.tflite", _pool(*pool)) for i, pool in enumerate(pools)]
+    counted = [sum(n for n, _ in _scratch_counted(path, monkeypatch)[0]) for path in paths]
+    result = subprocess.run(
+        [sys.executable, "-c", _MEASURE, *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    grown = [list(map(int, line.split())) for line in result.stdout.splitlines()]
+    assert len(grown) == 2, result.stderr[-1500:]
+    (max_mapped, max_touched), (average_mapped, _) = grown
+    tensors = 4 * (1024 * 1024 + 1009 * 1009)  # the max pool's input and output, untouched
+    assert counted[0] <= max_touched <= counted[0] + 2**21
+    assert counted[0] + tensors <= max_mapped <= counted[0] + tensors + 2**21
+    assert counted[1] <= average_mapped <= counted[1] + 2**21

@@ -41,9 +41,9 @@ Not covered:
   SPLIT, STRIDED_SLICE, CONV_3D_TRANSPOSE, the StableHLO ops...), unless an input grew;
   such an op can hide a larger tensor from the ops after it (a REVERSE_V2 of a constant
   [258, 1, 1, 1] declared [1, 1, 1, 1], a CONV_2D's filter: a 1 GB output, 2,852 bytes);
-- the scratch of kernels other than the convolutions' (TRANSPOSE_CONV's col2im, the
-  hybrid kernels' quantized copies of their input, XNNPACK's pools: over 1 GiB for a
-  320x320 window at 1024x1024), and memory XNNPACK packs weights into;
+- the scratch of kernels other than the convolutions' and XNNPACK's pools' (TRANSPOSE_CONV's
+  col2im, the hybrid kernels' quantized copies of their input), and memory XNNPACK packs
+  weights into;
 - the sizes a WHILE, IF or CALL_ONCE gives the subgraphs it runs (each subgraph is
   followed from the sizes it declares for its inputs).
 """

@@ -19,8 +19,19 @@ MiB, allocated and touched). The larger of the two is held to a tensor's limits;
 only where LiteRT's kernel may prepare the op (`_xnnpack_takes`: with XNNPACK, a float32
 CONV_2D whose filter the file holds is XNNPACK's), and for every one when a file runs
 without XNNPACK, checked again then (`_interpreter._builtin_interpreter`).
+
+XNNPACK's pools allocate an indirection buffer too as they are prepared (LiteRT's own
+allocate none; XNNPACK takes AVERAGE_POOL_2D and MAX_POOL_2D whose stride is at most the
+window, copies through a 1x1 one, and leaves L2_POOL_2D): a row of pointers, the window's
+for the first output pixel of a row and a stride more of its columns for each other, for
+each output row of a max pool (touched at load: 1,009 rows of 16 x 1,024 pointers for a
+16x16 window at 1024x1024, 132 MB), and for an average pool a single row, plus one for
+each output row the padding reaches, even rows past the output's (a 320x320 window at
+8x1024 reserved 320 rows, 1.1 GB; at 1024x1024 touched them), and a float32 a pixel for
+its SAME padding's divisors. Each is held to a tensor's limits (`_pool_scratch`).
 """
 
+import functools
 import math
 import struct
 
@@ -98,11 +109,18 @@ def _scratch(sizes, pixels, windows, im2col_values, pointers):
     )
 
 
-def _unsized_filter(sizes):
-    """Whether the filter's elements alone are known (its shape made by an op not
-    modelled): its sizes, which size the output and the window, could be any (a filter of
-    258 ones made so, [258, 1, 1, 1] to LiteRT, gave a [1, 1024, 1024, 258] output)."""
-    return sizes.input(1) >= 0 and sizes.shape(1) is None
+def _filter_shape(sizes, rank):
+    """The filter's shape, else `(None, what the rule returns)`: an output as large as
+    LiteRT's sizes go where the filter's elements alone are known (its shape made by an op
+    not modelled: its sizes, which size the output and the window, could be any; a filter
+    of 258 ones made so, [258, 1, 1, 1] to LiteRT, gave a [1, 1024, 1024, 258] output),
+    None (not modelled) where it is absent or not of rank `rank`."""
+    weights = sizes.shape(1)
+    if sizes.input(1) >= 0 and weights is None:
+        return None, unknown(LARGEST)
+    if weights is None or len(weights) != rank:
+        return None, None
+    return weights, None
 
 
 def _needs_im2col(windows, strides, dilations):
@@ -133,11 +151,9 @@ def _xnnpack_takes(sizes, op):
 
 
 def _conv_2d(sizes, op):
-    weights = sizes.shape(1)
-    if _unsized_filter(sizes):
-        return unknown(LARGEST)
-    if weights is None or len(weights) != 4:
-        return None
+    weights, otherwise = _filter_shape(sizes, 4)
+    if weights is None:
+        return otherwise
     padding, (*strides, dilation_h, dilation_w) = _options(op, 1, [(2, 0), (1, 0), (5, 1), (4, 1)])
     windows, dilations = weights[1:3], [dilation_h, dilation_w]
     output, pixels = _windowed(sizes, windows, padding, strides, dilations, weights[0])
@@ -152,11 +168,9 @@ def _conv_2d(sizes, op):
 
 
 def _depthwise_conv_2d(sizes, op):
-    weights = sizes.shape(1)
-    if _unsized_filter(sizes):
-        return unknown(LARGEST)
-    if weights is None or len(weights) != 4:
-        return None
+    weights, otherwise = _filter_shape(sizes, 4)
+    if weights is None:
+        return otherwise
     # The output's channels are the filter's last size (depth_multiplier times the input's).
     padding, (*strides, dilation_h, dilation_w) = _options(op, 2, [(2, 0), (1, 0), (6, 1), (5, 1)])
     windows = weights[1:3]
@@ -169,11 +183,9 @@ def _depthwise_conv_2d(sizes, op):
 
 
 def _conv_3d(sizes, op):
-    weights = sizes.shape(1)
-    if _unsized_filter(sizes):
-        return unknown(LARGEST)
-    if weights is None or len(weights) != 5:
-        return None
+    weights, otherwise = _filter_shape(sizes, 5)
+    if weights is None:
+        return otherwise
     padding, values = _options(op, 106, [(1, 0), (3, 0), (2, 0), (5, 1), (7, 1), (6, 1)])
     windows, strides, dilations = weights[:3], values[:3], values[3:]
     output, pixels = _windowed(sizes, windows, padding, strides, dilations, weights[4])
@@ -182,18 +194,69 @@ def _conv_3d(sizes, op):
     return output
 
 
-def _pool_2d(sizes, op):
-    """AVERAGE_POOL_2D, MAX_POOL_2D, L2_POOL_2D: the input's channels."""
+def _pool_2d(sizes, op, average=None):
+    """AVERAGE_POOL_2D, MAX_POOL_2D, L2_POOL_2D: the input's channels; XNNPACK's scratch
+    where its delegate may take the pool (`average`: whether it is XNNPACK's average or its
+    max pooling; None: XNNPACK takes no L2 pool, and LiteRT's pools allocate none)."""
     padding, (*strides, window_h, window_w) = _options(op, 5, [(2, 0), (1, 0), (4, 0), (3, 0)])
+    windows = [window_h, window_w]
     dims = sizes.shape(0)
     channels = dims[-1] if dims else 1  # unknown dims: the input's elements, one a pixel
-    output, _ = _windowed(sizes, [window_h, window_w], padding, strides, [1, 1], channels)
+    output, pixels = _windowed(sizes, windows, padding, strides, [1, 1], channels)
+    xnnpack = average is not None and _xnnpack_pools(sizes, windows, strides, padding)
+    if output is not None and xnnpack:
+        _pool_scratch(sizes, output[0][0], pixels, windows, strides, padding, average)
     return output
+
+
+def _xnnpack_pools(sizes, windows, strides, padding):
+    """Whether XNNPACK's delegate may take the pool: it refuses a stride of 0 or larger than
+    the window and a padding neither SAME nor VALID (LiteRT's kernel runs those), and runs
+    a 1x1 window as a copy."""
+    takes = all(1 <= stride <= window for stride, window in zip(strides, windows))
+    known = padding in (_SAME, _VALID) and not sizes.checker.builtin_kernels
+    return known and takes and math.prod(windows) > 1
+
+
+def _pool_scratch(sizes, output, pixels, windows, strides, padding, average):
+    """Counts XNNPACK's indirection buffer, a row of pointers (a window's first position,
+    then `stride` more columns of it at each output pixel along) for each output row of a
+    max pool, and for an average pool only one row plus one for each output row the
+    padding reaches (of the output or not: a 320x320 window at 8x1024 reserved 320 rows,
+    1.1 GB); an average pool's SAME padding adds a float32 divisor for each output pixel.
+    The input's elements alone known: at most a row of the window's positions for each
+    pixel (an average pool: for each row of the window)."""
+    (window_h, window_w), same = windows, padding == _SAME
+    if output is None:
+        row, rows, divisors = pixels * math.prod(windows), window_h if average else 1, pixels
+    else:
+        _, out_h, out_w, _ = output
+        row, divisors = window_h * (window_w + (out_w - 1) * strides[1]), out_h * out_w
+        height = sizes.shape(0)[1]
+        rows = _average_rows(height, out_h, window_h, strides[0], same) if average else out_h
+    nbytes = rows * row * _POINTER_BYTES + (divisors * 4 if average and same else 0)
+    sizes.scratch(
+        nbytes,
+        f"needs scratch for its {window_h}x{window_w} window (XNNPACK's indirection: "
+        f"{rows}x{row} pointers" + ("; a float32 divisor a pixel)" if average and same else ")"),
+    )
+
+
+def _average_rows(height, out_height, window, stride, same):
+    """The rows of pointers XNNPACK's average pooling holds: one for the output rows the
+    padding leaves alone, and one for each that the padding above or below reaches."""
+    if not same:
+        return 1
+    padding = (out_height - 1) * stride + window - height
+    top = padding // 2
+    return -(-top // stride) + -(-(padding - top) // stride) + 1
 
 
 RULES = {
     CODES["CONV_2D"]: _conv_2d,
     CODES["DEPTHWISE_CONV_2D"]: _depthwise_conv_2d,
     CODES["CONV_3D"]: _conv_3d,
-    **dict.fromkeys((CODES[f"{kind}_POOL_2D"] for kind in ("AVERAGE", "MAX", "L2")), _pool_2d),
+    CODES["AVERAGE_POOL_2D"]: functools.partial(_pool_2d, average=True),
+    CODES["MAX_POOL_2D"]: functools.partial(_pool_2d, average=False),
+    CODES["L2_POOL_2D"]: _pool_2d,
 }
