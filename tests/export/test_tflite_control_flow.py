@@ -118,15 +118,17 @@ def test_a_while_body_litert_would_size_large_is_refused_unallocated(tmp_path):
 
 
 def test_subgraphs_run_with_ever_other_sizes_are_refused_past_a_bound(tmp_path):
-    """200 WHILEs, each giving a body of 200 ADDs other sizes: 40,000 ops to prepare, for
-    a file of 400, is refused rather than followed."""
+    """200 WHILEs, each giving a body of 200 ADDs other sizes: 40,000 ops to follow, for a
+    file of 403 tensors and 400 ops, is refused rather than followed."""
     tensors = [(f"x{i}", [i + 1], "float32", None) for i in range(200)]
     tensors += [(f"y{i}", [i + 1], "float32", None) for i in range(200)]
     options = option_table("WhileOptions", condSubgraphIndex=2, bodySubgraphIndex=1)
     ops = [("WHILE", [i], [200 + i], options) for i in range(200)]
     body = ([("v", [1], "float32", None)], [("ADD", [0, 0], [0])] * 200, [0], [0])
     graphs = ((tensors, ops, list(range(200)), list(range(200, 400))), body, _stop([1]))
-    with pytest.raises(ValueError, match=r"more different sizes than tfkd follows.*400 ops"):
+    with pytest.raises(
+        ValueError, match=r"more different sizes than tfkd follows.*803 tensors and ops"
+    ):
         check_file(build_file(tmp_path / "sizes.tflite", *graphs))
 
 

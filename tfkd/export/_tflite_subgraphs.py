@@ -93,9 +93,10 @@ def check_cycles(calls):
 
 _WHILE, _IF, _CASE = CODES["WHILE"], CODES["IF"], CODES["STABLEHLO_CASE"]
 
-# How many times, on average, an op may be followed (the subgraphs it is in run with other
-# sizes), and 1,000 more: a file whose WHILEs run a subgraph with ever other sizes is
-# refused past that, rather than followed at a cost that grows faster than its size.
+# How many times, on average, each tensor and op of a file may be followed (the subgraphs
+# they are in run with other sizes), and 1,000 more: a file whose WHILEs run a subgraph
+# with ever other sizes is refused past that, rather than followed at a cost that grows
+# faster than its size.
 _FOLLOWED_PER_OP = 4
 
 
@@ -131,8 +132,8 @@ class _Follower:
     def __init__(self, checker, graphs):
         self.checker, self.graphs = checker, graphs
         self.followed = {}  # (subgraph, sizes given) -> the sizes of its outputs
-        self.num_ops = sum(len(graph.ops) for graph in graphs)
-        self.ops_left = _FOLLOWED_PER_OP * self.num_ops + 1000
+        self.size = sum(len(graph.tensors) + len(graph.ops) for graph in graphs)
+        self.left = _FOLLOWED_PER_OP * self.size + 1000
 
     def run(self, key, where):
         """Follows a subgraph and those its ops run, without recursion (a chain of 10,000
@@ -152,23 +153,27 @@ class _Follower:
     def follow(self, key, where):
         index, given = key
         graph = self.graphs[index]
-        self.ops_left -= len(graph.ops)
-        if self.ops_left < 0:
-            raise Refused(
-                f"its WHILE, IF and STABLEHLO_CASE ops run subgraphs with more different "
-                f"sizes than tfkd follows: {where} would make LiteRT prepare more than "
-                f"{_FOLLOWED_PER_OP} times the file's {self.num_ops} ops (and 1000 more)"
-            )
+        self.spend(len(graph.tensors) + len(graph.ops), where)
         sizes = _tflite_ops.Sizes(self.checker, where, graph.tensors, graph.counted)
         if given != graph.declared():
             for tensor, (dims, elements, bits) in zip(graph.inputs, given):
-                sizes.resize(tensor, dims and list(dims), elements, f"{where} takes as", bits)
+                dims = None if dims is None else list(dims)
+                sizes.resize(tensor, dims, elements, f"{where} takes as", bits)
         for op, code, operator, inputs, outputs in graph.ops:
             made = None
             if code in (_WHILE, _IF, _CASE):
                 made = yield from self.called(sizes, index, op, code, operator, inputs, outputs)
             sizes.follow(op, code, operator, inputs, outputs, made)
         return [(sizes.dims[t], sizes.elements[t]) for t in graph.outputs]
+
+    def spend(self, work, where):
+        self.left -= work
+        if self.left < 0:
+            raise Refused(
+                f"its WHILE, IF and STABLEHLO_CASE ops run subgraphs with more different "
+                f"sizes than tfkd follows: {where} would make it follow more than "
+                f"{_FOLLOWED_PER_OP} times the file's {self.size} tensors and ops (and 1000)"
+            )
 
     def called(self, sizes, caller, index, code, operator, inputs, outputs):
         """What a WHILE, IF or STABLEHLO_CASE makes: the subgraphs it runs followed (a
@@ -179,8 +184,9 @@ class _Follower:
             return None
         given = tuple(_size(sizes.dims[i], sizes.tensors[i], sizes.elements[i]) for i in passed)
         where = f"as op {index} ({op_name(code)}) of subgraph {caller} runs it"
-        made = []
-        for _, callee in called_subgraphs(code, operator):
+        made, callees = [], called_subgraphs(code, operator)
+        self.spend(len(callees), f"op {index} of subgraph {caller}")
+        for _, callee in callees:
             if len(self.graphs[callee].inputs) != len(given):
                 return None
             made.append((yield (callee, given), f"subgraph {callee} ({where})"))
