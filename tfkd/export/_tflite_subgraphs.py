@@ -105,16 +105,14 @@ class Graph:
     ops (`[(index, code, operator table, inputs, outputs)]`) and the bytes counted for
     each tensor, the most of each time it is followed."""
 
-    __slots__ = ("tensors", "inputs", "outputs", "ops", "counted")
+    __slots__ = ("tensors", "inputs", "outputs", "ops", "counted", "declared")
 
     def __init__(self, tensors, inputs, outputs):
         self.tensors, self.inputs, self.outputs = tensors, inputs.tolist(), outputs.tolist()
         self.ops = []
         self.counted = [tensor.counted for tensor in tensors]
-
-    def declared(self):
-        """The sizes its inputs declare, as `follow_sizes` keys sizes given."""
-        return tuple(_size(self.tensors[i].dims, self.tensors[i]) for i in self.inputs)
+        # The sizes its inputs declare, as `follow_sizes` keys sizes given.
+        self.declared = tuple(_size(tensors[i].dims, tensors[i]) for i in self.inputs)
 
 
 def follow_sizes(checker, graphs):
@@ -123,7 +121,7 @@ def follow_sizes(checker, graphs):
     have been refused (`check_cycles`)."""
     follower = _Follower(checker, graphs)
     for index, graph in enumerate(graphs):
-        key = (index, graph.declared())
+        key = (index, graph.declared)
         if key not in follower.followed:
             follower.run(key, f"subgraph {index}")
 
@@ -155,7 +153,7 @@ class _Follower:
         graph = self.graphs[index]
         self.spend(len(graph.tensors) + len(graph.ops), where)
         sizes = _tflite_ops.Sizes(self.checker, where, graph.tensors, graph.counted)
-        if given != graph.declared():
+        if given != graph.declared:
             for tensor, (dims, elements, bits) in zip(graph.inputs, given):
                 dims = None if dims is None else list(dims)
                 sizes.resize(tensor, dims, elements, f"{where} takes as", bits)
