@@ -102,6 +102,20 @@ for path in sys.argv[2:]:
 """
 
 
+def load_in_child(paths):
+    """`{file name: "peak RSS growth in MiB\\toutcome"}` for `paths[1:]`, each loaded in a
+    child (`_CHILD`, after `paths[0]`), and the child's `subprocess` result."""
+    result = subprocess.run(
+        [sys.executable, "-c", _CHILD, *map(str, paths)],
+        env={**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = dict(line.split("\t", 1) for line in result.stdout.splitlines() if "\t" in line)
+    return lines, result
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS and /proc are Linux's")
 def test_files_that_crashed_or_filled_the_process_are_refused_unallocated(files, tmp_path):
     folder = files[0]
@@ -130,14 +144,7 @@ def test_files_that_crashed_or_filled_the_process_are_refused_unallocated(files,
         ),
     ]
     paths = [folder / "float.tflite", huge, rank, *prepared]
-    result = subprocess.run(
-        [sys.executable, "-c", _CHILD, *map(str, paths)],
-        env={**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    lines = dict(line.split("\t", 1) for line in result.stdout.splitlines() if "\t" in line)
+    lines, result = load_in_child(paths)
     assert set(lines) == {path.name for path in paths[1:]}, (
         f"the child ended with {result.returncode} after {lines}: {result.stderr[-1500:]}"
     )

@@ -21,24 +21,29 @@ K = 2**14
 
 def _computed(content, monkeypatch):
     """`[(op name, computed dims, declared dims)]` for each output of an op the check
-    models, as `_tflite_file.check` follows them; a batch size the file leaves open is
-    left out (LiteRT's SPACE_TO_BATCH_ND, for a dilated convolution, makes [4, ...] of an
-    example, declared [1, ...]: Keras's exports declare each batch 1, signature -1)."""
+    models (or, `made` given, each output it sizes: a WHILE's, an IF's), in every subgraph,
+    as `_tflite_file.check` follows them; a batch size the file leaves open is left out
+    (LiteRT's SPACE_TO_BATCH_ND, for a dilated convolution, makes [4, ...] of an example,
+    declared [1, ...]: Keras's exports declare each batch 1, signature -1)."""
     from ai_edge_litert import schema_py_generated as schema
 
-    graph = schema.Model.GetRootAs(content, 0).Subgraphs(0)
+    model = schema.Model.GetRootAs(content, 0)
     open_batch = {
-        t for t in range(graph.TensorsLength()) if graph.Tensors(t).ShapeSignature(0) == -1
+        (g, t)
+        for g in range(model.SubgraphsLength())
+        for t in range(model.Subgraphs(g).TensorsLength())
+        if model.Subgraphs(g).Tensors(t).ShapeSignature(0) == -1
     }
     found = []
 
     class Recording(_tflite_ops.Sizes):
-        def follow(self, index, code, operator, inputs, outputs):
-            super().follow(index, code, operator, inputs, outputs)
-            if code in _tflite_ops._RULES:
+        def follow(self, index, code, operator, inputs, outputs, made=None):
+            super().follow(index, code, operator, inputs, outputs, made)
+            graph = int(self.where.split()[1])  # "subgraph 2 (as op 0 (WHILE) ...)"
+            if code in _tflite_ops._RULES or made is not None:
                 for t in self.outputs:
                     computed, declared = self.dims[t], self.tensors[t].dims
-                    if t in open_batch:
+                    if (graph, t) in open_batch:
                         computed, declared = computed[1:], declared[1:]
                     found.append((_tflite_ops.op_name(code), computed, declared))
 

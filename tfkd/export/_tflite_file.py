@@ -249,13 +249,14 @@ class _Checker:
             self.buffers.append(self.buffer_bytes(buffer, index))
         self.num_subgraphs = model.vector(2, 4)[1]
         self.calls = []  # per subgraph: [(op index, op name, field, subgraph index)]
-        self.sizes = [
+        self.graphs = [
             self.check_subgraph(subgraph, f"subgraph {index}")
             for index, subgraph in self.tables(model, 2, 6, "The subgraph list")
         ]
-        if not self.sizes:
+        if not self.graphs:
             raise _Refused("it has no subgraph (no graph to run)")
         _tflite_subgraphs.check_cycles(self.calls)
+        _tflite_subgraphs.follow_sizes(self, self.graphs)
         for index, signature in self.tables(model, 7, 5, "The signature list"):
             self.check_signature(signature, f"signature {index}")
 
@@ -280,15 +281,16 @@ class _Checker:
             self.check_tensor(tensor, f"tensor {index} of {where}")
             for index, tensor in self.tables(subgraph, 0, 11, f"The tensor list of {where}")
         ]
+        ends = []
         for field, kind in ((1, "inputs"), (2, "outputs")):
-            indices = subgraph.int32s(field)
-            self.count(len(indices), f"The {kind} of {where}")
-            self.check_indices(indices, len(tensors), f"{where}'s {kind}", low=0)
-        sizes = _tflite_ops.Sizes(self, where, tensors)
+            ends.append(subgraph.int32s(field))
+            self.count(len(ends[-1]), f"The {kind} of {where}")
+            self.check_indices(ends[-1], len(tensors), f"{where}'s {kind}", low=0)
+        graph = _tflite_subgraphs.Graph(tensors, *ends)
         self.calls.append([])
         for index, operator in self.tables(subgraph, 3, 13, f"The operator list of {where}"):
-            self.check_operator(operator, index, where, len(tensors), sizes)
-        return len(tensors)
+            self.check_operator(operator, index, where, len(tensors), graph.ops)
+        return graph
 
     def check_tensor(self, tensor, where):
         name = tensor.text(3, f"the name of {where}")
@@ -370,7 +372,7 @@ class _Checker:
             raise _Refused(f"{where} has {name} {values}; accepted: {accepted}")
         return values
 
-    def check_operator(self, operator, index, graph, num_tensors, sizes):
+    def check_operator(self, operator, index, graph, num_tensors, ops):
         where = f"op {index} of {graph}"
         code = operator.scalar(0, _UOFFSET)
         if code >= self.num_codes:
@@ -389,7 +391,7 @@ class _Checker:
                     f"{field}); the file has subgraphs 0 to {self.num_subgraphs - 1}"
                 )
             self.calls[-1].append((index, _tflite_ops.op_name(code), field, called))
-        sizes.follow(index, code, operator, indices["inputs"], indices["outputs"])
+        ops.append((index, code, operator, indices["inputs"], indices["outputs"]))
         # Custom options past 2 GB lie after the flatbuffer, as buffers' data does.
         offset, size = operator.scalar(9, _UINT64), operator.scalar(10, _UINT64)
         if offset > 1 and offset + size > len(self.content):
@@ -408,10 +410,11 @@ class _Checker:
     def check_signature(self, signature, where):
         signature.text(2, f"{where}'s key")
         subgraph = signature.scalar(4, _UOFFSET)
-        if subgraph >= len(self.sizes):
-            raise _Refused(f"{where} runs subgraph {subgraph}; the file has {len(self.sizes)}")
+        if subgraph >= len(self.graphs):
+            raise _Refused(f"{where} runs subgraph {subgraph}; the file has {len(self.graphs)}")
         for field, kind in ((0, "inputs"), (1, "outputs")):
             for index, entry in self.tables(signature, field, 2, f"{where}'s {kind}"):
                 entry.text(0, f"the name of {where}'s {kind} {index}")
                 tensor = np.array([entry.scalar(1, _UOFFSET)])
-                self.check_indices(tensor, self.sizes[subgraph], f"{where}'s {kind}", low=0)
+                num_tensors = len(self.graphs[subgraph].tensors)
+                self.check_indices(tensor, num_tensors, f"{where}'s {kind}", low=0)

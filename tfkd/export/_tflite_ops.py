@@ -44,8 +44,11 @@ Not covered:
 - the scratch of kernels other than the convolutions' and XNNPACK's pools' (TRANSPOSE_CONV's
   col2im, the hybrid kernels' quantized copies of their input), and memory XNNPACK packs
   weights into;
-- the sizes a WHILE, IF or CALL_ONCE gives the subgraphs it runs (each subgraph is
-  followed from the sizes it declares for its inputs).
+- what a subgraph that a WHILE, IF or STABLEHLO_CASE runs makes when LiteRT sizes it as
+  it runs (its outputs' shapes differ from its inputs', or its ops' are sized from data):
+  the subgraphs are followed from the sizes the op gives them, and the op's outputs
+  take the larger of its inputs' and the subgraphs' outputs' (`_tflite_subgraphs`), not
+  what a body grows to over the iterations it runs.
 """
 
 import numpy as np
@@ -66,20 +69,24 @@ class Refused(Exception):
 class Sizes:
     """Follows one subgraph's sizes op by op (see the module's docstring)."""
 
-    def __init__(self, checker, where, tensors):
+    def __init__(self, checker, where, tensors, counted=None):
+        """`counted`: the bytes counted for each tensor, shared by each time the subgraph
+        is followed (LiteRT resizes its tensors each time it prepares it)."""
         self.checker, self.where, self.tensors = checker, where, tensors
         self.dims = [tensor.dims for tensor in tensors]  # None: only `elements` is known
         self.elements = [tensor.elements for tensor in tensors]
-        self.counted = [tensor.counted for tensor in tensors]
+        self.counted = [tensor.counted for tensor in tensors] if counted is None else counted
         # Tensors whose values the file holds, or DEQUANTIZE makes from them (float16
         # weights): XNNPACK packs such a filter as it prepares an op.
         self.static = {i for i, tensor in enumerate(tensors) if tensor.data is not None}
 
-    def follow(self, index, code, operator, inputs, outputs):
+    def follow(self, index, code, operator, inputs, outputs, made=None):
+        """Sizes the op's outputs by its rule, or as `made` says (`[(dims, elements)]`:
+        what the subgraphs a WHILE or IF runs made)."""
         self.inputs, self.outputs = inputs.tolist(), outputs.tolist()
         self.scratches = []
         rule = _RULES.get(code)
-        made = rule(self, operator) if rule is not None else None
+        made = rule(self, operator) if made is None and rule is not None else made
         if made is None:  # not modelled, or sized from data when it runs: as declared
             made = self.as_declared(self.outputs)
         for tensor, (dims, elements) in zip(self.outputs, made):
@@ -105,18 +112,21 @@ class Sizes:
         return [(None, self.tensors[t].elements * growth) for t in outputs]
 
     def set(self, tensor, dims, elements, index, code):
+        self.resize(tensor, dims, elements, f"op {index} ({op_name(code)}) of {self.where} makes")
+
+    def resize(self, tensor, dims, elements, by, bits=None):
+        """Gives `tensor` its size, which `by` made (its type: `bits` per element, where it
+        takes another's: a WHILE's)."""
         info = self.tensors[tensor]
         if info.data is not None:  # LiteRT refuses to resize a constant ("fixed-size")
             return
         self.dims[tensor], self.elements[tensor] = dims, elements
-        nbytes = elements * info.bits // 8
+        nbytes = elements * max(info.bits, bits or 0) // 8
         over_rank = dims is not None and len(dims) > self.checker.max_rank
         if nbytes <= self.counted[tensor] and not over_rank:
             return
-        made = (
-            f"op {index} ({op_name(code)}) of {self.where} makes tensor {tensor} "
-            f"({info.name[:60]!r}) "
-            + (f"of shape {dims}" if dims is not None else f"of up to {elements} elements")
+        made = f"{by} tensor {tensor} ({info.name[:60]!r}) " + (
+            f"of shape {dims}" if dims is not None else f"of up to {elements} elements"
         )
         if over_rank:
             raise Refused(
