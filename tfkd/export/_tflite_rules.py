@@ -2,6 +2,7 @@
 follows, one function per op (or family), keyed by LiteRT's builtin operator code. What they
 cover, and what they do not, is in `_tflite_ops`'s docstring."""
 
+import functools
 import math
 
 
@@ -54,7 +55,16 @@ LARGEST = 2**31 - 1  # LiteRT keeps sizes in 32 bits
 
 
 def op_name(code):
-    return _NAMES.get(code, f"builtin op {code}")
+    return _NAMES.get(code) or _schema_names().get(code, f"builtin op {code}")
+
+
+@functools.cache
+def _schema_names():
+    """Every builtin op's name, from LiteRT's schema (read for an error's words only)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    names = vars(schema.BuiltinOperator).items()
+    return {code: name for name, code in names if isinstance(code, int) and name.isupper()}
 
 
 def made(dims):
