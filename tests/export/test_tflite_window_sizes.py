@@ -17,34 +17,36 @@ from tfkd.export import _interpreter, _tflite_file, _tflite_ops
 from tfkd.export._interpreter import OPEN_SIZE
 
 K = 2**14
+_SIZES = _tflite_ops.Sizes
 
 
 def _computed(content, monkeypatch):
     """`[(op name, computed dims, declared dims)]` for each output of an op the check
     models (or, `made` given, each output it sizes: a WHILE's, an IF's), in every subgraph,
-    as `_tflite_file.check` follows them; a batch size the file leaves open is left out
-    (LiteRT's SPACE_TO_BATCH_ND, for a dilated convolution, makes [4, ...] of an example,
-    declared [1, ...]: Keras's exports declare each batch 1, signature -1)."""
+    as `_tflite_file.check` follows them; a size the file leaves open (-1 in its
+    signature) is left out (LiteRT's SPACE_TO_BATCH_ND, for a dilated convolution, makes
+    [4, ...] of an example, declared [1, ...]: Keras's exports declare each batch 1,
+    signature -1; an RNN's TRANSPOSE puts the batch second)."""
     from ai_edge_litert import schema_py_generated as schema
 
-    model = schema.Model.GetRootAs(content, 0)
-    open_batch = {
-        (g, t)
-        for g in range(model.SubgraphsLength())
-        for t in range(model.Subgraphs(g).TensorsLength())
-        if model.Subgraphs(g).Tensors(t).ShapeSignature(0) == -1
-    }
+    model, open_axes = schema.Model.GetRootAs(content, 0), {}
+    for g in range(model.SubgraphsLength()):
+        for t in range(model.Subgraphs(g).TensorsLength()):
+            signature = np.atleast_1d(model.Subgraphs(g).Tensors(t).ShapeSignatureAsNumpy())
+            open_axes[g, t] = {a for a, size in enumerate(signature) if size == -1}
     found = []
 
-    class Recording(_tflite_ops.Sizes):
+    class Recording(_SIZES):  # not a Recording an earlier call set
         def follow(self, index, code, operator, inputs, outputs, made=None):
             super().follow(index, code, operator, inputs, outputs, made)
             graph = int(self.where.split()[1])  # "subgraph 2 (as op 0 (WHILE) ...)"
             if code in _tflite_ops._RULES or made is not None:
                 for t in self.outputs:
                     computed, declared = self.dims[t], self.tensors[t].dims
-                    if (graph, t) in open_batch:
-                        computed, declared = computed[1:], declared[1:]
+                    if computed is not None and len(computed) == len(declared):
+                        axes = open_axes[graph, t]
+                        computed = [d for a, d in enumerate(computed) if a not in axes]
+                        declared = [d for a, d in enumerate(declared) if a not in axes]
                     found.append((_tflite_ops.op_name(code), computed, declared))
 
     monkeypatch.setattr(_tflite_ops, "Sizes", Recording)
@@ -240,7 +242,7 @@ def test_the_scratch_a_kernel_allocates_is_held_to_a_tensors_limit(tmp_path, cas
 
 def _filter_of_unknown_shape(name, channels):
     """`name` on a [1, 1024, 1024, 1] input (CONV_3D: [1, 1, 1024, 1024, 1]), its filter
-    `channels` ones made by a TILE that an op the check does not size (REVERSE_V2) keeps:
+    `channels` ones made by a TILE that an op the check does not size (REVERSE_SEQUENCE) keeps:
     the check knows the filter's elements, not its shape, which sizes the output."""
     rank = 5 if name == "CONV_3D" else 4
     at = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "CONV_3D": 4}[name]
@@ -252,7 +254,11 @@ def _filter_of_unknown_shape(name, channels):
     tensors += [("w", ones, "float32", None), ("b", [channels], "float32", np.zeros(channels))]
     tensors.append(("y", ones, "float32", None))
     options = _window_op(name, ones, ones, depthMultiplier=channels)[1][0][3]
-    ops = [("TILE", [1, 2], [3]), ("REVERSE_V2", [3, 4], [5]), (name, [0, 5, 6], [7], options)]
+    ops = [
+        ("TILE", [1, 2], [3]),
+        ("REVERSE_SEQUENCE", [3, 4], [5]),
+        (name, [0, 5, 6], [7], options),
+    ]
     return (tensors, ops, [0], [7])
 
 
