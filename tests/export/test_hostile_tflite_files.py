@@ -410,7 +410,7 @@ def _chain(middle):
         tensors = [("x", [1, 4], "float32", None), ("m1", [2], "int32", np.array([2**12, 1]))]
         tensors += [("t1", [1, 4], "float32", None), ("a", [1, 4], "float32", None)]
         tensors += [("m2", [2], "int32", np.array([2**9, 2**9])), ("y", [1, 4], "float32", None)]
-        ops = [("TILE", [0, 1], [2]), (middle, [2, 2][: 2 if middle == "ADD" else 1], [3])]
+        ops = [("TILE", [0, 1], [2]), (middle, [2, 2][: 1 if middle == "RELU" else 2], [3])]
         return (tensors, [*ops, ("TILE", [3, 4], [5])], [0], [5])
 
     return build
@@ -442,7 +442,10 @@ def test_what_an_op_sizes_past_the_limits_is_refused(tmp_path, case):
             r".*: 17179869184 bytes",
         ),
         # An op the check does not size keeps its declared shape, times its input's growth.
-        ("REVERSE_V2", r"op 2 \(TILE\) .* makes tensor 5 \('y'\) of up to 4294967296 elements"),
+        (
+            "REVERSE_SEQUENCE",
+            r"op 2 \(TILE\) .* makes tensor 5 \('y'\) of up to 4294967296 elements",
+        ),
     ],
 )
 def test_sizes_are_followed_through_the_ops(tmp_path, middle, message):

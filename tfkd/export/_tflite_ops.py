@@ -21,14 +21,20 @@ tensor (`_tflite_file.MAX_TENSOR_BYTES` and `MAX_TOTAL_BYTES`, for one example; 
   MUL, LESS, SELECT_V2...: [16384, 1] + [1, 8192] is 512 MiB), FULLY_CONNECTED,
   BATCH_MATMUL, GATHER, GATHER_ND, EMBEDDING_LOOKUP, CONCATENATION, PACK (a 4,604-byte
   file stacked its [1024, 256] input 1,040 times: 1 GiB, its output declared [1, 1]),
-  TRANSPOSE, and the ops that keep their input's shape (SOFTMAX, RELU, QUANTIZE, CAST...);
+  TRANSPOSE, and the ops that keep their input's shape (SOFTMAX, RELU, QUANTIZE, CAST,
+  REVERSE_V2...);
+- sized from their input's shape and the constant values that say which part to take
+  (`_tflite_slices`): SLICE, STRIDED_SLICE (its end an offset from its begin can make it
+  larger than its input), SPLIT, SPLIT_V, UNPACK, ARG_MAX, ARG_MIN, TOPK_V2, SHAPE; where
+  those values are computed, at most their input's sizes (the larger of that and the
+  declared shape, which LiteRT prepares the ops after it from);
 - sized from their input's and filter's shapes and their options (`_tflite_windows`):
   CONV_2D, DEPTHWISE_CONV_2D, CONV_3D (a 5 KB file's CONV_2D made 2.5 GB, its output
   declared [1, 1, 1, 1]), AVERAGE_POOL_2D, MAX_POOL_2D, L2_POOL_2D, and the scratch their
   kernels allocate as they are prepared (LiteRT's im2col, XNNPACK's indirection buffer),
   held to a tensor's limits and counted to the total; the reductions (MEAN, SUM,
   REDUCE_MAX...: at most their input's elements);
-- any other op (REVERSE_V2, ARG_MAX, a custom op...): its outputs as declared, times the
+- any other op (CUMSUM, REVERSE_SEQUENCE, a custom op...): its outputs as declared, times the
   most any of its inputs grew past its declared size (the elements, not the shape: a
   bound for an op whose output grows as its inputs do).
 
@@ -37,10 +43,12 @@ Not covered:
   multiples made by an ADD; TRANSPOSE_CONV's output shape from SHAPE and PACK, as Keras
   exports it for an open batch): LiteRT sizes it when the op runs (`invoke`), from data
   (such a TILE of 512 MiB passes, and allocated when run);
-- an output that its declared shape and an op not listed above size (REVERSE_V2,
-  SPLIT, STRIDED_SLICE, CONV_3D_TRANSPOSE, the StableHLO ops...), unless an input grew;
-  such an op can hide a larger tensor from the ops after it (a REVERSE_V2 of a constant
-  [258, 1, 1, 1] declared [1, 1, 1, 1], a CONV_2D's filter: a 1 GB output, 2,852 bytes);
+- an output that its declared shape and an op not listed above size (CUMSUM,
+  REVERSE_SEQUENCE, DEPTH_TO_SPACE, SPACE_TO_DEPTH, UNIDIRECTIONAL_SEQUENCE_LSTM,
+  CONV_3D_TRANSPOSE, the StableHLO ops...), unless an input grew; such an op can hide a
+  larger tensor from the ops after it (a REVERSE_V2 of a constant [258, 1, 1, 1]
+  declared [1, 1, 1, 1], a CONV_2D's filter, made a 1 GB output from 2,852 bytes before
+  REVERSE_V2 was sized);
 - the scratch of kernels other than the convolutions' and XNNPACK's pools' (TRANSPOSE_CONV's
   col2im, the hybrid kernels' quantized copies of their input), and memory XNNPACK packs
   weights into;
@@ -54,9 +62,10 @@ Not covered:
 import numpy as np
 
 from tfkd.export._tflite_rules import CODES, INT_TYPES, LARGEST, RULES, op_name
+from tfkd.export._tflite_slices import RULES as SLICE_RULES
 from tfkd.export._tflite_windows import RULES as WINDOW_RULES
 
-_RULES = {**RULES, **WINDOW_RULES}
+_RULES = {**RULES, **WINDOW_RULES, **SLICE_RULES}
 
 
 _DEQUANTIZE = CODES["DEQUANTIZE"]
@@ -150,8 +159,9 @@ class Sizes:
         i = self.input(position)
         return self.elements[i] if i >= 0 else 0
 
-    def values(self, position, types=INT_TYPES):
-        """The values of a constant input, as Python numbers; None when it is computed."""
+    def values(self, position, types=INT_TYPES, limit=None):
+        """The values of a constant input, as Python numbers; None when it is computed.
+        More than `limit` values (default: 4 a dimension) are refused."""
         i = self.input(position)
         info = self.tensors[i] if i >= 0 else None
         if info is None or info.data is None or info.type not in types:
@@ -159,7 +169,7 @@ class Sizes:
         start, length = info.data
         form = np.dtype(types[info.type])
         count = length // form.itemsize
-        if count > 4 * self.checker.max_rank:  # sizes, paddings, a scalar: a few values
+        if count > (limit or 4 * self.checker.max_rank):  # sizes, paddings: a few
             raise Refused(
                 f"{self.where}'s tensor {i} ({info.name[:60]!r}), which an op reads as "
                 f"sizes, holds {count} values; LiteRT's kernels take at most "

@@ -1,0 +1,300 @@
+"""The sizes `tfkd/export/_tflite_slices.py` gives the ops that take part of their input
+(SLICE, STRIDED_SLICE, SPLIT, SPLIT_V, UNPACK, ARG_MAX, ARG_MIN, TOPK_V2, SHAPE) and
+REVERSE_V2: on real exports each computed shape is the one the file declares, LiteRT makes
+the shapes computed for crafted files, and an output declared smaller than LiteRT makes
+no longer hides what the ops after it make."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import tfkd
+from tests.export.test_tflite_window_sizes import _computed
+from tests.export.tflite_builder import build_file, check_file, option_table
+from tests.helpers import assert_tflite_agrees
+
+K = 2**14
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _parts_model():
+    inputs = keras.Input((12, 10, 3))
+    x = keras.layers.Cropping2D(((1, 2), (3, 1)))(inputs)
+    x = keras.layers.Lambda(lambda t: t[:, 1:, ::2])(x)
+    first, rest = keras.ops.split(x, [1], axis=-1)
+    x = keras.ops.flip(first, axis=1) + keras.ops.sum(rest, axis=-1, keepdims=True)
+    x = keras.ops.concatenate(keras.ops.unstack(x, axis=2), axis=-1)
+    steps = keras.ops.cast(x * 4, "int32")  # a float argmax needs TF's BitwiseAnd
+    extremes = keras.ops.argmax(steps, axis=-1) + keras.ops.argmin(steps, axis=1)[:, :1]
+    values, _ = keras.ops.top_k(keras.layers.Flatten()(x), 3)
+    return keras.Model(inputs, [keras.ops.cast(extremes, "float32"), values])
+
+
+def _sequence_model():
+    inputs = keras.Input((9, 4))
+    x = keras.layers.Cropping1D((1, 2))(inputs)
+    x = keras.ops.split(x, 3, axis=1)[1]
+    gru = keras.layers.GRU(5, unroll=True, return_sequences=True)(x)
+    lstm = keras.layers.LSTM(5, unroll=True)(x)
+    attention = keras.layers.MultiHeadAttention(2, 4)(gru, gru)
+    return keras.Model(inputs, [attention, lstm])
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("slices")
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    for name, model, shape in (
+        ("parts", _parts_model(), (12, 10, 3)),
+        ("sequence", _sequence_model(), (9, 4)),
+    ):
+        tfkd.export_tflite(model, folder / f"{name}.tflite")
+        x = rng.normal(size=(4, *shape)).astype("float32")
+        assert_tflite_agrees(model, folder / f"{name}.tflite", x)
+    return folder
+
+
+def test_the_shapes_computed_for_real_exports_are_the_declared_ones(exports):
+    for name, ops in {
+        "parts": {"STRIDED_SLICE", "SPLIT_V", "REVERSE_V2", "UNPACK", "ARG_MAX", "ARG_MIN"},
+        "sequence": {"STRIDED_SLICE", "SPLIT", "UNPACK", "SHAPE", "TRANSPOSE", "BATCH_MATMUL"},
+    }.items():
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            found = _computed((exports / f"{name}.tflite").read_bytes(), monkeypatch)
+        assert ops <= {op for op, _, _ in found}, (name, found)
+        wrong = [(op, made, declared) for op, made, declared in found if made != declared]
+        assert not wrong, (name, wrong)
+        if name == "parts":  # values and indices, of an open batch
+            assert found[-2:] == [("TOPK_V2", [3], [3])] * 2, found
+
+
+# A crafted op whose output, declared [1, 1], LiteRT makes [2**14, 1] from its input:
+# an ADD of it and zeros of [1, n] makes [2**14, n] (1 GiB of float32 with n = 2**14),
+# which the check took as [1, n] when it took the op's output as declared.
+def _slice_input(shape=(K, 2), dtype="float32"):
+    return [("x", list(shape), dtype, None)]
+
+
+def _strided(**fields):
+    return option_table("StridedSliceOptions", **fields)
+
+
+PARTS = {
+    "REVERSE_V2": (_slice_input((K, 1)) + [("axis", [1], "int32", [0])], [0, 1], 1, None),
+    "SLICE": (
+        _slice_input() + [("b", [2], "int32", [0, 0]), ("s", [2], "int32", [-1, 1])],
+        [0, 1, 2],
+        1,
+        None,
+    ),
+    "STRIDED_SLICE": (
+        _slice_input()
+        + [("b", [2], "int32", [0, 0]), ("e", [2], "int32", [0, 1]), ("s", [2], "int32", [1, 1])],
+        [0, 1, 2, 3],
+        1,
+        _strided(beginMask=1, endMask=1),
+    ),
+    "SPLIT": (
+        [("axis", [1], "int32", [1])] + _slice_input(),
+        [0, 1],
+        2,
+        option_table("SplitOptions", numSplits=2),
+    ),
+    "SPLIT_V": (
+        _slice_input() + [("v", [2], "int32", [1, 1]), ("axis", [1], "int32", [-1])],
+        [0, 1, 2],
+        2,
+        option_table("SplitVOptions", numSplits=2),
+    ),
+    "UNPACK": (_slice_input((K, 1, 2)), [0], 2, option_table("UnpackOptions", num=2, axis=2)),
+    "ARG_MAX": (_slice_input((K, 1, 2)) + [("axis", [1], "int32", [2])], [0, 1], 1, None),
+    "ARG_MIN": (_slice_input((K, 1, 2)) + [("axis", [1], "int32", [-1])], [0, 1], 1, None),
+    "TOPK_V2": (_slice_input() + [("k", [], "int32", 1)], [0, 1], 2, None),
+}
+
+
+def _hidden(name, n):
+    tensors, inputs, count, options = PARTS[name]
+    kind = "int32" if name.startswith("ARG") else "float32"
+    tensors = [*tensors, *[(f"y{i}", [1, 1], kind, None) for i in range(count)]]
+    tensors += [("zeros", [1, n], kind, np.zeros((1, n))), ("z", [1, 1], kind, None)]
+    outputs = list(range(len(tensors) - 2 - count, len(tensors) - 2))
+    ops = [(name, inputs, outputs, *([options] if options is not None else []))]
+    ops.append(("ADD", [outputs[0], len(tensors) - 2], [len(tensors) - 1]))
+    return (tensors, ops, [0], [len(tensors) - 1])
+
+
+@pytest.mark.parametrize("name", sorted(PARTS))
+def test_an_output_declared_smaller_no_longer_hides_what_follows(tmp_path, name):
+    check_file(build_file(tmp_path / "1gib.tflite", _hidden(name, K)))  # 1 GiB: admitted
+    with pytest.raises(
+        ValueError,
+        match=r"op 1 \(ADD\) of subgraph 0 makes tensor \d+ \('z'\) of shape \[16384, 16385\] "
+        r"of (float32|int32): 1073807360 bytes for one example",
+    ):
+        check_file(build_file(tmp_path / f"{name}.tflite", _hidden(name, K + 1)))
+
+
+def test_a_reversed_filter_declared_smaller_is_sized(tmp_path):
+    # It passed, and LiteRT allocated the CONV_2D's [1, 1024, 1024, 258] float32 output
+    # at load (1,082,130,432 bytes), the filter declared [1, 1, 1, 1] by a 2,852-byte file.
+    tensors = [("x", [1, 1024, 1024, 1], "float32", None)]
+    tensors += [("w0", [258, 1, 1, 1], "float32", np.ones((258, 1, 1, 1)))]
+    tensors += [("axis", [1], "int32", [0]), ("w", [1, 1, 1, 1], "float32", None)]
+    tensors += [("b", [258], "float32", np.zeros(258)), ("y", [1, 1, 1, 1], "float32", None)]
+    options = option_table("Conv2DOptions", strideW=1, strideH=1)
+    ops = [("REVERSE_V2", [1, 2], [3]), ("CONV_2D", [0, 3, 4], [5], options)]
+    with pytest.raises(ValueError, match=r"op 1 \(CONV_2D\) .* of shape \[1, 1024, 1024, 258\]"):
+        check_file(build_file(tmp_path / "filter.tflite", (tensors, ops, [0], [5])))
+
+
+def test_each_output_counts_to_the_total(tmp_path):
+    # Three REVERSE_V2 of a 256 MiB input were counted as 12 bytes; 16 make 4.25 GiB.
+    tensors = [("x", [2**26], "float32", None), ("axis", [1], "int32", [0])]
+    tensors += [(f"y{i}", [1], "float32", None) for i in range(16)]
+    ops = [("REVERSE_V2", [0, 1], [2 + i]) for i in range(16)]
+    with pytest.raises(ValueError, match=r"\(4 GiB\) together.*op 14 \(REVERSE_V2\)"):
+        check_file(build_file(tmp_path / "total.tflite", (tensors, ops, [0], [2])))
+
+
+# Values that make an output past its input: a STRIDED_SLICE whose end is an offset
+# from its begin (as LiteRT makes it), a SLICE from a negative begin (as older kernels
+# made it; LiteRT 2.x refuses it) and a SPLIT_V of a negative size (counted as its
+# absolute value; refused). Each makes 2**14 * n elements of a [1, 1] input.
+PAST = {
+    "SLICE": lambda n: (
+        [("b", [2], "int32", [1 - K, 1 - n]), ("s", [2], "int32", [K, n])],
+        None,
+    ),
+    "STRIDED_SLICE": lambda n: (
+        [("b", [2], "int32", [0, 0]), ("e", [2], "int32", [K, n]), ("s", [2], "int32", [1, 1])],
+        _strided(offset=True),
+    ),
+    "SPLIT_V": lambda n: (
+        [("v", [1], "int32", [-K * n]), ("axis", [1], "int32", [0])],
+        option_table("SplitVOptions", numSplits=1),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAST))
+def test_values_that_make_an_output_past_its_input_count(tmp_path, name):
+    def build(n):
+        constants, options = PAST[name](n)
+        x = (1,) if name == "SPLIT_V" else (1, 1)
+        tensors = [*_slice_input(x), *constants, ("y", list(x), "float32", None)]
+        op = (name, list(range(len(tensors) - 1)), [len(tensors) - 1])
+        return (tensors, [op + ((options,) if options else ())], [0], [len(tensors) - 1])
+
+    check_file(build_file(tmp_path / "1gib.tflite", build(K)))
+    with pytest.raises(ValueError, match=rf"op 0 \({name}\) .* 1073807360 bytes for one example"):
+        check_file(build_file(tmp_path / f"{name}.tflite", build(K + 1)))
+
+
+def _strided_cases(count):
+    """Seeded STRIDED_SLICE files of small random shapes, values and masks."""
+    rng = np.random.default_rng(0)
+    for _ in range(count):
+        rank = int(rng.integers(1, 5))
+        x = rng.integers(1, 6, rank).tolist()
+        n = rank if rng.random() < 0.8 else int(rng.integers(1, 6))
+        values = [rng.integers(-7, 8, n).tolist() for _ in range(2)]
+        values.append(rng.choice([-3, -2, -1, 1, 1, 2, 3], n).tolist())
+        masks = [int(rng.integers(0, 2**n)) if rng.random() < 0.4 else 0 for _ in range(5)]
+        masks[2:4] = [m if rng.random() < 0.3 else 0 for m in masks[2:4]]
+        options = _strided(
+            beginMask=masks[0],
+            endMask=masks[1],
+            ellipsisMask=masks[2],
+            newAxisMask=masks[3],
+            shrinkAxisMask=masks[4],
+            offset=bool(rng.random() < 0.2),
+        )
+        tensors = _slice_input(x) + [(f"c{i}", [n], "int32", v) for i, v in enumerate(values)]
+        tensors.append(("y", [1], "float32", None))
+        yield (tensors, [("STRIDED_SLICE", [0, 1, 2, 3], [4], options)], [0], [4])
+
+
+def _odd_cases():
+    """Small files of each op, with values at the edges of what LiteRT accepts."""
+    x = _slice_input((3, 4))
+    slices = ([-2, 0], [2, 3]), ([0, 1], [-1, -1]), ([1, 1], [2, 3]), ([3, 4], [0, 0])
+    for begin, size in slices:
+        constants = [("b", [2], "int32", begin), ("s", [2], "int32", size)]
+        tensors = x + constants + [("y", [1, 1], "float32", None)]
+        yield (tensors, [("SLICE", [0, 1, 2], [3])], [0], [3])
+    for k in (-2, 0, 4, 5):
+        tensors = x + [
+            ("k", [], "int32", k),
+            ("v", [1], "float32", None),
+            ("i", [1], "int32", None),
+        ]
+        yield (tensors, [("TOPK_V2", [0, 1], [2, 3])], [0], [2, 3])
+    for splits, axis in ([1, -1], 0), ([5, -1], 0), ([2, 3], 1), ([-1, -1], 1), ([1, 2], 2):
+        options = option_table("SplitVOptions", numSplits=2)
+        tensors = x + [("v", [2], "int32", splits), ("axis", [1], "int32", [axis])]
+        tensors += [("y0", [1], "float32", None), ("y1", [1], "float32", None)]
+        yield (tensors, [("SPLIT_V", [0, 1, 2], [3, 4], options)], [0], [3, 4])
+    for axis, count in (0, 3), (-1, 2), (1, 3), (2, 1):
+        options = option_table("SplitOptions", numSplits=count)
+        outputs = [(f"y{i}", [1], "float32", None) for i in range(count)]
+        tensors = [("axis", [1], "int32", [axis]), *x, *outputs]
+        outputs = list(range(2, 2 + count))
+        yield (tensors, [("SPLIT", [0, 1], outputs, options)], [1], outputs)
+
+
+# A child that loads each file under 3 GiB of address space and prints what LiteRT made
+# of its outputs (or its error), one JSON line a file.
+_CHILD = """
+import json, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))
+from ai_edge_litert import interpreter as litert
+for path in sys.argv[1:]:
+    try:
+        interpreter = litert.Interpreter(
+            model_path=path,
+            experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        )
+        interpreter.allocate_tensors()
+        made = [d["shape"].tolist() for d in interpreter.get_output_details()]
+    except Exception as error:
+        made = str(error)
+    print(json.dumps(made), flush=True)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS is Linux's")
+def test_litert_makes_the_shapes_computed(tmp_path, monkeypatch):
+    paths, computed = [], []
+    for index, graph in enumerate([*_strided_cases(150), *_odd_cases()]):
+        paths.append(str(build_file(tmp_path / f"{index}.tflite", graph)))
+        try:
+            found = _computed(open(paths[-1], "rb").read(), monkeypatch)
+            computed.append([made for _, made, _ in found])
+        except ValueError:
+            computed.append(None)  # refused: LiteRT made sizes it never set (see below)
+    env = {**os.environ, "PYTHONPATH": REPO}
+    result = subprocess.run(
+        [sys.executable, "-c", _CHILD, *paths], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    made = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(made) == len(paths)
+    loaded = [(c, m) for c, m in zip(computed, made, strict=True) if not isinstance(m, str)]
+    # Dims not followed (an ellipsis, a new axis): at most the input's elements.
+    wrong = [
+        (c, m)
+        for c, m in loaded
+        if c is not None and any(a != b for a, b in zip(c, m, strict=True) if a is not None)
+    ]
+    assert not wrong and len(loaded) > 120, wrong
+    # The files refused are STRIDED_SLICEs whose end is an offset (with an ellipsis, a new
+    # axis or fewer values than axes), for which LiteRT made sizes it never set.
+    refused = [m for c, m in loaded if c is None]
+    assert any(size > 1000 for made in refused for shape in made for size in shape), refused

@@ -1,0 +1,211 @@
+"""How LiteRT sizes the ops that take part of their input, as it prepares them: the rules
+`_tflite_ops.Sizes` follows for SLICE, STRIDED_SLICE, SPLIT, SPLIT_V, UNPACK, ARG_MAX,
+ARG_MIN, TOPK_V2 and SHAPE (REVERSE_V2 keeps its input's shape: `_tflite_rules`).
+
+LiteRT makes their outputs from the input's shape and the constant values that say what
+to take (begin, size, end, strides, axis, size_splits, k), whatever shapes the file
+declares: a 2,852-byte file's REVERSE_V2 of a constant [258, 1, 1, 1], declared [1, 1,
+1, 1], was a CONV_2D's filter, which made a 1 GB output; three REVERSE_V2 of a 256 MiB
+input were counted as 12 bytes. Each value is counted as LiteRT's kernel uses it where
+the kernel accepts it, and as the largest it can make where it refuses or cannot tell:
+a negative size as its absolute value, one past 2**31 - 1 (LiteRT keeps sizes in 32
+bits) as 2**31 - 1.
+
+Where those values are computed by the graph, LiteRT makes the output when the op runs
+(each holds at most its input's sizes: a part of it), and at load prepares the ops after
+it from the shape the file declares: both count, the larger of each size.
+"""
+
+import math
+
+import numpy as np
+
+from tfkd.export._tflite_rules import CODES, LARGEST, made, unknown
+
+_OUTPUTS = 4 * 2**16  # SPLIT_V's size_splits: one per output, bounded by the file's entries
+
+
+def _clamped(value):
+    return min(abs(value), LARGEST)
+
+
+def _within(sizes, bounds, position=0):
+    """Each output as the larger of the shape the file declares for it and `bounds` (its
+    dims where the output holds at most that much; None: at most the elements of the
+    input at `position`)."""
+    outputs = []
+    for tensor in sizes.outputs:
+        declared = sizes.tensors[tensor]
+        if bounds is not None and len(bounds) == len(declared.dims):
+            outputs += made([max(a, b) for a, b in zip(declared.dims, bounds)])
+        else:
+            bound = math.prod(bounds) if bounds is not None else _elements(sizes, position)
+            outputs += unknown(max(declared.elements, bound))
+    return outputs
+
+
+def _elements(sizes, position):
+    """The input's elements, an axis of 0 counted as 1 (an axis shrunk makes 1)."""
+    dims = sizes.shape(position)
+    if dims is None:
+        return sizes.count(position)
+    return math.prod(max(size, 1) for size in dims)
+
+
+def _slice(sizes, op):
+    """SLICE: `size` of each axis from `begin`; -1, to the axis's end. LiteRT refuses a
+    begin and size past the axis's end (and, since 2.x, a negative begin, which older
+    kernels took: counted as they made it)."""
+    dims, begin, size = sizes.shape(0), sizes.values(1), sizes.values(2)
+    if dims is None or begin is None or size is None:
+        return _within(sizes, dims)
+    if min(len(begin), len(size)) < len(dims):  # LiteRT would read past their values
+        return unknown(LARGEST)
+    return made([_clamped(d - b if s == -1 else s) for d, b, s in zip(dims, begin, size)])
+
+
+def _strided_options(op):
+    """StridedSliceOptions: begin, end, ellipsis, new axis and shrink axis masks; offset."""
+    table = op.options(1, 32)
+    if table is None:
+        return [0] * 5, False
+    return [table.int32(field) for field in range(5)], table.bool(5)
+
+
+def _start(size, begin, stride, masked):
+    if masked:
+        return 0 if stride > 0 else size - 1
+    begin += size if begin < 0 else 0
+    return min(max(begin, 0), size) if stride > 0 else min(max(begin, -1), size - 1)
+
+
+def _stop(size, start, end, stride, masked):
+    if masked:
+        return size if stride > 0 else -1
+    end += size if end < 0 else 0
+    return min(max(end, 0), size) if stride > 0 else min(max(end, -1), size - 1)
+
+
+def _int32(value):
+    """`value` as a C++ int holds it (wrapped past 2**31 - 1)."""
+    return (value + 2**31) % 2**32 - 2**31
+
+
+def _strided_axis(size, begin, end, stride, masks, offset):
+    """One axis of STRIDED_SLICE's output, as LiteRT's strided_slice_logic computes it
+    (`masks`: this axis's begin, end and shrink bits); a stride of 0 (refused) as 1. With
+    `offset`, the end is begin plus `end`, neither clamped nor masked: past the axis."""
+    begin_masked, end_masked, shrink = masks
+    if size == 0:
+        return 0 if not shrink else 1
+    stride = stride or 1
+    start = _start(size, begin, stride, begin_masked)
+    if shrink:
+        stop = start + 1
+    elif offset:
+        stop = _int32(start + end)
+    else:
+        stop = _stop(size, start, end, stride, end_masked)
+    return max(0, math.ceil(np.float32(_int32(stop - start)) / np.float32(stride)))
+
+
+def _strided_slice(sizes, op):
+    """STRIDED_SLICE: what a Python slice of each axis takes (begin_mask and end_mask: from
+    the axis's start, to its end), an axis dropped where shrink_axis_mask says. With an
+    ellipsis or a new axis (which the converter folds away): at most the input's elements."""
+    dims = sizes.shape(0)
+    values = [sizes.values(p) for p in (1, 2, 3)]
+    (begin_mask, end_mask, ellipsis, new_axis, shrink), offset = _strided_options(op)
+    short = any(v is not None and len(v) < len(dims or ()) for v in values)
+    if (ellipsis or new_axis or short) and offset:  # LiteRT made sizes it never set (393216)
+        return unknown(LARGEST)
+    if dims is None or ellipsis or new_axis:
+        return _within(sizes, None)
+    kept = [size for axis, size in enumerate(dims) if not shrink >> axis & 1]
+    if any(v is None for v in values):
+        return _within(sizes, kept)
+    output = []
+    for axis, size in enumerate(dims):
+        bits = [mask >> axis & 1 for mask in (begin_mask, end_mask, shrink)]
+        given = axis < min(len(v) for v in values)  # a missing axis: taken whole
+        begin, end, stride = (v[axis] if given else 0 for v in values)
+        made_size = _strided_axis(size, begin, end, stride, bits, offset) if given else size
+        if not bits[2] or not given:
+            output.append(made_size)
+    return made(output)
+
+
+def _axis(value, rank):
+    """A constant axis in 0 to `rank`, negatives from the end; None where LiteRT refuses it."""
+    if value is None or len(value) != 1 or not -rank <= value[0] < rank:
+        return None
+    return value[0] % rank
+
+
+def _split(sizes, op):
+    """SPLIT (the axis, then the input): `num_splits` equal parts of the axis."""
+    dims, count = sizes.shape(1), len(sizes.outputs)
+    axis = _axis(sizes.values(0), len(dims)) if dims else None
+    if axis is None or count == 0:
+        return _within(sizes, dims, position=1)
+    part = [*dims[:axis], -(-dims[axis] // count), *dims[axis + 1 :]]
+    return made(part) * count
+
+
+def _split_v(sizes, op):
+    """SPLIT_V (the input, size_splits, the axis): a part of each size on the axis; one
+    -1, what the others leave. LiteRT reports a size_splits that do not add up to the
+    axis, and goes on: each part is counted as it is given."""
+    dims = sizes.shape(0)
+    splits = sizes.values(1, limit=_OUTPUTS)
+    axis = _axis(sizes.values(2), len(dims)) if dims else None
+    if dims is None or splits is None or axis is None:
+        return _within(sizes, dims)
+    rest = dims[axis] - sum(size for size in splits if size != -1)
+    parts = [_clamped(rest if size == -1 else size) for size in splits]
+    return [made([*dims[:axis], part, *dims[axis + 1 :]])[0] for part in parts]
+
+
+def _unpack(sizes, op):
+    """UNPACK: the input without the axis (UnpackOptions' field 1), once per output."""
+    dims, table = sizes.shape(0), op.options(1, 64)
+    axis = _axis([table.int32(1) if table is not None else 0], len(dims)) if dims else None
+    if axis is None:
+        return _within(sizes, None)
+    return made([*dims[:axis], *dims[axis + 1 :]]) * len(sizes.outputs)
+
+
+def _arg_extreme(sizes, op):
+    """ARG_MAX, ARG_MIN: the input without the axis its second input holds."""
+    dims = sizes.shape(0)
+    axis = _axis(sizes.values(1), len(dims)) if dims else None
+    if axis is None:
+        return _within(sizes, None)
+    return made([*dims[:axis], *dims[axis + 1 :]])
+
+
+def _top_k(sizes, op):
+    """TOPK_V2: values and indices, the input's shape with `k` last (LiteRT refuses a k
+    past the last axis, and makes a negative one 0)."""
+    dims, k = sizes.shape(0), sizes.values(1)
+    if not dims or k is None or len(k) != 1:
+        return _within(sizes, dims)
+    return made([*dims[:-1], min(max(k[0], 0), LARGEST)]) * 2
+
+
+def _shape(sizes, op):
+    dims = sizes.shape(0)
+    return made([len(dims) if dims is not None else sizes.checker.max_rank])
+
+
+RULES = {
+    CODES["SLICE"]: _slice,
+    CODES["STRIDED_SLICE"]: _strided_slice,
+    CODES["SPLIT"]: _split,
+    CODES["SPLIT_V"]: _split_v,
+    CODES["UNPACK"]: _unpack,
+    CODES["ARG_MAX"]: _arg_extreme,
+    CODES["ARG_MIN"]: _arg_extreme,
+    CODES["TOPK_V2"]: _top_k,
+    CODES["SHAPE"]: _shape,
+}
