@@ -25,7 +25,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def _parts_model():
     inputs = keras.Input((12, 10, 3))
     x = keras.layers.Cropping2D(((1, 2), (3, 1)))(inputs)
-    x = keras.layers.Lambda(lambda t: t[:, 1:, ::2])(x)
+    x = x[:, 1:, ::2]  # a slice of a KerasTensor: no Lambda, so any backend exports it
     first, rest = keras.ops.split(x, [1], axis=-1)
     x = keras.ops.flip(first, axis=1) + keras.ops.sum(rest, axis=-1, keepdims=True)
     x = keras.ops.concatenate(keras.ops.unstack(x, axis=2), axis=-1)
@@ -298,3 +298,22 @@ def test_litert_makes_the_shapes_computed(tmp_path, monkeypatch):
     # axis or fewer values than axes), for which LiteRT made sizes it never set.
     refused = [m for c, m in loaded if c is None]
     assert any(size > 1000 for made in refused for shape in made for size in shape), refused
+
+
+def _computed_begin(n):
+    """A STRIDED_SLICE of the graph's [2**14, 2] input, its begin a graph input (computed:
+    LiteRT sizes it when it runs, at most its input), declared [1, 1]; then an ADD of it
+    and zeros of [1, n]."""
+    tensors = _slice_input() + [("b", [2], "int32", None)]
+    tensors += [("e", [2], "int32", [0, 0]), ("s", [2], "int32", [1, 1])]
+    tensors += [("y", [1, 1], "float32", None), ("zeros", [1, n], "float32", np.zeros((1, n)))]
+    tensors.append(("z", [1, 1], "float32", None))
+    options = _strided(endMask=3)
+    ops = [("STRIDED_SLICE", [0, 1, 2, 3], [4], options), ("ADD", [4, 5], [6])]
+    return (tensors, ops, [0, 1], [6])
+
+
+def test_an_output_sized_from_computed_values_counts_its_inputs_sizes(tmp_path):
+    check_file(build_file(tmp_path / "1gib.tflite", _computed_begin(K)))
+    with pytest.raises(ValueError, match=r"op 1 \(ADD\) .* of shape \[16384, 16385\]"):
+        check_file(build_file(tmp_path / "computed.tflite", _computed_begin(K + 1)))
