@@ -57,6 +57,8 @@ def _slice(sizes, op):
     begin and size past the axis's end (and, since 2.x, a negative begin, which older
     kernels took: counted as they made it)."""
     dims, begin, size = sizes.shape(0), sizes.values(1), sizes.values(2)
+    if dims == []:  # LiteRT leaves the output of a scalar as declared
+        return None
     if dims is None or begin is None or size is None:
         return _within(sizes, dims)
     if min(len(begin), len(size)) < len(dims):  # LiteRT would read past their values
@@ -109,6 +111,15 @@ def _strided_axis(size, begin, end, stride, masks, offset):
     return max(0, math.ceil(np.float32(_int32(stop - start)) / np.float32(stride)))
 
 
+def _unset_sizes(dims, values, expanding, offset):
+    """Whether LiteRT makes a STRIDED_SLICE of sizes it never sets (393216, 262152...):
+    with fewer values than the input's axes and an offset end, or with an ellipsis or a
+    new axis and an offset end, fewer values than axes or a mask bit past the values."""
+    given = min((len(v) for v in values if v is not None), default=0)
+    short = dims is not None and given < len(dims)
+    return (short and offset) or (expanding and (offset or short or expanding >> given))
+
+
 def _strided_slice(sizes, op):
     """STRIDED_SLICE: what a Python slice of each axis takes (begin_mask and end_mask: from
     the axis's start, to its end), an axis dropped where shrink_axis_mask says. With an
@@ -116,8 +127,7 @@ def _strided_slice(sizes, op):
     dims = sizes.shape(0)
     values = [sizes.values(p) for p in (1, 2, 3)]
     (begin_mask, end_mask, ellipsis, new_axis, shrink), offset = _strided_options(op)
-    short = any(v is not None and len(v) < len(dims or ()) for v in values)
-    if (ellipsis or new_axis or short) and offset:  # LiteRT made sizes it never set (393216)
+    if _unset_sizes(dims, values, ellipsis | new_axis, offset):
         return unknown(LARGEST)
     if dims is None or ellipsis or new_axis:
         return _within(sizes, None)
