@@ -1,8 +1,8 @@
 """The sizes `tfkd/export/_tflite_slices.py` gives the ops that take part of their input
-(SLICE, STRIDED_SLICE, SPLIT, SPLIT_V, UNPACK, ARG_MAX, ARG_MIN, TOPK_V2, SHAPE) and
-REVERSE_V2: on real exports each computed shape is the one the file declares, LiteRT makes
-the shapes computed for crafted files, and an output declared smaller than LiteRT makes
-no longer hides what the ops after it make."""
+(SLICE, STRIDED_SLICE, SPLIT, SPLIT_V, UNPACK, ARG_MAX, ARG_MIN, TOPK_V2, SHAPE), and
+REVERSE_V2 and CUMSUM (their input's shape): on real exports each computed shape is the
+one the file declares, LiteRT makes the shapes computed for crafted files, and an output
+declared smaller than LiteRT makes no longer hides what the ops after it make."""
 
 import json
 import math
@@ -39,7 +39,7 @@ def _parts_model():
 def _sequence_model():
     inputs = keras.Input((9, 4))
     x = keras.layers.Cropping1D((1, 2))(inputs)
-    x = keras.ops.split(x, 3, axis=1)[1]
+    x = keras.ops.cumsum(keras.ops.split(x, 3, axis=1)[1], axis=1)
     gru = keras.layers.GRU(5, unroll=True, return_sequences=True)(x)
     lstm = keras.layers.LSTM(5, unroll=True)(x)
     attention = keras.layers.MultiHeadAttention(2, 4)(gru, gru)
@@ -64,7 +64,7 @@ def exports(tmp_path_factory):
 def test_the_shapes_computed_for_real_exports_are_the_declared_ones(exports):
     for name, ops in {
         "parts": {"STRIDED_SLICE", "SPLIT_V", "REVERSE_V2", "UNPACK", "ARG_MAX", "ARG_MIN"},
-        "sequence": {"STRIDED_SLICE", "SPLIT", "UNPACK", "SHAPE", "TRANSPOSE", "BATCH_MATMUL"},
+        "sequence": {"STRIDED_SLICE", "SPLIT", "UNPACK", "SHAPE", "CUMSUM", "BATCH_MATMUL"},
     }.items():
         with pytest.MonkeyPatch.context() as monkeypatch:
             found = _computed((exports / f"{name}.tflite").read_bytes(), monkeypatch)
@@ -88,6 +88,7 @@ def _strided(**fields):
 
 PARTS = {
     "REVERSE_V2": (_slice_input((K, 1)) + [("axis", [1], "int32", [0])], [0, 1], 1, None),
+    "CUMSUM": (_slice_input((K, 1)) + [("axis", [], "int32", 0)], [0, 1], 1, None),
     "SLICE": (
         _slice_input() + [("b", [2], "int32", [0, 0]), ("s", [2], "int32", [-1, 1])],
         [0, 1, 2],
@@ -329,6 +330,7 @@ _EDGE_OPS = {
     "ARG_MAX": lambda rng, n, count: ([_values(rng, 1)], None, 1),
     "TOPK_V2": lambda rng, n, count: ([_values(rng, 1)[0]], None, 2),
     "REVERSE_V2": lambda rng, n, count: ([_values(rng, 1)], None, 1),
+    "CUMSUM": lambda rng, n, count: ([_values(rng, 1)[0]], None, 1),
     "SHAPE": lambda rng, n, count: ([], None, 1),
 }
 

@@ -22,7 +22,7 @@ tensor (`_tflite_file.MAX_TENSOR_BYTES` and `MAX_TOTAL_BYTES`, for one example; 
   BATCH_MATMUL, GATHER, GATHER_ND, EMBEDDING_LOOKUP, CONCATENATION, PACK (a 4,604-byte
   file stacked its [1024, 256] input 1,040 times: 1 GiB, its output declared [1, 1]),
   TRANSPOSE, and the ops that keep their input's shape (SOFTMAX, RELU, QUANTIZE, CAST,
-  REVERSE_V2...);
+  REVERSE_V2, CUMSUM...);
 - sized from their input's shape and the constant values that say which part to take
   (`_tflite_slices`): SLICE, STRIDED_SLICE (its end an offset from its begin can make it
   larger than its input), SPLIT, SPLIT_V, UNPACK, ARG_MAX, ARG_MIN, TOPK_V2, SHAPE; where
@@ -34,7 +34,7 @@ tensor (`_tflite_file.MAX_TENSOR_BYTES` and `MAX_TOTAL_BYTES`, for one example; 
   kernels allocate as they are prepared (LiteRT's im2col, XNNPACK's indirection buffer),
   held to a tensor's limits and counted to the total; the reductions (MEAN, SUM,
   REDUCE_MAX...: at most their input's elements);
-- any other op (CUMSUM, REVERSE_SEQUENCE, a custom op...): its outputs as declared, times the
+- any other op (REVERSE_SEQUENCE, a custom op...): its outputs as declared, times the
   most any of its inputs grew past its declared size (the elements, not the shape: a
   bound for an op whose output grows as its inputs do).
 
@@ -43,12 +43,11 @@ Not covered:
   multiples made by an ADD; TRANSPOSE_CONV's output shape from SHAPE and PACK, as Keras
   exports it for an open batch): LiteRT sizes it when the op runs (`invoke`), from data
   (such a TILE of 512 MiB passes, and allocated when run);
-- an output that its declared shape and an op not listed above size (CUMSUM,
-  REVERSE_SEQUENCE, DEPTH_TO_SPACE, SPACE_TO_DEPTH, UNIDIRECTIONAL_SEQUENCE_LSTM,
-  CONV_3D_TRANSPOSE, the StableHLO ops...), unless an input grew; such an op can hide a
-  larger tensor from the ops after it (a REVERSE_V2 of a constant [258, 1, 1, 1]
-  declared [1, 1, 1, 1], a CONV_2D's filter, made a 1 GB output from 2,852 bytes before
-  REVERSE_V2 was sized);
+- an output that its declared shape and an op not listed above size (REVERSE_SEQUENCE,
+  DEPTH_TO_SPACE, SPACE_TO_DEPTH, UNIDIRECTIONAL_SEQUENCE_LSTM, CONV_3D_TRANSPOSE, the
+  StableHLO ops...), unless an input grew; such an op can hide a larger tensor from the
+  ops after it (a REVERSE_V2 of a constant [258, 1, 1, 1] declared [1, 1, 1, 1], a
+  CONV_2D's filter, made a 1 GB output from 2,852 bytes before REVERSE_V2 was sized);
 - the scratch of kernels other than the convolutions' and XNNPACK's pools' (TRANSPOSE_CONV's
   col2im, the hybrid kernels' quantized copies of their input), and memory XNNPACK packs
   weights into;
