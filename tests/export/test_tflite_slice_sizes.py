@@ -414,3 +414,14 @@ def test_a_strided_slice_litert_may_size_from_values_it_never_set_is_refused(
     op = ("STRIDED_SLICE", [0, 1, 2, 3], [4], _strided(**fields))
     with pytest.raises(ValueError, match=r"op 0 \(STRIDED_SLICE\) .* of up to 2147483647 elements"):
         check_file(build_file(tmp_path / "unset.tflite", (tensors, [op], [0], [4])))
+
+
+def test_a_split_v_into_more_parts_than_a_shape_has_sizes_is_followed(tmp_path, monkeypatch):
+    # keras.ops.split(x, 40) of a [40, 2] input: 40 size_splits, more values than the
+    # check reads as a shape (4 a dimension), each a [1, 2] part.
+    tensors = _slice_input((40, 2)) + [("v", [40], "int32", [1] * 40), ("axis", [], "int32", 0)]
+    tensors += [(f"y{i}", [1, 1], "float32", None) for i in range(40)]
+    options = option_table("SplitVOptions", numSplits=40)
+    graph = (tensors, [("SPLIT_V", [0, 1, 2], list(range(3, 43)), options)], [0], [3])
+    found = _computed(build_file(tmp_path / "split.tflite", graph).read_bytes(), monkeypatch)
+    assert found == [("SPLIT_V", [1, 2], [1, 1])] * 40

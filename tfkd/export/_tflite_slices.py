@@ -1,6 +1,7 @@
 """How LiteRT sizes the ops that take part of their input, as it prepares them: the rules
 `_tflite_ops.Sizes` follows for SLICE, STRIDED_SLICE, SPLIT, SPLIT_V, UNPACK, ARG_MAX,
-ARG_MIN, TOPK_V2 and SHAPE (REVERSE_V2 keeps its input's shape: `_tflite_rules`).
+ARG_MIN, TOPK_V2 and SHAPE (REVERSE_V2 and CUMSUM keep their input's shape:
+`_tflite_rules`).
 
 LiteRT makes their outputs from the input's shape and the constant values that say what
 to take (begin, size, end, strides, axis, size_splits, k), whatever shapes the file
@@ -21,8 +22,6 @@ import math
 import numpy as np
 
 from tfkd.export._tflite_rules import CODES, LARGEST, made, unknown
-
-_OUTPUTS = 4 * 2**16  # SPLIT_V's size_splits: one per output, bounded by the file's entries
 
 
 def _clamped(value):
@@ -164,10 +163,11 @@ def _split(sizes, op):
 
 def _split_v(sizes, op):
     """SPLIT_V (the input, size_splits, the axis): a part of each size on the axis; one
-    -1, what the others leave. LiteRT reports a size_splits that do not add up to the
-    axis, and goes on: each part is counted as it is given."""
+    -1, what the others leave. Sizes that do not add up to the axis (LiteRT 2.x refuses
+    them; older kernels reported them and went on) count as given, a negative one as its
+    absolute value. One size an output: as many values as the op has outputs are read."""
     dims = sizes.shape(0)
-    splits = sizes.values(1, limit=_OUTPUTS)
+    splits = sizes.values(1, limit=max(len(sizes.outputs), 4 * sizes.checker.max_rank))
     axis = _axis(sizes.values(2), len(dims)) if dims else None
     if dims is None or splits is None or axis is None:
         return _within(sizes, dims)
