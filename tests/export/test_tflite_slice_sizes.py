@@ -440,3 +440,24 @@ def test_a_split_v_into_more_parts_than_a_shape_has_sizes_is_followed(tmp_path, 
     graph = (tensors, [("SPLIT_V", [0, 1, 2], list(range(3, 43)), options)], [0], [3])
     found = _computed(build_file(tmp_path / "split.tflite", graph).read_bytes(), monkeypatch)
     assert found == [("SPLIT_V", [1, 2], [1, 1])] * 40
+
+
+def _split_unknown(n):
+    """A SPLIT in two of a tensor whose shape the check does not know: 2 * 2**14 elements
+    (a TILE of the [1, 2] input that REVERSE_SEQUENCE, not modelled, keeps), then an ADD
+    of a part and zeros of [1, n]."""
+    tensors = _slice_input((1, 2)) + [("m", [2], "int32", [K, 1]), ("t", [1, 2], "float32", None)]
+    tensors += [("r", [1, 2], "float32", None), ("axis", [], "int32", 1)]
+    tensors += [("y0", [1, 1], "float32", None), ("y1", [1, 1], "float32", None)]
+    tensors += [("zeros", [1, n], "float32", np.zeros((1, n))), ("z", [1, 1], "float32", None)]
+    ops = [("TILE", [0, 1], [2]), ("REVERSE_SEQUENCE", [2, 1], [3])]
+    ops += [("SPLIT", [4, 3], [5, 6], option_table("SplitOptions", numSplits=2))]
+    return (tensors, [*ops, ("ADD", [5, 7], [8])], [0], [8])
+
+
+def test_the_parts_of_a_tensor_of_unknown_shape_share_its_elements(tmp_path):
+    # Each part of a SPLIT in two holds half its input: counted whole, the ADD made of
+    # one and [1, 2**14] counted 2 GiB, where it makes at most 1 GiB.
+    check_file(build_file(tmp_path / "1gib.tflite", _split_unknown(K)))
+    with pytest.raises(ValueError, match=r"op 3 \(ADD\) .* of up to 268451840 elements"):
+        check_file(build_file(tmp_path / "over.tflite", _split_unknown(K + 1)))

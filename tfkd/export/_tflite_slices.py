@@ -28,10 +28,10 @@ def _clamped(value):
     return min(abs(value), LARGEST)
 
 
-def _within(sizes, bounds, position=0):
+def _within(sizes, bounds, position=0, parts=1):
     """Each output as the larger of the shape the file declares for it and `bounds` (its
     dims where the output holds at most that much; None: at most the elements of the
-    input at `position`)."""
+    input at `position`, shared by `parts` equal outputs)."""
     outputs = []
     for tensor in sizes.outputs:
         declared = sizes.tensors[tensor]
@@ -39,7 +39,7 @@ def _within(sizes, bounds, position=0):
             outputs += made([max(a, b) for a, b in zip(declared.dims, bounds)])
         else:
             bound = math.prod(bounds) if bounds is not None else _elements(sizes, position)
-            outputs += unknown(max(declared.elements, bound))
+            outputs += unknown(max(declared.elements, -(-bound // parts)))
     return outputs
 
 
@@ -156,7 +156,7 @@ def _split(sizes, op):
     dims, count = sizes.shape(1), len(sizes.outputs)
     axis = _axis(sizes.values(0), len(dims)) if dims else None
     if axis is None or count == 0:
-        return _within(sizes, dims, position=1)
+        return _within(sizes, dims, position=1, parts=max(count, 1) if dims is None else 1)
     part = [*dims[:axis], -(-dims[axis] // count), *dims[axis + 1 :]]
     return made(part) * count
 
@@ -181,7 +181,7 @@ def _unpack(sizes, op):
     dims, table = sizes.shape(0), op.options(1, 64)
     axis = _axis([table.int32(1) if table is not None else 0], len(dims)) if dims else None
     if axis is None:
-        return _within(sizes, None)
+        return _within(sizes, None, parts=max(len(sizes.outputs), 1) if dims is None else 1)
     return made([*dims[:axis], *dims[axis + 1 :]]) * len(sizes.outputs)
 
 
