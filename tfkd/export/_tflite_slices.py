@@ -107,7 +107,10 @@ def _strided_axis(size, begin, end, stride, masks, offset):
         stop = _int32(start + end)
     else:
         stop = _stop(size, start, end, stride, end_masked)
-    return max(0, math.ceil(np.float32(_int32(stop - start)) / np.float32(stride)))
+    span = _int32(stop - start)
+    if abs(span) <= 2**24:  # float32 holds it exactly: LiteRT's division is the exact one
+        return max(0, -(-span // stride))
+    return max(0, math.ceil(np.float32(span) / np.float32(stride)))
 
 
 def _unset_sizes(dims, values, expanding, offset):
