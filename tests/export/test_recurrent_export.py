@@ -19,6 +19,10 @@ def _sequence_model(layer, kind):
     return keras.Model(inputs, keras.layers.Dense(4)(layer(inputs)))
 
 
+def _stacked(first, second):
+    return keras.Sequential([first(8, return_sequences=True), second(8)])
+
+
 @pytest.mark.parametrize(
     "layer, kind",
     [
@@ -26,8 +30,27 @@ def _sequence_model(layer, kind):
         (lambda: keras.layers.GRU(8), "functional"),
         (lambda: keras.layers.SimpleRNN(8), "sequential"),
         (lambda: keras.layers.Bidirectional(keras.layers.LSTM(4)), "functional"),
+        # Stacked: the first loop's sequence feeds the second (the .tflite check refused
+        # it: its sequence counted of unknown shape, multiplied past 1 GiB by the next).
+        (lambda: _stacked(keras.layers.LSTM, keras.layers.GRU), "sequential"),
+        (lambda: _stacked(keras.layers.SimpleRNN, keras.layers.SimpleRNN), "functional"),
+        (
+            lambda: keras.Sequential(
+                [keras.layers.Bidirectional(keras.layers.LSTM(4, return_sequences=True))]
+                + [keras.layers.GRU(8)]
+            ),
+            "functional",
+        ),
     ],
-    ids=["lstm", "gru", "simple_rnn", "bidirectional_lstm"],
+    ids=[
+        "lstm",
+        "gru",
+        "simple_rnn",
+        "bidirectional_lstm",
+        "lstm_then_gru",
+        "simple_rnn_twice",
+        "bidirectional_then_gru",
+    ],
 )
 def test_a_recurrent_layer_exports_for_one_example_at_a_time(tmp_path, layer, kind):
     # Before: the converter refused the loop ('tf.TensorListReserve' op requires

@@ -54,8 +54,8 @@ Not covered:
 - what a subgraph that a WHILE, IF or STABLEHLO_CASE runs makes when LiteRT sizes it as
   it runs (its outputs' shapes differ from its inputs', or its ops' are sized from data):
   the subgraphs are followed from the sizes the op gives them, and the op's outputs
-  take the larger of its inputs' and the subgraphs' outputs' (`_tflite_subgraphs`), not
-  what a body grows to over the iterations it runs.
+  take theirs where they agree, else (sized when the op runs) as declared
+  (`_tflite_subgraphs`), not what a body grows to over the iterations it runs.
 """
 
 import numpy as np

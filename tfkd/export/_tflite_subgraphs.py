@@ -14,7 +14,7 @@ input declares [1, 1, 1, 1], given [1, 1024, 1024, 1], made LiteRT reserve 2.4 G
 `follow_sizes` follows each subgraph from the sizes it declares, and again from those each
 such op gives it, once for each different set of sizes (the cost bounded: see
 `_FOLLOWED_PER_OP`). A WHILE's outputs take its body's outputs' sizes, an IF's its
-branches' (the larger where they differ: LiteRT sizes them when it runs). CALL_ONCE's
+branches' (as declared where they differ: LiteRT sizes them when it runs). CALL_ONCE's
 subgraph has no inputs (LiteRT prepares it as declared, when it first runs);
 STABLEHLO_SCATTER and STABLEHLO_REDUCE_WINDOW read which op their body holds, and LiteRT
 runs no kernel for CALL, STABLEHLO_WHILE, STABLEHLO_REDUCE or STABLEHLO_SORT: those
@@ -192,7 +192,8 @@ class _Follower:
             made = [[(None if d is None else list(d), e) for d, e, _ in given], made[-1]]
         if any(len(sizes_made) != len(outputs) for sizes_made in made):
             return None
-        return [_larger(*sizes_made) for sizes_made in zip(*made)]
+        declared = [(sizes.tensors[t].dims, sizes.tensors[t].elements) for t in outputs.tolist()]
+        return [_agreed(mine, *theirs) for mine, theirs in zip(declared, zip(*made))]
 
 
 def _size(dims, tensor, elements=None):
@@ -203,9 +204,14 @@ def _size(dims, tensor, elements=None):
     return (None if dims is None else tuple(dims), elements, tensor.bits)
 
 
-def _larger(*sizes):
-    """One size of those of an output that several subgraphs make: theirs where they
-    agree, else their most elements (LiteRT sizes such an output when it runs)."""
-    if all(dims == sizes[0][0] for dims, _ in sizes):
-        return sizes[0]
-    return (None, max(elements for _, elements in sizes))
+def _agreed(declared, *sizes):
+    """An output of a WHILE, IF or STABLEHLO_CASE: the size its subgraphs (and a WHILE's
+    inputs) give it where they agree; where they differ, LiteRT makes it a tensor sized
+    when the op runs, from data, and allocates nothing for it at load: as declared, as
+    every output sized from values the graph computes. (Counted as the larger, or its
+    elements alone, a stacked LSTM's sequence, [5, 1, 8] going in and its body's output
+    counted [3, 32, 32] from a SLICE sized from data, became 3,072 elements of any shape,
+    which the next loop's broadcasting ops multiplied past 1 GiB: tfkd refused its own
+    export.)"""
+    dims = [shape for shape, _ in sizes]
+    return sizes[0] if all(shape == dims[0] for shape in dims) else declared
