@@ -133,6 +133,21 @@ def test_open_sequence_length_of_token_ids_is_checked(tmp_path):
     assert report.keras_agreement is not None and report.keras_agreement["max_abs_diff"] < 1e-4
 
 
+def test_token_ids_in_a_float_input_export_without_representative_data(tmp_path):
+    # Keras's default Input dtype is float32; the check's normal stand-ins gave negative
+    # ids, LiteRT's GATHER failed ("gather index out of bounds") and export refused.
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((10,)), keras.layers.Embedding(50, 8), keras.layers.GlobalAveragePooling1D()]
+        + [keras.layers.Dense(3)]
+    )
+    report = tfkd.export_tflite(model, tmp_path / "text.tflite")
+    assert report.keras_agreement["samples"] == 32
+    assert report.keras_agreement["max_abs_diff"] < 1e-4
+    ids = np.random.default_rng(1).integers(0, 50, (20, 10)).astype("float32")
+    assert_tflite_agrees(model, tmp_path / "text.tflite", ids, tolerance=1e-5)
+
+
 def _two_in_three_out():
     """Inputs named out of alphabetical order; outputs the converter lists in another order."""
     first, second = keras.Input((4,), name="zeta"), keras.Input((3,), name="alpha")

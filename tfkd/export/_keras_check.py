@@ -6,6 +6,7 @@ import warnings
 import keras
 import numpy as np
 
+from tfkd import _graph
 from tfkd.export._interpreter import OPEN_SIZE, Runner
 
 CHECK_SAMPLES = 32
@@ -33,7 +34,8 @@ def keras_outputs(model, inputs, samples):
     an image's height and width) take a stand-in size.
     """
     if samples is None:
-        x = [_check_samples(item) for item in inputs]
+        ids = _fewest_ids(model)
+        x = [_check_samples(item, ids) for item in inputs]
     else:
         x = [array[:CHECK_SAMPLES] for array in samples]
     outputs = model.predict(x[0] if len(x) == 1 else x, verbose=0)
@@ -112,13 +114,28 @@ def _in_file_order(arrays, inputs, file_inputs):
     return [arrays[position[name]] for name in names]
 
 
-def _check_samples(model_input):
+def _check_samples(model_input, ids=None):
+    """Stand-in inputs: normal floats; for a model with an `Embedding` (`ids`: the fewest
+    ids one takes), whole numbers in `[0, ids)` in a float input, which may be its ids
+    (Keras's default `Input` dtype is float32: given normal floats, a negative id made
+    LiteRT's GATHER fail, and tfkd refused to export such a text model)."""
     shape = (CHECK_SAMPLES, *(OPEN_SIZE if n is None else n for n in model_input.shape))
     if np.dtype(model_input.dtype).kind in "iub":
         # Integer inputs (token ids) have no random stand-in that is always valid: 0
         # is (padding); pass representative_data for a real check.
         return np.zeros(shape, model_input.dtype)
-    return np.random.default_rng(0).normal(size=shape).astype(model_input.dtype)
+    random = np.random.default_rng(0)
+    values = random.normal(size=shape) if ids is None else random.integers(0, ids, shape)
+    return values.astype(model_input.dtype)
+
+
+def _fewest_ids(model):
+    embeddings = [
+        layer
+        for layer in _graph.leaf_layers(model, subclassed=True)
+        if isinstance(layer, keras.layers.Embedding)
+    ]
+    return min((layer.input_dim for layer in embeddings), default=None)
 
 
 def _check_finite_outputs(outputs, side, samples, hint=_KERAS_HINT):

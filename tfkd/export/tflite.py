@@ -166,8 +166,7 @@ def float_with_signature(model, data=None):
     """The float32 `.tflite` bytes of `model` with a `serving_default` signature, checked
     against Keras as `export_tflite` checks its files (for `litert_quantize`). `data`:
     inputs, the first of which builds a model that was never called, and the first
-    `CHECK_SAMPLES` of which the check runs on (stand-ins without them, which fit no
-    model whose float inputs are ids: an `Embedding` never given an integer `Input`)."""
+    `CHECK_SAMPLES` of which the check runs on (stand-ins without them)."""
     _validate(model, None, data, "float32", False, False)
     model = _graph.strip_if_wrapped(model)
     inputs, samples = _inputs_and_samples(model, data, CHECK_SAMPLES)
