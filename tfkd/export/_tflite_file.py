@@ -22,7 +22,7 @@ import struct
 
 import numpy as np
 
-from tfkd.export import _tflite_ops, _tflite_subgraphs
+from tfkd.export import _tflite_counts, _tflite_ops, _tflite_subgraphs
 
 # The most dimensions a tensor may have. No LiteRT kernel takes more than 8 (BROADCAST_TO's
 # kMaxDims; most take 4 to 6, and XNNPACK 6: XNN_MAX_TENSOR_DIMS); an int8 file whose input
@@ -400,6 +400,7 @@ class _Checker:
             self.check_indices(indices[kind], num_tensors, f"{where}'s {kind}", low=-1)
         code = self.codes[code]
         self.check_absent(indices, code, where)
+        _tflite_counts.check_counts(code, indices, where)
         for field, called in _tflite_subgraphs.called_subgraphs(code, operator):
             if not 0 <= called < self.num_subgraphs:
                 raise _Refused(
