@@ -116,6 +116,21 @@ def load_in_child(paths):
     return lines, result
 
 
+def assert_refused_in_child(tmp_path, real, crashed):
+    """Builds the graphs of `real` (a file LiteRT loads) and `crashed` (`{case: (graphs,
+    message)}`), loads them in a child, and asserts it lived and refused each case, with
+    its message."""
+    paths = [build_file(tmp_path / "real.tflite", *real)]
+    paths += [build_file(tmp_path / f"{case}.tflite", *crashed[case][0]) for case in crashed]
+    lines, result = load_in_child(paths)
+    assert set(lines) == {path.name for path in paths[1:]}, (
+        f"the child ended with {result.returncode} after {lines}: {result.stderr[-1500:]}"
+    )
+    for case, (_, message) in crashed.items():
+        outcome = lines[f"{case}.tflite"].split("\t")[1]
+        assert outcome.startswith("UnsafeFileError") and message in outcome, outcome
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS and /proc are Linux's")
 def test_files_that_crashed_or_filled_the_process_are_refused_unallocated(files, tmp_path):
     folder = files[0]

@@ -11,13 +11,15 @@ def check_file(path):
     _tflite_file.check(path.read_bytes(), OPEN_SIZE)
 
 
-DTYPES = {"float32": 0, "float16": 1, "int32": 2, "int64": 4, "bool": 6}
+DTYPES = {
+    "float32": 0, "float16": 1, "int32": 2, "uint8": 3, "int64": 4, "bool": 6, "int16": 7, "int8": 9
+}  # fmt: skip
 
 
 def build_file(path, *subgraphs, signature=False):
     """A file of `subgraphs`, each `(tensors, ops, inputs, outputs)`: a tensor is `(name,
-    shape, dtype, data or None)`, an op `(BuiltinOperator name, inputs, outputs[,
-    options])`, the options one of the schema's `...OptionsT` objects."""
+    shape, dtype, data or None[, quantization scales])`, an op `(BuiltinOperator name,
+    inputs, outputs[, options])`, the options one of the schema's `...OptionsT` objects."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
@@ -32,9 +34,12 @@ def build_file(path, *subgraphs, signature=False):
     for tensors, ops, inputs, outputs in subgraphs:
         graph = schema.SubGraphT()
         graph.tensors, graph.operators = [], []
-        for name, shape, dtype, data in tensors:
+        for name, shape, dtype, data, *scale in tensors:
             tensor = schema.TensorT()
             tensor.name, tensor.shape, tensor.type = name, np.array(shape, np.int32), DTYPES[dtype]
+            if scale:
+                tensor.quantization = schema.QuantizationParametersT()
+                tensor.quantization.scale, tensor.quantization.zeroPoint = scale, [0]
             if data is not None:
                 buffer = schema.BufferT()
                 buffer.data = np.frombuffer(np.asarray(data, dtype).tobytes(), np.uint8)

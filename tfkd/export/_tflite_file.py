@@ -22,7 +22,7 @@ import struct
 
 import numpy as np
 
-from tfkd.export import _tflite_ops, _tflite_subgraphs
+from tfkd.export import _tflite_counts, _tflite_ops, _tflite_scales, _tflite_subgraphs
 
 # The most dimensions a tensor may have. No LiteRT kernel takes more than 8 (BROADCAST_TO's
 # kMaxDims; most take 4 to 6, and XNNPACK 6: XNN_MAX_TENSOR_DIMS); an int8 file whose input
@@ -191,10 +191,21 @@ class _Tensor:
     """What the size checks need of a tensor: its sizes for one example (`dims`, as the
     file declares them), its type, its data in the file and the bytes counted for it."""
 
-    __slots__ = ("name", "dims", "elements", "type", "type_name", "bits", "data", "counted")
+    __slots__ = (
+        "name",
+        "dims",
+        "elements",
+        "type",
+        "type_name",
+        "bits",
+        "data",
+        "counted",
+        "scaled",
+    )
 
-    def __init__(self, name, dims, type_code, data, counted):
+    def __init__(self, name, dims, type_code, data, counted, scaled=False):
         self.name, self.dims, self.type, self.data = name, dims, type_code, data
+        self.scaled = scaled  # its quantization gives a scale
         self.elements = math.prod(dims)
         self.type_name, self.bits = _TYPES.get(type_code, ("an unknown type", 128))
         self.counted = counted
@@ -305,6 +316,7 @@ class _Checker:
         self.calls.append([])
         for index, operator in self.tables(subgraph, 3, 13, f"The operator list of {where}"):
             self.check_operator(operator, index, where, len(tensors), graph.ops)
+        _tflite_scales.check_scales(graph, where)
         return graph
 
     def check_tensor(self, tensor, where):
@@ -337,9 +349,10 @@ class _Checker:
             declares += f" (signature {signature})"
         nbytes = bits * elements // 8
         self.check_bytes(nbytes, self.buffers[buffer], f"{declares} of {type_name}")
-        return _Tensor(
-            name, dims, type_code, self.data[buffer], 0 if self.buffers[buffer] else nbytes
-        )
+        quantization = tensor.table(4, 7)
+        scaled = quantization is not None and quantization.vector(2, 4)[1] > 0
+        counted = 0 if self.buffers[buffer] else nbytes
+        return _Tensor(name, dims, type_code, self.data[buffer], counted, scaled)
 
     def counted_dims(self, sizes):
         """Sizes for one example: a batch of 0 or -1 counts 1 (a batch of 0 cannot hide a
@@ -400,6 +413,7 @@ class _Checker:
             self.check_indices(indices[kind], num_tensors, f"{where}'s {kind}", low=-1)
         code = self.codes[code]
         self.check_absent(indices, code, where)
+        _tflite_counts.check_counts(code, indices, where)
         for field, called in _tflite_subgraphs.called_subgraphs(code, operator):
             if not 0 <= called < self.num_subgraphs:
                 raise _Refused(
