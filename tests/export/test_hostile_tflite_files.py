@@ -102,11 +102,11 @@ for path in sys.argv[2:]:
 """
 
 
-def load_in_child(paths):
+def load_in_child(paths, child=_CHILD):
     """`{file name: "peak RSS growth in MiB\\toutcome"}` for `paths[1:]`, each loaded in a
-    child (`_CHILD`, after `paths[0]`), and the child's `subprocess` result."""
+    child (`child`: `_CHILD`, after `paths[0]`), and the child's `subprocess` result."""
     result = subprocess.run(
-        [sys.executable, "-c", _CHILD, *map(str, paths)],
+        [sys.executable, "-c", child, *map(str, paths)],
         env={**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"},
         capture_output=True,
         text=True,

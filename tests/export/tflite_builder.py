@@ -12,7 +12,8 @@ def check_file(path):
 
 
 DTYPES = {
-    "float32": 0, "float16": 1, "int32": 2, "uint8": 3, "int64": 4, "bool": 6, "int16": 7, "int8": 9
+    "float32": 0, "float16": 1, "int32": 2, "uint8": 3, "int64": 4, "string": 5, "bool": 6,
+    "int16": 7, "int8": 9,
 }  # fmt: skip
 
 

@@ -8,6 +8,11 @@ or whose SIGN had no output, crashed the process (SIGSEGV) loading or running it
 `tfkd.TFLiteModel`; 39 of 2,576 files giving each builtin op 0 to 3 inputs and 0 to 3
 outputs did so, all of them ops below. An op given more tensors than these passes (the
 kernels ignore them, or check them).
+
+Two ops' options must agree with their tensors: a SPLIT whose `num_splits` was not its
+number of outputs (0, -1, 1 of 2, 3 of 2, no options) crashed the process running it, as
+did a LOCAL_RESPONSE_NORMALIZATION whose `radius` was negative or 2**31 - 1 (SIGSEGV,
+SIGABRT).
 """
 
 from tfkd.export._tflite_ops import Refused
@@ -36,4 +41,29 @@ def check_counts(code, indices, where):
             raise Refused(
                 f"{where} ({op_name(code)}) has {given} {kind}; LiteRT's kernel reads "
                 f"{needed} (accepted: at least {needed})"
+            )
+
+
+_SPLIT, _LRN = 49, 13
+_LARGEST_RADIUS = 2**30  # LiteRT's kernel adds the channel to it in 32 bits
+
+
+def check_options(code, operator, indices, where):
+    """Refuses a SPLIT whose `num_splits` is not its number of outputs, and a
+    LOCAL_RESPONSE_NORMALIZATION whose `radius` is outside [0, 2**30]."""
+    if code == _SPLIT:
+        table = operator.options(1, 35)  # SplitOptions
+        splits, outputs = table.int32(0) if table is not None else 0, len(indices["outputs"])
+        if splits != outputs:
+            raise Refused(
+                f"{where} (SPLIT) has num_splits {splits} and {outputs} outputs; LiteRT's "
+                "kernel writes num_splits outputs (accepted: num_splits equal to the outputs)"
+            )
+    if code == _LRN:
+        table = operator.options(1, 13)  # LocalResponseNormalizationOptions
+        radius = table.int32(0) if table is not None else 0
+        if not 0 <= radius <= _LARGEST_RADIUS:
+            raise Refused(
+                f"{where} (LOCAL_RESPONSE_NORMALIZATION) has radius {radius}; accepted: 0 "
+                f"to {_LARGEST_RADIUS}"
             )

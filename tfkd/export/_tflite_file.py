@@ -317,6 +317,7 @@ class _Checker:
         for index, operator in self.tables(subgraph, 3, 13, f"The operator list of {where}"):
             self.check_operator(operator, index, where, len(tensors), graph.ops)
         _tflite_scales.check_scales(graph, where)
+        _tflite_scales.check_strings(graph, where)
         return graph
 
     def check_tensor(self, tensor, where):
@@ -414,6 +415,7 @@ class _Checker:
         code = self.codes[code]
         self.check_absent(indices, code, where)
         _tflite_counts.check_counts(code, indices, where)
+        _tflite_counts.check_options(code, operator, indices, where)
         for field, called in _tflite_subgraphs.called_subgraphs(code, operator):
             if not 0 <= called < self.num_subgraphs:
                 raise _Refused(

@@ -8,10 +8,14 @@ without one aborted the process as it loaded (SIGABRT: LiteRT's check on the NaN
 multiplier), and one whose int16 LOG did died running (SIGSEGV); 22 of 3,703 one-op files
 giving every builtin op int8, uint8, int16 or string tensors crashed so (the others named
 here). A file that quantizes them gives each such tensor its scale.
+
+The ops whose sizes the check follows (`_tflite_rules.RULES`: numeric ops) make a string
+only of strings: a SOFTMAX of float32 whose output was declared a string crashed the
+process running it (SIGSEGV); `check_strings` refuses such an output.
 """
 
 from tfkd.export._tflite_ops import Refused
-from tfkd.export._tflite_rules import op_name
+from tfkd.export._tflite_rules import RULES, op_name
 
 _QUANTIZED = {3: "uint8", 7: "int16", 9: "int8"}
 _ALL = tuple(_QUANTIZED)
@@ -47,3 +51,22 @@ def check_scales(graph, where):
                         "without a quantization scale; LiteRT's kernel rescales by it "
                         "(accepted: a tensor whose quantization gives a scale)"
                     )
+
+
+_STRING = 5
+
+
+def check_strings(graph, where):
+    """Refuses a string output of an op in `RULES` that takes no string input."""
+    for index, code, _, inputs, outputs in graph.ops:
+        if code not in RULES:
+            continue
+        if any(graph.tensors[t].type == _STRING for t in inputs.tolist() if t >= 0):
+            continue
+        for tensor in outputs.tolist():
+            if tensor >= 0 and graph.tensors[tensor].type == _STRING:
+                raise Refused(
+                    f"op {index} of {where} ({op_name(code)}) makes the string tensor "
+                    f"{tensor} ({graph.tensors[tensor].name[:60]!r}) of no string input "
+                    "(accepted: an output of a numeric type, or a string made of strings)"
+                )
