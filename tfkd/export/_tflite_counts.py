@@ -1,5 +1,6 @@
-"""How many tensors a `.tflite` op must be given where LiteRT's kernel reads them by
-position without counting them first.
+"""The tensors a `.tflite` op must be given: none absent (-1) but those LiteRT's kernels
+take as optional (`check_absent`), and as many as a kernel reads by position without
+counting them first (`check_counts`).
 
 Most of LiteRT's kernels check how many inputs and outputs an op has (ADD given one
 input: "NumInputs(node) != 2", an error), but some read the tensor at a position the op
@@ -18,6 +19,20 @@ SIGABRT).
 from tfkd.export._tflite_ops import Refused
 from tfkd.export._tflite_rules import op_name
 
+# The inputs LiteRT's kernels take as optional (-1: absent), by builtin code: the bias
+# of the convolutions (CONV_2D, DEPTHWISE_CONV_2D, CONV_3D, TRANSPOSE_CONV,
+# CONV_3D_TRANSPOSE), FULLY_CONNECTED and SVDF; the LSTMs' input gate, peephole,
+# projection and layer-norm tensors (and a bidirectional one's auxiliary input); a
+# bidirectional RNN's auxiliary input. Every other input, and every output, must be there.
+_LSTM = (1, 5, 9, 10, 11, 12, 16, 17)
+_OPTIONAL_INPUTS = {
+    3: (2,), 4: (2,), 132: (2,), 67: (3,), 141: (3,), 9: (2,), 27: (3,),
+    16: (*_LSTM, 20, 21, 22, 23), 44: (*_LSTM, 20, 21, 22, 23),
+    52: (*_LSTM, *(17 + i for i in _LSTM), *range(39, 48)),
+    46: (9, 10, 11),
+}  # fmt: skip
+_CUSTOM = 32
+
 # builtin code: (inputs, outputs) the kernel reads by position.
 _READ = {
     126: (2, 1),  # BATCH_MATMUL: the two matrices
@@ -28,6 +43,22 @@ _READ = {
     49: (2, 1),  # SPLIT: the axis and the input; one output per split
     45: (4, 1),  # STRIDED_SLICE: the input, begin, end and strides
 }
+
+
+def check_absent(code, indices, where):
+    """Refuses an op given no tensor (-1) where its LiteRT kernel takes one: only
+    `_OPTIONAL_INPUTS` may be absent (57 of 594 two-op files whose op lacked another,
+    a RELU's input, a TRANSPOSE's output, crashed the process, SIGSEGV)."""
+    optional = _OPTIONAL_INPUTS.get(code, ())
+    for kind, accepted in (("inputs", optional), ("outputs", ())):
+        absent = [i for i, tensor in enumerate(indices[kind].tolist()) if tensor == -1]
+        wrong = [i for i in absent if i not in accepted]
+        if wrong and code != _CUSTOM:  # LiteRT refuses custom ops it has no kernel for
+            allowed = f"of its {kind}, only {list(accepted)}" if accepted else "none"
+            raise Refused(
+                f"{where} ({op_name(code)}) has no tensor (-1) for its {kind} at {wrong}; "
+                f"LiteRT's kernel needs them ({allowed} may be absent)"
+            )
 
 
 def check_counts(code, indices, where):

@@ -211,21 +211,6 @@ class _Tensor:
         self.counted = counted
 
 
-# The inputs LiteRT's kernels take as optional (-1: absent), by builtin code: the bias
-# of the convolutions (CONV_2D, DEPTHWISE_CONV_2D, CONV_3D, TRANSPOSE_CONV,
-# CONV_3D_TRANSPOSE), FULLY_CONNECTED and SVDF; the LSTMs' input gate, peephole,
-# projection and layer-norm tensors (and a bidirectional one's auxiliary input); a
-# bidirectional RNN's auxiliary input. Every other input, and every output, must be there.
-_LSTM = (1, 5, 9, 10, 11, 12, 16, 17)
-_OPTIONAL_INPUTS = {
-    3: (2,), 4: (2,), 132: (2,), 67: (3,), 141: (3,), 9: (2,), 27: (3,),
-    16: (*_LSTM, 20, 21, 22, 23), 44: (*_LSTM, 20, 21, 22, 23),
-    52: (*_LSTM, *(17 + i for i in _LSTM), *range(39, 48)),
-    46: (9, 10, 11),
-}  # fmt: skip
-_CUSTOM = 32
-
-
 class _Checker:
     max_rank = MAX_RANK
 
@@ -413,7 +398,7 @@ class _Checker:
             # -1: an optional input the op is not given.
             self.check_indices(indices[kind], num_tensors, f"{where}'s {kind}", low=-1)
         code = self.codes[code]
-        self.check_absent(indices, code, where)
+        _tflite_counts.check_absent(code, indices, where)
         _tflite_counts.check_counts(code, indices, where)
         _tflite_counts.check_options(code, operator, indices, where)
         for field, called in _tflite_subgraphs.called_subgraphs(code, operator):
@@ -438,21 +423,6 @@ class _Checker:
             raise _Refused(
                 f"{what} name tensor {bad}; the subgraph has tensors 0 to {num_tensors - 1}"
             )
-
-    def check_absent(self, indices, code, where):
-        """Refuses an op given no tensor (-1) where its LiteRT kernel takes one: only
-        `_OPTIONAL_INPUTS` may be absent (a 2-op file whose ADD had input -1 crashed the
-        process, SIGSEGV, as did 56 other ops' so)."""
-        optional = _OPTIONAL_INPUTS.get(code, ())
-        for kind, accepted in (("inputs", optional), ("outputs", ())):
-            absent = [i for i, tensor in enumerate(indices[kind].tolist()) if tensor == -1]
-            wrong = [i for i in absent if i not in accepted]
-            if wrong and code != _CUSTOM:  # LiteRT refuses custom ops it has no kernel for
-                allowed = f"of its {kind}, only {list(accepted)}" if accepted else "none"
-                raise _Refused(
-                    f"{where} ({_tflite_ops.op_name(code)}) has no tensor (-1) for its {kind} "
-                    f"at {wrong}; LiteRT's kernel needs them ({allowed} may be absent)"
-                )
 
     def check_signature(self, signature, where):
         signature.text(2, f"{where}'s key")
