@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 import tfkd
+from tests.export.tflite_builder import build_file
 from tests.helpers import assert_tflite_agrees
 from tfkd.export._convert import freeze
 
@@ -97,3 +98,11 @@ def test_a_file_with_a_fixed_batch_runs_any_number_of_examples(tmp_path):
     predicted = lite.predict(_SEQUENCES, batch_size=5)
     assert predicted.shape == (37, 4)
     np.testing.assert_allclose(predicted, model.predict(_SEQUENCES, verbose=0), atol=1e-5)
+
+
+def test_a_scalar_input_still_takes_the_batch_as_its_size(tmp_path):
+    # No batch axis to fix: LiteRT resizes the input to the batch, as before parts.
+    tensors = [("x", [], "float32", None), ("y", [], "float32", None)]
+    path = build_file(tmp_path / "scalar.tflite", (tensors, [("EXP", [0], [1])], [0], [1]))
+    x = np.array([0.0, 1.0, 2.0], np.float32)
+    np.testing.assert_allclose(tfkd.TFLiteModel(path).predict(x), np.exp(x), rtol=1e-6)

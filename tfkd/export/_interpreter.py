@@ -334,7 +334,7 @@ class Runner:
                 f"The file has {len(self.inputs)} inputs. Received: {len(arrays)} arrays."
             )
         fixed = self._fixed_batch()
-        if fixed is not None and len(arrays[0]) != fixed:
+        if fixed is not None and len(arrays[0]) not in (0, fixed):
             return self._run_in_parts(arrays, fixed)
         try:
             self.resize([np.shape(array) for array in arrays])
@@ -355,9 +355,10 @@ class Runner:
 
     def _fixed_batch(self):
         """The batch size every input of the file fixes, or None where one leaves it open
-        (-1, as tfkd's exports do, except those of recurrent layers: `_convert._frozen`)
-        or they differ."""
-        sizes = {int(details["shape_signature"][0]) for details in self.inputs}
+        (-1, as tfkd's exports do, except those of recurrent layers: `_convert._frozen`),
+        has no axis (a scalar input, resized to the batch as before) or they differ."""
+        signatures = [details["shape_signature"] for details in self.inputs]
+        sizes = {int(signature[0]) if len(signature) else -1 for signature in signatures}
         size = sizes.pop() if len(sizes) == 1 else -1
         return None if size < 1 else size
 
