@@ -26,8 +26,8 @@ tensor (`_tflite_file.MAX_TENSOR_BYTES` and `MAX_TOTAL_BYTES`, for one example; 
 - sized from their input's shape and the constant values that say which part to take
   (`_tflite_slices`): SLICE, STRIDED_SLICE (its end an offset from its begin can make it
   larger than its input), SPLIT, SPLIT_V, UNPACK, ARG_MAX, ARG_MIN, TOPK_V2, SHAPE; where
-  those values are computed, at most their input's sizes (the larger of that and the
-  declared shape, which LiteRT prepares the ops after it from);
+  those values are computed, as declared (LiteRT prepares the ops after it from that
+  shape, and sizes the output when it runs: see "Not covered");
 - sized from their input's and filter's shapes and their options (`_tflite_windows`):
   CONV_2D, DEPTHWISE_CONV_2D, CONV_3D (a 5 KB file's CONV_2D made 2.5 GB, its output
   declared [1, 1, 1, 1]), AVERAGE_POOL_2D, MAX_POOL_2D, L2_POOL_2D, and the scratch their

@@ -12,9 +12,13 @@ the kernel accepts it, and as the largest it can make where it refuses or cannot
 a negative size as its absolute value, one past 2**31 - 1 (LiteRT keeps sizes in 32
 bits) as 2**31 - 1.
 
-Where those values are computed by the graph, LiteRT makes the output when the op runs
-(each holds at most its input's sizes: a part of it), and at load prepares the ops after
-it from the shape the file declares: both count, the larger of each size.
+Where those values are computed by the graph (or the input's shape is not followed),
+LiteRT makes the output when the op runs, and at load prepares the ops after it from the
+shape the file declares: the rule returns None, as declared (`Sizes.as_declared`, times
+the most an input grew), as for every output sized from computed values. (Counted as the
+larger of the declared shape and the input's, a BERT backbone's position embeddings,
+SLICEd to the sequence's length, went on through BROADCAST_TO and ADD as 16 million
+elements of any shape, then 2**33: tfkd refused its own int8 export.)
 """
 
 import math
@@ -28,29 +32,6 @@ def _clamped(value):
     return min(abs(value), LARGEST)
 
 
-def _within(sizes, bounds, position=0, parts=1):
-    """Each output as the larger of the shape the file declares for it and `bounds` (its
-    dims where the output holds at most that much; None: at most the elements of the
-    input at `position`, shared by `parts` equal outputs)."""
-    outputs = []
-    for tensor in sizes.outputs:
-        declared = sizes.tensors[tensor]
-        if bounds is not None and len(bounds) == len(declared.dims):
-            outputs += made([max(a, b) for a, b in zip(declared.dims, bounds)])
-        else:
-            bound = math.prod(bounds) if bounds is not None else _elements(sizes, position)
-            outputs += unknown(max(declared.elements, -(-bound // parts)))
-    return outputs
-
-
-def _elements(sizes, position):
-    """The input's elements, an axis of 0 counted as 1 (an axis shrunk makes 1)."""
-    dims = sizes.shape(position)
-    if dims is None:
-        return sizes.count(position)
-    return math.prod(max(size, 1) for size in dims)
-
-
 def _slice(sizes, op):
     """SLICE: `size` of each axis from `begin`; -1, to the axis's end. LiteRT refuses a
     begin and size past the axis's end (and, since 2.x, a negative begin, which older
@@ -59,7 +40,7 @@ def _slice(sizes, op):
     if dims == []:  # LiteRT leaves the output of a scalar as declared
         return None
     if dims is None or begin is None or size is None:
-        return _within(sizes, dims)
+        return None  # sized when it runs: as declared
     if min(len(begin), len(size)) < len(dims):  # LiteRT would read past their values
         return unknown(LARGEST)
     return made([_clamped(d - b if s == -1 else s) for d, b, s in zip(dims, begin, size)])
@@ -131,11 +112,13 @@ def _strided_slice(sizes, op):
     (begin_mask, end_mask, ellipsis, new_axis, shrink), offset = _strided_options(op)
     if _unset_sizes(dims, values, ellipsis | new_axis, offset):
         return unknown(LARGEST)
-    if dims is None or ellipsis or new_axis:
-        return _within(sizes, None)
-    kept = [size for axis, size in enumerate(dims) if not shrink >> axis & 1]
+    if dims is None:
+        return None  # its input's shape not followed: as declared
+    if ellipsis or new_axis:  # sized at load, not followed: at most the input's elements
+        elements = math.prod(max(size, 1) for size in dims)
+        return [unknown(max(sizes.tensors[t].elements, elements))[0] for t in sizes.outputs]
     if any(v is None for v in values):
-        return _within(sizes, kept)
+        return None  # sized when it runs: as declared
     output = []
     for axis, size in enumerate(dims):
         bits = [mask >> axis & 1 for mask in (begin_mask, end_mask, shrink)]
@@ -159,7 +142,7 @@ def _split(sizes, op):
     dims, count = sizes.shape(1), len(sizes.outputs)
     axis = _axis(sizes.values(0), len(dims)) if dims else None
     if axis is None or count == 0:
-        return _within(sizes, dims, position=1, parts=max(count, 1) if dims is None else 1)
+        return None  # sized when it runs: as declared
     part = [*dims[:axis], -(-dims[axis] // count), *dims[axis + 1 :]]
     return made(part) * count
 
@@ -173,7 +156,7 @@ def _split_v(sizes, op):
     splits = sizes.values(1, limit=max(len(sizes.outputs), 4 * sizes.checker.max_rank))
     axis = _axis(sizes.values(2), len(dims)) if dims else None
     if dims is None or splits is None or axis is None:
-        return _within(sizes, dims)
+        return None  # sized when it runs: as declared
     rest = dims[axis] - sum(size for size in splits if size != -1)
     parts = [_clamped(rest if size == -1 else size) for size in splits]
     return [made([*dims[:axis], part, *dims[axis + 1 :]])[0] for part in parts]
@@ -184,7 +167,7 @@ def _unpack(sizes, op):
     dims, table = sizes.shape(0), op.options(1, 64)
     axis = _axis([table.int32(1) if table is not None else 0], len(dims)) if dims else None
     if axis is None:
-        return _within(sizes, None, parts=max(len(sizes.outputs), 1) if dims is None else 1)
+        return None  # sized when it runs: as declared
     return made([*dims[:axis], *dims[axis + 1 :]]) * len(sizes.outputs)
 
 
@@ -193,7 +176,7 @@ def _arg_extreme(sizes, op):
     dims = sizes.shape(0)
     axis = _axis(sizes.values(1), len(dims)) if dims else None
     if axis is None:
-        return _within(sizes, None)
+        return None  # sized when it runs: as declared
     return made([*dims[:axis], *dims[axis + 1 :]])
 
 
@@ -202,7 +185,7 @@ def _top_k(sizes, op):
     past the last axis, and makes a negative one 0)."""
     dims, k = sizes.shape(0), sizes.values(1)
     if not dims or k is None or len(k) != 1:
-        return _within(sizes, dims)
+        return None  # sized when it runs: as declared
     return made([*dims[:-1], min(max(k[0], 0), LARGEST)]) * 2
 
 
