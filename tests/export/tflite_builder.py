@@ -1,7 +1,10 @@
 """Builds small `.tflite` files from LiteRT's schema, op by op, for the tests of the
 checks tfkd makes before LiteRT reads a file (`tfkd/export/_tflite_file.py`)."""
 
+import re
+
 import numpy as np
+import pytest
 
 from tfkd.export import _tflite_file
 from tfkd.export._interpreter import OPEN_SIZE
@@ -9,6 +12,12 @@ from tfkd.export._interpreter import OPEN_SIZE
 
 def check_file(path):
     _tflite_file.check(path.read_bytes(), OPEN_SIZE)
+
+
+def assert_refused(path, graphs, message):
+    """The file of `graphs` built at `path` fails the check with `message`."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_file(build_file(path, *graphs))
 
 
 DTYPES = {

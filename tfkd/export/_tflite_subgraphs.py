@@ -178,8 +178,6 @@ class _Follower:
         generator, as `follow`) from the sizes of the inputs it passes them; None where
         LiteRT refuses to prepare it (the inputs or outputs do not match in number)."""
         passed = inputs.tolist()[0 if code == _WHILE else 1 :]
-        if -1 in passed:
-            return None
         given = tuple(_size(sizes.dims[i], sizes.tensors[i], sizes.elements[i]) for i in passed)
         where = f"as op {index} ({op_name(code)}) of subgraph {caller} runs it"
         made, callees = [], called_subgraphs(code, operator)
