@@ -45,6 +45,21 @@ def test_a_subclassed_model_that_fit_builds_trains_clustered_kernels(start):
         assert len(np.unique(kernel)) == 8 and np.all(kernel != 0), (layer.name, kernel)
 
 
+def test_a_subclassed_model_given_build_predicts_with_clustered_kernels():
+    # Before, on TensorFlow, `predict` (or `evaluate`) before any `fit` or call on data
+    # computed with the centroids all zero: each Dense kernel 0, the same output for every
+    # example. The traced step now clusters in the graph, as `fit`'s does.
+    x = np.random.default_rng(0).normal(size=(64, 16)).astype("float32")
+    model = ClusteredNet(width=16, num_classes=3)
+    model.build((None, 16))
+    predicted = model.predict(x, verbose=0)
+    for layer in (model.hidden, model.logits):
+        kernel = keras.ops.convert_to_numpy(layer.masked_kernel())
+        assert len(np.unique(kernel)) == 8 and np.all(kernel != 0), (layer.name, kernel)
+    assert np.all(predicted.std(axis=0) > 0.1), predicted.std(axis=0)
+    np.testing.assert_allclose(predicted, keras.ops.convert_to_numpy(model(x)), atol=1e-5)
+
+
 def _fashion_mnist(count):
     (x_train, y_train), (x_test, y_test) = tfkd.datasets.load("fashion_mnist")
     x_train, x_test = (x[:count].reshape(-1, 784) / 255.0 for x in (x_train, x_test))

@@ -101,14 +101,14 @@ class ClusteredLayer(KernelWrapper):
         self._clusters_pending = False
         return ops.cast(keep, dtype)
 
-    def _cluster_pending(self, training):
+    def _cluster_pending(self):
         """Clusters the kernel where the build could not: at the first call on data, unless
-        loaded weights brought centroids; in a traced training step (TensorFlow builds a
-        subclassed model given `build(input_shape)` inside `fit`'s step), in the graph."""
+        loaded weights brought centroids; in a traced step (TensorFlow builds a subclassed
+        model given `build(input_shape)` inside the step of `fit`, `predict` or
+        `evaluate`), in the graph."""
         centroids = readable(self.centroids)
         if centroids is None:
-            if training:
-                self._cluster_in_graph()
+            self._cluster_in_graph()
             return
         if not centroids.any():
             self.assign_clusters()
@@ -204,7 +204,7 @@ class ClusteredLayer(KernelWrapper):
         from tfkd import _kernels
 
         if self._clusters_pending:
-            self._cluster_pending(training)
+            self._cluster_pending()
         if not training:
             return _kernels.forward(self.layer, inputs, self.masked_kernel())
         # As tfmot does: each weight takes its nearest centroid's value, and the gradient
