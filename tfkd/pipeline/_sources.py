@@ -62,6 +62,20 @@ def load_errors(
                 f"`{kind}` takes {list(SOURCE_KEYS[kind]) + list(COMMON_KEYS)}.",
             )
         ]
+    errors, source = _split_seed_errors(name, source)
+    errors += _source_errors(kind, name, source, argument)
+    errors += _size_errors(train_size, test_size)
+    try:
+        check_labelled_per_class(labelled_per_class)
+    except ValueError as error:
+        return [*errors, error]
+    if labelled_per_class is None or errors or kind != "name":
+        return errors  # other sources' class counts are checked when they are read
+    return _labels_asked_errors(name, train_size, labelled_per_class)
+
+
+def _split_seed_errors(name, source):
+    """The errors of `split_seed`, and `source` without it where it is not a seed."""
     errors = []
     if "split_seed" in source:
         # Checked here, under its own name; the loaders' checks call it `seed`.
@@ -80,6 +94,12 @@ def load_errors(
                 "and test parts needs neither).",
             )
         )
+    return errors, source
+
+
+def _source_errors(kind, name, source, argument):
+    """The errors of the keys of the source of `kind`."""
+    errors = []
     if kind == "name" and (not isinstance(name, str) or name not in datasets.available()):
         errors.append(
             invalid_argument(
@@ -113,37 +133,37 @@ def load_errors(
         )
     elif kind == "csv":
         errors += _csv_errors(source)
-    for size_argument, value in (("train_size", train_size), ("test_size", test_size)):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1
-        ):
-            errors.append(
-                invalid_argument(
-                    size_argument,
-                    f"`{size_argument}` must be a positive integer. "
-                    f"Received: {size_argument}={value!r}",
-                )
-            )
-    try:
-        check_labelled_per_class(labelled_per_class)
-    except ValueError as error:
-        return [*errors, error]
-    if labelled_per_class is None or errors or kind != "name":
-        return errors  # other sources' class counts are checked when they are read
+    return errors
+
+
+def _size_errors(train_size, test_size):
+    return [
+        invalid_argument(
+            argument,
+            f"`{argument}` must be a positive integer. Received: {argument}={value!r}",
+        )
+        for argument, value in (("train_size", train_size), ("test_size", test_size))
+        if value is not None
+        and (isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1)
+    ]
+
+
+def _labels_asked_errors(name, train_size, labelled_per_class):
+    """A `labelled_per_class` that asks a named data set for more labels than it holds."""
     info = datasets.info(name)
     examples = min(info["num_train_examples"], train_size or info["num_train_examples"])
-    if labelled_per_class * info["num_classes"] > examples:
-        errors.append(
-            invalid_argument(
-                "labelled_per_class",
-                "`labelled_per_class` asks for more labels than there are training examples: "
-                f"{labelled_per_class} per class x {info['num_classes']} classes > "
-                f"{examples:,}. Received: labelled_per_class={labelled_per_class}. Use at "
-                f"most {examples // info['num_classes']}, or more training data "
-                "(`train_size`).",
-            )
+    if labelled_per_class * info["num_classes"] <= examples:
+        return []
+    return [
+        invalid_argument(
+            "labelled_per_class",
+            "`labelled_per_class` asks for more labels than there are training examples: "
+            f"{labelled_per_class} per class x {info['num_classes']} classes > "
+            f"{examples:,}. Received: labelled_per_class={labelled_per_class}. Use at "
+            f"most {examples // info['num_classes']}, or more training data "
+            "(`train_size`).",
         )
-    return errors
+    ]
 
 
 def source_kind(name, source):
