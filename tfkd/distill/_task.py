@@ -83,23 +83,14 @@ def check_class_ids(y, num_classes, loss, argument="y"):
     kind = _class_id_loss(loss)
     if kind is None or num_classes is None or not isinstance(y, np.ndarray):
         return y
-    per_example = y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1)
-    binary = kind == "binary"
-    if (
-        y.ndim == 0
-        or y.dtype.kind not in "iuf"
-        or (binary and not (per_example and num_classes == 1))
-    ):
+    layout = _id_layout(kind, y.shape, num_classes)
+    if layout is None or y.dtype.kind not in "iuf":
         return y
-    classes = 2 if binary else num_classes
+    per_example, classes = layout
     whole = y.dtype.kind != "f" or bool(np.all(np.isfinite(y) & (y == np.round(y))))
-    if binary and not whole:
+    if kind == "binary" and not whole:
         return y  # probabilities: soft or smoothed targets, which binary cross-entropy takes
-    ignored = getattr(loss, "ignore_class", None)
-    skipped = [
-        value for value in (UNLABELED if per_example else None, ignored) if value is not None
-    ]
-    given = y[~np.isin(y, skipped)]
+    given = y[~np.isin(y, _skipped_ids(loss, per_example))]
     outside = given[(given < 0) | (given >= classes)] if whole else given[given != np.round(given)]
     if outside.size or not whole:
         shown = np.unique(outside)[:5].tolist() if outside.size else "NaN or inf"
@@ -182,28 +173,44 @@ def _outside_classes(y, y_pred, loss, unlabeled=True):
     if isinstance(y_pred, (dict, list, tuple)) or y_pred.shape[-1] is None:
         return None
     y = ops.convert_to_tensor(y)
-    classes = y_pred.shape[-1]
-    per_example = len(y_pred.shape) == 2 and (
-        len(y.shape) == 1 or (len(y.shape) == 2 and y.shape[1] == 1)
-    )
-    per_position = len(y.shape) == len(y_pred.shape) - 1
-    if kind == "binary" and not (classes == 1 and per_example):
+    layout = _id_layout(kind, y.shape, y_pred.shape[-1], len(y_pred.shape))
+    if layout is None:
         return None
-    if kind == "sparse" and not (per_example or per_position):
-        return None
+    per_example, classes = layout
     integer = "int" in keras.backend.standardize_dtype(y.dtype)
     labels = ops.cast(y, "float32")
-    outside = (labels < 0) | (labels > (1.0 if kind == "binary" else classes - 1.0))
+    outside = (labels < 0) | (labels > classes - 1.0)
     if not integer:
         # A fraction is no class id (binary cross-entropy takes it: a soft target);
         # NaN is neither.
         fraction = labels != ops.round(labels) if kind == "sparse" else labels != labels
         outside = outside | fraction
-    skipped = [UNLABELED] if (unlabeled and integer and per_example) else []
-    ignored = getattr(loss, "ignore_class", None)
-    for value in [*skipped, *([] if ignored is None else [ignored])]:
+    for value in _skipped_ids(loss, per_example and unlabeled and integer):
         outside = outside & (labels != value)
     return labels, outside
+
+
+def _id_layout(kind, shape, outputs, output_rank=None):
+    """`(per_example, classes)` where a loss of `kind` reads labels of `shape` as class
+    ids of a model with `outputs` outputs (of rank `output_rank`, where known), else None:
+    one id per example, or (sparse) one per position of a rank-3 or larger output."""
+    per_example = len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)
+    if output_rank is not None:
+        per_position = len(shape) == output_rank - 1
+        per_example = per_example and output_rank == 2
+    else:
+        per_position = len(shape) > 0
+    if kind == "binary":
+        return (True, 2) if per_example and outputs == 1 else None
+    return (per_example, outputs) if per_example or per_position else None
+
+
+def _skipped_ids(loss, unlabelled_too):
+    """The label values no class id is read from: the loss's `ignore_class` (padding) and,
+    where `unlabelled_too`, `UNLABELED`."""
+    ignored = getattr(loss, "ignore_class", None)
+    skipped = [UNLABELED] if unlabelled_too else []
+    return skipped + ([] if ignored is None else [ignored])
 
 
 def _class_id_loss(loss):
