@@ -167,7 +167,7 @@ def _reversed_filter_conv(channels=258):
 
 def test_a_reversed_filter_declared_smaller_is_sized(tmp_path):
     # It passed, and LiteRT allocated the CONV_2D's [1, 1024, 1024, 258] float32 output
-    # at load (1,082,130,432 bytes), the filter declared [1, 1, 1, 1] by a 2,852-byte file.
+    # at load (1,082,130,432 bytes), the filter declared [1, 1, 1, 1] by a 2,720-byte file.
     with pytest.raises(ValueError, match=r"op 1 \(CONV_2D\) .* of shape \[1, 1024, 1024, 258\]"):
         check_file(build_file(tmp_path / "filter.tflite", _reversed_filter_conv()))
 
