@@ -152,17 +152,24 @@ def test_an_output_declared_smaller_no_longer_hides_what_follows(tmp_path, name)
         check_file(build_file(tmp_path / f"{name}.tflite", _hidden(name, K + 1)))
 
 
-def test_a_reversed_filter_declared_smaller_is_sized(tmp_path):
-    # It passed, and LiteRT allocated the CONV_2D's [1, 1024, 1024, 258] float32 output
-    # at load (1,082,130,432 bytes), the filter declared [1, 1, 1, 1] by a 2,852-byte file.
+def _reversed_filter_conv(channels=258):
+    """A CONV_2D of a [1, 1024, 1024, 1] input whose filter, a REVERSE_V2 of constant
+    [channels, 1, 1, 1] ones, is declared [1, 1, 1, 1], as is its output."""
     tensors = [("x", [1, 1024, 1024, 1], "float32", None)]
-    tensors += [("w0", [258, 1, 1, 1], "float32", np.ones((258, 1, 1, 1)))]
+    tensors += [("w0", [channels, 1, 1, 1], "float32", np.ones((channels, 1, 1, 1)))]
     tensors += [("axis", [1], "int32", [0]), ("w", [1, 1, 1, 1], "float32", None)]
-    tensors += [("b", [258], "float32", np.zeros(258)), ("y", [1, 1, 1, 1], "float32", None)]
+    tensors += [("b", [channels], "float32", np.zeros(channels))]
+    tensors += [("y", [1, 1, 1, 1], "float32", None)]
     options = option_table("Conv2DOptions", strideW=1, strideH=1)
     ops = [("REVERSE_V2", [1, 2], [3]), ("CONV_2D", [0, 3, 4], [5], options)]
+    return (tensors, ops, [0], [5])
+
+
+def test_a_reversed_filter_declared_smaller_is_sized(tmp_path):
+    # It passed, and LiteRT allocated the CONV_2D's [1, 1024, 1024, 258] float32 output
+    # at load (1,082,130,432 bytes), the filter declared [1, 1, 1, 1] by a 2,720-byte file.
     with pytest.raises(ValueError, match=r"op 1 \(CONV_2D\) .* of shape \[1, 1024, 1024, 258\]"):
-        check_file(build_file(tmp_path / "filter.tflite", (tensors, ops, [0], [5])))
+        check_file(build_file(tmp_path / "filter.tflite", _reversed_filter_conv()))
 
 
 def test_each_output_counts_to_the_total(tmp_path):
