@@ -104,7 +104,8 @@ def test_a_subgraph_is_followed_from_the_sizes_its_caller_gives(tmp_path, case):
 
 @pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS and /proc are Linux's")
 def test_a_while_body_litert_would_size_large_is_refused_unallocated(tmp_path):
-    # Unchecked, LiteRT reserved 2.4 GB at load (VmPeak) for this 2 KB file.
+    # Unchecked, LiteRT reserved 2,408 MiB at load (VmPeak) for this 3,468-byte file
+    # (benchmarks/tflite_hostile_memory.py).
     graphs = REFUSED["while_conv"][0]
     paths = [
         build_file(tmp_path / f"{name}.tflite", *graphs(given))

@@ -47,7 +47,7 @@ Not covered:
   DEPTH_TO_SPACE, SPACE_TO_DEPTH, UNIDIRECTIONAL_SEQUENCE_LSTM, CONV_3D_TRANSPOSE, the
   StableHLO ops...), unless an input grew; such an op can hide a larger tensor from the
   ops after it (a REVERSE_V2 of a constant [258, 1, 1, 1] declared [1, 1, 1, 1], a
-  CONV_2D's filter, made a 1 GB output from 2,852 bytes before REVERSE_V2 was sized);
+  CONV_2D's filter, made a 1 GB output from 2,720 bytes before REVERSE_V2 was sized);
 - the scratch of kernels other than the convolutions' and XNNPACK's pools' (TRANSPOSE_CONV's
   col2im, the hybrid kernels' quantized copies of their input), and memory XNNPACK packs
   weights into;

@@ -5,7 +5,7 @@ ARG_MIN, TOPK_V2 and SHAPE (REVERSE_V2 and CUMSUM keep their input's shape:
 
 LiteRT makes their outputs from the input's shape and the constant values that say what
 to take (begin, size, end, strides, axis, size_splits, k), whatever shapes the file
-declares: a 2,852-byte file's REVERSE_V2 of a constant [258, 1, 1, 1], declared [1, 1,
+declares: a 2,720-byte file's REVERSE_V2 of a constant [258, 1, 1, 1], declared [1, 1,
 1, 1], was a CONV_2D's filter, which made a 1 GB output; three REVERSE_V2 of a 256 MiB
 input were counted as 12 bytes. Each value is counted as LiteRT's kernel uses it where
 the kernel accepts it, and as the largest it can make where it refuses or cannot tell:
