@@ -201,27 +201,35 @@ def _reversed_filter():
     return _reversed_filter_conv()
 
 
-# name: (builder of the file, what README.md says of it, whether LiteRT runs it (False: loads
-# and allocates it only))
+# name: (builder of the file, what it is, whether LiteRT runs it (False: loads and
+# allocates it only))
 CASES = {
-    "hidden_16gib": (_hidden([65536, 65536]), "a 2 KB file had declared a 16 GiB tensor", True),
-    "hidden_1gib": (_hidden([8193, 32768]), "the same file, its tensor 1 GiB and 64 KiB", True),
-    "tile": (_graphs(_tile), "a 392-byte file's TILE had LiteRT reserve 2 GiB", True),
-    "add_broadcast": (_graphs(_add_broadcast), "[16384, 1] + [1, 8192] is 512 MiB", True),
+    "hidden_16gib": (
+        _hidden([65536, 65536]),
+        "a dense export whose hidden tensor declares [65536, 65536] float32 (16 GiB)",
+        True,
+    ),
+    "hidden_1gib": (
+        _hidden([8193, 32768]),
+        "the same, declared [8193, 32768] (1 GiB and 128 KiB)",
+        True,
+    ),
+    "tile": (_graphs(_tile), "a TILE by the constant multiples [32768, 16384]", True),
+    "add_broadcast": (_graphs(_add_broadcast), "an ADD of [16384, 1] and [1, 8192]", True),
     "conv_600_channels": (
         _graphs(_conv_of([1, 1024, 1024, 1], [600, 1, 1, 1], 0)),
-        "a 3 KB file whose CONV_2D filter had 600 channels: 2.5 GB",
+        "a CONV_2D of 600 channels at 1024x1024, its output declared [1, 1, 1, 1]",
         True,
     ),
     "im2col_10x10": (
         _graphs(_conv_of([1, 256, 256, 64], [1, 10, 10, 64], 1)),
-        "a 940-byte file's 10x10 window made 1.5 GB",
+        "a CONV_2D, a 10x10 window over 256x256x64 (im2col)",
         True,
     ),
     # XNNPACK prepares this one for minutes on 2 cores: `allocate_tensors` times out.
     "average_pool_320": (
         _graphs(_average_pool("average_320_same")),
-        "a 320x320 average window at 1024x1024 made 1.1 GB",
+        "an AVERAGE_POOL_2D, 320x320 SAME at 1024x1024",
         False,
     ),
     "average_pool_320_over_8_rows": (
@@ -229,8 +237,16 @@ CASES = {
         "the same window over 8 rows of 1024 (test_tflite_window_sizes.py)",
         False,
     ),
-    "while_conv": (_graphs(_while_conv), "a 2 KB file's WHILE body: 2.4 GB", True),
-    "reverse_v2_filter": (_graphs(_reversed_filter), "a 2,852-byte file's REVERSE_V2: 1 GB", True),
+    "while_conv": (
+        _graphs(_while_conv),
+        "a WHILE whose body's CONV_2D (600 channels) is given [1, 1024, 1024, 1]",
+        True,
+    ),
+    "reverse_v2_filter": (
+        _graphs(_reversed_filter),
+        "a CONV_2D whose filter, a REVERSE_V2 of 258 channels, is declared [1, 1, 1, 1]",
+        True,
+    ),
 }
 
 
@@ -279,10 +295,10 @@ def _stages(stdout, ended, stderr):
 
 
 def measure_case(name, folder, cap):
-    build, readme, invoke = CASES[name]
+    build, described, invoke = CASES[name]
     path = build(folder / f"{name}.tflite")
     started = time.perf_counter()
-    row = {"case": name, "readme": readme, "file_bytes": path.stat().st_size}
+    row = {"case": name, "file": described, "file_bytes": path.stat().st_size}
     row["tfkd"] = tfkd_check(path)
     row["litert"] = litert_unchecked(path, cap, invoke)
     row["seconds"] = round(time.perf_counter() - started, 1)

@@ -136,7 +136,7 @@ def test_files_that_crashed_or_filled_the_process_are_refused_unallocated(files,
     folder = files[0]
     # The int8 file with its input given rank 64: LiteRT died of SIGSEGV loading it.
     rank = _mutant(folder / "int8.tflite", tmp_path / "rank64.tflite", _input_shape([1] * 64))
-    # 1 GiB and 64 KiB of float32 that a 2 KB file declares for a hidden tensor: XNNPACK
+    # 1 GiB and 128 KiB of float32 that a 1,848-byte file declares for a hidden tensor: XNNPACK
     # allocated and touched all of it at load (16 GiB killed the process).
     huge = _mutant(folder / "float.tflite", tmp_path / "huge.tflite", _shape([8193, 32768]))
     # What LiteRT sizes as it prepares ops (files built op by op, below):
