@@ -28,8 +28,10 @@ DTYPES = {
 
 def build_file(path, *subgraphs, signature=False):
     """A file of `subgraphs`, each `(tensors, ops, inputs, outputs)`: a tensor is `(name,
-    shape, dtype, data or None[, quantization scales])`, an op `(BuiltinOperator name,
-    inputs, outputs[, options])`, the options one of the schema's `...OptionsT` objects."""
+    shape, dtype, data or None[, quantization scales[, zero points[, quantized
+    dimension]]])` (zero points default to `[0]`, the dimension to 0), an op
+    `(BuiltinOperator name, inputs, outputs[, options])`, the options one of the
+    schema's `...OptionsT` objects."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
@@ -44,12 +46,15 @@ def build_file(path, *subgraphs, signature=False):
     for tensors, ops, inputs, outputs in subgraphs:
         graph = schema.SubGraphT()
         graph.tensors, graph.operators = [], []
-        for name, shape, dtype, data, *scale in tensors:
+        for name, shape, dtype, data, *quantization in tensors:
             tensor = schema.TensorT()
             tensor.name, tensor.shape, tensor.type = name, np.array(shape, np.int32), DTYPES[dtype]
-            if scale:
+            if quantization:
+                defaults = (None, [0], 0)
+                scale, zero_point, dimension = (*quantization, *defaults[len(quantization) :])
                 tensor.quantization = schema.QuantizationParametersT()
-                tensor.quantization.scale, tensor.quantization.zeroPoint = scale, [0]
+                tensor.quantization.scale, tensor.quantization.zeroPoint = scale, zero_point
+                tensor.quantization.quantizedDimension = dimension
             if data is not None:
                 buffer = schema.BufferT()
                 buffer.data = np.frombuffer(np.asarray(data, dtype).tobytes(), np.uint8)

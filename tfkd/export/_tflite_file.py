@@ -200,12 +200,12 @@ class _Tensor:
         "bits",
         "data",
         "counted",
-        "scaled",
+        "quantization",
     )
 
-    def __init__(self, name, dims, type_code, data, counted, scaled=False):
+    def __init__(self, name, dims, type_code, data, counted, quantization=None):
         self.name, self.dims, self.type, self.data = name, dims, type_code, data
-        self.scaled = scaled  # its quantization gives a scale
+        self.quantization = quantization  # its QuantizationParameters table, if any
         self.elements = math.prod(dims)
         self.type_name, self.bits = _TYPES.get(type_code, ("an unknown type", 128))
         self.counted = counted
@@ -335,10 +335,8 @@ class _Checker:
             declares += f" (signature {signature})"
         nbytes = bits * elements // 8
         self.check_bytes(nbytes, self.buffers[buffer], f"{declares} of {type_name}")
-        quantization = tensor.table(4, 7)
-        scaled = quantization is not None and quantization.vector(2, 4)[1] > 0
         counted = 0 if self.buffers[buffer] else nbytes
-        return _Tensor(name, dims, type_code, self.data[buffer], counted, scaled)
+        return _Tensor(name, dims, type_code, self.data[buffer], counted, tensor.table(4, 7))
 
     def counted_dims(self, sizes):
         """Sizes for one example: a batch of 0 or -1 counts 1 (a batch of 0 cannot hide a
