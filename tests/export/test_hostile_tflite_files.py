@@ -458,7 +458,7 @@ def test_what_an_op_sizes_past_the_limits_is_refused(tmp_path, case):
         ),
         # An op the check does not size keeps its declared shape, times its input's growth.
         (
-            "REVERSE_SEQUENCE",
+            "CUSTOM",
             r"op 2 \(TILE\) .* makes tensor 5 \('y'\) of up to 4294967296 elements",
         ),
     ],

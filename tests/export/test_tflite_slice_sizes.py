@@ -250,13 +250,13 @@ def test_a_split_v_into_more_parts_than_a_shape_has_sizes_is_followed(tmp_path, 
 
 def _split_unknown(n):
     """A SPLIT in two of a tensor whose shape the check does not know: 2 * 2**14 elements
-    (a TILE of the [1, 2] input that REVERSE_SEQUENCE, not modelled, keeps), then an ADD
+    (a TILE of the [1, 2] input that a custom op, not modelled, keeps), then an ADD
     of a part and zeros of [1, n]."""
     tensors = _slice_input((1, 2)) + [("m", [2], "int32", [K, 1]), ("t", [1, 2], "float32", None)]
     tensors += [("r", [1, 2], "float32", None), ("axis", [], "int32", 1)]
     tensors += [("y0", [1, 1], "float32", None), ("y1", [1, 1], "float32", None)]
     tensors += [("zeros", [1, n], "float32", np.zeros((1, n))), ("z", [1, 1], "float32", None)]
-    ops = [("TILE", [0, 1], [2]), ("REVERSE_SEQUENCE", [2, 1], [3])]
+    ops = [("TILE", [0, 1], [2]), ("CUSTOM", [2, 1], [3])]
     ops += [("SPLIT", [4, 3], [5, 6], option_table("SplitOptions", numSplits=2))]
     return (tensors, [*ops, ("ADD", [5, 7], [8])], [0], [8])
 

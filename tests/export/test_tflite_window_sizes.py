@@ -242,7 +242,7 @@ def test_the_scratch_a_kernel_allocates_is_held_to_a_tensors_limit(tmp_path, cas
 
 def _filter_of_unknown_shape(name, channels):
     """`name` on a [1, 1024, 1024, 1] input (CONV_3D: [1, 1, 1024, 1024, 1]), its filter
-    `channels` ones made by a TILE that an op the check does not size (REVERSE_SEQUENCE) keeps:
+    `channels` ones made by a TILE that an op the check does not size (a custom op) keeps:
     the check knows the filter's elements, not its shape, which sizes the output."""
     rank = 5 if name == "CONV_3D" else 4
     at = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "CONV_3D": 4}[name]
@@ -256,7 +256,7 @@ def _filter_of_unknown_shape(name, channels):
     options = _window_op(name, ones, ones, depthMultiplier=channels)[1][0][3]
     ops = [
         ("TILE", [1, 2], [3]),
-        ("REVERSE_SEQUENCE", [3, 4], [5]),
+        ("CUSTOM", [3, 4], [5]),
         (name, [0, 5, 6], [7], options),
     ]
     return (tensors, ops, [0], [7])

@@ -15,14 +15,17 @@ tensor (`_tflite_file.MAX_TENSOR_BYTES` and `MAX_TOTAL_BYTES`, for one example; 
 - sized from constant data (int32 or int64 values the file holds): TILE, BROADCAST_TO,
   FILL, PAD, PADV2, MIRROR_PAD, STABLEHLO_PAD (its options), RESIZE_BILINEAR,
   RESIZE_NEAREST_NEIGHBOR, SPACE_TO_BATCH_ND, BATCH_TO_SPACE_ND, DILATE, ONE_HOT, RANGE,
-  TRANSPOSE_CONV, RANDOM_UNIFORM, RANDOM_STANDARD_NORMAL, MULTINOMIAL; RESHAPE, SQUEEZE
-  and EXPAND_DIMS keep their input's elements (LiteRT refuses a RESHAPE to another number);
+  TRANSPOSE_CONV, CONV_3D_TRANSPOSE, RANDOM_UNIFORM, RANDOM_STANDARD_NORMAL, MULTINOMIAL;
+  RESHAPE, SQUEEZE and EXPAND_DIMS keep their input's elements (LiteRT refuses a RESHAPE
+  to another number);
 - sized from their inputs' shapes, which they can multiply: the broadcasting ops (ADD,
   MUL, LESS, SELECT_V2...: [16384, 1] + [1, 8192] is 512 MiB), FULLY_CONNECTED,
   BATCH_MATMUL, GATHER, GATHER_ND, EMBEDDING_LOOKUP, CONCATENATION, PACK (a 4,604-byte
   file stacked its [1024, 256] input 1,040 times: 1 GiB, its output declared [1, 1]),
-  TRANSPOSE, and the ops that keep their input's shape (SOFTMAX, RELU, QUANTIZE, CAST,
-  REVERSE_V2, CUMSUM...);
+  TRANSPOSE, DEPTH_TO_SPACE and SPACE_TO_DEPTH (their input's blocks of block_size
+  pixels moved to its channels or back; as declared where LiteRT refuses the block_size),
+  and the ops that keep their input's shape (SOFTMAX, RELU, QUANTIZE, CAST, REVERSE_V2,
+  REVERSE_SEQUENCE, CUMSUM...);
 - sized from their input's shape and the constant values that say which part to take
   (`_tflite_slices`): SLICE, STRIDED_SLICE (its end an offset from its begin can make it
   larger than its input), SPLIT, SPLIT_V, UNPACK, ARG_MAX, ARG_MIN, TOPK_V2, SHAPE; where
@@ -34,23 +37,25 @@ tensor (`_tflite_file.MAX_TENSOR_BYTES` and `MAX_TOTAL_BYTES`, for one example; 
   kernels allocate as they are prepared (LiteRT's im2col, XNNPACK's indirection buffer),
   held to a tensor's limits and counted to the total; the reductions (MEAN, SUM,
   REDUCE_MAX...: at most their input's elements);
-- any other op (REVERSE_SEQUENCE, a custom op...): its outputs as declared, times the
-  most any of its inputs grew past its declared size (the elements, not the shape: a
-  bound for an op whose output grows as its inputs do).
+- any other op (UNIDIRECTIONAL_SEQUENCE_LSTM, a custom op...): its outputs as declared,
+  times the most any of its inputs grew past its declared size (the elements, not the
+  shape: a bound for an op whose output grows as its inputs do).
 
 Not covered:
 - an output sized from values the graph computes, not the file's constants (TILE's
-  multiples made by an ADD; TRANSPOSE_CONV's output shape from SHAPE and PACK, as Keras
-  exports it for an open batch): LiteRT sizes it when the op runs (`invoke`), from data
-  (such a TILE of 512 MiB passes, and allocated when run);
-- an output that its declared shape and an op not listed above size (REVERSE_SEQUENCE,
-  DEPTH_TO_SPACE, SPACE_TO_DEPTH, UNIDIRECTIONAL_SEQUENCE_LSTM, CONV_3D_TRANSPOSE, the
-  StableHLO ops...), unless an input grew; such an op can hide a larger tensor from the
-  ops after it (a REVERSE_V2 of a constant [258, 1, 1, 1] declared [1, 1, 1, 1], a
-  CONV_2D's filter, made a 1 GB output from 2,720 bytes before REVERSE_V2 was sized);
-- the scratch of kernels other than the convolutions' and XNNPACK's pools' (TRANSPOSE_CONV's
-  col2im, the hybrid kernels' quantized copies of their input), and memory XNNPACK packs
-  weights into;
+  multiples made by an ADD; TRANSPOSE_CONV's and CONV_3D_TRANSPOSE's output shape from
+  SHAPE and PACK, as Keras exports them for an open batch): LiteRT sizes it when the op
+  runs (`invoke`), from data (such a TILE of 512 MiB passes, and allocated when run);
+- an output that its declared shape and an op not listed above size
+  (UNIDIRECTIONAL_SEQUENCE_LSTM, the StableHLO ops...), unless an input grew; such an op
+  can hide a larger tensor from the ops after it (a REVERSE_V2 of a constant [258, 1, 1,
+  1] declared [1, 1, 1, 1], a CONV_2D's filter, made a 1 GB output from 2,720 bytes
+  before REVERSE_V2 was sized; a DEPTH_TO_SPACE, SPACE_TO_DEPTH or REVERSE_SEQUENCE
+  output of 2**16 elements declared [1, 1, 1, 1], added to 4,097 zeros, made 1 GiB and
+  256 KiB before they were);
+- the scratch of kernels other than the convolutions' and XNNPACK's pools'
+  (TRANSPOSE_CONV's and CONV_3D_TRANSPOSE's col2im, the hybrid kernels' quantized copies
+  of their input), and memory XNNPACK packs weights into;
 - what a subgraph that a WHILE, IF or STABLEHLO_CASE runs makes when LiteRT sizes it as
   it runs (its outputs' shapes differ from its inputs', or its ops' are sized from data):
   the subgraphs are followed from the sizes the op gives them, and the op's outputs

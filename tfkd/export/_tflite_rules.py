@@ -17,7 +17,8 @@ _UNARY = _codes("""
     ABS=101 ADD_N=106 CAST=53 CEIL=104 COS=108 CUMSUM=128 DEQUANTIZE=6 ELU=111 EXP=47
     FAKE_QUANT=80 FLOOR=8 GELU=150 HARD_SWISH=117 L2_NORMALIZATION=11 LEAKY_RELU=98
     LOCAL_RESPONSE_NORMALIZATION=13 LOG=73 LOG_SOFTMAX=50 LOGICAL_NOT=87 LOGISTIC=14 NEG=59
-    QUANTIZE=114 RELU=19 RELU6=21 RELU_0_TO_1=152 RELU_N1_TO_1=20 REVERSE_V2=105 ROUND=116
+    QUANTIZE=114 RELU=19 RELU6=21 RELU_0_TO_1=152 RELU_N1_TO_1=20 REVERSE_SEQUENCE=112
+    REVERSE_V2=105 ROUND=116
     RSQRT=76 SIGN=158 SIN=66 SOFTMAX=25 SQRT=75 SQUARE=92 TANH=28 ZEROS_LIKE=93
 """)
 # Ops whose output is their inputs' shapes broadcast together.
@@ -39,8 +40,9 @@ _NAMES = {
         BATCH_MATMUL=126 GATHER=36 GATHER_ND=107 EMBEDDING_LOOKUP=7 TRANSPOSE=39 TILE=69
         BROADCAST_TO=130 FILL=94 PAD=34 PADV2=60 MIRROR_PAD=100 STABLEHLO_PAD=195
         RESIZE_BILINEAR=23 RESIZE_NEAREST_NEIGHBOR=97 SPACE_TO_BATCH_ND=38
-        BATCH_TO_SPACE_ND=37 DILATE=203 ONE_HOT=85 RANGE=96 TRANSPOSE_CONV=67
-        RANDOM_UNIFORM=148 RANDOM_STANDARD_NORMAL=146 MULTINOMIAL=149 WHILE=119 IF=118
+        BATCH_TO_SPACE_ND=37 DEPTH_TO_SPACE=5 SPACE_TO_DEPTH=26 DILATE=203 ONE_HOT=85
+        RANGE=96 TRANSPOSE_CONV=67 CONV_3D_TRANSPOSE=141 RANDOM_UNIFORM=148
+        RANDOM_STANDARD_NORMAL=146 MULTINOMIAL=149 WHILE=119 IF=118
         CALL_ONCE=129 CALL=31 STABLEHLO_WHILE=200 STABLEHLO_CASE=209 STABLEHLO_COMPOSITE=206
         STABLEHLO_REDUCE=174 STABLEHLO_REDUCE_WINDOW=198 STABLEHLO_SORT=199
         STABLEHLO_SCATTER=190 CONV_2D=3 DEPTHWISE_CONV_2D=4 CONV_3D=132 AVERAGE_POOL_2D=1
@@ -313,6 +315,27 @@ def _batch_to_space(sizes, op):
     return made([batch, *(max(size, 0) for size in spatial), *dims[1 + len(block) :]])
 
 
+def _depth_to_space(sizes, op, to_depth=False):
+    """DEPTH_TO_SPACE, SPACE_TO_DEPTH: a [batch, height, width, channels] input's blocks of
+    block_size x block_size pixels moved to its channels, or back (as many elements); None
+    (as declared) where LiteRT refuses to prepare it: a block_size under 1 or not dividing
+    the sizes it divides, an input not of rank 4, a size past 2**31 - 1."""
+    dims, options = sizes.shape(0), op.options(1, 19 if to_depth else 94)
+    block = options.int32(0) if options is not None else 0
+    if dims is None:
+        return unknown(sizes.count(0))
+    if len(dims) != 4 or block < 1:
+        return None
+    batch, height, width, channels = dims
+    if to_depth:
+        if height % block or width % block:
+            return None
+        return made([batch, height // block, width // block, channels * block * block])
+    if channels % (block * block) or max(height, width) * block > LARGEST:
+        return None
+    return made([batch, height * block, width * block, channels // (block * block)])
+
+
 def _one_hot(sizes, op):
     depth = sizes.sizes(1)
     if depth is None or len(depth) != 1:
@@ -368,6 +391,8 @@ RULES = {
         "PAD": _pad, "PADV2": _pad, "MIRROR_PAD": _pad, "STABLEHLO_PAD": _stablehlo_pad,
         "DILATE": _dilate, "RESIZE_BILINEAR": _resize, "RESIZE_NEAREST_NEIGHBOR": _resize,
         "SPACE_TO_BATCH_ND": _space_to_batch, "BATCH_TO_SPACE_ND": _batch_to_space,
+        "DEPTH_TO_SPACE": _depth_to_space, "CONV_3D_TRANSPOSE": _sized_by(0),
+        "SPACE_TO_DEPTH": functools.partial(_depth_to_space, to_depth=True),
         "ONE_HOT": _one_hot, "RANGE": _range, "MULTINOMIAL": _multinomial,
     }.items()},
 }
