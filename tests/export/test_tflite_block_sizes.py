@@ -16,7 +16,7 @@ import pytest
 
 import tfkd
 from tests.export.test_tflite_slice_litert import _CHILD, REPO
-from tests.export.test_tflite_window_sizes import _computed
+from tests.export.test_tflite_window_sizes import _MEASURE, _computed
 from tests.export.tflite_builder import build_file, check_file, option_table
 from tests.helpers import assert_tflite_agrees
 
@@ -214,3 +214,36 @@ def test_a_keras_conv_3d_transpose_export_passes_as_declared(tmp_path, monkeypat
         ("CONV_3D_TRANSPOSE", [8, 12, 12, 5], [8, 12, 12, 5]),
         ("CONV_3D_TRANSPOSE", [9, 13, 13, 2], [9, 13, 13, 2]),
     ]
+
+
+def _col2im(pixels):
+    """CONV_3D_TRANSPOSE of `pixels` (a [1, depth, height, width, 1] input) by a
+    [16, 32, 32, 1, 1] filter: LiteRT's col2im holds 16 x 32 x 32 float32s for each input
+    pixel (2**16 bytes), its output a few MB."""
+    x = {2**14: (1, 4, 32, 128, 1), 2**14 + 1: (1, 5, 29, 113, 1)}[pixels]
+    shape = [1, x[1] + 15, x[2] + 31, x[3] + 31, 1]
+    return _conv_3d_transpose(shape, x, (16, 32, 32, 1, 1))
+
+
+def test_the_col2im_litert_allocates_is_held_to_a_tensors_limit(tmp_path):
+    check_file(build_file(tmp_path / "1gib.tflite", _col2im(2**14)))  # 1 GiB: admitted
+    with pytest.raises(
+        ValueError,
+        match=r"op 0 \(CONV_3D_TRANSPOSE\) of subgraph 0 needs scratch for its col2im: 16384 "
+        r"float32 values for each of its 16385 input pixels.*1073807360 bytes",
+    ):
+        check_file(build_file(tmp_path / "over.tflite", _col2im(2**14 + 1)))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS is Linux's")
+def test_litert_reserves_the_col2im_counted(tmp_path):
+    # The file refused above: LiteRT maps its col2im as it prepares the op (untouched).
+    path = build_file(tmp_path / "over.tflite", _col2im(2**14 + 1))
+    with pytest.raises(ValueError) as refused:
+        check_file(path)
+    counted = int(re.search(r"(\d+) bytes", str(refused.value)).group(1))
+    result = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(path)], capture_output=True, text=True, timeout=120
+    )
+    mapped, _ = map(int, result.stdout.split())
+    assert counted == 2**14 * (2**14 + 1) * 4 <= mapped <= counted + 2**22, result.stderr[-1500:]

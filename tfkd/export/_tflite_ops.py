@@ -34,7 +34,8 @@ tensor (`_tflite_file.MAX_TENSOR_BYTES` and `MAX_TOTAL_BYTES`, for one example; 
 - sized from their input's and filter's shapes and their options (`_tflite_windows`):
   CONV_2D, DEPTHWISE_CONV_2D, CONV_3D (a 5 KB file's CONV_2D made 2.5 GB, its output
   declared [1, 1, 1, 1]), AVERAGE_POOL_2D, MAX_POOL_2D, L2_POOL_2D, and the scratch their
-  kernels allocate as they are prepared (LiteRT's im2col, XNNPACK's indirection buffer),
+  kernels allocate as they are prepared (LiteRT's im2col, XNNPACK's indirection buffer;
+  CONV_3D_TRANSPOSE's col2im: a 131,612-byte file reserved 2.15 GB),
   held to a tensor's limits and counted to the total; the reductions (MEAN, SUM,
   REDUCE_MAX...: at most their input's elements);
 - any other op (UNIDIRECTIONAL_SEQUENCE_LSTM, a custom op...): its outputs as declared,
@@ -54,8 +55,8 @@ Not covered:
   output of 2**16 elements declared [1, 1, 1, 1], added to 4,097 zeros, made 1 GiB and
   256 KiB before they were);
 - the scratch of kernels other than the convolutions' and XNNPACK's pools'
-  (TRANSPOSE_CONV's and CONV_3D_TRANSPOSE's col2im, the hybrid kernels' quantized copies
-  of their input), and memory XNNPACK packs weights into;
+  (TRANSPOSE_CONV's col2im, the hybrid kernels' quantized copies of their input), and
+  memory XNNPACK packs weights into;
 - what a subgraph that a WHILE, IF or STABLEHLO_CASE runs makes when LiteRT sizes it as
   it runs (its outputs' shapes differ from its inputs', or its ops' are sized from data):
   the subgraphs are followed from the sizes the op gives them, and the op's outputs

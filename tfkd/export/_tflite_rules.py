@@ -391,7 +391,7 @@ RULES = {
         "PAD": _pad, "PADV2": _pad, "MIRROR_PAD": _pad, "STABLEHLO_PAD": _stablehlo_pad,
         "DILATE": _dilate, "RESIZE_BILINEAR": _resize, "RESIZE_NEAREST_NEIGHBOR": _resize,
         "SPACE_TO_BATCH_ND": _space_to_batch, "BATCH_TO_SPACE_ND": _batch_to_space,
-        "DEPTH_TO_SPACE": _depth_to_space, "CONV_3D_TRANSPOSE": _sized_by(0),
+        "DEPTH_TO_SPACE": _depth_to_space,
         "SPACE_TO_DEPTH": functools.partial(_depth_to_space, to_depth=True),
         "ONE_HOT": _one_hot, "RANGE": _range, "MULTINOMIAL": _multinomial,
     }.items()},

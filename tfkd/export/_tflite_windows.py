@@ -1,6 +1,6 @@
 """How LiteRT sizes the ops that slide a window over their input, as it prepares them: the
 rules `_tflite_ops.Sizes` follows for CONV_2D, DEPTHWISE_CONV_2D, CONV_3D, AVERAGE_POOL_2D,
-MAX_POOL_2D and L2_POOL_2D (the other ops': `_tflite_rules`).
+MAX_POOL_2D and L2_POOL_2D, and CONV_3D_TRANSPOSE's col2im (the other ops': `_tflite_rules`).
 
 LiteRT makes each output [batch, *spatial, channels] whatever shape the file declares,
 each spatial size from the input's, the window's, the stride, the dilation and the padding
@@ -194,6 +194,27 @@ def _conv_3d(sizes, op):
     return output
 
 
+def _conv_3d_transpose(sizes, op):
+    """CONV_3D_TRANSPOSE: its constant output shape (computed: sized when it runs, as
+    declared), and the col2im LiteRT's kernel then allocates: for each input pixel a
+    float32 for each of the filter's ([depth, height, width, out, in]) first four sizes (a
+    131,612-byte file of a 32x32x32 filter over 128x128 pixels reserved 2.15 GB). Shapes
+    not followed: their elements."""
+    shape = sizes.sizes(0)
+    if shape is None:
+        return None
+    x, weights = sizes.shape(2), sizes.shape(1)
+    pixels = math.prod(x[1:4]) if x is not None and len(x) == 5 else sizes.count(2)
+    taps = math.prod(weights[:4]) if weights is not None and len(weights) == 5 else sizes.count(1)
+    if pixels * taps:
+        sizes.scratch(
+            pixels * taps * 4,
+            f"needs scratch for its col2im: {taps} float32 values for each of its {pixels} "
+            "input pixels",
+        )
+    return made(shape)
+
+
 def _pool_2d(sizes, op, average=None):
     """AVERAGE_POOL_2D, MAX_POOL_2D, L2_POOL_2D: the input's channels; XNNPACK's scratch
     where its delegate may take the pool (`average`: whether it is XNNPACK's average or its
@@ -256,6 +277,7 @@ RULES = {
     CODES["CONV_2D"]: _conv_2d,
     CODES["DEPTHWISE_CONV_2D"]: _depthwise_conv_2d,
     CODES["CONV_3D"]: _conv_3d,
+    CODES["CONV_3D_TRANSPOSE"]: _conv_3d_transpose,
     CODES["AVERAGE_POOL_2D"]: functools.partial(_pool_2d, average=True),
     CODES["MAX_POOL_2D"]: functools.partial(_pool_2d, average=False),
     CODES["L2_POOL_2D"]: _pool_2d,
