@@ -364,3 +364,35 @@ def test_a_keras_conv_2d_transpose_export_passes_as_declared(tmp_path, monkeypat
         ("TRANSPOSE_CONV", [16, 16, 5], [16, 16, 5]),
         ("TRANSPOSE_CONV", [17, 17, 2], [17, 17, 2]),
     ]
+
+
+def _strided_by_xnnpack(x, stride):
+    """TRANSPOSE_CONV of `x` by a 1x1 window at `stride`, VALID, its constant shape
+    [1, 1, 1, 1]: XNNPACK makes (x - 1) * stride + 1 pixels a side whatever it says."""
+    return _transpose_conv(x, (1, 1, 1, 1), shape=[1, 1, 1, 1], stride=stride)
+
+
+def test_the_output_xnnpack_makes_of_a_transpose_conv_is_counted(tmp_path, monkeypatch):
+    path = build_file(tmp_path / "64.tflite", _strided_by_xnnpack((1, 64, 64, 1), 64))
+    assert _computed(path.read_bytes(), monkeypatch) == [
+        ("TRANSPOSE_CONV", [1, 4033, 4033, 1], [1, 1, 1, 1])
+    ]
+    over = build_file(tmp_path / "128.tflite", _strided_by_xnnpack((1, 129, 129, 1), 128))
+    with pytest.raises(
+        ValueError,
+        match=r"op 0 \(TRANSPOSE_CONV\) of subgraph 0 makes tensor 3 \('y'\) of shape "
+        r"\[1, 16385, 16385, 1\] of float32: 1073872900 bytes",
+    ):
+        check_file(over)
+    # LiteRT's kernel refuses the shape (its input would be 1x1), and counts it as said.
+    _tflite_file.check(over.read_bytes(), OPEN_SIZE, builtin_kernels=True)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS is Linux's")
+def test_xnnpack_makes_the_transpose_conv_output_counted(tmp_path, monkeypatch):
+    # 4033x4033 float32s and a pointer for each (65 MB and 130 MB), from 524 bytes.
+    path = build_file(tmp_path / "64.tflite", _strided_by_xnnpack((1, 64, 64, 1), 64))
+    ((scratch, _),), error = _scratch_counted(path, monkeypatch)
+    ((mapped, _),) = _measure([path])
+    counted = scratch + 4033 * 4033 * 4
+    assert error is None and counted <= mapped <= counted + 2**21

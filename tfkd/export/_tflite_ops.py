@@ -15,7 +15,9 @@ tensor (`_tflite_file.MAX_TENSOR_BYTES` and `MAX_TOTAL_BYTES`, for one example; 
 - sized from constant data (int32 or int64 values the file holds): TILE, BROADCAST_TO,
   FILL, PAD, PADV2, MIRROR_PAD, STABLEHLO_PAD (its options), RESIZE_BILINEAR,
   RESIZE_NEAREST_NEIGHBOR, SPACE_TO_BATCH_ND, BATCH_TO_SPACE_ND, DILATE, ONE_HOT, RANGE,
-  TRANSPOSE_CONV, CONV_3D_TRANSPOSE, RANDOM_UNIFORM, RANDOM_STANDARD_NORMAL, MULTINOMIAL;
+  TRANSPOSE_CONV (VALID, where XNNPACK may run it: at least what its input, window and
+  stride make, which XNNPACK makes whatever the shape says), CONV_3D_TRANSPOSE,
+  RANDOM_UNIFORM, RANDOM_STANDARD_NORMAL, MULTINOMIAL;
   RESHAPE, SQUEEZE and EXPAND_DIMS keep their input's elements (LiteRT refuses a RESHAPE
   to another number);
 - sized from their inputs' shapes, which they can multiply: the broadcasting ops (ADD,

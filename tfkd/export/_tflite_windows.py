@@ -207,11 +207,24 @@ def _conv_3d_transpose(sizes, op):
 
 
 def _transpose_conv(sizes, op):
+    """TRANSPOSE_CONV: its constant output shape, or where XNNPACK may run it with VALID
+    padding the larger XNNPACK makes whatever that shape says: for each spatial size its
+    stride times the input's less one, plus the window, plus what the shape has past a
+    multiple of the stride (a 524-byte file whose shape said [1, 1, 1, 1], a 1x1 window at
+    a stride of 64 over 64x64 pixels, made [1, 4033, 4033, 1]; LiteRT's kernel refuses a
+    shape that does not make its input's)."""
     shape = sizes.sizes(0)
     if shape is None:
         return None
-    padding, _ = _options(op, 49, [])
+    x, weights = sizes.shape(2), sizes.shape(1)
+    padding, strides = _options(op, 49, [(2, 0), (1, 0)])
+    ranks = [len(dims) if dims is not None else 0 for dims in (shape, x, weights)]
     xnnpack = padding in (_SAME, _VALID) and not sizes.checker.builtin_kernels
+    if xnnpack and padding == _VALID and ranks == [4, 4, 4]:
+        for axis, stride in zip((1, 2), strides):
+            stride, window = abs(stride) or 1, weights[axis]
+            made_by = stride * (x[axis] - 1) + window + (shape[axis] - window) % stride
+            shape[axis] = min(max(shape[axis], made_by), LARGEST)
     return _transposed(sizes, shape, 4, xnnpack)
 
 
