@@ -1,7 +1,9 @@
 """The sizes `tfkd/export/_tflite_rules.py` gives DEPTH_TO_SPACE, SPACE_TO_DEPTH (their
 input's blocks moved to its channels or back), REVERSE_SEQUENCE (its input's shape) and
 CONV_3D_TRANSPOSE (its constant output shape): LiteRT makes the shapes computed, and an
-output declared [1, 1, 1, 1] no longer hides what it, or the ADD after it, makes."""
+output declared [1, 1, 1, 1] no longer hides what it, or the ADD after it, makes; and the
+scratch TRANSPOSE_CONV and CONV_3D_TRANSPOSE prepare (LiteRT's col2im, XNNPACK's
+indirection buffer), held to a tensor's limit."""
 
 import json
 import math
@@ -16,9 +18,11 @@ import pytest
 
 import tfkd
 from tests.export.test_tflite_slice_litert import _CHILD, REPO
-from tests.export.test_tflite_window_sizes import _MEASURE, _computed
+from tests.export.test_tflite_window_sizes import _MEASURE, _computed, _scratch_counted
 from tests.export.tflite_builder import build_file, check_file, option_table
 from tests.helpers import assert_tflite_agrees
+from tfkd.export import _tflite_file
+from tfkd.export._interpreter import OPEN_SIZE
 
 K = 2**14
 _VALID = 1  # schema.fbs's Padding
@@ -247,3 +251,148 @@ def test_litert_reserves_the_col2im_counted(tmp_path):
     )
     mapped, _ = map(int, result.stdout.split())
     assert counted == 2**14 * (2**14 + 1) * 4 <= mapped <= counted + 2**22, result.stderr[-1500:]
+
+
+def _transpose_conv(x, weights, dtype="float32", shape=None, stride=1):
+    """TRANSPOSE_CONV of `x` by zeros of `weights` ([out, height, width, in]), VALID at
+    `stride`, to the constant `shape` (default: the one LiteRT's kernel takes)."""
+    out, height, width, _ = weights
+    if shape is None:
+        shape = [x[0], (x[1] - 1) * stride + height, (x[2] - 1) * stride + width, out]
+    scales = ([[0.5] * out, [0] * out], [[0.5]]) if dtype == "int8" else ([], [])
+    tensors = [("shape", [4], "int32", shape)]
+    tensors += [("w", list(weights), dtype, np.zeros(weights), *scales[0])]
+    tensors += [("x", list(x), dtype, None, *scales[1]), ("y", shape, dtype, None, *scales[1])]
+    options = option_table("TransposeConvOptions", padding=_VALID, strideH=stride, strideW=stride)
+    return (tensors, [("TRANSPOSE_CONV", [0, 1, 2], [3], options)], [2], [3])
+
+
+# Files admitted, then refused (`(x, weights, dtype)`), and the bytes counted for the
+# second: LiteRT's col2im, 16 x 32 x 32 values (4 bytes) for each of 2**14 input pixels,
+# then 2**14 + 1 (int8: and an int32 for each output value); XNNPACK's indirection, a
+# pointer for each position of a 64x64 window at 128x256 output pixels, then 99x331.
+TRANSPOSE_CONV_SCRATCH = {
+    "float32": (
+        ((1, 128, 128, 1), (16, 32, 32, 1), "float32"),
+        ((1, 145, 113, 1), (16, 32, 32, 1), "float32"),
+        2**14 * (2**14 + 1) * 4,
+    ),
+    "int8": (
+        ((1, 128, 127, 1), (16, 32, 32, 1), "int8"),
+        ((1, 145, 113, 1), (16, 32, 32, 1), "int8"),
+        2**14 * (2**14 + 1) * 4 + 176 * 144 * 16 * 4,
+    ),
+    "xnnpack": (
+        ((1, 65, 193, 1), (1, 64, 64, 1), "float32"),
+        ((1, 36, 268, 1), (1, 64, 64, 1), "float32"),
+        99 * 331 * 64 * 64 * 8,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TRANSPOSE_CONV_SCRATCH))
+def test_the_scratch_a_transpose_conv_prepares_is_held_to_a_tensors_limit(tmp_path, case):
+    admitted, refused, counted = TRANSPOSE_CONV_SCRATCH[case]
+    check_file(build_file(tmp_path / "admitted.tflite", _transpose_conv(*admitted)))
+    path = build_file(tmp_path / "refused.tflite", _transpose_conv(*refused))
+    with pytest.raises(
+        ValueError,
+        match=rf"op 0 \(TRANSPOSE_CONV\) of subgraph 0 needs scratch for its col2im: .*"
+        rf": {counted} bytes for one example",
+    ):
+        check_file(path)
+    if case == "xnnpack":  # without XNNPACK, LiteRT's col2im alone: 158 MB
+        _tflite_file.check(path.read_bytes(), OPEN_SIZE, builtin_kernels=True)
+
+
+def _measure(paths, *options):
+    result = subprocess.run(
+        [sys.executable, "-c", _MEASURE, *options, *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    grown = [list(map(int, line.split())) for line in result.stdout.splitlines()]
+    assert len(grown) == len(paths), result.stderr[-1500:]
+    return grown
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS is Linux's")
+def test_litert_reserves_the_transpose_conv_scratch_counted(tmp_path):
+    # The files refused above, run by LiteRT's kernels: their col2im (and int8's int32s)
+    # mapped as the op is prepared, untouched; with its output, within 2 MiB.
+    cases = ("float32", "int8")
+    paths = [
+        build_file(tmp_path / f"{case}.tflite", _transpose_conv(*TRANSPOSE_CONV_SCRATCH[case][1]))
+        for case in cases
+    ]
+    for (mapped, _), path in zip(_measure(paths, "--builtin"), paths, strict=True):
+        with pytest.raises(ValueError) as refused:
+            check_file(path)
+        counted = int(re.search(r"(\d+) bytes", str(refused.value)).group(1))
+        assert counted <= mapped <= counted + 2**21, path.name
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS is Linux's")
+def test_xnnpack_touches_the_indirection_counted(tmp_path, monkeypatch):
+    # A 64x64 window over 1x1 pixel: 64x64 output pixels of 4,096 pointers, 128 MiB,
+    # touched as XNNPACK prepares the op.
+    path = build_file(tmp_path / "xnnpack.tflite", _transpose_conv((1, 1, 1, 1), (1, 64, 64, 1)))
+    ((counted, _),), error = _scratch_counted(path, monkeypatch)
+    ((mapped, touched),) = _measure([path])
+    assert error is None and counted == 64 * 64 * 64 * 64 * 8
+    assert counted <= min(mapped, touched) <= max(mapped, touched) <= counted + 2**21
+
+
+@pytest.mark.parametrize("quantization", [None, "int8"])
+def test_a_keras_conv_2d_transpose_export_passes_as_declared(tmp_path, monkeypatch, quantization):
+    # Keras's Conv2DTranspose exports TRANSPOSE_CONV, its output shape made by SHAPE and
+    # PACK even for a fixed batch: sized, with its col2im, when it runs; nothing at load.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3), batch_size=1)
+    x = keras.layers.Conv2DTranspose(5, 3, strides=2, padding="same")(inputs)
+    model = keras.Model(inputs, keras.layers.Conv2DTranspose(2, 2)(x))
+    x = np.random.default_rng(0).normal(size=(4, 8, 8, 3)).astype("float32")
+    path = tmp_path / "conv_2d_transpose.tflite"
+    tfkd.export_tflite(model, path, quantization=quantization, representative_data=x)
+    if quantization is None:
+        assert_tflite_agrees(model, path, x)
+    counted, error = _scratch_counted(path, monkeypatch)
+    found = _computed(path.read_bytes(), monkeypatch)
+    assert error is None and counted == []
+    assert [item for item in found if item[0] == "TRANSPOSE_CONV"] == [
+        ("TRANSPOSE_CONV", [16, 16, 5], [16, 16, 5]),
+        ("TRANSPOSE_CONV", [17, 17, 2], [17, 17, 2]),
+    ]
+
+
+def _strided_by_xnnpack(x, stride):
+    """TRANSPOSE_CONV of `x` by a 1x1 window at `stride`, VALID, its constant shape
+    [1, 1, 1, 1]: XNNPACK makes (x - 1) * stride + 1 pixels a side whatever it says."""
+    return _transpose_conv(x, (1, 1, 1, 1), shape=[1, 1, 1, 1], stride=stride)
+
+
+def test_the_output_xnnpack_makes_of_a_transpose_conv_is_counted(tmp_path, monkeypatch):
+    path = build_file(tmp_path / "64.tflite", _strided_by_xnnpack((1, 64, 64, 1), 64))
+    assert _computed(path.read_bytes(), monkeypatch) == [
+        ("TRANSPOSE_CONV", [1, 4033, 4033, 1], [1, 1, 1, 1])
+    ]
+    over = build_file(tmp_path / "128.tflite", _strided_by_xnnpack((1, 129, 129, 1), 128))
+    with pytest.raises(
+        ValueError,
+        match=r"op 0 \(TRANSPOSE_CONV\) of subgraph 0 makes tensor 3 \('y'\) of shape "
+        r"\[1, 16385, 16385, 1\] of float32: 1073872900 bytes",
+    ):
+        check_file(over)
+    # LiteRT's kernel refuses the shape (its input would be 1x1), and counts it as said.
+    _tflite_file.check(over.read_bytes(), OPEN_SIZE, builtin_kernels=True)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS is Linux's")
+def test_xnnpack_makes_the_transpose_conv_output_counted(tmp_path, monkeypatch):
+    # 4033x4033 float32s and a pointer for each (65 MB and 130 MB), from 524 bytes.
+    path = build_file(tmp_path / "64.tflite", _strided_by_xnnpack((1, 64, 64, 1), 64))
+    ((scratch, _),), error = _scratch_counted(path, monkeypatch)
+    ((mapped, _),) = _measure([path])
+    counted = scratch + 4033 * 4033 * 4
+    assert error is None and counted <= mapped <= counted + 2**21

@@ -413,8 +413,15 @@ def status():
     fields = dict(line.split(":", 1) for line in open("/proc/self/status"))
     return [int(fields[key].split()[0]) * 1024 for key in ("VmSize", "VmRSS")]
 
-for path in sys.argv[1:]:
-    interpreter = litert.Interpreter(model_path=path)
+# `--builtin` first: LiteRT's own kernels, without XNNPACK.
+paths, options = sys.argv[1:], {}
+if paths[:1] == ["--builtin"]:
+    paths = paths[1:]
+    options["experimental_op_resolver_type"] = (
+        litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+for path in paths:
+    interpreter = litert.Interpreter(model_path=path, **options)
     before = status()
     interpreter.allocate_tensors()
     print(*(after - was for after, was in zip(status(), before)), flush=True)

@@ -15,7 +15,9 @@ tensor (`_tflite_file.MAX_TENSOR_BYTES` and `MAX_TOTAL_BYTES`, for one example; 
 - sized from constant data (int32 or int64 values the file holds): TILE, BROADCAST_TO,
   FILL, PAD, PADV2, MIRROR_PAD, STABLEHLO_PAD (its options), RESIZE_BILINEAR,
   RESIZE_NEAREST_NEIGHBOR, SPACE_TO_BATCH_ND, BATCH_TO_SPACE_ND, DILATE, ONE_HOT, RANGE,
-  TRANSPOSE_CONV, CONV_3D_TRANSPOSE, RANDOM_UNIFORM, RANDOM_STANDARD_NORMAL, MULTINOMIAL;
+  TRANSPOSE_CONV (VALID, where XNNPACK may run it: at least what its input, window and
+  stride make, which XNNPACK makes whatever the shape says), CONV_3D_TRANSPOSE,
+  RANDOM_UNIFORM, RANDOM_STANDARD_NORMAL, MULTINOMIAL;
   RESHAPE, SQUEEZE and EXPAND_DIMS keep their input's elements (LiteRT refuses a RESHAPE
   to another number);
 - sized from their inputs' shapes, which they can multiply: the broadcasting ops (ADD,
@@ -35,7 +37,8 @@ tensor (`_tflite_file.MAX_TENSOR_BYTES` and `MAX_TOTAL_BYTES`, for one example; 
   CONV_2D, DEPTHWISE_CONV_2D, CONV_3D (a 5 KB file's CONV_2D made 2.5 GB, its output
   declared [1, 1, 1, 1]), AVERAGE_POOL_2D, MAX_POOL_2D, L2_POOL_2D, and the scratch their
   kernels allocate as they are prepared (LiteRT's im2col, XNNPACK's indirection buffer;
-  CONV_3D_TRANSPOSE's col2im: a 131,612-byte file reserved 2.15 GB),
+  TRANSPOSE_CONV's and CONV_3D_TRANSPOSE's col2im: a 131,612-byte file reserved 2.15 GB,
+  or XNNPACK's indirection for a TRANSPOSE_CONV: a 66,056-byte file asked for 8.5 GB),
   held to a tensor's limits and counted to the total; the reductions (MEAN, SUM,
   REDUCE_MAX...: at most their input's elements);
 - any other op (UNIDIRECTIONAL_SEQUENCE_LSTM, a custom op...): its outputs as declared,
@@ -45,8 +48,9 @@ tensor (`_tflite_file.MAX_TENSOR_BYTES` and `MAX_TOTAL_BYTES`, for one example; 
 Not covered:
 - an output sized from values the graph computes, not the file's constants (TILE's
   multiples made by an ADD; TRANSPOSE_CONV's and CONV_3D_TRANSPOSE's output shape from
-  SHAPE and PACK, as Keras exports them for an open batch): LiteRT sizes it when the op
-  runs (`invoke`), from data (such a TILE of 512 MiB passes, and allocated when run);
+  SHAPE and PACK, as Keras exports them even for a fixed batch, and so their col2im):
+  LiteRT sizes it when the op runs (`invoke`), from data (such a TILE of 512 MiB passes,
+  and allocated when run);
 - an output that its declared shape and an op not listed above size
   (UNIDIRECTIONAL_SEQUENCE_LSTM, the StableHLO ops...), unless an input grew; such an op
   can hide a larger tensor from the ops after it (a REVERSE_V2 of a constant [258, 1, 1,
@@ -54,9 +58,8 @@ Not covered:
   before REVERSE_V2 was sized; a DEPTH_TO_SPACE, SPACE_TO_DEPTH or REVERSE_SEQUENCE
   output of 2**16 elements declared [1, 1, 1, 1], added to 4,097 zeros, made 1 GiB and
   256 KiB before they were);
-- the scratch of kernels other than the convolutions' and XNNPACK's pools'
-  (TRANSPOSE_CONV's col2im, the hybrid kernels' quantized copies of their input), and
-  memory XNNPACK packs weights into;
+- the scratch of kernels other than the convolutions' and XNNPACK's pools' (the hybrid
+  kernels' quantized copies of their input), and memory XNNPACK packs weights into;
 - what a subgraph that a WHILE, IF or STABLEHLO_CASE runs makes when LiteRT sizes it as
   it runs (its outputs' shapes differ from its inputs', or its ops' are sized from data):
   the subgraphs are followed from the sizes the op gives them, and the op's outputs

@@ -387,7 +387,7 @@ RULES = {
         "BATCH_MATMUL": _batch_matmul, "GATHER": _gather, "GATHER_ND": _gather_nd,
         "EMBEDDING_LOOKUP": _embedding_lookup, "TRANSPOSE": _transpose, "TILE": _tile,
         "BROADCAST_TO": _sized_by(1), "FILL": _sized_by(0), "RANDOM_UNIFORM": _sized_by(0),
-        "RANDOM_STANDARD_NORMAL": _sized_by(0), "TRANSPOSE_CONV": _sized_by(0),
+        "RANDOM_STANDARD_NORMAL": _sized_by(0),
         "PAD": _pad, "PADV2": _pad, "MIRROR_PAD": _pad, "STABLEHLO_PAD": _stablehlo_pad,
         "DILATE": _dilate, "RESIZE_BILINEAR": _resize, "RESIZE_NEAREST_NEIGHBOR": _resize,
         "SPACE_TO_BATCH_ND": _space_to_batch, "BATCH_TO_SPACE_ND": _batch_to_space,

@@ -1,6 +1,7 @@
 """How LiteRT sizes the ops that slide a window over their input, as it prepares them: the
 rules `_tflite_ops.Sizes` follows for CONV_2D, DEPTHWISE_CONV_2D, CONV_3D, AVERAGE_POOL_2D,
-MAX_POOL_2D and L2_POOL_2D, and CONV_3D_TRANSPOSE's col2im (the other ops': `_tflite_rules`).
+MAX_POOL_2D and L2_POOL_2D, and TRANSPOSE_CONV and CONV_3D_TRANSPOSE (their constant output
+shape, and their col2im) (the other ops': `_tflite_rules`).
 
 LiteRT makes each output [batch, *spatial, channels] whatever shape the file declares,
 each spatial size from the input's, the window's, the stride, the dilation and the padding
@@ -29,6 +30,11 @@ each output row of a max pool (touched at load: 1,009 rows of 16 x 1,024 pointer
 each output row the padding reaches, even rows past the output's (a 320x320 window at
 8x1024 reserved 320 rows, 1.1 GB; at 1024x1024 touched them), and a float32 a pixel for
 its SAME padding's divisors. Each is held to a tensor's limits (`_pool_scratch`).
+
+The transposed convolutions' kernels allocate a col2im as they prepare an op whose output
+shape is constant (TRANSPOSE_CONV, CONV_3D_TRANSPOSE), and XNNPACK, which takes a
+TRANSPOSE_CONV where it can, an indirection buffer instead; the larger is held to a
+tensor's limits (`_transposed_scratch`).
 """
 
 import functools
@@ -42,6 +48,7 @@ _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1  # LiteRT computes sizes in C++ ints
 _POINTER_BYTES = 8
 _SAME, _VALID = 0, 1  # schema.fbs's Padding
 _FLOAT32 = 0  # schema.fbs's TensorType
+_INTEGER_WIDTHS = {3: 4, 9: 4, 7: 8}  # uint8, int8: int32 accumulators; int16: int64
 _XNNPACK_ACTIVATIONS = (0, 1, 2, 3)  # ActivationFunctionType: NONE, RELU, RELU_N1_TO_1, RELU6
 
 
@@ -195,24 +202,68 @@ def _conv_3d(sizes, op):
 
 
 def _conv_3d_transpose(sizes, op):
-    """CONV_3D_TRANSPOSE: its constant output shape (computed: sized when it runs, as
-    declared), and the col2im LiteRT's kernel then allocates: for each input pixel a
-    float32 for each of the filter's ([depth, height, width, out, in]) first four sizes (a
-    131,612-byte file of a 32x32x32 filter over 128x128 pixels reserved 2.15 GB). Shapes
-    not followed: their elements."""
+    shape = sizes.sizes(0)
+    return None if shape is None else _transposed(sizes, shape, 5, xnnpack=False)
+
+
+def _transpose_conv(sizes, op):
+    """TRANSPOSE_CONV: its constant output shape, or where XNNPACK may run it with VALID
+    padding the larger XNNPACK makes whatever that shape says: for each spatial size its
+    stride times the input's less one, plus the window, plus what the shape has past a
+    multiple of the stride (a 524-byte file whose shape said [1, 1, 1, 1], a 1x1 window at
+    a stride of 64 over 64x64 pixels, made [1, 4033, 4033, 1]; LiteRT's kernel refuses a
+    shape that does not make its input's)."""
     shape = sizes.sizes(0)
     if shape is None:
         return None
     x, weights = sizes.shape(2), sizes.shape(1)
-    pixels = math.prod(x[1:4]) if x is not None and len(x) == 5 else sizes.count(2)
-    taps = math.prod(weights[:4]) if weights is not None and len(weights) == 5 else sizes.count(1)
-    if pixels * taps:
-        sizes.scratch(
-            pixels * taps * 4,
-            f"needs scratch for its col2im: {taps} float32 values for each of its {pixels} "
-            "input pixels",
-        )
+    padding, strides = _options(op, 49, [(2, 0), (1, 0)])
+    ranks = [len(dims) if dims is not None else 0 for dims in (shape, x, weights)]
+    xnnpack = padding in (_SAME, _VALID) and not sizes.checker.builtin_kernels
+    if xnnpack and padding == _VALID and ranks == [4, 4, 4]:
+        for axis, stride in zip((1, 2), strides):
+            stride, window = abs(stride) or 1, weights[axis]
+            made_by = stride * (x[axis] - 1) + window + (shape[axis] - window) % stride
+            shape[axis] = min(max(shape[axis], made_by), LARGEST)
+    return _transposed(sizes, shape, 4, xnnpack)
+
+
+def _transposed(sizes, shape, rank, xnnpack):
+    """TRANSPOSE_CONV (`rank` 4) and CONV_3D_TRANSPOSE (5) of the constant output `shape`
+    (a computed one: sized when the op runs, as declared), and the scratch prepared for it
+    (`_transposed_scratch`; `xnnpack`: whether XNNPACK may run it, its padding SAME or
+    VALID). Shapes not followed: their elements."""
+    x, weights = sizes.shape(2), sizes.shape(1)
+    pixels = math.prod(x[1:-1]) if x is not None and len(x) == rank else sizes.count(2)
+    whole = weights is not None and len(weights) == rank
+    taps = math.prod(weights[: rank - 1]) if whole else sizes.count(1)
+    window = math.prod(weights[1:3]) if whole else sizes.count(1)
+    image = math.prod(shape[1:-1]) if len(shape) == rank else math.prod(shape)
+    _transposed_scratch(sizes, pixels, taps, math.prod(shape), window * image * xnnpack)
     return made(shape)
+
+
+def _transposed_scratch(sizes, pixels, taps, outputs, pointers):
+    """Counts the larger of LiteRT's kernel's scratch, a col2im of a float32 (int32 for
+    integers) for each input pixel of one image and each of the filter's sizes but its
+    input channels (a 131,612-byte CONV_3D_TRANSPOSE file reserved 2.15 GB; a 66,056-byte
+    TRANSPOSE_CONV one 1 GiB), and for integers an int32 (int16: int64) accumulator for
+    each output value; and XNNPACK's indirection buffer (TRANSPOSE_CONV's: a pointer for
+    each output pixel of one image and each position of the window; a 16,908-byte file's
+    64x64 window touched 528 MB), which runs TRANSPOSE_CONV instead where it takes it."""
+    i = sizes.input(2)
+    integer = i >= 0 and sizes.tensors[i].type in _INTEGER_WIDTHS
+    width = _INTEGER_WIDTHS[sizes.tensors[i].type] if integer else 0
+    kernel = pixels * taps * 4 + outputs * width
+    if max(kernel, pointers) == 0:
+        return
+    sizes.scratch(
+        max(kernel, pointers * _POINTER_BYTES),
+        f"needs scratch for its col2im: {taps} {'int32' if integer else 'float32'} values for "
+        f"each of its {pixels} input pixels"
+        + (f", and an accumulator for each of its {outputs} output values" if integer else "")
+        + (f", or XNNPACK's indirection: {pointers} pointers" if pointers else ""),
+    )
 
 
 def _pool_2d(sizes, op, average=None):
@@ -277,6 +328,7 @@ RULES = {
     CODES["CONV_2D"]: _conv_2d,
     CODES["DEPTHWISE_CONV_2D"]: _depthwise_conv_2d,
     CODES["CONV_3D"]: _conv_3d,
+    CODES["TRANSPOSE_CONV"]: _transpose_conv,
     CODES["CONV_3D_TRANSPOSE"]: _conv_3d_transpose,
     CODES["AVERAGE_POOL_2D"]: functools.partial(_pool_2d, average=True),
     CODES["MAX_POOL_2D"]: functools.partial(_pool_2d, average=False),
