@@ -1,5 +1,5 @@
 """What LiteRT allocates for the crafted `.tflite` files README.md cites, left unchecked,
-and what tfkd's check says of each (README.md, "hostile `.tflite` files").
+and what tfkd's check says of each (README.md, "Files tfkd reads may be hostile").
 
 Each file is built by the builders of `tests/export` (the files those tests keep), checked
 by `tfkd.export._tflite_file.check` (as `TFLiteModel` checks a file), then handed to LiteRT
