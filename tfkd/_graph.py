@@ -332,10 +332,14 @@ def strip(model):
 
 def strip_if_wrapped(model):
     """`strip(model)` when it holds a strippable wrapper, else `model` itself. A subclassed
-    model, which `strip` cannot rewire, is returned as it is: the converter freezes each
-    wrapper's variables and folds the kernel it computes (pruned, clustered) into a
-    constant, so the file holds the same plain layer."""
+    model, which `strip` cannot rewire, is returned as it is, each wrapper settled
+    (`ClusteredLayer.settle`): the converter freezes each wrapper's variables and folds the
+    kernel it computes (pruned, clustered) into a constant, so the file holds the same
+    plain layer."""
     if not is_graph_model(model):
+        for layer in leaf_layers(model, subclassed=True):
+            if hasattr(layer, "settle"):
+                layer.settle()  # what a traced step left pending, done before the trace
         return model
     if any(
         getattr(layer, "strippable", False) or hasattr(layer, "strip_model")

@@ -60,6 +60,25 @@ def test_a_subclassed_model_given_build_predicts_with_clustered_kernels():
     np.testing.assert_allclose(predicted, keras.ops.convert_to_numpy(model(x)), atol=1e-5)
 
 
+def test_a_subclassed_model_given_build_exports_what_it_predicts(tmp_path):
+    # Before, once its traced steps had clustered in the graph, the export's trace kept
+    # their assignments and the converter refused them ("AssignVariableOp ... incompatible
+    # with expected resource"); `export_tflite` now settles the layers first.
+    x = np.random.default_rng(0).normal(size=(64, 16)).astype("float32")
+    model = ClusteredNet(width=16, num_classes=3)
+    model.build((None, 16))
+    _fit(model, x, np.arange(64) % 3, epochs=1, batch_size=32)
+    predicted = model.predict(x, verbose=0)
+    path = tmp_path / "clustered.tflite"
+    if keras.backend.backend() != "tensorflow":
+        # The conversion subprocess cannot import a class defined here.
+        with pytest.raises(ValueError, match="ClusteredNet .* is a class it cannot import"):
+            tfkd.export_tflite(model, path)
+        return
+    tfkd.export_tflite(model, path)
+    np.testing.assert_allclose(tfkd.TFLiteModel(path).predict(x), predicted, atol=1e-5)
+
+
 def _fashion_mnist(count):
     (x_train, y_train), (x_test, y_test) = tfkd.datasets.load("fashion_mnist")
     x_train, x_test = (x[:count].reshape(-1, 784) / 255.0 for x in (x_train, x_test))

@@ -114,6 +114,14 @@ class ClusteredLayer(KernelWrapper):
             self.assign_clusters()
         self._clusters_pending = False
 
+    def settle(self):
+        """Ends, eagerly, a clustering left pending where every step so far was traced (on
+        TensorFlow, a subclassed model given `build(input_shape)`: the traced steps cluster
+        in the graph, and keep the check): a trace that must not assign variables (an
+        export's) then holds none. `tfkd.export_tflite` calls it."""
+        if self._clusters_pending and self.built:
+            self._cluster_pending()
+
     def _cluster_in_graph(self):
         """Clusters the kernel in `keras.ops` while the centroids are all zero, in the
         graph: once, at the first step that runs. Before, such a model trained with the
