@@ -19,7 +19,7 @@ import pytest
 import tfkd
 from tests.export.test_tflite_slice_litert import _CHILD, REPO
 from tests.export.test_tflite_window_sizes import _MEASURE, _computed, _scratch_counted
-from tests.export.tflite_builder import build_file, check_file, option_table
+from tests.export.tflite_builder import assert_refused, build_file, check_file, option_table
 from tests.helpers import assert_tflite_agrees
 from tfkd.export import _tflite_file
 from tfkd.export._interpreter import OPEN_SIZE
@@ -396,3 +396,12 @@ def test_xnnpack_makes_the_transpose_conv_output_counted(tmp_path, monkeypatch):
     ((mapped, _),) = _measure([path])
     counted = scratch + 4033 * 4033 * 4
     assert error is None and counted <= mapped <= counted + 2**21
+
+
+def test_a_transposed_convolution_making_a_string_is_refused(tmp_path):
+    # Its sizes moved from `_tflite_rules.RULES`, the ops `check_strings` read, and a float32
+    # TRANSPOSE_CONV declared to make a string passed.
+    tensors, ops, inputs, outputs = _transpose_conv([1, 4, 4, 1], [1, 2, 2, 1])
+    tensors[3] = (*tensors[3][:2], "string", None)
+    graphs = ((tensors, ops, inputs, outputs),)
+    assert_refused(tmp_path / "string.tflite", graphs, "(TRANSPOSE_CONV) makes the string tensor 3")

@@ -100,6 +100,24 @@ def test_a_quantized_tensor_without_a_usable_scale_is_refused(tmp_path, case):
     assert_refused(tmp_path / f"{case}.tflite", *CRASHED[case])
 
 
+def test_a_sub_is_held_to_the_output_scale_an_add_is(tmp_path):
+    # LiteRT 2.3 ran this SUB; its source prepares SUB with the check ADD aborted on.
+    sub = _op("SUB", 2, "int8", SCALE, (2, [0.99 / 2**20]))
+    assert_refused(tmp_path / "sub.tflite", sub, "(SUB) has the input scales 0.5 and 0.5")
+    check_file(build_file(tmp_path / "edge.tflite", *_op("SUB", 2, "int8", SCALE, (2, [2**-19]))))
+
+
+def test_a_scale_vector_past_the_files_end_is_refused(tmp_path):
+    # Read only for the ops that rescale (a RELU's went unchecked), every tensor's scales
+    # and zero points are held inside the file again.
+    path = build_file(tmp_path / "relu.tflite", *_op("RELU", 1, "int8", SCALE))
+    content, half = path.read_bytes(), np.float32(0.5).tobytes()
+    assert content.count(b"\x01\x00\x00\x00" + half) == 2  # x's and y's one scale
+    path.write_bytes(content.replace(b"\x01\x00\x00\x00" + half, b"\xff\xff\xff\x0f" + half))
+    with pytest.raises(ValueError, match="declares 268435455 entries, past the file's end"):
+        check_file(path)
+
+
 def test_quantized_tensors_with_scales_pass(tmp_path):
     check_file(build_file(tmp_path / "add.tflite", *_op("ADD", 2, "int8", SCALE)))
     check_file(build_file(tmp_path / "log.tflite", *_op("LOG", 1, "int16", SCALE)))

@@ -336,7 +336,10 @@ class _Checker:
         nbytes = bits * elements // 8
         self.check_bytes(nbytes, self.buffers[buffer], f"{declares} of {type_name}")
         counted = 0 if self.buffers[buffer] else nbytes
-        return _Tensor(name, dims, type_code, self.data[buffer], counted, tensor.table(4, 7))
+        quantization = tensor.table(4, 7)
+        if quantization is not None:  # its scales and zero points inside the file
+            quantization.vector(2, 4), quantization.vector(3, 8)
+        return _Tensor(name, dims, type_code, self.data[buffer], counted, quantization)
 
     def counted_dims(self, sizes):
         """Sizes for one example: a batch of 0 or -1 counts 1 (a batch of 0 cannot hide a

@@ -29,6 +29,7 @@ import numpy as np
 
 from tfkd.export._tflite_ops import Refused
 from tfkd.export._tflite_rules import RULES, op_name
+from tfkd.export._tflite_windows import RULES as WINDOW_RULES
 
 _QUANTIZED = {3: "uint8", 7: "int16", 9: "int8"}
 _ALL = tuple(_QUANTIZED)
@@ -55,7 +56,7 @@ _SMALLEST, _LARGEST = 2.0**-126, 2.0**126
 _QUANTIZE = 114
 # The zero points a QUANTIZE's kernel takes, by type: out of them it crashed (SIGSEGV).
 _ZERO_POINTS = {3: (0, 255), 9: (-128, 127)}
-_ADD = 0
+_ADD, _SUB = 0, 41
 
 
 def check_scales(graph, where):
@@ -75,8 +76,9 @@ def check_scales(graph, where):
                     f"{tensor} ({declared.name[:60]!r}) of {_QUANTIZED[declared.type]} "
                     f"{problem}"
                 )
-        if code == _ADD:
-            _check_add(graph, inputs, outputs, f"op {index} of {where} (ADD)")
+        if code in (_ADD, _SUB):
+            where_op = f"op {index} of {where} ({op_name(code)})"
+            _check_output_scale(graph, inputs, outputs, where_op)
 
 
 def _quantized(graph, kinds, types, code):
@@ -119,10 +121,11 @@ def _scale_problem(tensor, quantize):
     return None
 
 
-def _check_add(graph, inputs, outputs, where):
-    """Refuses an ADD whose output scale is at most twice its larger input scale over
-    2**20 (int16: 2**15): LiteRT's kernel requires that multiplier under 1, and aborted
-    the process (SIGABRT) on an int8 ADD of 0.05 into 0.99 times that."""
+def _check_output_scale(graph, inputs, outputs, where):
+    """Refuses an ADD or SUB whose output scale is at most twice its larger input scale
+    over 2**20 (int16: 2**15): LiteRT's kernel requires that multiplier under 1, and aborted
+    the process (SIGABRT) on an int8 ADD of 0.05 into 0.99 times that. LiteRT 2.3 ran such
+    a SUB; its source prepares SUB with the same check (sub.cc), so it is refused too."""
     indices = [*inputs.tolist()[:2], *outputs.tolist()[:1]]
     tensors = [graph.tensors[t] for t in indices if t >= 0]
     if len(tensors) != 3 or any(t.type not in _QUANTIZED for t in tensors):
@@ -154,9 +157,10 @@ _STRING = 5
 
 
 def check_strings(graph, where):
-    """Refuses a string output of an op in `RULES` that takes no string input."""
+    """Refuses a string output of an op in `RULES` or `WINDOW_RULES` (the convolutions
+    and pools) that takes no string input."""
     for index, code, _, inputs, outputs in graph.ops:
-        if code not in RULES:
+        if code not in RULES and code not in WINDOW_RULES:
             continue
         if any(graph.tensors[t].type == _STRING for t in inputs.tolist() if t >= 0):
             continue
