@@ -338,7 +338,7 @@ def strip_if_wrapped(model):
     plain layer."""
     if not is_graph_model(model):
         for layer in leaf_layers(model, subclassed=True):
-            if hasattr(layer, "settle"):
+            if getattr(layer, "strippable", False) and hasattr(layer, "settle"):
                 layer.settle()  # what a traced step left pending, done before the trace
         return model
     if any(
