@@ -90,6 +90,23 @@ def test_a_never_called_model_without_data_is_refused_with_the_fix(tmp_path, kin
     assert not (tmp_path / "m.tflite").exists()
 
 
+def test_a_never_called_sequential_with_a_wrapper_is_built_before_it_is_stripped(tmp_path):
+    # Before, the strip read the unbuilt wrapper's kernel first: Keras's AttributeError ("You
+    # must build the layer before accessing `kernel`") in place of tfkd's error, with or
+    # without data to build it on.
+    x = np.random.default_rng(0).normal(size=(32, 5)).astype("float32")
+
+    def sequential():
+        clustered = tfkd.cluster.ClusteredLayer(keras.layers.Dense(8, activation="relu"), 4)
+        return keras.Sequential([clustered, keras.layers.Dense(3)])
+
+    with pytest.raises(ValueError, match=r"no input shape yet"):
+        tfkd.export_tflite(sequential(), tmp_path / "unbuilt.tflite")
+    model = sequential()
+    report = tfkd.export_tflite(model, tmp_path / "m.tflite", representative_data=x)
+    assert_tflite_agrees(model, report.path, x)
+
+
 def test_a_distiller_is_refused_with_export_its_student(tmp_path):
     distiller = tfkd.Distiller(teacher=small_cnn(8, "teacher"), student=small_cnn(4, "student"))
     with pytest.raises(TypeError, match=r"Received: model of type Distiller.*distiller\.student"):

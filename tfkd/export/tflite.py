@@ -130,8 +130,9 @@ def export_tflite(
             f"calibration_samples={calibration_samples}."
         )
     check_verbose(verbose)
-    model = _graph.strip_if_wrapped(model)
+    # Built first (a Sequential never called, on its data), so that the strip has weights.
     inputs, samples = _inputs_and_samples(model, representative_data, calibration_samples)
+    model = _graph.strip_if_wrapped(model)
     use_sparsity = _want_sparsity(model, sparsity, quantization)
     options = dict(
         quantization=quantization,
@@ -168,8 +169,8 @@ def float_with_signature(model, data=None):
     inputs, the first of which builds a model that was never called, and the first
     `CHECK_SAMPLES` of which the check runs on (stand-ins without them)."""
     _validate(model, None, data, "float32", False, False)
-    model = _graph.strip_if_wrapped(model)
     inputs, samples = _inputs_and_samples(model, data, CHECK_SAMPLES)
+    model = _graph.strip_if_wrapped(model)
     checked = keras_outputs(model, inputs, samples)
     options = dict(
         quantization=None, io_dtype="float32", sparsity=False, select_tf_ops=False, signature=True
