@@ -58,15 +58,34 @@ def model_inputs(model):
 def leaf_layers(model, subclassed=False):
     """The layers of `model`, descending into nested Sequential and functional models.
 
-    With `subclassed=True`, into nested subclassed models too: their layers can be read
-    (a summary), but not rebuilt, so surgery leaves them out.
+    With `subclassed=True`, into nested subclassed models too, and into the layers that a
+    layer of the user's own class holds (a block of a subclassed model), each after the
+    layer that holds it: their layers can be read (a summary, the export's settling), but
+    not rebuilt, so surgery leaves them out. Wrappers and the layers of Keras, KerasHub and
+    tfkd are not opened. Before, a `ClusteredLayer` in such a block was not found: the
+    export failed, and the summaries left it out.
     """
-    for layer in model.layers:
-        nested = isinstance(layer, keras.Model) and (subclassed or is_graph_model(layer))
-        if nested:
-            yield from leaf_layers(layer, subclassed)
-        else:
-            yield layer
+    yield from _leaves(model.layers, subclassed)
+
+
+def _leaves(layers, subclassed):
+    for layer in layers:
+        if isinstance(layer, keras.Model) and (subclassed or is_graph_model(layer)):
+            yield from _leaves(layer.layers, subclassed)
+            continue
+        yield layer
+        if subclassed and _holds_own_layers(layer):
+            held = layer._flatten_layers(include_self=False, recursive=False)
+            yield from _leaves(held, subclassed)
+
+
+# Packages whose layers' insides are theirs: a user's block is opened, theirs are not.
+_LIBRARY_PACKAGES = ("keras", "keras_hub", "tfkd")
+
+
+def _holds_own_layers(layer):
+    package = type(layer).__module__.split(".")[0]
+    return not isinstance(layer, keras.layers.Wrapper) and package not in _LIBRARY_PACKAGES
 
 
 def output_layer(model):

@@ -68,15 +68,59 @@ def test_a_subclassed_model_given_build_exports_what_it_predicts(tmp_path):
     model = ClusteredNet(width=16, num_classes=3)
     model.build((None, 16))
     _fit(model, x, np.arange(64) % 3, epochs=1, batch_size=32)
+    _assert_exports_what_it_predicts(model, x, tmp_path)
+
+
+def _assert_exports_what_it_predicts(model, x, tmp_path):
     predicted = model.predict(x, verbose=0)
     path = tmp_path / "clustered.tflite"
     if keras.backend.backend() != "tensorflow":
         # The conversion subprocess cannot import a class defined here.
-        with pytest.raises(ValueError, match="ClusteredNet .* is a class it cannot import"):
+        name = type(model).__name__
+        with pytest.raises(ValueError, match=f"{name} .* is a class it cannot import"):
             tfkd.export_tflite(model, path)
         return
     tfkd.export_tflite(model, path)
     np.testing.assert_allclose(tfkd.TFLiteModel(path).predict(x), predicted, atol=1e-5)
+
+
+class Block(L.Layer):
+    """A user's block that builds its layers in its own `build`."""
+
+    def __init__(self, width, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = tfkd.cluster.ClusteredLayer(L.Dense(width, activation="relu"), 8)
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+
+    def call(self, inputs, training=None):
+        return self.dense(inputs, training=training)
+
+
+class BlockNet(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.block = Block(16)
+        self.logits = tfkd.cluster.ClusteredLayer(L.Dense(3), 8)
+
+    def call(self, inputs, training=None):
+        return self.logits(self.block(inputs, training=training), training=training)
+
+
+def test_a_clustered_layer_inside_a_users_block_is_summarised_and_exported(tmp_path):
+    # Before, tfkd did not look inside a layer of the user's own class: the summary left
+    # the block's clustered Dense out, and on TensorFlow, after `build(input_shape)` and
+    # `fit`, its clustering left pending in the graph was not settled before the export's
+    # trace, which the converter refused ("AssignVariableOp ... incompatible with expected
+    # resource").
+    x = np.random.default_rng(0).normal(size=(64, 16)).astype("float32")
+    model = BlockNet()
+    model.build((None, 16))
+    _fit(model, x, np.arange(64) % 3, epochs=1, batch_size=32)
+    rows = tfkd.cluster.summary(model)
+    assert [(row["parameters"], row["unique_values"]) for row in rows] == [(256, 8), (48, 8)]
+    _assert_exports_what_it_predicts(model, x, tmp_path)
 
 
 def _fashion_mnist(count):
