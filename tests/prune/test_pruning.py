@@ -327,6 +327,37 @@ def test_a_subclassed_model_with_its_own_pruned_layers_exports_with_the_zeros(tm
     assert sum(count for name, count in report.ops.items() if "MUL" in name) == 0, report.ops
 
 
+def test_summary_reads_the_pruned_layers_inside_a_users_block():
+    # Before, `summary` did not look inside a layer of the user's own class: the block's
+    # pruned Dense was left out (one row of two).
+    class Block(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            schedule = prune.ConstantSparsity(0.5, frequency=1)
+            self.dense = prune.PrunedLayer(keras.layers.Dense(16), schedule)
+
+        def call(self, inputs, training=None):
+            return self.dense(inputs, training=training)
+
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.block = Block()
+            self.out = keras.layers.Dense(3)
+
+        def call(self, inputs, training=None):
+            return self.out(self.block(inputs, training=training))
+
+    x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
+    model = Subclassed()
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, np.arange(32) % 3, epochs=1, batch_size=16, verbose=0)
+    summary = prune.summary(model)
+    assert [row["parameters"] for row in summary.layers] == [128, 48]
+    assert summary.layers[0]["sparsity"] == pytest.approx(0.5)
+    assert summary.sparsity == pytest.approx(64 / 176)
+
+
 def test_bad_input_errors_name_the_problem():
     model = small_cnn(8, "m")
     with pytest.raises(ValueError, match="Received: include.*conv.*logits"):
