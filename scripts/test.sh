@@ -26,21 +26,21 @@ left_to_tf=(--ignore=tests/distill/test_distribution.py --ignore=tests/distill/t
 # TensorFlow job runs every other test, so a new test file cannot be missed.
 tf_split=(tests/pipeline/test_cli.py tests/pipeline/test_pipeline.py tests/pipeline
   tests/distill tests/prune tests/quantize tests/examples tests/export tests/text tests/datasets)
-# NAME BACKEND PYTEST_ARGS..., longest first: seconds each took in a CI run, four at a time
-# on 2 cores (printed as each job ends; update the order when they change). On JAX, the
-# pipeline's engine is checked through its full chain only (the engine is the same Python
-# on every backend; its other tests run on TensorFlow).
+# NAME BACKEND PYTEST_ARGS..., longest first: seconds each took in a CI run (on 46d6bfb),
+# four at a time on 2 cores (printed as each job ends; update the order when they change).
+# On JAX, the pipeline's engine is checked through its full chain only (the engine is the
+# same Python on every backend; its other tests run on TensorFlow).
 jobs=(
-  "tf_others tensorflow tests ${tf_split[*]/#/--ignore=}"  # 801
-  "tf_pipeline tensorflow tests/pipeline --ignore=tests/pipeline/test_cli.py --ignore=tests/pipeline/test_pipeline.py"  # 781
-  "tf_distill tensorflow tests/distill"  # 769
-  "tf_pipeline_cli tensorflow tests/pipeline/test_cli.py tests/pipeline/test_pipeline.py"  # 715, less the 61 s test now slow
-  "tf_export_text_datasets tensorflow tests/export tests/text tests/datasets"  # 632, less the faster pickle checks
-  "jax_others jax tests/prune tests/quantize tests/transfer ${left_to_tf[*]@Q}"  # 645, less about 200 s now heavy
-  "jax_distill jax tests/distill tests/pipeline/test_pipeline.py::test_full_chain_writes_models_report_and_agrees_with_keras ${left_to_tf[*]@Q}"  # 552, less about 140 s
-  "tf_prune_quantize tensorflow tests/prune tests/quantize"  # 345
-  "tf_examples tensorflow tests/examples"  # 414, less the transfer example (now slow)
-  "torch torch tests/distill tests/prune tests/quantize tests/cluster ${left_to_tf[*]@Q}"  # 237
+  "tf_pipeline tensorflow tests/pipeline --ignore=tests/pipeline/test_cli.py --ignore=tests/pipeline/test_pipeline.py"  # 1039
+  "tf_others tensorflow tests ${tf_split[*]/#/--ignore=}"  # 917, less the 120 s of pipeline cells now slow
+  "tf_pipeline_cli tensorflow tests/pipeline/test_cli.py tests/pipeline/test_pipeline.py"  # 775
+  "tf_export_text_datasets tensorflow tests/export tests/text tests/datasets"  # 746
+  "tf_distill tensorflow tests/distill"  # 704
+  "jax_distill jax tests/distill tests/pipeline/test_pipeline.py::test_full_chain_writes_models_report_and_agrees_with_keras ${left_to_tf[*]@Q}"  # 638
+  "jax_others jax tests/prune tests/quantize tests/transfer ${left_to_tf[*]@Q}"  # 604
+  "tf_prune_quantize tensorflow tests/prune tests/quantize"  # 483
+  "torch torch tests/distill tests/prune tests/quantize tests/cluster ${left_to_tf[*]@Q}"  # 250
+  "tf_examples tensorflow tests/examples"  # 188
 )
 # Four jobs share two cores: each keeps to one thread (TensorFlow, oneDNN, XLA, PyTorch),
 # which spends less time switching between threads than four thread pools on two cores.

@@ -276,12 +276,28 @@ _SLOW = {
     "pipeline_distill",
     "pipeline_prune",
 }
+# The pipeline cells of the kinds that
+# tests/pipeline/test_model_kinds.py::test_train_distill_prune_quantize_export_a_given_model
+# also runs, through Train, Distill and Prune and on to QAT and export, run with the slow
+# tests too (about 120 s of CI); the functional and subclassed cells stay.
+_PIPELINE_CHAIN_KINDS = {
+    "sequential_with_input",
+    "sequential_never_called",
+    "sequential_called",
+    "functional_lists",
+    "nested",
+    "loaded_keras_file",
+}
+
+
+def _is_slow(entry_point, kind):
+    if entry_point.startswith("pipeline_") and kind in _PIPELINE_CHAIN_KINDS:
+        return True
+    return kind == "applications" and entry_point in _SLOW
+
+
 CELLS = [
-    pytest.param(
-        entry_point,
-        kind,
-        marks=[pytest.mark.slow] if kind == "applications" and entry_point in _SLOW else [],
-    )
+    pytest.param(entry_point, kind, marks=[pytest.mark.slow] if _is_slow(entry_point, kind) else [])
     for entry_point in sorted(ENTRY_POINTS)
     for kind in MODEL_KINDS
 ]
