@@ -55,28 +55,33 @@ def model_inputs(model):
     return keras.tree.flatten(model.inputs)
 
 
-def leaf_layers(model, subclassed=False):
-    """The layers of `model`, descending into nested Sequential and functional models.
+def leaf_layers(model, subclassed=False, blocks=None):
+    """The layers of `model`, descending into nested Sequential and functional models, each
+    layer once (a layer shared by two nested models or blocks too).
 
-    With `subclassed=True`, into nested subclassed models too, and into the layers that a
-    layer of the user's own class holds (a block of a subclassed model), each after the
-    layer that holds it: their layers can be read (a summary, the export's settling), but
-    not rebuilt, so surgery leaves them out. Wrappers and the layers of Keras, KerasHub and
-    tfkd are not opened. Before, a `ClusteredLayer` in such a block was not found: the
-    export failed, and the summaries left it out.
+    With `subclassed=True`, into nested subclassed models too, and (unless `blocks=False`)
+    into the layers that a layer of the user's own class holds (a block of a subclassed
+    model), each after the layer that holds it: their layers can be read (a summary, the
+    export's settling), but not rebuilt, so surgery leaves them out. Wrappers and the
+    layers of Keras, KerasHub and tfkd are not opened. Before, a `ClusteredLayer` in such a
+    block was not found: the export failed, and the summaries left it out.
     """
-    yield from _leaves(model.layers, subclassed)
+    blocks = subclassed if blocks is None else blocks
+    yield from _leaves(model.layers, subclassed, blocks, seen=set())
 
 
-def _leaves(layers, subclassed):
+def _leaves(layers, subclassed, blocks, seen):
     for layer in layers:
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
         if isinstance(layer, keras.Model) and (subclassed or is_graph_model(layer)):
-            yield from _leaves(layer.layers, subclassed)
+            yield from _leaves(layer.layers, subclassed, blocks, seen)
             continue
         yield layer
-        if subclassed and _holds_own_layers(layer):
+        if blocks and _holds_own_layers(layer):
             held = layer._flatten_layers(include_self=False, recursive=False)
-            yield from _leaves(held, subclassed)
+            yield from _leaves(held, subclassed, blocks, seen)
 
 
 # Packages whose layers' insides are theirs: a user's block is opened, theirs are not.

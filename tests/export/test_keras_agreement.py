@@ -123,6 +123,28 @@ def test_open_input_sizes_are_checked_on_stand_in_inputs(tmp_path, monkeypatch):
     assert not (tmp_path / "open_bad.tflite").exists()
 
 
+def test_an_embedding_inside_a_users_block_leaves_the_stand_in_inputs_normal():
+    # A position embedding inside a user's block (keras.io's ViT `PatchEncoder`) reads
+    # `arange`, not the model's input: the stand-ins stay normal floats, not token ids.
+    class PatchEncoder(keras.layers.Layer):
+        def __init__(self, patches, **kwargs):
+            super().__init__(**kwargs)
+            self.patches = patches
+            self.projection = keras.layers.Dense(8)
+            self.position = keras.layers.Embedding(patches, 8)
+
+        def call(self, inputs):
+            return self.projection(inputs) + self.position(keras.ops.arange(self.patches))
+
+    inputs = keras.Input((16, 4))
+    features = keras.layers.GlobalAveragePooling1D()(PatchEncoder(16)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3)(features))
+    assert check_module._fewest_ids(model) is None  # ids would make the stand-ins 0..15
+    ids = keras.Input((16,))
+    text = keras.Model(ids, keras.layers.Dense(3)(keras.layers.Embedding(50, 8)(ids)))
+    assert check_module._fewest_ids(text) == 50
+
+
 def test_open_sequence_length_of_token_ids_is_checked(tmp_path):
     inputs = keras.Input((None,), dtype="int32")
     embedded = keras.layers.Embedding(50, 8)(inputs)

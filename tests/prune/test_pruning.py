@@ -358,6 +358,30 @@ def test_summary_reads_the_pruned_layers_inside_a_users_block():
     assert summary.sparsity == pytest.approx(64 / 176)
 
 
+def test_summary_counts_a_layer_that_two_blocks_share_once():
+    class Block(keras.layers.Layer):
+        def __init__(self, dense, **kwargs):
+            super().__init__(**kwargs)
+            self.dense = dense
+
+        def call(self, inputs):
+            return self.dense(inputs)
+
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            shared = prune.PrunedLayer(keras.layers.Dense(8), prune.ConstantSparsity(0.5))
+            self.first, self.second = Block(shared), Block(shared)
+            self.out = keras.layers.Dense(3)
+
+        def call(self, inputs):
+            return self.out(self.second(self.first(inputs)))
+
+    model = Subclassed()
+    model(np.zeros((1, 8), "float32"))
+    assert [row["parameters"] for row in prune.summary(model).layers] == [64, 24]
+
+
 def test_bad_input_errors_name_the_problem():
     model = small_cnn(8, "m")
     with pytest.raises(ValueError, match="Received: include.*conv.*logits"):

@@ -130,9 +130,11 @@ def _check_samples(model_input, ids=None):
 
 
 def _fewest_ids(model):
+    # Not inside a user's block: its Embedding may read what the block makes (a position
+    # embedding of `arange`), not the model's input.
     embeddings = [
         layer
-        for layer in _graph.leaf_layers(model, subclassed=True)
+        for layer in _graph.leaf_layers(model, subclassed=True, blocks=False)
         if isinstance(layer, keras.layers.Embedding)
     ]
     return min((layer.input_dim for layer in embeddings), default=None)
