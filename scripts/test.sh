@@ -32,7 +32,7 @@ tf_split=(tests/pipeline/test_cli.py tests/pipeline/test_pipeline.py tests/pipel
 # same Python on every backend; its other tests run on TensorFlow).
 jobs=(
   "tf_pipeline tensorflow tests/pipeline --ignore=tests/pipeline/test_cli.py --ignore=tests/pipeline/test_pipeline.py"  # 1039
-  "tf_others tensorflow tests ${tf_split[*]/#/--ignore=}"  # 917, less the 120 s of pipeline cells now slow
+  "tf_others tensorflow tests ${tf_split[*]/#/--ignore=}"  # 917, less the 80 s of pipeline cells now slow
   "tf_pipeline_cli tensorflow tests/pipeline/test_cli.py tests/pipeline/test_pipeline.py"  # 775
   "tf_export_text_datasets tensorflow tests/export tests/text tests/datasets"  # 746
   "tf_distill tensorflow tests/distill"  # 704
