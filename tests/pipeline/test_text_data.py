@@ -230,13 +230,16 @@ def test_keras_hub_presets_as_backbone_teacher_and_model(tweets, tmp_path):
 
 @pytest.mark.slow  # `bash scripts/test.sh -m slow`: MiniLM fine-tuned, minutes on 2 cores
 def test_minilm_fine_tuned_by_the_transfer_stage_teaches_a_text_student(tweets, tmp_path):
-    """The tweets config's chain on 400 labelled tweets (the full run is BENCHMARKS.md's)."""
+    """The tweets config's chain on 400 labelled tweets (the full run is BENCHMARKS.md's).
+
+    Its two fine-tuning epochs stay: after one, the teacher (0.5667) was so little above the
+    majority class (0.44) that two epochs of distillation left the student there, and every
+    stage after it at 0.44. Two fine-tuning epochs and four of training: teacher 0.6433,
+    distilled 0.5100, int8 0.5133."""
     text = (REPO / "examples" / "pipeline_tweets.yaml").read_text()
     config = tmp_path / "tweets.yaml"
     config.write_text(
-        text.replace("../data/tweets_csv", str(tweets))
-        .replace("fine_tune_epochs: 2", "fine_tune_epochs: 1")
-        .replace("epochs: 6", "epochs: 2")
+        text.replace("../data/tweets_csv", str(tweets)).replace("epochs: 6", "epochs: 4")
     )
     report = run_config(config, tmp_path / "run", tensorboard=False, log=lambda _: None)
     rows = {row["name"]: row for row in report.rows}
