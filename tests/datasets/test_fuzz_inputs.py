@@ -8,11 +8,17 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TARGETS = ["config", "idx", "animal_mnist_pickle", "checkpoint_unnamed", "csv", "vocabulary"]
 TARGETS += ["keras", "keras_weights"]  # the pipeline's `.keras` reader, and behind its zip
 
 
+# Slow (`bash scripts/test.sh -m slow`): 153 s in CI, most of it its workers' imports. The
+# default run keeps the crafted hostile files of tests/datasets, tests/export and
+# tests/pipeline, each refused by the reader it targets.
+@pytest.mark.slow
 def test_mutated_input_files_are_read_or_refused_cleanly(tmp_path):
     output = tmp_path / "fuzz.json"
     command = [sys.executable, str(REPO / "benchmarks" / "fuzz_inputs.py"), "--mutations", "12"]

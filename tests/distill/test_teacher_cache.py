@@ -163,6 +163,9 @@ def test_litert_runtime_matches_keras_and_shares_the_file(setup, tmp_path, monke
     )
 
 
+# On TensorFlow only: an export subprocess, 31 s on JAX and 15 on PyTorch; the LiteRT
+# runtime stays on every backend through the test above.
+@pytest.mark.heavy
 def test_litert_runtime_builds_a_sequential_never_called(setup, monkeypatch):
     _, _, x = setup
     runs = _count_litert_runs(monkeypatch)
@@ -186,6 +189,7 @@ def test_litert_runtime_builds_a_sequential_never_called(setup, monkeypatch):
     np.testing.assert_allclose(distilled["output"], teacher.predict(x, verbose=0), atol=1e-5)
 
 
+@pytest.mark.heavy  # on TensorFlow only: an export subprocess: 16 s on JAX
 def test_litert_runtime_rejects_what_it_cannot_compute(setup):
     distiller, teacher, x = setup
     with pytest.raises(ValueError, match=r"`runtime` must be one of .*runtime='onnx'"):

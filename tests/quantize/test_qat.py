@@ -90,6 +90,9 @@ def test_save_and_load_keeps_ranges_and_folding(tmp_path, trained_mobile_block):
     assert tfkd.quantize.is_quantized(loaded)
 
 
+# On TensorFlow only: an export subprocess, 24 s on JAX; the int8 export of a QAT model
+# stays on every backend through the test above.
+@pytest.mark.heavy
 def test_qat_student_in_a_distiller_exports_int8(tmp_path):
     x, y = random_images(192)
     teacher = _fit(small_cnn(16, "teacher"), x, y, loss=_logits_loss())
@@ -175,6 +178,8 @@ def test_export_refuses_float_modes_and_untrained_ranges(tmp_path):
     assert not (tmp_path / "m.tflite").exists()
 
 
+# On TensorFlow only: its checks read the weights as numpy, on every backend alike.
+@pytest.mark.heavy
 def test_export_refuses_nan_weights_and_ranges_before_converting(tmp_path):
     # Before: one NaN in a training batch made the kernels NaN (the loss stayed finite),
     # and checking the converted file against Keras killed the process (SIGSEGV). A

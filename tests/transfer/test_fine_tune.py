@@ -293,6 +293,7 @@ def test_saved_mobilenet_teacher_matches_its_metadata():
     )
 
 
+@pytest.mark.heavy  # on TensorFlow only: compiling a large keras.applications model: 16 s on JAX
 def test_keras_applications_backbone_takes_the_same_path():
     """Users with internet pass weights="imagenet"; weights=None exercises the same code."""
     base = keras.applications.MobileNetV2(
