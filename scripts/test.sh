@@ -22,8 +22,8 @@ parallel=${TFKD_TEST_JOBS:-4}
 # TensorFlow jobs run; `-m heavy` from the caller runs those on every backend.
 left_to_tf=(--ignore=tests/distill/test_distribution.py --ignore=tests/distill/test_multiprocess.py
   -m "not slow and not heavy")
-# TensorFlow: the folders and files named here are split off into their own jobs; the last
-# TensorFlow job runs every other test, so a new test file cannot be missed.
+# TensorFlow: the folders and files named here are split off into their own jobs; tf_others
+# runs every other test, so a new test file cannot be missed.
 tf_pipeline_a=(tests/pipeline/test_model_kinds.py tests/pipeline/test_prune_stage.py
   tests/pipeline/test_distill_methods.py tests/pipeline/test_text_data.py)
 tf_distill_processes=(tests/distill/test_multiprocess.py tests/distill/test_distribution.py)
@@ -31,26 +31,26 @@ tf_split=(tests/pipeline tests/distill tests/prune tests/quantize tests/examples
   tests/text tests/datasets tests/test_model_kinds.py)
 pipeline_rest=(tests/pipeline "${tf_pipeline_a[@]/#/--ignore=}" --ignore=tests/pipeline/test_cli.py
   --ignore=tests/pipeline/test_pipeline.py)
-# NAME BACKEND PYTEST_ARGS..., longest first: seconds each took in a CI run (on 46d6bfb, less
-# the tests marked slow or heavy since), four at a time on 2 cores (printed as each job
-# ends; update the order when they change). Jobs of 250 to 600 s: the last to start ends
-# close to the others. On JAX, the pipeline's engine is checked through its full chain
-# only (the engine is the same Python on every backend; its other tests run on TensorFlow).
+# NAME BACKEND PYTEST_ARGS...: seconds each took in a CI run (on 3eb28f0), four at a time
+# on 2 cores (printed as each job ends; update the order when they change). Longest first,
+# but the PyTorch job fifth: last, it ran nearly alone at the end. On JAX, the pipeline's
+# engine is checked through its full chain only (the engine is the same Python on every
+# backend; its other tests run on TensorFlow).
 jobs=(
-  "tf_export_text_datasets tensorflow tests/export tests/text tests/datasets"  # 593
-  "jax_distill jax tests/distill tests/pipeline/test_pipeline.py::test_full_chain_writes_models_report_and_agrees_with_keras ${left_to_tf[*]@Q}"  # 591
-  "jax_others jax tests/prune tests/quantize tests/transfer ${left_to_tf[*]@Q}"  # 567
-  "tf_others tensorflow tests ${tf_split[*]/#/--ignore=}"  # 490
-  "tf_cli tensorflow tests/pipeline/test_cli.py"  # 461
-  "tf_distill tensorflow tests/distill ${tf_distill_processes[*]/#/--ignore=}"  # 456
-  "tf_pipeline_a tensorflow ${tf_pipeline_a[*]}"  # 445
-  "tf_pipeline tensorflow ${pipeline_rest[*]}"  # 430
-  "tf_model_kinds tensorflow tests/test_model_kinds.py"  # 426
-  "tf_prune_quantize tensorflow tests/prune tests/quantize"  # 398
-  "tf_pipeline_chain tensorflow tests/pipeline/test_pipeline.py"  # 286
-  "tf_distill_processes tensorflow ${tf_distill_processes[*]}"  # 248
-  "torch torch tests/distill tests/prune tests/quantize tests/cluster ${left_to_tf[*]@Q}"  # 228
-  "tf_examples tensorflow tests/examples"  # 75
+  "tf_export_text_datasets tensorflow tests/export tests/text tests/datasets"  # 658
+  "jax_distill jax tests/distill tests/pipeline/test_pipeline.py::test_full_chain_writes_models_report_and_agrees_with_keras ${left_to_tf[*]@Q}"  # 645
+  "jax_others jax tests/prune tests/quantize tests/transfer ${left_to_tf[*]@Q}"  # 605
+  "tf_others tensorflow tests ${tf_split[*]/#/--ignore=}"  # 510
+  "torch torch tests/distill tests/prune tests/quantize tests/cluster ${left_to_tf[*]@Q}"  # 220
+  "tf_distill tensorflow tests/distill ${tf_distill_processes[*]/#/--ignore=}"  # 459
+  "tf_cli tensorflow tests/pipeline/test_cli.py"  # 437
+  "tf_pipeline_a tensorflow ${tf_pipeline_a[*]}"  # 409
+  "tf_prune_quantize tensorflow tests/prune tests/quantize"  # 408
+  "tf_model_kinds tensorflow tests/test_model_kinds.py"  # 387
+  "tf_pipeline tensorflow ${pipeline_rest[*]}"  # 363
+  "tf_pipeline_chain tensorflow tests/pipeline/test_pipeline.py"  # 307
+  "tf_distill_processes tensorflow ${tf_distill_processes[*]}"  # 281
+  "tf_examples tensorflow tests/examples"  # 71
 )
 # Four jobs share two cores: each keeps to one thread (TensorFlow, oneDNN, XLA, PyTorch),
 # which spends less time switching between threads than four thread pools on two cores.
