@@ -84,6 +84,19 @@ def _leaves(layers, subclassed, blocks, seen):
             yield from _leaves(held, subclassed, blocks, seen)
 
 
+def held_layers(layers):
+    """{block: the layers it holds, inside its own blocks too} for each layer of the
+    user's own class in `layers` (such as `leaf_layers(model)`): `rebuild` copies a block
+    whole, from its config, so it cannot wrap what the block holds."""
+    return {
+        layer: list(
+            _leaves(layer._flatten_layers(include_self=False, recursive=False), True, True, set())
+        )
+        for layer in layers
+        if _holds_own_layers(layer)
+    }
+
+
 # Packages whose layers' insides are theirs: a user's block is opened, theirs are not.
 _LIBRARY_PACKAGES = ("keras", "keras_hub", "tfkd")
 

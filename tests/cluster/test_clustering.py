@@ -391,6 +391,20 @@ def test_saved_clustered_model_loads_and_trains_on(tmp_path):
     assert all(row["unique_values"] <= 4 for row in tfkd.cluster.summary(loaded))
 
 
+def test_kernels_a_users_block_holds_are_named_not_left_unclustered_silently():
+    from tests.prune.test_pruning import _block_models
+
+    model = _block_models()[0]
+    with pytest.warns(
+        UserWarning, match=r"not clustered: 'block' \(_DenseBlock\) holds \['inner_dense'\]"
+    ):
+        clustered = tfkd.cluster.cluster_weights(model, clusters=4)
+    assert [type(layer).__name__ for layer in clustered.layers[1:]] == [
+        "_DenseBlock",
+        "ClusteredLayer",
+    ]
+
+
 def test_clustering_refuses_what_it_cannot_do():
     model = small_cnn(8, "refused")
     with pytest.raises(ValueError, match="QuantizeWrapper.*Cluster the float model"):

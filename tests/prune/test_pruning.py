@@ -1,3 +1,5 @@
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -380,6 +382,54 @@ def test_summary_counts_a_layer_that_two_blocks_share_once():
     model = Subclassed()
     model(np.zeros((1, 8), "float32"))
     assert [row["parameters"] for row in prune.summary(model).layers] == [64, 24]
+
+
+class _DenseBlock(keras.layers.Layer):
+    """A user's block whose code makes its Dense: `prune` rebuilds the graph, not this."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(16, name="inner_dense")
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+
+    def call(self, inputs):
+        return keras.ops.relu(self.dense(inputs))
+
+
+def _block_models():
+    inputs = keras.Input((8,))
+    functional = keras.Model(
+        inputs, keras.layers.Dense(3, name="head")(_DenseBlock(name="block")(inputs))
+    )
+    sequential = keras.Sequential([_DenseBlock(name="block"), keras.layers.Dense(3, name="head")])
+    return [functional, sequential]
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["functional", "sequential_never_called"])
+def test_kernels_a_users_block_holds_are_named_not_left_dense_silently(index):
+    # Before, the block's Dense stayed dense without a word: summary then reported half
+    # the target sparsity of a model that `prune` was asked to prune to 0.5.
+    model = _block_models()[index]
+    with pytest.warns(
+        UserWarning, match=r"not pruned: 'block' \(_DenseBlock\) holds \['inner_dense'\]"
+    ):
+        pruned = prune.prune(model, prune.ConstantSparsity(0.5, frequency=1))
+    x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
+    pruned.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    pruned.fit(x, np.arange(32) % 3, epochs=1, batch_size=16, verbose=0)
+    rows = {row["name"]: row["sparsity"] for row in prune.summary(pruned).layers}
+    assert rows == {"inner_dense": 0.0, "head": pytest.approx(0.5, abs=0.03)}
+    # Leaving the block out on purpose is silent; naming what it holds says where it is.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prune.prune(model, 0.5, exclude=["block"])
+    assert not [w for w in caught if "keeps whole" in str(w.message)]
+    with pytest.raises(
+        ValueError, match=r"Received: \['inner_dense'\].*'inner_dense' is inside 'block'"
+    ):
+        prune.prune(model, 0.5, include=["inner_dense"])
 
 
 def test_bad_input_errors_name_the_problem():

@@ -42,7 +42,9 @@ def cluster_weights(
     zero, as one of the `clusters` values. `model` itself is not changed.
 
     Args:
-        model: a Sequential or functional Keras model.
+        model: a Sequential or functional Keras model. A layer of your own class is kept
+            whole: a warning names the layers it holds that would be clustered; wrap them
+            in `ClusteredLayer` in its code, or `exclude` it.
         clusters: values per kernel (per output channel with `per_channel`), >= 2.
             Defaults to `16`.
         per_channel: cluster each output channel on its own. Defaults to `False`.
@@ -117,7 +119,7 @@ def clusterable_layers(model, include=None, exclude=None):
     or leaves none."""
     from tfkd.prune.pruning import _select
 
-    return _select(list(_graph.leaf_layers(model)), include, exclude, "cluster")
+    return _select(list(_graph.leaf_layers(model)), include, exclude, "cluster", stacklevel=4)
 
 
 def check_layers_fit(layers, clusters, per_channel=False):

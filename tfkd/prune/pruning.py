@@ -2,6 +2,7 @@
 
 import numbers
 import re
+import warnings
 
 import keras
 import numpy as np
@@ -32,6 +33,9 @@ def prune(model, schedule, *, pattern="unstructured", scope="layer", include=Non
 
     Args:
         model: a Sequential or functional Keras model; nested models are descended into.
+            A layer of your own class is kept whole (its code makes the layers it holds):
+            a warning names the layers it holds that would be pruned; wrap them in
+            `PrunedLayer` in its code, or `exclude` it.
         schedule: a `tfkd.prune.PruningSchedule`, or a target sparsity in [0, 1) for
             `ConstantSparsity(sparsity)`.
         pattern: `"unstructured"`, or `"N:M"` to keep N of every M weights along each
@@ -233,12 +237,28 @@ def follows_pattern(kernel, n, m, axis=-2):
     return bool(np.all(np.count_nonzero(groups, axis=-1) <= n))
 
 
-def _select(layers, include, exclude, action="prune"):
+# By action: the entry point, what it makes of a layer, and the wrapper a user's block
+# can hold instead (for `_select`'s warning).
+_ACTIONS = {
+    "prune": ("tfkd.prune.prune", "pruned", "tfkd.prune.PrunedLayer(layer, schedule)"),
+    "cluster": (
+        "tfkd.cluster.cluster_weights",
+        "clustered",
+        "tfkd.cluster.ClusteredLayer(layer, clusters)",
+    ),
+}
+
+
+def _select(layers, include, exclude, action="prune", stacklevel=3):
     """The layers to `action` ("prune", "cluster"): those with a supported kernel, picked
-    by `include` and `exclude`."""
+    by `include` and `exclude`. Warns about the layers that the selection would pick inside
+    a block of the user's own class, which the rebuilt model keeps as they are
+    (`stacklevel`: as in `warnings.warn`, counted from here)."""
     names = {layer.name for layer in layers}
-    include_test = _selector("include", include, names)
-    exclude_test = _selector("exclude", exclude, names)
+    held = _graph.held_layers(layers)
+    include_test = _selector("include", include, names, held)
+    exclude_test = _selector("exclude", exclude, names, held)
+    _warn_unreached(held, include_test, exclude_test, action, stacklevel + 1)
     selected = []
     for layer in layers:
         if exclude_test is not None and exclude_test(layer):
@@ -265,8 +285,37 @@ def _select(layers, include, exclude, action="prune"):
     return selected
 
 
-def _selector(argument, value, names):
-    """A predicate `layer -> bool` from names, classes or a function; None for None."""
+def _warn_unreached(held, include_test, exclude_test, action, stacklevel):
+    """Warns, naming them, about the layers inside `held`'s blocks that `include_test` (or
+    the default: every supported kernel) picks and `exclude_test` does not leave out."""
+    unreached = []
+    for block, inside in held.items():
+        if exclude_test is not None and exclude_test(block):
+            continue
+        picked = [
+            layer.name
+            for layer in inside
+            if _kernels.unsupported_reason(layer) is None
+            and (include_test is None or include_test(layer))
+            and (exclude_test is None or not exclude_test(layer))
+        ]
+        if picked:
+            unreached.append(f"{block.name!r} ({type(block).__name__}) holds {picked}")
+    if unreached:
+        entry, made, wrapper = _ACTIONS[action]
+        warnings.warn(
+            f"{entry}: these layers are inside layers of your own class, which the new "
+            f"model keeps whole (their code makes them), so they are not {made}: "
+            f"{'; '.join(unreached)}. To have them {made}, wrap each in {wrapper} in "
+            "its block's code; to leave them as they are without this warning, pass the "
+            "blocks' names in `exclude`.",
+            stacklevel=stacklevel,
+        )
+
+
+def _selector(argument, value, names, held=None):
+    """A predicate `layer -> bool` from names, classes or a function; None for None.
+    `held` ({block: layers}) names the blocks that hold a name not in `names`."""
     if value is None:
         return None
     if callable(value) and not isinstance(value, type):
@@ -298,9 +347,21 @@ def _selector(argument, value, names):
         item for item in wanted_names if not any(_name_matches(item, n) for n in names)
     )
     if unknown:
+        inside = sorted(
+            f"{layer.name!r} is inside {block.name!r}"
+            for block, layers in (held or {}).items()
+            for layer in layers
+            if any(_name_matches(item, layer.name) for item in unknown)
+        )
+        where = (
+            f" ({', '.join(inside)}, a layer of your own class: tfkd keeps such a layer "
+            "whole and cannot select what it holds)"
+            if inside
+            else ""
+        )
         raise ValueError(
             f"`{argument}` names layers that are not in the model. Received: {unknown}. "
-            f"The model's layers are {sorted(names)}."
+            f"The model's layers are {sorted(names)}{where}."
         )
     return lambda layer: (
         any(_name_matches(item, layer.name) for item in wanted_names)
