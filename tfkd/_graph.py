@@ -85,20 +85,29 @@ def _leaves(layers, subclassed, blocks, seen):
 
 
 def held_layers(layers):
-    """{block: the layers it holds, inside its own blocks too} for each layer of the
-    user's own class in `layers` (such as `leaf_layers(model)`): `rebuild` copies a block
-    whole, from its config, so it cannot wrap what the block holds."""
+    """{block: [(path, layer, maker)]} for each layer of the user's own class in `layers`
+    (such as `leaf_layers(model)`): every layer it holds, inside its own blocks and models
+    too, with its path of names from the block ("block/inner/dense") and the block whose
+    code makes it. `rebuild` copies a block whole, from its config, so it cannot wrap what
+    the block holds."""
     return {
-        layer: list(
-            _leaves(layer._flatten_layers(include_self=False, recursive=False), True, True, set())
-        )
-        for layer in layers
-        if _holds_own_layers(layer)
+        layer: list(_held(layer, layer.name, set())) for layer in layers if _holds_own_layers(layer)
     }
 
 
+def _held(block, path, seen):
+    for layer in block._flatten_layers(include_self=False, recursive=False):
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        inner_path = f"{path}/{layer.name}"
+        yield inner_path, layer, block
+        if isinstance(layer, keras.Model) or _holds_own_layers(layer):
+            yield from _held(layer, inner_path, seen)
+
+
 # Packages whose layers' insides are theirs: a user's block is opened, theirs are not.
-_LIBRARY_PACKAGES = ("keras", "keras_hub", "tfkd")
+_LIBRARY_PACKAGES = ("keras", "keras_hub", "keras_cv", "keras_nlp", "keras_rs", "tfkd")
 
 
 def _holds_own_layers(layer):

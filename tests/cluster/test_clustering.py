@@ -396,9 +396,10 @@ def test_kernels_a_users_block_holds_are_named_not_left_unclustered_silently():
 
     model = _block_models()[0]
     with pytest.warns(
-        UserWarning, match=r"not clustered: 'block' \(_DenseBlock\) holds \['inner_dense'\]"
-    ):
+        UserWarning, match=r"not clustered: 'block/inner_dense' \(made by _DenseBlock\)\. "
+    ) as record:
         clustered = tfkd.cluster.cluster_weights(model, clusters=4)
+    assert [w.filename for w in record if "keeps whole" in str(w.message)] == [__file__]
     assert [type(layer).__name__ for layer in clustered.layers[1:]] == [
         "_DenseBlock",
         "ClusteredLayer",

@@ -3,6 +3,7 @@ errors before any stage runs, and a schedule that prunes gradually in short runs
 
 import json
 import textwrap
+import warnings
 
 import keras
 import numpy as np
@@ -407,3 +408,42 @@ def test_cluster_preserving_qat_stage_keeps_the_clusters_in_the_int8_file(data, 
     assert len(kernels) == 3
     for values, _ in kernels.values():  # a scale per channel: 8 values in each
         assert max(len(np.unique(row)) for row in values.reshape(len(values), -1)) <= 8
+
+
+@keras.saving.register_keras_serializable(package="tfkd_tests")
+class ConvBlock(keras.layers.Layer):
+    """A user's block whose code makes its Conv2D: the stages keep it whole."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = keras.layers.Conv2D(4, 3, padding="same", name="block_conv")
+
+    def build(self, input_shape):
+        self.conv.build(input_shape)
+
+    def call(self, inputs):
+        return keras.ops.relu(self.conv(inputs))
+
+
+def test_prune_and_cluster_stages_note_the_layers_a_users_block_keeps(data, tmp_path):
+    inputs = keras.Input((28, 28, 1))
+    x = ConvBlock(name="block")(keras.layers.Rescaling(1 / 255)(inputs))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(x))
+    stages = [
+        Train(model=model, epochs=0, name="given"),
+        Prune(target_sparsity=0.5, epochs=1, batch_size=64, name="pruned"),
+        tfkd.pipeline.Cluster(clusters=4, epochs=1, batch_size=64, name="clustered"),
+    ]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = _execute(stages, data, tmp_path)
+    # Once each, as the stage's note (in the report), not as Python warnings too.
+    assert not [w for w in caught if "keeps whole" in str(w.message)]
+    notes = [note for note in report.notes if "keeps whole" in note]
+    assert len(notes) == 2
+    assert notes[0].startswith("pruned: tfkd.prune.prune: these layers are inside")
+    assert notes[1].startswith("clustered: tfkd.cluster.cluster_weights: these layers")
+    assert all("'block/block_conv' (made by ConvBlock)" in note for note in notes)
+    entry = json.loads((tmp_path / "stages" / "pruned" / "entry.json").read_text())
+    assert entry["details"]["sparsity"] == pytest.approx(0.5 * 40 / (36 + 40), abs=0.02)

@@ -413,9 +413,10 @@ def test_kernels_a_users_block_holds_are_named_not_left_dense_silently(index):
     # the target sparsity of a model that `prune` was asked to prune to 0.5.
     model = _block_models()[index]
     with pytest.warns(
-        UserWarning, match=r"not pruned: 'block' \(_DenseBlock\) holds \['inner_dense'\]"
-    ):
+        UserWarning, match=r"not pruned: 'block/inner_dense' \(made by _DenseBlock\)\. "
+    ) as record:
         pruned = prune.prune(model, prune.ConstantSparsity(0.5, frequency=1))
+    assert [w.filename for w in record if "keeps whole" in str(w.message)] == [__file__]
     x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
     pruned.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     pruned.fit(x, np.arange(32) % 3, epochs=1, batch_size=16, verbose=0)
@@ -427,9 +428,57 @@ def test_kernels_a_users_block_holds_are_named_not_left_dense_silently(index):
         prune.prune(model, 0.5, exclude=["block"])
     assert not [w for w in caught if "keeps whole" in str(w.message)]
     with pytest.raises(
-        ValueError, match=r"Received: \['inner_dense'\].*'inner_dense' is inside 'block'"
+        ValueError, match=r"Received: \['inner_dense'\].*'inner_dense' is 'block/inner_dense'"
     ):
         prune.prune(model, 0.5, include=["inner_dense"])
+    # A selector function meets the block's layers too: one that cannot read them (they
+    # are not the model's) does not pick them, and prunes what it picks.
+    only_head = lambda layer: model.get_layer(layer.name).name == "head"  # noqa: E731
+    pruned = prune.prune(model, 0.5, include=only_head)
+    assert [type(layer).__name__ for layer in pruned.layers if "head" in layer.name] == [
+        "PrunedLayer"
+    ]
+
+
+class _Outer(keras.layers.Layer):
+    """A block that holds a block of the user's own and a PrunedLayer it wraps itself."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = _DenseBlock(name="inner")
+        self.own = prune.PrunedLayer(keras.layers.Dense(8), prune.ConstantSparsity(0.5))
+        self.attention = keras.layers.MultiHeadAttention(2, 4)
+
+    def call(self, inputs):
+        return self.own(self.inner(inputs))
+
+
+def test_a_block_inside_a_block_in_a_nested_model_is_named_by_its_path():
+    inner = keras.Sequential([keras.Input((8,)), _Outer(name="outer")], name="backbone")
+    inputs = keras.Input((8,))
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(inner(inputs)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prune.prune(model, 0.5)
+    (message,) = [str(w.message) for w in caught if "keeps whole" in str(w.message)]
+    # The Dense that _DenseBlock makes, not the PrunedLayer _Outer wraps itself, nor the
+    # attention's Dense layers (Keras's own layer, not opened).
+    assert "not pruned: 'outer/inner/inner_dense' (made by _DenseBlock). To have" in message
+    # Where the blocks hold the only kernels, the error says where they are.
+    only_blocks = keras.Sequential([keras.Input((8,)), _DenseBlock(name="block")])
+    with pytest.raises(ValueError, match=r"Nothing to prune.*kept whole.*\['block/inner_dense'\]"):
+        prune.prune(only_blocks, 0.5, exclude=["block"])
+    with pytest.raises(TypeError, match=r"'block' was selected.*\['block/inner_dense'\]"):
+        prune.prune(only_blocks, 0.5, include=["block"])
+
+
+def test_library_models_hold_no_block_of_the_users_own():
+    # keras.applications, KerasHub and tfkd layers are theirs: not opened, no warning.
+    application = keras.applications.MobileNetV3Small(
+        input_shape=(32, 32, 3), weights=None, include_top=False, minimalistic=True
+    )
+    assert _graph.held_layers(list(_graph.leaf_layers(application))) == {}
+    assert prune.pruning.unreached_layers(application) is None
 
 
 def test_bad_input_errors_name_the_problem():

@@ -113,13 +113,15 @@ def cluster_weights(
     return _graph.rebuild(model, transform)
 
 
-def clusterable_layers(model, include=None, exclude=None):
+def clusterable_layers(model, include=None, exclude=None, warn=True):
     """The layers of `model` that `cluster_weights` clusters, as `include` and `exclude`
-    pick them. Raises `ValueError` (or `TypeError`) for a selection that names no layer
-    or leaves none."""
+    pick them; with `warn`, a warning names those it leaves inside the user's blocks.
+    Raises `ValueError` (or `TypeError`) for a selection that names no layer or leaves
+    none."""
     from tfkd.prune.pruning import _select
 
-    return _select(list(_graph.leaf_layers(model)), include, exclude, "cluster", stacklevel=4)
+    layers = list(_graph.leaf_layers(model))
+    return _select(layers, include, exclude, "cluster", stacklevel=4, warn=warn)
 
 
 def check_layers_fit(layers, clusters, per_channel=False):

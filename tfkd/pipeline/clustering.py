@@ -2,7 +2,7 @@
 
 from tfkd import _checks
 from tfkd.pipeline import architectures
-from tfkd.pipeline.pruning import _check_exclude
+from tfkd.pipeline.pruning import _check_exclude, quiet_unreached, reported_unreached
 from tfkd.pipeline.stage import check_keras_input, invalid_argument, register_stage
 from tfkd.pipeline.training import _Training, training_arguments
 
@@ -64,7 +64,7 @@ class Cluster(_Training):
 
         model = build()
         try:
-            layers = clusterable_layers(model, exclude=self.exclude)
+            layers = clusterable_layers(model, exclude=self.exclude, warn=False)
         except (ValueError, TypeError) as error:
             # A model with nothing to cluster is the input's fault where `exclude` is unset.
             argument = "from_stage" if self.exclude is None else "exclude"
@@ -79,21 +79,25 @@ class Cluster(_Training):
         and `tfkd.cluster.strip`ped if `stripped`."""
         from tfkd import cluster
 
-        clustered = cluster.cluster_weights(
-            model,
-            self.clusters,
-            per_channel=self.per_channel,
-            exclude=self.exclude,
-            fold_batch_norm=self.fold_batch_norm,
-        )
+        with quiet_unreached():  # `run` reports it once, as a note
+            clustered = cluster.cluster_weights(
+                model,
+                self.clusters,
+                per_channel=self.per_channel,
+                exclude=self.exclude,
+                fold_batch_norm=self.fold_batch_norm,
+            )
         return cluster.strip(clustered) if stripped else clustered
 
     def run(self, model, context):
         from tfkd import cluster
 
         check_keras_input(self, model)
-        clustered = self.clustered(model)
+        with reported_unreached(model, self.exclude, "cluster", context) as notes:
+            clustered = self.clustered(model)
         details = self.train(clustered, context)
+        if notes:
+            details.setdefault("notes", []).extend(notes)
         stripped = cluster.strip(clustered)
         key = "most_unique_per_channel" if self.per_channel else "unique_values"
         details["unique_values"] = {row["name"]: row[key] for row in cluster.summary(stripped)}

@@ -1,5 +1,6 @@
 """The prune stage, and which layers of a model an N:M pattern can apply to."""
 
+import contextlib
 import numbers
 import re
 import warnings
@@ -14,6 +15,29 @@ from tfkd.pipeline.training import _Training, training_arguments
 # (`--quick`) prunes gradually too, and at most every 100 steps (tfmot's default).
 _MASK_UPDATES = 8
 _MAX_FREQUENCY = 100
+
+
+@contextlib.contextmanager
+def reported_unreached(model, exclude, action, context):
+    """Around `tfkd.prune.prune` (or `cluster_weights`, `action="cluster"`) in a stage:
+    its warning about the layers inside the user's blocks that it leaves as they are goes
+    to the log and into the list this yields (the stage's notes) instead."""
+    from tfkd.prune.pruning import unreached_layers
+
+    note = unreached_layers(model, exclude=exclude, action=action)
+    notes = [] if note is None else [note]
+    for line in notes:
+        context.log(line)
+    with quiet_unreached():
+        yield notes
+
+
+@contextlib.contextmanager
+def quiet_unreached():
+    """Silences the warning of `reported_unreached` (where a stage rebuilds a model)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"tfkd\.\w+\.\w+: these layers are inside")
+        yield
 
 
 @register_stage("prune")
@@ -145,11 +169,14 @@ class Prune(_Training):
         exclude = [*(self.exclude or []), *map(re.escape, left_dense)]
         examples = self._training_examples(context)
         steps = context.epochs(self.epochs) * steps_per_epoch(context, self.batch_size, examples)
-        pruned = prune_lib.prune(
-            model, self.schedule(steps), pattern=self.pattern, exclude=exclude or None
-        )
+        with reported_unreached(model, exclude or None, "prune", context) as notes:
+            pruned = prune_lib.prune(
+                model, self.schedule(steps), pattern=self.pattern, exclude=exclude or None
+            )
         details = self.train(pruned, context)
         details["sparsity"] = round(float(prune_lib.summary(pruned).sparsity), 4)
+        if notes:
+            details.setdefault("notes", []).extend(notes)
         if left_dense:
             details["left_dense"] = left_dense
             note = f"pattern {self.pattern} does not fit, left dense: " + "; ".join(

@@ -249,16 +249,18 @@ _ACTIONS = {
 }
 
 
-def _select(layers, include, exclude, action="prune", stacklevel=3):
+def _select(layers, include, exclude, action="prune", stacklevel=3, warn=True):
     """The layers to `action` ("prune", "cluster"): those with a supported kernel, picked
-    by `include` and `exclude`. Warns about the layers that the selection would pick inside
-    a block of the user's own class, which the rebuilt model keeps as they are
-    (`stacklevel`: as in `warnings.warn`, counted from here)."""
+    by `include` and `exclude`. With `warn`, warns about the layers that the selection
+    would pick inside a block of the user's own class, which the rebuilt model keeps as
+    they are (`stacklevel`: as in `warnings.warn`, counted from here)."""
     names = {layer.name for layer in layers}
     held = _graph.held_layers(layers)
     include_test = _selector("include", include, names, held)
     exclude_test = _selector("exclude", exclude, names, held)
-    _warn_unreached(held, include_test, exclude_test, action, stacklevel + 1)
+    message = _unreached_message(held, include_test, exclude_test, action)
+    if message and warn:
+        warnings.warn(message, stacklevel=stacklevel)
     selected = []
     for layer in layers:
         if exclude_test is not None and exclude_test(layer):
@@ -273,6 +275,7 @@ def _select(layers, include, exclude, action="prune", stacklevel=3):
                 raise TypeError(
                     f"Layer {layer.name!r} was selected by `include` but cannot be "
                     f"{action.rstrip('e')}ed: {reason}. Remove it from `include`."
+                    + _held_hint(held, [layer])
                 )
             selected.append(layer)
     if not selected:
@@ -281,36 +284,71 @@ def _select(layers, include, exclude, action="prune", stacklevel=3):
             f"include={include!r}, exclude={exclude!r}; the model's layers are "
             f"{sorted(names)}. Supported types: "
             f"{', '.join(sorted({t.__name__ for t in _kernels.SUPPORTED_TYPES}))}."
+            + _held_hint(held, held)
         )
     return selected
 
 
-def _warn_unreached(held, include_test, exclude_test, action, stacklevel):
-    """Warns, naming them, about the layers inside `held`'s blocks that `include_test` (or
-    the default: every supported kernel) picks and `exclude_test` does not leave out."""
+def unreached_layers(model, include=None, exclude=None, action="prune"):
+    """The warning `prune` (or `cluster_weights`, with `action="cluster"`) gives for the
+    layers inside blocks of the user's own class that it leaves as they are, or None."""
+    layers = list(_graph.leaf_layers(model))
+    names = {layer.name for layer in layers}
+    held = _graph.held_layers(layers)
+    tests = [_selector(a, v, names, held) for a, v in (("include", include), ("exclude", exclude))]
+    return _unreached_message(held, *tests, action)
+
+
+def _unreached_message(held, include_test, exclude_test, action):
+    """The warning for the layers inside `held`'s blocks that `include_test` (or the
+    default: every supported kernel) picks and `exclude_test` does not leave out; None
+    when there are none. A selector function that raises on such a layer (it was not in
+    the model's layers before) does not pick it."""
+
+    def picks(test, layer):
+        try:
+            return bool(test(layer))
+        except Exception:  # the user's function, on a layer it may not expect
+            return False
+
     unreached = []
     for block, inside in held.items():
-        if exclude_test is not None and exclude_test(block):
+        if exclude_test is not None and picks(exclude_test, block):
             continue
-        picked = [
-            layer.name
-            for layer in inside
+        unreached += [
+            f"{path!r} (made by {type(maker).__name__})"
+            for path, layer, maker in inside
             if _kernels.unsupported_reason(layer) is None
-            and (include_test is None or include_test(layer))
-            and (exclude_test is None or not exclude_test(layer))
+            and (include_test is None or picks(include_test, layer))
+            and (exclude_test is None or not picks(exclude_test, layer))
         ]
-        if picked:
-            unreached.append(f"{block.name!r} ({type(block).__name__}) holds {picked}")
-    if unreached:
-        entry, made, wrapper = _ACTIONS[action]
-        warnings.warn(
-            f"{entry}: these layers are inside layers of your own class, which the new "
-            f"model keeps whole (their code makes them), so they are not {made}: "
-            f"{'; '.join(unreached)}. To have them {made}, wrap each in {wrapper} in "
-            "its block's code; to leave them as they are without this warning, pass the "
-            "blocks' names in `exclude`.",
-            stacklevel=stacklevel,
-        )
+    if not unreached:
+        return None
+    entry, made, wrapper = _ACTIONS[action]
+    return (
+        f"{entry}: these layers are inside layers of your own class, which the new model "
+        f"keeps whole (their code makes them), so they are not {made}: "
+        f"{', '.join(unreached)}. To have them {made}, wrap each in {wrapper} in the code "
+        "that makes it; to leave them as they are without this warning, pass the outer "
+        "blocks' names in `exclude`."
+    )
+
+
+def _held_hint(held, blocks):
+    """Where `blocks` (some of `held`'s keys) hold layers with kernels: a sentence that
+    says so, for an error about them; "" where they hold none."""
+    paths = [
+        path
+        for block in blocks
+        for path, layer, _ in held.get(block, [])
+        if _kernels.kernel_name(layer) is not None
+    ]
+    if not paths:
+        return ""
+    return (
+        f" Layers of your own class are kept whole, with what they hold: {paths}; wrap "
+        "those in the code that makes them."
+    )
 
 
 def _selector(argument, value, names, held=None):
@@ -348,9 +386,9 @@ def _selector(argument, value, names, held=None):
     )
     if unknown:
         inside = sorted(
-            f"{layer.name!r} is inside {block.name!r}"
-            for block, layers in (held or {}).items()
-            for layer in layers
+            f"{layer.name!r} is {path!r}"
+            for layers in (held or {}).values()
+            for path, layer, _ in layers
             if any(_name_matches(item, layer.name) for item in unknown)
         )
         where = (
