@@ -38,9 +38,6 @@ def test_distill_fashion_mnist_smoke(tmp_path):
     )
 
 
-# Slow (`bash scripts/test.sh -m slow`): 50 s in CI; tests/prune exports pruned students to
-# float32 and int8 in the default run, and the distillation example's smoke run stays there.
-@pytest.mark.slow
 def test_prune_fashion_mnist_smoke(tmp_path):
     result = _run_smoke("prune_fashion_mnist.py", tmp_path)
     assert "overall sparsity of prunable kernels: 0.80" in result.stdout
@@ -52,8 +49,6 @@ def test_prune_fashion_mnist_smoke(tmp_path):
     assert sparse < 0.6 * (tmp_path / "student_dense_float32.tflite").stat().st_size
 
 
-# Slow: 63 s in CI; tests/quantize exports post-training and QAT int8 files in the default run.
-@pytest.mark.slow
 def test_quantize_fashion_mnist_smoke(tmp_path):
     result = _run_smoke("quantize_fashion_mnist.py", tmp_path)
     report = json.loads((tmp_path / "quantize_report.json").read_text())

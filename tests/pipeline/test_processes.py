@@ -59,10 +59,6 @@ def _weights(path):
     return [np.asarray(w) for w in keras.saving.load_model(path).weights]
 
 
-# Slow (`bash scripts/test.sh -m slow`): 168 s in CI. Two JAX processes training as one stay
-# in the default run (tests/distill/test_multiprocess.py), and so do this file's cheaper
-# tests of the pipeline's process options and sharding.
-@pytest.mark.slow
 def test_two_processes_run_the_pipeline_fail_together_and_resume(tmp_path):
     config = tmp_path / "two.yaml"
     config.write_text(CONFIG)
