@@ -88,22 +88,26 @@ def held_layers(layers):
     """{block: [(path, layer, maker)]} for each layer of the user's own class in `layers`
     (such as `leaf_layers(model)`): every layer it holds, inside its own blocks and models
     too, with its path of names from the block ("block/inner/dense") and the block whose
-    code makes it. `rebuild` copies a block whole, from its config, so it cannot wrap what
-    the block holds."""
+    code makes it (for a layer of a Keras model that a block holds, that block). `rebuild`
+    copies a block whole, from its config, so it cannot wrap what the block holds."""
     return {
-        layer: list(_held(layer, layer.name, set())) for layer in layers if _holds_own_layers(layer)
+        layer: list(_held(layer, layer.name, layer, {id(layer)}))
+        for layer in layers
+        if _holds_own_layers(layer)
     }
 
 
-def _held(block, path, seen):
-    for layer in block._flatten_layers(include_self=False, recursive=False):
+def _held(container, path, maker, seen):
+    for layer in container._flatten_layers(include_self=False, recursive=False):
         if id(layer) in seen:
             continue
         seen.add(id(layer))
         inner_path = f"{path}/{layer.name}"
-        yield inner_path, layer, block
-        if isinstance(layer, keras.Model) or _holds_own_layers(layer):
-            yield from _held(layer, inner_path, seen)
+        yield inner_path, layer, maker
+        if _holds_own_layers(layer):
+            yield from _held(layer, inner_path, layer, seen)
+        elif isinstance(layer, keras.Model):  # a Keras model the block's code makes
+            yield from _held(layer, inner_path, maker, seen)
 
 
 # Packages whose layers' insides are theirs: a user's block is opened, theirs are not.

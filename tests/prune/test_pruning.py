@@ -428,7 +428,8 @@ def test_kernels_a_users_block_holds_are_named_not_left_dense_silently(index):
         prune.prune(model, 0.5, exclude=["block"])
     assert not [w for w in caught if "keeps whole" in str(w.message)]
     with pytest.raises(
-        ValueError, match=r"Received: \['inner_dense'\].*'inner_dense' is 'block/inner_dense'"
+        ValueError,
+        match=r"\['inner_dense'\].*'inner_dense' is inside 'block' \(as 'block/inner_dense'\)",
     ):
         prune.prune(model, 0.5, include=["inner_dense"])
     # A selector function meets the block's layers too: one that cannot read them (they
@@ -441,16 +442,18 @@ def test_kernels_a_users_block_holds_are_named_not_left_dense_silently(index):
 
 
 class _Outer(keras.layers.Layer):
-    """A block that holds a block of the user's own and a PrunedLayer it wraps itself."""
+    """A block that holds a block of the user's own, a PrunedLayer it wraps itself, and a
+    Sequential it makes."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.inner = _DenseBlock(name="inner")
         self.own = prune.PrunedLayer(keras.layers.Dense(8), prune.ConstantSparsity(0.5))
         self.attention = keras.layers.MultiHeadAttention(2, 4)
+        self.mlp = keras.Sequential([keras.layers.Dense(8, name="mlp_dense")], name="mlp")
 
     def call(self, inputs):
-        return self.own(self.inner(inputs))
+        return self.mlp(self.own(self.inner(inputs)))
 
 
 def test_a_block_inside_a_block_in_a_nested_model_is_named_by_its_path():
@@ -461,9 +464,13 @@ def test_a_block_inside_a_block_in_a_nested_model_is_named_by_its_path():
         warnings.simplefilter("always")
         prune.prune(model, 0.5)
     (message,) = [str(w.message) for w in caught if "keeps whole" in str(w.message)]
-    # The Dense that _DenseBlock makes, not the PrunedLayer _Outer wraps itself, nor the
-    # attention's Dense layers (Keras's own layer, not opened).
-    assert "not pruned: 'outer/inner/inner_dense' (made by _DenseBlock). To have" in message
+    # The Dense that _DenseBlock makes and the one in the Sequential _Outer makes, not the
+    # PrunedLayer _Outer wraps itself, nor the attention's Dense layers (Keras's own layer,
+    # not opened).
+    assert (
+        "not pruned: 'outer/inner/inner_dense' (made by _DenseBlock), "
+        "'outer/mlp/mlp_dense' (made by _Outer). To have" in message
+    )
     # Where the blocks hold the only kernels, the error says where they are.
     only_blocks = keras.Sequential([keras.Input((8,)), _DenseBlock(name="block")])
     with pytest.raises(ValueError, match=r"Nothing to prune.*kept whole.*\['block/inner_dense'\]"):

@@ -90,7 +90,8 @@ def test_save_and_load_keeps_ranges_and_folding(tmp_path, trained_mobile_block):
     assert tfkd.quantize.is_quantized(loaded)
 
 
-def _distilled_qat_student():
+@pytest.fixture(scope="module")
+def distilled_qat_student():
     x, y = random_images(192)
     teacher = _fit(small_cnn(16, "teacher"), x, y, loss=_logits_loss())
     student = tfkd.quantize.quantize_aware(_fit(small_cnn(4, "student"), x, y, loss=_logits_loss()))
@@ -101,17 +102,16 @@ def _distilled_qat_student():
     return student
 
 
-def test_qat_student_in_a_distiller_tracks_its_ranges_every_step():
-    student = _distilled_qat_student()
-    tracked = _numpy(student.get_layer("logits").output_quantizer.tracked_steps)
+def test_qat_student_in_a_distiller_tracks_its_ranges_every_step(distilled_qat_student):
+    tracked = _numpy(distilled_qat_student.get_layer("logits").output_quantizer.tracked_steps)
     assert int(tracked) == 2 * 6
 
 
 # On TensorFlow only: an export subprocess, 24 s on JAX; the int8 export of a QAT model
 # stays on every backend through test_export_is_fully_int8_and_computes_what_keras_computed.
 @pytest.mark.heavy
-def test_qat_student_in_a_distiller_exports_int8(tmp_path):
-    report = tfkd.export_tflite(_distilled_qat_student(), tmp_path / "student.tflite", "int8")
+def test_qat_student_in_a_distiller_exports_int8(distilled_qat_student, tmp_path):
+    report = tfkd.export_tflite(distilled_qat_student, tmp_path / "student.tflite", "int8")
     assert report.float_ops == []
     assert report.keras_agreement["top1_agreement"] >= 0.9
 

@@ -303,7 +303,8 @@ def _unreached_message(held, include_test, exclude_test, action):
     """The warning for the layers inside `held`'s blocks that `include_test` (or the
     default: every supported kernel) picks and `exclude_test` does not leave out; None
     when there are none. A selector function that raises on such a layer (it was not in
-    the model's layers before) does not pick it."""
+    the model's layers before) does not pick it: an `include` leaves it out of the
+    warning, an `exclude` leaves it in."""
 
     def picks(test, layer):
         try:
@@ -341,7 +342,7 @@ def _held_hint(held, blocks):
         path
         for block in blocks
         for path, layer, _ in held.get(block, [])
-        if _kernels.kernel_name(layer) is not None
+        if _kernels.unsupported_reason(layer) is None
     ]
     if not paths:
         return ""
@@ -386,14 +387,14 @@ def _selector(argument, value, names, held=None):
     )
     if unknown:
         inside = sorted(
-            f"{layer.name!r} is {path!r}"
-            for layers in (held or {}).values()
+            f"{layer.name!r} is inside {block.name!r} (as {path!r})"
+            for block, layers in (held or {}).items()
             for path, layer, _ in layers
             if any(_name_matches(item, layer.name) for item in unknown)
         )
         where = (
-            f" ({', '.join(inside)}, a layer of your own class: tfkd keeps such a layer "
-            "whole and cannot select what it holds)"
+            f" ({'; '.join(inside)}: layers of your own class, which tfkd keeps whole and "
+            "cannot select what they hold)"
             if inside
             else ""
         )
