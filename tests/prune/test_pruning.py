@@ -485,7 +485,7 @@ def test_library_models_hold_no_block_of_the_users_own():
         input_shape=(32, 32, 3), weights=None, include_top=False, minimalistic=True
     )
     assert _graph.held_layers(list(_graph.leaf_layers(application))) == {}
-    assert prune.pruning.unreached_layers(application) is None
+    assert prune.pruning._unreached_layers(application) is None
 
 
 def test_bad_input_errors_name_the_problem():

@@ -22,9 +22,9 @@ def reported_unreached(model, exclude, action, context):
     """Around `tfkd.prune.prune` (or `cluster_weights`, `action="cluster"`) in a stage:
     its warning about the layers inside the user's blocks that it leaves as they are goes
     to the log and into the list this yields (the stage's notes) instead."""
-    from tfkd.prune.pruning import unreached_layers
+    from tfkd.prune.pruning import _unreached_layers
 
-    note = unreached_layers(model, exclude=exclude, action=action)
+    note = _unreached_layers(model, exclude=exclude, action=action)
     notes = [] if note is None else [note]
     for line in notes:
         context.log(line)

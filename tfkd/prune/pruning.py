@@ -254,10 +254,7 @@ def _select(layers, include, exclude, action="prune", stacklevel=3, warn=True):
     by `include` and `exclude`. With `warn`, warns about the layers that the selection
     would pick inside a block of the user's own class, which the rebuilt model keeps as
     they are (`stacklevel`: as in `warnings.warn`, counted from here)."""
-    names = {layer.name for layer in layers}
-    held = _graph.held_layers(layers)
-    include_test = _selector("include", include, names, held)
-    exclude_test = _selector("exclude", exclude, names, held)
+    names, held, include_test, exclude_test = _selectors(layers, include, exclude)
     message = _unreached_message(held, include_test, exclude_test, action)
     if message and warn:
         warnings.warn(message, stacklevel=stacklevel)
@@ -289,13 +286,20 @@ def _select(layers, include, exclude, action="prune", stacklevel=3, warn=True):
     return selected
 
 
-def unreached_layers(model, include=None, exclude=None, action="prune"):
-    """The warning `prune` (or `cluster_weights`, with `action="cluster"`) gives for the
-    layers inside blocks of the user's own class that it leaves as they are, or None."""
-    layers = list(_graph.leaf_layers(model))
+def _selectors(layers, include, exclude):
+    """`layers`' names, the blocks among them with what they hold (`_graph.held_layers`),
+    and the `include` and `exclude` predicates (None where not given)."""
     names = {layer.name for layer in layers}
     held = _graph.held_layers(layers)
     tests = [_selector(a, v, names, held) for a, v in (("include", include), ("exclude", exclude))]
+    return names, held, *tests
+
+
+def _unreached_layers(model, include=None, exclude=None, action="prune"):
+    """The warning `prune` (or `cluster_weights`, with `action="cluster"`) gives for the
+    layers inside blocks of the user's own class that it leaves as they are, or None
+    (for a stage, which logs it once). `model` and the selectors as `prune` checks them."""
+    _, held, *tests = _selectors(list(_graph.leaf_layers(model)), include, exclude)
     return _unreached_message(held, *tests, action)
 
 
