@@ -66,22 +66,31 @@ def leaf_layers(model, subclassed=False, blocks=None):
     layers of Keras, KerasHub and tfkd are not opened. Before, a `ClusteredLayer` in such a
     block was not found: the export failed, and the summaries left it out.
     """
+    for _, layer in leaf_layer_paths(model, subclassed, blocks):
+        yield layer
+
+
+def leaf_layer_paths(model, subclassed=False, blocks=None):
+    """`(path, layer)` for each layer of `leaf_layers(model, subclassed, blocks)`: `path`
+    holds the names from `model`'s layers down to it ("branch/dense"), unique where two
+    nested models hold layers of one name."""
     blocks = subclassed if blocks is None else blocks
-    yield from _leaves(model.layers, subclassed, blocks, seen=set())
+    yield from _leaves(model.layers, subclassed, blocks, set(), "")
 
 
-def _leaves(layers, subclassed, blocks, seen):
+def _leaves(layers, subclassed, blocks, seen, prefix):
     for layer in layers:
         if id(layer) in seen:
             continue
         seen.add(id(layer))
+        path = prefix + layer.name
         if isinstance(layer, keras.Model) and (subclassed or is_graph_model(layer)):
-            yield from _leaves(layer.layers, subclassed, blocks, seen)
+            yield from _leaves(layer.layers, subclassed, blocks, seen, path + "/")
             continue
-        yield layer
+        yield path, layer
         if blocks and _holds_own_layers(layer):
             held = layer._flatten_layers(include_self=False, recursive=False)
-            yield from _leaves(held, subclassed, blocks, seen)
+            yield from _leaves(held, subclassed, blocks, seen, path + "/")
 
 
 def held_layers(layers):

@@ -256,6 +256,25 @@ def test_cluster_stage_after_pruning_keeps_zeros_and_few_values(data, tmp_path):
     )
 
 
+def test_cluster_stage_counts_each_layer_of_nested_models_that_share_a_name(data, tmp_path):
+    def branch(name):
+        layers = [keras.layers.Flatten(), keras.layers.Dense(16, activation="relu", name="fc")]
+        return keras.Sequential([keras.Input((28, 28, 1)), *layers], name=name)
+
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Concatenate()([branch("left")(x), branch("right")(x)])
+    model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(x))
+    stages = [
+        Train(model=model, epochs=0, name="given"),
+        tfkd.pipeline.Cluster(clusters=4, epochs=1, batch_size=64, name="clustered"),
+    ]
+    _execute(stages, data, tmp_path)
+    entry = json.loads((tmp_path / "stages" / "clustered" / "entry.json").read_text())
+    # Before, keyed by layer name: {"fc": 4, "logits": 4}, one of the two kernels lost.
+    assert entry["details"]["unique_values"] == {"left/fc": 4, "right/fc": 4, "logits": 4}
+
+
 @pytest.mark.parametrize(
     "between",
     [[], [tfkd.pipeline.Cluster(clusters=8, epochs=0, name="clustered"), Train(epochs=0)]],

@@ -195,15 +195,16 @@ def summary(model):
         model: a Keras model.
 
     Returns:
-        A list of dicts: `name`, `type`, `parameters`, `unique_values` (in the whole
-        kernel) and `most_unique_per_channel` (over its output channels).
+        A list of dicts: `name`, `path` (the names from `model`'s layers down to the
+        layer, "branch/dense" in a nested model), `type`, `parameters`, `unique_values`
+        (in the whole kernel) and `most_unique_per_channel` (over its output channels).
 
     Raises:
         TypeError: `model` is not a Keras model.
     """
     _checks.check_keras_model(model)
     rows = []
-    for layer in _graph.leaf_layers(model, subclassed=True):
+    for path, layer in _graph.leaf_layer_paths(model, subclassed=True):
         in_use = _kernels.kernel_in_use(layer)
         if in_use is None:
             continue
@@ -212,6 +213,7 @@ def summary(model):
         rows.append(
             {
                 "name": layer.name,
+                "path": path,
                 "type": type(in_use[0]).__name__,
                 "parameters": int(kernel.size),
                 "unique_values": int(len(np.unique(kernel))),

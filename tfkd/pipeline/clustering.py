@@ -14,7 +14,9 @@ class Cluster(_Training):
     the centroids, and strips: each kernel then holds at most `clusters` values.
 
     With `teacher`, fine-tuning is distillation, as in `Distill`. A pruned incoming model
-    keeps its zeros.
+    keeps its zeros. The stage's details give each kernel's number of values
+    (`unique_values`; its largest over the output channels with `per_channel`), keyed by
+    the layer's path from the model ("branch/dense" in a nested model).
 
     Args:
         clusters: values per kernel (per output channel with `per_channel`), >= 2.
@@ -100,5 +102,5 @@ class Cluster(_Training):
             details.setdefault("notes", []).extend(notes)
         stripped = cluster.strip(clustered)
         key = "most_unique_per_channel" if self.per_channel else "unique_values"
-        details["unique_values"] = {row["name"]: row[key] for row in cluster.summary(stripped)}
+        details["unique_values"] = {row["path"]: row[key] for row in cluster.summary(stripped)}
         return stripped, details
