@@ -479,6 +479,9 @@ def test_a_block_inside_a_block_in_a_nested_model_is_named_by_its_path():
         prune.prune(only_blocks, 0.5, include=["block"])
 
 
+# Heavy: on JAX, 23 of its 24 s in CI make MobileNetV3Small's weights; what it checks is a
+# walk of the layer graph, the same on every backend.
+@pytest.mark.heavy
 def test_library_models_hold_no_block_of_the_users_own():
     # keras.applications, KerasHub and tfkd layers are theirs: not opened, no warning.
     application = keras.applications.MobileNetV3Small(
