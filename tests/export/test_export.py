@@ -42,6 +42,34 @@ def test_float_export_matches_keras_on_fashion_mnist(tmp_path, teacher, fashion_
     assert report.ops["CONV_2D[float32]"] == 5
 
 
+def test_a_model_that_outputs_class_ids_exports_with_builtin_ops(tmp_path, teacher, fashion_mnist):
+    # Before: "TFLite conversion failed on op(s) tf.BitwiseAnd": Keras's argmax on floats
+    # moves -0.0 below +0.0 with a bitwise AND, which only the Flex delegate runs.
+    _, x_test, _ = fashion_mnist
+    inputs = keras.Input(teacher.input_shape[1:])
+    logits = teacher(inputs)
+    ids = keras.Model(inputs, keras.ops.argmax(logits, axis=-1))
+    report = tfkd.export_tflite(ids, tmp_path / "ids.tflite", representative_data=x_test[:100])
+    assert report.ops["ARG_MAX[float32]"] == 1 and report.keras_agreement["top1_agreement"] == 1
+    got = tfkd.TFLiteModel(report.path).predict(x_test)
+    np.testing.assert_array_equal(got, ids.predict(x_test, verbose=0))
+    # argmin too, with keepdims, over every axis (axis=None) as over one.
+    dense = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4)])
+    lowest = keras.Model(
+        dense.inputs,
+        [
+            keras.ops.argmin(dense.outputs[0], axis=1, keepdims=True),
+            keras.ops.argmax(dense.outputs[0], keepdims=True),
+        ],
+    )
+    report = tfkd.export_tflite(lowest, tmp_path / "lowest.tflite")
+    assert report.ops["ARG_MIN[float32]"] == 1 and report.ops["ARG_MAX[float32]"] == 1
+    x = np.random.default_rng(0).normal(size=(1, 6)).astype("float32")
+    got = tfkd.TFLiteModel(report.path).predict(x)
+    for received, expected in zip(got, lowest.predict(x, verbose=0), strict=True):
+        np.testing.assert_array_equal(received, expected)
+
+
 def test_int8_export_is_fully_integer_and_keeps_accuracy(tmp_path, teacher, fashion_mnist):
     x_train, x_test, y_test = fashion_mnist
     float_report = tfkd.export_tflite(teacher, tmp_path / "float.tflite")

@@ -142,7 +142,7 @@ def _concrete_function(model, batch=None):
         return model(list(tensors) if len(tensors) > 1 else tensors[0], training=False)
 
     try:
-        with _lookups_as_given():
+        with _lookups_as_given(), _builtin_arg_reductions():
             return serve.get_concrete_function(*specs)
     except Exception as error:  # whatever the model's own `call` raises while tracing
         raise ValueError(
@@ -187,6 +187,48 @@ def _lookups_as_given():
         yield
     finally:
         keras.layers.Embedding.call, _kernels.take_rows = original_call, original_take
+
+
+@contextlib.contextmanager
+def _builtin_arg_reductions():
+    """While the model is traced for the converter, `keras.ops.argmax` and `argmin` on
+    floats are TensorFlow's own, which LiteRT runs as its ARG_MAX and ARG_MIN.
+
+    Keras's TensorFlow backend first moves -0.0 below +0.0, through a bitwise AND that
+    LiteRT has no builtin kernel for: a model that ends in `keras.ops.argmax` (one that
+    outputs class ids) could only be exported with `select_tf_ops=True`. Without that
+    step, only a tie between -0.0 and +0.0 can give another index (the first); the check
+    against Keras that follows every conversion covers the rest.
+    """
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import numpy as backend_numpy
+
+    originals = {"argmax": backend_numpy.argmax, "argmin": backend_numpy.argmin}
+
+    def reduction(name, reduce):
+        def call(x, axis=None, keepdims=False):
+            x = tf.convert_to_tensor(x)
+            if not x.dtype.is_floating or x.shape.rank == 0:
+                return originals[name](x, axis=axis, keepdims=keepdims)
+            indices = reduce(
+                tf.reshape(x, [-1]) if axis is None else x,
+                axis=0 if axis is None else axis,
+                output_type="int32",
+            )
+            if not keepdims:
+                return indices
+            if axis is None:
+                return tf.reshape(indices, [1] * x.shape.rank)
+            return tf.expand_dims(indices, axis)
+
+        return call
+
+    backend_numpy.argmax = reduction("argmax", tf.math.argmax)
+    backend_numpy.argmin = reduction("argmin", tf.math.argmin)
+    try:
+        yield
+    finally:
+        backend_numpy.argmax, backend_numpy.argmin = originals["argmax"], originals["argmin"]
 
 
 def _feeder(samples, verbose=0):
