@@ -136,7 +136,7 @@ def _run(script, backend, train=_TRAIN, **env):
         env=environment,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=1800,  # ends a hung run: 91 s in CI at most, 3.5 times that on slower machines
         cwd=REPO,
     )
     assert result.returncode == 0, result.stderr[-3000:]
