@@ -70,6 +70,34 @@ def test_a_model_that_outputs_class_ids_exports_with_builtin_ops(tmp_path, teach
         np.testing.assert_array_equal(received, expected)
 
 
+def test_agreement_of_binary_scores_and_class_ids_is_on_the_class(tmp_path):
+    # Before: the argmax of one score is 0 on both sides, so a binary classifier's file
+    # always agreed (1.0), and ids of shape (samples,) agreed on all or none.
+    x = np.random.default_rng(0).normal(size=(200, 6)).astype("float32")
+    inputs = keras.Input((6,))
+    logit = keras.layers.Dense(1)(keras.layers.Dense(8, activation="relu")(inputs))
+    sigmoid = keras.ops.sigmoid(logit)
+    files = {}
+    for name, output in (("logit", logit), ("sigmoid", sigmoid)):
+        report = tfkd.export_tflite(keras.Model(inputs, output), tmp_path / f"{name}.tflite")
+        files[name] = tfkd.TFLiteModel(report.path)
+    ids = keras.ops.argmax(keras.ops.concatenate([-logit, logit], -1), -1, keepdims=True)
+    flipped = [
+        (files["logit"], keras.Model(inputs, -logit)),
+        (files["sigmoid"], keras.Model(inputs, 1 - sigmoid)),
+        (files["logit"], keras.Model(inputs, ids)),  # id 1 where the logit is > 0
+    ]
+    for lite, model in flipped:
+        assert lite.compare(model, x)["top1_agreement"] == 0.0, model.outputs
+    assert files["sigmoid"].compare(keras.Model(inputs, sigmoid), x)["top1_agreement"] == 1.0
+    # The helper on its own: ids, sigmoid scores, logits, several classes.
+    same = tfkd.export._interpreter.top1_agreement
+    assert same(np.array([1, 2, 3, 4]), np.array([1.0, 2.0, 0.0, 4.0])) == 0.75
+    assert same(np.array([[0.2], [0.9]]), np.array([[0.6], [0.8]])) == 0.5
+    assert same(np.array([-1.0, 2.0, 0.3]), np.array([1.0, 2.0, -0.3])) == 1 / 3
+    assert same(np.array([[0.1, 0.9], [0.8, 0.2]]), np.array([[0.4, 0.6], [0.4, 0.6]])) == 0.5
+
+
 def test_int8_export_is_fully_integer_and_keeps_accuracy(tmp_path, teacher, fashion_mnist):
     x_train, x_test, y_test = fashion_mnist
     float_report = tfkd.export_tflite(teacher, tmp_path / "float.tflite")

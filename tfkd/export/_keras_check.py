@@ -7,7 +7,7 @@ import keras
 import numpy as np
 
 from tfkd import _graph
-from tfkd.export._interpreter import OPEN_SIZE, Runner
+from tfkd.export._interpreter import OPEN_SIZE, Runner, top1_agreement
 
 CHECK_SAMPLES = 32
 _FLOAT_TOLERANCE = 1e-3
@@ -39,7 +39,11 @@ def keras_outputs(model, inputs, samples):
     else:
         x = [array[:CHECK_SAMPLES] for array in samples]
     outputs = model.predict(x[0] if len(x) == 1 else x, verbose=0)
-    expected = [np.asarray(output, np.float32) for output in keras.tree.flatten(outputs)]
+    # Integer outputs (class ids) stay integer: `top1_agreement` compares them as ids.
+    expected = [
+        output if output.dtype.kind in "iub" else output.astype(np.float32)
+        for output in map(np.asarray, keras.tree.flatten(outputs))
+    ]
     source = "stand-in inputs" if samples is None else "inputs from `representative_data`"
     _check_finite_outputs(expected, f"The Keras model {model.name!r}", f"{len(x[0])} {source}")
     return x, expected
@@ -82,9 +86,7 @@ def check_against_keras(checked, inputs, content, quantization, quantization_awa
             "The file was not written. This is a converter problem with one of the model's "
             "layers; export the layers separately to find it."
         )
-    agreement = min(
-        float(np.mean(a.argmax(-1) == b.argmax(-1))) for a, b in zip(expected, received)
-    )
+    agreement = min(top1_agreement(a, b) for a, b in zip(expected, received))
     if quantization_aware and agreement < _QAT_MIN_AGREEMENT:
         raise ValueError(
             "The exported int8 model disagrees with the quantization-aware Keras model: "

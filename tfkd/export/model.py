@@ -13,6 +13,7 @@ from tfkd.export._interpreter import (
     dequantize_output,
     quantize_input,
     softmax_outputs,
+    top1_agreement,
 )
 
 # As Keras's cross-entropy on probabilities: rows renormalised, then clipped.
@@ -244,9 +245,11 @@ class TFLiteModel:
     def compare(self, keras_model, x, batch_size=256):
         """Agreement with `keras_model` on `x`: top-1 agreement and max absolute difference.
 
-        For several outputs, the lowest agreement and largest difference over them.
-        `x` of the file's integer input dtype is quantized already (as `predict` takes
-        it): the Keras model gets its values, dequantized.
+        For several outputs, the lowest agreement and largest difference over them. For
+        one score per example (a binary classifier), agreement is on its side of 0.5 (a
+        sigmoid: every Keras score in [0, 1]) or of 0 (a logit); for class ids (integer
+        outputs), on the ids. `x` of the file's integer input dtype is quantized already
+        (as `predict` takes it): the Keras model gets its values, dequantized.
         """
         import keras
 
@@ -273,7 +276,7 @@ class TFLiteModel:
             # NaN outputs agree on their argmax (0): they would read as full agreement.
             _checks.check_finite_array(f"keras_model's output {index}", ours)
         return {
-            "top1_agreement": min(float(np.mean(a.argmax(-1) == b.argmax(-1))) for a, b in pairs),
+            "top1_agreement": min(top1_agreement(a, b) for a, b in pairs),
             "max_abs_diff": max(float(np.max(np.abs(a - b))) for a, b in pairs),
         }
 

@@ -23,8 +23,9 @@ class ExportReport:
             DEQUANTIZE / DENSIFY ops at the edges. Empty for a fully integer model.
         keras_agreement: `top1_agreement` and `max_abs_diff` of the file against the
             Keras model on up to 32 calibration (or random) inputs (over several
-            outputs: the lowest agreement, the largest difference); `None` for
-            multi-input models.
+            outputs: the lowest agreement, the largest difference; as
+            `TFLiteModel.compare` says for a binary classifier's one score and for class
+            ids); `None` for multi-input models.
         layer_errors: from `litert_quantize`, the float-vs-quantized error of each
             tensor (the `.errors.json` written beside the file); else `None`.
     """
