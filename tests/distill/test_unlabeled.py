@@ -138,5 +138,7 @@ def test_unlabelled_images_lift_a_student_trained_on_few_labels():
     distiller.compile(optimizer=keras.optimizers.Adam(3e-3), loss=loss)
     distiller.fit(x_train, hidden, batch_size=64, epochs=4, verbose=0)
     assert accuracy(teacher) > 0.85
-    # Measured: 0.743 from the 200 labels, 0.819 distilled with the 3,000 unlabelled images.
-    assert accuracy(distiller.student) > accuracy(labels_only) + 0.05
+    # Measured: 0.743 from the 200 labels, 0.819 distilled with the 3,000 unlabelled images;
+    # seeds 0 to 5 (as another machine's rounding would) lift it by 0.050 to 0.086 (mean
+    # 0.068, std 0.014), so 0.02: before, 0.05, which seed 4 would have missed.
+    assert accuracy(distiller.student) > accuracy(labels_only) + 0.02
