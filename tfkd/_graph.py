@@ -73,7 +73,8 @@ def leaf_layers(model, subclassed=False, blocks=None):
 def leaf_layer_paths(model, subclassed=False, blocks=None):
     """`(path, layer)` for each layer of `leaf_layers(model, subclassed, blocks)`: `path`
     holds the names from `model`'s layers down to it ("branch/dense"), unique where two
-    nested models hold layers of one name."""
+    nested Sequential or functional models hold layers of one name (Keras keeps names
+    unique inside each); a subclassed model or block may hold two layers of one name."""
     blocks = subclassed if blocks is None else blocks
     yield from _leaves(model.layers, subclassed, blocks, set(), "")
 

@@ -45,7 +45,7 @@ def test_float_export_matches_keras_on_fashion_mnist(tmp_path, teacher, fashion_
 def test_a_model_that_outputs_class_ids_exports_with_builtin_ops(tmp_path, teacher, fashion_mnist):
     # Before: "TFLite conversion failed on op(s) tf.BitwiseAnd": Keras's argmax on floats
     # moves -0.0 below +0.0 with a bitwise AND, which only the Flex delegate runs.
-    _, x_test, _ = fashion_mnist
+    _, x_test, y_test = fashion_mnist
     inputs = keras.Input(teacher.input_shape[1:])
     logits = teacher(inputs)
     ids = keras.Model(inputs, keras.ops.argmax(logits, axis=-1))
@@ -53,6 +53,8 @@ def test_a_model_that_outputs_class_ids_exports_with_builtin_ops(tmp_path, teach
     assert report.ops["ARG_MAX[float32]"] == 1 and report.keras_agreement["top1_agreement"] == 1
     got = tfkd.TFLiteModel(report.path).predict(x_test)
     np.testing.assert_array_equal(got, ids.predict(x_test, verbose=0))
+    with pytest.raises(ValueError, match=r"one value per example \(class ids\?\)"):
+        tfkd.TFLiteModel(report.path).evaluate(x_test, y_test)  # before: about y_pred of shape ()
     # argmin too, with keepdims, over every axis (axis=None) as over one.
     dense = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4)])
     lowest = keras.Model(
@@ -77,23 +79,27 @@ def test_agreement_of_binary_scores_and_class_ids_is_on_the_class(tmp_path):
     inputs = keras.Input((6,))
     logit = keras.layers.Dense(1)(keras.layers.Dense(8, activation="relu")(inputs))
     sigmoid = keras.ops.sigmoid(logit)
+    ids = keras.ops.argmax(keras.ops.concatenate([-logit, logit], -1), -1, keepdims=True)
+    flipped_ids = keras.ops.argmax(keras.ops.concatenate([logit, -logit], -1), -1, keepdims=True)
     files = {}
-    for name, output in (("logit", logit), ("sigmoid", sigmoid)):
+    for name, output in (("logit", logit), ("sigmoid", sigmoid), ("ids", ids)):
         report = tfkd.export_tflite(keras.Model(inputs, output), tmp_path / f"{name}.tflite")
         files[name] = tfkd.TFLiteModel(report.path)
-    ids = keras.ops.argmax(keras.ops.concatenate([-logit, logit], -1), -1, keepdims=True)
+        assert report.keras_agreement["top1_agreement"] == 1.0, name
     flipped = [
         (files["logit"], keras.Model(inputs, -logit)),
         (files["sigmoid"], keras.Model(inputs, 1 - sigmoid)),
-        (files["logit"], keras.Model(inputs, ids)),  # id 1 where the logit is > 0
+        (files["ids"], keras.Model(inputs, flipped_ids)),
     ]
     for lite, model in flipped:
         assert lite.compare(model, x)["top1_agreement"] == 0.0, model.outputs
-    assert files["sigmoid"].compare(keras.Model(inputs, sigmoid), x)["top1_agreement"] == 1.0
-    # The helper on its own: ids, sigmoid scores, logits, several classes.
+    # The helper on its own: ids, scores after a sigmoid and after none (logits), where
+    # the model does not say, several classes.
     same = tfkd.export._interpreter.top1_agreement
     assert same(np.array([1, 2, 3, 4]), np.array([1.0, 2.0, 0.0, 4.0])) == 0.75
-    assert same(np.array([[0.2], [0.9]]), np.array([[0.6], [0.8]])) == 0.5
+    assert same(np.array([[0.2], [0.9]]), np.array([[0.6], [0.8]]), "sigmoid") == 0.5
+    logits = np.array([0.1, 0.2, 0.3])  # in [0, 1], but logits: read at 0, not 0.5
+    assert same(logits, -logits, None) == 0.0
     assert same(np.array([-1.0, 2.0, 0.3]), np.array([1.0, 2.0, -0.3])) == 1 / 3
     assert same(np.array([[0.1, 0.9], [0.8, 0.2]]), np.array([[0.4, 0.6], [0.4, 0.6]])) == 0.5
 

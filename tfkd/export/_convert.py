@@ -197,8 +197,10 @@ def _builtin_arg_reductions():
     Keras's TensorFlow backend first moves -0.0 below +0.0, through a bitwise AND that
     LiteRT has no builtin kernel for: a model that ends in `keras.ops.argmax` (one that
     outputs class ids) could only be exported with `select_tf_ops=True`. Without that
-    step, only a tie between -0.0 and +0.0 can give another index (the first); the check
-    against Keras that follows every conversion covers the rest.
+    step, -0.0 ties with +0.0 (and with the smallest negative floats, below Keras's -1.2e-38
+    for it): only such ties can give another index (the first); the check against Keras
+    that follows every conversion covers the rest. Half floats are widened first, as
+    Keras does.
     """
     import tensorflow as tf
     from keras.src.backend.tensorflow import numpy as backend_numpy
@@ -210,6 +212,8 @@ def _builtin_arg_reductions():
             x = tf.convert_to_tensor(x)
             if not x.dtype.is_floating or x.shape.rank == 0:
                 return originals[name](x, axis=axis, keepdims=keepdims)
+            if x.dtype.size < 4:  # float16, bfloat16
+                x = tf.cast(x, "float32")
             indices = reduce(
                 tf.reshape(x, [-1]) if axis is None else x,
                 axis=0 if axis is None else axis,

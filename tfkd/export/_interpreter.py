@@ -305,23 +305,33 @@ def dequantize_output(y, details):
     return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
-def top1_agreement(expected, received):
+def top1_agreement(expected, received, activation="unknown"):
     """The share of samples on which `received` (a file's output) gives the class that
     `expected` (the Keras model's) gives: the argmax over the last axis, which holds a
     score per class; for integer `expected` (class ids: a model ending in
-    `keras.ops.argmax`), the ids themselves; for one score per sample (a binary
-    classifier), its side of 0.5 where every expected score lies in [0, 1] (a sigmoid),
-    else of 0 (a logit). Before, one score per sample always agreed (the argmax of one
-    value), and ids of shape `(samples,)` gave 0 or 1 for the whole batch."""
+    `keras.ops.argmax`), the ids themselves; for one score per sample (shape `(samples,)`
+    or `(samples, 1)`: a binary classifier), its side of 0.5 after a sigmoid
+    (`activation`, as `_graph.output_activation` names the model's last one), of 0 after
+    none (a logit), and where that is unknown, of 0.5 if every expected score lies in
+    [0, 1], else of 0. Before, one score per sample always agreed (the argmax of one
+    value), and ids of shape `(samples,)` agreed on all or none."""
     expected, received = np.asarray(expected), np.asarray(received)
     if expected.dtype.kind in "iub":
         same = expected == received
-    elif expected.ndim == 1 or expected.shape[-1] == 1:
-        threshold = 0.5 if 0 <= expected.min() and expected.max() <= 1 else 0.0
+    elif one_score(expected):
+        if activation in ("sigmoid", None):
+            threshold = 0.5 if activation else 0.0
+        else:
+            threshold = 0.5 if 0 <= expected.min() and expected.max() <= 1 else 0.0
         same = (expected > threshold) == (received > threshold)
     else:
         same = expected.argmax(-1) == received.argmax(-1)
     return float(np.mean(same))
+
+
+def one_score(output):
+    """Whether `output` holds one score per sample: shape `(samples,)` or `(samples, 1)`."""
+    return output.ndim == 1 or (output.ndim == 2 and output.shape[-1] == 1)
 
 
 class Runner:

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 
 from tfkd import _graph
-from tfkd.export._interpreter import OPEN_SIZE, Runner, top1_agreement
+from tfkd.export._interpreter import OPEN_SIZE, Runner, one_score, top1_agreement
 
 CHECK_SAMPLES = 32
 _FLOAT_TOLERANCE = 1e-3
@@ -27,8 +27,11 @@ _KERAS_HINT = (
 
 
 def keras_outputs(model, inputs, samples):
-    """`(x, expected)`: the inputs the file is checked on and `model`'s float32 outputs on
-    them, refused when not finite (no file can be checked against NaN).
+    """`(x, expected, activation)`: the inputs the file is checked on, `model`'s outputs on
+    them (float32; integer ones, class ids, stay integer), refused when not finite (no
+    file can be checked against NaN), and the activation of its single output
+    (`_graph.output_activation`; `"unknown"` for several), which says how to read one
+    score per sample.
 
     Without samples, stand-in inputs: sizes the model leaves open (a sequence's length,
     an image's height and width) take a stand-in size.
@@ -39,14 +42,25 @@ def keras_outputs(model, inputs, samples):
     else:
         x = [array[:CHECK_SAMPLES] for array in samples]
     outputs = model.predict(x[0] if len(x) == 1 else x, verbose=0)
-    # Integer outputs (class ids) stay integer: `top1_agreement` compares them as ids.
     expected = [
         output if output.dtype.kind in "iub" else output.astype(np.float32)
         for output in map(np.asarray, keras.tree.flatten(outputs))
     ]
     source = "stand-in inputs" if samples is None else "inputs from `representative_data`"
     _check_finite_outputs(expected, f"The Keras model {model.name!r}", f"{len(x[0])} {source}")
-    return x, expected
+    return x, expected, score_activation(model, len(expected))
+
+
+def score_activation(model, outputs):
+    """How `top1_agreement` reads one score per sample of `model`: `"sigmoid"`, None (its
+    output layer applies no activation: a logit), or `"unknown"` (several outputs, or an
+    output that an operation computes, such as `keras.ops.sigmoid`, or a subclassed
+    model), where the scores' range decides."""
+    layer = _graph.output_layer(model) if outputs == 1 else None
+    inner = getattr(layer, "layer", layer)  # a tfkd or Keras wrapper's layer
+    if not isinstance(inner, keras.layers.Layer) or not hasattr(inner, "activation"):
+        return "unknown"
+    return _graph.final_activation(layer)
 
 
 def check_against_keras(checked, inputs, content, quantization, quantization_aware):
@@ -55,11 +69,12 @@ def check_against_keras(checked, inputs, content, quantization, quantization_awa
 
     Post-training quantized files are expected to differ a little: their agreement goes
     in the report. A quantization-aware model already computes in int8 steps, so its
-    file must give the same top-1 class on nearly every sample. NaN or infinite outputs
-    are refused whatever the mode: the argmax of NaN is 0 on both sides, which would
-    read as full agreement.
+    file must give the same top-1 class on nearly every sample (a classifier's: one
+    score after no activation may be a regression's, whose agreement is only reported).
+    NaN or infinite outputs are refused whatever the mode: the argmax of NaN is 0 on both
+    sides, which would read as full agreement.
     """
-    x, expected = checked
+    x, expected, activation = checked
     count = len(x[0])
     runner = Runner(content)
     in_file_order = _in_file_order(x, inputs, runner.inputs)
@@ -86,15 +101,20 @@ def check_against_keras(checked, inputs, content, quantization, quantization_awa
             "The file was not written. This is a converter problem with one of the model's "
             "layers; export the layers separately to find it."
         )
-    agreement = min(top1_agreement(a, b) for a, b in zip(expected, received))
-    if quantization_aware and agreement < _QAT_MIN_AGREEMENT:
+    agreement = min(top1_agreement(a, b, activation) for a, b in zip(expected, received))
+    # One score after no activation may be a regression's, whose sign int8 steps can flip
+    # near 0: its agreement is reported (and warned about), not a reason to refuse.
+    classes = all(
+        a.dtype.kind in "iub" or not one_score(a) or activation == "sigmoid" for a in expected
+    )
+    if quantization_aware and classes and agreement < _QAT_MIN_AGREEMENT:
         raise ValueError(
             "The exported int8 model disagrees with the quantization-aware Keras model: "
             f"top-1 agreement {agreement:.3f} on {count} samples (expected at least "
             f"{_QAT_MIN_AGREEMENT}). The file was not written. Please report this with the "
             "model's summary."
         )
-    if quantization is not None and not quantization_aware and agreement < _QAT_MIN_AGREEMENT:
+    if quantization is not None and agreement < _QAT_MIN_AGREEMENT:
         warnings.warn(
             f"The exported {quantization} file gives the Keras model's top-1 class on "
             f"{agreement:.3f} of {count} samples (max absolute difference {difference:.3g}); "

@@ -171,7 +171,15 @@ class TFLiteModel:
         _check_array(x)
         if from_logits is not None:
             from_logits = _checks.check_flag("from_logits", from_logits)
-        if int(self._runner.outputs[0]["shape_signature"][-1]) == 1:
+        output = self._runner.outputs[0]
+        ids = np.dtype(output["dtype"]).kind in "iu" and output["quantization"][0] == 0
+        if len(output["shape_signature"]) < 2 or ids:
+            raise ValueError(
+                "`evaluate` scores a classifier with one score per class, and this file "
+                f"outputs one value per example (class ids?): {self.path!r}. Call "
+                "`predict(x)` and compare its output with the labels."
+            )
+        if int(output["shape_signature"][-1]) == 1:
             raise ValueError(
                 "`evaluate` scores a classifier with one score per class, and this file has "
                 f"one output unit (a binary classifier's logit or sigmoid?): {self.path!r}. "
@@ -246,9 +254,9 @@ class TFLiteModel:
         """Agreement with `keras_model` on `x`: top-1 agreement and max absolute difference.
 
         For several outputs, the lowest agreement and largest difference over them. For
-        one score per example (a binary classifier), agreement is on its side of 0.5 (a
-        sigmoid: every Keras score in [0, 1]) or of 0 (a logit); for class ids (integer
-        outputs), on the ids. `x` of the file's integer input dtype is quantized already
+        one score per example (a binary classifier), agreement is on its side of 0.5
+        after a sigmoid, of 0 after none (a logit); for class ids (integer outputs), on
+        the ids. `x` of the file's integer input dtype is quantized already
         (as `predict` takes it): the Keras model gets its values, dequantized.
         """
         import keras
@@ -265,6 +273,9 @@ class TFLiteModel:
                 f"Received: keras_model={keras_model.name!r}, file {self.path!r}."
             )
         pairs = [(np.asarray(a), b) for a, b in zip(expected, received, strict=True)]
+        from tfkd.export._keras_check import score_activation
+
+        activation = score_activation(keras_model, len(pairs))
         for index, (ours, theirs) in enumerate(pairs):
             if ours.shape != theirs.shape:
                 raise ValueError(
@@ -276,7 +287,7 @@ class TFLiteModel:
             # NaN outputs agree on their argmax (0): they would read as full agreement.
             _checks.check_finite_array(f"keras_model's output {index}", ours)
         return {
-            "top1_agreement": min(top1_agreement(a, b) for a, b in pairs),
+            "top1_agreement": min(top1_agreement(a, b, activation) for a, b in pairs),
             "max_abs_diff": max(float(np.max(np.abs(a - b))) for a, b in pairs),
         }
 

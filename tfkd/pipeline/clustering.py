@@ -102,5 +102,11 @@ class Cluster(_Training):
             details.setdefault("notes", []).extend(notes)
         stripped = cluster.strip(clustered)
         key = "most_unique_per_channel" if self.per_channel else "unique_values"
-        details["unique_values"] = {row["path"]: row[key] for row in cluster.summary(stripped)}
+        counts = details["unique_values"] = {}
+        for row in cluster.summary(stripped):
+            path, copy = row["path"], 1
+            while path in counts:  # two layers of one name in a subclassed block
+                copy += 1
+                path = f"{row['path']} ({copy})"
+            counts[path] = row[key]
         return stripped, details
