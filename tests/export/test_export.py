@@ -70,6 +70,10 @@ def test_a_model_that_outputs_class_ids_exports_with_builtin_ops(tmp_path, teach
     got = tfkd.TFLiteModel(report.path).predict(x)
     for received, expected in zip(got, lowest.predict(x, verbose=0), strict=True):
         np.testing.assert_array_equal(received, expected)
+    # On half floats, widened first (as Keras does): LiteRT's ARG_MAX takes float32.
+    half = keras.Model(dense.inputs, keras.ops.argmax(keras.ops.cast(dense.outputs[0], "float16")))
+    report = tfkd.export_tflite(half, tmp_path / "half.tflite")
+    assert report.ops["ARG_MAX[float32]"] == 1
 
 
 def test_agreement_of_binary_scores_and_class_ids_is_on_the_class(tmp_path):
