@@ -275,6 +275,43 @@ def test_cluster_stage_counts_each_layer_of_nested_models_that_share_a_name(data
     assert entry["details"]["unique_values"] == {"left/fc": 4, "right/fc": 4, "logits": 4}
 
 
+@keras.saving.register_keras_serializable(package="tfkd_tests")
+class TwinBlock(keras.layers.Layer):
+    """A user's block holding two layers of one name (Keras allows it inside a layer)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.first = keras.layers.Conv2D(4, 3, padding="same", name="conv")
+        self.second = keras.layers.Conv2D(4, 3, padding="same", name="conv")
+
+    def build(self, input_shape):
+        self.first.build(input_shape)
+        self.second.build(input_shape)
+
+    def call(self, inputs):
+        return self.first(inputs) + self.second(inputs)
+
+
+def _around(block):
+    """A Fashion-MNIST classifier with `block` (a user's layer) as its body."""
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.GlobalAveragePooling2D()(block(keras.layers.Rescaling(1 / 255)(inputs)))
+    return keras.Model(inputs, keras.layers.Dense(10, name="logits")(x))
+
+
+def test_cluster_stage_numbers_two_layers_of_one_name_in_a_block(data, tmp_path):
+    stages = [
+        Train(model=_around(TwinBlock(name="twin")), epochs=0, name="given"),
+        tfkd.pipeline.Cluster(clusters=4, epochs=1, batch_size=64, name="clustered"),
+    ]
+    _execute(stages, data, tmp_path)
+    entry = json.loads((tmp_path / "stages" / "clustered" / "entry.json").read_text())
+    counts = entry["details"]["unique_values"]
+    # The block is kept whole (not clustered), and both of its kernels are counted.
+    assert list(counts) == ["twin/conv", "twin/conv (2)", "logits"] and counts["logits"] == 4
+    assert counts["twin/conv"] > 4 and counts["twin/conv (2)"] > 4
+
+
 @pytest.mark.parametrize(
     "between",
     [[], [tfkd.pipeline.Cluster(clusters=8, epochs=0, name="clustered"), Train(epochs=0)]],
@@ -445,12 +482,8 @@ class ConvBlock(keras.layers.Layer):
 
 
 def test_prune_and_cluster_stages_note_the_layers_a_users_block_keeps(data, tmp_path):
-    inputs = keras.Input((28, 28, 1))
-    x = ConvBlock(name="block")(keras.layers.Rescaling(1 / 255)(inputs))
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(x))
     stages = [
-        Train(model=model, epochs=0, name="given"),
+        Train(model=_around(ConvBlock(name="block")), epochs=0, name="given"),
         Prune(target_sparsity=0.5, epochs=1, batch_size=64, name="pruned"),
         tfkd.pipeline.Cluster(clusters=4, epochs=1, batch_size=64, name="clustered"),
     ]
