@@ -311,7 +311,7 @@ def top1_agreement(expected, received, activation="unknown"):
     score per class; for integer `expected` (class ids: a model ending in
     `keras.ops.argmax`), the ids themselves; for one score per sample (shape `(samples,)`
     or `(samples, 1)`: a binary classifier), its side of 0.5 after a sigmoid
-    (`activation`, as `_graph.output_activation` names the model's last one), of 0 after
+    (`activation`, as `_keras_check.score_activation` reads the model), of 0 after
     none (a logit), and where that is unknown, of 0.5 if every expected score lies in
     [0, 1], else of 0. Before, one score per sample always agreed (the argmax of one
     value), and ids of shape `(samples,)` agreed on all or none."""
@@ -327,6 +327,12 @@ def top1_agreement(expected, received, activation="unknown"):
     else:
         same = expected.argmax(-1) == received.argmax(-1)
     return float(np.mean(same))
+
+
+def holds_ids(details):
+    """Whether a file's output (its interpreter details) holds class ids (an ARG_MAX's
+    integers), not quantized scores."""
+    return np.dtype(details["dtype"]).kind in "iu" and details["quantization"][0] == 0
 
 
 def one_score(output):

@@ -29,9 +29,8 @@ _KERAS_HINT = (
 def keras_outputs(model, inputs, samples):
     """`(x, expected, activation)`: the inputs the file is checked on, `model`'s outputs on
     them (float32; integer ones, class ids, stay integer), refused when not finite (no
-    file can be checked against NaN), and the activation of its single output
-    (`_graph.output_activation`; `"unknown"` for several), which says how to read one
-    score per sample.
+    file can be checked against NaN), and `score_activation(model)`, which says how to
+    read one score per sample.
 
     Without samples, stand-in inputs: sizes the model leaves open (a sequence's length,
     an image's height and width) take a stand-in size.

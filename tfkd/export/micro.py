@@ -261,9 +261,8 @@ def compare(path, data, arena):
     got = _interpreter.dequantize_output(raw, lite._runner.outputs[0])
     expected = np.asarray(expected[0] if isinstance(expected, list) else expected)
     got = got.reshape(expected.shape)
-    output = lite._runner.outputs[0]
-    if np.dtype(output["dtype"]).kind in "iu" and output["quantization"][0] == 0:
-        expected = expected.astype(np.int64)  # class ids (ARG_MAX's), not scores
+    if _interpreter.holds_ids(lite._runner.outputs[0]):
+        expected = expected.astype(np.int64)
     return {
         "samples": len(data),
         "top1": _interpreter.top1_agreement(expected, got),

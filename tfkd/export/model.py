@@ -11,6 +11,7 @@ from tfkd.export._interpreter import (
     Runner,
     UnsafeFileError,
     dequantize_output,
+    holds_ids,
     quantize_input,
     softmax_outputs,
     top1_agreement,
@@ -172,12 +173,11 @@ class TFLiteModel:
         if from_logits is not None:
             from_logits = _checks.check_flag("from_logits", from_logits)
         output = self._runner.outputs[0]
-        ids = np.dtype(output["dtype"]).kind in "iu" and output["quantization"][0] == 0
-        if len(output["shape_signature"]) < 2 or ids:
+        if len(output["shape_signature"]) < 2 or holds_ids(output):
             raise ValueError(
                 "`evaluate` scores a classifier with one score per class, and this file "
-                f"outputs one value per example (class ids?): {self.path!r}. Call "
-                "`predict(x)` and compare its output with the labels."
+                f"outputs one value per example (class ids, or one score?): {self.path!r}. "
+                "Call `predict(x)` and compare its output with the labels."
             )
         if int(output["shape_signature"][-1]) == 1:
             raise ValueError(
@@ -261,6 +261,8 @@ class TFLiteModel:
         """
         import keras
 
+        from tfkd.export._keras_check import score_activation
+
         values = x
         if isinstance(x, np.ndarray) and x.dtype == np.dtype(self._input["dtype"]):
             values = dequantize_output(x, self._input)
@@ -273,8 +275,6 @@ class TFLiteModel:
                 f"Received: keras_model={keras_model.name!r}, file {self.path!r}."
             )
         pairs = [(np.asarray(a), b) for a, b in zip(expected, received, strict=True)]
-        from tfkd.export._keras_check import score_activation
-
         activation = score_activation(keras_model, len(pairs))
         for index, (ours, theirs) in enumerate(pairs):
             if ours.shape != theirs.shape:
