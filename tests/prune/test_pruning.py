@@ -329,6 +329,25 @@ def test_a_subclassed_model_with_its_own_pruned_layers_exports_with_the_zeros(tm
     assert sum(count for name, count in report.ops.items() if "MUL" in name) == 0, report.ops
 
 
+def test_summary_rows_name_each_layer_by_its_path_in_the_model():
+    # Two nested models may each hold a layer of one name: the path tells their rows apart
+    # (before, both rows said "fc").
+    inputs = keras.Input((8,))
+    branches = {}
+    for name, sparsity in (("left", 0.5), ("right", 0.25)):
+        dense = keras.layers.Dense(8, name="fc")
+        branches[name] = keras.Sequential([keras.Input((8,)), dense], name=name)
+        kernel = keras.ops.convert_to_numpy(dense.kernel).copy()
+        kernel.reshape(-1)[: int(sparsity * kernel.size)] = 0
+        dense.kernel.assign(kernel)
+    joined = keras.layers.Concatenate()([branch(inputs) for branch in branches.values()])
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(joined))
+    summary = prune.summary(model)
+    rows = {row["path"]: (row["name"], row["sparsity"]) for row in summary.layers}
+    assert rows == {"left/fc": ("fc", 0.5), "right/fc": ("fc", 0.25), "head": ("head", 0.0)}
+    assert str(summary).splitlines()[1].startswith("left/fc ")
+
+
 def test_summary_reads_the_pruned_layers_inside_a_users_block():
     # Before, `summary` did not look inside a layer of the user's own class: the block's
     # pruned Dense was left out (one row of two).

@@ -130,8 +130,9 @@ class PruningSummary:
     """Sparsity of each prunable layer and overall; `str()` gives a table.
 
     Attributes:
-        layers: one dict per layer: `name`, `type`, `parameters`, `zeros`, `sparsity`,
-            and `pattern_ok` when an N:M pattern was checked.
+        layers: one dict per layer: `name`, `path` (the names from the model's layers
+            down to the layer, "branch/dense" in a nested model), `type`, `parameters`,
+            `zeros`, `sparsity`, and `pattern_ok` when an N:M pattern was checked.
         sparsity: zeros / parameters over all rows.
     """
 
@@ -144,7 +145,7 @@ class PruningSummary:
         lines = [f"{'layer':<24}{'type':<18}{'parameters':>12}{'zeros':>10}{'sparsity':>10}"]
         for row in self.layers:
             lines.append(
-                f"{row['name']:<24}{row['type']:<18}{row['parameters']:>12}"
+                f"{row['path']:<24}{row['type']:<18}{row['parameters']:>12}"
                 f"{row['zeros']:>10}{row['sparsity']:>10.3f}"
                 + ("" if "pattern_ok" not in row else f"  pattern ok: {row['pattern_ok']}")
             )
@@ -177,14 +178,14 @@ def summary(model, pattern=None):
     if pattern is not None:
         _checks.parse_pattern(pattern)
     rows = []
-    for layer in _graph.leaf_layers(model, subclassed=True):
-        row = _summary_row(layer, pattern)
+    for path, layer in _graph.leaf_layer_paths(model, subclassed=True):
+        row = _summary_row(layer, path, pattern)
         if row is not None:
             rows.append(row)
     return PruningSummary(rows)
 
 
-def _summary_row(layer, pattern):
+def _summary_row(layer, path, pattern):
     in_use = _kernels.kernel_in_use(layer)
     if in_use is None:
         return None
@@ -194,6 +195,7 @@ def _summary_row(layer, pattern):
     zeros = int(np.sum(kernel == 0))
     row = {
         "name": layer.name,
+        "path": path,
         "type": type(inner).__name__,
         "parameters": int(kernel.size),
         "zeros": zeros,
