@@ -4,6 +4,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import threading
 
 import keras
 import numpy as np
@@ -74,6 +75,34 @@ def test_a_model_that_outputs_class_ids_exports_with_builtin_ops(tmp_path, teach
     half = keras.Model(dense.inputs, keras.ops.argmax(keras.ops.cast(dense.outputs[0], "float16")))
     report = tfkd.export_tflite(half, tmp_path / "half.tflite")
     assert report.ops["ARG_MAX[float32]"] == 1
+
+
+def test_tracing_for_the_converter_holds_off_other_threads(tmp_path):
+    # While a model is traced, export replaces Keras's Embedding lookup and argmax in the
+    # whole process; before, a second thread could export (and undo them) meanwhile.
+    from tfkd import _kernels
+    from tfkd.export import _convert
+
+    held = []
+
+    class Probe(keras.layers.Layer):
+        def call(self, inputs):
+            def try_to_take():
+                taken = _convert._TRACING.acquire(blocking=False)
+                held.append(not taken)
+                if taken:
+                    _convert._TRACING.release()
+
+            other = threading.Thread(target=try_to_take)
+            other.start()
+            other.join()
+            return inputs
+
+    lookups = keras.layers.Embedding.call, _kernels.take_rows
+    model = keras.Sequential([keras.Input((6,)), Probe(), keras.layers.Dense(3)])
+    tfkd.export_tflite(model, tmp_path / "probed.tflite")
+    assert True in held  # while traced for the converter (Keras's own calls come after)
+    assert (keras.layers.Embedding.call, _kernels.take_rows) == lookups
 
 
 def test_agreement_of_binary_scores_and_class_ids_is_on_the_class(tmp_path):

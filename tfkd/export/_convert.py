@@ -7,9 +7,17 @@ import argparse
 import ast
 import contextlib
 import re
+import threading
 import warnings
 
 import numpy as np
+
+# Held while a model is traced for the converter, which replaces Keras's Embedding lookup
+# and argmax in the whole process meanwhile (`_lookups_as_given`, `_builtin_arg_reductions`):
+# without it, two threads exporting at once would each trace with the other's replacement
+# half undone, and the last to finish would put the first's replacement back for good.
+# Reentrant: a model's own `call` may export another model.
+_TRACING = threading.RLock()
 
 
 def freeze(function):
@@ -142,7 +150,7 @@ def _concrete_function(model, batch=None):
         return model(list(tensors) if len(tensors) > 1 else tensors[0], training=False)
 
     try:
-        with _lookups_as_given(), _builtin_arg_reductions():
+        with _TRACING, _lookups_as_given(), _builtin_arg_reductions():
             return serve.get_concrete_function(*specs)
     except Exception as error:  # whatever the model's own `call` raises while tracing
         raise ValueError(
