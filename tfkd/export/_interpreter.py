@@ -310,10 +310,11 @@ def top1_agreement(expected, received, activation="unknown"):
     `expected` (the Keras model's) gives: the argmax over the last axis, which holds a
     score per class; for integer `expected` (class ids: a model ending in
     `keras.ops.argmax`), the ids themselves; for one score per sample (shape `(samples,)`
-    or `(samples, 1)`: a binary classifier), its side of 0.5 after a sigmoid
-    (`activation`, as `_keras_check.score_activation` reads the model), of 0 after
-    none (a logit), and where that is unknown, of 0.5 if every expected score lies in
-    [0, 1], else of 0. Before, one score per sample always agreed (the argmax of one
+    or `(samples, 1)`: a binary classifier), whether it lies above 0.5 after a sigmoid
+    (`activation`, as `_keras_check.score_activation` reads the model), above 0 after
+    none (a logit), and where that is unknown, above 0.5 if every expected score lies in
+    [0, 1], else above 0 (a score on the threshold is negative, as `keras.metrics.BinaryAccuracy`
+    counts it). Before, one score per sample always agreed (the argmax of one
     value), and ids of shape `(samples,)` agreed on all or none."""
     expected, received = np.asarray(expected), np.asarray(received)
     if expected.dtype.kind in "iub":
