@@ -50,6 +50,34 @@ def test_a_quantization_aware_file_that_disagrees_is_not_written(tmp_path, monke
     assert not path.exists()
 
 
+def test_a_quantization_aware_file_is_refused_on_a_binary_class_not_on_one_raw_score(
+    tmp_path, monkeypatch
+):
+    # One score after a sigmoid is a binary classifier's: a file flipping its class is
+    # refused. One after no activation may be a regression's, whose sign int8 steps can
+    # flip near 0: reported and warned about, and written.
+    x = np.random.default_rng(0).normal(size=(64, 6)).astype("float32")
+    flips = {"sigmoid": lambda output: 1 - output, None: lambda output: -output}
+    for activation, flip in flips.items():
+        inputs = keras.Input((6,))
+        hidden = keras.layers.Dense(8, activation="relu")(inputs)
+        score = keras.layers.Activation(activation)(keras.layers.Dense(1)(hidden))
+        model = tfkd.quantize.quantize_aware(keras.Model(inputs, score))
+        model.compile(optimizer="adam", loss="mse")
+        model.fit(x, (x[:, :1] > 0).astype("float32"), epochs=1, verbose=0)
+        path = tmp_path / f"{activation}.tflite"
+        with monkeypatch.context() as patches:
+            _disagreeing(patches, flip)
+            if activation == "sigmoid":
+                with pytest.raises(ValueError, match="disagrees with the quantization-aware"):
+                    tfkd.export_tflite(model, path, "int8")
+                assert not path.exists()
+                continue
+            with pytest.warns(UserWarning, match=r"top-1 class on 0\.\d+ of 32 samples"):
+                report = tfkd.export_tflite(model, path, "int8")
+        assert path.exists() and report.keras_agreement["top1_agreement"] < 0.9
+
+
 def test_post_training_quantization_reports_its_agreement_without_refusing(tmp_path):
     model = small_cnn(4, "model")
     x, _ = random_images(64)
