@@ -242,3 +242,24 @@ def test_embedding_students_run_on_tflm(tmp_path):
     # Put back after tracing.
     assert keras.layers.Embedding.call is original_call
     assert tfkd._kernels.take_rows is original_take
+
+
+def test_tflm_agreement_of_a_binary_classifier_is_on_its_class(tmp_path, monkeypatch):
+    # One score per sample: before, the argmax of one value agreed (1.0) whatever TFLM
+    # computed. The stand-in for TFLM here flips every score around 0.5.
+    x = np.random.default_rng(0).normal(size=(200, 6)).astype("float32")
+    inputs = keras.Input((6,))
+    score = keras.layers.Dense(1, activation="sigmoid")(keras.layers.Dense(8)(inputs))
+    path = tmp_path / "binary.tflite"
+    tfkd.export_tflite(keras.Model(inputs, score), path, "int8", representative_data=x)
+    arena = micro.micro_bundle(path, tmp_path / "bundle", x)["measured_arena_bytes"]
+    assert micro.compare(str(path), x, arena)["top1"] >= 0.95
+    runs = micro._runs
+
+    def flipping(path, arena, inputs=None, outputs=None):
+        result = runs(path, arena, inputs, outputs)
+        np.save(outputs, 1 - np.load(outputs))  # the file's output is float (DEQUANTIZE)
+        return result
+
+    monkeypatch.setattr(micro, "_runs", flipping)
+    assert micro.compare(str(path), x, arena)["top1"] <= 0.05
