@@ -77,6 +77,39 @@ def test_a_model_that_outputs_class_ids_exports_with_builtin_ops(tmp_path, teach
     assert report.ops["ARG_MAX[float32]"] == 1
 
 
+def test_flatten_and_reshape_export_as_one_reshape_for_any_batch(tmp_path):
+    # Before: Keras's layers read the open batch size from the tensor, so each came with a
+    # SHAPE, a STRIDED_SLICE and a PACK (3 of each here; the committed report of the
+    # README's main command lists them among its TFLM ops).
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3)(inputs)
+    x = keras.layers.Reshape((6, 24))(keras.layers.Flatten()(x))
+    outputs = keras.layers.Dense(3)(keras.layers.Reshape((-1,))(x))
+    model = keras.Model(inputs, outputs)
+    x, _ = random_images(16)
+    for quantization in (None, "int8"):
+        path = tmp_path / f"{quantization}.tflite"
+        report = tfkd.export_tflite(model, path, quantization, representative_data=x)
+        ops = {name.split("[")[0] for name in report.ops}
+        assert not ops & {"SHAPE", "STRIDED_SLICE", "PACK"}, report.ops
+        assert sum(n for name, n in report.ops.items() if name.startswith("RESHAPE")) == 1
+        for batch in (1, 7):  # the file keeps an open batch
+            got = tfkd.TFLiteModel(path).predict(x[:batch])
+            assert got.shape == (batch, 3)
+            np.testing.assert_allclose(got, model.predict(x[:batch], verbose=0), atol=0.1)
+    # A channels-first Flatten, and sizes left open, keep Keras's own reshaping.
+    inputs = keras.Input((4, 5, 6))
+    first = keras.layers.Flatten(data_format="channels_first")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(first))
+    report = tfkd.export_tflite(model, tmp_path / "first.tflite")
+    assert_tflite_agrees(model, report.path, np.arange(240.0, dtype="float32").reshape(2, 4, 5, 6))
+    inputs = keras.Input((None, 6))
+    model = keras.Model(inputs, keras.layers.Reshape((-1, 3))(inputs))
+    report = tfkd.export_tflite(model, tmp_path / "open.tflite")
+    got = tfkd.TFLiteModel(report.path).predict(np.ones((1, 4, 6), "float32"))
+    assert got.shape == (1, 8, 3)
+
+
 def test_tracing_for_the_converter_holds_off_other_threads(tmp_path):
     # While a model is traced, export replaces Keras's Embedding lookup and argmax in the
     # whole process; before, a second thread could export (and undo them) meanwhile.

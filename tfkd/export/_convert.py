@@ -6,14 +6,16 @@
 import argparse
 import ast
 import contextlib
+import math
 import re
 import threading
 import warnings
 
 import numpy as np
 
-# Held while a model is traced for the converter, which replaces Keras's Embedding lookup
-# and argmax in the whole process meanwhile (`_lookups_as_given`, `_builtin_arg_reductions`):
+# Held while a model is traced for the converter, which replaces Keras's Embedding lookup,
+# argmax and reshaping layers in the whole process meanwhile (`_lookups_as_given`,
+# `_builtin_arg_reductions`, `_reshapes_with_an_open_batch`):
 # without it, two threads exporting at once would each trace with the other's replacement
 # half undone, and the last to finish would put the first's replacement back for good.
 # Reentrant: a model's own `call` may export another model.
@@ -150,7 +152,12 @@ def _concrete_function(model, batch=None):
         return model(list(tensors) if len(tensors) > 1 else tensors[0], training=False)
 
     try:
-        with _TRACING, _lookups_as_given(), _builtin_arg_reductions():
+        with (
+            _TRACING,
+            _lookups_as_given(),
+            _builtin_arg_reductions(),
+            _reshapes_with_an_open_batch(),
+        ):
             return serve.get_concrete_function(*specs)
     except Exception as error:  # whatever the model's own `call` raises while tracing
         raise ValueError(
@@ -241,6 +248,44 @@ def _builtin_arg_reductions():
         yield
     finally:
         backend_numpy.argmax, backend_numpy.argmin = originals["argmax"], originals["argmin"]
+
+
+@contextlib.contextmanager
+def _reshapes_with_an_open_batch():
+    """While the model is traced for the converter, Flatten and Reshape layers whose
+    other sizes are all known reshape to `-1` on the batch axis: one RESHAPE to a
+    constant shape.
+
+    Keras's layers read the batch size from the tensor, which adds SHAPE, STRIDED_SLICE
+    and PACK ops before each RESHAPE when the batch is open (for any batch size, as tfkd
+    exports): three more kernels for a TFLite Micro build to hold, and work on every
+    call. Channels-first Flatten and sizes left open keep Keras's own `call`.
+    """
+    import keras
+
+    originals = {"flatten": keras.layers.Flatten.call, "reshape": keras.layers.Reshape.call}
+
+    def known(sizes):
+        return bool(sizes) and all(isinstance(size, int) and size > 0 for size in sizes)
+
+    def flatten(self, inputs):
+        sizes = tuple(inputs.shape[1:])
+        if self._channels_first or not known(sizes):
+            return originals["flatten"](self, inputs)
+        return keras.ops.reshape(inputs, (-1, math.prod(sizes)))
+
+    def reshape(self, inputs):
+        sizes = tuple(self.compute_output_shape(tuple(inputs.shape))[1:])
+        if not known(tuple(inputs.shape[1:])) or not known(sizes):
+            return originals["reshape"](self, inputs)
+        return keras.ops.reshape(inputs, (-1, *sizes))
+
+    keras.layers.Flatten.call, keras.layers.Reshape.call = flatten, reshape
+    try:
+        yield
+    finally:
+        keras.layers.Flatten.call = originals["flatten"]
+        keras.layers.Reshape.call = originals["reshape"]
 
 
 def _feeder(samples, verbose=0):
