@@ -1,6 +1,7 @@
 """`fake_quant` against TensorFlow's FakeQuantWithMinMaxVars, and `ActivationQuantizer`."""
 
 import re
+import threading
 
 import keras
 import numpy as np
@@ -119,3 +120,17 @@ def test_per_channel_ranges_must_have_one_entry_per_channel(as_tensor):
     assert np.abs(_numpy(per_channel)).max(axis=(0, 1)) == pytest.approx(
         np.minimum(np.abs(x).max(axis=(0, 1)), ranges), abs=0.02
     )
+
+
+def test_export_mode_holds_for_the_thread_that_exports_only():
+    # Before, one flag for the process: a thread training a quantization-aware model while
+    # another exported ran export's TensorFlow fake-quant ops in its training step.
+    from tfkd.quantize import _fake_quant
+
+    seen = []
+    with _fake_quant.export_mode():
+        other = threading.Thread(target=lambda: seen.append(_fake_quant.exporting()))
+        other.start()
+        other.join()
+        assert _fake_quant.exporting()
+    assert seen == [False] and not _fake_quant.exporting()

@@ -11,6 +11,7 @@ parameters.
 
 import contextlib
 import numbers
+import threading
 
 import numpy as np
 from keras import ops
@@ -18,22 +19,31 @@ from keras import ops
 # Guards against a zero-width range (an all-zero channel, a constant activation).
 MIN_RANGE = 1e-6
 
-_EXPORTING = [False]
+
+class _Exports(threading.local):
+    """How many `export_mode()` contexts this thread is in: another thread that trains a
+    quantization-aware model meanwhile keeps its own fake quantization."""
+
+    depth = 0
+
+
+_EXPORTS = _Exports()
 
 
 def exporting():
-    """Whether a model is being traced for export (inside `export_mode()`)."""
-    return _EXPORTING[-1]
+    """Whether this thread traces a model for export (inside `export_mode()`)."""
+    return _EXPORTS.depth > 0
 
 
 @contextlib.contextmanager
 def export_mode():
-    """Within this context `fake_quant` emits TensorFlow fake-quant ops (TF backend only)."""
-    _EXPORTING.append(True)
+    """Within this context (on this thread) `fake_quant` emits TensorFlow fake-quant ops
+    (TF backend only)."""
+    _EXPORTS.depth += 1
     try:
         yield
     finally:
-        _EXPORTING.pop()
+        _EXPORTS.depth -= 1
 
 
 def fake_quant(x, min_value, max_value, *, num_bits=8, narrow_range=False):
@@ -64,7 +74,7 @@ def fake_quant(x, min_value, max_value, *, num_bits=8, narrow_range=False):
         )
     _check_bits(num_bits, narrow_range)
     min_value, max_value = _checked_range(x, min_value, max_value)
-    if _EXPORTING[-1]:
+    if exporting():
         return _tensorflow_fake_quant(x, min_value, max_value, num_bits, narrow_range)
     quant_min = 1.0 if narrow_range else 0.0
     quant_max = 2.0**num_bits - 1.0
