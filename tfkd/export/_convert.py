@@ -15,10 +15,12 @@ import numpy as np
 
 # Held while a model is traced for the converter, which replaces Keras's Embedding lookup,
 # argmax and reshaping layers in the whole process meanwhile (`_lookups_as_given`,
-# `_builtin_arg_reductions`, `_reshapes_with_an_open_batch`):
-# without it, two threads exporting at once would each trace with the other's replacement
-# half undone, and the last to finish would put the first's replacement back for good.
-# Reentrant: a model's own `call` may export another model.
+# `_builtin_arg_reductions`, `_reshapes_with_an_open_batch`): without it, two threads
+# exporting at once would each trace with the other's replacement half undone, and the last
+# to finish would put the first's replacement back for good. It orders exports only: a
+# thread that runs a model meanwhile runs the replacements too, which compute what Keras
+# computes except on negative Embedding ids and on argmax ties of -0.0 with +0.0.
+# Reentrant, so that an export nested in another on one thread does not wait for itself.
 _TRACING = threading.RLock()
 
 
@@ -262,6 +264,7 @@ def _reshapes_with_an_open_batch():
     call. Channels-first Flatten and sizes left open keep Keras's own `call`.
     """
     import keras
+    from keras.src.ops import operation_utils
 
     originals = {"flatten": keras.layers.Flatten.call, "reshape": keras.layers.Reshape.call}
 
@@ -275,7 +278,9 @@ def _reshapes_with_an_open_batch():
         return keras.ops.reshape(inputs, (-1, math.prod(sizes)))
 
     def reshape(self, inputs):
-        sizes = tuple(self.compute_output_shape(tuple(inputs.shape))[1:])
+        sizes = operation_utils.compute_reshape_output_shape(
+            tuple(inputs.shape)[1:], self.target_shape, "target_shape"
+        )
         if not known(tuple(inputs.shape[1:])) or not known(sizes):
             return originals["reshape"](self, inputs)
         return keras.ops.reshape(inputs, (-1, *sizes))
