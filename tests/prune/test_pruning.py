@@ -334,7 +334,7 @@ def test_summary_rows_name_each_layer_by_its_path_in_the_model():
     # (before, both rows said "fc").
     inputs = keras.Input((8,))
     branches = {}
-    for name, sparsity in (("left", 0.5), ("right", 0.25)):
+    for name, sparsity in (("left", 0.5), ("right_branch_of_a_long_name", 0.25)):
         dense = keras.layers.Dense(8, name="fc")
         branches[name] = keras.Sequential([keras.Input((8,)), dense], name=name)
         kernel = keras.ops.convert_to_numpy(dense.kernel).copy()
@@ -344,8 +344,14 @@ def test_summary_rows_name_each_layer_by_its_path_in_the_model():
     model = keras.Model(inputs, keras.layers.Dense(2, name="head")(joined))
     summary = prune.summary(model)
     rows = {row["path"]: (row["name"], row["sparsity"]) for row in summary.layers}
-    assert rows == {"left/fc": ("fc", 0.5), "right/fc": ("fc", 0.25), "head": ("head", 0.0)}
-    assert str(summary).splitlines()[1].startswith("left/fc ")
+    assert rows == {
+        "left/fc": ("fc", 0.5),
+        "right_branch_of_a_long_name/fc": ("fc", 0.25),
+        "head": ("head", 0.0),
+    }
+    table = str(summary).splitlines()  # in columns, however long the paths
+    assert table[1].startswith("left/fc ")
+    assert {line.index("Dense") for line in table[1:4]} == {table[0].index("type")}
 
 
 def test_summary_reads_the_pruned_layers_inside_a_users_block():

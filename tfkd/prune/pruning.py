@@ -142,10 +142,11 @@ class PruningSummary:
         self.sparsity = sum(row["zeros"] for row in layers) / parameters if parameters else 0.0
 
     def __str__(self):
-        lines = [f"{'layer':<24}{'type':<18}{'parameters':>12}{'zeros':>10}{'sparsity':>10}"]
+        width = max([24] + [len(row["path"]) + 2 for row in self.layers])
+        lines = [f"{'layer':<{width}}{'type':<18}{'parameters':>12}{'zeros':>10}{'sparsity':>10}"]
         for row in self.layers:
             lines.append(
-                f"{row['path']:<24}{row['type']:<18}{row['parameters']:>12}"
+                f"{row['path']:<{width}}{row['type']:<18}{row['parameters']:>12}"
                 f"{row['zeros']:>10}{row['sparsity']:>10.3f}"
                 + ("" if "pattern_ok" not in row else f"  pattern ok: {row['pattern_ok']}")
             )
