@@ -60,20 +60,21 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTER
 export XLA_FLAGS="${XLA_FLAGS:---xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1}"
 logs="$(mktemp -d)"
 trap 'rm -rf "$logs"' EXIT
-# JAX keeps what it compiles in one folder for the whole run, so a program another test or
-# job compiled (the same model, optimizer and batch shapes) is read back, not compiled
-# again: compiling is most of a JAX test's time here (the JAX tests of test_qat.py,
-# test_channels.py and the full chain: 99 and 119 s without it, 87 and 99 s with an empty
-# folder, 39 s with a full one).
-export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$logs/jax-cache}"
-export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0
+# Each job's JAX keeps what it compiles in a folder of its own for the run, so a program
+# another of its tests compiled (the same model, optimizer and batch shapes) is read back,
+# not compiled again: compiling is most of a JAX test's time here (the JAX tests of
+# test_qat.py, test_channels.py and the full chain: 99 and 119 s without it, 87 and 99 s
+# from an empty folder, 39 s from a full one). One folder per job: JAX writes its entries
+# without a lock, and a reader of a half-written one compiles again with a warning.
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-0}"
 caller_args=("$@")
 extra_args=$#
 
 run_job() {  # run_job NAME BACKEND PYTEST_ARGS...; writes the exit status to $logs/NAME.status
   local name=$1 backend=$2 status=0 began=$SECONDS
   shift 2
-  KERAS_BACKEND=$backend python -m pytest -q -p no:cacheprovider --durations=15 "$@" \
+  JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$logs/jax-cache-$name}" \
+    KERAS_BACKEND=$backend python -m pytest -q -p no:cacheprovider --durations=15 "$@" \
     >"$logs/$name" 2>&1 || status=$?
   # With a marker or -k from the caller, a job may select nothing (pytest's exit 5): not a failure.
   [ "$status" -eq 5 ] && [ "$extra_args" -gt 0 ] && status=0
