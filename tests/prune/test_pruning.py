@@ -466,6 +466,46 @@ def test_kernels_a_users_block_holds_are_named_not_left_dense_silently(index):
     ]
 
 
+class _LateBlock(keras.layers.Layer):
+    """A user's block that makes its Dense in `build`, when it first sees its input."""
+
+    def build(self, input_shape):
+        self.dense = keras.layers.Dense(input_shape[-1], name="late_dense")
+        self.dense.build(input_shape)
+
+    def call(self, inputs):
+        return self.dense(inputs)
+
+
+class _Twice(keras.layers.Layer):
+    """A user's layer without a `build` of its own: it can make no layers."""
+
+    def call(self, inputs):
+        return inputs * 2.0
+
+
+def test_a_never_called_block_that_makes_layers_in_build_is_named():
+    # Before, such a block held nothing when `prune` ran: no warning, and the Dense its
+    # `build` made when the model was first called stayed dense.
+    def model():
+        return keras.Sequential([_LateBlock(name="late"), _Twice(), keras.layers.Dense(3)])
+
+    # (Clustering refuses a model never called: it starts from trained weights.)
+    with pytest.warns(UserWarning) as record:
+        prune.prune(model(), 0.5)
+    (message,) = [str(w.message) for w in record if "keeps them whole" in str(w.message)]
+    assert "any such layer will not be pruned: 'late' (_LateBlock). Build" in message
+    assert "_Twice" not in message
+    built = model()
+    built(np.zeros((1, 8), "float32"))
+    with pytest.warns(UserWarning, match=r"not pruned: 'late/late_dense' \(made by _LateBlock\)"):
+        prune.prune(built, 0.5)
+    with warnings.catch_warnings(record=True) as caught:  # left out on purpose: silent
+        warnings.simplefilter("always")
+        prune.prune(model(), 0.5, exclude=["late"])
+    assert not [w for w in caught if "of your own class" in str(w.message)]
+
+
 class _Outer(keras.layers.Layer):
     """A block that holds a block of the user's own, a PrunedLayer it wraps itself, and a
     Sequential it makes."""

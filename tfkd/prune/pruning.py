@@ -308,10 +308,11 @@ def _unreached_layers(model, include=None, exclude=None, action="prune"):
 
 def _unreached_message(held, include_test, exclude_test, action):
     """The warning for the layers inside `held`'s blocks that `include_test` (or the
-    default: every supported kernel) picks and `exclude_test` does not leave out; None
-    when there are none. A selector function that raises on such a layer (it was not in
-    the model's layers before) does not pick it: an `include` leaves it out of the
-    warning, an `exclude` leaves it in."""
+    default: every supported kernel) picks and `exclude_test` does not leave out, and,
+    with the default selection, for blocks not built yet whose own `build` may make
+    layers (a never-called model's); None when there are none. A selector function that
+    raises on such a layer (it was not in the model's layers before) does not pick it:
+    an `include` leaves it out of the warning, an `exclude` leaves it in."""
 
     def picks(test, layer):
         try:
@@ -319,7 +320,7 @@ def _unreached_message(held, include_test, exclude_test, action):
         except Exception:  # the user's function, on a layer it may not expect
             return False
 
-    unreached = []
+    unreached, unbuilt = [], []
     for block, inside in held.items():
         if exclude_test is not None and picks(exclude_test, block):
             continue
@@ -330,16 +331,34 @@ def _unreached_message(held, include_test, exclude_test, action):
             and (include_test is None or picks(include_test, layer))
             and (exclude_test is None or not picks(exclude_test, layer))
         ]
-    if not unreached:
-        return None
+        if include_test is None and not inside and _may_build_layers(block):
+            unbuilt.append(f"{block.name!r} ({type(block).__name__})")
     entry, made, wrapper = _ACTIONS[action]
-    return (
-        f"{entry}: these layers are inside layers of your own class, which the new model "
-        f"keeps whole (their code makes them), so they are not {made}: "
-        f"{', '.join(unreached)}. To have them {made}, wrap each in {wrapper} in the code "
-        "that makes it; to leave them as they are without this warning, pass the outer "
-        "blocks' names in `exclude`."
-    )
+    sentences = []
+    if unreached:
+        sentences.append(
+            f"{entry}: these layers are inside layers of your own class, which the new model "
+            f"keeps whole (their code makes them), so they are not {made}: "
+            f"{', '.join(unreached)}. To have them {made}, wrap each in {wrapper} in the "
+            "code that makes it; to leave them as they are without this warning, pass the "
+            "outer blocks' names in `exclude`."
+        )
+    if unbuilt:
+        sentences.append(
+            f"{entry}: these layers of your own class are not built yet (the model was never "
+            f"called), so the layers their `build` may make cannot be seen, and the new model "
+            f"keeps them whole: any such layer will not be {made}: {', '.join(unbuilt)}. "
+            f"Build the model first (call it on a batch, or start a keras.Sequential with a "
+            f"keras.Input) to have them named; to leave them as they are without this "
+            f"warning, pass their names in `exclude`."
+        )
+    return " ".join(sentences) or None
+
+
+def _may_build_layers(block):
+    """Whether `block` (a layer of the user's own class) is not built and has a `build`
+    of its own, which may make layers (such a block holds none yet)."""
+    return not block.built and type(block).build is not keras.layers.Layer.build
 
 
 def _held_hint(held, blocks):
