@@ -125,8 +125,12 @@ _LIBRARY_PACKAGES = ("keras", "keras_hub", "keras_cv", "keras_nlp", "keras_rs", 
 
 
 def _holds_own_layers(layer):
-    package = type(layer).__module__.split(".")[0]
-    return not isinstance(layer, keras.layers.Wrapper) and package not in _LIBRARY_PACKAGES
+    return not isinstance(layer, keras.layers.Wrapper) and not is_library_class(type(layer))
+
+
+def is_library_class(cls):
+    """Whether class `cls` comes from Keras, KerasHub (and its kin) or tfkd, not the user."""
+    return cls.__module__.split(".")[0] in _LIBRARY_PACKAGES
 
 
 def output_layer(model):

@@ -36,7 +36,9 @@ def reported_unreached(model, exclude, action, context):
 def quiet_unreached():
     """Silences the warning of `reported_unreached` (where a stage rebuilds a model)."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"tfkd\.\w+\.\w+: these layers are inside")
+        warnings.filterwarnings(
+            "ignore", message=r"tfkd\.\w+\.\w+: these layers (are inside|of your own class)"
+        )
         yield
 
 

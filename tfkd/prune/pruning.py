@@ -143,10 +143,13 @@ class PruningSummary:
 
     def __str__(self):
         width = max([24] + [len(row["path"]) + 2 for row in self.layers])
-        lines = [f"{'layer':<{width}}{'type':<18}{'parameters':>12}{'zeros':>10}{'sparsity':>10}"]
+        kind = max([18] + [len(row["type"]) + 2 for row in self.layers])
+        lines = [
+            f"{'layer':<{width}}{'type':<{kind}}{'parameters':>12}{'zeros':>10}{'sparsity':>10}"
+        ]
         for row in self.layers:
             lines.append(
-                f"{row['path']:<{width}}{row['type']:<18}{row['parameters']:>12}"
+                f"{row['path']:<{width}}{row['type']:<{kind}}{row['parameters']:>12}"
                 f"{row['zeros']:>10}{row['sparsity']:>10.3f}"
                 + ("" if "pattern_ok" not in row else f"  pattern ok: {row['pattern_ok']}")
             )
@@ -331,7 +334,8 @@ def _unreached_message(held, include_test, exclude_test, action):
             and (include_test is None or picks(include_test, layer))
             and (exclude_test is None or not picks(exclude_test, layer))
         ]
-        if include_test is None and not inside and _may_build_layers(block):
+        prunable_inside = any(_kernels.unsupported_reason(layer) is None for _, layer, _ in inside)
+        if include_test is None and not prunable_inside and _may_build_layers(block):
             unbuilt.append(f"{block.name!r} ({type(block).__name__})")
     entry, made, wrapper = _ACTIONS[action]
     sentences = []
@@ -346,19 +350,24 @@ def _unreached_message(held, include_test, exclude_test, action):
     if unbuilt:
         sentences.append(
             f"{entry}: these layers of your own class are not built yet (the model was never "
-            f"called), so the layers their `build` may make cannot be seen, and the new model "
-            f"keeps them whole: any such layer will not be {made}: {', '.join(unbuilt)}. "
-            f"Build the model first (call it on a batch, or start a keras.Sequential with a "
-            f"keras.Input) to have them named; to leave them as they are without this "
-            f"warning, pass their names in `exclude`."
+            f"called), so the layers their `build` makes, if any, cannot be seen; the new "
+            f"model keeps the blocks whole, so such layers will not be {made}. Blocks: "
+            f"{', '.join(unbuilt)}. A `build` that makes only weights is fine; otherwise "
+            "build the model first (call it on a batch, or start a keras.Sequential with a "
+            "keras.Input) to have those layers named, or pass the blocks' names in `exclude` "
+            "to leave them as they are without this warning."
         )
     return " ".join(sentences) or None
 
 
 def _may_build_layers(block):
-    """Whether `block` (a layer of the user's own class) is not built and has a `build`
-    of its own, which may make layers (such a block holds none yet)."""
-    return not block.built and type(block).build is not keras.layers.Layer.build
+    """Whether `block` (a layer of the user's own class) is not built, is not a layer that
+    the selection wraps itself (a subclass of Keras's Dense), and has a `build` of the
+    user's own code, which may make layers."""
+    if block.built or _kernels.unsupported_reason(block) is None:
+        return False
+    maker = next(c for c in type(block).__mro__ if "build" in vars(c))
+    return not _graph.is_library_class(maker)
 
 
 def _held_hint(held, blocks):
