@@ -79,11 +79,12 @@ def test_a_model_that_outputs_class_ids_exports_with_builtin_ops(tmp_path, teach
 
 def test_flatten_and_reshape_export_as_one_reshape_for_any_batch(tmp_path):
     # Before: Keras's layers read the open batch size from the tensor, so each came with a
-    # SHAPE, a STRIDED_SLICE and a PACK (3 of each here; the committed report of the
+    # SHAPE, a STRIDED_SLICE and a PACK (4 of each here; the committed report of the
     # README's main command lists them among its TFLM ops).
     inputs = keras.Input((8, 8, 1))
     x = keras.layers.Conv2D(4, 3)(inputs)
     x = keras.layers.Reshape((6, 24))(keras.layers.Flatten()(x))
+    x = keras.layers.Reshape((2, -1))(x)  # (2, 72): the -1 resolved from the input's size
     outputs = keras.layers.Dense(3)(keras.layers.Reshape((-1,))(x))
     model = keras.Model(inputs, outputs)
     x, _ = random_images(16)

@@ -1,4 +1,4 @@
-"""The two private TensorFlow / LiteRT APIs tfkd uses, each reached in one place: these
+"""The private TensorFlow, LiteRT and Keras APIs tfkd uses, each reached in one place: these
 tests fail loudly when a new release moves them, before any export silently breaks."""
 
 import keras
@@ -38,3 +38,17 @@ def test_ops_details_lists_the_ops_of_a_file_in_order():
     assert [op["op_name"] for op in ops] == ["FULLY_CONNECTED", "SOFTMAX"]
     assert {"inputs", "outputs"} <= set(ops[0])
     assert _interpreter.softmax_outputs(content) == [True]
+
+
+def test_keras_tensorflow_backend_argmax_is_where_export_replaces_it():
+    # `_convert._builtin_arg_reductions` replaces these while tracing (a model ending in
+    # argmax exports with LiteRT's ARG_MAX); moved, export would trace Keras's own (Flex).
+    from keras.src.backend.tensorflow import numpy as backend_numpy
+
+    keras_own = backend_numpy.argmax, backend_numpy.argmin
+    with _convert._builtin_arg_reductions():
+        assert (backend_numpy.argmax, backend_numpy.argmin) != keras_own
+        x = tf.constant([[0.0, 2.0, -1.0]])
+        assert backend_numpy.argmax(x, -1).numpy().tolist() == [1]
+        assert backend_numpy.argmin(x, -1).numpy().tolist() == [2]
+    assert (backend_numpy.argmax, backend_numpy.argmin) == keras_own
