@@ -62,9 +62,8 @@ logs="$(mktemp -d)"
 trap 'rm -rf "$logs"' EXIT
 # Each job's JAX keeps what it compiles in a folder of its own for the run, so a program
 # another of its tests compiled (the same model, optimizer and batch shapes) is read back,
-# not compiled again: compiling is most of a JAX test's time here (the JAX tests of
-# test_qat.py, test_channels.py and the full chain: 99 and 119 s without it, 87 and 99 s
-# from an empty folder, 39 s from a full one). One folder per job: JAX writes its entries
+# not compiled again: compiling is most of a JAX test's time here (measured in e98e39c's
+# message, and side by side in CI in stop 66's note). One folder per job: JAX writes its entries
 # without a lock, and a reader of a half-written one compiles again with a warning (a job's
 # own JAX subprocesses, and every job with a caller's JAX_COMPILATION_CACHE_DIR, share one).
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-0}"

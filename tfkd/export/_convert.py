@@ -188,7 +188,7 @@ def _lookups_as_given():
 
     from tfkd import _kernels
 
-    original_call, original_take = keras.layers.Embedding.call, _kernels.take_rows
+    original_call = keras.layers.Embedding.call
 
     def call(self, inputs):
         if self.quantization_mode is not None or self.lora_enabled:
@@ -200,11 +200,8 @@ def _lookups_as_given():
     def gather(table, ids):
         return tf.gather(table, ids, axis=0)
 
-    keras.layers.Embedding.call, _kernels.take_rows = call, gather
-    try:
+    with _replaced(keras.layers.Embedding, call=call), _replaced(_kernels, take_rows=gather):
         yield
-    finally:
-        keras.layers.Embedding.call, _kernels.take_rows = original_call, original_take
 
 
 @contextlib.contextmanager
@@ -251,12 +248,12 @@ def _builtin_arg_reductions():
 
         return call
 
-    backend_numpy.argmax = reduction("argmax", tf.math.argmax)
-    backend_numpy.argmin = reduction("argmin", tf.math.argmin)
-    try:
+    with _replaced(
+        backend_numpy,
+        argmax=reduction("argmax", tf.math.argmax),
+        argmin=reduction("argmin", tf.math.argmin),
+    ):
         yield
-    finally:
-        backend_numpy.argmax, backend_numpy.argmin = originals["argmax"], originals["argmin"]
 
 
 @contextlib.contextmanager
@@ -296,12 +293,25 @@ def _reshapes_with_an_open_batch():
             return originals["reshape"](self, inputs)  # Keras's call says what is wrong
         return keras.ops.reshape(inputs, (-1, *sizes))
 
-    keras.layers.Flatten.call, keras.layers.Reshape.call = flatten, reshape
+    with (
+        _replaced(keras.layers.Flatten, call=flatten),
+        _replaced(keras.layers.Reshape, call=reshape),
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def _replaced(owner, **replacements):
+    """Sets attributes of `owner` (a class or module) to `replacements` meanwhile, and puts
+    the originals back after (the tracing replacements above, under `_TRACING`)."""
+    originals = {name: getattr(owner, name) for name in replacements}
+    for name, value in replacements.items():
+        setattr(owner, name, value)
     try:
         yield
     finally:
-        keras.layers.Flatten.call = originals["flatten"]
-        keras.layers.Reshape.call = originals["reshape"]
+        for name, value in originals.items():
+            setattr(owner, name, value)
 
 
 def _feeder(samples, verbose=0):
