@@ -111,6 +111,33 @@ def test_flatten_and_reshape_export_as_one_reshape_for_any_batch(tmp_path):
     np.testing.assert_array_equal(tfkd.TFLiteModel(report.path).predict(x), x.reshape(1, 8, 3))
 
 
+def test_3d_pools_export_as_2d_pools_without_flex(tmp_path):
+    # Before: MaxPooling3D and AveragePooling3D exported TensorFlow's MaxPool3D and
+    # AvgPool3D, which LiteRT runs only with the Flex delegate (the export was refused).
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((9, 12, 10, 3))
+    x = keras.layers.MaxPooling3D(2)(inputs)  # (4, 6, 5)
+    x = keras.layers.AveragePooling3D((3, 2, 3), strides=(2, 1, 2), padding="same")(x)
+    x = keras.layers.MaxPooling3D((2, 3, 1), strides=(1, 2, 1), padding="same")(x)
+    x = keras.layers.AveragePooling3D((1, 2, 2), strides=1)(x)  # (2, 2, 2)
+    first = keras.layers.MaxPooling3D((1, 2, 2), data_format="channels_first")
+    outputs = first(keras.layers.Permute((4, 1, 2, 3))(x))  # (3, 2, 1, 1)
+    model = keras.Model(inputs, [x, outputs])
+    x = rng.normal(size=(5, 9, 12, 10, 3)).astype("float32")
+    for quantization in (None, "int8"):
+        path = tmp_path / f"{quantization}.tflite"
+        report = tfkd.export_tflite(model, path, quantization, representative_data=x)
+        kinds = {name.split("[")[0] for name in report.ops}
+        assert {"MAX_POOL_2D", "AVERAGE_POOL_2D"} <= kinds, report.ops
+        assert not report.float_ops or quantization is None, report.float_ops
+        got, expected = tfkd.TFLiteModel(path).predict(x), model.predict(x, verbose=0)
+        for received, wanted in zip(got, expected, strict=True):
+            assert received.shape == wanted.shape
+            step = (x.max() - x.min()) / 255  # the int8 input's scale
+            atol = 1e-5 if quantization is None else 1.5 * step
+            np.testing.assert_allclose(received, wanted, atol=atol)
+
+
 def test_tracing_for_the_converter_holds_off_other_threads(tmp_path):
     # While a model is traced, export replaces Keras's Embedding lookup and argmax in the
     # whole process; before, a second thread could export (and undo them) meanwhile.
@@ -142,6 +169,8 @@ def test_tracing_for_the_converter_holds_off_other_threads(tmp_path):
             backend_numpy.argmin,
             keras.layers.Flatten.call,
             keras.layers.Reshape.call,
+            keras.layers.MaxPooling3D.call,
+            keras.layers.AveragePooling3D.call,
         ]
 
     keras_own = replaced()
@@ -149,6 +178,8 @@ def test_tracing_for_the_converter_holds_off_other_threads(tmp_path):
     tfkd.export_tflite(model, tmp_path / "probed.tflite")
     assert True in held  # while traced for the converter (Keras's own calls come after)
     assert replaced() == keras_own
+    # The pools inherit their call: inherited again, not a copy set on the class.
+    assert "call" not in vars(keras.layers.MaxPooling3D)
 
 
 def test_agreement_of_binary_scores_and_class_ids_is_on_the_class(tmp_path):

@@ -14,13 +14,14 @@ import warnings
 import numpy as np
 
 # Held while a model is traced for the converter, which replaces Keras's Embedding lookup,
-# argmax and reshaping layers in the whole process meanwhile (`_lookups_as_given`,
-# `_builtin_arg_reductions`, `_reshapes_with_an_open_batch`): without it, two threads
-# exporting at once would each trace with the other's replacement half undone, and the last
-# to finish would put the first's replacement back for good. It orders exports only: a
-# thread that runs a model meanwhile runs the replacements too, which compute what Keras
-# computes except on negative Embedding ids and on argmax and argmin ties of -0.0 with +0.0
-# or with the smallest negative floats (see `_builtin_arg_reductions`).
+# argmax, reshaping layers and 3D pools in the whole process meanwhile (`_lookups_as_given`,
+# `_builtin_arg_reductions`, `_reshapes_with_an_open_batch`, `_pools_3d_as_2d`): without
+# it, two threads exporting at once would each trace with the other's replacement half
+# undone, and the last to finish would put the first's replacement back for good. It orders
+# exports only: a thread that runs a model meanwhile runs the replacements too, which
+# compute what Keras computes except on negative Embedding ids, on argmax and argmin ties
+# of -0.0 with +0.0 or with the smallest negative floats (see `_builtin_arg_reductions`)
+# and on a 3D average pool's rounding.
 # Reentrant, so that an export nested in another on one thread does not wait for itself.
 _TRACING = threading.RLock()
 
@@ -160,6 +161,7 @@ def _concrete_function(model, batch=None):
             _lookups_as_given(),
             _builtin_arg_reductions(),
             _reshapes_with_an_open_batch(),
+            _pools_3d_as_2d(),
         ):
             return serve.get_concrete_function(*specs)
     except Exception as error:  # whatever the model's own `call` raises while tracing
@@ -270,9 +272,7 @@ def _reshapes_with_an_open_batch():
     import keras
 
     originals = {"flatten": keras.layers.Flatten.call, "reshape": keras.layers.Reshape.call}
-
-    def known(sizes):
-        return bool(sizes) and all(isinstance(size, int) and size > 0 for size in sizes)
+    known = _known_sizes
 
     def flatten(self, inputs):
         sizes = tuple(inputs.shape[1:])
@@ -301,17 +301,79 @@ def _reshapes_with_an_open_batch():
 
 
 @contextlib.contextmanager
+def _pools_3d_as_2d():
+    """While the model is traced for the converter, MaxPooling3D and AveragePooling3D pool
+    in two 2D steps: each depth slice over height and width, then over depth.
+
+    LiteRT has no 3D pool (TensorFlow's MaxPool3D and AvgPool3D need the Flex delegate),
+    while a pool over a box is a pool over depth of pools over the box's faces: the max
+    of maxes exactly, and for the average, each depth slice's window holds as many
+    values, SAME padding included (padding is left out of an average as Keras leaves
+    it), so the mean of means is the mean (up to rounding). So each exports as
+    AVERAGE_POOL_2D or MAX_POOL_2D between RESHAPEs (and TRANSPOSEs for channels-first
+    pools), in float and int8. Open sizes and a window larger than a VALID pool's input
+    keep Keras's own `call`.
+    """
+    import keras
+    import tensorflow as tf
+
+    max_pooling, average_pooling = keras.layers.MaxPooling3D, keras.layers.AveragePooling3D
+
+    def two_steps(original, pool_2d):
+        def call(self, inputs):
+            first = self.data_format == "channels_first"
+            shape = tuple(inputs.shape)
+            sizes = (*shape[2:], shape[1]) if first else shape[1:]
+            if (
+                not _known_sizes(sizes)
+                or not all(self.strides)
+                or self.padding == "valid"
+                and any(size < window for size, window in zip(sizes, self.pool_size))
+            ):
+                return original(self, inputs)
+            (depth, height, width, channels), padding = sizes, self.padding.upper()
+            x = tf.transpose(inputs, (0, 2, 3, 4, 1)) if first else inputs
+            faces = tf.reshape(x, (-1, height, width, channels))
+            faces = pool_2d(faces, self.pool_size[1:], self.strides[1:], padding)
+            rows, columns = faces.shape[1:3]
+            stacked = tf.reshape(faces, (-1, depth, rows * columns, channels))
+            pooled = pool_2d(stacked, (self.pool_size[0], 1), (self.strides[0], 1), padding)
+            pooled = tf.reshape(pooled, (-1, pooled.shape[1], rows, columns, channels))
+            return tf.transpose(pooled, (0, 4, 1, 2, 3)) if first else pooled
+
+        return call
+
+    with (
+        _replaced(max_pooling, call=two_steps(max_pooling.call, tf.nn.max_pool2d)),
+        _replaced(average_pooling, call=two_steps(average_pooling.call, tf.nn.avg_pool2d)),
+    ):
+        yield
+
+
+def _known_sizes(sizes):
+    return bool(sizes) and all(isinstance(size, int) and size > 0 for size in sizes)
+
+
+@contextlib.contextmanager
 def _replaced(owner, **replacements):
     """Sets attributes of `owner` (a class or module) to `replacements` meanwhile, and puts
-    the originals back after (the tracing replacements above, under `_TRACING`)."""
-    originals = {name: getattr(owner, name) for name in replacements}
+    the originals back after (the tracing replacements above, under `_TRACING`): an
+    attribute `owner` inherited is deleted again, so that it inherits it once more."""
+    own = vars(owner)
+    originals = {name: own.get(name, _INHERITED) for name in replacements}
     for name, value in replacements.items():
         setattr(owner, name, value)
     try:
         yield
     finally:
         for name, value in originals.items():
-            setattr(owner, name, value)
+            if value is _INHERITED:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, value)
+
+
+_INHERITED = object()
 
 
 def _feeder(samples, verbose=0):
