@@ -1,10 +1,14 @@
 """The private TensorFlow, LiteRT and Keras APIs tfkd uses, each reached in one place: these
 tests fail loudly when a new release moves them, before any export silently breaks."""
 
+import sys
+
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
+import tfkd
 from tfkd.export import _convert, _interpreter
 
 
@@ -52,3 +56,20 @@ def test_keras_tensorflow_backend_argmax_is_where_export_replaces_it():
         assert backend_numpy.argmax(x, -1).numpy().tolist() == [1]
         assert backend_numpy.argmin(x, -1).numpy().tolist() == [2]
     assert (backend_numpy.argmax, backend_numpy.argmin) == keras_own
+
+
+def test_where_keras_moved_its_argmax_export_traces_keras_own(monkeypatch, tmp_path):
+    # A release that moves the private module must not fail every model's tracing: models
+    # without argmax export as before, and one with it is refused only for its Flex op.
+    from keras.src.backend import tensorflow as backend
+
+    monkeypatch.delattr(backend, "numpy")
+    monkeypatch.setitem(sys.modules, "keras.src.backend.tensorflow.numpy", None)
+    with _convert._builtin_arg_reductions():
+        pass  # nothing to replace
+    report = tfkd.export_tflite(_dense(), tmp_path / "dense.tflite")
+    assert report.keras_agreement["top1_agreement"] == 1.0
+    dense = _dense()
+    ids = keras.Model(dense.inputs, keras.ops.argmax(dense.outputs[0], axis=-1))
+    with pytest.raises(ValueError, match=r"tf\.BitwiseAnd.*select_tf_ops=True"):
+        tfkd.export_tflite(ids, tmp_path / "ids.tflite")
