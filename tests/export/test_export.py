@@ -138,6 +138,30 @@ def test_3d_pools_export_as_2d_pools_without_flex(tmp_path):
             np.testing.assert_allclose(received, wanted, atol=atol)
 
 
+def test_time_distributed_and_dense_on_sequences_export_once_for_all_steps(tmp_path):
+    # Before: TimeDistributed called its layer once per time step (4 CONV_2D here, with
+    # STRIDED_SLICE, PACK and TRANSPOSE ops), and a Dense on a rank-3 input read its
+    # shape at run time (SHAPE, GATHER, REDUCE_PROD, PACK).
+    inputs = keras.Input((4, 8, 8, 1))
+    x = keras.layers.TimeDistributed(keras.layers.Conv2D(4, 3, activation="relu"))(inputs)
+    x = keras.layers.TimeDistributed(keras.layers.Flatten())(x)  # (4, 144)
+    x = keras.layers.Dense(8, activation="relu")(x)
+    x = keras.layers.TimeDistributed(keras.layers.Dense(5))(x)
+    outputs = keras.layers.Dense(3)(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, outputs)
+    x = np.random.default_rng(0).normal(size=(16, 4, 8, 8, 1)).astype("float32")
+    for quantization in (None, "int8"):
+        path = tmp_path / f"{quantization}.tflite"
+        report = tfkd.export_tflite(model, path, quantization, representative_data=x)
+        kinds = {name.split("[")[0]: n for name, n in report.ops.items()}
+        assert kinds.get("CONV_2D") == 1 and kinds.get("FULLY_CONNECTED") == 3, report.ops
+        assert not {"STRIDED_SLICE", "PACK", "TRANSPOSE", "SHAPE", "GATHER"} & set(kinds)
+        for batch in (1, 7):  # the file keeps an open batch
+            got, expected = tfkd.TFLiteModel(path).predict(x[:batch]), model(x[:batch])
+            assert got.shape == (batch, 3)
+            np.testing.assert_allclose(got, expected, atol=1e-5 if quantization is None else 0.1)
+
+
 def test_tracing_for_the_converter_holds_off_other_threads(tmp_path):
     # While a model is traced, export replaces Keras's Embedding lookup and argmax in the
     # whole process; before, a second thread could export (and undo them) meanwhile.
@@ -171,6 +195,8 @@ def test_tracing_for_the_converter_holds_off_other_threads(tmp_path):
             keras.layers.Reshape.call,
             keras.layers.MaxPooling3D.call,
             keras.layers.AveragePooling3D.call,
+            keras.layers.TimeDistributed.call,
+            keras.layers.Dense.call,
         ]
 
     keras_own = replaced()

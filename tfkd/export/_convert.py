@@ -14,14 +14,14 @@ import warnings
 import numpy as np
 
 # Held while a model is traced for the converter, which replaces Keras's Embedding lookup,
-# argmax, reshaping layers and 3D pools in the whole process meanwhile (`_lookups_as_given`,
-# `_builtin_arg_reductions`, `_reshapes_with_an_open_batch`, `_pools_3d_as_2d`): without
-# it, two threads exporting at once would each trace with the other's replacement half
-# undone, and the last to finish would put the first's replacement back for good. It orders
-# exports only: a thread that runs a model meanwhile runs the replacements too, which
-# compute what Keras computes except on negative Embedding ids, on argmax and argmin ties
-# of -0.0 with +0.0 or with the smallest negative floats (see `_builtin_arg_reductions`)
-# and on a 3D average pool's rounding.
+# argmax, reshaping layers, 3D pools and TimeDistributed in the whole process meanwhile
+# (`_lookups_as_given`, `_builtin_arg_reductions`, `_reshapes_with_an_open_batch`,
+# `_pools_3d_as_2d`, `_time_steps_in_the_batch`): without it, two threads exporting at once
+# would each trace with the other's replacement half undone, and the last to finish would
+# put the first's replacement back for good. It orders exports only: a thread that runs a
+# model meanwhile runs the replacements too, which compute what Keras computes except on
+# negative Embedding ids, on argmax and argmin ties of -0.0 with +0.0 or with the smallest
+# negative floats (see `_builtin_arg_reductions`) and on a 3D average pool's rounding.
 # Reentrant, so that an export nested in another on one thread does not wait for itself.
 _TRACING = threading.RLock()
 
@@ -162,6 +162,7 @@ def _concrete_function(model, batch=None):
             _builtin_arg_reductions(),
             _reshapes_with_an_open_batch(),
             _pools_3d_as_2d(),
+            _time_steps_in_the_batch(),
         ):
             return serve.get_concrete_function(*specs)
     except Exception as error:  # whatever the model's own `call` raises while tracing
@@ -346,6 +347,49 @@ def _pools_3d_as_2d():
     with (
         _replaced(max_pooling, call=two_steps(max_pooling.call, tf.nn.max_pool2d)),
         _replaced(average_pooling, call=two_steps(average_pooling.call, tf.nn.avg_pool2d)),
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def _time_steps_in_the_batch():
+    """While the model is traced for the converter, a TimeDistributed layer with its sizes
+    known calls its layer once, on the time steps folded into the batch, and unfolds the
+    result: Keras's calls it once per time step, on slices it stacks again, so the file
+    held the layer's ops once per step (4 CONV_2D for 4 frames) between STRIDED_SLICEs,
+    a PACK and TRANSPOSEs. The layer sees each example of a step alone either way (a
+    layer whose examples mix, such as a BatchNormalization in training, does not run in
+    export). A mask, open sizes, or an output of open sizes keep Keras's own `call`.
+    """
+    import inspect
+
+    import keras
+    import tensorflow as tf
+
+    original = keras.layers.TimeDistributed.call
+
+    def call(self, inputs, training=None, mask=None):
+        sizes = tuple(inputs.shape[1:])
+        if mask is not None or not _known_sizes(sizes):
+            return original(self, inputs, training=training, mask=mask)
+        arguments = inspect.signature(self.layer.call).parameters
+        kwargs = {"training": training} if "training" in arguments else {}
+        outputs = self.layer.call(tf.reshape(inputs, (-1, *sizes[1:])), **kwargs)
+        if not tf.is_tensor(outputs) or not _known_sizes(tuple(outputs.shape[1:])):
+            return original(self, inputs, training=training, mask=mask)
+        return tf.reshape(outputs, (-1, sizes[0], *outputs.shape[1:]))
+
+    def dense(self, inputs, training=None):
+        sizes = tuple(inputs.shape[1:])
+        if len(sizes) < 2 or not _known_sizes(sizes):
+            return dense_call(self, inputs, training=training)
+        outputs = dense_call(self, tf.reshape(inputs, (-1, sizes[-1])), training=training)
+        return tf.reshape(outputs, (-1, *sizes[:-1], outputs.shape[-1]))
+
+    dense_call = keras.layers.Dense.call
+    with (
+        _replaced(keras.layers.TimeDistributed, call=call),
+        _replaced(keras.layers.Dense, call=dense),
     ):
         yield
 
