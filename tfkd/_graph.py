@@ -95,16 +95,24 @@ def _leaves(layers, subclassed, blocks, seen, prefix):
 
 
 def held_layers(layers):
-    """{block: [(path, layer, maker)]} for each layer of the user's own class in `layers`
-    (such as `leaf_layers(model)`): every layer it holds, inside its own blocks and models
-    too, with its path of names from the block ("block/inner/dense") and the block whose
-    code makes it (for a layer of a Keras model that a block holds, that block). `rebuild`
-    copies a block whole, from its config, so it cannot wrap what the block holds."""
+    """{block: [(path, layer, maker)]} for each layer of the user's own class, and each
+    wrapper not of tfkd (Keras's TimeDistributed), in `layers` (such as
+    `leaf_layers(model)`): every layer it holds, inside its own blocks and models too,
+    with its path of names from the block ("block/inner/dense") and the block whose code
+    makes it (for a layer of a Keras model that a block holds, that block; for the layer
+    a wrapper wraps, the wrapper). `rebuild` copies a block whole, from its config, so it
+    cannot wrap what the block holds."""
     return {
         layer: list(_held(layer, layer.name, layer, {id(layer)}))
         for layer in layers
-        if _holds_own_layers(layer)
+        if _holds_own_layers(layer) or is_foreign_wrapper(layer)
     }
+
+
+def is_foreign_wrapper(layer):
+    """Whether `layer` is a wrapper that is not tfkd's (Keras's TimeDistributed, or the
+    user's own): tfkd keeps it whole, with the layer it wraps."""
+    return isinstance(layer, keras.layers.Wrapper) and not _in_package(type(layer), "tfkd")
 
 
 def _held(container, path, maker, seen):
@@ -114,7 +122,7 @@ def _held(container, path, maker, seen):
         seen.add(id(layer))
         inner_path = f"{path}/{layer.name}"
         yield inner_path, layer, maker
-        if _holds_own_layers(layer):
+        if _holds_own_layers(layer) or is_foreign_wrapper(layer):
             yield from _held(layer, inner_path, layer, seen)
         elif isinstance(layer, keras.Model):  # a Keras model the block's code makes
             yield from _held(layer, inner_path, maker, seen)
@@ -130,7 +138,11 @@ def _holds_own_layers(layer):
 
 def is_library_class(cls):
     """Whether class `cls` comes from Keras, KerasHub (and its kin) or tfkd, not the user."""
-    return cls.__module__.split(".")[0] in _LIBRARY_PACKAGES
+    return _in_package(cls, *_LIBRARY_PACKAGES)
+
+
+def _in_package(cls, *packages):
+    return cls.__module__.split(".")[0] in packages
 
 
 def output_layer(model):
@@ -341,7 +353,8 @@ def copy_model(model, input_shape=None):
     Raises what `get_config` raises for a subclassed model that cannot serialize its
     arguments (`NotImplementedError`).
     """
-    copy = type(model).from_config(model.get_config())
+    with keras.saving.custom_object_scope(_users_classes(model)):
+        copy = type(model).from_config(model.get_config())
     if model.built:
         if not copy.built:  # a subclassed model: built on the shape the original was
             copy.build_from_config(model.get_build_config())
@@ -359,7 +372,22 @@ def inference_copy(model):
 
 def copy_layer(layer):
     """A new, unbuilt layer with `layer`'s configuration."""
-    return layer.__class__.from_config(layer.get_config())
+    with keras.saving.custom_object_scope(_users_classes(layer)):
+        return layer.__class__.from_config(layer.get_config())
+
+
+def _users_classes(layer):
+    """{name: class} of the user's own layer classes in `layer` (itself, and the layers it
+    holds), so that a copy finds them by name from the config, registered or not: before,
+    copying a model or a TimeDistributed that holds a block of an unregistered class
+    raised Keras's "Could not locate class". A name two of the classes share is left to
+    Keras's lookup."""
+    found = {}
+    held = layer._flatten_layers() if isinstance(layer, keras.layers.Layer) else [layer]
+    for inner in held:  # besides layers, a keras.ops call in a functional model
+        if not is_library_class(type(inner)):
+            found.setdefault(type(inner).__name__, set()).add(type(inner))
+    return {name: classes.pop() for name, classes in found.items() if len(classes) == 1}
 
 
 # What `rebuild`'s transform returns for a layer to leave out.

@@ -562,6 +562,66 @@ def test_a_block_inside_a_block_in_a_nested_model_is_named_by_its_path():
         prune.prune(only_blocks, 0.5, include=["block"])
 
 
+class _Unregistered(keras.layers.Layer):
+    """A user's block, not registered with Keras, that TimeDistributed wraps."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(4, name="step_dense")
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+
+    def call(self, inputs):
+        return self.dense(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], 4)
+
+
+def test_layers_that_time_distributed_wraps_are_named_and_it_is_copied_whole():
+    # Before: prune and cluster_weights raised Keras's "Could not locate class
+    # '_Unregistered'" copying the TimeDistributed; its Dense stayed dense with no
+    # warning; cluster_weights and prune_channels refused it as a tfkd wrapper to strip.
+    from tfkd import cluster
+
+    inputs = keras.Input((5, 6))
+    x = keras.layers.Dense(6, name="proj")(inputs)
+    x = keras.layers.TimeDistributed(keras.layers.Dense(8), name="frames")(x)
+    x = keras.layers.TimeDistributed(_Unregistered(name="block"), name="steps")(x)
+    outputs = keras.layers.Dense(3, name="head")(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, outputs)
+    x = np.random.default_rng(0).normal(size=(32, 5, 6)).astype("float32")
+    with pytest.warns(UserWarning) as record:
+        pruned = prune.prune(model, prune.ConstantSparsity(0.5, frequency=1))
+    copy = _graph.copy_model(model)  # as the pipeline's stages copy a model (it raised too)
+    np.testing.assert_array_equal(copy.predict(x, verbose=0), model.predict(x, verbose=0))
+    for name in ("frames", "steps"):  # copied whole, with their weights
+        for old, new in zip(model.get_layer(name).weights, pruned.get_layer(name).weights):
+            np.testing.assert_array_equal(old, new)
+    (message,) = [str(w.message) for w in record if "TimeDistributed" in str(w.message)]
+    assert "not pruned: 'frames/dense' (in TimeDistributed)." in message
+    assert "use the Dense alone" in message
+    assert "not pruned: 'steps/block/step_dense' (made by _Unregistered)" in message
+    pruned.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    pruned.fit(x, np.arange(32) % 3, epochs=1, batch_size=16, verbose=0)
+    sparsity = {row["name"]: row["sparsity"] for row in prune.summary(pruned).layers}
+    assert sparsity == {"proj": pytest.approx(0.5, abs=0.03), "head": pytest.approx(0.5, abs=0.03)}
+    with pytest.warns(UserWarning, match=r"not clustered: 'frames/dense' \(in TimeDistributed\)"):
+        cluster.cluster_weights(model, 8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prune.prune(model, 0.5, exclude=["frames", "steps"])
+        clustered = cluster.cluster_weights(model, 8, exclude=["frames", "steps"])
+    assert not [w for w in caught if "TimeDistributed" in str(w.message)]
+    np.testing.assert_allclose(
+        prune.strip(pruned).predict(x, verbose=0), pruned.predict(x, verbose=0), atol=1e-5
+    )
+    assert [type(layer).__name__ for layer in clustered.layers][2:4] == ["TimeDistributed"] * 2
+    with pytest.raises(ValueError, match=r"proj .*'frames' wraps another layer, whose channels"):
+        prune.prune_channels(model, 0.5)
+
+
 # Heavy: on JAX, 23 of its 24 s in CI make MobileNetV3Small's weights; what it checks is a
 # walk of the layer graph, the same on every backend.
 @pytest.mark.heavy

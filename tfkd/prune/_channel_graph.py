@@ -290,6 +290,8 @@ def _unfollowable(layer, ins):
         layer, (keras.layers.Dense, keras.layers.Dropout)
     ):
         return f"they are flattened into {name}, which is not Dense"
+    if _graph.is_foreign_wrapper(layer):
+        return f"{name} wraps another layer, whose channels it keeps whole"
     if isinstance(layer, keras.layers.Wrapper):
         return f"{name} wraps another layer (strip tfkd's wrappers first)"
     if getattr(layer, "data_format", "channels_last") != "channels_last":

@@ -323,17 +323,21 @@ def _unreached_message(held, include_test, exclude_test, action):
         except Exception:  # the user's function, on a layer it may not expect
             return False
 
-    unreached, unbuilt = [], []
+    unreached, wrapped, unbuilt, dense = [], [], [], False
     for block, inside in held.items():
         if exclude_test is not None and picks(exclude_test, block):
             continue
-        unreached += [
-            f"{path!r} (made by {type(maker).__name__})"
-            for path, layer, maker in inside
-            if _kernels.unsupported_reason(layer) is None
-            and (include_test is None or picks(include_test, layer))
-            and (exclude_test is None or not picks(exclude_test, layer))
-        ]
+        for path, layer, maker in inside:
+            if (
+                _kernels.unsupported_reason(layer) is None
+                and (include_test is None or picks(include_test, layer))
+                and (exclude_test is None or not picks(exclude_test, layer))
+            ):
+                if _graph.is_foreign_wrapper(maker):
+                    wrapped.append(f"{path!r} (in {type(maker).__name__})")
+                    dense = dense or isinstance(layer, keras.layers.Dense)
+                else:
+                    unreached.append(f"{path!r} (made by {type(maker).__name__})")
         prunable_inside = any(_kernels.unsupported_reason(layer) is None for _, layer, _ in inside)
         if include_test is None and not prunable_inside and _may_build_layers(block):
             unbuilt.append(f"{block.name!r} ({type(block).__name__})")
@@ -346,6 +350,20 @@ def _unreached_message(held, include_test, exclude_test, action):
             f"{', '.join(unreached)}. To have them {made}, wrap each in {wrapper} in the "
             "code that makes it; to leave them as they are without this warning, pass the "
             "outer blocks' names in `exclude`."
+        )
+    if wrapped:
+        sentences.append(
+            f"{entry}: these layers are wrapped in a wrapper that is not tfkd's (such as "
+            f"Keras's TimeDistributed), which calls them itself and which the new model "
+            f"keeps whole, so they are not {made}: {', '.join(wrapped)}."
+            + (
+                " A Dense acts on the last axis of inputs of any rank, as "
+                f"TimeDistributed(Dense) does: use the Dense alone to have it {made}."
+                if dense
+                else ""
+            )
+            + " To leave them as they are without this warning, pass the wrappers' names "
+            "in `exclude`."
         )
     if unbuilt:
         sentences.append(
@@ -382,8 +400,8 @@ def _held_hint(held, blocks):
     if not paths:
         return ""
     return (
-        f" Layers of your own class are kept whole, with what they hold: {paths}; wrap "
-        "those in the code that makes them."
+        f" Layers of your own class, and wrappers not of tfkd (TimeDistributed), are kept "
+        f"whole, with what they hold: {paths}; wrap those in the code that makes them."
     )
 
 
@@ -428,8 +446,9 @@ def _selector(argument, value, names, held=None):
             if any(_name_matches(item, layer.name) for item in unknown)
         )
         where = (
-            f" ({'; '.join(inside)}: layers of your own class, which tfkd keeps whole and "
-            "cannot select what they hold)"
+            f" ({'; '.join(inside)}: layers of your own class, or wrappers not of tfkd "
+            "such as TimeDistributed, which tfkd keeps whole and cannot select what they "
+            "hold)"
             if inside
             else ""
         )
