@@ -423,6 +423,9 @@ class _DenseBlock(keras.layers.Layer):
     def call(self, inputs):
         return keras.ops.relu(self.dense(inputs))
 
+    def compute_output_shape(self, input_shape):  # for TimeDistributed
+        return (*input_shape[:-1], 16)
+
 
 def _block_models():
     inputs = keras.Input((8,))
@@ -562,33 +565,16 @@ def test_a_block_inside_a_block_in_a_nested_model_is_named_by_its_path():
         prune.prune(only_blocks, 0.5, include=["block"])
 
 
-class _Unregistered(keras.layers.Layer):
-    """A user's block, not registered with Keras, that TimeDistributed wraps."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.dense = keras.layers.Dense(4, name="step_dense")
-
-    def build(self, input_shape):
-        self.dense.build(input_shape)
-
-    def call(self, inputs):
-        return self.dense(inputs)
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], 4)
-
-
 def test_layers_that_time_distributed_wraps_are_named_and_it_is_copied_whole():
     # Before: prune and cluster_weights raised Keras's "Could not locate class
-    # '_Unregistered'" copying the TimeDistributed; its Dense stayed dense with no
+    # '_DenseBlock'" (not registered) copying the TimeDistributed; its Dense stayed dense with no
     # warning; cluster_weights and prune_channels refused it as a tfkd wrapper to strip.
     from tfkd import cluster
 
     inputs = keras.Input((5, 6))
     x = keras.layers.Dense(6, name="proj")(inputs)
     x = keras.layers.TimeDistributed(keras.layers.Dense(8), name="frames")(x)
-    x = keras.layers.TimeDistributed(_Unregistered(name="block"), name="steps")(x)
+    x = keras.layers.TimeDistributed(_DenseBlock(name="block"), name="steps")(x)
     outputs = keras.layers.Dense(3, name="head")(keras.layers.Flatten()(x))
     model = keras.Model(inputs, outputs)
     x = np.random.default_rng(0).normal(size=(32, 5, 6)).astype("float32")
@@ -602,7 +588,7 @@ def test_layers_that_time_distributed_wraps_are_named_and_it_is_copied_whole():
     (message,) = [str(w.message) for w in record if "TimeDistributed" in str(w.message)]
     assert "not pruned: 'frames/dense' (in TimeDistributed)." in message
     assert "use the Dense alone" in message
-    assert "not pruned: 'steps/block/step_dense' (made by _Unregistered)" in message
+    assert "not pruned: 'steps/block/inner_dense' (made by _DenseBlock)" in message
     pruned.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     pruned.fit(x, np.arange(32) % 3, epochs=1, batch_size=16, verbose=0)
     sparsity = {row["name"]: row["sparsity"] for row in prune.summary(pruned).layers}
