@@ -91,9 +91,19 @@ def forward(layer, inputs, kernel, bias=None, activation=True):
             inputs = ops.cast(inputs, "int32")
         return ops.cast(take_rows(kernel, inputs), layer.compute_dtype)
     if isinstance(layer, keras.layers.Dense):
-        outputs = ops.matmul(inputs, kernel)
-        return _finish(layer, outputs, bias, None, activation)
+        return _finish(layer, _rows_times(inputs, kernel), bias, None, activation)
     return _finish(layer, _convolve(layer, inputs, kernel), bias, layer.rank, activation)
+
+
+def _rows_times(inputs, kernel):
+    """`inputs @ kernel`; inputs of rank 3 or more whose sizes are known go through a 2D
+    view (rows of the last axis), which LiteRT runs as one FULLY_CONNECTED between
+    RESHAPEs (in int8 too) instead of reading the shape at run time."""
+    sizes = tuple(inputs.shape[1:])
+    if len(sizes) < 2 or not all(isinstance(size, int) for size in sizes):
+        return ops.matmul(inputs, kernel)
+    outputs = ops.matmul(ops.reshape(inputs, (-1, sizes[-1])), kernel)
+    return ops.reshape(outputs, (-1, *sizes[:-1], kernel.shape[-1]))
 
 
 def take_rows(table, ids):

@@ -247,10 +247,25 @@ def test_layers_the_int8_file_would_run_in_float_are_refused():
     tanh = keras.Model(inputs, keras.layers.Dense(2, activation="tanh", name="squash")(inputs))
     with pytest.raises(TypeError, match="'squash'.*'tanh'.*Activation layer"):
         tfkd.quantize.quantize_aware(tanh)
-    sequence = keras.Input((6, 8))
+    sequence = keras.Input((None, 8))
     per_step = keras.Model(sequence, keras.layers.Dense(2, name="per_step")(sequence))
-    with pytest.raises(TypeError, match="'per_step'.*rank-3"):
+    with pytest.raises(TypeError, match=r"'per_step'.*rank-3 input of open sizes \(None, None"):
         tfkd.quantize.quantize_aware(per_step)
+
+
+def test_a_dense_on_a_sequence_of_known_length_exports_fully_int8(tmp_path):
+    # Before: refused ("reads a rank-3 input, which TFLite runs as a float
+    # FULLY_CONNECTED"); its kernel now multiplies a 2D view of the sequence.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 5, 6)).astype("float32")
+    inputs = keras.Input((5, 6))
+    steps = keras.layers.Dense(4)(keras.layers.Dense(8, activation="relu")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(steps)))
+    qat_model = _fit(tfkd.quantize.quantize_aware(model), x, np.arange(64) % 3, loss=_logits_loss())
+    report = tfkd.export_tflite(qat_model, tmp_path / "steps.tflite", "int8")
+    assert report.float_ops == [] and report.ops["FULLY_CONNECTED[int8]"] == 3, report.ops
+    assert not [name for name in report.ops if name.split("[")[0] in ("SHAPE", "PACK")]
+    assert_tflite_agrees(qat_model, report.path, x, tolerance=0.02, top1=0.95)  # 1 to 2 steps
 
 
 @pytest.mark.heavy

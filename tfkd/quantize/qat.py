@@ -212,13 +212,15 @@ def _int8_gap(layer):
         )
     if isinstance(layer, keras.layers.Dense):
         try:
-            rank = len(layer.input.shape)
+            shape = tuple(layer.input.shape)
         except (AttributeError, ValueError):  # shared layer: several inputs
-            rank = 2
-        if rank > 2:
+            shape = (None, 1)
+        if len(shape) > 2 and None in shape[1:]:
+            # Known sizes go through a 2D view (`_kernels.forward`): int8.
             return (
-                f"reads a rank-{rank} input, which TFLite runs as a float FULLY_CONNECTED "
-                "with reshapes; flatten or pool before it"
+                f"reads a rank-{len(shape)} input of open sizes {shape}, which TFLite runs as "
+                "a float FULLY_CONNECTED with reshapes; give its input known sizes, or "
+                "flatten or pool before it"
             )
     return None
 
