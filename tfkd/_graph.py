@@ -61,9 +61,10 @@ def leaf_layers(model, subclassed=False, blocks=None):
 
     With `subclassed=True`, into nested subclassed models too, and (unless `blocks=False`)
     into the layers that a layer of the user's own class holds (a block of a subclassed
-    model), each after the layer that holds it: their layers can be read (a summary, the
-    export's settling), but not rebuilt, so surgery leaves them out. Wrappers and the
-    layers of Keras, KerasHub and tfkd are not opened. Before, a `ClusteredLayer` in such a
+    model), or a wrapper not of tfkd (Keras's TimeDistributed), each after the layer that
+    holds it: their layers can be read (a summary, the export's settling), but not
+    rebuilt, so surgery leaves them out. tfkd's wrappers and the other layers of Keras,
+    KerasHub and tfkd are not opened. Before, a `ClusteredLayer` in such a
     block was not found: the export failed, and the summaries left it out.
     """
     for _, layer in leaf_layer_paths(model, subclassed, blocks):
@@ -89,7 +90,7 @@ def _leaves(layers, subclassed, blocks, seen, prefix):
             yield from _leaves(layer.layers, subclassed, blocks, seen, path + "/")
             continue
         yield path, layer
-        if blocks and _holds_own_layers(layer):
+        if blocks and (_holds_own_layers(layer) or is_foreign_wrapper(layer)):
             held = layer._flatten_layers(include_self=False, recursive=False)
             yield from _leaves(held, subclassed, blocks, seen, path + "/")
 

@@ -97,6 +97,9 @@ class Block(L.Layer):
     def call(self, inputs, training=None):
         return self.dense(inputs, training=training)
 
+    def compute_output_shape(self, input_shape):  # for TimeDistributed
+        return self.dense.compute_output_shape(input_shape)
+
 
 class BlockNet(keras.Model):
     def __init__(self):
@@ -120,6 +123,31 @@ def test_a_clustered_layer_inside_a_users_block_is_summarised_and_exported(tmp_p
     _fit(model, x, np.arange(64) % 3, epochs=1, batch_size=32)
     rows = tfkd.cluster.summary(model)
     assert [(row["parameters"], row["unique_values"]) for row in rows] == [(256, 8), (48, 8)]
+    _assert_exports_what_it_predicts(model, x, tmp_path)
+
+
+def test_a_clustered_layer_inside_a_block_that_time_distributed_wraps_is_summarised(tmp_path):
+    # Before, tfkd did not look inside Keras's TimeDistributed: the summaries left out
+    # the clustered Dense of the block it wraps, and off TensorFlow the export's hint did
+    # not name the block the conversion subprocess cannot load.
+    x = np.random.default_rng(0).normal(size=(64, 5, 16)).astype("float32")
+    inputs = keras.Input((5, 16))
+    frames = L.TimeDistributed(Block(16, name="block"), name="frames")(inputs)
+    model = keras.Model(inputs, L.Dense(3, name="head")(L.Flatten()(frames)))
+    _fit(model, x, np.arange(64) % 3, epochs=1, batch_size=32)
+    rows = tfkd.cluster.summary(model)
+    assert [(row["path"], row["unique_values"]) for row in rows] == [
+        ("frames/block/dense", 8),
+        ("head", 240),
+    ]
+    assert [row["path"] for row in tfkd.prune.summary(model).layers] == [
+        "frames/block/dense",
+        "head",
+    ]
+    if keras.backend.backend() != "tensorflow":  # the subprocess cannot import Block
+        with pytest.raises(ValueError, match=r"may not load layers \['block'\]"):
+            tfkd.export_tflite(model, tmp_path / "frames.tflite")
+        return
     _assert_exports_what_it_predicts(model, x, tmp_path)
 
 

@@ -591,8 +591,13 @@ def test_layers_that_time_distributed_wraps_are_named_and_it_is_copied_whole():
     assert "not pruned: 'steps/block/inner_dense' (made by _DenseBlock)" in message
     pruned.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     pruned.fit(x, np.arange(32) % 3, epochs=1, batch_size=16, verbose=0)
-    sparsity = {row["name"]: row["sparsity"] for row in prune.summary(pruned).layers}
-    assert sparsity == {"proj": pytest.approx(0.5, abs=0.03), "head": pytest.approx(0.5, abs=0.03)}
+    sparsity = {row["path"]: row["sparsity"] for row in prune.summary(pruned).layers}
+    assert sparsity == {  # the summary reads what the wrappers hold too
+        "proj": pytest.approx(0.5, abs=0.03),
+        "frames/dense": 0.0,
+        "steps/block/inner_dense": 0.0,
+        "head": pytest.approx(0.5, abs=0.03),
+    }
     with pytest.warns(UserWarning, match=r"not clustered: 'frames/dense' \(in TimeDistributed\)"):
         cluster.cluster_weights(model, 8)
     with warnings.catch_warnings(record=True) as caught:
