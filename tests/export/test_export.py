@@ -159,7 +159,33 @@ def test_time_distributed_and_dense_on_sequences_export_once_for_all_steps(tmp_p
         for batch in (1, 7):  # the file keeps an open batch
             got, expected = tfkd.TFLiteModel(path).predict(x[:batch]), model(x[:batch])
             assert got.shape == (batch, 3)
-            np.testing.assert_allclose(got, expected, atol=1e-5 if quantization is None else 0.1)
+            scale = 1e-5 if quantization is None else 0.05  # int8: about 6 output steps
+            np.testing.assert_allclose(got, expected, atol=scale * np.abs(expected).max())
+
+    # A layer of the user's own may mix the examples of its batch: it keeps Keras's call,
+    # once per step (folded, this one's file disagreed with Keras and was refused).
+    class Centered(keras.layers.Layer):
+        def call(self, inputs):
+            return inputs - keras.ops.mean(inputs, axis=0, keepdims=True)
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+    inputs = keras.Input((4, 6))
+    centered = keras.Model(inputs, keras.layers.TimeDistributed(Centered())(inputs))
+    x = np.random.default_rng(1).normal(size=(5, 4, 6)).astype("float32")
+    report = tfkd.export_tflite(centered, tmp_path / "centered.tflite")
+    assert_tflite_agrees(centered, report.path, x, atol=1e-5)
+    # At training (a thread that trains while another exports), Keras's call: a
+    # BatchNormalization's statistics are each step's.
+    from tfkd.export import _convert
+
+    norm = keras.layers.TimeDistributed(keras.layers.BatchNormalization())
+    frames = x * np.arange(1, 5, dtype="float32")[:, None]  # steps of unlike scales
+    keras_own = keras.ops.convert_to_numpy(norm(frames, training=True))
+    with _convert._time_steps_in_the_batch():
+        folding = keras.ops.convert_to_numpy(norm(frames, training=True))
+    np.testing.assert_allclose(folding, keras_own, atol=1e-5)
 
 
 def test_tracing_for_the_converter_holds_off_other_threads(tmp_path):
@@ -206,6 +232,7 @@ def test_tracing_for_the_converter_holds_off_other_threads(tmp_path):
     assert replaced() == keras_own
     # The pools inherit their call: inherited again, not a copy set on the class.
     assert "call" not in vars(keras.layers.MaxPooling3D)
+    assert "call" not in vars(keras.layers.AveragePooling3D)
 
 
 def test_agreement_of_binary_scores_and_class_ids_is_on_the_class(tmp_path):

@@ -65,8 +65,6 @@ def test_where_keras_moved_its_argmax_export_traces_keras_own(monkeypatch, tmp_p
 
     monkeypatch.delattr(backend, "numpy")
     monkeypatch.setitem(sys.modules, "keras.src.backend.tensorflow.numpy", None)
-    with _convert._builtin_arg_reductions():
-        pass  # nothing to replace
     report = tfkd.export_tflite(_dense(), tmp_path / "dense.tflite")
     assert report.keras_agreement["top1_agreement"] == 1.0
     dense = _dense()

@@ -611,6 +611,22 @@ def test_layers_that_time_distributed_wraps_are_named_and_it_is_copied_whole():
     assert [type(layer).__name__ for layer in clustered.layers][2:4] == ["TimeDistributed"] * 2
     with pytest.raises(ValueError, match=r"proj .*'frames' wraps another layer, whose channels"):
         prune.prune_channels(model, 0.5)
+    # Other wrappers, and a Dense TimeDistributed does not wrap itself, get no Dense hint
+    # (without its wrapper, a SpectralNormalization's Dense would lose its normalization).
+    nested = keras.Sequential([keras.layers.Dense(4, name="inner")], name="nested")
+    other = keras.Sequential(
+        [
+            keras.Input((5, 6)),
+            keras.layers.SpectralNormalization(keras.layers.Dense(4, name="d"), name="sn"),
+            keras.layers.TimeDistributed(nested, name="frames"),
+            keras.layers.Dense(2, name="head"),
+        ]
+    )
+    with pytest.warns(UserWarning) as record:
+        prune.prune(other, 0.5)
+    (message,) = [str(w.message) for w in record if "not tfkd's" in str(w.message)]
+    assert "'sn/d' (in SpectralNormalization), 'frames/nested/inner' (in" in message
+    assert "Dense alone" not in message
 
 
 # Heavy: on JAX, 23 of its 24 s in CI make MobileNetV3Small's weights; what it checks is a

@@ -21,7 +21,8 @@ import numpy as np
 # put the first's replacement back for good. It orders exports only: a thread that runs a
 # model meanwhile runs the replacements too, which compute what Keras computes except on
 # negative Embedding ids, on argmax and argmin ties of -0.0 with +0.0 or with the smallest
-# negative floats (see `_builtin_arg_reductions`) and on a 3D average pool's rounding.
+# negative floats (see `_builtin_arg_reductions`) and on the rounding of a 3D average pool
+# and of a Dense on a sequence (a TimeDistributed folds only at inference).
 # Reentrant, so that an export nested in another on one thread does not wait for itself.
 _TRACING = threading.RLock()
 
@@ -355,38 +356,56 @@ def _pools_3d_as_2d():
 def _time_steps_in_the_batch():
     """While the model is traced for the converter, a TimeDistributed layer with its sizes
     known calls its layer once, on the time steps folded into the batch, and unfolds the
-    result: Keras's calls it once per time step, on slices it stacks again, so the file
-    held the layer's ops once per step (4 CONV_2D for 4 frames) between STRIDED_SLICEs,
-    a PACK and TRANSPOSEs. The layer sees each example of a step alone either way (a
-    layer whose examples mix, such as a BatchNormalization in training, does not run in
-    export). A mask, open sizes, or an output of open sizes keep Keras's own `call`.
+    result; a Dense on inputs of rank 3 or more multiplies their rows in a 2D view.
+
+    Keras's TimeDistributed calls its layer once per time step, on slices it stacks
+    again, so the file held the layer's ops once per step (4 CONV_2D for 4 frames)
+    between STRIDED_SLICEs, a PACK and TRANSPOSEs; Keras's Dense on a sequence read its
+    shape at run time (SHAPE, GATHER, REDUCE_PROD, PACK). Folding is exact where each
+    example is computed alone, so only layers made of Keras's, KerasHub's and tfkd's
+    layers (no Lambda) fold, at inference: a layer of the user's own may mix the
+    examples of a batch (a mean over it), and a BatchNormalization that trains does (in
+    a thread that trains while another exports). The others, a mask, open sizes, an
+    output of open sizes and a layer that cannot take the folded batch keep Keras's
+    own `call`.
     """
     import inspect
 
     import keras
     import tensorflow as tf
 
-    original = keras.layers.TimeDistributed.call
+    from tfkd import _graph
+
+    original, dense_call = keras.layers.TimeDistributed.call, keras.layers.Dense.call
+
+    def per_example(layer):
+        return all(
+            _graph.is_library_class(type(inner)) and not isinstance(inner, keras.layers.Lambda)
+            for inner in layer._flatten_layers(include_self=True)
+        )
 
     def call(self, inputs, training=None, mask=None):
         sizes = tuple(inputs.shape[1:])
-        if mask is not None or not _known_sizes(sizes):
-            return original(self, inputs, training=training, mask=mask)
+        kept = lambda: original(self, inputs, training=training, mask=mask)  # noqa: E731
+        if training or mask is not None or not _known_sizes(sizes) or not per_example(self.layer):
+            return kept()
         arguments = inspect.signature(self.layer.call).parameters
         kwargs = {"training": training} if "training" in arguments else {}
-        outputs = self.layer.call(tf.reshape(inputs, (-1, *sizes[1:])), **kwargs)
+        try:
+            outputs = self.layer.call(tf.reshape(inputs, (-1, *sizes[1:])), **kwargs)
+        except Exception:  # a layer that cannot take the folded batch: traced as Keras does
+            return kept()
         if not tf.is_tensor(outputs) or not _known_sizes(tuple(outputs.shape[1:])):
-            return original(self, inputs, training=training, mask=mask)
+            return kept()
         return tf.reshape(outputs, (-1, sizes[0], *outputs.shape[1:]))
 
     def dense(self, inputs, training=None):
         sizes = tuple(inputs.shape[1:])
         if len(sizes) < 2 or not _known_sizes(sizes):
-            return dense_call(self, inputs, training=training)
-        outputs = dense_call(self, tf.reshape(inputs, (-1, sizes[-1])), training=training)
+            return dense_call(self, inputs)
+        outputs = dense_call(self, tf.reshape(inputs, (-1, sizes[-1])))
         return tf.reshape(outputs, (-1, *sizes[:-1], outputs.shape[-1]))
 
-    dense_call = keras.layers.Dense.call
     with (
         _replaced(keras.layers.TimeDistributed, call=call),
         _replaced(keras.layers.Dense, call=dense),

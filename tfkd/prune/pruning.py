@@ -335,7 +335,11 @@ def _unreached_message(held, include_test, exclude_test, action):
             ):
                 if _graph.is_foreign_wrapper(maker):
                     wrapped.append(f"{path!r} (in {type(maker).__name__})")
-                    dense = dense or isinstance(layer, keras.layers.Dense)
+                    dense = dense or (
+                        isinstance(maker, keras.layers.TimeDistributed)
+                        and maker.layer is layer
+                        and isinstance(layer, keras.layers.Dense)
+                    )
                 else:
                     unreached.append(f"{path!r} (made by {type(maker).__name__})")
         prunable_inside = any(_kernels.unsupported_reason(layer) is None for _, layer, _ in inside)
@@ -353,12 +357,13 @@ def _unreached_message(held, include_test, exclude_test, action):
         )
     if wrapped:
         sentences.append(
-            f"{entry}: these layers are wrapped in a wrapper that is not tfkd's (such as "
-            f"Keras's TimeDistributed), which calls them itself and which the new model "
-            f"keeps whole, so they are not {made}: {', '.join(wrapped)}."
+            f"{entry}: these layers are inside wrappers that are not tfkd's, which call "
+            f"them themselves and which the new model keeps whole, so they are not {made}: "
+            f"{', '.join(wrapped)}."
             + (
                 " A Dense acts on the last axis of inputs of any rank, as "
-                f"TimeDistributed(Dense) does: use the Dense alone to have it {made}."
+                f"TimeDistributed(Dense) does: use the Dense alone, without TimeDistributed, "
+                f"to have it {made}."
                 if dense
                 else ""
             )
@@ -401,7 +406,8 @@ def _held_hint(held, blocks):
         return ""
     return (
         f" Layers of your own class, and wrappers not of tfkd (TimeDistributed), are kept "
-        f"whole, with what they hold: {paths}; wrap those in the code that makes them."
+        f"whole, with what they hold: {paths}; wrap those in the code that makes them, or "
+        "take them out of the wrapper."
     )
 
 
