@@ -146,6 +146,23 @@ def _in_package(cls, *packages):
     return cls.__module__.split(".")[0] in packages
 
 
+def input_shapes(layer):
+    """The shapes of the inputs `layer` reads, at every place a model's graph calls it (a
+    shared layer has several); `[]` for a layer never called in a graph.
+
+    Keras's `layer.input` gives the first call's alone, and Keras 3 has no public way to
+    read the others: this reads the layer's inbound nodes, which
+    `tests/export/test_private_apis.py` checks.
+    """
+    nodes = getattr(layer, "_inbound_nodes", None) or []
+    return [
+        tuple(tensor.shape)
+        for node in nodes
+        for tensor in keras.tree.flatten(node.input_tensors)
+        if hasattr(tensor, "shape")
+    ]
+
+
 def output_layer(model):
     """The layer that computes `model`'s single output, inside nested models too; None
     where the graph does not say (a subclassed model)."""

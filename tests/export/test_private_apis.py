@@ -71,3 +71,14 @@ def test_where_keras_moved_its_argmax_export_traces_keras_own(monkeypatch, tmp_p
     ids = keras.Model(dense.inputs, keras.ops.argmax(dense.outputs[0], axis=-1))
     with pytest.raises(ValueError, match=r"tf\.BitwiseAnd.*select_tf_ops=True"):
         tfkd.export_tflite(ids, tmp_path / "ids.tflite")
+
+
+def test_every_call_of_a_shared_layer_is_read_from_its_inbound_nodes():
+    # `_graph.input_shapes` (quantize_aware's check of a shared Dense) reads Keras's
+    # private `_inbound_nodes`; moved, it would read none and check nothing.
+    from tfkd import _graph
+
+    known, open_length = keras.Input((5, 6)), keras.Input((None, 6))
+    shared = keras.layers.Dense(4)
+    keras.Model([known, open_length], [shared(known), shared(open_length)])
+    assert _graph.input_shapes(shared) == [(None, 5, 6), (None, None, 6)]

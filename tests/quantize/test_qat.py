@@ -249,8 +249,15 @@ def test_layers_the_int8_file_would_run_in_float_are_refused():
         tfkd.quantize.quantize_aware(tanh)
     sequence = keras.Input((None, 8))
     per_step = keras.Model(sequence, keras.layers.Dense(2, name="per_step")(sequence))
-    with pytest.raises(TypeError, match=r"'per_step'.*rank-3 input of open sizes \(None, None"):
+    with pytest.raises(TypeError, match=r"'per_step'.*input of shape \(None, None, 8\), whose"):
         tfkd.quantize.quantize_aware(per_step)
+    # A shared Dense: its second call reads the open length (`layer.input` is the first's).
+    known, open_length = keras.Input((5, 8)), keras.Input((None, 8))
+    shared = keras.layers.Dense(2, name="shared")
+    pooled = [keras.layers.GlobalAveragePooling1D()(shared(x)) for x in (known, open_length)]
+    both = keras.Model([known, open_length], keras.layers.Concatenate()(pooled))
+    with pytest.raises(TypeError, match=r"'shared'.*input of shape \(None, None, 8\)"):
+        tfkd.quantize.quantize_aware(both)
 
 
 def test_a_dense_on_a_sequence_of_known_length_exports_fully_int8(tmp_path):

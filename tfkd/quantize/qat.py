@@ -211,17 +211,15 @@ def _int8_gap(layer):
             "file would run in float; move it to its own keras.layers.Activation layer"
         )
     if isinstance(layer, keras.layers.Dense):
-        try:
-            shape = tuple(layer.input.shape)
-        except (AttributeError, ValueError):  # shared layer: several inputs
-            shape = (None, 1)
-        if len(shape) > 2 and None in shape[1:]:
-            # Known sizes go through a 2D view (`_kernels.forward`): int8.
-            return (
-                f"reads a rank-{len(shape)} input of open sizes {shape}, which TFLite runs as "
-                "a float FULLY_CONNECTED with reshapes; give its input known sizes, or "
-                "flatten or pool before it"
-            )
+        # Known sizes go through a 2D view (`_kernels.forward`): int8. Every call counts:
+        # `layer.input` is a shared layer's first call's alone.
+        for shape in _graph.input_shapes(layer):
+            if len(shape) > 2 and None in shape[1:]:
+                return (
+                    f"reads an input of shape {shape}, whose sizes past the batch are not all "
+                    "known, which TFLite runs as a float FULLY_CONNECTED with reshapes; give "
+                    "its input known sizes, or flatten or pool before it"
+                )
     return None
 
 
