@@ -9,9 +9,9 @@ command loads subpackages when first used, so that `tfkd --help`, `tfkd check` a
 `tfkd report` answer without importing Keras and TensorFlow.
 """
 
-import importlib
-import os
-import sys
+import importlib as _importlib
+import os as _os
+import sys as _sys
 
 __version__ = "0.1.0"
 
@@ -62,9 +62,9 @@ __all__ = [
 
 def __getattr__(name):
     if name in _SUBPACKAGES:
-        return importlib.import_module(f"tfkd.{name}")
+        return _importlib.import_module(f"tfkd.{name}")
     if name in _FROM_SUBPACKAGE:
-        value = getattr(importlib.import_module(f"tfkd.{_FROM_SUBPACKAGE[name]}"), name)
+        value = getattr(_importlib.import_module(f"tfkd.{_FROM_SUBPACKAGE[name]}"), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'tfkd' has no attribute {name!r}")
@@ -82,10 +82,10 @@ def _import_all():
 
 def _is_tfkd_command():
     """Whether this process is the `tfkd` command: its console script or `python -m tfkd`."""
-    argv = getattr(sys, "orig_argv", sys.argv)
+    argv = getattr(_sys, "orig_argv", _sys.argv)
     if "-m" in argv:
         return argv[argv.index("-m") + 1 : argv.index("-m") + 2] == ["tfkd"]
-    return bool(sys.argv) and os.path.basename(sys.argv[0]).split(".")[0] == "tfkd"
+    return bool(_sys.argv) and _os.path.basename(_sys.argv[0]).split(".")[0] == "tfkd"
 
 
 if not _is_tfkd_command():
