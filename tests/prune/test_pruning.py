@@ -497,20 +497,75 @@ class _MyDense(keras.layers.Dense):
     """A user's subclass of a Keras layer that `prune` wraps itself."""
 
 
+class _Scale(keras.layers.Layer):
+    """A user's layer whose `build` makes a weight only: the usual kind."""
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        self.scale = self.add_weight(
+            shape=(shape[-1],), initializer=keras.initializers.Constant(1.0), name="scale"
+        )
+
+    def call(self, inputs):
+        return inputs * self.scale
+
+
+class _ScaleOnTop(_Scale):
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.offset = self.add_weight(shape=(), initializer="zeros")
+
+
+class _LateOnTop(_LateBlock):
+    def build(self, input_shape):
+        super().build(input_shape)
+
+
+def _make_dense():
+    return keras.layers.Dense(4)
+
+
+class _HelperBlock(keras.layers.Layer):
+    def build(self, input_shape):
+        self.dense = _make_dense()
+
+
+def test_a_build_that_makes_weights_alone_is_read_as_such():
+    from tfkd import _build_code
+
+    makes_layers = {
+        cls.__name__: _build_code.build_may_make_layers(cls)
+        for cls in (_Scale, _ScaleOnTop, _LateBlock, _LateOnTop, _HelperBlock, _Twice)
+    }
+    assert makes_layers == {
+        "_Scale": False,  # add_weight, an initializer class, tuple(...)
+        "_ScaleOnTop": False,  # super().build reaches _Scale's
+        "_LateBlock": True,  # keras.layers.Dense(...)
+        "_LateOnTop": True,  # super().build reaches _LateBlock's
+        "_HelperBlock": True,  # a function of the user's own
+        "_Twice": False,  # no build of its own: Keras's
+    }
+    namespace = {"keras": keras}
+    exec("class Unreadable(keras.layers.Layer):\n    def build(self, shape): pass", namespace)
+    assert _build_code.build_may_make_layers(namespace["Unreadable"])  # no source to read
+
+
 def test_a_never_called_block_that_makes_layers_in_build_is_named():
     # Before, such a block held no kernel when `prune` ran: no warning, and the Dense its
     # `build` made when the model was first called stayed dense.
     def model():
-        layers = [_LateBlock(name="late"), _Twice(), _MyDense(8), keras.layers.Dense(3)]
+        layers = [_LateBlock(name="late"), _Scale(), _Twice(), _MyDense(8), keras.layers.Dense(3)]
         return keras.Sequential(layers)
 
     with pytest.warns(UserWarning) as record:
         pruned = prune.prune(model(), 0.5)
     (message,) = [str(w.message) for w in record if "of your own class" in str(w.message)]
     assert "so such layers will not be pruned. Blocks: 'late' (_LateBlock). A" in message
-    assert "_Twice" not in message and "_MyDense" not in message  # no build / wrapped
+    # No build / weights alone (before, named) / wrapped.
+    assert "_Twice" not in message and "_Scale" not in message and "_MyDense" not in message
     assert [type(layer).__name__ for layer in pruned.layers] == [
         "_LateBlock",
+        "_Scale",
         "_Twice",
         "PrunedLayer",
         "PrunedLayer",

@@ -7,7 +7,7 @@ import warnings
 import keras
 import numpy as np
 
-from tfkd import _checks, _graph, _kernels
+from tfkd import _build_code, _checks, _graph, _kernels
 from tfkd.prune import schedules
 from tfkd.prune.wrapper import (
     PrunedLayer,
@@ -386,11 +386,11 @@ def _unreached_message(held, include_test, exclude_test, action):
 def _may_build_layers(block):
     """Whether `block` (a layer of the user's own class) is not built, is not a layer that
     the selection wraps itself (a subclass of Keras's Dense), and has a `build` of the
-    user's own code, which may make layers."""
+    user's own code that may make layers (`_build_code`: one that makes weights alone
+    is not named)."""
     if block.built or _kernels.unsupported_reason(block) is None:
         return False
-    maker = next(c for c in type(block).__mro__ if "build" in vars(c))
-    return not _graph.is_library_class(maker)
+    return _build_code.build_may_make_layers(type(block))
 
 
 def _held_hint(held, blocks):
