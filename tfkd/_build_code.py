@@ -1,90 +1,104 @@
-"""Whether a layer class's own `build` may make layers, read from its source.
+"""Whether a layer's own `build` may make layers, read from its source.
 
 `prune` keeps a block of the user's own class whole, and in a model never called it cannot
-see the layers such a block's `build` will make. Most user layers' `build` makes weights
-only (`self.add_weight`), and warning about each was noise: this reads the code instead.
+see the layers such a block's `build` will make, so it names the block. Most user layers'
+`build` makes weights only (`self.add_weight`), and naming each was noise. A build is read
+as weights-only when every call in it is one of a few known kinds; anything else, or a
+build whose source cannot be read, may make layers (a wrong "may" keeps a warning, a wrong
+"no" would hide one).
 """
 
 import ast
 import builtins
 import inspect
+import math
 import textwrap
 
 import keras
+import numpy as np
 
 from tfkd import _graph
 
 # Calls on the layer itself that make weights, not layers.
-_WEIGHT_MAKERS = {"add_weight", "add_variable", "build"}
+_WEIGHT_MAKERS = ("add_weight", "add_variable")
+# Keras's modules whose functions and classes make no layer.
+_NO_LAYERS = ("ops", "initializers", "regularizers", "constraints", "backend", "dtype_policies")
 
 
-def build_may_make_layers(cls):
-    """Whether the `build` that `cls` runs (the first class in its MRO that defines one)
-    is the user's and may make layers: it calls a Layer class, a function or method of
-    the user's own, or something it does not name plainly; or its source cannot be read.
-    A `super().build(...)` counts as the `build` it reaches; `self.<layer>.build(...)`
-    and `self.add_weight(...)` make no layer; classes that are not layers (initializers,
-    `InputSpec`), builtins and library functions neither."""
-    owner = next((c for c in cls.__mro__ if "build" in vars(c)), None)
-    if owner is None or _graph.is_library_class(owner):
-        return False
-    build = vars(owner)["build"]
+def build_may_make_layers(layer):
+    """Whether the `build` that `layer` runs is the user's and may make layers: it makes
+    none where each call it holds is `self.add_weight(...)`, a builtin, a numpy, math or
+    `keras.ops` function, an initializer, regularizer or constraint, `keras.InputSpec`, a
+    method of one of its arguments (`input_shape.as_list()`), `self.<attr>.build(...)` of
+    a layer that makes none itself (Keras's, or the user's by the same reading), or
+    `super().build(...)` that reaches Keras's `Layer.build` or such a build."""
     try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(build)))
-    except (OSError, TypeError, SyntaxError):
+        return _from(type(layer), 0, layer)
+    except Exception:  # a build this does not understand: it may
         return True
-    parent = cls.__mro__[cls.__mro__.index(owner) + 1]
-    local = _local_names(tree)
-    calls = (node.func for node in ast.walk(tree) if isinstance(node, ast.Call))
-    return any(_may_make_layers(call, build.__globals__, local, parent) for call in calls)
 
 
-def _may_make_layers(function, namespace, local, parent):
-    if _is_super_call(function):  # super().build(...), or super() itself
-        return isinstance(function, ast.Attribute) and (
-            function.attr != "build" or build_may_make_layers(parent)
-        )
+def _from(cls, start, layer):
+    """Whether the first `build` in `cls.__mro__[start:]` may make layers."""
+    mro = cls.__mro__
+    index = next(i for i in range(start, len(mro)) if "build" in vars(mro[i]))
+    owner = mro[index]
+    if owner is keras.layers.Layer:
+        return False
+    if _graph.is_library_class(owner):  # Keras's own layers' builds make their sublayers
+        return start > 0
+    build = inspect.unwrap(getattr(vars(owner)["build"], "__func__", vars(owner)["build"]))
+    tree = ast.parse(textwrap.dedent(inspect.getsource(build)))
+    (definition,) = tree.body
+    arguments = {argument.arg for argument in definition.args.args[1:]}
+    calls = [node.func for node in ast.walk(tree) if isinstance(node, ast.Call)]
+    return any(_may(call, build.__globals__, arguments, cls, index + 1, layer) for call in calls)
+
+
+def _may(function, namespace, arguments, cls, parent, layer):
     names = _dotted(function)
+    if _reaches_super(function):
+        return function.attr != "build" or _from(cls, parent, layer)
     if names is None:
         return True
     if names == ("super",):
         return False
     if names[0] == "self":
-        return not (len(names) >= 2 and names[-1] in _WEIGHT_MAKERS)
-    if names[0] in local:  # a method of a value made here (`input_shape.as_list()`)
-        return len(names) == 1
+        return _may_on_self(names[1:], layer)
+    if names[0] in arguments and len(names) > 1:  # input_shape.as_list()
+        return False
     value = _resolve(names, namespace)
-    if value is _UNRESOLVED:
+    return value is _UNRESOLVED or not _makes_no_layer(value)
+
+
+def _may_on_self(names, layer):
+    if len(names) == 1:
+        return names[0] not in _WEIGHT_MAKERS
+    if len(names) == 2 and names[1] == "build":
+        held = getattr(layer, names[0], None)
+        if isinstance(held, keras.layers.Layer):
+            return _graph.is_library_class(type(held)) is False and _from(type(held), 0, held)
+    return True
+
+
+def _makes_no_layer(value):
+    if value is keras.InputSpec or any(value is item for item in vars(builtins).values()):
         return True
-    if isinstance(value, type):
-        return issubclass(value, keras.layers.Layer)
     module = getattr(value, "__module__", None) or ""
-    return module.split(".")[0] not in _LIBRARIES
+    parts = module.split(".")
+    if parts[:2] == ["keras", "src"] and len(parts) > 2 and parts[2] in _NO_LAYERS:
+        return True
+    return any(
+        value is getattr(library, getattr(value, "__name__", ""), None) for library in (np, math)
+    )
 
-
-# Modules whose functions make no layer of the user's (Keras's own layer classes are
-# caught as classes).
-_LIBRARIES = ("keras", "numpy", "tensorflow", "jax", "torch", "math", "builtins", "tfkd")
 
 _UNRESOLVED = object()
 
 
-def _local_names(tree):
-    """The names `build` takes as arguments or assigns."""
-    arguments = {node.arg for node in ast.walk(tree) if isinstance(node, ast.arg)}
-    stored = {
-        node.id
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)
-    }
-    return (arguments | stored) - {"self"}
-
-
-def _is_super_call(function):
+def _reaches_super(function):
     base = function.value if isinstance(function, ast.Attribute) else None
-    return (
-        isinstance(base, ast.Call) and isinstance(base.func, ast.Name) and base.func.id == "super"
-    )
+    return isinstance(base, ast.Call) and _dotted(base.func) == ("super",)
 
 
 def _dotted(function):
@@ -107,8 +121,7 @@ def _resolve(names, namespace):
     else:
         return _UNRESOLVED
     for name in names[1:]:
-        try:
-            value = getattr(value, name)
-        except AttributeError:
-            return _UNRESOLVED
+        value = getattr(value, name, _UNRESOLVED)
+        if value is _UNRESOLVED:
+            break
     return value

@@ -530,11 +530,63 @@ class _HelperBlock(keras.layers.Layer):
         self.dense = _make_dense()
 
 
+class _Maker:
+    """Not a layer, but makes one."""
+
+    def make(self):
+        return keras.layers.Dense(4)
+
+
+class _LocalAlias(keras.layers.Layer):
+    def build(self, input_shape):
+        layers = keras.layers
+        self.dense = layers.Dense(4)
+
+
+class _PlainClass(keras.layers.Layer):
+    def build(self, input_shape):
+        self.maker = _Maker()
+
+
+class _Deserialized(keras.layers.Layer):
+    def build(self, input_shape):
+        self.dense = keras.layers.deserialize({"class_name": "Dense", "config": {"units": 4}})
+
+
+class _AttentionOnTop(keras.layers.MultiHeadAttention):
+    def build(self, *shapes):  # Keras's build, which makes sublayers
+        super().build(*shapes)
+
+
+class _BuildsHeld(keras.layers.Layer):
+    def __init__(self, inner, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = inner
+
+    def build(self, input_shape):
+        self.inner.build(input_shape)
+
+
+class _Mixin(keras.layers.Layer):
+    def build(self, input_shape):
+        super().build(input_shape)
+
+
+class _Cooperative(_Mixin, _LateBlock):
+    """_Mixin's super().build reaches _LateBlock's in this class's MRO."""
+
+
+class _Traced(keras.layers.Layer):
+    @staticmethod
+    def build(input_shape):
+        print(len(input_shape))
+
+
 def test_a_build_that_makes_weights_alone_is_read_as_such():
     from tfkd import _build_code
 
     makes_layers = {
-        cls.__name__: _build_code.build_may_make_layers(cls)
+        cls.__name__: _build_code.build_may_make_layers(cls())
         for cls in (_Scale, _ScaleOnTop, _LateBlock, _LateOnTop, _HelperBlock, _Twice)
     }
     assert makes_layers == {
@@ -545,9 +597,21 @@ def test_a_build_that_makes_weights_alone_is_read_as_such():
         "_HelperBlock": True,  # a function of the user's own
         "_Twice": False,  # no build of its own: Keras's
     }
+    # Read as may: each of these makes a layer, or may (a wrong "no" hides a warning).
+    may = [
+        _LocalAlias(),
+        _PlainClass(),
+        _Deserialized(),
+        _AttentionOnTop(2, 4),
+        _BuildsHeld(_LateBlock()),
+        _Cooperative(),
+    ]
+    assert [_build_code.build_may_make_layers(layer) for layer in may] == [True] * 6
+    assert not _build_code.build_may_make_layers(_BuildsHeld(keras.layers.Dense(4)))
+    assert not _build_code.build_may_make_layers(_Traced())  # a staticmethod: read, not raised
     namespace = {"keras": keras}
     exec("class Unreadable(keras.layers.Layer):\n    def build(self, shape): pass", namespace)
-    assert _build_code.build_may_make_layers(namespace["Unreadable"])  # no source to read
+    assert _build_code.build_may_make_layers(namespace["Unreadable"]())  # no source to read
 
 
 def test_a_never_called_block_that_makes_layers_in_build_is_named():

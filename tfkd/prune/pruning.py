@@ -390,7 +390,7 @@ def _may_build_layers(block):
     is not named)."""
     if block.built or _kernels.unsupported_reason(block) is None:
         return False
-    return _build_code.build_may_make_layers(type(block))
+    return _build_code.build_may_make_layers(block)
 
 
 def _held_hint(held, blocks):
