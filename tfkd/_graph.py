@@ -116,6 +116,11 @@ def is_foreign_wrapper(layer):
     return isinstance(layer, keras.layers.Wrapper) and not _in_package(type(layer), "tfkd")
 
 
+def is_tfkd_wrapper(layer):
+    """Whether `layer` is one of tfkd's wrappers (pruning's, clustering's, QAT's)."""
+    return isinstance(layer, keras.layers.Wrapper) and _in_package(type(layer), "tfkd")
+
+
 def _held(container, path, maker, seen):
     for layer in container._flatten_layers(include_self=False, recursive=False):
         if id(layer) in seen:
@@ -146,9 +151,10 @@ def _in_package(cls, *packages):
     return cls.__module__.split(".")[0] in packages
 
 
-def input_shapes(layer):
+def call_input_shapes(layer):
     """The shapes of the inputs `layer` reads, at every place a model's graph calls it (a
-    shared layer has several); `[]` for a layer never called in a graph.
+    shared layer has several; a model since thrown away counts too); `[]` for a layer
+    never called in a graph.
 
     Keras's `layer.input` gives the first call's alone, and Keras 3 has no public way to
     read the others: this reads the layer's inbound nodes, which

@@ -96,14 +96,25 @@ def forward(layer, inputs, kernel, bias=None, activation=True):
 
 
 def _rows_times(inputs, kernel):
-    """`inputs @ kernel`; inputs of rank 3 or more whose sizes are known go through a 2D
-    view (rows of the last axis), which LiteRT runs as one FULLY_CONNECTED between
-    RESHAPEs (in int8 too) instead of reading the shape at run time."""
+    return on_rows(inputs, lambda rows: ops.matmul(rows, kernel))
+
+
+def on_rows(inputs, function):
+    """`function(inputs)` for a function of the last axis alone (a Dense's), through a 2D
+    view of the rows where `inputs` has rank 3 or more and `known_sizes`: LiteRT then runs
+    a Dense as one FULLY_CONNECTED between RESHAPEs (in int8 too), where the matmul of a
+    sequence reads its shape at run time and stays in float. Export's Dense and the
+    wrappers' forward pass use it; `quantize_aware` refuses what it leaves alone."""
     sizes = tuple(inputs.shape[1:])
-    if len(sizes) < 2 or not all(isinstance(size, int) for size in sizes):
-        return ops.matmul(inputs, kernel)
-    outputs = ops.matmul(ops.reshape(inputs, (-1, sizes[-1])), kernel)
-    return ops.reshape(outputs, (-1, *sizes[:-1], kernel.shape[-1]))
+    if len(sizes) < 2 or not known_sizes(sizes):
+        return function(inputs)
+    outputs = function(ops.reshape(inputs, (-1, sizes[-1])))
+    return ops.reshape(outputs, (-1, *sizes[:-1], outputs.shape[-1]))
+
+
+def known_sizes(sizes):
+    """Whether `sizes` (a shape past its batch axis) are all known: ints above 0."""
+    return bool(sizes) and all(isinstance(size, int) and size > 0 for size in sizes)
 
 
 def take_rows(table, ids):

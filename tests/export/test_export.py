@@ -178,12 +178,12 @@ def test_time_distributed_and_dense_on_sequences_export_once_for_all_steps(tmp_p
     assert_tflite_agrees(centered, report.path, x, atol=1e-5)
     # At training (a thread that trains while another exports), Keras's call: a
     # BatchNormalization's statistics are each step's.
-    from tfkd.export import _convert
+    from tfkd.export import _tracing
 
     norm = keras.layers.TimeDistributed(keras.layers.BatchNormalization())
     frames = x * np.arange(1, 5, dtype="float32")[:, None]  # steps of unlike scales
     keras_own = keras.ops.convert_to_numpy(norm(frames, training=True))
-    with _convert._time_steps_in_the_batch():
+    with _tracing._time_steps_in_the_batch():
         folding = keras.ops.convert_to_numpy(norm(frames, training=True))
     np.testing.assert_allclose(folding, keras_own, atol=1e-5)
 
@@ -192,17 +192,17 @@ def test_tracing_for_the_converter_holds_off_other_threads(tmp_path):
     # While a model is traced, export replaces Keras's Embedding lookup and argmax in the
     # whole process; before, a second thread could export (and undo them) meanwhile.
     from tfkd import _kernels
-    from tfkd.export import _convert
+    from tfkd.export import _tracing
 
     held = []
 
     class Probe(keras.layers.Layer):
         def call(self, inputs):
             def try_to_take():
-                taken = _convert._TRACING.acquire(blocking=False)
+                taken = _tracing._TRACING.acquire(blocking=False)
                 held.append(not taken)
                 if taken:
-                    _convert._TRACING.release()
+                    _tracing._TRACING.release()
 
             other = threading.Thread(target=try_to_take)
             other.start()

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 import tfkd
-from tfkd.export import _convert, _interpreter
+from tfkd.export import _convert, _interpreter, _tracing
 
 
 def _dense():
@@ -45,12 +45,12 @@ def test_ops_details_lists_the_ops_of_a_file_in_order():
 
 
 def test_keras_tensorflow_backend_argmax_is_where_export_replaces_it():
-    # `_convert._builtin_arg_reductions` replaces these while tracing (a model ending in
+    # `_tracing._builtin_arg_reductions` replaces these while tracing (a model ending in
     # argmax exports with LiteRT's ARG_MAX); moved, export would trace Keras's own (Flex).
     from keras.src.backend.tensorflow import numpy as backend_numpy
 
     keras_own = backend_numpy.argmax, backend_numpy.argmin
-    with _convert._builtin_arg_reductions():
+    with _tracing._builtin_arg_reductions():
         assert (backend_numpy.argmax, backend_numpy.argmin) != keras_own
         x = tf.constant([[0.0, 2.0, -1.0]])
         assert backend_numpy.argmax(x, -1).numpy().tolist() == [1]
@@ -74,11 +74,11 @@ def test_where_keras_moved_its_argmax_export_traces_keras_own(monkeypatch, tmp_p
 
 
 def test_every_call_of_a_shared_layer_is_read_from_its_inbound_nodes():
-    # `_graph.input_shapes` (quantize_aware's check of a shared Dense) reads Keras's
+    # `_graph.call_input_shapes` (quantize_aware's check of a shared Dense) reads Keras's
     # private `_inbound_nodes`; moved, it would read none and check nothing.
     from tfkd import _graph
 
     known, open_length = keras.Input((5, 6)), keras.Input((None, 6))
     shared = keras.layers.Dense(4)
     keras.Model([known, open_length], [shared(known), shared(open_length)])
-    assert _graph.input_shapes(shared) == [(None, 5, 6), (None, None, 6)]
+    assert _graph.call_input_shapes(shared) == [(None, 5, 6), (None, None, 6)]

@@ -634,6 +634,15 @@ def test_a_never_called_block_that_makes_layers_in_build_is_named():
         "PrunedLayer",
         "PrunedLayer",
     ]
+    # A block that a TimeDistributed wraps is named by its path (before, not at all).
+    steps = keras.Sequential(
+        [
+            keras.layers.TimeDistributed(_LateBlock(name="inner"), name="steps"),
+            keras.layers.Dense(3),
+        ]
+    )
+    with pytest.warns(UserWarning, match=r"Blocks: 'steps/inner' \(_LateBlock\)\."):
+        prune.prune(steps, 0.5)
     built = model()
     built(np.zeros((1, 8), "float32"))
     with pytest.warns(UserWarning, match=r"not pruned: 'late/late_dense' \(made by _LateBlock\)"):

@@ -159,7 +159,7 @@ def _take_weights(wrapper, layer, norm=None):
 
 def _refuse_wrapped(model):
     for layer in _graph.leaf_layers(model):
-        if isinstance(layer, keras.layers.Wrapper) and not _graph.is_foreign_wrapper(layer):
+        if _graph.is_tfkd_wrapper(layer):
             kind = type(layer).__name__
             fix = {
                 "QuantizeWrapper": "Cluster the float model, then call "

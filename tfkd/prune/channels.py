@@ -214,7 +214,7 @@ def _describe(graph, group):
 
 def _refuse_wrapped(model):
     for layer in _graph.leaf_layers(model):
-        if isinstance(layer, keras.layers.Wrapper) and not _graph.is_foreign_wrapper(layer):
+        if _graph.is_tfkd_wrapper(layer):
             fix = (
                 "Call tfkd.prune.shrink(model) first."
                 if isinstance(layer, ChannelMask)

@@ -7,8 +7,8 @@ import warnings
 import keras
 import numpy as np
 
-from tfkd import _build_code, _checks, _graph, _kernels
-from tfkd.prune import schedules
+from tfkd import _checks, _graph, _kernels
+from tfkd.prune import _unreached, schedules
 from tfkd.prune.wrapper import (
     PrunedLayer,
     PruningGroup,
@@ -164,7 +164,8 @@ def summary(model, pattern=None):
     """Reports the sparsity of every prunable kernel in `model`.
 
     Reads pruned (`PrunedLayer`), stripped and quantization-aware (`QuantizeWrapper`)
-    layers, in nested and subclassed models too.
+    layers, in nested and subclassed models too, and the kernels inside blocks of your
+    own and wrappers not of tfkd (TimeDistributed), which `prune` keeps whole.
 
     Args:
         model: a Keras model.
@@ -243,25 +244,13 @@ def follows_pattern(kernel, n, m, axis=-2):
     return bool(np.all(np.count_nonzero(groups, axis=-1) <= n))
 
 
-# By action: the entry point, what it makes of a layer, and the wrapper a user's block
-# can hold instead (for `_select`'s warning).
-_ACTIONS = {
-    "prune": ("tfkd.prune.prune", "pruned", "tfkd.prune.PrunedLayer(layer, schedule)"),
-    "cluster": (
-        "tfkd.cluster.cluster_weights",
-        "clustered",
-        "tfkd.cluster.ClusteredLayer(layer, clusters)",
-    ),
-}
-
-
 def _select(layers, include, exclude, action="prune", stacklevel=3, warn=True):
     """The layers to `action` ("prune", "cluster"): those with a supported kernel, picked
     by `include` and `exclude`. With `warn`, warns about the layers that the selection
     would pick inside a block of the user's own class, which the rebuilt model keeps as
     they are (`stacklevel`: as in `warnings.warn`, counted from here)."""
     names, held, include_test, exclude_test = _selectors(layers, include, exclude)
-    message = _unreached_message(held, include_test, exclude_test, action)
+    message = _unreached.message(held, include_test, exclude_test, action)
     if message and warn:
         warnings.warn(message, stacklevel=stacklevel)
     selected = []
@@ -303,94 +292,11 @@ def _selectors(layers, include, exclude):
 
 def _unreached_layers(model, include=None, exclude=None, action="prune"):
     """The warning `prune` (or `cluster_weights`, with `action="cluster"`) gives for the
-    layers inside blocks of the user's own class that it leaves as they are, or None
-    (for a stage, which logs it once). `model` and the selectors as `prune` checks them."""
+    layers inside blocks of the user's own class, and inside wrappers not of tfkd, that it
+    leaves as they are, or None (for a stage, which logs it once). `model` and the
+    selectors as `prune` checks them."""
     _, held, *tests = _selectors(list(_graph.leaf_layers(model)), include, exclude)
-    return _unreached_message(held, *tests, action)
-
-
-def _unreached_message(held, include_test, exclude_test, action):
-    """The warning for the layers inside `held`'s blocks that `include_test` (or the
-    default: every supported kernel) picks and `exclude_test` does not leave out, and,
-    with the default selection, for blocks not built yet whose own `build` may make
-    layers (a never-called model's); None when there are none. A selector function that
-    raises on such a layer (it was not in the model's layers before) does not pick it:
-    an `include` leaves it out of the warning, an `exclude` leaves it in."""
-
-    def picks(test, layer):
-        try:
-            return bool(test(layer))
-        except Exception:  # the user's function, on a layer it may not expect
-            return False
-
-    unreached, wrapped, unbuilt, dense = [], [], [], False
-    for block, inside in held.items():
-        if exclude_test is not None and picks(exclude_test, block):
-            continue
-        for path, layer, maker in inside:
-            if (
-                _kernels.unsupported_reason(layer) is None
-                and (include_test is None or picks(include_test, layer))
-                and (exclude_test is None or not picks(exclude_test, layer))
-            ):
-                if _graph.is_foreign_wrapper(maker):
-                    wrapped.append(f"{path!r} (in {type(maker).__name__})")
-                    dense = dense or (
-                        isinstance(maker, keras.layers.TimeDistributed)
-                        and maker.layer is layer
-                        and isinstance(layer, keras.layers.Dense)
-                    )
-                else:
-                    unreached.append(f"{path!r} (made by {type(maker).__name__})")
-        prunable_inside = any(_kernels.unsupported_reason(layer) is None for _, layer, _ in inside)
-        if include_test is None and not prunable_inside and _may_build_layers(block):
-            unbuilt.append(f"{block.name!r} ({type(block).__name__})")
-    entry, made, wrapper = _ACTIONS[action]
-    sentences = []
-    if unreached:
-        sentences.append(
-            f"{entry}: these layers are inside layers of your own class, which the new model "
-            f"keeps whole (their code makes them), so they are not {made}: "
-            f"{', '.join(unreached)}. To have them {made}, wrap each in {wrapper} in the "
-            "code that makes it; to leave them as they are without this warning, pass the "
-            "outer blocks' names in `exclude`."
-        )
-    if wrapped:
-        sentences.append(
-            f"{entry}: these layers are inside wrappers that are not tfkd's, which call "
-            f"them themselves and which the new model keeps whole, so they are not {made}: "
-            f"{', '.join(wrapped)}."
-            + (
-                " A Dense acts on the last axis of inputs of any rank, as "
-                f"TimeDistributed(Dense) does: use the Dense alone, without TimeDistributed, "
-                f"to have it {made}."
-                if dense
-                else ""
-            )
-            + " To leave them as they are without this warning, pass the wrappers' names "
-            "in `exclude`."
-        )
-    if unbuilt:
-        sentences.append(
-            f"{entry}: these layers of your own class are not built yet (the model was never "
-            f"called), so the layers their `build` makes, if any, cannot be seen; the new "
-            f"model keeps the blocks whole, so such layers will not be {made}. Blocks: "
-            f"{', '.join(unbuilt)}. A `build` that makes only weights is fine; otherwise "
-            "build the model first (call it on a batch, or start a keras.Sequential with a "
-            "keras.Input) to have those layers named, or pass the blocks' names in `exclude` "
-            "to leave them as they are without this warning."
-        )
-    return " ".join(sentences) or None
-
-
-def _may_build_layers(block):
-    """Whether `block` (a layer of the user's own class) is not built, is not a layer that
-    the selection wraps itself (a subclass of Keras's Dense), and has a `build` of the
-    user's own code that may make layers (`_build_code`: one that makes weights alone
-    is not named)."""
-    if block.built or _kernels.unsupported_reason(block) is None:
-        return False
-    return _build_code.build_may_make_layers(block)
+    return _unreached.message(held, *tests, action)
 
 
 def _held_hint(held, blocks):

@@ -211,10 +211,10 @@ def _int8_gap(layer):
             "file would run in float; move it to its own keras.layers.Activation layer"
         )
     if isinstance(layer, keras.layers.Dense):
-        # Known sizes go through a 2D view (`_kernels.forward`): int8. Every call counts:
+        # Known sizes go through a 2D view (`_kernels.on_rows`): int8. Every call counts:
         # `layer.input` is a shared layer's first call's alone.
-        for shape in _graph.input_shapes(layer):
-            if len(shape) > 2 and None in shape[1:]:
+        for shape in _graph.call_input_shapes(layer):
+            if len(shape) > 2 and not _kernels.known_sizes(shape[1:]):
                 return (
                     f"reads an input of shape {shape}, whose sizes past the batch are not all "
                     "known, which TFLite runs as a float FULLY_CONNECTED with reshapes; give "
