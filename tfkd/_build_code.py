@@ -77,7 +77,7 @@ def _may_on_self(names, layer):
     if len(names) == 2 and names[1] == "build":
         held = getattr(layer, names[0], None)
         if isinstance(held, keras.layers.Layer):
-            return _graph.is_library_class(type(held)) is False and _from(type(held), 0, held)
+            return not _graph.is_library_class(type(held)) and _from(type(held), 0, held)
     return True
 
 

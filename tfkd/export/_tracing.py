@@ -14,15 +14,15 @@ from tfkd import _kernels
 # Held while a model is traced for the converter (`for_the_converter`), which replaces
 # Keras's Embedding lookup, argmax, reshaping layers, 3D pools, TimeDistributed and Dense in
 # the whole process meanwhile (`_lookups_as_given`, `_builtin_arg_reductions`,
-# `_reshapes_with_an_open_batch`, `_pools_3d_as_2d`, `_time_steps_in_the_batch`): without
-# it, two threads exporting at once would each trace with the other's replacement half
-# undone, and the last to finish would put the first's replacement back for good. It orders
-# exports only: a thread that runs a model meanwhile runs the replacements too, which
-# compute what Keras computes except on negative Embedding ids, on argmax and argmin ties of
-# -0.0 with +0.0 or with the smallest negative floats (see `_builtin_arg_reductions`) and on
-# the rounding of a 3D average pool and of a Dense on a sequence (a TimeDistributed folds
-# only at inference). Reentrant, so that an export nested in another on one thread does not
-# wait for itself.
+# `_reshapes_with_an_open_batch`, `_pools_3d_as_2d`, `_time_steps_in_the_batch`,
+# `_dense_on_rows`): without it, two threads exporting at once would each trace with the
+# other's replacement half undone, and the last to finish would put the first's
+# replacement back for good. It orders exports only: a thread that runs a model meanwhile
+# runs the replacements too, which compute what Keras computes except on negative Embedding
+# ids, on argmax and argmin ties of -0.0 with +0.0 or with the smallest negative floats (see
+# `_builtin_arg_reductions`) and on the rounding of a 3D average pool and of a Dense on a
+# sequence (a TimeDistributed folds only at inference). Reentrant, so that an export nested
+# in another on one thread does not wait for itself.
 _TRACING = threading.RLock()
 
 
@@ -36,6 +36,7 @@ def for_the_converter():
         _reshapes_with_an_open_batch(),
         _pools_3d_as_2d(),
         _time_steps_in_the_batch(),
+        _dense_on_rows(),
     ):
         yield
 
@@ -218,12 +219,11 @@ def _pools_3d_as_2d():
 def _time_steps_in_the_batch():
     """While the model is traced for the converter, a TimeDistributed layer with its sizes
     known calls its layer once, on the time steps folded into the batch, and unfolds the
-    result; a Dense on inputs of rank 3 or more multiplies their rows in a 2D view.
+    result.
 
     Keras's TimeDistributed calls its layer once per time step, on slices it stacks
     again, so the file held the layer's ops once per step (4 CONV_2D for 4 frames)
-    between STRIDED_SLICEs, a PACK and TRANSPOSEs; Keras's Dense on a sequence read its
-    shape at run time (SHAPE, GATHER, REDUCE_PROD, PACK). Folding is exact where each
+    between STRIDED_SLICEs, a PACK and TRANSPOSEs. Folding is exact where each
     example is computed alone, so only layers made of Keras's, KerasHub's and tfkd's
     layers (no Lambda) fold, at inference: a layer of the user's own may mix the
     examples of a batch (a mean over it), and a BatchNormalization that trains does (in
@@ -238,7 +238,7 @@ def _time_steps_in_the_batch():
 
     from tfkd import _graph
 
-    original, dense_call = keras.layers.TimeDistributed.call, keras.layers.Dense.call
+    original = keras.layers.TimeDistributed.call
 
     def per_example(layer):
         return all(
@@ -266,13 +266,23 @@ def _time_steps_in_the_batch():
             return kept()
         return tf.reshape(outputs, (-1, sizes[0], *outputs.shape[1:]))
 
-    def dense(self, inputs, training=None):
-        return _kernels.on_rows(inputs, lambda rows: dense_call(self, rows))
+    with _replaced(keras.layers.TimeDistributed, call=call):
+        yield
 
-    with (
-        _replaced(keras.layers.TimeDistributed, call=call),
-        _replaced(keras.layers.Dense, call=dense),
-    ):
+
+@contextlib.contextmanager
+def _dense_on_rows():
+    """While the model is traced for the converter, a Dense on inputs of rank 3 or more
+    with known sizes multiplies their rows in a 2D view (`_kernels.on_rows`): Keras's
+    Dense on a sequence read its shape at run time (SHAPE, GATHER, REDUCE_PROD, PACK)."""
+    import keras
+
+    original = keras.layers.Dense.call
+
+    def call(self, inputs, training=None):
+        return _kernels.on_rows(inputs, lambda rows: original(self, rows))
+
+    with _replaced(keras.layers.Dense, call=call):
         yield
 
 
