@@ -136,6 +136,12 @@ def test_3d_pools_export_as_2d_pools_without_flex(tmp_path):
             step = (x.max() - x.min()) / 255  # the int8 input's scale
             atol = 1e-5 if quantization is None else 1.5 * step
             np.testing.assert_allclose(received, wanted, atol=atol)
+    # As users write it: a Sequential never called, built by export on the data.
+    pools = keras.Sequential([keras.layers.MaxPooling3D(2), keras.layers.AveragePooling3D(2)])
+    report = tfkd.export_tflite(pools, tmp_path / "sequential.tflite", representative_data=x)
+    kinds = {name.split("[")[0] for name in report.ops}
+    assert kinds == {"AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE"}, report.ops
+    assert_tflite_agrees(pools, report.path, x, atol=1e-5)
 
 
 def test_time_distributed_and_dense_on_sequences_export_once_for_all_steps(tmp_path):
@@ -161,6 +167,13 @@ def test_time_distributed_and_dense_on_sequences_export_once_for_all_steps(tmp_p
             assert got.shape == (batch, 3)
             scale = 1e-5 if quantization is None else 0.05  # int8: about 6 output steps
             np.testing.assert_allclose(got, expected, atol=scale * np.abs(expected).max())
+    # As users write it: a Sequential never called, built by export on the data.
+    frames = keras.Sequential(
+        [keras.layers.TimeDistributed(keras.layers.Conv2D(2, 3)), keras.layers.Dense(4)]
+    )
+    report = tfkd.export_tflite(frames, tmp_path / "sequential.tflite", representative_data=x)
+    assert report.ops["CONV_2D[float32]"] == 1 and report.ops["FULLY_CONNECTED[float32]"] == 1
+    assert_tflite_agrees(frames, report.path, x, atol=1e-5)
 
     # A layer of the user's own may mix the examples of its batch: it keeps Keras's call,
     # once per step (folded, this one's file disagreed with Keras and was refused).
