@@ -189,6 +189,18 @@ def test_time_distributed_and_dense_on_sequences_export_once_for_all_steps(tmp_p
     x = np.random.default_rng(1).normal(size=(5, 4, 6)).astype("float32")
     report = tfkd.export_tflite(centered, tmp_path / "centered.tflite")
     assert_tflite_agrees(centered, report.path, x, atol=1e-5)
+    # Keras's own layers and ops mix them where told to: those keep Keras's call too
+    # (folded, both files disagreed with Keras and were refused), where the same block
+    # over its last axis folds.
+    rows = keras.Input((6,))
+    for axis, folds in ((0, False), (-1, True)):
+        centered = keras.ops.mean(rows, axis=axis, keepdims=True)
+        block = keras.Model(rows, keras.layers.Dense(5)(rows - centered))
+        for wrapped in (block, keras.layers.Softmax(axis=axis)):
+            model = keras.Model(inputs, keras.layers.TimeDistributed(wrapped)(inputs))
+            report = tfkd.export_tflite(model, tmp_path / "mixing.tflite")
+            assert ("STRIDED_SLICE[float32]" not in report.ops) is folds, report.ops
+            assert_tflite_agrees(model, report.path, x, atol=1e-5)
     # At training (a thread that trains while another exports), Keras's call: a
     # BatchNormalization's statistics are each step's.
     from tfkd.export import _tracing

@@ -227,9 +227,11 @@ def _time_steps_in_the_batch():
     example is computed alone, so only layers made of Keras's, KerasHub's and tfkd's
     layers (no Lambda) fold, at inference: a layer of the user's own may mix the
     examples of a batch (a mean over it), and a BatchNormalization that trains does (in
-    a thread that trains while another exports). The others, a mask, open sizes, an
-    output of open sizes and a layer that cannot take the folded batch keep Keras's
-    own `call`.
+    a thread that trains while another exports). Keras's layers and ops may mix them
+    too where told to (`Softmax(axis=0)`, `keras.ops.mean(x, axis=0)` in a block), so
+    a layer folds only where the folded call gives what Keras's gives on a probe of two
+    examples, run eagerly first (`_alone`). The others, a mask, open sizes, an output of
+    open sizes and a layer that cannot take the folded batch keep Keras's own `call`.
     """
     import inspect
 
@@ -246,6 +248,17 @@ def _time_steps_in_the_batch():
             for inner in layer._flatten_layers(include_self=True)
         )
 
+    def folded(self, inputs, kwargs):
+        """The layer called once on the steps folded into the batch, or `None`."""
+        sizes = tuple(inputs.shape[1:])
+        try:
+            outputs = self.layer.call(tf.reshape(inputs, (-1, *sizes[1:])), **kwargs)
+        except Exception:  # a layer that cannot take the folded batch: traced as Keras does
+            return None
+        if not tf.is_tensor(outputs) or not _kernels.known_sizes(tuple(outputs.shape[1:])):
+            return None
+        return tf.reshape(outputs, (-1, sizes[0], *outputs.shape[1:]))
+
     def call(self, inputs, training=None, mask=None):
         sizes = tuple(inputs.shape[1:])
         kept = lambda: original(self, inputs, training=training, mask=mask)  # noqa: E731
@@ -258,16 +271,41 @@ def _time_steps_in_the_batch():
             return kept()
         arguments = inspect.signature(self.layer.call).parameters
         kwargs = {"training": training} if "training" in arguments else {}
-        try:
-            outputs = self.layer.call(tf.reshape(inputs, (-1, *sizes[1:])), **kwargs)
-        except Exception:  # a layer that cannot take the folded batch: traced as Keras does
+        keras_call = lambda x: original(self, x, training=training)  # noqa: E731
+        if not _alone(sizes, inputs.dtype, keras_call, lambda x: folded(self, x, kwargs)):
             return kept()
-        if not tf.is_tensor(outputs) or not _kernels.known_sizes(tuple(outputs.shape[1:])):
-            return kept()
-        return tf.reshape(outputs, (-1, sizes[0], *outputs.shape[1:]))
+        outputs = folded(self, inputs, kwargs)
+        return kept() if outputs is None else outputs
 
     with _replaced(keras.layers.TimeDistributed, call=call):
         yield
+
+
+def _alone(sizes, dtype, keras_call, folded_call):
+    """Whether a TimeDistributed folded (`folded_call`) computes what Keras's call
+    (`keras_call`) does on a probe of two examples of `sizes` (random values of `dtype`),
+    run eagerly out of the trace: where they differ, its layer mixes the examples or time
+    steps that folding puts in one batch."""
+    import numpy as np
+    import tensorflow as tf
+
+    dtype = tf.as_dtype(dtype)
+    if not (dtype.is_floating or dtype.is_integer or dtype.is_bool):
+        return False
+    random = np.random.default_rng(0)
+    shape = (2, *sizes)
+    probe = random.normal(size=shape) if dtype.is_floating else random.integers(0, 2, shape)
+    try:
+        with tf.init_scope():
+            probe = tf.cast(probe, dtype)
+            expected, got = keras_call(probe), folded_call(probe)
+            if got is None or tuple(got.shape) != tuple(expected.shape):
+                return False
+            expected, got = np.asarray(expected, "float64"), np.asarray(got, "float64")
+    except Exception:  # the probe's values do not suit the layer: Keras's call, as before
+        return False
+    scale = max(1.0, float(np.nanmax(np.abs(expected), initial=0.0)))
+    return bool(np.allclose(got, expected, rtol=1e-4, atol=1e-5 * scale, equal_nan=True))
 
 
 @contextlib.contextmanager
