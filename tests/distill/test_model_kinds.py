@@ -236,3 +236,25 @@ def test_student_checkpoint_saves_the_student_alone(tmp_path, weights_only):
     np.testing.assert_allclose(
         restored.predict(x, verbose=0), student.predict(x, verbose=0), atol=1e-6
     )
+
+
+def test_student_checkpoint_reads_the_direction_of_a_metric_as_modelcheckpoint_does(tmp_path):
+    # Before: with mode "auto", Keras read the direction of `val_accuracy` from the
+    # student it was handed, never compiled, and raised "pass mode='max'".
+    x, y = random_images(64)
+    distiller = tfkd.Distiller(small_cnn(16, "teacher"), keras.Sequential(_layers(4)))
+    distiller.compile(
+        "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"]
+    )
+    checkpoints = {
+        monitor: tfkd.distill.StudentCheckpoint(
+            tmp_path / f"{monitor}.keras", monitor=monitor, save_best_only=True
+        )
+        for monitor in ("val_accuracy", "val_loss")
+    }
+    history = distiller.fit(
+        x, y, epochs=3, verbose=0, validation_data=(x, y), callbacks=[*checkpoints.values()]
+    )
+    for monitor, best in (("val_accuracy", max), ("val_loss", min)):
+        assert checkpoints[monitor].best == best(history.history[monitor])
+        assert (tmp_path / f"{monitor}.keras").exists()

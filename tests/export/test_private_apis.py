@@ -82,3 +82,17 @@ def test_every_call_of_a_shared_layer_is_read_from_its_inbound_nodes():
     shared = keras.layers.Dense(4)
     keras.Model([known, open_length], [shared(known), shared(open_length)])
     assert _graph.call_input_shapes(shared) == [(None, 5, 6), (None, None, 6)]
+
+
+def test_modelcheckpoint_reads_the_metric_direction_in_set_monitor_op():
+    # `tfkd.distill.StudentCheckpoint` overrides Keras's private `_set_monitor_op` to read
+    # the direction of a metric from the Distiller's compiled metrics (it saves the
+    # student, which has none); renamed, "auto" would raise "pass mode='max'" again
+    # (tests/distill/test_model_kinds.py checks the behaviour).
+    import inspect
+
+    source = inspect.getsource(keras.callbacks.ModelCheckpoint)
+    assert "self._set_monitor_op()" in source
+    assert "self.model.metrics" in inspect.getsource(
+        keras.callbacks.ModelCheckpoint._set_monitor_op
+    )

@@ -168,6 +168,17 @@ def test_two_of_four_pattern_holds_on_every_pruned_kernel():
     assert summary.sparsity == pytest.approx(0.5)
     stripped = prune.strip(pruned)
     assert all(row["pattern_ok"] for row in prune.summary(stripped, pattern="2:4").layers)
+    # As users write it, never called: before, prune read the unbuilt kernels ("You must
+    # build the layer before accessing `kernel`"); the pattern is checked at build.
+    for channels, fits in ((4, True), (3, False)):
+        layers = [keras.layers.Conv2D(8, 3), keras.layers.Flatten(), keras.layers.Dense(4)]
+        pruned = prune.prune(keras.Sequential(layers), 0.5, pattern="2:4")
+        if fits:
+            _trained_copy(pruned, x, y, epochs=1)
+            assert [row["pattern_ok"] for row in prune.summary(pruned).layers] == [True] * 2
+        else:
+            with pytest.raises(ValueError, match=r"multiple of 4.*3 input channels"):
+                pruned(x[..., :channels])
 
 
 def test_a_schedule_at_odds_with_an_n_of_m_pattern_is_refused():

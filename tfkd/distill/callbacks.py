@@ -213,4 +213,16 @@ class StudentCheckpoint(keras.callbacks.ModelCheckpoint):
         super().__init__(filepath, *args, **kwargs)
 
     def set_model(self, model):
+        self._trained = model
         super().set_model(getattr(model, "student", model))
+
+    def _set_monitor_op(self):
+        # `mode="auto"` reads whether the monitored metric goes up from the compiled
+        # metrics of the model Keras holds: the student, never compiled, has none, so
+        # `monitor="val_accuracy"` raised Keras's "pass mode='max'". Read the Distiller's.
+        student = self.model
+        super().set_model(self._trained)
+        try:
+            super()._set_monitor_op()
+        finally:
+            super().set_model(student)

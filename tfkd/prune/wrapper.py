@@ -301,6 +301,8 @@ def check_pattern_fits(layer, pattern):
             f"({type(layer).__name__}): it has no input-channel axis to group. "
             "Exclude it with `exclude=[...]` or use pattern='unstructured'."
         )
+    if not layer.built:  # a model never called: checked again when the wrapper builds
+        return
     kernel = _kernels.kernel(layer)
     channels = kernel.shape[axis]
     if channels % n_of_m[1]:
