@@ -207,11 +207,13 @@ def test_export_refuses_nan_weights_and_ranges_before_converting(tmp_path):
 
 
 def test_graph_corner_cases():
-    # A BatchNorm whose input is also a model output is not folded (that output would change).
+    # A BatchNorm whose input is also a model output is not folded (that output would
+    # change), so it would stay float: refused.
     inputs = keras.Input((8,))
     dense = keras.layers.Dense(3, name="dense")(inputs)
     both = keras.Model(inputs, [dense, keras.layers.BatchNormalization()(dense)])
-    assert tfkd.quantize.quantize_aware(both).get_layer("dense").batch_norm is None
+    with pytest.raises(TypeError, match="output of 'dense' also goes elsewhere"):
+        tfkd.quantize.quantize_aware(both)
     # Token ids reaching an Embedding are never fake-quantized, even from a float input.
     ids = keras.Sequential(
         [keras.Input((5,)), keras.layers.Embedding(1000, 4), keras.layers.GlobalAveragePooling1D()]
@@ -258,6 +260,35 @@ def test_layers_the_int8_file_would_run_in_float_are_refused():
     both = keras.Model([known, open_length], keras.layers.Concatenate()(pooled))
     with pytest.raises(TypeError, match=r"'shared'.*input of shape \(None, None, 8\)"):
         tfkd.quantize.quantize_aware(both)
+    # A BatchNormalization with no Dense or convolution right before it to fold into (a
+    # common conv -> ReLU -> BatchNormalization, or first in the model): before, QAT took it
+    # and the int8 file held float MUL and ADD ops (`float_ops`), with no word.
+    layers = keras.layers
+    for called in (True, False):
+        cases = {
+            "applies an activation before": [
+                layers.Conv2D(4, 3, activation="relu"),
+                layers.BatchNormalization(name="norm"),
+            ],
+            "reads the model's input": [
+                layers.BatchNormalization(name="norm"),
+                layers.Conv2D(4, 3),
+            ],
+            r"follows 'pool' \(MaxPooling2D\)": [
+                layers.MaxPooling2D(name="pool"),
+                layers.BatchNormalization(name="norm"),
+            ],
+        }
+        for reason, body in cases.items():
+            model = keras.Sequential(
+                [*([keras.Input((8, 8, 3))] if called else []), *body, layers.Flatten()]
+            )
+            with pytest.raises(TypeError, match=f"'norm' does not fold.*{reason}.*float MUL"):
+                tfkd.quantize.quantize_aware(model)
+    unfolded = small_cnn(4, "m", batch_norm=True)
+    with pytest.raises(TypeError, match=r"'conv_bn'.*\(fold_batch_norm=False\).*Pass fold_"):
+        tfkd.quantize.quantize_aware(unfolded, fold_batch_norm=False)
+    assert tfkd.quantize.is_quantized(tfkd.quantize.quantize_aware(unfolded))
 
 
 def test_a_dense_on_a_sequence_of_known_length_exports_fully_int8(tmp_path):

@@ -9,6 +9,7 @@ from tfkd.quantize.layers import (
     FoldedBatchNormalization,
     QuantizeWrapper,
     check_decay,
+    check_foldable,
     foldable_batch_norms,
 )
 
@@ -72,7 +73,9 @@ def quantize_aware(model, *, fold_batch_norm=True, decay=0.999, preserve_cluster
         model: a Sequential (also one never called, whose layers then build on the
             first call) or functional Keras 3 model; nested models are descended into.
         fold_batch_norm: fold BatchNormalization layers into the preceding Dense or
-            convolution. Defaults to `True`.
+            convolution. A BatchNormalization that is not folded (`False`, or one with
+            no Dense or convolution right before it) would export as float ops, so the
+            model is refused. Defaults to `True`.
         decay: moving-average decay of the activation ranges. Defaults to `0.999`.
         preserve_clusters: cluster-preserving QAT, for a model from `tfkd.cluster`
             (stripped or not): each kernel that holds at most 256 distinct values (and
@@ -88,7 +91,8 @@ def quantize_aware(model, *, fold_batch_norm=True, decay=0.999, preserve_cluster
 
     Raises:
         TypeError: `model` is subclassed, or has layers (or `keras.ops` calls such as
-            `x + 3.0`) QAT cannot quantize; they are listed. Also for a `fold_batch_norm`
+            `x + 3.0`, or BatchNormalization layers that do not fold) QAT cannot
+            quantize; they are listed. Also for a `fold_batch_norm`
             that is not a bool, or a `decay` that is not a number.
         ValueError: `decay` is outside [0, 1), `model` is already quantization-aware, or
             `preserve_clusters` is set for a model that is not built or has no clustered
@@ -123,7 +127,7 @@ def quantize_aware(model, *, fold_batch_norm=True, decay=0.999, preserve_cluster
             "QuantizeWrapper layers. Call quantize_aware on the float model it came from."
         )
     model = _graph.strip_if_wrapped(model)
-    check_supported(model)
+    check_supported(model, fold_batch_norm=fold_batch_norm)
     if preserve_clusters:
         check_clustered(model)
     plan = _Plan(model, fold_batch_norm, decay, preserve_clusters)
@@ -159,12 +163,13 @@ def _unset(quantizer):
     return not trained and not bool(keras.ops.convert_to_numpy(quantizer.is_set()))
 
 
-def check_supported(model):
+def check_supported(model, fold_batch_norm=True):
     """Raises a TypeError, listing the layers and operations, unless `quantize_aware` can
     quantize every layer of `model` (a graph model) for a fully int8 file. Pruning and
     clustering wrappers are read through, as `quantize_aware` strips them."""
     model = _graph.strip_if_wrapped(model)
     problems = [problem for layer in _graph.leaf_layers(model) for problem in _problems(layer)]
+    problems += _unfolded_batch_norms(model, fold_batch_norm)
     operations = [operation.name for operation in _graph.plain_operations(model)]
     if operations:
         problems.append(
@@ -180,6 +185,57 @@ def check_supported(model):
             + "\nReplace these layers, or use post-training quantization: "
             "export_tflite(model, path, quantization='int8', representative_data=...)."
         )
+
+
+def _unfolded_batch_norms(model, fold_batch_norm):
+    """A BatchNormalization that does not fold into the Dense or convolution before it
+    (one after an activation or a pool, first in the model, or any with
+    `fold_batch_norm=False`) exported as float MUL and ADD ops between a DEQUANTIZE and a
+    QUANTIZE: before, such a model trained and exported with no word but `float_ops`."""
+    consumers = _graph.consumers(model)
+    folded = set(foldable_batch_norms(consumers).values()) if fold_batch_norm else set()
+    problems = []
+    for layer in _graph.leaf_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization) and layer not in folded:
+            reason = (
+                _why_not_folded(layer, consumers) if fold_batch_norm else "fold_batch_norm=False"
+            )
+            fix = (
+                "Put it right after the Dense or convolution it normalizes, that layer with "
+                "`activation=None` and its activation (a ReLU layer) after the "
+                "BatchNormalization, or remove it"
+                if fold_batch_norm
+                else "Pass fold_batch_norm=True"
+            )
+            problems.append(
+                f"BatchNormalization {layer.name!r} does not fold into the layer before it "
+                f"({reason}), so the int8 file would compute it with float MUL and ADD ops. "
+                f"{fix}."
+            )
+    return problems
+
+
+def _why_not_folded(norm, consumers):
+    producers = [layer for layer, users in consumers.items() if norm in users]
+    if not producers:
+        return "it reads the model's input"
+    if len(producers) > 1:
+        return f"it is called on the outputs of {[layer.name for layer in producers]}"
+    producer = producers[0]
+    if _kernels.kernel_name(producer) is None or isinstance(producer, keras.layers.Embedding):
+        return (
+            f"it follows {producer.name!r} ({type(producer).__name__}), not a Dense or convolution"
+        )
+    if len(consumers[producer]) > 1:
+        return f"the output of {producer.name!r} also goes elsewhere, and folding would change it"
+    unsupported = _kernels.unsupported_reason(producer)
+    if unsupported:
+        return f"{producer.name!r}: {unsupported}"
+    try:
+        check_foldable(producer, norm)
+    except ValueError as error:  # an activation in the layer, another axis
+        return str(error).split(": ", 1)[-1].rstrip(".")
+    return f"{producer.name!r} cannot take it"
 
 
 def _problems(layer):
