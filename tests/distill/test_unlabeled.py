@@ -82,6 +82,20 @@ def test_task_loss_and_metrics_read_the_labelled_examples_only(kind):
     assert logs["loss"][0] == pytest.approx(0.5 * cross_entropy + 0.5 * kd, rel=1e-4)
 
 
+def test_the_logged_task_loss_is_the_mean_over_the_labelled_examples_of_the_epoch():
+    # Before, each batch's mean weighed the same: batches with no label added a 0 (here
+    # the logged student_loss was half the labelled examples' mean) and a batch with one
+    # label weighed as much as a batch of labels.
+    x, y = random_images(count=64)
+    y = y.copy()
+    y[:32] = UNLABELED
+    y[32:47] = UNLABELED  # one label in the third batch of 16, 16 in the fourth
+    distiller = _frozen_distiller()
+    cross_entropy, _, _ = _numpy_losses(distiller, x, y)
+    logs = distiller.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0).history
+    assert logs["student_loss"][0] == pytest.approx(cross_entropy, rel=1e-4)
+
+
 def test_labels_shaped_as_a_column_and_evaluate_are_masked_too():
     x, y = _half_unlabelled()
     distiller = _frozen_distiller()

@@ -68,7 +68,9 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
     Unlabelled examples: give them the integer label `tfkd.distill.UNLABELED`
     (-1), in numpy arrays, a `tf.data.Dataset` or a `keras.utils.PyDataset`
     alike. They get the distillation losses only; the task loss and the
-    metrics are the mean over the labelled examples of each batch. (To skip
+    metrics are the mean over the labelled examples of each batch (the logged
+    `student_loss`, over those of the epoch; `evaluate`'s `loss` weighs each
+    batch by its size, as Keras does: evaluate on labelled examples). (To skip
     them, `compile` passes `metrics` to Keras as `weighted_metrics`: with
     sample weights, every metric is weighted.)
 
@@ -283,7 +285,7 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         student_outputs, student_features, seen = _unpack_predictions(y_pred)
-        task_loss, regularization = self._task_loss(
+        task_loss, regularization, labelled = self._task_loss(
             x, y, student_outputs, sample_weight, training, seen
         )
         if not training:
@@ -295,7 +297,9 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
             teacher_outputs = self._teacher_taps(inputs, training=False)
         teacher_outputs = {key: ops.stop_gradient(value) for key, value in teacher_outputs.items()}
         student_features[_taps.OUTPUT] = student_outputs
-        self.student_loss_tracker.update_state(_replicas.unscale(task_loss))
+        # Each batch's mean over its labelled examples, weighed by how many it has: with
+        # equal weights, a batch with no label added a 0 and one label weighed as many.
+        self.student_loss_tracker.update_state(_replicas.unscale(task_loss), labelled)
         with schedules.at_step(self._step):
             student_loss_weight = schedules.value_at_current_step(self.student_loss_weight)
             distillation = self._distillation_loss(teacher_outputs, student_features, sample_weight)
@@ -326,7 +330,8 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         return total
 
     def _task_loss(self, x, y, y_pred, sample_weight, training, seen):
-        """Returns the compiled loss on the labels and the regularization losses, apart.
+        """Returns the compiled loss on the labels and the regularization losses, apart,
+        and how many labelled examples (shares of mixed ones) the first is the mean of.
 
         Only the first is weighted by `student_loss_weight`; regularizers keep
         their own weight. (A regularized teacher adds a constant here, which
@@ -337,15 +342,16 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         if self.losses:
             regularization = ops.sum([ops.cast(loss, "float32") for loss in self.losses])
             regularization = regularization / _replicas.replica_count()
+        examples = ops.cast(ops.shape(keras.tree.flatten(y_pred)[0])[0], "float32")
         if self.loss is None:
-            return ops.zeros((), "float32"), regularization
+            return ops.zeros((), "float32"), regularization, examples
         self.label_errors.update_state(y, y_pred, self.loss)
         terms, scale = _task.task_terms(y, sample_weight, seen.get(_PARTNERS), seen.get(_MIX_RATIO))
         task_loss = ops.zeros((), "float32")
         for labels, weights in terms:
             combined = super().compute_loss(x, labels, y_pred, weights, training)
             task_loss = task_loss + ops.cast(combined, "float32") - regularization
-        return task_loss * scale, regularization
+        return task_loss * scale, regularization, examples / scale
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         labels, weights = _task.metric_labels(y, sample_weight)
