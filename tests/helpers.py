@@ -76,18 +76,10 @@ def assert_tflite_agrees(
         keras_inputs = [keras_inputs[tensor.name] for tensor in model.inputs]
     outputs = model.predict(keras_inputs, verbose=0)
     expected = [np.asarray(keras.ops.convert_to_numpy(y)) for y in keras.tree.flatten(outputs)]
-    if isinstance(inputs, dict):  # several inputs: TFLiteModel runs single-input files
-        from tfkd.export._interpreter import Runner
-
-        runner = Runner(lite.path if isinstance(lite, tfkd.TFLiteModel) else lite)
-        batch = [inputs[details["name"]] for details in runner.inputs]
-        received = runner.run(batch if len(batch) > 1 else batch[0])
-        returned = received if len(received) > 1 else received[0]
-    else:
-        if not isinstance(lite, tfkd.TFLiteModel):
-            lite = tfkd.TFLiteModel(lite)
-        returned = lite.predict(inputs, batch_size=batch_size)
-        received = returned if isinstance(returned, list) else [returned]
+    if not isinstance(lite, tfkd.TFLiteModel):
+        lite = tfkd.TFLiteModel(lite)
+    returned = lite.predict(inputs, batch_size=batch_size)
+    received = returned if isinstance(returned, list) else [returned]
     assert len(received) == len(expected), (len(received), len(expected))
     if atol is None and tolerance is not None:
         largest = max(float(np.max(np.abs(y))) for y in expected)

@@ -227,6 +227,45 @@ def test_several_inputs_and_outputs_are_checked_in_the_models_order(tmp_path, mo
     assert not (tmp_path / "multi_bad.tflite").exists()
 
 
+def test_tflitemodel_runs_a_file_with_several_inputs_fed_by_name(tmp_path):
+    # Before: TFLiteModel refused any file with more than one input ("runs single-input
+    # models"), so a two-input model's file could be exported but not evaluated.
+    first, second = keras.Input((4,), name="zeta"), keras.Input((3,), name="alpha")
+    joined = keras.layers.Concatenate()([first, second])
+    model = keras.Model([first, second], keras.layers.Dense(3)(joined))
+    rng = np.random.default_rng(0)
+    x = [rng.normal(size=(40, 4)).astype("float32"), rng.normal(size=(40, 3)).astype("float32")]
+    y = keras.ops.convert_to_numpy(keras.ops.argmax(model(x), -1))
+    by_name = {"alpha": x[1], "zeta": x[0]}
+    for quantization, io_dtype in ((None, "float32"), ("int8", "int8")):
+        path = tmp_path / f"{quantization}.tflite"
+        tfkd.export_tflite(model, path, quantization, representative_data=x, io_dtype=io_dtype)
+        lite = tfkd.TFLiteModel(path)
+        assert sorted(lite.input_names) == ["alpha", "zeta"]
+        assert lite.input_dtype == [io_dtype, io_dtype]
+        expected = keras.ops.convert_to_numpy(model(x))
+        predicted = lite.predict(by_name, batch_size=16)  # batches across both inputs
+        np.testing.assert_allclose(predicted, expected, atol=1e-5 if quantization is None else 0.1)
+        accuracy = lite.evaluate(by_name, y)["accuracy"]
+        assert accuracy == 1.0 if quantization is None else accuracy >= 0.85
+        for given in (x, by_name):  # a list in the Keras model's order, or by name
+            agreement = lite.compare(model, given)["top1_agreement"]
+            assert agreement == 1.0 if quantization is None else agreement >= 0.85
+        assert lite.benchmark(num_runs=3, warmup_runs=0)["num_runs"] == 3
+        sample = {"zeta": x[0][0], "alpha": x[1][:1]}  # with or without the batch axis
+        assert lite.benchmark(num_runs=3, warmup_runs=0, sample=sample)["median_ms"] > 0
+    with pytest.raises(
+        TypeError, match=r"dict from input name.*\['(alpha|zeta)', '(alpha|zeta)'\]"
+    ):
+        lite.predict(x)
+    with pytest.raises(ValueError, match=r"one array for each input.*keys \['zeta'\]"):
+        lite.predict({"zeta": x[0]})
+    with pytest.raises(ValueError, match=r"as many examples.*'alpha': 39"):
+        lite.evaluate({"zeta": x[0], "alpha": x[1][:39]}, y)
+    with pytest.raises(ValueError, match=r"x\['alpha'\]. holds 40 NaN"):
+        lite.predict({"zeta": x[0], "alpha": np.where(np.arange(3) == 1, np.nan, x[1])})
+
+
 def test_a_quantized_file_that_mostly_disagrees_on_the_class_is_written_with_a_warning(tmp_path):
     # One output far below the others stretches the int8 output scale to about 4, and the
     # other logits (about 0.03) all round to 0: the file's top-1 class is the first one.

@@ -136,6 +136,19 @@ def test_float_models_unknown_ops_and_small_limits_are_refused(exported, tmp_pat
         micro.micro_bundle(path, tmp_path)
 
 
+def test_data_for_a_file_with_two_inputs_is_refused_before_the_arena(tmp_path):
+    # Before: TFLiteModel refused the file itself; it now runs files with several inputs,
+    # and the bundle's comparison feeds one.
+    first, second = keras.Input((4,), name="first"), keras.Input((4,), name="second")
+    two = keras.Model([first, second], keras.layers.Dense(3)(keras.layers.Add()([first, second])))
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    path = tmp_path / "two.tflite"
+    tfkd.export_tflite(two, path, quantization="int8", representative_data=[x, x])
+    with pytest.raises(ValueError, match=r"`data` feeds the file's one input.*has 2"):
+        micro.micro_bundle(path, tmp_path / "bundle", x)
+    assert micro.micro_bundle(path, tmp_path / "bundle")["arena_bytes"] > 0
+
+
 def test_flex_ops_are_refused(exported, tmp_path, monkeypatch):
     int8, _, _, _ = exported
     monkeypatch.setattr(micro._interpreter, "list_ops", lambda path: [("FlexErf", ["float32"])])

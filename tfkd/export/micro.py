@@ -231,6 +231,12 @@ def _shaped_for(path, data):
     from tfkd.export.model import TFLiteModel
 
     lite = TFLiteModel(path)
+    if len(lite.input_names) != 1:
+        raise ValueError(
+            "`data` feeds the file's one input, and this file has "
+            f"{len(lite.input_names)}: {lite.input_names}. Received: data of shape "
+            f"{np.shape(data)}. Bundle it without `data`, or export a model with one input."
+        )
     shaped = lite._fit_rank(data)
     expected = [int(size) for size in lite._runner.inputs[0]["shape_signature"][1:]]
     received = list(shaped.shape[1:])

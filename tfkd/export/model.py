@@ -1,6 +1,5 @@
 """`TFLiteModel`: runs an exported `.tflite` file on numpy data and measures it."""
 
-import math
 import os
 import statistics
 
@@ -16,6 +15,7 @@ from tfkd.export._interpreter import (
     softmax_outputs,
     top1_agreement,
 )
+from tfkd.export._model_inputs import by_input, check_array, check_labels, one_example
 
 # As Keras's cross-entropy on probabilities: rows renormalised, then clipped.
 _EPSILON = 1e-7
@@ -31,7 +31,9 @@ class TFLiteModel:
     integers of another dtype (uint8 images for an int8 input) are values, as floats
     are, and quantized. Batches of any size are run by resizing the
     input tensor. Files with several outputs give a list of arrays, in the order of the
-    Keras model's outputs.
+    Keras model's outputs. Files with several inputs take a dict from input name
+    (`input_names`: `tfkd.export_tflite` names them after the Keras model's inputs) to
+    array; `compare` also takes a list in the Keras model's input order.
 
     Args:
         path: the `.tflite` file.
@@ -47,8 +49,7 @@ class TFLiteModel:
         FileNotFoundError: there is no file at `path`.
         ValueError: the file is no `.tflite` model LiteRT can load safely (a tensor of
             rank over 8, or one that would take over 1 GiB without data in the file, an op
-            reading a tensor the file does not have...) or has several inputs, or
-            `num_threads` < 1.
+            reading a tensor the file does not have...), or `num_threads` < 1.
 
     Example:
 
@@ -81,11 +82,6 @@ class TFLiteModel:
                 f"path={path!r} ({os.path.getsize(path)} bytes). Write it with "
                 "`tfkd.export_tflite`."
             ) from error
-        if len(self._runner.inputs) != 1:
-            raise ValueError(
-                "TFLiteModel runs single-input models. Received a file with "
-                f"{len(self._runner.inputs)} inputs: {path!r}."
-            )
         self._input = self._runner.inputs[0]
 
     @property
@@ -97,8 +93,15 @@ class TFLiteModel:
         return os.path.getsize(self.path)
 
     @property
+    def input_names(self):
+        """The file's input names, in its order."""
+        return [details["name"] for details in self._runner.inputs]
+
+    @property
     def input_dtype(self):
-        return np.dtype(self._input["dtype"]).name
+        """The input's dtype name; a list, in `input_names` order, for several inputs."""
+        dtypes = [np.dtype(details["dtype"]).name for details in self._runner.inputs]
+        return dtypes[0] if len(dtypes) == 1 else dtypes
 
     @property
     def num_outputs(self):
@@ -111,7 +114,8 @@ class TFLiteModel:
             x: inputs, shaped as the file's input (a missing channel axis is added).
                 For a file with a quantized integer input, `x` of its dtype is taken as
                 quantized already; anything else is quantized with its scale and zero
-                point (see the class docstring).
+                point (see the class docstring). For a file with several inputs, a dict
+                from each name of `input_names` to its array.
             batch_size: samples per interpreter call. Defaults to `256`.
             verbose: `1` shows a progress bar, `2` one line at the end, `0` nothing
                 (as Keras's `predict`). Defaults to `0`.
@@ -121,20 +125,22 @@ class TFLiteModel:
             with several outputs.
 
         Raises:
-            TypeError: `x` is not numbers (an array of objects or strings).
+            TypeError: `x` is not numbers (an array of objects or strings), or not a
+                dict for a file with several inputs.
             ValueError: `x` holds NaN or infinite values, or values too large for the
-                file's float input.
+                file's float input; for several inputs, names that are not the file's,
+                or arrays of unlike lengths.
         """
         _checks.check_number("batch_size", batch_size, low=1, integer=True)
-        _check_array(x)
-        # NaN inputs give NaN outputs whose argmax (0) scores as a prediction.
-        x = self._fit_rank(_checks.check_finite_array("x", x, self._input["dtype"]))
-        progress = progress_bar(len(x), verbose)
+        arrays = self._arrays(x)
+        count = len(arrays[0])
+        progress = progress_bar(count, verbose)
         batches = []
-        for start in range(0, len(x), batch_size):
-            batches.append(self._runner.run(x[start : start + batch_size]))
+        for start in range(0, count, batch_size):
+            batch = [array[start : start + batch_size] for array in arrays]
+            batches.append(self._runner.run(batch if len(batch) > 1 else batch[0]))
             if progress is not None:
-                progress.update(min(start + batch_size, len(x)))
+                progress.update(min(start + batch_size, count))
         outputs = [np.concatenate(parts) for parts in zip(*batches, strict=True)]
         return outputs[0] if len(outputs) == 1 else outputs
 
@@ -169,7 +175,7 @@ class TFLiteModel:
                 f"{self.num_outputs} outputs: {self.path!r}. Call `predict(x)`, which returns "
                 "one array per output, and score the outputs you need."
             )
-        _check_array(x)
+        count = len(self._arrays(x)[0])
         if from_logits is not None:
             from_logits = _checks.check_flag("from_logits", from_logits)
         output = self._runner.outputs[0]
@@ -185,7 +191,7 @@ class TFLiteModel:
                 f"one output unit (a binary classifier's logit or sigmoid?): {self.path!r}. "
                 "Call `predict(x)` and threshold its output."
             )
-        labels = _labels(y, len(x))
+        labels = check_labels(y, count)
         outputs = self.predict(x, batch_size=batch_size, verbose=verbose).astype(np.float64)
         if from_logits is None:
             from_logits = not (softmax_outputs(self.path)[0] or _sums_to_one(outputs))
@@ -202,8 +208,9 @@ class TFLiteModel:
     def benchmark(self, num_runs=200, warmup_runs=20, sample=None):
         """Latency of one inference (batch 1) in milliseconds: median, mean, p90.
 
-        `sample`: the example to time (its batch axis optional); zeros of the input's
-        shape when `None`, which needs an input without open sizes.
+        `sample`: the example to time (its batch axis optional; for several inputs, a
+        dict as `predict` takes); zeros of the input's shape when `None`, which needs an
+        input without open sizes.
 
         Raises:
             TypeError, ValueError: unless `num_runs` is an int >= 1 and `warmup_runs`
@@ -211,32 +218,21 @@ class TFLiteModel:
         """
         _checks.check_number("num_runs", num_runs, low=1, integer=True)
         _checks.check_number("warmup_runs", warmup_runs, low=0, integer=True)
-        signature = [int(size) for size in self._input["shape_signature"][1:]]
-        if sample is None:
-            if min(signature, default=0) < 0:
-                raise ValueError(
-                    "`sample` is needed: the model's input leaves sizes open (e.g. a text's "
-                    f"length). Received: sample=None for an input of shape {[None, *signature]} "
-                    "(-1: open). Pass one example, e.g. sample=x_test[:1]."
-                )
-            sample = np.zeros([1, *signature], self._input["dtype"])
-        sample = np.asarray(sample)
-        if min(signature, default=0) >= 0:
-            if sample.size != math.prod(signature):
-                raise ValueError(
-                    "`sample` must be one example of the model's input "
-                    f"{[None, *signature]}, with or without its batch axis. Received: "
-                    f"sample of shape {sample.shape}."
-                )
-            sample = sample.reshape([1, *signature])
-        elif sample.ndim == len(signature):
-            sample = sample[None]  # one example without its batch axis
-        self._runner.run(sample)  # settles the interpreter (batch 1, delegate or not)
-        sample = quantize_input(sample, self._input)
+        inputs = self._runner.inputs
+        if len(inputs) == 1:
+            samples = [one_example(self._input, sample, "sample")]
+        elif sample is None:
+            samples = [one_example(details, None, "sample") for details in inputs]
+        else:
+            examples = by_input(sample, self.input_names, "sample")
+            samples = [one_example(d, a, "sample") for d, a in zip(inputs, examples)]
+        self._runner.run(samples if len(samples) > 1 else samples[0])  # settles the interpreter
+        quantized = [quantize_input(a, details) for a, details in zip(samples, inputs)]
         interpreter = self._runner.interpreter
 
         def one_inference():
-            interpreter.set_tensor(self._input["index"], sample)
+            for details, array in zip(inputs, quantized):
+                interpreter.set_tensor(details["index"], array)
             interpreter.invoke()
             for details in self._runner.outputs:
                 interpreter.get_tensor(details["index"])
@@ -257,14 +253,27 @@ class TFLiteModel:
         one score per example (a binary classifier), agreement is on its side of 0.5
         after a sigmoid, of 0 after none (a logit); for class ids (integer outputs), on
         the ids. `x` of the file's integer input dtype is quantized already
-        (as `predict` takes it): the Keras model gets its values, dequantized.
+        (as `predict` takes it): the Keras model gets its values, dequantized. For
+        several inputs, `x` is a dict as `predict` takes, or a list in the order of
+        `keras_model.inputs`.
         """
         import keras
 
         from tfkd.export._keras_check import score_activation
 
+        if len(self._runner.inputs) > 1 and isinstance(x, list | tuple):
+            names = [tensor.name for tensor in getattr(keras_model, "inputs", None) or []]
+            if len(names) != len(x):
+                raise ValueError(
+                    f"`x` must be a dict from input name to array, or a list in the order of "
+                    f"the Keras model's inputs. Received: a list of {len(x)} arrays for "
+                    f"keras_model={keras_model.name!r} with inputs {names or 'unknown'}."
+                )
+            x = dict(zip(names, x))
         values = x
-        if isinstance(x, np.ndarray) and x.dtype == np.dtype(self._input["dtype"]):
+        if isinstance(x, dict):
+            values = {name: self._keras_values(x[name], name) for name in x}
+        elif isinstance(x, np.ndarray) and x.dtype == np.dtype(self._input["dtype"]):
             values = dequantize_output(x, self._input)
         expected = keras.tree.flatten(keras_model.predict(values, batch_size=batch_size, verbose=0))
         received = self.predict(x, batch_size=batch_size)
@@ -291,9 +300,38 @@ class TFLiteModel:
             "max_abs_diff": max(float(np.max(np.abs(a - b))) for a, b in pairs),
         }
 
-    def _fit_rank(self, x):
+    def _arrays(self, x):
+        """`x` as one checked array per input, in the file's order."""
+        inputs = self._runner.inputs
+        if len(inputs) == 1:
+            check_array(x)
+            # NaN inputs give NaN outputs whose argmax (0) scores as a prediction.
+            return [self._fit_rank(_checks.check_finite_array("x", x, self._input["dtype"]))]
+        arrays = []
+        for details, value in zip(inputs, by_input(x, self.input_names, "x")):
+            check_array(value)
+            array = _checks.check_finite_array(f"x[{details['name']!r}]", value, details["dtype"])
+            arrays.append(self._fit_rank(array, details))
+        if len({len(array) for array in arrays}) != 1:
+            lengths = {details["name"]: len(a) for details, a in zip(inputs, arrays)}
+            raise ValueError(
+                "`x` must hold as many examples for every input. Received: x with "
+                f"lengths {lengths}."
+            )
+        return arrays
+
+    def _keras_values(self, array, name):
+        """An input's `array` as the Keras model takes it: dequantized if it is of the
+        file's integer dtype for that input (quantized already)."""
+        details = next((d for d in self._runner.inputs if d["name"] == name), None)
+        if details is not None and isinstance(array, np.ndarray):
+            if array.dtype == np.dtype(details["dtype"]):
+                return dequantize_output(array, details)
+        return array
+
+    def _fit_rank(self, x, details=None):
         # As Keras does: `(N, 28, 28)` images feed a `(28, 28, 1)` input.
-        expected = self._input["shape_signature"]
+        expected = (details or self._input)["shape_signature"]
         if x.ndim == len(expected) - 1 and expected[-1] == 1:
             return x[..., None]
         return x
@@ -321,40 +359,6 @@ def progress_bar(total, verbose):
     import keras
 
     return keras.utils.Progbar(total, verbose=verbose, unit_name="sample")
-
-
-def _check_array(x):
-    """Refuses a dataset or generator for `x`, which `predict` does not iterate."""
-    if hasattr(x, "element_spec") or not hasattr(x, "__len__"):
-        raise TypeError(
-            "`x` must be an array of inputs (numpy, or a list of numbers). Received: x of "
-            f"type {type(x).__name__}. For a tf.data.Dataset of (x, y) batches: "
-            "np.concatenate([x for x, _ in dataset])."
-        )
-
-
-def _labels(y, count):
-    labels = np.asarray(y)
-    if labels.ndim == 2 and labels.shape[1] == 1:
-        labels = labels[:, 0]
-    if labels.ndim != 1 or len(labels) != count:
-        raise ValueError(
-            "`y` must hold one integer class label per sample of `x`. Received: y of shape "
-            f"{labels.shape} for {count} samples of x. Pass labels of shape ({count},) "
-            "(for one-hot labels, `y.argmax(-1)`)."
-        )
-    floats = labels.dtype.kind == "f"
-    whole = labels.dtype.kind in "iu" or (
-        floats and bool(np.all(np.isfinite(labels) & (labels == np.round(labels))))
-    )
-    if not whole:
-        # Before: float labels were truncated (0.9 read as class 0) and strings failed in int().
-        which = "values that are not whole numbers" if floats else f"dtype {labels.dtype}"
-        raise TypeError(
-            f"`y` must hold integer class labels. Received: y with {which}, e.g. "
-            f"{labels.ravel()[:3].tolist()}. Map them to class ids 0, 1, ... first."
-        )
-    return labels.astype(np.int64)
 
 
 def _sums_to_one(outputs):
