@@ -71,6 +71,25 @@ def test_one_file_is_split_by_class_and_unlabelled_rows_stay_in_training(tmp_pat
     assert again[1][0] == test_texts
 
 
+def test_excel_s_byte_order_mark_and_another_encoding_read_as_their_texts(tmp_path):
+    # Before: a file saved as Excel's "CSV UTF-8" (a byte-order mark first) was refused,
+    # "the header lacks the column(s) ['text']. Received: columns ['\ufefftext', 'label']",
+    # and the pipeline's `csv:` took no `encoding`.
+    rows = ["text,label"] + [f"caf\u00e9 {i},{'ab'[i % 2]}" for i in range(40)]
+    files = {"bom.csv": "utf-8-sig", "latin.csv": "latin-1"}
+    for name, encoding in files.items():
+        (tmp_path / name).write_text("\n".join(rows) + "\n", encoding=encoding)
+    (x, y), _, names = tfkd.datasets.load_csv(tmp_path / "bom.csv", test_split=0.25)
+    assert names == ["a", "b"] and len(x) == 30 and all(t.startswith("caf\u00e9 ") for t in x)
+    latin = Data.load(csv=tmp_path / "latin.csv", test_split=0.25, encoding="latin-1")
+    utf_8 = Data.load(csv=tmp_path / "bom.csv", test_split=0.25)
+    np.testing.assert_array_equal(latin.x_train, utf_8.x_train)
+    with pytest.raises(ValueError, match="not a readable utf-8 CSV file"):
+        Data.load(csv=tmp_path / "latin.csv", test_split=0.25)
+    with pytest.raises(ValueError, match="Unknown encoding. Received: encoding='klingon'"):
+        Data.load(csv=tmp_path / "latin.csv", test_split=0.25, encoding="klingon")
+
+
 def test_a_text_config_trains_distils_and_exports_with_the_tokenizer_files(tweets, tmp_path):
     config = tmp_path / "tweets.yaml"
     config.write_text(f"data: {{csv: {tweets}, text: text, label: label}}\nseed: 0\n" + STAGES)

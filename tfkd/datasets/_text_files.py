@@ -6,6 +6,7 @@ label cell in the training rows marks a text whose label is unknown: it gets the
 `UNLABELED` (-1), which `tfkd.Distiller` and the pipeline read as "distil only".
 """
 
+import codecs
 import csv
 import os
 
@@ -180,7 +181,10 @@ def _rows(file, text, label, encoding, labels_required):
     """`[(line, text, label value)]` of a CSV file, or the error naming its file and line."""
     line = 1
     try:
-        with open(file, encoding=encoding, newline="") as stream:
+        # Excel's "CSV UTF-8" starts with a byte-order mark, which UTF-8 read as part of
+        # the first column's name: the header then lacked '\ufefftext'.
+        utf_8 = codecs.lookup(encoding).name == "utf-8"
+        with open(file, encoding="utf-8-sig" if utf_8 else encoding, newline="") as stream:
             reader = csv.reader(stream)
             header = next(reader, None)
             missing = [column for column in (text, label) if column not in (header or [])]

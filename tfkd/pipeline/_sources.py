@@ -25,7 +25,10 @@ SOURCE_KEYS = {
     "directory": ("image_size", "color_mode", "test_split", "split_seed"),
     "npz": (),
     "tfds": ("data_dir", "split"),
-    "csv": ("text", "label", "vocabulary", "sequence_length", "test_split", "split_seed"),
+    "csv": (
+        *("text", "label", "vocabulary", "sequence_length", "test_split", "split_seed"),
+        "encoding",
+    ),
 }
 COMMON_KEYS = ("train_size", "test_size", "labelled_per_class")
 
@@ -268,7 +271,7 @@ def _csv_arguments(source):
     renamed = {"split_seed": "seed"}
     return {
         renamed.get(key, key): source[key]
-        for key in ("text", "label", "test_split", "split_seed")
+        for key in ("text", "label", "test_split", "split_seed", "encoding")
         if key in source
     }
 

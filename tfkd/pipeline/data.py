@@ -109,7 +109,8 @@ class Data:
                 `test.csv` (`tfkd.datasets.load_csv`: columns `text` and `label`; an
                 empty training label marks an unlabelled text), tokenized into
                 `sequence_length` (64) token ids by the `vocabulary` of the teacher:
-                `"minilm"` (the default) or a BERT `vocab.txt`.
+                `"minilm"` (the default) or a BERT `vocab.txt`; `encoding` (`"utf-8"`,
+                with or without Excel's byte-order mark, by default).
             train_size, test_size: keep the first examples of each split only.
 
         Raises:
