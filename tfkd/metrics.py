@@ -22,8 +22,8 @@ def classification_report(y_true, y_pred, num_classes=None, class_names=None):
             whose argmax is the prediction.
         num_classes: the number of classes. Defaults to `len(class_names)`, else one
             more than the largest label or prediction.
-        class_names: a name per class, for reading the result. Defaults to `"0"`,
-            `"1"`, ...
+        class_names: a name per class (a list, tuple or 1-D numpy array of strings),
+            for reading the result. Defaults to `"0"`, `"1"`, ...
 
     Returns:
         A dict: `accuracy`; `classes`, one dict per class with `name`, `precision`,
@@ -41,6 +41,14 @@ def classification_report(y_true, y_pred, num_classes=None, class_names=None):
     y_true = _labels(y_true, "y_true")
     y_pred = np.asarray(y_pred)
     if y_pred.ndim == 2 and y_pred.dtype.kind == "f":
+        if y_pred.shape[1] == 1:
+            # Its argmax is 0 on every row: the report was of a model that always says 0.
+            raise ValueError(
+                "`y_pred` holds one score per example (a binary classifier's sigmoid or "
+                "logit?), whose argmax is always 0. Received: y_pred of shape "
+                f"{y_pred.shape}. Pass the predicted classes: "
+                "`(y_pred[:, 0] > 0.5).astype(int)` after a sigmoid, `> 0` for a logit."
+            )
         y_pred = y_pred.argmax(axis=-1)
     y_pred = _labels(y_pred, "y_pred")
     if len(y_pred) != len(y_true):
@@ -48,6 +56,8 @@ def classification_report(y_true, y_pred, num_classes=None, class_names=None):
             "`y_true` and `y_pred` must hold one entry per example. Received: "
             f"{len(y_true)} labels and {len(y_pred)} predictions."
         )
+    if isinstance(class_names, np.ndarray) and class_names.ndim == 1:
+        class_names = class_names.tolist()  # numpy's strings as Python's
     num_classes = _num_classes(num_classes, class_names, y_true, y_pred)
     names = _names(class_names, num_classes)
     confusion = np.zeros((num_classes, num_classes), np.int64)
