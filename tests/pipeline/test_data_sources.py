@@ -4,6 +4,7 @@ data set run through the pipeline, and give what the numpy path gives on the sam
 import importlib.util
 import json
 import pathlib
+import re
 import textwrap
 
 import numpy as np
@@ -98,6 +99,18 @@ def test_an_npz_file_is_read_without_pickle(tmp_path):
     data = Data.load(npz=path, test_size=100)
     np.testing.assert_array_equal(data.x_train[..., 0], x_train)
     assert data.class_names == names.tolist() and len(data.x_test) == 100
+    # Stored class by class, its first 50 were of 2 classes only (before: a quick run or
+    # train_size trained on those, with no word); now 5 of each, drawn with seed 0.
+    data = Data.load(npz=path, train_size=50, test_size=30)
+    assert np.bincount(data.y_train).tolist() == [5] * 10
+    assert np.bincount(data.y_test).tolist() == [3] * 10
+    assert any("stored class by class" in note for note in data.notes)
+    again = Data.load(npz=path, train_size=50, test_size=30)
+    np.testing.assert_array_equal(data.x_train, again.x_train)
+    shuffled = Data.load("animal_mnist", train_size=50)  # in no class order: the first 50
+    np.testing.assert_array_equal(
+        shuffled.x_train[..., 0], tfkd.datasets.load("animal_mnist")[0][0][:50]
+    )
     hostile = tmp_path / "hostile.npz"
     np.savez(
         hostile,
@@ -197,6 +210,27 @@ def test_what_an_npz_file_holds_is_a_config_error_at_data_npz(arrays, message, t
     assert not (tmp_path / "run").exists()
 
 
+def test_images_scaled_to_one_are_refused_where_a_model_takes_pixels(tmp_path):
+    # Before: an `.npz` of images in [0, 1] trained with no word; the cnn divided them by
+    # 255 again and a transfer teacher scored 0.20 where the same images as 0-255 scored
+    # 0.72 (an exploratory review).
+    x_train, y_train, x_test, y_test = _numpy_path()
+    scaled = {"x_train": x_train / 255.0, "y_train": y_train, "x_test": x_test / 255.0}
+    np.savez(tmp_path / "scaled.npz", **scaled, y_test=y_test)
+    np.savez(tmp_path / "pixels.npz", **{**scaled, "x_train": x_train * 1.0}, y_test=y_test)
+    transfer = "  - {stage: transfer, head_epochs: 1, fine_tune_epochs: 0}\n"
+    cases = ((STAGES, "stages[0].model"), ("stages:\n" + transfer, "stages[0]"))
+    for stages, argument in cases:
+        config = tmp_path / "scaled.yaml"
+        config.write_text("data: {npz: scaled.npz}\n" + stages)
+        message = re.escape(f"{argument}: The images hold no value above 1")
+        with pytest.raises(ConfigError, match=message):
+            run_config(config, tmp_path / "run", tensorboard=False, log=lambda _: None)
+        assert not (tmp_path / "run" / "stages").exists()  # refused before any work
+    pixels = Data.load(npz=tmp_path / "pixels.npz")
+    tfkd.pipeline.architectures.check_pixels(pixels, "model", "{}", "it divides them")
+
+
 def _config(tmp_path, data):
     config = tmp_path / "bad2.yaml"
     config.write_text(textwrap.dedent(f"data: {data}\n") + STAGES)
@@ -225,3 +259,13 @@ def test_an_image_that_fails_to_decode_is_named(folder, tmp_path):
     assert tfkd.datasets.directory_errors(broken, (28, 28)) == []
     with pytest.raises(ValueError, match=f"Not a readable image in `directory`.*{bad.name}"):
         Data.load(directory=broken, image_size=[28, 28])
+    # A GIF decodes as RGB only: before, each file was decoded again in its own channels,
+    # all passed, and the error named "file None".
+    from PIL import Image
+
+    bad.unlink()
+    gif = broken / "train" / "Dog" / "moving.gif"
+    Image.fromarray(np.full((28, 28), 200, "uint8")).save(gif)
+    assert Data.load(directory=broken, image_size=[28, 28]).x_train.shape[0] == 7
+    with pytest.raises(ValueError, match=r"color_mode='grayscale'. Received: file '.*moving.gif'"):
+        Data.load(directory=broken, image_size=[28, 28], color_mode="grayscale")

@@ -378,23 +378,31 @@ def _read_images(folder, image_size, color_mode, class_names=None):
             images.append(x.astype(np.uint8) if np.array_equal(x, np.round(x)) else x)
             labels.append(y)
     except Exception as error:  # a file whose header looked right but does not decode
-        bad = _undecodable(dataset.file_paths)
+        bad, reason = _undecodable(dataset.file_paths, color_mode)
         raise ValueError(
-            f"Not a readable image in `directory`. Received: file {bad!r} ({type(error).__name__})"
+            f"Not a readable image in `directory` as color_mode={color_mode!r}. Received: "
+            f"file {bad!r} ({reason or type(error).__name__}). TensorFlow decodes GIF files as "
+            "'rgb' only, and JPEG files as 'grayscale' or 'rgb'."
         ) from None
     x = np.concatenate(images)  # float32 if any batch was interpolated
     return (x, np.concatenate(labels).astype(np.int64)), list(dataset.class_names)
 
 
-def _undecodable(paths):
+def _undecodable(paths, color_mode):
+    """`(path, TensorFlow's words)` of the first file that does not decode in
+    `color_mode`, as Keras decodes it; `(None, None)` if all do. Before, each was decoded
+    in its own channels, so a GIF read as 'grayscale' passed and the error named 'file
+    None'."""
     import tensorflow as tf
 
+    channels = {"grayscale": 1, "rgb": 3, "rgba": 4}.get(color_mode, 0)
     for path in paths:
         try:
-            tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
-        except Exception:
-            return path
-    return None
+            tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+        except Exception as error:
+            words = getattr(error, "message", None) or str(error)
+            return path, words.strip().splitlines()[0][:200] if words.strip() else None
+    return None, None
 
 
 def _stratified_test_indices(labels, fraction, seed):

@@ -212,6 +212,7 @@ def check_buildable(spec, data, argument):
             )
         if spec["architecture"] == "cnn":
             _check_cnn_fits(spec, data, argument)
+            check_pixels(data, argument, f"{spec!r}", "Architecture 'cnn' divides them by 255")
     if isinstance(spec, KerasModel):
         check_fits(spec, data, argument, repr(spec.name))
     if isinstance(spec, dict) and "path" in spec:
@@ -249,6 +250,26 @@ def load_checked(path, argument):
         raise invalid_argument(
             argument, f"{error} Received: {argument}={os.fspath(path)!r}"
         ) from error
+
+
+def check_pixels(data, argument, received, scaling):
+    """Raises naming `argument` where float images hold no value above 1: the model
+    (`scaling` says how) takes pixels of 0 to 255. Before, images scaled to [0, 1] in an
+    `.npz` trained with no word: a transfer teacher reached 0.20 accuracy on them, 0.72
+    on the same images as 0-255."""
+    import numpy as np
+
+    x = data.x_train
+    if x.ndim != 4 or x.dtype.kind != "f" or not x.size:
+        return
+    largest = float(np.max(x))
+    if largest <= 1.0:
+        raise invalid_argument(
+            argument,
+            f"The images hold no value above {largest:g}, and the model takes pixels of 0 to "
+            f"255 ({scaling}). Received: {argument}={received} on images scaled to [0, 1]. "
+            "Store them as pixels: `(x * 255).astype('uint8')` in the `.npz`.",
+        )
 
 
 def check_fits(model, data, argument, received):

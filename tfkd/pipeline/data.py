@@ -111,7 +111,8 @@ class Data:
                 `sequence_length` (64) token ids by the `vocabulary` of the teacher:
                 `"minilm"` (the default) or a BERT `vocab.txt`; `encoding` (`"utf-8"`,
                 with or without Excel's byte-order mark, by default).
-            train_size, test_size: keep the first examples of each split only.
+            train_size, test_size: keep the first examples of each split only (drawn
+                from every class in proportion where a split is stored class by class).
 
         Raises:
             ValueError, TypeError: the first of `load_errors`, before anything is read.
@@ -136,20 +137,26 @@ class Data:
 
     def subset(self, train_size=None, test_size=None, labelled_per_class="same"):
         """The first `train_size` / `test_size` examples (all when `None`), keeping
-        `labelled_per_class` unless another is given."""
+        `labelled_per_class` unless another is given. A split stored class by class
+        (an image folder's, a sorted file's) gives as many examples drawn from every
+        class in proportion instead, and `notes` says so: its first examples were of
+        the first classes only."""
         if labelled_per_class == "same":
             labelled_per_class = self.labelled_per_class
+        notes = list(self.notes)
+        train = _first_or_spread(self.y_train, train_size, "train_size", notes)
+        test = _first_or_spread(self.y_test, test_size, "test_size", notes)
         data = Data(
-            self.x_train[:train_size],
-            self.y_train[:train_size],
-            self.x_test[:test_size],
-            self.y_test[:test_size],
+            self.x_train[train],
+            self.y_train[train],
+            self.x_test[test],
+            self.y_test[test],
             name=self.name,
             num_classes=self.num_classes,
             labelled_per_class=labelled_per_class,
             class_names=self.class_names,
         )
-        data.notes, data.tokenizer = list(self.notes), self.tokenizer
+        data.notes, data.tokenizer = notes, self.tokenizer
         return data
 
     def quick(self):
@@ -373,3 +380,29 @@ def shifted_copies(images, copies, seed=0, shift=2, flip=True):
         copy[flipped] = copy[flipped, :, ::-1]
         result.append(copy)
     return np.concatenate(result)
+
+
+def _first_or_spread(labels, size, argument, notes):
+    """What `Data.subset` keeps of a split with `labels`: its first `size` examples (a
+    slice), or where the split is stored class by class, `size` drawn from every class
+    in proportion (largest remainders; seed 0), in their order, with a note. Before,
+    `--quick` or a `train_size` on an image folder trained on its first classes alone."""
+    if size is None or size >= len(labels):
+        return slice(size)
+    labelled = labels[labels != UNLABELED]
+    if len(np.unique(labelled)) < 2 or np.any(np.diff(labelled) < 0):
+        return slice(size)
+    groups, counts = np.unique(labels, return_counts=True)
+    quotas = size * counts / len(labels)
+    kept = np.floor(quotas).astype(int)
+    kept[np.argsort(kept - quotas)[: size - kept.sum()]] += 1
+    random = np.random.default_rng(0)
+    chosen = [
+        random.choice(np.flatnonzero(labels == group), count, replace=False)
+        for group, count in zip(groups, kept)
+    ]
+    notes.append(
+        f"{argument}={size:,}: the examples are stored class by class, so {size:,} are "
+        "drawn from every class in proportion (seed 0), not the first"
+    )
+    return np.sort(np.concatenate(chosen))

@@ -430,6 +430,9 @@ class Transfer(Stage):
                 f"inputs are not images (shape {data.input_shape}). Received: "
                 f"image_size={self.image_size!r}. Remove it for this data.",
             )
+        if self.backbone == "mobilenet_v2":
+            scaling = "its ImageNet normalization divides them by 255"
+            architectures.check_pixels(data, "backbone", repr(self.backbone), scaling)
         wanted = PRETRAINED_BACKBONES.get(self.backbone) if isinstance(self.backbone, str) else None
         if wanted is not None and wanted != architectures.input_kind(data):
             raise invalid_argument(
