@@ -60,6 +60,9 @@ def test_micro_stage_needs_a_tflite_file(data, tmp_path):
         ({"quantization": None}, "quantization=None"),
         ({"quantization": "dynamic"}, "quantization='dynamic'"),
         ({"recipe": "int8_weight_only"}, "recipe='int8_weight_only'"),
+        # `auto` may keep int4 weights, computed in float: before, refused at `micro`
+        # once the export had run.
+        ({"quantization": "auto"}, "quantization='auto'"),
     ],
 )
 def test_micro_stage_refuses_a_float_export_before_any_stage_runs(data, tmp_path, export, made):

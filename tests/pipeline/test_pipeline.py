@@ -322,6 +322,11 @@ def test_a_redone_stage_reruns_its_dependents_and_the_report_drops_stale_rows(da
     (tmp_path / "stages" / "scratch" / "entry.json").unlink()
     report = tfkd.pipeline.Report.load(tmp_path)
     assert [row["name"] for row in report.rows] == ["teacher"]  # scratch_file is stale now
+    # ... and says so (before: left out with no note).
+    assert [note for note in report.notes if note.startswith("scratch_file")] == [
+        "scratch_file: left out: its input scratch was redone since it ran, or is being "
+        "redone (a rerun stopped there). Rerun the pipeline to redo it."
+    ]
     _, lines = _execute(tfkd.Pipeline(stages), data, tmp_path)
     assert "scratch (train): started" in lines[2] and "scratch_file (export): started" in lines[4]
 

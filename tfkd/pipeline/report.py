@@ -75,7 +75,8 @@ class Report:
             ) from None
         store = _store.Store(directory)
         entries, notes = _verified(store, store.entries(stages), config)
-        return cls(_current(entries), data, notes)
+        entries, stale = _current(entries)
+        return cls(entries, data, notes + stale)
 
     def markdown(self):
         lines = [
@@ -309,14 +310,22 @@ def _verified(store, entries, config):
 
 
 def _current(entries):
-    """Drops entries left from an earlier run whose inputs have been redone since."""
-    outputs, current = {}, []
+    """Drops entries left from an earlier run whose inputs have been redone since (or are
+    being redone: a rerun stopped in them); returns the others and a note for each
+    dropped one. Before, they were dropped with no note."""
+    outputs, current, notes = {}, [], []
     for entry in entries:
         upstream = entry.get("upstream", {})
-        if all(outputs.get(name) == identity for name, identity in upstream.items()):
-            current.append(entry)
-            outputs[entry["name"]] = _store.output_id(entry)
-    return current
+        changed = [name for name, identity in upstream.items() if outputs.get(name) != identity]
+        if changed:
+            notes.append(
+                f"{entry['name']}: left out: its input {', '.join(changed)} was redone since it "
+                "ran, or is being redone (a rerun stopped there). Rerun the pipeline to redo it."
+            )
+            continue
+        current.append(entry)
+        outputs[entry["name"]] = _store.output_id(entry)
+    return current, notes
 
 
 def _summary(entry):
