@@ -71,6 +71,19 @@ def test_one_file_is_split_by_class_and_unlabelled_rows_stay_in_training(tmp_pat
     assert again[1][0] == test_texts
 
 
+def test_labels_that_are_numbers_are_class_ids_in_numerical_order(tmp_path):
+    # Before: ordered as text, labels 0 to 11 were class ids 0, 1, 10, 11, 2, ...: a
+    # model's output 2 meant label 10.
+    rows = ["text,label"] + [f"text {i},{i % 12}" for i in range(48)]
+    (tmp_path / "numbers.csv").write_text("\n".join(rows) + "\n")
+    (x, y), _, names = tfkd.datasets.load_csv(tmp_path / "numbers.csv", test_split=0.25)
+    assert names == [str(label) for label in range(12)]
+    assert all(int(text.split()[1]) % 12 == label for text, label in zip(x, y))
+    rows = ["text,label"] + [f"text {i},{['b', 'a', 'c1'][i % 3]}" for i in range(12)]
+    (tmp_path / "words.csv").write_text("\n".join(rows) + "\n")
+    assert tfkd.datasets.load_csv(tmp_path / "words.csv", test_split=0.25)[2] == ["a", "b", "c1"]
+
+
 def test_excel_s_byte_order_mark_and_another_encoding_read_as_their_texts(tmp_path):
     # Before: a file saved as Excel's "CSV UTF-8" (a byte-order mark first) was refused,
     # "the header lacks the column(s) ['text']. Received: columns ['\ufefftext', 'label']",

@@ -23,8 +23,9 @@ def load_csv(path, text="text", label="label", test_split=None, seed=0, encoding
 
     Two layouts: a folder with `train.csv` and `test.csv`, or one file with
     `test_split`, the fraction of each class's labelled rows kept for testing, drawn with
-    `seed`. Class names are the label column's distinct values, in alphabetical order
-    (label `i` is the `i`-th name). A training row whose label cell is empty is kept
+    `seed`. Class names are the label column's distinct values, in numerical order
+    where all are whole numbers, else in alphabetical order (label `i` is the `i`-th
+    name). A training row whose label cell is empty is kept
     with the label `UNLABELED` (-1): a teacher can still teach on it.
 
     Args:
@@ -77,7 +78,7 @@ def _read(path, text, label, test_split, seed, encoding):
         rows[split] = _rows(file, text, label, encoding, labels_required=split == "test")
         if isinstance(rows[split], Exception):
             return [rows[split]], None
-    names = sorted({value for _, _, value in rows["train"] if value})
+    names = _ordered({value for _, _, value in rows["train"] if value})
     if len(names) < 2:
         return [
             _error(
@@ -222,6 +223,14 @@ def _rows(file, text, label, encoding, labels_required):
     if not rows:
         return _error("csv", f"{file}: no rows below the header")
     return rows
+
+
+def _ordered(labels):
+    """The distinct labels in order: as numbers where all are whole numbers (so that
+    labels 0 to 10 are class ids 0 to 10: as text, '10' came before '2'), else as text."""
+    if all(label.lstrip("-").isdigit() for label in labels):
+        return sorted(labels, key=int)
+    return sorted(labels)
 
 
 def _split(rows, names):
