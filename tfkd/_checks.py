@@ -363,6 +363,20 @@ def fit_options(data, options):
     return options
 
 
+def check_batched(data, name):
+    """Refuses a tf.data.Dataset of single `(x, y)` examples (labels of shape ()): Keras
+    read each example as a batch and raised about shapes ("Argument `output` must have
+    rank (ndim) `target.ndim - 1`" in `fine_tune`), naming neither the data nor the fix."""
+    spec = getattr(data, "element_spec", None)
+    labels = spec[1] if isinstance(spec, tuple) and len(spec) >= 2 else None
+    if getattr(getattr(labels, "shape", None), "rank", None) == 0:
+        raise ValueError(
+            f"`{name}` must yield batches of (x, y), and it yields one example at a time "
+            f"(labels of shape ()). Received: a tf.data.Dataset with element_spec {spec}. "
+            "Batch it: `dataset.batch(32)`."
+        )
+
+
 def check_fit_strategy(model):
     """Refuses `fit` under TensorFlow's `MultiWorkerMirroredStrategy` over several workers,
     where Keras 3 fails on the first batch with an error about `PerReplica` values

@@ -44,6 +44,12 @@ def _data(labels=(0, 1, 0, 1)):
     return _images(len(labels)), np.array(labels)
 
 
+def _unbatched():
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices(_data())
+
+
 def _ids():
     return np.array([[2, 4, 3, 0], [2, 4, 5, 3], [2, 3, 0, 0]], "int32")
 
@@ -284,6 +290,14 @@ _TRANSFER_CASES = [
         TypeError,
         "augmentation",
         "str",
+    ),
+    # Before: Keras's "Argument `output` must have rank (ndim) `target.ndim - 1`".
+    Case(
+        transfer.fine_tune,
+        lambda: transfer.fine_tune(_backbone(), 2, _unbatched()),
+        ValueError,
+        "train_data",
+        "one example at a time",
     ),
     # load_torchvision_weights: refused before the checkpoint is read
     Case(

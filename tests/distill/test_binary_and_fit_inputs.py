@@ -150,6 +150,20 @@ def test_one_callback_is_taken_as_a_list_of_one():
     assert epochs == [0, 1]
 
 
+def test_a_dataset_of_single_examples_is_refused_with_the_fix():
+    # Before: Keras's "Invalid input shape ... Expected shape (None, 8, 8, 1), but input
+    # has incompatible shape (8, 8, 1)", from inside the student's call.
+    import tensorflow as tf
+
+    x, y = random_images(32)
+    distiller = tfkd.Distiller(small_cnn(8, "teacher"), small_cnn(4, "student"))
+    distiller.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    single = tf.data.Dataset.from_tensor_slices((x, y))
+    with pytest.raises(ValueError, match=r"`x` must yield batches.*Batch it: `dataset.batch"):
+        distiller.fit(single, epochs=1, verbose=0)
+    assert distiller.fit(single.batch(16), epochs=1, verbose=0).history["loss"][0] > 0
+
+
 def test_cached_outputs_are_checked_against_what_the_losses_read():
     x, y = random_images(count=32)
     teacher, student = small_cnn(4, "teacher", softmax=True), small_cnn(4, "student")

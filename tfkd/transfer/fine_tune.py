@@ -219,6 +219,7 @@ def _is_dataset(data):
 
 def _check_labels(data, num_classes, name):
     if _is_dataset(data):
+        _checks.check_batched(data, name)
         return  # checked by the loss on the first batch
     if len(data) != 2:
         raise ValueError(
