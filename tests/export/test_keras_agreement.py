@@ -254,6 +254,32 @@ def test_tflitemodel_runs_a_file_with_several_inputs_fed_by_name(tmp_path):
         assert lite.benchmark(num_runs=3, warmup_runs=0)["num_runs"] == 3
         sample = {"zeta": x[0][0], "alpha": x[1][:1]}  # with or without the batch axis
         assert lite.benchmark(num_runs=3, warmup_runs=0, sample=sample)["median_ms"] > 0
+
+    # Names TensorFlow does not keep (a space) or that a subclassed model lacks: the
+    # file's names are its own, and a list is matched to them by position.
+    class Joined(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(3)
+
+        def call(self, inputs):
+            return self.dense(keras.ops.concatenate(inputs, axis=-1))
+
+    spaced = [keras.Input((4,), name="z eta"), keras.Input((3,), name="alpha")]
+    renamed = keras.Model(spaced, model(spaced))
+    subclassed = Joined()
+    subclassed(x)
+    for other in (renamed, subclassed):
+        other_lite = tfkd.TFLiteModel(tfkd.export_tflite(other, tmp_path / "other.tflite").path)
+        assert other_lite.compare(other, x)["max_abs_diff"] < 1e-5
+        named = dict(zip(other_lite.input_names, x))
+        expected = keras.ops.convert_to_numpy(other(x))
+        np.testing.assert_allclose(other_lite.predict(named), expected, atol=1e-5)
+    # A file with one input takes a dict of its one name too.
+    only = keras.Input((4,), name="only")
+    single = keras.Model(only, keras.layers.Dense(2)(only))
+    single_lite = tfkd.TFLiteModel(tfkd.export_tflite(single, tmp_path / "single.tflite").path)
+    np.testing.assert_allclose(single_lite.predict({"only": x[0]}), single_lite.predict(x[0]))
     with pytest.raises(
         TypeError, match=r"dict from input name.*\['(alpha|zeta)', '(alpha|zeta)'\]"
     ):

@@ -107,6 +107,9 @@ def test_an_npz_file_is_read_without_pickle(tmp_path):
     assert any("stored class by class" in note for note in data.notes)
     again = Data.load(npz=path, train_size=50, test_size=30)
     np.testing.assert_array_equal(data.x_train, again.x_train)
+    order = np.argsort(-y_train, kind="stable")  # the classes in another order: 9 first
+    np.savez(path, x_train=x_train[order], y_train=y_train[order], x_test=x_test, y_test=y_test)
+    assert np.bincount(Data.load(npz=path, train_size=50).y_train).tolist() == [5] * 10
     shuffled = Data.load("animal_mnist", train_size=50)  # in no class order: the first 50
     np.testing.assert_array_equal(
         shuffled.x_train[..., 0], tfkd.datasets.load("animal_mnist")[0][0][:50]

@@ -103,7 +103,7 @@ def test_quick_takes_the_subset_first_and_lowers_n_when_a_class_is_short():
     assert quick.labelled_per_class == fewest < 1000
     assert quick.notes == [
         f"quick run: labelled_per_class=1000 lowered to {fewest}, the fewest examples of a "
-        "class among the first 2,000"
+        "class among the quick run's 2,000"
     ]
     assert tfkd.pipeline.Report([], quick.describe()).notes == [f"data: {quick.notes[0]}"]
 

@@ -324,11 +324,17 @@ def test_a_redone_stage_reruns_its_dependents_and_the_report_drops_stale_rows(da
     assert [row["name"] for row in report.rows] == ["teacher"]  # scratch_file is stale now
     # ... and says so (before: left out with no note).
     assert [note for note in report.notes if note.startswith("scratch_file")] == [
-        "scratch_file: left out: its input scratch was redone since it ran, or is being "
-        "redone (a rerun stopped there). Rerun the pipeline to redo it."
+        "scratch_file: left out: its input scratch has not finished since (a rerun stopped "
+        "there). Rerun the pipeline to redo it."
     ]
     _, lines = _execute(tfkd.Pipeline(stages), data, tmp_path)
     assert "scratch (train): started" in lines[2] and "scratch_file (export): started" in lines[4]
+    # A row left out for its own file also leaves out those after it, saying which.
+    with open(tmp_path / "stages" / "scratch" / "model.keras", "ab") as file:
+        file.write(b"0")
+    notes = tfkd.pipeline.Report.load(tmp_path).notes
+    assert [note.split(": left out: ")[0] for note in notes] == ["scratch", "scratch_file"]
+    assert "its input scratch is left out of this report too (see its note)" in notes[1]
 
 
 def test_a_resumed_run_trains_what_an_uninterrupted_run_trains(data, tmp_path):

@@ -82,6 +82,11 @@ def test_labels_that_are_numbers_are_class_ids_in_numerical_order(tmp_path):
     rows = ["text,label"] + [f"text {i},{['b', 'a', 'c1'][i % 3]}" for i in range(12)]
     (tmp_path / "words.csv").write_text("\n".join(rows) + "\n")
     assert tfkd.datasets.load_csv(tmp_path / "words.csv", test_split=0.25)[2] == ["a", "b", "c1"]
+    labels = ["2", "\u00b2", "--5"]  # not all whole numbers: as text
+    rows = ["text,label"] + [f"text {i},{labels[i % 3]}" for i in range(12)]
+    (tmp_path / "digits.csv").write_text("\n".join(rows) + "\n")
+    names = tfkd.datasets.load_csv(tmp_path / "digits.csv", test_split=0.25)[2]
+    assert names == sorted(labels)
 
 
 def test_excel_s_byte_order_mark_and_another_encoding_read_as_their_texts(tmp_path):

@@ -379,10 +379,15 @@ def _read_images(folder, image_size, color_mode, class_names=None):
             labels.append(y)
     except Exception as error:  # a file whose header looked right but does not decode
         bad, reason = _undecodable(dataset.file_paths, color_mode)
+        formats = (".gif", ".jpg", ".jpeg")
+        hint = (
+            " TensorFlow decodes GIF files as 'rgb' only, and JPEG files as 'grayscale' or 'rgb'."
+            if str(bad).lower().endswith(formats)
+            else ""
+        )
         raise ValueError(
             f"Not a readable image in `directory` as color_mode={color_mode!r}. Received: "
-            f"file {bad!r} ({reason or type(error).__name__}). TensorFlow decodes GIF files as "
-            "'rgb' only, and JPEG files as 'grayscale' or 'rgb'."
+            f"file {bad!r} ({reason or type(error).__name__}).{hint}"
         ) from None
     x = np.concatenate(images)  # float32 if any batch was interpolated
     return (x, np.concatenate(labels).astype(np.int64)), list(dataset.class_names)

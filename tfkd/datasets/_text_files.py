@@ -9,6 +9,7 @@ label cell in the training rows marks a text whose label is unknown: it gets the
 import codecs
 import csv
 import os
+import re
 
 import numpy as np
 
@@ -228,7 +229,7 @@ def _rows(file, text, label, encoding, labels_required):
 def _ordered(labels):
     """The distinct labels in order: as numbers where all are whole numbers (so that
     labels 0 to 10 are class ids 0 to 10: as text, '10' came before '2'), else as text."""
-    if all(label.lstrip("-").isdigit() for label in labels):
+    if all(re.fullmatch("-?[0-9]+", label) for label in labels):
         return sorted(labels, key=int)
     return sorted(labels)
 

@@ -221,7 +221,7 @@ class StudentCheckpoint(keras.callbacks.ModelCheckpoint):
         # metrics of the model Keras holds: the student, never compiled, has none, so
         # `monitor="val_accuracy"` raised Keras's "pass mode='max'". Read the Distiller's.
         student = self.model
-        super().set_model(self._trained)
+        super().set_model(getattr(self, "_trained", student))
         try:
             super()._set_monitor_op()
         finally:

@@ -261,18 +261,13 @@ class TFLiteModel:
 
         from tfkd.export._keras_check import score_activation
 
-        if len(self._runner.inputs) > 1 and isinstance(x, list | tuple):
-            names = [tensor.name for tensor in getattr(keras_model, "inputs", None) or []]
-            if len(names) != len(x):
-                raise ValueError(
-                    f"`x` must be a dict from input name to array, or a list in the order of "
-                    f"the Keras model's inputs. Received: a list of {len(x)} arrays for "
-                    f"keras_model={keras_model.name!r} with inputs {names or 'unknown'}."
-                )
-            x = dict(zip(names, x))
         values = x
-        if isinstance(x, dict):
-            values = {name: self._keras_values(x[name], name) for name in x}
+        if len(self._runner.inputs) > 1:
+            x, values = self._both_orders(keras_model, x)
+            values = [
+                self._keras_values(values[i], d)
+                for i, d in enumerate(self._keras_details(keras_model))
+            ]
         elif isinstance(x, np.ndarray) and x.dtype == np.dtype(self._input["dtype"]):
             values = dequantize_output(x, self._input)
         expected = keras.tree.flatten(keras_model.predict(values, batch_size=batch_size, verbose=0))
@@ -304,6 +299,8 @@ class TFLiteModel:
         """`x` as one checked array per input, in the file's order."""
         inputs = self._runner.inputs
         if len(inputs) == 1:
+            if isinstance(x, dict) and list(x) == self.input_names:  # by its one name
+                x = x[self.input_names[0]]
             check_array(x)
             # NaN inputs give NaN outputs whose argmax (0) scores as a prediction.
             return [self._fit_rank(_checks.check_finite_array("x", x, self._input["dtype"]))]
@@ -320,13 +317,41 @@ class TFLiteModel:
             )
         return arrays
 
-    def _keras_values(self, array, name):
+    def _both_orders(self, keras_model, x):
+        """`x` (several inputs) as the file takes it, a dict by `input_names`, and as
+        `keras_model` does, a list in the order of its inputs: matched by name where the
+        names are the same (tfkd's exports), else by position (a subclassed model's
+        inputs, names TensorFlow does not keep)."""
+        names = self.input_names
+        keras_names = [tensor.name for tensor in getattr(keras_model, "inputs", None) or []]
+        by_name = sorted(keras_names) == sorted(names)
+        if isinstance(x, dict):
+            if by_name and set(x) == set(keras_names):
+                return x, [x[name] for name in keras_names]
+            return x, by_input(x, names, "x")
+        if not isinstance(x, list | tuple) or len(x) != len(names):
+            raise ValueError(
+                f"`x` must be a dict from input name ({names}) to array, or a list of "
+                f"{len(names)} arrays in the order of the Keras model's inputs. Received: "
+                f"x of type {type(x).__name__}"
+                + (f" with {len(x)} arrays." if isinstance(x, list | tuple) else ".")
+            )
+        return dict(zip(keras_names if by_name else names, x)), list(x)
+
+    def _keras_details(self, keras_model):
+        """The file's input details in the order of `keras_model`'s inputs (as `_both_orders`
+        matches them)."""
+        details = {d["name"]: d for d in self._runner.inputs}
+        keras_names = [tensor.name for tensor in getattr(keras_model, "inputs", None) or []]
+        if sorted(keras_names) == sorted(details):
+            return [details[name] for name in keras_names]
+        return list(self._runner.inputs)
+
+    def _keras_values(self, array, details):
         """An input's `array` as the Keras model takes it: dequantized if it is of the
         file's integer dtype for that input (quantized already)."""
-        details = next((d for d in self._runner.inputs if d["name"] == name), None)
-        if details is not None and isinstance(array, np.ndarray):
-            if array.dtype == np.dtype(details["dtype"]):
-                return dequantize_output(array, details)
+        if isinstance(array, np.ndarray) and array.dtype == np.dtype(details["dtype"]):
+            return dequantize_output(array, details)
         return array
 
     def _fit_rank(self, x, details=None):

@@ -267,7 +267,7 @@ def check_pixels(data, argument, received, scaling):
         raise invalid_argument(
             argument,
             f"The images hold no value above {largest:g}, and the model takes pixels of 0 to "
-            f"255 ({scaling}). Received: {argument}={received} on images scaled to [0, 1]. "
+            f"255 ({scaling}). Received: {argument}={received} on images of values up to 1. "
             "Store them as pixels: `(x * 255).astype('uint8')` in the `.npz`.",
         )
 

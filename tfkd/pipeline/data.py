@@ -144,8 +144,8 @@ class Data:
         if labelled_per_class == "same":
             labelled_per_class = self.labelled_per_class
         notes = list(self.notes)
-        train = _first_or_spread(self.y_train, train_size, "train_size", notes)
-        test = _first_or_spread(self.y_test, test_size, "test_size", notes)
+        train = _first_or_spread(self.y_train, train_size, "training split", notes)
+        test = _first_or_spread(self.y_test, test_size, "test split", notes)
         data = Data(
             self.x_train[train],
             self.y_train[train],
@@ -165,7 +165,7 @@ class Data:
         Labels are hidden after the subset is taken; when a class of the subset has
         fewer than `labelled_per_class` examples, the quick run keeps that many per
         class instead, and `notes` says so, as it says which classes have no example
-        in the subset (data stored class by class).
+        in the subset.
         """
         data = self.subset(QUICK_TRAIN_SIZE, QUICK_TEST_SIZE, labelled_per_class=None)
         if self.labelled_per_class is None:
@@ -174,14 +174,14 @@ class Data:
         classes = np.unique(self.y_train[self.y_train != UNLABELED])  # the full data's
         missing = [int(label) for label in classes if not counts[label]]
         notes = [
-            f"quick run: no training example of class(es) {missing} among the first "
+            f"quick run: no training example of class(es) {missing} among its "
             f"{len(data.y_train):,}, so none of their labels is kept"
         ] * bool(missing)
         if len(missing) == len(classes):
             raise invalid_argument(
                 "labelled_per_class",
-                f"A quick run keeps the first {len(data.y_train):,} training examples, and "
-                "none of them has a label, so none can be kept. Received: "
+                f"A quick run keeps {len(data.y_train):,} training examples, and none of "
+                "them has a label, so none can be kept. Received: "
                 f"labelled_per_class={self.labelled_per_class!r}. Run without --quick.",
             )
         fewest = int(min(counts[label] for label in classes if counts[label]))
@@ -193,7 +193,7 @@ class Data:
         data.notes.extend(notes)
         data.notes.append(
             f"quick run: labelled_per_class={self.labelled_per_class} lowered to {fewest}, "
-            f"the fewest examples of a class among the first {len(data.y_train):,}"
+            f"the fewest examples of a class among the quick run's {len(data.y_train):,}"
         )
         return data
 
@@ -390,7 +390,9 @@ def _first_or_spread(labels, size, argument, notes):
     if size is None or size >= len(labels):
         return slice(size)
     labelled = labels[labels != UNLABELED]
-    if len(np.unique(labelled)) < 2 or np.any(np.diff(labelled) < 0):
+    classes = len(np.unique(labelled))
+    # Grouped by class, in any order of the classes: the label changes once per group.
+    if classes < 2 or np.count_nonzero(np.diff(labelled)) != classes - 1:
         return slice(size)
     groups, counts = np.unique(labels, return_counts=True)
     quotas = size * counts / len(labels)
@@ -402,7 +404,7 @@ def _first_or_spread(labels, size, argument, notes):
         for group, count in zip(groups, kept)
     ]
     notes.append(
-        f"{argument}={size:,}: the examples are stored class by class, so {size:,} are "
-        "drawn from every class in proportion (seed 0), not the first"
+        f"{argument}: {size:,} examples drawn from every class in proportion (seed 0), not "
+        "the first: the split is stored class by class"
     )
     return np.sort(np.concatenate(chosen))

@@ -5,8 +5,8 @@ import importlib.util
 from tfkd import _checks
 from tfkd.pipeline.stage import Stage, check_positive, invalid_argument, register_stage
 
-# What an `export` stage may make for a microcontroller: integer compute only. (`auto`
-# keeps whichever file fits its budget; the bundle checks the file's ops when it runs.)
+# What an `export` stage may make for a microcontroller: integer compute only (`auto`
+# may keep a file that computes in float, so it is not among them).
 INTEGER_QUANTIZATIONS = ("int8", "int16x8")
 INTEGER_RECIPES = ("static_int8", "static_int16x8")
 

@@ -74,8 +74,10 @@ class Report:
                 "to write it again."
             ) from None
         store = _store.Store(directory)
-        entries, notes = _verified(store, store.entries(stages), config)
-        entries, stale = _current(entries)
+        stored = store.entries(stages)
+        entries, notes = _verified(store, stored, config)
+        left_out = {entry["name"] for entry in stored} - {entry["name"] for entry in entries}
+        entries, stale = _current(entries, left_out)
         return cls(entries, data, notes + stale)
 
     def markdown(self):
@@ -309,22 +311,29 @@ def _verified(store, entries, config):
     return kept, notes
 
 
-def _current(entries):
+def _current(entries, left_out):
     """Drops entries left from an earlier run whose inputs have been redone since (or are
-    being redone: a rerun stopped in them); returns the others and a note for each
-    dropped one. Before, they were dropped with no note."""
+    being redone: a rerun stopped in them, or were left out: `left_out`, their names);
+    returns the others and a note for each dropped one. Before, they were dropped with
+    no note."""
     outputs, current, notes = {}, [], []
+    found = {entry["name"] for entry in entries}
     for entry in entries:
         upstream = entry.get("upstream", {})
         changed = [name for name, identity in upstream.items() if outputs.get(name) != identity]
-        if changed:
-            notes.append(
-                f"{entry['name']}: left out: its input {', '.join(changed)} was redone since it "
-                "ran, or is being redone (a rerun stopped there). Rerun the pipeline to redo it."
-            )
+        if not changed:
+            current.append(entry)
+            outputs[entry["name"]] = _store.output_id(entry)
             continue
-        current.append(entry)
-        outputs[entry["name"]] = _store.output_id(entry)
+        left_out |= {entry["name"]}
+        name = changed[0]
+        if name in left_out:
+            why = f"its input {name} is left out of this report too (see its note)"
+        elif name not in found:
+            why = f"its input {name} has not finished since (a rerun stopped there)"
+        else:
+            why = f"its input {name} was redone since it ran"
+        notes.append(f"{entry['name']}: left out: {why}. Rerun the pipeline to redo it.")
     return current, notes
 
 

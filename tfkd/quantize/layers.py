@@ -398,10 +398,16 @@ def fold(layer, norm, kernel, bias):
 
 def foldable_batch_norms(consumers):
     """`{layer: the BatchNormalization that can fold into it}`, from `_graph.consumers`:
-    the normalization must be the layer's only consumer."""
+    the normalization must be the layer's only consumer, and called on that layer's
+    output alone (a BatchNormalization also called after a pool was replaced by a
+    placeholder that passes its input on, on both paths)."""
+    calls = {}
+    for users in consumers.values():
+        for user in users:
+            calls[id(user)] = calls.get(id(user), 0) + 1
     found = {}
     for layer, users in consumers.items():
-        norm = users[0] if len(users) == 1 else None
+        norm = users[0] if len(users) == 1 and calls[id(users[0])] == 1 else None
         if _kernels.unsupported_reason(layer) is not None:  # LoRA, already quantized
             continue
         if isinstance(norm, keras.layers.BatchNormalization):
