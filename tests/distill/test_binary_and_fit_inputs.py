@@ -161,6 +161,8 @@ def test_a_dataset_of_single_examples_is_refused_with_the_fix():
     single = tf.data.Dataset.from_tensor_slices((x, y))
     with pytest.raises(ValueError, match=r"`x` must yield batches.*Batch it: `dataset.batch"):
         distiller.fit(single, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"`validation_data` must yield batches"):
+        distiller.fit(x, y, validation_data=single, epochs=1, verbose=0)
     assert distiller.fit(single.batch(16), epochs=1, verbose=0).history["loss"][0] > 0
 
 

@@ -483,7 +483,8 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         _checks.check_fit_strategy(self)
         arguments = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs).arguments
         arguments.pop("self")
-        _checks.check_batched(arguments.get("x"), "x")
+        for name in ("x", "validation_data"):
+            _checks.check_batched(arguments.get(name), name)
         extra = arguments.pop("kwargs", {})
         arguments = _checks.fit_options(arguments.get("x"), arguments)
         self._check_fit_data(arguments)
