@@ -403,6 +403,21 @@ def test_clusters_that_do_not_fit_a_layer_fail_before_any_stage_runs(data, tmp_p
     assert not tmp_path.joinpath("stages").exists()
 
 
+def test_per_channel_false_after_quantize_aware_fails_before_any_stage_runs(data, tmp_path):
+    # Before: the export refused it ("exports with the per-channel scales it trained"),
+    # after the training stages had run.
+    stages = [
+        Train(STUDENT, epochs=1, name="scratch"),
+        tfkd.pipeline.Cluster(clusters=4, name="clustered"),
+        tfkd.pipeline.QuantizeAware(preserve_clusters=True, name="qat"),
+        tfkd.pipeline.Export("int8", per_channel=False, name="int8"),
+    ]
+    with pytest.raises(ValueError, match="receives a quantization-aware model") as e:
+        _execute(stages, data, tmp_path)
+    assert (e.value.stage, e.value.argument) == ("int8", "per_channel")
+    assert not tmp_path.joinpath("stages").exists()
+
+
 def test_a_model_with_nothing_to_cluster_is_refused_at_from_stage(data, tmp_path):
     # `exclude` is unset, so the model given (no kernel: a crop to 10 pixels) is the cause
     inputs = keras.Input((28, 28, 1))

@@ -89,11 +89,14 @@ def build(spec, data, seed):
 
     A Keras model is copied with its weights (a pretrained model stays pretrained), and
     the caller's model is left as it was. A `clustered` spec (only a `cluster` stage's
-    output, see `clustered`) gives the model its stage clusters, stripped; a `transfer`
+    output, see `clustered`) gives the model its stage clusters, stripped; a `quantized`
+    one (a `quantize_aware` stage's) the model quantization-aware; a `transfer`
     spec (only a `transfer` stage's output) the classifier that stage makes, untrained.
     """
     if isinstance(spec, dict) and "clustered" in spec:
         return spec["stage"].clustered(build(spec["clustered"], data, seed), stripped=True)
+    if isinstance(spec, dict) and "quantized" in spec:
+        return spec["stage"].quantized(build(spec["quantized"], data, seed))
     if isinstance(spec, dict) and "transfer" in spec:
         return spec["transfer"].classifier(data)
     if isinstance(spec, KerasModel):
@@ -118,6 +121,12 @@ def clustered(spec, stage):
     """The spec of the model `stage` (a `cluster` stage) makes from `spec`'s, or None
     where `spec` is None (unknown)."""
     return None if spec is None else {"clustered": spec, "stage": stage}
+
+
+def quantized(spec, stage):
+    """The spec of the model `stage` (a `quantize_aware` stage) makes from `spec`'s, or
+    None where `spec` is None (unknown)."""
+    return None if spec is None else {"quantized": spec, "stage": stage}
 
 
 def trained(spec):

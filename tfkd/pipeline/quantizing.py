@@ -1,5 +1,6 @@
 """The quantize_aware stage: quantization-aware training (`tfkd.quantize.quantize_aware`)."""
 
+from tfkd.pipeline import architectures
 from tfkd.pipeline.stage import check_keras_input, invalid_argument, register_stage
 from tfkd.pipeline.training import _Training, training_arguments
 
@@ -62,6 +63,18 @@ class QuantizeAware(_Training):
                 "made, and the model it receives has none: put a `cluster` stage right before "
                 f"it (a stage that trains in between spreads the clusters). {error}",
             ) from None
+
+    def _output_spec(self, incoming):
+        # Known before anything runs, so that an export after it is checked against a
+        # quantization-aware model (`per_channel: false` failed after the training).
+        return architectures.quantized(architectures.trained(incoming), self)
+
+    def quantized(self, model):
+        """`model` made quantization-aware, as the checks before a run build this stage's
+        output (its clusters are not read: an untrained build has none)."""
+        from tfkd import quantize
+
+        return quantize.quantize_aware(model)
 
     def run(self, model, context):
         from tfkd import quantize

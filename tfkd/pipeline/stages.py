@@ -209,6 +209,20 @@ class Export(Stage):
     def _check_input_tflite(self, export):
         refuse_tflite_input(self)
 
+    def _check_input_model(self, build):
+        if self.per_channel:
+            return
+        from tfkd.quantize import is_quantized
+
+        if is_quantized(build()):  # before, refused by the export, after the training
+            raise invalid_argument(
+                "per_channel",
+                f"Stage {self.name!r} (export) receives a quantization-aware model, which "
+                "exports with the per-channel scales it trained. Received: per_channel=False "
+                f"(from_stage={self.from_stage!r}). Remove `per_channel`, or export the "
+                "model from before the `quantize_aware` stage.",
+            )
+
     def run(self, model, context):
         from tfkd.export import TFLiteModel, export_tflite
 
