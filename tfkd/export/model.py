@@ -132,7 +132,10 @@ class TFLiteModel:
                 or arrays of unlike lengths.
         """
         _checks.check_number("batch_size", batch_size, low=1, integer=True)
-        arrays = self._arrays(x)
+        return self._run_in_batches(self._arrays(x), batch_size, verbose)
+
+    def _run_in_batches(self, arrays, batch_size, verbose):
+        """`predict` on `arrays` checked already (`_arrays`)."""
         count = len(arrays[0])
         progress = progress_bar(count, verbose)
         batches = []
@@ -175,7 +178,8 @@ class TFLiteModel:
                 f"{self.num_outputs} outputs: {self.path!r}. Call `predict(x)`, which returns "
                 "one array per output, and score the outputs you need."
             )
-        count = len(self._arrays(x)[0])
+        arrays = self._arrays(x)  # checked once, before the file's outputs are
+        count = len(arrays[0])
         if from_logits is not None:
             from_logits = _checks.check_flag("from_logits", from_logits)
         output = self._runner.outputs[0]
@@ -192,7 +196,8 @@ class TFLiteModel:
                 "Call `predict(x)` and threshold its output."
             )
         labels = check_labels(y, count)
-        outputs = self.predict(x, batch_size=batch_size, verbose=verbose).astype(np.float64)
+        _checks.check_number("batch_size", batch_size, low=1, integer=True)
+        outputs = self._run_in_batches(arrays, batch_size, verbose).astype(np.float64)
         if from_logits is None:
             from_logits = not (softmax_outputs(self.path)[0] or _sums_to_one(outputs))
         log_probabilities = _log_probabilities(outputs, from_logits)
@@ -263,11 +268,7 @@ class TFLiteModel:
 
         values = x
         if len(self._runner.inputs) > 1:
-            x, values = self._both_orders(keras_model, x)
-            values = [
-                self._keras_values(values[i], d)
-                for i, d in enumerate(self._keras_details(keras_model))
-            ]
+            x, values = self._for_file_and_keras(keras_model, x)
         elif isinstance(x, np.ndarray) and x.dtype == np.dtype(self._input["dtype"]):
             values = dequantize_output(x, self._input)
         expected = keras.tree.flatten(keras_model.predict(values, batch_size=batch_size, verbose=0))
@@ -317,42 +318,38 @@ class TFLiteModel:
             )
         return arrays
 
-    def _both_orders(self, keras_model, x):
-        """`x` (several inputs) as the file takes it, a dict by `input_names`, and as
-        `keras_model` does, a list in the order of its inputs: matched by name where the
-        names are the same (tfkd's exports), else by position (a subclassed model's
-        inputs, names TensorFlow does not keep)."""
-        names = self.input_names
+    def _for_file_and_keras(self, keras_model, x):
+        """`x` for a file with several inputs, as the file takes it (a dict by
+        `input_names`) and as `keras_model` does (a list in the order of its inputs, each
+        dequantized where it is of that input's integer dtype in the file). The file's
+        inputs are matched to the model's by name where the names are the same (tfkd's
+        exports), else by position (a subclassed model's, names TensorFlow did not keep)."""
         keras_names = [tensor.name for tensor in getattr(keras_model, "inputs", None) or []]
-        by_name = sorted(keras_names) == sorted(names)
+        inputs = {details["name"]: details for details in self._runner.inputs}
+        if sorted(keras_names) == sorted(inputs):
+            in_keras_order = [inputs[name] for name in keras_names]
+        else:
+            in_keras_order = list(self._runner.inputs)
         if isinstance(x, dict):
-            if by_name and set(x) == set(keras_names):
-                return x, [x[name] for name in keras_names]
-            return x, by_input(x, names, "x")
-        if not isinstance(x, list | tuple) or len(x) != len(names):
+            by_input(x, self.input_names, "x")  # the file's names, each once
+            arrays = [x[details["name"]] for details in in_keras_order]
+        elif isinstance(x, list | tuple) and len(x) == len(inputs):
+            arrays = list(x)
+        else:
             raise ValueError(
-                f"`x` must be a dict from input name ({names}) to array, or a list of "
-                f"{len(names)} arrays in the order of the Keras model's inputs. Received: "
+                f"`x` must be a dict from input name ({self.input_names}) to array, or a list "
+                f"of {len(inputs)} arrays in the order of the Keras model's inputs. Received: "
                 f"x of type {type(x).__name__}"
                 + (f" with {len(x)} arrays." if isinstance(x, list | tuple) else ".")
             )
-        return dict(zip(keras_names if by_name else names, x)), list(x)
-
-    def _keras_details(self, keras_model):
-        """The file's input details in the order of `keras_model`'s inputs (as `_both_orders`
-        matches them)."""
-        details = {d["name"]: d for d in self._runner.inputs}
-        keras_names = [tensor.name for tensor in getattr(keras_model, "inputs", None) or []]
-        if sorted(keras_names) == sorted(details):
-            return [details[name] for name in keras_names]
-        return list(self._runner.inputs)
-
-    def _keras_values(self, array, details):
-        """An input's `array` as the Keras model takes it: dequantized if it is of the
-        file's integer dtype for that input (quantized already)."""
-        if isinstance(array, np.ndarray) and array.dtype == np.dtype(details["dtype"]):
-            return dequantize_output(array, details)
-        return array
+        for_file = {details["name"]: array for details, array in zip(in_keras_order, arrays)}
+        for_keras = [
+            dequantize_output(array, details)
+            if isinstance(array, np.ndarray) and array.dtype == np.dtype(details["dtype"])
+            else array
+            for details, array in zip(in_keras_order, arrays)
+        ]
+        return for_file, for_keras
 
     def _fit_rank(self, x, details=None):
         # As Keras does: `(N, 28, 28)` images feed a `(28, 28, 1)` input.

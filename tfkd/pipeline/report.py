@@ -316,7 +316,7 @@ def _current(entries, left_out):
     being redone: a rerun stopped in them, or were left out: `left_out`, their names);
     returns the others and a note for each dropped one. Before, they were dropped with
     no note."""
-    outputs, current, notes = {}, [], []
+    outputs, current, notes, left_out = {}, [], [], set(left_out)
     found = {entry["name"] for entry in entries}
     for entry in entries:
         upstream = entry.get("upstream", {})

@@ -397,27 +397,44 @@ def fold(layer, norm, kernel, bias):
 
 
 def foldable_batch_norms(consumers):
-    """`{layer: the BatchNormalization that can fold into it}`, from `_graph.consumers`:
-    the normalization must be the layer's only consumer, and called on that layer's
-    output alone (a BatchNormalization also called after a pool was replaced by a
-    placeholder that passes its input on, on both paths)."""
-    calls = {}
-    for users in consumers.values():
-        for user in users:
-            calls[id(user)] = calls.get(id(user), 0) + 1
+    """`{layer: the BatchNormalization that folds into it}`, from `_graph.consumers` (see
+    `why_not_folded` for when one does not)."""
     found = {}
     for layer, users in consumers.items():
-        norm = users[0] if len(users) == 1 and calls[id(users[0])] == 1 else None
-        if _kernels.unsupported_reason(layer) is not None:  # LoRA, already quantized
-            continue
+        norm = users[0] if len(users) == 1 else None
         if isinstance(norm, keras.layers.BatchNormalization):
-            try:
-                check_foldable(layer, norm)
-            except ValueError:
-                continue
-            check_moving_variance(norm)
-            found[layer] = norm
+            if why_not_folded(norm, consumers) is None:
+                check_moving_variance(norm)
+                found[layer] = norm
     return found
+
+
+def why_not_folded(norm, consumers):
+    """`None` where BatchNormalization `norm` folds into the Dense or convolution before
+    it (`consumers` from `_graph.consumers`), else why not, as a phrase: that layer must
+    take it (`check_foldable`), and `norm` must be its only consumer and called on its
+    output alone (one also called after a pool was replaced by a placeholder that passes
+    its input on, on both paths)."""
+    producers = [layer for layer, users in consumers.items() if norm in users]
+    if not producers:
+        return "it reads the model's input"
+    if len(producers) > 1:
+        return f"it is called on the outputs of {[layer.name for layer in producers]}"
+    producer = producers[0]
+    if _kernels.kernel_name(producer) is None or isinstance(producer, keras.layers.Embedding):
+        return (
+            f"it follows {producer.name!r} ({type(producer).__name__}), not a Dense or convolution"
+        )
+    if len(consumers[producer]) > 1:
+        return f"the output of {producer.name!r} also goes elsewhere, and folding would change it"
+    unsupported = _kernels.unsupported_reason(producer)  # LoRA, already quantized
+    if unsupported:
+        return f"{producer.name!r}: {unsupported}"
+    try:
+        check_foldable(producer, norm)
+    except ValueError as error:  # an activation in the layer, another axis
+        return str(error).split(": ", 1)[-1].rstrip(".")
+    return None
 
 
 def check_moving_variance(norm):

@@ -9,8 +9,8 @@ from tfkd.quantize.layers import (
     FoldedBatchNormalization,
     QuantizeWrapper,
     check_decay,
-    check_foldable,
     foldable_batch_norms,
+    why_not_folded,
 )
 
 # Kernels with at most this many distinct values keep them with `preserve_clusters`.
@@ -193,49 +193,26 @@ def _unfolded_batch_norms(model, fold_batch_norm):
     `fold_batch_norm=False`) exported as float MUL and ADD ops between a DEQUANTIZE and a
     QUANTIZE: before, such a model trained and exported with no word but `float_ops`."""
     consumers = _graph.consumers(model)
-    folded = set(foldable_batch_norms(consumers).values()) if fold_batch_norm else set()
     problems = []
     for layer in _graph.leaf_layers(model):
-        if isinstance(layer, keras.layers.BatchNormalization) and layer not in folded:
-            reason = (
-                _why_not_folded(layer, consumers) if fold_batch_norm else "fold_batch_norm=False"
-            )
-            fix = (
-                "Put it right after the Dense or convolution it normalizes, that layer with "
-                "`activation=None` and its activation (a ReLU layer) after the "
-                "BatchNormalization, or remove it"
-                if fold_batch_norm
-                else "Pass fold_batch_norm=True"
-            )
-            problems.append(
-                f"BatchNormalization {layer.name!r} does not fold into the layer before it "
-                f"({reason}), so the int8 file would compute it with float MUL and ADD ops. "
-                f"{fix}."
-            )
-    return problems
-
-
-def _why_not_folded(norm, consumers):
-    producers = [layer for layer, users in consumers.items() if norm in users]
-    if not producers:
-        return "it reads the model's input"
-    if len(producers) > 1:
-        return f"it is called on the outputs of {[layer.name for layer in producers]}"
-    producer = producers[0]
-    if _kernels.kernel_name(producer) is None or isinstance(producer, keras.layers.Embedding):
-        return (
-            f"it follows {producer.name!r} ({type(producer).__name__}), not a Dense or convolution"
+        if not isinstance(layer, keras.layers.BatchNormalization):
+            continue
+        reason = why_not_folded(layer, consumers) if fold_batch_norm else "fold_batch_norm=False"
+        if reason is None:
+            continue
+        fix = (
+            "Put it right after the Dense or convolution it normalizes, that layer with "
+            "`activation=None` and its activation (a ReLU layer) after the "
+            "BatchNormalization, or remove it"
+            if fold_batch_norm
+            else "Pass fold_batch_norm=True"
         )
-    if len(consumers[producer]) > 1:
-        return f"the output of {producer.name!r} also goes elsewhere, and folding would change it"
-    unsupported = _kernels.unsupported_reason(producer)
-    if unsupported:
-        return f"{producer.name!r}: {unsupported}"
-    try:
-        check_foldable(producer, norm)
-    except ValueError as error:  # an activation in the layer, another axis
-        return str(error).split(": ", 1)[-1].rstrip(".")
-    return f"{producer.name!r} cannot take it"
+        problems.append(
+            f"BatchNormalization {layer.name!r} does not fold into the layer before it "
+            f"({reason}), so the int8 file would compute it with float MUL and ADD ops. "
+            f"{fix}."
+        )
+    return problems
 
 
 def _problems(layer):
