@@ -96,7 +96,7 @@ def test_exclude_is_checked_against_the_classifier_a_transfer_stage_makes(data, 
     assert not tmp_path.joinpath("stages").exists()
     # The names of the classifier `fine_tune` makes (MobileNetV2's, and the new head's).
     Prune(exclude=["block_2_expand", "head_logits"])._check_input_model(
-        lambda: transfer.classifier(data)
+        lambda: transfer.classifier(data), None
     )
 
 
@@ -230,7 +230,7 @@ def test_prune_channels_that_cannot_apply_fails_before_any_stage_runs(data, tmp_
     assert (e.value.stage, e.value.argument) == ("prune_channels", "from_stage")
     assert not tmp_path.joinpath("stages").exists()
     built = tfkd.pipeline.architectures.build(STUDENT, data, seed=0)
-    PruneChannels(exclude=["conv1"])._check_input_model(lambda: built)
+    PruneChannels(exclude=["conv1"])._check_input_model(lambda: built, None)
 
 
 def test_cluster_stage_after_pruning_keeps_zeros_and_few_values(data, tmp_path):
@@ -403,18 +403,30 @@ def test_clusters_that_do_not_fit_a_layer_fail_before_any_stage_runs(data, tmp_p
     assert not tmp_path.joinpath("stages").exists()
 
 
-def test_per_channel_false_after_quantize_aware_fails_before_any_stage_runs(data, tmp_path):
-    # Before: the export refused it ("exports with the per-channel scales it trained"),
-    # after the training stages had run.
+@pytest.mark.parametrize(
+    "export, argument",
+    [
+        ({"quantization": "int8", "per_channel": False}, "per_channel"),
+        ({"quantization": None}, "quantization"),
+        ({"quantization": "dynamic"}, "quantization"),
+        ({"recipe": "int8_weight_only"}, "recipe"),
+        ({"quantization": "auto"}, "quantization"),
+    ],
+)
+def test_an_export_a_quantization_aware_model_cannot_take_fails_before_any_stage_runs(
+    data, tmp_path, export, argument
+):
+    # Before: the export refused these ("exports with the per-channel scales it trained",
+    # "exports as int8 only") after the training stages had run.
     stages = [
         Train(STUDENT, epochs=1, name="scratch"),
         tfkd.pipeline.Cluster(clusters=4, name="clustered"),
         tfkd.pipeline.QuantizeAware(preserve_clusters=True, name="qat"),
-        tfkd.pipeline.Export("int8", per_channel=False, name="int8"),
+        tfkd.pipeline.Export(**export, name="exported"),
     ]
     with pytest.raises(ValueError, match="receives a quantization-aware model") as e:
         _execute(stages, data, tmp_path)
-    assert (e.value.stage, e.value.argument) == ("int8", "per_channel")
+    assert (e.value.stage, e.value.argument) == ("exported", argument)
     assert not tmp_path.joinpath("stages").exists()
 
 

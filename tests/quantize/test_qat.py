@@ -183,7 +183,13 @@ def test_export_refuses_float_modes_and_untrained_ranges(tmp_path):
         tfkd.export_tflite(qat_model, tmp_path / "m.tflite", "int8")
     with pytest.raises(ValueError, match="int8 only.*quantization='float16'"):
         tfkd.export_tflite(qat_model, tmp_path / "m.tflite", "float16")
-    assert not (tmp_path / "m.tflite").exists()
+    # Before, these said "Received: quantization=None", which neither takes.
+    x, y = random_images(8)
+    with pytest.raises(ValueError, match="int8 only.*`source`, with recipe='int8_weight_only'"):
+        tfkd.export.litert_quantize(qat_model, tmp_path / "q.tflite", "int8_weight_only", x)
+    with pytest.raises(ValueError, match="int8 only.*`model`, for auto_quantize"):
+        tfkd.export.auto_quantize(qat_model, tmp_path / "a.tflite", x, y, x)
+    assert not any(tmp_path.iterdir())
 
 
 # On TensorFlow only: its checks read the weights as numpy, on every backend alike.

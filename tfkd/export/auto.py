@@ -88,6 +88,10 @@ def auto_quantize(
     x_val = _checks.check_finite_array("x_val", x_val)
     if not (hasattr(model, "layers") and hasattr(model, "predict")):
         raise TypeError(f"`model` must be a Keras model. Received: {type(model).__name__}")
+    from tfkd.export.tflite import check_float_model
+
+    # Every candidate is made from the float model (before, the float32 one refused it).
+    check_float_model(model, "a quantization-aware `model`, for auto_quantize")
     calibration_data = _calibration_arrays(model, calibration_data)
     path = pathlib.Path(_checks.check_output_file(path))
     folder = path.with_name(path.stem + ".candidates")

@@ -84,6 +84,10 @@ def litert_quantize(
             prepare or run on `data` (its words, and the file's name).
     """
     check_litert_arguments(recipe, overrides, io_dtype, calibration, calibration_samples)
+    if hasattr(source, "layers"):
+        from tfkd.export.tflite import check_float_model
+
+        check_float_model(source, f"a quantization-aware `source`, with recipe={recipe!r}")
     path = pathlib.Path(_checks.check_output_file(path))
     if isinstance(data, np.ndarray):  # before a Keras `source` is exported on it
         _checks.check_finite_array("data", data)

@@ -304,16 +304,23 @@ def _check_per_channel(model, per_channel, quantization):
         )
 
 
+def check_float_model(model, received):
+    """Raises where `model` is quantization-aware: such a model exports as int8 only, by
+    `export_tflite`. `received`: what the caller was asked, for the message."""
+    if is_quantized(model):
+        raise ValueError(
+            "A quantization-aware model (from tfkd.quantize.quantize_aware) exports as "
+            f"int8 only, by export_tflite(model, path, 'int8'). Received: {received}. "
+            "Export it so, or pass the float model it was made from."
+        )
+
+
 def _check_quantization_aware(model, quantization):
     """Whether `model` is quantization-aware; raises if it cannot export as asked."""
     if not is_quantized(model):
         return False
     if quantization != "int8":
-        raise ValueError(
-            "A quantization-aware model (from tfkd.quantize.quantize_aware) exports as "
-            f"int8 only. Received: quantization={quantization!r}. Pass quantization='int8', "
-            "or export the float model it was made from."
-        )
+        check_float_model(model, f"quantization={quantization!r}")
     untrained = untrained_quantizers(model)
     if untrained:
         raise ValueError(

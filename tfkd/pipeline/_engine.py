@@ -85,7 +85,7 @@ def _check_against_models(pipeline, data, seed):
             if isinstance(incoming, dict) and "tflite" in incoming:
                 stage._check_input_tflite(incoming["tflite"])
             elif incoming is not None:
-                stage._check_input_model(lambda: build(incoming))
+                stage._check_input_model(lambda: build(incoming), incoming)
             stage._check_layer_names(build, incoming, specs)
         except (ValueError, TypeError, ImportError) as error:
             error.stage = stage.name

@@ -129,6 +129,20 @@ def quantized(spec, stage):
     return None if spec is None else {"quantized": spec, "stage": stage}
 
 
+def may_be_quantized(spec):
+    """Whether the model of `spec` may be quantization-aware: False where the spec says
+    it is not (an architecture, a preset, an application, a transfer stage's classifier),
+    True where it says it is (a `quantize_aware` stage's), None where only the model can
+    tell (a Keras model or a `.keras` file)."""
+    while isinstance(spec, dict) and "clustered" in spec:
+        spec = spec["clustered"]
+    if isinstance(spec, dict) and "quantized" in spec:
+        return True
+    if spec is None or isinstance(spec, KerasModel) or "path" in spec:
+        return None
+    return False
+
+
 def trained(spec):
     """The spec of a model trained further from `spec`'s: clustered kernels no longer
     hold their clusters, the architecture is the same."""

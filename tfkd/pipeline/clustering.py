@@ -61,7 +61,7 @@ class Cluster(_Training):
         # The incoming model's layers, with clustered kernels.
         return architectures.clustered(architectures.trained(incoming), self)
 
-    def _check_input_model(self, build):
+    def _check_input_model(self, build, incoming):
         from tfkd.cluster.clustering import check_layers_fit, clusterable_layers
 
         model = build()

@@ -64,7 +64,7 @@ class Micro(Stage):
                 ImportError,
             )
 
-    def _check_input_model(self, build):
+    def _check_input_model(self, build, incoming):
         raise invalid_argument(
             "from_stage",
             f"Stage {self.name!r} (micro) needs a .tflite file as input, and the stage before "

@@ -128,7 +128,7 @@ class Prune(_Training):
     def _output_spec(self, incoming):
         return architectures.trained(incoming)  # the stripped model: the same layers
 
-    def _check_input_model(self, build):
+    def _check_input_model(self, build, incoming):
         if self.pattern != "unstructured" or self.exclude:
             self.layers_left_dense(build())
 
@@ -237,7 +237,7 @@ class PruneChannels(Prune):
     def _output_spec(self, incoming):
         return None  # narrower layers than the incoming architecture, known once trained
 
-    def _check_input_model(self, build):
+    def _check_input_model(self, build, incoming):
         from tfkd.prune.channels import check_selection
 
         try:

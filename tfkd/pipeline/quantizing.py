@@ -39,7 +39,7 @@ class QuantizeAware(_Training):
             )
         self.preserve_clusters = preserve_clusters
 
-    def _check_input_model(self, build):
+    def _check_input_model(self, build, incoming):
         from tfkd.quantize.qat import check_clustered, check_supported
 
         model = build()

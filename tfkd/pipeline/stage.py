@@ -236,10 +236,11 @@ class Stage(metaclass=_StageType):
         unknown (the default). `incoming`: the same for the model this stage receives."""
         return None
 
-    def _check_input_model(self, build):
+    def _check_input_model(self, build, incoming):
         """Checks the arguments against the model this stage will receive, before any stage
         runs. `build()` returns an untrained model of that architecture (call it only if
-        needed). Raises `invalid_argument` errors, which configs report at the key."""
+        needed); `incoming` is its spec (see `_output_spec`). Raises `invalid_argument`
+        errors, which configs report at the key."""
 
     def _check_input_tflite(self, export):
         """Checks the arguments against the `.tflite` file this stage will receive, before

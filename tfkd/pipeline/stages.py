@@ -209,19 +209,32 @@ class Export(Stage):
     def _check_input_tflite(self, export):
         refuse_tflite_input(self)
 
-    def _check_input_model(self, build):
-        if self.per_channel:
+    def _check_input_model(self, build, incoming):
+        # Before, the export refused these after the training stages had run.
+        int8 = self.quantization == "int8" and self.recipe is None
+        if (int8 and self.per_channel) or architectures.may_be_quantized(incoming) is False:
             return
         from tfkd.quantize import is_quantized
 
-        if is_quantized(build()):  # before, refused by the export, after the training
+        if not is_quantized(build()):
+            return
+        if not int8:
+            asked = {"recipe": self.recipe} if self.recipe else {"quantization": self.quantization}
+            ((argument, value),) = asked.items()
             raise invalid_argument(
-                "per_channel",
+                argument,
                 f"Stage {self.name!r} (export) receives a quantization-aware model, which "
-                "exports with the per-channel scales it trained. Received: per_channel=False "
-                f"(from_stage={self.from_stage!r}). Remove `per_channel`, or export the "
+                f"exports as int8 only. Received: {argument}={value!r} "
+                f"(from_stage={self.from_stage!r}). Set quantization: int8, or export the "
                 "model from before the `quantize_aware` stage.",
             )
+        raise invalid_argument(
+            "per_channel",
+            f"Stage {self.name!r} (export) receives a quantization-aware model, which "
+            "exports with the per-channel scales it trained. Received: per_channel=False "
+            f"(from_stage={self.from_stage!r}). Remove `per_channel`, or export the "
+            "model from before the `quantize_aware` stage.",
+        )
 
     def run(self, model, context):
         from tfkd.export import TFLiteModel, export_tflite
