@@ -430,6 +430,16 @@ def test_an_export_a_quantization_aware_model_cannot_take_fails_before_any_stage
     assert not tmp_path.joinpath("stages").exists()
 
 
+def test_the_export_builds_its_input_only_where_it_may_be_quantization_aware():
+    from tfkd.pipeline.architectures import may_be_quantized, quantized
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    assert may_be_quantized(STUDENT) is False and may_be_quantized(model) is False
+    assert may_be_quantized(tfkd.quantize.quantize_aware(model)) is True
+    assert may_be_quantized(quantized(STUDENT, None)) is True
+    assert may_be_quantized({"path": "teacher.keras"}) is None  # known once loaded
+
+
 def test_a_model_with_nothing_to_cluster_is_refused_at_from_stage(data, tmp_path):
     # `exclude` is unset, so the model given (no kernel: a crop to 10 pixels) is the cause
     inputs = keras.Input((28, 28, 1))

@@ -132,15 +132,17 @@ def quantized(spec, stage):
 def may_be_quantized(spec):
     """Whether the model of `spec` may be quantization-aware: False where the spec says
     it is not (an architecture, a preset, an application, a transfer stage's classifier),
-    True where it says it is (a `quantize_aware` stage's), None where only the model can
-    tell (a Keras model or a `.keras` file)."""
+    True where it says it is (a `quantize_aware` stage's), the model's answer for a Keras
+    model, None where only the built model can tell (a `.keras` file) or `spec` is None."""
     while isinstance(spec, dict) and "clustered" in spec:
         spec = spec["clustered"]
     if isinstance(spec, dict) and "quantized" in spec:
         return True
-    if spec is None or isinstance(spec, KerasModel) or "path" in spec:
-        return None
-    return False
+    if isinstance(spec, KerasModel):
+        from tfkd.quantize import is_quantized
+
+        return is_quantized(spec)
+    return None if spec is None or "path" in spec else False
 
 
 def trained(spec):
