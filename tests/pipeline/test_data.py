@@ -94,11 +94,29 @@ def test_augmented_copies_are_fixed_shifted_and_flipped(data):
     )
 
 
+def test_labels_as_whole_number_floats_or_one_hot_rows_are_class_ids():
+    # Before, both were refused ("must hold integer class ids"), and one-hot rows of
+    # integers were read as one label per column (2 labels an example here).
+    labels = np.array([2, 0, 1, 2])
+    x = np.zeros((4, 4, 4), "float32")
+    for y in (labels.astype("float32"), np.eye(3)[labels], np.eye(3, dtype="uint8")[labels]):
+        data = Data(x, y, x[:2], y[:2])
+        np.testing.assert_array_equal(data.y_train, labels)
+        np.testing.assert_array_equal(data.y_test, labels[:2])
+        assert data.y_train.dtype == np.int64 and data.num_classes == 3
+
+
 def test_bad_arguments(data):
     with pytest.raises(ValueError, match="`x_train` and `y_train` differ in length"):
         Data(np.zeros((3, 4, 4)), np.zeros(2, int), np.zeros((1, 4, 4)), np.zeros(1, int))
-    with pytest.raises(TypeError, match="`y_train` must hold integer class ids"):
-        Data(np.zeros((2, 4, 4)), np.zeros(2), np.zeros((1, 4, 4)), np.zeros(1, int))
+    with pytest.raises(TypeError, match=r"`y_train` must hold integer class ids.*0\.5 at index 1"):
+        Data(np.zeros((2, 4, 4)), np.array([1.0, 0.5]), np.zeros((1, 4, 4)), np.zeros(1, int))
+    with pytest.raises(
+        ValueError, match=r"`y_test` must hold class ids, or one-hot rows.*\(1, 3\)"
+    ):
+        Data(np.zeros((2, 4, 4)), np.zeros(2, int), np.zeros((1, 4, 4)), [[0.2, 0.5, 0.3]])
+    with pytest.raises(ValueError, match=r"one class id per example.*\(2, 1, 1\)"):
+        Data(np.zeros((2, 4, 4)), np.zeros((2, 1, 1), int), np.zeros((1, 4, 4)), [1])
     with pytest.raises(ValueError, match="Unknown data set. Received: name='cifar'"):
         Data.load("cifar")
     with pytest.raises(ValueError, match="`train_size` must be a positive integer"):

@@ -191,7 +191,7 @@ def test_bad_data_is_refused_before_any_work_naming_the_key_and_the_path(folder,
 @pytest.mark.parametrize(
     "arrays, message",
     [
-        ({"y_train": np.zeros(4)}, "`y_train` must hold integer class ids"),
+        ({"y_train": np.full(4, 0.5)}, "`y_train` must hold integer class ids"),
         ({"y_train": np.array([0, 1, -2, 1])}, "`y_train` holds negative labels ([-2])"),
         ({"y_train": np.array([0, 1, 1])}, "`x_train` and `y_train` differ in length"),
     ],

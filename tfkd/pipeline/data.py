@@ -29,8 +29,9 @@ class Data:
     per class only, drawn with its seed (`with_labels_hidden`).
 
     Args:
-        x_train, y_train, x_test, y_test: numpy arrays; labels are class ids; inputs
-            are images or, for text, token ids `(n, sequence_length)`.
+        x_train, y_train, x_test, y_test: numpy arrays; labels are class ids (integers,
+            whole-number floats, or one-hot rows); inputs are images or, for text, token
+            ids `(n, sequence_length)`.
         name: a name for reports. Defaults to `"data"`.
         num_classes: the number of classes. Defaults to `max(label) + 1`.
         labelled_per_class: `N`, the training labels to keep per class when the
@@ -331,8 +332,32 @@ def _check_class_names(class_names, num_classes):
 
 
 def _as_labels(y, name):
-    y = np.asarray(y).reshape(-1)
-    if y.dtype.kind not in "iu":
+    """`y` as int64 class ids: from ids (any integer dtype, or floats that are whole
+    numbers, as `np.savez` of a float array keeps them) or one-hot rows (`to_categorical`).
+    Raises where `y` is neither, naming what it holds."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1:
+        one_hot = y.dtype.kind in "iuf" and np.all((y == 0) | (y == 1)) and np.all(y.sum(1) == 1)
+        if not one_hot:
+            raise ValueError(
+                f"`{name}` must hold class ids, or one-hot rows. Received: an array of shape "
+                f"{y.shape} whose rows are not one-hot (scores or soft labels?). Pass the "
+                "class ids, e.g. y.argmax(axis=-1)."
+            )
+        return y.argmax(axis=1).astype("int64")
+    if y.ndim > 2 or (y.ndim == 2 and y.shape[1] != 1):
+        raise ValueError(
+            f"`{name}` must hold one class id per example. Received: an array of shape {y.shape}."
+        )
+    y = y.reshape(-1)
+    if y.dtype.kind == "f":
+        whole = np.isfinite(y) & (y == np.round(y))
+        if not whole.all():
+            raise TypeError(
+                f"`{name}` must hold integer class ids. Received: dtype={y.dtype}, with "
+                f"{y[~whole][0].item()!r} at index {int(np.flatnonzero(~whole)[0])}."
+            )
+    elif y.dtype.kind not in "iu":
         raise TypeError(f"`{name}` must hold integer class ids. Received: dtype={y.dtype}")
     return y.astype("int64")
 
