@@ -179,6 +179,9 @@ def test_bad_data_is_refused_before_any_work_naming_the_key_and_the_path(folder,
         f"{{directory: {folder}/train, image_size: [8, 8], test_split: 0.2, split_seed: -1}}",
     )
     assert "data.split_seed: `split_seed` must be an integer" in message and "=-1" in message
+    # Before: read as two classes, 'test' and 'train' (the images of theirs mixed), no word.
+    (message,) = _errors(tmp_path, f"{{directory: {folder}, image_size: [8, 8], test_split: 0.2}}")
+    assert "data.test_split: `directory` holds `train/` and `test/` folders" in message
     np.savez(tmp_path / "partial.npz", x_train=np.zeros((2, 2)))
     (message,) = _errors(tmp_path, "{npz: partial.npz}")
     assert "data.npz: The .npz file lacks the arrays ['y_train', 'x_test', 'y_test']" in message

@@ -132,7 +132,25 @@ def directory_errors(directory, image_size, color_mode="rgb", test_split=None, s
                 )
             )
         return errors
+    splits = [os.path.join(directory, split) for split in ("train", "test")]
+    if all(os.path.isdir(split) and _subfolders(split) for split in splits):
+        # Read as two classes, "test" and "train", their class folders' images mixed.
+        return [
+            *errors,
+            _error(
+                "test_split",
+                "`directory` holds `train/` and `test/` folders of class folders, which are "
+                "its splits, and `test_split` splits class folders. Received: "
+                f"test_split={test_split!r} with directory={directory!r}. Remove `test_split`.",
+            ),
+        ]
     return errors + _class_folder_errors(directory)[1]
+
+
+def _subfolders(folder):
+    return sorted(
+        entry for entry in os.listdir(folder) if os.path.isdir(os.path.join(folder, entry))
+    )
 
 
 def load_npz(path):
@@ -311,9 +329,7 @@ def _check_color_mode(color_mode):
 
 def _class_folder_errors(folder):
     """`(class names, errors)` of a folder of class folders."""
-    classes = sorted(
-        entry for entry in os.listdir(folder) if os.path.isdir(os.path.join(folder, entry))
-    )
+    classes = _subfolders(folder)
     if len(classes) < 2:
         return classes, [
             _error(
