@@ -377,6 +377,24 @@ def check_batched(data, name):
         )
 
 
+def check_finite_inputs(data, name):
+    """Refuses NaN or infinite values in float numpy inputs (an array, or a list, tuple or
+    dict of them; datasets and generators are left to the training's own checks)."""
+    import numpy as np
+
+    if isinstance(data, np.ndarray):
+        items = [(None, data)]
+    elif isinstance(data, dict):
+        items = data.items()
+    elif isinstance(data, list | tuple):
+        items = enumerate(data)
+    else:
+        return
+    for key, value in items:
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            check_finite_array(name if key is None else f"{name}[{key!r}]", value)
+
+
 def check_fit_strategy(model):
     """Refuses `fit` under TensorFlow's `MultiWorkerMirroredStrategy` over several workers,
     where Keras 3 fails on the first batch with an error about `PerReplica` values

@@ -219,6 +219,46 @@ def test_nan_loss_stops_training_and_names_the_component():
     assert "student_loss" not in message  # the labels part is fine: only the culprit is named
 
 
+def _relu_model(name):
+    layers = [keras.layers.Dense(16, activation="relu"), keras.layers.Dense(4)]
+    return keras.Sequential([keras.Input((6,)), *layers], name=name)
+
+
+def test_a_nan_input_is_refused_in_arrays_and_stops_training_from_a_dataset():
+    # Before, on TensorFlow: the ReLU gave 0 for the NaN, the losses stayed finite, the
+    # gradient made 16 kernel values NaN, and the student predicted one output for all.
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(256, 6)).astype("float32")
+    y = (x[:, 0] * 4).astype(int).clip(0, 3)
+    x[0, 0] = np.nan
+    distiller = tfkd.Distiller(_relu_model("teacher"), _relu_model("student"))
+    distiller.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = distiller.student.get_weights()
+    with pytest.raises(ValueError, match=r"`x` holds 1 NaN or infinite values"):
+        distiller.fit(x, y, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"`validation_data\[0\]` holds 1 NaN"):
+        distiller.fit(x[1:], y[1:], validation_data=(x[:8], y[:8]), epochs=1, verbose=0)
+    for weight, kept in zip(distiller.student.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(weight, kept)  # refused before any step
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    # On TensorFlow, by the weights at the epoch's end; on JAX, by the NaN loss.
+    with pytest.raises(FloatingPointError, match="NaN|non-finite"):
+        distiller.fit(dataset, epochs=1, verbose=0)
+
+
+def test_nan_guard_names_a_weight_that_turned_nan_with_finite_losses():
+    model = small_cnn(4, "student")
+    model.get_layer("logits").kernel.assign(np.full((4, 3), np.nan, "float32"))
+    guard = tfkd.distill.NonFiniteLossGuard(["loss"])
+    guard.set_model(model)
+    guard.on_epoch_begin(1)
+    guard.on_train_batch_end(0, {"loss": 0.5})
+    with pytest.raises(FloatingPointError, match=r"end of epoch 2.*'logits/kernel' holds 12"):
+        guard.on_epoch_end(1)
+
+
 def test_nan_guard_names_the_first_bad_batch_whatever_order_its_threads_finish():
     guard = tfkd.distill.NonFiniteLossGuard(["student_loss", "kd_loss"])
     guard.set_model(small_cnn(4, "student"))

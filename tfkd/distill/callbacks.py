@@ -6,6 +6,7 @@ import os
 import threading
 
 import keras
+import numpy as np
 
 from tfkd.distill._task import LABEL_ERRORS, UNLABELED
 
@@ -15,7 +16,9 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
 
     `Distiller.fit` adds it by itself. The error names the first batch whose
     loss was not finite and only the components that were not finite there (once
-    the weights are NaN, every later batch's components are NaN too).
+    the weights are NaN, every later batch's components are NaN too). At the end of
+    each epoch it also checks the trained weights, which a NaN input can make NaN
+    while every loss stays finite (on TensorFlow, through a ReLU).
 
     Args:
         loss_names: Log keys to watch, in the order they are reported.
@@ -53,9 +56,26 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._raise_first()
+        self._check_weights()
 
     def on_train_end(self, logs=None):
         self._raise_first()
+
+    def _check_weights(self):
+        """Raises where a trained weight is NaN/inf while every loss stayed finite: on
+        TensorFlow, a ReLU gives 0 for a NaN input and NaN for its gradient, so one NaN
+        input value makes the kernel NaN with finite losses, and every output the same."""
+        for variable in self.model.trainable_variables:
+            value = keras.ops.convert_to_numpy(variable)
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                raise FloatingPointError(
+                    f"Training stopped at the end of epoch {self._epoch + 1}: the trained "
+                    f"weight {variable.path!r} holds {int(np.sum(~np.isfinite(value)))} NaN "
+                    "or infinite values while the losses were finite. Received: a NaN or "
+                    "infinite input (a ReLU hides it from the loss, not from the gradient), "
+                    "or a step that overflowed. Check the inputs for NaN/inf, or lower the "
+                    "learning rate."
+                )
 
     def _raise_first(self):
         with self._lock:

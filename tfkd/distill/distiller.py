@@ -518,12 +518,15 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         classes, and cached teacher outputs against what the losses read."""
         classes = self._class_count()
         inputs, cached = teacher_cache.split_teacher_outputs(arguments.get("x"))
+        # On TensorFlow, a NaN input through a ReLU trains NaN weights on finite losses.
+        _checks.check_finite_inputs(inputs, "x")
         self._check_labels_given(inputs, arguments)
         self._check_schedules(inputs, arguments)
         if "y" in arguments:
             arguments["y"] = _task.check_class_ids(arguments["y"], classes, self.loss)
         validation = arguments.get("validation_data")
         if isinstance(validation, tuple) and len(validation) >= 2:
+            _checks.check_finite_inputs(validation[0], "validation_data[0]")
             checked = _task.check_class_ids(validation[1], classes, self.loss, "validation_data[1]")
             arguments["validation_data"] = (validation[0], checked, *validation[2:])
         if cached is not None:
