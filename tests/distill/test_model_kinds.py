@@ -156,6 +156,56 @@ def test_softmax_outputs_distill_as_their_logits(softmax_side):
     )
 
 
+class WrappedModel(keras.Model):
+    """A subclassed model: `inner`'s output, through a softmax where `softmax`."""
+
+    def __init__(self, inner, softmax, **kwargs):
+        super().__init__(**kwargs)
+        self.inner, self.softmax = inner, softmax
+
+    def call(self, inputs):
+        outputs = self.inner(inputs)
+        return keras.ops.softmax(outputs) if self.softmax else outputs
+
+
+HIDDEN_SOFTMAX = {
+    "subclassed": lambda model: WrappedModel(model, softmax=True),
+    "lambda": lambda model: keras.Model(
+        model.inputs, keras.layers.Lambda(keras.ops.softmax)(model.outputs[0])
+    ),
+    "softmax_then_reshape": lambda model: keras.Model(
+        model.inputs, keras.layers.Reshape((3,))(keras.layers.Softmax()(model.outputs[0]))
+    ),
+    "subclassed_logits": lambda model: WrappedModel(model, softmax=False),
+}
+
+
+@pytest.mark.parametrize(
+    "kind, side",
+    [(kind, "teacher") for kind in HIDDEN_SOFTMAX] + [("subclassed", "student")],
+)
+def test_a_softmax_the_graph_does_not_show_is_read_from_the_outputs(kind, side):
+    # Before, these probabilities were read as logits: a finite, wrong loss (9.28 for a
+    # student whose logits equal the teacher's, against 0), with no word.
+    x, y = random_images(64)
+    teacher, student = small_cnn(16, "teacher"), small_cnn(4, "student")
+    expected = tfkd.Distiller(teacher, student, temperature=TEMPERATURE).distillation_losses[0](
+        teacher(x), student(x)
+    )
+    models = {"teacher": teacher, "student": student}
+    models[side] = HIDDEN_SOFTMAX[kind](models[side])
+    distiller = tfkd.Distiller(**models, temperature=TEMPERATURE, student_loss_weight=0.0)
+    distiller.compile(keras.optimizers.SGD(0.0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = distiller.fit(x, batch_size=64, epochs=1, verbose=0).history
+    said = [str(w.message) for w in caught if "gives probabilities at its output" in str(w.message)]
+    assert len(said) == (kind != "subclassed_logits"), said
+    assert history["logits_distillation_loss"][0] == pytest.approx(
+        float(np.mean(keras.ops.convert_to_numpy(expected))), rel=1e-3
+    )
+
+
 # Slow (`bash scripts/test.sh -m slow`): 126 s in CI; test_softmax_outputs_distill_as_their_logits
 # asserts the losses are equal
 @pytest.mark.slow

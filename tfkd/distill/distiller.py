@@ -9,6 +9,7 @@ from keras import ops
 
 from tfkd import _checks, _graph
 from tfkd.distill import (
+    _probe,
     _replicas,
     _saving,
     _taps,
@@ -26,6 +27,7 @@ from tfkd.distill.callbacks import (
     pop_label_errors,
     raise_label_errors,
 )
+from tfkd.distill.losses import log_of_probabilities
 
 # Keys of the structure `call` returns in training when feature losses need
 # intermediate student outputs: one forward pass yields both.
@@ -204,6 +206,15 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         # (a final softmax, or a binary classifier's sigmoid) into the logits it reads.
         self._logit_converters = [
             _validation.build_loss(loss, self._teacher_taps, self._student_taps) for loss in losses
+        ]
+        # (loss index, side: 0 teacher, 1 student) of outputs read as logits, which the
+        # first `fit` reads on a few examples for probabilities the graph does not show.
+        self._unprobed = [
+            (index, side)
+            for index, (loss, converters) in enumerate(zip(losses, self._logit_converters))
+            if loss.reads_logits
+            for side in (0, 1)
+            if converters[side] is None
         ]
         self._loss_keys = _validation.unique_log_keys(losses)
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
@@ -513,6 +524,31 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
                 "train on the teacher alone."
             )
 
+    def _probe_outputs(self, x):
+        """Reads the outputs that losses read as logits on a few examples of `x`, and those
+        that hold probabilities (a softmax the graph does not show) as the log of them."""
+        inputs, cached = _probe.sample(x)
+        if inputs is None:
+            return
+        taps = (self._teacher_taps, self._student_taps)
+        sides = {}
+        for index, side in self._unprobed:
+            loss = self.distillation_losses[index]
+            layer = (loss.teacher_layer_name, loss.student_layer_name)[side]
+            sides.setdefault((side, layer), []).append(index)
+        found = _probe.probabilities_read_as_logits(
+            [(taps[side], layer) for side, layer in sides], inputs, cached
+        )
+        self._unprobed = []
+        for found_taps, layer in found:
+            side = taps.index(found_taps)
+            for index in sides[(side, layer)]:
+                converters = list(self._logit_converters[index])
+                converters[side] = log_of_probabilities
+                self._logit_converters[index] = tuple(converters)
+        if found:  # traced with the converters before
+            self.train_function = self.test_function = None
+
     def _check_fit_data(self, arguments):
         """Checks numpy labels (and those of `validation_data`) against the student's
         classes, and cached teacher outputs against what the losses read."""
@@ -521,6 +557,8 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         # On TensorFlow, a NaN input through a ReLU trains NaN weights on finite losses.
         _checks.check_finite_inputs(inputs, "x")
         self._check_labels_given(inputs, arguments)
+        if self._unprobed:
+            self._probe_outputs(arguments.get("x"))
         self._check_schedules(inputs, arguments)
         if "y" in arguments:
             arguments["y"] = _task.check_class_ids(arguments["y"], classes, self.loss)
