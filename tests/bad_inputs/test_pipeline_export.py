@@ -135,6 +135,23 @@ CASES = [
         "representative_data",
         "(0, 4)",
     ),
+    # Before: calibrated on one input, and checked against Keras on it (agreement 1.0).
+    Case(
+        export_tflite,
+        lambda: _export(tmp("m.tflite"), "int8", representative_data=np.zeros((8, 4))),
+        ValueError,
+        "representative_data",
+        "(8, 4) whose samples all equal",
+    ),
+    Case(
+        export_tflite,
+        lambda: _export(
+            tmp("m.tflite"), "int8", representative_data=np.repeat(np.eye(4)[:1], 6, axis=0)
+        ),
+        ValueError,
+        "representative_data",
+        "(6, 4) whose samples all equal",
+    ),
     Case(
         export_tflite,
         lambda: _export(tmp("m.tflite"), "int8", representative_data=np.full((8, 4), np.nan)),
@@ -230,7 +247,7 @@ CASES = [
         "x_train",
         "length 3",
     ),
-    Case(Data, lambda: _data(y_train=np.array([0.0, 1.0])), TypeError, "y_train", "float64"),
+    Case(Data, lambda: _data(y_train=np.array([0.0, 1.5])), TypeError, "y_train", "float64"),
     Case(Data, lambda: Data(None, [0, 1], np.zeros((2, 4)), [0, 1]), TypeError, "x_train", "None"),
     Case(Data, lambda: _data(y_test=np.array([0, -1])), ValueError, "y_test", "[-1]"),
     Case(Data, lambda: _data(num_classes=2.0), TypeError, "num_classes", "2.0"),
