@@ -127,11 +127,21 @@ def as_model_inputs(samples, inputs, name="representative_data"):
     The dtype comes from the model, not the data: uint8 images calibrate a float32
     input with the float32 values Keras computes on, and token ids stay integers. A
     missing trailing axis of size 1 (`(N, 28, 28)` images for a `(28, 28, 1)` input)
-    is added, as Keras adds it.
+    is added, as Keras adds it. Refused where every sample is the same (all zeros, one
+    example repeated: a loader's bug): the int8 ranges would fit that one input, and the
+    export's check against Keras, run on the same samples, would agree (1.0, where the
+    file agreed with Keras on 0.72 of real inputs).
     """
-    return [
+    arrays = [
         _fit(array, model_input, name) for array, model_input in zip(samples, inputs, strict=True)
     ]
+    if len(arrays[0]) > 1 and all(np.all(array == array[:1]) for array in arrays):
+        raise ValueError(
+            f"`{name}` holds {len(arrays[0])} samples that are all the same. Received: "
+            f"{name} of shape {arrays[0].shape} whose samples all equal the first (all "
+            "zeros, or one example repeated?). Pass a few hundred different training inputs."
+        )
+    return arrays
 
 
 def _fit(array, model_input, name):
