@@ -183,6 +183,20 @@ def test_open_sequence_length_of_token_ids_is_checked(tmp_path):
     assert report.keras_agreement is not None and report.keras_agreement["max_abs_diff"] < 1e-4
 
 
+def test_a_masked_embedding_exports_without_representative_data(tmp_path):
+    # The stand-in ids were all 0, all padding for mask_zero=True: the masked mean was
+    # 0/0 and export refused the model as overflowing float32.
+    inputs = keras.Input((12,), dtype="int32")
+    embedded = keras.layers.Embedding(50, 8, mask_zero=True)(inputs)
+    outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling1D()(embedded))
+    model = keras.Model(inputs, outputs)
+    report = tfkd.export_tflite(model, tmp_path / "masked.tflite")
+    assert report.keras_agreement["max_abs_diff"] < 1e-4
+    ids = np.random.default_rng(1).integers(1, 50, (20, 12))
+    ids[:, 8:] = 0
+    assert_tflite_agrees(model, tmp_path / "masked.tflite", ids.astype("int32"), tolerance=1e-5)
+
+
 def test_token_ids_in_a_float_input_export_without_representative_data(tmp_path):
     # Keras's default Input dtype is float32; the check's normal stand-ins gave negative
     # ids, LiteRT's GATHER failed ("gather index out of bounds") and export refused.

@@ -22,7 +22,7 @@ _FILE_HINTS = {
 _KERAS_HINT = (
     "The model's weights are finite, so its activations overflow float32 on these inputs "
     "(values beyond 3.4e38 become inf, and inf - inf NaN): pass inputs scaled as the model "
-    "was trained on them."
+    "was trained on them (for token ids, representative_data with real ones)."
 )
 
 
@@ -141,11 +141,14 @@ def _check_samples(model_input, ids=None):
     (Keras's default `Input` dtype is float32: given normal floats, a negative id made
     LiteRT's GATHER fail, and tfkd refused to export such a text model)."""
     shape = (CHECK_SAMPLES, *(OPEN_SIZE if n is None else n for n in model_input.shape))
-    if np.dtype(model_input.dtype).kind in "iub":
-        # Integer inputs (token ids) have no random stand-in that is always valid: 0
-        # is (padding); pass representative_data for a real check.
-        return np.zeros(shape, model_input.dtype)
     random = np.random.default_rng(0)
+    if np.dtype(model_input.dtype).kind in "iub":
+        # Integer inputs (token ids) have no random stand-in that is always valid; an
+        # Embedding's ids past 0 are. All 0 (padding) made an Embedding(mask_zero=True)
+        # -> pooling model compute 0/0 and the export refuse it as overflowing.
+        if ids is None or ids < 2 or np.dtype(model_input.dtype).kind == "b":
+            return np.zeros(shape, model_input.dtype)
+        return random.integers(1, ids, shape).astype(model_input.dtype)
     values = random.normal(size=shape) if ids is None else random.integers(0, ids, shape)
     return values.astype(model_input.dtype)
 
