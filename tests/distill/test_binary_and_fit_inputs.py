@@ -260,6 +260,39 @@ def test_token_labels_take_a_weight_per_token_and_ignore_class_for_padding():
     assert np.isfinite(distiller.fit(x, padded, batch_size=32, verbose=0).history["loss"][0])
 
 
+def test_a_loss_per_example_takes_the_mean_of_weights_per_token():
+    # Before: the (batch, tokens) weights were flattened against the (batch,) losses of
+    # a feature loss, and the step failed on their shapes (8 and 80).
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(1, 20, size=(32, 6)), rng.integers(0, 4, size=(32, 6))
+    weights = (rng.random((32, 6)) > 0.3).astype("float32")
+    teacher, student = _token_model("teacher", 0), _token_model("student", 1)
+    embeddings = (teacher.layers[1].name, student.layers[1].name)  # (batch, tokens, 8)
+    found = []
+    for given in (weights, weights.mean(1)):  # equal widths: no projection to train
+        losses = [
+            tfkd.distill.LogitsDistillation(2.0),
+            tfkd.distill.FeatureDistillation(*embeddings),
+        ]
+        distiller = tfkd.Distiller(
+            teacher, student, distillation_losses=losses, student_loss_weight=0.0
+        )
+        distiller.compile(keras.optimizers.SGD(0.0))
+        logs = distiller.fit(x, y, sample_weight=given, batch_size=32, verbose=0).history
+        found.append(logs["feature_distillation_loss"][0])
+    assert found[0] == pytest.approx(found[1], rel=1e-5) and found[0] > 0
+
+
+def test_a_loss_named_like_the_task_loss_is_refused():
+    # Before, its log entry replaced the task loss's `student_loss`.
+    with pytest.raises(ValueError, match="'student' gives 'student_loss'"):
+        tfkd.Distiller(
+            small_cnn(8, "teacher"),
+            small_cnn(4, "student"),
+            distillation_losses=tfkd.distill.LogitsDistillation(2.0, name="student"),
+        )
+
+
 def test_arrays_without_labels_are_refused_while_the_task_loss_reads_them():
     x, _ = random_images(count=32)
     distiller = tfkd.Distiller(small_cnn(4, "teacher"), small_cnn(4, "student"))

@@ -43,6 +43,13 @@ def reduce(per_example, sample_weight):
     per_example = ops.cast(per_example, "float32")
     if sample_weight is not None:
         weights = ops.cast(sample_weight, "float32")
+        if len(weights.shape) > len(per_example.shape):
+            # A weight per token for a loss per example (a feature loss on a sequence
+            # model): each example weighs its tokens' mean. Before, the weights were
+            # flattened against the losses, and the step failed on their shapes.
+            weights = ops.mean(
+                weights, axis=tuple(range(len(per_example.shape), len(weights.shape)))
+            )
         if len(weights.shape) != len(per_example.shape):
             # One weight per example, broadcast over any further axes (e.g. tokens); a
             # weight per token has the losses' shape already.

@@ -211,7 +211,15 @@ def unique_log_keys(losses):
         base = base if re.fullmatch(rf"{base}(_\d+)?", loss.name) else loss.name
         counts[base] = counts.get(base, 0) + 1
         suffix = "" if counts[base] == 1 else f"_{counts[base] - 1}"
-        keys.append(f"{base}{suffix}_loss")
+        key = f"{base}{suffix}_loss"
+        if key == "student_loss" or base.startswith("tfkd_label_errors"):
+            # Before, the task loss's log entry (or the label guard's) was overwritten.
+            raise ValueError(
+                f"A distillation loss's name gives its log entry, and {loss.name!r} gives "
+                f"{key!r}, which the Distiller logs already (the task loss, or its label "
+                f"checks). Received: name={loss.name!r}. Pass another name."
+            )
+        keys.append(key)
     return keys
 
 
