@@ -2,6 +2,7 @@
 `compile_classifier` trains every kind of model users write."""
 
 import json
+import os
 import pathlib
 
 import keras
@@ -80,6 +81,12 @@ def test_save_writes_an_uncompiled_copy_and_its_metadata_atomically(tmp_path):
         tfkd.models.save("model", path)
     assert (path.read_bytes(), (path.parent / "metadata.json").read_bytes()) == before
     assert sorted(p.name for p in path.parent.iterdir()) == ["metadata.json", "model.keras"]
+    # Readable as open() makes files (0644 under umask 022), not its owner's alone (0600,
+    # mkstemp's): a run folder shared by several accounts needed a chmod.
+    mode = 0o666 & ~tfkd._atomic.umask()
+    assert tfkd._atomic.umask() == os.umask(os.umask(0o022))
+    for written_file in path.parent.iterdir():
+        assert written_file.stat().st_mode & 0o777 == mode, written_file
 
 
 def test_save_refuses_a_never_called_sequential_and_saves_it_once_called(tmp_path):

@@ -16,6 +16,9 @@ def writing(path, suffix=".part"):
     os.close(descriptor)
     try:
         yield temporary
+        if os.path.isfile(temporary):
+            # mkstemp's file is its owner's alone (0600); others read what open() makes.
+            os.chmod(temporary, 0o666 & ~umask())
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
@@ -29,3 +32,17 @@ def write_bytes(path, content):
         file.write(content)
         file.flush()
         os.fsync(file.fileno())
+
+
+def umask():
+    """The process's umask, read without setting it where Linux shows it."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere the only way to read it is to set it
+    os.umask(mask)
+    return mask

@@ -46,6 +46,7 @@ def write_shard(directory, name, arrays, meta):
         target = os.path.join(directory, name)
         if os.path.isdir(target):
             shutil.rmtree(target)  # a stale shard from other settings
+        os.chmod(temporary, 0o777 & ~_atomic.umask())  # mkdtemp's is its owner's alone
         os.replace(temporary, target)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
