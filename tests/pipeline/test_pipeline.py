@@ -381,6 +381,20 @@ def test_a_changed_model_file_reruns_the_stage(data, tmp_path):
     assert "trained (train): started" in lines[1]
 
 
+def test_a_stage_after_a_nested_pipeline_is_in_the_report_with_its_parameters(data, tmp_path):
+    # Before: `tfkd report` left out every stage reading a nested pipeline ("its input sub
+    # has not finished since"), and the run's own row of an export from one had no
+    # parameters (looked up under the pipeline's name).
+    inner = tfkd.Pipeline([Train(STUDENT, epochs=1, name="scratch")], name="sub")
+    stages = [Load(TEACHER, name="teacher"), inner, Export(from_stage="sub", name="exported")]
+    report, _ = _execute(tfkd.Pipeline(stages), data, tmp_path)
+    rows = {row["name"]: row for row in report.rows}
+    assert rows["exported"]["parameters"] == rows["scratch"]["parameters"] > 0
+    loaded = tfkd.pipeline.report.Report.load(tmp_path)
+    assert [row["name"] for row in loaded.rows] == ["teacher", "scratch", "exported"]
+    assert not [note for note in loaded.notes if "left out" in note]
+
+
 def test_nested_pipeline_from_stage_and_its_name_as_a_reference(data, tmp_path):
     inner = tfkd.Pipeline([Export(name="inner_file")], name="inner", from_stage="teacher")
     stages = [Load(TEACHER, name="teacher"), Train(STUDENT, epochs=1, name="scratch"), inner]

@@ -123,6 +123,7 @@ class _Engine:
         self.order = [stage.name for stage in pipeline.leaves()]
         self.total = len(self.order)
         self.models, self.fingerprints, self.entries = {}, {}, []
+        self._last_of = {}  # a nested pipeline's name -> the stage it ends with
         self.last = None
         self._teacher_outputs = {}
         # The running stage's time in `teacher_outputs` and `propagated_labels`, by part.
@@ -203,6 +204,7 @@ class _Engine:
             model, _ = stage.run(model, Context(self, self.options, self.data))
             self.models[stage.name] = model
             self.fingerprints[stage.name] = self.fingerprints.get(self.last)
+            self._last_of[stage.name] = self.last
             return model
         source = stage.from_stage or self.last
         model = self.models.get(source) if stage.takes_input() else None
@@ -325,6 +327,8 @@ class _Engine:
         }
         # A stage may know better (QAT's extra variables are no parameters); a .tflite
         # has the parameters of the model it was exported from.
+        while source in self._last_of:  # a nested pipeline's: its last stage's
+            source = self._last_of[source]
         source_entry = next((e for e in self.entries if e["name"] == source), {})
         entry["parameters"] = details.pop("parameters", None) or entry["parameters"]
         entry["parameters"] = entry["parameters"] or source_entry.get("parameters")

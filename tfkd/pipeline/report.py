@@ -320,7 +320,13 @@ def _current(entries, left_out):
     found = {entry["name"] for entry in entries}
     for entry in entries:
         upstream = entry.get("upstream", {})
-        changed = [name for name, identity in upstream.items() if outputs.get(name) != identity]
+        # A nested pipeline's name has no entry: its output is its last stage's.
+        known = set(outputs.values())
+        changed = [
+            name
+            for name, identity in upstream.items()
+            if outputs.get(name) != identity and (name in found or identity not in known)
+        ]
         if not changed:
             current.append(entry)
             outputs[entry["name"]] = _store.output_id(entry)
