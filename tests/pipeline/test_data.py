@@ -49,6 +49,14 @@ def test_fingerprint_follows_the_arrays(data):
     same = Data.load("fashion_mnist", train_size=300, test_size=50)
     assert same.fingerprint == data.fingerprint
     assert data.subset(299).fingerprint != data.fingerprint
+    # The classes too: before, a stage trained for 11 classes, or under other names, was
+    # reused (a model of 11 outputs for data of 10 classes, which failed every stage after).
+    arrays = (data.x_train, data.y_train, data.x_test, data.y_test)
+    names = list(data.class_names)
+    assert Data(*arrays, class_names=names).fingerprint == data.fingerprint
+    assert Data(*arrays, num_classes=11).fingerprint != data.fingerprint
+    renamed = Data(*arrays, class_names=["tee", *names[1:]])
+    assert renamed.fingerprint != data.fingerprint
 
 
 def test_augmented_copies_are_fixed_shifted_and_flipped(data):

@@ -242,12 +242,16 @@ class Data:
 
     @property
     def fingerprint(self):
-        """A hash of the arrays: a stage reruns when its data change."""
+        """A hash of the arrays, the number of classes and their names: a stage reruns
+        when they change. Before, the classes were left out: a model of 4 outputs was
+        reused for data of 3 classes (and every later stage failed on it), and renamed
+        classes kept the old names in the report."""
         if self._fingerprint is None:
             digest = hashlib.sha256()
             for array in (self.x_train, self.y_train, self.x_test, self.y_test):
                 digest.update(str((array.shape, array.dtype.str)).encode())
                 digest.update(np.ascontiguousarray(array).data)
+            digest.update(repr((self.num_classes, list(self.class_names))).encode())
             self._fingerprint = digest.hexdigest()[:16]
         return self._fingerprint
 
