@@ -105,3 +105,17 @@ def test_report_leaves_out_changed_files_and_entries_of_another_config(data, tmp
     report = tfkd.pipeline.Report.load(tmp_path)
     assert [row["name"] for row in report.rows] == ["teacher"]  # scratch_file read scratch
     assert any("scratch: left out: it finished under other arguments" in n for n in report.notes)
+
+
+def test_a_stage_that_reruns_starts_from_an_empty_folder(tmp_path):
+    # Before, only its entry and temporary files went: a micro stage rerun with another
+    # `c_name` left the old C files beside the new, an export after `quantization: auto`
+    # its candidates and its model.auto.json.
+    store = _store.Store(tmp_path)
+    folder = store.stage_directory("micro")
+    (folder / "first.candidates").mkdir(parents=True)
+    (folder / "first.candidates" / "int8.tflite").write_bytes(b"old")
+    for name in ("first_data.cc", "entry.json", ".tmp-x.part"):
+        (folder / name).write_text("old")
+    assert store.begin("micro") == folder
+    assert folder.is_dir() and not any(folder.iterdir())

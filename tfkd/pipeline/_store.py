@@ -78,12 +78,18 @@ class Store:
         return entry
 
     def begin(self, name):
-        """Forgets a stage's old entry, so that a crash in its rerun is never mistaken for done."""
+        """Forgets a stage's old entry, so that a crash in its rerun is never mistaken for
+        done, and its old files: before, a rerun under other settings left them beside the
+        new ones (a micro stage's C files of its old `c_name`, `quantization: auto`'s
+        candidates after a plain export)."""
         directory = self.stage_directory(name)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / ENTRY).unlink(missing_ok=True)
-        for leftover in directory.glob(".tmp-*"):
-            leftover.unlink()
+        (directory / ENTRY).unlink(missing_ok=True)  # first: a crash below leaves no entry
+        for leftover in directory.iterdir():
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()
         # TensorBoard would show the old run's curves with the new ones.
         shutil.rmtree(self.log_directory(name), ignore_errors=True)
         return directory
