@@ -55,6 +55,22 @@ def model_inputs(model):
     return keras.tree.flatten(model.inputs)
 
 
+def set_weights(layer, weights):
+    """`layer.set_weights(weights)` (a layer or a model), then the state each Normalization
+    or Discretization in it derives from its variables (`finalize_state`), which Keras's
+    `set_weights` leaves as it was: a copy of an adapted Normalization computed with the
+    mean 0 and variance 0 of its build, its outputs off by 24 where they were up to 0.6
+    (the copies of prune, cluster, quantize_aware and the pipeline)."""
+    layer.set_weights(weights)
+    inner = leaf_layers(layer, subclassed=True) if isinstance(layer, keras.Model) else []
+    for each in [layer, *inner]:
+        if isinstance(each, _ADAPTED_STATE) and each.built:
+            each.finalize_state()
+
+
+_ADAPTED_STATE = (keras.layers.Normalization, keras.layers.Discretization)
+
+
 def leaf_layers(model, subclassed=False, blocks=None):
     """The layers of `model`, descending into nested Sequential and functional models, each
     layer once (a layer shared by two nested models or blocks too).
@@ -382,7 +398,7 @@ def copy_model(model, input_shape=None):
     if model.built:
         if not copy.built:  # a subclassed model: built on the shape the original was
             copy.build_from_config(model.get_build_config())
-        copy.set_weights(model.get_weights())
+        set_weights(copy, model.get_weights())
     elif input_shape is not None:
         copy.build((None, *input_shape))
     return copy
@@ -466,7 +482,7 @@ def strip_if_wrapped(model):
 
 
 def _set_effective_weights(new_layer, wrapper):
-    new_layer.set_weights([keras.ops.convert_to_numpy(w) for w in wrapper.effective_weights()])
+    set_weights(new_layer, [keras.ops.convert_to_numpy(w) for w in wrapper.effective_weights()])
 
 
 def rebuild(model, transform):
@@ -491,7 +507,7 @@ def rebuild(model, transform):
             return identity
         if replaced is None:
             new_layer = copy_layer(layer)
-            replaced = (new_layer, lambda new, old=layer: new.set_weights(old.get_weights()))
+            replaced = (new_layer, lambda new, old=layer: set_weights(new, old.get_weights()))
         pending.append(replaced)
         return replaced[0]
 
@@ -505,8 +521,8 @@ def rebuild(model, transform):
         call_function=None if isinstance(model, keras.Sequential) else call_function,
         recursive=True,
     )
-    for new_layer, set_weights in pending:
-        set_weights(new_layer)
+    for new_layer, copy_weights in pending:
+        copy_weights(new_layer)
     return new_model
 
 

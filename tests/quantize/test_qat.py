@@ -177,6 +177,48 @@ def test_rejects_models_it_cannot_quantize():
         tfkd.quantize.quantize_aware(qat_model)
 
 
+_LAYERS_THAT_STAY_FLOAT = {
+    "normalization": (
+        lambda: keras.layers.Normalization(mean=127.5, variance=127.5**2, name="norm"),
+        r"'norm' \(Normalization\) normalizes with a float SUB and MUL",
+    ),
+    "rescaling_offset": (
+        lambda: keras.layers.Rescaling(1 / 127.5, offset=-1, name="norm"),
+        r"'norm' \(Rescaling\) adds an offset \(-1\)",
+    ),
+    "elu_activation": (
+        lambda: keras.layers.Activation("elu", name="norm"),
+        r"'norm' \(Activation\) applies activation 'elu'",
+    ),
+    "softplus_activation": (
+        lambda: keras.layers.Activation("softplus", name="norm"),
+        r"'norm' \(Activation\) applies activation 'softplus'",
+    ),
+    "dilated_convolution": (
+        lambda: keras.layers.Conv2D(3, 3, padding="same", dilation_rate=2, name="norm"),
+        r"'norm' \(Conv2D\) has dilation_rate=\(2, 2\)",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_LAYERS_THAT_STAY_FLOAT))
+def test_layers_the_int8_file_computes_in_float_are_refused(kind):
+    # Before, each trained and exported with float ops (e.g. ['ADD', 'MUL'] for the
+    # Rescaling, ['ADD', 'BATCH_TO_SPACE_ND', 'CONV_2D'] for the dilated convolution)
+    # between a DEQUANTIZE and a QUANTIZE, seen only in `float_ops`.
+    make, message = _LAYERS_THAT_STAY_FLOAT[kind]
+    model = keras.Sequential(
+        [keras.Input((8, 8, 3)), make(), keras.layers.Conv2D(4, 3), keras.layers.ReLU()]
+        + [keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)]
+    )
+    with pytest.raises(TypeError, match=message):
+        tfkd.quantize.quantize_aware(model)
+    # The activations the int8 file computes stay accepted.
+    for activation in ("gelu", "silu", "tanh", "sigmoid", "leaky_relu", "hard_silu"):
+        layers = [keras.layers.Dense(4), keras.layers.Activation(activation), keras.layers.Dense(2)]
+        tfkd.quantize.quantize_aware(keras.Sequential([keras.Input((4,)), *layers]))
+
+
 def test_export_refuses_float_modes_and_untrained_ranges(tmp_path):
     qat_model = tfkd.quantize.quantize_aware(small_cnn(4, "m"))
     with pytest.raises(ValueError, match="set yet.*'conv_relu'"):

@@ -151,7 +151,7 @@ def _take_weights(wrapper, layer, norm=None):
     if not layer.built:
         return
     if norm is None:
-        wrapper.layer.set_weights(layer.get_weights())
+        _graph.set_weights(wrapper.layer, layer.get_weights())
     else:
         _set_folded(wrapper.layer, layer, norm)
     wrapper.assign_clusters()

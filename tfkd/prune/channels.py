@@ -193,7 +193,7 @@ def shrink(model, sparsity=None, *, importance="l1", include=None, exclude=None)
 def _copy_weights(wrapper, layer):
     """Gives `wrapper`'s layer the weights of `layer`, the Taylor estimate's start too
     (built before the copy, it started from the random initial kernel)."""
-    wrapper.layer.set_weights(layer.get_weights())
+    _graph.set_weights(wrapper.layer, layer.get_weights())
     if hasattr(wrapper, "previous_kernel"):
         wrapper.restart_taylor()
 
@@ -334,7 +334,7 @@ def _shrunk(graph, kept, layer):
         weights = _producer_weights(inner, weights, layout_in, channels, outputs)
     elif channels is not None:
         weights = [np.take(w, channels, axis=-2 if w.ndim > 1 else 0) for w in weights]
-    return new_layer, lambda new: new.set_weights(weights)
+    return new_layer, lambda new: _graph.set_weights(new, weights)
 
 
 def _producer_weights(layer, weights, layout_in, channels, outputs):

@@ -98,7 +98,7 @@ def prune(model, schedule, *, pattern="unstructured", scope="layer", include=Non
         if id(layer) not in selected_ids:
             return None
         wrapper = PrunedLayer(_graph.copy_layer(layer), schedule, pattern=pattern, group=group)
-        return wrapper, lambda new, old=layer: new.layer.set_weights(old.get_weights())
+        return wrapper, lambda new, old=layer: _graph.set_weights(new.layer, old.get_weights())
 
     return _graph.rebuild(model, transform)
 

@@ -218,10 +218,11 @@ def _unfolded_batch_norms(model, fold_batch_norm):
 def _problems(layer):
     """Why `quantize_aware` cannot quantize `layer` for a fully int8 file (a list)."""
     if _kernels.kernel_name(layer) is None:
+        name = type(layer).__name__
         if layer.weights and not isinstance(layer, _WEIGHTED_OK):
-            name = type(layer).__name__
             return [f"Layer {layer.name!r} ({name}) has weights tfkd cannot quantize-aware train."]
-        return []
+        reason = _float_without_kernel(layer)
+        return [f"Layer {layer.name!r} ({name}) {reason}."] if reason else []
     problems = []
     try:
         QuantizeWrapper(_graph.copy_layer(layer))
@@ -233,15 +234,62 @@ def _problems(layer):
     return problems
 
 
+# Activations an Activation layer computes in int8 after quantize_aware (each checked in
+# an exported file: elu, selu, softplus, softsign, mish, celu, hard_sigmoid, log_sigmoid,
+# hard_shrink, soft_shrink, sparse_plus, squareplus and sparsemax left float ops).
+INT8_ACTIVATIONS = (
+    "linear", "relu", "relu6", "softmax", "sigmoid", "tanh", "gelu", "silu", "hard_silu",
+    "leaky_relu", "exponential", "log_softmax", "hard_tanh", "tanh_shrink",
+)  # fmt: skip
+
+
+def _float_without_kernel(layer):
+    """Why the int8 file would compute `layer`, which has no kernel, in float, or None.
+    Before, these trained and exported with float ops between a DEQUANTIZE and a QUANTIZE,
+    seen only in `float_ops` (found by an exploratory review)."""
+    if isinstance(layer, keras.layers.Normalization) and not layer.invert:
+        return (
+            "normalizes with a float SUB and MUL in the int8 file (the converter quantizes "
+            "neither); normalize the data before the model instead, or use post-training "
+            "quantization"
+        )
+    if isinstance(layer, keras.layers.Rescaling) and np.any(np.asarray(layer.offset) != 0):
+        return (
+            f"adds an offset ({layer.offset}) after its scale, a float ADD in the int8 file "
+            "(a Rescaling without an offset is one quantized MUL); scale without an offset, "
+            "e.g. Rescaling(1/255) for inputs in [0, 1]"
+        )
+    activation = getattr(layer, "activation", None)
+    if isinstance(layer, keras.layers.Activation) and activation.__name__ not in INT8_ACTIVATIONS:
+        return (
+            f"applies activation {activation.__name__!r}, which the int8 file would compute "
+            f"with float ops; use one of {list(INT8_ACTIVATIONS)}"
+        )
+    if isinstance(layer, keras.layers.ELU):
+        return "has no int8 TFLite kernel (ELU runs in float); use another activation"
+    return None
+
+
 def _int8_gap(layer):
     """Why the int8 file would run `layer` in float, or None."""
     if isinstance(layer, keras.layers.Conv3D):
         return "has no int8 TFLite kernel (CONV_3D runs in float)"
+    if max(getattr(layer, "dilation_rate", None) or (1,)) > 1:
+        return (
+            f"has dilation_rate={layer.dilation_rate}, which the int8 file computes with a "
+            "float convolution between SPACE_TO_BATCH_ND and BATCH_TO_SPACE_ND; use "
+            "dilation_rate=1 (a larger kernel or strides), or post-training quantization"
+        )
     name = _graph.activation_name(layer)
     if name not in (None, "relu", "relu6", "softmax"):
+        where = (
+            "move it to its own keras.layers.Activation layer"
+            if layer.activation.__name__ in INT8_ACTIVATIONS
+            else f"it has no int8 kernel: use one of {list(INT8_ACTIVATIONS)}"
+        )
         return (
             f"applies activation {layer.activation.__name__!r} inside the layer, which the int8 "
-            "file would run in float; move it to its own keras.layers.Activation layer"
+            f"file would run in float; {where}"
         )
     if isinstance(layer, keras.layers.Dense):
         # Known sizes go through a 2D view (`_kernels.on_rows`): int8. Every call counts:
@@ -354,7 +402,7 @@ def _has_zeros(layer):
 
 
 def _copy_weights(wrapper, layer, norm):
-    wrapper.layer.set_weights(layer.get_weights())
+    _graph.set_weights(wrapper.layer, layer.get_weights())
     if wrapper.clusters is not None:
         wrapper.keep_clusters()
     if norm is not None:
