@@ -64,6 +64,23 @@ def test_missing_model_file_points_at_the_path(tmp_path):
     assert str(tmp_path / "missing" / "teacher.keras") in message
 
 
+def test_relative_paths_through_a_linked_folder_are_the_target_folders(tmp_path):
+    # `link/../data` is the link target's neighbour; the paths were collapsed as text to
+    # `data/`: another file, or none ("File not found").
+    import numpy as np
+
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "real" / "data").mkdir()
+    x, y = np.zeros((4, 8, 8, 1), "float32"), np.array([0, 1, 0, 1])
+    np.savez(tmp_path / "real" / "data" / "small.npz", x_train=x, y_train=y, x_test=x, y_test=y)
+    (tmp_path / "real" / "sub" / "pipeline.yaml").write_text(
+        f"data: {{npz: ../data/small.npz}}\nstages:\n  - {{stage: load, path: {TEACHER}}}\n"
+    )
+    (tmp_path / "link").symlink_to(tmp_path / "real" / "sub")
+    config = load_config(tmp_path / "link" / "pipeline.yaml")
+    assert pathlib.Path(config.data["npz"]).samefile(tmp_path / "real" / "data" / "small.npz")
+
+
 def test_wrong_types_point_at_the_key(tmp_path):
     message = _error(tmp_path, GOOD.replace("epochs: 1", "epochs: two"))
     assert "pipeline.yaml:10: stages[1].epochs: expected an integer. Received: 'two' (str)" in (

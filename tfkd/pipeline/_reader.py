@@ -117,7 +117,7 @@ class Reader:
         for key in _DATA_PATHS:
             named = key == "vocabulary" and keys.get(key) == "minilm"
             if isinstance(keys.get(key), str) and not os.path.isabs(keys[key]) and not named:
-                keys[key] = os.path.normpath(self.path.parent / keys[key])
+                keys[key] = self.relative(keys[key])
         data = {**data, **keys}
         errors = load_errors(**keys)
         for error in errors:
@@ -252,8 +252,19 @@ class Reader:
             or (name == "weights" and str(value).endswith(".h5"))  # an application's file
         )
         if is_file and isinstance(value, str) and not os.path.isabs(value):
-            return os.path.normpath(self.path.parent / value)
+            return self.relative(value)
         return value
+
+    def relative(self, value):
+        """`value`, a relative path, from the config file's folder. Its `..` are collapsed
+        as text only where no link leads to that folder: through a link, `link/../data`
+        is the link target's neighbour, which the text collapsed to `data` (another
+        file, or none)."""
+        folder = self.path.parent
+        joined = os.path.join(folder, value)
+        if os.path.realpath(folder) != os.path.abspath(folder):
+            return joined
+        return os.path.normpath(joined)
 
 
 def _stand_in(mapping):
