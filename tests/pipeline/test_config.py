@@ -156,6 +156,9 @@ def test_json_config_errors_have_lines_too(tmp_path):
     }
     message = _error(tmp_path, json.dumps(config, indent=2), name="pipeline.json")
     assert "pipeline.json:12: stages[1].stage: Unknown stage" in message
+    # An upper-case suffix is JSON too: before, read as YAML, whose tabs it refused.
+    message = _error(tmp_path, json.dumps(config, indent="\t"), name="pipeline.JSON")
+    assert "pipeline.JSON:12: stages[1].stage: Unknown stage" in message
 
 
 def test_missing_config_file(tmp_path):

@@ -168,7 +168,8 @@ class _Engine:
             else ""
         )
         self.log(
-            f"tfkd pipeline: {self.total} stages, data {self.data.name} "
+            f"tfkd pipeline: {self.total} stage{'s' * (self.total != 1)}, "
+            f"data {self.data.name} "
             f"({len(self.data.x_train):,} train{labelled} / {len(self.data.x_test):,} test)"
             f"{', quick' if quick else ''}, output {self.store.directory}"
         )

@@ -113,7 +113,7 @@ def _read(path):
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
         return None, [f"{path}:{line}: the config is not UTF-8 text: {error.reason}."]
-    if path.suffix == ".json":
+    if path.suffix.lower() == ".json":
         try:
             json.loads(text)
         except json.JSONDecodeError as error:
