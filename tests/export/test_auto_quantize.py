@@ -103,7 +103,7 @@ def test_nan_calibration_data_is_refused_before_any_file_is_made(tmp_path, form)
 
 def test_a_float32_reference_that_cannot_be_made_says_why(tmp_path):
     model = string_op_model()
-    x = np.ones((4, 3), "float32")
+    x = np.arange(1, 13, dtype="float32").reshape(4, 3)
     # Before: a KeyError ('accuracy') once every candidate was tried.
     with pytest.raises(ValueError, match=r"tf\.(AsString|StringToNumber)"):
         auto.auto_quantize(model, tmp_path / "m.tflite", x, [0, 1, 2, 0], x, candidates=["int8"])

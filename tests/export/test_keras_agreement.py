@@ -129,7 +129,7 @@ def test_keras_outputs_that_overflow_are_refused_before_converting(tmp_path, mon
 
     monkeypatch.setattr(importlib.import_module("tfkd.export._convert"), "convert", never)
     monkeypatch.setattr(tflite_module, "_convert_in_subprocess", never)
-    data = np.full((32, 8), 3e38, "float32")
+    data = np.full((32, 8), 3e38, "float32") * np.linspace(0.9, 1, 32, dtype="float32")[:, None]
     with pytest.raises(ValueError, match="Keras model 'overflowing' computes 96 NaN or inf"):
         tfkd.export_tflite(model, tmp_path / "m.tflite", "int8", representative_data=data)
     assert not (tmp_path / "m.tflite").exists()
