@@ -6,6 +6,7 @@ by prune, quantize, distill, export and the pipeline)."""
 import hashlib
 import inspect
 import json
+import warnings
 
 import keras
 import numpy as np
@@ -462,12 +463,32 @@ def strip(model):
     return rebuild(model, transform)
 
 
+def _warn_never_pruned(model):
+    """Warns about the pruning wrappers whose step is still 0: nothing pruned. A subclassed
+    model whose `call` takes no `training` argument never passes `training=True` to the
+    wrappers inside it, so they never pruned, and it exported as if pruned, with no word."""
+    never = [
+        layer.name
+        for layer in leaf_layers(model, subclassed=True)
+        if hasattr(layer, "pruning_step")
+        and int(keras.ops.convert_to_numpy(layer.pruning_step)) == 0
+    ]
+    if never:
+        warnings.warn(
+            f"Pruned layers {never} never took a training step, so they hold no pruned "
+            "zeros. Train the model first; a subclassed model's `call` must take "
+            "`training` and pass it to them (`def call(self, x, training=None)`).",
+            stacklevel=4,
+        )
+
+
 def strip_if_wrapped(model):
     """`strip(model)` when it holds a strippable wrapper, else `model` itself. A subclassed
     model, which `strip` cannot rewire, is returned as it is, each wrapper settled
     (`ClusteredLayer.settle`): the converter freezes each wrapper's variables and folds the
     kernel it computes (pruned, clustered) into a constant, so the file holds the same
     plain layer."""
+    _warn_never_pruned(model)
     if not is_graph_model(model):
         for layer in leaf_layers(model, subclassed=True):
             if getattr(layer, "strippable", False) and hasattr(layer, "settle"):

@@ -341,6 +341,47 @@ def test_a_subclassed_model_with_its_own_pruned_layers_exports_with_the_zeros(tm
     assert sum(count for name, count in report.ops.items() if "MUL" in name) == 0, report.ops
 
 
+def test_pruned_layers_of_a_call_without_training_are_named_before_export():
+    # Keras passes no `training=True` into a subclassed model whose `call` takes none: its
+    # PrunedLayers never stepped, and the model exported as if pruned, with no word.
+    class NoTraining(keras.Model):
+        def __init__(self):
+            super().__init__()
+            schedule = prune.ConstantSparsity(0.5, frequency=1)
+            self.hidden = prune.PrunedLayer(keras.layers.Dense(8, name="hidden"), schedule)
+            self.out = keras.layers.Dense(3)
+
+        def call(self, inputs):
+            return self.out(self.hidden(inputs))
+
+    x = np.random.default_rng(0).normal(size=(32, 6)).astype("float32")
+    model = NoTraining()
+    model(x[:2])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, np.arange(32) % 3, epochs=1, batch_size=8, verbose=0)
+    assert float(prune.summary(model).sparsity) == 0.0
+    with pytest.warns(UserWarning, match=r"\['hidden'\] never took a training step"):
+        _graph.strip_if_wrapped(model)  # what export_tflite reads the model through
+
+
+def test_layers_with_weights_prune_cannot_wrap_are_named():
+    # Before, left dense with no word: the summary's 0.8 read as the model's (0.04 was).
+    inputs = keras.Input((4, 4, 2))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    x = keras.layers.Conv2DTranspose(8, 3, strides=2, padding="same", name="up")(x)
+    x = keras.layers.EinsumDense("abcd,de->abce", output_shape=(8, 8, 4), name="mix")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(x))
+    match = (
+        r"cannot prune the weights of 2 layer\(s\), 2?,?\d+ parameters.*'up \(Conv2DTranspose\)'"
+    )
+    with pytest.warns(UserWarning, match=match):
+        pruned = prune.prune(model, 0.5)
+    assert {row["name"] for row in prune.summary(pruned).layers} == {"conv", "head"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        prune.prune(model, 0.5, exclude=["up", "mix"])
+
+
 def test_summary_rows_name_each_layer_by_its_path_in_the_model():
     # Two nested models may each hold a layer of one name: the path tells their rows apart
     # (before, both rows said "fc").
