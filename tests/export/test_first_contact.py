@@ -244,6 +244,14 @@ def test_predict_and_evaluate_refuse_nan_inputs(tmp_path):
     with pytest.raises(ValueError, match=r"`x` holds 1 values too large for float32.*1e\+39"):
         lite.predict(too_large)
     assert lite.predict(x).shape == (16, 3)
+    # Before: LiteRT failed to prepare the file ("UnsafeFileError"), and none gave [].
+    with pytest.raises(ValueError, match=r"\[None, 8, 8, 1\].*\(8, 8, 1\).*add its batch axis"):
+        lite.predict(x[0])
+    with pytest.raises(
+        ValueError, match=r"one or more inputs .*Received: x of shape \(0, 8, 8, 1\)"
+    ):
+        lite.predict(x[:0])
+    assert lite.predict(x[:, :, :, 0]).shape == (16, 3)  # a channel axis of 1 is added
 
 
 def _confident_softmax_model():

@@ -63,6 +63,26 @@ def one_example(details, sample, name):
     return sample[None] if sample.ndim == len(signature) else sample
 
 
+def fit_rank(x, details):
+    """`x` as a batch of the input `details` describes: as Keras does, `(N, 28, 28)` images
+    feed a `(28, 28, 1)` input. Refused where its rank or known sizes differ, or it holds
+    no example: before, LiteRT failed to prepare the file on one example without its batch
+    axis (an UnsafeFileError, as for a hostile file), and no example gave `[]`."""
+    expected = [int(size) for size in details["shape_signature"]]
+    one, received = x.ndim == len(expected) - 1, x.shape  # one example without its batch axis?
+    if one and expected[-1] == 1:
+        x = x[..., None]
+    known = all(size < 0 or size == got for size, got in zip(expected[1:], x.shape[1:]))
+    if x.ndim != len(expected) or not known or not len(x):
+        shape = [None if size < 0 else size for size in expected[1:]]
+        raise ValueError(
+            f"`x` must be a batch of one or more inputs of shape {[None, *shape]} (input "
+            f"{details['name']!r}). Received: x of shape {received}."
+            + (" For one example, add its batch axis: x[None]." if one else "")
+        )
+    return x
+
+
 def by_input(x, names, name):
     """The values of the dict `x` in the order of `names` (a file's several inputs)."""
     if not isinstance(x, dict):

@@ -15,7 +15,13 @@ from tfkd.export._interpreter import (
     softmax_outputs,
     top1_agreement,
 )
-from tfkd.export._model_inputs import by_input, check_array, check_labels, one_example
+from tfkd.export._model_inputs import (
+    by_input,
+    check_array,
+    check_labels,
+    fit_rank,
+    one_example,
+)
 
 # As Keras's cross-entropy on probabilities: rows renormalised, then clipped.
 _EPSILON = 1e-7
@@ -352,11 +358,7 @@ class TFLiteModel:
         return for_file, for_keras
 
     def _fit_rank(self, x, details=None):
-        # As Keras does: `(N, 28, 28)` images feed a `(28, 28, 1)` input.
-        expected = (details or self._input)["shape_signature"]
-        if x.ndim == len(expected) - 1 and expected[-1] == 1:
-            return x[..., None]
-        return x
+        return fit_rank(x, details or self._input)
 
     def __repr__(self):
         return f"TFLiteModel({self.path!r}, bytes={self.bytes}, input_dtype={self.input_dtype!r})"
