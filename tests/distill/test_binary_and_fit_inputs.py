@@ -283,6 +283,32 @@ def test_a_loss_per_example_takes_the_mean_of_weights_per_token():
     assert found[0] == pytest.approx(found[1], rel=1e-5) and found[0] > 0
 
 
+def test_class_weight_on_a_dataset_with_unlabelled_examples_weighs_as_on_arrays():
+    # Before: Keras's mapping of the dataset gathered class_weight[-1], and TensorFlow
+    # failed ("indices[0] = -1 is not in [0, 4)"); arrays gave the unlabelled weight 1.
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 6)).astype("float32"), rng.integers(0, 4, 32)
+    y[:8] = UNLABELED
+    teacher, student = (
+        keras.Sequential([keras.Input((6,)), keras.layers.Dense(4)], name=name)
+        for name in ("teacher", "student")
+    )
+    weights, histories = {0: 1.0, 1: 2.0, 2: 1.0, 3: 5.0}, []
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    for data, batch_size in (((x, y), 8), ((dataset,), None)):
+        distiller = tfkd.Distiller(teacher, student)
+        distiller.compile(
+            keras.optimizers.SGD(0.0), keras.losses.SparseCategoricalCrossentropy(True)
+        )
+        fitted = distiller.fit(
+            *data, class_weight=weights, batch_size=batch_size, shuffle=False, verbose=0
+        )
+        histories.append({key: values[0] for key, values in fitted.history.items()})
+    assert histories[1] == pytest.approx(histories[0], rel=1e-6)
+
+
 def test_a_loss_named_like_the_task_loss_is_refused():
     # Before, its log entry replaced the task loss's `student_loss`.
     with pytest.raises(ValueError, match="'student' gives 'student_loss'"):

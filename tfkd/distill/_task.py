@@ -221,3 +221,30 @@ def _class_id_loss(loss):
     if "sparsecategorical" in name:
         return "sparse"
     return "binary" if "binarycrossentropy" in name else None
+
+
+def weigh_classes(dataset, class_weight):
+    """`dataset` of `(x, y)` batches of class ids with each batch's weights from
+    `class_weight` (a dict from class id to weight) added, an unlabelled example
+    (`UNLABELED`) and a class the dict leaves out weighing 1, as Keras weighs numpy arrays;
+    None for a dataset of another structure (Keras's own mapping reads one-hot rows).
+    Keras's mapping of a dataset gathered `class_weight[-1]` for an unlabelled example:
+    TensorFlow failed on the CPU ("indices[0] = -1 is not in [0, 4)")."""
+    import tensorflow as tf
+
+    spec = dataset.element_spec
+    if not (isinstance(spec, tuple) and len(spec) == 2 and hasattr(spec[1], "shape")):
+        return None
+    shape = spec[1].shape
+    if shape.rank not in (1, 2) or (shape.rank == 2 and shape[-1] != 1):
+        return None
+    count = int(max(class_weight)) + 1
+    table = tf.constant([float(class_weight.get(i, 1.0)) for i in range(count)], tf.float32)
+
+    def weighed(x, y):
+        ids = tf.cast(tf.reshape(y, [-1]), tf.int32)
+        inside = (ids >= 0) & (ids < count)
+        weights = tf.where(inside, tf.gather(table, tf.clip_by_value(ids, 0, count - 1)), 1.0)
+        return x, y, weights
+
+    return dataset.map(weighed)

@@ -499,6 +499,10 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         extra = arguments.pop("kwargs", {})
         arguments = _checks.fit_options(arguments.get("x"), arguments)
         self._check_fit_data(arguments)
+        if arguments.get("class_weight") and hasattr(arguments.get("x"), "element_spec"):
+            weighed = _task.weigh_classes(arguments["x"], arguments["class_weight"])
+            if weighed is not None:
+                arguments["x"], arguments["class_weight"] = weighed, None
         given = arguments.pop("callbacks", None) or []
         given = list([given] if isinstance(given, keras.callbacks.Callback) else given)
         # First, so that no other callback sees the label errors in the logs.
