@@ -116,6 +116,24 @@ def test_schedules_are_checked_over_the_steps_fit_will_run():
     assert np.isfinite(distiller.fit(x, y, batch_size=32, epochs=1, verbose=0).history["loss"][0])
 
 
+def test_schedules_are_checked_over_the_batches_of_a_dataset_of_known_length():
+    # Before, checked for arrays only: a weight below 0 from step 4 trained on a dataset,
+    # the loss going negative (-2.62).
+    import tensorflow as tf
+
+    x, y = random_images(count=32)
+    distiller = tfkd.Distiller(
+        small_cnn(8, "teacher"),
+        small_cnn(4, "student"),
+        distillation_loss_weights=[lambda step: 1.0 - keras.ops.cast(step, "float32") / 3],
+    )
+    distiller.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)  # 8 batches an epoch
+    with pytest.raises(ValueError, match=r"`distillation_loss_weights\[0\]\(7\)`"):
+        distiller.fit(dataset, epochs=1, verbose=0)
+    distiller.fit(dataset.take(2), epochs=1, verbose=0)  # steps 0 and 1: fine
+
+
 def test_scheduled_distiller_survives_a_keras_round_trip_and_keeps_its_step(tmp_path):
     x, y = random_images(count=32)
     distiller = tfkd.Distiller(

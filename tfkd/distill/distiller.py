@@ -255,11 +255,13 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
 
     def _check_schedules(self, inputs, arguments):
         """Checks each schedule over the steps this `fit` will run, where they are known
-        (arrays): a decay that passes 0 within them fails here, not in the middle."""
+        (arrays, datasets that say their length, `steps_per_epoch`): a decay that passes 0
+        within them fails here, not in the middle."""
         rows = _validation.rows(inputs)
-        if self._step is None or rows is None:
+        steps = arguments.get("steps_per_epoch") or _batches(arguments.get("x"))
+        if self._step is None or (rows is None and steps is None):
             return
-        steps = arguments.get("steps_per_epoch") or -(-rows // (arguments.get("batch_size") or 32))
+        steps = steps or -(-rows // (arguments.get("batch_size") or 32))
         epochs = arguments.get("epochs", 1) - arguments.get("initial_epoch", 0)
         first = int(keras.ops.convert_to_numpy(self._step))
         last = first + max(steps * epochs - 1, 0)
@@ -577,6 +579,21 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
             converted = zip(keys, self._logit_converters)
             probabilities = {key for key, (to_logits, _) in converted if to_logits is not None}
             _validation.check_cached_probabilities(cached, sorted(probabilities))
+
+
+def _batches(x):
+    """The batches an epoch of dataset `x` holds, where it says (a tf.data set of known
+    length, a `PyDataset`), else None: before, schedules were checked for arrays only,
+    and a weight decaying below 0 trained on (a negative loss)."""
+    if hasattr(x, "cardinality"):
+        count = int(x.cardinality())
+        return count if count > 0 else None
+    if isinstance(x, keras.utils.PyDataset):
+        try:
+            return len(x) or None
+        except (TypeError, NotImplementedError):
+            return None
+    return None
 
 
 def _unpack_predictions(y_pred):
