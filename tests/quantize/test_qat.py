@@ -219,6 +219,18 @@ def test_layers_the_int8_file_computes_in_float_are_refused(kind):
         tfkd.quantize.quantize_aware(keras.Sequential([keras.Input((4,)), *layers]))
 
 
+def test_a_masked_embedding_is_named_as_the_cause_of_its_mask_operation():
+    # Before: "Operations ['not_equal'] are keras.ops calls ... write them as layers", an
+    # operation Keras makes for mask_zero=True, which the user never wrote.
+    inputs = keras.Input((12,), dtype="int32")
+    embedded = keras.layers.Embedding(50, 8, mask_zero=True, name="tokens")(inputs)
+    outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling1D()(embedded))
+    with pytest.raises(TypeError) as info:
+        tfkd.quantize.quantize_aware(keras.Model(inputs, outputs))
+    message = str(info.value)
+    assert "Embedding ['tokens'] has mask_zero=True" in message and "write them" not in message
+
+
 def test_export_refuses_float_modes_and_untrained_ranges(tmp_path):
     qat_model = tfkd.quantize.quantize_aware(small_cnn(4, "m"))
     with pytest.raises(ValueError, match="set yet.*'conv_relu'"):

@@ -171,6 +171,19 @@ def check_supported(model, fold_batch_norm=True):
     problems = [problem for layer in _graph.leaf_layers(model) for problem in _problems(layer)]
     problems += _unfolded_batch_norms(model, fold_batch_norm)
     operations = [operation.name for operation in _graph.plain_operations(model)]
+    masking = [
+        layer.name
+        for layer in _graph.leaf_layers(model)
+        if isinstance(layer, keras.layers.Embedding) and layer.mask_zero
+    ]
+    if masking and any(name.startswith("not_equal") for name in operations):
+        # Keras computes the mask with `not_equal`: not code the user can rewrite.
+        operations = [name for name in operations if not name.startswith("not_equal")]
+        problems.append(
+            f"Embedding {masking} has mask_zero=True, whose mask Keras computes with "
+            "keras.ops (not_equal), which QAT cannot quantize; use mask_zero=False (the "
+            "model learns to ignore the padding id)."
+        )
     if operations:
         problems.append(
             f"Operations {operations} are keras.ops calls on Keras tensors (such as "
