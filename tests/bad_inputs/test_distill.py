@@ -186,6 +186,14 @@ CASES = [
         "angle_weight",
         "nan",
     ),
+    # Before, accepted: a loss that is always 0.
+    Case(
+        distill.RelationalDistillation,
+        lambda: distill.RelationalDistillation(distance_weight=0, angle_weight=0.0),
+        ValueError,
+        "distance_weight",
+        "distance_weight=0, angle_weight=0.0",
+    ),
     # Losses: pure functions.
     Case(
         distill.kl_divergence,

@@ -174,6 +174,12 @@ class RelationalDistillation(DistillationLoss):
         )
         validate_weight("distance_weight", distance_weight)
         validate_weight("angle_weight", angle_weight)
+        if not distance_weight and not angle_weight:  # before, a loss that is always 0
+            raise ValueError(
+                "RelationalDistillation needs a term: `distance_weight` or `angle_weight` "
+                f"> 0. Received: distance_weight={distance_weight!r}, "
+                f"angle_weight={angle_weight!r}."
+            )
         self.distance_weight = float(distance_weight)
         self.angle_weight = float(angle_weight)
 
