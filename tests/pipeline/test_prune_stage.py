@@ -2,6 +2,7 @@
 errors before any stage runs, and a schedule that prunes gradually in short runs too."""
 
 import json
+import re
 import textwrap
 import warnings
 
@@ -427,6 +428,23 @@ def test_an_export_a_quantization_aware_model_cannot_take_fails_before_any_stage
     with pytest.raises(ValueError, match="receives a quantization-aware model") as e:
         _execute(stages, data, tmp_path)
     assert (e.value.stage, e.value.argument) == ("exported", argument)
+    assert not tmp_path.joinpath("stages").exists()
+
+
+@pytest.mark.parametrize(
+    "unfreeze, text", [("block_99_expand", "names no layer"), (5000, "must be in [1, ")]
+)
+def test_a_transfer_unfreeze_the_backbone_lacks_fails_before_any_stage_runs(
+    data, tmp_path, unfreeze, text
+):
+    # Before: refused by fine_tune when the stage ran, after the stages before it.
+    stages = [
+        Train(STUDENT, epochs=1, name="scratch"),
+        tfkd.pipeline.Transfer(unfreeze=unfreeze, fine_tune_epochs=1, image_size=32, name="t"),
+    ]
+    with pytest.raises(ValueError, match=re.escape(text)) as e:
+        _execute(stages, data, tmp_path)
+    assert (e.value.stage, e.value.argument) == ("t", "unfreeze")
     assert not tmp_path.joinpath("stages").exists()
 
 

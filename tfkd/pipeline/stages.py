@@ -460,6 +460,7 @@ class Transfer(Stage):
         if self.backbone == "mobilenet_v2":
             scaling = "its ImageNet normalization divides them by 255"
             architectures.check_pixels(data, "backbone", repr(self.backbone), scaling)
+        self._check_unfreeze_names(data)
         wanted = PRETRAINED_BACKBONES.get(self.backbone) if isinstance(self.backbone, str) else None
         if wanted is not None and wanted != architectures.input_kind(data):
             raise invalid_argument(
@@ -468,6 +469,21 @@ class Transfer(Stage):
                 f"{architectures.input_kind(data)} of shape {data.input_shape}. Received: "
                 f"backbone={self.backbone!r}",
             )
+
+    def _check_unfreeze_names(self, data):
+        """A layer name or a count of top layers in `unfreeze`, against the backbone's
+        layers (MobileNetV2 of random weights, or a `.keras` file): before, checked when
+        the stage ran, after the stages before it."""
+        named = isinstance(self.unfreeze, str) and self.unfreeze != "all"
+        cheap = self.backbone == "mobilenet_v2" or str(self.backbone).endswith(".keras")
+        if not self.fine_tune_epochs or not cheap or not (named or isinstance(self.unfreeze, int)):
+            return
+        from tfkd.transfer import _backbone
+
+        try:
+            _backbone.unfreeze_names(self._backbone(data, pretrained=False)[0], self.unfreeze)
+        except ValueError as error:
+            raise invalid_argument("unfreeze", str(error)) from None
 
     def fingerprint(self):
         fingerprint = self.get_config()
