@@ -228,6 +228,31 @@ def test_a_layer_name_that_the_model_lacks_fails_before_any_stage_runs(side, lay
     assert not (tmp_path / "stages").exists()
 
 
+@pytest.mark.parametrize(
+    "method, layers, text",
+    [
+        ("attention", ("conv1_relu", "conv2_relu"), "same spatial size"),
+        ("feature", ("conv1_relu", "features"), "project the last axis only"),
+    ],
+)
+def test_layers_whose_shapes_the_loss_cannot_compare_fail_before_any_stage_runs(
+    method, layers, text, tmp_path
+):
+    # Before: the names were checked, their shapes (28x28 against 14x14 attention maps, a
+    # 4-D map against a vector) only when the stage ran, after the stages before it.
+    arguments = {"teacher_layer_name": layers[0], "student_layer_name": layers[1]}
+    stages = [
+        Load(str(TEACHER), name="teacher"),
+        tfkd.pipeline.Train(STUDENT, epochs=1, name="scratch"),
+        Distill("teacher", method=method, method_arguments=arguments, epochs=1, name="distilled"),
+    ]
+    data = Data.load("fashion_mnist", train_size=100, test_size=50)
+    with pytest.raises(ValueError, match=text) as e:
+        tfkd.Pipeline(stages).execute(data, tmp_path, tensorboard=False, log=lambda _: None)
+    assert (e.value.stage, e.value.argument) == ("distilled", "method_arguments")
+    assert not (tmp_path / "stages").exists()
+
+
 def test_python_arguments_are_checked_too():
     with pytest.raises(ValueError, match="Unknown distillation method. Received: method='DKD'"):
         Distill("teacher", method="DKD")

@@ -214,6 +214,20 @@ class _Training(Stage):
                     f"Received: method_arguments={self.method_arguments!r}. Its layers: "
                     f"{names}.",
                 )
+        known = [spec for spec in sides.values() if _keras_spec(spec)]
+        if len(known) == 2 and any(arguments.get(f"{side}_layer_name") for side in sides):
+            self._check_layer_shapes(build(sides["teacher"]), build(sides["student"]))
+
+    def _check_layer_shapes(self, teacher, student):
+        """The loss made against untrained builds of the two models, which checks what its
+        layers' shapes allow (a projection on the last axis only, an attention map's
+        size): before, checked when the stage ran, after the stages before it."""
+        from tfkd.distill import Distiller
+
+        try:
+            Distiller(teacher, student, distillation_losses=_distillation.build_loss(self))
+        except ValueError as error:
+            raise invalid_argument("method_arguments", str(error)) from None
 
     def _student_spec(self, incoming):
         """The spec of the model this stage trains."""
@@ -500,6 +514,11 @@ class Train(_NewModelTraining):
     ):
         super().__init__(**kwargs)
         self.model = self._check_new_model(model, augmented_copies)
+
+
+def _keras_spec(spec):
+    """Whether `spec` (see `Stage._output_spec`) is known and gives a Keras model."""
+    return spec is not None and not (isinstance(spec, dict) and "tflite" in spec)
 
 
 def _check_teacher(teacher):
