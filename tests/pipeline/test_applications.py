@@ -72,3 +72,15 @@ def test_arguments_the_constructor_refuses_are_a_config_error_before_any_stage(t
     with pytest.raises(ConfigError, match=r"bad.yaml:6: stages\[1\].student: .*depth"):
         tfkd.pipeline.run_config(config, tmp_path / "run", log=lambda _: None)
     assert not (tmp_path / "run" / "stages" / "first").exists()
+
+
+def test_weights_that_cannot_be_downloaded_are_refused_naming_them(monkeypatch):
+    # Before: `tfkd: error: Exception: URL fetch failure ...`, naming no key.
+    from keras.src.utils import file_utils
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://example.invalid: no network")
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    with pytest.raises(ValueError, match=r"could not get its 'imagenet' weights.*weights: null"):
+        application({**SMALL, "weights": "imagenet", "alpha": 1.0}, (28, 28, 1), 10)

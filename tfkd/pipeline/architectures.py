@@ -210,6 +210,15 @@ def application(spec, input_shape, num_classes, seed=0):
             f"keras.applications.{name} refused the spec: {error} Received: {spec!r}",
             type(error),
         ) from None
+    except Exception as error:  # Keras's download: a bare Exception ("URL fetch failure")
+        if not isinstance(weights, str) or weights.endswith(".h5"):
+            raise
+        raise invalid_argument(
+            "application",
+            f"keras.applications.{name} could not get its {weights!r} weights: {error}. "
+            f"Received: weights={weights!r}. Run once where the internet is reachable (Keras "
+            "keeps them in ~/.keras/models), or pass a .h5 file, or weights: null.",
+        ) from None
     inputs = keras.Input(tuple(input_shape), name="inputs")
     x = inputs
     if size:
