@@ -42,3 +42,18 @@ def test_the_copies_of_a_model_keep_its_adapted_normalization():
     np.testing.assert_allclose(
         pruned.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-5
     )
+
+
+def test_the_copies_keep_an_adapted_discretization_s_bins():
+    # Its bins are in its config; finalizing a copy's state (as for a Normalization)
+    # recomputed them from an adapt summary the copy does not have: every bin lost.
+    x = np.random.default_rng(0).uniform(5, 15, size=(64, 4)).astype("float32")
+    bins = keras.layers.Discretization(num_bins=4)
+    bins.adapt(x)
+    inputs = keras.Input((4,))
+    binned = keras.ops.cast(bins(inputs), "float32")
+    model = keras.Model(inputs, keras.layers.Dense(3)(binned))
+    copy = _graph.copy_model(model)
+    (copied,) = [layer for layer in copy.layers if isinstance(layer, keras.layers.Discretization)]
+    assert len(copied.bin_boundaries) == 3
+    np.testing.assert_allclose(copy.predict(x, verbose=0), model.predict(x, verbose=0))

@@ -58,7 +58,7 @@ def model_inputs(model):
 
 def set_weights(layer, weights):
     """`layer.set_weights(weights)` (a layer or a model), then the state each Normalization
-    or Discretization in it derives from its variables (`finalize_state`), which Keras's
+    in it derives from its variables (`finalize_state`), which Keras's
     `set_weights` leaves as it was: a copy of an adapted Normalization computed with the
     mean 0 and variance 0 of its build, its outputs off by 24 where they were up to 0.6
     (the copies of prune, cluster, quantize_aware and the pipeline)."""
@@ -69,7 +69,9 @@ def set_weights(layer, weights):
             each.finalize_state()
 
 
-_ADAPTED_STATE = (keras.layers.Normalization, keras.layers.Discretization)
+# Not Discretization: its bins are in its config, and its `finalize_state` recomputes them
+# from an adapt summary a copy does not have (every bin lost).
+_ADAPTED_STATE = (keras.layers.Normalization,)
 
 
 def leaf_layers(model, subclassed=False, blocks=None):

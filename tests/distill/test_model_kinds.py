@@ -206,6 +206,39 @@ def test_a_softmax_the_graph_does_not_show_is_read_from_the_outputs(kind, side):
     )
 
 
+class LogitsInTraining(keras.Model):
+    """Logits in training, a softmax at inference: the step reads its logits."""
+
+    def __init__(self, inner, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = inner
+
+    def call(self, inputs, training=False):
+        outputs = self.inner(inputs, training=training)
+        return outputs if training else keras.ops.softmax(outputs)
+
+
+def test_a_student_is_read_as_the_training_step_calls_it():
+    # The probe read the student at inference (its softmax), and took the log of the
+    # logits the step reads (a loss of 1.78 where the student's logits equal the teacher's).
+    x, _ = random_images(64)
+    teacher, student = small_cnn(16, "teacher"), small_cnn(4, "student")
+    expected = tfkd.Distiller(teacher, student, temperature=TEMPERATURE).distillation_losses[0](
+        teacher(x), student(x)
+    )
+    distiller = tfkd.Distiller(
+        teacher, LogitsInTraining(student), temperature=TEMPERATURE, student_loss_weight=0.0
+    )
+    distiller.compile(keras.optimizers.SGD(0.0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = distiller.fit(x, batch_size=64, epochs=1, verbose=0).history
+    assert not [w for w in caught if "gives probabilities" in str(w.message)]
+    assert history["logits_distillation_loss"][0] == pytest.approx(
+        float(np.mean(keras.ops.convert_to_numpy(expected))), rel=1e-4
+    )
+
+
 # Slow (`bash scripts/test.sh -m slow`): 126 s in CI; test_softmax_outputs_distill_as_their_logits
 # asserts the losses are equal
 @pytest.mark.slow

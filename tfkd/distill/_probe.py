@@ -42,7 +42,7 @@ def probabilities_read_as_logits(sides, inputs, cached):
             values = cached[name]
         else:
             if taps.role not in computed:
-                computed[taps.role] = taps.predict(inputs, verbose=0)
+                computed[taps.role] = _as_the_step_reads(taps, inputs)
             values = computed[taps.role][name]
         values = np.asarray(keras.ops.convert_to_numpy(values), "float64")
         if values.ndim < 2 or values.shape[-1] < 2 or not values.size:
@@ -57,3 +57,17 @@ def probabilities_read_as_logits(sides, inputs, cached):
             )
             found.append((taps, layer))
     return found
+
+
+def _as_the_step_reads(taps, inputs):
+    """The outputs the training step reads: the teacher's at inference, the student's in
+    training (a model may give logits in training and a softmax at inference), its
+    non-trainable variables (BatchNormalization's statistics, seeds) restored after."""
+    if taps.role == "teacher":
+        return taps.predict(inputs, verbose=0)
+    kept = [(v, keras.ops.convert_to_numpy(v)) for v in taps.model.non_trainable_variables]
+    try:
+        return taps(inputs, training=True)
+    finally:
+        for variable, value in kept:
+            variable.assign(value)

@@ -69,6 +69,8 @@ def fit_rank(x, details):
     no example: before, LiteRT failed to prepare the file on one example without its batch
     axis (an UnsafeFileError, as for a hostile file), and no example gave `[]`."""
     expected = [int(size) for size in details["shape_signature"]]
+    if not expected:  # a scalar input, resized to the batch (`_interpreter._fixed_batch`)
+        return x
     one, received = x.ndim == len(expected) - 1, x.shape  # one example without its batch axis?
     if one and expected[-1] == 1:
         x = x[..., None]
