@@ -377,9 +377,14 @@ def check_batched(data, name):
         )
 
 
-def check_finite_inputs(data, name):
-    """Refuses NaN or infinite values in float numpy inputs (an array, or a list, tuple or
-    dict of them; datasets and generators are left to the training's own checks)."""
+def warn_non_finite_inputs(data, name):
+    """Warns about NaN or infinite values in float numpy inputs (an array, or a list, tuple
+    or dict of them; datasets and generators are left to the training's own checks): a
+    model may handle them (`keras.ops.where(keras.ops.isnan(x), 0.0, x)`), so they are
+    not refused; where it does not, the trained weights turn NaN and training stops at
+    the epoch's end (`NonFiniteLossGuard`)."""
+    import warnings
+
     import numpy as np
 
     if isinstance(data, np.ndarray):
@@ -392,7 +397,15 @@ def check_finite_inputs(data, name):
         return
     for key, value in items:
         if isinstance(value, np.ndarray) and value.dtype.kind == "f":
-            check_finite_array(name if key is None else f"{name}[{key!r}]", value)
+            try:
+                check_finite_array(name if key is None else f"{name}[{key!r}]", value)
+            except ValueError as error:
+                warnings.warn(
+                    f"{error} Training goes on, for a model that replaces them; where the "
+                    "trained weights turn NaN (on TensorFlow a ReLU hides a NaN input from "
+                    "the loss, not from the gradient), it stops at the epoch's end.",
+                    stacklevel=4,
+                )
 
 
 def check_fit_strategy(model):

@@ -561,7 +561,7 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         classes = self._class_count()
         inputs, cached = teacher_cache.split_teacher_outputs(arguments.get("x"))
         # On TensorFlow, a NaN input through a ReLU trains NaN weights on finite losses.
-        _checks.check_finite_inputs(inputs, "x")
+        _checks.warn_non_finite_inputs(inputs, "x")
         self._check_labels_given(inputs, arguments)
         if self._unprobed:
             self._probe_outputs(arguments.get("x"))
@@ -570,7 +570,7 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
             arguments["y"] = _task.check_class_ids(arguments["y"], classes, self.loss)
         validation = arguments.get("validation_data")
         if isinstance(validation, tuple) and len(validation) >= 2:
-            _checks.check_finite_inputs(validation[0], "validation_data[0]")
+            _checks.warn_non_finite_inputs(validation[0], "validation_data[0]")
             checked = _task.check_class_ids(validation[1], classes, self.loss, "validation_data[1]")
             arguments["validation_data"] = (validation[0], checked, *validation[2:])
         if cached is not None:
