@@ -216,6 +216,12 @@ def test_nan_loss_stops_training_and_names_the_component():
     assert not tfkd.distill.NonFiniteLossGuard.async_safe
     # The error names the first bad batch, where the student's own loss was finite.
     assert "epoch 1, batch 1:" in message and "Received: {" in message
+    # Before a user's callbacks see the epoch's end (a ModelCheckpoint saved NaN weights).
+    ends = []
+    recorder = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: ends.append(epoch))
+    with pytest.raises(FloatingPointError):
+        distiller.fit(x, y, batch_size=16, epochs=1, callbacks=[recorder], verbose=0)
+    assert ends == []
     assert "student_loss" not in message  # the labels part is fine: only the culprit is named
 
 

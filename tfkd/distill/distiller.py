@@ -507,9 +507,10 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
                 arguments["x"], arguments["class_weight"] = weighed, None
         given = arguments.pop("callbacks", None) or []
         given = list([given] if isinstance(given, keras.callbacks.Callback) else given)
-        # First, so that no other callback sees the label errors in the logs.
-        given = [LabelGuard(self._class_count()), *given]
-        given.append(NonFiniteLossGuard(["student_loss", *self._loss_keys, "loss"]))
+        # First, so that no other callback sees the label errors in the logs, nor an epoch
+        # with NaN weights or losses (a ModelCheckpoint saved them before the guard raised).
+        guard = NonFiniteLossGuard(["student_loss", *self._loss_keys, "loss"])
+        given = [LabelGuard(self._class_count()), guard, *given]
         return super().fit(callbacks=given, **arguments, **extra)
 
     def _class_count(self):

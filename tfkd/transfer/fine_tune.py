@@ -157,7 +157,7 @@ def fine_tune(
     )
     # Labels in a dataset are counted as they are trained on (`LabelGuard` raises at the
     # first that does not fit: JAX trained on them), and a NaN loss stops training.
-    guards = [LabelGuard(num_classes, unlabeled=False), *callbacks, NonFiniteLossGuard(["loss"])]
+    guards = [LabelGuard(num_classes, unlabeled=False), NonFiniteLossGuard(["loss"]), *callbacks]
     fit = dict(validation_data=validation_data, callbacks=guards, verbose=verbose)
     if not _is_dataset(train_data):
         train_data, fit["batch_size"] = (train_data[0], train_data[1]), batch_size
