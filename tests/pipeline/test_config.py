@@ -79,6 +79,13 @@ def test_relative_paths_through_a_linked_folder_are_the_target_folders(tmp_path)
     (tmp_path / "link").symlink_to(tmp_path / "real" / "sub")
     config = load_config(tmp_path / "link" / "pipeline.yaml")
     assert pathlib.Path(config.data["npz"]).samefile(tmp_path / "real" / "data" / "small.npz")
+    # A path that does not climb is normalized as before (the stages' digests keep it).
+    np.savez(tmp_path / "real" / "sub" / "here.npz", x_train=x, y_train=y, x_test=x, y_test=y)
+    (tmp_path / "real" / "sub" / "here.yaml").write_text(
+        f"data: {{npz: ./here.npz}}\nstages:\n  - {{stage: load, path: {TEACHER}}}\n"
+    )
+    config = load_config(tmp_path / "link" / "here.yaml")
+    assert config.data["npz"] == str(tmp_path / "link" / "here.npz")
 
 
 def test_wrong_types_point_at_the_key(tmp_path):

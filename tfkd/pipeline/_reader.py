@@ -6,6 +6,7 @@ and stage), so that `tfkd check` lists all errors at once. Nothing here imports 
 
 import inspect
 import os
+import pathlib
 import re
 import types
 import typing
@@ -256,13 +257,14 @@ class Reader:
         return value
 
     def relative(self, value):
-        """`value`, a relative path, from the config file's folder. Its `..` are collapsed
-        as text only where no link leads to that folder: through a link, `link/../data`
-        is the link target's neighbour, which the text collapsed to `data` (another
-        file, or none)."""
+        """`value`, a relative path, from the config file's folder, normalized (as before),
+        except where it climbs (`..`) out of a folder a link leads to: through a link,
+        `link/../data` is the link target's neighbour, which the text collapsed to `data`
+        (another file, or none)."""
         folder = self.path.parent
         joined = os.path.join(folder, value)
-        if os.path.realpath(folder) != os.path.abspath(folder):
+        climbs = ".." in pathlib.PurePath(value).parts
+        if climbs and os.path.realpath(folder) != os.path.abspath(folder):
             return joined
         return os.path.normpath(joined)
 
