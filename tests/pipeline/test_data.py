@@ -112,6 +112,8 @@ def test_labels_as_whole_number_floats_or_one_hot_rows_are_class_ids():
         np.testing.assert_array_equal(data.y_train, labels)
         np.testing.assert_array_equal(data.y_test, labels[:2])
         assert data.y_train.dtype == np.int64 and data.num_classes == 3
+    # Rows of 5 columns say 5 classes, though class 3 and 4 have no example here.
+    assert Data(x, np.eye(5)[labels], x[:2], np.eye(5)[labels[:2]]).num_classes == 5
 
 
 def test_bad_arguments(data):

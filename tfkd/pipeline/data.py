@@ -77,6 +77,8 @@ class Data:
         self.name = name
         if num_classes is None and isinstance(class_names, list | tuple):
             num_classes = len(class_names)
+        if num_classes is None:  # one-hot rows say how many classes (one may be absent)
+            num_classes = _one_hot_width(y_train)
         self.num_classes = _check_classes(num_classes, self.y_train, self.y_test)
         self.class_names = _check_class_names(class_names, self.num_classes)
         self.labelled_per_class = check_labelled_per_class(labelled_per_class, self.y_train)
@@ -335,6 +337,12 @@ def _check_class_names(class_names, num_classes):
     return list(class_names)
 
 
+def _one_hot_width(y):
+    """The width of one-hot rows `y` (checked by `_as_labels`), else None."""
+    shape = np.shape(y)
+    return int(shape[1]) if len(shape) == 2 and shape[1] > 1 else None
+
+
 def _as_labels(y, name):
     """`y` as int64 class ids: from ids (any integer dtype, or floats that are whole
     numbers, as `np.savez` of a float array keeps them) or one-hot rows (`to_categorical`).
@@ -345,8 +353,9 @@ def _as_labels(y, name):
         if not one_hot:
             raise ValueError(
                 f"`{name}` must hold class ids, or one-hot rows. Received: an array of shape "
-                f"{y.shape} whose rows are not one-hot (scores or soft labels?). Pass the "
-                "class ids, e.g. y.argmax(axis=-1)."
+                f"{y.shape} whose rows are not one-hot (scores or soft labels? ids in one "
+                "row?). Pass the class ids, one per example: y.argmax(axis=-1) for scores, "
+                "y.ravel() for a row of ids."
             )
         return y.argmax(axis=1).astype("int64")
     if y.ndim > 2 or (y.ndim == 2 and y.shape[1] != 1):
