@@ -217,6 +217,16 @@ class _Training(Stage):
         known = [spec for spec in sides.values() if _keras_spec(spec)]
         if len(known) == 2 and any(arguments.get(f"{side}_layer_name") for side in sides):
             self._check_layer_shapes(build(sides["teacher"]), build(sides["student"]))
+        if self.propagation is not None and _keras_spec(sides["teacher"]):
+            from tfkd import _graph
+
+            try:  # where propagation reads the teacher's features
+                _graph.head_input_model(build(sides["teacher"]))
+            except ValueError as error:  # before, refused after the stages before it
+                raise invalid_argument(
+                    "propagation",
+                    f"`propagation` reads the features of teacher {self.teacher!r}: {error}",
+                ) from None
 
     def _check_layer_shapes(self, teacher, student):
         """The loss made against untrained builds of the two models, which checks what its
