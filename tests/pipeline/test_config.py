@@ -88,6 +88,16 @@ def test_relative_paths_through_a_linked_folder_are_the_target_folders(tmp_path)
     assert config.data["npz"] == str(tmp_path / "link" / "here.npz")
 
 
+def test_a_bad_model_of_a_first_stage_is_one_error(tmp_path):
+    # Before, a second, false one: "needs an incoming model ... Received: model=None".
+    text = (
+        "data: fashion_mnist\nstages:\n  - {stage: train, model: {architecture: cnn, filters: 8}}\n"
+    )
+    message = _error(tmp_path, text)
+    assert "stages[0].model: `model.filters` must be" in message
+    assert "needs an incoming model" not in message
+
+
 def test_wrong_types_point_at_the_key(tmp_path):
     message = _error(tmp_path, GOOD.replace("epochs: 1", "epochs: two"))
     assert "pipeline.yaml:10: stages[1].epochs: expected an integer. Received: 'two' (str)" in (

@@ -43,6 +43,7 @@ class Reader:
         self.lines = self.plain.lines
         self.errors = []
         self.stage_keys = {}
+        self.dropped = {}  # stage name -> the arguments dropped as bad (`construct`)
 
     def fail(self, key, message, line=None):
         if line is None:
@@ -97,8 +98,10 @@ class Reader:
             self.fail(("name",), str(error))
             return None
         for error in reference_errors(pipeline):
-            key = (*self.stage_keys.get(getattr(error, "stage", None), ()), error.argument)
-            self.fail(key, str(error))
+            stage = getattr(error, "stage", None)
+            if error.argument in self.dropped.get(stage, ()):
+                continue  # reported already: the value was bad, not missing
+            self.fail((*self.stage_keys.get(stage, ()), error.argument), str(error))
         return pipeline
 
     def data(self, data):
@@ -191,7 +194,9 @@ class Reader:
         dropped = []
         while True:
             try:
-                return cls(**arguments)
+                stage = cls(**arguments)
+                self.dropped[stage.name] = dropped
+                return stage
             except (ValueError, TypeError) as error:
                 argument = str(getattr(error, "argument", "")).split(".")[0]
                 if not any(re.search(rf"\b{name}=", str(error)) for name in dropped):
