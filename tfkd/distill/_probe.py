@@ -63,8 +63,8 @@ def _as_the_step_reads(taps, inputs):
     """The outputs the training step reads: the teacher's at inference, the student's in
     training (a model may give logits in training and a softmax at inference), its
     non-trainable variables (BatchNormalization's statistics, seeds) restored after."""
-    if taps.role == "teacher":
-        return taps.predict(inputs, verbose=0)
+    if taps.role == "teacher":  # called, not `predict`: no function to compile
+        return taps(inputs, training=False)
     kept = [(v, keras.ops.convert_to_numpy(v)) for v in taps.model.non_trainable_variables]
     try:
         return taps(inputs, training=True)

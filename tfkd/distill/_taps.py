@@ -7,7 +7,7 @@ subclassed models (outputs only: their intermediate layers cannot be read).
 
 import keras
 
-from tfkd import _graph
+from tfkd import _graph, _kernels
 
 OUTPUT = "output"
 
@@ -93,6 +93,20 @@ class TapModel:
         if layer_name is not None:
             return _graph.final_activation(self._layers[layer_name])
         return _graph.output_activation(self.model)
+
+    def shows_logits(self, layer_name):
+        """Whether the graph shows the output (`None`) or the named layer to be logits: a
+        layer with a kernel (a Dense, a convolution) and no activation. Elsewhere (a
+        subclassed model, a Lambda, a Reshape) only its values can tell (`_probe`)."""
+        if layer_name is None:
+            layer = _graph.output_layer(self.model)
+        else:
+            layer = self._layers[layer_name]
+        inner = getattr(layer, "layer", None)  # a tfkd wrapper's
+        layer = inner if isinstance(inner, keras.layers.Layer) else layer
+        if layer is None or _kernels.kernel_name(layer) is None:
+            return False
+        return _graph.activation_name(layer) is None
 
     def describe(self, layer_name):
         return "output" if layer_name is None else f"layer {layer_name!r}"

@@ -207,14 +207,16 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         self._logit_converters = [
             _validation.build_loss(loss, self._teacher_taps, self._student_taps) for loss in losses
         ]
-        # (loss index, side: 0 teacher, 1 student) of outputs read as logits, which the
-        # first `fit` reads on a few examples for probabilities the graph does not show.
+        # (loss index, side: 0 teacher, 1 student) of outputs read as logits that the graph
+        # does not show to be logits: the first `fit` reads them on a few examples for
+        # probabilities (a softmax it does not show).
+        sides = (self._teacher_taps, self._student_taps)
         self._unprobed = [
             (index, side)
             for index, (loss, converters) in enumerate(zip(losses, self._logit_converters))
             if loss.reads_logits
-            for side in (0, 1)
-            if converters[side] is None
+            for side, layer in enumerate((loss.teacher_layer_name, loss.student_layer_name))
+            if converters[side] is None and not sides[side].shows_logits(layer)
         ]
         self._loss_keys = _validation.unique_log_keys(losses)
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
@@ -534,6 +536,8 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
     def _probe_outputs(self, x):
         """Reads the outputs that losses read as logits on a few examples of `x`, and those
         that hold probabilities (a softmax the graph does not show) as the log of them."""
+        if keras.distribution.distribution() is not None:
+            return  # JAX's predict there gives arrays spread over processes, not readable
         inputs, cached = _probe.sample(x)
         if inputs is None:
             return

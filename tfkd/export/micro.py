@@ -237,15 +237,15 @@ def _shaped_for(path, data):
             f"{len(lite.input_names)}: {lite.input_names}. Received: data of shape "
             f"{np.shape(data)}. Bundle it without `data`, or export a model with one input."
         )
-    shaped = lite._fit_rank(data)
     expected = [int(size) for size in lite._runner.inputs[0]["shape_signature"][1:]]
-    received = list(shaped.shape[1:])
-    if len(received) != len(expected) or any(
-        size != -1 and size != given for size, given in zip(expected, received)
-    ):
+    try:
+        shaped = lite._fit_rank(np.asarray(data))
+    except ValueError:  # its message names `x`, `predict`'s argument
+        shaped = None
+    if shaped is None or len(shaped.shape[1:]) != len(expected):
         raise ValueError(
             f"`data` must hold examples of the file's input shape {tuple(expected)} (-1: any). "
-            f"Received: data of shape {data.shape}."
+            f"Received: data of shape {np.shape(data)}."
         )
     return shaped
 
