@@ -242,7 +242,7 @@ def _shaped_for(path, data):
         shaped = lite._fit_rank(np.asarray(data))
     except ValueError:  # its message names `x`, `predict`'s argument
         shaped = None
-    if shaped is None or len(shaped.shape[1:]) != len(expected):
+    if shaped is None:
         raise ValueError(
             f"`data` must hold examples of the file's input shape {tuple(expected)} (-1: any). "
             f"Received: data of shape {np.shape(data)}."

@@ -204,7 +204,7 @@ class _Training(Stage):
         }
         for side, spec in sides.items():
             layer = arguments.get(f"{side}_layer_name")
-            if layer is None or spec is None or (isinstance(spec, dict) and "tflite" in spec):
+            if layer is None or not _keras_spec(spec):
                 continue
             names = [each.name for each in build(spec).layers]
             if layer not in names:
