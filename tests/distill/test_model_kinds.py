@@ -206,6 +206,64 @@ def test_a_softmax_the_graph_does_not_show_is_read_from_the_outputs(kind, side):
     )
 
 
+class Batches(keras.utils.PyDataset):
+    def __init__(self, x, **kwargs):
+        super().__init__(**kwargs)
+        self.x = x
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, index):
+        return (self.x,)
+
+
+@pytest.mark.parametrize("given_as", ["generator", "py_dataset", "train_on_batch"])
+def test_a_hidden_softmax_is_read_whatever_the_data_is_given_as(given_as):
+    # Only arrays and tf.data sets were read: a generator or a PyDataset (not read ahead of
+    # training: stand-in inputs now) and train_on_batch read the probabilities as logits.
+    x, _ = random_images(64)
+    teacher, student = small_cnn(16, "teacher"), small_cnn(4, "student")
+    expected = tfkd.Distiller(teacher, student, temperature=TEMPERATURE).distillation_losses[0](
+        teacher(x), student(x)
+    )
+    distiller = tfkd.Distiller(
+        HIDDEN_SOFTMAX["subclassed"](teacher),
+        student,
+        temperature=TEMPERATURE,
+        student_loss_weight=0.0,
+    )
+    distiller.compile(keras.optimizers.SGD(0.0))
+    with pytest.warns(UserWarning, match="gives probabilities at its output"):
+        if given_as == "train_on_batch":
+            loss = distiller.train_on_batch(x, return_dict=True)["logits_distillation_loss"]
+        else:
+            data = Batches(x) if given_as == "py_dataset" else (b for b in [(x,)] * 2)
+            history = distiller.fit(data, steps_per_epoch=1, epochs=1, verbose=0).history
+            loss = history["logits_distillation_loss"][0]
+    assert loss == pytest.approx(float(np.mean(keras.ops.convert_to_numpy(expected))), rel=1e-3)
+
+
+def test_an_ensemble_reads_a_hidden_softmax_as_probabilities():
+    # A member's probabilities were read as its logits: the ensemble's average weighed
+    # them as log-probabilities (a member with a visible softmax was averaged right).
+    x, _ = random_images(32)
+    first, second = small_cnn(16, "first"), small_cnn(8, "second")
+    shown = tfkd.distill.teacher_ensemble([_with_softmax(first), second], temperature=2.0)
+    hidden = HIDDEN_SOFTMAX["subclassed"](first)
+    hidden(x[:1])
+    with pytest.warns(UserWarning, match="gives probabilities"):
+        ensemble = tfkd.distill.teacher_ensemble([hidden, second], temperature=2.0)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(ensemble(x)), keras.ops.convert_to_numpy(shown(x)), atol=1e-5
+    )
+    logits = HIDDEN_SOFTMAX["subclassed_logits"](first)
+    logits(x[:1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # logits are not probed into probabilities
+        tfkd.distill.teacher_ensemble([logits, second])
+
+
 class LogitsInTraining(keras.Model):
     """Logits in training, a softmax at inference: the step reads its logits."""
 

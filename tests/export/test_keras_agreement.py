@@ -10,6 +10,7 @@ import pytest
 
 import tfkd
 from tests.helpers import assert_tflite_agrees, random_images, small_cnn
+from tfkd._stand_ins import fewest_ids
 
 tflite_module = importlib.import_module("tfkd.export.tflite")
 check_module = importlib.import_module("tfkd.export._keras_check")
@@ -167,10 +168,10 @@ def test_an_embedding_inside_a_users_block_leaves_the_stand_in_inputs_normal():
     inputs = keras.Input((16, 4))
     features = keras.layers.GlobalAveragePooling1D()(PatchEncoder(16)(inputs))
     model = keras.Model(inputs, keras.layers.Dense(3)(features))
-    assert check_module._fewest_ids(model) is None  # ids would make the stand-ins 0..15
+    assert fewest_ids(model) is None  # ids would make the stand-ins 0..15
     ids = keras.Input((16,))
     text = keras.Model(ids, keras.layers.Dense(3)(keras.layers.Embedding(50, 8)(ids)))
-    assert check_module._fewest_ids(text) == 50
+    assert fewest_ids(text) == 50
 
 
 def test_open_sequence_length_of_token_ids_is_checked(tmp_path):

@@ -43,6 +43,16 @@ def single(outputs):
     return outputs
 
 
+def shows_logits(layer):
+    """Whether `layer` (None: a layer the graph does not show) is a layer with a kernel (a
+    Dense, a convolution, in a tfkd wrapper or not) and no activation: logits."""
+    inner = getattr(layer, "layer", None)  # a tfkd wrapper's
+    layer = inner if isinstance(inner, keras.layers.Layer) else layer
+    if layer is None or _kernels.kernel_name(layer) is None:
+        return False
+    return _graph.activation_name(layer) is None
+
+
 class TapModel:
     """Wraps `model` so one forward pass returns `{key(name): output}`.
 
@@ -99,14 +109,8 @@ class TapModel:
         layer with a kernel (a Dense, a convolution) and no activation. Elsewhere (a
         subclassed model, a Lambda, a Reshape) only its values can tell (`_probe`)."""
         if layer_name is None:
-            layer = _graph.output_layer(self.model)
-        else:
-            layer = self._layers[layer_name]
-        inner = getattr(layer, "layer", None)  # a tfkd wrapper's
-        layer = inner if isinstance(inner, keras.layers.Layer) else layer
-        if layer is None or _kernels.kernel_name(layer) is None:
-            return False
-        return _graph.activation_name(layer) is None
+            return shows_logits(_graph.output_layer(self.model))
+        return shows_logits(self._layers[layer_name])
 
     def describe(self, layer_name):
         return "output" if layer_name is None else f"layer {layer_name!r}"

@@ -451,6 +451,8 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         arguments = inspect.signature(keras.Model.train_on_batch).bind(self, *args, **kwargs)
         arguments = arguments.arguments
         arguments.pop("self")
+        if self._unprobed:
+            self._probe_outputs(arguments.get("x"))
         return_dict = arguments.pop("return_dict", False)
         logs = super().train_on_batch(**arguments, return_dict=True)
         self._raise_label_errors(pop_label_errors(logs), "in train_on_batch's labels")
@@ -538,7 +540,7 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         that hold probabilities (a softmax the graph does not show) as the log of them."""
         if keras.distribution.distribution() is not None:
             return  # JAX's predict there gives arrays spread over processes, not readable
-        inputs, cached = _probe.sample(x)
+        inputs, cached = _probe.sample(x, (self.student, self.teacher))
         if inputs is None:
             return
         taps = (self._teacher_taps, self._student_taps)

@@ -10,6 +10,7 @@ teacher.
 """
 
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -17,7 +18,7 @@ from keras import ops
 
 from tfkd import _graph
 from tfkd._checks import check_flag, is_number, shown
-from tfkd.distill import _taps
+from tfkd.distill import _probe, _taps
 from tfkd.distill._checks import (
     check_temperature,
     same_known_dimensions,
@@ -146,6 +147,17 @@ def teacher_ensemble(teachers, weights=None, temperature=1.0, name="teacher_ense
                 f"{teacher.name!r} with outputs {outputs!r}."
             )
         from_probabilities = bool(_graph.ends_in_softmax(teacher))
+        if not from_probabilities and not _taps.shows_logits(_graph.output_layer(teacher)):
+            # A softmax the graph does not show (a subclassed model's, a Lambda's): its
+            # probabilities read as logits would weigh the teachers wrongly.
+            from_probabilities = _probe.hidden_probabilities(teacher)
+            if from_probabilities:
+                warnings.warn(
+                    f"The teacher {teacher.name!r} gives probabilities (each row of its "
+                    "output on stand-in inputs is >= 0 and sums to 1), though its graph "
+                    "shows no final softmax; the ensemble averages them as probabilities.",
+                    stacklevel=2,
+                )
         logits.append(TeacherLogits(from_probabilities, name=f"{teacher.name}_logits")(outputs))
     if len({tuple(tensor.shape[1:]) for tensor in logits}) != 1:
         raise ValueError(

@@ -11,15 +11,12 @@ import re
 
 import numpy as np
 
+from tfkd._stand_ins import OPEN_SIZE
 from tfkd.export import _tflite_file
 
 # Ops that only convert between float and integer: a softmax behind them is still the
 # op that computes the output.
 _CONVERSION_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
-
-
-# The size an input dimension left open (None, -1) takes until a batch sets it.
-OPEN_SIZE = 32
 
 
 def make_interpreter(path_or_content, num_threads=None, delegates=True):

@@ -7,7 +7,8 @@ import keras
 import numpy as np
 
 from tfkd import _graph
-from tfkd.export._interpreter import OPEN_SIZE, Runner, one_score, top1_agreement
+from tfkd._stand_ins import fewest_ids, stand_in
+from tfkd.export._interpreter import Runner, one_score, top1_agreement
 
 CHECK_SAMPLES = 32
 _FLOAT_TOLERANCE = 1e-3
@@ -36,8 +37,8 @@ def keras_outputs(model, inputs, samples):
     an image's height and width) take a stand-in size.
     """
     if samples is None:
-        ids = _fewest_ids(model)
-        x = [_check_samples(item, ids) for item in inputs]
+        ids = fewest_ids(model)
+        x = [stand_in(item, ids, CHECK_SAMPLES) for item in inputs]
     else:
         x = [array[:CHECK_SAMPLES] for array in samples]
     outputs = model.predict(x[0] if len(x) == 1 else x, verbose=0)
@@ -133,35 +134,6 @@ def _in_file_order(arrays, inputs, file_inputs):
     if sorted(names) != sorted(position):
         return arrays
     return [arrays[position[name]] for name in names]
-
-
-def _check_samples(model_input, ids=None):
-    """Stand-in inputs: normal floats; for a model with an `Embedding` (`ids`: the fewest
-    ids one takes), whole numbers in `[0, ids)` in a float input, which may be its ids
-    (Keras's default `Input` dtype is float32: given normal floats, a negative id made
-    LiteRT's GATHER fail, and tfkd refused to export such a text model)."""
-    shape = (CHECK_SAMPLES, *(OPEN_SIZE if n is None else n for n in model_input.shape))
-    random = np.random.default_rng(0)
-    if np.dtype(model_input.dtype).kind in "iub":
-        # Integer inputs (token ids) have no random stand-in that is always valid; an
-        # Embedding's ids past 0 are. All 0 (padding) made an Embedding(mask_zero=True)
-        # -> pooling model compute 0/0 and the export refuse it as overflowing.
-        if ids is None or ids < 2 or np.dtype(model_input.dtype).kind == "b":
-            return np.zeros(shape, model_input.dtype)
-        return random.integers(1, ids, shape).astype(model_input.dtype)
-    values = random.normal(size=shape) if ids is None else random.integers(0, ids, shape)
-    return values.astype(model_input.dtype)
-
-
-def _fewest_ids(model):
-    # Not inside a user's block: its Embedding may read what the block makes (a position
-    # embedding of `arange`), not the model's input.
-    embeddings = [
-        layer
-        for layer in _graph.leaf_layers(model, subclassed=True, blocks=False)
-        if isinstance(layer, keras.layers.Embedding)
-    ]
-    return min((layer.input_dim for layer in embeddings), default=None)
 
 
 def _check_finite_outputs(outputs, side, samples, hint=_KERAS_HINT):
