@@ -425,17 +425,9 @@ def _first_or_spread(labels, size, argument, notes):
     slice), or where the split is stored class by class, `size` drawn from every class
     in proportion (largest remainders; seed 0), in their order, with a note. Before,
     `--quick` or a `train_size` on an image folder trained on its first classes alone."""
-    if size is None or size >= len(labels):
+    if size is None or size >= len(labels) or not _by_class(labels):
         return slice(size)
-    labelled = labels[labels != UNLABELED]
-    classes = len(np.unique(labelled))
-    # Grouped by class, in any order of the classes: the label changes once per group.
-    if classes < 2 or np.count_nonzero(np.diff(labelled)) != classes - 1:
-        return slice(size)
-    groups, counts = np.unique(labels, return_counts=True)
-    quotas = size * counts / len(labels)
-    kept = np.floor(quotas).astype(int)
-    kept[np.argsort(kept - quotas)[: size - kept.sum()]] += 1
+    groups, kept = _quotas(labels, size)
     random = np.random.default_rng(0)
     chosen = [
         random.choice(np.flatnonzero(labels == group), count, replace=False)
@@ -446,3 +438,45 @@ def _first_or_spread(labels, size, argument, notes):
         "the first: the split is stored class by class"
     )
     return np.sort(np.concatenate(chosen))
+
+
+def _by_class(labels):
+    """Whether a split with `labels` is stored class by class (in any order of the classes:
+    the label changes once per group), unlabelled examples left out."""
+    labelled = labels[labels != UNLABELED]
+    classes = len(np.unique(labelled))
+    return classes >= 2 and np.count_nonzero(np.diff(labelled)) == classes - 1
+
+
+def _quotas(labels, size):
+    """`(groups, counts)`: `size` examples shared among the label groups in proportion
+    to their sizes (largest remainders)."""
+    groups, counts = np.unique(labels, return_counts=True)
+    quotas = size * counts / len(labels)
+    kept = np.floor(quotas).astype(int)
+    kept[np.argsort(kept - quotas)[: size - kept.sum()]] += 1
+    return groups, kept
+
+
+def spread_rows(labels, size, last=False):
+    """`(rows, note)`: the indices of `size` examples of a split with `labels` to calibrate
+    or check on, its first (`last`: its last) `size`; where the split is stored class by
+    class, as many from every class in proportion instead, each class's taken in one seeded
+    order (seed 0) from its start (`last`: its end), so the first and the last rows stay
+    apart as they do in a mixed split, and a note that says so (None otherwise). Before,
+    an export calibrated a class-ordered split on its first class alone, and its int8
+    file scored chance."""
+    size = min(size, len(labels))
+    if not _by_class(labels):
+        return np.arange(len(labels) - size, len(labels)) if last else np.arange(size), None
+    groups, kept = _quotas(labels, size)
+    random = np.random.default_rng(0)
+    rows = []
+    for group, count in zip(groups, kept):
+        members = random.permutation(np.flatnonzero(labels == group))
+        rows.append(members[len(members) - count :] if last else members[:count])
+    note = (
+        f"{size:,} examples drawn from every class in proportion (seed 0), not the "
+        f"{'last' if last else 'first'}: the split is stored class by class"
+    )
+    return np.sort(np.concatenate(rows)), note

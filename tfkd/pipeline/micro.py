@@ -3,6 +3,7 @@
 import importlib.util
 
 from tfkd import _checks
+from tfkd.pipeline.data import spread_rows
 from tfkd.pipeline.stage import Stage, check_positive, invalid_argument, register_stage
 
 # What an `export` stage may make for a microcontroller: integer compute only (`auto`
@@ -23,7 +24,8 @@ class Micro(Stage):
         c_name: the C name of the model (arrays and files). Defaults to `"model"`.
         arena_margin: the share added to the measured arena. Defaults to `0.1`.
         arena_limit: bytes of RAM the arena must fit in, or `None`. Defaults to `None`.
-        samples: test inputs TFLM and LiteRT are compared on. Defaults to `500`.
+        samples: test inputs TFLM and LiteRT are compared on, the first (from every
+            class where the split is stored class by class). Defaults to `500`.
         **kwargs: `name`, `from_stage` (see `Stage`).
     """
 
@@ -112,10 +114,11 @@ class Micro(Stage):
                 f"{type(model).__name__}. Put it after an `export` stage with "
                 "quantization: int8, or set `from_stage` to one."
             )
+        rows, spread = spread_rows(context.data.y_test, self.samples)
         summary = micro_bundle(
             model.path,
             context.directory,
-            context.data.x_test[: self.samples],
+            context.data.x_test[rows],
             name=self.c_name,
             arena_margin=self.arena_margin,
             arena_limit=self.arena_limit,
@@ -124,7 +127,8 @@ class Micro(Stage):
             f"for TFLite Micro: {describe(summary)}. C files and micro.json in stages/{self.name}/"
         )
         context.log(note)
-        return model, {"micro": summary, "notes": [note]}
+        notes = [note] if spread is None else [note, f"the test inputs compared: {spread}"]
+        return model, {"micro": summary, "notes": notes}
 
     def _output_spec(self, incoming):
         return incoming  # the file passes on unchanged

@@ -11,6 +11,7 @@ from tfkd._export_options import (
     check_litert_arguments,
 )
 from tfkd.pipeline import _distillation, _keras_file, _processes, architectures
+from tfkd.pipeline.data import spread_rows
 from tfkd.pipeline.stage import (
     Stage,
     check_keras_input,
@@ -85,7 +86,8 @@ class Export(Stage):
 
     Uses `tfkd.export_tflite`, which raises instead of writing a file that disagrees
     with the Keras model. Calibration (for `"int8"` / `"int16x8"` without QAT) and
-    the agreement check use the first `calibration_samples` training inputs.
+    the agreement check use the first `calibration_samples` training inputs (where the
+    split is stored class by class, as many drawn from every class: `spread_rows`).
 
     With `recipe`, the LiteRT quantizer (`tfkd.export.litert_quantize`) quantizes the
     float32 file instead of the converter, and its per-tensor error report is written
@@ -110,9 +112,9 @@ class Export(Stage):
         accuracy_budget: with `quantization: auto`, the accuracy points a file may lose
             against the float32 file: every candidate of `tfkd.export.auto_quantize` is
             made and measured on the last `validation_samples` labelled training
-            examples (never the test split), and the smallest within the budget is kept;
-            the candidates' table goes to the stage's details and `model.auto.json`.
-            Defaults to `0.5`.
+            examples (never the test split; drawn from every class as calibration is),
+            and the smallest within the budget is kept; the candidates' table goes to
+            the stage's details and `model.auto.json`. Defaults to `0.5`.
         validation_samples: Defaults to `1000`.
         **kwargs: `name`, `from_stage` (see `Stage`).
     """
@@ -241,7 +243,8 @@ class Export(Stage):
 
         check_keras_input(self, model)
         path = context.directory / "model.tflite"
-        data = context.data.x_train[: self.calibration_samples]
+        rows, spread = spread_rows(context.data.y_train, self.calibration_samples)
+        data = context.data.x_train[rows]
         if self.quantization == "auto":
             details = self._auto(model, path, data, context)
         elif self.recipe is not None:
@@ -263,6 +266,10 @@ class Export(Stage):
                 verbose=context.keras_verbose(),
             ).to_dict()
         details["path"] = os.fspath(path)
+        if spread is not None:
+            note = f"calibration and check inputs: {spread}"
+            context.log(note)
+            details.setdefault("notes", []).append(note)
         if context.data.tokenizer is not None:
             details["tokenizer_files"] = write_tokenizer_files(
                 context.data.tokenizer, context.data.class_names, context.directory
@@ -274,7 +281,8 @@ class Export(Stage):
         from tfkd.export.auto import auto_quantize
 
         x, y = context.data.labelled()
-        x_val, y_val = x[-self.validation_samples :], y[-self.validation_samples :]
+        rows, spread = spread_rows(y, self.validation_samples, last=True)
+        x_val, y_val = x[rows], y[rows]
         summary = auto_quantize(
             model, path, x_val, y_val, data, accuracy_budget=self.accuracy_budget
         )
@@ -292,7 +300,8 @@ class Export(Stage):
             )
         )
         context.log(note)
-        return {"auto": summary, "notes": [note]}
+        notes = [note] if spread is None else [note, f"auto's validation examples: {spread}"]
+        return {"auto": summary, "notes": notes}
 
 
 def write_tokenizer_files(tokenizer, class_names, directory):
