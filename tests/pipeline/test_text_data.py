@@ -89,6 +89,16 @@ def test_labels_that_are_numbers_are_class_ids_in_numerical_order(tmp_path):
     assert names == sorted(labels)
 
 
+def test_a_label_of_minus_one_is_a_class_with_a_warning(tmp_path):
+    # -1 is UNLABELED in arrays, but a class in sentiment's -1, 0, 1: it stays a class, and
+    # the warning says so and how to leave a row unlabelled (before: no word).
+    rows = ["text,label"] + [f"text {i},{[-1, 0, 1][i % 3]}" for i in range(12)]
+    (tmp_path / "sentiment.csv").write_text("\n".join(rows) + "\n")
+    with pytest.warns(UserWarning, match="'-1' in .* is read as a class, class id 0 .*empty"):
+        (x, y), _, names = tfkd.datasets.load_csv(tmp_path / "sentiment.csv", test_split=0.25)
+    assert names == ["-1", "0", "1"] and np.bincount(y).tolist() == [3, 3, 3]
+
+
 def test_excel_s_byte_order_mark_and_another_encoding_read_as_their_texts(tmp_path):
     # Before: a file saved as Excel's "CSV UTF-8" (a byte-order mark first) was refused,
     # "the header lacks the column(s) ['text']. Received: columns ['\ufefftext', 'label']",

@@ -10,6 +10,7 @@ import codecs
 import csv
 import os
 import re
+import warnings
 
 import numpy as np
 
@@ -27,7 +28,8 @@ def load_csv(path, text="text", label="label", test_split=None, seed=0, encoding
     `seed`. Class names are the label column's distinct values, in numerical order
     where all are whole numbers, else in alphabetical order (label `i` is the `i`-th
     name). A training row whose label cell is empty is kept
-    with the label `UNLABELED` (-1): a teacher can still teach on it.
+    with the label `UNLABELED` (-1): a teacher can still teach on it. A label cell that
+    holds `-1` is a class like any other (sentiment's -1, 0, 1), with a warning.
 
     Args:
         path: the `.csv` file, or the folder of `train.csv` and `test.csv`.
@@ -80,6 +82,14 @@ def _read(path, text, label, test_split, seed, encoding):
         if isinstance(rows[split], Exception):
             return [rows[split]], None
     names = _ordered({value for _, _, value in rows["train"] if value})
+    if str(UNLABELED) in names and names != [str(UNLABELED)]:
+        # -1 is UNLABELED in arrays; in a CSV file it may be a class (sentiment -1, 0, 1).
+        warnings.warn(
+            f"The label {str(UNLABELED)!r} in {files['train']!r} is read as a class, class id "
+            f"{names.index(str(UNLABELED))} of {names}, not as a row without a label: leave "
+            "the label cell empty for rows that have none.",
+            stacklevel=4,
+        )
     if len(names) < 2:
         return [
             _error(
