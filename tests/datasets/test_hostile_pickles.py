@@ -133,3 +133,28 @@ def test_a_pickle_nested_a_million_deep_is_refused_from_its_opcodes(tmp_path):
     result = _load_in_subprocess(tmp_path)
     assert result["outcome"] == "refused", result
     assert str(path) in result["message"] and "nests" in result["message"]
+
+
+def _doubling_lists(levels):
+    """A pickle of lists, each holding the one before twice (by the memo): 8 bytes a
+    level, 2**levels lists once expanded."""
+    opcodes = bytearray(b"\x80\x02(K\x01K\x01lq\x00")
+    for level in range(1, levels):
+        opcodes += b"(h%ch%clq%c" % (level - 1, level - 1, level)
+    return bytes(opcodes + b".")
+
+
+SHARED = {
+    # 329 bytes: loading never finished (2**60 lists).
+    "doubling_lists": _doubling_lists(60),
+    # One 784-byte image 3,000 times: a small file, as many copies (9 GB from 34 KB).
+    "one_image_many_times": pickle.dumps([np.zeros(784, np.uint8)] * 3000, protocol=2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHARED))
+def test_an_object_the_pickle_holds_twice_is_refused(tmp_path, name):
+    path = _write_animal_mnist(tmp_path, SHARED[name])
+    result = _load_in_subprocess(tmp_path)
+    assert result["outcome"] == "refused", result
+    assert str(path) in result["message"] and "more than once" in result["message"]

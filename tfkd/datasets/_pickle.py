@@ -173,14 +173,24 @@ class _NumpyUnpickler(pickle.Unpickler):
         return _ALLOWED_GLOBALS[(module, name)]
 
 
-def _arrays(value):
-    """`value` with every array request replaced by its array; anything else refused."""
+def _arrays(value, seen=None):
+    """`value` with every array request replaced by its array; anything else refused, and
+    so is an array or a list held twice (`seen`: the ids of those met so far). A file of
+    arrays holds each once; a pickle's memo can name one many times: a 329-byte file of
+    lists each holding the one before twice asked for 2**60 of them (it never finished),
+    and a list of one 3 KB array 3,000,000 times for 9 GB of them."""
+    seen = set() if seen is None else seen
+    if isinstance(value, (_ArrayRequest, list, tuple)) and value != ():
+        if id(value) in seen:
+            kind = "array" if isinstance(value, _ArrayRequest) else type(value).__name__
+            raise _Refused(f"it holds one {kind} more than once: a data file holds each once")
+        seen.add(id(value))
     if isinstance(value, _ArrayRequest):
         if value.array is None:
             raise _Refused("an array was named but never given its data")
         return value.array
     if isinstance(value, (list, tuple)):
-        return type(value)(_arrays(item) for item in value)
+        return type(value)(_arrays(item, seen) for item in value)
     if isinstance(value, (np.ndarray, np.generic, int, float, bytes, str, type(None))):
         return value
     raise _Refused(f"a data file holds arrays only. Received: {type(value).__name__}")
