@@ -5,6 +5,7 @@ bad file is a `ValueError` that names it; a real file loads as before."""
 
 import json
 import os
+import struct
 import subprocess
 import sys
 import zipfile
@@ -135,6 +136,29 @@ def test_files_that_would_exhaust_the_process_are_refused(real, tmp_path):
     large = _pack(tmp_path / "large.keras", {**members, "config.json": spaces}, zipfile.ZIP_STORED)
     with pytest.raises(ValueError, match="'config.json' declares 68157440 bytes"):
         _keras_file.load_keras(large)
+
+
+def _forged_sizes(path, member, compressed, inflated):
+    """The file at `path` with `member`'s sizes in the zip's central directory changed."""
+    content = bytearray(path.read_bytes())
+    start = 0
+    while (start := content.find(b"PK\x01\x02", start)) >= 0:
+        length = struct.unpack_from("<H", content, start + 28)[0]
+        if content[start + 46 : start + 46 + length] == member.encode():
+            struct.pack_into("<II", content, start + 20, compressed, inflated)
+        start += 4
+    path.write_bytes(bytes(content))
+    return path
+
+
+def test_sizes_the_file_cannot_hold_are_refused(real, tmp_path):
+    # A 4 KB file whose weights member claims 2 GB compressed and 4 GB inflated: its
+    # config's 2 GiB Dense kernel was allowed, and the process crashed building it.
+    members = {**real[1], "model.weights.h5": b"x" * 100}
+    packed = _pack(tmp_path / "forged.keras", members)
+    forged = _forged_sizes(packed, "model.weights.h5", 0x7FFFFFF0, 0xFFFFFFF0)
+    with pytest.raises(ValueError, match=r"forged.keras' cannot be read.*declare \d+ compressed "):
+        _keras_file.load_keras(forged)
 
 
 def test_variables_past_what_the_weights_hold_are_refused_unallocated(tmp_path):

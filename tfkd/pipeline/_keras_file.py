@@ -137,6 +137,15 @@ def _check_archive(path):
     returns its `config.json` and its weights member's name and declared bytes (the
     first of `_WEIGHTS_MEMBERS`, with 0 bytes, if it has none)."""
     with zipfile.ZipFile(path) as archive:
+        # The declared sizes bound what may be read, so they are bounded by the file: a
+        # member claiming 4 GB compressed in a 4 KB file let its config ask for 8 GB of
+        # variables (the process crashed building them).
+        stored = sum(info.compress_size for info in archive.infolist())
+        if stored > os.path.getsize(path):
+            raise ValueError(
+                f"its members declare {stored} compressed bytes, more than the file's "
+                f"{os.path.getsize(path)}"
+            )
         for info in archive.infolist():
             inflates = info.file_size > max(_INFLATE_FREE, _MOST_INFLATION * info.compress_size)
             if inflates or (info.filename == "config.json" and info.file_size > _MOST_CONFIG_BYTES):
