@@ -97,3 +97,16 @@ def test_a_vocabulary_that_is_not_utf8_is_a_value_error_naming_the_file(tmp_path
     with pytest.raises(ValueError, match=r"not UTF-8 text.*vocab.txt") as info:
         WordPieceTokenizer(path)
     assert not isinstance(info.value, UnicodeDecodeError)
+
+
+def test_an_idx_file_declaring_far_more_than_its_size_is_refused_unread(tmp_path):
+    # 160 KB of gzipped zeros declaring 200,000 images of 28x28 (157 MB): read whole, as
+    # 5,000,000 images from 3.8 MB filled 4.5 GB and ended in a MemoryError.
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    with gzip.open(path, "wb", compresslevel=9) as file:
+        file.write(b"\x00\x00\x08\x03" + b"".join(n.to_bytes(4, "big") for n in (200_000, 28, 28)))
+        for _ in range(200):
+            file.write(bytes(1000 * 784))
+    assert path.stat().st_size < 200_000
+    with pytest.raises(ValueError, match=r"idx3-ubyte.gz'.*declares 156800016 bytes, more than"):
+        _idx._read_idx_gz(path)
