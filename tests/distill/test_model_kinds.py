@@ -206,7 +206,7 @@ def test_a_softmax_the_graph_does_not_show_is_read_from_the_outputs(kind, side):
     )
 
 
-class Batches(keras.utils.PyDataset):
+class InputBatches(keras.utils.PyDataset):
     def __init__(self, x, **kwargs):
         super().__init__(**kwargs)
         self.x = x
@@ -238,7 +238,7 @@ def test_a_hidden_softmax_is_read_whatever_the_data_is_given_as(given_as):
         if given_as == "train_on_batch":
             loss = distiller.train_on_batch(x, return_dict=True)["logits_distillation_loss"]
         else:
-            data = Batches(x) if given_as == "py_dataset" else (b for b in [(x,)] * 2)
+            data = InputBatches(x) if given_as == "py_dataset" else (b for b in [(x,)] * 2)
             history = distiller.fit(data, steps_per_epoch=1, epochs=1, verbose=0).history
             loss = history["logits_distillation_loss"][0]
     assert loss == pytest.approx(float(np.mean(keras.ops.convert_to_numpy(expected))), rel=1e-3)

@@ -185,9 +185,33 @@ def _outside_classes(y, y_pred, loss, unlabeled=True):
         # NaN is neither.
         fraction = labels != ops.round(labels) if kind == "sparse" else labels != labels
         outside = outside | fraction
-    for value in _skipped_ids(loss, per_example and unlabeled and integer):
+    # UNLABELED marks an example without a label in float ids too (a tf.data set's; numpy
+    # float ids become integers in `check_class_ids`), where they cannot be soft targets.
+    unlabelled_too = per_example and unlabeled and (integer or kind == "sparse")
+    for value in _skipped_ids(loss, unlabelled_too):
         outside = outside & (labels != value)
     return labels, outside
+
+
+def fitting_labels(y, y_pred, loss):
+    """`y` for a sparse cross-entropy `loss`, as integer class ids, with those outside the
+    classes of `y_pred` (which `LabelErrors` counts, and `fit` then stops on) read as
+    `UNLABELED` (one id per example: no task loss on them) or as the loss's
+    `ignore_class` (else class 0, per position). Before, TensorFlow's sparse
+    cross-entropy failed on them with its own error, before tfkd's named them, and a
+    tf.data set's float ids of -1 were such labels where numpy's were unlabelled. Other
+    losses and labels: `y` unchanged."""
+    if _class_id_loss(loss) != "sparse":
+        return y
+    found = _outside_classes(y, y_pred, loss)
+    if found is None:
+        return y
+    labels, outside = found
+    per_example, _ = _id_layout("sparse", labels.shape, y_pred.shape[-1], len(y_pred.shape))
+    ignored = getattr(loss, "ignore_class", None)
+    instead = UNLABELED if per_example else (0 if ignored is None else ignored)
+    dtype = keras.backend.standardize_dtype(ops.convert_to_tensor(y).dtype)
+    return ops.cast(ops.where(outside, instead, labels), dtype if "int" in dtype else "int32")
 
 
 def _id_layout(kind, shape, outputs, output_rank=None):

@@ -361,6 +361,7 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         if self.loss is None:
             return ops.zeros((), "float32"), regularization, examples
         self.label_errors.update_state(y, y_pred, self.loss)
+        y = _task.fitting_labels(y, y_pred, self.loss)
         terms, scale = _task.task_terms(y, sample_weight, seen.get(_PARTNERS), seen.get(_MIX_RATIO))
         task_loss = ops.zeros((), "float32")
         for labels, weights in terms:
@@ -369,8 +370,11 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         return task_loss * scale, regularization, examples / scale
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        labels, weights = _task.metric_labels(y, sample_weight)
-        return super().compute_metrics(x, labels, _unpack_predictions(y_pred)[0], weights)
+        y_pred = _unpack_predictions(y_pred)[0]
+        labels, weights = _task.metric_labels(
+            _task.fitting_labels(y, y_pred, self.loss), sample_weight
+        )
+        return super().compute_metrics(x, labels, y_pred, weights)
 
     # Offline distillation.
 
