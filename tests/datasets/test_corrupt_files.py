@@ -2,11 +2,14 @@
 the reader documents, never changed data or another exception."""
 
 import gzip
+import io
 import pickle
+import zipfile
 
 import numpy as np
 import pytest
 
+import tfkd
 from tfkd.datasets import _idx, _pickle
 
 
@@ -110,3 +113,53 @@ def test_an_idx_file_declaring_far_more_than_its_size_is_refused_unread(tmp_path
     assert path.stat().st_size < 200_000
     with pytest.raises(ValueError, match=r"idx3-ubyte.gz'.*declares 156800016 bytes, more than"):
         _idx._read_idx_gz(path)
+
+
+def _npz(path, x_train_header, x_train_bytes):
+    """An `.npz` whose `x_train` member is `x_train_header` and that many zero bytes."""
+    arrays = {"y_train": np.zeros(4, np.int64), "x_test": np.zeros((4, 28, 28), np.uint8)}
+    arrays["y_test"] = arrays["y_train"]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("x_train.npy", "w", force_zip64=True) as member:
+            member.write(x_train_header)
+            for start in range(0, x_train_bytes, 2**24):
+                member.write(bytes(min(2**24, x_train_bytes - start)))
+        for key, array in arrays.items():
+            stream = io.BytesIO()
+            np.save(stream, array)
+            archive.writestr(f"{key}.npy", stream.getvalue())
+    return path
+
+
+def _npy_header(shape, dtype):
+    stream = io.BytesIO()
+    descr = {"descr": dtype, "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(stream, descr)
+    return stream.getvalue()
+
+
+@pytest.mark.parametrize(
+    "shape, dtype, stored, message",
+    [
+        # 70 MB of zeros in 70 KB: loaded whole (a 1.9 MB file gave a 2 GB array).
+        (
+            (90_000, 28, 28),
+            "|u1",
+            90_000 * 784,
+            r"declares 70560\d+ bytes for 'x_train', stored in",
+        ),
+        # 7 TiB declared: a MemoryError with no word of the file.
+        (
+            (10**6, 10**6),
+            "<f8",
+            0,
+            r"shape \(1000000, 1000000\) .* \(8000000000000 bytes\), where it st",
+        ),
+        # Declared 2 GB, none stored: "an array that only pickle can read (EOF ...)".
+        ((2 * 10**9,), "|u1", 0, r"\(2000000000 bytes\), where it stores 0"),
+    ],
+)
+def test_an_npz_whose_sizes_do_not_hold_is_refused_unread(tmp_path, shape, dtype, stored, message):
+    path = _npz(tmp_path / "data.npz", _npy_header(shape, dtype), stored)
+    with pytest.raises(ValueError, match=f"{message}.*npz='.*data.npz'"):
+        tfkd.datasets.load_npz(path)

@@ -6,6 +6,7 @@ reading the data (nor importing TensorFlow), so that a config is refused before 
 work, with the file or folder named.
 """
 
+import math
 import os
 import zipfile
 
@@ -216,7 +217,57 @@ def npz_errors(path):
                 f"holding {sorted(keys)}. It needs {list(NPZ_KEYS)}.",
             )
         ]
+    problem = _npz_sizes_problem(path, (*NPZ_KEYS, "class_names"))
+    if problem:
+        return [_error("npz", f"The .npz file {problem}. Received: npz={os.fspath(path)!r}")]
     return []
+
+
+def _npz_sizes_problem(path, keys):
+    """What is wrong with the sizes the arrays `keys` of the `.npz` file declare, before
+    any is read, or None: the zip's sizes bounded by the file's, a member inflating at
+    most 100-fold (at least 64 MiB), each `.npy` header's shape and dtype the bytes the
+    member holds, no object dtype. Before, a 1.9 MB file loaded as a 2 GB array, and a
+    header declaring 7 TiB ended in a MemoryError."""
+    size = os.path.getsize(path)
+    with zipfile.ZipFile(path) as archive:
+        infos = {info.filename: info for info in archive.infolist()}
+        stored = sum(info.compress_size for info in infos.values())
+        if stored > size:
+            return f"declares {stored} compressed bytes, more than its {size}"
+        for key in keys:
+            info = infos.get(f"{key}.npy")
+            if info is None:
+                continue
+            if info.file_size > max(_INFLATE_FREE, _INFLATION * info.compress_size):
+                return (
+                    f"declares {info.file_size} bytes for {key!r}, stored in "
+                    f"{info.compress_size}: more than 100 times as many"
+                )
+            with archive.open(info) as member:
+                try:
+                    version = np.lib.format.read_magic(member)
+                    if version not in ((1, 0), (2, 0)):
+                        return f"holds {key!r} in .npy version {version}, which is not read"
+                    read = getattr(np.lib.format, f"read_array_header_{version[0]}_0")
+                    shape, _, dtype = read(member)
+                except ValueError as error:
+                    return f"holds {key!r} with a bad .npy header ({error})"
+                header = member.tell()
+            if dtype.hasobject:
+                return f"holds {key!r} of dtype {dtype}, which only pickle can read"
+            declared = math.prod(shape) * dtype.itemsize
+            if declared != info.file_size - header:
+                return (
+                    f"declares {key!r} of shape {shape} and dtype {dtype} ({declared} bytes), "
+                    f"where it stores {info.file_size - header}"
+                )
+    return None
+
+
+# How far an array of a `.npz` may inflate past `_INFLATE_FREE` bytes: as a pickle's.
+_INFLATION = 100
+_INFLATE_FREE = 64 * 2**20
 
 
 def load_tfds(name, data_dir, splits=("train", "test")):
