@@ -127,6 +127,12 @@ def test_bad_arguments(data):
         Data(np.zeros((2, 4, 4)), np.zeros(2, int), np.zeros((1, 4, 4)), [[0.2, 0.5, 0.3]])
     with pytest.raises(ValueError, match=r"one class id per example.*\(2, 1, 1\)"):
         Data(np.zeros((2, 4, 4)), np.zeros((2, 1, 1), int), np.zeros((1, 4, 4)), [1])
+    # A test split of other shapes failed after the training stages, naming no stage.
+    with pytest.raises(ValueError, match=r"same shape.*\(3, 4, 4, 1\) .*\(1, 5, 4, 1\)"):
+        Data(np.zeros((3, 4, 4)), np.zeros(3, int), np.zeros((1, 5, 4)), np.zeros(1, int))
+    # A label of 10**9 made a name per class: a MemoryError.
+    with pytest.raises(ValueError, match=r"ask for 1000000001 classes, more than the 100000"):
+        Data(np.zeros((2, 4, 4)), np.array([0, 10**9]), np.zeros((1, 4, 4)), np.zeros(1, int))
     with pytest.raises(ValueError, match="Unknown data set. Received: name='cifar'"):
         Data.load("cifar")
     with pytest.raises(ValueError, match="`train_size` must be a positive integer"):

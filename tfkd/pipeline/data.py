@@ -74,6 +74,11 @@ class Data:
                 )
             if not len(x):
                 raise ValueError(f"`x_{split}` is empty: the {split} split needs examples.")
+        if self.x_train.shape[1:] != self.x_test.shape[1:]:  # before: failed after training
+            raise ValueError(
+                "`x_train` and `x_test` must hold examples of the same shape. Received: "
+                f"x_train of shape {self.x_train.shape} and x_test of shape {self.x_test.shape}."
+            )
         self.name = name
         if num_classes is None and isinstance(class_names, list | tuple):
             num_classes = len(class_names)
@@ -322,7 +327,17 @@ def _check_classes(num_classes, y_train, y_test):
             f"`num_classes` must be >= 2 and above every label. Received: num_classes="
             f"{num_classes!r} with labels up to {largest}."
         )
+    if count > MOST_CLASSES:  # a label of 10**9 made a name per class: a MemoryError
+        raise ValueError(
+            f"The labels ask for {count} classes, more than the {MOST_CLASSES} tfkd takes. "
+            f"Received: num_classes={num_classes!r} with labels up to {largest}. Labels are "
+            "class ids 0..num_classes-1."
+        )
     return count
+
+
+# The most classes a data set may have (ImageNet-21k's 21,841 among them).
+MOST_CLASSES = 100_000
 
 
 def _check_class_names(class_names, num_classes):
