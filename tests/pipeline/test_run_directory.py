@@ -119,3 +119,37 @@ def test_a_stage_that_reruns_starts_from_an_empty_folder(tmp_path):
         (folder / name).write_text("old")
     assert store.begin("micro") == folder
     assert folder.is_dir() and not any(folder.iterdir())
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda entry: [],
+        lambda entry: {key: value for key, value in entry.items() if key != "name"},
+        lambda entry: {**entry, "artifact": 5},
+        lambda entry: {**entry, "bytes": "many"},
+        lambda entry: {**entry, "upstream": []},
+    ],
+)
+def test_an_edited_entry_reruns_its_stage_and_the_report_leaves_it_out(data, tmp_path, edit):
+    # Before: a rerun and `tfkd report` stopped with Python's AttributeError, KeyError or
+    # TypeError.
+    stages = [Load(TEACHER, name="teacher"), Export(name="teacher_file")]
+    _execute(stages, data, tmp_path)
+    path = tmp_path / "stages" / "teacher_file" / "entry.json"
+    path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+    assert [row["name"] for row in tfkd.pipeline.Report.load(tmp_path).rows] == ["teacher"]
+    _, lines = _execute(stages, data, tmp_path)
+    assert "[2/2] teacher_file (export): started" in lines
+    assert len(tfkd.pipeline.Report.load(tmp_path).rows) == 2
+
+
+@pytest.mark.parametrize(
+    "edit", [{"data": []}, {"config_digests": []}, {"stages": [1]}, {"data": {"name": "d"}}]
+)
+def test_an_edited_run_config_is_named_as_damaged(data, tmp_path, edit):
+    _execute([Load(TEACHER, name="teacher")], data, tmp_path)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **edit}))
+    with pytest.raises(ValueError, match=r"config.json is damaged \(TypeError: .* another type"):
+        tfkd.pipeline.Report.load(tmp_path)

@@ -65,12 +65,8 @@ class Store:
 
     def finished(self, name, fingerprint):
         """The stage's entry if it finished with this fingerprint and its file is intact."""
-        path = self.stage_directory(name) / ENTRY
-        try:
-            entry = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-        if entry.get("fingerprint") != fingerprint:
+        entry = read_entry(self.stage_directory(name) / ENTRY, name)
+        if entry is None or entry.get("fingerprint") != fingerprint:
             return None
         model_path = self.stage_directory(name) / entry.get("artifact", "")
         if not model_path.is_file() or _hashing.file_sha256(model_path) != entry.get("sha256"):
@@ -122,13 +118,53 @@ class Store:
 
     def entries(self, names):
         """The entries of the named stages that finished, in that order."""
-        entries = []
-        for name in names:
-            try:
-                entries.append(json.loads((self.stage_directory(name) / ENTRY).read_text()))
-            except (OSError, ValueError):
-                continue
-        return entries
+        entries = [read_entry(self.stage_directory(name) / ENTRY, name) for name in names]
+        return [entry for entry in entries if entry is not None]
+
+
+# The types of an entry's keys (JSON's: int for a float that is whole): those that tfkd
+# reads, the report's figures among them. Other keys are kept as they are.
+_ENTRY_TYPES = {
+    "name": str,
+    "stage": str,
+    "fingerprint": str,
+    "artifact": str,
+    "sha256": str,
+    "upstream": dict,
+    "details": (dict, type(None)),
+    "classification": (dict, type(None)),
+    "format": (str, type(None)),
+    **dict.fromkeys(
+        ("seconds", "teacher_seconds", "accuracy", "latency_ms", "bytes", "parameters"),
+        (int, float, type(None)),
+    ),
+    "nonzero_parameters": (int, float, type(None)),
+}
+_ENTRY_REQUIRED = ("name", "stage", "fingerprint", "artifact", "sha256")
+
+
+def read_entry(path, name):
+    """The entry of stage `name` at `path`; None where there is none, or where it is not
+    one tfkd wrote (another name, a key of another type, a required key missing): the
+    stage then reruns, and the report leaves it
+    out. Before, an edited entry (a list, a key removed) stopped a rerun and `tfkd report`
+    with Python's error."""
+    try:
+        entry = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(entry, dict) or entry.get("name") != name:
+        return None
+    if any(key not in entry for key in _ENTRY_REQUIRED):
+        return None
+    if any(key in entry and not isinstance(entry[key], kind) for key, kind in _ENTRY_TYPES.items()):
+        return None
+    if bool in {type(entry.get(key)) for key in _ENTRY_TYPES}:
+        return None
+    upstream = entry.get("upstream", {})
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in upstream.items()):
+        return None
+    return entry if entry["artifact"] else None
 
 
 def output_id(entry):

@@ -67,7 +67,8 @@ class Report:
         try:
             config = json.loads(config_path.read_text())
             stages, data = config["stages"], config["data"]
-        except (ValueError, KeyError, TypeError) as error:
+            _check_run_config(stages, data, config)
+        except (ValueError, KeyError, TypeError, RecursionError) as error:
             raise ValueError(
                 f"The run's config.json is damaged ({type(error).__name__}: {error}). "
                 f"Received: directory={os.fspath(directory)!r}. Rerun the pipeline into it "
@@ -279,6 +280,39 @@ def _bytes_label(value, _=None):
         if value >= size:
             return f"{value / size:g} {unit}"
     return f"{value:g} B"
+
+
+def _check_run_config(stages, data, config):
+    """Raises a TypeError where a run's `config.json` holds what tfkd does not write (before,
+    an edited one stopped `tfkd report` with Python's error)."""
+    counts = ("train_examples", "test_examples")
+    wrong = [
+        key
+        for key, ok in (
+            ("stages", isinstance(stages, list) and all(isinstance(n, str) for n in stages)),
+            ("data", isinstance(data, dict) and isinstance(data.get("name"), str)),
+            ("data counts", isinstance(data, dict) and all(_count(data.get(k)) for k in counts)),
+            ("data notes", isinstance(data, dict) and isinstance(data.get("notes", []), list)),
+            (
+                "data labels",
+                isinstance(data, dict)
+                and all(
+                    _count(data[key]) or data[key] is None
+                    for key in ("labelled_examples", "labelled_per_class")
+                    if key in data
+                ),
+            ),
+            ("config_digests", isinstance(config.get("config_digests"), dict | None)),
+            ("options", isinstance(config.get("options"), dict | None)),
+        )
+        if not ok
+    ]
+    if wrong:
+        raise TypeError(f"{', '.join(wrong)} of another type than tfkd writes")
+
+
+def _count(value):
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _verified(store, entries, config):
