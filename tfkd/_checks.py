@@ -176,10 +176,19 @@ def check_number(
         )
     too_low = low is not None and (value <= low if low_open else value < low)
     too_high = high is not None and (value >= high if high_open else value > high)
-    if too_low or too_high or not math.isfinite(value):
+    if too_low or too_high or not _finite(value):
         extra = f". {hint}" if hint else ""
         raise ValueError(f"`{name}` must be {accepted}. Received: {name}={shown(value)}{extra}")
     return int(value) if integer else value
+
+
+def _finite(value):
+    """Whether `value` is finite as a float: an integer past float's range is not (before,
+    `math.isfinite` raised an OverflowError on a config's 400-digit `epochs`)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def check_seed(value, name="seed", allow_none=False):

@@ -112,6 +112,9 @@ def test_wrong_types_point_at_the_key(tmp_path):
 def test_bad_values_point_at_the_key(tmp_path):
     message = _error(tmp_path, GOOD.replace("epochs: 1", "epochs: -3"))
     assert "pipeline.yaml:10: stages[1].epochs: `epochs` must be a non-negative integer" in message
+    # 400 digits: an OverflowError from math.isfinite, with no file, line or key.
+    message = _error(tmp_path, GOOD.replace("epochs: 1", "epochs: 1" + "0" * 400))
+    assert "pipeline.yaml:10: stages[1].epochs: `epochs` must be a non-negative integer" in message
     message = _error(tmp_path, GOOD.replace("quantization: int8", "quantization: int4"))
     assert "pipeline.yaml:12: stages[2].quantization: Unknown quantization." in message
     assert "'int8'" in message
