@@ -88,6 +88,12 @@ class TFLiteModel:
                 f"path={path!r} ({os.path.getsize(path)} bytes). Write it with "
                 "`tfkd.export_tflite`."
             ) from error
+        if not self._runner.inputs or not self._runner.outputs:  # before: an IndexError
+            raise ValueError(
+                f"`path` is a .tflite file with {len(self._runner.inputs)} inputs and "
+                f"{len(self._runner.outputs)} outputs; a model needs one or more of each. "
+                f"Received: path={path!r}. Write it with `tfkd.export_tflite`."
+            )
         self._input = self._runner.inputs[0]
 
     @property
