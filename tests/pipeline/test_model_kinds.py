@@ -184,6 +184,9 @@ def test_a_model_that_does_not_fit_the_data_is_refused_before_any_stage_runs(dat
     rgb = _save(small_cnn(4, "rgb", input_shape=(8, 8, 3)), tmp_path)
     (tmp_path / "broken.keras").write_bytes(b"not a zip file")
     scratch = Train(model=small_cnn(4, "fits"), epochs=1, name="scratch")
+    cnn = small_cnn(4, "two_outputs")  # before: the stage ran, and failed in Keras's loss
+    outputs = [cnn.outputs[0], cnn.get_layer("features").output]
+    two_outputs = keras.Model(cnn.inputs, outputs, name="two_outputs")
     cases = [
         (
             Load(five_classes, name="teacher"),
@@ -194,6 +197,7 @@ def test_a_model_that_does_not_fit_the_data_is_refused_before_any_stage_runs(dat
         (Train(model=small_cnn(4, "two", num_classes=2)), "model", "Received: model='two'"),
         (Distill("scratch", student={"path": rgb}), "student.path", r"the data's are \(8, 8, 1\)"),
         (Load(str(tmp_path / "broken.keras")), "path", "cannot be read as a Keras model"),
+        (Train(model=two_outputs), "model", "'two_outputs' gives 2 outputs; a classifier"),
     ]
     for stage, argument, message in cases:
         with pytest.raises(ValueError, match=message) as info:

@@ -309,11 +309,20 @@ def check_pixels(data, argument, received, scaling):
 def check_fits(model, data, argument, received):
     """Raises naming `argument` (whose value `received` describes) unless `model` takes
     inputs of the data's shape and gives one score per class. A model never called is
-    not checked (a stage builds it for the data's inputs when it copies it), nor one
-    without a graph of one input and one output."""
+    not checked (a stage builds it for the data's inputs when it copies it), nor the inputs
+    of one without a graph of one input (keras-hub's take several)."""
     inputs, outputs = getattr(model, "inputs", None), getattr(model, "outputs", None)
-    if not model.built or len(inputs or []) != 1 or len(outputs or []) != 1:
-        return  # never called, subclassed, or several inputs or outputs (keras-hub's)
+    if not model.built or not outputs:
+        return  # never called, or subclassed
+    if len(outputs) != 1:  # before: the stage ran, and failed in Keras's loss
+        raise invalid_argument(
+            argument,
+            f"The model {model.name!r} gives {len(outputs)} outputs; a classifier here gives "
+            f"one, a score per class. Received: {argument}={received}. Give a model with one "
+            "output.",
+        )
+    if len(inputs or []) != 1:
+        return
     takes = tuple(inputs[0].shape[1:])
     fits = len(takes) == len(data.input_shape) and all(
         size is None or size == given for size, given in zip(takes, data.input_shape)
