@@ -141,6 +141,18 @@ def test_references_must_name_earlier_stages(tmp_path):
     assert "Received: teacher='techer'. Earlier stages: ['teacher']" in message
     message = _error(tmp_path, GOOD.replace("name: distilled", "name: teacher"))
     assert "pipeline.yaml:7: stages[1].name: Two stages are named 'teacher'" in message
+    # Two stages of one name: each error at its own stage (before: the first's bad teacher
+    # at the second's line and index).
+    message = _error(
+        tmp_path,
+        "data: {name: fashion_mnist}\nstages:\n"
+        "  - {stage: train, model: {architecture: cnn}, epochs: 1}\n"
+        "  - {stage: distill, teacher: nope, epochs: 1}\n"
+        "  - {stage: distill, teacher: train, epochs: 1}\n",
+    )
+    assert "pipeline.yaml:4: stages[1].teacher: Stage 'distill'" in message
+    assert "pipeline.yaml:5: stages[2].name: Two stages are named 'distill'" in message
+    assert "stages[2].teacher" not in message
 
 
 def test_unknown_architecture_and_data_set(tmp_path):

@@ -35,7 +35,8 @@ class _Unchecked(Stage):
 
 class Reader:
     """Reads config text. Attributes: `errors` (`[(line, message)]`), `lines` (key -> line)
-    and `stage_keys` (stage name -> key path), for errors raised later."""
+    and `stage_keys` (stage name -> key path of the first stage of that name), for errors
+    raised later."""
 
     def __init__(self, path):
         self.path = path
@@ -43,7 +44,8 @@ class Reader:
         self.lines = self.plain.lines
         self.errors = []
         self.stage_keys = {}
-        self.dropped = {}  # stage name -> the arguments dropped as bad (`construct`)
+        self.stage_ids = {}  # id(stage) -> key path
+        self.dropped = {}  # id(stage) -> the arguments dropped as bad (`construct`)
 
     def fail(self, key, message, line=None):
         if line is None:
@@ -98,10 +100,11 @@ class Reader:
             self.fail(("name",), str(error))
             return None
         for error in reference_errors(pipeline):
-            stage = getattr(error, "stage", None)
+            # By the stage itself: two stages of one name (an error too) each have their key.
+            stage = id(getattr(error, "stage_instance", None))
             if error.argument in self.dropped.get(stage, ()):
                 continue  # reported already: the value was bad, not missing
-            self.fail((*self.stage_keys.get(stage, ()), error.argument), str(error))
+            self.fail((*self.stage_ids.get(stage, ()), error.argument), str(error))
         return pipeline
 
     def data(self, data):
@@ -150,7 +153,8 @@ class Reader:
         stage = None if cls is None else self.build_stage(cls, mapping, key)
         stage = stage or _stand_in(mapping)
         if stage is not None:
-            self.stage_keys[stage.name] = key
+            self.stage_keys.setdefault(stage.name, key)
+            self.stage_ids[id(stage)] = key
         return stage
 
     def stage_class(self, kind, key):
@@ -195,7 +199,7 @@ class Reader:
         while True:
             try:
                 stage = cls(**arguments)
-                self.dropped[stage.name] = dropped
+                self.dropped[id(stage)] = dropped
                 return stage
             except (ValueError, TypeError) as error:
                 argument = str(getattr(error, "argument", "")).split(".")[0]

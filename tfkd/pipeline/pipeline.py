@@ -271,7 +271,7 @@ def _first_stage_error(stage):
 
 def _reference_error(stage, argument, message):
     error = invalid_argument(argument, message)
-    error.stage = stage.name
+    error.stage, error.stage_instance = stage.name, stage
     return error
 
 
