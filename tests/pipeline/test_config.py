@@ -120,6 +120,20 @@ def test_bad_values_point_at_the_key(tmp_path):
     assert "'int8'" in message
 
 
+def test_every_bad_option_of_a_model_is_listed_at_once(tmp_path):
+    # Before: only the first (`tfkd check` promises every config error at once).
+    message = _error(
+        tmp_path,
+        GOOD.replace(
+            "{architecture: cnn, filters: [8, 16]}",
+            "{architecture: cnn, dense_units: 0, dropout: 1.5, batch_norm: 2, foo: 1}",
+        ),
+    )
+    for part in ("['foo']", "batch_norm=2", "dense_units=0", "dropout=1.5"):
+        assert part in message, part
+    assert message.count("pipeline.yaml:") == 1  # one error, at the model's line
+
+
 def test_unknown_and_missing_keys(tmp_path):
     message = _error(tmp_path, GOOD.replace("epochs: 1", "epoch: 1"))
     assert "pipeline.yaml:10: stages[1].epoch: unknown key for stage 'distill'." in message

@@ -69,19 +69,26 @@ def check_spec(spec, argument):
             f"Available: {list(ARCHITECTURES)}",
         )
     options = ARCHITECTURES[spec["architecture"]]
+    # Every bad option at once (`tfkd check` lists each config error): before, the first.
+    problems = []
     unknown = set(spec) - {"architecture", *options}
     if unknown:
-        raise invalid_argument(
-            argument,
-            f"Unknown option(s) {sorted(unknown)} for architecture {spec['architecture']!r}. "
-            "Accepted: " + ", ".join(f"{name} ({kind})" for name, (kind, *_) in options.items()),
+        accepted = ", ".join(f"{name} ({kind})" for name, (kind, *_) in options.items())
+        problems.append(
+            ValueError(
+                f"Unknown option(s) {sorted(unknown)} for architecture "
+                f"{spec['architecture']!r}. Accepted: {accepted}"
+            )
         )
     for name in options:
         if name in spec:
             try:
                 check_cnn_option(name, spec[name], options)
             except (TypeError, ValueError) as error:
-                raise invalid_argument(argument, f"`{argument}.{str(error)[1:]}") from None
+                problems.append(type(error)(f"`{argument}.{str(error)[1:]}"))
+    if problems:
+        kind = TypeError if all(isinstance(p, TypeError) for p in problems) else ValueError
+        raise invalid_argument(argument, "; ".join(map(str, problems)), kind)
 
 
 def build(spec, data, seed):
