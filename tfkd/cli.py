@@ -187,11 +187,10 @@ def _report(args):
 
 
 def _micro(args):
-    import numpy as np
 
     from tfkd.export.micro import describe, micro_bundle
 
-    data = None if args.data is None else np.load(args.data, allow_pickle=False)
+    data = None if args.data is None else _micro_data(args.data)
     summary = micro_bundle(
         args.model,
         args.output,
@@ -205,6 +204,27 @@ def _micro(args):
         f"micro.json in {args.output}."
     )
     return 0
+
+
+def _micro_data(path):
+    """The `--data` array of a `.npy` file, its header checked against the file's size
+    before its data is read (before: a missing file was a bare `[Errno 2]`, and a header
+    could ask for any memory)."""
+    import numpy as np
+
+    from tfkd.datasets._files import npy_problem
+
+    try:
+        with open(path, "rb") as file:
+            problem = npy_problem(file, os.path.getsize(path), "its array")
+    except OSError as error:
+        problem = f"cannot be read ({error.strerror or error})"
+    if problem:
+        raise ValueError(
+            f"`--data` must be a .npy file of inputs (written by np.save); the file {problem}. "
+            f"Received: --data={path!r}"
+        )
+    return np.load(path, allow_pickle=False)
 
 
 _COMMANDS = {"run": _run, "check": _check, "report": _report, "micro": _micro}

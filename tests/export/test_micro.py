@@ -1,7 +1,9 @@
 """`tfkd.export.micro_bundle` and `tfkd micro`: an int8 Fashion-MNIST CNN checked and
 measured in the TFLM interpreter, its C files compiled and run with the system compiler."""
 
+import io
 import json
+import re
 import shutil
 import subprocess
 
@@ -199,6 +201,16 @@ def test_cli_writes_the_bundle_and_reports_errors(exported, tmp_path, capsys):
     assert json.loads((tmp_path / "b" / "micro.json").read_text())["agreement"]["samples"] == 50
     assert cli.main(["micro", str(float32), "--output", str(tmp_path / "c")]) == 1
     assert "compute in float" in capsys.readouterr().err
+    # Before: a bare "[Errno 2]", and a header declaring 8 TB was allocated.
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (10**6, 10**6)}
+    )
+    (tmp_path / "huge.npy").write_bytes(header.getvalue())
+    for name, said in (("missing.npy", "cannot be read"), ("huge.npy", "8000000000000 bytes")):
+        arguments = ["micro", str(int8), "--output", str(tmp_path / "d"), "--data"]
+        assert cli.main([*arguments, str(tmp_path / name)]) == 1
+        assert re.search(f"`--data` must be a .npy .*{said}.*{name}", capsys.readouterr().err)
 
 
 class _Lookup(keras.layers.Layer):

@@ -245,23 +245,32 @@ def _npz_sizes_problem(path, keys):
                     f"{info.compress_size}: more than 100 times as many"
                 )
             with archive.open(info) as member:
-                try:
-                    version = np.lib.format.read_magic(member)
-                    if version not in ((1, 0), (2, 0)):
-                        return f"holds {key!r} in .npy version {version}, which is not read"
-                    read = getattr(np.lib.format, f"read_array_header_{version[0]}_0")
-                    shape, _, dtype = read(member)
-                except ValueError as error:
-                    return f"holds {key!r} with a bad .npy header ({error})"
-                header = member.tell()
-            if dtype.hasobject:
-                return f"holds {key!r} of dtype {dtype}, which only pickle can read"
-            declared = math.prod(shape) * dtype.itemsize
-            if declared != info.file_size - header:
-                return (
-                    f"declares {key!r} of shape {shape} and dtype {dtype} ({declared} bytes), "
-                    f"where it stores {info.file_size - header}"
-                )
+                problem = npy_problem(member, info.file_size, repr(key))
+            if problem:
+                return problem
+    return None
+
+
+def npy_problem(stream, size, name):
+    """What is wrong with the `.npy` array that `stream` (at its start) holds in `size`
+    bytes, from its header, before its data is read; None if nothing. `name` names it."""
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version not in ((1, 0), (2, 0)):
+            return f"holds {name} in .npy version {version}, which is not read"
+        read = getattr(np.lib.format, f"read_array_header_{version[0]}_0")
+        shape, _, dtype = read(stream)
+    except ValueError as error:
+        return f"holds {name} with a bad .npy header ({error})"
+    header = stream.tell()
+    if dtype.hasobject:
+        return f"holds {name} of dtype {dtype}, which only pickle can read"
+    declared = math.prod(shape) * dtype.itemsize
+    if declared != size - header:
+        return (
+            f"declares {name} of shape {shape} and dtype {dtype} ({declared} bytes), where it "
+            f"stores {size - header}"
+        )
     return None
 
 
