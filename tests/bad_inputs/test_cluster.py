@@ -60,6 +60,20 @@ CASES = [
         "clusters",
         "9",
     ),
+    Case(  # before: any string read as True, and the error was about `clusters`
+        cluster.cluster_weights,
+        lambda: cluster.cluster_weights(_model(), clusters=9, per_channel="yes"),
+        TypeError,
+        "per_channel",
+        "'yes'",
+    ),
+    Case(
+        cluster.cluster_weights,
+        lambda: cluster.cluster_weights(_model(), 4, preserve_sparsity="no"),
+        TypeError,
+        "preserve_sparsity",
+        "'no'",
+    ),
     Case(
         cluster.cluster_weights,
         lambda: cluster.cluster_weights(_model(), clusters=2.5),

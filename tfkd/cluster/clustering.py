@@ -81,6 +81,9 @@ def cluster_weights(
     _graph.require_graph_model(model, "tfkd.cluster.cluster_weights", _SUBCLASSED_FIX)
     check_clusters(clusters)
     fold_batch_norm = _checks.check_flag("fold_batch_norm", fold_batch_norm)
+    # Before the layers' checks, which read `per_channel` (a string read as True).
+    per_channel = _checks.check_flag("per_channel", per_channel)
+    preserve_sparsity = _checks.check_flag("preserve_sparsity", preserve_sparsity)
     if init not in kmeans.INITS:
         raise ValueError(f"`init` must be one of {kmeans.INITS}. Received: init={init!r}.")
     if not model.built:
