@@ -1,5 +1,8 @@
 """`Distiller.predict_teacher(cache=...)`: computed once, reused, recomputed on any change."""
 
+import io
+import zipfile
+
 import keras
 import numpy as np
 import pytest
@@ -102,6 +105,27 @@ def test_a_file_with_the_right_key_but_bad_contents_recomputes(setup, tmp_path, 
         "integers": np.zeros(output.shape, "int32"),
     }[damage]
     np.savez(path, **stored)
+    np.testing.assert_allclose(
+        distiller.predict_teacher(x, cache=path)["output"], teacher.predict(x, verbose=0), atol=1e-6
+    )
+
+
+def test_a_file_whose_header_declares_terabytes_recomputes(setup, tmp_path):
+    # Before: np.load allocated what the header declared (a MemoryError, not caught).
+    distiller, teacher, x = setup
+    path = tmp_path / "teacher.npz"
+    distiller.predict_teacher(x, cache=path)
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    header = io.BytesIO()
+    shape = (len(x), 10**12)
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f4", "fortran_order": False, "shape": shape}
+    )
+    members["output.npy"] = header.getvalue()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
     np.testing.assert_allclose(
         distiller.predict_teacher(x, cache=path)["output"], teacher.predict(x, verbose=0), atol=1e-6
     )

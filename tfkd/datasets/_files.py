@@ -217,14 +217,14 @@ def npz_errors(path):
                 f"holding {sorted(keys)}. It needs {list(NPZ_KEYS)}.",
             )
         ]
-    problem = _npz_sizes_problem(path, (*NPZ_KEYS, "class_names"))
+    problem = npz_sizes_problem(path, (*NPZ_KEYS, "class_names"))
     if problem:
         return [_error("npz", f"The .npz file {problem}. Received: npz={os.fspath(path)!r}")]
     return []
 
 
-def _npz_sizes_problem(path, keys):
-    """What is wrong with the sizes the arrays `keys` of the `.npz` file declare, before
+def npz_sizes_problem(path, keys=None):
+    """What is wrong with the sizes the arrays `keys` (None: all) of the `.npz` file declare, before
     any is read, or None: the zip's sizes bounded by the file's, a member inflating at
     most 100-fold (at least 64 MiB), each `.npy` header's shape and dtype the bytes the
     member holds, no object dtype. Before, a 1.9 MB file loaded as a 2 GB array, and a
@@ -235,6 +235,8 @@ def _npz_sizes_problem(path, keys):
         stored = sum(info.compress_size for info in infos.values())
         if stored > size:
             return f"declares {stored} compressed bytes, more than its {size}"
+        if keys is None:
+            keys = [name[: -len(".npy")] for name in infos if name.endswith(".npy")]
         for key in keys:
             info = infos.get(f"{key}.npy")
             if info is None:

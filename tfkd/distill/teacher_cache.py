@@ -11,11 +11,13 @@ import io
 import json
 import os
 import tempfile
+import zipfile
 
 import numpy as np
 
 from tfkd import _atomic, _graph, _hashing
 from tfkd._checks import check_number
+from tfkd.datasets._files import npz_sizes_problem
 from tfkd.distill import _taps, _validation
 
 __all__ = ["teacher_outputs", "with_teacher_outputs"]
@@ -197,11 +199,14 @@ def load(path, expected, rows):
     if not os.path.isfile(path):
         return None
     try:
+        # A header may declare any size: checked against the file first (a MemoryError).
+        if npz_sizes_problem(path) is not None:
+            return None
         with np.load(path, allow_pickle=False) as stored:
             if str(stored[_FINGERPRINT]) != expected:
                 return None
             outputs = {key: stored[key] for key in stored.files if key != _FINGERPRINT}
-    except (OSError, ValueError, KeyError, EOFError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None  # unreadable or partial
     for value in outputs.values():
         if value.dtype.kind != "f" or value.ndim < 1 or len(value) != rows:
