@@ -8,6 +8,7 @@ import pathlib
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import keras
 import numpy as np
@@ -111,6 +112,21 @@ def test_the_method_table_is_the_loss_classes_signatures():
                 assert isinstance(parameter.default, accepted[name]), (method, name)
         takes_temperature = "temperature" in signature.parameters
         assert takes_temperature == (method in ("kd", "decoupled", "dist")), method
+
+
+def test_saving_and_loading_a_distiller_does_not_warn_of_the_deprecated_names(tmp_path):
+    # Keras's saving read every attribute `dir` lists, the deprecated properties among
+    # them: each save and load warned that `teacher_layer` and `student_layer` are.
+    teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    distiller = tfkd.Distiller(teacher, student, temperature=2.0)
+    distiller.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    distiller.fit(np.zeros((8, 4), "float32"), np.zeros(8, "int32"), verbose=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        distiller.save(tmp_path / "distiller.keras")
+        keras.saving.load_model(tmp_path / "distiller.keras")
+    assert not [w for w in caught if "is deprecated and will be removed" in str(w.message)]
 
 
 def test_the_deprecated_layer_arguments_still_work_in_python_and_configs():

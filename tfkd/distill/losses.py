@@ -226,17 +226,14 @@ class DistillationLoss(keras.layers.Layer):
         self.teacher_layer_name = names["teacher_layer_name"]
         self.student_layer_name = names["student_layer_name"]
 
-    @property
-    def teacher_layer(self):
-        """Deprecated: `teacher_layer_name`."""
-        warnings.warn(_RENAMED_ATTRIBUTE.format("teacher_layer"), DeprecationWarning, stacklevel=2)
-        return self.teacher_layer_name
-
-    @property
-    def student_layer(self):
-        """Deprecated: `student_layer_name`."""
-        warnings.warn(_RENAMED_ATTRIBUTE.format("student_layer"), DeprecationWarning, stacklevel=2)
-        return self.student_layer_name
+    def __getattr__(self, name):
+        # The deprecated `teacher_layer` and `student_layer`, read through here rather than
+        # as properties, which `dir` lists: Keras's saving reads every attribute `dir`
+        # lists, and each save and load of a Distiller warned of both.
+        if name not in ("teacher_layer", "student_layer"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        warnings.warn(_RENAMED_ATTRIBUTE.format(name), DeprecationWarning, stacklevel=2)
+        return getattr(self, f"{name}_name")
 
     @property
     def reads_logits(self):
