@@ -471,7 +471,10 @@ def check_output_file(path):
             f"Received: path={path!r} of type {type(path).__name__}."
         )
     path = os.fspath(path)
-    if not path or os.path.isdir(path):
+    # A path ending in a separator names a folder, existing or not (before: an error
+    # about a temporary `.part` file inside it).
+    folder_like = path.endswith(("/", os.sep)) or os.path.isdir(path)
+    if not path or folder_like:
         raise ValueError(
             "`path` must name a file to write, such as 'model.tflite'. Received: "
             f"path={path!r}{', a directory' if path else ''}."

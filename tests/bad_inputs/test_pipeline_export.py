@@ -99,6 +99,8 @@ CASES = [
     Case(export_tflite, lambda: _export("m.tflite", "int4"), ValueError, "quantization", "'int4'"),
     Case(export_tflite, lambda: _export("m.tflite", verbose="yes"), ValueError, "verbose", "'yes'"),
     Case(export_tflite, lambda: _export(3), TypeError, "path", "path=3"),
+    # Before: NotADirectoryError naming a temporary `.part` file in the folder.
+    Case(export_tflite, lambda: _export("new_folder/"), ValueError, "path", "'new_folder/'"),
     Case(
         export_tflite,
         lambda: _export("m.tflite", "dynamic", per_channel="no"),
