@@ -99,10 +99,16 @@ def _sorted_by_class(x, y, count):
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def test_a_split_stored_class_by_class_calibrates_on_every_class(tmp_path):
+def test_a_split_stored_class_by_class_calibrates_on_every_class(tmp_path, monkeypatch):
     # The export calibrated on the first 500 training images: of class 0 alone here, its
     # int8 file scored 0.3333 (chance) where the float model scored 0.9583, the agreement
-    # check passing on the same images.
+    # check passing on the same images. Then, with calibration_samples over 500, the
+    # export still read 500 of the rows, sorted: class 0's again.
+    given = []
+    export = tfkd.export.export_tflite
+    monkeypatch.setattr(
+        tfkd.export, "export_tflite", lambda *a, **k: given.append(k) or export(*a, **k)
+    )
     (x, y), (x_test, y_test) = tfkd.datasets.load("fashion_mnist")
     x, y = _sorted_by_class(x, y, 400)
     x_test, y_test = _sorted_by_class(x_test, y_test, 100)
@@ -112,15 +118,20 @@ def test_a_split_stored_class_by_class_calibrates_on_every_class(tmp_path):
         "data: {npz: sorted.npz}\nstages:\n"
         "  - {stage: train, name: cnn, model: {architecture: cnn, filters: [8, 16],"
         " dense_units: 32}, epochs: 2, batch_size: 64}\n"
-        "  - {stage: export, name: int8, quantization: int8, calibration_samples: 300}\n"
+        "  - {stage: export, name: int8, quantization: int8, calibration_samples: 900}\n"
     )
     report = run_config(config, tmp_path / "run", tensorboard=False, log=lambda line: None)
     rows = {row["name"]: row for row in report.rows}
     assert rows["cnn"]["accuracy"] > 0.85
     assert rows["int8"]["accuracy"] > rows["cnn"]["accuracy"] - 0.03
-    assert "int8: calibration and check inputs: 300 examples drawn from every class" in " ".join(
+    assert "int8: calibration and check inputs: 900 examples drawn from every class" in " ".join(
         report.notes
     )
+    label = {image.tobytes(): c for image, c in zip(x[..., None].astype("float32"), y)}
+    calibration = given[0]["representative_data"]
+    read = [label[np.asarray(image, "float32").tobytes()] for image in calibration]
+    assert given[0]["calibration_samples"] == 900 and np.bincount(read).tolist() == [300] * 3
+    assert sorted(set(read[:32])) == [0, 1, 2]  # the agreement check's
 
 
 def test_spread_rows_cover_every_class_and_keep_first_and_last_apart():

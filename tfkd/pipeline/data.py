@@ -478,7 +478,8 @@ def spread_rows(labels, size, last=False):
     or check on, its first (`last`: its last) `size`; where the split is stored class by
     class, as many from every class in proportion instead, each class's taken in one seeded
     order (seed 0) from its start (`last`: its end), so the first and the last rows stay
-    apart as they do in a mixed split, and a note that says so (None otherwise). Before,
+    apart as they do in a mixed split, all in a seeded order, and a note that says so
+    (None otherwise). Before,
     an export calibrated a class-ordered split on its first class alone, and its int8
     file scored chance."""
     size = min(size, len(labels))
@@ -494,4 +495,6 @@ def spread_rows(labels, size, last=False):
         f"{size:,} examples drawn from every class in proportion (seed 0), not the "
         f"{'last' if last else 'first'}: the split is stored class by class"
     )
-    return np.sort(np.concatenate(rows)), note
+    # In a seeded order, not sorted: a reader of the first few (the export check's 32,
+    # a calibration's 500) would read the first class again.
+    return random.permutation(np.concatenate(rows)), note

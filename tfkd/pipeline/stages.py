@@ -251,7 +251,13 @@ class Export(Stage):
             from tfkd.export import litert_quantize
 
             report = litert_quantize(
-                model, path, self.recipe, data, overrides=self.overrides, io_dtype=self.io_dtype
+                model,
+                path,
+                self.recipe,
+                data,
+                overrides=self.overrides,
+                io_dtype=self.io_dtype,
+                calibration_samples=self.calibration_samples,
             )
             details = report.to_dict()
             details["layer_errors"] = report.layer_errors["outputs"]
@@ -262,6 +268,7 @@ class Export(Stage):
                 self.quantization,
                 representative_data=data,
                 io_dtype=self.io_dtype,
+                calibration_samples=self.calibration_samples,
                 per_channel=self.per_channel,
                 verbose=context.keras_verbose(),
             ).to_dict()
