@@ -1,6 +1,7 @@
 """Helpers shared by tfkd's tests."""
 
 import contextlib
+import struct
 
 import keras
 import numpy as np
@@ -254,3 +255,16 @@ def peak_memory_growth():
 def _peak_resident_bytes():
     with open("/proc/self/status") as status:
         return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM"))
+
+
+def forged_zip_sizes(path, member, compressed, inflated):
+    """The file at `path` with `member`'s sizes in the zip's central directory changed."""
+    content = bytearray(path.read_bytes())
+    start = 0
+    while (start := content.find(b"PK\x01\x02", start)) >= 0:
+        length = struct.unpack_from("<H", content, start + 28)[0]
+        if content[start + 46 : start + 46 + length] == member.encode():
+            struct.pack_into("<II", content, start + 20, compressed, inflated)
+        start += 4
+    path.write_bytes(bytes(content))
+    return path

@@ -5,7 +5,6 @@ bad file is a `ValueError` that names it; a real file loads as before."""
 
 import json
 import os
-import struct
 import subprocess
 import sys
 import zipfile
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 
 import tfkd
-from tests.helpers import peak_memory_growth, small_cnn
+from tests.helpers import forged_zip_sizes, peak_memory_growth, small_cnn
 from tfkd.pipeline import Data, Load, Train, Transfer, _keras_file
 
 
@@ -138,25 +137,12 @@ def test_files_that_would_exhaust_the_process_are_refused(real, tmp_path):
         _keras_file.load_keras(large)
 
 
-def _forged_sizes(path, member, compressed, inflated):
-    """The file at `path` with `member`'s sizes in the zip's central directory changed."""
-    content = bytearray(path.read_bytes())
-    start = 0
-    while (start := content.find(b"PK\x01\x02", start)) >= 0:
-        length = struct.unpack_from("<H", content, start + 28)[0]
-        if content[start + 46 : start + 46 + length] == member.encode():
-            struct.pack_into("<II", content, start + 20, compressed, inflated)
-        start += 4
-    path.write_bytes(bytes(content))
-    return path
-
-
 def test_sizes_the_file_cannot_hold_are_refused(real, tmp_path):
     # A 4 KB file whose weights member claims 2 GB compressed and 4 GB inflated: its
     # config's 2 GiB Dense kernel was allowed, and the process crashed building it.
     members = {**real[1], "model.weights.h5": b"x" * 100}
     packed = _pack(tmp_path / "forged.keras", members)
-    forged = _forged_sizes(packed, "model.weights.h5", 0x7FFFFFF0, 0xFFFFFFF0)
+    forged = forged_zip_sizes(packed, "model.weights.h5", 0x7FFFFFF0, 0xFFFFFFF0)
     with pytest.raises(ValueError, match=r"forged.keras' cannot be read.*declare \d+ compressed "):
         _keras_file.load_keras(forged)
 

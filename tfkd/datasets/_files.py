@@ -175,10 +175,15 @@ def load_npz(path):
     try:
         with np.load(os.fspath(path), allow_pickle=False) as stored:
             arrays = {key: stored[key] for key in (*NPZ_KEYS, "class_names") if key in stored}
-    except ValueError as error:  # an object array would need pickle
+    except (ValueError, EOFError, zipfile.BadZipFile) as error:  # checked sizes, cut data
         raise ValueError(
-            f"`npz` holds an array that only pickle can read ({error}). Received: "
+            f"`npz` cannot be read ({type(error).__name__}: {error}). Received: "
             f"npz={os.fspath(path)!r}. Save plain numeric arrays (and `class_names` as strings)."
+        ) from None
+    except MemoryError:  # what the file really holds, past this process's memory
+        raise ValueError(
+            f"`npz` holds more than this process can allocate. Received: npz="
+            f"{os.fspath(path)!r} ({os.path.getsize(path)} bytes)."
         ) from None
     names = arrays.get("class_names")
     names = None if names is None else [str(name) for name in names.tolist()]
@@ -224,11 +229,13 @@ def npz_errors(path):
 
 
 def npz_sizes_problem(path, keys=None):
-    """What is wrong with the sizes the arrays `keys` (None: all) of the `.npz` file declare, before
-    any is read, or None: the zip's sizes bounded by the file's, a member inflating at
-    most 100-fold (at least 64 MiB), each `.npy` header's shape and dtype the bytes the
-    member holds, no object dtype. Before, a 1.9 MB file loaded as a 2 GB array, and a
-    header declaring 7 TiB ended in a MemoryError."""
+    """What is wrong with the sizes the arrays `keys` (None: all) of the `.npz` file
+    declare, before any is read, or None: the zip's sizes bounded by the file's, a member
+    stored or deflated as numpy writes them and inflating no further than DEFLATE can
+    (about 1,032-fold), each `.npy` header's shape and dtype the bytes the member holds,
+    no object dtype. So an array takes the memory its file really holds (upscaled images
+    deflate 178-fold), never what a header or the zip's index claims: a header declaring
+    7 TiB ended in a MemoryError."""
     size = os.path.getsize(path)
     with zipfile.ZipFile(path) as archive:
         infos = {info.filename: info for info in archive.infolist()}
@@ -241,10 +248,12 @@ def npz_sizes_problem(path, keys=None):
             info = infos.get(f"{key}.npy")
             if info is None:
                 continue
-            if info.file_size > max(_INFLATE_FREE, _INFLATION * info.compress_size):
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                return f"holds {key!r} compressed with method {info.compress_type}, not numpy's"
+            if info.file_size > _MOST_INFLATION * info.compress_size + _INFLATE_FREE:
                 return (
                     f"declares {info.file_size} bytes for {key!r}, stored in "
-                    f"{info.compress_size}: more than 100 times as many"
+                    f"{info.compress_size}: more than DEFLATE can inflate them to"
                 )
             with archive.open(info) as member:
                 problem = npy_problem(member, info.file_size, repr(key))
@@ -276,9 +285,10 @@ def npy_problem(stream, size, name):
     return None
 
 
-# How far an array of a `.npz` may inflate past `_INFLATE_FREE` bytes: as a pickle's.
-_INFLATION = 100
-_INFLATE_FREE = 64 * 2**20
+# DEFLATE inflates a byte to at most about 1,032 (258 bytes from 2 bits), plus its
+# blocks' headers: a member's declared size past this is not what its bytes inflate to.
+_MOST_INFLATION = 1100
+_INFLATE_FREE = 2**20
 
 
 def load_tfds(name, data_dir, splits=("train", "test")):
