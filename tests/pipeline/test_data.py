@@ -130,6 +130,9 @@ def test_bad_arguments(data):
     # A test split of other shapes failed after the training stages, naming no stage.
     with pytest.raises(ValueError, match=r"same shape.*\(3, 4, 4, 1\) .*\(1, 5, 4, 1\)"):
         Data(np.zeros((3, 4, 4)), np.zeros(3, int), np.zeros((1, 5, 4)), np.zeros(1, int))
+    # A name of None ran, and its report's config.json was then called damaged.
+    with pytest.raises(TypeError, match=r"`name` must be a non-empty string.*name=None"):
+        Data(np.zeros((2, 4, 4)), np.zeros(2, int), np.zeros((1, 4, 4)), np.zeros(1, int), None)
     # A label of 10**9 made a name per class: a MemoryError.
     with pytest.raises(ValueError, match=r"ask for 1000000001 classes, more than the 100000"):
         Data(np.zeros((2, 4, 4)), np.array([0, 10**9]), np.zeros((1, 4, 4)), np.zeros(1, int))

@@ -129,6 +129,9 @@ def test_a_stage_that_reruns_starts_from_an_empty_folder(tmp_path):
         lambda entry: {**entry, "artifact": 5},
         lambda entry: {**entry, "bytes": "many"},
         lambda entry: {**entry, "upstream": []},
+        lambda entry: {**entry, "accuracy": None},
+        lambda entry: {**entry, "bytes": 0},
+        lambda entry: {**entry, "latency_ms": None},
     ],
 )
 def test_an_edited_entry_reruns_its_stage_and_the_report_leaves_it_out(data, tmp_path, edit):

@@ -11,6 +11,7 @@ without it.
 
 import contextlib
 import json
+import math
 import os
 import pathlib
 import shutil
@@ -134,13 +135,23 @@ _ENTRY_TYPES = {
     "details": (dict, type(None)),
     "classification": (dict, type(None)),
     "format": (str, type(None)),
+    # Every stage measures these (a parameter count may be unknown: a loaded .tflite's).
     **dict.fromkeys(
-        ("seconds", "teacher_seconds", "accuracy", "latency_ms", "bytes", "parameters"),
-        (int, float, type(None)),
+        ("seconds", "teacher_seconds", "accuracy", "latency_ms", "bytes"), (int, float)
     ),
-    "nonzero_parameters": (int, float, type(None)),
+    **dict.fromkeys(("parameters", "nonzero_parameters"), (int, float, type(None))),
 }
-_ENTRY_REQUIRED = ("name", "stage", "fingerprint", "artifact", "sha256")
+_ENTRY_REQUIRED = (
+    "name",
+    "stage",
+    "fingerprint",
+    "artifact",
+    "sha256",
+    "seconds",
+    "accuracy",
+    "latency_ms",
+    "bytes",
+)
 
 
 def read_entry(path, name):
@@ -164,6 +175,9 @@ def read_entry(path, name):
     upstream = entry.get("upstream", {})
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in upstream.items()):
         return None
+    figures = [entry[key] for key in ("seconds", "accuracy", "latency_ms", "bytes")]
+    if not all(math.isfinite(value) and value >= 0 for value in figures) or entry["bytes"] < 1:
+        return None  # a file of 0 bytes, a NaN: the report divides by and formats them
     return entry if entry["artifact"] else None
 
 

@@ -79,6 +79,8 @@ class Data:
                 "`x_train` and `x_test` must hold examples of the same shape. Received: "
                 f"x_train of shape {self.x_train.shape} and x_test of shape {self.x_test.shape}."
             )
+        if not isinstance(name, str) or not name:  # the report reads it as a string
+            raise TypeError(f"`name` must be a non-empty string. Received: name={name!r}")
         self.name = name
         if num_classes is None and isinstance(class_names, list | tuple):
             num_classes = len(class_names)
