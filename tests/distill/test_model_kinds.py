@@ -264,6 +264,20 @@ def test_an_ensemble_reads_a_hidden_softmax_as_probabilities():
         tfkd.distill.teacher_ensemble([logits, second])
 
 
+def test_an_ensemble_of_teachers_that_take_strings_is_made_unprobed():
+    # Stand-in inputs of strings cannot be made: teacher_ensemble raised numpy's "data
+    # type 'string' not understood" for teachers it made before the probe.
+    def teacher(name):
+        texts = keras.Input((1,), dtype="string")
+        ids = keras.layers.TextVectorization(vocabulary=["a", "b", "c"])(texts)
+        features = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(5, 4)(ids))
+        logits = keras.layers.Activation("linear")(keras.layers.Dense(3)(features))
+        return keras.Model(texts, logits, name=name)
+
+    ensemble = tfkd.distill.teacher_ensemble([teacher("first"), teacher("second")])
+    assert ensemble.output.shape == (None, 3)
+
+
 class LogitsInTraining(keras.Model):
     """Logits in training, a softmax at inference: the step reads its logits."""
 

@@ -53,6 +53,8 @@ def stand_ins(*models):
             dtypes = [tensor.dtype for tensor in model.inputs]
         except (AttributeError, ValueError, TypeError):  # a subclassed model's
             dtypes = [keras.backend.floatx()] * len(shapes)
+        if not all(keras.backend.is_float_dtype(d) or "int" in d for d in map(str, dtypes)):
+            return None  # strings (a TextVectorization's): no stand-in to make
         arrays = [
             _stand_ins.stand_in(keras.KerasTensor(shape, dtype), min(ids, default=None), EXAMPLES)
             for shape, dtype in zip(shapes, dtypes)
