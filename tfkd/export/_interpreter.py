@@ -46,21 +46,17 @@ def checked_content(path_or_content):
     if isinstance(path_or_content, bytes | bytearray):
         content = bytes(path_or_content)
     else:
-        size = os.path.getsize(path_or_content)
-        if size > _MOST_BYTES:  # before: read whole (a sparse 7 GB file: a MemoryError)
+        try:
+            with open(os.fspath(path_or_content), "rb") as file:
+                content = file.read()
+        except MemoryError:  # before: the bare MemoryError (a sparse 7 GB file)
             raise UnsafeFileError(
-                f"The .tflite file is not a model LiteRT can load safely: it holds {size} "
-                f"bytes, past the {_MOST_BYTES} a flatbuffer can address. Received: "
-                f"path={os.fspath(path_or_content)!r}."
-            )
-        with open(os.fspath(path_or_content), "rb") as file:
-            content = file.read()
+                f"The .tflite file is not a model LiteRT can load: its "
+                f"{os.path.getsize(path_or_content)} bytes do not fit in this process's "
+                f"memory. Received: path={os.fspath(path_or_content)!r}."
+            ) from None
     _check(content, path_or_content)
     return content
-
-
-# A flatbuffer's offsets are 32-bit and signed: a .tflite file holds at most 2 GiB.
-_MOST_BYTES = 2**31 - 1
 
 
 def _check(content, path_or_content, builtin_kernels=False):
