@@ -31,28 +31,27 @@ tf_split=(tests/pipeline tests/distill tests/prune tests/quantize tests/examples
   tests/text tests/datasets tests/test_model_kinds.py)
 pipeline_rest=(tests/pipeline "${tf_pipeline_a[@]/#/--ignore=}" --ignore=tests/pipeline/test_cli.py
   --ignore=tests/pipeline/test_pipeline.py)
-# NAME BACKEND PYTEST_ARGS...: seconds each took in a CI run (on 3eb28f0; estimated for
-# the tests changed since in tf_export_text_datasets, jax_others, tf_pipeline, torch,
-# tf_pipeline_a, tf_prune_quantize and tf_examples), four at a time on 2 cores (printed
-# as each job ends; update the order when they change). Longest first,
+# NAME BACKEND PYTEST_ARGS...: seconds each took in a CI run on 21c3246, less the tests
+# marked slow or heavy since (estimated from that run's durations), four at a time on 2
+# cores (printed as each job ends; update the order when they change). Longest first,
 # but the PyTorch job sixth: last, it ran nearly alone at the end. On JAX, the pipeline's
 # engine is checked through its full chain only (the engine is the same Python on every
 # backend; its other tests run on TensorFlow).
 jobs=(
-  "tf_export_text_datasets tensorflow tests/export tests/text tests/datasets"  # 700
-  "jax_distill jax tests/distill tests/pipeline/test_pipeline.py::test_full_chain_writes_models_report_and_agrees_with_keras ${left_to_tf[*]@Q}"  # 645
-  "jax_others jax tests/prune tests/quantize tests/transfer ${left_to_tf[*]@Q}"  # 615
-  "tf_pipeline tensorflow ${pipeline_rest[*]}"  # 531
-  "tf_others tensorflow tests ${tf_split[*]/#/--ignore=}"  # 510
-  "torch torch tests/distill tests/prune tests/quantize tests/cluster ${left_to_tf[*]@Q}"  # 225
-  "tf_distill tensorflow tests/distill ${tf_distill_processes[*]/#/--ignore=}"  # 459
-  "tf_cli tensorflow tests/pipeline/test_cli.py"  # 437
-  "tf_pipeline_a tensorflow ${tf_pipeline_a[*]}"  # 430
-  "tf_prune_quantize tensorflow tests/prune tests/quantize"  # 430
-  "tf_model_kinds tensorflow tests/test_model_kinds.py"  # 387
-  "tf_pipeline_chain tensorflow tests/pipeline/test_pipeline.py"  # 307
-  "tf_distill_processes tensorflow ${tf_distill_processes[*]}"  # 281
-  "tf_examples tensorflow tests/examples"  # 188
+  "tf_export_text_datasets tensorflow tests/export tests/text tests/datasets"  # 560
+  "jax_distill jax tests/distill tests/pipeline/test_pipeline.py::test_full_chain_writes_models_report_and_agrees_with_keras ${left_to_tf[*]@Q}"  # 530
+  "jax_others jax tests/prune tests/quantize tests/transfer ${left_to_tf[*]@Q}"  # 450
+  "tf_pipeline_a tensorflow ${tf_pipeline_a[*]}"  # 412
+  "tf_distill tensorflow tests/distill ${tf_distill_processes[*]/#/--ignore=}"  # 405
+  "torch torch tests/distill tests/prune tests/quantize tests/cluster ${left_to_tf[*]@Q}"  # 250
+  "tf_others tensorflow tests ${tf_split[*]/#/--ignore=}"  # 400
+  "tf_pipeline tensorflow ${pipeline_rest[*]}"  # 360
+  "tf_cli tensorflow tests/pipeline/test_cli.py"  # 339
+  "tf_model_kinds tensorflow tests/test_model_kinds.py"  # 323
+  "tf_prune_quantize tensorflow tests/prune tests/quantize"  # 322
+  "tf_pipeline_chain tensorflow tests/pipeline/test_pipeline.py"  # 194
+  "tf_distill_processes tensorflow ${tf_distill_processes[*]}"  # 160
+  "tf_examples tensorflow tests/examples"  # 107
 )
 # Four jobs share two cores: each keeps to one thread (TensorFlow, oneDNN, XLA, PyTorch),
 # which spends less time switching between threads than four thread pools on two cores.

@@ -169,6 +169,8 @@ def test_clustered_student_of_a_distiller_and_int8_export(tmp_path):
     assert np.mean(expected == received) >= 0.9
 
 
+# Heavy: its time on JAX and PyTorch is the TensorFlow export subprocess's.
+@pytest.mark.heavy
 def test_per_tensor_int8_export_keeps_k_values_per_kernel(tmp_path):
     x, y = random_images()
     clustered = _fit(tfkd.cluster.cluster_weights(small_cnn(16, "per_tensor"), clusters=16), x, y)
@@ -188,6 +190,8 @@ def test_per_tensor_int8_export_keeps_k_values_per_kernel(tmp_path):
     assert all(len(scales) > 1 for _, scales in found[True].values())
 
 
+# Heavy: its time on JAX and PyTorch is the TensorFlow export subprocess's.
+@pytest.mark.heavy
 def test_folded_batch_norm_clusters_the_kernel_the_file_holds(tmp_path):
     x, y = random_images()
     model = _fit(small_cnn(16, "folded", batch_norm=True), x, y)
@@ -221,6 +225,8 @@ def test_folded_batch_norm_clusters_the_kernel_the_file_holds(tmp_path):
     assert "conv_bn" not in [layer.name for layer in aware.layers]
 
 
+# Heavy: its time on JAX and PyTorch is the TensorFlow export subprocess's.
+@pytest.mark.heavy
 def test_strip_leaves_out_the_batch_norms_folded_into_the_kernels(tmp_path):
     # Before, strip kept the FoldedBatchNormalization placeholders: the model held a tfkd
     # layer, which keras.saving.load_model cannot read without tfkd.

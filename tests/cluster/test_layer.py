@@ -60,6 +60,8 @@ def test_a_subclassed_model_given_build_predicts_with_clustered_kernels():
     np.testing.assert_allclose(predicted, keras.ops.convert_to_numpy(model(x)), atol=1e-5)
 
 
+# Heavy: its time on JAX and PyTorch is the TensorFlow export subprocess's.
+@pytest.mark.heavy
 def test_a_subclassed_model_given_build_exports_what_it_predicts(tmp_path):
     # Before, once its traced steps had clustered in the graph, the export's trace kept
     # their assignments and the converter refused them ("AssignVariableOp ... incompatible
@@ -111,6 +113,8 @@ class BlockNet(keras.Model):
         return self.logits(self.block(inputs, training=training), training=training)
 
 
+# Heavy: its time on JAX and PyTorch is the TensorFlow export subprocess's.
+@pytest.mark.heavy
 def test_a_clustered_layer_inside_a_users_block_is_summarised_and_exported(tmp_path):
     # Before, tfkd did not look inside a layer of the user's own class: the summary left
     # the block's clustered Dense out, and on TensorFlow, after `build(input_shape)` and

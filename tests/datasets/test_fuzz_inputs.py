@@ -32,6 +32,9 @@ def _fuzz(targets, mutations, tmp_path):
         assert 0 < result["peak_rss_mb"] < 3072, name
 
 
+# Slow (`bash scripts/test.sh -m slow`): 50 s in CI; each reader's crafted files have tests of
+# their own.
+@pytest.mark.slow
 def test_a_few_mutations_of_a_config_an_idx_and_a_keras_file_are_refused_cleanly(tmp_path):
     # The script and its workers in the default run (about 22 s here): three readers,
     # four seeded mutations each (all refused, by ConfigError and ValueError).

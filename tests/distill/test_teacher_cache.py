@@ -168,6 +168,8 @@ def _count_litert_runs(monkeypatch):
     return runs
 
 
+# Heavy: its time on JAX and PyTorch is the TensorFlow export subprocess's.
+@pytest.mark.heavy
 def test_litert_runtime_matches_keras_and_shares_the_file(setup, tmp_path, monkeypatch):
     distiller, teacher, x = setup
     runs = _count_litert_runs(monkeypatch)

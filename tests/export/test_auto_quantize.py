@@ -21,6 +21,9 @@ def teacher():
     return keras.saving.load_model(TEACHER), x[-300:], y[-300:], x[:200]
 
 
+# Slow (`bash scripts/test.sh -m slow`): 30 s in CI; test_litert_export.py runs quantization: auto
+# from a config.
+@pytest.mark.slow
 def test_the_smallest_file_within_the_budget_is_kept(teacher, tmp_path):
     model, x_val, y_val, calibration = teacher
     path = tmp_path / "model.tflite"

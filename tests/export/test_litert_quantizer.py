@@ -35,6 +35,9 @@ def _accuracy(path, teacher):
     return tfkd.TFLiteModel(path).evaluate(teacher[2], teacher[3])["accuracy"]
 
 
+# Slow (`bash scripts/test.sh -m slow`): 45 s in CI; test_litert_export.py runs a recipe from a
+# config.
+@pytest.mark.slow
 def test_every_recipe_keeps_the_accuracy_and_writes_its_error_report(teacher, float_file, tmp_path):
     floating = _accuracy(float_file, teacher)
     assert floating > 0.9

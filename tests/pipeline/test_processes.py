@@ -59,6 +59,9 @@ def _weights(path):
     return [np.asarray(w) for w in keras.saving.load_model(path).weights]
 
 
+# Slow (`bash scripts/test.sh -m slow`): 140 s in CI; one process's failure and resume are
+# test_cli.py's kill -9 test.
+@pytest.mark.slow
 def test_two_processes_run_the_pipeline_fail_together_and_resume(tmp_path):
     config = tmp_path / "two.yaml"
     config.write_text(CONFIG)

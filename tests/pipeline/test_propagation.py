@@ -116,6 +116,9 @@ def test_more_neighbours_than_examples_are_refused_before_any_stage_runs(data, t
     assert not (tmp_path / "stages").exists()  # before: the teacher ran first
 
 
+# Slow (`bash scripts/test.sh -m slow`): 37 s in CI; the other propagation tests run it in a
+# stage.
+@pytest.mark.slow
 def test_the_stages_distil_from_the_mixture_computed_once(data, tmp_path, packed_outputs):
     packed = packed_outputs
     settings = {"weight": 0.7, "neighbours": 5}

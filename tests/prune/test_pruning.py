@@ -309,6 +309,8 @@ def test_subclassed_model_error_says_what_to_do():
         prune.prune(model, 0.5)
 
 
+# Heavy: its time on JAX and PyTorch is the TensorFlow export subprocess's.
+@pytest.mark.heavy
 def test_a_subclassed_model_with_its_own_pruned_layers_exports_with_the_zeros(tmp_path):
     # As the README says: wrap the layers in PrunedLayer yourself. Before, export refused
     # the model: stripping cannot rewire a subclassed model. The converter folds each

@@ -46,6 +46,8 @@ def trained_mobile_block():
     return _fit(_mobile_block_model(), x, y, epochs=2), x, y
 
 
+# Heavy: its time on JAX and PyTorch is the TensorFlow export subprocess's.
+@pytest.mark.heavy
 def test_export_is_fully_int8_and_computes_what_keras_computed(tmp_path, trained_mobile_block):
     model, x, y = trained_mobile_block
     qat_model = _fit(tfkd.quantize.quantize_aware(model), x, y)
@@ -359,6 +361,8 @@ def test_layers_the_int8_file_would_run_in_float_are_refused():
     assert tfkd.quantize.is_quantized(tfkd.quantize.quantize_aware(unfolded))
 
 
+# Heavy: its time on JAX and PyTorch is the TensorFlow export subprocess's.
+@pytest.mark.heavy
 def test_a_dense_on_a_sequence_of_known_length_exports_fully_int8(tmp_path):
     # Before: refused ("reads a rank-3 input, which TFLite runs as a float
     # FULLY_CONNECTED"); its kernel now multiplies a 2D view of the sequence.
