@@ -142,6 +142,37 @@ def check_finite_weights(model):
     )
 
 
+def check_float32_compute(model, what, makes_layers=False):
+    """A ValueError naming the layers of `model` that compute in float16 or bfloat16 (a
+    `mixed_float16` policy), which `what` cannot take, and where `what` `makes_layers`,
+    a global policy of that kind (its new layers would take it): before, clustering failed
+    in a multiplication of half and float tensors, a quantization-aware export in a float16
+    fake-quantization, and a float export told to pass select_tf_ops."""
+    import keras
+
+    half = ("float16", "bfloat16")
+    layers = [
+        layer.name
+        for layer in model._flatten_layers(include_self=False)
+        if getattr(layer, "compute_dtype", "float32") in half
+    ]
+    if layers:
+        raise ValueError(
+            f"{what} takes models that compute in float32. Received: model={model.name!r} "
+            f"with layers that compute in float16 or bfloat16 (a mixed precision policy): "
+            f"{shown(layers, 300)}. Build the model again under "
+            "keras.mixed_precision.set_global_policy('float32') and copy the trained weights "
+            "into it (new.set_weights(model.get_weights()))."
+        )
+    policy = keras.mixed_precision.global_policy()
+    if makes_layers and policy.compute_dtype in half:
+        raise ValueError(
+            f"{what} makes new layers, which take the global dtype policy, and they must "
+            f"compute in float32. Received: the global dtype policy {policy.name!r}. Call "
+            "keras.mixed_precision.set_global_policy('float32') first."
+        )
+
+
 def check_number(
     name,
     value,

@@ -94,6 +94,7 @@ def cluster_weights(
     _refuse_wrapped(model)
     # Before: k-means failed in numpy's words ("Probabilities contain NaN").
     _checks.check_finite_weights(model)
+    _checks.check_float32_compute(model, "tfkd.cluster.cluster_weights", makes_layers=True)
     selected = clusterable_layers(model, include, exclude)
     check_layers_fit(selected, clusters, per_channel)
     selected_ids = {id(layer) for layer in selected}

@@ -11,7 +11,12 @@ import keras
 import numpy as np
 
 from tfkd import _atomic, _graph, _kernels
-from tfkd._checks import check_finite_weights, check_flag, check_output_file
+from tfkd._checks import (
+    check_finite_weights,
+    check_flag,
+    check_float32_compute,
+    check_output_file,
+)
 from tfkd._export_options import IO_DTYPES as _IO_DTYPES
 from tfkd._export_options import PER_TENSOR_QUANTIZATIONS, QUANTIZATIONS
 from tfkd.export import _representative, _signature
@@ -230,6 +235,7 @@ def _validate(model, quantization, representative_data, io_dtype, sparsity, sele
         )
     # Before any conversion: LiteRT can crash the process running a file made from NaN.
     check_finite_weights(model)
+    check_float32_compute(model, "export_tflite")
     _check_reloadable(model)
     if quantization not in QUANTIZATIONS:
         raise ValueError(

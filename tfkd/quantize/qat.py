@@ -126,6 +126,7 @@ def quantize_aware(model, *, fold_batch_norm=True, decay=0.999, preserve_cluster
             f"Model {model.name!r} is already quantization-aware. Received: a model with "
             "QuantizeWrapper layers. Call quantize_aware on the float model it came from."
         )
+    _checks.check_float32_compute(model, "tfkd.quantize.quantize_aware", makes_layers=True)
     model = _graph.strip_if_wrapped(model)
     check_supported(model, fold_batch_norm=fold_batch_norm)
     if preserve_clusters:
