@@ -230,10 +230,15 @@ class DistillationLoss(keras.layers.Layer):
         # The deprecated `teacher_layer` and `student_layer`, read through here rather than
         # as properties, which `dir` lists: Keras's saving reads every attribute `dir`
         # lists, and each save and load of a Distiller warned of both.
-        if name not in ("teacher_layer", "student_layer"):
+        # On PyTorch, the layer is a torch Module, whose own `__getattr__` finds sublayers
+        # (a FeatureDistillation's projection): every other name goes on to it.
+        if name in ("teacher_layer", "student_layer"):
+            warnings.warn(_RENAMED_ATTRIBUTE.format(name), DeprecationWarning, stacklevel=2)
+            return getattr(self, f"{name}_name")
+        parent = getattr(super(), "__getattr__", None)
+        if parent is None:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        warnings.warn(_RENAMED_ATTRIBUTE.format(name), DeprecationWarning, stacklevel=2)
-        return getattr(self, f"{name}_name")
+        return parent(name)
 
     @property
     def reads_logits(self):
