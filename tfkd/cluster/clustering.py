@@ -63,7 +63,9 @@ def cluster_weights(
             per kernel. The normalization no longer trains. Defaults to `False`.
 
     Returns:
-        A new, uncompiled Keras model with `ClusteredLayer`s.
+        A new Keras model with `ClusteredLayer`s, compiled as `model` was (as
+        `keras.models.clone_model` makes it): compile it to choose its optimizer
+        (README: Adam at 1e-4).
 
     Raises:
         TypeError: `model` is not Sequential or functional.

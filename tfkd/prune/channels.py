@@ -92,7 +92,8 @@ def prune_channels(model, schedule, *, importance="l1", include=None, exclude=No
         exclude: layers whose channels to keep, in the same forms. Defaults to none.
 
     Returns:
-        A new, uncompiled Keras model with `ChannelMask` layers.
+        A new Keras model with `ChannelMask` layers, compiled as `model` was (as
+        `keras.models.clone_model` makes it): compile it to choose its optimizer.
 
     Raises:
         TypeError: `model` is not Sequential or functional.

@@ -52,7 +52,8 @@ def prune(model, schedule, *, pattern="unstructured", scope="layer", include=Non
         exclude: layers to leave dense, in the same forms. Defaults to none.
 
     Returns:
-        A new, uncompiled Keras model with `PrunedLayer`s.
+        A new Keras model with `PrunedLayer`s, compiled as `model` was (as
+        `keras.models.clone_model` makes it): compile it to choose its optimizer.
 
     Raises:
         TypeError: `model` is not a Sequential or functional model, or an included layer

@@ -87,7 +87,8 @@ def quantize_aware(model, *, fold_batch_norm=True, decay=0.999, preserve_cluster
             Defaults to `False`.
 
     Returns:
-        A new, uncompiled Keras model.
+        A new Keras model, compiled as `model` was (as `keras.models.clone_model`
+        makes it): compile it to choose its optimizer.
 
     Raises:
         TypeError: `model` is subclassed, or has layers (or `keras.ops` calls such as
