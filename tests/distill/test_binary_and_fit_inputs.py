@@ -410,20 +410,22 @@ def test_class_ids_from_a_dataset_outside_the_classes_stop_training_on_every_bac
         distiller.fit(Batches(x, y, 16), epochs=1, verbose=0, shuffle=False)
 
 
-def test_float_class_ids_of_a_dataset_read_unlabeled_as_numpy_ones_do():
-    # A tf.data set's float -1 was a label outside the classes (TensorFlow's own error;
-    # numpy's float ids become integers, -1 unlabelled): the same losses now.
-    x, y = random_images(count=64)
+@pytest.mark.parametrize("kind", ["sparse", "binary"])
+def test_float_class_ids_of_a_dataset_read_unlabeled_as_numpy_ones_do(kind):
+    # A dataset's float -1 was a label outside the classes (a sparse loss: TensorFlow's own
+    # error; a binary one: tfkd's), where numpy's float ids become integers, -1 unlabelled:
+    # the same losses now.
+    if kind == "sparse":
+        (x, y), models = random_images(count=64), (small_cnn(4, "t"), small_cnn(4, "s"))
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    else:
+        (x, y), models = _binary_data(), (_binary("t"), _binary("s", seed=1))
+        loss = keras.losses.BinaryCrossentropy(from_logits=True)
     y = np.where(np.arange(64) % 4 == 0, UNLABELED, y).astype("float32")
     losses = []
     for data in ((x, y), (Batches(x, y, 16),)):
-        keras.utils.set_random_seed(0)
-        distiller = tfkd.Distiller(small_cnn(4, "teacher"), small_cnn(4, "student"))
-        distiller.compile(
-            keras.optimizers.SGD(0.0),
-            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
-        )
+        distiller = tfkd.Distiller(*models)
+        distiller.compile(keras.optimizers.SGD(0.0), loss, metrics=["accuracy"])
         kwargs = {"batch_size": 16, "shuffle": False} if len(data) == 2 else {"shuffle": False}
         losses.append(distiller.fit(*data, epochs=1, verbose=0, **kwargs).history)
     assert set(losses[1]) == set(losses[0])

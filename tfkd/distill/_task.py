@@ -14,18 +14,20 @@ from keras import ops
 UNLABELED = -1
 
 
-def task_terms(y, sample_weight, partner_index=None, mix_ratio=None):
+def task_terms(y, sample_weight, partner_index=None, mix_ratio=None, labelled=None):
     """The task loss as weighted terms on clean labels.
 
     Returns `[(labels, weights), ...]` and a `scale`: the task loss is
     `scale * sum(compiled_loss(labels, y_pred, weights))`, the mean over the
     labelled (share of each) example, whatever the batch's unlabelled count.
     With no unlabelled label and no mixing, it is `[(y, sample_weight)]`, 1.
+    `labelled`: the mask of labelled examples where `fitting_labels` gives one (float
+    targets), else read from integer `y`.
     """
-    if _labelled_mask(y) is None and partner_index is None:
+    labelled = _labelled_mask(y) if labelled is None else labelled
+    if labelled is None and partner_index is None:
         return [(y, sample_weight)], 1.0
-    labels, weights = metric_labels(y, sample_weight)
-    labelled = _labelled_mask(y)
+    labels, weights = metric_labels(y, sample_weight, labelled)
     if labelled is None:
         labelled = ops.ones((ops.shape(y)[0],), "float32")
         weights = labelled if sample_weight is None else _flat(sample_weight)
@@ -43,9 +45,10 @@ def task_terms(y, sample_weight, partner_index=None, mix_ratio=None):
     return terms, scale
 
 
-def metric_labels(y, sample_weight):
-    """Labels and weights for the compiled metrics: unlabelled examples weigh 0."""
-    labelled = _labelled_mask(y)
+def metric_labels(y, sample_weight, labelled=None):
+    """Labels and weights for the compiled metrics: unlabelled examples weigh 0
+    (`labelled`: as in `task_terms`)."""
+    labelled = _labelled_mask(y) if labelled is None else labelled
     if labelled is None:
         return y, sample_weight
     labels = ops.where(y == UNLABELED, ops.zeros_like(y), y)
@@ -187,7 +190,7 @@ def _outside_classes(y, y_pred, loss, unlabeled=True):
         outside = outside | fraction
     # UNLABELED marks an example without a label in float ids too (a tf.data set's; numpy
     # float ids become integers in `check_class_ids`), where they cannot be soft targets.
-    unlabelled_too = per_example and unlabeled and (integer or kind == "sparse")
+    unlabelled_too = per_example and unlabeled
     for value in _skipped_ids(loss, unlabelled_too):
         outside = outside & (labels != value)
     return labels, outside
@@ -199,19 +202,27 @@ def fitting_labels(y, y_pred, loss):
     `UNLABELED` (one id per example: no task loss on them) or as the loss's
     `ignore_class` (else class 0, per position). Before, TensorFlow's sparse
     cross-entropy failed on them with its own error, before tfkd's named them, and a
-    tf.data set's float ids of -1 were such labels where numpy's were unlabelled. Other
-    losses and labels: `y` unchanged."""
-    if _class_id_loss(loss) != "sparse":
-        return y
-    found = _outside_classes(y, y_pred, loss)
+    tf.data set's float ids of -1 were such labels where numpy's were unlabelled. For a
+    binary cross-entropy's float targets (which may be soft), `UNLABELED` (-1) marks an
+    example without a label as it does in numpy's. Returns `(y, labelled)`: the mask of
+    labelled examples for float targets, else None (`task_terms` reads integer ids).
+    Other losses and labels: `(y, None)`, `y` unchanged."""
+    kind = _class_id_loss(loss)
+    found = None if kind is None else _outside_classes(y, y_pred, loss)
     if found is None:
-        return y
+        return y, None
     labels, outside = found
+    if kind == "binary":
+        if "int" in keras.backend.standardize_dtype(ops.convert_to_tensor(y).dtype):
+            return y, None
+        flat = ops.reshape(labels, (-1,))
+        return ops.where(labels == UNLABELED, 0.0, labels), ops.cast(flat != UNLABELED, "float32")
     per_example, _ = _id_layout("sparse", labels.shape, y_pred.shape[-1], len(y_pred.shape))
     ignored = getattr(loss, "ignore_class", None)
     instead = UNLABELED if per_example else (0 if ignored is None else ignored)
     dtype = keras.backend.standardize_dtype(ops.convert_to_tensor(y).dtype)
-    return ops.cast(ops.where(outside, instead, labels), dtype if "int" in dtype else "int32")
+    ids = ops.cast(ops.where(outside, instead, labels), dtype if "int" in dtype else "int32")
+    return ids, None
 
 
 def _id_layout(kind, shape, outputs, output_rank=None):

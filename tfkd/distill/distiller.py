@@ -361,8 +361,9 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         if self.loss is None:
             return ops.zeros((), "float32"), regularization, examples
         self.label_errors.update_state(y, y_pred, self.loss)
-        y = _task.fitting_labels(y, y_pred, self.loss)
-        terms, scale = _task.task_terms(y, sample_weight, seen.get(_PARTNERS), seen.get(_MIX_RATIO))
+        y, labelled = _task.fitting_labels(y, y_pred, self.loss)
+        partners, ratio = seen.get(_PARTNERS), seen.get(_MIX_RATIO)
+        terms, scale = _task.task_terms(y, sample_weight, partners, ratio, labelled)
         task_loss = ops.zeros((), "float32")
         for labels, weights in terms:
             combined = super().compute_loss(x, labels, y_pred, weights, training)
@@ -371,9 +372,8 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         y_pred = _unpack_predictions(y_pred)[0]
-        labels, weights = _task.metric_labels(
-            _task.fitting_labels(y, y_pred, self.loss), sample_weight
-        )
+        y, labelled = _task.fitting_labels(y, y_pred, self.loss)
+        labels, weights = _task.metric_labels(y, sample_weight, labelled)
         return super().compute_metrics(x, labels, y_pred, weights)
 
     # Offline distillation.
