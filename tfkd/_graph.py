@@ -333,6 +333,15 @@ def plain_operations(model):
     return found
 
 
+def built_rank(layer):
+    """The rank of the input `layer` was built on, or None before it was built (or built
+    on several inputs)."""
+    shape = (layer.get_build_config() or {}).get("input_shape") if layer.built else None
+    if isinstance(shape, (list, tuple)) and all(isinstance(n, int | None) for n in shape):
+        return len(shape)
+    return None
+
+
 def batch_norm_layers(layer):
     """The BatchNormalization layers in `layer`, inside nested models and wrappers too."""
     if isinstance(layer, keras.layers.BatchNormalization):

@@ -40,6 +40,9 @@ class KernelWrapper(keras.layers.Wrapper):
             if reason is not None:
                 raise TypeError(f"Layer {layer.name!r} cannot be {self.action}: {reason}.")
         kwargs.setdefault("name", layer.name)
+        # A frozen layer makes a frozen wrapper: unfreezing the wrapper then unfreezes it
+        # (on TensorFlow, Keras skips setting `trainable` to the value it already has).
+        kwargs.setdefault("trainable", layer.trainable)
         super().__init__(layer, **kwargs)
 
     def unsupported_reason(self, layer):
@@ -58,6 +61,13 @@ class KernelWrapper(keras.layers.Wrapper):
     def raw_kernel(self):
         """The wrapped layer's kernel variable, as it is stored."""
         return getattr(self.layer, self._kernel_name)
+
+    def frozen(self):
+        """Whether the wrapper or its layer is frozen (`trainable = False`; a layer frozen
+        before it was wrapped counts): training calls then keep the wrapper's state (a
+        pruning mask, activation ranges) as they are, as BatchNormalization keeps its
+        statistics."""
+        return not (self.trainable and self.layer.trainable)
 
     def kernel_mask(self):
         """The hook: the 0/1 mask of the kernel's weights kept, or None for none."""

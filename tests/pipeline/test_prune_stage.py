@@ -64,6 +64,40 @@ def test_exclude_takes_names_and_regular_expressions(data, tmp_path):
         assert np.count_nonzero(_kernel(tmp_path, "pruned", layer) == 0) == 0
 
 
+def test_a_prune_stage_trains_and_prunes_the_layers_the_incoming_model_held_frozen(data, tmp_path):
+    # A transfer stage leaves the lower backbone frozen, as may a loaded file. A frozen
+    # layer keeps its mask (as BatchNormalization its statistics), so the stage trains
+    # every layer but the frozen BatchNormalization: before, frozen kernels were masked
+    # without training to make up; the library alone would now leave them dense.
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(8, 3, name="conv"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.ReLU(),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(10, name="logits"),
+        ]
+    )
+    model.get_layer("conv").trainable = False
+    model.get_layer("bn").trainable = False
+    model.save(tmp_path / "frozen.keras")
+    stages = [
+        tfkd.pipeline.Load(str(tmp_path / "frozen.keras"), name="loaded"),
+        Prune(target_sparsity=0.5, epochs=1, batch_size=64, name="pruned"),
+    ]
+    report = _execute(stages, data, tmp_path / "run")
+    kernel = _kernel(tmp_path / "run", "pruned", "conv")
+    assert np.mean(kernel == 0) == pytest.approx(0.5, abs=0.02)
+    assert report.notes == ["pruned: trained 1 layers the incoming model held frozen"]
+    pruned = keras.saving.load_model(tmp_path / "run" / "stages" / "pruned" / "model.keras")
+    assert not pruned.get_layer("bn").trainable
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(pruned.get_layer("bn").moving_mean),
+        keras.ops.convert_to_numpy(model.get_layer("bn").moving_mean),
+    )
+
+
 @pytest.mark.parametrize(
     "prune, argument, message",
     [
@@ -191,6 +225,25 @@ def test_prune_channels_stage_shrinks_the_model_the_next_stages_get(data, tmp_pa
     rows = {row["name"]: row for row in report.rows}
     assert rows["prune_channels"]["parameters"] < 0.4 * rows["scratch"]["parameters"]
     assert rows["int8"]["accuracy"] is not None
+
+
+def test_the_stages_after_prune_channels_are_checked_before_any_stage_runs(data, tmp_path):
+    # prune_channels's output was unknown until trained, so the stages after it were
+    # not checked: a second quantize_aware failed after three stages had trained, each of
+    # its layers named as one it "cannot quantize-aware train".
+    stages = [
+        Train(STUDENT, epochs=1, name="scratch"),
+        PruneChannels(target_sparsity=0.5, epochs=1, batch_size=64, name="narrow"),
+        tfkd.pipeline.QuantizeAware(epochs=1, name="qat"),
+        tfkd.pipeline.QuantizeAware(epochs=1, name="again"),
+    ]
+    with pytest.raises(ValueError, match="receives a model that is already quantization-aware"):
+        _execute(stages, data, tmp_path)
+    assert not tmp_path.joinpath("stages").exists()  # nothing was trained
+    # The spec the checks build: the architecture with as many channels removed.
+    spec = tfkd.pipeline.architectures.shrunk(STUDENT, stages[1])
+    model = tfkd.pipeline.architectures.build(spec, data, seed=0)
+    assert [model.get_layer(name).filters for name in ("conv1", "conv2")] == [4, 8]
 
 
 def test_prune_channels_stage_checks_its_keys(tmp_path):

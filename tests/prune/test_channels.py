@@ -114,6 +114,32 @@ def test_masked_model_and_its_shrunk_copy_compute_the_same():
         np.testing.assert_array_equal(old, new)
 
 
+def test_a_batch_norm_naming_its_channel_axis_by_number_shrinks_with_its_producer():
+    # keras.applications' ResNet50, DenseNet and InceptionV3 write BatchNormalization(
+    # axis=3). Before, the masked model's inner BatchNormalization, never called in the
+    # graph, read as not over channels: shrink cut c1's channels but not c2's inputs
+    # ("weight shape (3, 3, 4, 4) is not compatible with (3, 3, 8, 4)").
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            L.Conv2D(8, 3, name="c1"),
+            L.BatchNormalization(axis=3, name="bn"),
+            L.ReLU(),
+            L.Conv2D(8, 3, name="c2"),
+            L.GlobalAveragePooling2D(),
+            L.Dense(4, name="logits"),
+        ]
+    )
+    x, y = _data((8, 8, 3))
+    masked = _fit(tfkd.prune.prune_channels(model, tfkd.prune.ConstantSparsity(0.5, 1)), x, y)
+    assert "c1" not in tfkd.prune.channel_groups(masked).skipped
+    shrunk = tfkd.prune.shrink(masked)
+    assert _shapes(shrunk)["c2"] == [(3, 3, 4, 4), (4,)]
+    np.testing.assert_allclose(
+        shrunk.predict(x, verbose=0), masked.predict(x, verbose=0), atol=1e-5
+    )
+
+
 def test_group_members_share_one_mask_that_follows_the_schedule():
     x, y = _data()
     schedule = tfkd.prune.PolynomialDecay(0.0, 0.75, begin_step=0, end_step=8, frequency=2)
@@ -128,6 +154,24 @@ def test_group_members_share_one_mask_that_follows_the_schedule():
     for name in ("bn1", "dw", "bn2", "c2"):
         assert masked.get_layer(name).group is leader.group
     assert isinstance(masked.get_layer("c3"), L.Conv2D)  # not included
+
+
+def test_a_frozen_producer_holds_its_group_s_mask_and_a_frozen_batch_norm_does_not():
+    # As for a pruned layer: a layer set `trainable = False` is left as it is by `fit`,
+    # and c2 (joined to c1 by the Add) makes the group's channels. Before, the mask moved
+    # on. A frozen BatchNormalization, the usual way to fine-tune, does not stop it.
+    x, y = _data()
+    schedule = tfkd.prune.PolynomialDecay(0.0, 0.75, begin_step=0, end_step=8, frequency=2)
+    masked = tfkd.prune.prune_channels(_branchy(), schedule, include=["c1"])
+    masked.get_layer("c2").trainable = False
+    _fit(masked, x, y, epochs=1)
+    leader = masked.get_layer("c1")
+    assert leader.kept_channels() == 16
+    assert int(keras.ops.convert_to_numpy(leader.pruning_step)) == 0
+    masked.get_layer("c2").trainable = True
+    masked.get_layer("bn1").trainable = False
+    _fit(masked, x, y, epochs=1)
+    assert leader.kept_channels() == 10
 
 
 def test_batch_norm_importance_keeps_the_largest_scales():

@@ -111,6 +111,32 @@ def test_inference_leaves_masks_and_step_alone():
     assert prune.summary(pruned).sparsity == 0.0
 
 
+@pytest.mark.parametrize("scope", ["layer", "global"])
+@pytest.mark.parametrize("frozen", ["before_pruning", "after_pruning"])
+def test_frozen_layers_keep_their_masks_and_schedule_step(scope, frozen):
+    # As Keras's BatchNormalization keeps its statistics: a layer set `trainable = False`
+    # (a frozen backbone, or the whole model), before or after `prune` wraps it, is left
+    # as it is by `fit`. Before, its mask and step moved on, pruning weights that could
+    # no longer train to make up; globally, the layers still training rank together.
+    x, y = random_images(64)
+    schedule = prune.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=4, frequency=1)
+    model = small_cnn(8, "student")
+    if frozen == "before_pruning":
+        model.get_layer("conv").trainable = False
+    pruned = prune.prune(model, schedule, scope=scope)
+    conv = pruned.get_layer("conv")
+    if frozen == "after_pruning":
+        conv.trainable = False
+    _trained_copy(pruned, x, y, epochs=1, batch_size=8)
+    rows = {row["name"]: row for row in prune.summary(pruned).layers}
+    assert rows["conv"]["sparsity"] == 0.0
+    assert int(keras.ops.convert_to_numpy(conv.pruning_step)) == 0
+    assert rows["logits"]["sparsity"] == pytest.approx(0.8, abs=0.01)
+    conv.trainable = True
+    _trained_copy(pruned, x, y, epochs=1, batch_size=8)
+    assert prune.summary(pruned).sparsity == pytest.approx(0.8, abs=0.01)
+
+
 def test_global_scope_uses_one_threshold_across_layers():
     pruned = prune.prune(
         small_cnn(8, "g"), prune.ConstantSparsity(0.7, frequency=1), scope="global"

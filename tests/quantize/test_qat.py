@@ -155,6 +155,35 @@ def _logits_loss():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
+def test_a_batch_norm_naming_a_dense_s_last_axis_by_number_is_folded():
+    # BatchNormalization(axis=1) after a Dense is over its features, as axis=-1 is.
+    # Before, QAT refused it ("must normalize the channels-last axis") and
+    # cluster_weights(fold_batch_norm=True) left it unfolded without a word.
+    def model(axis, shape=(6,)):
+        keras.utils.set_random_seed(0)
+        layers = [keras.layers.Dense(8, name="fc"), keras.layers.BatchNormalization(axis=axis)]
+        built = keras.Sequential([keras.Input(shape), *layers, keras.layers.Dense(3)])
+        norm = built.layers[1]
+        norm.set_weights([w + np.linspace(0.5, 1.5, len(w)) for w in norm.get_weights()])
+        return built
+
+    x = np.random.default_rng(0).normal(size=(16, 6)).astype("float32")
+    expected = _numpy(tfkd.quantize.quantize_aware(model(-1))(x))
+    for folded in (
+        tfkd.quantize.quantize_aware(model(1)),
+        tfkd.cluster.cluster_weights(model(1), 4, fold_batch_norm=True),
+    ):
+        assert any(
+            isinstance(layer, tfkd.quantize.FoldedBatchNormalization) for layer in folded.layers
+        )
+    np.testing.assert_allclose(
+        _numpy(tfkd.quantize.quantize_aware(model(1))(x)), expected, atol=1e-6
+    )
+    # On a sequence, axis 1 is its positions, not the Dense's features: still refused.
+    with pytest.raises(TypeError, match="must normalize the channels-last axis"):
+        tfkd.quantize.quantize_aware(model(1, shape=(5, 6)))
+
+
 def test_rejects_models_it_cannot_quantize():
     class Subclassed(keras.Model):
         def call(self, inputs):
@@ -403,6 +432,47 @@ def test_first_call_sets_the_range_and_training_continues_from_it():
     quantizer(np.array([[-3.0, 1.0]], "float32"), training=True)
     assert (float(_numpy(quantizer.min_value)), float(_numpy(quantizer.max_value))) == (-2.0, 2.0)
     assert int(_numpy(quantizer.tracked_steps)) == 1
+
+
+def test_a_frozen_quantizer_keeps_its_range_in_training():
+    # As Keras's BatchNormalization keeps its statistics when frozen. Before, a frozen
+    # QAT layer's ranges moved on with every training batch.
+    quantizer = tfkd.quantize.ActivationQuantizer(decay=0.5)
+    quantizer(np.array([[-1.0, 3.0]], "float32"), training=True)
+    quantizer.trainable = False
+    quantizer(np.array([[-3.0, 1.0]], "float32"), training=True)
+    assert (float(_numpy(quantizer.min_value)), float(_numpy(quantizer.max_value))) == (-1.0, 3.0)
+    assert int(_numpy(quantizer.tracked_steps)) == 1
+    # A fresh frozen quantizer still takes its first batch's range, as inference does.
+    fresh = tfkd.quantize.ActivationQuantizer(decay=0.5)
+    fresh.trainable = False
+    fresh(np.array([[0.5, 4.0]], "float32"), training=True)
+    assert (float(_numpy(fresh.min_value)), float(_numpy(fresh.max_value))) == (0.0, 4.0)
+
+
+@pytest.mark.parametrize("frozen", ["before_qat", "after_qat"])
+def test_fit_leaves_a_frozen_layer_s_ranges_alone(frozen):
+    x, _ = random_images(64)
+    model = small_cnn(8, "student")
+    if frozen == "before_qat":
+        model.get_layer("conv").trainable = False
+    model = tfkd.quantize.quantize_aware(model)
+    model.predict(x[:8], verbose=0)  # sets the ranges
+    conv = model.get_layer("conv")
+    if frozen == "after_qat":
+        conv.trainable = False
+    ranges = [q for q in conv._flatten_layers() if hasattr(q, "tracked_steps")]
+    before = [_numpy(v).copy() for q in ranges for v in q.variables]
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(x, np.zeros((64, 3), "float32"), epochs=1, batch_size=16, verbose=0)
+    after = [_numpy(v) for q in ranges for v in q.variables]
+    assert ranges and len(before) == 3 * len(ranges)
+    for old, new in zip(before, after):
+        np.testing.assert_array_equal(old, new)
+    trained = [
+        q for q in model.get_layer("logits")._flatten_layers() if hasattr(q, "tracked_steps")
+    ]
+    assert trained and all(int(_numpy(q.tracked_steps)) == 4 for q in trained)
 
 
 def test_first_training_batch_of_a_fresh_quantizer_sets_the_range():

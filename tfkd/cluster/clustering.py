@@ -32,7 +32,8 @@ def cluster_weights(
 ):
     """Returns a copy of `model` whose kernels share `clusters` trained values each.
 
-    Each selected layer's kernel is clustered by k-means on its current weights and
+    Each selected layer's kernel (a SeparableConv's pointwise kernel: its depthwise
+    kernel keeps its values) is clustered by k-means on its current weights and
     wrapped in a `ClusteredLayer`; fine-tune the result with `fit` (or as a
     `tfkd.Distiller` student): the centroids and, straight through, the weights train, and
     the layer computes with each weight's nearest centroid.

@@ -40,6 +40,32 @@ RECALIBRATION_BATCHES = 10
 RECALIBRATION_BATCH_SIZE = 256
 
 
+def train_every_layer(model):
+    """Makes every layer of `model` trainable but its frozen BatchNormalization layers
+    (which keep their moving statistics in `fit` only so, keras-team/keras#20285); returns
+    how many layers with weights it unfroze. A training stage trains the whole model it
+    gets: a transfer stage leaves the lower backbone frozen, and a frozen layer would
+    keep its pruning mask or quantization ranges and never learn to make up for them."""
+    from tfkd import _graph
+
+    frozen_norms = [layer for layer in _graph.batch_norm_layers(model) if not layer.trainable]
+    unfrozen = [
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if not layer.trainable
+        and layer.weights
+        and layer not in frozen_norms
+        and not list(layer._flatten_layers(include_self=False))
+    ]
+    # Layer by layer: on TensorFlow, Keras skips setting `trainable` to the value a layer
+    # already has, so `model.trainable = True` would not reach its frozen layers.
+    for layer in model._flatten_layers(include_self=True):
+        layer.trainable = True
+    for layer in frozen_norms:
+        layer.trainable = False
+    return len(unfrozen)
+
+
 def recompute_moving_statistics(
     model, x, seed=0, batches=RECALIBRATION_BATCHES, batch_size=RECALIBRATION_BATCH_SIZE
 ):

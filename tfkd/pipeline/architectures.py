@@ -97,13 +97,16 @@ def build(spec, data, seed):
     A Keras model is copied with its weights (a pretrained model stays pretrained), and
     the caller's model is left as it was. A `clustered` spec (only a `cluster` stage's
     output, see `clustered`) gives the model its stage clusters, stripped; a `quantized`
-    one (a `quantize_aware` stage's) the model quantization-aware; a `transfer`
+    one (a `quantize_aware` stage's) the model quantization-aware; a `shrunk` one (a
+    `prune_channels` stage's) the model with as many channels removed; a `transfer`
     spec (only a `transfer` stage's output) the classifier that stage makes, untrained.
     """
     if isinstance(spec, dict) and "clustered" in spec:
         return spec["stage"].clustered(build(spec["clustered"], data, seed), stripped=True)
     if isinstance(spec, dict) and "quantized" in spec:
         return spec["stage"].quantized(build(spec["quantized"], data, seed))
+    if isinstance(spec, dict) and "shrunk" in spec:
+        return spec["stage"].shrunk(build(spec["shrunk"], data, seed))
     if isinstance(spec, dict) and "transfer" in spec:
         return spec["transfer"].classifier(data)
     if isinstance(spec, KerasModel):
@@ -136,6 +139,12 @@ def quantized(spec, stage):
     return None if spec is None else {"quantized": spec, "stage": stage}
 
 
+def shrunk(spec, stage):
+    """The spec of the model `stage` (a `prune_channels` stage) makes from `spec`'s, or
+    None where `spec` is None (unknown)."""
+    return None if spec is None else {"shrunk": spec, "stage": stage}
+
+
 def may_be_quantized(spec):
     """Whether the model of `spec` may be quantization-aware: False where the spec says
     it is not (an architecture, a preset, an application, a transfer stage's classifier),
@@ -145,6 +154,8 @@ def may_be_quantized(spec):
         spec = spec["clustered"]
     if isinstance(spec, dict) and "quantized" in spec:
         return True
+    if isinstance(spec, dict) and "shrunk" in spec:
+        return False  # `shrink` gives plain Keras layers
     if isinstance(spec, KerasModel):
         from tfkd.quantize import is_quantized
 

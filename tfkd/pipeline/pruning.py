@@ -235,7 +235,17 @@ class PruneChannels(Prune):
         self.importance = importance
 
     def _output_spec(self, incoming):
-        return None  # narrower layers than the incoming architecture, known once trained
+        # The incoming architecture with as many channels removed (which ones, training
+        # decides), so that the stages after it are checked before any runs: before, None
+        # (unknown) left them unchecked, and a second quantize_aware failed after training.
+        return architectures.shrunk(architectures.trained(incoming), self)
+
+    def shrunk(self, model):
+        """`model` with the channels this stage removes, for the checks before a run: as
+        many of each group, by weight norm (an untrained build's)."""
+        from tfkd.prune import shrink
+
+        return shrink(model, self.target_sparsity, exclude=self.exclude)
 
     def _check_input_model(self, build, incoming):
         from tfkd.prune.channels import check_selection

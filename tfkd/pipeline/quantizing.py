@@ -40,9 +40,19 @@ class QuantizeAware(_Training):
         self.preserve_clusters = preserve_clusters
 
     def _check_input_model(self, build, incoming):
+        from tfkd.quantize import is_quantized
         from tfkd.quantize.qat import check_clustered, check_supported
 
         model = build()
+        if is_quantized(model):
+            # Before: each of its layers named as one it "cannot quantize-aware train".
+            raise invalid_argument(
+                "from_stage",
+                f"Stage {self.name!r} (quantize_aware) receives a model that is already "
+                "quantization-aware (a quantize_aware stage before it made it so). Received: "
+                f"from_stage={self.from_stage!r} (None: the stage before). Train it on in "
+                "that stage (more `epochs`), or give this one the float model it came from.",
+            )
         try:
             check_supported(model)
         except TypeError as error:

@@ -268,6 +268,7 @@ class _Training(Stage):
     def train(self, model, context, augmented_copies=0):
         """Trains `model` in place: distilled from `teacher` when given, else on labels.
 
+        Every layer trains, but frozen BatchNormalization layers (`_fit.train_every_layer`).
         Without a teacher it trains on the labelled examples only (each batch
         augmented in the step with `augmentation`); with one, on every training
         image, the hidden labels passed on as `UNLABELED` (the Distiller's task loss
@@ -280,6 +281,7 @@ class _Training(Stage):
         if epochs == 0:
             return {"epochs": 0}
         x, y = self._training_data(context, augmented_copies)
+        unfrozen = _fit.train_every_layer(model)
         student, propagation = model, None
         if self.teacher:
             model, x, propagation = self._distiller(model, context, x, augmented_copies)
@@ -298,6 +300,10 @@ class _Training(Stage):
         if propagation:
             details["propagation"] = propagation
             details["notes"] = [_propagation_note(propagation)]
+        if unfrozen:
+            note = f"trained {unfrozen} layers the incoming model held frozen"
+            details.setdefault("notes", []).append(note)
+            context.log(note)
         return details
 
     def _training_data(self, context, augmented_copies):

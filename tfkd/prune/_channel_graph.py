@@ -328,11 +328,14 @@ def _is_last_axis(layer):
 
 
 def _rank(layer):
-    """The rank of `layer`'s output, or 0 when it was never called."""
+    """The rank of `layer`'s input (the layers asked about keep it), or 0 when it was
+    neither called in a graph nor built. A layer inside tfkd's wrapper was never called
+    in the graph, only built: before, a BatchNormalization(axis=3) (ResNet50's) read as
+    not over channels there, and `shrink` cut its producer but not the consumer."""
     try:
         return len(layer.output.shape)
     except (AttributeError, ValueError):
-        return 0
+        return _graph.built_rank(layer) or 0
 
 
 def _keeps_zero(layer):

@@ -58,6 +58,14 @@ class ChannelGroup(PruningGroup):
     def leader(self):
         return self.members[0]
 
+    def frozen(self):
+        """Whether a layer that makes the group's channels is frozen (`trainable = False`):
+        the mask then stays as it is, as a frozen layer's pruning mask does. A frozen
+        BatchNormalization (the usual way to fine-tune) does not hold it."""
+        return any(
+            not (m.trainable and m.layer.trainable) for m in self.members if m.role == "producer"
+        )
+
     def scores(self, importance):
         producers = [m for m in self.members if m.role == "producer"]
         kernels = [m.layer.kernel for m in producers]
@@ -75,8 +83,10 @@ class ChannelMask(keras.layers.Wrapper):
     The group's first member recomputes the mask in training calls at the steps the
     schedule names, keeping the channels with the highest importance; the others read it,
     so a convolution, its BatchNormalization and the layers an `Add` joins it with lose
-    the same channels. Use `tfkd.prune.prune_channels` to wrap a whole model, and
-    `tfkd.prune.shrink` to remove the masked channels.
+    the same channels. While a layer making the group's channels is frozen
+    (`trainable = False`), the mask and step stay as they are. Use
+    `tfkd.prune.prune_channels` to wrap a whole model, and `tfkd.prune.shrink` to remove
+    the masked channels.
 
     Args:
         layer: a Dense or convolution layer (it makes the channels), a
@@ -105,6 +115,7 @@ class ChannelMask(keras.layers.Wrapper):
             )
         check_importance(importance)
         kwargs.setdefault("name", layer.name)
+        kwargs.setdefault("trainable", layer.trainable)  # as `KernelWrapper` does
         super().__init__(layer, **kwargs)
         self.role = _role(layer)
         self.schedule = schedules.get(schedule)
@@ -138,7 +149,7 @@ class ChannelMask(keras.layers.Wrapper):
         # The arguments the wrapped layer's graph node recorded (a BatchNormalization's
         # `mask`) pass through, so a shrunk model can call the plain layer with them.
         outputs = self.layer(inputs, training=training, **kwargs)
-        if training:
+        if training and not self.group.frozen():
             if self.role == "producer" and self.importance == "taylor":
                 self._update_taylor_score()
             if self.group.leader is self:

@@ -26,7 +26,8 @@ _SUBCLASSED_FIX = (
 def prune(model, schedule, *, pattern="unstructured", scope="layer", include=None, exclude=None):
     """Returns a copy of `model` whose kernels are pruned by magnitude during training.
 
-    Each selected layer is wrapped in a `PrunedLayer` that masks its kernel and updates
+    Each selected layer is wrapped in a `PrunedLayer` that masks its kernel (a
+    SeparableConv's pointwise kernel: its depthwise kernel stays dense) and updates
     the mask by itself in training calls, following `schedule`; train the result with
     `fit`, or as the student of a `tfkd.Distiller`. `model` itself is not changed. Call
     `strip` on the trained model to get plain Keras layers with the zeros in place.

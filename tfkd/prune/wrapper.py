@@ -44,13 +44,15 @@ class PruningGroup:
 
     def mask_of(self, member, sparsity):
         """`member`'s new mask when the group's kernels, together, lose the fraction
-        `sparsity` of their weights, those of smallest magnitude."""
-        magnitudes = [ops.reshape(ops.abs(m.pruned_kernel()), (-1,)) for m in self.members]
-        previous = [ops.reshape(m.mask, (-1,)) for m in self.members]
+        `sparsity` of their weights, those of smallest magnitude. Frozen members
+        (`trainable = False`) keep their masks and are left out of the ranking."""
+        members = [m for m in self.members if not m.frozen()]
+        magnitudes = [ops.reshape(ops.abs(m.pruned_kernel()), (-1,)) for m in members]
+        previous = [ops.reshape(m.mask, (-1,)) for m in members]
         keep = masks.magnitude_mask(
             ops.concatenate(magnitudes, axis=0), sparsity, ops.concatenate(previous, axis=0)
         )
-        index = next(i for i, m in enumerate(self.members) if m is member)
+        index = next(i for i, m in enumerate(members) if m is member)
         start = sum(int(magnitude.shape[0]) for magnitude in magnitudes[:index])
         own = ops.slice(keep, [start], [magnitudes[index].shape[0]])
         return ops.reshape(own, ops.shape(member.mask))
@@ -96,7 +98,8 @@ class PrunedLayer(KernelWrapper):
     model calls it at several places (except in JAX's eager steps, `run_eagerly=True` or
     `jit_compile=False`: there, once a call), and, at the steps its schedule names,
     recomputes its mask from the magnitudes of the kept weights; pruned weights never
-    come back. Inference calls leave the mask alone. The update runs
+    come back. Inference calls, and training calls while the layer is frozen
+    (`trainable = False`, as BatchNormalization), leave the mask and step alone. The update runs
     inside the layer, so `fit` (plain, or as a `tfkd.Distiller` student) needs no
     callback. Use `tfkd.prune.prune` to wrap the layers of a whole model; wrap layers
     directly only inside a subclassed model.
@@ -167,7 +170,9 @@ class PrunedLayer(KernelWrapper):
         return self.masked_kernel()
 
     def call(self, inputs, training=False):
-        if training and self._first_call_of_step():
+        # Frozen, it keeps its mask and step: its weights cannot train to make up for a
+        # new mask.
+        if training and not self.frozen() and self._first_call_of_step():
             self._update_mask()
         return _kernels.forward(self.layer, inputs, self.pruned_kernel())
 

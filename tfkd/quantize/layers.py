@@ -29,7 +29,8 @@ class ActivationQuantizer(keras.layers.Layer):
     maximum (always containing 0), so a quantization-aware model computes what its
     float model computes, up to int8 rounding, before any training. Later training
     calls move the range towards each batch's (an exponential moving average);
-    later inference calls use it as it is.
+    later inference calls, and training calls while the layer is frozen
+    (`trainable = False`, as BatchNormalization), use it as it is.
 
     Args:
         decay: weight of the old range in the moving average. Defaults to `0.999`.
@@ -60,7 +61,8 @@ class ActivationQuantizer(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=False):
-        if training:
+        # Frozen (`trainable = False`), it keeps its range, as BatchNormalization does.
+        if training and self.trainable:
             self._track(inputs)
         elif not exporting():  # an exported graph must not assign variables
             self._initialize(inputs)
@@ -216,6 +218,8 @@ class QuantizeWrapper(KernelWrapper):
     def build_state(self, input_shape):
         if self.batch_norm is not None and not self.batch_norm.built:
             self.batch_norm.build(self.layer.compute_output_shape(input_shape))
+        if self.batch_norm is not None:
+            check_foldable(self.layer, self.batch_norm)  # its axis, by number, now known
         if self.preserve_sparsity:
             self.sparsity_mask = self.add_weight(
                 name="sparsity_mask",
@@ -316,16 +320,18 @@ class QuantizeWrapper(KernelWrapper):
         return ops.reshape(quantized, shape)
 
     def call(self, inputs, training=False, mask=None):
+        # A frozen wrapper's quantizers keep their ranges (`ActivationQuantizer`).
+        tracking = training and not self.frozen()
         if self.input_quantizer is not None:
             if isinstance(inputs, (list, tuple)):  # a merge layer reading several model inputs
-                inputs = [self.input_quantizer(item, training=training) for item in inputs]
+                inputs = [self.input_quantizer(item, training=tracking) for item in inputs]
             else:
-                inputs = self.input_quantizer(inputs, training=training)
+                inputs = self.input_quantizer(inputs, training=tracking)
         if self._kernel_name is None:
             extra = {} if mask is None or not self._takes_mask else {"mask": mask}
             outputs = self.layer(inputs, training=training, **extra)
             if self.output_quantizer is not None:
-                outputs = self.output_quantizer(outputs, training=training)
+                outputs = self.output_quantizer(outputs, training=tracking)
         else:
             kernel, bias = self.quantized_kernel_and_bias()
             # A softmax's input (the logits) is quantized too: TFLite runs it as its own op.
@@ -333,7 +339,7 @@ class QuantizeWrapper(KernelWrapper):
                 self.layer, inputs, kernel, bias, activation=not self._softmax
             )
             if self.output_quantizer is not None:
-                outputs = self.output_quantizer(outputs, training=training)
+                outputs = self.output_quantizer(outputs, training=tracking)
             if self._softmax:
                 outputs = self.layer.activation(outputs)
         if self._softmax:
@@ -469,8 +475,15 @@ def check_foldable(layer, batch_norm):
             f"{layer.name!r}: that layer applies an activation before the normalization."
         )
     channels_last = getattr(layer, "data_format", "channels_last") == "channels_last"
+    # The last axis by number too: a convolution's rank + 1, or the normalized input's
+    # rank - 1 (a Dense's: before, BatchNormalization(axis=1) after one was refused).
+    # Unbuilt copies (the wrapper's) are checked again once built.
     last_axis = {-1} | ({layer.rank + 1} if hasattr(layer, "rank") else set())
-    if batch_norm.axis not in last_axis or not channels_last:
+    rank = _graph.built_rank(batch_norm) or _graph.built_rank(layer)
+    if rank is not None:
+        last_axis.add(rank - 1)
+    unknown = rank is None and isinstance(batch_norm.axis, int) and batch_norm.axis >= 0
+    if (batch_norm.axis not in last_axis and not unknown) or not channels_last:
         raise ValueError(
             f"BatchNormalization {batch_norm.name!r} cannot be folded into layer "
             f"{layer.name!r}: it must normalize the channels-last axis. Received: "
