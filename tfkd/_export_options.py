@@ -34,6 +34,19 @@ LITERT_IO_DTYPES = {"static_int8": ("float32", "int8"), "static_int16x8": ("floa
 LITERT_CALIBRATIONS = ("min_max", "moving_average")
 
 
+def dtype_name(value):
+    """`value` as a dtype's name where numpy reads it as one (`np.int8`, `np.dtype("int8")`
+    give `"int8"`); anything else as it is, for the caller's check to name."""
+    if isinstance(value, str):
+        return value
+    import numpy as np
+
+    try:
+        return np.dtype(value).name
+    except TypeError:
+        return value
+
+
 def check_litert_arguments(recipe, overrides, io_dtype, calibration, calibration_samples):
     """`litert_quantize`'s checks, which need no LiteRT. Each error has an `argument`
     attribute naming the argument it is about (the pipeline points configs at it)."""

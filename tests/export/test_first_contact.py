@@ -254,6 +254,53 @@ def test_predict_and_evaluate_refuse_nan_inputs(tmp_path):
     assert lite.predict(x[:, :, :, 0]).shape == (16, 3)  # a channel axis of 1 is added
 
 
+def test_evaluate_and_compare_refuse_a_file_that_computes_nan(tmp_path):
+    # A file from another tool (TensorFlow's converter here) computes log(x): NaN for the
+    # negative inputs. Before: evaluate scored their argmax (0), accuracy 1.0 on labels of
+    # 0, and compare counted them as agreeing with Keras.
+    import tensorflow as tf
+
+    function = tf.function(tf.math.log).get_concrete_function(tf.TensorSpec((None, 3)))
+    path = tmp_path / "log.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions([function]).convert())
+    lite = tfkd.TFLiteModel(path)
+    x = np.array([[-1.0, 2.0, 3.0]] * 4 + [[1.0, 2.0, 3.0]] * 4, "float32")
+    assert np.isnan(lite.predict(x)).sum() == 4  # predict gives the outputs as they are
+    message = r"The file computes 4 NaN or infinite values \(of 24\) in its output 0"
+    with pytest.raises(ValueError, match=message):
+        lite.evaluate(x, np.zeros(8, int))
+    keras_model = keras.Sequential([keras.Input((3,)), keras.layers.Activation("linear")])
+    with pytest.raises(ValueError, match=message):
+        lite.compare(keras_model, x)
+    assert lite.evaluate(x[4:], np.full(4, 2))["accuracy"] == 1.0
+
+
+def test_a_model_taking_strings_is_refused_with_what_to_export_instead(tmp_path):
+    # Keras's "preprocessing inside the model": before, numpy's "data type 'string' not
+    # understood", or, given strings to calibrate on, advice to cast them to float32.
+    vectorize = keras.layers.TextVectorization(max_tokens=20, output_sequence_length=4)
+    vectorize.adapt(["a b c", "b c d"])
+    text = keras.Input((1,), dtype="string", name="text")
+    ids = keras.layers.Flatten()(keras.layers.Embedding(20, 4)(vectorize(text)))
+    model = keras.Model(text, keras.layers.Dense(3)(ids))
+    message = r"must take numbers.*Received: model .* with string inputs \['text'\]"
+    for options in ({}, {"select_tf_ops": True, "representative_data": np.array([["a b"]])}):
+        with pytest.raises(ValueError, match=message):
+            tfkd.export_tflite(model, tmp_path / "text.tflite", **options)
+    assert not (tmp_path / "text.tflite").exists()
+
+
+def test_io_dtype_takes_numpy_s_dtypes_as_their_names(tmp_path):
+    # Before: np.int8 was refused while "int8" and np.dtype("int8") passed.
+    x, _ = random_images(32)
+    report = tfkd.export_tflite(
+        small_cnn(4, "io"), tmp_path / "m.tflite", "int8", representative_data=x, io_dtype=np.int8
+    )
+    assert tfkd.TFLiteModel(report.path).input_dtype == "int8"
+    with pytest.raises(ValueError, match=r"Received: io_dtype='int16'"):
+        tfkd.export_tflite(small_cnn(4, "io"), tmp_path / "n.tflite", io_dtype=np.int16)
+
+
 def _confident_softmax_model():
     model = small_cnn(8, "confident", softmax=True)
     layer = model.get_layer("logits")

@@ -242,6 +242,27 @@ def test_several_inputs_and_outputs_are_checked_in_the_models_order(tmp_path, mo
     assert not (tmp_path / "multi_bad.tflite").exists()
 
 
+def test_a_model_built_on_a_dict_of_inputs_exports_and_compares(tmp_path):
+    # `keras.Model({"zeta": ..., "alpha": ...}, outputs)`, as named inputs are often
+    # written. Before: the export called it on a list, which Keras refuses for a dict
+    # ("The structure of `inputs` doesn't match"), with or without data.
+    first, second = keras.Input((4,), name="zeta"), keras.Input((3,), name="alpha")
+    joined = keras.layers.Concatenate()([keras.layers.Dense(5)(first), second])
+    model = keras.Model({"zeta": first, "alpha": second}, keras.layers.Dense(3)(joined))
+    rng = np.random.default_rng(0)
+    x = {"zeta": rng.normal(size=(64, 4)), "alpha": rng.normal(size=(64, 3))}
+    x = {name: array.astype("float32") for name, array in x.items()}
+    expected = keras.ops.convert_to_numpy(model(x))
+    for quantization, data in ((None, None), ("int8", x)):
+        path = tmp_path / f"{quantization}.tflite"
+        report = tfkd.export_tflite(model, path, quantization, representative_data=data)
+        assert report.keras_agreement["top1_agreement"] >= 0.9
+        lite = tfkd.TFLiteModel(path)
+        atol = 1e-5 if quantization is None else 0.2
+        np.testing.assert_allclose(lite.predict(x), expected, atol=atol)
+        assert lite.compare(model, x)["max_abs_diff"] < atol
+
+
 def test_tflitemodel_runs_a_file_with_several_inputs_fed_by_name(tmp_path):
     # Before: TFLiteModel refused any file with more than one input ("runs single-input
     # models"), so a two-input model's file could be exported but not evaluated.

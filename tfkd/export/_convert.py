@@ -133,14 +133,14 @@ def _concrete_function(model, batch=None):
     import tensorflow as tf
 
     from tfkd.export import _tracing
-    from tfkd.export._signature import model_inputs
+    from tfkd.export._signature import call_structure, model_inputs
 
     inputs = model_inputs(model)
     specs = [tf.TensorSpec((batch, *item.shape), item.dtype, name=item.name) for item in inputs]
 
     @tf.function
     def serve(*tensors):
-        return model(list(tensors) if len(tensors) > 1 else tensors[0], training=False)
+        return model(call_structure(model, tensors), training=False)
 
     try:
         with _tracing.for_the_converter():

@@ -9,6 +9,7 @@ import numpy as np
 from tfkd import _graph
 from tfkd._stand_ins import fewest_ids, stand_in
 from tfkd.export._interpreter import Runner, one_score, top1_agreement
+from tfkd.export._signature import call_structure
 
 CHECK_SAMPLES = 32
 _FLOAT_TOLERANCE = 1e-3
@@ -41,7 +42,7 @@ def keras_outputs(model, inputs, samples):
         x = [stand_in(item, ids, CHECK_SAMPLES) for item in inputs]
     else:
         x = [array[:CHECK_SAMPLES] for array in samples]
-    outputs = model.predict(x[0] if len(x) == 1 else x, verbose=0)
+    outputs = model.predict(call_structure(model, x), verbose=0)
     expected = [
         output if output.dtype.kind in "iub" else output.astype(np.float32)
         for output in map(np.asarray, keras.tree.flatten(outputs))

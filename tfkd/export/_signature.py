@@ -33,6 +33,16 @@ def model_inputs(model):
     return _from_build_config(model)
 
 
+def call_structure(model, arrays):
+    """`arrays`, one per input in the order of `model.inputs`, as `model` takes them: one
+    array, a list, or the dict a functional model was built on, which Keras does not
+    take as a list."""
+    structure = getattr(model, "_inputs_struct", None)
+    if isinstance(structure, dict):
+        return keras.tree.pack_sequence_as(structure, list(arrays))
+    return arrays[0] if len(arrays) == 1 else list(arrays)
+
+
 def _from_build_config(model):
     config = model.get_build_config() or {}
     shape = config.get("input_shape")

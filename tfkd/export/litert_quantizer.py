@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 
 from tfkd import _atomic, _checks
-from tfkd._export_options import LITERT_RECIPES, check_litert_arguments
+from tfkd._export_options import LITERT_RECIPES, check_litert_arguments, dtype_name
 from tfkd.export import _interpreter
 from tfkd.export.report import ExportReport
 
@@ -83,6 +83,7 @@ def litert_quantize(
             quantizer refuses for a layer (the message names it); a file LiteRT cannot
             prepare or run on `data` (its words, and the file's name).
     """
+    io_dtype = dtype_name(io_dtype)
     check_litert_arguments(recipe, overrides, io_dtype, calibration, calibration_samples)
     if hasattr(source, "layers"):
         from tfkd.export.tflite import check_float_model

@@ -182,7 +182,8 @@ class TFLiteModel:
 
         Raises:
             ValueError: `y` does not hold one integer label per sample, the file has
-                several outputs, or `x` holds NaN or infinite values (as for `predict`).
+                several outputs, `x` holds NaN or infinite values (as for `predict`), or
+                the file computes NaN or infinite outputs (their argmax would score).
         """
         if self.num_outputs != 1:
             raise ValueError(
@@ -210,6 +211,7 @@ class TFLiteModel:
         labels = check_labels(y, count)
         _checks.check_number("batch_size", batch_size, low=1, integer=True)
         outputs = self._run_in_batches(arrays, batch_size, verbose).astype(np.float64)
+        self._check_finite_outputs(outputs, 0)
         if from_logits is None:
             from_logits = not (softmax_outputs(self.path)[0] or _sums_to_one(outputs))
         log_probabilities = _log_probabilities(outputs, from_logits)
@@ -303,10 +305,23 @@ class TFLiteModel:
                 )
             # NaN outputs agree on their argmax (0): they would read as full agreement.
             _checks.check_finite_array(f"keras_model's output {index}", ours)
+            self._check_finite_outputs(theirs, index)
         return {
             "top1_agreement": min(top1_agreement(a, b, activation) for a, b in pairs),
             "max_abs_diff": max(float(np.max(np.abs(a - b))) for a, b in pairs),
         }
+
+    def _check_finite_outputs(self, outputs, index):
+        """Raises where the file's output `index` holds NaN or infinite values: their
+        argmax (0) would score as a prediction, or agree with the Keras model's."""
+        finite = np.isfinite(outputs)
+        if not finite.all():
+            raise ValueError(
+                f"The file computes {int(np.sum(~finite))} NaN or infinite values (of "
+                f"{outputs.size}) in its output {index} on these finite inputs, which no "
+                f"score can count: {self.path!r}. Check it with `predict(x)`, and export the "
+                "model again (`tfkd.export_tflite` checks the file against Keras)."
+            )
 
     def _arrays(self, x):
         """`x` as one checked array per input, in the file's order."""
@@ -332,10 +347,13 @@ class TFLiteModel:
 
     def _for_file_and_keras(self, keras_model, x):
         """`x` for a file with several inputs, as the file takes it (a dict by
-        `input_names`) and as `keras_model` does (a list in the order of its inputs, each
-        dequantized where it is of that input's integer dtype in the file). The file's
-        inputs are matched to the model's by name where the names are the same (tfkd's
-        exports), else by position (a subclassed model's, names TensorFlow did not keep)."""
+        `input_names`) and as `keras_model` does (a list in the order of its inputs, or
+        the dict it was built on, each dequantized where it is of that input's integer
+        dtype in the file). The file's inputs are matched to the model's by name where the
+        names are the same (tfkd's exports), else by position (a subclassed model's, names
+        TensorFlow did not keep)."""
+        from tfkd.export._signature import call_structure
+
         keras_names = [tensor.name for tensor in getattr(keras_model, "inputs", None) or []]
         inputs = {details["name"]: details for details in self._runner.inputs}
         if sorted(keras_names) == sorted(inputs):
@@ -361,7 +379,7 @@ class TFLiteModel:
             else array
             for details, array in zip(in_keras_order, arrays)
         ]
-        return for_file, for_keras
+        return for_file, call_structure(keras_model, for_keras)
 
     def _fit_rank(self, x, details=None):
         return fit_rank(x, details or self._input)

@@ -25,7 +25,8 @@ class ExportReport:
             Keras model on up to 32 calibration (or random) inputs (over several
             outputs: the lowest agreement, the largest difference; as
             `TFLiteModel.compare` says for a binary classifier's one score and for class
-            ids); `None` for multi-input models.
+            ids); `None` where no Keras model was compared (`ExportReport.from_file`,
+            `litert_quantize`).
         layer_errors: from `litert_quantize`, the float-vs-quantized error of each
             tensor (the `.errors.json` written beside the file); else `None`.
     """

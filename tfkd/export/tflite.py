@@ -18,7 +18,7 @@ from tfkd._checks import (
     check_output_file,
 )
 from tfkd._export_options import IO_DTYPES as _IO_DTYPES
-from tfkd._export_options import PER_TENSOR_QUANTIZATIONS, QUANTIZATIONS
+from tfkd._export_options import PER_TENSOR_QUANTIZATIONS, QUANTIZATIONS, dtype_name
 from tfkd.export import _representative, _signature
 from tfkd.export._keras_check import CHECK_SAMPLES, check_against_keras, keras_outputs
 from tfkd.export.model import check_verbose
@@ -119,6 +119,7 @@ def export_tflite(
     report.float_ops  # []
     ```
     """
+    io_dtype = dtype_name(io_dtype)
     _validate(model, quantization, representative_data, io_dtype, sparsity, select_tf_ops)
     _check_per_channel(model, per_channel, quantization)
     path = check_output_file(path)
@@ -208,6 +209,7 @@ def _inputs_and_samples(model, representative_data, limit):
     first calibration batch.
     """
     inputs = _signature.model_inputs(model)
+    _check_numeric_inputs(model, inputs)
     samples = None
     if representative_data is not None:
         samples = _representative.collect(representative_data, inputs, limit)
@@ -216,6 +218,28 @@ def _inputs_and_samples(model, representative_data, limit):
     if samples is not None:
         samples = _representative.as_model_inputs(samples, inputs)
     return inputs, samples
+
+
+def _check_numeric_inputs(model, inputs):
+    """Refuses inputs of strings (a TextVectorization or StringLookup inside the model):
+    no stand-in or calibration input is made of them.
+    Before: numpy's "data type 'string' not understood", or advice to cast text to float."""
+    strings = [item.name for item in inputs or [] if not _numeric(item.dtype)]
+    if strings:
+        raise ValueError(
+            "`model` must take numbers: tfkd calibrates and checks the file on numeric "
+            "inputs, and LiteRT's builtin kernels do not tokenize text. Received: model "
+            f"{model.name!r} with string inputs {strings} (a TextVectorization or StringLookup "
+            "inside it?). Export the model that takes its output instead, and turn text into "
+            "token ids outside it (`tfkd.text` writes a WordPiece vocabulary and tokenizer for "
+            "the file)."
+        )
+
+
+def _numeric(dtype):
+    dtype = keras.backend.standardize_dtype(dtype)
+    backend = keras.backend
+    return dtype == "bool" or backend.is_float_dtype(dtype) or backend.is_int_dtype(dtype)
 
 
 def _validate(model, quantization, representative_data, io_dtype, sparsity, select_tf_ops):
