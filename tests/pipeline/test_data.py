@@ -140,3 +140,17 @@ def test_bad_arguments(data):
         Data.load("cifar")
     with pytest.raises(ValueError, match="`train_size` must be a positive integer"):
         Data.load("fashion_mnist", train_size=0)
+
+
+def test_class_names_that_miss_a_class_are_named_as_the_cause():
+    # Before: "`num_classes` must be >= 2 and above every label. Received: num_classes=2",
+    # an argument the .npz's user never gave.
+    x = np.zeros((6, 4, 4, 1), "float32")
+    y = np.array([0, 1, 2, 0, 1, 2])
+    with pytest.raises(
+        ValueError,
+        match=r"`class_names` must name every class: the labels go up to 2, 3 classes. "
+        r"Received: 2 class_names \['a', 'b'\]",
+    ):
+        Data(x, y, x, y, class_names=["a", "b"])
+    assert Data(x, y, x, y, class_names=["a", "b", "c"]).num_classes == 3

@@ -187,6 +187,11 @@ def test_bad_data_is_refused_before_any_work_naming_the_key_and_the_path(folder,
     assert "data.npz: The .npz file lacks the arrays ['y_train', 'x_test', 'y_test']" in message
     (message,) = _errors(tmp_path, "{name: mnist, npz: partial.npz}")
     assert "exactly one of `name`" in message
+    # The key given, or `data` itself where none is (before: "data.data" for both).
+    (message,) = _errors(tmp_path, "{npz: null}")
+    assert ": data.npz: The data must be given by exactly one of" in message
+    (message,) = _errors(tmp_path, "{}")
+    assert ": data: The data must be given by exactly one of" in message
     with pytest.raises(ConfigError, match=r"data.split: `split` must be two split names"):
         load_config(_config(tmp_path, "{tfds: mnist, data_dir: ., split: train}"))
 

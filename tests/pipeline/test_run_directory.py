@@ -156,3 +156,29 @@ def test_an_edited_run_config_is_named_as_damaged(data, tmp_path, edit):
     path.write_text(json.dumps({**json.loads(path.read_text()), **edit}))
     with pytest.raises(ValueError, match=r"config.json is damaged \(TypeError: .* another type"):
         tfkd.pipeline.Report.load(tmp_path)
+
+
+def test_the_report_compares_accuracies_before_they_were_rounded():
+    # 37 and 38 right of 60: 0.6167 and 0.6333 as rounded, +1.66 points between them;
+    # before, the report showed that, where the macro-average row said +1.67.
+    def entry(name, correct):
+        return {
+            "name": name,
+            "stage": "train",
+            "format": "keras",
+            "parameters": 10,
+            "nonzero_parameters": 10,
+            "bytes": 100,
+            "accuracy": round(correct / 60, 4),
+            "classification": {"accuracy": correct / 60},
+            "latency_ms": 1.0,
+            "seconds": 1.0,
+            "artifact": "model.keras",
+        }
+
+    report = tfkd.pipeline.Report([entry("first", 37), entry("second", 38)], {})
+    assert report.rows[1]["accuracy_delta"] == pytest.approx(1 / 60, abs=1e-12)
+    # A figure that does not match the rounded one (a damaged entry) is not taken.
+    forged = entry("forged", 38) | {"classification": {"accuracy": 0.9}}
+    report = tfkd.pipeline.Report([entry("first", 37), forged], {})
+    assert report.rows[1]["accuracy_delta"] == pytest.approx(0.6333 - 37 / 60, abs=1e-12)

@@ -118,6 +118,29 @@ def test_excel_s_byte_order_mark_and_another_encoding_read_as_their_texts(tmp_pa
         Data.load(csv=tmp_path / "latin.csv", test_split=0.25, encoding="klingon")
 
 
+def test_a_new_vocabulary_makes_the_stages_rerun(tmp_path):
+    # Before: the data's fingerprint read only its arrays and classes. A vocabulary with
+    # 500 more tokens gave the same ids to the same texts, so a text model sized for the
+    # old one was reused, and the export wrote the new vocabulary beside it.
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "good", "bad"]
+    small, large = tmp_path / "small.txt", tmp_path / "large.txt"
+    small.write_text("\n".join(tokens) + "\n")
+    large.write_text("\n".join(tokens + [f"word{i}" for i in range(500)]) + "\n")
+    texts = ["good", "bad", "good bad", "bad good"]
+
+    def data(vocabulary, sequence_length=8, lowercase=True):
+        tokenizer = tfkd.text.WordPieceTokenizer(vocabulary, sequence_length, lowercase)
+        ids = tokenizer(texts)
+        labels = np.array([0, 1, 0, 1])
+        return Data(ids, labels, ids, labels, name="texts", tokenizer=tokenizer), ids
+
+    (first, ids), (second, same_ids) = data(small), data(large)
+    np.testing.assert_array_equal(ids, same_ids)
+    assert first.fingerprint != second.fingerprint
+    assert first.fingerprint == data(small)[0].fingerprint
+    assert first.fingerprint != data(small, lowercase=False)[0].fingerprint
+
+
 def test_a_text_config_trains_distils_and_exports_with_the_tokenizer_files(tweets, tmp_path):
     config = tmp_path / "tweets.yaml"
     config.write_text(f"data: {{csv: {tweets}, text: text, label: label}}\nseed: 0\n" + STAGES)

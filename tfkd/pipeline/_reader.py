@@ -127,8 +127,10 @@ class Reader:
                 keys[key] = self.relative(keys[key])
         data = {**data, **keys}
         errors = load_errors(**keys)
-        for error in errors:
-            self.fail(("data", error.argument), str(error))
+        for error in errors:  # the key named, or `data` itself (before: "data.data")
+            self.fail(
+                ("data",) if error.argument == "data" else ("data", error.argument), str(error)
+            )
         return None if errors else data
 
     def stages(self, stages, key):

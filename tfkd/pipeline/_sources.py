@@ -47,9 +47,10 @@ def load_errors(
     is what the data set's name is called where it was given."""
     kinds = [kind for kind in SOURCE_KEYS if (name if kind == "name" else source.get(kind))]
     if len(kinds) != 1:
+        given = [key for key in SOURCE_KEYS if key != "name" and key in source]
         return [
             invalid_argument(
-                argument if name is not None else "data",
+                argument if name is not None else (given or ["data"])[0],
                 "The data must be given by exactly one of `name` (a data set of "
                 f"tfkd.datasets: {datasets.available()}), `directory`, `npz`, `tfds` or `csv`. "
                 f"Received: {_shown_source(name, source)}",

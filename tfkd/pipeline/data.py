@@ -83,6 +83,13 @@ class Data:
             raise TypeError(f"`name` must be a non-empty string. Received: name={name!r}")
         self.name = name
         if num_classes is None and isinstance(class_names, list | tuple):
+            largest = max(int(self.y_train.max()), int(self.y_test.max()))
+            if largest >= len(class_names):  # before: blamed a num_classes never given
+                raise ValueError(
+                    f"`class_names` must name every class: the labels go up to {largest}, "
+                    f"{largest + 1} classes. Received: {len(class_names)} class_names "
+                    f"{list(class_names)[:10]}."
+                )
             num_classes = len(class_names)
         if num_classes is None:  # one-hot rows say how many classes (one may be absent)
             num_classes = _one_hot_width(y_train)
@@ -251,16 +258,25 @@ class Data:
 
     @property
     def fingerprint(self):
-        """A hash of the arrays, the number of classes and their names: a stage reruns
-        when they change. Before, the classes were left out: a model of 4 outputs was
-        reused for data of 3 classes (and every later stage failed on it), and renamed
-        classes kept the old names in the report."""
+        """A hash of the arrays, the number of classes and their names, and the tokenizer
+        that made token ids: a stage reruns when they change. Before, the classes were
+        left out: a model of 4 outputs was reused for data of 3 classes (and every later
+        stage failed on it), and renamed classes kept the old names in the report. And the
+        tokenizer: a text model sized for 17 tokens was reused with a vocabulary of 517,
+        and the export wrote the new vocabulary beside it (new words' ids past its
+        Embedding, which LiteRT refused to run)."""
         if self._fingerprint is None:
             digest = hashlib.sha256()
             for array in (self.x_train, self.y_train, self.x_test, self.y_test):
                 digest.update(str((array.shape, array.dtype.str)).encode())
                 digest.update(np.ascontiguousarray(array).data)
             digest.update(repr((self.num_classes, list(self.class_names))).encode())
+            if self.tokenizer is not None:
+                tokenizer = self.tokenizer
+                tokens = sorted(tokenizer.vocabulary.items(), key=lambda item: item[1])
+                digest.update(
+                    repr((tokens, tokenizer.sequence_length, tokenizer.lowercase)).encode()
+                )
             self._fingerprint = digest.hexdigest()[:16]
         return self._fingerprint
 
