@@ -124,6 +124,25 @@ def test_labels_that_are_not_class_ids_are_refused_before_training(labels, shown
         distiller.evaluate(*bad, verbose=0)  # before: TensorFlow's error inside the step
 
 
+def test_one_hot_labels_for_a_sparse_loss_are_named_with_the_fix():
+    # Before: Keras's "Argument `output` must have rank (ndim) `target.ndim - 1`".
+    x, y = random_images(count=32)
+    one_hot = keras.utils.to_categorical(y, 3)
+    distiller = tfkd.Distiller(small_cnn(4, "teacher"), small_cnn(4, "student"))
+    distiller.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    message = r"`y` holds one-hot rows.*Received: y of shape \(32, 3\)\. Pass y.argmax"
+    with pytest.raises(ValueError, match=message):
+        distiller.fit(x, one_hot, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="`validation_data\\[1\\]` holds one-hot rows"):
+        distiller.fit(x, y, validation_data=(x, one_hot), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=message):
+        distiller.evaluate(x, one_hot, verbose=0)
+    assert distiller.optimizer.iterations.numpy() == 0
+    # With the categorical loss, one-hot rows train.
+    distiller.compile(loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+    assert np.isfinite(distiller.fit(x, one_hot, epochs=1, verbose=0).history["loss"][0])
+
+
 def test_binary_cross_entropy_labels_are_0_or_1_and_float_ids_mark_unlabelled():
     x, y = _binary_data()
     distiller = tfkd.Distiller(_binary("t"), _binary("s", seed=1))

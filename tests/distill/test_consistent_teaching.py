@@ -83,6 +83,22 @@ def test_cached_teacher_outputs_are_refused_under_augmentation():
         distiller.fit(tfkd.distill.with_teacher_outputs(x, cached), y, epochs=1, verbose=0)
 
 
+def test_augmentation_that_cannot_run_on_the_inputs_is_named():
+    # Before: RandomFlip's "Expected image tensor to have rank 3 or 4", from inside the
+    # training step, naming neither `augmentation` nor the inputs.
+    def features(name):
+        return keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)], name=name)
+
+    flip = keras.layers.RandomFlip("horizontal", name="flip")
+    distiller = tfkd.Distiller(features("teacher"), features("student"), augmentation=flip)
+    distiller.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(True))
+    x = np.zeros((8, 6), "float32")
+    with pytest.raises(
+        ValueError, match=r"`augmentation` \('flip'\) cannot run on .* \((8|None), 6\)"
+    ):
+        distiller.fit(x, np.zeros(8, int), batch_size=8, verbose=0)
+
+
 @pytest.mark.parametrize("options", [{"mixup": 0.2}, {"cutmix": 1.0}])
 def test_mixing_refuses_token_ids_and_names_them(options):
     def text_model(name):
@@ -165,16 +181,21 @@ def test_sampled_mixing_draws_a_permutation_and_beta_ratios_that_change_each_cal
     assert np.mean((ratios < 0.1) | (ratios > 0.9)) > 0.3
 
 
-def test_mixed_labels_weigh_each_label_by_its_share_and_skip_unlabelled():
-    """The task loss of a mixed batch equals numpy's share-weighted cross-entropy."""
+@pytest.mark.parametrize("reduction", ["sum_over_batch_size", "mean_with_sample_weight", "sum"])
+def test_mixed_labels_weigh_each_label_by_its_share_and_skip_unlabelled(reduction):
+    """The task loss of a mixed batch equals numpy's share-weighted cross-entropy, reduced
+    as the loss's `reduction` says (before, the mean's factor was applied to all three:
+    `"sum"` and `"mean_with_sample_weight"` came out rescaled by the unlabelled share)."""
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(6, 3)).astype("float32")
     labels = np.array([0, 2, UNLABELED, 1, 1, UNLABELED])
     partners = np.array([1, 0, 3, 2, 5, 4])
     ratio = np.array([0.7, 0.2, 0.5, 0.9, 1.0, 0.4], dtype="float32")
-    terms, scale = tfkd.distill._task.task_terms(labels, None, partners, ratio)
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    value = scale * sum(loss(t, logits, sample_weight=w) for t, w in terms)
+    terms, factors, counted = tfkd.distill._task.task_terms(
+        labels, None, partners, ratio, reduction=reduction
+    )
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction)
+    value = sum(f * loss(t, logits, sample_weight=w) for (t, w), f in zip(terms, factors))
 
     log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     total = shares = 0.0
@@ -183,7 +204,9 @@ def test_mixed_labels_weigh_each_label_by_its_share_and_skip_unlabelled():
             if label != UNLABELED:
                 total += -share * log_p[i, label]
                 shares += share
-    assert float(value) == pytest.approx(total / shares, rel=1e-5)
+    assert float(counted) == pytest.approx(shares, rel=1e-6)
+    expected = total if reduction == "sum" else total / shares
+    assert float(value) == pytest.approx(expected, rel=1e-5)
 
 
 def test_augmenting_distiller_survives_a_keras_round_trip(tmp_path):

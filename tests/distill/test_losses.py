@@ -92,6 +92,34 @@ def test_probabilities_and_logits_agree():
     np.testing.assert_allclose(from_probs, from_logits, rtol=1e-3, atol=1e-4)
 
 
+def test_probabilities_of_a_confident_teacher_read_as_its_logits_at_any_temperature():
+    # A trained teacher's softmax puts 1e-9 on some classes. Before, probabilities were
+    # clipped at 1e-7: every class below read as one value, with no gradient to a softmax
+    # student there (at T=4: 16.16 for the softmax, 18.71 for its logits).
+    teacher = np.array([[20.0, 5.0, 0.0, -5.0], [30.0, -10.0, 2.0, 0.0]], "float32")
+    student = np.array([[1.0, 2.0, 0.5, -1.0], [0.0, 1.0, -2.0, 3.0]], "float32")
+    for temperature in (1.0, 4.0):
+        expected = _numpy_kl(teacher.astype("float64"), student.astype("float64"), temperature)
+        from_probs = kl_divergence(
+            _softmax(teacher), _softmax(student), temperature=temperature, from_logits=False
+        )
+        np.testing.assert_allclose(_numpy(from_probs), expected, rtol=1e-4)
+    # float32 keeps probabilities down to 1e-38 (30 - (-10) is far from that).
+    low = _numpy(losses.log_of_probabilities(_softmax(teacher.astype("float64")).astype("f4")))
+    np.testing.assert_allclose(low[1, 1] - low[1, 0], -40.0, rtol=1e-5)
+
+
+def test_a_teacher_log_probability_of_minus_infinity_counts_as_zero():
+    # Cached log-probabilities of hard targets hold log(0) = -inf; 0 * log 0 is 0. Before,
+    # 0 * -inf gave NaN and fit stopped on a NaN loss.
+    teacher = np.log(np.array([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]], "float32"))
+    student = _logits(2, shape=(2, 3))
+    expected = -np.log(_softmax(student.astype("float64")))
+    expected = np.array([expected[0, 0], np.log(0.5) + (expected[1, 1] + expected[1, 2]) / 2])
+    value = _numpy(kl_divergence(teacher, student))
+    np.testing.assert_allclose(value, expected, rtol=1e-5)
+
+
 def test_kl_eager_and_compiled_agree():
     teacher, student = _logits(0), _logits(1)
     eager = _numpy(kl_divergence(teacher, student, temperature=4.0))

@@ -14,7 +14,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 TEACHER = REPO / "saved_models" / "fashion_mnist_cnn_teacher" / "model.keras"
 
 
-def _frozen_distiller(student_loss_weight=0.5):
+def _frozen_distiller(student_loss_weight=0.5, reduction="sum_over_batch_size", metrics=None):
     """A Distiller whose optimizer does not move the student: logs are one batch's exact values."""
     teacher, student = small_cnn(8, "teacher"), small_cnn(4, "student")
     distiller = tfkd.Distiller(
@@ -22,27 +22,28 @@ def _frozen_distiller(student_loss_weight=0.5):
     )
     distiller.compile(
         optimizer=keras.optimizers.SGD(0.0),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction),
+        metrics=metrics or ["accuracy"],
     )
     return distiller
 
 
-def _numpy_losses(distiller, x, y):
-    """Masked cross-entropy, accuracy on the labelled examples, and KD (T=2) on all."""
+def _log_softmax(z):
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def _numpy_losses(distiller, x, y, kd_per_example=False):
+    """Masked cross-entropy, accuracy on the labelled examples, and KD (T=2) on all (its
+    mean, or each example's)."""
     student = distiller.student.predict(x, verbose=0).astype("float64")
     teacher = distiller.teacher.predict(x, verbose=0).astype("float64")
-
-    def log_softmax(z):
-        z = z - z.max(-1, keepdims=True)
-        return z - np.log(np.exp(z).sum(-1, keepdims=True))
-
     labelled = y != UNLABELED
-    cross_entropy = -log_softmax(student)[labelled, y[labelled]].mean()
+    cross_entropy = -_log_softmax(student)[labelled, y[labelled]].mean()
     accuracy = (student.argmax(-1)[labelled] == y[labelled]).mean()
-    log_t, log_s = log_softmax(teacher / 2), log_softmax(student / 2)
-    kd = (4 * (np.exp(log_t) * (log_t - log_s)).sum(-1)).mean()
-    return cross_entropy, accuracy, kd
+    log_t, log_s = _log_softmax(teacher / 2), _log_softmax(student / 2)
+    kd = 4 * (np.exp(log_t) * (log_t - log_s)).sum(-1)
+    return cross_entropy, accuracy, kd if kd_per_example else kd.mean()
 
 
 def _half_unlabelled():
@@ -94,6 +95,39 @@ def test_the_logged_task_loss_is_the_mean_over_the_labelled_examples_of_the_epoc
     cross_entropy, _, _ = _numpy_losses(distiller, x, y)
     logs = distiller.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0).history
     assert logs["student_loss"][0] == pytest.approx(cross_entropy, rel=1e-4)
+
+
+@pytest.mark.parametrize("reduction", ["mean_with_sample_weight", "sum"])
+def test_a_task_loss_of_another_reduction_is_reduced_over_the_labelled_examples(reduction):
+    # Before, the factor that turns Keras's default mean over the batch into a mean over
+    # the labelled examples was applied to these too: 40 of 64 unlabelled gave the
+    # student_loss x 64/24.
+    x, y = _half_unlabelled()
+    distiller = _frozen_distiller(reduction=reduction)
+    cross_entropy, _, _ = _numpy_losses(distiller, x, y)
+    logs = distiller.fit(x, y, batch_size=64, epochs=1, verbose=0).history
+    expected = cross_entropy * (24 if reduction == "sum" else 1)
+    assert logs["student_loss"][0] == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "tf.data"])
+def test_metrics_by_output_name_and_a_class_weight_for_unlabelled_read_the_labels_only(kind):
+    # Keras's dict form of `metrics` stayed plain metrics, which counted unlabelled
+    # examples as class 0; and a dataset's class_weight[UNLABELED] read as 1.
+    x, y = _half_unlabelled()
+    distiller = _frozen_distiller(metrics={"logits": ["accuracy"]})
+    _, accuracy, kd = _numpy_losses(distiller, x, y, kd_per_example=True)
+    weights = {0: 1.0, 1: 1.0, 2: 1.0, UNLABELED: 0.0}
+    fit = _as_input(kind, x, y)
+    logs = distiller.fit(**fit, class_weight=weights, epochs=1, shuffle=False, verbose=0).history
+    assert logs["accuracy"][0] == pytest.approx(accuracy, abs=1e-6)
+    assert distiller.evaluate(x, y, verbose=0, return_dict=True)["accuracy"] == pytest.approx(
+        accuracy, abs=1e-6
+    )
+    # Unlabelled examples weigh 0 in the distillation loss too (as sample weights do).
+    assert logs["logits_distillation_loss"][0] == pytest.approx(
+        kd[y != UNLABELED].sum() / 64, rel=1e-4
+    )
 
 
 def test_labels_shaped_as_a_column_and_evaluate_are_masked_too():

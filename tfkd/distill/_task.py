@@ -14,19 +14,33 @@ from keras import ops
 UNLABELED = -1
 
 
-def task_terms(y, sample_weight, partner_index=None, mix_ratio=None, labelled=None):
+def task_terms(
+    y,
+    sample_weight,
+    partner_index=None,
+    mix_ratio=None,
+    labelled=None,
+    reduction="sum_over_batch_size",
+):
     """The task loss as weighted terms on clean labels.
 
-    Returns `[(labels, weights), ...]` and a `scale`: the task loss is
-    `scale * sum(compiled_loss(labels, y_pred, weights))`, the mean over the
-    labelled (share of each) example, whatever the batch's unlabelled count.
-    With no unlabelled label and no mixing, it is `[(y, sample_weight)]`, 1.
+    Returns `[(labels, weights), ...]`, a factor per term and the number of labelled
+    examples (shares of mixed ones; None where all are, as the batch's size): the task
+    loss is
+    `sum(factor * compiled_loss(labels, y_pred, weights))`, reduced over the labelled
+    examples as the loss's `reduction` reduces a batch: with Keras's default
+    (`"sum_over_batch_size"`), the mean over the labelled (share of each) example,
+    whatever the batch's unlabelled count; with `"sum"`, their sum; with
+    `"mean_with_sample_weight"`, their weighted mean (each term is divided by its own
+    weights, so each is weighed back by them). Before, the default's factor was applied
+    to every reduction: 1.5x the task loss with a third of the batch unlabelled.
+    With no unlabelled label and no mixing, it is `[(y, sample_weight)]`, `[1]`.
     `labelled`: the mask of labelled examples where `fitting_labels` gives one (float
     targets), else read from integer `y`.
     """
     labelled = _labelled_mask(y) if labelled is None else labelled
     if labelled is None and partner_index is None:
-        return [(y, sample_weight)], 1.0
+        return [(y, sample_weight)], [1.0], None
     labels, weights = metric_labels(y, sample_weight, labelled)
     if labelled is None:
         labelled = ops.ones((ops.shape(y)[0],), "float32")
@@ -41,8 +55,15 @@ def task_terms(y, sample_weight, partner_index=None, mix_ratio=None, labelled=No
         terms = [(labels, ratio * weights), (partner_labels, (1.0 - ratio) * partner_weights)]
         shares = ratio * labelled + (1.0 - ratio) * ops.take(labelled, partner_index, axis=0)
     count = ops.cast(ops.shape(labelled)[0], "float32")
-    scale = count / ops.maximum(ops.sum(shares), 1e-6)
-    return terms, scale
+    labelled_count = ops.sum(shares)
+    if reduction == "sum":
+        return terms, [1.0] * len(terms), labelled_count
+    if reduction == "mean_with_sample_weight":
+        sums = [ops.sum(weights) for _, weights in terms]
+        total = ops.maximum(sum(sums), 1e-6)
+        return terms, [part / total for part in sums], labelled_count
+    scale = count / ops.maximum(labelled_count, 1e-6)
+    return terms, [scale] * len(terms), labelled_count
 
 
 def metric_labels(y, sample_weight, labelled=None):
@@ -71,7 +92,7 @@ def _flat(sample_weight):
     return ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
 
 
-def check_class_ids(y, num_classes, loss, argument="y"):
+def check_class_ids(y, num_classes, loss, argument="y", output_rank=None):
     """`y` (numpy labels for `loss`) checked before training: class ids in
     `[0, num_classes)`, `UNLABELED` for an example's label, or the loss's `ignore_class`
     (for padding in a label per position, e.g. per token), for a loss that reads class
@@ -81,11 +102,20 @@ def check_class_ids(y, num_classes, loss, argument="y"):
     Other labels and losses (one-hot rows, a dataset) come back unchecked.
 
     Raises:
-        ValueError: an id outside the classes, or a float that is not a whole number.
+        ValueError: an id outside the classes, a float that is not a whole number, or
+            one-hot rows for a sparse loss and a student of one output per class
+            (`output_rank` 2): before, Keras's "must have rank (ndim) `target.ndim - 1`".
     """
     kind = _class_id_loss(loss)
     if kind is None or num_classes is None or not isinstance(y, np.ndarray):
         return y
+    if kind == "sparse" and output_rank == 2 and _one_hot_rows(y, num_classes):
+        raise ValueError(
+            f"`{argument}` holds one-hot rows, and the loss (sparse categorical cross-entropy) "
+            f"reads one class id per example. Received: {argument} of shape {y.shape}. Pass "
+            f"{argument}.argmax(axis=-1), or compile with "
+            "keras.losses.CategoricalCrossentropy for one-hot labels."
+        )
     layout = _id_layout(kind, y.shape, num_classes)
     if layout is None or y.dtype.kind not in "iuf":
         return y
@@ -225,6 +255,13 @@ def fitting_labels(y, y_pred, loss):
     return ids, None
 
 
+def _one_hot_rows(y, classes):
+    """Whether `y` is one row per example of `classes` 0/1 values with a single 1."""
+    if y.ndim != 2 or classes < 2 or y.shape[1] != classes or y.dtype.kind not in "iufb":
+        return False
+    return bool(np.all((y == 0) | (y == 1)) and np.all(y.sum(axis=1) == 1))
+
+
 def _id_layout(kind, shape, outputs, output_rank=None):
     """`(per_example, classes)` where a loss of `kind` reads labels of `shape` as class
     ids of a model with `outputs` outputs (of rank `output_rank`, where known), else None:
@@ -261,7 +298,8 @@ def _class_id_loss(loss):
 def weigh_classes(dataset, class_weight):
     """`dataset` of `(x, y)` batches of class ids with each batch's weights from
     `class_weight` (a dict from class id to weight) added, an unlabelled example
-    (`UNLABELED`) and a class the dict leaves out weighing 1, as Keras weighs numpy arrays;
+    (`UNLABELED`) weighing `class_weight[UNLABELED]` where the dict has it (before, 1
+    whatever it said), and it and a class the dict leaves out 1, as Keras weighs numpy arrays;
     None for a dataset of another structure (Keras's own mapping reads one-hot rows).
     Keras's mapping of a dataset gathered `class_weight[-1]` for an unlabelled example:
     TensorFlow failed on the CPU ("indices[0] = -1 is not in [0, 4)")."""
@@ -273,13 +311,14 @@ def weigh_classes(dataset, class_weight):
     shape = spec[1].shape
     if shape.rank not in (1, 2) or (shape.rank == 2 and shape[-1] != 1):
         return None
-    count = int(max(class_weight)) + 1
+    count = max(int(max(class_weight)) + 1, 1)
     table = tf.constant([float(class_weight.get(i, 1.0)) for i in range(count)], tf.float32)
+    unlabelled = float(class_weight.get(UNLABELED, 1.0))
 
     def weighed(x, y):
         ids = tf.cast(tf.reshape(y, [-1]), tf.int32)
         inside = (ids >= 0) & (ids < count)
         weights = tf.where(inside, tf.gather(table, tf.clip_by_value(ids, 0, count - 1)), 1.0)
-        return x, y, weights
+        return x, y, tf.where(ids == UNLABELED, unlabelled, weights)
 
     return dataset.map(weighed)

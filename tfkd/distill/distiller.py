@@ -293,7 +293,15 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         if not keras.backend.is_float_dtype(keras.backend.standardize_dtype(inputs.dtype)):
             inputs = ops.cast(inputs, keras.backend.floatx())
         if self.augmentation is not None:
-            inputs = self.augmentation(inputs, training=True)
+            try:
+                inputs = self.augmentation(inputs, training=True)
+            except (ValueError, TypeError) as error:  # before: the layer's words alone
+                raise ValueError(
+                    f"`augmentation` ({getattr(self.augmentation, 'name', self.augmentation)!r}) "
+                    "cannot run on the training inputs. Received: inputs of shape "
+                    f"{tuple(inputs.shape)}: {type(error).__name__}: {error} Keras's random "
+                    "image layers take batches of images (batch, height, width, channels)."
+                ) from error
         if not any(self._mixing.values()):
             return inputs, None, None
         return mixing.sample_mixing(inputs, self._seed_generator, **self._mixing)
@@ -363,12 +371,15 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         self.label_errors.update_state(y, y_pred, self.loss)
         y, labelled = _task.fitting_labels(y, y_pred, self.loss)
         partners, ratio = seen.get(_PARTNERS), seen.get(_MIX_RATIO)
-        terms, scale = _task.task_terms(y, sample_weight, partners, ratio, labelled)
+        reduction = getattr(self.loss, "reduction", None) or "sum_over_batch_size"
+        terms, factors, labelled = _task.task_terms(
+            y, sample_weight, partners, ratio, labelled, reduction
+        )
         task_loss = ops.zeros((), "float32")
-        for labels, weights in terms:
+        for (labels, weights), factor in zip(terms, factors):
             combined = super().compute_loss(x, labels, y_pred, weights, training)
-            task_loss = task_loss + ops.cast(combined, "float32") - regularization
-        return task_loss * scale, regularization, examples / scale
+            task_loss = task_loss + factor * (ops.cast(combined, "float32") - regularization)
+        return task_loss, regularization, examples if labelled is None else labelled
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         y_pred = _unpack_predictions(y_pred)[0]
@@ -439,7 +450,9 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         extra = arguments.pop("kwargs", {})
         if "y" in arguments:
             classes = self._class_count()
-            arguments["y"] = _task.check_class_ids(arguments["y"], classes, self.loss)
+            arguments["y"] = _task.check_class_ids(
+                arguments["y"], classes, self.loss, output_rank=self._output_rank()
+            )
         with self._evaluation():
             result = super().evaluate(**arguments, **extra)
         self._raise_label_errors(self.label_errors.result(), "in the data evaluated")
@@ -493,10 +506,10 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
                 "or build the Distiller with student_loss_weight=0.0 to train on teacher "
                 "outputs alone."
             )
-        if isinstance(metrics, (list, tuple)):
+        if metrics is not None:
             # Keras gives sample weights to `weighted_metrics` only; unlabelled
             # examples reach the metrics as weights of 0, so every metric takes them.
-            kwargs["weighted_metrics"] = [*metrics, *(kwargs.get("weighted_metrics") or [])]
+            kwargs["weighted_metrics"] = _joined_metrics(metrics, kwargs.get("weighted_metrics"))
             metrics = None
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
@@ -523,6 +536,10 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
 
     def _class_count(self):
         return (self._student_taps.output_shape or (None,))[-1]
+
+    def _output_rank(self):
+        shape = self._student_taps.output_shape
+        return None if shape is None else len(shape)
 
     def _check_labels_given(self, x, arguments):
         """Refuses arrays `x` without `y` when a task loss is compiled, which reads labels
@@ -577,12 +594,17 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
         if self._unprobed:
             self._probe_outputs(arguments.get("x"))
         self._check_schedules(inputs, arguments)
+        rank = self._output_rank()
         if "y" in arguments:
-            arguments["y"] = _task.check_class_ids(arguments["y"], classes, self.loss)
+            arguments["y"] = _task.check_class_ids(
+                arguments["y"], classes, self.loss, output_rank=rank
+            )
         validation = arguments.get("validation_data")
         if isinstance(validation, tuple) and len(validation) >= 2:
             _checks.warn_non_finite_inputs(validation[0], "validation_data[0]")
-            checked = _task.check_class_ids(validation[1], classes, self.loss, "validation_data[1]")
+            checked = _task.check_class_ids(
+                validation[1], classes, self.loss, "validation_data[1]", output_rank=rank
+            )
             arguments["validation_data"] = (validation[0], checked, *validation[2:])
         if cached is not None:
             keys = [_taps.key(loss.teacher_layer_name) for loss in self.distillation_losses]
@@ -613,3 +635,28 @@ def _unpack_predictions(y_pred):
         seen = {key: y_pred.get(key) for key in (_INPUTS, _PARTNERS, _MIX_RATIO)}
         return y_pred[_OUTPUTS], dict(y_pred[_FEATURES]), seen
     return y_pred, {}, {}
+
+
+def _joined_metrics(metrics, weighted):
+    """`metrics` joined to `weighted_metrics`, as a list or as Keras's dict by output name
+    (before, a dict stayed plain metrics, which counted unlabelled examples as class 0)."""
+    if weighted is None:
+        return metrics
+    if isinstance(metrics, dict) != isinstance(weighted, dict):
+        raise TypeError(
+            "`metrics` and `weighted_metrics` must be both lists or both dicts by output "
+            f"name: the Distiller passes its metrics on as weighted metrics. Received: "
+            f"metrics={metrics!r:.100} and weighted_metrics={weighted!r:.100}."
+        )
+    if not isinstance(metrics, dict):
+        return [*_listed(metrics), *_listed(weighted)]
+    return {
+        name: [*_listed(metrics.get(name)), *_listed(weighted.get(name))]
+        for name in {**metrics, **weighted}
+    }
+
+
+def _listed(metrics):
+    if metrics is None:
+        return []
+    return list(metrics) if isinstance(metrics, (list, tuple)) else [metrics]
