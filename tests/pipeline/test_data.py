@@ -154,3 +154,14 @@ def test_class_names_that_miss_a_class_are_named_as_the_cause():
     ):
         Data(x, y, x, y, class_names=["a", "b"])
     assert Data(x, y, x, y, class_names=["a", "b", "c"]).num_classes == 3
+
+
+def test_a_test_class_without_a_labelled_training_example_is_noted():
+    # Before: a 4-output model trained on 3 of the classes without a word.
+    x = np.zeros((6, 4, 4, 1), "float32")
+    data = Data(x, np.array([0, 1, 2, 0, 1, -1]), x, np.array([0, 1, 2, 3, 3, 1]), num_classes=4)
+    assert data.describe()["notes"] == [
+        "no labelled training example of class(es) ['3'], which the test split has 2 of: "
+        "no stage learns them"
+    ]
+    assert "notes" not in Data(x, np.array([0, 1, 2, 3, 0, 1]), x, np.arange(6) % 4).describe()

@@ -292,9 +292,24 @@ class Data:
         if self.labelled_per_class is not None or np.any(self.y_train == UNLABELED):
             description["labelled_per_class"] = self.labelled_per_class
             description["labelled_examples"] = int(np.sum(self.y_train != UNLABELED))
-        if self.notes:
-            description["notes"] = list(self.notes)
+        notes = list(self.notes) + self._untrained_classes_note()
+        if notes:
+            description["notes"] = notes
         return description
+
+    def _untrained_classes_note(self):
+        """A note naming the classes with test examples and no labelled training example:
+        no stage can learn them (before, a run said nothing, and the report read "N per
+        class")."""
+        trained = set(np.unique(self.y_train[self.y_train != UNLABELED]).tolist())
+        missing = [int(c) for c in np.unique(self.y_test) if int(c) not in trained]
+        if not missing:
+            return []
+        names = [self.class_names[c] for c in missing]
+        return [
+            f"no labelled training example of class(es) {names}, which the test split has "
+            f"{int(np.isin(self.y_test, missing).sum()):,} of: no stage learns them"
+        ]
 
 
 def _as_inputs(x, name):
