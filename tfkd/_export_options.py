@@ -35,16 +35,19 @@ LITERT_CALIBRATIONS = ("min_max", "moving_average")
 
 
 def dtype_name(value):
-    """`value` as a dtype's name where numpy reads it as one (`np.int8`, `np.dtype("int8")`
-    give `"int8"`); anything else as it is, for the caller's check to name."""
-    if isinstance(value, str):
+    """`value` as its name where it is a numpy dtype or scalar type (`np.int8`,
+    `np.dtype("int8")` give `"int8"`); anything else as it is, for the caller's check to
+    name (numpy would read `None` and `float` as float64). numpy is imported only for a
+    value that is not a string: configs are checked without it."""
+    if isinstance(value, str) or value is None:
         return value
     import numpy as np
 
-    try:
+    if isinstance(value, np.dtype):
+        return value.name
+    if isinstance(value, type) and issubclass(value, np.generic):
         return np.dtype(value).name
-    except TypeError:
-        return value
+    return value
 
 
 def check_litert_arguments(recipe, overrides, io_dtype, calibration, calibration_samples):

@@ -110,6 +110,18 @@ def test_a_task_loss_of_another_reduction_is_reduced_over_the_labelled_examples(
     assert logs["student_loss"][0] == pytest.approx(expected, rel=1e-4)
 
 
+def test_metrics_that_are_neither_a_list_nor_a_dict_are_named():
+    # Passed on as weighted_metrics, a bare string was refused under that name, which the
+    # user never gave.
+    distiller = _frozen_distiller()
+    with pytest.raises(TypeError, match=r"`metrics` must be a list.*metrics='accuracy'"):
+        distiller.compile(optimizer="adam", loss="mse", metrics="accuracy")
+    with pytest.raises(TypeError, match="both lists or both dicts"):
+        distiller.compile(
+            optimizer="adam", loss="mse", metrics=["accuracy"], weighted_metrics={"logits": []}
+        )
+
+
 @pytest.mark.parametrize("kind", ["numpy", "tf.data"])
 def test_metrics_by_output_name_and_a_class_weight_for_unlabelled_read_the_labels_only(kind):
     # Keras's dict form of `metrics` stayed plain metrics, which counted unlabelled

@@ -299,6 +299,12 @@ def test_io_dtype_takes_numpy_s_dtypes_as_their_names(tmp_path):
     assert tfkd.TFLiteModel(report.path).input_dtype == "int8"
     with pytest.raises(ValueError, match=r"Received: io_dtype='int16'"):
         tfkd.export_tflite(small_cnn(4, "io"), tmp_path / "n.tflite", io_dtype=np.int16)
+    # Named as given where it is no numpy dtype (numpy reads None and float as float64).
+    for given in (None, float):
+        with pytest.raises(ValueError, match=f"Received: io_dtype={given!r}"):
+            tfkd.export_tflite(small_cnn(4, "io"), tmp_path / "n.tflite", io_dtype=given)
+    # And the pipeline's export stage, which points to export_tflite for it.
+    assert tfkd.pipeline.Export(quantization="int8", io_dtype=np.int8).io_dtype == "int8"
 
 
 def _confident_softmax_model():

@@ -66,9 +66,10 @@ def test_exclude_takes_names_and_regular_expressions(data, tmp_path):
 
 def test_a_prune_stage_trains_and_prunes_the_layers_the_incoming_model_held_frozen(data, tmp_path):
     # A transfer stage leaves the lower backbone frozen, as may a loaded file. A frozen
-    # layer keeps its mask (as BatchNormalization its statistics), so the stage trains
-    # every layer but the frozen BatchNormalization: before, frozen kernels were masked
-    # without training to make up; the library alone would now leave them dense.
+    # layer keeps its mask (as BatchNormalization its statistics), so a compression stage
+    # trains every layer but the frozen BatchNormalization: before, frozen kernels were
+    # masked without training to make up; the library alone would now leave them dense.
+    # A train (or distill) stage leaves frozen layers frozen, as the user froze them.
     model = keras.Sequential(
         [
             keras.Input((28, 28, 1)),
@@ -84,7 +85,8 @@ def test_a_prune_stage_trains_and_prunes_the_layers_the_incoming_model_held_froz
     model.save(tmp_path / "frozen.keras")
     stages = [
         tfkd.pipeline.Load(str(tmp_path / "frozen.keras"), name="loaded"),
-        Prune(target_sparsity=0.5, epochs=1, batch_size=64, name="pruned"),
+        Train(epochs=1, batch_size=64, name="trained", from_stage="loaded"),
+        Prune(target_sparsity=0.5, epochs=1, batch_size=64, name="pruned", from_stage="loaded"),
     ]
     report = _execute(stages, data, tmp_path / "run")
     kernel = _kernel(tmp_path / "run", "pruned", "conv")
@@ -96,6 +98,13 @@ def test_a_prune_stage_trains_and_prunes_the_layers_the_incoming_model_held_froz
         keras.ops.convert_to_numpy(pruned.get_layer("bn").moving_mean),
         keras.ops.convert_to_numpy(model.get_layer("bn").moving_mean),
     )
+    original = keras.ops.convert_to_numpy(model.get_layer("conv").kernel)
+    np.testing.assert_array_equal(_kernel(tmp_path / "run", "trained", "conv"), original)
+    assert not np.array_equal(_kernel(tmp_path / "run", "trained", "logits"), _kernel_of(model))
+
+
+def _kernel_of(model, layer="logits"):
+    return keras.ops.convert_to_numpy(model.get_layer(layer).kernel)
 
 
 @pytest.mark.parametrize(

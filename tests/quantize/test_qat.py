@@ -184,6 +184,29 @@ def test_a_batch_norm_naming_a_dense_s_last_axis_by_number_is_folded():
         tfkd.quantize.quantize_aware(model(1, shape=(5, 6)))
 
 
+def test_unfreezing_keeps_the_kernels_cluster_preserving_qat_replaces_frozen():
+    # The centroids train instead of a clustered kernel. Before, the pipeline's unfreezing
+    # of each inner layer set its kernel trainable again off TensorFlow (where Keras sets
+    # `trainable` to the value it has): unused in the forward pass, it took optimizer slots.
+    from tfkd.pipeline import _fit
+
+    model = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(16, name="d1"), keras.layers.Dense(4, name="out")]
+    )
+    clustered = tfkd.cluster.strip(tfkd.cluster.cluster_weights(model, clusters=4))
+    clustered.get_layer("d1").trainable = False
+    qat = tfkd.quantize.quantize_aware(clustered, preserve_clusters=True)
+    qat(np.zeros((2, 8), "float32"))
+    assert _fit.train_every_layer(qat) == 1
+    trained = sorted(weight.path.split("/", 1)[1] for weight in qat.trainable_weights)
+    assert trained == [
+        "d1/cluster_centroids",
+        "d1/d1/bias",
+        "out/cluster_centroids",
+        "out/out/bias",
+    ]
+
+
 def test_rejects_models_it_cannot_quantize():
     class Subclassed(keras.Model):
         def call(self, inputs):

@@ -72,9 +72,12 @@ class Distiller(_replicas.FrozenTeacher, _saving.Saving, keras.Model):
     alike. They get the distillation losses only; the task loss and the
     metrics are the mean over the labelled examples of each batch (the logged
     `student_loss`, over those of the epoch; `evaluate`'s `loss` weighs each
-    batch by its size, as Keras does: evaluate on labelled examples). (To skip
-    them, `compile` passes `metrics` to Keras as `weighted_metrics`: with
-    sample weights, every metric is weighted.)
+    batch by its size, as Keras does: evaluate on labelled examples). A task loss
+    compiled with `reduction="sum"` trains on their sum (logged as the batches'
+    sums, averaged weighed by their labelled examples), and one with
+    `"mean_with_sample_weight"` on their mean weighed by the sample weights. (To
+    skip them, `compile` passes `metrics`, a list or a dict by output name, to
+    Keras as `weighted_metrics`: with sample weights, every metric is weighted.)
 
     Consistent teaching (function matching, Beyer et al., CVPR 2022): with
     `augmentation`, `mixup` or `cutmix`, each training step augments and mixes
@@ -640,6 +643,11 @@ def _unpack_predictions(y_pred):
 def _joined_metrics(metrics, weighted):
     """`metrics` joined to `weighted_metrics`, as a list or as Keras's dict by output name
     (before, a dict stayed plain metrics, which counted unlabelled examples as class 0)."""
+    if not isinstance(metrics, (list, tuple, dict)):  # Keras's words would name the other
+        raise TypeError(
+            "`metrics` must be a list, tuple or dict by output name, as Keras takes it. "
+            f"Received: metrics={metrics!r:.100}. Pass a list, e.g. metrics=['accuracy']."
+        )
     if weighted is None:
         return metrics
     if isinstance(metrics, dict) != isinstance(weighted, dict):

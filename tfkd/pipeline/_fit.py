@@ -43,9 +43,9 @@ RECALIBRATION_BATCH_SIZE = 256
 def train_every_layer(model):
     """Makes every layer of `model` trainable but its frozen BatchNormalization layers
     (which keep their moving statistics in `fit` only so, keras-team/keras#20285); returns
-    how many layers with weights it unfroze. A training stage trains the whole model it
-    gets: a transfer stage leaves the lower backbone frozen, and a frozen layer would
-    keep its pruning mask or quantization ranges and never learn to make up for them."""
+    how many layers with weights it unfroze. The compression stages train the whole model
+    they get: a transfer stage leaves the lower backbone frozen, and a frozen layer keeps
+    its pruning mask or quantization ranges, and cannot learn to make up for them."""
     from tfkd import _graph
 
     frozen_norms = [layer for layer in _graph.batch_norm_layers(model) if not layer.trainable]
@@ -57,13 +57,21 @@ def train_every_layer(model):
         and layer not in frozen_norms
         and not list(layer._flatten_layers(include_self=False))
     ]
-    # Layer by layer: on TensorFlow, Keras skips setting `trainable` to the value a layer
-    # already has, so `model.trainable = True` would not reach its frozen layers.
-    for layer in model._flatten_layers(include_self=True):
-        layer.trainable = True
+    _unfreeze(model)
     for layer in frozen_norms:
         layer.trainable = False
     return len(unfrozen)
+
+
+def _unfreeze(layer):
+    """Sets `trainable` on `layer` and all it holds, inner layers first and each through
+    its own class's setter: on TensorFlow, Keras skips setting `trainable` to the value a
+    layer already has, so a parent's setter would not reach a frozen child; and a
+    cluster-preserving QuantizeWrapper's setter, run after its layer's, keeps the kernel
+    its centroids replace frozen."""
+    for child in layer._flatten_layers(include_self=False, recursive=False):
+        _unfreeze(child)
+    type(layer).trainable.fset(layer, True)
 
 
 def recompute_moving_statistics(

@@ -32,6 +32,8 @@ class Cluster(_Training):
         **kwargs: the training arguments of `Prune`.
     """
 
+    compresses = True
+
     def __init__(
         self,
         clusters: int = 16,

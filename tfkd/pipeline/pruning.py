@@ -76,6 +76,8 @@ class Prune(_Training):
         **kwargs: `temperature`, `student_loss_weight`, `batch_size`, `name`, `from_stage`.
     """
 
+    compresses = True
+
     renamed_arguments = {"sparsity": "target_sparsity"}
 
     def __init__(

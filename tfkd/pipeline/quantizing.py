@@ -28,6 +28,8 @@ class QuantizeAware(_Training):
         **kwargs: `temperature`, `student_loss_weight`, `batch_size`, `name`, `from_stage`.
     """
 
+    compresses = True
+
     def __init__(self, preserve_clusters: bool = False, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(preserve_clusters, bool):

@@ -9,6 +9,7 @@ from tfkd._export_options import (
     PER_TENSOR_QUANTIZATIONS,
     QUANTIZATIONS,
     check_litert_arguments,
+    dtype_name,
 )
 from tfkd.pipeline import _distillation, _keras_file, _processes, architectures
 from tfkd.pipeline.data import spread_rows
@@ -135,6 +136,7 @@ class Export(Stage):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        io_dtype = dtype_name(io_dtype)  # np.int8, as export_tflite takes it
         self.recipe, self.overrides = recipe, overrides
         try:
             self.per_channel = _checks.check_flag("per_channel", per_channel)

@@ -87,6 +87,9 @@ class _Training(Stage):
     """
 
     needs_input = True
+    # Whether the stage compresses the model it trains (prune, cluster, QAT): it then
+    # trains the layers the incoming model holds frozen too (`train`).
+    compresses = False
 
     def __init__(self, **kwargs):
         for name in TRAINING_ARGUMENTS:
@@ -268,7 +271,8 @@ class _Training(Stage):
     def train(self, model, context, augmented_copies=0):
         """Trains `model` in place: distilled from `teacher` when given, else on labels.
 
-        Every layer trains, but frozen BatchNormalization layers (`_fit.train_every_layer`).
+        A compression stage (`compresses`) trains every layer but frozen BatchNormalization
+        layers (`_fit.train_every_layer`); `train` and `distill` leave frozen layers frozen.
         Without a teacher it trains on the labelled examples only (each batch
         augmented in the step with `augmentation`); with one, on every training
         image, the hidden labels passed on as `UNLABELED` (the Distiller's task loss
@@ -281,7 +285,7 @@ class _Training(Stage):
         if epochs == 0:
             return {"epochs": 0}
         x, y = self._training_data(context, augmented_copies)
-        unfrozen = _fit.train_every_layer(model)
+        unfrozen = _fit.train_every_layer(model) if self.compresses else 0
         student, propagation = model, None
         if self.teacher:
             model, x, propagation = self._distiller(model, context, x, augmented_copies)
