@@ -63,11 +63,10 @@ class KernelWrapper(keras.layers.Wrapper):
         return getattr(self.layer, self._kernel_name)
 
     def frozen(self):
-        """Whether the wrapper or its layer is frozen (`trainable = False`; a layer frozen
-        before it was wrapped counts): training calls then keep the wrapper's state (a
-        pruning mask, activation ranges) as they are, as BatchNormalization keeps its
-        statistics."""
-        return not (self.trainable and self.layer.trainable)
+        """Whether the wrapper or its layer is frozen (`is_frozen`): training calls then
+        keep the wrapper's state (a pruning mask, activation ranges) as they are, as
+        BatchNormalization keeps its statistics."""
+        return is_frozen(self)
 
     def kernel_mask(self):
         """The hook: the 0/1 mask of the kernel's weights kept, or None for none."""
@@ -116,6 +115,12 @@ class KernelWrapper(keras.layers.Wrapper):
     def from_config_arguments(cls, config, layer):
         """The constructor's keyword arguments from the rest of `config` (deserialized)."""
         return config
+
+
+def is_frozen(wrapper):
+    """Whether a Keras wrapper or the layer it wraps is frozen (`trainable = False`; a
+    layer frozen before it was wrapped counts)."""
+    return not (wrapper.trainable and wrapper.layer.trainable)
 
 
 def readable(variable):

@@ -124,11 +124,17 @@ def test_labels_that_are_not_class_ids_are_refused_before_training(labels, shown
         distiller.evaluate(*bad, verbose=0)  # before: TensorFlow's error inside the step
 
 
-def test_one_hot_labels_for_a_sparse_loss_are_named_with_the_fix():
+@pytest.mark.parametrize("student", ["functional", "sequential_never_called"])
+def test_one_hot_labels_for_a_sparse_loss_are_named_with_the_fix(student):
     # Before: Keras's "Argument `output` must have rank (ndim) `target.ndim - 1`".
     x, y = random_images(count=32)
     one_hot = keras.utils.to_categorical(y, 3)
-    distiller = tfkd.Distiller(small_cnn(4, "teacher"), small_cnn(4, "student"))
+    if student == "functional":
+        student = small_cnn(4, "student")
+    else:
+        layers = [keras.layers.Conv2D(4, 3), keras.layers.Flatten(), keras.layers.Dense(3)]
+        student = keras.Sequential(layers)
+    distiller = tfkd.Distiller(small_cnn(4, "teacher"), student)
     distiller.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     message = r"`y` holds one-hot rows.*Received: y of shape \(32, 3\)\. Pass y.argmax"
     with pytest.raises(ValueError, match=message):

@@ -118,7 +118,7 @@ def test_excel_s_byte_order_mark_and_another_encoding_read_as_their_texts(tmp_pa
         Data.load(csv=tmp_path / "latin.csv", test_split=0.25, encoding="klingon")
 
 
-def test_a_new_vocabulary_makes_the_stages_rerun(tmp_path):
+def test_a_new_vocabulary_changes_the_data_fingerprint_that_stages_rerun_on(tmp_path):
     # Before: the data's fingerprint read only its arrays and classes. A vocabulary with
     # 500 more tokens gave the same ids to the same texts, so a text model sized for the
     # old one was reused, and the export wrote the new vocabulary beside it.

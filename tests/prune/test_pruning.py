@@ -121,6 +121,9 @@ def test_frozen_layers_keep_their_masks_and_schedule_step(scope, frozen):
     x, y = random_images(64)
     schedule = prune.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=4, frequency=1)
     model = small_cnn(8, "student")
+    if scope == "layer":  # as users write it: a Sequential never called
+        layers = [keras.layers.Conv2D(8, 3, name="conv"), keras.layers.GlobalAveragePooling2D()]
+        model = keras.Sequential([*layers, keras.layers.Dense(3, name="logits")])
     if frozen == "before_pruning":
         model.get_layer("conv").trainable = False
     pruned = prune.prune(model, schedule, scope=scope)

@@ -5,6 +5,7 @@ import keras
 from keras import ops
 
 from tfkd import _checks
+from tfkd._wrapper import is_frozen
 from tfkd.prune import schedules
 from tfkd.prune._channel_graph import DEPTHWISE, PRODUCERS
 from tfkd.prune.wrapper import PruningGroup, _group_joined, _join_group, saved_schedule
@@ -62,9 +63,7 @@ class ChannelGroup(PruningGroup):
         """Whether a layer that makes the group's channels is frozen (`trainable = False`):
         the mask then stays as it is, as a frozen layer's pruning mask does. A frozen
         BatchNormalization (the usual way to fine-tune) does not hold it."""
-        return any(
-            not (m.trainable and m.layer.trainable) for m in self.members if m.role == "producer"
-        )
+        return any(is_frozen(m) for m in self.members if m.role == "producer")
 
     def scores(self, importance):
         producers = [m for m in self.members if m.role == "producer"]
